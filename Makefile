@@ -1,0 +1,92 @@
+# nabla: `make` builds the libraries and examples, `make test` runs the test
+# suite twice (plain, then under AddressSanitizer and UBSan), `make demo`
+# trains a small network and draws its graph.  See README.md.
+
+CC       ?= cc
+PREFIX   ?= /usr/local
+BUILD    ?= build
+OPT      ?= -O2 -g
+SANITIZE ?=
+
+PKGS     := openblas libgvc
+CPPFLAGS += -Iinclude -D_POSIX_C_SOURCE=200809L
+CFLAGS   += -std=c11 $(OPT) -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+            $(SANITIZE) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+LIB_SRC  := $(sort $(wildcard src/tensor/*.c src/graph/*.c src/ops/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+HEADERS  := include/nabla.h src/internal.h
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
+TEST_SUPPORT := tests/support.c
+
+.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test \
+        install uninstall clean
+
+all: lib examples
+
+lib: $(BUILD)/libnabla.a $(BUILD)/libnabla.so
+examples: $(EXAMPLES)
+tests: $(TESTS)
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libnabla.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libnabla.so: $(LIB_OBJ)
+	$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla.so.0 -o $@ $^ $(LDLIBS)
+
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libnabla.a include/nabla.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(BUILD)/libnabla.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Isrc $(CFLAGS) $< $(TEST_SUPPORT) -o $@ $(BUILD)/libnabla.a \
+	    $(LDLIBS) $(TEST_LIBS)
+
+deps-build:
+	@scripts/deps.sh build
+deps-test:
+	@scripts/deps.sh test
+
+# The whole suite, then again under AddressSanitizer and UBSan.
+test: deps-test
+	@$(MAKE) --no-print-directory test-plain
+	@$(MAKE) --no-print-directory test-sanitize
+
+test-plain: tests
+	@scripts/run-tests.sh "plain" $(TESTS)
+
+test-sanitize:
+	@$(MAKE) --no-print-directory BUILD=build/sanitize OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" tests
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    scripts/run-tests.sh "sanitize" $(patsubst $(BUILD)/%,build/sanitize/%,$(TESTS))
+
+demo: deps-build $(BUILD)/examples/demo
+	@mkdir -p $(BUILD)/demo
+	$(BUILD)/examples/demo --out $(BUILD)/demo
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/nabla.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0
+	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)|' \
+	    nabla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/lib/libnabla.a \
+	      $(DESTDIR)$(PREFIX)/lib/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0 \
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
+
+clean:
+	rm -rf build

@@ -1,0 +1,371 @@
+/*
+ * nabla: reverse-mode automatic differentiation in C.
+ *
+ * The model in one paragraph.  Tensors are N-dimensional, contiguous,
+ * row-major arrays of float32 or float64.  Every op runs at once and is
+ * recorded on a tape (nb_tape): a flat array in execution order, which is
+ * therefore already a topological order.  nb_backward() walks that array in
+ * reverse, calls each op's backward and adds into the gradients of its inputs.
+ *
+ * Where a tensor lives.  A tensor created with tape == NULL lives on the heap
+ * until nb_tensor_free(): use that for parameters.  A tensor created on a tape
+ * (every op result, and creation calls given a tape) lives in the tape's arena
+ * and is reclaimed by nb_tape_reset(), which keeps the memory for the next
+ * step: once a training loop is warm it makes no malloc at all.
+ *
+ * Errors (the cairo model).  No call aborts or exits on bad input.  An op that
+ * fails returns an "errored" tensor and records a message naming the op, the
+ * shapes and the caller's file and line on the tape.  An op given an errored
+ * input returns an errored tensor without doing work, so a chain of ops can be
+ * checked once at the end with nb_tape_status() or nb_tensor_status().
+ * Errored tensors are shared, immutable objects: never write through them.
+ *
+ * Most calls are macros that pass the caller's __FILE__ and __LINE__ on to the
+ * function of the same name with a trailing underscore.
+ */
+#ifndef NABLA_H
+#define NABLA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NB_VERSION "0.1.0"
+#define NB_MAX_DIMS 8   /* tensors have 0 to NB_MAX_DIMS dimensions */
+#define NB_NAME_MAX 32  /* a tensor's name, including the final NUL */
+
+typedef enum { NB_F32 = 0, NB_F64 = 1 } nb_dtype;
+
+typedef enum {
+    NB_OK = 0,
+    NB_ERR_NULL,      /* a NULL tensor or tape was passed */
+    NB_ERR_SHAPE,     /* shapes do not fit the op */
+    NB_ERR_DTYPE,     /* inputs of different dtypes */
+    NB_ERR_ARG,       /* an argument out of range (axis, size, ...) */
+    NB_ERR_NOMEM,     /* an allocation failed */
+    NB_ERR_STATE,     /* a call in the wrong state (stale tensor, ...) */
+    NB_ERR_IO,        /* a file could not be read or written */
+    NB_ERR_VALUE,     /* a bad value (NaN, a class index out of range, ...) */
+    NB_ERR_UNSUPPORTED, /* not built in (Graphviz missing, ...) */
+    NB_STATUS_COUNT
+} nb_status;
+
+typedef struct nb_tensor nb_tensor;
+typedef struct nb_tape nb_tape;
+
+/* Where a call was made from; filled in by the macros below. */
+#define NB_SITE __FILE__, __LINE__
+
+/* Builds the (ndim, shape) argument pair from a list of sizes:
+ * nb_zeros(NULL, NB_F32, NB_SHAPE(2, 3)). */
+#define NB_SHAPE(...) \
+    (int)(sizeof((size_t[]){__VA_ARGS__}) / sizeof(size_t)), (const size_t[]){__VA_ARGS__}
+/* The shape of a 0-dimensional tensor (a scalar). */
+#define NB_SCALAR 0, NULL
+
+/* ------------------------------------------------------------------ status */
+
+const char *nb_status_string(nb_status status);
+/* The message of the last error raised on this thread ("" if none). */
+const char *nb_last_error(void);
+
+/* ------------------------------------------------------------------ tapes */
+
+nb_tape *nb_tape_new(void);
+void nb_tape_free(nb_tape *tp);
+/* Forgets every recorded entry and every tensor on the tape, keeping the
+ * memory for the next step.  Clears the tape's error. */
+void nb_tape_reset(nb_tape *tp);
+/* The first error raised on the tape since it was made or reset. */
+nb_status nb_tape_status(const nb_tape *tp);
+const char *nb_tape_error(const nb_tape *tp);
+size_t nb_tape_size(const nb_tape *tp); /* number of recorded entries */
+/* Turns recording of gradients on or off (a no-grad region); returns the
+ * previous setting.  Ops still run, but their results require no gradient. */
+bool nb_tape_set_grad_enabled(nb_tape *tp, bool enabled);
+/* Bytes the tape holds for tensors and entries (grows, never shrinks). */
+size_t nb_tape_memory(const nb_tape *tp);
+
+/* ------------------------------------------------------------ tensors */
+
+/* Creation.  tape == NULL: a heap tensor the caller frees with
+ * nb_tensor_free(); otherwise the tensor lives on the tape until reset. */
+#define nb_empty(tp, dt, ndim, shape) nb_empty_(tp, dt, ndim, shape, NB_SITE)
+#define nb_zeros(tp, dt, ndim, shape) nb_full_(tp, dt, ndim, shape, 0.0, NB_SITE)
+#define nb_ones(tp, dt, ndim, shape) nb_full_(tp, dt, ndim, shape, 1.0, NB_SITE)
+#define nb_full(tp, dt, ndim, shape, v) nb_full_(tp, dt, ndim, shape, v, NB_SITE)
+/* From a C array of ndim/shape elements in row-major order. */
+#define nb_from_f32(tp, ndim, shape, data) nb_from_f32_(tp, ndim, shape, data, NB_SITE)
+#define nb_from_f64(tp, ndim, shape, data) nb_from_f64_(tp, ndim, shape, data, NB_SITE)
+/* From doubles, stored as dtype dt. */
+#define nb_from_array(tp, dt, ndim, shape, data) \
+    nb_from_array_(tp, dt, ndim, shape, data, NB_SITE)
+#define nb_scalar(tp, dt, v) nb_full_(tp, dt, 0, NULL, v, NB_SITE)
+/* A copy of t's values (not its gradient), with the same dtype. */
+#define nb_copy(tp, t) nb_copy_(tp, t, NB_SITE)
+
+nb_tensor *nb_empty_(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
+                     const char *file, int line);
+nb_tensor *nb_full_(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape, double value,
+                    const char *file, int line);
+nb_tensor *nb_from_f32_(nb_tape *tp, int ndim, const size_t *shape, const float *data,
+                        const char *file, int line);
+nb_tensor *nb_from_f64_(nb_tape *tp, int ndim, const size_t *shape, const double *data,
+                        const char *file, int line);
+nb_tensor *nb_from_array_(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
+                          const double *data, const char *file, int line);
+nb_tensor *nb_copy_(nb_tape *tp, const nb_tensor *t, const char *file, int line);
+
+/* Frees a heap tensor and its gradient.  NULL, errored and tape tensors are
+ * ignored (the tape owns those). */
+void nb_tensor_free(nb_tensor *t);
+
+/* Properties.  All accept errored tensors (which have no dimensions). */
+nb_status nb_tensor_status(const nb_tensor *t);
+nb_dtype nb_tensor_dtype(const nb_tensor *t);
+int nb_tensor_ndim(const nb_tensor *t);
+size_t nb_tensor_dim(const nb_tensor *t, int axis); /* negative counts from the end */
+size_t nb_tensor_size(const nb_tensor *t);          /* number of elements */
+const size_t *nb_tensor_shape(const nb_tensor *t);
+/* Writes "(2, 3)" into buf; returns buf. */
+char *nb_shape_string(const nb_tensor *t, char *buf, size_t bufsize);
+
+/* Names show in printing and in the graph picture. */
+void nb_tensor_set_name(nb_tensor *t, const char *name);
+const char *nb_tensor_name(const nb_tensor *t);
+
+/* Raw storage: float* for NB_F32, double* for NB_F64; NULL if errored. */
+void *nb_tensor_data(nb_tensor *t);
+/* Element access by flat (row-major) index or by index tuple, as double.
+ * An index out of range returns NaN (get) or does nothing (set). */
+double nb_get(const nb_tensor *t, size_t flat_index);
+void nb_set(nb_tensor *t, size_t flat_index, double value);
+double nb_get_at(const nb_tensor *t, const size_t *index);
+void nb_set_at(nb_tensor *t, const size_t *index, double value);
+double nb_item(const nb_tensor *t); /* the value of a 1-element tensor, else NaN */
+/* Copies all values into out (t's size doubles). */
+void nb_to_f64(const nb_tensor *t, double *out);
+
+/* Gradients.  A leaf tensor (one the user made) requires a gradient when
+ * marked so: parameters and inputs to differentiate with respect to.  An op's
+ * result requires one when any input does (outside a no-grad region). */
+void nb_requires_grad(nb_tensor *t, bool requires);
+bool nb_tensor_requires_grad(const nb_tensor *t);
+/* d loss / d t after nb_backward(), or NULL if none was computed. */
+void *nb_grad_data(nb_tensor *t);
+double nb_grad_get(nb_tensor *t, size_t flat_index); /* 0 if none computed */
+bool nb_has_grad(const nb_tensor *t);
+/* Zeroes t's gradient.  Leaf gradients add up over backward calls until
+ * zeroed, as in PyTorch. */
+void nb_zero_grad(nb_tensor *t);
+void nb_zero_grads(nb_tensor *const *params, int n);
+
+/* Human-readable printing: small tensors in full, large ones summarised. */
+void nb_print(FILE *out, const nb_tensor *t);
+void nb_print_grad(FILE *out, nb_tensor *t);
+
+/* ------------------------------------------------------------ random */
+
+/* A seeded generator (xoshiro256**): the same seed yields the same numbers on
+ * every run and platform. */
+typedef struct { uint64_t s[4]; bool has_spare; double spare; } nb_rng;
+void nb_rng_seed(nb_rng *rng, uint64_t seed);
+uint64_t nb_rng_next(nb_rng *rng);
+double nb_rng_uniform(nb_rng *rng);  /* in [0, 1) */
+double nb_rng_normal(nb_rng *rng);   /* mean 0, standard deviation 1 */
+#define nb_rand_uniform(tp, rng, dt, ndim, shape, lo, hi) \
+    nb_rand_uniform_(tp, rng, dt, ndim, shape, lo, hi, NB_SITE)
+#define nb_rand_normal(tp, rng, dt, ndim, shape, mean, std) \
+    nb_rand_normal_(tp, rng, dt, ndim, shape, mean, std, NB_SITE)
+nb_tensor *nb_rand_uniform_(nb_tape *tp, nb_rng *rng, nb_dtype dt, int ndim,
+                            const size_t *shape, double lo, double hi, const char *file,
+                            int line);
+nb_tensor *nb_rand_normal_(nb_tape *tp, nb_rng *rng, nb_dtype dt, int ndim,
+                           const size_t *shape, double mean, double std, const char *file,
+                           int line);
+
+/* ------------------------------------------------------------ backward */
+
+/* Back-propagates from a 1-element loss (seed d loss/d loss = 1). */
+#define nb_backward(loss) nb_backward_(loss, NULL, NB_SITE)
+/* Back-propagates from any output, with an explicit seed gradient of the
+ * output's shape and dtype (a vector-Jacobian product). */
+#define nb_backward_seed(out, seed) nb_backward_(out, seed, NB_SITE)
+nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, int line);
+
+/* Called once per tape entry that backward processes, after the entry's
+ * backward ran (for step-by-step pictures). */
+typedef void (*nb_backward_hook)(nb_tape *tp, size_t entry_index, void *user);
+void nb_tape_set_backward_hook(nb_tape *tp, nb_backward_hook hook, void *user);
+
+/* ------------------------------------------------------------ ops */
+
+/* Matrix product of 2-D tensors through CBLAS: op(a) . op(b), where op
+ * transposes when the flag is set, without copying. */
+#define nb_matmul(tp, a, b) nb_matmul_(tp, a, b, false, false, NB_SITE)
+#define nb_matmul_t(tp, a, b, ta, tb) nb_matmul_(tp, a, b, ta, tb, NB_SITE)
+nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
+                      const char *file, int line);
+
+/* Element-wise with NumPy broadcasting: shapes are aligned from the right and
+ * each pair of sizes must be equal or contain a 1. */
+#define nb_add(tp, a, b) nb_add_(tp, a, b, NB_SITE)
+#define nb_sub(tp, a, b) nb_sub_(tp, a, b, NB_SITE)
+#define nb_mul(tp, a, b) nb_mul_(tp, a, b, NB_SITE)
+#define nb_div(tp, a, b) nb_div_(tp, a, b, NB_SITE)
+nb_tensor *nb_add_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
+nb_tensor *nb_sub_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
+nb_tensor *nb_mul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
+nb_tensor *nb_div_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
+
+/* Element-wise functions of one tensor. */
+#define nb_neg(tp, a) nb_neg_(tp, a, NB_SITE)
+#define nb_scale(tp, a, s) nb_scale_(tp, a, s, NB_SITE)         /* a * s */
+#define nb_add_scalar(tp, a, s) nb_add_scalar_(tp, a, s, NB_SITE) /* a + s */
+#define nb_exp(tp, a) nb_exp_(tp, a, NB_SITE)
+#define nb_log(tp, a) nb_log_(tp, a, NB_SITE)
+#define nb_sigmoid(tp, a) nb_sigmoid_(tp, a, NB_SITE)
+#define nb_tanh(tp, a) nb_tanh_(tp, a, NB_SITE)
+#define nb_relu(tp, a) nb_relu_(tp, a, NB_SITE)
+#define nb_leaky_relu(tp, a, slope) nb_leaky_relu_(tp, a, slope, NB_SITE)
+#define nb_square(tp, a) nb_square_(tp, a, NB_SITE)
+#define nb_pow(tp, a, p) nb_pow_(tp, a, p, NB_SITE)             /* a ^ p, scalar p */
+#define nb_sin(tp, a) nb_sin_(tp, a, NB_SITE)
+#define nb_cos(tp, a) nb_cos_(tp, a, NB_SITE)
+nb_tensor *nb_neg_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_scale_(nb_tape *tp, nb_tensor *a, double s, const char *file, int line);
+nb_tensor *nb_add_scalar_(nb_tape *tp, nb_tensor *a, double s, const char *file, int line);
+nb_tensor *nb_exp_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_log_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_sigmoid_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_tanh_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_relu_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_leaky_relu_(nb_tape *tp, nb_tensor *a, double slope, const char *file, int line);
+nb_tensor *nb_square_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_pow_(nb_tape *tp, nb_tensor *a, double p, const char *file, int line);
+nb_tensor *nb_sin_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_cos_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+
+/* Reductions.  axis may be negative (counted from the end); keepdims keeps the
+ * reduced axis with size 1. */
+#define nb_sum(tp, a) nb_sum_all_(tp, a, false, NB_SITE)
+#define nb_mean(tp, a) nb_sum_all_(tp, a, true, NB_SITE)
+#define nb_sum_axis(tp, a, axis, keepdims) nb_sum_axis_(tp, a, axis, keepdims, false, NB_SITE)
+#define nb_mean_axis(tp, a, axis, keepdims) nb_sum_axis_(tp, a, axis, keepdims, true, NB_SITE)
+nb_tensor *nb_sum_all_(nb_tape *tp, nb_tensor *a, bool mean, const char *file, int line);
+nb_tensor *nb_sum_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, bool mean,
+                        const char *file, int line);
+
+/* Shapes.  reshape shares storage (one size may be given as -1 to infer it);
+ * transpose swaps two axes into new storage; detach shares storage and cuts
+ * the gradient; cast converts the dtype (differentiably). */
+#define nb_reshape(tp, a, ndim, shape) nb_reshape_(tp, a, ndim, shape, NB_SITE)
+#define nb_transpose(tp, a, axis0, axis1) nb_transpose_(tp, a, axis0, axis1, NB_SITE)
+#define nb_detach(tp, a) nb_detach_(tp, a, NB_SITE)
+#define nb_cast(tp, a, dt) nb_cast_(tp, a, dt, NB_SITE)
+nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
+                       const char *file, int line);
+nb_tensor *nb_transpose_(nb_tape *tp, nb_tensor *a, int axis0, int axis1, const char *file,
+                         int line);
+nb_tensor *nb_detach_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_cast_(nb_tape *tp, nb_tensor *a, nb_dtype dt, const char *file, int line);
+
+/* Softmax and log-softmax along an axis, computed stably (the maximum is
+ * subtracted first). */
+#define nb_softmax(tp, a, axis) nb_softmax_(tp, a, axis, false, NB_SITE)
+#define nb_log_softmax(tp, a, axis) nb_softmax_(tp, a, axis, true, NB_SITE)
+nb_tensor *nb_softmax_(nb_tape *tp, nb_tensor *a, int axis, bool log, const char *file,
+                       int line);
+
+/* Losses; each returns a 0-dimensional tensor, the mean over examples.
+ *   mse:      mean((pred - target)^2), shapes equal.
+ *   bce:      binary cross-entropy from probabilities p in [0, 1];
+ *             each log is clamped at -100, as PyTorch does.
+ *   bce_logits: the same from logits z, computed as
+ *             max(z,0) - z*t + log(1 + exp(-|z|)), finite for any z.
+ *   softmax_cross_entropy: from logits with classes along `axis`.  target is
+ *             either the logits' shape (one-hot or probabilities) or the
+ *             logits' shape without `axis`, holding class indices. */
+#define nb_mse(tp, pred, target) nb_mse_(tp, pred, target, NB_SITE)
+#define nb_bce(tp, prob, target) nb_bce_(tp, prob, target, NB_SITE)
+#define nb_bce_logits(tp, logits, target) nb_bce_logits_(tp, logits, target, NB_SITE)
+#define nb_softmax_cross_entropy(tp, logits, target, axis) \
+    nb_softmax_cross_entropy_(tp, logits, target, axis, NB_SITE)
+nb_tensor *nb_mse_(nb_tape *tp, nb_tensor *pred, nb_tensor *target, const char *file, int line);
+nb_tensor *nb_bce_(nb_tape *tp, nb_tensor *prob, nb_tensor *target, const char *file, int line);
+nb_tensor *nb_bce_logits_(nb_tape *tp, nb_tensor *logits, nb_tensor *target, const char *file,
+                          int line);
+nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *target,
+                                     int axis, const char *file, int line);
+
+/* ------------------------------------------------------------ gradcheck */
+
+/* Builds a scalar from inputs[0..n) on tape tp.  It must use only ops (no
+ * reading of values to branch on) and may read `user` for fixed data; data
+ * tensors should be nb_cast() to the inputs' dtype, which is float64. */
+typedef nb_tensor *(*nb_gradcheck_fn)(nb_tape *tp, nb_tensor *const *inputs, int n,
+                                      void *user);
+
+typedef struct {
+    double eps;       /* central-difference step; default 1e-6 */
+    double atol;      /* default 1e-5 */
+    double rtol;      /* default 1e-3; pass when |a - n| <= atol + rtol * |n| */
+    FILE *report;     /* per-element report of failures (NULL: none) */
+    bool report_all;  /* report every element, not only failures */
+} nb_gradcheck_opts;
+
+typedef struct {
+    nb_status status;    /* NB_OK unless the function itself failed */
+    bool passed;
+    size_t checked;      /* elements compared */
+    size_t failed;       /* elements out of tolerance */
+    /* The worst element (largest error relative to its tolerance). */
+    int worst_input;
+    size_t worst_element;
+    double worst_numeric, worst_analytic, worst_abs_err, worst_rel_err;
+    char message[512];   /* a one-line summary, or the error */
+} nb_gradcheck_result;
+
+void nb_gradcheck_default_opts(nb_gradcheck_opts *opts);
+/* Compares the analytic gradient of fn with respect to every input that
+ * requires a gradient against central differences, in float64, element by
+ * element.  The inputs are copied to float64; they are not changed. */
+nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n,
+                                 void *user, const nb_gradcheck_opts *opts);
+/* Per-input worst relative error of the last check (for pictures); returns
+ * how many values were written. */
+
+/* ------------------------------------------------------------ graphviz */
+
+typedef struct {
+    const nb_tensor *loss;     /* coloured as the loss; default: last entry's output */
+    size_t max_values;         /* print values in full up to this size; default 6 */
+    bool show_values;          /* default true */
+    bool show_grads;           /* default true */
+    const char *title;         /* graph label; default none */
+} nb_dot_opts;
+
+void nb_dot_default_opts(nb_dot_opts *opts);
+/* Writes the recorded graph in Graphviz's dot language.  Node ids follow tape
+ * order, so the same program writes the same bytes on every run. */
+nb_status nb_dot_write(nb_tape *tp, FILE *out, const nb_dot_opts *opts);
+nb_status nb_dot_save(nb_tape *tp, const char *path, const nb_dot_opts *opts);
+/* Renders a .dot file to `format` ("svg", "png", "pdf") through Graphviz's
+ * C library (libgvc). */
+nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *format);
+
+/* ------------------------------------------------------------ memory */
+
+/* Allocations nabla made since the process started (for checking that a warm
+ * training loop allocates nothing). */
+uint64_t nb_alloc_count(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NABLA_H */

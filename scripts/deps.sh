@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Checks that the Debian packages nabla needs are installed.  As root it
+# installs the missing ones; otherwise it prints the exact apt-get line.
+#   scripts/deps.sh build   what the library, examples and demo need
+#   scripts/deps.sh test    that, plus the test framework
+set -u
+what=${1:-build}
+
+# package  how to tell it is there
+checks=(
+  "build-essential:command -v cc && command -v make"
+  "pkg-config:command -v pkg-config"
+  "libopenblas-dev:pkg-config --exists openblas"
+  "uthash-dev:test -f /usr/include/uthash.h"
+  "libgraphviz-dev:pkg-config --exists libgvc"
+  "graphviz:command -v dot"
+  "zlib1g-dev:pkg-config --exists zlib"
+)
+if [ "$what" = test ]; then
+  checks+=("libcmocka-dev:pkg-config --exists cmocka")
+fi
+
+missing=()
+for c in "${checks[@]}"; do
+  pkg=${c%%:*}
+  if ! bash -c "${c#*:}" >/dev/null 2>&1; then missing+=("$pkg"); fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "nabla: installing missing packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || { echo "nabla: apt-get install failed for: ${missing[*]}" >&2; exit 1; }
+  exit 0
+fi
+echo "nabla: missing packages: ${missing[*]}" >&2
+echo "nabla: install them with:  sudo apt-get install ${missing[*]}" >&2
+exit 1

@@ -1,0 +1,138 @@
+/*
+ * Reverse mode.  For a loss L and every recorded entry out = f(in_1..in_k),
+ * walking the tape backwards guarantees that dL/d out is complete (every op
+ * that used `out` ran later, so its backward ran earlier) before f's backward
+ * turns it into contributions dL/d in_i = dL/d out . d out/d in_i, which are
+ * *added* into each input: a tensor used by several ops receives the sum of
+ * their contributions (the multivariable chain rule).
+ *
+ * First write sets, later writes add: a gradient buffer is not zeroed before
+ * a pass; the first contribution overwrites it (nb_grad_target reports
+ * accumulate = false) and the following ones add.
+ */
+#include "../internal.h"
+
+#include <string.h>
+
+void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate) {
+    if (t->grad && t->grad_state == NB_GRAD_SET) {
+        *accumulate = true;
+        return t->grad;
+    }
+    if (!t->grad) {
+        size_t bytes = t->size * nb_dtype_size(t->dtype);
+        t->grad = t->on_tape ? nb_tape_alloc(tp, bytes) : nb_malloc_aligned(bytes);
+        if (!t->grad) {
+            nb_set_error(tp, NB_ERR_NOMEM, NULL, 0,
+                         "nb_backward: cannot allocate a %zu-byte gradient", bytes);
+            return NULL;
+        }
+    }
+    *accumulate = false;
+    t->grad_state = NB_GRAD_SET;
+    return t->grad;
+}
+
+void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t) {
+    bool accumulate;
+    void *g = nb_grad_target(tp, t, &accumulate);
+    if (g && !accumulate) memset(g, 0, t->size * nb_dtype_size(t->dtype));
+    return g;
+}
+
+/* Is `out` the output of an entry of its tape?  (It is not if it is a leaf,
+ * or if it is left over from before nb_tape_reset().) */
+static bool recorded(const nb_tensor *out) {
+    const nb_tape *tp = out->tape;
+    return out->on_tape && tp && out->entry >= 1 && out->entry <= tp->n_entries &&
+           tp->entries[out->entry - 1].out == out;
+}
+
+nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, int line) {
+    char shape[128], seed_shape[128];
+    if (!out) {
+        nb_set_error(NULL, NB_ERR_NULL, file, line, "nb_backward: the output is NULL");
+        return NB_ERR_NULL;
+    }
+    if (out->status != NB_OK) {
+        nb_set_error(NULL, out->status, file, line,
+                     "nb_backward: the output is an errored tensor (%s)",
+                     nb_status_string(out->status));
+        return out->status;
+    }
+    if (!recorded(out)) {
+        nb_set_error(NULL, NB_ERR_STATE, file, line,
+                     "nb_backward: the output was not produced by an op on a live tape "
+                     "(it is a leaf, or it dates from before nb_tape_reset)");
+        return NB_ERR_STATE;
+    }
+    nb_tape *tp = out->tape;
+    if (tp->status != NB_OK) {
+        nb_set_error(NULL, tp->status, file, line, "nb_backward: the tape has an error: %s",
+                     tp->error);
+        return tp->status;
+    }
+    nb_format_shape(out->ndim, out->shape, shape, sizeof shape);
+    if (!out->requires_grad) {
+        nb_set_error(tp, NB_ERR_STATE, file, line,
+                     "nb_backward: the output %s does not depend on any tensor that requires "
+                     "a gradient (mark parameters with nb_requires_grad)",
+                     shape);
+        return NB_ERR_STATE;
+    }
+    if (!seed && out->size != 1) {
+        nb_set_error(tp, NB_ERR_SHAPE, file, line,
+                     "nb_backward: the output has shape %s; backward from a non-scalar needs a "
+                     "seed gradient of that shape (nb_backward_seed)",
+                     shape);
+        return NB_ERR_SHAPE;
+    }
+    if (seed) {
+        if (seed->status != NB_OK) {
+            nb_set_error(tp, seed->status, file, line, "nb_backward: the seed is errored");
+            return seed->status;
+        }
+        if (seed->size != out->size || seed->dtype != out->dtype) {
+            nb_set_error(tp, NB_ERR_SHAPE, file, line,
+                         "nb_backward: the seed %s %s does not match the output %s %s",
+                         nb_format_shape(seed->ndim, seed->shape, seed_shape, sizeof seed_shape),
+                         seed->dtype == NB_F32 ? "float32" : "float64", shape,
+                         out->dtype == NB_F32 ? "float32" : "float64");
+            return NB_ERR_SHAPE;
+        }
+    }
+
+    /* Forget intermediate gradients of an earlier pass over the same tape;
+     * leaf gradients add up across passes until nb_zero_grad. */
+    size_t last = out->entry; /* entries after this one cannot lead to `out` */
+    for (size_t i = 0; i < tp->n_entries; i++) {
+        tp->entries[i].out->grad = NULL;
+        tp->entries[i].out->grad_state = NB_GRAD_NONE;
+    }
+
+    bool accumulate;
+    void *g = nb_grad_target(tp, out, &accumulate);
+    if (!g) return tp->status;
+    if (seed)
+        memcpy(g, seed->data, out->size * nb_dtype_size(out->dtype));
+    else if (out->dtype == NB_F32)
+        *(float *)g = 1.0f;
+    else
+        *(double *)g = 1.0;
+
+    for (size_t i = last; i-- > 0;) {
+        const nb_entry *e = &tp->entries[i];
+        /* Skip entries that lead to no parameter, and those that do not lead
+         * to `out` (no gradient reached their output). */
+        if (!e->out->requires_grad || e->out->grad_state == NB_GRAD_NONE) continue;
+        if (!e->op->backward) {
+            nb_set_error(tp, NB_ERR_UNSUPPORTED, e->file, e->line,
+                         "nb_backward: op %s has no backward", e->op->name);
+            return tp->status;
+        }
+        e->op->backward(tp, e);
+        if (tp->status != NB_OK) return tp->status;
+        if (tp->hook) tp->hook(tp, i, tp->hook_user);
+    }
+    return NB_OK;
+}

@@ -1,0 +1,135 @@
+/*
+ * The tape: a flat array of entries in the order the ops ran.  Because an op
+ * can only use tensors that exist already, that order is topological, and
+ * backward is a plain reverse loop over the array (no recursion, no sort).
+ *
+ * The entry array and the arena keep their memory across nb_tape_reset(), so
+ * a training loop reaches a steady state in which recording allocates nothing.
+ */
+#include "../internal.h"
+
+#include <string.h>
+
+nb_tape *nb_tape_new(void) {
+    nb_tape *tp = nb_malloc(sizeof *tp);
+    if (!tp) {
+        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_tape_new: out of memory");
+        return NULL;
+    }
+    memset(tp, 0, sizeof *tp);
+    nb_arena_init(&tp->arena);
+    tp->grad_enabled = true;
+    return tp;
+}
+
+void nb_tape_free(nb_tape *tp) {
+    if (!tp) return;
+    nb_arena_free(&tp->arena);
+    nb_free(tp->entries);
+    nb_free(tp);
+}
+
+void nb_tape_reset(nb_tape *tp) {
+    if (!tp) return;
+    /* Tape tensors cease to exist; heap leaves hold no link into the tape. */
+    nb_arena_reset(&tp->arena);
+    tp->n_entries = 0;
+    tp->status = NB_OK;
+    tp->error[0] = '\0';
+}
+
+nb_status nb_tape_status(const nb_tape *tp) { return tp ? tp->status : NB_ERR_NULL; }
+const char *nb_tape_error(const nb_tape *tp) { return tp ? tp->error : "the tape is NULL"; }
+size_t nb_tape_size(const nb_tape *tp) { return tp ? tp->n_entries : 0; }
+
+size_t nb_tape_memory(const nb_tape *tp) {
+    return tp ? tp->arena.total + tp->cap_entries * sizeof(nb_entry) : 0;
+}
+
+bool nb_tape_set_grad_enabled(nb_tape *tp, bool enabled) {
+    if (!tp) return false;
+    bool was = tp->grad_enabled;
+    tp->grad_enabled = enabled;
+    return was;
+}
+
+void nb_tape_set_backward_hook(nb_tape *tp, nb_backward_hook hook, void *user) {
+    if (!tp) return;
+    tp->hook = hook;
+    tp->hook_user = user;
+}
+
+void *nb_tape_alloc(nb_tape *tp, size_t bytes) { return nb_arena_alloc(&tp->arena, bytes); }
+
+nb_tensor *nb_result(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape, const char *op,
+                     const char *file, int line) {
+    nb_tensor *t = nb_tensor_alloc(tp, dt, ndim, shape, op, file, line);
+    if (t->status == NB_OK) t->is_leaf = false;
+    return t;
+}
+
+nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *shape,
+                          const char *op, const char *file, int line) {
+    nb_tensor *t = nb_tape_alloc(tp, sizeof *t);
+    if (!t) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op);
+    memset(t, 0, sizeof *t);
+    t->dtype = src->dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    t->size = src->size;
+    t->data = src->data;
+    t->on_tape = true;
+    t->tape = tp;
+    return t;
+}
+
+nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, int n_in,
+                    nb_tensor *const *in, const char *file, int line) {
+    if (tp->n_entries == tp->cap_entries) {
+        size_t cap = tp->cap_entries ? 2 * tp->cap_entries : 256;
+        nb_entry *grown = nb_realloc(tp->entries, cap * sizeof *grown);
+        if (!grown) {
+            nb_set_error(tp, NB_ERR_NOMEM, file, line, "%s: cannot grow the tape to %zu entries",
+                         op->name, cap);
+            return NULL;
+        }
+        tp->entries = grown;
+        tp->cap_entries = cap;
+    }
+    nb_entry *e = &tp->entries[tp->n_entries++];
+    memset(e, 0, sizeof *e);
+    e->op = op;
+    e->out = out;
+    e->n_in = n_in;
+    bool requires = false;
+    for (int i = 0; i < n_in; i++) {
+        e->in[i] = in[i];
+        requires |= in[i]->requires_grad;
+    }
+    e->file = file;
+    e->line = line;
+    out->is_leaf = false;
+    out->requires_grad = requires && tp->grad_enabled;
+    out->entry = tp->n_entries; /* index + 1 */
+    return e;
+}
+
+nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file, int line, int n,
+                    nb_tensor *const *in) {
+    nb_tensor *failed = nb_check_inputs(tp, op->name, file, line, n, in);
+    if (!failed) failed = nb_check_same_dtype(tp, op->name, file, line, n, in);
+    return failed;
+}
+
+nb_entry *nb_emit(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in, nb_dtype dt,
+                  int ndim, const size_t *shape, const char *file, int line,
+                  nb_tensor **failed) {
+    nb_tensor *out = nb_result(tp, dt, ndim, shape, op->name, file, line);
+    if (out->status != NB_OK) {
+        *failed = out;
+        return NULL;
+    }
+    nb_entry *e = nb_record(tp, op, out, n_in, in, file, line);
+    if (!e) *failed = nb_nil(NB_ERR_NOMEM);
+    return e;
+}

@@ -1,0 +1,195 @@
+/*
+ * Shared internals of nabla: the tensor and tape structures and the helpers
+ * that every op uses.  Not installed; users see include/nabla.h only.
+ */
+#ifndef NABLA_INTERNAL_H
+#define NABLA_INTERNAL_H
+
+#include "nabla.h"
+
+#include <stdarg.h>
+
+#define NB_MAX_INPUTS 3
+#define NB_ALIGN 64 /* data buffers are aligned for vector loads */
+
+/* Gradient state of a tensor during/after backward. */
+enum { NB_GRAD_NONE = 0, NB_GRAD_ZERO, NB_GRAD_SET };
+
+struct nb_tensor {
+    nb_dtype dtype;
+    int ndim;
+    size_t shape[NB_MAX_DIMS];
+    size_t size;           /* product of shape; 1 for 0-d */
+    void *data;
+    void *grad;            /* same dtype and size as data, or NULL */
+    nb_status status;      /* NB_OK, or why this is an errored nil tensor */
+    unsigned char grad_state; /* NB_GRAD_*: NONE means no gradient reached it */
+    bool requires_grad;
+    bool on_tape;          /* memory owned by `tape`'s arena */
+    bool is_leaf;          /* made by the user, not by an op */
+    nb_tape *tape;         /* tape that owns it (on_tape) */
+    size_t entry;          /* index+1 of the entry that produced it; 0 for leaves */
+    char name[NB_NAME_MAX];
+};
+
+/* ---------------------------------------------------------------- arena */
+
+/* A bump allocator made of chunks.  reset() rewinds to the first chunk and
+ * keeps all of them, so the same sequence of requests after a reset is served
+ * without calling malloc. */
+typedef struct nb_chunk nb_chunk;
+typedef struct {
+    nb_chunk *first, *current;
+    size_t total;          /* bytes held in all chunks */
+} nb_arena;
+
+void nb_arena_init(nb_arena *a);
+void *nb_arena_alloc(nb_arena *a, size_t bytes); /* NB_ALIGN-aligned; NULL on failure */
+void nb_arena_reset(nb_arena *a);
+void nb_arena_free(nb_arena *a);
+
+/* ---------------------------------------------------------------- tape */
+
+typedef struct nb_entry nb_entry;
+
+/* What an op is: its name, its backward, and the local derivative of its
+ * output with respect to each input written as a formula (for pictures). */
+typedef struct {
+    const char *name;
+    /* Computes e->out from e->in and the entry's parameters. */
+    void (*forward)(const nb_entry *e);
+    /* Adds d loss/d input into each input that requires a gradient, from the
+     * output's gradient.  Uses nb_grad_target() to get the input buffers. */
+    void (*backward)(nb_tape *tp, const nb_entry *e);
+    const char *derivative[NB_MAX_INPUTS];
+} nb_op;
+
+struct nb_entry {
+    const nb_op *op;
+    nb_tensor *out;
+    nb_tensor *in[NB_MAX_INPUTS];
+    int n_in;
+    /* Op parameters (which ones are set depends on the op). */
+    double scalar;
+    int axis;
+    bool flag0, flag1;
+    void *saved;           /* op-specific data kept for backward, in the arena */
+    const char *file;
+    int line;
+};
+
+struct nb_tape {
+    nb_arena arena;
+    nb_entry *entries;
+    size_t n_entries, cap_entries;
+    bool grad_enabled;
+    nb_status status;
+    char error[512];
+    nb_backward_hook hook;
+    void *hook_user;
+};
+
+/* ---------------------------------------------------------------- errors */
+
+/* Records an error on the tape (the first one sticks) and on the thread, and
+ * returns the shared nil tensor for `status`. */
+nb_tensor *nb_fail(nb_tape *tp, nb_status status, const char *file, int line,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void nb_set_error(nb_tape *tp, nb_status status, const char *file, int line,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void nb_vset_error(nb_tape *tp, nb_status status, const char *file, int line,
+                   const char *fmt, va_list ap);
+nb_tensor *nb_nil(nb_status status);
+
+/* Checks a tape and inputs before an op runs.  Returns NULL when the op may
+ * go ahead, else the errored tensor the op must return (an errored input is
+ * passed on silently: the first error was recorded where it happened). */
+nb_tensor *nb_check_inputs(nb_tape *tp, const char *op, const char *file, int line, int n,
+                           nb_tensor *const *in);
+/* Same dtype for all inputs, else an NB_ERR_DTYPE failure. */
+nb_tensor *nb_check_same_dtype(nb_tape *tp, const char *op, const char *file, int line,
+                               int n, nb_tensor *const *in);
+
+/* "(2, 3)" for a shape. */
+char *nb_format_shape(int ndim, const size_t *shape, char *buf, size_t n);
+/* Normalises a possibly negative axis; returns -1 if out of range. */
+int nb_norm_axis(int axis, int ndim);
+/* Views t as (outer, n, inner) around `axis`: outer is the product of the
+ * sizes before it, n its size, inner the product of the sizes after it. */
+void nb_split_axis(const nb_tensor *t, int axis, size_t *outer, size_t *n, size_t *inner);
+
+/* ---------------------------------------------------------------- memory */
+
+void *nb_malloc(size_t bytes);
+void *nb_realloc(void *p, size_t bytes);
+void *nb_malloc_aligned(size_t bytes);
+void nb_free(void *p);
+size_t nb_dtype_size(nb_dtype dt);
+
+/* Makes an uninitialised tensor on the tape (tp != NULL) or heap. */
+nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
+                           const char *op, const char *file, int line);
+/* Makes an op result: a tape tensor sharing no data, not yet recorded. */
+nb_tensor *nb_result(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
+                     const char *op, const char *file, int line);
+/* Makes an op result that shares `data` (views: reshape, detach). */
+nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *shape,
+                          const char *op, const char *file, int line);
+void *nb_tape_alloc(nb_tape *tp, size_t bytes);
+
+/* Records an entry whose output is `out`.  Sets out->requires_grad from the
+ * inputs and the tape's grad mode.  Returns the entry (to fill in op
+ * parameters) or NULL on allocation failure (then the tape is errored). */
+nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, int n_in,
+                    nb_tensor *const *in, const char *file, int line);
+
+/* The usual start of an op: checks the inputs (NULL, errored, other tape,
+ * mixed dtypes).  Returns NULL if all is well, else the tensor to return. */
+nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file, int line, int n,
+                    nb_tensor *const *in);
+/* Allocates the result of `op` with the given shape and dtype and records
+ * the entry.  On failure returns NULL and stores the tensor to return in
+ * *failed.  The caller fills in op parameters, then calls nb_run(). */
+nb_entry *nb_emit(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in, nb_dtype dt,
+                  int ndim, const size_t *shape, const char *file, int line,
+                  nb_tensor **failed);
+static inline nb_tensor *nb_run(nb_entry *e) {
+    e->op->forward(e);
+    return e->out;
+}
+
+/* During backward: the buffer to write d loss/d t into.  *accumulate is set
+ * to true when a gradient is already there (add into it) and false when this
+ * is the first contribution (overwrite it).  NULL on allocation failure. */
+void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate);
+/* Same, but the buffer is zeroed first when fresh, so callers always add
+ * (used when contributions scatter, as in broadcasting). */
+void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t);
+/* Does input i of the entry need a gradient? */
+static inline bool nb_needs_grad(const nb_entry *e, int i) {
+    return e->in[i]->requires_grad;
+}
+
+#define NB_F(t) ((float *)(t)->data)
+#define NB_D(t) ((double *)(t)->data)
+
+/* Runs BODY once with T bound to the C type of dtype dt, so that a kernel is
+ * written once for float and double (with <tgmath.h>, exp() etc. pick the
+ * float or double function from T). */
+#define NB_DISPATCH(dt, ...)                                                                 \
+    do {                                                                                      \
+        if ((dt) == NB_F32) {                                                                 \
+            typedef float T;                                                                  \
+            __VA_ARGS__                                                                        \
+        } else {                                                                              \
+            typedef double T;                                                                 \
+            __VA_ARGS__                                                                        \
+        }                                                                                     \
+    } while (0)
+
+/* Summary statistics of n values of dtype dt (non-finite values excluded and
+ * counted). */
+typedef struct { double min, max, mean, std; size_t nonfinite; } nb_stats;
+nb_stats nb_compute_stats(nb_dtype dt, size_t n, const void *values);
+
+#endif /* NABLA_INTERNAL_H */

@@ -1,0 +1,239 @@
+/*
+ * add, sub, mul, div with NumPy broadcasting.
+ *
+ * Broadcasting: shapes are aligned from the right; each pair of sizes must be
+ * equal or one of them 1, and a missing leading dimension counts as 1.  So
+ * (4, 3) + (3,) and (4, 1) * (1, 5) broadcast, but (2, 3) + (2,) does not.
+ *
+ * Backward: if input a was broadcast along an axis, each of its elements was
+ * used once per position along that axis, so its gradient is the *sum* of the
+ * contributions over that axis (the chain rule adds over every use):
+ *     dL/da[j] = sum over outputs i that read a[j] of  dL/dy[i] * dy[i]/da[j]
+ *
+ * The loops walk the output in rows: dimensions that are contiguous in all
+ * three tensors are merged first, so the common cases (same shapes, a bias
+ * row added to a matrix) become a few long rows.
+ */
+#include "../internal.h"
+
+#include <string.h>
+
+/* ---------------------------------------------------------------- plan */
+
+typedef struct {
+    int nd;                      /* merged dimensions, >= 1 */
+    size_t shape[NB_MAX_DIMS];   /* of the output */
+    size_t sa[NB_MAX_DIMS];      /* element strides of a and b; 0 where broadcast */
+    size_t sb[NB_MAX_DIMS];
+} bcast_plan;
+
+/* Computes the output shape; false if the shapes do not broadcast. */
+static bool broadcast_shape(const nb_tensor *a, const nb_tensor *b, int *nd, size_t *shape) {
+    int n = a->ndim > b->ndim ? a->ndim : b->ndim;
+    for (int d = 0; d < n; d++) {
+        int da = d - (n - a->ndim), db = d - (n - b->ndim);
+        size_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
+        if (sa != sb && sa != 1 && sb != 1) return false;
+        shape[d] = sa == 1 ? sb : sa;
+    }
+    *nd = n;
+    return true;
+}
+
+/* Strides of t (contiguous) laid against an n-dimensional output, with 0
+ * where t has size 1 or no dimension. */
+static void broadcast_strides(const nb_tensor *t, int n, size_t *strides) {
+    size_t stride = 1;
+    for (int d = n - 1; d >= 0; d--) {
+        int dt = d - (n - t->ndim);
+        size_t size = dt >= 0 ? t->shape[dt] : 1;
+        strides[d] = size == 1 ? 0 : stride;
+        stride *= size;
+    }
+}
+
+static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *out,
+                      bcast_plan *p) {
+    int n = out->ndim;
+    size_t sa[NB_MAX_DIMS], sb[NB_MAX_DIMS];
+    broadcast_strides(a, n, sa);
+    broadcast_strides(b, n, sb);
+    if (n == 0) { /* both scalars */
+        p->nd = 1;
+        p->shape[0] = 1;
+        p->sa[0] = p->sb[0] = 1;
+        return;
+    }
+    /* Merge dimension d into the one after it when, for a and b alike, a step
+     * along d equals a full run along d+1 (always true for the output). */
+    int m = 0;
+    p->shape[0] = out->shape[0];
+    p->sa[0] = sa[0];
+    p->sb[0] = sb[0];
+    for (int d = 1; d < n; d++) {
+        if (p->sa[m] == sa[d] * out->shape[d] && p->sb[m] == sb[d] * out->shape[d]) {
+            p->shape[m] *= out->shape[d];
+            p->sa[m] = sa[d];
+            p->sb[m] = sb[d];
+        } else {
+            m++;
+            p->shape[m] = out->shape[d];
+            p->sa[m] = sa[d];
+            p->sb[m] = sb[d];
+        }
+    }
+    p->nd = m + 1;
+}
+
+/* Visits the output row by row (a row runs along the last merged dimension);
+ * for each row, oa/ob/oo are the offsets of its first element in a, b and
+ * the output.  ia/ib are the strides along the row (0 or 1). */
+#define FOR_EACH_ROW(p, ...)                                                               \
+    do {                                                                                    \
+        size_t idx_[NB_MAX_DIMS] = {0}, oa = 0, ob = 0, oo = 0;                             \
+        const size_t n_ = (p)->shape[(p)->nd - 1];                                          \
+        const size_t ia = (p)->sa[(p)->nd - 1], ib = (p)->sb[(p)->nd - 1];                  \
+        (void)ia, (void)ib;                                                                 \
+        for (;;) {                                                                          \
+            __VA_ARGS__;                                                                    \
+            oo += n_;                                                                       \
+            int d_ = (p)->nd - 2;                                                           \
+            for (; d_ >= 0; d_--) {                                                         \
+                oa += (p)->sa[d_];                                                          \
+                ob += (p)->sb[d_];                                                          \
+                if (++idx_[d_] < (p)->shape[d_]) break;                                     \
+                oa -= (p)->sa[d_] * (p)->shape[d_];                                         \
+                ob -= (p)->sb[d_] * (p)->shape[d_];                                         \
+                idx_[d_] = 0;                                                               \
+            }                                                                               \
+            if (d_ < 0) break;                                                              \
+        }                                                                                   \
+    } while (0)
+
+/* An inner loop over one row, specialised on which input is broadcast along
+ * it, so that the compiler sees unit strides.  EXPR uses A(k), B(k) and k. */
+#define ROW_LOOP(n, ia, ib, ...)                                                           \
+    do {                                                                                    \
+        if (ia && ib) {                                                                     \
+            for (size_t k = 0; k < (n); k++) { const size_t ka = k, kb = k; __VA_ARGS__; }         \
+        } else if (ib) {                                                                    \
+            for (size_t k = 0; k < (n); k++) { const size_t ka = 0, kb = k; __VA_ARGS__; }         \
+        } else if (ia) {                                                                    \
+            for (size_t k = 0; k < (n); k++) { const size_t ka = k, kb = 0; __VA_ARGS__; }         \
+        } else {                                                                            \
+            for (size_t k = 0; k < (n); k++) { const size_t ka = 0, kb = 0; __VA_ARGS__; }         \
+        }                                                                                   \
+    } while (0)
+
+/* ---------------------------------------------------------------- ops */
+
+/* Defines the forward of an op from EXPR in terms of a and b. */
+#define BINARY_FORWARD(name, EXPR)                                                          \
+    static void name##_forward(const nb_entry *e) {                                         \
+        bcast_plan p;                                                                       \
+        make_plan(e->in[0], e->in[1], e->out, &p);                                          \
+        NB_DISPATCH(e->out->dtype, {                                                        \
+            const T *A = e->in[0]->data, *B = e->in[1]->data;                               \
+            T *Y = e->out->data;                                                            \
+            FOR_EACH_ROW(&p, {                                                              \
+                const T *ra = A + oa, *rb = B + ob;                                         \
+                T *ry = Y + oo;                                                             \
+                ROW_LOOP(n_, ia, ib, {                                                      \
+                    const T a = ra[ka], b = rb[kb];                                         \
+                    ry[k] = (EXPR);                                                         \
+                });                                                                         \
+            });                                                                             \
+        });                                                                                 \
+    }
+
+/* Adds dL/dy * (dy/d input) into the gradient of input `which` (0 for a, 1 for
+ * b), where DA/DB are the local derivatives in terms of a, b, y.  An input that
+ * was not broadcast gets each element once and may be overwritten on the
+ * first contribution; a broadcast one collects sums and is zeroed first. */
+#define BINARY_BACKWARD(name, DA, DB)                                                       \
+    static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
+        bcast_plan p;                                                                       \
+        make_plan(e->in[0], e->in[1], e->out, &p);                                          \
+        for (int which = 0; which < 2; which++) {                                           \
+            nb_tensor *x = e->in[which];                                                    \
+            if (!x->requires_grad) continue;                                                \
+            bool acc = true;                                                                \
+            void *gx_ = x->size == e->out->size ? nb_grad_target(tp, x, &acc)               \
+                                                : nb_grad_target_zeroed(tp, x);             \
+            if (!gx_) return;                                                               \
+            NB_DISPATCH(e->out->dtype, {                                                    \
+                const T *A = e->in[0]->data, *B = e->in[1]->data, *Y = e->out->data;        \
+                const T *G = e->out->grad;                                                  \
+                T *GX = gx_;                                                                \
+                FOR_EACH_ROW(&p, {                                                          \
+                    const T *ra = A + oa, *rb = B + ob, *ry = Y + oo, *rg = G + oo;         \
+                    T *rgx = GX + (which ? ob : oa);                                        \
+                    if (which == 0) {                                                       \
+                        ROW_LOOP(n_, ia, ib, {                                              \
+                            const T a = ra[ka], b = rb[kb], y = ry[k];                      \
+                            (void)a, (void)b, (void)y;                                      \
+                            const T d = rg[k] * (DA);                                       \
+                            rgx[ka] = acc ? rgx[ka] + d : d;                                \
+                        });                                                                 \
+                    } else {                                                                \
+                        ROW_LOOP(n_, ia, ib, {                                              \
+                            const T a = ra[ka], b = rb[kb], y = ry[k];                      \
+                            (void)a, (void)b, (void)y;                                      \
+                            const T d = rg[k] * (DB);                                       \
+                            rgx[kb] = acc ? rgx[kb] + d : d;                                \
+                        });                                                                 \
+                    }                                                                       \
+                });                                                                         \
+            });                                                                             \
+        }                                                                                   \
+    }
+
+/* y = a + b:   dy/da = 1,    dy/db = 1 */
+BINARY_FORWARD(add, a + b)
+BINARY_BACKWARD(add, 1, 1)
+/* y = a - b:   dy/da = 1,    dy/db = -1 */
+BINARY_FORWARD(sub, a - b)
+BINARY_BACKWARD(sub, 1, -1)
+/* y = a * b:   dy/da = b,    dy/db = a */
+BINARY_FORWARD(mul, a * b)
+BINARY_BACKWARD(mul, b, a)
+/* y = a / b:   dy/da = 1/b,  dy/db = -a/b² = -y/b */
+BINARY_FORWARD(div, a / b)
+BINARY_BACKWARD(div, 1 / b, -y / b)
+
+static const nb_op add_op = {"add", add_forward, add_backward, {"1", "1"}};
+static const nb_op sub_op = {"sub", sub_forward, sub_backward, {"1", "-1"}};
+static const nb_op mul_op = {"mul", mul_forward, mul_backward, {"b", "a"}};
+static const nb_op div_op = {"div", div_forward, div_backward, {"1/b", "-a/b²"}};
+
+static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *b,
+                         const char *file, int line) {
+    nb_tensor *in[2] = {a, b};
+    nb_tensor *failed = nb_check(tp, op, file, line, 2, in);
+    if (failed) return failed;
+    int nd;
+    size_t shape[NB_MAX_DIMS];
+    if (!broadcast_shape(a, b, &nd, shape)) {
+        char sa[128], sb[128];
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "%s: shapes %s and %s do not broadcast (aligned from the right, each "
+                       "pair of sizes must be equal or 1)",
+                       op->name, nb_format_shape(a->ndim, a->shape, sa, sizeof sa),
+                       nb_format_shape(b->ndim, b->shape, sb, sizeof sb));
+    }
+    nb_entry *e = nb_emit(tp, op, 2, in, a->dtype, nd, shape, file, line, &failed);
+    return e ? nb_run(e) : failed;
+}
+
+nb_tensor *nb_add_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line) {
+    return binary(tp, &add_op, a, b, file, line);
+}
+nb_tensor *nb_sub_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line) {
+    return binary(tp, &sub_op, a, b, file, line);
+}
+nb_tensor *nb_mul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line) {
+    return binary(tp, &mul_op, a, b, file, line);
+}
+nb_tensor *nb_div_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line) {
+    return binary(tp, &div_op, a, b, file, line);
+}

@@ -1,0 +1,94 @@
+/*
+ * Matrix product of 2-D tensors through CBLAS: C = op(A) · op(B), where op(X)
+ * is X or Xᵀ (no copy is made: CBLAS reads the operand transposed).
+ *
+ * With G = dL/dC of shape (m, n), the chain rule gives
+ *     dL/d op(A) = G · op(B)ᵀ          dL/d op(B) = op(A)ᵀ · G
+ * and undoing op:
+ *     A not transposed:  dL/dA = G · op(B)ᵀ
+ *     A transposed:      dL/dA = (G · op(B)ᵀ)ᵀ = op(B) · Gᵀ
+ *     B not transposed:  dL/dB = op(A)ᵀ · G
+ *     B transposed:      dL/dB = (op(A)ᵀ · G)ᵀ = Gᵀ · op(A)
+ * Each is one gemm call; beta = 1 adds into an existing gradient.
+ */
+#include "../internal.h"
+
+#include <cblas.h>
+
+/* C (rows x cols, row-major) = beta*C + op(X) · op(Y), with op given by the
+ * flags and the inner size k. */
+static void gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k,
+                 const void *x, size_t ldx, const void *y, size_t ldy, bool accumulate, void *c) {
+    if (dt == NB_F32)
+        cblas_sgemm(CblasRowMajor, tx ? CblasTrans : CblasNoTrans, ty ? CblasTrans : CblasNoTrans,
+                    (int)rows, (int)cols, (int)k, 1.0f, x, (int)ldx, y, (int)ldy,
+                    accumulate ? 1.0f : 0.0f, c, (int)cols);
+    else
+        cblas_dgemm(CblasRowMajor, tx ? CblasTrans : CblasNoTrans, ty ? CblasTrans : CblasNoTrans,
+                    (int)rows, (int)cols, (int)k, 1.0, x, (int)ldx, y, (int)ldy,
+                    accumulate ? 1.0 : 0.0, c, (int)cols);
+}
+
+/* flag0/flag1: A/B transposed.  A is stored (a0, a1), B (b0, b1). */
+static void matmul_forward(const nb_entry *e) {
+    const nb_tensor *a = e->in[0], *b = e->in[1];
+    bool ta = e->flag0, tb = e->flag1;
+    size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
+    gemm(a->dtype, ta, tb, m, n, k, a->data, a->shape[1], b->data, b->shape[1], false,
+         e->out->data);
+}
+
+static void matmul_backward(nb_tape *tp, const nb_entry *e) {
+    nb_tensor *a = e->in[0], *b = e->in[1];
+    const void *g = e->out->grad;
+    bool ta = e->flag0, tb = e->flag1, acc;
+    size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
+    if (a->requires_grad) {
+        void *ga = nb_grad_target(tp, a, &acc);
+        if (!ga) return;
+        if (!ta) /* dA (m, k) = G (m, n) · op(B)ᵀ (n, k) */
+            gemm(a->dtype, false, !tb, m, k, n, g, n, b->data, b->shape[1], acc, ga);
+        else /* dA (k, m) = op(B) (k, n) · Gᵀ (n, m) */
+            gemm(a->dtype, tb, true, k, m, n, b->data, b->shape[1], g, n, acc, ga);
+    }
+    if (b->requires_grad) {
+        void *gb = nb_grad_target(tp, b, &acc);
+        if (!gb) return;
+        if (!tb) /* dB (k, n) = op(A)ᵀ (k, m) · G (m, n) */
+            gemm(a->dtype, !ta, false, k, n, m, a->data, a->shape[1], g, n, acc, gb);
+        else /* dB (n, k) = Gᵀ (n, m) · op(A) (m, k) */
+            gemm(a->dtype, true, ta, n, k, m, g, n, a->data, a->shape[1], acc, gb);
+    }
+}
+
+static const nb_op matmul_op = {"matmul", matmul_forward, matmul_backward, {"· Bᵀ", "Aᵀ ·"}};
+
+nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
+                      const char *file, int line) {
+    nb_tensor *in[2] = {a, b};
+    nb_tensor *failed = nb_check(tp, &matmul_op, file, line, 2, in);
+    if (failed) return failed;
+    char sa[128], sb[128];
+    nb_format_shape(a->ndim, a->shape, sa, sizeof sa);
+    nb_format_shape(b->ndim, b->shape, sb, sizeof sb);
+    if (a->ndim != 2 || b->ndim != 2)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "matmul: operands must be 2-D matrices, got %s and %s (use nb_reshape "
+                       "to make a vector a (n, 1) or (1, n) matrix)",
+                       sa, sb);
+    size_t m = trans_a ? a->shape[1] : a->shape[0], ka = trans_a ? a->shape[0] : a->shape[1];
+    size_t kb = trans_b ? b->shape[1] : b->shape[0], n = trans_b ? b->shape[0] : b->shape[1];
+    if (ka != kb)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "matmul: inner sizes differ: %s%s has %zu columns, %s%s has %zu rows", sa,
+                       trans_a ? "ᵀ" : "", ka, sb, trans_b ? "ᵀ" : "", kb);
+    if (m > INT32_MAX || n > INT32_MAX || ka > INT32_MAX)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "matmul: %s · %s exceeds the sizes CBLAS can index", sa, sb);
+    size_t shape[2] = {m, n};
+    nb_entry *e = nb_emit(tp, &matmul_op, 2, in, a->dtype, 2, shape, file, line, &failed);
+    if (!e) return failed;
+    e->flag0 = trans_a;
+    e->flag1 = trans_b;
+    return nb_run(e);
+}

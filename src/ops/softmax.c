@@ -1,0 +1,90 @@
+/*
+ * softmax and log-softmax along an axis, viewed as (outer, n, inner).
+ *
+ *   y_i = e^{x_i - m} / sum_j e^{x_j - m}       (m = max_j x_j, so no e^x overflows)
+ *   dL/dx_i = y_i (g_i - sum_j g_j y_j)        (softmax)
+ *
+ *   y_i = x_i - m - log sum_j e^{x_j - m}
+ *   dL/dx_i = g_i - softmax_i * sum_j g_j      (log-softmax)
+ */
+#include "../internal.h"
+
+#include <tgmath.h>
+
+
+static void softmax_forward(const nb_entry *e) {
+    const nb_tensor *x = e->in[0];
+    size_t outer, n, inner;
+    nb_split_axis(x, e->axis, &outer, &n, &inner);
+    bool log_form = e->flag0;
+    NB_DISPATCH(x->dtype, {
+        const T *xs = x->data;
+        T *ys = e->out->data;
+        for (size_t o = 0; o < outer; o++)
+            for (size_t i = 0; i < inner; i++) {
+                const T *xr = xs + o * n * inner + i;
+                T *yr = ys + o * n * inner + i;
+                T m = xr[0];
+                for (size_t k = 1; k < n; k++) m = xr[k * inner] > m ? xr[k * inner] : m;
+                T sum = 0;
+                for (size_t k = 0; k < n; k++) sum += exp(xr[k * inner] - m);
+                if (log_form) {
+                    T lse = m + log(sum);
+                    for (size_t k = 0; k < n; k++) yr[k * inner] = xr[k * inner] - lse;
+                } else {
+                    for (size_t k = 0; k < n; k++) yr[k * inner] = exp(xr[k * inner] - m) / sum;
+                }
+            }
+    });
+}
+
+static void softmax_backward(nb_tape *tp, const nb_entry *e) {
+    nb_tensor *x = e->in[0];
+    bool acc;
+    void *gx_ = nb_grad_target(tp, x, &acc);
+    if (!gx_) return;
+    size_t outer, n, inner;
+    nb_split_axis(x, e->axis, &outer, &n, &inner);
+    bool log_form = e->flag0;
+    NB_DISPATCH(x->dtype, {
+        const T *ys = e->out->data, *gs = e->out->grad;
+        T *gx = gx_;
+        for (size_t o = 0; o < outer; o++)
+            for (size_t i = 0; i < inner; i++) {
+                size_t base = o * n * inner + i;
+                T dot = 0;
+                for (size_t k = 0; k < n; k++)
+                    dot += log_form ? gs[base + k * inner]
+                                    : gs[base + k * inner] * ys[base + k * inner];
+                for (size_t k = 0; k < n; k++) {
+                    size_t j = base + k * inner;
+                    T d = log_form ? gs[j] - exp(ys[j]) * dot : ys[j] * (gs[j] - dot);
+                    gx[j] = acc ? gx[j] + d : d;
+                }
+            }
+    });
+}
+
+static const nb_op softmax_op = {"softmax", softmax_forward, softmax_backward,
+                                 {"diag(y) - y yᵀ"}};
+static const nb_op log_softmax_op = {"log_softmax", softmax_forward, softmax_backward,
+                                     {"I - softmax(x) 1ᵀ"}};
+
+nb_tensor *nb_softmax_(nb_tape *tp, nb_tensor *a, int axis, bool log, const char *file,
+                       int line) {
+    const nb_op *op = log ? &log_softmax_op : &softmax_op;
+    nb_tensor *failed = nb_check(tp, op, file, line, 1, &a);
+    if (failed) return failed;
+    int ax = nb_norm_axis(axis, a->ndim);
+    if (ax < 0) {
+        char s[128];
+        return nb_fail(tp, NB_ERR_ARG, file, line,
+                       "%s: axis %d is out of range for shape %s (%d dimensions)", op->name,
+                       axis, nb_format_shape(a->ndim, a->shape, s, sizeof s), a->ndim);
+    }
+    nb_entry *e = nb_emit(tp, op, 1, &a, a->dtype, a->ndim, a->shape, file, line, &failed);
+    if (!e) return failed;
+    e->axis = ax;
+    e->flag0 = log;
+    return nb_run(e);
+}

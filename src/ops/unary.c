@@ -1,0 +1,100 @@
+/*
+ * Element-wise functions y = f(x) of one tensor, optionally with a scalar
+ * parameter s.  Each op is one line of the table below: its forward
+ * expression and its derivative dy/dx, written in terms of x, y and s.
+ * Backward multiplies the upstream gradient by that derivative:
+ *     dL/dx = dL/dy * dy/dx        (element by element)
+ */
+#include "../internal.h"
+
+#include <tgmath.h>
+
+/* Defines name_forward, name_backward and name_op from FORWARD (using x, s)
+ * and DERIVATIVE (using x, y, s); FORMULA is the derivative for pictures. */
+#define UNARY_OP(name, FORWARD, DERIVATIVE, FORMULA)                                        \
+    static void name##_forward(const nb_entry *e) {                                          \
+        size_t n = e->out->size;                                                            \
+        NB_DISPATCH(e->out->dtype, {                                                        \
+            const T *restrict xs = e->in[0]->data;                                          \
+            T *restrict ys = e->out->data;                                                  \
+            const T s = (T)e->scalar;                                                       \
+            (void)s;                                                                        \
+            for (size_t i = 0; i < n; i++) {                                                \
+                const T x = xs[i];                                                          \
+                ys[i] = (FORWARD);                                                          \
+            }                                                                               \
+        });                                                                                 \
+    }                                                                                       \
+    static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
+        bool acc;                                                                           \
+        void *gx_ = nb_grad_target(tp, e->in[0], &acc);                                     \
+        if (!gx_) return;                                                                   \
+        size_t n = e->out->size;                                                            \
+        NB_DISPATCH(e->out->dtype, {                                                        \
+            const T *restrict xs = e->in[0]->data, *restrict ys = e->out->data;             \
+            const T *restrict gy = e->out->grad;                                            \
+            T *restrict gx = gx_;                                                           \
+            const T s = (T)e->scalar;                                                       \
+            (void)s;                                                                        \
+            for (size_t i = 0; i < n; i++) {                                                \
+                const T x = xs[i], y = ys[i];                                               \
+                (void)x, (void)y;                                                           \
+                T d = gy[i] * (DERIVATIVE);                                                 \
+                gx[i] = acc ? gx[i] + d : d;                                                \
+            }                                                                               \
+        });                                                                                 \
+    }                                                                                       \
+    static const nb_op name##_op = {#name, name##_forward, name##_backward, {FORMULA}};
+
+/*       name        forward y = f(x)            derivative dy/dx            formula */
+UNARY_OP(neg,        -x,                          -1,                         "-1")
+UNARY_OP(scale,      x * s,                       s,                          "s")
+UNARY_OP(add_scalar, x + s,                       1,                          "1")
+UNARY_OP(exp,        exp(x),                      y,                          "exp(x)")
+UNARY_OP(log,        log(x),                      1 / x,                      "1/x")
+/* sigmoid(x) = 1/(1+e^-x); for x -> -inf, e^-x = inf and y = 0 exactly, so
+ * the simple form is finite everywhere.  dy/dx = y(1-y). */
+UNARY_OP(sigmoid,    1 / (1 + exp(-x)),           y * (1 - y),                "σ(x)(1-σ(x))")
+UNARY_OP(tanh,       tanh(x),                     1 - y * y,                  "1-tanh²(x)")
+/* relu and leaky relu have a kink at 0; we take the derivative there as 0
+ * (resp. s), like PyTorch. */
+UNARY_OP(relu,       x > 0 ? x : 0,               x > 0 ? 1 : 0,              "[x>0]")
+UNARY_OP(leaky_relu, x > 0 ? x : s * x,           x > 0 ? 1 : s,              "[x>0] + s[x≤0]")
+UNARY_OP(square,     x * x,                       2 * x,                      "2x")
+UNARY_OP(pow,        pow(x, s),                   s * pow(x, s - 1),          "p·x^(p-1)")
+UNARY_OP(sin,        sin(x),                      cos(x),                     "cos(x)")
+UNARY_OP(cos,        cos(x),                      -sin(x),                    "-sin(x)")
+
+static nb_tensor *unary(nb_tape *tp, const nb_op *op, nb_tensor *a, double s, const char *file,
+                        int line) {
+    nb_tensor *failed = nb_check(tp, op, file, line, 1, &a);
+    if (failed) return failed;
+    nb_entry *e = nb_emit(tp, op, 1, &a, a->dtype, a->ndim, a->shape, file, line, &failed);
+    if (!e) return failed;
+    e->scalar = s;
+    return nb_run(e);
+}
+
+#define UNARY_API(name)                                                                     \
+    nb_tensor *nb_##name##_(nb_tape *tp, nb_tensor *a, const char *file, int line) {         \
+        return unary(tp, &name##_op, a, 0.0, file, line);                                   \
+    }
+#define UNARY_API_S(name)                                                                   \
+    nb_tensor *nb_##name##_(nb_tape *tp, nb_tensor *a, double s, const char *file,          \
+                            int line) {                                                     \
+        return unary(tp, &name##_op, a, s, file, line);                                     \
+    }
+
+UNARY_API(neg)
+UNARY_API(exp)
+UNARY_API(log)
+UNARY_API(sigmoid)
+UNARY_API(tanh)
+UNARY_API(relu)
+UNARY_API(square)
+UNARY_API(sin)
+UNARY_API(cos)
+UNARY_API_S(scale)
+UNARY_API_S(add_scalar)
+UNARY_API_S(leaky_relu)
+UNARY_API_S(pow)

@@ -1,0 +1,92 @@
+/*
+ * The tape's arena: a chain of chunks handed out by bumping an offset.
+ *
+ * Nothing is freed one at a time.  nb_arena_reset() rewinds every chunk and
+ * starts again from the first, keeping them all; a training step that makes
+ * the same requests as the previous one therefore finds room in the chunks it
+ * used last time and calls malloc zero times.
+ */
+#include "../internal.h"
+
+#include <stdint.h>
+
+struct nb_chunk {
+    nb_chunk *next;
+    size_t size;  /* usable bytes after the header */
+    size_t used;
+    /* data follows, NB_ALIGN-aligned */
+};
+
+#define CHUNK_HEADER ((sizeof(nb_chunk) + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN)
+#define MIN_CHUNK ((size_t)1 << 20)
+
+void nb_arena_init(nb_arena *a) {
+    a->first = a->current = NULL;
+    a->total = 0;
+}
+
+static unsigned char *chunk_data(nb_chunk *c) { return (unsigned char *)c + CHUNK_HEADER; }
+
+static nb_chunk *chunk_new(size_t size) {
+    if (size > SIZE_MAX - CHUNK_HEADER) return NULL;
+    nb_chunk *c = nb_malloc_aligned(CHUNK_HEADER + size);
+    if (!c) return NULL;
+    c->next = NULL;
+    c->size = size;
+    c->used = 0;
+    return c;
+}
+
+static void chunk_free(nb_chunk *c) { nb_free(c); }
+
+static void *bump(nb_chunk *c, size_t bytes) {
+    if (c->size - c->used < bytes) return NULL;
+    void *p = chunk_data(c) + c->used;
+    c->used += bytes;
+    return p;
+}
+
+void *nb_arena_alloc(nb_arena *a, size_t bytes) {
+    if (bytes > SIZE_MAX - NB_ALIGN) return NULL;
+    bytes = (bytes + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN;
+    if (bytes == 0) bytes = NB_ALIGN;
+    /* Try the current chunk, then the ones after it (kept from earlier steps). */
+    for (nb_chunk *c = a->current; c; c = c->next) {
+        void *p = bump(c, bytes);
+        if (p) {
+            a->current = c;
+            return p;
+        }
+    }
+    /* A new chunk, at least twice the size of everything so far, so that a
+     * growing workload settles after a few steps. */
+    size_t size = a->total > MIN_CHUNK ? a->total : MIN_CHUNK;
+    if (size < bytes) size = bytes;
+    nb_chunk *c = chunk_new(size);
+    if (!c) return NULL;
+    if (!a->first) {
+        a->first = c;
+    } else {
+        nb_chunk *last = a->current ? a->current : a->first;
+        while (last->next) last = last->next;
+        last->next = c;
+    }
+    a->total += size;
+    a->current = c;
+    return bump(c, bytes);
+}
+
+void nb_arena_reset(nb_arena *a) {
+    for (nb_chunk *c = a->first; c; c = c->next) c->used = 0;
+    a->current = a->first;
+}
+
+void nb_arena_free(nb_arena *a) {
+    nb_chunk *c = a->first;
+    while (c) {
+        nb_chunk *next = c->next;
+        chunk_free(c);
+        c = next;
+    }
+    nb_arena_init(a);
+}

@@ -1,0 +1,128 @@
+/*
+ * Errors, in the manner of cairo: a failed call returns a shared "nil" tensor
+ * whose status says what went wrong, the first message is kept on the tape,
+ * and every op passes an errored input on without doing anything.
+ */
+#include "../internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const status_names[NB_STATUS_COUNT] = {
+    [NB_OK] = "no error",
+    [NB_ERR_NULL] = "NULL argument",
+    [NB_ERR_SHAPE] = "shape mismatch",
+    [NB_ERR_DTYPE] = "dtype mismatch",
+    [NB_ERR_ARG] = "invalid argument",
+    [NB_ERR_NOMEM] = "out of memory",
+    [NB_ERR_STATE] = "invalid state",
+    [NB_ERR_IO] = "input/output error",
+    [NB_ERR_VALUE] = "invalid value",
+    [NB_ERR_UNSUPPORTED] = "not supported",
+};
+
+const char *nb_status_string(nb_status status) {
+    if ((unsigned)status >= NB_STATUS_COUNT) return "unknown status";
+    return status_names[status];
+}
+
+/* One immutable nil tensor per status.  Its data is NULL and its size 0, so
+ * nothing can be read or written through it. */
+#define NIL(st) { .status = st, .is_leaf = true }
+static nb_tensor nil_tensors[NB_STATUS_COUNT] = {
+    NIL(NB_OK), NIL(NB_ERR_NULL), NIL(NB_ERR_SHAPE), NIL(NB_ERR_DTYPE), NIL(NB_ERR_ARG),
+    NIL(NB_ERR_NOMEM), NIL(NB_ERR_STATE), NIL(NB_ERR_IO), NIL(NB_ERR_VALUE),
+    NIL(NB_ERR_UNSUPPORTED),
+};
+
+nb_tensor *nb_nil(nb_status status) {
+    if ((unsigned)status >= NB_STATUS_COUNT || status == NB_OK) status = NB_ERR_STATE;
+    return &nil_tensors[status];
+}
+
+static _Thread_local char last_error[512];
+
+const char *nb_last_error(void) { return last_error; }
+
+void nb_vset_error(nb_tape *tp, nb_status status, const char *file, int line,
+                   const char *fmt, va_list ap) {
+    char msg[512];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    if (n >= 0 && (size_t)n < sizeof msg && file)
+        snprintf(msg + n, sizeof msg - (size_t)n, " (at %s:%d)", file, line);
+    memcpy(last_error, msg, sizeof msg);
+    if (tp && tp->status == NB_OK) {
+        tp->status = status;
+        memcpy(tp->error, msg, sizeof msg);
+    }
+}
+
+void nb_set_error(nb_tape *tp, nb_status status, const char *file, int line,
+                  const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    nb_vset_error(tp, status, file, line, fmt, ap);
+    va_end(ap);
+}
+
+nb_tensor *nb_fail(nb_tape *tp, nb_status status, const char *file, int line,
+                   const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    nb_vset_error(tp, status, file, line, fmt, ap);
+    va_end(ap);
+    return nb_nil(status);
+}
+
+nb_tensor *nb_check_inputs(nb_tape *tp, const char *op, const char *file, int line, int n,
+                           nb_tensor *const *in) {
+    if (!tp) {
+        nb_set_error(NULL, NB_ERR_NULL, file, line, "%s: the tape is NULL", op);
+        return nb_nil(NB_ERR_NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        if (!in[i])
+            return nb_fail(tp, NB_ERR_NULL, file, line, "%s: input %d is NULL", op, i + 1);
+        if (in[i]->status != NB_OK) {
+            /* Already reported where it happened; make sure the tape knows. */
+            if (tp->status == NB_OK)
+                nb_set_error(tp, in[i]->status, file, line,
+                             "%s: input %d is an errored tensor (%s)", op, i + 1,
+                             nb_status_string(in[i]->status));
+            return nb_nil(in[i]->status);
+        }
+        if (in[i]->on_tape && in[i]->tape != tp)
+            return nb_fail(tp, NB_ERR_STATE, file, line,
+                           "%s: input %d belongs to another tape", op, i + 1);
+    }
+    return NULL;
+}
+
+nb_tensor *nb_check_same_dtype(nb_tape *tp, const char *op, const char *file, int line,
+                               int n, nb_tensor *const *in) {
+    for (int i = 1; i < n; i++)
+        if (in[i]->dtype != in[0]->dtype)
+            return nb_fail(tp, NB_ERR_DTYPE, file, line,
+                           "%s: inputs have different dtypes (input 1 is %s, input %d is %s); "
+                           "convert one with nb_cast",
+                           op, in[0]->dtype == NB_F32 ? "float32" : "float64", i + 1,
+                           in[i]->dtype == NB_F32 ? "float32" : "float64");
+    return NULL;
+}
+
+char *nb_format_shape(int ndim, const size_t *shape, char *buf, size_t n) {
+    size_t used = 0;
+    int w = snprintf(buf, n, "(");
+    if (w > 0) used = (size_t)w;
+    for (int d = 0; d < ndim && used < n; d++) {
+        w = snprintf(buf + used, n - used, d ? ", %zu" : "%zu", shape[d]);
+        if (w > 0) used += (size_t)w;
+    }
+    if (used < n) snprintf(buf + used, n - used, ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+int nb_norm_axis(int axis, int ndim) {
+    if (axis < 0) axis += ndim;
+    return (axis < 0 || axis >= ndim) ? -1 : axis;
+}

@@ -1,0 +1,263 @@
+/*
+ * Tensors: creation, properties, element access, gradient access.
+ *
+ * A tensor is a header (struct nb_tensor) and a contiguous row-major buffer.
+ * Heap tensors get both in one allocation; tape tensors get both from the
+ * tape's arena.  A heap tensor's gradient is allocated the first time a
+ * backward pass reaches it and kept for later passes.
+ */
+#include "../internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HEADER_BYTES ((sizeof(nb_tensor) + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN)
+
+/* Checks ndim and shape and computes the element count; 0 on error (with
+ * the error recorded). */
+static size_t checked_size(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
+                           const char *op, const char *file, int line, nb_status *status) {
+    char buf[128];
+    if (dt != NB_F32 && dt != NB_F64) {
+        *status = NB_ERR_ARG;
+        nb_set_error(tp, NB_ERR_ARG, file, line, "%s: unknown dtype %d", op, (int)dt);
+        return 0;
+    }
+    if (ndim < 0 || ndim > NB_MAX_DIMS) {
+        *status = NB_ERR_ARG;
+        nb_set_error(tp, NB_ERR_ARG, file, line, "%s: %d dimensions (allowed: 0 to %d)", op,
+                     ndim, NB_MAX_DIMS);
+        return 0;
+    }
+    if (ndim > 0 && !shape) {
+        *status = NB_ERR_NULL;
+        nb_set_error(tp, NB_ERR_NULL, file, line, "%s: shape is NULL for %d dimensions", op,
+                     ndim);
+        return 0;
+    }
+    size_t size = 1, limit = (SIZE_MAX - 4 * HEADER_BYTES) / nb_dtype_size(dt);
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0) {
+            *status = NB_ERR_SHAPE;
+            nb_set_error(tp, NB_ERR_SHAPE, file, line,
+                         "%s: shape %s has an empty dimension (size 0 at axis %d); "
+                         "empty tensors are not supported",
+                         op, nb_format_shape(ndim, shape, buf, sizeof buf), d);
+            return 0;
+        }
+        if (size > limit / shape[d]) {
+            *status = NB_ERR_SHAPE;
+            nb_set_error(tp, NB_ERR_SHAPE, file, line,
+                         "%s: shape %s has more elements than memory can address", op,
+                         nb_format_shape(ndim, shape, buf, sizeof buf));
+            return 0;
+        }
+        size *= shape[d];
+    }
+    return size;
+}
+
+nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
+                           const char *op, const char *file, int line) {
+    nb_status status = NB_OK;
+    size_t size = checked_size(tp, dt, ndim, shape, op, file, line, &status);
+    if (!size) return nb_nil(status);
+    size_t bytes = HEADER_BYTES + size * nb_dtype_size(dt);
+    unsigned char *mem = tp ? nb_arena_alloc(&tp->arena, bytes) : nb_malloc_aligned(bytes);
+    if (!mem) {
+        char buf[128];
+        return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: cannot allocate %zu bytes for %s",
+                       op, bytes, nb_format_shape(ndim, shape, buf, sizeof buf));
+    }
+    nb_tensor *t = (nb_tensor *)mem;
+    memset(t, 0, sizeof *t);
+    t->dtype = dt;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    t->size = size;
+    t->data = mem + HEADER_BYTES;
+    t->status = NB_OK;
+    t->is_leaf = true;
+    t->on_tape = tp != NULL;
+    t->tape = tp;
+    return t;
+}
+
+nb_tensor *nb_empty_(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
+                     const char *file, int line) {
+    return nb_tensor_alloc(tp, dt, ndim, shape, "nb_empty", file, line);
+}
+
+static void fill(nb_tensor *t, double v) {
+    if (t->dtype == NB_F32)
+        for (size_t i = 0; i < t->size; i++) NB_F(t)[i] = (float)v;
+    else
+        for (size_t i = 0; i < t->size; i++) NB_D(t)[i] = v;
+}
+
+nb_tensor *nb_full_(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape, double value,
+                    const char *file, int line) {
+    nb_tensor *t = nb_tensor_alloc(tp, dt, ndim, shape, "nb_full", file, line);
+    if (t->status == NB_OK) fill(t, value);
+    return t;
+}
+
+nb_tensor *nb_from_f32_(nb_tape *tp, int ndim, const size_t *shape, const float *data,
+                        const char *file, int line) {
+    if (!data) return nb_fail(tp, NB_ERR_NULL, file, line, "nb_from_f32: data is NULL");
+    nb_tensor *t = nb_tensor_alloc(tp, NB_F32, ndim, shape, "nb_from_f32", file, line);
+    if (t->status == NB_OK) memcpy(t->data, data, t->size * sizeof(float));
+    return t;
+}
+
+nb_tensor *nb_from_f64_(nb_tape *tp, int ndim, const size_t *shape, const double *data,
+                        const char *file, int line) {
+    if (!data) return nb_fail(tp, NB_ERR_NULL, file, line, "nb_from_f64: data is NULL");
+    nb_tensor *t = nb_tensor_alloc(tp, NB_F64, ndim, shape, "nb_from_f64", file, line);
+    if (t->status == NB_OK) memcpy(t->data, data, t->size * sizeof(double));
+    return t;
+}
+
+nb_tensor *nb_from_array_(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
+                          const double *data, const char *file, int line) {
+    if (!data) return nb_fail(tp, NB_ERR_NULL, file, line, "nb_from_array: data is NULL");
+    nb_tensor *t = nb_tensor_alloc(tp, dt, ndim, shape, "nb_from_array", file, line);
+    if (t->status != NB_OK) return t;
+    for (size_t i = 0; i < t->size; i++) nb_set(t, i, data[i]);
+    return t;
+}
+
+nb_tensor *nb_copy_(nb_tape *tp, const nb_tensor *src, const char *file, int line) {
+    if (!src) return nb_fail(tp, NB_ERR_NULL, file, line, "nb_copy: tensor is NULL");
+    if (src->status != NB_OK) return nb_nil(src->status);
+    nb_tensor *t = nb_tensor_alloc(tp, src->dtype, src->ndim, src->shape, "nb_copy", file, line);
+    if (t->status == NB_OK) {
+        memcpy(t->data, src->data, t->size * nb_dtype_size(t->dtype));
+        memcpy(t->name, src->name, sizeof t->name);
+    }
+    return t;
+}
+
+void nb_tensor_free(nb_tensor *t) {
+    if (!t || t->status != NB_OK || t->on_tape) return;
+    nb_free(t->grad);
+    nb_free(t);
+}
+
+/* ---------------------------------------------------------------- properties */
+
+static bool ok(const nb_tensor *t) { return t && t->status == NB_OK; }
+
+nb_status nb_tensor_status(const nb_tensor *t) { return t ? t->status : NB_ERR_NULL; }
+nb_dtype nb_tensor_dtype(const nb_tensor *t) { return ok(t) ? t->dtype : NB_F32; }
+int nb_tensor_ndim(const nb_tensor *t) { return ok(t) ? t->ndim : 0; }
+size_t nb_tensor_size(const nb_tensor *t) { return ok(t) ? t->size : 0; }
+const size_t *nb_tensor_shape(const nb_tensor *t) { return ok(t) ? t->shape : NULL; }
+
+size_t nb_tensor_dim(const nb_tensor *t, int axis) {
+    if (!ok(t)) return 0;
+    int a = nb_norm_axis(axis, t->ndim);
+    return a < 0 ? 0 : t->shape[a];
+}
+
+void nb_split_axis(const nb_tensor *t, int axis, size_t *outer, size_t *n, size_t *inner) {
+    *outer = *inner = 1;
+    for (int d = 0; d < axis; d++) *outer *= t->shape[d];
+    *n = t->shape[axis];
+    for (int d = axis + 1; d < t->ndim; d++) *inner *= t->shape[d];
+}
+
+char *nb_shape_string(const nb_tensor *t, char *buf, size_t bufsize) {
+    if (!ok(t)) {
+        snprintf(buf, bufsize, "(errored)");
+        return buf;
+    }
+    return nb_format_shape(t->ndim, t->shape, buf, bufsize);
+}
+
+void nb_tensor_set_name(nb_tensor *t, const char *name) {
+    if (!ok(t)) return;
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+}
+
+const char *nb_tensor_name(const nb_tensor *t) { return ok(t) ? t->name : ""; }
+
+/* ---------------------------------------------------------------- values */
+
+void *nb_tensor_data(nb_tensor *t) { return ok(t) ? t->data : NULL; }
+
+double nb_get(const nb_tensor *t, size_t i) {
+    if (!ok(t) || i >= t->size) return NAN;
+    return t->dtype == NB_F32 ? (double)NB_F(t)[i] : NB_D(t)[i];
+}
+
+void nb_set(nb_tensor *t, size_t i, double v) {
+    if (!ok(t) || i >= t->size) return;
+    if (t->dtype == NB_F32)
+        NB_F(t)[i] = (float)v;
+    else
+        NB_D(t)[i] = v;
+}
+
+/* Flat index of an index tuple, or SIZE_MAX when out of range. */
+static size_t flat_index(const nb_tensor *t, const size_t *index) {
+    size_t flat = 0;
+    for (int d = 0; d < t->ndim; d++) {
+        if (index[d] >= t->shape[d]) return SIZE_MAX;
+        flat = flat * t->shape[d] + index[d];
+    }
+    return flat;
+}
+
+double nb_get_at(const nb_tensor *t, const size_t *index) {
+    if (!ok(t) || (t->ndim && !index)) return NAN;
+    return nb_get(t, flat_index(t, index));
+}
+
+void nb_set_at(nb_tensor *t, const size_t *index, double v) {
+    if (!ok(t) || (t->ndim && !index)) return;
+    nb_set(t, flat_index(t, index), v);
+}
+
+double nb_item(const nb_tensor *t) { return ok(t) && t->size == 1 ? nb_get(t, 0) : NAN; }
+
+void nb_to_f64(const nb_tensor *t, double *out) {
+    if (!ok(t) || !out) return;
+    for (size_t i = 0; i < t->size; i++) out[i] = nb_get(t, i);
+}
+
+/* ---------------------------------------------------------------- gradients */
+
+void nb_requires_grad(nb_tensor *t, bool requires) {
+    if (ok(t) && t->is_leaf) t->requires_grad = requires;
+}
+
+bool nb_tensor_requires_grad(const nb_tensor *t) { return ok(t) && t->requires_grad; }
+
+bool nb_has_grad(const nb_tensor *t) { return ok(t) && t->grad && t->grad_state != NB_GRAD_NONE; }
+
+void *nb_grad_data(nb_tensor *t) {
+    if (!nb_has_grad(t)) return NULL;
+    if (t->grad_state == NB_GRAD_ZERO) {
+        /* Zeroing is lazy (the next backward overwrites); make it real now. */
+        memset(t->grad, 0, t->size * nb_dtype_size(t->dtype));
+        t->grad_state = NB_GRAD_SET;
+    }
+    return t->grad;
+}
+
+double nb_grad_get(nb_tensor *t, size_t i) {
+    if (!ok(t) || i >= t->size) return NAN;
+    void *g = nb_grad_data(t);
+    if (!g) return 0.0;
+    return t->dtype == NB_F32 ? (double)((float *)g)[i] : ((double *)g)[i];
+}
+
+void nb_zero_grad(nb_tensor *t) {
+    if (ok(t) && t->grad) t->grad_state = NB_GRAD_ZERO;
+}
+
+void nb_zero_grads(nb_tensor *const *params, int n) {
+    for (int i = 0; params && i < n; i++) nb_zero_grad(params[i]);
+}
