@@ -337,8 +337,6 @@ void nb_gradcheck_default_opts(nb_gradcheck_opts *opts);
  * element.  The inputs are copied to float64; they are not changed. */
 nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n,
                                  void *user, const nb_gradcheck_opts *opts);
-/* Per-input worst relative error of the last check (for pictures); returns
- * how many values were written. */
 
 /* ------------------------------------------------------------ graphviz */
 

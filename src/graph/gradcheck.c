@@ -1,0 +1,215 @@
+/*
+ * Gradient checking: the analytic gradient from backward against central
+ * differences,
+ *     df/dx_j  ~  (f(x + eps e_j) - f(x - eps e_j)) / (2 eps),
+ * whose error is O(eps^2) for smooth f.  Everything runs in float64 (float32
+ * noise alone fails correct gradients at these tolerances).  An element
+ * passes when |analytic - numeric| <= atol + rtol |numeric|, PyTorch's rule
+ * and default tolerances.
+ */
+#include "../internal.h"
+
+#include <math.h>
+#include <string.h>
+
+void nb_gradcheck_default_opts(nb_gradcheck_opts *opts) {
+    memset(opts, 0, sizeof *opts);
+    opts->eps = 1e-6;
+    opts->atol = 1e-5;
+    opts->rtol = 1e-3;
+}
+
+typedef struct {
+    nb_gradcheck_fn fn;
+    void *user;
+    nb_tape *tp;
+    nb_tensor **x; /* float64 copies of the inputs */
+    int n;
+} problem;
+
+/* Runs the function on a fresh tape; returns its value or NaN (with the
+ * message in *result). */
+static double evaluate(problem *pb, nb_tensor **out, nb_gradcheck_result *r) {
+    nb_tape_reset(pb->tp);
+    nb_tensor *y = pb->fn(pb->tp, pb->x, pb->n, pb->user);
+    *out = y;
+    if (!y || y->status != NB_OK || nb_tape_status(pb->tp) != NB_OK) {
+        r->status = nb_tape_status(pb->tp) != NB_OK ? nb_tape_status(pb->tp)
+                                                    : nb_tensor_status(y);
+        snprintf(r->message, sizeof r->message, "nb_gradcheck: the function failed: %s",
+                 nb_tape_status(pb->tp) != NB_OK ? nb_tape_error(pb->tp) : nb_last_error());
+        return NAN;
+    }
+    if (y->size != 1 || y->dtype != NB_F64) {
+        char s[128];
+        r->status = y->size != 1 ? NB_ERR_SHAPE : NB_ERR_DTYPE;
+        snprintf(r->message, sizeof r->message,
+                 "nb_gradcheck: the function must return a 1-element float64 tensor, got %s %s "
+                 "(nb_cast data tensors to the inputs' dtype)",
+                 nb_format_shape(y->ndim, y->shape, s, sizeof s),
+                 y->dtype == NB_F32 ? "float32" : "float64");
+        return NAN;
+    }
+    return NB_D(y)[0];
+}
+
+/* Writes "(i, j, k)" for a flat index of t. */
+static void index_string(const nb_tensor *t, size_t flat, char *buf, size_t n) {
+    size_t idx[NB_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        idx[d] = flat % t->shape[d];
+        flat /= t->shape[d];
+    }
+    nb_format_shape(t->ndim, idx, buf, n);
+}
+
+static void report_header(FILE *f) {
+    fprintf(f, "%-5s %-14s %14s %14s %14s %14s %10s %10s %s\n", "input", "element", "f(x+eps)",
+            "f(x-eps)", "numeric", "analytic", "abs err", "rel err", "");
+}
+
+nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n,
+                                 void *user, const nb_gradcheck_opts *opts) {
+    nb_gradcheck_result r;
+    memset(&r, 0, sizeof r);
+    r.worst_input = -1;
+    nb_gradcheck_opts o;
+    if (opts)
+        o = *opts;
+    else
+        nb_gradcheck_default_opts(&o);
+    if (!fn || !inputs || n <= 0) {
+        r.status = NB_ERR_ARG;
+        snprintf(r.message, sizeof r.message,
+                 "nb_gradcheck: needs a function and at least one input (got %d)", n);
+        return r;
+    }
+    if (!(o.eps > 0) || !(o.atol >= 0) || !(o.rtol >= 0)) {
+        r.status = NB_ERR_ARG;
+        snprintf(r.message, sizeof r.message,
+                 "nb_gradcheck: eps %g must be > 0, atol %g and rtol %g >= 0", o.eps, o.atol,
+                 o.rtol);
+        return r;
+    }
+    bool any_marked = false;
+    for (int i = 0; i < n; i++) {
+        if (!inputs[i] || inputs[i]->status != NB_OK) {
+            r.status = inputs[i] ? inputs[i]->status : NB_ERR_NULL;
+            snprintf(r.message, sizeof r.message, "nb_gradcheck: input %d is %s", i,
+                     inputs[i] ? "an errored tensor" : "NULL");
+            return r;
+        }
+        any_marked |= inputs[i]->requires_grad;
+    }
+
+    problem pb = {fn, user, nb_tape_new(), NULL, n};
+    double **analytic = NULL;
+    pb.x = nb_malloc((size_t)n * sizeof *pb.x);
+    analytic = nb_malloc((size_t)n * sizeof *analytic);
+    if (!pb.tp || !pb.x || !analytic) goto out_of_memory;
+    for (int i = 0; i < n; i++) pb.x[i] = NULL, analytic[i] = NULL;
+    for (int i = 0; i < n; i++) {
+        const nb_tensor *src = inputs[i];
+        pb.x[i] = nb_tensor_alloc(NULL, NB_F64, src->ndim, src->shape, "nb_gradcheck", NULL, 0);
+        if (pb.x[i]->status != NB_OK) {
+            pb.x[i] = NULL;
+            goto out_of_memory;
+        }
+        nb_to_f64(src, NB_D(pb.x[i]));
+        memcpy(pb.x[i]->name, src->name, sizeof src->name);
+        /* With no input marked, check them all. */
+        pb.x[i]->requires_grad = any_marked ? src->requires_grad : true;
+        analytic[i] = nb_malloc(src->size * sizeof(double));
+        if (!analytic[i]) goto out_of_memory;
+    }
+
+    /* The analytic gradient, from one backward pass. */
+    nb_tensor *y;
+    if (isnan(evaluate(&pb, &y, &r))) {
+        if (r.status == NB_OK) {
+            r.status = NB_ERR_VALUE;
+            snprintf(r.message, sizeof r.message, "nb_gradcheck: the function's value is NaN");
+        }
+        goto done;
+    }
+    nb_status st = nb_backward(y);
+    if (st != NB_OK) {
+        r.status = st;
+        snprintf(r.message, sizeof r.message, "nb_gradcheck: backward failed: %s",
+                 nb_last_error());
+        goto done;
+    }
+    for (int i = 0; i < n; i++)
+        for (size_t j = 0; j < pb.x[i]->size; j++) analytic[i][j] = nb_grad_get(pb.x[i], j);
+
+    /* The numeric gradient, one element at a time. */
+    if (o.report) report_header(o.report);
+    double worst_ratio = -1;
+    for (int i = 0; i < n; i++) {
+        if (!pb.x[i]->requires_grad) continue;
+        double *v = NB_D(pb.x[i]);
+        for (size_t j = 0; j < pb.x[i]->size; j++) {
+            double saved = v[j];
+            v[j] = saved + o.eps;
+            double f_plus = evaluate(&pb, &y, &r);
+            v[j] = saved - o.eps;
+            double f_minus = evaluate(&pb, &y, &r);
+            v[j] = saved;
+            if (r.status != NB_OK) goto done;
+            double numeric = (f_plus - f_minus) / (2 * o.eps), a = analytic[i][j];
+            double abs_err = fabs(a - numeric);
+            double tol = o.atol + o.rtol * fabs(numeric);
+            double rel_err = abs_err / fmax(fabs(numeric), 1e-300);
+            /* NaN anywhere is a failure: compare so that NaN fails. */
+            bool ok = abs_err <= tol;
+            double ratio = tol > 0 ? abs_err / tol : (abs_err > 0 ? INFINITY : 0);
+            if (isnan(ratio)) ratio = INFINITY;
+            r.checked++;
+            if (!ok) r.failed++;
+            if (ratio > worst_ratio) {
+                worst_ratio = ratio;
+                r.worst_input = i;
+                r.worst_element = j;
+                r.worst_numeric = numeric;
+                r.worst_analytic = a;
+                r.worst_abs_err = abs_err;
+                r.worst_rel_err = rel_err;
+            }
+            if (o.report && (!ok || o.report_all)) {
+                char idx[96];
+                index_string(pb.x[i], j, idx, sizeof idx);
+                fprintf(o.report, "%-5d %-14s %14.8g %14.8g %14.8g %14.8g %10.3g %10.3g %s\n", i,
+                        idx, f_plus, f_minus, numeric, a, abs_err, rel_err, ok ? "ok" : "FAIL");
+            }
+        }
+    }
+    r.passed = r.failed == 0 && r.checked > 0;
+    if (r.checked == 0)
+        snprintf(r.message, sizeof r.message, "gradcheck: no element to check");
+    else {
+        char idx[96];
+        index_string(pb.x[r.worst_input], r.worst_element, idx, sizeof idx);
+        snprintf(r.message, sizeof r.message,
+                 "gradcheck %s: %zu of %zu elements out of tolerance (atol %g, rtol %g); worst: "
+                 "input %d%s%s%s element %s, numeric %.10g, analytic %.10g, abs err %.3g",
+                 r.passed ? "passed" : "FAILED", r.failed, r.checked, o.atol, o.rtol,
+                 r.worst_input, pb.x[r.worst_input]->name[0] ? " (" : "",
+                 pb.x[r.worst_input]->name, pb.x[r.worst_input]->name[0] ? ")" : "", idx,
+                 r.worst_numeric, r.worst_analytic, r.worst_abs_err);
+    }
+    goto done;
+
+out_of_memory:
+    r.status = NB_ERR_NOMEM;
+    snprintf(r.message, sizeof r.message, "nb_gradcheck: out of memory");
+done:
+    if (o.report && r.status != NB_OK) fprintf(o.report, "%s\n", r.message);
+    for (int i = 0; pb.x && analytic && i < n; i++) {
+        nb_tensor_free(pb.x[i]);
+        nb_free(analytic[i]);
+    }
+    nb_free(pb.x);
+    nb_free(analytic);
+    nb_tape_free(pb.tp);
+    return r;
+}
