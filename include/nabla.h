@@ -94,17 +94,20 @@ size_t nb_tape_memory(const nb_tape *tp);
 /* ------------------------------------------------------------ tensors */
 
 /* Creation.  tape == NULL: a heap tensor the caller frees with
- * nb_tensor_free(); otherwise the tensor lives on the tape until reset. */
-#define nb_empty(tp, dt, ndim, shape) nb_empty_(tp, dt, ndim, shape, NB_SITE)
-#define nb_zeros(tp, dt, ndim, shape) nb_full_(tp, dt, ndim, shape, 0.0, NB_SITE)
-#define nb_ones(tp, dt, ndim, shape) nb_full_(tp, dt, ndim, shape, 1.0, NB_SITE)
-#define nb_full(tp, dt, ndim, shape, v) nb_full_(tp, dt, ndim, shape, v, NB_SITE)
+ * nb_tensor_free(); otherwise the tensor lives on the tape until reset.
+ * Shapes are given as (ndim, shape), for which NB_SHAPE(...) can stand:
+ *   nb_zeros(NULL, NB_F32, NB_SHAPE(2, 3))
+ *   nb_from_array(tp, NB_F64, NB_SHAPE(2), (double[]){1.5, -2}) */
+#define nb_empty(tp, dt, ...) nb_empty_(tp, dt, __VA_ARGS__, NB_SITE)
+#define nb_zeros(tp, dt, ...) nb_full_(tp, dt, __VA_ARGS__, 0.0, NB_SITE)
+#define nb_ones(tp, dt, ...) nb_full_(tp, dt, __VA_ARGS__, 1.0, NB_SITE)
+#define nb_full(tp, dt, ...) nb_full_(tp, dt, __VA_ARGS__, NB_SITE) /* ndim, shape, v */
 /* From a C array of ndim/shape elements in row-major order. */
-#define nb_from_f32(tp, ndim, shape, data) nb_from_f32_(tp, ndim, shape, data, NB_SITE)
-#define nb_from_f64(tp, ndim, shape, data) nb_from_f64_(tp, ndim, shape, data, NB_SITE)
+#define nb_from_f32(tp, ...) nb_from_f32_(tp, __VA_ARGS__, NB_SITE) /* ndim, shape, data */
+#define nb_from_f64(tp, ...) nb_from_f64_(tp, __VA_ARGS__, NB_SITE) /* ndim, shape, data */
 /* From doubles, stored as dtype dt. */
-#define nb_from_array(tp, dt, ndim, shape, data) \
-    nb_from_array_(tp, dt, ndim, shape, data, NB_SITE)
+#define nb_from_array(tp, dt, ...) \
+    nb_from_array_(tp, dt, __VA_ARGS__, NB_SITE) /* ndim, shape, data */
 #define nb_scalar(tp, dt, v) nb_full_(tp, dt, 0, NULL, v, NB_SITE)
 /* A copy of t's values (not its gradient), with the same dtype. */
 #define nb_copy(tp, t) nb_copy_(tp, t, NB_SITE)
@@ -178,10 +181,10 @@ void nb_rng_seed(nb_rng *rng, uint64_t seed);
 uint64_t nb_rng_next(nb_rng *rng);
 double nb_rng_uniform(nb_rng *rng);  /* in [0, 1) */
 double nb_rng_normal(nb_rng *rng);   /* mean 0, standard deviation 1 */
-#define nb_rand_uniform(tp, rng, dt, ndim, shape, lo, hi) \
-    nb_rand_uniform_(tp, rng, dt, ndim, shape, lo, hi, NB_SITE)
-#define nb_rand_normal(tp, rng, dt, ndim, shape, mean, std) \
-    nb_rand_normal_(tp, rng, dt, ndim, shape, mean, std, NB_SITE)
+/* nb_rand_uniform(tp, rng, dt, ndim, shape, lo, hi) and
+ * nb_rand_normal(tp, rng, dt, ndim, shape, mean, std) */
+#define nb_rand_uniform(tp, rng, dt, ...) nb_rand_uniform_(tp, rng, dt, __VA_ARGS__, NB_SITE)
+#define nb_rand_normal(tp, rng, dt, ...) nb_rand_normal_(tp, rng, dt, __VA_ARGS__, NB_SITE)
 nb_tensor *nb_rand_uniform_(nb_tape *tp, nb_rng *rng, nb_dtype dt, int ndim,
                             const size_t *shape, double lo, double hi, const char *file,
                             int line);
@@ -264,7 +267,10 @@ nb_tensor *nb_sum_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, bool
 /* Shapes.  reshape shares storage (one size may be given as -1 to infer it);
  * transpose swaps two axes into new storage; detach shares storage and cuts
  * the gradient; cast converts the dtype (differentiably). */
-#define nb_reshape(tp, a, ndim, shape) nb_reshape_(tp, a, ndim, shape, NB_SITE)
+#define nb_reshape(tp, a, ...) nb_reshape_(tp, a, __VA_ARGS__, NB_SITE) /* ndim, shape */
+/* The (ndim, shape) pair for nb_reshape, where one size may be -1. */
+#define NB_DIMS(...) \
+    (int)(sizeof((long[]){__VA_ARGS__}) / sizeof(long)), (const long[]){__VA_ARGS__}
 #define nb_transpose(tp, a, axis0, axis1) nb_transpose_(tp, a, axis0, axis1, NB_SITE)
 #define nb_detach(tp, a) nb_detach_(tp, a, NB_SITE)
 #define nb_cast(tp, a, dt) nb_cast_(tp, a, dt, NB_SITE)

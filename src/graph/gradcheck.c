@@ -45,9 +45,11 @@ static double evaluate(problem *pb, nb_tensor **out, nb_gradcheck_result *r) {
         r->status = y->size != 1 ? NB_ERR_SHAPE : NB_ERR_DTYPE;
         snprintf(r->message, sizeof r->message,
                  "nb_gradcheck: the function must return a 1-element float64 tensor, got %s %s "
-                 "(nb_cast data tensors to the inputs' dtype)",
+                 "(%s)",
                  nb_format_shape(y->ndim, y->shape, s, sizeof s),
-                 y->dtype == NB_F32 ? "float32" : "float64");
+                 y->dtype == NB_F32 ? "float32" : "float64",
+                 y->size != 1 ? "reduce it with nb_sum or nb_mean"
+                              : "nb_cast data tensors to the inputs' dtype, float64");
         return NAN;
     }
     return NB_D(y)[0];

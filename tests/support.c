@@ -1,0 +1,56 @@
+#include "support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void assert_close_(double actual, double expected, double tol, const char *what,
+                   const char *file, int line) {
+    if (fabs(actual - expected) <= tol) return;
+    print_error("%s = %.10g, expected %.10g (tolerance %g)\n", what, actual, expected, tol);
+    _fail(file, line);
+}
+
+void assert_ok_(const nb_tensor *t, const char *file, int line) {
+    if (nb_tensor_status(t) == NB_OK) return;
+    print_error("tensor is errored (%s): %s\n", nb_status_string(nb_tensor_status(t)),
+                nb_last_error());
+    _fail(file, line);
+}
+
+void assert_message_has_(const char *msg, const char *file, int line, ...) {
+    va_list ap;
+    va_start(ap, line);
+    for (const char *s = va_arg(ap, const char *); s; s = va_arg(ap, const char *)) {
+        if (!msg || !strstr(msg, s)) {
+            print_error("message \"%s\" does not contain \"%s\"\n", msg ? msg : "(null)", s);
+            va_end(ap);
+            _fail(file, line);
+            return;
+        }
+    }
+    va_end(ap);
+}
+
+void assert_gradcheck_(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void *user,
+                       const char *file, int line) {
+    nb_gradcheck_opts opts;
+    nb_gradcheck_default_opts(&opts);
+    nb_gradcheck_result r = nb_gradcheck(fn, inputs, n, user, &opts);
+    if (r.status == NB_OK && r.passed) return;
+    print_error("%s\n", r.message);
+    opts.report = stderr;
+    nb_gradcheck(fn, inputs, n, user, &opts);
+    _fail(file, line);
+}
+
+nb_tensor *random_input(nb_rng *rng, int ndim, const size_t *shape, double lo, double hi,
+                        bool away_from_zero) {
+    nb_tensor *t = nb_rand_uniform(NULL, rng, NB_F64, ndim, shape, lo, hi);
+    for (size_t i = 0; away_from_zero && i < nb_tensor_size(t); i++) {
+        double v = nb_get(t, i);
+        if (fabs(v) < 0.1) nb_set(t, i, v < 0 ? v - 0.2 : v + 0.2);
+    }
+    nb_requires_grad(t, true);
+    return t;
+}
