@@ -48,6 +48,9 @@ static bool recorded(const nb_tensor *out) {
            tp->entries[out->entry - 1].out == out;
 }
 
+/* A mistaken call (no seed, a wrong seed, nothing to differentiate) is
+ * reported through nb_last_error() but leaves the tape as it was, so the
+ * caller can correct the call; failures during the pass error the tape. */
 nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, int line) {
     char shape[128], seed_shape[128];
     if (!out) {
@@ -74,14 +77,14 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
     }
     nb_format_shape(out->ndim, out->shape, shape, sizeof shape);
     if (!out->requires_grad) {
-        nb_set_error(tp, NB_ERR_STATE, file, line,
+        nb_set_error(NULL, NB_ERR_STATE, file, line,
                      "nb_backward: the output %s does not depend on any tensor that requires "
                      "a gradient (mark parameters with nb_requires_grad)",
                      shape);
         return NB_ERR_STATE;
     }
     if (!seed && out->size != 1) {
-        nb_set_error(tp, NB_ERR_SHAPE, file, line,
+        nb_set_error(NULL, NB_ERR_SHAPE, file, line,
                      "nb_backward: the output has shape %s; backward from a non-scalar needs a "
                      "seed gradient of that shape (nb_backward_seed)",
                      shape);
@@ -89,11 +92,11 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
     }
     if (seed) {
         if (seed->status != NB_OK) {
-            nb_set_error(tp, seed->status, file, line, "nb_backward: the seed is errored");
+            nb_set_error(NULL, seed->status, file, line, "nb_backward: the seed is errored");
             return seed->status;
         }
         if (seed->size != out->size || seed->dtype != out->dtype) {
-            nb_set_error(tp, NB_ERR_SHAPE, file, line,
+            nb_set_error(NULL, NB_ERR_SHAPE, file, line,
                          "nb_backward: the seed %s %s does not match the output %s %s",
                          nb_format_shape(seed->ndim, seed->shape, seed_shape, sizeof seed_shape),
                          seed->dtype == NB_F32 ? "float32" : "float64", shape,
