@@ -348,7 +348,7 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
 
 typedef struct {
     const nb_tensor *loss;     /* coloured as the loss; default: last entry's output */
-    size_t max_values;         /* print values in full up to this size; default 6 */
+    size_t max_values;         /* print values in full up to this size; default 12 */
     bool show_values;          /* default true */
     bool show_grads;           /* default true */
     const char *title;         /* graph label; default none */

@@ -15,7 +15,7 @@
 
 void nb_dot_default_opts(nb_dot_opts *opts) {
     memset(opts, 0, sizeof *opts);
-    opts->max_values = 6;
+    opts->max_values = 12;
     opts->show_values = true;
     opts->show_grads = true;
 }
@@ -45,13 +45,15 @@ static void put_escaped(FILE *f, const char *s) {
     }
 }
 
-/* "[0.9, 0.1]" in full, or "min a  mean b  max c" for larger tensors. */
+/* "[0.9, 0.1]" in full (a matrix one row per line), or "min a  mean b
+ * max c" for larger tensors. */
 static void put_values(FILE *f, const nb_tensor *t, const void *values, size_t max_values) {
     if (t->size <= max_values) {
-        fputc('[', f);
+        size_t row = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->size;
         for (size_t i = 0; i < t->size; i++) {
             double v = t->dtype == NB_F32 ? ((const float *)values)[i] : ((const double *)values)[i];
-            fprintf(f, i ? ", %.4g" : "%.4g", v);
+            if (i % row == 0) fputs(i ? "]\\n[" : "[", f);
+            fprintf(f, i % row ? ", %.4g" : "%.4g", v);
         }
         fputc(']', f);
         return;

@@ -1,12 +1,25 @@
 /*
  * Rendering a .dot file through Graphviz's C library (libgvc): parse with
  * cgraph, lay out with the "dot" engine, render to the requested format.
+ *
+ * One Graphviz context serves the whole process.  Starting one loads every
+ * plugin, and Graphviz 2.42 keeps a font-name cache across contexts that
+ * points into freed memory once a first context is freed and a second one
+ * lays out text (AddressSanitizer reports it), so the context is made once
+ * and kept.
  */
 #include "../internal.h"
 
 #include <errno.h>
 #include <gvc.h>
+#include <pthread.h>
 #include <string.h>
+
+static GVC_t *shared_context;
+static pthread_once_t context_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t render_lock = PTHREAD_MUTEX_INITIALIZER; /* Graphviz is not thread-safe */
+
+static void make_context(void) { shared_context = gvContext(); }
 
 nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *format) {
     if (!dot_path || !out_path || !format) {
@@ -19,7 +32,8 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
                      strerror(errno));
         return NB_ERR_IO;
     }
-    GVC_t *gvc = gvContext();
+    pthread_once(&context_once, make_context);
+    GVC_t *gvc = shared_context;
     if (!gvc) {
         fclose(in);
         nb_set_error(NULL, NB_ERR_UNSUPPORTED, NULL, 0,
@@ -27,6 +41,7 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
         return NB_ERR_UNSUPPORTED;
     }
     nb_status st = NB_OK;
+    pthread_mutex_lock(&render_lock);
     Agraph_t *g = agread(in, NULL);
     fclose(in);
     if (!g) {
@@ -49,6 +64,6 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
         gvFreeLayout(gvc, g);
     }
     if (g) agclose(g);
-    gvFreeContext(gvc);
+    pthread_mutex_unlock(&render_lock);
     return st;
 }
