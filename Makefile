@@ -69,8 +69,9 @@ test: deps-test
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory test-sanitize
 
-test-plain: tests
+test-plain: tests lib
 	@scripts/run-tests.sh "plain" $(TESTS)
+	@scripts/check-readme.sh $(BUILD)
 
 test-sanitize:
 	@$(MAKE) --no-print-directory BUILD=build/sanitize OPT="-O1 -g -fno-omit-frame-pointer" \
