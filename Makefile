@@ -71,7 +71,8 @@ test: deps-test
 
 test-plain: tests lib
 	@scripts/run-tests.sh "plain" $(TESTS)
-	@scripts/check-readme.sh $(BUILD)
+	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
+	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check
 
 test-sanitize:
 	@$(MAKE) --no-print-directory BUILD=build/sanitize OPT="-O1 -g -fno-omit-frame-pointer" \

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Compiles and runs the first C example of README.md against the built
-# library, so the README cannot drift from the API.  Prints one closing line.
+# Compiles and runs the first C example of README.md against an installed
+# nabla, found through pkg-config as a user would, so neither the README nor
+# the install can drift from the API.  Prints one closing line.
+#   scripts/check-readme.sh BUILD_DIR INSTALL_PREFIX
 set -u
 build=${1:-build}
+prefix=${2:?usage: check-readme.sh BUILD_DIR INSTALL_PREFIX}
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 dir="$build/readme"
 mkdir -p "$dir"
 awk '/^```c$/ {on = 1; next} /^```$/ && on {exit} on' README.md > "$dir/model.c"
 if [ ! -s "$dir/model.c" ]; then echo "readme: no C example found"; echo "readme: 0 passed, 1 failed"; exit 1; fi
 # shellcheck disable=SC2046
-if ! cc -std=c11 -Wall -Wextra -Werror -Iinclude "$dir/model.c" -o "$dir/model" \
-     "$build/libnabla.a" $(pkg-config --libs openblas libgvc) -lm; then
+if ! cc -std=c11 -Wall -Wextra -Werror "$dir/model.c" -o "$dir/model" \
+     $(pkg-config --cflags --libs nabla) -Wl,-rpath,"$prefix/lib"; then
   echo "readme: 0 passed, 1 failed"; exit 1
 fi
 # The example's loss must fall, and it must write model.dot.

@@ -359,6 +359,11 @@ static void test_shape_ops(void **state) {
     nb_tensor *c = nb_cast(tp, a, NB_F32);
     assert_int_equal(nb_tensor_dtype(c), NB_F32);
     assert_close(nb_get(c, 5), 6, 0);
+    /* d sum(cast(a) * w)/da = w, converted back to a's dtype. */
+    nb_requires_grad(a, true);
+    nb_tensor *w = nb_from_array(tp, NB_F32, NB_SHAPE(2, 3), ((double[]){1, -2, 0.5, 4, 0, 3}));
+    assert_int_equal(nb_backward(nb_sum(tp, nb_mul(tp, nb_cast(tp, a, NB_F32), w))), NB_OK);
+    for (size_t i = 0; i < 6; i++) assert_close(nb_grad_get(a, i), nb_get(w, i), 0);
     nb_tape_free(tp);
 
     nb_rng rng;
@@ -468,6 +473,29 @@ static void test_loss_values(void **state) {
         nb_tensor *zc = nb_from_array(tp, dt, NB_SHAPE(1, 2), ((double[]){1e4, -1e4}));
         nb_tensor *c0 = nb_from_array(tp, dt, NB_SHAPE(1), ((double[]){1}));
         assert_close(nb_item(nb_softmax_cross_entropy(tp, zc, c0, 1)), 2e4, 1);
+    }
+    /* ... and so are their gradients: d/dz = (sigmoid(z) - t)/N = (1 - 0)/2 and
+     * (0 - 1)/2 for z = +1e4, -1e4; for softmax CE, (softmax - onehot) = (0, -1)... */
+    for (int dt = NB_F32; dt <= NB_F64; dt++) {
+        nb_tensor *zz = nb_from_array(tp, dt, NB_SHAPE(2), ((double[]){1e4, -1e4}));
+        nb_tensor *yy = nb_from_array(tp, dt, NB_SHAPE(2), ((double[]){0, 1}));
+        nb_requires_grad(zz, true);
+        assert_int_equal(nb_backward(nb_bce_logits(tp, zz, yy)), NB_OK);
+        assert_close(nb_grad_get(zz, 0), 0.5, 0);
+        assert_close(nb_grad_get(zz, 1), -0.5, 0);
+        /* logits (1e4, -1e4) with class 1: softmax = (1, 0), gradient (1, -1). */
+        nb_tensor *zc = nb_from_array(tp, dt, NB_SHAPE(1, 2), ((double[]){1e4, -1e4}));
+        nb_tensor *c1 = nb_from_array(tp, dt, NB_SHAPE(1), ((double[]){1}));
+        nb_requires_grad(zc, true);
+        assert_int_equal(nb_backward(nb_softmax_cross_entropy(tp, zc, c1, 1)), NB_OK);
+        assert_close(nb_grad_get(zc, 0), 1, 0);
+        assert_close(nb_grad_get(zc, 1), -1, 0);
+        /* sigmoid and tanh saturate to a zero gradient, not NaN. */
+        nb_tensor *s = nb_add(tp, nb_sum(tp, nb_sigmoid(tp, zz)), nb_sum(tp, nb_tanh(tp, zz)));
+        nb_zero_grad(zz);
+        assert_int_equal(nb_backward(s), NB_OK);
+        assert_close(nb_grad_get(zz, 0), 0, 0);
+        assert_close(nb_grad_get(zz, 1), 0, 0);
     }
     /* bce at probabilities 0 and 1 clamps each log at -100. */
     nb_tensor *edge = nb_from_array(tp, NB_F64, NB_SHAPE(2), ((double[]){0, 1}));
