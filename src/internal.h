@@ -114,6 +114,10 @@ nb_tensor *nb_check_same_dtype(nb_tape *tp, const char *op, const char *file, in
 char *nb_format_shape(int ndim, const size_t *shape, char *buf, size_t n);
 /* Normalises a possibly negative axis; returns -1 if out of range. */
 int nb_norm_axis(int axis, int ndim);
+/* Normalises `axis` for t into *ax; on failure returns the errored tensor
+ * (NB_ERR_ARG, the message naming op, axis and shape), else NULL. */
+nb_tensor *nb_check_axis(nb_tape *tp, const char *op, const nb_tensor *t, int axis, int *ax,
+                         const char *file, int line);
 /* Views t as (outer, n, inner) around `axis`: outer is the product of the
  * sizes before it, n its size, inner the product of the sizes after it. */
 void nb_split_axis(const nb_tensor *t, int axis, size_t *outer, size_t *n, size_t *inner);

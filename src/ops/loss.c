@@ -213,10 +213,9 @@ nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *
     char sx[128], st[128];
     nb_format_shape(logits->ndim, logits->shape, sx, sizeof sx);
     nb_format_shape(target->ndim, target->shape, st, sizeof st);
-    int ax = nb_norm_axis(axis, logits->ndim);
-    if (ax < 0)
-        return nb_fail(tp, NB_ERR_ARG, file, line,
-                       "%s: class axis %d is out of range for logits %s", name, axis, sx);
+    int ax;
+    failed = nb_check_axis(tp, name, logits, axis, &ax, file, line);
+    if (failed) return failed;
     /* The target is either the logits' shape, or that shape without the axis. */
     bool full = target->ndim == logits->ndim, indices = target->ndim == logits->ndim - 1;
     for (int d = 0, k = 0; d < logits->ndim; d++) {

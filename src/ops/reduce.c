@@ -96,13 +96,9 @@ nb_tensor *nb_sum_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, bool
     const nb_op *op = mean ? &mean_axis_op : &sum_axis_op;
     nb_tensor *failed = nb_check(tp, op, file, line, 1, &a);
     if (failed) return failed;
-    int ax = nb_norm_axis(axis, a->ndim);
-    if (ax < 0) {
-        char s[128];
-        return nb_fail(tp, NB_ERR_ARG, file, line,
-                       "%s: axis %d is out of range for shape %s (%d dimensions)", op->name,
-                       axis, nb_format_shape(a->ndim, a->shape, s, sizeof s), a->ndim);
-    }
+    int ax;
+    failed = nb_check_axis(tp, op->name, a, axis, &ax, file, line);
+    if (failed) return failed;
     size_t shape[NB_MAX_DIMS];
     int nd = 0;
     for (int d = 0; d < a->ndim; d++) {

@@ -75,13 +75,9 @@ nb_tensor *nb_softmax_(nb_tape *tp, nb_tensor *a, int axis, bool log, const char
     const nb_op *op = log ? &log_softmax_op : &softmax_op;
     nb_tensor *failed = nb_check(tp, op, file, line, 1, &a);
     if (failed) return failed;
-    int ax = nb_norm_axis(axis, a->ndim);
-    if (ax < 0) {
-        char s[128];
-        return nb_fail(tp, NB_ERR_ARG, file, line,
-                       "%s: axis %d is out of range for shape %s (%d dimensions)", op->name,
-                       axis, nb_format_shape(a->ndim, a->shape, s, sizeof s), a->ndim);
-    }
+    int ax;
+    failed = nb_check_axis(tp, op->name, a, axis, &ax, file, line);
+    if (failed) return failed;
     nb_entry *e = nb_emit(tp, op, 1, &a, a->dtype, a->ndim, a->shape, file, line, &failed);
     if (!e) return failed;
     e->axis = ax;

@@ -126,3 +126,13 @@ int nb_norm_axis(int axis, int ndim) {
     if (axis < 0) axis += ndim;
     return (axis < 0 || axis >= ndim) ? -1 : axis;
 }
+
+nb_tensor *nb_check_axis(nb_tape *tp, const char *op, const nb_tensor *t, int axis, int *ax,
+                         const char *file, int line) {
+    *ax = nb_norm_axis(axis, t->ndim);
+    if (*ax >= 0) return NULL;
+    char s[128];
+    return nb_fail(tp, NB_ERR_ARG, file, line,
+                   "%s: axis %d is out of range for shape %s (%d dimensions)", op, axis,
+                   nb_format_shape(t->ndim, t->shape, s, sizeof s), t->ndim);
+}
