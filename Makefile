@@ -8,16 +8,16 @@ BUILD    ?= build
 OPT      ?= -O2 -g
 SANITIZE ?=
 
-PKGS     := openblas libgvc
+PKGS     := openblas libgvc zlib
 CPPFLAGS += -Iinclude -D_DEFAULT_SOURCE
 CFLAGS   += -std=c11 $(OPT) -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             $(SANITIZE) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
-LIB_SRC  := $(sort $(wildcard src/tensor/*.c src/graph/*.c src/ops/*.c))
+LIB_SRC  := $(sort $(wildcard src/tensor/*.c src/graph/*.c src/ops/*.c src/train/*.c src/data/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-HEADERS  := include/nabla.h src/internal.h
+HEADERS  := include/nabla.h include/nabla_train.h src/internal.h
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
 TEST_SUPPORT := tests/support.c
@@ -87,7 +87,7 @@ demo: deps-build $(BUILD)/examples/demo
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/nabla.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/nabla.h include/nabla_train.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0
 	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
@@ -95,7 +95,7 @@ install: lib
 	    nabla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/lib/libnabla.a \
+	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/lib/libnabla.a \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0 \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
 

@@ -1,0 +1,210 @@
+/*
+ * nabla's training toolkit: named parameters and their files, initialisers,
+ * optimizers and learning-rate schedules, data loading (CSV, IDX/MNIST),
+ * mini-batches and metrics, and feedback while training.
+ *
+ * Errors follow the core library: nothing aborts; calls return an nb_status
+ * (or an errored tensor) and nb_last_error() says what happened, naming the
+ * file and line or the parameter concerned.
+ */
+#ifndef NABLA_TRAIN_H
+#define NABLA_TRAIN_H
+
+#include "nabla.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------ parameters */
+
+/* A set of named parameter tensors (heap tensors it owns), in insertion
+ * order, found by name through a hash table. */
+typedef struct nb_params nb_params;
+
+typedef enum {
+    NB_INIT_ZEROS,
+    NB_INIT_GLOROT_UNIFORM, /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+    NB_INIT_GLOROT_NORMAL,  /* N(0, 2 / (fan_in + fan_out)) */
+    NB_INIT_HE_UNIFORM,     /* U(-a, a), a = sqrt(6 / fan_in) */
+    NB_INIT_HE_NORMAL,      /* N(0, 2 / fan_in) */
+} nb_init;
+
+nb_params *nb_params_new(void);
+/* Frees the set and every tensor in it. */
+void nb_params_free(nb_params *ps);
+/* Adds t (which the set now owns and frees) under a unique name and marks it
+ * as requiring a gradient.  On error (duplicate or empty name, errored t)
+ * frees t and returns an errored tensor. */
+nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t);
+/* Creates, initialises and adds a parameter.  fan_in and fan_out are the
+ * layer's input and output sizes (for a weight used as X . W of shape
+ * (in, out), fan_in = in; for W . X of shape (out, in), fan_in = in too). */
+nb_tensor *nb_params_create(nb_params *ps, const char *name, nb_dtype dt, int ndim,
+                            const size_t *shape, nb_init init, size_t fan_in, size_t fan_out,
+                            nb_rng *rng);
+nb_tensor *nb_params_get(const nb_params *ps, const char *name); /* NULL if absent */
+size_t nb_params_count(const nb_params *ps);
+nb_tensor *nb_params_at(const nb_params *ps, size_t i);
+void nb_params_zero_grad(nb_params *ps);
+/* Fills t according to init (see nb_init). */
+nb_status nb_init_tensor(nb_tensor *t, nb_init init, size_t fan_in, size_t fan_out, nb_rng *rng);
+
+/* Parameter files: a versioned binary format with a CRC-32 checksum, holding
+ * each parameter's name, dtype, shape and values.  Saving writes a temporary
+ * file and renames it over `path`, so an interrupted save leaves the old
+ * file intact.  Loading checks everything (magic, version, checksum, that
+ * every name, dtype and shape matches the set) before changing any value: on
+ * error the parameters in memory are untouched. */
+nb_status nb_params_save(const nb_params *ps, const char *path);
+nb_status nb_params_load(nb_params *ps, const char *path);
+
+/* ------------------------------------------------------------ optimizers */
+
+typedef enum { NB_OPT_SGD, NB_OPT_MOMENTUM, NB_OPT_ADAM, NB_OPT_ADAMW } nb_optimizer_kind;
+
+typedef struct {
+    nb_optimizer_kind kind;
+    double lr;           /* learning rate */
+    double momentum;     /* NB_OPT_MOMENTUM; default 0.9 */
+    double beta1, beta2; /* Adam(W); defaults 0.9, 0.999 */
+    double eps;          /* Adam(W); default 1e-8 */
+    double weight_decay; /* L2 added to the gradient (SGD, momentum, Adam), or
+                            decoupled decay (AdamW); default 0, AdamW 0.01 */
+} nb_optimizer_opts;
+
+typedef struct nb_optimizer nb_optimizer;
+
+/* PyTorch's defaults for the kind (lr 0.01 for SGD and momentum, 0.001 for
+ * Adam and AdamW). */
+void nb_optimizer_defaults(nb_optimizer_opts *opts, nb_optimizer_kind kind);
+/* The optimizer's state (velocities, moments) is allocated here, once. */
+nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts);
+void nb_optimizer_free(nb_optimizer *opt);
+/* One update of every parameter that has a gradient:
+ *   SGD:      w -= lr g
+ *   momentum: v = mu v + g;  w -= lr v
+ *   Adam:     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ *             w -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+ *   AdamW:    w -= lr wd w, then the Adam step. */
+nb_status nb_optimizer_step(nb_optimizer *opt);
+void nb_optimizer_set_lr(nb_optimizer *opt, double lr);
+double nb_optimizer_lr(const nb_optimizer *opt);
+const char *nb_optimizer_name(nb_optimizer_kind kind);
+/* Parses "sgd", "momentum", "adam", "adamw"; false if unknown. */
+bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind);
+
+/* Scales all gradients so that their global L2 norm is at most max_norm;
+ * returns the norm before clipping. */
+double nb_clip_grad_norm(nb_params *ps, double max_norm);
+
+/* Learning-rate schedules, as a function of the step (or epoch) number. */
+typedef enum { NB_SCHEDULE_CONSTANT, NB_SCHEDULE_STEP, NB_SCHEDULE_COSINE } nb_schedule_kind;
+typedef struct {
+    nb_schedule_kind kind;
+    double base_lr;
+    long step_size;  /* STEP: multiply by gamma every step_size steps */
+    double gamma;
+    long total;      /* COSINE: steps from base_lr down to min_lr */
+    double min_lr;
+} nb_schedule;
+/*   STEP:   base_lr * gamma^floor(t / step_size)
+ *   COSINE: min_lr + (base_lr - min_lr) (1 + cos(pi min(t, total) / total)) / 2 */
+double nb_schedule_lr(const nb_schedule *s, long t);
+
+/* ------------------------------------------------------------ data */
+
+/* A table of examples: X (rows, features) and y (rows, 1), both heap
+ * tensors of one dtype, with the feature names when read from a file. */
+typedef struct {
+    nb_tensor *X, *y;
+    size_t rows, features;
+    char **names;         /* features names (NULL when not known) */
+    char *target_name;
+    size_t dropped;       /* rows skipped by drop_bad_rows */
+} nb_dataset;
+
+typedef struct {
+    const char *target;   /* name of the target column (required) */
+    char delimiter;       /* default ',' */
+    bool drop_bad_rows;   /* skip rows with missing or non-numeric values */
+    nb_dtype dtype;       /* default NB_F32 */
+} nb_csv_opts;
+
+void nb_csv_default_opts(nb_csv_opts *opts);
+/* Reads a CSV file with a header row and numeric columns.  Errors name the
+ * file, the line and the column: a missing or non-numeric value, a row with
+ * too few or too many fields, an unknown target column. */
+nb_status nb_csv_read(const char *path, const nb_csv_opts *opts, nb_dataset *out);
+void nb_dataset_free(nb_dataset *d);
+
+/* Reads an IDX file (the MNIST format), plain or gzip-compressed, into a
+ * heap tensor with the file's dimensions; unsigned bytes are multiplied by
+ * `scale` (1.0/255 gives pixels in [0, 1]).  NULL tensor status on error,
+ * with the message naming the file and the problem (magic number, truncated
+ * data, sizes). */
+nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale);
+
+/* Standardises the columns of X (rows, features) to mean 0 and standard
+ * deviation 1 using the statistics of `train`, applied to train and to each
+ * of the others (test sets).  Constant columns are centred only. */
+nb_status nb_standardize(nb_tensor *train, nb_tensor *const *others, int n_others);
+
+/* Splits d into shuffled train and test parts (seeded). */
+nb_status nb_dataset_split(const nb_dataset *d, double test_fraction, nb_rng *rng,
+                           nb_dataset *train, nb_dataset *test);
+
+/* A tape tensor holding rows `rows[0..n)` of src (first axis), for batches. */
+#define nb_gather_rows(tp, src, rows, n) nb_gather_rows_(tp, src, rows, n, NB_SITE)
+nb_tensor *nb_gather_rows_(nb_tape *tp, const nb_tensor *src, const size_t *rows, size_t n,
+                           const char *file, int line);
+
+/* Shuffled mini-batches of example indices, reshuffled every epoch. */
+typedef struct {
+    size_t *order;
+    size_t n, batch_size, pos;
+    nb_rng *rng;
+} nb_batcher;
+nb_status nb_batcher_init(nb_batcher *b, size_t n, size_t batch_size, nb_rng *rng);
+/* The next batch's indices; false (and a reshuffle) at the end of an epoch. */
+bool nb_batcher_next(nb_batcher *b, const size_t **indices, size_t *count);
+size_t nb_batcher_batches(const nb_batcher *b); /* batches per epoch */
+void nb_batcher_free(nb_batcher *b);
+
+/* Metrics.  scores hold one row or column of class scores per example, with
+ * the classes along `axis`; labels hold class indices.  With a single score
+ * per example (binary), the class is score > threshold. */
+double nb_accuracy(const nb_tensor *scores, const nb_tensor *labels, int axis);
+double nb_accuracy_binary(const nb_tensor *scores, const nb_tensor *labels, double threshold);
+/* counts[true_class * classes + predicted_class]; returns NB_OK or an error
+ * for shapes or labels out of range. */
+nb_status nb_confusion_matrix(const nb_tensor *scores, const nb_tensor *labels, int axis,
+                              size_t classes, size_t *counts);
+void nb_confusion_print(FILE *out, const size_t *counts, size_t classes,
+                        const char *const *class_names);
+
+/* ------------------------------------------------------------ feedback */
+
+/* Progress while training: a bar redrawn in place when `out` is a terminal
+ * (epoch, step, loss, accuracy, examples per second, time left), plain lines
+ * otherwise; and a history of each epoch's figures. */
+typedef struct nb_progress nb_progress;
+nb_progress *nb_progress_new(FILE *out, long epochs, long steps_per_epoch, bool force_tty);
+void nb_progress_free(nb_progress *p);
+/* After each step: the running loss and accuracy and the examples seen. */
+void nb_progress_step(nb_progress *p, long epoch, long step, double loss, double accuracy,
+                      size_t examples);
+/* After each epoch: its train loss and accuracy and the test accuracy (NaN if
+ * none); prints a line and appends to the history. */
+void nb_progress_epoch(nb_progress *p, long epoch, double loss, double accuracy,
+                       double test_accuracy);
+/* Writes the history as CSV: epoch,loss,accuracy,test_accuracy,seconds. */
+nb_status nb_progress_save_csv(const nb_progress *p, const char *path);
+/* Plots the history CSV to PNG or SVG (by the extension) with gnuplot;
+ * NB_ERR_UNSUPPORTED when gnuplot is not installed. */
+nb_status nb_progress_plot(const char *csv_path, const char *image_path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NABLA_TRAIN_H */

@@ -1,0 +1,121 @@
+/*
+ * IDX files, the format of MNIST and Fashion-MNIST, plain or gzip-compressed
+ * (zlib's gzread reads both).  Layout, all integers big-endian:
+ *   0x00 0x00 <type> <ndim>        type 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32,
+ *                                  0x0D f32, 0x0E f64
+ *   ndim x u32                     the dimensions
+ *   the values, row-major
+ */
+#include "../internal.h"
+#include "nabla_train.h"
+
+#include <errno.h>
+#include <string.h>
+#include <zlib.h>
+
+typedef struct { int code; size_t width; const char *name; } idx_type;
+
+static const idx_type types[] = {
+    {0x08, 1, "unsigned byte"}, {0x09, 1, "signed byte"}, {0x0B, 2, "short"},
+    {0x0C, 4, "int"},           {0x0D, 4, "float"},       {0x0E, 8, "double"},
+};
+
+/* Reads exactly n bytes; false on a short read. */
+static bool read_exact(gzFile g, void *buf, size_t n) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        unsigned chunk = n > (1u << 30) ? (1u << 30) : (unsigned)n;
+        int got = gzread(g, p, chunk);
+        if (got <= 0) return false;
+        p += got;
+        n -= (size_t)got;
+    }
+    return true;
+}
+
+static double decode(const unsigned char *b, int code) {
+    uint64_t v = 0;
+    switch (code) {
+    case 0x08: return b[0];
+    case 0x09: return (signed char)b[0];
+    case 0x0B: return (int16_t)(uint16_t)((b[0] << 8) | b[1]);
+    case 0x0C: return (int32_t)(((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3]);
+    case 0x0D: {
+        uint32_t bits = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+        float f;
+        memcpy(&f, &bits, 4);
+        return f;
+    }
+    default:
+        for (int i = 0; i < 8; i++) v = (v << 8) | b[i];
+        double d;
+        memcpy(&d, &v, 8);
+        return d;
+    }
+}
+
+nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale) {
+    if (!path) return nb_fail(NULL, NB_ERR_NULL, NULL, 0, "nb_idx_read: the path is NULL");
+    gzFile g = gzopen(path, "rb");
+    if (!g)
+        return nb_fail(NULL, NB_ERR_IO, NULL, 0, "nb_idx_read: cannot open %s: %s", path,
+                       errno ? strerror(errno) : "out of memory");
+    nb_tensor *t = NULL;
+    unsigned char *raw = NULL, header[4];
+    if (!read_exact(g, header, 4)) {
+        t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0, "nb_idx_read: %s is truncated: no 4-byte magic number", path);
+        goto done;
+    }
+    const idx_type *type = NULL;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (types[i].code == header[2]) type = &types[i];
+    if (header[0] || header[1] || !type || header[3] == 0 || header[3] > NB_MAX_DIMS) {
+        t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
+                    "nb_idx_read: %s has magic number %02x %02x %02x %02x; an IDX file starts "
+                    "with 00 00, a type (08, 09, 0B, 0C, 0D, 0E) and 1 to %d dimensions",
+                    path, header[0], header[1], header[2], header[3], NB_MAX_DIMS);
+        goto done;
+    }
+    int ndim = header[3];
+    size_t shape[NB_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) {
+        unsigned char b[4];
+        if (!read_exact(g, b, 4)) {
+            t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0, "nb_idx_read: %s is truncated in its dimensions (%d of %d read)",
+                        path, d, ndim);
+            goto done;
+        }
+        shape[d] = ((size_t)b[0] << 24) | ((size_t)b[1] << 16) | ((size_t)b[2] << 8) | b[3];
+    }
+    t = nb_tensor_alloc(NULL, dt, ndim, shape, "nb_idx_read", NULL, 0);
+    if (t->status != NB_OK) goto done; /* empty or too large: the message names the shape */
+    size_t bytes = t->size * type->width;
+    raw = nb_malloc(bytes);
+    if (!raw) {
+        nb_tensor_free(t);
+        t = nb_fail(NULL, NB_ERR_NOMEM, NULL, 0, "nb_idx_read: out of memory for %s", path);
+        goto done;
+    }
+    if (!read_exact(g, raw, bytes)) {
+        char s[128];
+        nb_tensor_free(t);
+        t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
+                    "nb_idx_read: %s is truncated: a %s tensor of %s values needs %zu bytes of data",
+                    path, nb_format_shape(ndim, shape, s, sizeof s), type->name, bytes);
+        goto done;
+    }
+    unsigned char extra;
+    if (gzread(g, &extra, 1) > 0) {
+        size_t announced = t->size;
+        nb_tensor_free(t);
+        t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
+                    "nb_idx_read: %s has data beyond the %zu values its header announces", path,
+                    announced);
+        goto done;
+    }
+    for (size_t i = 0; i < t->size; i++) nb_set(t, i, decode(raw + i * type->width, type->code) * scale);
+done:
+    nb_free(raw);
+    gzclose(g);
+    return t;
+}

@@ -1,0 +1,216 @@
+/*
+ * Optimizers, with PyTorch's update rules so that results can be compared
+ * step for step:
+ *   SGD:      g' = g + wd w;            w -= lr g'
+ *   momentum: g' = g + wd w; v = mu v + g' (v = g' on the first step); w -= lr v
+ *   Adam:     g' = g + wd w; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+ *             w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+ *   AdamW:    w -= lr wd w (decoupled decay), then Adam with g' = g.
+ * Velocities and moments are allocated with the optimizer, never per step.
+ */
+#include "../internal.h"
+#include "nabla_train.h"
+
+#include <math.h>
+#include <string.h>
+
+struct nb_optimizer {
+    nb_optimizer_opts o;
+    nb_params *ps;
+    size_t n;
+    double **state1, **state2; /* per parameter, in double: velocity or moments */
+    long t;                    /* steps taken */
+    bool *started;             /* momentum: whether v was initialised */
+};
+
+static const char *const kind_names[] = {"sgd", "momentum", "adam", "adamw"};
+
+const char *nb_optimizer_name(nb_optimizer_kind kind) {
+    return (unsigned)kind < 4 ? kind_names[kind] : "unknown";
+}
+
+bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind) {
+    for (int k = 0; name && k < 4; k++)
+        if (!strcmp(name, kind_names[k])) {
+            *kind = (nb_optimizer_kind)k;
+            return true;
+        }
+    return false;
+}
+
+void nb_optimizer_defaults(nb_optimizer_opts *opts, nb_optimizer_kind kind) {
+    memset(opts, 0, sizeof *opts);
+    opts->kind = kind;
+    opts->lr = kind >= NB_OPT_ADAM ? 1e-3 : 1e-2;
+    opts->momentum = 0.9;
+    opts->beta1 = 0.9;
+    opts->beta2 = 0.999;
+    opts->eps = 1e-8;
+    opts->weight_decay = kind == NB_OPT_ADAMW ? 1e-2 : 0;
+}
+
+void nb_optimizer_free(nb_optimizer *opt) {
+    if (!opt) return;
+    for (size_t i = 0; i < opt->n; i++) {
+        if (opt->state1) nb_free(opt->state1[i]);
+        if (opt->state2) nb_free(opt->state2[i]);
+    }
+    nb_free(opt->state1);
+    nb_free(opt->state2);
+    nb_free(opt->started);
+    nb_free(opt);
+}
+
+nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
+    if (!ps || !opts) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_optimizer_new: %s is NULL",
+                     ps ? "opts" : "the parameter set");
+        return NULL;
+    }
+    const nb_optimizer_opts *o = opts;
+    if ((unsigned)o->kind > NB_OPT_ADAMW || !(o->lr >= 0) || !(o->weight_decay >= 0) ||
+        !(o->momentum >= 0 && o->momentum < 1) || !(o->beta1 >= 0 && o->beta1 < 1) ||
+        !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps >= 0)) {
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
+                     "nb_optimizer_new: invalid options (kind %d, lr %g, momentum %g, betas %g/%g, "
+                     "eps %g, weight decay %g)",
+                     (int)o->kind, o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay);
+        return NULL;
+    }
+    nb_optimizer *opt = nb_malloc(sizeof *opt);
+    if (!opt) goto out_of_memory;
+    memset(opt, 0, sizeof *opt);
+    opt->o = *o;
+    opt->ps = ps;
+    size_t n = nb_params_count(ps);
+    bool two = o->kind >= NB_OPT_ADAM, one = o->kind != NB_OPT_SGD;
+    opt->state1 = nb_malloc((n ? n : 1) * sizeof(double *));
+    opt->state2 = nb_malloc((n ? n : 1) * sizeof(double *));
+    opt->started = nb_malloc((n ? n : 1) * sizeof(bool));
+    if (!opt->state1 || !opt->state2 || !opt->started) goto out_of_memory;
+    for (size_t i = 0; i < n; i++) {
+        opt->state1[i] = opt->state2[i] = NULL;
+        opt->started[i] = false;
+        opt->n = i + 1;
+        size_t size = nb_tensor_size(nb_params_at(ps, i));
+        if (one && !(opt->state1[i] = nb_malloc(size * sizeof(double)))) goto out_of_memory;
+        if (two && !(opt->state2[i] = nb_malloc(size * sizeof(double)))) goto out_of_memory;
+        if (one) memset(opt->state1[i], 0, size * sizeof(double));
+        if (two) memset(opt->state2[i], 0, size * sizeof(double));
+    }
+    return opt;
+out_of_memory:
+    nb_optimizer_free(opt);
+    nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_optimizer_new: out of memory");
+    return NULL;
+}
+
+void nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
+    if (opt && lr >= 0) opt->o.lr = lr;
+}
+
+double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; }
+
+/* Updates one parameter whose values are w (of type T) with gradient g. */
+#define UPDATE(T)                                                                          \
+    do {                                                                                   \
+        T *w = nb_tensor_data(p);                                                          \
+        const T *g = nb_grad_data(p);                                                      \
+        double *s1 = opt->state1[i], *s2 = opt->state2[i];                                 \
+        for (size_t j = 0; j < size; j++) {                                                \
+            double gj = (double)g[j], wj = (double)w[j];                                   \
+            switch (o->kind) {                                                             \
+            case NB_OPT_SGD:                                                               \
+                wj -= o->lr * (gj + o->weight_decay * wj);                                 \
+                break;                                                                     \
+            case NB_OPT_MOMENTUM:                                                          \
+                gj += o->weight_decay * wj;                                                \
+                s1[j] = first ? gj : o->momentum * s1[j] + gj;                             \
+                wj -= o->lr * s1[j];                                                       \
+                break;                                                                     \
+            case NB_OPT_ADAM:                                                              \
+            case NB_OPT_ADAMW:                                                             \
+                if (o->kind == NB_OPT_ADAMW)                                               \
+                    wj -= o->lr * o->weight_decay * wj;                                    \
+                else                                                                       \
+                    gj += o->weight_decay * wj;                                            \
+                s1[j] = o->beta1 * s1[j] + (1 - o->beta1) * gj;                            \
+                s2[j] = o->beta2 * s2[j] + (1 - o->beta2) * gj * gj;                       \
+                wj -= o->lr * (s1[j] / bias1) / (sqrt(s2[j] / bias2) + o->eps);            \
+                break;                                                                     \
+            }                                                                              \
+            w[j] = (T)wj;                                                                  \
+        }                                                                                  \
+    } while (0)
+
+nb_status nb_optimizer_step(nb_optimizer *opt) {
+    if (!opt) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_optimizer_step: the optimizer is NULL");
+        return NB_ERR_NULL;
+    }
+    if (nb_params_count(opt->ps) != opt->n) {
+        nb_set_error(NULL, NB_ERR_STATE, NULL, 0,
+                     "nb_optimizer_step: the parameter set changed from %zu to %zu parameters "
+                     "since the optimizer was made",
+                     opt->n, nb_params_count(opt->ps));
+        return NB_ERR_STATE;
+    }
+    const nb_optimizer_opts *o = &opt->o;
+    opt->t++;
+    /* Adam's bias corrections 1 - b^t. */
+    double bias1 = 1 - pow(o->beta1, (double)opt->t), bias2 = 1 - pow(o->beta2, (double)opt->t);
+    for (size_t i = 0; i < opt->n; i++) {
+        nb_tensor *p = nb_params_at(opt->ps, i);
+        if (!nb_has_grad(p)) continue; /* no gradient reached it */
+        size_t size = nb_tensor_size(p);
+        bool first = !opt->started[i];
+        opt->started[i] = true;
+        if (nb_tensor_dtype(p) == NB_F32)
+            UPDATE(float);
+        else
+            UPDATE(double);
+    }
+    return NB_OK;
+}
+
+double nb_clip_grad_norm(nb_params *ps, double max_norm) {
+    double sumsq = 0;
+    size_t n = nb_params_count(ps);
+    for (size_t i = 0; i < n; i++) {
+        nb_tensor *p = nb_params_at(ps, i);
+        for (size_t j = 0; nb_has_grad(p) && j < nb_tensor_size(p); j++) {
+            double g = nb_grad_get(p, j);
+            sumsq += g * g;
+        }
+    }
+    double norm = sqrt(sumsq);
+    if (!(max_norm > 0) || norm <= max_norm) return norm;
+    double scale = max_norm / (norm + 1e-6); /* as PyTorch: never exceed max_norm */
+    for (size_t i = 0; i < n; i++) {
+        nb_tensor *p = nb_params_at(ps, i);
+        void *g = nb_grad_data(p);
+        for (size_t j = 0; g && j < nb_tensor_size(p); j++) {
+            if (nb_tensor_dtype(p) == NB_F32)
+                ((float *)g)[j] = (float)(((float *)g)[j] * scale);
+            else
+                ((double *)g)[j] *= scale;
+        }
+    }
+    return norm;
+}
+
+double nb_schedule_lr(const nb_schedule *s, long t) {
+    if (!s) return NAN;
+    if (t < 0) t = 0;
+    switch (s->kind) {
+    case NB_SCHEDULE_STEP:
+        return s->step_size > 0 ? s->base_lr * pow(s->gamma, (double)(t / s->step_size)) : s->base_lr;
+    case NB_SCHEDULE_COSINE: {
+        if (s->total <= 0) return s->base_lr;
+        double progress = (double)(t < s->total ? t : s->total) / (double)s->total;
+        return s->min_lr + (s->base_lr - s->min_lr) * (1 + cos(3.14159265358979323846 * progress)) / 2;
+    }
+    default:
+        return s->base_lr;
+    }
+}

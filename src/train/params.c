@@ -1,0 +1,506 @@
+/*
+ * Named parameters: a hash table (uthash) from name to tensor, plus an array
+ * that keeps insertion order, so saving and iterating are deterministic.
+ *
+ * The parameter file (all integers little-endian):
+ *   "NBPARAMS"                      8 bytes, magic
+ *   version                         u32 (1)
+ *   count                           u32
+ *   count times:
+ *     name length, name             u16, bytes (no NUL)
+ *     dtype, ndim                   u8 (0 = float32, 1 = float64), u8
+ *     shape                         ndim x u64
+ *     values                        size x 4 or 8 bytes, IEEE-754 little-endian
+ *   crc32 of everything above       u32 (zlib's CRC-32)
+ * Parameters are matched by name, never by position or op ids, so a model
+ * can reorder its layers and still read its old files.
+ */
+#include "../internal.h"
+#include "nabla_train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uthash.h>
+#include <zlib.h>
+
+#define MAGIC "NBPARAMS"
+#define FORMAT_VERSION 1u
+
+typedef struct {
+    char name[NB_NAME_MAX];
+    nb_tensor *t;
+    UT_hash_handle hh;
+} param_entry;
+
+struct nb_params {
+    param_entry *by_name;   /* uthash head */
+    param_entry **order;    /* insertion order */
+    size_t count, cap;
+};
+
+nb_params *nb_params_new(void) {
+    nb_params *ps = nb_malloc(sizeof *ps);
+    if (!ps) {
+        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_params_new: out of memory");
+        return NULL;
+    }
+    memset(ps, 0, sizeof *ps);
+    return ps;
+}
+
+void nb_params_free(nb_params *ps) {
+    if (!ps) return;
+    param_entry *e, *tmp;
+    HASH_ITER(hh, ps->by_name, e, tmp) {
+        HASH_DEL(ps->by_name, e);
+        nb_tensor_free(e->t);
+        nb_free(e);
+    }
+    nb_free(ps->order);
+    nb_free(ps);
+}
+
+nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t) {
+    nb_status st = NB_OK;
+    if (!ps || !name || !t) {
+        st = NB_ERR_NULL;
+        nb_set_error(NULL, st, NULL, 0, "nb_params_add: %s is NULL",
+                     !ps ? "the parameter set" : !name ? "the name" : "the tensor");
+    } else if (t->status != NB_OK) {
+        st = t->status;
+        nb_set_error(NULL, st, NULL, 0, "nb_params_add: parameter '%s' is an errored tensor", name);
+    } else if (t->on_tape) {
+        st = NB_ERR_ARG;
+        nb_set_error(NULL, st, NULL, 0,
+                     "nb_params_add: parameter '%s' lives on a tape; parameters must be heap "
+                     "tensors (created with tape NULL)",
+                     name);
+    } else if (!name[0] || strlen(name) >= NB_NAME_MAX) {
+        st = NB_ERR_ARG;
+        nb_set_error(NULL, st, NULL, 0, "nb_params_add: name '%s' must have 1 to %d characters",
+                     name, NB_NAME_MAX - 1);
+    } else if (nb_params_get(ps, name)) {
+        st = NB_ERR_ARG;
+        nb_set_error(NULL, st, NULL, 0, "nb_params_add: a parameter named '%s' exists already",
+                     name);
+    }
+    if (st != NB_OK) {
+        nb_tensor_free(t);
+        return nb_nil(st);
+    }
+    if (ps->count == ps->cap) {
+        size_t cap = ps->cap ? 2 * ps->cap : 16;
+        param_entry **grown = nb_realloc(ps->order, cap * sizeof *grown);
+        if (!grown) goto out_of_memory;
+        ps->order = grown;
+        ps->cap = cap;
+    }
+    param_entry *e = nb_malloc(sizeof *e);
+    if (!e) goto out_of_memory;
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->t = t;
+    HASH_ADD_STR(ps->by_name, name, e);
+    ps->order[ps->count++] = e;
+    nb_tensor_set_name(t, name);
+    nb_requires_grad(t, true);
+    return t;
+out_of_memory:
+    nb_tensor_free(t);
+    return nb_fail(NULL, NB_ERR_NOMEM, NULL, 0, "nb_params_add: out of memory adding '%s'", name);
+}
+
+nb_tensor *nb_params_get(const nb_params *ps, const char *name) {
+    if (!ps || !name) return NULL;
+    param_entry *e;
+    HASH_FIND_STR(ps->by_name, name, e);
+    return e ? e->t : NULL;
+}
+
+size_t nb_params_count(const nb_params *ps) { return ps ? ps->count : 0; }
+
+nb_tensor *nb_params_at(const nb_params *ps, size_t i) {
+    return ps && i < ps->count ? ps->order[i]->t : NULL;
+}
+
+void nb_params_zero_grad(nb_params *ps) {
+    for (size_t i = 0; ps && i < ps->count; i++) nb_zero_grad(ps->order[i]->t);
+}
+
+/* ---------------------------------------------------------------- init */
+
+nb_status nb_init_tensor(nb_tensor *t, nb_init init, size_t fan_in, size_t fan_out, nb_rng *rng) {
+    if (!t || t->status != NB_OK || (!rng && init != NB_INIT_ZEROS)) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_init_tensor: %s",
+                     !rng ? "the generator is NULL" : "the tensor is NULL or errored");
+        return NB_ERR_NULL;
+    }
+    if (init != NB_INIT_ZEROS && (fan_in == 0 || (fan_out == 0 && init <= NB_INIT_GLOROT_NORMAL))) {
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_init_tensor: fan_in %zu and fan_out %zu must be positive",
+                     fan_in, fan_out);
+        return NB_ERR_ARG;
+    }
+    double glorot = 2.0 / (double)(fan_in + fan_out), he = 2.0 / (double)fan_in;
+    for (size_t i = 0; i < t->size; i++) {
+        double v = 0;
+        switch (init) {
+        case NB_INIT_ZEROS: v = 0; break;
+        /* A uniform U(-a, a) has variance a^2/3, so a = sqrt(3 var). */
+        case NB_INIT_GLOROT_UNIFORM: v = sqrt(3 * glorot) * (2 * nb_rng_uniform(rng) - 1); break;
+        case NB_INIT_GLOROT_NORMAL: v = sqrt(glorot) * nb_rng_normal(rng); break;
+        case NB_INIT_HE_UNIFORM: v = sqrt(3 * he) * (2 * nb_rng_uniform(rng) - 1); break;
+        case NB_INIT_HE_NORMAL: v = sqrt(he) * nb_rng_normal(rng); break;
+        default:
+            nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_init_tensor: unknown initialiser %d", (int)init);
+            return NB_ERR_ARG;
+        }
+        nb_set(t, i, v);
+    }
+    return NB_OK;
+}
+
+nb_tensor *nb_params_create(nb_params *ps, const char *name, nb_dtype dt, int ndim,
+                            const size_t *shape, nb_init init, size_t fan_in, size_t fan_out,
+                            nb_rng *rng) {
+    nb_tensor *t = nb_tensor_alloc(NULL, dt, ndim, shape, "nb_params_create", NULL, 0);
+    if (t->status != NB_OK) return t;
+    nb_status st = nb_init_tensor(t, init, fan_in, fan_out, rng);
+    if (st != NB_OK) {
+        nb_tensor_free(t);
+        return nb_nil(st);
+    }
+    return nb_params_add(ps, name, t);
+}
+
+/* ---------------------------------------------------------------- writing */
+
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+    bool failed;
+} writer;
+
+static void put_bytes(writer *w, const void *p, size_t n) {
+    if (w->failed) return;
+    if (w->len + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (cap < w->len + n) cap *= 2;
+        unsigned char *grown = nb_realloc(w->buf, cap);
+        if (!grown) {
+            w->failed = true;
+            return;
+        }
+        w->buf = grown;
+        w->cap = cap;
+    }
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+}
+
+/* Little-endian integers, whatever the host's byte order. */
+static void put_uint(writer *w, uint64_t v, int bytes) {
+    unsigned char b[8];
+    for (int i = 0; i < bytes; i++) b[i] = (unsigned char)(v >> (8 * i));
+    put_bytes(w, b, (size_t)bytes);
+}
+
+static void put_values(writer *w, const nb_tensor *t) {
+    for (size_t i = 0; i < t->size; i++) {
+        if (t->dtype == NB_F32) {
+            uint32_t bits;
+            memcpy(&bits, &NB_F(t)[i], 4);
+            put_uint(w, bits, 4);
+        } else {
+            uint64_t bits;
+            memcpy(&bits, &NB_D(t)[i], 8);
+            put_uint(w, bits, 8);
+        }
+    }
+}
+
+/* Writes all of buf to path through a temporary file in the same directory
+ * and a rename, so readers see the old file or the new one, never half. */
+static nb_status write_atomically(const char *path, const unsigned char *buf, size_t len) {
+    size_t n = strlen(path) + 16;
+    char *tmp = nb_malloc(n);
+    if (!tmp) {
+        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_params_save: out of memory");
+        return NB_ERR_NOMEM;
+    }
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    nb_status st = NB_OK;
+    if (fd < 0) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_save: cannot create a temporary file for %s: %s",
+                     path, strerror(errno));
+        nb_free(tmp);
+        return NB_ERR_IO;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, buf + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        done += (size_t)w;
+    }
+    if (done < len || fsync(fd) != 0) {
+        st = NB_ERR_IO;
+        nb_set_error(NULL, st, NULL, 0, "nb_params_save: cannot write %s: %s", tmp, strerror(errno));
+    }
+    if (close(fd) != 0 && st == NB_OK) {
+        st = NB_ERR_IO;
+        nb_set_error(NULL, st, NULL, 0, "nb_params_save: cannot write %s: %s", tmp, strerror(errno));
+    }
+    if (st == NB_OK && rename(tmp, path) != 0) {
+        st = NB_ERR_IO;
+        nb_set_error(NULL, st, NULL, 0, "nb_params_save: cannot rename %s to %s: %s", tmp, path,
+                     strerror(errno));
+    }
+    if (st != NB_OK) unlink(tmp);
+    nb_free(tmp);
+    return st;
+}
+
+nb_status nb_params_save(const nb_params *ps, const char *path) {
+    if (!ps || !path) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_params_save: %s is NULL",
+                     ps ? "the path" : "the parameter set");
+        return NB_ERR_NULL;
+    }
+    writer w = {0};
+    put_bytes(&w, MAGIC, 8);
+    put_uint(&w, FORMAT_VERSION, 4);
+    put_uint(&w, ps->count, 4);
+    for (size_t i = 0; i < ps->count; i++) {
+        const param_entry *e = ps->order[i];
+        size_t name_len = strlen(e->name);
+        put_uint(&w, name_len, 2);
+        put_bytes(&w, e->name, name_len);
+        put_uint(&w, (uint64_t)e->t->dtype, 1);
+        put_uint(&w, (uint64_t)e->t->ndim, 1);
+        for (int d = 0; d < e->t->ndim; d++) put_uint(&w, e->t->shape[d], 8);
+        put_values(&w, e->t);
+    }
+    if (!w.failed) put_uint(&w, crc32(crc32(0L, Z_NULL, 0), w.buf, (uInt)w.len), 4);
+    nb_status st;
+    if (w.failed) {
+        st = NB_ERR_NOMEM;
+        nb_set_error(NULL, st, NULL, 0, "nb_params_save: out of memory writing %s", path);
+    } else {
+        st = write_atomically(path, w.buf, w.len);
+    }
+    nb_free(w.buf);
+    return st;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+typedef struct {
+    const unsigned char *p, *end;
+    const char *path;
+} reader;
+
+/* Takes n bytes; false (with the error set) if the file ends first. */
+static bool take(reader *r, size_t n, const unsigned char **out, const char *what) {
+    if ((size_t)(r->end - r->p) < n) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
+                     "nb_params_load: %s is truncated: %s needs %zu bytes, %zu left", r->path,
+                     what, n, (size_t)(r->end - r->p));
+        return false;
+    }
+    *out = r->p;
+    r->p += n;
+    return true;
+}
+
+static uint64_t get_uint(const unsigned char *b, int bytes) {
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | b[i];
+    return v;
+}
+
+static bool take_uint(reader *r, int bytes, uint64_t *v, const char *what) {
+    const unsigned char *b;
+    if (!take(r, (size_t)bytes, &b, what)) return false;
+    *v = get_uint(b, bytes);
+    return true;
+}
+
+/* Reads the whole file; NULL with the error set and *st on failure. */
+static unsigned char *slurp(const char *path, size_t *len, nb_status *st) {
+    *st = NB_ERR_IO;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_load: cannot open %s: %s", path,
+                     strerror(errno));
+        return NULL;
+    }
+    unsigned char *buf = NULL;
+    size_t used = 0, cap = 0;
+    for (;;) {
+        if (used == cap) {
+            cap = cap ? 2 * cap : 65536;
+            unsigned char *grown = nb_realloc(buf, cap);
+            if (!grown) {
+                nb_free(buf);
+                fclose(f);
+                *st = NB_ERR_NOMEM;
+                nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_params_load: out of memory reading %s", path);
+                return NULL;
+            }
+            buf = grown;
+        }
+        size_t n = fread(buf + used, 1, cap - used, f);
+        used += n;
+        if (n == 0) break;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        nb_free(buf);
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_load: cannot read %s", path);
+        return NULL;
+    }
+    *len = used;
+    *st = NB_OK;
+    return buf;
+}
+
+/* Where each parameter's values start in the file, once all are checked. */
+typedef struct { nb_tensor *t; const unsigned char *values; } staged;
+
+static nb_status parse(nb_params *ps, reader *r, staged *stage) {
+    char shape_file[128], shape_model[128];
+    const unsigned char *magic;
+    uint64_t version, count;
+    if (!take(r, 8, &magic, "the magic number")) return NB_ERR_VALUE;
+    if (memcmp(magic, MAGIC, 8) != 0) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "nb_params_load: %s is not a nabla parameter file (bad magic number)", r->path);
+        return NB_ERR_VALUE;
+    }
+    /* The checksum covers everything before its own 4 bytes. */
+    if (r->end - r->p < 12) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "nb_params_load: %s is truncated (no header)", r->path);
+        return NB_ERR_VALUE;
+    }
+    uint32_t stored = (uint32_t)get_uint(r->end - 4, 4);
+    uint32_t actual = (uint32_t)crc32(crc32(0L, Z_NULL, 0), magic, (uInt)(r->end - 4 - magic));
+    r->end -= 4;
+    if (!take_uint(r, 4, &version, "the version") || !take_uint(r, 4, &count, "the count"))
+        return NB_ERR_VALUE;
+    if (version != FORMAT_VERSION) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
+                     "nb_params_load: %s has format version %llu; this nabla reads version %u",
+                     r->path, (unsigned long long)version, FORMAT_VERSION);
+        return NB_ERR_VALUE;
+    }
+    if (stored != actual) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
+                     "nb_params_load: %s is corrupt or truncated (checksum %08x, expected %08x)",
+                     r->path, (unsigned)actual, (unsigned)stored);
+        return NB_ERR_VALUE;
+    }
+    if (count != ps->count) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
+                     "nb_params_load: %s holds %llu parameters, the model has %zu", r->path,
+                     (unsigned long long)count, ps->count);
+        return NB_ERR_VALUE;
+    }
+    for (size_t i = 0; i < count; i++) {
+        uint64_t name_len, dtype, ndim;
+        const unsigned char *name_bytes, *values;
+        if (!take_uint(r, 2, &name_len, "a name length")) return NB_ERR_VALUE;
+        if (name_len == 0 || name_len >= NB_NAME_MAX) {
+            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "nb_params_load: %s: parameter %zu has a name of %llu bytes",
+                         r->path, i, (unsigned long long)name_len);
+            return NB_ERR_VALUE;
+        }
+        if (!take(r, name_len, &name_bytes, "a name")) return NB_ERR_VALUE;
+        char name[NB_NAME_MAX];
+        memcpy(name, name_bytes, name_len);
+        name[name_len] = '\0';
+        if (!take_uint(r, 1, &dtype, "a dtype") || !take_uint(r, 1, &ndim, "a rank"))
+            return NB_ERR_VALUE;
+        nb_tensor *t = nb_params_get(ps, name);
+        if (!t) {
+            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "nb_params_load: %s has a parameter '%s' that the model does not", r->path, name);
+            return NB_ERR_VALUE;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (stage[k].t == t) {
+                nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "nb_params_load: %s holds '%s' twice", r->path, name);
+                return NB_ERR_VALUE;
+            }
+        if (dtype > NB_F64 || ndim > NB_MAX_DIMS) {
+            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "nb_params_load: %s: '%s' has dtype %llu and %llu dimensions", r->path, name,
+                         (unsigned long long)dtype, (unsigned long long)ndim);
+            return NB_ERR_VALUE;
+        }
+        size_t shape[NB_MAX_DIMS];
+        bool same = (int)ndim == t->ndim;
+        for (size_t d = 0; d < ndim; d++) {
+            uint64_t s;
+            if (!take_uint(r, 8, &s, "a shape")) return NB_ERR_VALUE;
+            shape[d] = (size_t)s;
+            same = same && shape[d] == t->shape[d];
+        }
+        if (!same || (nb_dtype)dtype != t->dtype) {
+            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
+                         "nb_params_load: %s: '%s' is %s %s in the file but %s %s in the model", r->path,
+                         name, nb_format_shape((int)ndim, shape, shape_file, sizeof shape_file),
+                         dtype == NB_F32 ? "float32" : "float64",
+                         nb_format_shape(t->ndim, t->shape, shape_model, sizeof shape_model),
+                         t->dtype == NB_F32 ? "float32" : "float64");
+            return NB_ERR_VALUE;
+        }
+        if (!take(r, t->size * nb_dtype_size(t->dtype), &values, "values")) return NB_ERR_VALUE;
+        stage[i].t = t;
+        stage[i].values = values;
+    }
+    if (r->p != r->end) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "nb_params_load: %s has %zu unexpected bytes at the end",
+                     r->path, (size_t)(r->end - r->p));
+        return NB_ERR_VALUE;
+    }
+    return NB_OK;
+}
+
+nb_status nb_params_load(nb_params *ps, const char *path) {
+    if (!ps || !path) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_params_load: %s is NULL",
+                     ps ? "the path" : "the parameter set");
+        return NB_ERR_NULL;
+    }
+    size_t len = 0;
+    nb_status st;
+    unsigned char *buf = slurp(path, &len, &st);
+    if (!buf) return st;
+    staged *stage = nb_malloc((ps->count ? ps->count : 1) * sizeof *stage);
+    if (!stage) {
+        nb_free(buf);
+        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_params_load: out of memory");
+        return NB_ERR_NOMEM;
+    }
+    reader r = {buf, buf + len, path};
+    st = parse(ps, &r, stage);
+    /* Only now, with every check passed, change the model. */
+    for (size_t i = 0; st == NB_OK && i < ps->count; i++) {
+        nb_tensor *t = stage[i].t;
+        size_t width = nb_dtype_size(t->dtype);
+        for (size_t k = 0; k < t->size; k++) {
+            uint64_t bits = get_uint(stage[i].values + k * width, (int)width);
+            if (t->dtype == NB_F32) {
+                uint32_t b32 = (uint32_t)bits;
+                memcpy(&NB_F(t)[k], &b32, 4);
+            } else {
+                memcpy(&NB_D(t)[k], &bits, 8);
+            }
+        }
+    }
+    nb_free(stage);
+    nb_free(buf);
+    return st;
+}

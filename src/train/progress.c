@@ -1,0 +1,183 @@
+/*
+ * Feedback while training.  On a terminal a bar is redrawn in place (at most
+ * ten times a second) with the epoch, the step, the running loss and
+ * accuracy, examples per second and the time left; elsewhere (a log file, a
+ * pipe) only one plain line per epoch is written.  Each epoch's figures are
+ * kept, to be saved as CSV and plotted with gnuplot.
+ */
+#include "../internal.h"
+#include "nabla_train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct { long epoch; double loss, accuracy, test_accuracy, seconds; } epoch_record;
+
+struct nb_progress {
+    FILE *out;
+    bool tty;
+    long epochs, steps_per_epoch;
+    double start, last_draw, epoch_start;
+    size_t examples;          /* since the start */
+    epoch_record *history;
+    size_t n_history, cap_history;
+};
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+nb_progress *nb_progress_new(FILE *out, long epochs, long steps_per_epoch, bool force_tty) {
+    nb_progress *p = nb_malloc(sizeof *p);
+    if (!p) {
+        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_progress_new: out of memory");
+        return NULL;
+    }
+    memset(p, 0, sizeof *p);
+    p->out = out ? out : stderr;
+    p->tty = force_tty || isatty(fileno(p->out));
+    p->epochs = epochs;
+    p->steps_per_epoch = steps_per_epoch;
+    p->start = p->epoch_start = now();
+    p->last_draw = -1;
+    return p;
+}
+
+void nb_progress_free(nb_progress *p) {
+    if (!p) return;
+    nb_free(p->history);
+    nb_free(p);
+}
+
+static void format_duration(double s, char *buf, size_t n) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+void nb_progress_step(nb_progress *p, long epoch, long step, double loss, double accuracy,
+                      size_t examples) {
+    if (!p) return;
+    p->examples += examples;
+    if (!p->tty) return;
+    double t = now();
+    bool last = step + 1 >= p->steps_per_epoch;
+    if (!last && p->last_draw >= 0 && t - p->last_draw < 0.1) return;
+    p->last_draw = t;
+    /* Progress over the whole run, for the rate and the time left. */
+    double done = ((double)(epoch - 1) * (double)p->steps_per_epoch + (double)(step + 1)) /
+                  ((double)p->epochs * (double)p->steps_per_epoch);
+    double elapsed = t - p->start, rate = elapsed > 0 ? (double)p->examples / elapsed : 0;
+    char left[32];
+    format_duration(done > 0 ? elapsed * (1 - done) / done : 0, left, sizeof left);
+    enum { WIDTH = 24 };
+    int filled = (int)(WIDTH * (double)(step + 1) / (double)p->steps_per_epoch);
+    char bar[WIDTH + 1];
+    for (int i = 0; i < WIDTH; i++) bar[i] = i < filled ? '#' : '.';
+    bar[WIDTH] = '\0';
+    fprintf(p->out, "\r\033[Kepoch %ld/%ld [%s] %ld/%ld  loss %.4f  acc %.4f  %.0f ex/s  left %s",
+            epoch, p->epochs, bar, step + 1, p->steps_per_epoch, loss, accuracy, rate, left);
+    fflush(p->out);
+}
+
+void nb_progress_epoch(nb_progress *p, long epoch, double loss, double accuracy,
+                       double test_accuracy) {
+    if (!p) return;
+    double t = now(), seconds = t - p->epoch_start;
+    p->epoch_start = t;
+    if (p->n_history == p->cap_history) {
+        size_t cap = p->cap_history ? 2 * p->cap_history : 64;
+        epoch_record *grown = nb_realloc(p->history, cap * sizeof *grown);
+        if (grown) {
+            p->history = grown;
+            p->cap_history = cap;
+        }
+    }
+    if (p->n_history < p->cap_history)
+        p->history[p->n_history++] = (epoch_record){epoch, loss, accuracy, test_accuracy, seconds};
+    if (p->tty) fputs("\r\033[K", p->out);
+    fprintf(p->out, "epoch %ld/%ld  loss %.4f  accuracy %.4f", epoch, p->epochs, loss, accuracy);
+    if (!isnan(test_accuracy)) fprintf(p->out, "  test accuracy %.4f", test_accuracy);
+    fprintf(p->out, "  %.1f s\n", seconds);
+    fflush(p->out);
+}
+
+nb_status nb_progress_save_csv(const nb_progress *p, const char *path) {
+    if (!p || !path) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_progress_save_csv: a NULL argument");
+        return NB_ERR_NULL;
+    }
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_save_csv: cannot write %s: %s", path, strerror(errno));
+        return NB_ERR_IO;
+    }
+    fprintf(f, "epoch,loss,accuracy,test_accuracy,seconds\n");
+    for (size_t i = 0; i < p->n_history; i++) {
+        const epoch_record *r = &p->history[i];
+        fprintf(f, "%ld,%.6g,%.6g,", r->epoch, r->loss, r->accuracy);
+        if (!isnan(r->test_accuracy)) fprintf(f, "%.6g", r->test_accuracy);
+        fprintf(f, ",%.3f\n", r->seconds);
+    }
+    if (fclose(f) != 0) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_save_csv: cannot write %s: %s", path, strerror(errno));
+        return NB_ERR_IO;
+    }
+    return NB_OK;
+}
+
+/* Writes `s` as a gnuplot string literal (single quotes doubled). */
+static void put_quoted(FILE *f, const char *s) {
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'') fputc('\'', f);
+        fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+nb_status nb_progress_plot(const char *csv_path, const char *image_path) {
+    if (!csv_path || !image_path) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_progress_plot: a NULL path");
+        return NB_ERR_NULL;
+    }
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        nb_set_error(NULL, NB_ERR_UNSUPPORTED, NULL, 0,
+                     "nb_progress_plot: gnuplot is not installed (apt-get install gnuplot-nox); "
+                     "the history is in %s", csv_path);
+        return NB_ERR_UNSUPPORTED;
+    }
+    size_t n = strlen(image_path);
+    bool svg = n >= 4 && !strcmp(image_path + n - 4, ".svg");
+    FILE *g = popen("gnuplot 2>&1", "w");
+    if (!g) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: cannot run gnuplot: %s", strerror(errno));
+        return NB_ERR_IO;
+    }
+    fprintf(g, "set terminal %s size 900,420\nset output ", svg ? "svg" : "pngcairo");
+    put_quoted(g, image_path);
+    fputs("\nset datafile separator ','\nset key top center horizontal\nset xlabel 'epoch'\n"
+          "set ylabel 'loss'\nset y2label 'accuracy'\nset y2tics\nset ytics nomirror\n"
+          "set grid\nplot ", g);
+    put_quoted(g, csv_path);
+    fputs(" using 1:2 with linespoints title 'loss' axes x1y1, '' using 1:3 with linespoints "
+          "title 'train accuracy' axes x1y2, '' using 1:4 with linespoints title 'test "
+          "accuracy' axes x1y2\n",
+          g);
+    int rc = pclose(g);
+    if (rc != 0) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: gnuplot failed (status %d) plotting %s to %s", rc,
+                     csv_path, image_path);
+        return NB_ERR_IO;
+    }
+    return NB_OK;
+}
