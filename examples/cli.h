@@ -1,0 +1,96 @@
+/*
+ * Small helpers shared by the example programs: reading --flag VALUE
+ * options with clear errors, and writing the recorded graph for --dot.
+ */
+#ifndef NABLA_EXAMPLES_CLI_H
+#define NABLA_EXAMPLES_CLI_H
+
+#include "nabla.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int argc, i;
+    char **argv;
+    const char *program, *usage;
+    bool failed;
+} cli;
+
+static inline cli cli_start(int argc, char **argv, const char *usage) {
+    const char *slash = strrchr(argv[0], '/');
+    cli c = {argc, 0, argv, slash ? slash + 1 : argv[0], usage, false};
+    return c;
+}
+
+/* Advances to the next argument; false when there are none left. */
+static inline bool cli_next(cli *c) { return ++c->i < c->argc; }
+
+static inline bool cli_is(const cli *c, const char *flag) { return !strcmp(c->argv[c->i], flag); }
+
+static inline void cli_fail(cli *c, const char *fmt, const char *a, const char *b) {
+    fprintf(stderr, "%s: ", c->program);
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, "\n%s", c->usage);
+    c->failed = true;
+}
+
+/* The value following the current flag. */
+static inline const char *cli_value(cli *c) {
+    if (c->i + 1 >= c->argc) {
+        cli_fail(c, "%s needs a value%s", c->argv[c->i], "");
+        return NULL;
+    }
+    return c->argv[++c->i];
+}
+
+static inline long cli_long(cli *c, long min, long max) {
+    const char *flag = c->argv[c->i], *v = cli_value(c);
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (*end || errno || x < min || x > max) {
+        char range[64];
+        snprintf(range, sizeof range, "%ld to %ld", min, max);
+        fprintf(stderr, "%s: invalid value '%s' for %s (expected a whole number from %s)\n%s",
+                c->program, v, flag, range, c->usage);
+        c->failed = true;
+    }
+    return x;
+}
+
+static inline double cli_double(cli *c, double min, double max) {
+    const char *flag = c->argv[c->i], *v = cli_value(c);
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (*end || errno || !(x >= min && x <= max)) {
+        fprintf(stderr, "%s: invalid value '%s' for %s (expected a number from %g to %g)\n%s",
+                c->program, v, flag, min, max, c->usage);
+        c->failed = true;
+    }
+    return x;
+}
+
+static inline void cli_unknown(cli *c) { cli_fail(c, "unknown option %s%s", c->argv[c->i], ""); }
+
+/* Writes the tape's graph to path (for --dot) and says where it went. */
+static inline int write_graph(nb_tape *tp, const char *path, const nb_tensor *loss,
+                              const char *title) {
+    nb_dot_opts opts;
+    nb_dot_default_opts(&opts);
+    opts.loss = loss;
+    opts.title = title;
+    if (nb_dot_save(tp, path, &opts) != NB_OK) {
+        fprintf(stderr, "%s\n", nb_last_error());
+        return 1;
+    }
+    printf("graph written to %s (render it with: dot -Tsvg %s -o graph.svg)\n", path, path);
+    return 0;
+}
+
+#endif
