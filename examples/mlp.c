@@ -1,0 +1,289 @@
+/*
+ * The vectorised multi-class network of seeds 000 and 001, on Fashion-MNIST.
+ *
+ * Layout as in the seeds: layer l has weights W[l] of shape (n[l], n[l-1])
+ * and biases b[l] of shape (n[l], 1); activations are (n[l], m) with one
+ * column per example:
+ *     Z[l] = W[l] A[l-1] + b[l],   A[l] = g(Z[l]),   A[0] = X^T
+ * and the last layer's Z[L] holds the class scores, trained with softmax
+ * cross-entropy (classes along axis 0).
+ *
+ * The data comes from the Debian package dataset-fashion-mnist.
+ */
+#include "cli.h"
+#include "nabla_train.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <time.h>
+
+static const char usage[] =
+    "usage: mlp [options]\n"
+    "Trains a multi-layer perceptron on Fashion-MNIST and reports test accuracy.\n"
+    "  --data DIR         the IDX files (default /usr/share/datasets/fashion-mnist)\n"
+    "  --hidden LIST      hidden layer sizes, comma-separated (default 256,128)\n"
+    "  --activation NAME  relu, sigmoid or tanh (default relu)\n"
+    "  --batch N          examples per step (default 64)\n"
+    "  --lr RATE          learning rate (default 0.001)\n"
+    "  --epochs N         passes over the training set (default 10)\n"
+    "  --optimizer NAME   sgd, momentum, adam or adamw (default adam)\n"
+    "  --seed S           seed for initialisation and shuffling (default 1)\n"
+    "  --threads N        BLAS threads (default 1)\n"
+    "  --train-limit N    use only the first N training images (default all)\n"
+    "  --save FILE        save the trained parameters (default build/mlp.nbp), then\n"
+    "                     reload them into a new model and check its accuracy\n"
+    "  --history FILE     write the loss and accuracy per epoch as CSV\n"
+    "  --plot FILE        plot the history to FILE (.png or .svg) with gnuplot\n"
+    "  --dot FILE         write the graph of one training step as Graphviz dot\n";
+
+static const char *const class_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+
+enum { MAX_LAYERS = 16 };
+
+typedef enum { ACT_RELU, ACT_SIGMOID, ACT_TANH } activation;
+
+typedef struct {
+    int layers;                     /* weight layers */
+    size_t sizes[MAX_LAYERS + 1];   /* n[0] .. n[L] */
+    activation act;
+    nb_params *ps;
+    nb_tensor *W[MAX_LAYERS], *b[MAX_LAYERS];
+} network;
+
+/* Creates W[l] and b[l], named as in the seeds. */
+static nb_status network_init(network *net, nb_rng *rng) {
+    net->ps = nb_params_new();
+    if (!net->ps) return NB_ERR_NOMEM;
+    for (int l = 0; l < net->layers; l++) {
+        char wname[16], bname[16];
+        size_t in = net->sizes[l], out = net->sizes[l + 1];
+        snprintf(wname, sizeof wname, "W[%d]", l + 1);
+        snprintf(bname, sizeof bname, "b[%d]", l + 1);
+        nb_init init = net->act == ACT_RELU && l + 1 < net->layers ? NB_INIT_HE_NORMAL : NB_INIT_GLOROT_UNIFORM;
+        net->W[l] = nb_params_create(net->ps, wname, NB_F32, NB_SHAPE(out, in), init, in, out, rng);
+        net->b[l] = nb_params_create(net->ps, bname, NB_F32, NB_SHAPE(out, 1), NB_INIT_ZEROS, in, out, rng);
+        if (nb_tensor_status(net->W[l]) || nb_tensor_status(net->b[l])) return NB_ERR_NOMEM;
+    }
+    return NB_OK;
+}
+
+/* Class scores Z[L] (10, m) for a batch X of shape (m, 784). */
+static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *X, bool name) {
+    nb_tensor *A = X;
+    for (int l = 0; l < net->layers; l++) {
+        /* Z[l] = W[l] A[l-1] + b[l]; the first layer reads X transposed. */
+        nb_tensor *Z = nb_add(tp, nb_matmul_t(tp, net->W[l], A, false, l == 0), net->b[l]);
+        char label[24];
+        if (name) {
+            snprintf(label, sizeof label, "Z[%d]", l + 1);
+            nb_tensor_set_name(Z, label);
+        }
+        if (l + 1 == net->layers) return Z;
+        A = net->act == ACT_RELU ? nb_relu(tp, Z) : net->act == ACT_SIGMOID ? nb_sigmoid(tp, Z) : nb_tanh(tp, Z);
+        if (name) {
+            snprintf(label, sizeof label, "A[%d]", l + 1);
+            nb_tensor_set_name(A, label);
+        }
+    }
+    return A;
+}
+
+/* Rows of the image tensor (N, 28, 28) as a batch of shape (m, 784). */
+static nb_tensor *image_batch(nb_tape *tp, nb_tensor *images, const size_t *rows, size_t count) {
+    return nb_reshape(tp, nb_gather_rows(tp, images, rows, count), NB_DIMS((long)count, -1));
+}
+
+/* Test accuracy in batches, without recording gradients; fills the
+ * confusion matrix when asked. */
+static double evaluate(nb_tape *tp, const network *net, nb_tensor *X, nb_tensor *y, size_t *confusion) {
+    size_t n = nb_tensor_dim(X, 0), right = 0, rows[1000];
+    if (confusion) memset(confusion, 0, 100 * sizeof *confusion);
+    for (size_t start = 0; start < n; start += 1000) {
+        size_t count = n - start < 1000 ? n - start : 1000;
+        for (size_t i = 0; i < count; i++) rows[i] = start + i;
+        nb_tape_reset(tp);
+        bool was = nb_tape_set_grad_enabled(tp, false);
+        nb_tensor *scores = network_forward(tp, net, image_batch(tp, X, rows, count), false);
+        nb_tensor *labels = nb_gather_rows(tp, y, rows, count);
+        nb_tape_set_grad_enabled(tp, was);
+        if (nb_tape_status(tp) != NB_OK) return NAN;
+        right += (size_t)llround(nb_accuracy(scores, labels, 0) * (double)count);
+        if (confusion) {
+            size_t part[100];
+            nb_confusion_matrix(scores, labels, 0, 10, part);
+            for (int k = 0; k < 100; k++) confusion[k] += part[k];
+        }
+    }
+    return (double)right / (double)n;
+}
+
+static bool parse_hidden(const char *s, network *net) {
+    net->layers = 0;
+    net->sizes[0] = 784;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 65536 || net->layers + 1 >= MAX_LAYERS) return false;
+        net->sizes[++net->layers] = (size_t)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return false;
+    }
+    net->sizes[++net->layers] = 10;
+    return true;
+}
+
+static nb_tensor *load(const char *dir, const char *file, double scale) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    nb_tensor *t = nb_idx_read(path, NB_F32, scale);
+    if (nb_tensor_status(t) != NB_OK)
+        fprintf(stderr, "mlp: %s\n%s", nb_last_error(),
+                strstr(nb_last_error(), "cannot open")
+                    ? "mlp: install the data with: apt-get install dataset-fashion-mnist (or give --data DIR)\n"
+                    : "");
+    return t;
+}
+
+int main(int argc, char **argv) {
+    const char *data = "/usr/share/datasets/fashion-mnist", *save = "build/mlp.nbp";
+    const char *history = NULL, *plot = NULL, *dot = NULL;
+    long batch = 64, epochs = 10, seed = 1, threads = 1, limit = 0;
+    double lr = 1e-3;
+    nb_optimizer_kind kind = NB_OPT_ADAM;
+    network net = {0};
+    parse_hidden("256,128", &net);
+    cli c = cli_start(argc, argv, usage);
+    while (cli_next(&c) && !c.failed) {
+        if (cli_is(&c, "--help") || cli_is(&c, "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (cli_is(&c, "--data")) data = cli_value(&c);
+        else if (cli_is(&c, "--hidden")) {
+            const char *v = cli_value(&c);
+            if (v && !parse_hidden(v, &net)) cli_fail(&c, "invalid layer sizes '%s' for --hidden (e.g. 256,128)%s", v, "");
+        } else if (cli_is(&c, "--activation")) {
+            const char *v = cli_value(&c);
+            if (!v) break;
+            if (!strcmp(v, "relu")) net.act = ACT_RELU;
+            else if (!strcmp(v, "sigmoid")) net.act = ACT_SIGMOID;
+            else if (!strcmp(v, "tanh")) net.act = ACT_TANH;
+            else cli_fail(&c, "unknown activation '%s' (relu, sigmoid or tanh)%s", v, "");
+        } else if (cli_is(&c, "--optimizer")) {
+            const char *v = cli_value(&c);
+            if (v && !nb_optimizer_parse(v, &kind)) cli_fail(&c, "unknown optimizer '%s' (sgd, momentum, adam or adamw)%s", v, "");
+        } else if (cli_is(&c, "--batch")) batch = cli_long(&c, 1, 60000);
+        else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 100);
+        else if (cli_is(&c, "--epochs")) epochs = cli_long(&c, 1, 100000);
+        else if (cli_is(&c, "--seed")) seed = cli_long(&c, 0, 1L << 62);
+        else if (cli_is(&c, "--threads")) threads = cli_long(&c, 1, 256);
+        else if (cli_is(&c, "--train-limit")) limit = cli_long(&c, 1, 60000);
+        else if (cli_is(&c, "--save")) save = cli_value(&c);
+        else if (cli_is(&c, "--history")) history = cli_value(&c);
+        else if (cli_is(&c, "--plot")) plot = cli_value(&c);
+        else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else cli_unknown(&c);
+    }
+    if (c.failed) return 2;
+    openblas_set_num_threads((int)threads);
+
+    nb_tensor *X = load(data, "train-images-idx3-ubyte.gz", 1.0 / 255);
+    nb_tensor *y = load(data, "train-labels-idx1-ubyte.gz", 1);
+    nb_tensor *Xt = load(data, "t10k-images-idx3-ubyte.gz", 1.0 / 255);
+    nb_tensor *yt = load(data, "t10k-labels-idx1-ubyte.gz", 1);
+    int status = 1;
+    nb_tape *tp = nb_tape_new();
+    nb_optimizer *opt = NULL;
+    nb_progress *progress = NULL;
+    network copy = net;
+    copy.ps = NULL;
+    nb_batcher batches = {0};
+    if (nb_tensor_status(X) || nb_tensor_status(y) || nb_tensor_status(Xt) || nb_tensor_status(yt)) goto done;
+    size_t n_train = limit ? (size_t)limit : nb_tensor_dim(X, 0);
+
+    nb_rng rng;
+    nb_rng_seed(&rng, (uint64_t)seed);
+    if (network_init(&net, &rng) != NB_OK) goto done;
+    nb_optimizer_opts oo;
+    nb_optimizer_defaults(&oo, kind);
+    oo.lr = lr;
+    opt = nb_optimizer_new(net.ps, &oo);
+    if (!opt || nb_batcher_init(&batches, n_train, (size_t)batch, &rng) != NB_OK) {
+        fprintf(stderr, "mlp: %s\n", nb_last_error());
+        goto done;
+    }
+    printf("network:");
+    for (int l = 0; l <= net.layers; l++) printf("%s%zu", l ? "-" : " ", net.sizes[l]);
+    printf(" (%s), %s lr %g, batch %ld, %ld epochs, %zu training images, %ld thread%s\n",
+           net.act == ACT_RELU ? "relu" : net.act == ACT_SIGMOID ? "sigmoid" : "tanh",
+           nb_optimizer_name(kind), lr, batch, epochs, n_train, threads, threads > 1 ? "s" : "");
+
+    progress = nb_progress_new(stderr, epochs, (long)nb_batcher_batches(&batches), false);
+    for (long epoch = 1; epoch <= epochs; epoch++) {
+        const size_t *idx;
+        size_t count, seen = 0;
+        double loss_sum = 0, right = 0;
+        long step = 0;
+        while (nb_batcher_next(&batches, &idx, &count)) {
+            nb_tape_reset(tp);
+            nb_params_zero_grad(net.ps);
+            nb_tensor *Xb = image_batch(tp, X, idx, count), *yb = nb_gather_rows(tp, y, idx, count);
+            nb_tensor *scores = network_forward(tp, &net, Xb, dot != NULL);
+            nb_tensor *loss = nb_softmax_cross_entropy(tp, scores, yb, 0);
+            if (nb_backward(loss) != NB_OK || nb_optimizer_step(opt) != NB_OK) {
+                fprintf(stderr, "\nmlp: %s\n", nb_tape_status(tp) ? nb_tape_error(tp) : nb_last_error());
+                goto done;
+            }
+            if (dot && epoch == 1 && step == 0) {
+                nb_tensor_set_name(Xb, "A[0] = Xᵀ (batch)");
+                nb_tensor_set_name(loss, "loss");
+                if (write_graph(tp, dot, loss, "the multi-layer perceptron of seeds 000 and 001")) goto done;
+            }
+            loss_sum += nb_item(loss) * (double)count;
+            right += nb_accuracy(scores, yb, 0) * (double)count;
+            seen += count;
+            nb_progress_step(progress, epoch, step++, loss_sum / (double)seen, right / (double)seen, count);
+        }
+        nb_progress_epoch(progress, epoch, loss_sum / (double)seen, right / (double)seen,
+                          evaluate(tp, &net, Xt, yt, NULL));
+    }
+    size_t confusion[100];
+    double accuracy = evaluate(tp, &net, Xt, yt, confusion);
+    printf("test accuracy: %.4f\n", accuracy);
+    nb_confusion_print(stdout, confusion, 10, class_names);
+    if (history && nb_progress_save_csv(progress, history) != NB_OK) fprintf(stderr, "mlp: %s\n", nb_last_error());
+    if (history && plot) {
+        if (nb_progress_plot(history, plot) == NB_OK)
+            printf("history plotted to %s\n", plot);
+        else
+            fprintf(stderr, "mlp: %s\n", nb_last_error());
+    }
+
+    /* Save, reload into a fresh network, and check that it scores the same. */
+    if (nb_params_save(net.ps, save) != NB_OK) {
+        fprintf(stderr, "mlp: %s\n", nb_last_error());
+        goto done;
+    }
+    nb_rng other;
+    nb_rng_seed(&other, (uint64_t)seed + 1);
+    if (network_init(&copy, &other) != NB_OK || nb_params_load(copy.ps, save) != NB_OK) {
+        fprintf(stderr, "mlp: %s\n", nb_last_error());
+        goto done;
+    }
+    double reloaded = evaluate(tp, &copy, Xt, yt, NULL);
+    printf("saved to %s; reloaded model: test accuracy %.4f (%s)\n", save, reloaded,
+           reloaded == accuracy ? "the same" : "DIFFERENT");
+    status = reloaded == accuracy ? 0 : 1;
+done:
+    nb_progress_free(progress);
+    nb_batcher_free(&batches);
+    nb_optimizer_free(opt);
+    nb_params_free(net.ps);
+    nb_params_free(copy.ps);
+    nb_tape_free(tp);
+    nb_tensor_free(X);
+    nb_tensor_free(y);
+    nb_tensor_free(Xt);
+    nb_tensor_free(yt);
+    return status;
+}
