@@ -48,7 +48,7 @@ $(BUILD)/libnabla.so: $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla.so.0 -o $@ $^ $(LDLIBS)
 
-$(BUILD)/examples/%: examples/%.c examples/cli.h $(BUILD)/libnabla.a $(HEADERS)
+$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
@@ -69,8 +69,9 @@ test: deps-test
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory test-sanitize
 
-test-plain: tests lib
+test-plain: tests lib examples
 	@scripts/run-tests.sh "plain" $(TESTS)
+	@tests/examples.sh $(BUILD)
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
 	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check
 

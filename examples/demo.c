@@ -1,207 +1,254 @@
 /*
- * nabla's demo: a two-layer network composed from ops, trained by plain
- * gradient descent on a generated data set (two interleaving half-moons),
- * checked against finite differences, and drawn as a graph.
+ * nabla's demo: a multi-layer perceptron composed from ops learns to tell
+ * two interleaved spirals apart.  It trains with Adam while a progress bar
+ * runs, checks its gradients against finite differences, then saves a
+ * picture of the decision boundary and the rendered computation graph.
  *
- *   build/examples/demo [--out DIR] [--steps N] [--lr RATE] [--hidden H] [--seed S]
+ *   build/examples/demo [--out DIR] [--epochs N] [--hidden H] [--lr RATE] [--seed S]
  */
-#include "nabla.h"
+#include "cli.h"
+#include "nabla_train.h"
+#include "png.h"
 
-#include <errno.h>
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 
-typedef struct {
-    nb_tensor *W1, *b1, *W2, *b2;
-} model;
+static const char usage[] =
+    "usage: demo [--out DIR] [--epochs N] [--hidden H] [--lr RATE] [--seed S]\n"
+    "Trains a 2-H-H-1 network on two spirals, gradient-checks it, and writes\n"
+    "DIR/boundary.png (the decision boundary), DIR/graph.dot and DIR/graph.svg,\n"
+    "and DIR/history.csv.\n"
+    "  --out DIR    where to write the pictures (default build/demo)\n"
+    "  --epochs N   passes over the data (default 300)\n"
+    "  --hidden H   units per hidden layer (default 32)\n"
+    "  --lr RATE    Adam's learning rate (default 0.01)\n"
+    "  --seed S     seed for data, initialisation and shuffling (default 1)\n";
 
-/* m points of two half-moons in the plane, label 0 or 1, with noise. */
-static void make_moons(nb_rng *rng, size_t m, nb_tensor *X, nb_tensor *y) {
-    const double pi = 3.14159265358979323846;
-    for (size_t i = 0; i < m; i++) {
+enum { POINTS = 400, BATCH = 40 };
+
+/* Two spirals, one per class: r grows with the angle, class 1 is turned by
+ * pi; a little noise blurs the arms. */
+static void make_spirals(nb_rng *rng, nb_tensor *X, nb_tensor *y) {
+    for (size_t i = 0; i < POINTS; i++) {
         int label = (int)(i % 2);
-        double t = pi * nb_rng_uniform(rng);
-        double px = label ? 1 - cos(t) : cos(t), py = label ? 0.5 - sin(t) : sin(t);
-        nb_set(X, 2 * i, px + 0.1 * nb_rng_normal(rng));
-        nb_set(X, 2 * i + 1, py + 0.1 * nb_rng_normal(rng));
+        double t = 0.25 + 3.0 * nb_rng_uniform(rng); /* 0.25 to 3.25 radians of turn, scaled */
+        double angle = 1.75 * t * 3.14159265358979 / 1.5 + (label ? 3.14159265358979 : 0);
+        double r = t / 3.25;
+        nb_set(X, 2 * i, r * cos(angle) + 0.02 * nb_rng_normal(rng));
+        nb_set(X, 2 * i + 1, r * sin(angle) + 0.02 * nb_rng_normal(rng));
         nb_set(y, i, label);
     }
 }
 
-/* The network, written with ops: Z1 = X W1 + b1, A1 = tanh(Z1),
- * Z2 = A1 W2 + b2 (a logit per example), loss = BCE from logits. */
-static nb_tensor *forward(nb_tape *tp, nb_tensor *const *p, nb_tensor *X, nb_tensor *y,
-                          nb_tensor **logits) {
-    nb_tensor *Z1 = nb_add(tp, nb_matmul(tp, X, p[0]), p[1]);
-    nb_tensor *A1 = nb_tanh(tp, Z1);
-    nb_tensor *Z2 = nb_add(tp, nb_matmul(tp, A1, p[2]), p[3]);
-    nb_tensor *loss = nb_bce_logits(tp, Z2, y);
-    nb_tensor_set_name(Z1, "Z1");
-    nb_tensor_set_name(A1, "A1");
-    nb_tensor_set_name(Z2, "Z2 (logits)");
-    nb_tensor_set_name(loss, "loss");
-    if (logits) *logits = Z2;
-    return loss;
+typedef struct { nb_tensor *W1, *b1, *W2, *b2, *W3, *b3; } model;
+
+/* logits (m, 1) for points X (m, 2): tanh(tanh(X W1 + b1) W2 + b2) W3 + b3 */
+static nb_tensor *forward(nb_tape *tp, nb_tensor *const *p, nb_tensor *X, bool name) {
+    nb_tensor *A1 = nb_tanh(tp, nb_add(tp, nb_matmul(tp, X, p[0]), p[1]));
+    nb_tensor *A2 = nb_tanh(tp, nb_add(tp, nb_matmul(tp, A1, p[2]), p[3]));
+    nb_tensor *Z3 = nb_add(tp, nb_matmul(tp, A2, p[4]), p[5]);
+    if (name) {
+        nb_tensor_set_name(A1, "A1");
+        nb_tensor_set_name(A2, "A2");
+        nb_tensor_set_name(Z3, "Z3 (logits)");
+    }
+    return Z3;
 }
 
-/* For gradcheck: the same network as a function of its parameters, on a
- * fixed batch passed through `user` (cast to the parameters' dtype). */
+/* For gradcheck: the loss as a function of the parameters (float64 copies
+ * inside gradcheck), on a fixed small batch passed through `user`. */
 typedef struct { nb_tensor *X, *y; } batch;
 
 static nb_tensor *loss_of_params(nb_tape *tp, nb_tensor *const *params, int n, void *user) {
     (void)n;
     batch *b = user;
     nb_dtype dt = nb_tensor_dtype(params[0]);
-    return forward(tp, params, nb_cast(tp, b->X, dt), nb_cast(tp, b->y, dt), NULL);
+    return nb_bce_logits(tp, forward(tp, params, nb_cast(tp, b->X, dt), false), nb_cast(tp, b->y, dt));
 }
 
-static double accuracy(const nb_tensor *logits, const nb_tensor *y) {
-    size_t right = 0, m = nb_tensor_size(y);
-    for (size_t i = 0; i < m; i++) right += (nb_get(logits, i) > 0) == (nb_get(y, i) > 0.5);
-    return (double)right / (double)m;
-}
-
-static void usage(FILE *f) {
-    fprintf(f, "usage: demo [--out DIR] [--steps N] [--lr RATE] [--hidden H] [--seed S]\n"
-               "Trains a 2-H-1 network on two half-moons with gradient descent, runs a\n"
-               "gradient check and writes the graph as DIR/demo.dot and DIR/demo.svg.\n");
+/* The decision boundary: the model's probability of class 1 over a grid,
+ * blue to orange, with the training points drawn on top. */
+static int draw_boundary(nb_tape *tp, nb_tensor *const *p, nb_tensor *X, nb_tensor *y, const char *path) {
+    enum { SIZE = 400 };
+    const double lo = -1.2, hi = 1.2;
+    unsigned char *rgb = malloc(3 * SIZE * SIZE);
+    if (!rgb) return -1;
+    for (int row = 0; row < SIZE; row++) {
+        nb_tape_reset(tp);
+        bool was = nb_tape_set_grad_enabled(tp, false);
+        nb_tensor *grid = nb_empty(tp, NB_F32, NB_SHAPE(SIZE, 2));
+        for (int col = 0; col < SIZE; col++) {
+            nb_set(grid, 2 * (size_t)col, lo + (hi - lo) * (col + 0.5) / SIZE);
+            nb_set(grid, 2 * (size_t)col + 1, hi - (hi - lo) * (row + 0.5) / SIZE);
+        }
+        nb_tensor *prob = nb_sigmoid(tp, forward(tp, p, grid, false));
+        nb_tape_set_grad_enabled(tp, was);
+        for (int col = 0; col < SIZE; col++) {
+            double q = nb_get(prob, (size_t)col);
+            if (isnan(q)) q = 0.5;
+            unsigned char *px = rgb + 3 * ((size_t)row * SIZE + (size_t)col);
+            /* class 0 light blue (166, 206, 227), class 1 light orange (253, 191, 111) */
+            px[0] = (unsigned char)(166 + q * (253 - 166));
+            px[1] = (unsigned char)(206 + q * (191 - 206));
+            px[2] = (unsigned char)(227 + q * (111 - 227));
+        }
+    }
+    for (size_t i = 0; i < POINTS; i++) {
+        int cx = (int)((nb_get(X, 2 * i) - lo) / (hi - lo) * SIZE);
+        int cy = (int)((hi - nb_get(X, 2 * i + 1)) / (hi - lo) * SIZE);
+        bool one = nb_get(y, i) > 0.5;
+        for (int dy = -2; dy <= 2; dy++)
+            for (int dx = -2; dx <= 2; dx++) {
+                int px = cx + dx, py = cy + dy;
+                if (px < 0 || py < 0 || px >= SIZE || py >= SIZE || dx * dx + dy * dy > 5) continue;
+                unsigned char *o = rgb + 3 * ((size_t)py * SIZE + (size_t)px);
+                o[0] = one ? 230 : 31;
+                o[1] = one ? 85 : 120;
+                o[2] = one ? 13 : 180;
+            }
+    }
+    int rc = png_write(path, rgb, SIZE, SIZE);
+    free(rgb);
+    return rc;
 }
 
 int main(int argc, char **argv) {
-    const char *out_dir = "build/demo";
-    long steps = 600, hidden = 16;
-    double lr = 0.5;
-    unsigned long long seed = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        char *end = NULL;
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            usage(stdout);
+    const char *out = "build/demo";
+    long epochs = 300, hidden = 32, seed = 1;
+    double lr = 0.01;
+    cli c = cli_start(argc, argv, usage);
+    while (cli_next(&c) && !c.failed) {
+        if (cli_is(&c, "--help") || cli_is(&c, "-h")) {
+            fputs(usage, stdout);
             return 0;
-        }
-        if (!val) {
-            fprintf(stderr, "demo: %s needs a value\n", arg);
-            usage(stderr);
-            return 2;
-        }
-        errno = 0;
-        if (!strcmp(arg, "--out")) out_dir = val;
-        else if (!strcmp(arg, "--steps")) steps = strtol(val, &end, 10);
-        else if (!strcmp(arg, "--hidden")) hidden = strtol(val, &end, 10);
-        else if (!strcmp(arg, "--lr")) lr = strtod(val, &end);
-        else if (!strcmp(arg, "--seed")) seed = strtoull(val, &end, 10);
-        else {
-            fprintf(stderr, "demo: unknown option %s\n", arg);
-            usage(stderr);
-            return 2;
-        }
-        if ((end && *end) || errno || steps < 1 || hidden < 1 || hidden > 4096 || !(lr > 0)) {
-            fprintf(stderr, "demo: invalid value '%s' for %s\n", val, arg);
-            return 2;
-        }
-        i++;
+        } else if (cli_is(&c, "--out")) out = cli_value(&c);
+        else if (cli_is(&c, "--epochs")) epochs = cli_long(&c, 1, 1000000);
+        else if (cli_is(&c, "--hidden")) hidden = cli_long(&c, 1, 4096);
+        else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 10);
+        else if (cli_is(&c, "--seed")) seed = cli_long(&c, 0, 1L << 62);
+        else cli_unknown(&c);
     }
-    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "demo: cannot create %s: %s\n", out_dir, strerror(errno));
+    if (c.failed) return 2;
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "demo: cannot create %s: %s\n", out, strerror(errno));
         return 1;
     }
+    char boundary_path[4096], dot_path[4096], svg_path[4096], history_path[4096];
+    snprintf(boundary_path, sizeof boundary_path, "%s/boundary.png", out);
+    snprintf(dot_path, sizeof dot_path, "%s/graph.dot", out);
+    snprintf(svg_path, sizeof svg_path, "%s/graph.svg", out);
+    snprintf(history_path, sizeof history_path, "%s/history.csv", out);
 
-    /* Data: 200 training points and 200 test points. */
-    enum { M = 200 };
     nb_rng rng;
-    nb_rng_seed(&rng, seed);
-    nb_tensor *X = nb_zeros(NULL, NB_F32, NB_SHAPE(M, 2)), *y = nb_zeros(NULL, NB_F32, NB_SHAPE(M, 1));
-    nb_tensor *Xt = nb_zeros(NULL, NB_F32, NB_SHAPE(M, 2)), *yt = nb_zeros(NULL, NB_F32, NB_SHAPE(M, 1));
-    make_moons(&rng, M, X, y);
-    make_moons(&rng, M, Xt, yt);
+    nb_rng_seed(&rng, (uint64_t)seed);
+    nb_tensor *X = nb_zeros(NULL, NB_F32, NB_SHAPE(POINTS, 2)), *y = nb_zeros(NULL, NB_F32, NB_SHAPE(POINTS, 1));
+    make_spirals(&rng, X, y);
     nb_tensor_set_name(X, "X");
     nb_tensor_set_name(y, "y");
 
-    /* Parameters, initialised with Glorot-scaled normal values. */
     size_t H = (size_t)hidden;
-    model m = {
-        nb_rand_normal(NULL, &rng, NB_F32, NB_SHAPE(2, H), 0, sqrt(2.0 / (2 + (double)H))),
-        nb_zeros(NULL, NB_F32, NB_SHAPE(H)),
-        nb_rand_normal(NULL, &rng, NB_F32, NB_SHAPE(H, 1), 0, sqrt(2.0 / (1 + (double)H))),
-        nb_zeros(NULL, NB_F32, NB_SHAPE(1)),
-    };
-    nb_tensor *params[4] = {m.W1, m.b1, m.W2, m.b2};
-    const char *names[4] = {"W1", "b1", "W2", "b2"};
-    for (int i = 0; i < 4; i++) {
-        nb_tensor_set_name(params[i], names[i]);
-        nb_requires_grad(params[i], true);
-    }
-
-    /* Training: reset the tape, forward, backward, step.  Once warm, a step
-     * allocates nothing. */
-    printf("Training a 2-%zu-1 network on %d points of two half-moons (lr %g, %ld steps)\n", H, M,
-           lr, steps);
+    nb_params *ps = nb_params_new();
+    nb_params_create(ps, "W1", NB_F32, NB_SHAPE(2, H), NB_INIT_GLOROT_UNIFORM, 2, H, &rng);
+    nb_params_create(ps, "b1", NB_F32, NB_SHAPE(H), NB_INIT_ZEROS, 2, H, &rng);
+    nb_params_create(ps, "W2", NB_F32, NB_SHAPE(H, H), NB_INIT_GLOROT_UNIFORM, H, H, &rng);
+    nb_params_create(ps, "b2", NB_F32, NB_SHAPE(H), NB_INIT_ZEROS, H, H, &rng);
+    nb_params_create(ps, "W3", NB_F32, NB_SHAPE(H, 1), NB_INIT_GLOROT_UNIFORM, H, 1, &rng);
+    nb_params_create(ps, "b3", NB_F32, NB_SHAPE(1), NB_INIT_ZEROS, H, 1, &rng);
+    nb_tensor *p[6];
+    for (int i = 0; i < 6; i++) p[i] = nb_params_at(ps, (size_t)i);
+    nb_optimizer_opts oo;
+    nb_optimizer_defaults(&oo, NB_OPT_ADAM);
+    oo.lr = lr;
+    nb_optimizer *opt = nb_optimizer_new(ps, &oo);
     nb_tape *tp = nb_tape_new();
-    int status = 0;
-    uint64_t allocs_warm = 0;
-    nb_tensor *logits = NULL, *loss = NULL;
-    for (long step = 0; step < steps; step++) {
-        if (step == 2) allocs_warm = nb_alloc_count();
-        nb_tape_reset(tp);
-        nb_zero_grads(params, 4);
-        loss = forward(tp, params, X, y, &logits);
-        if (nb_backward(loss) != NB_OK) {
-            fprintf(stderr, "demo: %s\n", nb_tape_status(tp) ? nb_tape_error(tp) : nb_last_error());
-            status = 1;
-            goto done;
-        }
-        for (int i = 0; i < 4; i++) {
-            float *w = nb_tensor_data(params[i]);
-            const float *g = nb_grad_data(params[i]);
-            for (size_t j = 0; j < nb_tensor_size(params[i]); j++) w[j] -= (float)lr * g[j];
-        }
-        if (step % 50 == 0 || step == steps - 1)
-            printf("  step %4ld  loss %.4f  train accuracy %.3f\n", step, nb_item(loss),
-                   accuracy(logits, y));
-    }
-    printf("Allocations after warm-up: %llu over %ld steps\n",
-           (unsigned long long)(nb_alloc_count() - allocs_warm), steps > 2 ? steps - 2 : 0);
-
-    /* The picture: the last training step's graph, with values and gradients. */
-    char dot_path[4096], svg_path[4096];
-    snprintf(dot_path, sizeof dot_path, "%s/demo.dot", out_dir);
-    snprintf(svg_path, sizeof svg_path, "%s/demo.svg", out_dir);
-    nb_dot_opts opts;
-    nb_dot_default_opts(&opts);
-    opts.loss = loss;
-    opts.title = "nabla demo: a 2-layer network, after the last training step";
-    if (nb_dot_save(tp, dot_path, &opts) != NB_OK || nb_dot_render(dot_path, svg_path, "svg") != NB_OK) {
+    nb_batcher batches;
+    nb_batcher_init(&batches, POINTS, BATCH, &rng);
+    nb_progress *progress = nb_progress_new(stderr, epochs, (long)nb_batcher_batches(&batches), false);
+    int status = 1;
+    if (!opt || !tp || !progress || nb_params_count(ps) != 6) {
         fprintf(stderr, "demo: %s\n", nb_last_error());
-        status = 1;
         goto done;
     }
 
-    /* Test accuracy, without recording gradients. */
+    printf("Training a 2-%zu-%zu-1 network (tanh) on %d points of two spirals with Adam (lr %g)\n", H, H,
+           POINTS, lr);
+    uint64_t allocations_after_first_epoch = 0;
+    for (long epoch = 1; epoch <= epochs; epoch++) {
+        if (epoch == 2) allocations_after_first_epoch = nb_alloc_count();
+        const size_t *idx;
+        size_t count, seen = 0;
+        double loss_sum = 0, right = 0;
+        long step = 0;
+        while (nb_batcher_next(&batches, &idx, &count)) {
+            nb_tape_reset(tp);
+            nb_params_zero_grad(ps);
+            nb_tensor *Xb = nb_gather_rows(tp, X, idx, count), *yb = nb_gather_rows(tp, y, idx, count);
+            nb_tensor *logits = forward(tp, p, Xb, false);
+            nb_tensor *loss = nb_bce_logits(tp, logits, yb);
+            if (nb_backward(loss) != NB_OK || nb_optimizer_step(opt) != NB_OK) {
+                fprintf(stderr, "demo: %s\n", nb_tape_status(tp) ? nb_tape_error(tp) : nb_last_error());
+                goto done;
+            }
+            loss_sum += nb_item(loss) * (double)count;
+            right += nb_accuracy_binary(logits, yb, 0) * (double)count;
+            seen += count;
+            nb_progress_step(progress, epoch, step++, loss_sum / (double)seen, right / (double)seen, count);
+        }
+        if (epoch % 25 == 0 || epoch == epochs)
+            nb_progress_epoch(progress, epoch, loss_sum / (double)seen, right / (double)seen, NAN);
+    }
+    printf("Allocations during epochs 2 to %ld: %llu\n", epochs,
+           (unsigned long long)(nb_alloc_count() - allocations_after_first_epoch));
+
+    /* The graph of one full-batch step, with values and gradients. */
     nb_tape_reset(tp);
-    nb_tape_set_grad_enabled(tp, false);
-    forward(tp, params, Xt, yt, &logits);
-    nb_tape_set_grad_enabled(tp, true);
-    printf("Test accuracy: %.3f on %d new points\n", accuracy(logits, yt), M);
+    nb_params_zero_grad(ps);
+    nb_tensor *logits = forward(tp, p, X, true);
+    nb_tensor *loss = nb_bce_logits(tp, logits, y);
+    nb_tensor_set_name(loss, "loss");
+    if (nb_backward(loss) != NB_OK) goto done;
+    printf("Final loss %.4f, accuracy %.3f on all %d points\n", nb_item(loss), nb_accuracy_binary(logits, y, 0),
+           POINTS);
+    nb_dot_opts dopts;
+    nb_dot_default_opts(&dopts);
+    dopts.loss = loss;
+    dopts.title = "nabla demo: two spirals, one training step (values and gradients)";
+    if (nb_dot_save(tp, dot_path, &dopts) != NB_OK || nb_dot_render(dot_path, svg_path, "svg") != NB_OK) {
+        fprintf(stderr, "demo: %s\n", nb_last_error());
+        goto done;
+    }
 
-    /* Gradient check of the whole model, in float64, on a small batch. */
-    batch b = {nb_zeros(NULL, NB_F32, NB_SHAPE(8, 2)), nb_zeros(NULL, NB_F32, NB_SHAPE(8, 1))};
-    make_moons(&rng, 8, b.X, b.y);
-    nb_gradcheck_result r = nb_gradcheck(loss_of_params, params, 4, &b, NULL);
+    /* Gradient check of the whole model in float64 on a few points. */
+    batch small = {nb_zeros(NULL, NB_F32, NB_SHAPE(6, 2)), nb_zeros(NULL, NB_F32, NB_SHAPE(6, 1))};
+    for (size_t i = 0; i < 6; i++) {
+        nb_set(small.X, 2 * i, nb_get(X, 2 * i));
+        nb_set(small.X, 2 * i + 1, nb_get(X, 2 * i + 1));
+        nb_set(small.y, i, nb_get(y, i));
+    }
+    nb_gradcheck_result r = nb_gradcheck(loss_of_params, p, 6, &small, NULL);
+    nb_tensor_free(small.X);
+    nb_tensor_free(small.y);
     printf("%s\n", r.message);
-    if (!r.passed) status = 1;
-    nb_tensor_free(b.X);
-    nb_tensor_free(b.y);
+    if (!r.passed) goto done;
 
-    printf("Graph written to %s and rendered to %s\n", dot_path, svg_path);
+    if (draw_boundary(tp, p, X, y, boundary_path) != 0) {
+        fprintf(stderr, "demo: cannot write %s: %s\n", boundary_path, strerror(errno));
+        goto done;
+    }
+    if (nb_progress_save_csv(progress, history_path) != NB_OK) {
+        fprintf(stderr, "demo: %s\n", nb_last_error());
+        goto done;
+    }
+    printf("Decision boundary: %s\nGraph: %s and %s\nHistory: %s\n", boundary_path, dot_path, svg_path,
+           history_path);
+    status = 0;
 done:
+    nb_progress_free(progress);
+    nb_batcher_free(&batches);
+    nb_optimizer_free(opt);
     nb_tape_free(tp);
-    for (int i = 0; i < 4; i++) nb_tensor_free(params[i]);
+    nb_params_free(ps);
     nb_tensor_free(X);
     nb_tensor_free(y);
-    nb_tensor_free(Xt);
-    nb_tensor_free(yt);
     return status;
 }

@@ -47,6 +47,10 @@ nb_progress *nb_progress_new(FILE *out, long epochs, long steps_per_epoch, bool 
     p->steps_per_epoch = steps_per_epoch;
     p->start = p->epoch_start = now();
     p->last_draw = -1;
+    /* Room for every epoch now, so that training makes no allocation later. */
+    size_t cap = epochs > 0 && epochs < 1000000 ? (size_t)epochs : 64;
+    p->history = nb_malloc(cap * sizeof *p->history);
+    p->cap_history = p->history ? cap : 0;
     return p;
 }
 

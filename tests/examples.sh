@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runs the example programs and checks what they print against the seeds'
+# worked numbers, that --help and --dot work, and that bad input gives a
+# clear error.  Ends with "examples: N passed, N failed[, N skipped]".
+set -u
+bin=${1:-build}/examples
+tmp=$(mktemp -d /tmp/nabla-examples.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+passed=0; failed=0; skipped=0
+
+check() { # check NAME COMMAND... : the command must succeed
+  local name=$1; shift
+  if "$@" >"$tmp/out" 2>&1; then passed=$((passed + 1)); else
+    failed=$((failed + 1)); echo "FAIL: $name"; sed 's/^/    /' "$tmp/out" | tail -20; fi
+}
+has() { grep -qF -- "$1" "$tmp/last"; }
+run() { "$@" >"$tmp/last" 2>&1; }
+
+# gradient_descent: from 5, y = 28 then x = 4, y = 19; from -6, x = -4.8, y = 26.04
+check "gradient_descent from 5" bash -c "'$bin/gradient_descent' > '$tmp/last' &&
+  grep -Eq '^ +0 +5\.000000 +28\.000000 +10\.000000$' '$tmp/last' &&
+  grep -Eq '^ +1 +4\.000000 +19\.000000 +8\.000000$' '$tmp/last'"
+check "gradient_descent from -6" bash -c "'$bin/gradient_descent' --x0 -6 --steps 1 > '$tmp/last' &&
+  grep -Eq '^ +1 +-4\.800000 +26\.040000 +-9\.600000$' '$tmp/last'"
+
+# forward3: seed 004's numbers
+check "forward3 values" bash -c "'$bin/forward3' > '$tmp/last' &&
+  grep -q '^X_hidden  = 1.1600 0.4200 0.6200$' '$tmp/last' &&
+  grep -q '^O_hidden  = 0.7613 0.6035 0.6502$' '$tmp/last' &&
+  grep -q '^X_output  = 0.9759 0.8886 1.2546$' '$tmp/last' &&
+  grep -q '^O_output  = 0.7263 0.7086 0.7781$' '$tmp/last'"
+
+# logreg on generated data, on a CSV file, and on bad files
+check "logreg generated" bash -c "'$bin/logreg' --epochs 300 > '$tmp/last' &&
+  awk '/^accuracy:/ {found = 1; ok = (\$2 >= 0.8)} END {exit !(found && ok)}' '$tmp/last'"
+awk 'BEGIN { srand(3); print "age,chol,thalach,target";
+  for (i = 0; i < 200; i++) { a = 30 + 40 * rand(); c = 150 + 200 * rand(); t = 90 + 100 * rand();
+    z = 0.08 * (a - 50) - 0.05 * (t - 140) + 0.4 * (rand() - 0.5);
+    printf "%.1f,%.1f,%.1f,%d\n", a, c, t, (z > 0) } }' > "$tmp/heart.csv"
+check "logreg csv" bash -c "'$bin/logreg' --csv '$tmp/heart.csv' --target target > '$tmp/last' &&
+  grep -q 'read 200 rows of 3 features' '$tmp/last' &&
+  awk '/^accuracy:/ {ok = (\$2 >= 0.85)} END {exit !ok}' '$tmp/last'"
+printf 'age,chol,target\n50,200,1\n61,,0\n' > "$tmp/missing.csv"
+check "logreg missing value" bash -c "! '$bin/logreg' --csv '$tmp/missing.csv' > '$tmp/last' 2>&1 &&
+  grep -q 'missing.csv:3: column .chol. (2) is empty' '$tmp/last'"
+check "logreg unknown target" bash -c "! '$bin/logreg' --csv '$tmp/heart.csv' --target label > '$tmp/last' 2>&1 &&
+  grep -q \"no column named 'label'\" '$tmp/last'"
+printf 'a,target\n1,0\n2,3\n' > "$tmp/notbinary.csv"
+check "logreg non-binary target" bash -c "! '$bin/logreg' --csv '$tmp/notbinary.csv' > '$tmp/last' 2>&1 &&
+  grep -q 'needs 0 or 1' '$tmp/last'"
+
+# mlp on Fashion-MNIST (a short run), when the data is installed
+if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  check "mlp short run, save and reload" bash -c "'$bin/mlp' --epochs 1 --train-limit 3000 --hidden 64 \
+      --save '$tmp/mlp.nbp' --history '$tmp/h.csv' --dot '$tmp/mlp.dot' > '$tmp/last' 2>&1 &&
+    grep -q 'reloaded model: test accuracy .* (the same)' '$tmp/last' &&
+    awk '/^test accuracy:/ {ok = (\$3 >= 0.70)} END {exit !ok}' '$tmp/last' &&
+    grep -q 'Ankle boot' '$tmp/last' && test -s '$tmp/h.csv' && dot -Tsvg '$tmp/mlp.dot' -o /dev/null"
+else
+  skipped=$((skipped + 1)); echo "skipped: mlp (apt-get install dataset-fashion-mnist)"
+fi
+check "mlp missing data" bash -c "! '$bin/mlp' --data /nonexistent > '$tmp/last' 2>&1 &&
+  grep -q 'cannot open /nonexistent/train-images-idx3-ubyte.gz' '$tmp/last' &&
+  grep -q 'apt-get install dataset-fashion-mnist' '$tmp/last'"
+check "mlp bad option" bash -c "'$bin/mlp' --activation swish > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"unknown activation 'swish'\" '$tmp/last'"
+
+# demo: trains, gradient-checks, and writes its pictures
+check "demo" bash -c "'$bin/demo' --epochs 200 --out '$tmp/demo' > '$tmp/last' 2>&1 &&
+  grep -q 'gradcheck passed' '$tmp/last' && grep -q 'Allocations during epochs 2 to 200: 0' '$tmp/last' &&
+  awk '/^Final loss/ {ok = (\$6 >= 0.95)} END {exit !ok}' '$tmp/last' &&
+  head -c 4 '$tmp/demo/boundary.png' | od -c | grep -q 'P   N   G' &&
+  grep -q '<svg' '$tmp/demo/graph.svg' && test -s '$tmp/demo/history.csv'"
+
+# every example: --help, an unknown option, and --dot
+for ex in gradient_descent forward3 logreg mlp demo; do
+  check "$ex --help" bash -c "'$bin/$ex' --help | grep -q '^usage: $ex'"
+  check "$ex bad option" bash -c "'$bin/$ex' --no-such-option > '$tmp/last' 2>&1; test \$? = 2 &&
+    grep -q 'unknown option --no-such-option' '$tmp/last'"
+done
+for ex in gradient_descent forward3 logreg; do
+  check "$ex --dot" bash -c "'$bin/$ex' --dot '$tmp/$ex.dot' > /dev/null && dot -Tsvg '$tmp/$ex.dot' -o /dev/null"
+done
+
+line="examples: $passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
+echo "$line"
+[ "$failed" -eq 0 ]
