@@ -77,10 +77,11 @@ test-plain: tests lib examples
 
 test-sanitize:
 	@$(MAKE) --no-print-directory BUILD=build/sanitize OPT="-O1 -g -fno-omit-frame-pointer" \
-	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" tests
-	@ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
-	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	    scripts/run-tests.sh "sanitize" $(patsubst $(BUILD)/%,build/sanitize/%,$(TESTS))
+	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" tests examples
+	@export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0; \
+	    scripts/run-tests.sh "sanitize" $(patsubst $(BUILD)/%,build/sanitize/%,$(TESTS)) && \
+	    tests/examples.sh build/sanitize
 
 demo: deps-build $(BUILD)/examples/demo
 	@mkdir -p $(BUILD)/demo
