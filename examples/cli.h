@@ -30,6 +30,13 @@ static inline bool cli_next(cli *c) { return ++c->i < c->argc; }
 
 static inline bool cli_is(const cli *c, const char *flag) { return !strcmp(c->argv[c->i], flag); }
 
+/* Is the current argument --help or -h?  Prints the usage if so. */
+static inline bool cli_help(const cli *c) {
+    if (!cli_is(c, "--help") && !cli_is(c, "-h")) return false;
+    fputs(c->usage, stdout);
+    return true;
+}
+
 static inline void cli_fail(cli *c, const char *fmt, const char *a, const char *b) {
     fprintf(stderr, "%s: ", c->program);
     fprintf(stderr, fmt, a, b);

@@ -14,10 +14,8 @@ int main(int argc, char **argv) {
     const char *dot = NULL;
     cli c = cli_start(argc, argv, usage);
     while (cli_next(&c) && !c.failed) {
-        if (cli_is(&c, "--help") || cli_is(&c, "-h")) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        if (cli_help(&c)) return 0;
+        else if (cli_is(&c, "--dot")) dot = cli_value(&c);
         else cli_unknown(&c);
     }
     if (c.failed) return 2;

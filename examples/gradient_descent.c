@@ -20,10 +20,8 @@ int main(int argc, char **argv) {
     const char *dot = NULL;
     cli c = cli_start(argc, argv, usage);
     while (cli_next(&c) && !c.failed) {
-        if (cli_is(&c, "--help") || cli_is(&c, "-h")) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (cli_is(&c, "--x0")) x0 = cli_double(&c, -1e6, 1e6);
+        if (cli_help(&c)) return 0;
+        else if (cli_is(&c, "--x0")) x0 = cli_double(&c, -1e6, 1e6);
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 10);
         else if (cli_is(&c, "--steps")) steps = cli_long(&c, 1, 1000000);
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);

@@ -51,10 +51,8 @@ int main(int argc, char **argv) {
     double lr = 0.5;
     cli c = cli_start(argc, argv, usage);
     while (cli_next(&c) && !c.failed) {
-        if (cli_is(&c, "--help") || cli_is(&c, "-h")) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (cli_is(&c, "--csv")) csv = cli_value(&c);
+        if (cli_help(&c)) return 0;
+        else if (cli_is(&c, "--csv")) csv = cli_value(&c);
         else if (cli_is(&c, "--target")) target = cli_value(&c);
         else if (cli_is(&c, "--epochs")) epochs = cli_long(&c, 1, 10000000);
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 100);

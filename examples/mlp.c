@@ -155,10 +155,8 @@ int main(int argc, char **argv) {
     parse_hidden("256,128", &net);
     cli c = cli_start(argc, argv, usage);
     while (cli_next(&c) && !c.failed) {
-        if (cli_is(&c, "--help") || cli_is(&c, "-h")) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (cli_is(&c, "--data")) data = cli_value(&c);
+        if (cli_help(&c)) return 0;
+        else if (cli_is(&c, "--data")) data = cli_value(&c);
         else if (cli_is(&c, "--hidden")) {
             const char *v = cli_value(&c);
             if (v && !parse_hidden(v, &net)) cli_fail(&c, "invalid layer sizes '%s' for --hidden (e.g. 256,128)%s", v, "");
