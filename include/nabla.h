@@ -201,6 +201,17 @@ nb_tensor *nb_rand_normal_(nb_tape *tp, nb_rng *rng, nb_dtype dt, int ndim,
 #define nb_backward_seed(out, seed) nb_backward_(out, seed, NB_SITE)
 nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, int line);
 
+/* Explain mode: backward keeps, for every edge from an input to an op, what
+ * the op added into that input's gradient (upstream gradient times local
+ * derivative), so that pictures can show the chain rule's numbers.  Costs
+ * memory on the tape; off by default. */
+void nb_tape_set_explain(nb_tape *tp, bool on);
+
+/* Named scopes (a layer, a block) group the ops recorded between begin and
+ * end; they nest, and pictures can draw them as clusters. */
+nb_status nb_scope_begin(nb_tape *tp, const char *name);
+void nb_scope_end(nb_tape *tp);
+
 /* Called once per tape entry that backward processes, after the entry's
  * backward ran (for step-by-step pictures). */
 typedef void (*nb_backward_hook)(nb_tape *tp, size_t entry_index, void *user);
@@ -323,6 +334,10 @@ typedef struct {
     double rtol;      /* default 1e-3; pass when |a - n| <= atol + rtol * |n| */
     FILE *report;     /* per-element report of failures (NULL: none) */
     bool report_all;  /* report every element, not only failures */
+    /* If set, receives each input's worst relative error,
+     * max |analytic − numeric| / max(|numeric|, atol), or NaN for inputs not
+     * checked: the figures for nb_dot_opts' gradcheck overlay. */
+    double *input_errors;
 } nb_gradcheck_opts;
 
 typedef struct {
@@ -346,12 +361,33 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
 
 /* ------------------------------------------------------------ graphviz */
 
+/* Course notation: sizes written as symbols, such as {784, "n[0]"} or
+ * {64, "m"}, so that shapes read (n[1], m) as in the seeds. */
+typedef struct {
+    size_t size;
+    const char *name;
+} nb_dot_symbol;
+
 typedef struct {
     const nb_tensor *loss;     /* coloured as the loss; default: last entry's output */
     size_t max_values;         /* print values in full up to this size; default 12 */
     bool show_values;          /* default true */
     bool show_grads;           /* default true */
     const char *title;         /* graph label; default none */
+    /* Edges carry how the gradient reaches each input: the local derivative
+     * (dy/dx = σ(x)(1−σ(x)), ...) or the product (G · Bᵀ), and after a
+     * backward in explain mode the numbers: upstream × local = contribution.
+     * Default true. */
+    bool chain_rule;
+    bool clusters;             /* draw named scopes as clusters; default false */
+    const nb_dot_symbol *symbols; /* course notation for shapes; default none */
+    size_t n_symbols;
+    /* Gradient-check overlay: these tensors are coloured by their worst
+     * relative error (green, orange, red), with the figure in the label. */
+    nb_tensor *const *checked;
+    const double *checked_errors;
+    size_t n_checked;
+    size_t highlight;          /* 1 + index of an entry to highlight; 0 for none */
 } nb_dot_opts;
 
 void nb_dot_default_opts(nb_dot_opts *opts);

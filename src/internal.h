@@ -52,8 +52,11 @@ void nb_arena_free(nb_arena *a);
 
 typedef struct nb_entry nb_entry;
 
-/* What an op is: its name, its backward, and the local derivative of its
- * output with respect to each input written as a formula (for pictures). */
+/* What an op is: its name, forward, backward, and for pictures, how the
+ * gradient reaches each input written as a formula.  For an element-wise op
+ * the formula is the local derivative dy/dx, which the chain rule multiplies
+ * by the upstream gradient G; for the others it is the whole product in
+ * terms of G (the vector-Jacobian product, such as "G · Bᵀ"). */
 typedef struct {
     const char *name;
     /* Computes e->out from e->in and the entry's parameters. */
@@ -62,6 +65,7 @@ typedef struct {
      * output's gradient.  Uses nb_grad_target() to get the input buffers. */
     void (*backward)(nb_tape *tp, const nb_entry *e);
     const char *derivative[NB_MAX_INPUTS];
+    bool elementwise;
 } nb_op;
 
 struct nb_entry {
@@ -76,7 +80,16 @@ struct nb_entry {
     void *saved;           /* op-specific data kept for backward, in the arena */
     const char *file;
     int line;
+    int scope;             /* index into the tape's scopes, or -1 */
+    /* In explain mode: what this entry's backward added into each input's
+     * gradient (an arena buffer of the input's shape), or NULL. */
+    void *contrib[NB_MAX_INPUTS];
 };
+
+typedef struct {
+    char name[NB_NAME_MAX];
+    int parent;            /* enclosing scope, or -1 */
+} nb_scope;
 
 struct nb_tape {
     nb_arena arena;
@@ -87,6 +100,9 @@ struct nb_tape {
     char error[512];
     nb_backward_hook hook;
     void *hook_user;
+    bool explain;          /* record per-edge contributions in backward */
+    nb_scope *scopes;      /* named scopes (layers), kept across resets */
+    int n_scopes, cap_scopes, current_scope;
 };
 
 /* ---------------------------------------------------------------- errors */

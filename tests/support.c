@@ -23,7 +23,9 @@ void assert_message_has_(const char *msg, const char *file, int line, ...) {
     va_start(ap, line);
     for (const char *s = va_arg(ap, const char *); s; s = va_arg(ap, const char *)) {
         if (!msg || !strstr(msg, s)) {
-            print_error("message \"%s\" does not contain \"%s\"\n", msg ? msg : "(null)", s);
+            /* The missing text first: cmocka cuts long messages short. */
+            print_error("missing \"%s\" in:\n", s);
+            fprintf(stderr, "%s\n", msg ? msg : "(null)");
             va_end(ap);
             _fail(file, line);
             return;

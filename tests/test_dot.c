@@ -48,8 +48,8 @@ static void test_dot_content(void **state) {
     char *before = dot_of(tp, NULL);
     assert_message_has(before, "digraph nabla", "W[1]\\n(3, 1) f64", "value [0.1]\\n[-0.2]\\n[0.3]", "value [1, 2, 3]\\n[4, 5, 6]",
                        "grad not computed", "y \\\"label\\\"", "matmul", "bce_logits",
-                       "legend", "parameter", "#ffe599", "#f4cccc", "t0 -> op0 [label=\"a\"]",
-                       "op0 -> t2");
+                       "legend", "parameter", "#ffe599", "#f4cccc",
+                       "t0 -> op0 [label=\"a: ∂L/∂a = G · op(B)ᵀ\"]", "op0 -> t2");
     /* Data needs no gradient, and says so. */
     assert_message_has(before, "none (no gradient needed)");
     assert_int_equal(nb_backward(loss), NB_OK);
@@ -72,6 +72,103 @@ static void test_dot_content(void **state) {
     nb_tape_free(tp);
     nb_tensor_free(m.W);
     nb_tensor_free(m.b);
+}
+
+/* The chain rule on the edges, for a scalar example worked by hand:
+ *   y = sigmoid(w * x) + w,  w = 0.5, x = 2:  z = 1, s = sigmoid(1) = 0.7311
+ *   edge w -> mul:     ∂z/∂w = x = 2;    upstream ∂y/∂z = s(1-s) = 0.1966;  adds 0.3932
+ *   edge z -> sigmoid: ∂s/∂z = s(1 - s); upstream 1: 1 × 0.1966 = 0.1966
+ *   edge w -> add:     ∂y/∂w = 1:        1 × 1 = 1
+ *   w feeds two ops, so its gradient is 0.3932 + 1 = 1.393. */
+static void test_chain_rule_on_edges(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tape_set_explain(tp, true);
+    nb_tensor *w = nb_scalar(NULL, NB_F64, 0.5), *x = nb_scalar(tp, NB_F64, 2);
+    nb_tensor_set_name(w, "w");
+    nb_requires_grad(w, true);
+    nb_tensor *z = nb_mul(tp, w, x);
+    nb_tensor *y = nb_add(tp, nb_sigmoid(tp, z), w);
+    assert_int_equal(nb_backward(y), NB_OK);
+    char *dot = dot_of(tp, NULL);
+    assert_message_has(dot, "t0 -> op0 [label=\"a: ∂y/∂a = b\\n0.1966 × 2 = 0.3932",
+                       "∂y/∂x = σ(x)(1-σ(x))\\n1 × 0.1966 = 0.1966",
+                       "b: ∂y/∂b = 1\\n1 × 1 = 1",
+                       "grad [1.393]\\n= 0.3932 + 1 (two uses)");
+    free(dot);
+    /* Matrices: the contribution is summarised, and a matmul edge names its product. */
+    nb_tape_reset(tp);
+    nb_tensor *W = nb_ones(NULL, NB_F64, NB_SHAPE(2, 2)), *X = nb_ones(tp, NB_F64, NB_SHAPE(2, 3));
+    nb_requires_grad(W, true);
+    nb_backward(nb_sum(tp, nb_matmul(tp, W, X)));
+    dot = dot_of(tp, NULL);
+    /* d sum(W X)/dW = 1 · Xᵀ = 3 everywhere */
+    assert_message_has(dot, "a: ∂L/∂a = G · op(B)ᵀ\\nadds [3, 3]\\n[3, 3]", "∂L/∂x = G spread over x");
+    free(dot);
+    /* Without explain mode, formulas only. */
+    nb_tape_set_explain(tp, false);
+    nb_zero_grad(W);
+    nb_backward(nb_sum(tp, nb_matmul(tp, W, X)));
+    dot = dot_of(tp, NULL);
+    assert_null(strstr(dot, "adds"));
+    free(dot);
+    nb_tensor_free(W);
+    nb_tensor_free(w);
+    nb_tape_free(tp);
+}
+
+/* Course notation, scopes as clusters, the gradcheck overlay and a
+ * highlighted entry. */
+static void test_layers_overlay_and_highlight(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *W1 = nb_ones(NULL, NB_F64, NB_SHAPE(4, 3)), *b1 = nb_zeros(NULL, NB_F64, NB_SHAPE(4, 1));
+    nb_tensor_set_name(W1, "W[1]");
+    nb_tensor_set_name(b1, "b[1]");
+    nb_requires_grad(W1, true);
+    nb_requires_grad(b1, true);
+    nb_tensor *X = nb_ones(tp, NB_F64, NB_SHAPE(3, 5));
+    nb_scope_begin(tp, "layer 1");
+    nb_tensor *Z = nb_add(tp, nb_matmul(tp, W1, X), b1);
+    nb_tensor_set_name(Z, "Z[1]");
+    nb_scope_begin(tp, "activation");
+    nb_tensor *A = nb_sigmoid(tp, Z);
+    nb_scope_end(tp);
+    nb_scope_end(tp);
+    nb_tensor *loss = nb_mean(tp, A);
+    nb_backward(loss);
+    const nb_dot_symbol symbols[] = {{3, "n[0]"}, {4, "n[1]"}, {5, "m"}};
+    nb_tensor *checked[2] = {W1, b1};
+    const double errors[2] = {3e-9, 0.02};
+    nb_dot_opts o;
+    nb_dot_default_opts(&o);
+    o.clusters = true;
+    o.symbols = symbols;
+    o.n_symbols = 3;
+    o.checked = checked;
+    o.checked_errors = errors;
+    o.n_checked = 2;
+    o.highlight = 2; /* entry 1: the add */
+    char *dot = dot_of(tp, &o);
+    assert_message_has(dot, "W[1]\\n(n[1], n[0]) f64", "Z[1]\\n(n[1], m) f64",
+                       "subgraph cluster_scope0 {\n    label=\"layer 1\"",
+                       "subgraph cluster_scope1 {\n    label=\"activation\"",
+                       "fillcolor=\"#b6d7a8\", label=\"W[1]", "gradcheck: worst rel. error 3e-09",
+                       "fillcolor=\"#ea9999\", label=\"b[1]", "gradcheck: worst rel. error 0.02",
+                       "op1 [shape=ellipse, style=filled, fillcolor=\"#e06666\", penwidth=3");
+    /* The activation cluster nests inside the layer's. */
+    char *outer = strstr(dot, "cluster_scope0"), *inner = strstr(dot, "cluster_scope1");
+    assert_true(outer && inner && inner > outer);
+    assert_null(strstr(inner, "  }\n  subgraph cluster_scope") );
+    free(dot);
+    FILE *f = fopen("/tmp/nabla-layers.dot", "w");
+    nb_dot_write(tp, f, &o);
+    fclose(f);
+    assert_int_equal(system("dot -Tsvg /tmp/nabla-layers.dot -o /dev/null"), 0);
+    unlink("/tmp/nabla-layers.dot");
+    nb_tensor_free(W1);
+    nb_tensor_free(b1);
+    nb_tape_free(tp);
 }
 
 /* Ids come from tape order, not addresses: two runs write the same bytes. */
@@ -158,6 +255,8 @@ static void test_graphviz_accepts_the_file(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dot_content),
+        cmocka_unit_test(test_chain_rule_on_edges),
+        cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_dot_is_deterministic),
         cmocka_unit_test(test_graphviz_accepts_the_file),
     };

@@ -40,6 +40,40 @@ void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t) {
     return g;
 }
 
+/* Explain mode: before an entry's backward, copy each input's gradient so
+ * far (NULL stands for zero); afterwards, the difference is the entry's
+ * contribution to that input, kept on the entry for pictures.  An input
+ * that appears twice (x * x) gets its total on its first edge. */
+static bool snapshot_inputs(nb_tape *tp, const nb_entry *e, void **before) {
+    for (int i = 0; i < e->n_in; i++) {
+        nb_tensor *x = e->in[i];
+        before[i] = NULL;
+        if (!x->requires_grad || !x->grad || x->grad_state != NB_GRAD_SET) continue;
+        size_t bytes = x->size * nb_dtype_size(x->dtype);
+        if (!(before[i] = nb_tape_alloc(tp, bytes))) return false;
+        memcpy(before[i], x->grad, bytes);
+    }
+    return true;
+}
+
+static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) {
+    for (int i = 0; i < e->n_in; i++) {
+        nb_tensor *x = e->in[i];
+        bool repeated = false;
+        for (int j = 0; j < i; j++) repeated |= e->in[j] == x;
+        e->contrib[i] = NULL;
+        if (repeated || !x->requires_grad || !x->grad || x->grad_state != NB_GRAD_SET) continue;
+        size_t bytes = x->size * nb_dtype_size(x->dtype);
+        if (!(e->contrib[i] = nb_tape_alloc(tp, bytes))) return false;
+        NB_DISPATCH(x->dtype, {
+            T *c = e->contrib[i];
+            const T *now = x->grad, *was = before[i];
+            for (size_t k = 0; k < x->size; k++) c[k] = was ? now[k] - was[k] : now[k];
+        });
+    }
+    return true;
+}
+
 /* Is `out` the output of an entry of its tape?  (It is not if it is a leaf,
  * or if it is left over from before nb_tape_reset().) */
 static bool recorded(const nb_tensor *out) {
@@ -109,8 +143,10 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
      * leaf gradients add up across passes until nb_zero_grad. */
     size_t last = out->entry; /* entries after this one cannot lead to `out` */
     for (size_t i = 0; i < tp->n_entries; i++) {
-        tp->entries[i].out->grad = NULL;
-        tp->entries[i].out->grad_state = NB_GRAD_NONE;
+        nb_entry *e = &tp->entries[i];
+        e->out->grad = NULL;
+        e->out->grad_state = NB_GRAD_NONE;
+        for (int k = 0; k < e->n_in; k++) e->contrib[k] = NULL;
     }
 
     bool accumulate;
@@ -124,7 +160,7 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
         *(double *)g = 1.0;
 
     for (size_t i = last; i-- > 0;) {
-        const nb_entry *e = &tp->entries[i];
+        nb_entry *e = &tp->entries[i];
         /* Skip entries that lead to no parameter, and those that do not lead
          * to `out` (no gradient reached their output). */
         if (!e->out->requires_grad || e->out->grad_state == NB_GRAD_NONE) continue;
@@ -133,7 +169,13 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
                          "nb_backward: op %s has no backward", e->op->name);
             return tp->status;
         }
-        e->op->backward(tp, e);
+        void *before[NB_MAX_INPUTS];
+        bool explained = !tp->explain || snapshot_inputs(tp, e, before);
+        if (explained) e->op->backward(tp, e);
+        if (explained && tp->explain && tp->status == NB_OK) explained = record_contributions(tp, e, before);
+        if (!explained)
+            nb_set_error(tp, NB_ERR_NOMEM, e->file, e->line,
+                         "nb_backward: out of memory recording the chain rule of %s", e->op->name);
         if (tp->status != NB_OK) return tp->status;
         if (tp->hook) tp->hook(tp, i, tp->hook_user);
     }

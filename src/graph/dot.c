@@ -3,13 +3,24 @@
  *
  * Tensor nodes are boxes showing name, shape, dtype, value and gradient;
  * op nodes are ellipses.  Colours give each tensor's role: input data,
- * parameter, intermediate, loss.  Ids come from tape order (t0, t1, ... in
- * order of first use; op ids are entry indices), never from pointers, so the
- * same program writes the same bytes on every run and two dumps can be diffed.
+ * parameter, intermediate, loss.  Each edge from a tensor into an op says how
+ * the gradient comes back along it: the local derivative for element-wise
+ * ops (dy/dx = σ(x)(1−σ(x))), the whole product for the others (G · Bᵀ), and
+ * after a backward in explain mode the numbers of the chain rule, upstream
+ * gradient × local derivative = contribution.  A tensor that feeds several
+ * ops shows its gradient as the sum of their contributions.
+ *
+ * Ids come from tape order (t0, t1, ... in order of first use; op ids are
+ * entry indices), never from pointers, so the same program writes the same
+ * bytes on every run and two dumps can be diffed.
+ *
+ * The file is written in two passes: the first numbers the tensors and
+ * counts the contributions each receives, the second writes.
  */
 #include "../internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <uthash.h>
 
@@ -18,24 +29,42 @@ void nb_dot_default_opts(nb_dot_opts *opts) {
     opts->max_values = 12;
     opts->show_values = true;
     opts->show_grads = true;
+    opts->chain_rule = true;
 }
-
-typedef struct {
-    const nb_tensor *key;
-    size_t id;
-    UT_hash_handle hh;
-} node_id;
 
 typedef enum { ROLE_INPUT, ROLE_PARAM, ROLE_INTERMEDIATE, ROLE_LOSS } role;
 
 static const char *const role_names[] = {"input", "parameter", "intermediate", "loss"};
 static const char *const role_colors[] = {"#cfe2f3", "#ffe599", "#f3f3f3", "#f4cccc"};
 
+/* What the first pass learns about a tensor. */
+typedef struct {
+    nb_tensor *key;
+    size_t id;
+    int scope;             /* scope of the entry that made or first used it */
+    size_t contributions;  /* explained edges that added into its gradient */
+    size_t first_contrib[2]; /* entry and input of the first two, for sums */
+    int first_input[2];
+    UT_hash_handle hh;
+} node_info;
+
+typedef struct {
+    FILE *f;
+    const nb_dot_opts *o;
+    const nb_tape *tp;
+    const nb_tensor *loss;
+    node_info *by_tensor;  /* uthash */
+    node_info **in_order;  /* by id */
+    size_t n_nodes, cap_nodes;
+} writer;
+
 static role role_of(const nb_tensor *t, const nb_tensor *loss) {
     if (t == loss) return ROLE_LOSS;
     if (t->is_leaf) return t->requires_grad ? ROLE_PARAM : ROLE_INPUT;
     return ROLE_INTERMEDIATE;
 }
+
+/* ---------------------------------------------------------------- text */
 
 /* Writes s with the characters that dot treats specially escaped. */
 static void put_escaped(FILE *f, const char *s) {
@@ -45,15 +74,34 @@ static void put_escaped(FILE *f, const char *s) {
     }
 }
 
+static double value_at(nb_dtype dt, const void *values, size_t i) {
+    return dt == NB_F32 ? ((const float *)values)[i] : ((const double *)values)[i];
+}
+
+/* "(n[1], m)" with course symbols, else "(128, 64)". */
+static void put_shape(FILE *f, const nb_tensor *t, const nb_dot_opts *o) {
+    fputc('(', f);
+    for (int d = 0; d < t->ndim; d++) {
+        const char *symbol = NULL;
+        for (size_t k = 0; k < o->n_symbols && !symbol; k++)
+            if (o->symbols[k].size == t->shape[d]) symbol = o->symbols[k].name;
+        if (d) fputs(", ", f);
+        if (symbol)
+            put_escaped(f, symbol);
+        else
+            fprintf(f, "%zu", t->shape[d]);
+    }
+    fputs(t->ndim == 1 ? ",)" : ")", f);
+}
+
 /* "[0.9, 0.1]" in full (a matrix one row per line), or "min a  mean b
  * max c" for larger tensors. */
 static void put_values(FILE *f, const nb_tensor *t, const void *values, size_t max_values) {
     if (t->size <= max_values) {
         size_t row = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->size;
         for (size_t i = 0; i < t->size; i++) {
-            double v = t->dtype == NB_F32 ? ((const float *)values)[i] : ((const double *)values)[i];
             if (i % row == 0) fputs(i ? "]\\n[" : "[", f);
-            fprintf(f, i % row ? ", %.4g" : "%.4g", v);
+            fprintf(f, i % row ? ", %.4g" : "%.4g", value_at(t->dtype, values, i));
         }
         fputc(']', f);
         return;
@@ -63,16 +111,77 @@ static void put_values(FILE *f, const nb_tensor *t, const void *values, size_t m
     if (s.nonfinite) fprintf(f, "  (%zu not finite)", s.nonfinite);
 }
 
-static void put_tensor_node(FILE *f, size_t id, nb_tensor *t, role r, const nb_dot_opts *o) {
-    char shape[128];
-    nb_format_shape(t->ndim, t->shape, shape, sizeof shape);
-    fprintf(f, "  t%zu [shape=box, style=\"rounded,filled\", fillcolor=\"%s\", label=\"", id,
-            role_colors[r]);
+/* ---------------------------------------------------------------- pass 1 */
+
+static node_info *info_for(writer *w, nb_tensor *t, int scope) {
+    node_info *n;
+    HASH_FIND_PTR(w->by_tensor, &t, n);
+    if (n) return n;
+    if (w->n_nodes == w->cap_nodes) {
+        size_t cap = w->cap_nodes ? 2 * w->cap_nodes : 64;
+        node_info **grown = nb_realloc(w->in_order, cap * sizeof *grown);
+        if (!grown) return NULL;
+        w->in_order = grown;
+        w->cap_nodes = cap;
+    }
+    if (!(n = nb_malloc(sizeof *n))) return NULL;
+    memset(n, 0, sizeof *n);
+    n->key = t;
+    n->id = w->n_nodes;
+    n->scope = scope;
+    HASH_ADD_PTR(w->by_tensor, key, n);
+    w->in_order[w->n_nodes++] = n;
+    return n;
+}
+
+static nb_status first_pass(writer *w) {
+    for (size_t i = 0; i < w->tp->n_entries; i++) {
+        const nb_entry *e = &w->tp->entries[i];
+        for (int k = 0; k < e->n_in; k++) {
+            node_info *n = info_for(w, e->in[k], e->scope);
+            if (!n) return NB_ERR_NOMEM;
+            if (e->contrib[k]) {
+                if (n->contributions < 2) {
+                    n->first_contrib[n->contributions] = i;
+                    n->first_input[n->contributions] = k;
+                }
+                n->contributions++;
+            }
+        }
+        if (!info_for(w, e->out, e->scope)) return NB_ERR_NOMEM;
+    }
+    return NB_OK;
+}
+
+/* ---------------------------------------------------------------- nodes */
+
+static const double *checked_error(const writer *w, const nb_tensor *t) {
+    for (size_t k = 0; k < w->o->n_checked && w->o->checked && w->o->checked_errors; k++)
+        if (w->o->checked[k] == t) return &w->o->checked_errors[k];
+    return NULL;
+}
+
+/* Green under 1e-6, orange under 1e-3 (PyTorch's rtol), red above. */
+static const char *error_color(double err) {
+    if (err < 1e-6) return "#b6d7a8";
+    if (err < 1e-3) return "#f9cb9c";
+    return "#ea9999";
+}
+
+static void put_tensor_node(writer *w, const node_info *n) {
+    FILE *f = w->f;
+    const nb_dot_opts *o = w->o;
+    nb_tensor *t = n->key;
+    const double *err = checked_error(w, t);
+    fprintf(f, "  t%zu [shape=box, style=\"rounded,filled\", fillcolor=\"%s\", label=\"", n->id,
+            err ? error_color(*err) : role_colors[role_of(t, w->loss)]);
     if (t->name[0])
         put_escaped(f, t->name);
     else
-        fprintf(f, "t%zu", id);
-    fprintf(f, "\\n%s %s", shape, t->dtype == NB_F32 ? "f32" : "f64");
+        fprintf(f, "t%zu", n->id);
+    fputs("\\n", f);
+    put_shape(f, t, o);
+    fprintf(f, " %s", t->dtype == NB_F32 ? "f32" : "f64");
     if (o->show_values) {
         fputs("\\nvalue ", f);
         put_values(f, t, t->data, o->max_values);
@@ -83,13 +192,29 @@ static void put_tensor_node(FILE *f, size_t id, nb_tensor *t, role r, const nb_d
             put_values(f, t, nb_grad_data(t), o->max_values);
         else
             fputs(t->requires_grad ? "not computed" : "none (no gradient needed)", f);
+        /* Fan-out: the gradient is the sum of what each use contributed. */
+        if (o->chain_rule && n->contributions >= 2) {
+            if (t->size == 1 && n->contributions == 2) {
+                fputs("\\n= ", f);
+                for (int c = 0; c < 2; c++) {
+                    const nb_entry *e = &w->tp->entries[n->first_contrib[c]];
+                    fprintf(f, c ? " + %.4g" : "%.4g", value_at(t->dtype, e->contrib[n->first_input[c]], 0));
+                }
+                fputs(" (two uses)", f);
+            } else {
+                fprintf(f, "\\n= sum of %zu contributions", n->contributions);
+            }
+        }
     }
+    if (err) fprintf(f, "\\ngradcheck: worst rel. error %.2g", *err);
     fputs("\"];\n", f);
 }
 
-static void put_op_node(FILE *f, size_t index, const nb_entry *e) {
-    fprintf(f, "  op%zu [shape=ellipse, style=filled, fillcolor=\"#d9ead3\", label=\"%s", index,
-            e->op->name);
+static void put_op_node(writer *w, size_t index, const nb_entry *e) {
+    FILE *f = w->f;
+    bool hl = w->o->highlight == index + 1;
+    fprintf(f, "  op%zu [shape=ellipse, style=filled, fillcolor=\"%s\"%s, label=\"%s", index,
+            hl ? "#e06666" : "#d9ead3", hl ? ", penwidth=3, fontcolor=white" : "", e->op->name);
     /* The op's parameters, where it has any worth showing. */
     const char *name = e->op->name;
     if (!strcmp(name, "scale") || !strcmp(name, "add_scalar") || !strcmp(name, "pow") ||
@@ -104,7 +229,91 @@ static void put_op_node(FILE *f, size_t index, const nb_entry *e) {
     fputs("\"];\n", f);
 }
 
-static void put_legend(FILE *f) {
+/* ---------------------------------------------------------------- edges */
+
+/* The label of the edge from input k into entry e: how the gradient comes
+ * back, and with an explained backward, the numbers. */
+static void put_edge_label(writer *w, const nb_entry *e, int k) {
+    FILE *f = w->f;
+    const nb_tensor *x = e->in[k], *y = e->out;
+    const char *formula = e->op->derivative[k] ? e->op->derivative[k] : "?";
+    const char *var = e->n_in > 1 ? (k == 0 ? "a" : k == 1 ? "b" : "c") : "x";
+    if (e->n_in > 1) fprintf(f, "%s: ", var);
+    if (e->op->elementwise)
+        fprintf(f, "∂y/∂%s = ", var);
+    else
+        fprintf(f, "∂L/∂%s = ", var);
+    put_escaped(f, formula);
+    if (e->op->elementwise && x->size != y->size) fputs("\\n(summed over broadcast axes)", f);
+    const void *c = e->contrib[k];
+    if (!c) return;
+    const void *g = y->grad;
+    if (e->op->elementwise && x->size == y->size && x->size <= w->o->max_values && g) {
+        /* upstream × local = contribution, element by element */
+        fputs("\\n", f);
+        for (size_t i = 0; i < x->size; i++) {
+            double gi = value_at(y->dtype, g, i), ci = value_at(x->dtype, c, i);
+            if (i) fputs("\\n", f);
+            if (gi != 0)
+                fprintf(f, "%.4g × %.4g = %.4g", gi, ci / gi, ci);
+            else
+                fprintf(f, "0 × · = %.4g", ci);
+        }
+    } else {
+        fputs("\\nadds ", f);
+        put_values(f, x, c, w->o->max_values);
+    }
+}
+
+static void put_edges(writer *w, size_t index, const nb_entry *e) {
+    bool hl = w->o->highlight == index + 1;
+    for (int k = 0; k < e->n_in; k++) {
+        node_info *n;
+        nb_tensor *x = e->in[k];
+        HASH_FIND_PTR(w->by_tensor, &x, n);
+        fprintf(w->f, "  t%zu -> op%zu [", n->id, index);
+        if (hl) fputs("color=\"#cc0000\", penwidth=2.5, fontcolor=\"#cc0000\", ", w->f);
+        fputs("label=\"", w->f);
+        if (w->o->chain_rule)
+            put_edge_label(w, e, k);
+        else if (e->n_in > 1)
+            fputc('a' + k, w->f);
+        fputs("\"];\n", w->f);
+    }
+    node_info *out;
+    nb_tensor *y = e->out;
+    HASH_FIND_PTR(w->by_tensor, &y, out);
+    fprintf(w->f, "  op%zu -> t%zu%s;\n", index, out->id, hl ? " [color=\"#cc0000\", penwidth=2.5]" : "");
+}
+
+/* ---------------------------------------------------------------- clusters */
+
+/* Scopes are numbered in the order they were opened, which is a pre-order of
+ * their tree, so a stack of open clusters nests them without recursion. */
+static void put_clusters(writer *w) {
+    const nb_tape *tp = w->tp;
+    int stack[64], depth = 0;
+    for (int s = 0; s < tp->n_scopes; s++) {
+        while (depth > 0 && stack[depth - 1] != tp->scopes[s].parent) {
+            fputs("  }\n", w->f);
+            depth--;
+        }
+        if (depth == 64) break; /* deeper than any picture can show */
+        fprintf(w->f, "  subgraph cluster_scope%d {\n    label=\"", s);
+        put_escaped(w->f, tp->scopes[s].name);
+        fputs("\"; style=\"rounded,dashed\"; color=\"#999999\"; fontsize=12;\n   ", w->f);
+        for (size_t i = 0; i < tp->n_entries; i++)
+            if (tp->entries[i].scope == s) fprintf(w->f, " op%zu;", i);
+        for (size_t k = 0; k < w->n_nodes; k++)
+            if (w->in_order[k]->scope == s) fprintf(w->f, " t%zu;", w->in_order[k]->id);
+        fputc('\n', w->f);
+        stack[depth++] = s;
+    }
+    while (depth-- > 0) fputs("  }\n", w->f);
+}
+
+static void put_legend(writer *w) {
+    FILE *f = w->f;
     fputs("  subgraph cluster_legend {\n    label=\"legend\"; fontsize=10; style=dashed;\n", f);
     for (int r = 0; r <= ROLE_LOSS; r++)
         fprintf(f, "    legend_%s [shape=box, style=\"rounded,filled\", fillcolor=\"%s\", "
@@ -113,29 +322,20 @@ static void put_legend(FILE *f) {
     fputs("    legend_op [shape=ellipse, style=filled, fillcolor=\"#d9ead3\", label=\"op\", "
           "fontsize=10];\n",
           f);
-    fputs("    legend_input -> legend_parameter -> legend_intermediate -> legend_loss -> "
-          "legend_op [style=invis];\n  }\n",
+    fputs("    legend_input -> legend_parameter -> legend_intermediate -> legend_loss -> legend_op",
           f);
+    if (w->o->n_checked) {
+        fputs(" -> legend_check [style=invis];\n    legend_check [shape=box, style=filled, "
+              "fillcolor=\"#b6d7a8\", fontsize=10, label=\"gradcheck: green < 1e-6, orange < 1e-3, "
+              "red above\"];\n",
+              f);
+    } else {
+        fputs(" [style=invis];\n", f);
+    }
+    fputs("  }\n", f);
 }
 
-/* Looks t up, giving it the next id (and writing its node) when new. */
-static nb_status node_for(FILE *f, node_id **ids, size_t *next, nb_tensor *t,
-                          const nb_tensor *loss, const nb_dot_opts *o, size_t *id) {
-    node_id *n;
-    HASH_FIND_PTR(*ids, &t, n);
-    if (n) {
-        *id = n->id;
-        return NB_OK;
-    }
-    n = nb_malloc(sizeof *n);
-    if (!n) return NB_ERR_NOMEM;
-    n->key = t;
-    n->id = (*next)++;
-    HASH_ADD_PTR(*ids, key, n);
-    put_tensor_node(f, n->id, t, role_of(t, loss), o);
-    *id = n->id;
-    return NB_OK;
-}
+/* ---------------------------------------------------------------- writing */
 
 nb_status nb_dot_write(nb_tape *tp, FILE *f, const nb_dot_opts *opts) {
     if (!tp || !f) {
@@ -148,44 +348,36 @@ nb_status nb_dot_write(nb_tape *tp, FILE *f, const nb_dot_opts *opts) {
         o = *opts;
     else
         nb_dot_default_opts(&o);
-    const nb_tensor *loss = o.loss;
-    if (!loss && tp->n_entries && tp->entries[tp->n_entries - 1].out->size == 1)
-        loss = tp->entries[tp->n_entries - 1].out;
+    writer w = {f, &o, tp, o.loss, NULL, NULL, 0, 0};
+    if (!w.loss && tp->n_entries && tp->entries[tp->n_entries - 1].out->size == 1)
+        w.loss = tp->entries[tp->n_entries - 1].out;
 
-    fputs("digraph nabla {\n  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=11];\n"
-          "  edge [fontname=\"Helvetica\", fontsize=9];\n",
-          f);
-    if (o.title) {
-        fputs("  labelloc=t; label=\"", f);
-        put_escaped(f, o.title);
-        fputs("\";\n", f);
-    }
-    node_id *ids = NULL;
-    size_t next = 0;
-    nb_status st = NB_OK;
-    for (size_t i = 0; i < tp->n_entries && st == NB_OK; i++) {
-        const nb_entry *e = &tp->entries[i];
-        size_t in_ids[NB_MAX_INPUTS], out_id;
-        for (int k = 0; k < e->n_in && st == NB_OK; k++)
-            st = node_for(f, &ids, &next, e->in[k], loss, &o, &in_ids[k]);
-        if (st != NB_OK) break;
-        put_op_node(f, i, e);
-        for (int k = 0; k < e->n_in; k++) {
-            fprintf(f, "  t%zu -> op%zu", in_ids[k], i);
-            if (e->n_in > 1) fprintf(f, " [label=\"%c\"]", 'a' + k);
-            fputs(";\n", f);
+    nb_status st = first_pass(&w);
+    if (st == NB_OK) {
+        fputs("digraph nabla {\n  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=11];\n"
+              "  edge [fontname=\"Helvetica\", fontsize=9];\n",
+              f);
+        if (o.title) {
+            fputs("  labelloc=t; label=\"", f);
+            put_escaped(f, o.title);
+            fputs("\";\n", f);
         }
-        st = node_for(f, &ids, &next, e->out, loss, &o, &out_id);
-        if (st == NB_OK) fprintf(f, "  op%zu -> t%zu;\n", i, out_id);
+        for (size_t k = 0; k < w.n_nodes; k++) put_tensor_node(&w, w.in_order[k]);
+        for (size_t i = 0; i < tp->n_entries; i++) {
+            put_op_node(&w, i, &tp->entries[i]);
+            put_edges(&w, i, &tp->entries[i]);
+        }
+        if (o.clusters) put_clusters(&w);
+        put_legend(&w);
+        fputs("}\n", f);
     }
-    if (st == NB_OK) put_legend(f);
-    fputs("}\n", f);
 
-    node_id *n, *tmp;
-    HASH_ITER(hh, ids, n, tmp) {
-        HASH_DEL(ids, n);
+    node_info *n, *tmp;
+    HASH_ITER(hh, w.by_tensor, n, tmp) {
+        HASH_DEL(w.by_tensor, n);
         nb_free(n);
     }
+    nb_free(w.in_order);
     if (st != NB_OK) {
         nb_set_error(NULL, st, NULL, 0, "nb_dot_write: out of memory");
         return st;

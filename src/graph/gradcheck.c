@@ -145,6 +145,7 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
         for (size_t j = 0; j < pb.x[i]->size; j++) analytic[i][j] = nb_grad_get(pb.x[i], j);
 
     /* The numeric gradient, one element at a time. */
+    for (int i = 0; o.input_errors && i < n; i++) o.input_errors[i] = pb.x[i]->requires_grad ? 0 : NAN;
     if (o.report) report_header(o.report);
     double worst_ratio = -1;
     for (int i = 0; i < n; i++) {
@@ -168,6 +169,10 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
             if (isnan(ratio)) ratio = INFINITY;
             r.checked++;
             if (!ok) r.failed++;
+            if (o.input_errors) {
+                double e = abs_err / fmax(fabs(numeric), o.atol > 0 ? o.atol : 1e-300);
+                if (!(e <= o.input_errors[i])) o.input_errors[i] = isnan(e) ? INFINITY : e;
+            }
             if (ratio > worst_ratio) {
                 worst_ratio = ratio;
                 r.worst_input = i;

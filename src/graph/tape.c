@@ -19,6 +19,7 @@ nb_tape *nb_tape_new(void) {
     memset(tp, 0, sizeof *tp);
     nb_arena_init(&tp->arena);
     tp->grad_enabled = true;
+    tp->current_scope = -1;
     return tp;
 }
 
@@ -26,6 +27,7 @@ void nb_tape_free(nb_tape *tp) {
     if (!tp) return;
     nb_arena_free(&tp->arena);
     nb_free(tp->entries);
+    nb_free(tp->scopes);
     nb_free(tp);
 }
 
@@ -34,6 +36,8 @@ void nb_tape_reset(nb_tape *tp) {
     /* Tape tensors cease to exist; heap leaves hold no link into the tape. */
     nb_arena_reset(&tp->arena);
     tp->n_entries = 0;
+    tp->n_scopes = 0;
+    tp->current_scope = -1;
     tp->status = NB_OK;
     tp->error[0] = '\0';
 }
@@ -57,6 +61,36 @@ void nb_tape_set_backward_hook(nb_tape *tp, nb_backward_hook hook, void *user) {
     if (!tp) return;
     tp->hook = hook;
     tp->hook_user = user;
+}
+
+void nb_tape_set_explain(nb_tape *tp, bool on) {
+    if (tp) tp->explain = on;
+}
+
+nb_status nb_scope_begin(nb_tape *tp, const char *name) {
+    if (!tp || !name) {
+        nb_set_error(tp, NB_ERR_NULL, NULL, 0, "nb_scope_begin: %s is NULL", tp ? "the name" : "the tape");
+        return NB_ERR_NULL;
+    }
+    if (tp->n_scopes == tp->cap_scopes) {
+        int cap = tp->cap_scopes ? 2 * tp->cap_scopes : 16;
+        nb_scope *grown = nb_realloc(tp->scopes, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "nb_scope_begin: out of memory for scope '%s'", name);
+            return NB_ERR_NOMEM;
+        }
+        tp->scopes = grown;
+        tp->cap_scopes = cap;
+    }
+    nb_scope *sc = &tp->scopes[tp->n_scopes];
+    snprintf(sc->name, sizeof sc->name, "%s", name);
+    sc->parent = tp->current_scope;
+    tp->current_scope = tp->n_scopes++;
+    return NB_OK;
+}
+
+void nb_scope_end(nb_tape *tp) {
+    if (tp && tp->current_scope >= 0) tp->current_scope = tp->scopes[tp->current_scope].parent;
 }
 
 void *nb_tape_alloc(nb_tape *tp, size_t bytes) { return nb_arena_alloc(&tp->arena, bytes); }
@@ -108,6 +142,7 @@ nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, int n_in,
     }
     e->file = file;
     e->line = line;
+    e->scope = tp->current_scope;
     out->is_leaf = false;
     out->requires_grad = requires && tp->grad_enabled;
     out->entry = tp->n_entries; /* index + 1 */

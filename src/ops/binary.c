@@ -201,10 +201,10 @@ BINARY_BACKWARD(mul, b, a)
 BINARY_FORWARD(div, a / b)
 BINARY_BACKWARD(div, 1 / b, -y / b)
 
-static const nb_op add_op = {"add", add_forward, add_backward, {"1", "1"}};
-static const nb_op sub_op = {"sub", sub_forward, sub_backward, {"1", "-1"}};
-static const nb_op mul_op = {"mul", mul_forward, mul_backward, {"b", "a"}};
-static const nb_op div_op = {"div", div_forward, div_backward, {"1/b", "-a/b²"}};
+static const nb_op add_op = {"add", add_forward, add_backward, {"1", "1"}, true};
+static const nb_op sub_op = {"sub", sub_forward, sub_backward, {"1", "-1"}, true};
+static const nb_op mul_op = {"mul", mul_forward, mul_backward, {"b", "a"}, true};
+static const nb_op div_op = {"div", div_forward, div_backward, {"1/b", "-a/b²"}, true};
 
 static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *b,
                          const char *file, int line) {

@@ -90,11 +90,11 @@ ELEMENTWISE_LOSS(bce, -(t * clamped_log(p) + (1 - t) * clamped_log(1 - p)),
 ELEMENTWISE_LOSS(bce_logits, fmax(p, (T)0) - p * t + log1p(exp(-fabs(p))),
                  1 / (1 + exp(-p)) - t, -p)
 
-static const nb_op mse_op = {"mse", mse_forward, mse_backward, {"2(p-t)/N", "-2(p-t)/N"}};
+static const nb_op mse_op = {"mse", mse_forward, mse_backward, {"G · 2(p−t)/N", "G · −2(p−t)/N"}, false};
 static const nb_op bce_op = {"bce", bce_forward, bce_backward,
-                             {"(p-t)/(p(1-p)N)", "(log(1-p)-log p)/N"}};
+                             {"G · (p−t)/(p(1−p)N)", "G · (log(1−p) − log p)/N"}, false};
 static const nb_op bce_logits_op = {"bce_logits", bce_logits_forward, bce_logits_backward,
-                                    {"(σ(z)-t)/N", "-z/N"}};
+                                    {"G · (σ(z)−t)/N", "G · −z/N"}, false};
 
 static nb_tensor *elementwise_loss(nb_tape *tp, const nb_op *op, nb_tensor *p, nb_tensor *t,
                                    const char *file, int line) {
@@ -202,7 +202,7 @@ static void softmax_ce_backward(nb_tape *tp, const nb_entry *e) {
 
 static const nb_op softmax_ce_op = {"softmax_cross_entropy", softmax_ce_forward,
                                     softmax_ce_backward,
-                                    {"(softmax(x) - t)/M", "-log softmax(x)/M"}};
+                                    {"G · (softmax(x)·Σt − t)/M", "G · −log softmax(x)/M"}, false};
 
 nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *target,
                                      int axis, const char *file, int line) {

@@ -61,7 +61,7 @@ static void matmul_backward(nb_tape *tp, const nb_entry *e) {
     }
 }
 
-static const nb_op matmul_op = {"matmul", matmul_forward, matmul_backward, {"· Bᵀ", "Aᵀ ·"}};
+static const nb_op matmul_op = {"matmul", matmul_forward, matmul_backward, {"G · op(B)ᵀ", "op(A)ᵀ · G"}, false};
 
 nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
                       const char *file, int line) {

@@ -29,7 +29,7 @@ static void copy_grad_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op reshape_op = {"reshape", reshape_forward, copy_grad_backward, {"1"}};
+static const nb_op reshape_op = {"reshape", reshape_forward, copy_grad_backward, {"1"}, true};
 
 nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
                        const char *file, int line) {
@@ -79,7 +79,7 @@ nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
 
 /* ---------------------------------------------------------------- detach */
 
-static const nb_op detach_op = {"detach", reshape_forward, NULL, {"0"}};
+static const nb_op detach_op = {"detach", reshape_forward, NULL, {"0 (detached)"}, false};
 
 nb_tensor *nb_detach_(nb_tape *tp, nb_tensor *a, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &detach_op, file, line, 1, &a);
@@ -133,7 +133,7 @@ static void transpose_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op transpose_op = {"transpose", transpose_forward, transpose_backward, {"ᵀ"}};
+static const nb_op transpose_op = {"transpose", transpose_forward, transpose_backward, {"Gᵀ"}, false};
 
 nb_tensor *nb_transpose_(nb_tape *tp, nb_tensor *a, int axis0, int axis1, const char *file,
                          int line) {
@@ -189,7 +189,7 @@ static void cast_backward(nb_tape *tp, const nb_entry *e) {
     if (gx) convert(e->out->grad, e->out->dtype, gx, x->dtype, x->size, acc);
 }
 
-static const nb_op cast_op = {"cast", cast_forward, cast_backward, {"1"}};
+static const nb_op cast_op = {"cast", cast_forward, cast_backward, {"1"}, true};
 
 nb_tensor *nb_cast_(nb_tape *tp, nb_tensor *a, nb_dtype dt, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &cast_op, file, line, 1, &a);

@@ -66,9 +66,9 @@ static void softmax_backward(nb_tape *tp, const nb_entry *e) {
 }
 
 static const nb_op softmax_op = {"softmax", softmax_forward, softmax_backward,
-                                 {"diag(y) - y yᵀ"}};
+                                 {"y ⊙ (G − Σ G⊙y)"}, false};
 static const nb_op log_softmax_op = {"log_softmax", softmax_forward, softmax_backward,
-                                     {"I - softmax(x) 1ᵀ"}};
+                                     {"G − softmax(x) Σ G"}, false};
 
 nb_tensor *nb_softmax_(nb_tape *tp, nb_tensor *a, int axis, bool log, const char *file,
                        int line) {

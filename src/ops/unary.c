@@ -44,7 +44,7 @@
             }                                                                               \
         });                                                                                 \
     }                                                                                       \
-    static const nb_op name##_op = {#name, name##_forward, name##_backward, {FORMULA}};
+    static const nb_op name##_op = {#name, name##_forward, name##_backward, {FORMULA}, true};
 
 /*       name        forward y = f(x)            derivative dy/dx            formula */
 UNARY_OP(neg,        -x,                          -1,                         "-1")
