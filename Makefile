@@ -25,7 +25,7 @@ TEST_SUPPORT := tests/support.c
 # Quiet rules; `make V=1` shows the commands.
 Q := $(if $(V),,@)
 
-.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test \
+.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test golden docs \
         install uninstall clean
 
 all: lib examples
@@ -72,6 +72,7 @@ test: deps-test
 test-plain: tests lib examples
 	@scripts/run-tests.sh "plain" $(TESTS)
 	@tests/examples.sh $(BUILD)
+	@tests/browser.sh $(BUILD)
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
 	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check
 
@@ -82,6 +83,15 @@ test-sanitize:
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0; \
 	    scripts/run-tests.sh "sanitize" $(patsubst $(BUILD)/%,build/sanitize/%,$(TESTS)) && \
 	    tests/examples.sh build/sanitize
+
+# Rewrites the golden pictures the tests compare against (review the diff).
+golden: examples
+	$(BUILD)/examples/gradient_descent --steps 2 --dot tests/golden/gradient_descent.dot >/dev/null
+	$(BUILD)/examples/forward3 --dot tests/golden/forward3.dot >/dev/null
+
+# The gallery of lessons: graphs and backward steppers, in build/docs.
+docs: deps-build examples
+	@scripts/gallery.sh $(BUILD) $(BUILD)/docs
 
 demo: deps-build $(BUILD)/examples/demo
 	@mkdir -p $(BUILD)/demo

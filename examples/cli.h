@@ -100,4 +100,18 @@ static inline int write_graph(nb_tape *tp, const char *path, const nb_tensor *lo
     return 0;
 }
 
+/* Runs the backward pass from loss as an HTML page that steps through it
+ * (for --html), after zeroing the given parameters' gradients so the page
+ * shows one pass, not an accumulation. */
+static inline int write_html(nb_tensor *loss, const char *path, const char *title,
+                             nb_tensor *const *params, int n_params) {
+    nb_zero_grads(params, n_params);
+    if (nb_backward_html(loss, path, title, NULL) != NB_OK) {
+        fprintf(stderr, "%s\n", nb_last_error());
+        return 1;
+    }
+    printf("backward stepper written to %s (open it in a browser)\n", path);
+    return 0;
+}
+
 #endif

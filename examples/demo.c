@@ -17,7 +17,7 @@ static const char usage[] =
     "usage: demo [--out DIR] [--epochs N] [--hidden H] [--lr RATE] [--seed S]\n"
     "Trains a 2-H-H-1 network on two spirals, gradient-checks it, and writes\n"
     "DIR/boundary.png (the decision boundary), DIR/graph.dot and DIR/graph.svg,\n"
-    "and DIR/history.csv.\n"
+    "DIR/backward.html (the backward pass, step by step) and DIR/history.csv.\n"
     "  --out DIR    where to write the pictures (default build/demo)\n"
     "  --epochs N   passes over the data (default 300)\n"
     "  --hidden H   units per hidden layer (default 32)\n"
@@ -44,9 +44,15 @@ typedef struct { nb_tensor *W1, *b1, *W2, *b2, *W3, *b3; } model;
 
 /* logits (m, 1) for points X (m, 2): tanh(tanh(X W1 + b1) W2 + b2) W3 + b3 */
 static nb_tensor *forward(nb_tape *tp, nb_tensor *const *p, nb_tensor *X, bool name) {
+    nb_scope_begin(tp, "layer 1");
     nb_tensor *A1 = nb_tanh(tp, nb_add(tp, nb_matmul(tp, X, p[0]), p[1]));
+    nb_scope_end(tp);
+    nb_scope_begin(tp, "layer 2");
     nb_tensor *A2 = nb_tanh(tp, nb_add(tp, nb_matmul(tp, A1, p[2]), p[3]));
+    nb_scope_end(tp);
+    nb_scope_begin(tp, "output layer");
     nb_tensor *Z3 = nb_add(tp, nb_matmul(tp, A2, p[4]), p[5]);
+    nb_scope_end(tp);
     if (name) {
         nb_tensor_set_name(A1, "A1");
         nb_tensor_set_name(A2, "A2");
@@ -131,11 +137,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "demo: cannot create %s: %s\n", out, strerror(errno));
         return 1;
     }
-    char boundary_path[4096], dot_path[4096], svg_path[4096], history_path[4096];
+    char boundary_path[4096], dot_path[4096], svg_path[4096], history_path[4096], html_path[4096];
     snprintf(boundary_path, sizeof boundary_path, "%s/boundary.png", out);
     snprintf(dot_path, sizeof dot_path, "%s/graph.dot", out);
     snprintf(svg_path, sizeof svg_path, "%s/graph.svg", out);
     snprintf(history_path, sizeof history_path, "%s/history.csv", out);
+    snprintf(html_path, sizeof html_path, "%s/backward.html", out);
 
     nb_rng rng;
     nb_rng_seed(&rng, (uint64_t)seed);
@@ -198,36 +205,49 @@ int main(int argc, char **argv) {
     printf("Allocations during epochs 2 to %ld: %llu\n", epochs,
            (unsigned long long)(nb_alloc_count() - allocations_after_first_epoch));
 
-    /* The graph of one full-batch step, with values and gradients. */
+    /* One full-batch step, filmed: the backward pass as an HTML stepper, and
+     * the final graph with values, gradients and the chain rule's numbers. */
     nb_tape_reset(tp);
     nb_params_zero_grad(ps);
     nb_tensor *logits = forward(tp, p, X, true);
     nb_tensor *loss = nb_bce_logits(tp, logits, y);
     nb_tensor_set_name(loss, "loss");
-    if (nb_backward(loss) != NB_OK) goto done;
-    printf("Final loss %.4f, accuracy %.3f on all %d points\n", nb_item(loss), nb_accuracy_binary(logits, y, 0),
-           POINTS);
     nb_dot_opts dopts;
     nb_dot_default_opts(&dopts);
     dopts.loss = loss;
-    dopts.title = "nabla demo: two spirals, one training step (values and gradients)";
-    if (nb_dot_save(tp, dot_path, &dopts) != NB_OK || nb_dot_render(dot_path, svg_path, "svg") != NB_OK) {
+    dopts.clusters = true;
+    if (nb_backward_html(loss, html_path, "nabla demo: backpropagation through a 2-layer tanh network", &dopts) != NB_OK) {
         fprintf(stderr, "demo: %s\n", nb_last_error());
         goto done;
     }
-
-    /* Gradient check of the whole model in float64 on a few points. */
+    printf("Final loss %.4f, accuracy %.3f on all %d points\n", nb_item(loss), nb_accuracy_binary(logits, y, 0),
+           POINTS);
+    /* Gradient check of the whole model in float64 on a few points; the
+     * graph below colours each parameter by its worst error. */
     batch small = {nb_zeros(NULL, NB_F32, NB_SHAPE(6, 2)), nb_zeros(NULL, NB_F32, NB_SHAPE(6, 1))};
     for (size_t i = 0; i < 6; i++) {
         nb_set(small.X, 2 * i, nb_get(X, 2 * i));
         nb_set(small.X, 2 * i + 1, nb_get(X, 2 * i + 1));
         nb_set(small.y, i, nb_get(y, i));
     }
-    nb_gradcheck_result r = nb_gradcheck(loss_of_params, p, 6, &small, NULL);
+    double errors[6];
+    nb_gradcheck_opts gopts;
+    nb_gradcheck_default_opts(&gopts);
+    gopts.input_errors = errors;
+    nb_gradcheck_result r = nb_gradcheck(loss_of_params, p, 6, &small, &gopts);
     nb_tensor_free(small.X);
     nb_tensor_free(small.y);
     printf("%s\n", r.message);
     if (!r.passed) goto done;
+
+    dopts.checked = p;
+    dopts.checked_errors = errors;
+    dopts.n_checked = 6;
+    dopts.title = "nabla demo: two spirals, one training step (values and gradients)";
+    if (nb_dot_save(tp, dot_path, &dopts) != NB_OK || nb_dot_render(dot_path, svg_path, "svg") != NB_OK) {
+        fprintf(stderr, "demo: %s\n", nb_last_error());
+        goto done;
+    }
 
     if (draw_boundary(tp, p, X, y, boundary_path) != 0) {
         fprintf(stderr, "demo: cannot write %s: %s\n", boundary_path, strerror(errno));
@@ -237,8 +257,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "demo: %s\n", nb_last_error());
         goto done;
     }
-    printf("Decision boundary: %s\nGraph: %s and %s\nHistory: %s\n", boundary_path, dot_path, svg_path,
-           history_path);
+    printf("Decision boundary: %s\nGraph: %s and %s\nBackward, step by step: %s\nHistory: %s\n",
+           boundary_path, dot_path, svg_path, html_path, history_path);
     status = 0;
 done:
     nb_progress_free(progress);

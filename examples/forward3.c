@@ -5,17 +5,20 @@
 #include "cli.h"
 
 static const char usage[] =
-    "usage: forward3 [--dot FILE]\n"
+    "usage: forward3 [--dot FILE] [--html FILE]\n"
     "Runs the forward pass of seed 004's three-layer network and prints\n"
     "X_hidden, O_hidden, X_output and O_output.\n"
-    "  --dot FILE  write the graph as Graphviz dot\n";
+    "  --dot FILE   write the graph as Graphviz dot\n"
+    "  --html FILE  write a page that steps through the backward pass of the\n"
+    "               squared error E = mean((O_output - T)^2) against T = (0, 1, 0)\n";
 
 int main(int argc, char **argv) {
-    const char *dot = NULL;
+    const char *dot = NULL, *html = NULL;
     cli c = cli_start(argc, argv, usage);
     while (cli_next(&c) && !c.failed) {
         if (cli_help(&c)) return 0;
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
@@ -43,6 +46,29 @@ int main(int argc, char **argv) {
         printf("\n");
     }
     int status = dot ? write_graph(tp, dot, O_output, "seed 004: a three-layer forward pass") : 0;
+    if (html && !status) {
+        /* The weights become parameters, and the error against a target is
+         * the loss whose gradient the page follows back to them. */
+        nb_tensor *params[2] = {nb_copy(NULL, W_ih), nb_copy(NULL, W_ho)};
+        nb_tape_reset(tp);
+        nb_tensor_set_name(params[0], "W_input_hidden");
+        nb_tensor_set_name(params[1], "W_hidden_output");
+        nb_requires_grad(params[0], true);
+        nb_requires_grad(params[1], true);
+        I = nb_from_array(tp, NB_F64, NB_SHAPE(3, 1), ((double[]){0.9, 0.1, 0.8}));
+        nb_tensor *T = nb_from_array(tp, NB_F64, NB_SHAPE(3, 1), ((double[]){0, 1, 0}));
+        nb_tensor_set_name(I, "I");
+        nb_tensor_set_name(T, "T");
+        nb_tensor *Oh = nb_sigmoid(tp, nb_matmul(tp, params[0], I));
+        nb_tensor *Oo = nb_sigmoid(tp, nb_matmul(tp, params[1], Oh));
+        nb_tensor_set_name(Oh, "O_hidden");
+        nb_tensor_set_name(Oo, "O_output");
+        nb_tensor *E = nb_mse(tp, Oo, T);
+        nb_tensor_set_name(E, "E");
+        status = write_html(E, html, "Seed 004's network: backpropagating the error", params, 2);
+        nb_tensor_free(params[0]);
+        nb_tensor_free(params[1]);
+    }
     nb_tape_free(tp);
     return status;
 }

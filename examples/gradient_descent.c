@@ -7,17 +7,18 @@
 #include "cli.h"
 
 static const char usage[] =
-    "usage: gradient_descent [--x0 X] [--lr RATE] [--steps N] [--dot FILE]\n"
+    "usage: gradient_descent [--x0 X] [--lr RATE] [--steps N] [--dot FILE] [--html FILE]\n"
     "Minimises y = x^2 + 3 by gradient descent and prints x, y and dy/dx at each step.\n"
     "  --x0 X      starting point (default 5)\n"
     "  --lr RATE   learning rate (default 0.1)\n"
     "  --steps N   number of steps (default 10)\n"
-    "  --dot FILE  write the graph of the last step as Graphviz dot\n";
+    "  --dot FILE  write the graph of the last step as Graphviz dot\n"
+    "  --html FILE write a page that steps through the last step's backward pass\n";
 
 int main(int argc, char **argv) {
     double x0 = 5, lr = 0.1;
     long steps = 10;
-    const char *dot = NULL;
+    const char *dot = NULL, *html = NULL;
     cli c = cli_start(argc, argv, usage);
     while (cli_next(&c) && !c.failed) {
         if (cli_help(&c)) return 0;
@@ -25,6 +26,7 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 10);
         else if (cli_is(&c, "--steps")) steps = cli_long(&c, 1, 1000000);
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
@@ -38,6 +40,7 @@ int main(int argc, char **argv) {
     for (long step = 0; step <= steps; step++) {
         nb_tape_reset(tp);
         nb_zero_grad(x);
+        nb_tape_set_explain(tp, step == steps); /* the pictures show the last step */
         nb_tensor *y = nb_add_scalar(tp, nb_square(tp, x), 3.0);
         nb_tensor_set_name(y, "y");
         if (nb_backward(y) != NB_OK) {
@@ -49,6 +52,7 @@ int main(int argc, char **argv) {
         printf("%5ld %14.6f %14.6f %14.6f\n", step, nb_item(x), nb_item(y), grad);
         if (step == steps) {
             if (dot) status = write_graph(tp, dot, y, "y = x^2 + 3");
+            if (html && !status) status = write_html(y, html, "Gradient descent on y = x² + 3: one backward pass", &x, 1);
             break;
         }
         nb_set(x, 0, nb_item(x) - lr * grad);

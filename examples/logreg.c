@@ -15,13 +15,15 @@
 
 static const char usage[] =
     "usage: logreg [--csv FILE --target COLUMN] [--epochs N] [--lr RATE] [--seed S] [--dot FILE]\n"
+    "              [--html FILE]\n"
     "Trains a single sigmoid neuron (logistic regression) and prints the test accuracy.\n"
     "  --csv FILE       a table with a header row and numeric columns (default: generated)\n"
     "  --target COLUMN  the column to predict, 0 or 1 (default: target)\n"
     "  --epochs N       gradient descent steps over the whole training set (default 1000)\n"
     "  --lr RATE        learning rate (default 0.5)\n"
     "  --seed S         seed for the split and the generated data (default 1)\n"
-    "  --dot FILE       write the graph of the last step as Graphviz dot\n";
+    "  --dot FILE       write the graph of the last step as Graphviz dot\n"
+    "  --html FILE      write a page that steps through the last step's backward pass\n";
 
 /* 303 rows of 13 features whose log-odds are a fixed linear function plus
  * noise, like the article's heart-disease table in shape. */
@@ -46,7 +48,7 @@ static void generate(nb_rng *rng, nb_dataset *d) {
 }
 
 int main(int argc, char **argv) {
-    const char *csv = NULL, *target = "target", *dot = NULL;
+    const char *csv = NULL, *target = "target", *dot = NULL, *html = NULL;
     long epochs = 1000, seed = 1;
     double lr = 0.5;
     cli c = cli_start(argc, argv, usage);
@@ -58,6 +60,7 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 100);
         else if (cli_is(&c, "--seed")) seed = cli_long(&c, 0, 1L << 62);
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
@@ -107,6 +110,7 @@ int main(int argc, char **argv) {
     for (long epoch = 0; epoch < epochs; epoch++) {
         nb_tape_reset(tp);
         nb_params_zero_grad(ps);
+        nb_tape_set_explain(tp, epoch == epochs - 1 && dot); /* the picture shows the last step */
         nb_tensor *Y = nb_reshape(tp, train.y, NB_DIMS(1, -1));
         nb_tensor *A = nb_sigmoid(tp, nb_add(tp, nb_matmul_t(tp, W, train.X, false, true), b));
         nb_tensor_set_name(A, "A = σ(WXᵀ + b)");
@@ -123,6 +127,9 @@ int main(int argc, char **argv) {
     }
     nb_optimizer_free(opt);
     status = dot ? write_graph(tp, dot, loss, "seed 003: logistic regression") : 0;
+    nb_tensor *both[2] = {W, b};
+    if (html && !status) status = write_html(loss, html, "Seed 003: logistic regression, one backward pass", both, 2);
+    if (status) goto done;
 
     nb_tape_reset(tp);
     nb_tensor *A = nb_sigmoid(tp, nb_add(tp, nb_matmul_t(tp, W, test.X, false, true), b));

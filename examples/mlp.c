@@ -34,7 +34,8 @@ static const char usage[] =
     "                     reload them into a new model and check its accuracy\n"
     "  --history FILE     write the loss and accuracy per epoch as CSV\n"
     "  --plot FILE        plot the history to FILE (.png or .svg) with gnuplot\n"
-    "  --dot FILE         write the graph of one training step as Graphviz dot\n";
+    "  --dot FILE         write the graph of one training step as Graphviz dot\n"
+    "  --html FILE        write a page that steps through one training step's backward pass\n";
 
 static const char *const class_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
@@ -147,7 +148,7 @@ static nb_tensor *load(const char *dir, const char *file, double scale) {
 
 int main(int argc, char **argv) {
     const char *data = "/usr/share/datasets/fashion-mnist", *save = "build/mlp.nbp";
-    const char *history = NULL, *plot = NULL, *dot = NULL;
+    const char *history = NULL, *plot = NULL, *dot = NULL, *html = NULL;
     long batch = 64, epochs = 10, seed = 1, threads = 1, limit = 0;
     double lr = 1e-3;
     nb_optimizer_kind kind = NB_OPT_ADAM;
@@ -180,6 +181,7 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--history")) history = cli_value(&c);
         else if (cli_is(&c, "--plot")) plot = cli_value(&c);
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
@@ -226,17 +228,21 @@ int main(int argc, char **argv) {
             nb_tape_reset(tp);
             nb_params_zero_grad(net.ps);
             nb_tensor *Xb = image_batch(tp, X, idx, count), *yb = nb_gather_rows(tp, y, idx, count);
-            nb_tensor *scores = network_forward(tp, &net, Xb, dot != NULL);
+            bool picture = (dot || html) && epoch == 1 && step == 0;
+            nb_tape_set_explain(tp, picture);
+            if (picture) nb_tensor_set_name(Xb, "A[0] = Xᵀ (batch)");
+            nb_tensor *scores = network_forward(tp, &net, Xb, picture);
             nb_tensor *loss = nb_softmax_cross_entropy(tp, scores, yb, 0);
-            if (nb_backward(loss) != NB_OK || nb_optimizer_step(opt) != NB_OK) {
+            nb_tensor_set_name(loss, "loss");
+            /* The picture's step runs backward through the HTML writer. */
+            nb_status st = picture && html ? nb_backward_html(loss, html, "The MLP of seeds 000 and 001: one backward pass", NULL)
+                                           : nb_backward(loss);
+            if (st == NB_OK && picture && html) printf("backward stepper written to %s\n", html);
+            if (st != NB_OK || nb_optimizer_step(opt) != NB_OK) {
                 fprintf(stderr, "\nmlp: %s\n", nb_tape_status(tp) ? nb_tape_error(tp) : nb_last_error());
                 goto done;
             }
-            if (dot && epoch == 1 && step == 0) {
-                nb_tensor_set_name(Xb, "A[0] = Xᵀ (batch)");
-                nb_tensor_set_name(loss, "loss");
-                if (write_graph(tp, dot, loss, "the multi-layer perceptron of seeds 000 and 001")) goto done;
-            }
+            if (picture && dot && write_graph(tp, dot, loss, "the multi-layer perceptron of seeds 000 and 001")) goto done;
             loss_sum += nb_item(loss) * (double)count;
             right += nb_accuracy(scores, yb, 0) * (double)count;
             seen += count;

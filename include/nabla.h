@@ -399,6 +399,20 @@ nb_status nb_dot_save(nb_tape *tp, const char *path, const nb_dot_opts *opts);
  * C library (libgvc). */
 nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *format);
 
+/* Backward, step by step.  Both run nb_backward(loss) in explain mode and
+ * keep a picture of every step: frame 0 shows the forward graph before any
+ * gradient flows, and frame k the graph after the k-th entry's backward,
+ * with that entry highlighted and the gradients known so far. */
+/* Writes the frames as DIR/frame_000.dot, DIR/frame_001.dot, ...; *n_frames
+ * (if not NULL) receives their number. */
+nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts *opts,
+                             size_t *n_frames);
+/* Writes one self-contained HTML page (the frames as inline SVG, no network
+ * needed) that steps through them with buttons, a slider and the arrow
+ * keys. */
+nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
+                           const nb_dot_opts *opts);
+
 /* ------------------------------------------------------------ memory */
 
 /* Allocations nabla made since the process started (for checking that a warm

@@ -207,6 +207,10 @@ static inline bool nb_needs_grad(const nb_entry *e, int i) {
         }                                                                                     \
     } while (0)
 
+/* Renders dot text to SVG in memory (through libgvc); *svg is NUL-terminated
+ * and freed with nb_free. */
+nb_status nb_render_svg_data(const char *dot, char **svg, size_t *len);
+
 /* Summary statistics of n values of dtype dt (non-finite values excluded and
  * counted). */
 typedef struct { double min, max, mean, std; size_t nonfinite; } nb_stats;

@@ -84,6 +84,20 @@ for ex in gradient_descent forward3 logreg; do
   check "$ex --dot" bash -c "'$bin/$ex' --dot '$tmp/$ex.dot' > /dev/null && dot -Tsvg '$tmp/$ex.dot' -o /dev/null"
 done
 
+# golden pictures: the export is deterministic, so the lessons' graphs must
+# match the reviewed files byte for byte (make golden rewrites them)
+golden=$(dirname "$0")/golden
+check "golden gradient_descent.dot" bash -c "'$bin/gradient_descent' --steps 2 --dot '$tmp/gd.dot' > /dev/null &&
+  cmp '$tmp/gd.dot' '$golden/gradient_descent.dot'"
+check "golden forward3.dot" bash -c "'$bin/forward3' --dot '$tmp/f3.dot' > /dev/null && cmp '$tmp/f3.dot' '$golden/forward3.dot'"
+
+# --html: a self-contained stepper page with one inline SVG per frame
+for ex in gradient_descent forward3 logreg; do
+  check "$ex --html" bash -c "'$bin/$ex' --html '$tmp/$ex.html' > /dev/null &&
+    grep -q '<div class=\"frame\"' '$tmp/$ex.html' && grep -q '<svg' '$tmp/$ex.html' &&
+    ! grep -Eq '(src|href)=\"https?:' '$tmp/$ex.html'"
+done
+
 line="examples: $passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
 echo "$line"

@@ -171,6 +171,49 @@ static void test_layers_overlay_and_highlight(void **state) {
     nb_tape_free(tp);
 }
 
+/* Step-by-step frames: one before backward and one per processed entry,
+ * each highlighting its entry, each accepted by Graphviz. */
+static void test_backward_frames(void **state) {
+    (void)state;
+    char dir[] = "/tmp/nabla-frames-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    model m = make_model();
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *loss = build(tp, &m);
+    size_t n = 0;
+    assert_int_equal(nb_backward_frames(loss, dir, NULL, &n), NB_OK);
+    /* entries: matmul, add, bce_logits; all lead to the parameters */
+    assert_int_equal(n, 1 + 3);
+    assert_false(nb_tape_status(tp));
+    /* backward really ran: dL/db = mean(sigmoid(z) - y) */
+    assert_true(nb_has_grad(m.b));
+    char path[128], cmd[256];
+    const char *expect[4] = {NULL, "op2 [shape=ellipse, style=filled, fillcolor=\"#e06666\"",
+                             "op1 [shape=ellipse, style=filled, fillcolor=\"#e06666\"",
+                             "op0 [shape=ellipse, style=filled, fillcolor=\"#e06666\""};
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/frame_%03zu.dot", dir, i);
+        snprintf(cmd, sizeof cmd, "dot -Tsvg %s -o /dev/null", path);
+        assert_int_equal(system(cmd), 0);
+        FILE *f = fopen(path, "r");
+        char buf[16384] = {0};
+        assert_true(fread(buf, 1, sizeof buf - 1, f) > 0);
+        fclose(f);
+        if (expect[i])
+            assert_message_has(buf, expect[i]);
+        else
+            assert_null(strstr(buf, "#e06666")); /* nothing highlighted yet */
+        if (i == 1) assert_message_has(buf, "W[1]", "grad not computed"); /* not reached yet */
+        if (i == 3) assert_null(strstr(buf, "not computed"));
+        unlink(path);
+    }
+    rmdir(dir);
+    assert_int_equal(nb_backward_frames(NULL, dir, NULL, NULL), NB_ERR_STATE);
+    nb_tape_free(tp);
+    nb_tensor_free(m.W);
+    nb_tensor_free(m.b);
+}
+
 /* Ids come from tape order, not addresses: two runs write the same bytes. */
 static void test_dot_is_deterministic(void **state) {
     (void)state;
@@ -257,6 +300,7 @@ int main(void) {
         cmocka_unit_test(test_dot_content),
         cmocka_unit_test(test_chain_rule_on_edges),
         cmocka_unit_test(test_layers_overlay_and_highlight),
+        cmocka_unit_test(test_backward_frames),
         cmocka_unit_test(test_dot_is_deterministic),
         cmocka_unit_test(test_graphviz_accepts_the_file),
     };

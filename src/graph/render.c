@@ -67,3 +67,43 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
     pthread_mutex_unlock(&render_lock);
     return st;
 }
+
+nb_status nb_render_svg_data(const char *dot, char **svg, size_t *len) {
+    *svg = NULL;
+    *len = 0;
+    pthread_once(&context_once, make_context);
+    if (!shared_context) {
+        nb_set_error(NULL, NB_ERR_UNSUPPORTED, NULL, 0,
+                     "nb_render_svg_data: cannot start Graphviz (is the graphviz package installed?)");
+        return NB_ERR_UNSUPPORTED;
+    }
+    nb_status st = NB_OK;
+    pthread_mutex_lock(&render_lock);
+    Agraph_t *g = agmemread(dot);
+    char *data = NULL;
+    unsigned int n = 0;
+    if (!g) {
+        st = NB_ERR_VALUE;
+        nb_set_error(NULL, st, NULL, 0, "nb_render_svg_data: Graphviz could not parse a frame");
+    } else if (gvLayout(shared_context, g, "dot") != 0) {
+        st = NB_ERR_UNSUPPORTED;
+        nb_set_error(NULL, st, NULL, 0, "nb_render_svg_data: Graphviz could not lay out a frame");
+    } else {
+        if (gvRenderData(shared_context, g, "svg", &data, &n) != 0 || !data) {
+            st = NB_ERR_IO;
+            nb_set_error(NULL, st, NULL, 0, "nb_render_svg_data: Graphviz could not render SVG");
+        } else if (!(*svg = nb_malloc((size_t)n + 1))) {
+            st = NB_ERR_NOMEM;
+            nb_set_error(NULL, st, NULL, 0, "nb_render_svg_data: out of memory");
+        } else {
+            memcpy(*svg, data, n);
+            (*svg)[n] = '\0';
+            *len = n;
+        }
+        if (data) gvFreeRenderData(data);
+        gvFreeLayout(shared_context, g);
+    }
+    if (g) agclose(g);
+    pthread_mutex_unlock(&render_lock);
+    return st;
+}
