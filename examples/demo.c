@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 
 static const char usage[] =
-    "usage: demo [--out DIR] [--epochs N] [--hidden H] [--lr RATE] [--seed S]\n"
+    "usage: demo [--out DIR] [--epochs N] [--hidden H] [--lr RATE] [--seed S] [--html FILE]\n"
     "Trains a 2-H-H-1 network on two spirals, gradient-checks it, and writes\n"
     "DIR/boundary.png (the decision boundary), DIR/graph.dot and DIR/graph.svg,\n"
     "DIR/backward.html (the backward pass, step by step) and DIR/history.csv.\n"
@@ -22,7 +22,8 @@ static const char usage[] =
     "  --epochs N   passes over the data (default 300)\n"
     "  --hidden H   units per hidden layer (default 32)\n"
     "  --lr RATE    Adam's learning rate (default 0.01)\n"
-    "  --seed S     seed for data, initialisation and shuffling (default 1)\n";
+    "  --seed S     seed for data, initialisation and shuffling (default 1)\n"
+    "  --html FILE  where to write the backward stepper (default DIR/backward.html)\n";
 
 enum { POINTS = 400, BATCH = 40 };
 
@@ -119,7 +120,7 @@ static int draw_boundary(nb_tape *tp, nb_tensor *const *p, nb_tensor *X, nb_tens
 }
 
 int main(int argc, char **argv) {
-    const char *out = "build/demo";
+    const char *out = "build/demo", *html = NULL;
     long epochs = 300, hidden = 32, seed = 1;
     double lr = 0.01;
     cli c = cli_start(argc, argv, usage);
@@ -130,6 +131,7 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--hidden")) hidden = cli_long(&c, 1, 4096);
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 10);
         else if (cli_is(&c, "--seed")) seed = cli_long(&c, 0, 1L << 62);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
@@ -142,7 +144,8 @@ int main(int argc, char **argv) {
     snprintf(dot_path, sizeof dot_path, "%s/graph.dot", out);
     snprintf(svg_path, sizeof svg_path, "%s/graph.svg", out);
     snprintf(history_path, sizeof history_path, "%s/history.csv", out);
-    snprintf(html_path, sizeof html_path, "%s/backward.html", out);
+    snprintf(html_path, sizeof html_path, "%s", html ? html : "");
+    if (!html) snprintf(html_path, sizeof html_path, "%s/backward.html", out);
 
     nb_rng rng;
     nb_rng_seed(&rng, (uint64_t)seed);

@@ -73,6 +73,9 @@ static nb_status network_init(network *net, nb_rng *rng) {
 static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *X, bool name) {
     nb_tensor *A = X;
     for (int l = 0; l < net->layers; l++) {
+        char scope[24];
+        snprintf(scope, sizeof scope, "layer %d", l + 1);
+        nb_scope_begin(tp, scope);
         /* Z[l] = W[l] A[l-1] + b[l]; the first layer reads X transposed. */
         nb_tensor *Z = nb_add(tp, nb_matmul_t(tp, net->W[l], A, false, l == 0), net->b[l]);
         char label[24];
@@ -80,12 +83,16 @@ static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *X,
             snprintf(label, sizeof label, "Z[%d]", l + 1);
             nb_tensor_set_name(Z, label);
         }
-        if (l + 1 == net->layers) return Z;
+        if (l + 1 == net->layers) {
+            nb_scope_end(tp);
+            return Z;
+        }
         A = net->act == ACT_RELU ? nb_relu(tp, Z) : net->act == ACT_SIGMOID ? nb_sigmoid(tp, Z) : nb_tanh(tp, Z);
         if (name) {
             snprintf(label, sizeof label, "A[%d]", l + 1);
             nb_tensor_set_name(A, label);
         }
+        nb_scope_end(tp);
     }
     return A;
 }
@@ -117,6 +124,32 @@ static double evaluate(nb_tape *tp, const network *net, nb_tensor *X, nb_tensor 
         }
     }
     return (double)right / (double)n;
+}
+
+/* The graph in the seeds' notation: shapes as (n[l], m), layers as clusters. */
+static int write_course_graph(nb_tape *tp, const char *path, const nb_tensor *loss, const network *net,
+                              size_t m) {
+    char names[MAX_LAYERS + 1][8];
+    nb_dot_symbol symbols[MAX_LAYERS + 2];
+    size_t n = 0;
+    symbols[n++] = (nb_dot_symbol){m, "m"};
+    for (int l = 0; l <= net->layers; l++) {
+        snprintf(names[l], sizeof names[l], "n[%d]", l);
+        symbols[n++] = (nb_dot_symbol){net->sizes[l], names[l]};
+    }
+    nb_dot_opts opts;
+    nb_dot_default_opts(&opts);
+    opts.loss = loss;
+    opts.title = "the multi-layer perceptron of seeds 000 and 001";
+    opts.symbols = symbols;
+    opts.n_symbols = n;
+    opts.clusters = true;
+    if (nb_dot_save(tp, path, &opts) != NB_OK) {
+        fprintf(stderr, "mlp: %s\n", nb_last_error());
+        return 1;
+    }
+    printf("graph written to %s\n", path);
+    return 0;
 }
 
 static bool parse_hidden(const char *s, network *net) {
@@ -242,7 +275,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "\nmlp: %s\n", nb_tape_status(tp) ? nb_tape_error(tp) : nb_last_error());
                 goto done;
             }
-            if (picture && dot && write_graph(tp, dot, loss, "the multi-layer perceptron of seeds 000 and 001")) goto done;
+            if (picture && dot && write_course_graph(tp, dot, loss, &net, count)) goto done;
             loss_sum += nb_item(loss) * (double)count;
             right += nb_accuracy(scores, yb, 0) * (double)count;
             seen += count;

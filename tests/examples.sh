@@ -98,6 +98,9 @@ for ex in gradient_descent forward3 logreg; do
     ! grep -Eq '(src|href)=\"https?:' '$tmp/$ex.html'"
 done
 
+check "demo --html" bash -c "'$bin/demo' --epochs 3 --out '$tmp/d2' --html '$tmp/demo.html' > /dev/null 2>&1 &&
+  grep -q '<div class=\"frame\"' '$tmp/demo.html' && grep -q 'cluster_scope\|layer 1' '$tmp/demo.html'"
+
 line="examples: $passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && line="$line, $skipped skipped"
 echo "$line"
