@@ -5,7 +5,7 @@
 CC       ?= cc
 PREFIX   ?= /usr/local
 BUILD    ?= build
-OPT      ?= -O2 -g
+OPT      ?= -O3 -g
 SANITIZE ?=
 
 PKGS     := openblas libgvc zlib

@@ -10,7 +10,11 @@
 #include <stdarg.h>
 
 #define NB_MAX_INPUTS 3
-#define NB_ALIGN 64 /* data buffers are aligned for vector loads */
+#define NB_ALIGN 64 /* buffers of 64 bytes or more are aligned for vector loads */
+#define NB_SMALL_ALIGN 16 /* smaller ones (and headers) only to 16 bytes */
+
+/* The alignment a buffer of that many bytes gets. */
+static inline size_t nb_align_for(size_t bytes) { return bytes >= NB_ALIGN ? NB_ALIGN : NB_SMALL_ALIGN; }
 
 /* Gradient state of a tensor during/after backward. */
 enum { NB_GRAD_NONE = 0, NB_GRAD_ZERO, NB_GRAD_SET };
@@ -27,6 +31,7 @@ struct nb_tensor {
     bool requires_grad;
     bool on_tape;          /* memory owned by `tape`'s arena */
     bool is_leaf;          /* made by the user, not by an op */
+    unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
     nb_tape *tape;         /* tape that owns it (on_tape) */
     size_t entry;          /* index+1 of the entry that produced it; 0 for leaves */
     char name[NB_NAME_MAX];
@@ -44,7 +49,8 @@ typedef struct {
 } nb_arena;
 
 void nb_arena_init(nb_arena *a);
-void *nb_arena_alloc(nb_arena *a, size_t bytes); /* NB_ALIGN-aligned; NULL on failure */
+/* bytes at a multiple of align (a power of two up to NB_ALIGN); NULL on failure */
+void *nb_arena_alloc(nb_arena *a, size_t bytes, size_t align);
 void nb_arena_reset(nb_arena *a);
 void nb_arena_free(nb_arena *a);
 
@@ -82,8 +88,10 @@ struct nb_entry {
     int line;
     int scope;             /* index into the tape's scopes, or -1 */
     /* In explain mode: what this entry's backward added into each input's
-     * gradient (an arena buffer of the input's shape), or NULL. */
+     * gradient (an arena buffer of the input's shape), or NULL; valid when
+     * contrib_pass is the tape's latest backward pass. */
     void *contrib[NB_MAX_INPUTS];
+    unsigned contrib_pass;
 };
 
 typedef struct {
@@ -101,6 +109,7 @@ struct nb_tape {
     nb_backward_hook hook;
     void *hook_user;
     bool explain;          /* record per-edge contributions in backward */
+    unsigned pass;         /* backward passes run since the tape was made */
     nb_scope *scopes;      /* named scopes (layers), kept across resets */
     int n_scopes, cap_scopes, current_scope;
 };
@@ -185,6 +194,19 @@ void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate);
 /* Same, but the buffer is zeroed first when fresh, so callers always add
  * (used when contributions scatter, as in broadcasting). */
 void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t);
+/* Does t hold a gradient from the current backward pass?  An op result's
+ * gradient belongs to one pass (stale ones are simply ignored, so backward
+ * need not clear them first); a leaf's persists and adds up across passes. */
+static inline bool nb_grad_live(const nb_tensor *t) {
+    if (!t->grad || t->grad_state == NB_GRAD_NONE) return false;
+    return t->is_leaf || !t->tape || t->grad_pass == t->tape->pass;
+}
+
+/* The entry's recorded contribution of input k, if from the latest pass. */
+static inline const void *nb_contribution(const nb_tape *tp, const nb_entry *e, int k) {
+    return e->contrib_pass == tp->pass ? e->contrib[k] : NULL;
+}
+
 /* Does input i of the entry need a gradient? */
 static inline bool nb_needs_grad(const nb_entry *e, int i) {
     return e->in[i]->requires_grad;

@@ -15,6 +15,11 @@
 #include <string.h>
 
 void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate) {
+    if (!t->is_leaf && t->grad_pass != tp->pass) { /* left over from an earlier pass */
+        t->grad = NULL;
+        t->grad_state = NB_GRAD_NONE;
+        t->grad_pass = tp->pass;
+    }
     if (t->grad && t->grad_state == NB_GRAD_SET) {
         *accumulate = true;
         return t->grad;
@@ -48,7 +53,7 @@ static bool snapshot_inputs(nb_tape *tp, const nb_entry *e, void **before) {
     for (int i = 0; i < e->n_in; i++) {
         nb_tensor *x = e->in[i];
         before[i] = NULL;
-        if (!x->requires_grad || !x->grad || x->grad_state != NB_GRAD_SET) continue;
+        if (!x->requires_grad || !nb_grad_live(x) || x->grad_state != NB_GRAD_SET) continue;
         size_t bytes = x->size * nb_dtype_size(x->dtype);
         if (!(before[i] = nb_tape_alloc(tp, bytes))) return false;
         memcpy(before[i], x->grad, bytes);
@@ -62,7 +67,8 @@ static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) 
         bool repeated = false;
         for (int j = 0; j < i; j++) repeated |= e->in[j] == x;
         e->contrib[i] = NULL;
-        if (repeated || !x->requires_grad || !x->grad || x->grad_state != NB_GRAD_SET) continue;
+        e->contrib_pass = tp->pass;
+        if (repeated || !x->requires_grad || !nb_grad_live(x)) continue;
         size_t bytes = x->size * nb_dtype_size(x->dtype);
         if (!(e->contrib[i] = nb_tape_alloc(tp, bytes))) return false;
         NB_DISPATCH(x->dtype, {
@@ -139,15 +145,11 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
         }
     }
 
-    /* Forget intermediate gradients of an earlier pass over the same tape;
-     * leaf gradients add up across passes until nb_zero_grad. */
+    /* A new pass: gradients of op results from an earlier pass over the same
+     * tape are now stale (nb_grad_live); leaf gradients add up across passes
+     * until nb_zero_grad. */
     size_t last = out->entry; /* entries after this one cannot lead to `out` */
-    for (size_t i = 0; i < tp->n_entries; i++) {
-        nb_entry *e = &tp->entries[i];
-        e->out->grad = NULL;
-        e->out->grad_state = NB_GRAD_NONE;
-        for (int k = 0; k < e->n_in; k++) e->contrib[k] = NULL;
-    }
+    tp->pass++;
 
     bool accumulate;
     void *g = nb_grad_target(tp, out, &accumulate);
@@ -163,7 +165,7 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
         nb_entry *e = &tp->entries[i];
         /* Skip entries that lead to no parameter, and those that do not lead
          * to `out` (no gradient reached their output). */
-        if (!e->out->requires_grad || e->out->grad_state == NB_GRAD_NONE) continue;
+        if (!e->out->requires_grad || !nb_grad_live(e->out)) continue;
         if (!e->op->backward) {
             nb_set_error(tp, NB_ERR_UNSUPPORTED, e->file, e->line,
                          "nb_backward: op %s has no backward", e->op->name);

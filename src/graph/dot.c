@@ -140,7 +140,7 @@ static nb_status first_pass(writer *w) {
         for (int k = 0; k < e->n_in; k++) {
             node_info *n = info_for(w, e->in[k], e->scope);
             if (!n) return NB_ERR_NOMEM;
-            if (e->contrib[k]) {
+            if (nb_contribution(w->tp, e, k)) {
                 if (n->contributions < 2) {
                     n->first_contrib[n->contributions] = i;
                     n->first_input[n->contributions] = k;
@@ -198,7 +198,7 @@ static void put_tensor_node(writer *w, const node_info *n) {
                 fputs("\\n= ", f);
                 for (int c = 0; c < 2; c++) {
                     const nb_entry *e = &w->tp->entries[n->first_contrib[c]];
-                    fprintf(f, c ? " + %.4g" : "%.4g", value_at(t->dtype, e->contrib[n->first_input[c]], 0));
+                    fprintf(f, c ? " + %.4g" : "%.4g", value_at(t->dtype, nb_contribution(w->tp, e, n->first_input[c]), 0));
                 }
                 fputs(" (two uses)", f);
             } else {
@@ -245,7 +245,7 @@ static void put_edge_label(writer *w, const nb_entry *e, int k) {
         fprintf(f, "∂L/∂%s = ", var);
     put_escaped(f, formula);
     if (e->op->elementwise && x->size != y->size) fputs("\\n(summed over broadcast axes)", f);
-    const void *c = e->contrib[k];
+    const void *c = nb_contribution(w->tp, e, k);
     if (!c) return;
     const void *g = y->grad;
     if (e->op->elementwise && x->size == y->size && x->size <= w->o->max_values && g) {

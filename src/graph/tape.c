@@ -93,7 +93,9 @@ void nb_scope_end(nb_tape *tp) {
     if (tp && tp->current_scope >= 0) tp->current_scope = tp->scopes[tp->current_scope].parent;
 }
 
-void *nb_tape_alloc(nb_tape *tp, size_t bytes) { return nb_arena_alloc(&tp->arena, bytes); }
+void *nb_tape_alloc(nb_tape *tp, size_t bytes) {
+    return nb_arena_alloc(&tp->arena, bytes, nb_align_for(bytes));
+}
 
 nb_tensor *nb_result(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape, const char *op,
                      const char *file, int line) {
@@ -104,7 +106,7 @@ nb_tensor *nb_result(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape, co
 
 nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *shape,
                           const char *op, const char *file, int line) {
-    nb_tensor *t = nb_tape_alloc(tp, sizeof *t);
+    nb_tensor *t = nb_arena_alloc(&tp->arena, sizeof *t, NB_SMALL_ALIGN);
     if (!t) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op);
     memset(t, 0, sizeof *t);
     t->dtype = src->dtype;

@@ -85,6 +85,11 @@ static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *o
     p->nd = m + 1;
 }
 
+/* No broadcasting at all: both inputs have the output's size. */
+static bool same_shapes(const nb_entry *e) {
+    return e->in[0]->size == e->out->size && e->in[1]->size == e->out->size;
+}
+
 /* Visits the output row by row (a row runs along the last merged dimension);
  * for each row, oa/ob/oo are the offsets of its first element in a, b and
  * the output.  ia/ib are the strides along the row (0 or 1). */
@@ -131,10 +136,18 @@ static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *o
 #define BINARY_FORWARD(name, EXPR)                                                          \
     static void name##_forward(const nb_entry *e) {                                         \
         bcast_plan p;                                                                       \
-        make_plan(e->in[0], e->in[1], e->out, &p);                                          \
+        bool same = same_shapes(e);                                                         \
+        if (!same) make_plan(e->in[0], e->in[1], e->out, &p);                               \
         NB_DISPATCH(e->out->dtype, {                                                        \
             const T *A = e->in[0]->data, *B = e->in[1]->data;                               \
             T *Y = e->out->data;                                                            \
+            if (same) {                                                                     \
+                for (size_t k = 0; k < e->out->size; k++) {                                 \
+                    const T a = A[k], b = B[k];                                             \
+                    Y[k] = (EXPR);                                                          \
+                }                                                                           \
+                return;                                                                     \
+            }                                                                               \
             FOR_EACH_ROW(&p, {                                                              \
                 const T *ra = A + oa, *rb = B + ob;                                         \
                 T *ry = Y + oo;                                                             \
@@ -153,7 +166,8 @@ static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *o
 #define BINARY_BACKWARD(name, DA, DB)                                                       \
     static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
         bcast_plan p;                                                                       \
-        make_plan(e->in[0], e->in[1], e->out, &p);                                          \
+        bool same = same_shapes(e);                                                         \
+        if (!same) make_plan(e->in[0], e->in[1], e->out, &p);                               \
         for (int which = 0; which < 2; which++) {                                           \
             nb_tensor *x = e->in[which];                                                    \
             if (!x->requires_grad) continue;                                                \
@@ -165,6 +179,14 @@ static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *o
                 const T *A = e->in[0]->data, *B = e->in[1]->data, *Y = e->out->data;        \
                 const T *G = e->out->grad;                                                  \
                 T *GX = gx_;                                                                \
+                if (same) {                                                                 \
+                    for (size_t k = 0; k < e->out->size; k++) {                             \
+                        const T a = A[k], b = B[k], y = Y[k];                               \
+                        (void)a, (void)b, (void)y;                                          \
+                        const T d = G[k] * (which == 0 ? (DA) : (DB));                      \
+                        GX[k] = acc ? GX[k] + d : d;                                        \
+                    }                                                                       \
+                } else                                                                      \
                 FOR_EACH_ROW(&p, {                                                          \
                     const T *ra = A + oa, *rb = B + ob, *ry = Y + oo, *rg = G + oo;         \
                     T *rgx = GX + (which ? ob : oa);                                        \

@@ -39,20 +39,20 @@ static nb_chunk *chunk_new(size_t size) {
 
 static void chunk_free(nb_chunk *c) { nb_free(c); }
 
-static void *bump(nb_chunk *c, size_t bytes) {
-    if (c->size - c->used < bytes) return NULL;
-    void *p = chunk_data(c) + c->used;
-    c->used += bytes;
-    return p;
+/* Takes bytes from c at the next multiple of align, or NULL if they do not fit. */
+static void *bump(nb_chunk *c, size_t bytes, size_t align) {
+    size_t start = (c->used + align - 1) / align * align;
+    if (start > c->size || c->size - start < bytes) return NULL;
+    c->used = start + bytes;
+    return chunk_data(c) + start;
 }
 
-void *nb_arena_alloc(nb_arena *a, size_t bytes) {
-    if (bytes > SIZE_MAX - NB_ALIGN) return NULL;
-    bytes = (bytes + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN;
-    if (bytes == 0) bytes = NB_ALIGN;
+void *nb_arena_alloc(nb_arena *a, size_t bytes, size_t align) {
+    if (bytes > SIZE_MAX / 2) return NULL;
+    if (bytes == 0) bytes = 1;
     /* Try the current chunk, then the ones after it (kept from earlier steps). */
     for (nb_chunk *c = a->current; c; c = c->next) {
-        void *p = bump(c, bytes);
+        void *p = bump(c, bytes, align);
         if (p) {
             a->current = c;
             return p;
@@ -62,6 +62,7 @@ void *nb_arena_alloc(nb_arena *a, size_t bytes) {
      * growing workload settles after a few steps. */
     size_t size = a->total > MIN_CHUNK ? a->total : MIN_CHUNK;
     if (size < bytes) size = bytes;
+    size = (size + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN;
     nb_chunk *c = chunk_new(size);
     if (!c) return NULL;
     if (!a->first) {
@@ -73,7 +74,7 @@ void *nb_arena_alloc(nb_arena *a, size_t bytes) {
     }
     a->total += size;
     a->current = c;
-    return bump(c, bytes);
+    return bump(c, bytes, align);
 }
 
 void nb_arena_reset(nb_arena *a) {

@@ -12,7 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HEADER_BYTES ((sizeof(nb_tensor) + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN)
+/* The header, then the values at an offset aligned for their size. */
+#define HEADER_BYTES ((sizeof(nb_tensor) + NB_SMALL_ALIGN - 1) / NB_SMALL_ALIGN * NB_SMALL_ALIGN)
+static size_t data_offset(size_t data_bytes) {
+    size_t align = nb_align_for(data_bytes);
+    return (HEADER_BYTES + align - 1) / align * align;
+}
 
 /* Checks ndim and shape and computes the element count; 0 on error (with
  * the error recorded). */
@@ -63,8 +68,10 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     nb_status status = NB_OK;
     size_t size = checked_size(tp, dt, ndim, shape, op, file, line, &status);
     if (!size) return nb_nil(status);
-    size_t bytes = HEADER_BYTES + size * nb_dtype_size(dt);
-    unsigned char *mem = tp ? nb_arena_alloc(&tp->arena, bytes) : nb_malloc_aligned(bytes);
+    size_t data_bytes = size * nb_dtype_size(dt), offset = data_offset(data_bytes);
+    size_t bytes = offset + data_bytes;
+    unsigned char *mem = tp ? nb_arena_alloc(&tp->arena, bytes, nb_align_for(data_bytes))
+                            : nb_malloc_aligned(bytes);
     if (!mem) {
         char buf[128];
         return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: cannot allocate %zu bytes for %s",
@@ -76,7 +83,7 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     t->ndim = ndim;
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     t->size = size;
-    t->data = mem + HEADER_BYTES;
+    t->data = mem + offset;
     t->status = NB_OK;
     t->is_leaf = true;
     t->on_tape = tp != NULL;
@@ -235,7 +242,7 @@ void nb_requires_grad(nb_tensor *t, bool requires) {
 
 bool nb_tensor_requires_grad(const nb_tensor *t) { return ok(t) && t->requires_grad; }
 
-bool nb_has_grad(const nb_tensor *t) { return ok(t) && t->grad && t->grad_state != NB_GRAD_NONE; }
+bool nb_has_grad(const nb_tensor *t) { return ok(t) && nb_grad_live(t); }
 
 void *nb_grad_data(nb_tensor *t) {
     if (!nb_has_grad(t)) return NULL;

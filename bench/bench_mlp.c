@@ -1,0 +1,239 @@
+/*
+ * The training step of an MLP (softmax cross-entropy, plain SGD) in nabla,
+ * against its floor: the same step's CBLAS calls made back to back with
+ * nothing else (forward X·W per layer, backward dW = Aᵀ·G and dX = G·Wᵀ).
+ *
+ *   bench_mlp [--threads N] [--reps R] [--quick]
+ *
+ * Prints, per network, activation and batch size, the ms per step and
+ * examples per second of both and their ratio, the GFLOP/s of the matrix
+ * products, and the number of allocations nabla made after warm-up.  Timings
+ * are the median of R alternating runs of each.
+ */
+#include "nabla.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+enum { MAX_LAYERS = 4 };
+
+typedef struct {
+    int layers;
+    size_t sizes[MAX_LAYERS + 1];
+    bool relu;
+    size_t batch;
+} config;
+
+/* ------------------------------------------------------------ nabla step */
+
+typedef struct {
+    nb_tape *tp;
+    nb_tensor *W[MAX_LAYERS], *b[MAX_LAYERS], *X, *y;
+} net;
+
+static void net_init(net *n, const config *c, nb_rng *rng) {
+    n->tp = nb_tape_new();
+    for (int l = 0; l < c->layers; l++) {
+        n->W[l] = nb_rand_normal(NULL, rng, NB_F32, NB_SHAPE(c->sizes[l], c->sizes[l + 1]), 0,
+                                 sqrt(2.0 / (double)c->sizes[l]));
+        n->b[l] = nb_zeros(NULL, NB_F32, NB_SHAPE(c->sizes[l + 1]));
+        nb_requires_grad(n->W[l], true);
+        nb_requires_grad(n->b[l], true);
+    }
+    n->X = nb_rand_uniform(NULL, rng, NB_F32, NB_SHAPE(c->batch, c->sizes[0]), 0, 1);
+    n->y = nb_zeros(NULL, NB_F32, NB_SHAPE(c->batch));
+    for (size_t i = 0; i < c->batch; i++) nb_set(n->y, i, (double)(i % c->sizes[c->layers]));
+}
+
+static void net_free(net *n, const config *c) {
+    for (int l = 0; l < c->layers; l++) {
+        nb_tensor_free(n->W[l]);
+        nb_tensor_free(n->b[l]);
+    }
+    nb_tensor_free(n->X);
+    nb_tensor_free(n->y);
+    nb_tape_free(n->tp);
+}
+
+static int nabla_step(net *n, const config *c, float lr) {
+    nb_tape *tp = n->tp;
+    nb_tape_reset(tp);
+    nb_tensor *A = n->X;
+    for (int l = 0; l < c->layers; l++) {
+        nb_zero_grad(n->W[l]);
+        nb_zero_grad(n->b[l]);
+        nb_tensor *Z = nb_add(tp, nb_matmul(tp, A, n->W[l]), n->b[l]);
+        A = l + 1 < c->layers ? (c->relu ? nb_relu(tp, Z) : nb_sigmoid(tp, Z)) : Z;
+    }
+    nb_tensor *loss = nb_softmax_cross_entropy(tp, A, n->y, 1);
+    if (nb_backward(loss) != NB_OK) {
+        fprintf(stderr, "bench_mlp: %s\n", nb_last_error());
+        return 1;
+    }
+    for (int l = 0; l < c->layers; l++) {
+        nb_tensor *p[2] = {n->W[l], n->b[l]};
+        for (int k = 0; k < 2; k++) {
+            float *w = nb_tensor_data(p[k]);
+            const float *g = nb_grad_data(p[k]);
+            size_t size = nb_tensor_size(p[k]);
+            for (size_t j = 0; j < size; j++) w[j] -= lr * g[j];
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ bare BLAS */
+
+typedef struct {
+    float *W[MAX_LAYERS], *dW[MAX_LAYERS], *A[MAX_LAYERS + 1], *G[MAX_LAYERS + 1];
+} bare;
+
+static void bare_init(bare *b, const config *c) {
+    for (int l = 0; l <= c->layers; l++) {
+        b->A[l] = calloc(c->batch * c->sizes[l], sizeof(float));
+        b->G[l] = calloc(c->batch * c->sizes[l], sizeof(float));
+        for (size_t i = 0; i < c->batch * c->sizes[l]; i++) b->A[l][i] = 0.01f * (float)(i % 7);
+        if (l < c->layers) {
+            b->W[l] = calloc(c->sizes[l] * c->sizes[l + 1], sizeof(float));
+            b->dW[l] = calloc(c->sizes[l] * c->sizes[l + 1], sizeof(float));
+            for (size_t i = 0; i < c->sizes[l] * c->sizes[l + 1]; i++) b->W[l][i] = 0.001f * (float)(i % 11);
+        }
+    }
+}
+
+static void bare_free(bare *b, const config *c) {
+    for (int l = 0; l <= c->layers; l++) {
+        free(b->A[l]);
+        free(b->G[l]);
+        if (l < c->layers) {
+            free(b->W[l]);
+            free(b->dW[l]);
+        }
+    }
+}
+
+/* The matrix products of one step and nothing else. */
+static void bare_step(bare *b, const config *c) {
+    int m = (int)c->batch;
+    for (int l = 0; l < c->layers; l++) { /* A[l+1] = A[l] · W[l] */
+        int k = (int)c->sizes[l], n = (int)c->sizes[l + 1];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, b->A[l], k, b->W[l], n, 0,
+                    b->A[l + 1], n);
+    }
+    for (int l = c->layers - 1; l >= 0; l--) {
+        int k = (int)c->sizes[l], n = (int)c->sizes[l + 1];
+        /* dW = A[l]ᵀ · G[l+1] */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1, b->A[l], k, b->G[l + 1], n, 0,
+                    b->dW[l], n);
+        if (l > 0) /* G[l] = G[l+1] · W[l]ᵀ (not needed for the input) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1, b->G[l + 1], n, b->W[l], n, 0,
+                        b->G[l], k);
+    }
+}
+
+static double step_flops(const config *c) {
+    double f = 0;
+    for (int l = 0; l < c->layers; l++) {
+        double mkn = 2.0 * (double)c->batch * (double)c->sizes[l] * (double)c->sizes[l + 1];
+        f += mkn * (l > 0 ? 3 : 2);
+    }
+    return f;
+}
+
+/* ------------------------------------------------------------ driver */
+
+typedef struct { double nabla_ms, bare_ms; uint64_t allocs; } result;
+
+static result measure(const config *c, int reps, double seconds_per_rep) {
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    net n;
+    bare b;
+    net_init(&n, c, &rng);
+    bare_init(&b, c);
+    for (int w = 0; w < 5; w++) { /* warm up: sizes the tape, wakes the caches */
+        nabla_step(&n, c, 1e-3f);
+        bare_step(&b, c);
+    }
+    /* Steps per timed run: about seconds_per_rep of the bare loop. */
+    double t0 = now();
+    int probe = 0;
+    while (now() - t0 < 0.02) bare_step(&b, c), probe++;
+    long steps = (long)(seconds_per_rep / ((now() - t0) / probe)) + 1;
+    double nt[64], bt[64];
+    uint64_t before = nb_alloc_count();
+    for (int r = 0; r < reps; r++) { /* alternate, so drifts hit both alike */
+        t0 = now();
+        for (long s = 0; s < steps; s++) bare_step(&b, c);
+        bt[r] = (now() - t0) / (double)steps;
+        t0 = now();
+        for (long s = 0; s < steps; s++)
+            if (nabla_step(&n, c, 1e-3f)) exit(1);
+        nt[r] = (now() - t0) / (double)steps;
+    }
+    result res = {0, 0, nb_alloc_count() - before};
+    qsort(nt, (size_t)reps, sizeof *nt, cmp_double);
+    qsort(bt, (size_t)reps, sizeof *bt, cmp_double);
+    res.nabla_ms = 1e3 * nt[reps / 2];
+    res.bare_ms = 1e3 * bt[reps / 2];
+    net_free(&n, c);
+    bare_free(&b, c);
+    return res;
+}
+
+int main(int argc, char **argv) {
+    int threads = 1, reps = 7;
+    bool quick = false;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--quick")) quick = true;
+        else {
+            fprintf(stderr, "usage: bench_mlp [--threads N] [--reps R] [--quick] [--only NET]\n");
+            return 2;
+        }
+    }
+    if (reps < 1 || reps > 63) reps = 7;
+    openblas_set_num_threads(threads);
+    const config configs[] = {
+        {2, {784, 128, 10}, false, 32},   {2, {784, 128, 10}, false, 256},
+        {2, {784, 128, 10}, true, 32},    {2, {784, 128, 10}, true, 256},
+        {3, {784, 256, 256, 10}, false, 32}, {3, {784, 256, 256, 10}, false, 256},
+        {3, {784, 256, 256, 10}, true, 32},  {3, {784, 256, 256, 10}, true, 256},
+    };
+    printf("MLP training step (softmax cross-entropy, SGD), float32, %d thread%s, median of %d runs\n",
+           threads, threads > 1 ? "s" : "", reps);
+    printf("%-16s %-7s %5s | %9s %10s | %9s %10s %7s | %7s %s\n", "network", "act", "batch", "nabla ms",
+           "examples/s", "BLAS ms", "examples/s", "GFLOP/s", "ratio", "allocs");
+    for (size_t k = 0; k < sizeof configs / sizeof *configs; k++) {
+        const config *c = &configs[k];
+        char name[32];
+        snprintf(name, sizeof name, c->layers == 2 ? "%zu-%zu-%zu" : "%zu-%zu-%zu-%zu", c->sizes[0],
+                 c->sizes[1], c->sizes[2], c->sizes[3]);
+        if (only && strcmp(only, name)) continue;
+        if (threads > 1 && c->batch < 256) continue;
+        result r = measure(c, reps, quick ? 0.05 : 0.25);
+        printf("%-16s %-7s %5zu | %9.3f %10.0f | %9.3f %10.0f %7.1f | %6.2fx %llu\n", name,
+               c->relu ? "relu" : "sigmoid", c->batch, r.nabla_ms, 1e3 * (double)c->batch / r.nabla_ms,
+               r.bare_ms, 1e3 * (double)c->batch / r.bare_ms, step_flops(c) / (r.bare_ms * 1e6),
+               r.nabla_ms / r.bare_ms, (unsigned long long)r.allocs);
+    }
+    return 0;
+}
