@@ -19,13 +19,14 @@ LIB_SRC  := $(sort $(wildcard src/tensor/*.c src/graph/*.c src/ops/*.c src/train
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS  := include/nabla.h include/nabla_train.h src/internal.h
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
 TEST_SUPPORT := tests/support.c
 
 # Quiet rules; `make V=1` shows the commands.
 Q := $(if $(V),,@)
 
-.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test golden docs \
+.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test golden docs bench \
         install uninstall clean
 
 all: lib examples
@@ -52,6 +53,16 @@ $(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h $(BUILD)/libnabl
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libnabla.a include/nabla.h
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
+
+# Benchmarks beside their references (bare CBLAS, PyTorch when installed):
+# see bench/run.py.  `make bench QUICK=1` for a short run.
+bench: deps-build $(BENCHES)
+	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,)
 
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -3,7 +3,7 @@
  * against its floor: the same step's CBLAS calls made back to back with
  * nothing else (forward X·W per layer, backward dW = Aᵀ·G and dX = G·Wᵀ).
  *
- *   bench_mlp [--threads N] [--reps R] [--quick]
+ *   bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET]
  *
  * Prints, per network, activation and batch size, the ms per step and
  * examples per second of both and their ratio, the GFLOP/s of the matrix
@@ -198,15 +198,16 @@ static result measure(const config *c, int reps, double seconds_per_rep) {
 
 int main(int argc, char **argv) {
     int threads = 1, reps = 7;
-    bool quick = false;
+    bool quick = false, csv = false;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--csv")) csv = true;
         else {
-            fprintf(stderr, "usage: bench_mlp [--threads N] [--reps R] [--quick] [--only NET]\n");
+            fprintf(stderr, "usage: bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET]\n");
             return 2;
         }
     }
@@ -218,9 +219,9 @@ int main(int argc, char **argv) {
         {3, {784, 256, 256, 10}, false, 32}, {3, {784, 256, 256, 10}, false, 256},
         {3, {784, 256, 256, 10}, true, 32},  {3, {784, 256, 256, 10}, true, 256},
     };
-    printf("MLP training step (softmax cross-entropy, SGD), float32, %d thread%s, median of %d runs\n",
+    if (!csv) printf("MLP training step (softmax cross-entropy, SGD), float32, %d thread%s, median of %d runs\n",
            threads, threads > 1 ? "s" : "", reps);
-    printf("%-16s %-7s %5s | %9s %10s | %9s %10s %7s | %7s %s\n", "network", "act", "batch", "nabla ms",
+    if (!csv) printf("%-16s %-7s %5s | %9s %10s | %9s %10s %7s | %7s %s\n", "network", "act", "batch", "nabla ms",
            "examples/s", "BLAS ms", "examples/s", "GFLOP/s", "ratio", "allocs");
     for (size_t k = 0; k < sizeof configs / sizeof *configs; k++) {
         const config *c = &configs[k];
@@ -230,6 +231,12 @@ int main(int argc, char **argv) {
         if (only && strcmp(only, name)) continue;
         if (threads > 1 && c->batch < 256) continue;
         result r = measure(c, reps, quick ? 0.05 : 0.25);
+        if (csv) {
+            printf("%s,%s,%zu,%.4f,%.4f,%.2f,%llu\n", name, c->relu ? "relu" : "sigmoid", c->batch, r.nabla_ms,
+                   r.bare_ms, step_flops(c) / (r.bare_ms * 1e6), (unsigned long long)r.allocs);
+            fflush(stdout);
+            continue;
+        }
         printf("%-16s %-7s %5zu | %9.3f %10.0f | %9.3f %10.0f %7.1f | %6.2fx %llu\n", name,
                c->relu ? "relu" : "sigmoid", c->batch, r.nabla_ms, 1e3 * (double)c->batch / r.nabla_ms,
                r.bare_ms, 1e3 * (double)c->batch / r.bare_ms, step_flops(c) / (r.bare_ms * 1e6),

@@ -133,10 +133,7 @@ nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, int n_in,
         tp->cap_entries = cap;
     }
     nb_entry *e = &tp->entries[tp->n_entries++];
-    memset(e, 0, sizeof *e);
-    e->op = op;
-    e->out = out;
-    e->n_in = n_in;
+    *e = (nb_entry){.op = op, .out = out, .n_in = n_in};
     bool requires = false;
     for (int i = 0; i < n_in; i++) {
         e->in[i] = in[i];

@@ -1,0 +1,110 @@
+"""make bench: runs nabla's benchmarks beside their references and prints
+tables of ratios measured in the same run.
+
+  1. The MLP training step against the same step's bare CBLAS calls (the
+     floor) and against PyTorch (bench/torch_mlp.py), on 1 thread and, at
+     batch 256, on 2.  nabla and PyTorch are run alternately, ROUNDS times,
+     and each figure is the median over the rounds.
+  2. The tape's cost per tiny op (bench_tape).
+
+    /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick]
+
+Needs only the standard library; the PyTorch columns appear when
+`import torch` works in /usr/bin/python3 (Debian's python3-torch), and say
+"skipped" otherwise.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TORCH_PYTHON = "/usr/bin/python3"
+
+
+def run_csv(cmd, env=None):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return [line.split(",") for line in out.strip().splitlines() if line]
+
+
+def torch_available():
+    try:
+        return subprocess.run([TORCH_PYTHON, "-c", "import torch"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def one_thread_env(threads):
+    # One threading model for the reference too: BLAS and OpenMP pinned to the
+    # same count, and OpenMP threads sleeping rather than spinning beside
+    # BLAS's own (on 2 cores spinning made PyTorch several times slower).
+    env = dict(os.environ)
+    env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
+    return env
+
+
+def mlp_table(build, threads, rounds, quick, with_torch):
+    nabla, bare, torch, allocs, gflops = {}, {}, {}, {}, {}
+    extra = ["--quick"] if quick else []
+    for _ in range(rounds):
+        for row in run_csv([os.path.join(build, "bench", "bench_mlp"), "--csv", "--reps", "1",
+                            "--threads", str(threads)] + extra):
+            key = tuple(row[:3])
+            nabla.setdefault(key, []).append(float(row[3]))
+            bare.setdefault(key, []).append(float(row[4]))
+            gflops.setdefault(key, []).append(float(row[5]))
+            allocs[key] = max(allocs.get(key, 0), int(row[6]))
+        if with_torch:
+            for row in run_csv([TORCH_PYTHON, os.path.join(HERE, "torch_mlp.py"), "--reps", "1",
+                                "--threads", str(threads)] + extra, env=one_thread_env(threads)):
+                torch.setdefault(tuple(row[:3]), []).append(float(row[3]))
+    med = {k: statistics.median(v) for k, v in nabla.items()}
+    return med, {k: statistics.median(v) for k, v in bare.items()}, \
+        {k: statistics.median(v) for k, v in torch.items()}, allocs, \
+        {k: statistics.median(v) for k, v in gflops.items()}
+
+
+def print_mlp(title, med, bare, torch, allocs, gflops):
+    print(title)
+    print(f"{'network':<15} {'act':<7} {'batch':>5} | {'nabla ms':>8} {'ex/s':>8} | {'BLAS ms':>8} "
+          f"{'GFLOP/s':>7} {'nabla/BLAS':>10} | {'PyTorch ms':>10} {'ex/s':>8} {'nabla speed-up':>14} | allocs/step")
+    for key in med:
+        net, act, batch = key
+        b = int(batch)
+        row = (f"{net:<15} {act:<7} {b:>5} | {med[key]:>8.3f} {1e3 * b / med[key]:>8.0f} | "
+               f"{bare[key]:>8.3f} {gflops[key]:>7.1f} {med[key] / bare[key]:>9.2f}x | ")
+        if key in torch:
+            row += f"{torch[key]:>10.3f} {1e3 * b / torch[key]:>8.0f} {torch[key] / med[key]:>13.2f}x | "
+        else:
+            row += f"{'skipped':>10} {'':>8} {'':>14} | "
+        print(row + f"{allocs[key]}")
+    print()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("build")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    with_torch = torch_available()
+    if not with_torch:
+        print("PyTorch reference skipped: `/usr/bin/python3 -c 'import torch'` fails "
+              "(apt-get install python3-torch to include it)\n")
+    one = mlp_table(args.build, 1, args.rounds, args.quick, with_torch)
+    print_mlp(f"MLP training step, float32, 1 thread, median of {args.rounds} alternating rounds", *one)
+    two = mlp_table(args.build, 2, args.rounds, args.quick, with_torch)
+    print_mlp(f"The same at batch 256 on 2 threads", *two)
+    print("Scaling from 1 to 2 threads at batch 256 (nabla)")
+    for key in two[0]:
+        print(f"  {key[0]:<15} {key[1]:<7} {one[0][key] / two[0][key]:.2f}x faster")
+    print()
+    sys.stdout.flush()
+    subprocess.run([os.path.join(args.build, "bench", "bench_tape"), "--reps", "3" if args.quick else "7"],
+                   check=True)
+
+
+if __name__ == "__main__":
+    main()
