@@ -32,6 +32,7 @@ struct nb_tensor {
     bool on_tape;          /* memory owned by `tape`'s arena */
     bool is_leaf;          /* made by the user, not by an op */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
+    unsigned uses;         /* entries that read it (an input used twice counts twice) */
     nb_tape *tape;         /* tape that owns it (on_tape) */
     size_t entry;          /* index+1 of the entry that produced it; 0 for leaves */
     char name[NB_NAME_MAX];
@@ -191,6 +192,12 @@ static inline nb_tensor *nb_run(nb_entry *e) {
  * to true when a gradient is already there (add into it) and false when this
  * is the first contribution (overwrite it).  NULL on allocation failure. */
 void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate);
+/* For an input x whose gradient is exactly the output's (local derivative 1,
+ * same shape): when x is an op result read by this entry alone, x simply
+ * shares the output's gradient buffer and true is returned, so the caller
+ * skips the copy.  Not in explain mode or with a backward hook, where the
+ * pictures need every gradient in its own buffer. */
+bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out);
 /* Same, but the buffer is zeroed first when fresh, so callers always add
  * (used when contributions scatter, as in broadcasting). */
 void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t);

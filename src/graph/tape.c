@@ -8,6 +8,7 @@
  */
 #include "../internal.h"
 
+#include <limits.h>
 #include <string.h>
 
 nb_tape *nb_tape_new(void) {
@@ -138,6 +139,7 @@ nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, int n_in,
     for (int i = 0; i < n_in; i++) {
         e->in[i] = in[i];
         requires |= in[i]->requires_grad;
+        if (in[i]->uses < UINT_MAX) in[i]->uses++;
     }
     e->file = file;
     e->line = line;

@@ -160,10 +160,11 @@ static bool same_shapes(const nb_entry *e) {
     }
 
 /* Adds dL/dy * (dy/d input) into the gradient of input `which` (0 for a, 1 for
- * b), where DA/DB are the local derivatives in terms of a, b, y.  An input that
+ * b), where DA/DB are the local derivatives in terms of a, b, y, and ONE_A/
+ * ONE_B say whether they are exactly 1.  An input that
  * was not broadcast gets each element once and may be overwritten on the
  * first contribution; a broadcast one collects sums and is zeroed first. */
-#define BINARY_BACKWARD(name, DA, DB)                                                       \
+#define BINARY_BACKWARD(name, DA, DB, ONE_A, ONE_B)                                         \
     static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
         bcast_plan p;                                                                       \
         bool same = same_shapes(e);                                                         \
@@ -171,6 +172,8 @@ static bool same_shapes(const nb_entry *e) {
         for (int which = 0; which < 2; which++) {                                           \
             nb_tensor *x = e->in[which];                                                    \
             if (!x->requires_grad) continue;                                                \
+            /* dy/dx = 1: the gradient is the output's, shared without a copy */            \
+            if ((which ? ONE_B : ONE_A) && nb_grad_share(tp, x, e->out)) continue;          \
             bool acc = true;                                                                \
             void *gx_ = x->size == e->out->size ? nb_grad_target(tp, x, &acc)               \
                                                 : nb_grad_target_zeroed(tp, x);             \
@@ -212,16 +215,16 @@ static bool same_shapes(const nb_entry *e) {
 
 /* y = a + b:   dy/da = 1,    dy/db = 1 */
 BINARY_FORWARD(add, a + b)
-BINARY_BACKWARD(add, 1, 1)
+BINARY_BACKWARD(add, 1, 1, true, true)
 /* y = a - b:   dy/da = 1,    dy/db = -1 */
 BINARY_FORWARD(sub, a - b)
-BINARY_BACKWARD(sub, 1, -1)
+BINARY_BACKWARD(sub, 1, -1, true, false)
 /* y = a * b:   dy/da = b,    dy/db = a */
 BINARY_FORWARD(mul, a * b)
-BINARY_BACKWARD(mul, b, a)
+BINARY_BACKWARD(mul, b, a, false, false)
 /* y = a / b:   dy/da = 1/b,  dy/db = -a/b² = -y/b */
 BINARY_FORWARD(div, a / b)
-BINARY_BACKWARD(div, 1 / b, -y / b)
+BINARY_BACKWARD(div, 1 / b, -y / b, false, false)
 
 static const nb_op add_op = {"add", add_forward, add_backward, {"1", "1"}, true};
 static const nb_op sub_op = {"sub", sub_forward, sub_backward, {"1", "-1"}, true};

@@ -19,6 +19,7 @@ static void reshape_forward(const nb_entry *e) { (void)e; /* shares storage */ }
 /* Same layout, so the gradient passes through unchanged. */
 static void copy_grad_backward(nb_tape *tp, const nb_entry *e) {
     nb_tensor *x = e->in[0];
+    if (nb_grad_share(tp, x, e->out)) return;
     bool acc;
     void *gx_ = nb_grad_target(tp, x, &acc);
     if (!gx_) return;
