@@ -64,6 +64,8 @@ fi
 check "mlp missing data" bash -c "'$bin/mlp' --data /nonexistent > '$tmp/last' 2>&1; test \$? = 1 &&
   grep -q 'cannot open /nonexistent/train-images-idx3-ubyte.gz' '$tmp/last' &&
   grep -q 'apt-get install dataset-fashion-mnist' '$tmp/last'"
+check "mlp --bench" bash -c "timeout 60 '$bin/mlp' --bench --hidden 32 --batch 32 > '$tmp/last' 2>&1 &&
+  grep -Eq '^[0-9.]+ ms per step, [0-9]+ examples/s over [0-9]+ steps, 0 allocations after warm-up$' '$tmp/last'"
 check "mlp bad option" bash -c "'$bin/mlp' --activation swish > '$tmp/last' 2>&1; test \$? = 2 &&
   grep -q \"unknown activation 'swish'\" '$tmp/last'"
 

@@ -11,14 +11,14 @@
 #include "../internal.h"
 #include "nabla_train.h"
 
-#include <math.h>
+#include <tgmath.h>
 #include <string.h>
 
 struct nb_optimizer {
     nb_optimizer_opts o;
     nb_params *ps;
     size_t n;
-    double **state1, **state2; /* per parameter, in double: velocity or moments */
+    void **state1, **state2;   /* per parameter, in its dtype: velocity or moments */
     long t;                    /* steps taken */
     bool *started;             /* momentum: whether v was initialised */
 };
@@ -84,19 +84,20 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
     opt->ps = ps;
     size_t n = nb_params_count(ps);
     bool two = o->kind >= NB_OPT_ADAM, one = o->kind != NB_OPT_SGD;
-    opt->state1 = nb_malloc((n ? n : 1) * sizeof(double *));
-    opt->state2 = nb_malloc((n ? n : 1) * sizeof(double *));
+    opt->state1 = nb_malloc((n ? n : 1) * sizeof(void *));
+    opt->state2 = nb_malloc((n ? n : 1) * sizeof(void *));
     opt->started = nb_malloc((n ? n : 1) * sizeof(bool));
     if (!opt->state1 || !opt->state2 || !opt->started) goto out_of_memory;
     for (size_t i = 0; i < n; i++) {
         opt->state1[i] = opt->state2[i] = NULL;
         opt->started[i] = false;
         opt->n = i + 1;
-        size_t size = nb_tensor_size(nb_params_at(ps, i));
-        if (one && !(opt->state1[i] = nb_malloc(size * sizeof(double)))) goto out_of_memory;
-        if (two && !(opt->state2[i] = nb_malloc(size * sizeof(double)))) goto out_of_memory;
-        if (one) memset(opt->state1[i], 0, size * sizeof(double));
-        if (two) memset(opt->state2[i], 0, size * sizeof(double));
+        nb_tensor *p = nb_params_at(ps, i);
+        size_t bytes = nb_tensor_size(p) * (nb_tensor_dtype(p) == NB_F32 ? sizeof(float) : sizeof(double));
+        if (one && !(opt->state1[i] = nb_malloc(bytes))) goto out_of_memory;
+        if (two && !(opt->state2[i] = nb_malloc(bytes))) goto out_of_memory;
+        if (one) memset(opt->state1[i], 0, bytes);
+        if (two) memset(opt->state2[i], 0, bytes);
     }
     return opt;
 out_of_memory:
@@ -111,35 +112,42 @@ void nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
 
 double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; }
 
-/* Updates one parameter whose values are w (of type T) with gradient g. */
+/* Updates one parameter: values w and gradient g of type T, state s1/s2 of
+ * the same type.  One tight loop per kind, so that each vectorises. */
 #define UPDATE(T)                                                                          \
     do {                                                                                   \
-        T *w = nb_tensor_data(p);                                                          \
-        const T *g = nb_grad_data(p);                                                      \
-        double *s1 = opt->state1[i], *s2 = opt->state2[i];                                 \
-        for (size_t j = 0; j < size; j++) {                                                \
-            double gj = (double)g[j], wj = (double)w[j];                                   \
-            switch (o->kind) {                                                             \
-            case NB_OPT_SGD:                                                               \
-                wj -= o->lr * (gj + o->weight_decay * wj);                                 \
-                break;                                                                     \
-            case NB_OPT_MOMENTUM:                                                          \
-                gj += o->weight_decay * wj;                                                \
-                s1[j] = first ? gj : o->momentum * s1[j] + gj;                             \
-                wj -= o->lr * s1[j];                                                       \
-                break;                                                                     \
-            case NB_OPT_ADAM:                                                              \
-            case NB_OPT_ADAMW:                                                             \
-                if (o->kind == NB_OPT_ADAMW)                                               \
-                    wj -= o->lr * o->weight_decay * wj;                                    \
-                else                                                                       \
-                    gj += o->weight_decay * wj;                                            \
-                s1[j] = o->beta1 * s1[j] + (1 - o->beta1) * gj;                            \
-                s2[j] = o->beta2 * s2[j] + (1 - o->beta2) * gj * gj;                       \
-                wj -= o->lr * (s1[j] / bias1) / (sqrt(s2[j] / bias2) + o->eps);            \
-                break;                                                                     \
+        T *restrict w = nb_tensor_data(p);                                                 \
+        const T *restrict g = nb_grad_data(p);                                             \
+        T *restrict s1 = opt->state1[i], *restrict s2 = opt->state2[i];                    \
+        const T lr = (T)o->lr, wd = (T)o->weight_decay, mu = (T)o->momentum;               \
+        const T b1 = (T)o->beta1, b2 = (T)o->beta2, eps = (T)o->eps;                       \
+        const T c1 = (T)(1 / bias1), c2 = (T)(1 / bias2);                                  \
+        switch (o->kind) {                                                                 \
+        case NB_OPT_SGD:                                                                   \
+            for (size_t j = 0; j < size; j++) w[j] -= lr * (g[j] + wd * w[j]);             \
+            break;                                                                         \
+        case NB_OPT_MOMENTUM:                                                              \
+            for (size_t j = 0; j < size; j++) {                                            \
+                T gj = g[j] + wd * w[j];                                                   \
+                s1[j] = first ? gj : mu * s1[j] + gj;                                      \
+                w[j] -= lr * s1[j];                                                        \
             }                                                                              \
-            w[j] = (T)wj;                                                                  \
+            break;                                                                         \
+        case NB_OPT_ADAM:                                                                  \
+        case NB_OPT_ADAMW: {                                                               \
+            const bool decoupled = o->kind == NB_OPT_ADAMW;                                \
+            for (size_t j = 0; j < size; j++) {                                            \
+                T wj = w[j], gj = g[j];                                                    \
+                if (decoupled)                                                             \
+                    wj -= lr * wd * wj;                                                    \
+                else                                                                       \
+                    gj += wd * wj;                                                         \
+                s1[j] = b1 * s1[j] + (1 - b1) * gj;                                        \
+                s2[j] = b2 * s2[j] + (1 - b2) * gj * gj;                                   \
+                w[j] = wj - lr * (s1[j] * c1) / (sqrt(s2[j] * c2) + eps);                  \
+            }                                                                              \
+            break;                                                                         \
+        }                                                                                  \
         }                                                                                  \
     } while (0)
 
