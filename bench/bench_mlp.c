@@ -77,7 +77,7 @@ static int nabla_step(net *n, const config *c, float lr) {
     for (int l = 0; l < c->layers; l++) {
         nb_zero_grad(n->W[l]);
         nb_zero_grad(n->b[l]);
-        nb_tensor *Z = nb_add(tp, nb_matmul(tp, A, n->W[l]), n->b[l]);
+        nb_tensor *Z = nb_linear(tp, A, n->W[l], n->b[l]); /* X·W + b, as nn.Linear */
         A = l + 1 < c->layers ? (c->relu ? nb_relu(tp, Z) : nb_sigmoid(tp, Z)) : Z;
     }
     nb_tensor *loss = nb_softmax_cross_entropy(tp, A, n->y, 1);
@@ -159,6 +159,9 @@ static double step_flops(const config *c) {
 
 typedef struct { double nabla_ms, bare_ms; uint64_t allocs; } result;
 
+/* For profiling one side alone: 'n' (nabla), 'b' (bare BLAS), 0 (both). */
+static char only_side;
+
 static result measure(const config *c, int reps, double seconds_per_rep) {
     nb_rng rng;
     nb_rng_seed(&rng, 1);
@@ -179,10 +182,10 @@ static result measure(const config *c, int reps, double seconds_per_rep) {
     uint64_t before = nb_alloc_count();
     for (int r = 0; r < reps; r++) { /* alternate, so drifts hit both alike */
         t0 = now();
-        for (long s = 0; s < steps; s++) bare_step(&b, c);
+        for (long s = 0; only_side != 'n' && s < steps; s++) bare_step(&b, c);
         bt[r] = (now() - t0) / (double)steps;
         t0 = now();
-        for (long s = 0; s < steps; s++)
+        for (long s = 0; only_side != 'b' && s < steps; s++)
             if (nabla_step(&n, c, 1e-3f)) exit(1);
         nt[r] = (now() - t0) / (double)steps;
     }
@@ -206,6 +209,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--csv")) csv = true;
+        else if (!strcmp(argv[i], "--side") && i + 1 < argc) only_side = argv[++i][0];
         else {
             fprintf(stderr, "usage: bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET]\n");
             return 2;

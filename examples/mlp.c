@@ -78,8 +78,8 @@ static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *X,
         char scope[24];
         snprintf(scope, sizeof scope, "layer %d", l + 1);
         nb_scope_begin(tp, scope);
-        /* Z[l] = W[l] A[l-1] + b[l]; the first layer reads X transposed. */
-        nb_tensor *Z = nb_add(tp, nb_matmul_t(tp, net->W[l], A, false, l == 0), net->b[l]);
+        /* Z[l] = W[l] A[l-1] + b[l] in one op; the first layer reads X transposed. */
+        nb_tensor *Z = nb_linear_t(tp, net->W[l], A, net->b[l], false, l == 0);
         char label[24];
         if (name) {
             snprintf(label, sizeof label, "Z[%d]", l + 1);

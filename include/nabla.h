@@ -226,6 +226,15 @@ void nb_tape_set_backward_hook(nb_tape *tp, nb_backward_hook hook, void *user);
 nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
                       const char *file, int line);
 
+/* A layer's affine map in one op: op(a) . op(b) + bias, where bias is a row
+ * ((n,) or (1, n), added to every row) or a column ((m, 1), added to every
+ * column, as in the seeds' W . A + b).  The same result as nb_add(nb_matmul),
+ * one pass cheaper (the bias goes in through gemm's beta). */
+#define nb_linear(tp, a, b, bias) nb_linear_(tp, a, b, bias, false, false, NB_SITE)
+#define nb_linear_t(tp, a, b, bias, ta, tb) nb_linear_(tp, a, b, bias, ta, tb, NB_SITE)
+nb_tensor *nb_linear_(nb_tape *tp, nb_tensor *a, nb_tensor *b, nb_tensor *bias, bool trans_a,
+                      bool trans_b, const char *file, int line);
+
 /* Element-wise with NumPy broadcasting: shapes are aligned from the right and
  * each pair of sizes must be equal or contain a 1. */
 #define nb_add(tp, a, b) nb_add_(tp, a, b, NB_SITE)

@@ -297,6 +297,44 @@ static void test_matmul(void **state) {
     }
 }
 
+/* linear = matmul + bias in one op: the same values, every transpose and
+ * both kinds of bias pass gradcheck (with the bias used twice too). */
+static bool lin_column;
+APPLY1(ap_linear, nb_linear_t(tp, in[0], in[1], in[2], trans_a, trans_b))
+APPLY1(ap_linear_fanout, nb_add(tp, nb_linear_t(tp, in[0], in[1], in[2], trans_a, trans_b),
+                                 lin_column ? in[2] : nb_reshape(tp, in[2], NB_DIMS(1, -1))))
+
+static void test_linear(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 21);
+    for (int t = 0; t < 8; t++) {
+        trans_a = t & 1;
+        trans_b = t & 2;
+        lin_column = t & 4;
+        size_t m = 3, k = 4, n = 2;
+        size_t sa[2] = {trans_a ? k : m, trans_a ? m : k}, sb[2] = {trans_b ? n : k, trans_b ? k : n};
+        size_t sc[2] = {lin_column ? m : n, 1};
+        nb_tensor *in[3] = {random_input(&rng, 2, sa, -1, 1, false), random_input(&rng, 2, sb, -1, 1, false),
+                            random_input(&rng, lin_column ? 2 : 1, sc, -1, 1, false)};
+        check_op(ap_linear, 3, in);
+        check_op(ap_linear_fanout, 3, in);
+        /* the same numbers as matmul then add */
+        nb_tape *tp = nb_tape_new();
+        nb_tensor *fused = nb_linear_t(tp, in[0], in[1], in[2], trans_a, trans_b);
+        nb_tensor *plain = nb_add(tp, nb_matmul_t(tp, in[0], in[1], trans_a, trans_b), in[2]);
+        assert_ok(fused);
+        for (size_t i = 0; i < m * n; i++) assert_close(nb_get(fused, i), nb_get(plain, i), 1e-14);
+        nb_tape_free(tp);
+        for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+    }
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *A = nb_ones(tp, NB_F32, NB_SHAPE(3, 4)), *W = nb_ones(tp, NB_F32, NB_SHAPE(4, 2));
+    assert_int_equal(nb_tensor_status(nb_linear(tp, A, W, nb_ones(tp, NB_F32, NB_SHAPE(3)))), NB_ERR_SHAPE);
+    assert_message_has(nb_tape_error(tp), "linear", "bias (3,)", "(2,) or (1, 2)", "(3, 1)");
+    nb_tape_free(tp);
+}
+
 /* ---------------------------------------------------------------- reductions */
 
 static int red_axis;
@@ -627,6 +665,7 @@ int main(void) {
         cmocka_unit_test(test_fan_out),
         cmocka_unit_test(test_fan_out_dag),
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_linear),
         cmocka_unit_test(test_reductions),
         cmocka_unit_test(test_shape_ops),
         cmocka_unit_test(test_softmax),

@@ -1,5 +1,6 @@
 /*
- * Matrix product of 2-D tensors through CBLAS: C = op(A) · op(B), where op(X)
+ * Matrix product of 2-D tensors through CBLAS, and the fused product plus
+ * bias (linear) at the end of the file: C = op(A) · op(B), where op(X)
  * is X or Xᵀ (no copy is made: CBLAS reads the operand transposed).
  *
  * With G = dL/dC of shape (m, n), the chain rule gives
@@ -90,5 +91,97 @@ nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, boo
     if (!e) return failed;
     e->flag0 = trans_a;
     e->flag1 = trans_b;
+    return nb_run(e);
+}
+
+/* ---------------------------------------------------------------- linear */
+
+/*
+ * linear: Y = op(A) · op(B) + bias, one op (PyTorch's addmm).  The bias is a
+ * row (n,) or (1, n), added to every row, or a column (m, 1), added to every
+ * column (the seeds' layout, W · A + b).  Forward fills Y with the bias and
+ * lets gemm add the product (beta = 1), which saves the pass over Y that a
+ * separate add makes.  Backward: the two products of matmul, and
+ *     dL/dbias = G summed over the broadcast axis (rows or columns).
+ * flag0/flag1: A/B transposed; axis: 0 for a row bias, 1 for a column bias.
+ */
+static void linear_forward(const nb_entry *e) {
+    const nb_tensor *a = e->in[0], *b = e->in[1], *bias = e->in[2];
+    size_t m = e->out->shape[0], n = e->out->shape[1];
+    bool column = e->axis == 1;
+    NB_DISPATCH(a->dtype, {
+        T *y = e->out->data;
+        const T *c = bias->data;
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) y[i * n + j] = column ? c[i] : c[j];
+    });
+    bool ta = e->flag0, tb = e->flag1;
+    size_t k = ta ? a->shape[0] : a->shape[1];
+    gemm(a->dtype, ta, tb, m, n, k, a->data, a->shape[1], b->data, b->shape[1], true, e->out->data);
+}
+
+static void linear_backward(nb_tape *tp, const nb_entry *e) {
+    matmul_backward(tp, e); /* in[0] and in[1], exactly as for matmul */
+    if (tp->status != NB_OK) return;
+    nb_tensor *bias = e->in[2];
+    if (!bias->requires_grad) return;
+    bool acc, column = e->axis == 1;
+    void *gb_ = nb_grad_target(tp, bias, &acc);
+    if (!gb_) return;
+    size_t m = e->out->shape[0], n = e->out->shape[1];
+    NB_DISPATCH(bias->dtype, {
+        const T *g = e->out->grad;
+        T *gb = gb_;
+        if (!acc)
+            for (size_t j = 0; j < bias->size; j++) gb[j] = 0;
+        if (column)
+            for (size_t i = 0; i < m; i++) {
+                T sum = 0;
+                for (size_t j = 0; j < n; j++) sum += g[i * n + j];
+                gb[i] += sum;
+            }
+        else
+            for (size_t i = 0; i < m; i++)
+                for (size_t j = 0; j < n; j++) gb[j] += g[i * n + j];
+    });
+}
+
+static const nb_op linear_op = {"linear", linear_forward, linear_backward,
+                                {"G · op(B)ᵀ", "op(A)ᵀ · G", "G summed over the broadcast axis"}, false};
+
+nb_tensor *nb_linear_(nb_tape *tp, nb_tensor *a, nb_tensor *b, nb_tensor *bias, bool trans_a,
+                      bool trans_b, const char *file, int line) {
+    nb_tensor *in[3] = {a, b, bias};
+    nb_tensor *failed = nb_check(tp, &linear_op, file, line, 3, in);
+    if (failed) return failed;
+    char sa[128], sb[128], sc[128];
+    nb_format_shape(a->ndim, a->shape, sa, sizeof sa);
+    nb_format_shape(b->ndim, b->shape, sb, sizeof sb);
+    nb_format_shape(bias->ndim, bias->shape, sc, sizeof sc);
+    if (a->ndim != 2 || b->ndim != 2)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line, "linear: operands must be 2-D matrices, got %s and %s",
+                       sa, sb);
+    size_t m = trans_a ? a->shape[1] : a->shape[0], ka = trans_a ? a->shape[0] : a->shape[1];
+    size_t kb = trans_b ? b->shape[1] : b->shape[0], n = trans_b ? b->shape[0] : b->shape[1];
+    if (ka != kb)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "linear: inner sizes differ: %s%s has %zu columns, %s%s has %zu rows", sa,
+                       trans_a ? "ᵀ" : "", ka, sb, trans_b ? "ᵀ" : "", kb);
+    if (m > INT32_MAX || n > INT32_MAX || ka > INT32_MAX)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line, "linear: %s · %s exceeds the sizes CBLAS can index", sa, sb);
+    /* A row bias (n,) or (1, n); a column bias (m, 1). */
+    bool row = (bias->ndim == 1 && bias->shape[0] == n) || (bias->ndim == 2 && bias->shape[0] == 1 && bias->shape[1] == n);
+    bool column = bias->ndim == 2 && bias->shape[0] == m && bias->shape[1] == 1;
+    if (!row && !column)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "linear: bias %s fits neither a row (%zu,) or (1, %zu) nor a column (%zu, 1) of the "
+                       "(%zu, %zu) product",
+                       sc, n, n, m, m, n);
+    size_t shape[2] = {m, n};
+    nb_entry *e = nb_emit(tp, &linear_op, 3, in, a->dtype, 2, shape, file, line, &failed);
+    if (!e) return failed;
+    e->flag0 = trans_a;
+    e->flag1 = trans_b;
+    e->axis = row ? 0 : 1;
     return nb_run(e);
 }
