@@ -428,6 +428,11 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
  * training loop allocates nothing). */
 uint64_t nb_alloc_count(void);
 
+/* For tests of error paths: makes the nth allocation from now fail (0 turns
+ * this off), and tells whether it happened. */
+void nb_test_fail_allocation(uint64_t nth);
+bool nb_test_allocation_failed(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -123,8 +123,8 @@ nb_status nb_csv_read(const char *path, const nb_csv_opts *opts_in, nb_dataset *
     for (const char *c = line; *c; c++) columns += *c == opts.delimiter;
     fields = nb_malloc(columns * sizeof *fields);
     header = nb_malloc(columns * sizeof *header);
+    if (header) memset(header, 0, columns * sizeof *header); /* cleanup frees its entries */
     if (!fields || !header) goto out_of_memory;
-    memset(header, 0, columns * sizeof *header);
     split_fields(line, opts.delimiter, fields, columns);
     bool found = false;
     for (size_t c = 0; c < columns; c++) {

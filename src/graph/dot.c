@@ -17,12 +17,11 @@
  * The file is written in two passes: the first numbers the tensors and
  * counts the contributions each receives, the second writes.
  */
-#include "../internal.h"
+#include "../hash.h"
 
 #include <errno.h>
 #include <math.h>
 #include <string.h>
-#include <uthash.h>
 
 void nb_dot_default_opts(nb_dot_opts *opts) {
     memset(opts, 0, sizeof *opts);
@@ -129,7 +128,12 @@ static node_info *info_for(writer *w, nb_tensor *t, int scope) {
     n->key = t;
     n->id = w->n_nodes;
     n->scope = scope;
+    nb_hash_oom = false;
     HASH_ADD_PTR(w->by_tensor, key, n);
+    if (nb_hash_oom) { /* the table could not grow: n was not added */
+        nb_free(n);
+        return NULL;
+    }
     w->in_order[w->n_nodes++] = n;
     return n;
 }

@@ -8,20 +8,34 @@
 #include <stdlib.h>
 
 static _Atomic uint64_t alloc_count;
+/* Tests: the allocation with this number fails (0: none), see
+ * nb_test_fail_allocation. */
+static _Atomic uint64_t fail_at;
+static _Atomic bool failed_one;
+_Thread_local bool nb_hash_oom;
 
-void *nb_malloc(size_t bytes) {
-    atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
-    return malloc(bytes ? bytes : 1);
+/* Counts an allocation; false if this one is to fail. */
+static bool allowed(void) {
+    uint64_t n = atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed) + 1;
+    if (n != atomic_load(&fail_at)) return true;
+    atomic_store(&failed_one, true);
+    return false;
 }
 
-void *nb_realloc(void *p, size_t bytes) {
-    atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
-    return realloc(p, bytes ? bytes : 1);
+void nb_test_fail_allocation(uint64_t nth) {
+    atomic_store(&failed_one, false);
+    atomic_store(&fail_at, nth ? atomic_load(&alloc_count) + nth : 0);
 }
+
+bool nb_test_allocation_failed(void) { return atomic_load(&failed_one); }
+
+void *nb_malloc(size_t bytes) { return allowed() ? malloc(bytes ? bytes : 1) : NULL; }
+
+void *nb_realloc(void *p, size_t bytes) { return allowed() ? realloc(p, bytes ? bytes : 1) : NULL; }
 
 /* NB_ALIGN-aligned memory, released with nb_free(). */
 void *nb_malloc_aligned(size_t bytes) {
-    atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
+    if (!allowed()) return NULL;
     void *p = NULL;
     if (posix_memalign(&p, NB_ALIGN, bytes ? bytes : 1) != 0) return NULL;
     return p;

@@ -15,7 +15,7 @@
  * Parameters are matched by name, never by position or op ids, so a model
  * can reorder its layers and still read its old files.
  */
-#include "../internal.h"
+#include "../hash.h"
 #include "nabla_train.h"
 
 #include <errno.h>
@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <uthash.h>
 #include <zlib.h>
 
 #define MAGIC "NBPARAMS"
@@ -103,7 +102,12 @@ nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t) {
     if (!e) goto out_of_memory;
     snprintf(e->name, sizeof e->name, "%s", name);
     e->t = t;
+    nb_hash_oom = false;
     HASH_ADD_STR(ps->by_name, name, e);
+    if (nb_hash_oom) { /* the table could not grow: e was not added */
+        nb_free(e);
+        goto out_of_memory;
+    }
     ps->order[ps->count++] = e;
     nb_tensor_set_name(t, name);
     nb_requires_grad(t, true);

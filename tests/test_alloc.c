@@ -1,0 +1,196 @@
+/*
+ * Allocation failure.  For each scenario (a training step, a save and load,
+ * each loader, the pictures), count the allocations of a clean run, then run
+ * it again once per allocation with that one failing: the scenario must
+ * report an error, not crash, and (in the sanitizer run of this test) leak
+ * nothing.
+ */
+#include "support.h"
+#include "nabla_train.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static char dir[64];
+
+/* A small training step: parameters, an optimizer, forward, backward, an
+ * update, and a picture of the graph. */
+static nb_status training_step(void) {
+    nb_status st = NB_ERR_NOMEM;
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    nb_params *ps = nb_params_new();
+    nb_tape *tp = nb_tape_new();
+    nb_optimizer *opt = NULL;
+    nb_tensor *X = nb_rand_uniform(NULL, &rng, NB_F32, NB_SHAPE(8, 4), -1, 1);
+    nb_tensor *y = nb_from_array(NULL, NB_F32, NB_SHAPE(8), ((double[]){0, 1, 2, 0, 1, 2, 0, 1}));
+    if (!ps || !tp || nb_tensor_status(X) || nb_tensor_status(y)) goto done;
+    nb_tensor *W1 = nb_params_create(ps, "W1", NB_F32, NB_SHAPE(4, 6), NB_INIT_HE_NORMAL, 4, 6, &rng);
+    nb_tensor *b1 = nb_params_create(ps, "b1", NB_F32, NB_SHAPE(6), NB_INIT_ZEROS, 4, 6, &rng);
+    nb_tensor *W2 = nb_params_create(ps, "W2", NB_F32, NB_SHAPE(6, 3), NB_INIT_GLOROT_UNIFORM, 6, 3, &rng);
+    if (nb_tensor_status(W1) || nb_tensor_status(b1) || nb_tensor_status(W2)) goto done;
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_ADAM);
+    if (!(opt = nb_optimizer_new(ps, &o))) goto done;
+    for (int step = 0; step < 2; step++) {
+        nb_tape_reset(tp);
+        nb_params_zero_grad(ps);
+        nb_tape_set_explain(tp, step == 1);
+        nb_scope_begin(tp, "layer 1");
+        nb_tensor *h = nb_relu(tp, nb_linear(tp, X, W1, b1));
+        nb_scope_end(tp);
+        nb_tensor *loss = nb_softmax_cross_entropy(tp, nb_matmul(tp, h, W2), y, 1);
+        if ((st = nb_backward(loss)) != NB_OK) goto done;
+        if ((st = nb_optimizer_step(opt)) != NB_OK) goto done;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    nb_dot_opts dopts;
+    nb_dot_default_opts(&dopts);
+    dopts.clusters = true;
+    st = f ? nb_dot_write(tp, f, &dopts) : NB_ERR_IO;
+    if (f) fclose(f);
+    free(buf);
+done:
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+    nb_tape_free(tp);
+    nb_tensor_free(X);
+    nb_tensor_free(y);
+    return st;
+}
+
+static nb_status save_and_load(void) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/p.nbp", dir);
+    nb_status st = NB_ERR_NOMEM;
+    nb_params *a = nb_params_new(), *b = nb_params_new();
+    if (!a || !b) goto done;
+    if (nb_tensor_status(nb_params_add(a, "W", nb_ones(NULL, NB_F32, NB_SHAPE(3, 4)))) ||
+        nb_tensor_status(nb_params_add(a, "b", nb_ones(NULL, NB_F64, NB_SHAPE(4)))) ||
+        nb_tensor_status(nb_params_add(b, "W", nb_zeros(NULL, NB_F32, NB_SHAPE(3, 4)))) ||
+        nb_tensor_status(nb_params_add(b, "b", nb_zeros(NULL, NB_F64, NB_SHAPE(4)))))
+        goto done;
+    if ((st = nb_params_save(a, path)) == NB_OK) st = nb_params_load(b, path);
+done:
+    nb_params_free(a);
+    nb_params_free(b);
+    return st;
+}
+
+static nb_status read_csv(void) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.csv", dir);
+    nb_csv_opts o;
+    nb_csv_default_opts(&o);
+    o.target = "target";
+    nb_dataset d;
+    nb_status st = nb_csv_read(path, &o, &d);
+    nb_dataset_free(&d);
+    return st;
+}
+
+static nb_status read_idx(void) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.idx.gz", dir);
+    nb_tensor *t = nb_idx_read(path, NB_F32, 1);
+    nb_status st = nb_tensor_status(t);
+    nb_tensor_free(t);
+    return st;
+}
+
+static nb_status pictures(void) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/b.html", dir);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *w = nb_scalar(NULL, NB_F64, 0.5);
+    nb_status st = NB_ERR_NOMEM;
+    if (!tp || nb_tensor_status(w)) goto done;
+    nb_requires_grad(w, true);
+    nb_tensor *loss = nb_add(tp, nb_sigmoid(tp, nb_mul(tp, w, w)), w);
+    st = nb_backward_html(loss, path, "test", NULL);
+    if (st == NB_OK) st = nb_backward_frames(loss, dir, NULL, NULL);
+done:
+    nb_tape_free(tp);
+    nb_tensor_free(w);
+    return st;
+}
+
+static nb_status checked_gradient(void) {
+    nb_tensor *x = nb_ones(NULL, NB_F64, NB_SHAPE(3));
+    if (nb_tensor_status(x)) return NB_ERR_NOMEM;
+    nb_requires_grad(x, true);
+    nb_gradcheck_result r = nb_gradcheck(NULL, &x, 1, NULL, NULL);
+    (void)r;
+    nb_tensor_free(x);
+    return NB_OK;
+}
+
+/* Runs a scenario failing each allocation in turn. */
+static void fail_every_allocation(nb_status (*scenario)(void), const char *name) {
+    uint64_t before = nb_alloc_count();
+    assert_int_equal(scenario(), NB_OK);
+    uint64_t count = nb_alloc_count() - before;
+    assert_true(count > 0);
+    for (uint64_t n = 1; n <= count; n++) {
+        nb_test_fail_allocation(n);
+        nb_status st = scenario();
+        bool failed = nb_test_allocation_failed();
+        nb_test_fail_allocation(0);
+        if (failed && st == NB_OK) {
+            print_error("%s: allocation %llu of %llu failed but the scenario reported success\n", name,
+                        (unsigned long long)n, (unsigned long long)count);
+            fail();
+        }
+    }
+    /* And it still works afterwards. */
+    assert_int_equal(scenario(), NB_OK);
+}
+
+static void test_training_step(void **state) { (void)state; fail_every_allocation(training_step, "training step"); }
+static void test_save_and_load(void **state) { (void)state; fail_every_allocation(save_and_load, "save and load"); }
+static void test_csv(void **state) { (void)state; fail_every_allocation(read_csv, "csv"); }
+static void test_idx(void **state) { (void)state; fail_every_allocation(read_idx, "idx"); }
+static void test_pictures(void **state) { (void)state; fail_every_allocation(pictures, "pictures"); }
+
+static void test_gradcheck_misuse(void **state) {
+    (void)state;
+    assert_int_equal(checked_gradient(), NB_OK);
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/nabla-alloc-XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.csv", dir);
+    FILE *f = fopen(path, "w");
+    fputs("a,b,target\n1,2,0\n3,4,1\n5,6,0\n", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/t.idx.gz", dir);
+    gzFile g = gzopen(path, "wb");
+    const unsigned char idx[] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6};
+    gzwrite(g, idx, sizeof idx);
+    gzclose(g);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_training_step), cmocka_unit_test(test_save_and_load),
+        cmocka_unit_test(test_csv),           cmocka_unit_test(test_idx),
+        cmocka_unit_test(test_pictures),      cmocka_unit_test(test_gradcheck_misuse),
+    };
+    return cmocka_run_group_tests_name("allocation failure", tests, setup, teardown);
+}
