@@ -207,6 +207,12 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
  * memory on the tape; off by default. */
 void nb_tape_set_explain(nb_tape *tp, bool on);
 
+/* Anomaly mode: every op's result is checked for NaN and infinity after it
+ * runs, and every gradient after each step of backward.  The first op that
+ * produces one errors the tape, with a message naming the op, its call site,
+ * the first bad element and its inputs' statistics.  Slower; for debugging. */
+void nb_tape_set_anomaly_mode(nb_tape *tp, bool on);
+
 /* Named scopes (a layer, a block) group the ops recorded between begin and
  * end; they nest, and pictures can draw them as clusters. */
 nb_status nb_scope_begin(nb_tape *tp, const char *name);
@@ -259,6 +265,9 @@ nb_tensor *nb_div_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, in
 #define nb_square(tp, a) nb_square_(tp, a, NB_SITE)
 #define nb_pow(tp, a, p) nb_pow_(tp, a, p, NB_SITE)             /* a ^ p, scalar p */
 #define nb_sin(tp, a) nb_sin_(tp, a, NB_SITE)
+/* Values limited to [lo, hi]; the gradient is 1 inside and 0 where clamped
+ * (log(nb_clamp(p, 1e-12, 1)) stays finite at p = 0). */
+#define nb_clamp(tp, a, lo, hi) nb_clamp_(tp, a, lo, hi, NB_SITE)
 #define nb_cos(tp, a) nb_cos_(tp, a, NB_SITE)
 nb_tensor *nb_neg_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 nb_tensor *nb_scale_(nb_tape *tp, nb_tensor *a, double s, const char *file, int line);
@@ -272,6 +281,7 @@ nb_tensor *nb_leaky_relu_(nb_tape *tp, nb_tensor *a, double slope, const char *f
 nb_tensor *nb_square_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 nb_tensor *nb_pow_(nb_tape *tp, nb_tensor *a, double p, const char *file, int line);
 nb_tensor *nb_sin_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_clamp_(nb_tape *tp, nb_tensor *a, double lo, double hi, const char *file, int line);
 nb_tensor *nb_cos_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 
 /* Reductions.  axis may be negative (counted from the end); keepdims keeps the

@@ -110,6 +110,7 @@ struct nb_tape {
     nb_backward_hook hook;
     void *hook_user;
     bool explain;          /* record per-edge contributions in backward */
+    bool anomaly;          /* check every result and gradient for NaN and inf */
     unsigned pass;         /* backward passes run since the tape was made */
     nb_scope *scopes;      /* named scopes (layers), kept across resets */
     int n_scopes, cap_scopes, current_scope;
@@ -183,9 +184,16 @@ nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file, int line, in
 nb_entry *nb_emit(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in, nb_dtype dt,
                   int ndim, const size_t *shape, const char *file, int line,
                   nb_tensor **failed);
+/* Anomaly mode: checks e's output (and non-finite leaf inputs) after its
+ * forward; returns e->out, or an errored tensor naming the op. */
+nb_tensor *nb_anomaly_forward(nb_tape *tp, const nb_entry *e);
+/* After e's backward: checks the gradients it wrote; false (tape errored)
+ * on a NaN or infinity. */
+bool nb_anomaly_backward(nb_tape *tp, const nb_entry *e);
+
 static inline nb_tensor *nb_run(nb_entry *e) {
     e->op->forward(e);
-    return e->out;
+    return e->out->tape->anomaly ? nb_anomaly_forward(e->out->tape, e) : e->out;
 }
 
 /* During backward: the buffer to write d loss/d t into.  *accumulate is set

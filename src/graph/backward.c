@@ -188,6 +188,7 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
         if (!explained)
             nb_set_error(tp, NB_ERR_NOMEM, e->file, e->line,
                          "nb_backward: out of memory recording the chain rule of %s", e->op->name);
+        if (tp->status == NB_OK && tp->anomaly) nb_anomaly_backward(tp, e);
         if (tp->status != NB_OK) return tp->status;
         if (tp->hook) tp->hook(tp, i, tp->hook_user);
     }

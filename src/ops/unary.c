@@ -98,3 +98,50 @@ UNARY_API_S(scale)
 UNARY_API_S(add_scalar)
 UNARY_API_S(leaky_relu)
 UNARY_API_S(pow)
+
+/* clamp: y = min(max(x, lo), hi);  dy/dx = 1 for lo < x < hi, else 0.
+ * lo is the entry's scalar, hi is kept in its saved slot. */
+static void clamp_forward(const nb_entry *e) {
+    size_t n = e->out->size;
+    const double hi = *(const double *)e->saved;
+    NB_DISPATCH(e->out->dtype, {
+        const T *xs = e->in[0]->data;
+        T *ys = e->out->data;
+        const T lo_t = (T)e->scalar, hi_t = (T)hi;
+        for (size_t i = 0; i < n; i++) ys[i] = xs[i] < lo_t ? lo_t : xs[i] > hi_t ? hi_t : xs[i];
+    });
+}
+
+static void clamp_backward(nb_tape *tp, const nb_entry *e) {
+    bool acc;
+    void *gx_ = nb_grad_target(tp, e->in[0], &acc);
+    if (!gx_) return;
+    size_t n = e->out->size;
+    const double hi = *(const double *)e->saved;
+    NB_DISPATCH(e->out->dtype, {
+        const T *xs = e->in[0]->data, *gy = e->out->grad;
+        T *gx = gx_;
+        const T lo_t = (T)e->scalar, hi_t = (T)hi;
+        for (size_t i = 0; i < n; i++) {
+            T d = xs[i] > lo_t && xs[i] < hi_t ? gy[i] : 0;
+            gx[i] = acc ? gx[i] + d : d;
+        }
+    });
+}
+
+static const nb_op clamp_op = {"clamp", clamp_forward, clamp_backward, {"[lo<x<hi]"}, true};
+
+nb_tensor *nb_clamp_(nb_tape *tp, nb_tensor *a, double lo, double hi, const char *file, int line) {
+    nb_tensor *failed = nb_check(tp, &clamp_op, file, line, 1, &a);
+    if (failed) return failed;
+    if (!(lo <= hi))
+        return nb_fail(tp, NB_ERR_ARG, file, line, "clamp: the bounds [%g, %g] are not ordered", lo, hi);
+    double *bound = nb_tape_alloc(tp, sizeof *bound);
+    if (!bound) return nb_fail(tp, NB_ERR_NOMEM, file, line, "clamp: out of memory");
+    *bound = hi;
+    nb_entry *e = nb_emit(tp, &clamp_op, 1, &a, a->dtype, a->ndim, a->shape, file, line, &failed);
+    if (!e) return failed;
+    e->scalar = lo;
+    e->saved = bound;
+    return nb_run(e);
+}

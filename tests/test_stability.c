@@ -1,0 +1,129 @@
+/*
+ * Numerical stability at extreme values, and anomaly mode finding the op
+ * that first makes a NaN or an infinity.
+ */
+#include "support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* At inputs of +-1e4, in both dtypes, every activation, softmax and loss is
+ * finite forward and backward (anomaly mode would error the tape on any NaN
+ * or infinity), and the gradients are the closed forms' values. */
+static void test_extremes_are_finite(void **state) {
+    (void)state;
+    for (int dt = NB_F32; dt <= NB_F64; dt++) {
+        nb_tape *tp = nb_tape_new();
+        nb_tape_set_anomaly_mode(tp, true);
+        nb_tensor *z = nb_from_array(NULL, dt, NB_SHAPE(2, 2), ((double[]){1e4, -1e4, -1e4, 1e4}));
+        nb_requires_grad(z, true);
+        nb_tensor *t = nb_from_array(tp, dt, NB_SHAPE(2, 2), ((double[]){1, 0, 1, 0}));
+        nb_tensor *cls = nb_from_array(tp, dt, NB_SHAPE(2), ((double[]){1, 0}));
+        nb_tensor *parts[] = {
+            nb_sum(tp, nb_sigmoid(tp, z)),
+            nb_sum(tp, nb_tanh(tp, z)),
+            nb_sum(tp, nb_mul(tp, nb_softmax(tp, z, 1), t)),
+            nb_sum(tp, nb_mul(tp, nb_log_softmax(tp, z, 1), t)),
+            nb_bce_logits(tp, z, t),
+            nb_softmax_cross_entropy(tp, z, cls, 1),
+            nb_softmax_cross_entropy(tp, z, t, 0),
+            nb_bce(tp, nb_sigmoid(tp, z), t),
+        };
+        nb_tensor *total = parts[0];
+        for (size_t i = 1; i < sizeof parts / sizeof *parts; i++) total = nb_add(tp, total, parts[i]);
+        assert_int_equal(nb_tape_status(tp), NB_OK);
+        assert_true(isfinite(nb_item(total)));
+        assert_int_equal(nb_backward(total), NB_OK);
+        for (size_t i = 0; i < 4; i++) assert_true(isfinite(nb_grad_get(z, i)));
+        nb_tape_free(tp);
+
+        /* The closed forms, one loss at a time: bce_logits' = (sigmoid(z) - t)/N,
+         * so (1 - 1)/4, (0 - 0)/4, (0 - 1)/4, (1 - 0)/4. */
+        tp = nb_tape_new();
+        nb_zero_grad(z);
+        t = nb_from_array(tp, dt, NB_SHAPE(2, 2), ((double[]){1, 0, 1, 0}));
+        assert_int_equal(nb_backward(nb_bce_logits(tp, z, t)), NB_OK);
+        const double expected[4] = {0, 0, -0.25, 0.25};
+        for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(z, i), expected[i], 0);
+        /* sigmoid and tanh saturate to a zero gradient. */
+        nb_zero_grad(z);
+        assert_int_equal(nb_backward(nb_sum(tp, nb_add(tp, nb_sigmoid(tp, z), nb_tanh(tp, z)))), NB_OK);
+        for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(z, i), 0, 0);
+        nb_tape_free(tp);
+        nb_tensor_free(z);
+    }
+}
+
+/* log(0) is -inf; through a clamp it is finite, with a zero gradient. */
+static void test_log_of_zero(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *p = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){0, 0.5, 1}));
+    nb_requires_grad(p, true);
+    nb_tensor *raw = nb_log(tp, p);
+    assert_true(isinf(nb_get(raw, 0)) && nb_get(raw, 0) < 0);
+    nb_tensor *safe = nb_log(tp, nb_clamp(tp, p, 1e-12, 1));
+    assert_close(nb_get(safe, 0), log(1e-12), 1e-12);
+    assert_close(nb_get(safe, 1), log(0.5), 1e-15);
+    assert_int_equal(nb_backward(nb_sum(tp, safe)), NB_OK);
+    /* d log(clamp(p))/dp = 1/p inside (2 at 0.5), 0 where clamped; at p = 1
+     * the clamp's upper bound is reached, so 0 too. */
+    assert_close(nb_grad_get(p, 0), 0, 0);
+    assert_close(nb_grad_get(p, 1), 2, 1e-15);
+    assert_close(nb_grad_get(p, 2), 0, 0);
+    assert_int_equal(nb_tensor_status(nb_clamp(tp, p, 1, 0)), NB_ERR_ARG);
+    nb_tape_free(tp);
+    nb_tensor_free(p);
+}
+
+static void test_anomaly_names_the_op(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *p = nb_from_array(tp, NB_F64, NB_SHAPE(3), ((double[]){0.5, 0, 2}));
+    /* Without anomaly mode a -inf passes on silently. */
+    assert_true(isinf(nb_item(nb_sum(tp, nb_log(tp, p)))));
+    assert_int_equal(nb_tape_status(tp), NB_OK);
+
+    nb_tape_reset(tp);
+    nb_tape_set_anomaly_mode(tp, true);
+    p = nb_from_array(tp, NB_F64, NB_SHAPE(3), ((double[]){0.5, 0, 2}));
+    nb_tensor *h = nb_exp(tp, p);
+    char site[64];
+    snprintf(site, sizeof site, "test_stability.c:%d", __LINE__ + 1);
+    nb_tensor *l = nb_log(tp, nb_sub(tp, h, nb_ones(tp, NB_F64, NB_SHAPE(3))));
+    assert_int_equal(nb_tensor_status(l), NB_ERR_VALUE);
+    /* exp(0) - 1 = 0, whose log is -inf: the log is the culprit, at element 1 */
+    assert_message_has(nb_tape_error(tp), "anomaly: log produced -inf at element 1 of its (3,) result",
+                       "input 1 (3,): min 0", site);
+
+    /* A NaN that comes from outside the tape is named as such. */
+    nb_tape_reset(tp);
+    nb_tensor *x = nb_from_array(NULL, NB_F32, NB_SHAPE(3), ((double[]){1, 2, NAN}));
+    nb_tensor_set_name(x, "x");
+    nb_tensor *y = nb_add(tp, x, nb_ones(tp, NB_F32, NB_SHAPE(3)));
+    assert_int_equal(nb_tensor_status(y), NB_ERR_VALUE);
+    assert_message_has(nb_tape_error(tp), "input 1 of add ('x', a tensor from outside the tape, shape (3,)) holds nan at element 2");
+    nb_tensor_free(x);
+
+    /* In backward: sqrt(x) = x^0.5 is 0 at 0, but its derivative there is
+     * 0.5 / sqrt(0) = inf. */
+    nb_tape_reset(tp);
+    nb_tensor *w = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){4, 0}));
+    nb_requires_grad(w, true);
+    nb_tensor *root = nb_pow(tp, w, 0.5);
+    assert_ok(root);
+    assert_int_equal(nb_backward(nb_sum(tp, root)), NB_ERR_VALUE);
+    assert_message_has(nb_tape_error(tp), "anomaly: the backward of pow made the gradient of input 1 inf at element 1");
+    nb_tensor_free(w);
+    nb_tape_free(tp);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_extremes_are_finite),
+        cmocka_unit_test(test_log_of_zero),
+        cmocka_unit_test(test_anomaly_names_the_op),
+    };
+    return cmocka_run_group_tests_name("stability", tests, NULL, NULL);
+}
