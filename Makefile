@@ -26,7 +26,7 @@ TEST_SUPPORT := tests/support.c
 # Quiet rules; `make V=1` shows the commands.
 Q := $(if $(V),,@)
 
-.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test golden docs bench \
+.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test deps-fuzz golden docs bench fuzz \
         install uninstall clean
 
 all: lib examples
@@ -74,6 +74,32 @@ deps-build:
 	@scripts/deps.sh build
 deps-test:
 	@scripts/deps.sh test
+
+# Fuzzing with libFuzzer (clang): each target runs FUZZ_SECONDS from its
+# seed corpus in fuzz/corpus; a crash, leak or sanitizer report fails.
+FUZZ_SECONDS ?= 60
+FUZZERS := csv idx params
+fuzz: deps-fuzz
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT="-O1 -g" \
+	    SANITIZE="-fsanitize=fuzzer-no-link,address,undefined" lib
+	@set -e; for f in $(FUZZERS); do \
+	    clang $(CPPFLAGS) -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined \
+	        $(shell pkg-config --cflags $(PKGS) 2>/dev/null) fuzz/fuzz_$$f.c -o build/fuzz/fuzz_$$f \
+	        build/fuzz/libnabla.a $(LDLIBS); \
+	    mkdir -p build/fuzz/corpus/$$f build/fuzz/artifacts; cp fuzz/corpus/$$f/* build/fuzz/corpus/$$f/; \
+	    echo "fuzzing $$f for $(FUZZ_SECONDS) s"; \
+	    if LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp build/fuzz/fuzz_$$f \
+	        -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=build/fuzz/artifacts/$$f- \
+	        build/fuzz/corpus/$$f > build/fuzz/$$f.log 2>&1; then \
+	        grep -E '^Done' build/fuzz/$$f.log; \
+	    else \
+	        tail -n 40 build/fuzz/$$f.log; echo "fuzz: $$f failed; the input is in build/fuzz/artifacts/"; \
+	        echo "fuzz: 0 passed, 1 failed"; exit 1; \
+	    fi; \
+	done; echo "fuzz: $(words $(FUZZERS)) passed, 0 failed"
+
+deps-fuzz:
+	@scripts/deps.sh fuzz
 
 # The whole suite, then again under AddressSanitizer and UBSan.
 test: deps-test

@@ -3,6 +3,7 @@
 # installs the missing ones; otherwise it prints the exact apt-get line.
 #   scripts/deps.sh build   what the library, examples and demo need
 #   scripts/deps.sh test    that, plus the test framework
+#   scripts/deps.sh fuzz    that, plus clang and libFuzzer
 set -u
 what=${1:-build}
 
@@ -18,6 +19,9 @@ checks=(
 )
 if [ "$what" = test ]; then
   checks+=("libcmocka-dev:pkg-config --exists cmocka")
+fi
+if [ "$what" = fuzz ]; then
+  checks+=("clang:command -v clang" "libclang-rt-14-dev:ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a")
 fi
 
 missing=()

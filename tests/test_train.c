@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- params */
@@ -136,6 +137,12 @@ static void test_save_and_load_round_trip(void **state) {
     nb_params_add(reordered, "W", nb_zeros(NULL, NB_F32, NB_SHAPE(2, 3)));
     assert_int_equal(nb_params_load(reordered, path), NB_OK);
     assert_true(same_values(saved, reordered));
+    /* A new file gets the usual mode (0666 less the umask), not mkstemp's 0600. */
+    struct stat info;
+    mode_t mask = umask(0);
+    umask(mask);
+    assert_int_equal(stat(path, &info), 0);
+    assert_int_equal(info.st_mode & 0777, 0666 & ~mask);
     /* Saving again replaces the file, leaving no temporary file behind. */
     assert_int_equal(nb_params_save(loaded, path), NB_OK);
     char cmd[256];

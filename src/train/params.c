@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -236,6 +237,16 @@ static nb_status write_atomically(const char *path, const unsigned char *buf, si
     }
     snprintf(tmp, n, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);
+    if (fd >= 0) {
+        /* mkstemp makes the file private (0600); give it the mode a new file
+         * would have (0666 less the umask), or the replaced file's mode. */
+        struct stat old;
+        mode_t mask = umask(0);
+        umask(mask);
+        if (fchmod(fd, stat(path, &old) == 0 ? (old.st_mode & 07777) : (0666 & ~mask)) != 0) {
+            /* not worth failing the save over */
+        }
+    }
     nb_status st = NB_OK;
     if (fd < 0) {
         nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_save: cannot create a temporary file for %s: %s",
