@@ -26,7 +26,7 @@ TEST_SUPPORT := tests/support.c
 # Quiet rules; `make V=1` shows the commands.
 Q := $(if $(V),,@)
 
-.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test deps-fuzz golden docs bench fuzz \
+.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test deps-fuzz deps-static golden docs bench fuzz check-static \
         install uninstall clean
 
 all: lib examples
@@ -100,6 +100,27 @@ fuzz: deps-fuzz
 
 deps-fuzz:
 	@scripts/deps.sh fuzz
+
+# Static checks: the whole tree built with clang (-Werror too), cppcheck and
+# clang-tidy (.clang-tidy) on src/, and valgrind memcheck on the examples.
+VALGRIND := valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
+            --suppressions=tests/valgrind.supp
+check-static: deps-static
+	@$(MAKE) --no-print-directory BUILD=build/clang CC=clang lib examples tests
+	cppcheck --quiet --enable=warning,performance,portability --std=c11 --inline-suppr \
+	    -Iinclude -Isrc --error-exitcode=1 src/
+	clang-tidy --quiet $(LIB_SRC) -- -std=c11 -Iinclude -Isrc -D_DEFAULT_SOURCE \
+	    $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+	@$(MAKE) --no-print-directory examples
+	@mkdir -p build/valgrind
+	$(VALGRIND) $(BUILD)/examples/gradient_descent --steps 3 --dot build/valgrind/gd.dot >/dev/null
+	$(VALGRIND) $(BUILD)/examples/forward3 --html build/valgrind/f3.html >/dev/null
+	$(VALGRIND) $(BUILD)/examples/logreg --epochs 20 >/dev/null
+	$(VALGRIND) $(BUILD)/examples/demo --epochs 3 --out build/valgrind >/dev/null 2>&1
+	@echo "static: 4 passed, 0 failed"
+
+deps-static:
+	@scripts/deps.sh static
 
 # The whole suite, then again under AddressSanitizer and UBSan.
 test: deps-test

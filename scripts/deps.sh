@@ -4,6 +4,7 @@
 #   scripts/deps.sh build   what the library, examples and demo need
 #   scripts/deps.sh test    that, plus the test framework
 #   scripts/deps.sh fuzz    that, plus clang and libFuzzer
+#   scripts/deps.sh static  that, plus clang, cppcheck, clang-tidy and valgrind
 set -u
 what=${1:-build}
 
@@ -19,6 +20,10 @@ checks=(
 )
 if [ "$what" = test ]; then
   checks+=("libcmocka-dev:pkg-config --exists cmocka")
+fi
+if [ "$what" = static ]; then
+  checks+=("clang:command -v clang" "cppcheck:command -v cppcheck" "clang-tidy:command -v clang-tidy"
+           "valgrind:command -v valgrind")
 fi
 if [ "$what" = fuzz ]; then
   checks+=("clang:command -v clang" "libclang-rt-14-dev:ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a")

@@ -154,7 +154,7 @@ nb_status nb_csv_read(const char *path, const nb_csv_opts *opts_in, nb_dataset *
     }
 
     /* The rows. */
-    while ((len = getline(&line, &line_cap, f)) >= 0) {
+    while (getline(&line, &line_cap, f) >= 0) {
         line_no++;
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[strspn(line, " \t")]) continue;

@@ -181,7 +181,7 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
                          "nb_backward: op %s has no backward", e->op->name);
             return tp->status;
         }
-        void *before[NB_MAX_INPUTS];
+        void *before[NB_MAX_INPUTS] = {NULL};
         bool explained = !tp->explain || snapshot_inputs(tp, e, before);
         if (explained) e->op->backward(tp, e);
         if (explained && tp->explain && tp->status == NB_OK) explained = record_contributions(tp, e, before);

@@ -275,6 +275,7 @@ static void put_edges(writer *w, size_t index, const nb_entry *e) {
         node_info *n;
         nb_tensor *x = e->in[k];
         HASH_FIND_PTR(w->by_tensor, &x, n);
+        if (!n) return; /* cannot happen: the first pass numbered every tensor */
         fprintf(w->f, "  t%zu -> op%zu [", n->id, index);
         if (hl) fputs("color=\"#cc0000\", penwidth=2.5, fontcolor=\"#cc0000\", ", w->f);
         fputs("label=\"", w->f);
@@ -287,6 +288,7 @@ static void put_edges(writer *w, size_t index, const nb_entry *e) {
     node_info *out;
     nb_tensor *y = e->out;
     HASH_FIND_PTR(w->by_tensor, &y, out);
+    if (!out) return;
     fprintf(w->f, "  op%zu -> t%zu%s;\n", index, out->id, hl ? " [color=\"#cc0000\", penwidth=2.5]" : "");
 }
 

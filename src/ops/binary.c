@@ -55,7 +55,7 @@ static void broadcast_strides(const nb_tensor *t, int n, size_t *strides) {
 static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *out,
                       bcast_plan *p) {
     int n = out->ndim;
-    size_t sa[NB_MAX_DIMS], sb[NB_MAX_DIMS];
+    size_t sa[NB_MAX_DIMS] = {0}, sb[NB_MAX_DIMS] = {0};
     broadcast_strides(a, n, sa);
     broadcast_strides(b, n, sb);
     if (n == 0) { /* both scalars */

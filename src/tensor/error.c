@@ -47,7 +47,8 @@ const char *nb_last_error(void) { return last_error; }
 void nb_vset_error(nb_tape *tp, nb_status status, const char *file, int line,
                    const char *fmt, va_list ap) {
     char msg[512];
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    /* ap comes initialised from nb_set_error and nb_fail (va_start) */
+    int n = vsnprintf(msg, sizeof msg, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
     if (n >= 0 && (size_t)n < sizeof msg && file)
         snprintf(msg + n, sizeof msg - (size_t)n, " (at %s:%d)", file, line);
     memcpy(last_error, msg, sizeof msg);

@@ -212,7 +212,8 @@ double nb_schedule_lr(const nb_schedule *s, long t) {
     if (t < 0) t = 0;
     switch (s->kind) {
     case NB_SCHEDULE_STEP:
-        return s->step_size > 0 ? s->base_lr * pow(s->gamma, (double)(t / s->step_size)) : s->base_lr;
+        return s->step_size > 0 ? s->base_lr * pow(s->gamma, floor((double)t / (double)s->step_size))
+                                : s->base_lr;
     case NB_SCHEDULE_COSINE: {
         if (s->total <= 0) return s->base_lr;
         double progress = (double)(t < s->total ? t : s->total) / (double)s->total;
