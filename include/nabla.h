@@ -73,6 +73,8 @@ typedef struct nb_tape nb_tape;
 const char *nb_status_string(nb_status status);
 /* The message of the last error raised on this thread ("" if none). */
 const char *nb_last_error(void);
+/* Its status (NB_OK if none), for calls that return NULL on error. */
+nb_status nb_last_status(void);
 
 /* ------------------------------------------------------------------ tapes */
 

@@ -56,6 +56,8 @@ static double decode(const unsigned char *b, int code) {
 
 nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale) {
     if (!path) return nb_fail(NULL, NB_ERR_NULL, NULL, 0, "nb_idx_read: the path is NULL");
+    if (dt != NB_F32 && dt != NB_F64)
+        return nb_fail(NULL, NB_ERR_ARG, NULL, 0, "nb_idx_read: unknown dtype %d for %s", (int)dt, path);
     gzFile g = gzopen(path, "rb");
     if (!g)
         return nb_fail(NULL, NB_ERR_IO, NULL, 0, "nb_idx_read: cannot open %s: %s", path,
@@ -87,33 +89,55 @@ nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale) {
         }
         shape[d] = ((size_t)b[0] << 24) | ((size_t)b[1] << 16) | ((size_t)b[2] << 8) | b[3];
     }
-    t = nb_tensor_alloc(NULL, dt, ndim, shape, "nb_idx_read", NULL, 0);
-    if (t->status != NB_OK) goto done; /* empty or too large: the message names the shape */
-    size_t bytes = t->size * type->width;
-    raw = nb_malloc(bytes);
-    if (!raw) {
-        nb_tensor_free(t);
-        t = nb_fail(NULL, NB_ERR_NOMEM, NULL, 0, "nb_idx_read: out of memory for %s", path);
+    size_t count = 1;
+    bool too_big = false;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] && count > SIZE_MAX / type->width / shape[d]) too_big = true;
+        count *= shape[d];
+    }
+    char s[128];
+    nb_format_shape(ndim, shape, s, sizeof s);
+    if (count == 0 || too_big) {
+        t = nb_fail(NULL, NB_ERR_SHAPE, NULL, 0, "nb_idx_read: %s announces a tensor of shape %s, %s", path, s,
+                    count == 0 ? "which is empty" : "more elements than memory can address");
         goto done;
     }
-    if (!read_exact(g, raw, bytes)) {
-        char s[128];
-        nb_tensor_free(t);
-        t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
-                    "nb_idx_read: %s is truncated: a %s tensor of %s values needs %zu bytes of data",
-                    path, nb_format_shape(ndim, shape, s, sizeof s), type->name, bytes);
-        goto done;
+    /* Read before allocating the tensor, growing the buffer as data arrives:
+     * a short file that announces a huge shape fails as truncated without
+     * asking for the memory its header claims. */
+    size_t bytes = count * type->width, have = 0, cap = 0;
+    while (have < bytes) {
+        if (have == cap) {
+            size_t want = cap ? cap * 2 : (size_t)1 << 16;
+            if (want > bytes || want < cap) want = bytes;
+            unsigned char *grown = nb_realloc(raw, want);
+            if (!grown) {
+                t = nb_fail(NULL, NB_ERR_NOMEM, NULL, 0, "nb_idx_read: out of memory for %s", path);
+                goto done;
+            }
+            raw = grown;
+            cap = want;
+        }
+        size_t chunk = cap - have > (1u << 30) ? (1u << 30) : cap - have;
+        int got = gzread(g, raw + have, (unsigned)chunk);
+        if (got <= 0) {
+            t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
+                        "nb_idx_read: %s is truncated: a %s tensor of %s values needs %zu bytes of data, "
+                        "the file has %zu",
+                        path, s, type->name, bytes, have);
+            goto done;
+        }
+        have += (size_t)got;
     }
     unsigned char extra;
     if (gzread(g, &extra, 1) > 0) {
-        size_t announced = t->size;
-        nb_tensor_free(t);
         t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
-                    "nb_idx_read: %s has data beyond the %zu values its header announces", path,
-                    announced);
+                    "nb_idx_read: %s has data beyond the %zu values its header announces", path, count);
         goto done;
     }
-    for (size_t i = 0; i < t->size; i++) nb_set(t, i, decode(raw + i * type->width, type->code) * scale);
+    t = nb_tensor_alloc(NULL, dt, ndim, shape, "nb_idx_read", NULL, 0);
+    for (size_t i = 0; t->status == NB_OK && i < t->size; i++)
+        nb_set(t, i, decode(raw + i * type->width, type->code) * scale);
 done:
     nb_free(raw);
     gzclose(g);

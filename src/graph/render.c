@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <gvc.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 static GVC_t *shared_context;
@@ -20,6 +21,39 @@ static pthread_once_t context_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t render_lock = PTHREAD_MUTEX_INITIALIZER; /* Graphviz is not thread-safe */
 
 static void make_context(void) { shared_context = gvContext(); }
+
+/* Graphviz reports errors through cgraph's error function, which prints to
+ * stderr by default; while we render, it writes them here instead so that
+ * our message can quote them ("syntax error in line 1 near 'this'"). */
+static char graphviz_said[256];
+
+static int capture_graphviz_error(char *text) {
+    size_t used = strlen(graphviz_said);
+    if (used + 1 < sizeof graphviz_said) snprintf(graphviz_said + used, sizeof graphviz_said - used, "%s", text);
+    return 0;
+}
+
+/* The Graphviz message without "Error: " and the final newline. */
+static const char *graphviz_message(void) {
+    char *m = graphviz_said;
+    if (!strncmp(m, "Error: ", 7)) m += 7;
+    m[strcspn(m, "\n")] = '\0';
+    return m[0] ? m : "no details";
+}
+
+/* Whether Graphviz has a device for the format ("png", or "png:cairo"). */
+static bool known_format(GVC_t *gvc, const char *format) {
+    int n = 0;
+    char **devices = gvPluginList(gvc, "device", &n, NULL);
+    size_t len = strcspn(format, ":");
+    bool found = false;
+    for (int i = 0; i < n; i++) {
+        found |= strlen(devices[i]) == len && !strncmp(devices[i], format, len);
+        free(devices[i]);
+    }
+    free(devices);
+    return found;
+}
 
 nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *format) {
     if (!dot_path || !out_path || !format) {
@@ -42,11 +76,23 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
     }
     nb_status st = NB_OK;
     pthread_mutex_lock(&render_lock);
+    if (!known_format(gvc, format)) {
+        fclose(in);
+        pthread_mutex_unlock(&render_lock);
+        nb_set_error(NULL, NB_ERR_UNSUPPORTED, NULL, 0,
+                     "nb_dot_render: Graphviz has no output format '%s' (try svg, png or pdf; `dot -T?` "
+                     "lists them)",
+                     format);
+        return NB_ERR_UNSUPPORTED;
+    }
+    graphviz_said[0] = '\0';
+    agusererrf previous = agseterrf(capture_graphviz_error);
     Agraph_t *g = agread(in, NULL);
     fclose(in);
     if (!g) {
         st = NB_ERR_VALUE;
-        nb_set_error(NULL, st, NULL, 0, "nb_dot_render: %s is not a valid dot file", dot_path);
+        nb_set_error(NULL, st, NULL, 0, "nb_dot_render: %s is not a valid dot file: %s", dot_path,
+                     graphviz_message());
     } else if (gvLayout(gvc, g, "dot") != 0) {
         st = NB_ERR_UNSUPPORTED;
         nb_set_error(NULL, st, NULL, 0,
@@ -54,16 +100,26 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
                      "installed? try `dot -c` as root)",
                      dot_path);
     } else {
-        if (gvRenderFilename(gvc, g, format, out_path) != 0) {
+        /* We open the output ourselves: gvRenderFilename reports a file it
+         * cannot create only on stderr, and returns success. */
+        FILE *out = fopen(out_path, "wb");
+        if (!out) {
             st = NB_ERR_IO;
-            nb_set_error(NULL, st, NULL, 0,
-                         "nb_dot_render: cannot render %s as %s to %s (unknown format, or the "
-                         "file cannot be written)",
-                         dot_path, format, out_path);
+            nb_set_error(NULL, st, NULL, 0, "nb_dot_render: cannot create %s: %s", out_path, strerror(errno));
+        } else {
+            bool rendered = gvRender(gvc, g, format, out) == 0;
+            bool written = fclose(out) == 0;
+            if (!rendered || !written) {
+                st = NB_ERR_IO;
+                nb_set_error(NULL, st, NULL, 0, "nb_dot_render: cannot render %s as %s to %s: %s", dot_path,
+                             format, out_path, rendered ? strerror(errno) : graphviz_message());
+                remove(out_path);
+            }
         }
         gvFreeLayout(gvc, g);
     }
     if (g) agclose(g);
+    agseterrf(previous);
     pthread_mutex_unlock(&render_lock);
     return st;
 }

@@ -41,8 +41,10 @@ nb_tensor *nb_nil(nb_status status) {
 }
 
 static _Thread_local char last_error[512];
+static _Thread_local nb_status last_status;
 
 const char *nb_last_error(void) { return last_error; }
+nb_status nb_last_status(void) { return last_status; }
 
 void nb_vset_error(nb_tape *tp, nb_status status, const char *file, int line,
                    const char *fmt, va_list ap) {
@@ -52,6 +54,7 @@ void nb_vset_error(nb_tape *tp, nb_status status, const char *file, int line,
     if (n >= 0 && (size_t)n < sizeof msg && file)
         snprintf(msg + n, sizeof msg - (size_t)n, " (at %s:%d)", file, line);
     memcpy(last_error, msg, sizeof msg);
+    last_status = status;
     if (tp && tp->status == NB_OK) {
         tp->status = status;
         memcpy(tp->error, msg, sizeof msg);

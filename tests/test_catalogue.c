@@ -1,0 +1,697 @@
+/*
+ * The catalogue of bad inputs: one table, one row per mistake a user can
+ * make, across the ops, the tape, the loaders, the parameter files and the
+ * training toolkit.  Each row states the status the call must return and
+ * words its message must contain (the op or file, the shapes or the line,
+ * what was expected), so that a vague or wrong message fails as surely as a
+ * crash.  The sanitizer run of this file checks that no error path leaks.
+ *
+ * The examples' bad command lines and files are in tests/examples.sh.
+ */
+#include "support.h"
+#include "nabla_train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* ------------------------------------------------------------ helpers */
+
+static char dir[64];
+
+static const char *path_in_dir(const char *name) {
+    static char path[160];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return path;
+}
+
+static const char *write_bytes(const char *name, const void *bytes, size_t n) {
+    const char *path = path_in_dir(name);
+    FILE *f = fopen(path, "wb");
+    if (!f) return path;
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+    return path;
+}
+
+static const char *write_text(const char *name, const char *text) {
+    return write_bytes(name, text, strlen(text));
+}
+
+/* An IDX header: type code, dimensions, then `data` bytes of value 7. */
+static const char *write_idx(const char *name, int type, int ndim, const unsigned *dims, size_t data) {
+    size_t n = 4 + 4 * (size_t)ndim + data;
+    unsigned char *b = calloc(n, 1);
+    b[2] = (unsigned char)type;
+    b[3] = (unsigned char)ndim;
+    for (int d = 0; d < ndim; d++)
+        for (int k = 0; k < 4; k++) b[4 + 4 * d + k] = (unsigned char)(dims[d] >> (24 - 8 * k));
+    memset(b + 4 + 4 * ndim, 7, data);
+    const char *path = write_bytes(name, b, n);
+    free(b);
+    return path;
+}
+
+static nb_status csv_status(const char *name, const char *text, const char *target) {
+    nb_csv_opts o;
+    nb_csv_default_opts(&o);
+    o.target = target;
+    nb_dataset d;
+    nb_status st = nb_csv_read(write_text(name, text), &o, &d);
+    if (st == NB_OK) nb_dataset_free(&d);
+    return st;
+}
+
+static nb_status idx_status(const char *path) {
+    nb_tensor *t = nb_idx_read(path, NB_F32, 1);
+    nb_status st = nb_tensor_status(t);
+    nb_tensor_free(t);
+    return st;
+}
+
+/* A model of W (2, 3) float32 and b (3,) float64, for the parameter files. */
+static nb_params *model(const char *w_name, size_t w_rows, nb_dtype b_dtype) {
+    nb_params *ps = nb_params_new();
+    nb_params_add(ps, w_name, nb_full(NULL, NB_F32, NB_SHAPE(w_rows, 3), 0.5));
+    nb_params_add(ps, "b", nb_full(NULL, b_dtype, NB_SHAPE(3), -1));
+    return ps;
+}
+
+/* The bytes of a good parameter file for model("W", 2, NB_F64). */
+static unsigned char *good_params_file(size_t *len) {
+    nb_params *ps = model("W", 2, NB_F64);
+    const char *path = path_in_dir("good.nbp");
+    nb_params_save(ps, path);
+    nb_params_free(ps);
+    FILE *f = fopen(path, "rb");
+    static unsigned char buf[4096];
+    *len = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    return buf;
+}
+
+/* Loads `path` into model(w_name, w_rows, b_dtype); the model's values must
+ * come through unchanged when the load fails. */
+static nb_status load_into(const char *path, const char *w_name, size_t w_rows, nb_dtype b_dtype) {
+    nb_params *ps = model(w_name, w_rows, b_dtype);
+    nb_status st = nb_params_load(ps, path);
+    if (st != NB_OK && nb_get(nb_params_at(ps, 0), 0) != 0.5) st = NB_OK; /* would fail the row */
+    nb_params_free(ps);
+    return st;
+}
+
+static nb_tensor *M(nb_tape *tp, size_t rows, size_t cols) { return nb_ones(tp, NB_F32, NB_SHAPE(rows, cols)); }
+static nb_tensor *V(nb_tape *tp, size_t n) { return nb_ones(tp, NB_F32, NB_SHAPE(n)); }
+static nb_tensor *grad_leaf(nb_tape *tp, size_t n) {
+    nb_tensor *t = nb_full(tp, NB_F64, NB_SHAPE(n), 2);
+    nb_requires_grad(t, true);
+    return t;
+}
+
+/* An op case: `expr` is evaluated on a fresh tape `tp`. */
+#define OP_CASE(fn, expr)                              \
+    static nb_status fn(void) {                        \
+        nb_tape *tp = nb_tape_new();                   \
+        nb_status st = nb_tensor_status(expr);         \
+        nb_tape_free(tp);                              \
+        return st;                                     \
+    }
+
+/* ------------------------------------------------------------ the ops */
+
+OP_CASE(add_shapes, nb_add(tp, M(tp, 2, 3), V(tp, 2)))
+OP_CASE(sub_shapes, nb_sub(tp, M(tp, 4, 3), M(tp, 2, 3)))
+OP_CASE(mul_shapes, nb_mul(tp, M(tp, 2, 3), M(tp, 3, 2)))
+OP_CASE(div_shapes, nb_div(tp, V(tp, 5), V(tp, 4)))
+OP_CASE(matmul_inner, nb_matmul(tp, M(tp, 3, 4), M(tp, 5, 2)))
+OP_CASE(matmul_not_2d, nb_matmul(tp, M(tp, 2, 3), V(tp, 3)))
+OP_CASE(matmul_t_inner, nb_matmul_t(tp, M(tp, 3, 4), M(tp, 3, 2), false, true))
+OP_CASE(linear_bias, nb_linear(tp, M(tp, 2, 3), M(tp, 3, 4), V(tp, 3)))
+OP_CASE(mse_shapes, nb_mse(tp, M(tp, 2, 3), M(tp, 3, 2)))
+OP_CASE(bce_shapes, nb_bce(tp, nb_full(tp, NB_F32, NB_SHAPE(4), 0.5), V(tp, 3)))
+OP_CASE(bce_logits_shapes, nb_bce_logits(tp, M(tp, 4, 1), V(tp, 3)))
+OP_CASE(sce_targets, nb_softmax_cross_entropy(tp, M(tp, 2, 3), V(tp, 3), 1))
+OP_CASE(sum_axis_range, nb_sum_axis(tp, M(tp, 2, 3), 2, false))
+OP_CASE(mean_axis_range, nb_mean_axis(tp, M(tp, 2, 3), -3, true))
+OP_CASE(softmax_axis, nb_softmax(tp, M(tp, 2, 3), 5))
+OP_CASE(log_softmax_axis, nb_log_softmax(tp, V(tp, 3), 1))
+OP_CASE(transpose_axis, nb_transpose(tp, M(tp, 2, 3), 0, 2))
+OP_CASE(reshape_count, nb_reshape(tp, M(tp, 2, 3), NB_DIMS(4, 2)))
+OP_CASE(reshape_infer, nb_reshape(tp, M(tp, 2, 3), NB_DIMS(4, -1)))
+OP_CASE(reshape_zero, nb_reshape(tp, M(tp, 2, 3), NB_DIMS(0, 6)))
+OP_CASE(cast_dtype, nb_cast(tp, V(tp, 2), (nb_dtype)5))
+OP_CASE(clamp_bounds, nb_clamp(tp, V(tp, 2), 1, -1))
+OP_CASE(mixed_add, nb_add(tp, V(tp, 2), nb_ones(tp, NB_F64, NB_SHAPE(2))))
+OP_CASE(mixed_matmul, nb_matmul(tp, M(tp, 2, 2), nb_ones(tp, NB_F64, NB_SHAPE(2, 2))))
+OP_CASE(null_unary, nb_sigmoid(tp, NULL))
+OP_CASE(null_binary, nb_mul(tp, V(tp, 2), NULL))
+OP_CASE(null_loss_target, nb_mse(tp, V(tp, 2), NULL))
+OP_CASE(errored_input, nb_relu(tp, nb_exp(tp, nb_add(tp, V(tp, 2), V(tp, 3)))))
+OP_CASE(bce_prob_range, nb_bce(tp, nb_from_array(tp, NB_F32, NB_SHAPE(3), ((double[]){0.5, 1.5, 0.2})), V(tp, 3)))
+OP_CASE(bce_prob_nan, nb_bce(tp, nb_from_array(tp, NB_F64, NB_SHAPE(2), ((double[]){0.5, NAN})),
+                             nb_ones(tp, NB_F64, NB_SHAPE(2))))
+OP_CASE(sce_class_range, nb_softmax_cross_entropy(tp, M(tp, 2, 3), nb_from_array(tp, NB_F32, NB_SHAPE(2),
+                                                  ((double[]){1, 3})), 1))
+OP_CASE(sce_class_nan, nb_softmax_cross_entropy(tp, M(tp, 2, 3), nb_from_array(tp, NB_F32, NB_SHAPE(2),
+                                                ((double[]){0, NAN})), 1))
+OP_CASE(sce_class_fraction, nb_softmax_cross_entropy(tp, M(tp, 2, 3), nb_from_array(tp, NB_F32, NB_SHAPE(2),
+                                                     ((double[]){0.5, 1})), 1))
+
+static nb_status null_tape(void) {
+    nb_tensor *a = V(NULL, 2);
+    nb_status st = nb_tensor_status(nb_exp(NULL, a));
+    nb_tensor_free(a);
+    return st;
+}
+
+static nb_status foreign_tape(void) {
+    nb_tape *tp = nb_tape_new(), *other = nb_tape_new();
+    nb_status st = nb_tensor_status(nb_add(tp, V(tp, 2), V(other, 2)));
+    nb_tape_free(tp);
+    nb_tape_free(other);
+    return st;
+}
+
+/* ------------------------------------------------------------ creation */
+
+static nb_status created(nb_tensor *t) {
+    nb_status st = nb_tensor_status(t);
+    nb_tensor_free(t);
+    return st;
+}
+static nb_status empty_tensor(void) { return created(nb_zeros(NULL, NB_F64, NB_SHAPE(3, 0))); }
+static nb_status overflowing_dims(void) { return created(nb_zeros(NULL, NB_F32, NB_SHAPE(SIZE_MAX / 2, 4))); }
+static nb_status overflowing_bytes(void) {
+    return created(nb_zeros(NULL, NB_F64, NB_SHAPE((size_t)1 << 31, (size_t)1 << 31, 8)));
+}
+static nb_status too_many_dims(void) {
+    return created(nb_zeros(NULL, NB_F64, 9, (size_t[9]){1, 1, 1, 1, 1, 1, 1, 1, 1}));
+}
+static nb_status unknown_dtype(void) { return created(nb_zeros(NULL, (nb_dtype)7, NB_SHAPE(2))); }
+static nb_status null_data(void) { return created(nb_from_f32(NULL, NB_SHAPE(2), NULL)); }
+static nb_status null_shape(void) { return created(nb_zeros(NULL, NB_F64, 2, NULL)); }
+static nb_status uniform_bounds(void) {
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    return created(nb_rand_uniform(NULL, &rng, NB_F32, NB_SHAPE(2), 1, 0));
+}
+static nb_status normal_sd(void) {
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    return created(nb_rand_normal(NULL, &rng, NB_F32, NB_SHAPE(2), 0, -1));
+}
+
+/* ------------------------------------------------------------ backward */
+
+static nb_status backward_non_scalar(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_backward(nb_square(tp, grad_leaf(tp, 3)));
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_status backward_wrong_seed(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_backward_seed(nb_square(tp, grad_leaf(tp, 3)), nb_ones(tp, NB_F64, NB_SHAPE(2)));
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_status backward_after_reset(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(NULL, 1);
+    nb_tensor *loss = nb_sum(tp, nb_square(tp, x));
+    nb_status first = nb_backward(loss);
+    nb_tape_reset(tp);
+    nb_status st = first == NB_OK ? nb_backward(loss) : NB_OK;
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_status backward_without_params(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_backward(nb_sum(tp, nb_square(tp, V(tp, 3))));
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_status backward_on_leaf(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_backward(grad_leaf(tp, 1));
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_status backward_errored(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_backward(nb_sum(tp, nb_add(tp, grad_leaf(tp, 2), grad_leaf(tp, 3))));
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_status backward_null(void) { return nb_backward(NULL); }
+
+/* ------------------------------------------------------------ NaN and Inf */
+
+/* Anomaly mode names the op that first made a NaN or Inf, with its site. */
+static nb_status anomaly_log_negative(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tape_set_anomaly_mode(tp, true);
+    nb_tensor *x = nb_from_array(tp, NB_F64, NB_SHAPE(3), ((double[]){1, -2, 3}));
+    nb_status st = nb_tensor_status(nb_sum(tp, nb_log(tp, x)));
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_status anomaly_nan_input(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tape_set_anomaly_mode(tp, true);
+    nb_tensor *x = nb_from_array(tp, NB_F64, NB_SHAPE(2), ((double[]){1, NAN}));
+    nb_tensor_set_name(x, "pixels");
+    nb_status st = nb_tensor_status(nb_tanh(tp, x));
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_status anomaly_exp_overflow(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tape_set_anomaly_mode(tp, true);
+    nb_tensor *x = nb_full(tp, NB_F32, NB_SHAPE(2), 100);
+    nb_status st = nb_tensor_status(nb_exp(tp, x));
+    nb_tape_free(tp);
+    return st;
+}
+
+static char gradcheck_message[512];
+
+static nb_tensor *log_sum(nb_tape *tp, nb_tensor *const *x, int n, void *user) {
+    (void)n, (void)user;
+    return nb_sum(tp, nb_log(tp, x[0]));
+}
+
+static nb_status gradcheck_nan(void) {
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){-1, 2}));
+    nb_gradcheck_result r = nb_gradcheck(log_sum, &x, 1, NULL, NULL);
+    snprintf(gradcheck_message, sizeof gradcheck_message, "%s", r.message);
+    nb_tensor_free(x);
+    return r.status;
+}
+
+static nb_status gradcheck_null_input(void) {
+    nb_tensor *x = NULL;
+    nb_gradcheck_result r = nb_gradcheck(log_sum, &x, 1, NULL, NULL);
+    snprintf(gradcheck_message, sizeof gradcheck_message, "%s", r.message);
+    return r.status;
+}
+
+/* ------------------------------------------------------------ CSV */
+
+static nb_status csv_missing(void) { return csv_status("missing.csv", "age,chol,target\n50,200,1\n61,,0\n", "target"); }
+static nb_status csv_text(void) { return csv_status("text.csv", "age,chol,target\n50,high,1\n", "target"); }
+static nb_status csv_nan(void) { return csv_status("nan.csv", "age,chol,target\n50,nan,1\n", "target"); }
+static nb_status csv_inf(void) { return csv_status("inf.csv", "age,chol,target\n50,1e999,1\n", "target"); }
+static nb_status csv_short_row(void) { return csv_status("short.csv", "a,b,target\n1,2,0\n3,1\n", "target"); }
+static nb_status csv_long_row(void) { return csv_status("long.csv", "a,b,target\n1,2,0,9\n", "target"); }
+static nb_status csv_no_header(void) { return csv_status("nohead.csv", "1,2,0\n3,4,1\n", "target"); }
+static nb_status csv_unknown_target(void) { return csv_status("heart.csv", "age,chol,target\n1,2,0\n", "label"); }
+static nb_status csv_empty(void) { return csv_status("empty.csv", "\n\n", "target"); }
+static nb_status csv_header_only(void) { return csv_status("header.csv", "a,target\n", "target"); }
+static nb_status csv_only_target(void) { return csv_status("lonely.csv", "target\n1\n", "target"); }
+static nb_status csv_missing_file(void) {
+    nb_csv_opts o;
+    nb_csv_default_opts(&o);
+    o.target = "y";
+    nb_dataset d;
+    return nb_csv_read("/nonexistent/data.csv", &o, &d);
+}
+static nb_status csv_no_target_option(void) {
+    nb_csv_opts o;
+    nb_csv_default_opts(&o); /* target left NULL */
+    nb_dataset d;
+    return nb_csv_read(write_text("fine.csv", "a,y\n1,0\n"), &o, &d);
+}
+
+/* ------------------------------------------------------------ IDX */
+
+static const unsigned dims_2x3[2] = {2, 3};
+static nb_status idx_magic(void) {
+    const char *path = write_idx("magic.idx", 0x08, 2, dims_2x3, 6);
+    FILE *f = fopen(path, "r+b");
+    if (f) fputc(0x12, f), fclose(f);
+    return idx_status(path);
+}
+static nb_status idx_type(void) { return idx_status(write_idx("type.idx", 0x0A, 2, dims_2x3, 6)); }
+static nb_status idx_truncated(void) { return idx_status(write_idx("cut.idx", 0x08, 2, dims_2x3, 5)); }
+static nb_status idx_extra(void) { return idx_status(write_idx("long.idx", 0x08, 2, dims_2x3, 7)); }
+static nb_status idx_dims_cut(void) {
+    const char *path = write_idx("dims.idx", 0x08, 2, dims_2x3, 0);
+    truncate(path, 9);
+    return idx_status(path);
+}
+static nb_status idx_no_magic(void) { return idx_status(write_bytes("tiny.idx", "\0\0", 2)); }
+static nb_status idx_huge(void) {
+    const unsigned dims[3] = {60000, 60000, 60000}; /* 2e14 values, 6 bytes given */
+    return idx_status(write_idx("huge.idx", 0x0D, 3, dims, 6));
+}
+static nb_status idx_empty_dim(void) {
+    const unsigned dims[2] = {0, 3};
+    return idx_status(write_idx("empty.idx", 0x08, 2, dims, 0));
+}
+static nb_status idx_gz_truncated(void) {
+    /* A gzip stream of a 2x3 IDX file, cut in the middle of its data. */
+    const char *path = path_in_dir("cut.idx.gz");
+    gzFile g = gzopen(path, "wb");
+    unsigned char b[12 + 6] = {0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6};
+    gzwrite(g, b, 15);
+    gzclose(g);
+    return idx_status(path);
+}
+static nb_status idx_missing_file(void) { return idx_status("/nonexistent/train-images-idx3-ubyte.gz"); }
+
+/* ------------------------------------------------------------ parameter files */
+
+static nb_status params_truncated(void) {
+    size_t len;
+    unsigned char *b = good_params_file(&len);
+    return load_into(write_bytes("cut.nbp", b, len / 2), "W", 2, NB_F64);
+}
+static nb_status params_flipped(void) {
+    size_t len;
+    unsigned char *b = good_params_file(&len);
+    b[len - 9] ^= 0x04; /* a bit of b's last value */
+    return load_into(write_bytes("flip.nbp", b, len), "W", 2, NB_F64);
+}
+static nb_status params_magic(void) {
+    size_t len;
+    unsigned char *b = good_params_file(&len);
+    b[0] = 'X';
+    return load_into(write_bytes("magic.nbp", b, len), "W", 2, NB_F64);
+}
+static nb_status params_wrong_name(void) { return load_into(path_in_dir("good.nbp"), "weights", 2, NB_F64); }
+static nb_status params_wrong_shape(void) { return load_into(path_in_dir("good.nbp"), "W", 4, NB_F64); }
+static nb_status params_wrong_dtype(void) { return load_into(path_in_dir("good.nbp"), "W", 2, NB_F32); }
+static nb_status params_count(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_params_add(ps, "c", nb_zeros(NULL, NB_F32, NB_SHAPE(1)));
+    nb_status st = nb_params_load(ps, path_in_dir("good.nbp"));
+    nb_params_free(ps);
+    return st;
+}
+static nb_status params_not_a_file(void) {
+    return load_into(write_text("notes.nbp", "these are my notes, not a model\n"), "W", 2, NB_F64);
+}
+static nb_status params_missing_file(void) { return load_into("/nonexistent/model.nbp", "W", 2, NB_F64); }
+static nb_status params_save_dir(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_status st = nb_params_save(ps, "/nonexistent/dir/model.nbp");
+    nb_params_free(ps);
+    return st;
+}
+static nb_status params_duplicate(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_status st = nb_tensor_status(nb_params_add(ps, "W", nb_zeros(NULL, NB_F32, NB_SHAPE(2))));
+    nb_params_free(ps);
+    return st;
+}
+static nb_status params_tape_tensor(void) {
+    nb_params *ps = nb_params_new();
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_tensor_status(nb_params_add(ps, "W", V(tp, 2)));
+    nb_tape_free(tp);
+    nb_params_free(ps);
+    return st;
+}
+
+/* ------------------------------------------------------------ training toolkit */
+
+static nb_status optimizer_lr(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_ADAM);
+    o.lr = -0.1;
+    nb_optimizer *opt = nb_optimizer_new(ps, &o);
+    nb_status st = opt ? NB_OK : nb_last_status();
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+    return st;
+}
+static nb_status optimizer_changed_params(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_SGD);
+    nb_optimizer *opt = nb_optimizer_new(ps, &o);
+    nb_params_add(ps, "late", nb_zeros(NULL, NB_F32, NB_SHAPE(2)));
+    nb_status st = nb_optimizer_step(opt);
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+    return st;
+}
+static nb_status standardize_columns(void) {
+    nb_tensor *train = nb_ones(NULL, NB_F32, NB_SHAPE(4, 3)), *test = nb_ones(NULL, NB_F32, NB_SHAPE(2, 5));
+    nb_status st = nb_standardize(train, &test, 1);
+    nb_tensor_free(train);
+    nb_tensor_free(test);
+    return st;
+}
+static nb_status split_fraction(void) {
+    nb_dataset d = {.X = nb_ones(NULL, NB_F32, NB_SHAPE(10, 2)), .y = nb_ones(NULL, NB_F32, NB_SHAPE(10, 1)),
+                    .rows = 10, .features = 2};
+    nb_dataset train, test;
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    nb_status st = nb_dataset_split(&d, 1.5, &rng, &train, &test);
+    nb_tensor_free(d.X);
+    nb_tensor_free(d.y);
+    return st;
+}
+static nb_status batcher_zero(void) {
+    nb_batcher b;
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    nb_status st = nb_batcher_init(&b, 100, 0, &rng);
+    if (st == NB_OK) nb_batcher_free(&b);
+    return st;
+}
+OP_CASE(gather_range, nb_gather_rows(tp, M(tp, 3, 2), ((size_t[]){0, 3}), 2))
+static nb_status init_fan(void) {
+    nb_tensor *t = nb_zeros(NULL, NB_F32, NB_SHAPE(2, 2));
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    nb_status st = nb_init_tensor(t, NB_INIT_GLOROT_UNIFORM, 0, 2, &rng);
+    nb_tensor_free(t);
+    return st;
+}
+
+/* ------------------------------------------------------------ graph export */
+
+static nb_status dot_unwritable(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_sum(tp, nb_square(tp, grad_leaf(tp, 2)));
+    nb_status st = nb_dot_save(tp, "/nonexistent/graph.dot", NULL);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status render(const char *dot_name, const char *dot, const char *out_name, const char *format) {
+    char dot_path[160];
+    snprintf(dot_path, sizeof dot_path, "%s", write_text(dot_name, dot));
+    return nb_dot_render(dot_path, path_in_dir(out_name), format);
+}
+static nb_status render_not_dot(void) { return render("bad.dot", "this is not { a graph", "bad.svg", "svg"); }
+static nb_status render_format(void) { return render("ok.dot", "digraph { a -> b }", "ok.xyz", "no-such-format"); }
+static nb_status render_unwritable(void) {
+    return nb_dot_render(path_in_dir("ok.dot"), "/nonexistent/graph.svg", "svg");
+}
+static nb_status scope_null_name(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_scope_begin(tp, NULL);
+    nb_tape_free(tp);
+    return st;
+}
+
+/* ------------------------------------------------------------ the table */
+
+#define SITE "test_catalogue.c:"
+
+typedef struct {
+    const char *what;     /* the mistake */
+    nb_status (*run)(void);
+    nb_status expect;
+    const char *says[5];  /* the message contains each of these */
+} bad_input;
+
+static const bad_input catalogue[] = {
+    /* shapes, for every op family */
+    {"add of (2, 3) and (2,)", add_shapes, NB_ERR_SHAPE, {"add", "(2, 3)", "(2,)", "broadcast", SITE}},
+    {"sub of (4, 3) and (2, 3)", sub_shapes, NB_ERR_SHAPE, {"sub", "(4, 3)", "(2, 3)", SITE}},
+    {"mul of (2, 3) and (3, 2)", mul_shapes, NB_ERR_SHAPE, {"mul", "(2, 3)", "(3, 2)", SITE}},
+    {"div of (5,) and (4,)", div_shapes, NB_ERR_SHAPE, {"div", "(5,)", "(4,)", SITE}},
+    {"matmul (3, 4) . (5, 2)", matmul_inner, NB_ERR_SHAPE, {"matmul", "(3, 4)", "(5, 2)", "4 columns", SITE}},
+    {"matmul of a vector", matmul_not_2d, NB_ERR_SHAPE, {"matmul", "2-D", "(3,)", SITE}},
+    {"matmul (3, 4) . (3, 2)^T", matmul_t_inner, NB_ERR_SHAPE, {"matmul", "(3, 4)", "(3, 2)", SITE}},
+    {"linear with a (3,) bias for 4 outputs", linear_bias, NB_ERR_SHAPE, {"linear", "(3,)", "4", SITE}},
+    {"mse of (2, 3) and (3, 2)", mse_shapes, NB_ERR_SHAPE, {"mse", "(2, 3)", "(3, 2)", "same shape", SITE}},
+    {"bce of (4,) and (3,)", bce_shapes, NB_ERR_SHAPE, {"bce", "(4,)", "(3,)", SITE}},
+    {"bce_logits of (4, 1) and (3,)", bce_logits_shapes, NB_ERR_SHAPE, {"bce_logits", "(4, 1)", "(3,)", SITE}},
+    {"softmax_cross_entropy with 3 targets for 2 rows", sce_targets, NB_ERR_SHAPE,
+     {"softmax_cross_entropy", "(2, 3)", "(3,)", SITE}},
+    /* axes and reshapes */
+    {"sum_axis 2 of a matrix", sum_axis_range, NB_ERR_ARG, {"sum_axis", "axis 2 is out of range", "(2, 3)", SITE}},
+    {"mean_axis -3 of a matrix", mean_axis_range, NB_ERR_ARG, {"mean_axis", "axis -3", "(2, 3)", SITE}},
+    {"softmax over axis 5", softmax_axis, NB_ERR_ARG, {"softmax", "axis 5", "(2, 3)", SITE}},
+    {"log_softmax over axis 1 of a vector", log_softmax_axis, NB_ERR_ARG, {"log_softmax", "axis 1", "(3,)", SITE}},
+    {"transpose of axes 0 and 2 of a matrix", transpose_axis, NB_ERR_ARG, {"transpose", "2", "(2, 3)", SITE}},
+    {"reshape of 6 elements to (4, 2)", reshape_count, NB_ERR_SHAPE, {"reshape", "6 elements", "(4, 2)", SITE}},
+    {"reshape of 6 elements to (4, -1)", reshape_infer, NB_ERR_SHAPE, {"reshape", "cannot infer", SITE}},
+    {"reshape to a size 0", reshape_zero, NB_ERR_ARG, {"reshape", "size 0", SITE}},
+    {"cast to an unknown dtype", cast_dtype, NB_ERR_ARG, {"cast", "unknown dtype 5", SITE}},
+    {"clamp with lo > hi", clamp_bounds, NB_ERR_ARG, {"clamp", "[1, -1]", "not ordered", SITE}},
+    /* dtypes, NULLs, errored and foreign inputs */
+    {"add of float32 and float64", mixed_add, NB_ERR_DTYPE, {"add", "float32", "float64", "nb_cast", SITE}},
+    {"matmul of float32 and float64", mixed_matmul, NB_ERR_DTYPE, {"matmul", "float32", "float64", SITE}},
+    {"sigmoid of NULL", null_unary, NB_ERR_NULL, {"sigmoid", "input 1 is NULL", SITE}},
+    {"mul with a NULL second input", null_binary, NB_ERR_NULL, {"mul", "input 2 is NULL", SITE}},
+    {"mse with a NULL target", null_loss_target, NB_ERR_NULL, {"mse", "input 2 is NULL", SITE}},
+    {"an op on a NULL tape", null_tape, NB_ERR_NULL, {"exp", "tape is NULL", SITE}},
+    {"ops after an error keep the first message", errored_input, NB_ERR_SHAPE, {"add", "(2,)", "(3,)", SITE}},
+    {"add of tensors from two tapes", foreign_tape, NB_ERR_STATE, {"add", "another tape", SITE}},
+    /* creation */
+    {"an empty (3, 0) tensor", empty_tensor, NB_ERR_SHAPE, {"(3, 0)", "empty", SITE}},
+    {"dimensions whose count overflows size_t", overflowing_dims, NB_ERR_SHAPE,
+     {"more elements than memory can address", SITE}},
+    {"dimensions whose bytes overflow size_t", overflowing_bytes, NB_ERR_SHAPE,
+     {"more elements than memory can address", SITE}},
+    {"9 dimensions", too_many_dims, NB_ERR_ARG, {"9 dimensions", "8", SITE}},
+    {"an unknown dtype", unknown_dtype, NB_ERR_ARG, {"dtype", "7", SITE}},
+    {"from_f32 of NULL data", null_data, NB_ERR_NULL, {"NULL", SITE}},
+    {"a NULL shape", null_shape, NB_ERR_NULL, {"shape", "NULL", SITE}},
+    {"uniform on [1, 0)", uniform_bounds, NB_ERR_ARG, {"rand_uniform", "1", "0", SITE}},
+    {"normal with standard deviation -1", normal_sd, NB_ERR_ARG, {"rand_normal", "-1", SITE}},
+    /* values */
+    {"bce of a probability 1.5", bce_prob_range, NB_ERR_VALUE, {"bce", "element 1", "1.5", "bce_logits", SITE}},
+    {"bce of a NaN probability", bce_prob_nan, NB_ERR_VALUE, {"bce", "element 1", "nan", SITE}},
+    {"class 3 of 3", sce_class_range, NB_ERR_VALUE, {"softmax_cross_entropy", "element 1", "[0, 3)", SITE}},
+    {"a NaN class", sce_class_nan, NB_ERR_VALUE, {"softmax_cross_entropy", "element 1", "nan", SITE}},
+    {"a fractional class", sce_class_fraction, NB_ERR_VALUE, {"softmax_cross_entropy", "element 0", "0.5", SITE}},
+    {"anomaly: log of -2", anomaly_log_negative, NB_ERR_VALUE, {"anomaly", "log", "element 1", "min -2", SITE}},
+    {"anomaly: a NaN in a named input", anomaly_nan_input, NB_ERR_VALUE,
+     {"anomaly", "tanh", "'pixels'", "outside the tape", SITE}},
+    {"anomaly: exp(100) in float32", anomaly_exp_overflow, NB_ERR_VALUE, {"anomaly", "exp", "inf", "max 100", SITE}},
+    {"gradcheck of a function that is NaN", gradcheck_nan, NB_ERR_VALUE, {"nb_gradcheck", "NaN"}},
+    {"gradcheck of a NULL input", gradcheck_null_input, NB_ERR_NULL, {"nb_gradcheck", "input 0 is NULL"}},
+    /* backward */
+    {"backward from a (3,) output without a seed", backward_non_scalar, NB_ERR_SHAPE,
+     {"nb_backward", "(3,)", "nb_backward_seed", SITE}},
+    {"backward with a (2,) seed for a (3,) output", backward_wrong_seed, NB_ERR_SHAPE,
+     {"nb_backward", "seed (2,)", "output (3,)", SITE}},
+    {"backward again after nb_tape_reset", backward_after_reset, NB_ERR_STATE, {"nb_backward", "nb_tape_reset", SITE}},
+    {"backward of a loss without parameters", backward_without_params, NB_ERR_STATE,
+     {"nb_backward", "nb_requires_grad", SITE}},
+    {"backward from a leaf", backward_on_leaf, NB_ERR_STATE, {"nb_backward", "leaf", SITE}},
+    {"backward from an errored loss", backward_errored, NB_ERR_SHAPE, {"nb_backward", "errored", SITE}},
+    {"backward of NULL", backward_null, NB_ERR_NULL, {"nb_backward", "NULL", SITE}},
+    /* CSV */
+    {"CSV: a missing value", csv_missing, NB_ERR_VALUE, {"missing.csv:3", "'chol'", "(2)", "empty"}},
+    {"CSV: text in a numeric column", csv_text, NB_ERR_VALUE, {"text.csv:2", "'chol'", "'high'", "not a finite number"}},
+    {"CSV: nan", csv_nan, NB_ERR_VALUE, {"nan.csv:2", "'chol'", "not a finite number"}},
+    {"CSV: a value that overflows", csv_inf, NB_ERR_VALUE, {"inf.csv:2", "'1e999'", "not a finite number"}},
+    {"CSV: a short row", csv_short_row, NB_ERR_VALUE, {"short.csv:3", "2 fields", "expected 3"}},
+    {"CSV: a long row", csv_long_row, NB_ERR_VALUE, {"long.csv:2", "4 fields", "expected 3"}},
+    {"CSV: no header row", csv_no_header, NB_ERR_VALUE, {"nohead.csv:1", "'target'", "header row"}},
+    {"CSV: an unknown target column", csv_unknown_target, NB_ERR_VALUE,
+     {"heart.csv:1", "no column named 'label'", "age, chol, target"}},
+    {"CSV: an empty file", csv_empty, NB_ERR_VALUE, {"empty.csv", "empty", "header"}},
+    {"CSV: a header and no rows", csv_header_only, NB_ERR_VALUE, {"header.csv", "no data rows"}},
+    {"CSV: only the target column", csv_only_target, NB_ERR_VALUE, {"lonely.csv:1", "no features"}},
+    {"CSV: a file that does not exist", csv_missing_file, NB_ERR_IO, {"/nonexistent/data.csv", "No such file"}},
+    {"CSV: no target column given", csv_no_target_option, NB_ERR_NULL, {"nb_csv_read", "target"}},
+    /* IDX */
+    {"IDX: a wrong magic number", idx_magic, NB_ERR_VALUE, {"magic.idx", "magic number 12 00 08 02", "00 00"}},
+    {"IDX: an unknown type code", idx_type, NB_ERR_VALUE, {"type.idx", "00 00 0a 02", "08, 09"}},
+    {"IDX: truncated data", idx_truncated, NB_ERR_VALUE, {"cut.idx", "truncated", "(2, 3)", "6 bytes", "has 5"}},
+    {"IDX: data beyond the header's shape", idx_extra, NB_ERR_VALUE, {"long.idx", "beyond the 6 values"}},
+    {"IDX: truncated dimensions", idx_dims_cut, NB_ERR_VALUE, {"dims.idx", "truncated in its dimensions", "1 of 2"}},
+    {"IDX: no magic number", idx_no_magic, NB_ERR_VALUE, {"tiny.idx", "no 4-byte magic number"}},
+    {"IDX: a header claiming 2e14 floats", idx_huge, NB_ERR_VALUE,
+     {"huge.idx", "truncated", "(60000, 60000, 60000)", "has 6"}},
+    {"IDX: a zero dimension", idx_empty_dim, NB_ERR_SHAPE, {"empty.idx", "(0, 3)", "empty"}},
+    {"IDX: a truncated .gz", idx_gz_truncated, NB_ERR_VALUE, {"cut.idx.gz", "truncated", "has 3"}},
+    {"IDX: a file that does not exist", idx_missing_file, NB_ERR_IO,
+     {"cannot open /nonexistent/train-images-idx3-ubyte.gz"}},
+    /* parameter files (the model in memory must keep its values) */
+    {"params: a truncated file", params_truncated, NB_ERR_VALUE, {"cut.nbp", "truncated"}},
+    {"params: a flipped bit", params_flipped, NB_ERR_VALUE, {"flip.nbp", "checksum"}},
+    {"params: not a parameter file", params_magic, NB_ERR_VALUE, {"magic.nbp", "not a nabla parameter file"}},
+    {"params: a text file", params_not_a_file, NB_ERR_VALUE, {"notes.nbp", "not a nabla parameter file"}},
+    {"params: another name", params_wrong_name, NB_ERR_VALUE, {"good.nbp", "'W'", "the model does not"}},
+    {"params: another shape", params_wrong_shape, NB_ERR_VALUE,
+     {"good.nbp", "'W'", "(2, 3) float32 in the file", "(4, 3) float32 in the model"}},
+    {"params: another dtype", params_wrong_dtype, NB_ERR_VALUE, {"'b'", "float64 in the file", "float32 in the model"}},
+    {"params: another count", params_count, NB_ERR_VALUE, {"holds 2 parameters, the model has 3"}},
+    {"params: a file that does not exist", params_missing_file, NB_ERR_IO, {"cannot open /nonexistent/model.nbp"}},
+    {"params: saving into a missing directory", params_save_dir, NB_ERR_IO, {"nb_params_save", "/nonexistent/dir"}},
+    {"params: a duplicate name", params_duplicate, NB_ERR_ARG, {"'W'", "exists already"}},
+    {"params: a tensor that lives on a tape", params_tape_tensor, NB_ERR_ARG, {"'W'", "lives on a tape"}},
+    /* training toolkit */
+    {"optimizer: a negative learning rate", optimizer_lr, NB_ERR_ARG, {"nb_optimizer_new", "-0.1"}},
+    {"optimizer: parameters added after it was made", optimizer_changed_params, NB_ERR_STATE,
+     {"nb_optimizer_step", "from 2 to 3 parameters"}},
+    {"standardize: tables of 3 and 5 columns", standardize_columns, NB_ERR_SHAPE, {"nb_standardize", "table 1", "(2, 5)", "3 features"}},
+    {"split: a test fraction of 1.5", split_fraction, NB_ERR_ARG, {"nb_dataset_split", "1.5", "10 rows"}},
+    {"batcher: a batch size 0", batcher_zero, NB_ERR_ARG, {"nb_batcher_init", "batch size (0)"}},
+    {"gather: row 3 of 3", gather_range, NB_ERR_ARG, {"nb_gather_rows", "row 3 is out of range (3 rows)", SITE}},
+    {"init: fan_in 0", init_fan, NB_ERR_ARG, {"nb_init_tensor", "fan_in 0"}},
+    /* graph export */
+    {"dot: an unwritable path", dot_unwritable, NB_ERR_IO, {"/nonexistent/graph.dot"}},
+    {"render: a file that is not dot", render_not_dot, NB_ERR_VALUE,
+     {"nb_dot_render", "bad.dot", "not a valid dot", "syntax error in line 1"}},
+    {"render: an unknown format", render_format, NB_ERR_UNSUPPORTED, {"nb_dot_render", "'no-such-format'", "svg"}},
+    {"render: an unwritable path", render_unwritable, NB_ERR_IO, {"nb_dot_render", "/nonexistent/graph.svg"}},
+    {"scope: a NULL name", scope_null_name, NB_ERR_NULL, {"nb_scope_begin", "name is NULL"}},
+};
+
+static void test_every_bad_input_names_what_went_wrong(void **state) {
+    (void)state;
+    int failures = 0, n = (int)(sizeof catalogue / sizeof *catalogue);
+    for (int i = 0; i < n; i++) {
+        const bad_input *c = &catalogue[i];
+        gradcheck_message[0] = '\0';
+        nb_status st = c->run();
+        const char *msg = gradcheck_message[0] ? gradcheck_message : nb_last_error();
+        bool ok = st == c->expect;
+        for (int k = 0; ok && k < 5 && c->says[k]; k++) ok = strstr(msg, c->says[k]) != NULL;
+        if (!ok) {
+            failures++;
+            print_error("%s: status %s (expected %s), message: %s\n", c->what, nb_status_string(st),
+                        nb_status_string(c->expect), msg);
+            for (int k = 0; k < 5 && c->says[k]; k++)
+                if (!strstr(msg, c->says[k])) print_error("    missing: \"%s\"\n", c->says[k]);
+        }
+    }
+    print_message("%d bad inputs, %d with the expected error and message\n", n, n - failures);
+    assert_int_equal(failures, 0);
+    assert_true(n >= 50);
+}
+
+static int make_dir(void **state) {
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/nabla-catalogue-XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int remove_dir(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_bad_input_names_what_went_wrong),
+    };
+    return cmocka_run_group_tests_name("catalogue", tests, make_dir, remove_dir);
+}
