@@ -51,6 +51,14 @@ printf 'a,target\n1,0\n2,3\n' > "$tmp/notbinary.csv"
 check "logreg non-binary target" bash -c "'$bin/logreg' --csv '$tmp/notbinary.csv' > '$tmp/last' 2>&1; test \$? = 1 &&
   grep -q 'needs 0 or 1' '$tmp/last'"
 
+printf 'a,b,target\n1,2,0\n3,1\n' > "$tmp/ragged.csv"
+check "logreg ragged row" bash -c "'$bin/logreg' --csv '$tmp/ragged.csv' > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'ragged.csv:3: 2 fields, expected 3 as in the header' '$tmp/last'"
+check "logreg bad number" bash -c "'$bin/logreg' --epochs abc > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"invalid value 'abc' for --epochs (expected a whole number\" '$tmp/last'"
+check "logreg value out of range" bash -c "'$bin/logreg' --lr -1 > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"invalid value '-1' for --lr (expected a number from 0 to 100)\" '$tmp/last'"
+
 # mlp on Fashion-MNIST (a short run), when the data is installed
 if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   check "mlp short run, save and reload" bash -c "'$bin/mlp' --epochs 1 --train-limit 3000 --hidden 64 \
@@ -64,6 +72,11 @@ fi
 check "mlp missing data" bash -c "'$bin/mlp' --data /nonexistent > '$tmp/last' 2>&1; test \$? = 1 &&
   grep -q 'cannot open /nonexistent/train-images-idx3-ubyte.gz' '$tmp/last' &&
   grep -q 'apt-get install dataset-fashion-mnist' '$tmp/last'"
+mkdir -p "$tmp/cut" && printf '\0\0\10\3\0\0\352\140\0\0\0\34\0\0\0\34\1\2\3' | gzip > "$tmp/cut/train-images-idx3-ubyte.gz"
+check "mlp truncated data" bash -c "'$bin/mlp' --data '$tmp/cut' > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'train-images-idx3-ubyte.gz is truncated: a (60000, 28, 28) tensor of unsigned byte values needs 47040000 bytes' '$tmp/last'"
+check "mlp bad layer list" bash -c "'$bin/mlp' --hidden 64,x > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"invalid layer sizes '64,x' for --hidden\" '$tmp/last'"
 check "mlp --bench" bash -c "timeout 60 '$bin/mlp' --bench --hidden 32 --batch 32 > '$tmp/last' 2>&1 &&
   grep -Eq '^[0-9.]+ ms per step, [0-9]+ examples/s over [0-9]+ steps, 0 allocations after warm-up$' '$tmp/last'"
 check "mlp bad option" bash -c "'$bin/mlp' --activation swish > '$tmp/last' 2>&1; test \$? = 2 &&

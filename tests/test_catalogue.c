@@ -611,14 +611,14 @@ static const bad_input catalogue[] = {
     /* IDX */
     {"IDX: a wrong magic number", idx_magic, NB_ERR_VALUE, {"magic.idx", "magic number 12 00 08 02", "00 00"}},
     {"IDX: an unknown type code", idx_type, NB_ERR_VALUE, {"type.idx", "00 00 0a 02", "08, 09"}},
-    {"IDX: truncated data", idx_truncated, NB_ERR_VALUE, {"cut.idx", "truncated", "(2, 3)", "6 bytes", "has 5"}},
+    {"IDX: truncated data", idx_truncated, NB_ERR_VALUE, {"cut.idx", "truncated", "(2, 3)", "6 bytes", "only 5 are there"}},
     {"IDX: data beyond the header's shape", idx_extra, NB_ERR_VALUE, {"long.idx", "beyond the 6 values"}},
     {"IDX: truncated dimensions", idx_dims_cut, NB_ERR_VALUE, {"dims.idx", "truncated in its dimensions", "1 of 2"}},
     {"IDX: no magic number", idx_no_magic, NB_ERR_VALUE, {"tiny.idx", "no 4-byte magic number"}},
     {"IDX: a header claiming 2e14 floats", idx_huge, NB_ERR_VALUE,
-     {"huge.idx", "truncated", "(60000, 60000, 60000)", "has 6"}},
+     {"huge.idx", "truncated", "(60000, 60000, 60000)", "only 6 are there"}},
     {"IDX: a zero dimension", idx_empty_dim, NB_ERR_SHAPE, {"empty.idx", "(0, 3)", "empty"}},
-    {"IDX: a truncated .gz", idx_gz_truncated, NB_ERR_VALUE, {"cut.idx.gz", "truncated", "has 3"}},
+    {"IDX: a truncated .gz", idx_gz_truncated, NB_ERR_VALUE, {"cut.idx.gz", "truncated", "only 3 are there"}},
     {"IDX: a file that does not exist", idx_missing_file, NB_ERR_IO,
      {"cannot open /nonexistent/train-images-idx3-ubyte.gz"}},
     /* parameter files (the model in memory must keep its values) */

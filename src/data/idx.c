@@ -123,7 +123,7 @@ nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale) {
         if (got <= 0) {
             t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
                         "nb_idx_read: %s is truncated: a %s tensor of %s values needs %zu bytes of data, "
-                        "the file has %zu",
+                        "only %zu are there",
                         path, s, type->name, bytes, have);
             goto done;
         }
