@@ -19,6 +19,7 @@
 #include "nabla_train.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +274,19 @@ static nb_status write_atomically(const char *path, const unsigned char *buf, si
         st = NB_ERR_IO;
         nb_set_error(NULL, st, NULL, 0, "nb_params_save: cannot rename %s to %s: %s", tmp, path,
                      strerror(errno));
+    }
+    if (st == NB_OK) {
+        /* Make the rename itself durable: fsync the directory that holds it
+         * (best effort; some file systems refuse to sync a directory). */
+        char *slash = strrchr(tmp, '/');
+        if (slash == tmp) slash[1] = '\0';
+        else if (slash) *slash = '\0';
+        int dir_fd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY);
+        if (dir_fd >= 0) {
+            if (fsync(dir_fd) != 0) { /* not worth failing a save that is in place */
+            }
+            close(dir_fd);
+        }
     }
     if (st != NB_OK) unlink(tmp);
     nb_free(tmp);
