@@ -8,6 +8,7 @@
 #include "nabla.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 
 #define NB_MAX_INPUTS 3
 #define NB_ALIGN 64 /* buffers of 64 bytes or more are aligned for vector loads */
@@ -19,24 +20,29 @@ static inline size_t nb_align_for(size_t bytes) { return bytes >= NB_ALIGN ? NB_
 /* Gradient state of a tensor during/after backward. */
 enum { NB_GRAD_NONE = 0, NB_GRAD_ZERO, NB_GRAD_SET };
 
+/* 128 bytes: two cache lines.  A tape records one per op, so every byte
+ * here costs time in graphs of many small ops. */
 struct nb_tensor {
-    nb_dtype dtype;
-    int ndim;
-    size_t shape[NB_MAX_DIMS];
-    size_t size;           /* product of shape; 1 for 0-d */
-    void *data;
-    void *grad;            /* same dtype and size as data, or NULL */
-    nb_status status;      /* NB_OK, or why this is an errored nil tensor */
-    unsigned char grad_state; /* NB_GRAD_*: NONE means no gradient reached it */
+    uint8_t dtype;         /* nb_dtype */
+    uint8_t ndim;
+    uint8_t status;        /* nb_status: NB_OK, or why this is an errored nil tensor */
+    uint8_t grad_state;    /* NB_GRAD_*: NONE means no gradient reached it */
     bool requires_grad;
     bool on_tape;          /* memory owned by `tape`'s arena */
     bool is_leaf;          /* made by the user, not by an op */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
     unsigned uses;         /* entries that read it (an input used twice counts twice) */
+    size_t shape[NB_MAX_DIMS];
+    size_t size;           /* product of shape; 1 for 0-d */
+    void *data;
+    void *grad;            /* same dtype and size as data, or NULL */
     nb_tape *tape;         /* tape that owns it (on_tape) */
     size_t entry;          /* index+1 of the entry that produced it; 0 for leaves */
-    char name[NB_NAME_MAX];
+    char *name;            /* "" or a copy: heap tensors carry NB_NAME_MAX bytes for
+                              it after the header; tape tensors copy into the arena */
 };
+
+extern char nb_unnamed[1]; /* "", the name of unnamed tape tensors */
 
 /* ---------------------------------------------------------------- arena */
 
@@ -75,24 +81,28 @@ typedef struct {
     bool elementwise;
 } nb_op;
 
+/* In explain mode: what an entry's backward added into each input's
+ * gradient (arena buffers of the inputs' shapes, or NULL), for one pass. */
+typedef struct {
+    void *of_input[NB_MAX_INPUTS];
+    unsigned pass;
+} nb_contributions;
+
+/* 96 bytes; the explain-mode extras hang off one pointer. */
 struct nb_entry {
     const nb_op *op;
     nb_tensor *out;
     nb_tensor *in[NB_MAX_INPUTS];
-    int n_in;
     /* Op parameters (which ones are set depends on the op). */
     double scalar;
-    int axis;
-    bool flag0, flag1;
     void *saved;           /* op-specific data kept for backward, in the arena */
     const char *file;
+    nb_contributions *contrib; /* explain mode only, else NULL */
+    int n_in;
+    int axis;
     int line;
     int scope;             /* index into the tape's scopes, or -1 */
-    /* In explain mode: what this entry's backward added into each input's
-     * gradient (an arena buffer of the input's shape), or NULL; valid when
-     * contrib_pass is the tape's latest backward pass. */
-    void *contrib[NB_MAX_INPUTS];
-    unsigned contrib_pass;
+    bool flag0, flag1;
 };
 
 typedef struct {
@@ -155,7 +165,7 @@ void *nb_malloc(size_t bytes);
 void *nb_realloc(void *p, size_t bytes);
 void *nb_malloc_aligned(size_t bytes);
 void nb_free(void *p);
-size_t nb_dtype_size(nb_dtype dt);
+static inline size_t nb_dtype_size(nb_dtype dt) { return dt == NB_F64 ? sizeof(double) : sizeof(float); }
 
 /* Makes an uninitialised tensor on the tape (tp != NULL) or heap. */
 nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
@@ -219,7 +229,7 @@ static inline bool nb_grad_live(const nb_tensor *t) {
 
 /* The entry's recorded contribution of input k, if from the latest pass. */
 static inline const void *nb_contribution(const nb_tape *tp, const nb_entry *e, int k) {
-    return e->contrib_pass == tp->pass ? e->contrib[k] : NULL;
+    return e->contrib && e->contrib->pass == tp->pass ? e->contrib->of_input[k] : NULL;
 }
 
 /* Does input i of the entry need a gradient? */

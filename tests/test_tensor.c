@@ -57,6 +57,19 @@ static void test_creation_and_access(void **state) {
     assert_string_equal(nb_tensor_name(a), "W[1]");
     nb_tensor_set_name(a, "a name much longer than the thirty-one characters kept");
     assert_int_equal(strlen(nb_tensor_name(a)), NB_NAME_MAX - 1);
+    /* 30 ASCII bytes then "σ" (2 bytes): cutting at 31 would split it. */
+    nb_tensor_set_name(a, "dC/dA for the hidden layer, 1 σ");
+    assert_string_equal(nb_tensor_name(a), "dC/dA for the hidden layer, 1 ");
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *on_tape = nb_ones(tp, NB_F32, NB_SHAPE(2));
+    assert_string_equal(nb_tensor_name(on_tape), "");
+    nb_tensor_set_name(on_tape, "dC/dA for the hidden layer, 1 σ");
+    assert_string_equal(nb_tensor_name(on_tape), "dC/dA for the hidden layer, 1 ");
+    nb_tensor_set_name(on_tape, "Z");
+    assert_string_equal(nb_tensor_name(on_tape), "Z");
+    nb_tensor *twin = nb_copy(tp, on_tape);
+    assert_string_equal(nb_tensor_name(twin), "Z");
+    nb_tape_free(tp);
 
     nb_tensor *all[] = {o, f, s, a, b, c, copy};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) nb_tensor_free(all[i]);

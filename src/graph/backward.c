@@ -72,17 +72,18 @@ static bool snapshot_inputs(nb_tape *tp, const nb_entry *e, void **before) {
 }
 
 static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) {
+    if (!e->contrib && !(e->contrib = nb_tape_alloc(tp, sizeof *e->contrib))) return false;
+    e->contrib->pass = tp->pass;
     for (int i = 0; i < e->n_in; i++) {
         nb_tensor *x = e->in[i];
         bool repeated = false;
         for (int j = 0; j < i; j++) repeated |= e->in[j] == x;
-        e->contrib[i] = NULL;
-        e->contrib_pass = tp->pass;
+        e->contrib->of_input[i] = NULL;
         if (repeated || !x->requires_grad || !nb_grad_live(x)) continue;
         size_t bytes = x->size * nb_dtype_size(x->dtype);
-        if (!(e->contrib[i] = nb_tape_alloc(tp, bytes))) return false;
+        if (!(e->contrib->of_input[i] = nb_tape_alloc(tp, bytes))) return false;
         NB_DISPATCH(x->dtype, {
-            T *c = e->contrib[i];
+            T *c = e->contrib->of_input[i];
             const T *now = x->grad, *was = before[i];
             for (size_t k = 0; k < x->size; k++) c[k] = was ? now[k] - was[k] : now[k];
         });

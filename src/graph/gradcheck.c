@@ -118,7 +118,7 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
             goto out_of_memory;
         }
         nb_to_f64(src, NB_D(pb.x[i]));
-        memcpy(pb.x[i]->name, src->name, sizeof src->name);
+        nb_tensor_set_name(pb.x[i], src->name);
         /* With no input marked, check them all. */
         pb.x[i]->requires_grad = any_marked ? src->requires_grad : true;
         analytic[i] = nb_malloc(src->size * sizeof(double));

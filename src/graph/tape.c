@@ -117,6 +117,7 @@ nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *s
     t->data = src->data;
     t->on_tape = true;
     t->tape = tp;
+    t->name = nb_unnamed;
     return t;
 }
 

@@ -45,4 +45,3 @@ void nb_free(void *p) { free(p); }
 
 uint64_t nb_alloc_count(void) { return atomic_load(&alloc_count); }
 
-size_t nb_dtype_size(nb_dtype dt) { return dt == NB_F64 ? sizeof(double) : sizeof(float); }

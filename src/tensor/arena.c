@@ -39,9 +39,10 @@ static nb_chunk *chunk_new(size_t size) {
 
 static void chunk_free(nb_chunk *c) { nb_free(c); }
 
-/* Takes bytes from c at the next multiple of align, or NULL if they do not fit. */
+/* Takes bytes from c at the next multiple of align (a power of two: a mask,
+ * not a division, on this path taken once per op), or NULL if they do not fit. */
 static void *bump(nb_chunk *c, size_t bytes, size_t align) {
-    size_t start = (c->used + align - 1) / align * align;
+    size_t start = (c->used + align - 1) & ~(align - 1);
     if (start > c->size || c->size - start < bytes) return NULL;
     c->used = start + bytes;
     return chunk_data(c) + start;

@@ -28,7 +28,7 @@ const char *nb_status_string(nb_status status) {
 
 /* One immutable nil tensor per status.  Its data is NULL and its size 0, so
  * nothing can be read or written through it. */
-#define NIL(st) { .status = st, .is_leaf = true }
+#define NIL(st) { .status = st, .is_leaf = true, .name = nb_unnamed }
 static nb_tensor nil_tensors[NB_STATUS_COUNT] = {
     NIL(NB_OK), NIL(NB_ERR_NULL), NIL(NB_ERR_SHAPE), NIL(NB_ERR_DTYPE), NIL(NB_ERR_ARG),
     NIL(NB_ERR_NOMEM), NIL(NB_ERR_STATE), NIL(NB_ERR_IO), NIL(NB_ERR_VALUE),

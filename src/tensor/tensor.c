@@ -12,12 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The header, then the values at an offset aligned for their size. */
+/* The header (and for a heap tensor, room for its name), then the values at
+ * an offset aligned for their size. */
 #define HEADER_BYTES ((sizeof(nb_tensor) + NB_SMALL_ALIGN - 1) / NB_SMALL_ALIGN * NB_SMALL_ALIGN)
-static size_t data_offset(size_t data_bytes) {
-    size_t align = nb_align_for(data_bytes);
-    return (HEADER_BYTES + align - 1) / align * align;
+static size_t data_offset(size_t header_bytes, size_t data_bytes) {
+    size_t align = nb_align_for(data_bytes); /* a power of two */
+    return (header_bytes + align - 1) & ~(align - 1);
 }
+
+/* The name of every unnamed tape tensor (never written: naming one copies). */
+char nb_unnamed[1];
 
 /* Checks ndim and shape and computes the element count; 0 on error (with
  * the error recorded). */
@@ -41,7 +45,9 @@ static size_t checked_size(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
                      ndim);
         return 0;
     }
-    size_t size = 1, limit = (SIZE_MAX - 4 * HEADER_BYTES) / nb_dtype_size(dt);
+    /* The byte count must fit in a size_t with room for the header; the
+     * dtype's size is 4 or 8, so the limit is a shift, not a division. */
+    size_t size = 1, limit = (SIZE_MAX - 4 * HEADER_BYTES) >> (dt == NB_F32 ? 2 : 3);
     for (int d = 0; d < ndim; d++) {
         if (shape[d] == 0) {
             *status = NB_ERR_SHAPE;
@@ -69,7 +75,8 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     nb_status status = NB_OK;
     size_t size = checked_size(tp, dt, ndim, shape, op, file, line, &status);
     if (!size) return nb_nil(status);
-    size_t data_bytes = size * nb_dtype_size(dt), offset = data_offset(data_bytes);
+    size_t data_bytes = size * nb_dtype_size(dt);
+    size_t offset = data_offset(tp ? HEADER_BYTES : HEADER_BYTES + NB_NAME_MAX, data_bytes);
     size_t bytes = offset + data_bytes;
     unsigned char *mem = tp ? nb_arena_alloc(&tp->arena, bytes, nb_align_for(data_bytes))
                             : nb_malloc_aligned(bytes);
@@ -81,8 +88,10 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     nb_tensor *t = (nb_tensor *)mem;
     /* A compound literal rather than memset: for a header this small the
      * compiler's plain stores beat memset's start-up cost (measured). */
-    *t = (nb_tensor){.dtype = dt, .ndim = ndim, .size = size, .data = mem + offset,
-                     .status = NB_OK, .is_leaf = true, .on_tape = tp != NULL, .tape = tp};
+    char *name = tp ? nb_unnamed : (char *)mem + HEADER_BYTES;
+    name[0] = '\0';
+    *t = (nb_tensor){.dtype = (uint8_t)dt, .ndim = (uint8_t)ndim, .size = size, .data = mem + offset,
+                     .status = NB_OK, .is_leaf = true, .on_tape = tp != NULL, .tape = tp, .name = name};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     return t;
 }
@@ -137,7 +146,7 @@ nb_tensor *nb_copy_(nb_tape *tp, const nb_tensor *src, const char *file, int lin
     nb_tensor *t = nb_tensor_alloc(tp, src->dtype, src->ndim, src->shape, "nb_copy", file, line);
     if (t->status == NB_OK) {
         memcpy(t->data, src->data, t->size * nb_dtype_size(t->dtype));
-        memcpy(t->name, src->name, sizeof t->name);
+        nb_tensor_set_name(t, src->name);
     }
     return t;
 }
@@ -179,9 +188,24 @@ char *nb_shape_string(const nb_tensor *t, char *buf, size_t bufsize) {
     return nb_format_shape(t->ndim, t->shape, buf, bufsize);
 }
 
+/* Names longer than NB_NAME_MAX - 1 bytes are cut, at a UTF-8 character
+ * boundary.  A heap tensor writes into the room after its header; a tape
+ * tensor copies into the arena (and keeps its old name if the arena cannot
+ * grow). */
 void nb_tensor_set_name(nb_tensor *t, const char *name) {
     if (!ok(t)) return;
-    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+    if (!name) name = "";
+    size_t len = strnlen(name, NB_NAME_MAX);
+    if (len == NB_NAME_MAX)
+        for (len = NB_NAME_MAX - 1; len > 0 && ((unsigned char)name[len] & 0xC0) == 0x80; len--) {
+        }
+    char *copy = !t->on_tape ? t->name : len ? nb_arena_alloc(&t->tape->arena, len + 1, 1) : nb_unnamed;
+    if (!copy) return;
+    if (copy != nb_unnamed) {
+        memcpy(copy, name, len);
+        copy[len] = '\0';
+    }
+    t->name = copy;
 }
 
 const char *nb_tensor_name(const nb_tensor *t) { return ok(t) ? t->name : ""; }
