@@ -11,6 +11,7 @@
  * are the median of R alternating runs of each.
  */
 #include "nabla.h"
+#include "nabla_train.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -43,56 +44,55 @@ typedef struct {
 
 typedef struct {
     nb_tape *tp;
+    nb_params *ps;
+    nb_optimizer *sgd;
     nb_tensor *W[MAX_LAYERS], *b[MAX_LAYERS], *X, *y;
 } net;
 
-static void net_init(net *n, const config *c, nb_rng *rng) {
+static void net_init(net *n, const config *c, nb_rng *rng, float lr) {
     n->tp = nb_tape_new();
+    n->ps = nb_params_new();
     for (int l = 0; l < c->layers; l++) {
-        n->W[l] = nb_rand_normal(NULL, rng, NB_F32, NB_SHAPE(c->sizes[l], c->sizes[l + 1]), 0,
-                                 sqrt(2.0 / (double)c->sizes[l]));
-        n->b[l] = nb_zeros(NULL, NB_F32, NB_SHAPE(c->sizes[l + 1]));
-        nb_requires_grad(n->W[l], true);
-        nb_requires_grad(n->b[l], true);
+        char name[16];
+        snprintf(name, sizeof name, "W%d", l + 1);
+        n->W[l] = nb_params_add(n->ps, name, nb_rand_normal(NULL, rng, NB_F32, NB_SHAPE(c->sizes[l], c->sizes[l + 1]),
+                                                            0, sqrt(2.0 / (double)c->sizes[l])));
+        snprintf(name, sizeof name, "b%d", l + 1);
+        n->b[l] = nb_params_add(n->ps, name, nb_zeros(NULL, NB_F32, NB_SHAPE(c->sizes[l + 1])));
     }
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_SGD);
+    o.lr = lr;
+    n->sgd = nb_optimizer_new(n->ps, &o);
     n->X = nb_rand_uniform(NULL, rng, NB_F32, NB_SHAPE(c->batch, c->sizes[0]), 0, 1);
     n->y = nb_zeros(NULL, NB_F32, NB_SHAPE(c->batch));
     for (size_t i = 0; i < c->batch; i++) nb_set(n->y, i, (double)(i % c->sizes[c->layers]));
 }
 
-static void net_free(net *n, const config *c) {
-    for (int l = 0; l < c->layers; l++) {
-        nb_tensor_free(n->W[l]);
-        nb_tensor_free(n->b[l]);
-    }
+static void net_free(net *n) {
+    nb_optimizer_free(n->sgd);
+    nb_params_free(n->ps);
     nb_tensor_free(n->X);
     nb_tensor_free(n->y);
     nb_tape_free(n->tp);
 }
 
-static int nabla_step(net *n, const config *c, float lr) {
+/* Forward, loss, and backward with the SGD update folded in (each weight's
+ * gradient product writes w - lr dL/dw straight into w: see
+ * nb_optimizer_backward_step), as a user of the library would write it. */
+static int nabla_step(net *n, const config *c) {
     nb_tape *tp = n->tp;
     nb_tape_reset(tp);
+    nb_params_zero_grad(n->ps);
     nb_tensor *A = n->X;
     for (int l = 0; l < c->layers; l++) {
-        nb_zero_grad(n->W[l]);
-        nb_zero_grad(n->b[l]);
         nb_tensor *Z = nb_linear(tp, A, n->W[l], n->b[l]); /* X·W + b, as nn.Linear */
         A = l + 1 < c->layers ? (c->relu ? nb_relu(tp, Z) : nb_sigmoid(tp, Z)) : Z;
     }
     nb_tensor *loss = nb_softmax_cross_entropy(tp, A, n->y, 1);
-    if (nb_backward(loss) != NB_OK) {
+    if (nb_optimizer_backward_step(n->sgd, loss) != NB_OK) {
         fprintf(stderr, "bench_mlp: %s\n", nb_last_error());
         return 1;
-    }
-    for (int l = 0; l < c->layers; l++) {
-        nb_tensor *p[2] = {n->W[l], n->b[l]};
-        for (int k = 0; k < 2; k++) {
-            float *w = nb_tensor_data(p[k]);
-            const float *g = nb_grad_data(p[k]);
-            size_t size = nb_tensor_size(p[k]);
-            for (size_t j = 0; j < size; j++) w[j] -= lr * g[j];
-        }
     }
     return 0;
 }
@@ -167,10 +167,10 @@ static result measure(const config *c, int reps, double seconds_per_rep) {
     nb_rng_seed(&rng, 1);
     net n;
     bare b;
-    net_init(&n, c, &rng);
+    net_init(&n, c, &rng, 1e-3f);
     bare_init(&b, c);
     for (int w = 0; w < 5; w++) { /* warm up: sizes the tape, wakes the caches */
-        nabla_step(&n, c, 1e-3f);
+        nabla_step(&n, c);
         bare_step(&b, c);
     }
     /* Steps per timed run: about seconds_per_rep of the bare loop. */
@@ -186,7 +186,7 @@ static result measure(const config *c, int reps, double seconds_per_rep) {
         bt[r] = (now() - t0) / (double)steps;
         t0 = now();
         for (long s = 0; only_side != 'b' && s < steps; s++)
-            if (nabla_step(&n, c, 1e-3f)) exit(1);
+            if (nabla_step(&n, c)) exit(1);
         nt[r] = (now() - t0) / (double)steps;
     }
     result res = {0, 0, nb_alloc_count() - before};
@@ -194,7 +194,7 @@ static result measure(const config *c, int reps, double seconds_per_rep) {
     qsort(bt, (size_t)reps, sizeof *bt, cmp_double);
     res.nabla_ms = 1e3 * nt[reps / 2];
     res.bare_ms = 1e3 * bt[reps / 2];
-    net_free(&n, c);
+    net_free(&n);
     bare_free(&b, c);
     return res;
 }

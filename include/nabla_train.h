@@ -88,6 +88,14 @@ void nb_optimizer_free(nb_optimizer *opt);
  *             w -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
  *   AdamW:    w -= lr wd w, then the Adam step. */
 nb_status nb_optimizer_step(nb_optimizer *opt);
+/* nb_backward(loss), then nb_optimizer_step(opt), in one call.  With plain
+ * SGD (no momentum, no weight decay) it is faster: a weight read by a single
+ * matmul or linear, and a linear's bias, is updated by that op's backward
+ * (for a weight, the gradient product itself computes w - lr dL/dw) and no
+ * gradient is stored for it, so nb_has_grad is false for it afterwards; use
+ * nb_backward and nb_optimizer_step when you need to see the gradients
+ * (clipping, gradcheck, pictures).  The values are those of the two calls. */
+nb_status nb_optimizer_backward_step(nb_optimizer *opt, nb_tensor *loss);
 void nb_optimizer_set_lr(nb_optimizer *opt, double lr);
 double nb_optimizer_lr(const nb_optimizer *opt);
 const char *nb_optimizer_name(nb_optimizer_kind kind);

@@ -17,6 +17,11 @@
 /* The alignment a buffer of that many bytes gets. */
 static inline size_t nb_align_for(size_t bytes) { return bytes >= NB_ALIGN ? NB_ALIGN : NB_SMALL_ALIGN; }
 
+/* A parameter's part in nb_backward_sgd: a candidate, read by one entry
+ * (its update can be applied where that entry computes its gradient), or
+ * read by several (updated by the optimizer as usual). */
+enum { NB_SGD_NO = 0, NB_SGD_CANDIDATE, NB_SGD_ONE_READER, NB_SGD_MANY_READERS };
+
 /* Gradient state of a tensor during/after backward. */
 enum { NB_GRAD_NONE = 0, NB_GRAD_ZERO, NB_GRAD_SET };
 
@@ -30,6 +35,7 @@ struct nb_tensor {
     bool requires_grad;
     bool on_tape;          /* memory owned by `tape`'s arena */
     bool is_leaf;          /* made by the user, not by an op */
+    uint8_t sgd;           /* NB_SGD_*: during nb_backward_sgd only */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
     unsigned uses;         /* entries that read it (an input used twice counts twice) */
     size_t shape[NB_MAX_DIMS];
@@ -122,6 +128,7 @@ struct nb_tape {
     bool explain;          /* record per-edge contributions in backward */
     bool anomaly;          /* check every result and gradient for NaN and inf */
     unsigned pass;         /* backward passes run since the tape was made */
+    double sgd_lr;         /* during nb_backward_sgd: the learning rate */
     nb_scope *scopes;      /* named scopes (layers), kept across resets */
     int n_scopes, cap_scopes, current_scope;
 };
@@ -205,6 +212,16 @@ static inline nb_tensor *nb_run(nb_entry *e) {
     e->op->forward(e);
     return e->out->tape->anomaly ? nb_anomaly_forward(e->out->tape, e) : e->out;
 }
+
+/* Backward from loss with plain SGD folded in: each parameter read by a
+ * single entry whose backward knows how (matmul, linear) gets w -= lr dL/dw
+ * applied by that backward directly (gemm with alpha = -lr, beta = 1) and no
+ * gradient (nb_has_grad is false after); the others get their gradients as
+ * usual, for the optimizer to apply.  Falls back to a plain backward in
+ * explain mode, anomaly mode or with a hook. */
+nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr);
+/* Whether this backward applies x's update itself (see nb_backward_sgd_). */
+static inline bool nb_sgd_fused(const nb_tensor *x) { return x->sgd == NB_SGD_ONE_READER; }
 
 /* During backward: the buffer to write d loss/d t into.  *accumulate is set
  * to true when a gradient is already there (add into it) and false when this

@@ -363,6 +363,81 @@ static void test_adam_fits_a_line(void **state) {
     nb_tensor_free(y);
 }
 
+/* A model where every kind of parameter use appears: a weight as B of a
+ * linear (W1) with a row bias (b1), a weight as A of a transposed linear (W2)
+ * with a column bias (c2), a weight read twice (S), a product of two
+ * parameters (P . Q), and a parameter in an element-wise op (s). */
+typedef struct { nb_params *ps; nb_tensor *X, *target; } fusion_model;
+
+static fusion_model make_fusion_model(void) {
+    fusion_model m = {nb_params_new(), NULL, NULL};
+    nb_rng rng;
+    nb_rng_seed(&rng, 11);
+    const struct { const char *name; size_t r, c; } shapes[] = {
+        {"W1", 3, 4}, {"b1", 4, 0}, {"W2", 2, 4}, {"c2", 2, 1}, {"S", 2, 2}, {"P", 2, 3}, {"Q", 3, 2}, {"s", 1, 0},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        nb_tensor *t = shapes[i].c ? nb_rand_normal(NULL, &rng, NB_F64, NB_SHAPE(shapes[i].r, shapes[i].c), 0, 0.5)
+                                   : nb_rand_normal(NULL, &rng, NB_F64, NB_SHAPE(shapes[i].r), 0, 0.5);
+        nb_params_add(m.ps, shapes[i].name, t);
+    }
+    m.X = nb_rand_normal(NULL, &rng, NB_F64, NB_SHAPE(5, 3), 0, 1);
+    m.target = nb_rand_normal(NULL, &rng, NB_F64, NB_SHAPE(2, 5), 0, 1);
+    return m;
+}
+
+static nb_tensor *fusion_loss(nb_tape *tp, fusion_model *m) {
+    nb_params *ps = m->ps;
+    nb_tensor *h = nb_tanh(tp, nb_linear(tp, m->X, nb_params_get(ps, "W1"), nb_params_get(ps, "b1")));
+    nb_tensor *z = nb_linear_t(tp, nb_params_get(ps, "W2"), h, nb_params_get(ps, "c2"), false, true); /* (2, 5) */
+    nb_tensor *S = nb_params_get(ps, "S");
+    nb_tensor *v = nb_matmul(tp, S, nb_sigmoid(tp, nb_matmul(tp, S, z)));
+    nb_tensor *w = nb_matmul(tp, nb_matmul(tp, nb_params_get(ps, "P"), nb_params_get(ps, "Q")), v);
+    nb_tensor *out = nb_mul(tp, w, nb_params_get(ps, "s"));
+    return nb_mse(tp, out, m->target);
+}
+
+static void test_sgd_inside_backward_matches_the_two_calls(void **state) {
+    (void)state;
+    for (int kind = 0; kind < 2; kind++) { /* plain SGD (fused), then momentum (not) */
+        fusion_model two = make_fusion_model(), one = make_fusion_model();
+        nb_optimizer_opts o;
+        nb_optimizer_defaults(&o, kind ? NB_OPT_MOMENTUM : NB_OPT_SGD);
+        o.lr = 0.1;
+        nb_optimizer *opt_two = nb_optimizer_new(two.ps, &o), *opt_one = nb_optimizer_new(one.ps, &o);
+        nb_tape *tp = nb_tape_new();
+        for (int step = 0; step < 4; step++) {
+            nb_tape_reset(tp);
+            nb_params_zero_grad(two.ps);
+            assert_int_equal(nb_backward(fusion_loss(tp, &two)), NB_OK);
+            assert_int_equal(nb_optimizer_step(opt_two), NB_OK);
+            nb_tape_reset(tp);
+            nb_params_zero_grad(one.ps);
+            assert_int_equal(nb_optimizer_backward_step(opt_one, fusion_loss(tp, &one)), NB_OK);
+        }
+        for (size_t i = 0; i < nb_params_count(one.ps); i++) {
+            nb_tensor *a = nb_params_at(two.ps, i), *b = nb_params_at(one.ps, i);
+            for (size_t j = 0; j < nb_tensor_size(a); j++)
+                assert_close(nb_get(b, j), nb_get(a, j), 1e-12 * (1 + fabs(nb_get(a, j))));
+        }
+        /* Under plain SGD the updates of W1, b1, W2, c2 and Q were applied in
+         * backward (no gradient kept); S (two readers), P (its product's
+         * other operand is the one applied) and s (element-wise) kept theirs. */
+        const char *applied[] = {"W1", "b1", "W2", "c2", "Q"}, *kept[] = {"S", "P", "s"};
+        for (int i = 0; i < 5; i++) assert_int_equal(nb_has_grad(nb_params_get(one.ps, applied[i])), kind == 1);
+        for (int i = 0; i < 3; i++) assert_true(nb_has_grad(nb_params_get(one.ps, kept[i])));
+        nb_tape_free(tp);
+        nb_optimizer_free(opt_two);
+        nb_optimizer_free(opt_one);
+        fusion_model *all[2] = {&two, &one};
+        for (int k = 0; k < 2; k++) {
+            nb_params_free(all[k]->ps);
+            nb_tensor_free(all[k]->X);
+            nb_tensor_free(all[k]->target);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_params_by_name),
@@ -373,6 +448,7 @@ int main(void) {
         cmocka_unit_test(test_optimizers_against_hand_computed_steps),
         cmocka_unit_test(test_clipping_and_schedules),
         cmocka_unit_test(test_adam_fits_a_line),
+        cmocka_unit_test(test_sgd_inside_backward_matches_the_two_calls),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }

@@ -195,3 +195,29 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
     }
     return NB_OK;
 }
+
+nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr) {
+    nb_tape *tp = loss && loss->status == NB_OK && recorded(loss) ? loss->tape : NULL;
+    if (!tp || tp->explain || tp->anomaly || tp->hook || !(lr > 0)) return nb_backward_(loss, NULL, NULL, 0);
+    /* Candidates: leaf parameters with no gradient waiting to be added to. */
+    for (size_t i = 0; i < n; i++) {
+        nb_tensor *p = params[i];
+        if (p && p->status == NB_OK && p->is_leaf && !p->on_tape && p->requires_grad &&
+            !(p->grad && p->grad_state == NB_GRAD_SET))
+            p->sgd = NB_SGD_CANDIDATE;
+    }
+    /* Count their readers among the entries that lead up to the loss. */
+    for (size_t i = 0; i < loss->entry; i++) {
+        const nb_entry *e = &tp->entries[i];
+        for (int k = 0; k < e->n_in; k++) {
+            nb_tensor *x = e->in[k];
+            if (x->sgd != NB_SGD_NO) x->sgd = x->sgd == NB_SGD_CANDIDATE ? NB_SGD_ONE_READER : NB_SGD_MANY_READERS;
+        }
+    }
+    tp->sgd_lr = lr;
+    nb_status st = nb_backward_(loss, NULL, NULL, 0);
+    tp->sgd_lr = 0;
+    for (size_t i = 0; i < n; i++)
+        if (params[i] && params[i]->status == NB_OK) params[i]->sgd = NB_SGD_NO;
+    return st;
+}

@@ -16,18 +16,42 @@
 
 #include <cblas.h>
 
-/* C (rows x cols, row-major) = beta*C + op(X) · op(Y), with op given by the
- * flags and the inner size k. */
-static void gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k,
-                 const void *x, size_t ldx, const void *y, size_t ldy, bool accumulate, void *c) {
+/* C (rows x cols, row-major) = beta C + alpha op(X) · op(Y), with op given by
+ * the flags and the inner size k. */
+static void gemm_scaled(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha,
+                        const void *x, size_t ldx, const void *y, size_t ldy, double beta, void *c) {
     if (dt == NB_F32)
         cblas_sgemm(CblasRowMajor, tx ? CblasTrans : CblasNoTrans, ty ? CblasTrans : CblasNoTrans,
-                    (int)rows, (int)cols, (int)k, 1.0f, x, (int)ldx, y, (int)ldy,
-                    accumulate ? 1.0f : 0.0f, c, (int)cols);
+                    (int)rows, (int)cols, (int)k, (float)alpha, x, (int)ldx, y, (int)ldy, (float)beta, c,
+                    (int)cols);
     else
         cblas_dgemm(CblasRowMajor, tx ? CblasTrans : CblasNoTrans, ty ? CblasTrans : CblasNoTrans,
-                    (int)rows, (int)cols, (int)k, 1.0, x, (int)ldx, y, (int)ldy,
-                    accumulate ? 1.0 : 0.0, c, (int)cols);
+                    (int)rows, (int)cols, (int)k, alpha, x, (int)ldx, y, (int)ldy, beta, c, (int)cols);
+}
+
+/* C = op(X) · op(Y), or C += op(X) · op(Y) when accumulating. */
+static void gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k,
+                 const void *x, size_t ldx, const void *y, size_t ldy, bool accumulate, void *c) {
+    gemm_scaled(dt, tx, ty, rows, cols, k, 1.0, x, ldx, y, ldy, accumulate ? 1.0 : 0.0, c);
+}
+
+/* Where the product that gives dL/dx goes, and how: into x's gradient
+ * (overwriting it, or adding when one is there), or, when nb_backward_sgd
+ * applies x's update here, straight into x's values with alpha = -lr and
+ * beta = 1: x -= lr dL/dx, and no gradient is kept.  NULL on failure. */
+typedef struct { void *c; double alpha, beta; } gemm_target;
+
+static bool target_for(nb_tape *tp, nb_tensor *x, gemm_target *t) {
+    if (nb_sgd_fused(x)) {
+        *t = (gemm_target){x->data, -tp->sgd_lr, 1.0};
+        x->grad_state = NB_GRAD_NONE; /* applied: nothing for the optimizer */
+        return true;
+    }
+    bool acc;
+    t->c = nb_grad_target(tp, x, &acc);
+    t->alpha = 1.0;
+    t->beta = acc ? 1.0 : 0.0;
+    return t->c != NULL;
 }
 
 /* flag0/flag1: A/B transposed.  A is stored (a0, a1), B (b0, b1). */
@@ -39,26 +63,37 @@ static void matmul_forward(const nb_entry *e) {
          e->out->data);
 }
 
+/* With nb_backward_sgd, the operand whose update is applied here goes last,
+ * so that the other one's gradient reads its values from before the update;
+ * if both could be, only B is (A gets a gradient as usual). */
 static void matmul_backward(nb_tape *tp, const nb_entry *e) {
     nb_tensor *a = e->in[0], *b = e->in[1];
     const void *g = e->out->grad;
-    bool ta = e->flag0, tb = e->flag1, acc;
+    bool ta = e->flag0, tb = e->flag1;
     size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
-    if (a->requires_grad) {
-        void *ga = nb_grad_target(tp, a, &acc);
-        if (!ga) return;
-        if (!ta) /* dA (m, k) = G (m, n) · op(B)ᵀ (n, k) */
-            gemm(a->dtype, false, !tb, m, k, n, g, n, b->data, b->shape[1], acc, ga);
-        else /* dA (k, m) = op(B) (k, n) · Gᵀ (n, m) */
-            gemm(a->dtype, tb, true, k, m, n, b->data, b->shape[1], g, n, acc, ga);
-    }
-    if (b->requires_grad) {
-        void *gb = nb_grad_target(tp, b, &acc);
-        if (!gb) return;
-        if (!tb) /* dB (k, n) = op(A)ᵀ (k, m) · G (m, n) */
-            gemm(a->dtype, !ta, false, k, n, m, a->data, a->shape[1], g, n, acc, gb);
-        else /* dB (n, k) = Gᵀ (n, m) · op(A) (m, k) */
-            gemm(a->dtype, true, ta, n, k, m, g, n, a->data, a->shape[1], acc, gb);
+    bool a_last = nb_sgd_fused(a) && !nb_sgd_fused(b);
+    for (int pass = 0; pass < 2; pass++) {
+        bool do_a = a->requires_grad && (pass == 1) == a_last;
+        bool do_b = b->requires_grad && (pass == 0) == a_last;
+        gemm_target t;
+        if (do_a) {
+            uint8_t sgd = a->sgd;
+            if (nb_sgd_fused(b)) a->sgd = NB_SGD_NO; /* B's update is the one applied here */
+            bool ok = target_for(tp, a, &t);
+            a->sgd = sgd;
+            if (!ok) return;
+            if (!ta) /* dA (m, k) = G (m, n) · op(B)ᵀ (n, k) */
+                gemm_scaled(a->dtype, false, !tb, m, k, n, t.alpha, g, n, b->data, b->shape[1], t.beta, t.c);
+            else /* dA (k, m) = op(B) (k, n) · Gᵀ (n, m) */
+                gemm_scaled(a->dtype, tb, true, k, m, n, t.alpha, b->data, b->shape[1], g, n, t.beta, t.c);
+        }
+        if (do_b) {
+            if (!target_for(tp, b, &t)) return;
+            if (!tb) /* dB (k, n) = op(A)ᵀ (k, m) · G (m, n) */
+                gemm_scaled(a->dtype, !ta, false, k, n, m, t.alpha, a->data, a->shape[1], g, n, t.beta, t.c);
+            else /* dB (n, k) = Gᵀ (n, m) · op(A) (m, k) */
+                gemm_scaled(a->dtype, true, ta, n, k, m, t.alpha, g, n, a->data, a->shape[1], t.beta, t.c);
+        }
     }
 }
 
@@ -125,7 +160,7 @@ static void linear_backward(nb_tape *tp, const nb_entry *e) {
     if (tp->status != NB_OK) return;
     nb_tensor *bias = e->in[2];
     if (!bias->requires_grad) return;
-    bool acc, column = e->axis == 1;
+    bool acc, column = e->axis == 1, apply = nb_sgd_fused(bias);
     void *gb_ = nb_grad_target(tp, bias, &acc);
     if (!gb_) return;
     size_t m = e->out->shape[0], n = e->out->shape[1];
@@ -143,7 +178,12 @@ static void linear_backward(nb_tape *tp, const nb_entry *e) {
         else
             for (size_t i = 0; i < m; i++)
                 for (size_t j = 0; j < n; j++) gb[j] += g[i * n + j];
+        if (apply) { /* nb_backward_sgd: b -= lr dL/db here, and no gradient kept */
+            T *values = bias->data, lr = (T)tp->sgd_lr;
+            for (size_t j = 0; j < bias->size; j++) values[j] -= lr * gb[j];
+        }
     });
+    if (apply) bias->grad_state = NB_GRAD_NONE;
 }
 
 static const nb_op linear_op = {"linear", linear_forward, linear_backward,

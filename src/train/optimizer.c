@@ -20,6 +20,7 @@ struct nb_optimizer {
     size_t n;
     void **state1, **state2;   /* per parameter, in its dtype: velocity or moments */
     long t;                    /* steps taken */
+    nb_tensor **tensors;       /* the parameters, for nb_backward_sgd_ */
     bool *started;             /* momentum: whether v was initialised */
 };
 
@@ -58,6 +59,7 @@ void nb_optimizer_free(nb_optimizer *opt) {
     nb_free(opt->state1);
     nb_free(opt->state2);
     nb_free(opt->started);
+    nb_free(opt->tensors);
     nb_free(opt);
 }
 
@@ -87,8 +89,10 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
     opt->state1 = nb_malloc((n ? n : 1) * sizeof(void *));
     opt->state2 = nb_malloc((n ? n : 1) * sizeof(void *));
     opt->started = nb_malloc((n ? n : 1) * sizeof(bool));
-    if (!opt->state1 || !opt->state2 || !opt->started) goto out_of_memory;
+    opt->tensors = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
+    if (!opt->state1 || !opt->state2 || !opt->started || !opt->tensors) goto out_of_memory;
     for (size_t i = 0; i < n; i++) {
+        opt->tensors[i] = nb_params_at(ps, i);
         opt->state1[i] = opt->state2[i] = NULL;
         opt->started[i] = false;
         opt->n = i + 1;
@@ -179,6 +183,21 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
             UPDATE(double);
     }
     return NB_OK;
+}
+
+/* Plain SGD without weight decay can be applied inside backward, where the
+ * weight gradients are computed (see nb_backward_sgd_ in backward.c): that
+ * saves writing each such gradient and reading it back, and the update's own
+ * pass over the weights.  Every other case is backward, then the step. */
+nb_status nb_optimizer_backward_step(nb_optimizer *opt, nb_tensor *loss) {
+    if (!opt) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_optimizer_backward_step: the optimizer is NULL");
+        return NB_ERR_NULL;
+    }
+    if (nb_params_count(opt->ps) != opt->n) return nb_optimizer_step(opt); /* reports the change */
+    bool fusable = opt->o.kind == NB_OPT_SGD && opt->o.weight_decay == 0;
+    nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->o.lr) : nb_backward(loss);
+    return st != NB_OK ? st : nb_optimizer_step(opt);
 }
 
 double nb_clip_grad_norm(nb_params *ps, double max_norm) {
