@@ -4,6 +4,9 @@
  */
 #include "support.h"
 
+#include "ops/expf.h"
+
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -119,11 +122,53 @@ static void test_anomaly_names_the_op(void **state) {
     nb_tape_free(tp);
 }
 
+/* The vectorised float exp (src/ops/expf.h) against double-precision exp:
+ * within 2 ulp on a sweep of every 256th float from -110 to 95 (8.8 million
+ * values), the overflow and underflow ends, and NaN and the infinities. */
+static void test_float_exp_is_within_2_ulp(void **state) {
+    (void)state;
+    double worst = 0;
+    float worst_x = 0;
+    /* Walk the bit patterns: positive floats up to 95, then negative ones
+     * down to -110 (sign bit set), 256 patterns at a time. */
+    const uint32_t top[2] = {0x42be0000u /* 95 */, 0x42dc0000u /* 110, negated */};
+    for (int negative = 0; negative < 2; negative++)
+        for (uint32_t bits = 0; bits <= top[negative]; bits += 256) {
+            uint32_t b = bits | (negative ? 0x80000000u : 0);
+            float x;
+            memcpy(&x, &b, sizeof x);
+            double exact = exp((double)x), err;
+            float y = nb_expf(x);
+            if (exact > FLT_MAX) {
+                assert_true(isinf(y) && y > 0);
+                continue;
+            }
+            /* one ulp of the float nearest the exact value (the denormal step
+             * below FLT_MIN; the step below at the top of the range) */
+            float nearest = (float)exact;
+            double ulp = exact < FLT_MIN ? 1.401298464324817e-45
+                                         : (double)nextafterf(nearest, INFINITY) - (double)nearest;
+            if (isinf(nextafterf(nearest, INFINITY))) ulp = (double)nearest - (double)nextafterf(nearest, 0);
+            err = fabs((double)y - exact) / ulp;
+            if (err > worst) worst = err, worst_x = x;
+        }
+    print_message("nb_expf: worst error %.3f ulp, at x = %.9g\n", worst, worst_x);
+    assert_true(worst <= 2.0);
+    assert_true(isnan(nb_expf(NAN)));
+    assert_true(isinf(nb_expf(INFINITY)) && nb_expf(INFINITY) > 0);
+    assert_true(nb_expf(-INFINITY) == 0);
+    assert_true(nb_expf(0) == 1);
+    assert_true(isinf(nb_expf(88.73f)));
+    assert_close(nb_expf(88.72f), exp(88.72f), 2e-7 * exp(88.72f)); /* near FLT_MAX */
+    assert_true(nb_expf(-103.0f) > 0 && nb_expf(-104.5f) == 0);  /* gradual underflow */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_extremes_are_finite),
         cmocka_unit_test(test_log_of_zero),
         cmocka_unit_test(test_anomaly_names_the_op),
+        cmocka_unit_test(test_float_exp_is_within_2_ulp),
     };
     return cmocka_run_group_tests_name("stability", tests, NULL, NULL);
 }

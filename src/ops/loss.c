@@ -21,6 +21,7 @@
  *       dL/dt_c = -log softmax(x)_c / M
  */
 #include "../internal.h"
+#include "expf.h"
 
 #include <tgmath.h>
 
@@ -87,8 +88,8 @@ ELEMENTWISE_LOSS(mse, (p - t) * (p - t), 2 * (p - t), -2 * (p - t))
 ELEMENTWISE_LOSS(bce, -(t * clamped_log(p) + (1 - t) * clamped_log(1 - p)),
                  (p - t) / fmax(p * (1 - p), (T)BCE_EPS),
                  clamped_log(1 - p) - clamped_log(p))
-ELEMENTWISE_LOSS(bce_logits, fmax(p, (T)0) - p * t + log1p(exp(-fabs(p))),
-                 1 / (1 + exp(-p)) - t, -p)
+ELEMENTWISE_LOSS(bce_logits, fmax(p, (T)0) - p * t + log1p(NB_EXP(-fabs(p))),
+                 1 / (1 + NB_EXP(-p)) - t, -p)
 
 static const nb_op mse_op = {"mse", mse_forward, mse_backward, {"G · 2(p−t)/N", "G · −2(p−t)/N"}, false};
 static const nb_op bce_op = {"bce", bce_forward, bce_backward,
@@ -152,10 +153,10 @@ static void softmax_ce_forward(const nb_entry *e) {
                 T m = xs[base];
                 for (size_t k = 1; k < n; k++) m = fmax(m, xs[base + k * inner]);
                 T sum = 0;
-                for (size_t k = 0; k < n; k++) sum += exp(xs[base + k * inner] - m);
+                for (size_t k = 0; k < n; k++) sum += NB_EXP(xs[base + k * inner] - m);
                 T lse = m + log(sum);
                 for (size_t k = 0; k < n; k++)
-                    probs[base + k * inner] = exp(xs[base + k * inner] - lse);
+                    probs[base + k * inner] = NB_EXP(xs[base + k * inner] - lse);
                 if (indices) {
                     size_t c = (size_t)ts[o * inner + i];
                     total -= (double)(xs[base + c * inner] - lse);

@@ -8,6 +8,7 @@
  *   dL/dx_i = g_i - softmax_i * sum_j g_j      (log-softmax)
  */
 #include "../internal.h"
+#include "expf.h"
 
 #include <tgmath.h>
 
@@ -27,12 +28,12 @@ static void softmax_forward(const nb_entry *e) {
                 T m = xr[0];
                 for (size_t k = 1; k < n; k++) m = xr[k * inner] > m ? xr[k * inner] : m;
                 T sum = 0;
-                for (size_t k = 0; k < n; k++) sum += exp(xr[k * inner] - m);
+                for (size_t k = 0; k < n; k++) sum += NB_EXP(xr[k * inner] - m);
                 if (log_form) {
                     T lse = m + log(sum);
                     for (size_t k = 0; k < n; k++) yr[k * inner] = xr[k * inner] - lse;
                 } else {
-                    for (size_t k = 0; k < n; k++) yr[k * inner] = exp(xr[k * inner] - m) / sum;
+                    for (size_t k = 0; k < n; k++) yr[k * inner] = NB_EXP(xr[k * inner] - m) / sum;
                 }
             }
     });
@@ -58,7 +59,7 @@ static void softmax_backward(nb_tape *tp, const nb_entry *e) {
                                     : gs[base + k * inner] * ys[base + k * inner];
                 for (size_t k = 0; k < n; k++) {
                     size_t j = base + k * inner;
-                    T d = log_form ? gs[j] - exp(ys[j]) * dot : ys[j] * (gs[j] - dot);
+                    T d = log_form ? gs[j] - NB_EXP(ys[j]) * dot : ys[j] * (gs[j] - dot);
                     gx[j] = acc ? gx[j] + d : d;
                 }
             }

@@ -6,6 +6,7 @@
  *     dL/dx = dL/dy * dy/dx        (element by element)
  */
 #include "../internal.h"
+#include "expf.h"
 
 #include <tgmath.h>
 
@@ -50,11 +51,11 @@
 UNARY_OP(neg,        -x,                          -1,                         "-1")
 UNARY_OP(scale,      x * s,                       s,                          "s")
 UNARY_OP(add_scalar, x + s,                       1,                          "1")
-UNARY_OP(exp,        exp(x),                      y,                          "exp(x)")
+UNARY_OP(exp,        NB_EXP(x),                    y,                          "exp(x)")
 UNARY_OP(log,        log(x),                      1 / x,                      "1/x")
 /* sigmoid(x) = 1/(1+e^-x); for x -> -inf, e^-x = inf and y = 0 exactly, so
  * the simple form is finite everywhere.  dy/dx = y(1-y). */
-UNARY_OP(sigmoid,    1 / (1 + exp(-x)),           y * (1 - y),                "σ(x)(1-σ(x))")
+UNARY_OP(sigmoid,    1 / (1 + NB_EXP(-x)),        y * (1 - y),                "σ(x)(1-σ(x))")
 UNARY_OP(tanh,       tanh(x),                     1 - y * y,                  "1-tanh²(x)")
 /* relu and leaky relu have a kink at 0; we take the derivative there as 0
  * (resp. s), like PyTorch. */

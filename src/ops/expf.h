@@ -1,0 +1,61 @@
+/*
+ * e^x for float32 that the compiler can vectorise.
+ *
+ * glibc's expf is a function call per element, which keeps loops over
+ * sigmoid and softmax scalar (it is vectorised only under -ffast-math, which
+ * would also break NaN checks).  This one is plain arithmetic:
+ *
+ *   x = k ln2 + r,   k = round(x / ln2),   |r| <= ln2 / 2
+ *   e^x = 2^k e^r,   e^r = 1 + r + r^2 P(r)
+ *
+ * P is a degree-5 polynomial fitted to (e^r - 1 - r) / r^2 on that interval
+ * (the classic single-precision coefficients); ln2 is split in a part
+ * exact in float and a correction (Cody and Waite), so that k ln2 is
+ * subtracted without rounding error.  2^k is built from its exponent bits,
+ * as two factors 2^(k/2) so that results near the top of the range (up to
+ * 3.4e38) and gradual underflow (down to 1.4e-45) come out right.
+ *
+ * Accuracy: within 2 ulp of the exact value over the whole float range
+ * (tests/test_ops.c sweeps it against double-precision exp); NaN gives NaN,
+ * +inf and x > 88.73 give +inf, -inf and x < -103.98 give 0.
+ */
+#ifndef NABLA_EXPF_H
+#define NABLA_EXPF_H
+
+#include <stdint.h>
+#include <string.h>
+
+static inline float nb_pow2i(int32_t k) { /* 2^k for -126 <= k <= 127 */
+    uint32_t bits = (uint32_t)(k + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float nb_expf(float x) {
+    /* Beyond these bounds the result is 0 or inf anyway; clamping keeps k
+     * and r in range.  NaN fails both comparisons and is dealt with last. */
+    float xc = x < -104.0f ? -104.0f : x;
+    xc = xc > 89.0f ? 89.0f : xc;
+    xc = xc == xc ? xc : 0.0f;
+    /* round to nearest: adding 1.5 * 2^23 pushes the fraction bits out */
+    const float shifter = 12582912.0f;
+    float kf = (xc * 1.44269504088896341f + shifter) - shifter;
+    float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float er = 1.0f + r + r * r * p;
+    int32_t k = (int32_t)kf, half = k / 2;
+    float y = er * nb_pow2i(half) * nb_pow2i(k - half);
+    return x != x ? x : y;
+}
+
+/* exp() of a float or a double: the vectorisable one for float, libm's for
+ * double (which needs its full precision). */
+#define NB_EXP(x) _Generic((x), float: nb_expf, default: exp)(x)
+
+#endif
