@@ -25,8 +25,9 @@ enum { NB_SGD_NO = 0, NB_SGD_CANDIDATE, NB_SGD_ONE_READER, NB_SGD_MANY_READERS }
 /* Gradient state of a tensor during/after backward. */
 enum { NB_GRAD_NONE = 0, NB_GRAD_ZERO, NB_GRAD_SET };
 
-/* 128 bytes: two cache lines.  A tape records one per op, so every byte
- * here costs time in graphs of many small ops. */
+/* 72 bytes, plus 8 per dimension right after it: a tape records one per
+ * op, so every byte here costs time in graphs of many small ops (a
+ * 1-element tensor takes 80 bytes of header and a 16-byte value slot). */
 struct nb_tensor {
     uint8_t dtype;         /* nb_dtype */
     uint8_t ndim;
@@ -38,15 +39,20 @@ struct nb_tensor {
     uint8_t sgd;           /* NB_SGD_*: during nb_backward_sgd only */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
     unsigned uses;         /* entries that read it (an input used twice counts twice) */
-    size_t shape[NB_MAX_DIMS];
+    size_t *shape;         /* ndim sizes, stored right after the header (NULL for nil) */
     size_t size;           /* product of shape; 1 for 0-d */
     void *data;
     void *grad;            /* same dtype and size as data, or NULL */
     nb_tape *tape;         /* tape that owns it (on_tape) */
     size_t entry;          /* index+1 of the entry that produced it; 0 for leaves */
     char *name;            /* "" or a copy: heap tensors carry NB_NAME_MAX bytes for
-                              it after the header; tape tensors copy into the arena */
+                              it after the shape; tape tensors copy into the arena */
 };
+
+/* Bytes of a tensor's header with its shape, rounded for what follows. */
+static inline size_t nb_header_bytes(int ndim) {
+    return (sizeof(nb_tensor) + (size_t)ndim * sizeof(size_t) + 15) & ~(size_t)15;
+}
 
 extern char nb_unnamed[1]; /* "", the name of unnamed tape tensors */
 

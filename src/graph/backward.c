@@ -15,6 +15,7 @@
 #include <string.h>
 
 void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate) {
+    *accumulate = false;
     if (!t->is_leaf && t->grad_pass != tp->pass) { /* left over from an earlier pass */
         t->grad = NULL;
         t->grad_state = NB_GRAD_NONE;

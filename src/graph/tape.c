@@ -107,11 +107,12 @@ nb_tensor *nb_result(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape, co
 
 nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *shape,
                           const char *op, const char *file, int line) {
-    nb_tensor *t = nb_arena_alloc(&tp->arena, sizeof *t, NB_SMALL_ALIGN);
+    nb_tensor *t = nb_arena_alloc(&tp->arena, nb_header_bytes(ndim), NB_SMALL_ALIGN);
     if (!t) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op);
     memset(t, 0, sizeof *t);
     t->dtype = src->dtype;
-    t->ndim = ndim;
+    t->ndim = (uint8_t)ndim;
+    t->shape = (size_t *)(t + 1);
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     t->size = src->size;
     t->data = src->data;

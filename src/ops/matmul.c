@@ -47,7 +47,7 @@ static bool target_for(nb_tape *tp, nb_tensor *x, gemm_target *t) {
         x->grad_state = NB_GRAD_NONE; /* applied: nothing for the optimizer */
         return true;
     }
-    bool acc;
+    bool acc = false;
     t->c = nb_grad_target(tp, x, &acc);
     t->alpha = 1.0;
     t->beta = acc ? 1.0 : 0.0;

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The header (and for a heap tensor, room for its name), then the values at
- * an offset aligned for their size. */
-#define HEADER_BYTES ((sizeof(nb_tensor) + NB_SMALL_ALIGN - 1) / NB_SMALL_ALIGN * NB_SMALL_ALIGN)
+/* The header and shape (and for a heap tensor, room for its name), then the
+ * values at an offset aligned for their size. */
+#define HEADER_BYTES nb_header_bytes(NB_MAX_DIMS) /* the most a header takes */
 static size_t data_offset(size_t header_bytes, size_t data_bytes) {
     size_t align = nb_align_for(data_bytes); /* a power of two */
     return (header_bytes + align - 1) & ~(align - 1);
@@ -76,7 +76,8 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     size_t size = checked_size(tp, dt, ndim, shape, op, file, line, &status);
     if (!size) return nb_nil(status);
     size_t data_bytes = size * nb_dtype_size(dt);
-    size_t offset = data_offset(tp ? HEADER_BYTES : HEADER_BYTES + NB_NAME_MAX, data_bytes);
+    size_t header = nb_header_bytes(ndim);
+    size_t offset = data_offset(tp ? header : header + NB_NAME_MAX, data_bytes);
     size_t bytes = offset + data_bytes;
     unsigned char *mem = tp ? nb_arena_alloc(&tp->arena, bytes, nb_align_for(data_bytes))
                             : nb_malloc_aligned(bytes);
@@ -88,10 +89,11 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     nb_tensor *t = (nb_tensor *)mem;
     /* A compound literal rather than memset: for a header this small the
      * compiler's plain stores beat memset's start-up cost (measured). */
-    char *name = tp ? nb_unnamed : (char *)mem + HEADER_BYTES;
+    char *name = tp ? nb_unnamed : (char *)mem + header;
     name[0] = '\0';
     *t = (nb_tensor){.dtype = (uint8_t)dt, .ndim = (uint8_t)ndim, .size = size, .data = mem + offset,
-                     .status = NB_OK, .is_leaf = true, .on_tape = tp != NULL, .tape = tp, .name = name};
+                     .status = NB_OK, .is_leaf = true, .on_tape = tp != NULL, .tape = tp, .name = name,
+                     .shape = (size_t *)(t + 1)};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     return t;
 }
