@@ -187,7 +187,7 @@ static int run_bench(network *net, size_t batch, nb_optimizer_kind kind, double 
         nb_tape_reset(tp);
         nb_params_zero_grad(net->ps);
         nb_tensor *loss = nb_softmax_cross_entropy(tp, network_forward(tp, net, X, false), y, 0);
-        if (nb_backward(loss) != NB_OK || nb_optimizer_step(opt) != NB_OK) {
+        if (nb_optimizer_backward_step(opt, loss) != NB_OK) {
             fprintf(stderr, "mlp: %s\n", nb_last_error());
             goto done;
         }
@@ -329,11 +329,18 @@ int main(int argc, char **argv) {
             nb_tensor *scores = network_forward(tp, &net, Xb, picture);
             nb_tensor *loss = nb_softmax_cross_entropy(tp, scores, yb, 0);
             nb_tensor_set_name(loss, "loss");
-            /* The picture's step runs backward through the HTML writer. */
-            nb_status st = picture && html ? nb_backward_html(loss, html, "The MLP of seeds 000 and 001: one backward pass", NULL)
-                                           : nb_backward(loss);
-            if (st == NB_OK && picture && html) printf("backward stepper written to %s\n", html);
-            if (st != NB_OK || nb_optimizer_step(opt) != NB_OK) {
+            /* The picture's step runs backward through the HTML writer; the
+             * others backward and update in one call (with plain SGD the
+             * update happens inside backward). */
+            nb_status st;
+            if (picture && html) {
+                st = nb_backward_html(loss, html, "The MLP of seeds 000 and 001: one backward pass", NULL);
+                if (st == NB_OK) printf("backward stepper written to %s\n", html);
+                if (st == NB_OK) st = nb_optimizer_step(opt);
+            } else {
+                st = nb_optimizer_backward_step(opt, loss);
+            }
+            if (st != NB_OK) {
                 fprintf(stderr, "\nmlp: %s\n", nb_tape_status(tp) ? nb_tape_error(tp) : nb_last_error());
                 goto done;
             }
