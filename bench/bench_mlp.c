@@ -3,12 +3,17 @@
  * against its floor: the same step's CBLAS calls made back to back with
  * nothing else (forward X·W per layer, backward dW = Aᵀ·G and dX = G·Wᵀ).
  *
- *   bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET]
+ *   bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET] [--side n|b]
  *
  * Prints, per network, activation and batch size, the ms per step and
  * examples per second of both and their ratio, the GFLOP/s of the matrix
  * products, and the number of allocations nabla made after warm-up.  Timings
  * are the median of R alternating runs of each.
+ *
+ * With N threads the bare loop uses OpenBLAS's N threads and nabla its own
+ * (nb_set_threads, OpenBLAS on one thread).  OpenBLAS's idle threads keep
+ * spinning for a while after each call, so with N > 1 the two sides are best
+ * timed in separate processes (--side n, --side b), as bench/run.py does.
  */
 #include "nabla.h"
 #include "nabla_train.h"
@@ -162,6 +167,12 @@ typedef struct { double nabla_ms, bare_ms; uint64_t allocs; } result;
 /* For profiling one side alone: 'n' (nabla), 'b' (bare BLAS), 0 (both). */
 static char only_side;
 
+/* Each side runs with its own threading: the bare loop with OpenBLAS's
+ * threads, nabla with its own (which sets OpenBLAS to one thread). */
+static int bench_threads = 1;
+static void bare_threads(void) { openblas_set_num_threads(bench_threads); }
+static void nabla_threads(void) { openblas_set_num_threads(1); }
+
 static result measure(const config *c, int reps, double seconds_per_rep) {
     nb_rng rng;
     nb_rng_seed(&rng, 1);
@@ -170,20 +181,36 @@ static result measure(const config *c, int reps, double seconds_per_rep) {
     net_init(&n, c, &rng, 1e-3f);
     bare_init(&b, c);
     for (int w = 0; w < 5; w++) { /* warm up: sizes the tape, wakes the caches */
-        nabla_step(&n, c);
-        bare_step(&b, c);
+        if (only_side != 'b') {
+            nabla_threads();
+            nabla_step(&n, c);
+        }
+        if (only_side != 'n') {
+            bare_threads();
+            bare_step(&b, c);
+        }
     }
-    /* Steps per timed run: about seconds_per_rep of the bare loop. */
+    /* Steps per timed run: about seconds_per_rep of the bare loop (of nabla's
+     * when only nabla runs, so that OpenBLAS's own threads never wake). */
     double t0 = now();
     int probe = 0;
-    while (now() - t0 < 0.02) bare_step(&b, c), probe++;
+    while (now() - t0 < 0.02) {
+        if (only_side == 'n') {
+            if (nabla_step(&n, c)) exit(1);
+        } else {
+            bare_step(&b, c);
+        }
+        probe++;
+    }
     long steps = (long)(seconds_per_rep / ((now() - t0) / probe)) + 1;
     double nt[64], bt[64];
     uint64_t before = nb_alloc_count();
     for (int r = 0; r < reps; r++) { /* alternate, so drifts hit both alike */
+        bare_threads();
         t0 = now();
         for (long s = 0; only_side != 'n' && s < steps; s++) bare_step(&b, c);
         bt[r] = (now() - t0) / (double)steps;
+        nabla_threads();
         t0 = now();
         for (long s = 0; only_side != 'b' && s < steps; s++)
             if (nabla_step(&n, c)) exit(1);
@@ -216,7 +243,11 @@ int main(int argc, char **argv) {
         }
     }
     if (reps < 1 || reps > 63) reps = 7;
-    openblas_set_num_threads(threads);
+    if (nb_set_threads(threads) != NB_OK) {
+        fprintf(stderr, "bench_mlp: %s\n", nb_last_error());
+        return 1;
+    }
+    bench_threads = threads;
     const config configs[] = {
         {2, {784, 128, 10}, false, 32},   {2, {784, 128, 10}, false, 256},
         {2, {784, 128, 10}, true, 32},    {2, {784, 128, 10}, true, 256},

@@ -49,12 +49,17 @@ def mlp_table(build, threads, rounds, quick, with_torch):
     nabla, bare, torch, allocs, gflops = {}, {}, {}, {}, {}
     extra = ["--quick"] if quick else []
     for _ in range(rounds):
-        for row in run_csv([os.path.join(build, "bench", "bench_mlp"), "--csv", "--reps", "1",
-                            "--threads", str(threads)] + extra):
+        # One process per side: with several threads, OpenBLAS's pool (the
+        # floor's) would still be spinning while nabla's own threads run.
+        cmd = [os.path.join(build, "bench", "bench_mlp"), "--csv", "--reps", "1",
+               "--threads", str(threads)] + extra
+        for row in run_csv(cmd + ["--side", "b"]):
             key = tuple(row[:3])
-            nabla.setdefault(key, []).append(float(row[3]))
             bare.setdefault(key, []).append(float(row[4]))
             gflops.setdefault(key, []).append(float(row[5]))
+        for row in run_csv(cmd + ["--side", "n"]):
+            key = tuple(row[:3])
+            nabla.setdefault(key, []).append(float(row[3]))
             allocs[key] = max(allocs.get(key, 0), int(row[6]))
         if with_torch:
             for row in run_csv([TORCH_PYTHON, os.path.join(HERE, "torch_mlp.py"), "--reps", "1",

@@ -28,7 +28,7 @@ static const char usage[] =
     "  --epochs N         passes over the training set (default 10)\n"
     "  --optimizer NAME   sgd, momentum, adam or adamw (default adam)\n"
     "  --seed S           seed for initialisation and shuffling (default 1)\n"
-    "  --threads N        BLAS threads (default 1)\n"
+    "  --threads N        threads for the products and large element-wise ops (default 1)\n"
     "  --train-limit N    use only the first N training images (default all)\n"
     "  --save FILE        save the trained parameters (default build/mlp.nbp), then\n"
     "                     reload them into a new model and check its accuracy\n"
@@ -279,7 +279,10 @@ int main(int argc, char **argv) {
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
-    openblas_set_num_threads((int)threads);
+    if (nb_set_threads((int)threads) != NB_OK) {
+        fprintf(stderr, "mlp: %s\n", nb_last_error());
+        return 1;
+    }
     if (bench) return run_bench(&net, (size_t)batch, kind, lr, (uint64_t)seed, (int)threads);
 
     nb_tensor *X = load(data, "train-images-idx3-ubyte.gz", 1.0 / 255);

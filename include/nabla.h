@@ -76,6 +76,18 @@ const char *nb_last_error(void);
 /* Its status (NB_OK if none), for calls that return NULL on error. */
 nb_status nb_last_status(void);
 
+/* ------------------------------------------------------------------ threads */
+
+/* nabla's threads.  With n > 1, large matrix products become n
+ * single-threaded CBLAS calls on blocks of the result and large element-wise
+ * kernels are split n ways.  Any call sets OpenBLAS to one thread, so that
+ * only one pool runs (until then OpenBLAS threads its products itself, as
+ * configured by OPENBLAS_NUM_THREADS, and nabla's own work runs on the
+ * calling thread).  Results do not depend on n.  Not to be called while
+ * another thread runs ops. */
+nb_status nb_set_threads(int n);
+int nb_get_threads(void);
+
 /* ------------------------------------------------------------------ tapes */
 
 nb_tape *nb_tape_new(void);

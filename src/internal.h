@@ -49,6 +49,16 @@ struct nb_tensor {
                               it after the shape; tape tensors copy into the arena */
 };
 
+/* Runs fn(ctx, begin, end) on [0, n) split into parts of at least `grain`
+ * items, one per thread of nb_set_threads (the caller runs the first), and
+ * returns when all are done; serially with one thread, or when the pool is
+ * already busy (src/tensor/threads.c). */
+typedef void (*nb_range_fn)(void *ctx, size_t begin, size_t end);
+void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx);
+uint64_t nb_parallel_jobs(void); /* how many calls were split, for tests */
+/* Element-wise kernels split only above this many elements per thread. */
+#define NB_PARALLEL_GRAIN 16384
+
 /* Bytes of a tensor's header with its shape, rounded for what follows. */
 static inline size_t nb_header_bytes(int ndim) {
     return (sizeof(nb_tensor) + (size_t)ndim * sizeof(size_t) + 15) & ~(size_t)15;

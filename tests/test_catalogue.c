@@ -486,6 +486,9 @@ static nb_status init_fan(void) {
     return st;
 }
 
+static nb_status threads_zero(void) { return nb_set_threads(0); }
+static nb_status threads_too_many(void) { return nb_set_threads(1000); }
+
 /* ------------------------------------------------------------ graph export */
 
 static nb_status dot_unwritable(void) {
@@ -644,6 +647,8 @@ static const bad_input catalogue[] = {
     {"batcher: a batch size 0", batcher_zero, NB_ERR_ARG, {"nb_batcher_init", "batch size (0)"}},
     {"gather: row 3 of 3", gather_range, NB_ERR_ARG, {"nb_gather_rows", "row 3 is out of range (3 rows)", SITE}},
     {"init: fan_in 0", init_fan, NB_ERR_ARG, {"nb_init_tensor", "fan_in 0"}},
+    {"threads: 0", threads_zero, NB_ERR_ARG, {"nb_set_threads", "0 threads", "1 to 64"}},
+    {"threads: 1000", threads_too_many, NB_ERR_ARG, {"nb_set_threads", "1000 threads"}},
     /* graph export */
     {"dot: an unwritable path", dot_unwritable, NB_ERR_IO, {"/nonexistent/graph.dot"}},
     {"render: a file that is not dot", render_not_dot, NB_ERR_VALUE,

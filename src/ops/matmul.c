@@ -16,17 +16,58 @@
 
 #include <cblas.h>
 
-/* C (rows x cols, row-major) = beta C + alpha op(X) · op(Y), with op given by
- * the flags and the inner size k. */
-static void gemm_scaled(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha,
-                        const void *x, size_t ldx, const void *y, size_t ldy, double beta, void *c) {
+/* C (rows x cols, row-major, leading dimension ldc) = beta C + alpha op(X) ·
+ * op(Y), with op given by the flags and the inner size k: one CBLAS call. */
+static void blas(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha, const void *x,
+                 size_t ldx, const void *y, size_t ldy, double beta, void *c, size_t ldc) {
     if (dt == NB_F32)
         cblas_sgemm(CblasRowMajor, tx ? CblasTrans : CblasNoTrans, ty ? CblasTrans : CblasNoTrans,
                     (int)rows, (int)cols, (int)k, (float)alpha, x, (int)ldx, y, (int)ldy, (float)beta, c,
-                    (int)cols);
+                    (int)ldc);
     else
         cblas_dgemm(CblasRowMajor, tx ? CblasTrans : CblasNoTrans, ty ? CblasTrans : CblasNoTrans,
-                    (int)rows, (int)cols, (int)k, alpha, x, (int)ldx, y, (int)ldy, beta, c, (int)cols);
+                    (int)rows, (int)cols, (int)k, alpha, x, (int)ldx, y, (int)ldy, beta, c, (int)ldc);
+}
+
+/* With nb_set_threads(n > 1), a large product is cut into n blocks of rows
+ * of C (or of columns, when C is wider than tall), in units of 16, and each
+ * thread makes the single-threaded call for its block:
+ *   rows i0..i1 of C    = rows i0..i1 of op(X) · op(Y)
+ *   columns j0..j1 of C = op(X) · columns j0..j1 of op(Y)
+ * Row i of op(X) starts at X + i ldx, or at X + i when X is transposed;
+ * column j of op(Y) at Y + j, or at Y + j ldy when Y is transposed. */
+typedef struct {
+    nb_dtype dt;
+    bool tx, ty, by_rows;
+    size_t rows, cols, k, ldx, ldy;
+    double alpha, beta;
+    const char *x, *y;
+    char *c;
+} gemm_job;
+
+enum { BLOCK = 16, MIN_PARALLEL_FLOPS = 4000000 };
+
+static void gemm_block(void *ctx, size_t begin, size_t end) {
+    const gemm_job *j = ctx;
+    size_t w = nb_dtype_size(j->dt), n = j->by_rows ? j->rows : j->cols;
+    size_t from = begin * BLOCK, to = end * BLOCK < n ? end * BLOCK : n;
+    if (j->by_rows)
+        blas(j->dt, j->tx, j->ty, to - from, j->cols, j->k, j->alpha, j->x + (j->tx ? from : from * j->ldx) * w,
+             j->ldx, j->y, j->ldy, j->beta, j->c + from * j->cols * w, j->cols);
+    else
+        blas(j->dt, j->tx, j->ty, j->rows, to - from, j->k, j->alpha, j->x, j->ldx,
+             j->y + (j->ty ? from * j->ldy : from) * w, j->ldy, j->beta, j->c + from * w, j->cols);
+}
+
+static void gemm_scaled(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha,
+                        const void *x, size_t ldx, const void *y, size_t ldy, double beta, void *c) {
+    if (nb_get_threads() == 1 || 2.0 * (double)rows * (double)cols * (double)k < MIN_PARALLEL_FLOPS) {
+        blas(dt, tx, ty, rows, cols, k, alpha, x, ldx, y, ldy, beta, c, cols);
+        return;
+    }
+    gemm_job j = {dt, tx, ty, rows >= cols, rows, cols, k, ldx, ldy, alpha, beta, x, y, c};
+    size_t n = j.by_rows ? rows : cols;
+    nb_parallel_for((n + BLOCK - 1) / BLOCK, 1, gemm_block, &j);
 }
 
 /* C = op(X) · op(Y), or C += op(X) · op(Y) when accumulating. */
@@ -140,19 +181,56 @@ nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, boo
  *     dL/dbias = G summed over the broadcast axis (rows or columns).
  * flag0/flag1: A/B transposed; axis: 0 for a row bias, 1 for a column bias.
  */
-static void linear_forward(const nb_entry *e) {
-    const nb_tensor *a = e->in[0], *b = e->in[1], *bias = e->in[2];
-    size_t m = e->out->shape[0], n = e->out->shape[1];
+/* Rows begin..end of the output filled with the bias. */
+static void fill_with_bias(void *ctx, size_t begin, size_t end) {
+    const nb_entry *e = ctx;
+    size_t n = e->out->shape[1];
     bool column = e->axis == 1;
-    NB_DISPATCH(a->dtype, {
+    NB_DISPATCH(e->out->dtype, {
         T *y = e->out->data;
-        const T *c = bias->data;
-        for (size_t i = 0; i < m; i++)
+        const T *c = e->in[2]->data;
+        for (size_t i = begin; i < end; i++)
             for (size_t j = 0; j < n; j++) y[i * n + j] = column ? c[i] : c[j];
     });
+}
+
+static void linear_forward(const nb_entry *e) {
+    const nb_tensor *a = e->in[0], *b = e->in[1];
+    size_t m = e->out->shape[0], n = e->out->shape[1];
+    nb_parallel_for(m, NB_PARALLEL_GRAIN / n + 1, fill_with_bias, (void *)e);
     bool ta = e->flag0, tb = e->flag1;
     size_t k = ta ? a->shape[0] : a->shape[1];
     gemm(a->dtype, ta, tb, m, n, k, a->data, a->shape[1], b->data, b->shape[1], true, e->out->data);
+}
+
+/* The bias gradient's entries begin..end: sums of G over the rows (a row
+ * bias) or over the columns (a column bias), added to the buffer or
+ * replacing it. */
+typedef struct {
+    const nb_entry *e;
+    void *gb;
+    bool acc;
+} bias_grad;
+
+static void sum_for_bias(void *ctx, size_t begin, size_t end) {
+    const bias_grad *job = ctx;
+    const nb_entry *e = job->e;
+    size_t m = e->out->shape[0], n = e->out->shape[1];
+    NB_DISPATCH(e->out->dtype, {
+        const T *g = e->out->grad;
+        T *gb = job->gb;
+        if (!job->acc)
+            for (size_t j = begin; j < end; j++) gb[j] = 0;
+        if (e->axis == 1) /* column bias: entry i sums row i */
+            for (size_t i = begin; i < end; i++) {
+                T sum = 0;
+                for (size_t j = 0; j < n; j++) sum += g[i * n + j];
+                gb[i] += sum;
+            }
+        else /* row bias: entry j sums column j, a row at a time */
+            for (size_t i = 0; i < m; i++)
+                for (size_t j = begin; j < end; j++) gb[j] += g[i * n + j];
+    });
 }
 
 static void linear_backward(nb_tape *tp, const nb_entry *e) {
@@ -160,30 +238,19 @@ static void linear_backward(nb_tape *tp, const nb_entry *e) {
     if (tp->status != NB_OK) return;
     nb_tensor *bias = e->in[2];
     if (!bias->requires_grad) return;
-    bool acc, column = e->axis == 1, apply = nb_sgd_fused(bias);
-    void *gb_ = nb_grad_target(tp, bias, &acc);
-    if (!gb_) return;
+    bool apply = nb_sgd_fused(bias);
+    bias_grad job = {e, NULL, false};
+    if (!(job.gb = nb_grad_target(tp, bias, &job.acc))) return;
     size_t m = e->out->shape[0], n = e->out->shape[1];
+    nb_parallel_for(bias->size, NB_PARALLEL_GRAIN / (e->axis == 1 ? n : m) + 1, sum_for_bias, &job);
+    if (!apply) return;
+    /* nb_backward_sgd: b -= lr dL/db here, and no gradient kept */
     NB_DISPATCH(bias->dtype, {
-        const T *g = e->out->grad;
-        T *gb = gb_;
-        if (!acc)
-            for (size_t j = 0; j < bias->size; j++) gb[j] = 0;
-        if (column)
-            for (size_t i = 0; i < m; i++) {
-                T sum = 0;
-                for (size_t j = 0; j < n; j++) sum += g[i * n + j];
-                gb[i] += sum;
-            }
-        else
-            for (size_t i = 0; i < m; i++)
-                for (size_t j = 0; j < n; j++) gb[j] += g[i * n + j];
-        if (apply) { /* nb_backward_sgd: b -= lr dL/db here, and no gradient kept */
-            T *values = bias->data, lr = (T)tp->sgd_lr;
-            for (size_t j = 0; j < bias->size; j++) values[j] -= lr * gb[j];
-        }
+        T *values = bias->data, lr = (T)tp->sgd_lr;
+        const T *gb = job.gb;
+        for (size_t j = 0; j < bias->size; j++) values[j] -= lr * gb[j];
     });
-    if (apply) bias->grad_state = NB_GRAD_NONE;
+    bias->grad_state = NB_GRAD_NONE;
 }
 
 static const nb_op linear_op = {"linear", linear_forward, linear_backward,

@@ -13,31 +13,33 @@
 /* Defines name_forward, name_backward and name_op from FORWARD (using x, s)
  * and DERIVATIVE (using x, y, s); FORMULA is the derivative for pictures. */
 #define UNARY_OP(name, FORWARD, DERIVATIVE, FORMULA)                                        \
-    static void name##_forward(const nb_entry *e) {                                          \
-        size_t n = e->out->size;                                                            \
+    static void name##_forward_range(void *ctx, size_t begin, size_t end) {                 \
+        const nb_entry *e = ctx;                                                            \
         NB_DISPATCH(e->out->dtype, {                                                        \
             const T *restrict xs = e->in[0]->data;                                          \
             T *restrict ys = e->out->data;                                                  \
             const T s = (T)e->scalar;                                                       \
             (void)s;                                                                        \
-            for (size_t i = 0; i < n; i++) {                                                \
+            for (size_t i = begin; i < end; i++) {                                          \
                 const T x = xs[i];                                                          \
                 ys[i] = (FORWARD);                                                          \
             }                                                                               \
         });                                                                                 \
     }                                                                                       \
-    static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
-        bool acc;                                                                           \
-        void *gx_ = nb_grad_target(tp, e->in[0], &acc);                                     \
-        if (!gx_) return;                                                                   \
-        size_t n = e->out->size;                                                            \
+    static void name##_forward(const nb_entry *e) {                                          \
+        nb_parallel_for(e->out->size, NB_PARALLEL_GRAIN, name##_forward_range, (void *)e);  \
+    }                                                                                       \
+    static void name##_backward_range(void *ctx, size_t begin, size_t end) {                \
+        const unary_grad *u = ctx;                                                          \
+        const nb_entry *e = u->e;                                                           \
+        bool acc = u->acc;                                                                  \
         NB_DISPATCH(e->out->dtype, {                                                        \
             const T *restrict xs = e->in[0]->data, *restrict ys = e->out->data;             \
             const T *restrict gy = e->out->grad;                                            \
-            T *restrict gx = gx_;                                                           \
+            T *restrict gx = u->gx;                                                         \
             const T s = (T)e->scalar;                                                       \
             (void)s;                                                                        \
-            for (size_t i = 0; i < n; i++) {                                                \
+            for (size_t i = begin; i < end; i++) {                                          \
                 const T x = xs[i], y = ys[i];                                               \
                 (void)x, (void)y;                                                           \
                 T d = gy[i] * (DERIVATIVE);                                                 \
@@ -45,7 +47,20 @@
             }                                                                               \
         });                                                                                 \
     }                                                                                       \
+    static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
+        unary_grad u = {e, NULL, false};                                                    \
+        if (!(u.gx = nb_grad_target(tp, e->in[0], &u.acc))) return;                         \
+        nb_parallel_for(e->out->size, NB_PARALLEL_GRAIN, name##_backward_range, &u);        \
+    }                                                                                       \
     static const nb_op name##_op = {#name, name##_forward, name##_backward, {FORMULA}, true};
+
+/* What the backward ranges share: the entry, the input's gradient buffer,
+ * and whether to add into it. */
+typedef struct {
+    const nb_entry *e;
+    void *gx;
+    bool acc;
+} unary_grad;
 
 /*       name        forward y = f(x)            derivative dy/dx            formula */
 UNARY_OP(neg,        -x,                          -1,                         "-1")
