@@ -56,6 +56,14 @@ struct nb_tensor {
 typedef void (*nb_range_fn)(void *ctx, size_t begin, size_t end);
 void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx);
 uint64_t nb_parallel_jobs(void); /* how many calls were split, for tests */
+/* The same, with the small case (no split possible) decided here, where the
+ * compiler can inline fn: the path of every op on small tensors. */
+static inline void nb_parallel(size_t n, size_t grain, nb_range_fn fn, void *ctx) {
+    if (n < 2 * grain)
+        fn(ctx, 0, n);
+    else
+        nb_parallel_for(n, grain, fn, ctx);
+}
 /* Element-wise kernels split only above this many elements per thread. */
 #define NB_PARALLEL_GRAIN 16384
 

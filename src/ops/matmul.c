@@ -197,7 +197,7 @@ static void fill_with_bias(void *ctx, size_t begin, size_t end) {
 static void linear_forward(const nb_entry *e) {
     const nb_tensor *a = e->in[0], *b = e->in[1];
     size_t m = e->out->shape[0], n = e->out->shape[1];
-    nb_parallel_for(m, NB_PARALLEL_GRAIN / n + 1, fill_with_bias, (void *)e);
+    nb_parallel(m, NB_PARALLEL_GRAIN / n + 1, fill_with_bias, (void *)e);
     bool ta = e->flag0, tb = e->flag1;
     size_t k = ta ? a->shape[0] : a->shape[1];
     gemm(a->dtype, ta, tb, m, n, k, a->data, a->shape[1], b->data, b->shape[1], true, e->out->data);
@@ -242,7 +242,7 @@ static void linear_backward(nb_tape *tp, const nb_entry *e) {
     bias_grad job = {e, NULL, false};
     if (!(job.gb = nb_grad_target(tp, bias, &job.acc))) return;
     size_t m = e->out->shape[0], n = e->out->shape[1];
-    nb_parallel_for(bias->size, NB_PARALLEL_GRAIN / (e->axis == 1 ? n : m) + 1, sum_for_bias, &job);
+    nb_parallel(bias->size, NB_PARALLEL_GRAIN / (e->axis == 1 ? n : m) + 1, sum_for_bias, &job);
     if (!apply) return;
     /* nb_backward_sgd: b -= lr dL/db here, and no gradient kept */
     NB_DISPATCH(bias->dtype, {

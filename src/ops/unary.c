@@ -27,7 +27,7 @@
         });                                                                                 \
     }                                                                                       \
     static void name##_forward(const nb_entry *e) {                                          \
-        nb_parallel_for(e->out->size, NB_PARALLEL_GRAIN, name##_forward_range, (void *)e);  \
+        nb_parallel(e->out->size, NB_PARALLEL_GRAIN, name##_forward_range, (void *)e);      \
     }                                                                                       \
     static void name##_backward_range(void *ctx, size_t begin, size_t end) {                \
         const unary_grad *u = ctx;                                                          \
@@ -50,7 +50,7 @@
     static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
         unary_grad u = {e, NULL, false};                                                    \
         if (!(u.gx = nb_grad_target(tp, e->in[0], &u.acc))) return;                         \
-        nb_parallel_for(e->out->size, NB_PARALLEL_GRAIN, name##_backward_range, &u);        \
+        nb_parallel(e->out->size, NB_PARALLEL_GRAIN, name##_backward_range, &u);            \
     }                                                                                       \
     static const nb_op name##_op = {#name, name##_forward, name##_backward, {FORMULA}, true};
 
