@@ -20,7 +20,9 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 #define MAX_THREADS 64
 #define SPINS_BEFORE_SLEEP 200000
@@ -36,6 +38,7 @@ static struct {
     _Atomic int sleepers;
     _Atomic bool quit;
     unsigned first_generation; /* the generation when the workers started */
+    int spins;                 /* how long workers spin before sleeping */
     /* the job, written before `generation` is bumped */
     nb_range_fn fn;
     void *ctx;
@@ -62,7 +65,7 @@ static void *worker(void *arg) {
     unsigned seen = pool.first_generation; /* no job can start before the workers do */
     for (;;) {
         unsigned g;
-        for (int spins = 0; (g = atomic_load(&pool.generation)) == seen && spins < SPINS_BEFORE_SLEEP; spins++)
+        for (int spins = 0; (g = atomic_load(&pool.generation)) == seen && spins < pool.spins; spins++)
             cpu_relax();
         if (g == seen) {
             pthread_mutex_lock(&pool.lock);
@@ -91,7 +94,13 @@ static void run_job(void) {
         pthread_mutex_unlock(&pool.lock);
     }
     if (!atomic_load(&pool.quit)) run_part(0);
-    while (atomic_load(&pool.remaining) > 0) cpu_relax();
+    /* The workers' parts are as long as ours; past a short spin, one of them
+     * must be off its core (more threads than cores): let it run. */
+    for (int spins = 0; atomic_load(&pool.remaining) > 0; spins++)
+        if (spins < 4096)
+            cpu_relax();
+        else
+            sched_yield();
 }
 
 void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx) {
@@ -133,6 +142,10 @@ nb_status nb_set_threads(int n) {
     if (pool.threads > 1) stop_workers();
     nb_status st = NB_OK;
     pool.first_generation = atomic_load(&pool.generation);
+    /* Spinning workers would take the cores from the caller if there are
+     * more threads than cores: then they sleep at once. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    pool.spins = cores > 0 && n > cores ? 0 : SPINS_BEFORE_SLEEP;
     for (int i = 0; i < n - 1; i++) {
         if (pthread_create(&pool.workers[i], NULL, worker, (void *)(intptr_t)(i + 1)) != 0) {
             nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_set_threads: cannot start thread %d of %d", i + 2, n);
