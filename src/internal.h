@@ -64,6 +64,15 @@ static inline void nb_parallel(size_t n, size_t grain, nb_range_fn fn, void *ctx
     else
         nb_parallel_for(n, grain, fn, ctx);
 }
+/* For the element-wise kernels: GCC compiles the function for AVX-512,
+ * AVX2 and the baseline, and picks one at load time for the machine it runs
+ * on (the build stays portable to any x86-64). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define NB_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NB_VECTOR_CLONES
+#endif
+
 /* Element-wise kernels split only above this many elements per thread. */
 #define NB_PARALLEL_GRAIN 16384
 

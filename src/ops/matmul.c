@@ -182,7 +182,7 @@ nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, boo
  * flag0/flag1: A/B transposed; axis: 0 for a row bias, 1 for a column bias.
  */
 /* Rows begin..end of the output filled with the bias. */
-static void fill_with_bias(void *ctx, size_t begin, size_t end) {
+NB_VECTOR_CLONES static void fill_with_bias(void *ctx, size_t begin, size_t end) {
     const nb_entry *e = ctx;
     size_t n = e->out->shape[1];
     bool column = e->axis == 1;
@@ -212,7 +212,7 @@ typedef struct {
     bool acc;
 } bias_grad;
 
-static void sum_for_bias(void *ctx, size_t begin, size_t end) {
+NB_VECTOR_CLONES static void sum_for_bias(void *ctx, size_t begin, size_t end) {
     const bias_grad *job = ctx;
     const nb_entry *e = job->e;
     size_t m = e->out->shape[0], n = e->out->shape[1];

@@ -13,7 +13,7 @@
 /* Defines name_forward, name_backward and name_op from FORWARD (using x, s)
  * and DERIVATIVE (using x, y, s); FORMULA is the derivative for pictures. */
 #define UNARY_OP(name, FORWARD, DERIVATIVE, FORMULA)                                        \
-    static void name##_forward_range(void *ctx, size_t begin, size_t end) {                 \
+    NB_VECTOR_CLONES static void name##_forward_range(void *ctx, size_t begin, size_t end) { \
         const nb_entry *e = ctx;                                                            \
         NB_DISPATCH(e->out->dtype, {                                                        \
             const T *restrict xs = e->in[0]->data;                                          \
@@ -29,7 +29,7 @@
     static void name##_forward(const nb_entry *e) {                                          \
         nb_parallel(e->out->size, NB_PARALLEL_GRAIN, name##_forward_range, (void *)e);      \
     }                                                                                       \
-    static void name##_backward_range(void *ctx, size_t begin, size_t end) {                \
+    NB_VECTOR_CLONES static void name##_backward_range(void *ctx, size_t begin, size_t end) {\
         const unary_grad *u = ctx;                                                          \
         const nb_entry *e = u->e;                                                           \
         bool acc = u->acc;                                                                  \
