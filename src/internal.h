@@ -7,6 +7,7 @@
 
 #include "nabla.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 
@@ -89,14 +90,35 @@ extern char nb_unnamed[1]; /* "", the name of unnamed tape tensors */
  * keeps all of them, so the same sequence of requests after a reset is served
  * without calling malloc. */
 typedef struct nb_chunk nb_chunk;
+struct nb_chunk {
+    nb_chunk *next;
+    size_t size;  /* usable bytes after the header */
+    size_t used;
+    /* data follows, at NB_CHUNK_HEADER bytes from the start */
+};
+#define NB_CHUNK_HEADER ((sizeof(nb_chunk) + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN)
+
 typedef struct {
     nb_chunk *first, *current;
     size_t total;          /* bytes held in all chunks */
 } nb_arena;
 
 void nb_arena_init(nb_arena *a);
-/* bytes at a multiple of align (a power of two up to NB_ALIGN); NULL on failure */
-void *nb_arena_alloc(nb_arena *a, size_t bytes, size_t align);
+void *nb_arena_alloc_slow(nb_arena *a, size_t bytes, size_t align);
+/* bytes at a multiple of align (a power of two up to NB_ALIGN); NULL on
+ * failure.  The common case, room in the current chunk, is decided inline
+ * (a mask, not a division: it runs once or twice per op). */
+static inline void *nb_arena_alloc(nb_arena *a, size_t bytes, size_t align) {
+    nb_chunk *c = a->current;
+    if (c && bytes && bytes <= c->size) {
+        size_t start = (c->used + align - 1) & ~(align - 1);
+        if (start <= c->size - bytes) {
+            c->used = start + bytes;
+            return (unsigned char *)c + NB_CHUNK_HEADER + start;
+        }
+    }
+    return nb_arena_alloc_slow(a, bytes, align);
+}
 void nb_arena_reset(nb_arena *a);
 void nb_arena_free(nb_arena *a);
 
@@ -211,29 +233,69 @@ static inline size_t nb_dtype_size(nb_dtype dt) { return dt == NB_F64 ? sizeof(d
 nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
                            const char *op, const char *file, int line);
 /* Makes an op result: a tape tensor sharing no data, not yet recorded. */
-nb_tensor *nb_result(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape,
-                     const char *op, const char *file, int line);
+static inline nb_tensor *nb_result(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape, const char *op,
+                                   const char *file, int line) {
+    nb_tensor *t = nb_tensor_alloc(tp, dt, ndim, shape, op, file, line);
+    if (t->status == NB_OK) t->is_leaf = false;
+    return t;
+}
 /* Makes an op result that shares `data` (views: reshape, detach). */
 nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *shape,
                           const char *op, const char *file, int line);
 void *nb_tape_alloc(nb_tape *tp, size_t bytes);
 
+/* Doubles the tape's entry array; false (and the tape errored) on failure. */
+bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line);
+
 /* Records an entry whose output is `out`.  Sets out->requires_grad from the
  * inputs and the tape's grad mode.  Returns the entry (to fill in op
- * parameters) or NULL on allocation failure (then the tape is errored). */
-nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, int n_in,
-                    nb_tensor *const *in, const char *file, int line);
+ * parameters) or NULL on allocation failure (then the tape is errored).
+ * Inline, with nb_emit below: they run once per op. */
+static inline nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, int n_in, nb_tensor *const *in,
+                                  const char *file, int line) {
+    if (tp->n_entries == tp->cap_entries && !nb_tape_grow(tp, op, file, line)) return NULL;
+    nb_entry *e = &tp->entries[tp->n_entries++];
+    *e = (nb_entry){.op = op, .out = out, .n_in = n_in, .file = file, .line = line, .scope = tp->current_scope};
+    bool requires = false;
+    for (int i = 0; i < n_in; i++) {
+        e->in[i] = in[i];
+        requires |= in[i]->requires_grad;
+        if (in[i]->uses < UINT_MAX) in[i]->uses++;
+    }
+    out->is_leaf = false;
+    out->requires_grad = requires && tp->grad_enabled;
+    out->entry = tp->n_entries; /* index + 1 */
+    return e;
+}
 
 /* The usual start of an op: checks the inputs (NULL, errored, other tape,
- * mixed dtypes).  Returns NULL if all is well, else the tensor to return. */
-nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file, int line, int n,
-                    nb_tensor *const *in);
+ * mixed dtypes).  Returns NULL if all is well, else the tensor to return.
+ * The common case is decided inline; the checks that write the message run
+ * only when something is wrong. */
+nb_tensor *nb_check_slow(nb_tape *tp, const nb_op *op, const char *file, int line, int n,
+                         nb_tensor *const *in);
+static inline nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file, int line, int n,
+                                  nb_tensor *const *in) {
+    bool fine = tp != NULL;
+    for (int i = 0; fine && i < n; i++)
+        fine = in[i] && in[i]->status == NB_OK && (!in[i]->on_tape || in[i]->tape == tp) &&
+               in[i]->dtype == in[0]->dtype;
+    return fine ? NULL : nb_check_slow(tp, op, file, line, n, in);
+}
 /* Allocates the result of `op` with the given shape and dtype and records
  * the entry.  On failure returns NULL and stores the tensor to return in
  * *failed.  The caller fills in op parameters, then calls nb_run(). */
-nb_entry *nb_emit(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in, nb_dtype dt,
-                  int ndim, const size_t *shape, const char *file, int line,
-                  nb_tensor **failed);
+static inline nb_entry *nb_emit(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in, nb_dtype dt,
+                                int ndim, const size_t *shape, const char *file, int line, nb_tensor **failed) {
+    nb_tensor *out = nb_result(tp, dt, ndim, shape, op->name, file, line);
+    if (out->status != NB_OK) {
+        *failed = out;
+        return NULL;
+    }
+    nb_entry *e = nb_record(tp, op, out, n_in, in, file, line);
+    if (!e) *failed = nb_nil(NB_ERR_NOMEM);
+    return e;
+}
 /* Anomaly mode: checks e's output (and non-finite leaf inputs) after its
  * forward; returns e->out, or an errored tensor naming the op. */
 nb_tensor *nb_anomaly_forward(nb_tape *tp, const nb_entry *e);
@@ -259,7 +321,22 @@ static inline bool nb_sgd_fused(const nb_tensor *x) { return x->sgd == NB_SGD_ON
 /* During backward: the buffer to write d loss/d t into.  *accumulate is set
  * to true when a gradient is already there (add into it) and false when this
  * is the first contribution (overwrite it).  NULL on allocation failure. */
-void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate);
+void *nb_grad_alloc(nb_tape *tp, nb_tensor *t); /* t->grad, or NULL (tape errored) */
+static inline void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate) {
+    *accumulate = false;
+    if (!t->is_leaf && t->grad_pass != tp->pass) { /* left over from an earlier pass */
+        t->grad = NULL;
+        t->grad_state = NB_GRAD_NONE;
+        t->grad_pass = tp->pass;
+    }
+    if (t->grad && t->grad_state == NB_GRAD_SET) {
+        *accumulate = true;
+        return t->grad;
+    }
+    if (!t->grad && !nb_grad_alloc(tp, t)) return NULL;
+    t->grad_state = NB_GRAD_SET;
+    return t->grad;
+}
 /* For an input x whose gradient is exactly the output's (local derivative 1,
  * same shape): when x is an op result read by this entry alone, x simply
  * shares the output's gradient buffer and true is returned, so the caller

@@ -14,28 +14,10 @@
 
 #include <string.h>
 
-void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate) {
-    *accumulate = false;
-    if (!t->is_leaf && t->grad_pass != tp->pass) { /* left over from an earlier pass */
-        t->grad = NULL;
-        t->grad_state = NB_GRAD_NONE;
-        t->grad_pass = tp->pass;
-    }
-    if (t->grad && t->grad_state == NB_GRAD_SET) {
-        *accumulate = true;
-        return t->grad;
-    }
-    if (!t->grad) {
-        size_t bytes = t->size * nb_dtype_size(t->dtype);
-        t->grad = t->on_tape ? nb_tape_alloc(tp, bytes) : nb_malloc_aligned(bytes);
-        if (!t->grad) {
-            nb_set_error(tp, NB_ERR_NOMEM, NULL, 0,
-                         "nb_backward: cannot allocate a %zu-byte gradient", bytes);
-            return NULL;
-        }
-    }
-    *accumulate = false;
-    t->grad_state = NB_GRAD_SET;
+void *nb_grad_alloc(nb_tape *tp, nb_tensor *t) {
+    size_t bytes = t->size * nb_dtype_size(t->dtype);
+    t->grad = t->on_tape ? nb_tape_alloc(tp, bytes) : nb_malloc_aligned(bytes);
+    if (!t->grad) nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "nb_backward: cannot allocate a %zu-byte gradient", bytes);
     return t->grad;
 }
 

@@ -98,13 +98,6 @@ void *nb_tape_alloc(nb_tape *tp, size_t bytes) {
     return nb_arena_alloc(&tp->arena, bytes, nb_align_for(bytes));
 }
 
-nb_tensor *nb_result(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shape, const char *op,
-                     const char *file, int line) {
-    nb_tensor *t = nb_tensor_alloc(tp, dt, ndim, shape, op, file, line);
-    if (t->status == NB_OK) t->is_leaf = false;
-    return t;
-}
-
 nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *shape,
                           const char *op, const char *file, int line) {
     nb_tensor *t = nb_arena_alloc(&tp->arena, nb_header_bytes(ndim), NB_SMALL_ALIGN);
@@ -122,52 +115,22 @@ nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *s
     return t;
 }
 
-nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, int n_in,
-                    nb_tensor *const *in, const char *file, int line) {
-    if (tp->n_entries == tp->cap_entries) {
-        size_t cap = tp->cap_entries ? 2 * tp->cap_entries : 256;
-        nb_entry *grown = nb_realloc(tp->entries, cap * sizeof *grown);
-        if (!grown) {
-            nb_set_error(tp, NB_ERR_NOMEM, file, line, "%s: cannot grow the tape to %zu entries",
-                         op->name, cap);
-            return NULL;
-        }
-        tp->entries = grown;
-        tp->cap_entries = cap;
+bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line) {
+    size_t cap = tp->cap_entries ? 2 * tp->cap_entries : 256;
+    nb_entry *grown = nb_realloc(tp->entries, cap * sizeof *grown);
+    if (!grown) {
+        nb_set_error(tp, NB_ERR_NOMEM, file, line, "%s: cannot grow the tape to %zu entries", op->name, cap);
+        return false;
     }
-    nb_entry *e = &tp->entries[tp->n_entries++];
-    *e = (nb_entry){.op = op, .out = out, .n_in = n_in};
-    bool requires = false;
-    for (int i = 0; i < n_in; i++) {
-        e->in[i] = in[i];
-        requires |= in[i]->requires_grad;
-        if (in[i]->uses < UINT_MAX) in[i]->uses++;
-    }
-    e->file = file;
-    e->line = line;
-    e->scope = tp->current_scope;
-    out->is_leaf = false;
-    out->requires_grad = requires && tp->grad_enabled;
-    out->entry = tp->n_entries; /* index + 1 */
-    return e;
+    tp->entries = grown;
+    tp->cap_entries = cap;
+    return true;
 }
 
-nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file, int line, int n,
-                    nb_tensor *const *in) {
+nb_tensor *nb_check_slow(nb_tape *tp, const nb_op *op, const char *file, int line, int n,
+                         nb_tensor *const *in) {
     nb_tensor *failed = nb_check_inputs(tp, op->name, file, line, n, in);
     if (!failed) failed = nb_check_same_dtype(tp, op->name, file, line, n, in);
     return failed;
 }
 
-nb_entry *nb_emit(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in, nb_dtype dt,
-                  int ndim, const size_t *shape, const char *file, int line,
-                  nb_tensor **failed) {
-    nb_tensor *out = nb_result(tp, dt, ndim, shape, op->name, file, line);
-    if (out->status != NB_OK) {
-        *failed = out;
-        return NULL;
-    }
-    nb_entry *e = nb_record(tp, op, out, n_in, in, file, line);
-    if (!e) *failed = nb_nil(NB_ERR_NOMEM);
-    return e;
-}

@@ -236,9 +236,13 @@ static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *
     nb_tensor *in[2] = {a, b};
     nb_tensor *failed = nb_check(tp, op, file, line, 2, in);
     if (failed) return failed;
-    int nd;
+    int nd = a->ndim;
     size_t shape[NB_MAX_DIMS];
-    if (!broadcast_shape(a, b, &nd, shape)) {
+    bool same = a->ndim == b->ndim;
+    for (int d = 0; same && d < nd; d++) same = a->shape[d] == b->shape[d];
+    if (same) /* the common case: nothing to broadcast */
+        for (int d = 0; d < nd; d++) shape[d] = a->shape[d];
+    else if (!broadcast_shape(a, b, &nd, shape)) {
         char sa[128], sb[128];
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
                        "%s: shapes %s and %s do not broadcast (aligned from the right, each "

@@ -10,14 +10,9 @@
 
 #include <stdint.h>
 
-struct nb_chunk {
-    nb_chunk *next;
-    size_t size;  /* usable bytes after the header */
-    size_t used;
-    /* data follows, NB_ALIGN-aligned */
-};
-
-#define CHUNK_HEADER ((sizeof(nb_chunk) + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN)
+/* struct nb_chunk is in internal.h, for the inline fast path of
+ * nb_arena_alloc; this file has the rest. */
+#define CHUNK_HEADER NB_CHUNK_HEADER
 #define MIN_CHUNK ((size_t)1 << 20)
 
 void nb_arena_init(nb_arena *a) {
@@ -48,7 +43,7 @@ static void *bump(nb_chunk *c, size_t bytes, size_t align) {
     return chunk_data(c) + start;
 }
 
-void *nb_arena_alloc(nb_arena *a, size_t bytes, size_t align) {
+void *nb_arena_alloc_slow(nb_arena *a, size_t bytes, size_t align) {
     if (bytes > SIZE_MAX / 2) return NULL;
     if (bytes == 0) bytes = 1;
     /* Try the current chunk, then the ones after it (kept from earlier steps). */
