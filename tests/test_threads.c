@@ -11,6 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 enum { BATCH = 256, IN = 300, HIDDEN = 200, OUT = 10 };
 
@@ -122,6 +124,30 @@ static void test_results_do_not_depend_on_threads(void **state) {
     assert_int_equal(nb_set_threads(1), NB_OK);
 }
 
+/* A child made by fork() runs its ops on its own thread, without waiting
+ * for workers it does not have. */
+static void test_fork_child_runs_serially(void **state) {
+    (void)state;
+    assert_int_equal(nb_set_threads(2), NB_OK);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        /* Without the fork handler this would wait for ever for a worker the
+         * child does not have; the alarm turns that into a failure. */
+        alarm(20);
+        nb_tape *tp = nb_tape_new();
+        nb_tensor *a = nb_ones(tp, NB_F32, NB_SHAPE(256, 300)), *b = nb_ones(tp, NB_F32, NB_SHAPE(300, 200));
+        nb_tensor *y = nb_sum(tp, nb_sigmoid(tp, nb_matmul(tp, a, b)));
+        int ok = nb_get_threads() == 1 && fabs(nb_item(y) - 256 * 200 / (1 + exp(-300.0))) < 1;
+        nb_tape_free(tp);
+        _exit(ok ? 0 : 3);
+    }
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(nb_set_threads(1), NB_OK);
+}
+
 static void test_bad_thread_counts(void **state) {
     (void)state;
     assert_int_equal(nb_set_threads(0), NB_ERR_ARG);
@@ -139,6 +165,7 @@ static void test_bad_thread_counts(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results_do_not_depend_on_threads),
+        cmocka_unit_test(test_fork_child_runs_serially),
         cmocka_unit_test(test_bad_thread_counts),
     };
     return cmocka_run_group_tests_name("threads", tests, NULL, NULL);

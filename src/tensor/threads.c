@@ -133,7 +133,21 @@ static void stop_workers(void) {
     atomic_store(&pool.quit, false);
 }
 
+/* A child made by fork() has only the thread that forked: it starts with
+ * no workers (and fresh locks, in case another thread held one). */
+static void after_fork_in_child(void) {
+    pool.threads = 1;
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_mutex_init(&pool.busy, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    atomic_store(&pool.sleepers, 0);
+}
+
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+static void install_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+
 nb_status nb_set_threads(int n) {
+    pthread_once(&fork_handler_once, install_fork_handler);
     if (n < 1 || n > MAX_THREADS) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_set_threads: %d threads (allowed: 1 to %d)", n, MAX_THREADS);
         return NB_ERR_ARG;
