@@ -20,6 +20,7 @@ typedef struct {
     double loss;
     double *grads[4];   /* W1, b1, W2, b2 after nb_backward */
     double *updated[4]; /* the same parameters after nb_optimizer_backward_step */
+    double *adam[4];    /* and after a further Adam step (split for W1) */
 } outcome;
 
 static double *copy_of(const nb_tensor *t) {
@@ -56,9 +57,11 @@ static outcome run(nb_dtype dt, int threads) {
     nb_optimizer_defaults(&o, NB_OPT_SGD);
     o.lr = 0.5;
     nb_optimizer *sgd = nb_optimizer_new(ps, &o);
+    nb_optimizer_defaults(&o, NB_OPT_ADAM);
+    nb_optimizer *adam = nb_optimizer_new(ps, &o);
     nb_tape *tp = nb_tape_new();
     outcome out;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 3; pass++) {
         nb_tape_reset(tp);
         nb_params_zero_grad(ps);
         nb_tensor *h = nb_sigmoid(tp, nb_linear(tp, X, p[0], p[1]));
@@ -67,13 +70,18 @@ static outcome run(nb_dtype dt, int threads) {
             assert_int_equal(nb_backward(loss), NB_OK);
             out.loss = nb_item(loss);
             for (int k = 0; k < 4; k++) out.grads[k] = grad_of(p[k]);
-        } else {
+        } else if (pass == 1) {
             assert_int_equal(nb_optimizer_backward_step(sgd, loss), NB_OK);
             for (int k = 0; k < 4; k++) out.updated[k] = copy_of(p[k]);
+        } else {
+            assert_int_equal(nb_backward(loss), NB_OK);
+            assert_int_equal(nb_optimizer_step(adam), NB_OK);
+            for (int k = 0; k < 4; k++) out.adam[k] = copy_of(p[k]);
         }
     }
     nb_tape_free(tp);
     nb_optimizer_free(sgd);
+    nb_optimizer_free(adam);
     nb_params_free(ps);
     nb_tensor_free(X);
     nb_tensor_free(y);
@@ -84,6 +92,7 @@ static void free_outcome(outcome *o) {
     for (int k = 0; k < 4; k++) {
         free(o->grads[k]);
         free(o->updated[k]);
+        free(o->adam[k]);
     }
 }
 
@@ -106,17 +115,20 @@ static void test_results_do_not_depend_on_threads(void **state) {
         for (int threads = 2; threads <= 3; threads++) {
             uint64_t split_before = nb_parallel_jobs();
             outcome many = run(dt, threads);
-            /* Split in each of the two passes: the first layer's bias fill,
+            /* Split in each of the three passes: the first layer's bias fill,
              * product, sigmoid forward and backward, dW1, dX and bias sum (the
-             * second layer's, 10 wide, is too small to split). */
-            assert_int_equal(nb_parallel_jobs() - split_before, 2 * 7);
+             * second layer's, 10 wide, is too small to split); and Adam's
+             * update of W1 (60,000 values). */
+            assert_int_equal(nb_parallel_jobs() - split_before, 3 * 7 + 1);
             double tol = dt == NB_F32 ? 1e-5 : 1e-12;
             double dg = worst_difference(one.grads, many.grads), du = worst_difference(one.updated, many.updated);
-            print_message("%s, %d threads: loss %.9g vs %.9g, gradients within %.2g, updates within %.2g\n",
-                          dt == NB_F32 ? "float32" : "float64", threads, many.loss, one.loss, dg, du);
+            double da = worst_difference(one.adam, many.adam);
+            print_message("%s, %d threads: loss %.9g vs %.9g, gradients within %.2g, updates within %.2g, %.2g\n",
+                          dt == NB_F32 ? "float32" : "float64", threads, many.loss, one.loss, dg, du, da);
             assert_close(many.loss, one.loss, tol * fabs(one.loss));
             assert_true(dg <= tol);
             assert_true(du <= tol);
+            assert_true(da <= tol);
             free_outcome(&many);
         }
         free_outcome(&one);

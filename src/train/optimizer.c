@@ -116,22 +116,35 @@ void nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
 
 double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; }
 
-/* Updates one parameter: values w and gradient g of type T, state s1/s2 of
- * the same type.  One tight loop per kind, so that each vectorises. */
+/* One parameter's update over elements begin..end: values w and gradient g,
+ * state s1/s2, all of the parameter's dtype.  Large parameters are split
+ * across nabla's threads (nb_set_threads); the element-wise kernels are
+ * compiled for AVX-512, AVX2 and the baseline. */
+typedef struct {
+    const nb_optimizer_opts *o;
+    void *w, *s1, *s2;
+    const void *g;
+    nb_dtype dtype;
+    bool first;            /* momentum: v starts as the first gradient */
+    double bias1, bias2;   /* Adam's bias corrections 1 - b^t */
+} update_job;
+
+/* One tight loop per kind, so that each vectorises. */
 #define UPDATE(T)                                                                          \
     do {                                                                                   \
-        T *restrict w = nb_tensor_data(p);                                                 \
-        const T *restrict g = nb_grad_data(p);                                             \
-        T *restrict s1 = opt->state1[i], *restrict s2 = opt->state2[i];                    \
+        const nb_optimizer_opts *o = u->o;                                                 \
+        T *restrict w = u->w, *restrict s1 = u->s1, *restrict s2 = u->s2;                  \
+        const T *restrict g = u->g;                                                        \
         const T lr = (T)o->lr, wd = (T)o->weight_decay, mu = (T)o->momentum;               \
         const T b1 = (T)o->beta1, b2 = (T)o->beta2, eps = (T)o->eps;                       \
-        const T c1 = (T)(1 / bias1), c2 = (T)(1 / bias2);                                  \
+        const T c1 = (T)(1 / u->bias1), c2 = (T)(1 / u->bias2);                            \
+        const bool first = u->first;                                                       \
         switch (o->kind) {                                                                 \
         case NB_OPT_SGD:                                                                   \
-            for (size_t j = 0; j < size; j++) w[j] -= lr * (g[j] + wd * w[j]);             \
+            for (size_t j = begin; j < end; j++) w[j] -= lr * (g[j] + wd * w[j]);          \
             break;                                                                         \
         case NB_OPT_MOMENTUM:                                                              \
-            for (size_t j = 0; j < size; j++) {                                            \
+            for (size_t j = begin; j < end; j++) {                                         \
                 T gj = g[j] + wd * w[j];                                                   \
                 s1[j] = first ? gj : mu * s1[j] + gj;                                      \
                 w[j] -= lr * s1[j];                                                        \
@@ -140,7 +153,7 @@ double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; 
         case NB_OPT_ADAM:                                                                  \
         case NB_OPT_ADAMW: {                                                               \
             const bool decoupled = o->kind == NB_OPT_ADAMW;                                \
-            for (size_t j = 0; j < size; j++) {                                            \
+            for (size_t j = begin; j < end; j++) {                                         \
                 T wj = w[j], gj = g[j];                                                    \
                 if (decoupled)                                                             \
                     wj -= lr * wd * wj;                                                    \
@@ -154,6 +167,14 @@ double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; 
         }                                                                                  \
         }                                                                                  \
     } while (0)
+
+NB_VECTOR_CLONES static void update_range(void *ctx, size_t begin, size_t end) {
+    const update_job *u = ctx;
+    if (u->dtype == NB_F32)
+        UPDATE(float);
+    else
+        UPDATE(double);
+}
 
 nb_status nb_optimizer_step(nb_optimizer *opt) {
     if (!opt) {
@@ -174,13 +195,11 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
     for (size_t i = 0; i < opt->n; i++) {
         nb_tensor *p = nb_params_at(opt->ps, i);
         if (!nb_has_grad(p)) continue; /* no gradient reached it */
-        size_t size = nb_tensor_size(p);
-        bool first = !opt->started[i];
+        /* nb_grad_data makes a lazily zeroed gradient real: once, here. */
+        update_job u = {o, nb_tensor_data(p), opt->state1[i], opt->state2[i], nb_grad_data(p),
+                        nb_tensor_dtype(p), !opt->started[i], bias1, bias2};
         opt->started[i] = true;
-        if (nb_tensor_dtype(p) == NB_F32)
-            UPDATE(float);
-        else
-            UPDATE(double);
+        nb_parallel(nb_tensor_size(p), NB_PARALLEL_GRAIN, update_range, &u);
     }
     return NB_OK;
 }
