@@ -14,7 +14,9 @@
  * microseconds), then sleep on a condition variable.  The caller runs part 0
  * itself and spins until the workers report their parts done.  One job runs
  * at a time: a call made while the pool is busy (from another thread, or from
- * inside a part) simply runs serially.
+ * inside a part) simply runs serially.  With more threads than cores nobody
+ * spins (workers sleep at once, the caller yields), and a child made by
+ * fork() starts with no workers.
  */
 #include "../internal.h"
 
