@@ -16,7 +16,7 @@
  * 3.4e38) and gradual underflow (down to 1.4e-45) come out right.
  *
  * Accuracy: within 2 ulp of the exact value over the whole float range
- * (tests/test_ops.c sweeps it against double-precision exp); NaN gives NaN,
+ * (tests/test_stability.c sweeps it against double-precision exp); NaN gives NaN,
  * +inf and x > 88.73 give +inf, -inf and x < -103.98 give 0.
  */
 #ifndef NABLA_EXPF_H

@@ -82,8 +82,8 @@ static void gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t
  * beta = 1: x -= lr dL/dx, and no gradient is kept.  NULL on failure. */
 typedef struct { void *c; double alpha, beta; } gemm_target;
 
-static bool target_for(nb_tape *tp, nb_tensor *x, gemm_target *t) {
-    if (nb_sgd_fused(x)) {
+static bool target_for(nb_tape *tp, nb_tensor *x, bool apply, gemm_target *t) {
+    if (apply) {
         *t = (gemm_target){x->data, -tp->sgd_lr, 1.0};
         x->grad_state = NB_GRAD_NONE; /* applied: nothing for the optimizer */
         return true;
@@ -104,37 +104,46 @@ static void matmul_forward(const nb_entry *e) {
          e->out->data);
 }
 
-/* With nb_backward_sgd, the operand whose update is applied here goes last,
- * so that the other one's gradient reads its values from before the update;
- * if both could be, only B is (A gets a gradient as usual). */
-static void matmul_backward(nb_tape *tp, const nb_entry *e) {
-    nb_tensor *a = e->in[0], *b = e->in[1];
-    const void *g = e->out->grad;
+/* dL/dA (m, k), or (k, m) when A is transposed, into t. */
+static void grad_a(const nb_entry *e, const gemm_target *t) {
+    const nb_tensor *a = e->in[0], *b = e->in[1];
     bool ta = e->flag0, tb = e->flag1;
     size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
-    bool a_last = nb_sgd_fused(a) && !nb_sgd_fused(b);
-    for (int pass = 0; pass < 2; pass++) {
-        bool do_a = a->requires_grad && (pass == 1) == a_last;
-        bool do_b = b->requires_grad && (pass == 0) == a_last;
-        gemm_target t;
-        if (do_a) {
-            uint8_t sgd = a->sgd;
-            if (nb_sgd_fused(b)) a->sgd = NB_SGD_NO; /* B's update is the one applied here */
-            bool ok = target_for(tp, a, &t);
-            a->sgd = sgd;
-            if (!ok) return;
-            if (!ta) /* dA (m, k) = G (m, n) · op(B)ᵀ (n, k) */
-                gemm_scaled(a->dtype, false, !tb, m, k, n, t.alpha, g, n, b->data, b->shape[1], t.beta, t.c);
-            else /* dA (k, m) = op(B) (k, n) · Gᵀ (n, m) */
-                gemm_scaled(a->dtype, tb, true, k, m, n, t.alpha, b->data, b->shape[1], g, n, t.beta, t.c);
-        }
-        if (do_b) {
-            if (!target_for(tp, b, &t)) return;
-            if (!tb) /* dB (k, n) = op(A)ᵀ (k, m) · G (m, n) */
-                gemm_scaled(a->dtype, !ta, false, k, n, m, t.alpha, a->data, a->shape[1], g, n, t.beta, t.c);
-            else /* dB (n, k) = Gᵀ (n, m) · op(A) (m, k) */
-                gemm_scaled(a->dtype, true, ta, n, k, m, t.alpha, g, n, a->data, a->shape[1], t.beta, t.c);
-        }
+    if (!ta) /* dA (m, k) = G (m, n) · op(B)ᵀ (n, k) */
+        gemm_scaled(a->dtype, false, !tb, m, k, n, t->alpha, e->out->grad, n, b->data, b->shape[1], t->beta, t->c);
+    else /* dA (k, m) = op(B) (k, n) · Gᵀ (n, m) */
+        gemm_scaled(a->dtype, tb, true, k, m, n, t->alpha, b->data, b->shape[1], e->out->grad, n, t->beta, t->c);
+}
+
+/* dL/dB (k, n), or (n, k) when B is transposed, into t. */
+static void grad_b(const nb_entry *e, const gemm_target *t) {
+    const nb_tensor *a = e->in[0];
+    bool ta = e->flag0, tb = e->flag1;
+    size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
+    if (!tb) /* dB (k, n) = op(A)ᵀ (k, m) · G (m, n) */
+        gemm_scaled(a->dtype, !ta, false, k, n, m, t->alpha, a->data, a->shape[1], e->out->grad, n, t->beta, t->c);
+    else /* dB (n, k) = Gᵀ (n, m) · op(A) (m, k) */
+        gemm_scaled(a->dtype, true, ta, n, k, m, t->alpha, e->out->grad, n, a->data, a->shape[1], t->beta, t->c);
+}
+
+/* With nb_backward_sgd at most one operand has its update applied here (B
+ * if both could), and it goes last, so that the other operand's gradient
+ * reads its values from before the update. */
+static void matmul_backward(nb_tape *tp, const nb_entry *e) {
+    nb_tensor *a = e->in[0], *b = e->in[1];
+    bool apply_b = nb_sgd_fused(b), apply_a = nb_sgd_fused(a) && !apply_b;
+    gemm_target t;
+    if (a->requires_grad && !apply_a) {
+        if (!target_for(tp, a, false, &t)) return;
+        grad_a(e, &t);
+    }
+    if (b->requires_grad) {
+        if (!target_for(tp, b, apply_b, &t)) return;
+        grad_b(e, &t);
+    }
+    if (apply_a) {
+        target_for(tp, a, true, &t);
+        grad_a(e, &t);
     }
 }
 
