@@ -108,16 +108,17 @@ void *nb_arena_alloc_slow(nb_arena *a, size_t bytes, size_t align);
 /* bytes at a multiple of align (a power of two up to NB_ALIGN); NULL on
  * failure.  The common case, room in the current chunk, is decided inline
  * (a mask, not a division: it runs once or twice per op). */
+/* Takes bytes from c at the next multiple of align (a power of two), or
+ * NULL if they do not fit. */
+static inline void *nb_chunk_bump(nb_chunk *c, size_t bytes, size_t align) {
+    size_t start = (c->used + align - 1) & ~(align - 1);
+    if (start > c->size || c->size - start < bytes) return NULL;
+    c->used = start + bytes;
+    return (unsigned char *)c + NB_CHUNK_HEADER + start;
+}
 static inline void *nb_arena_alloc(nb_arena *a, size_t bytes, size_t align) {
-    nb_chunk *c = a->current;
-    if (c && bytes && bytes <= c->size) {
-        size_t start = (c->used + align - 1) & ~(align - 1);
-        if (start <= c->size - bytes) {
-            c->used = start + bytes;
-            return (unsigned char *)c + NB_CHUNK_HEADER + start;
-        }
-    }
-    return nb_arena_alloc_slow(a, bytes, align);
+    void *p = a->current && bytes ? nb_chunk_bump(a->current, bytes, align) : NULL;
+    return p ? p : nb_arena_alloc_slow(a, bytes, align);
 }
 void nb_arena_reset(nb_arena *a);
 void nb_arena_free(nb_arena *a);

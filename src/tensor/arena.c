@@ -20,7 +20,6 @@ void nb_arena_init(nb_arena *a) {
     a->total = 0;
 }
 
-static unsigned char *chunk_data(nb_chunk *c) { return (unsigned char *)c + CHUNK_HEADER; }
 
 static nb_chunk *chunk_new(size_t size) {
     if (size > SIZE_MAX - CHUNK_HEADER) return NULL;
@@ -34,21 +33,12 @@ static nb_chunk *chunk_new(size_t size) {
 
 static void chunk_free(nb_chunk *c) { nb_free(c); }
 
-/* Takes bytes from c at the next multiple of align (a power of two: a mask,
- * not a division, on this path taken once per op), or NULL if they do not fit. */
-static void *bump(nb_chunk *c, size_t bytes, size_t align) {
-    size_t start = (c->used + align - 1) & ~(align - 1);
-    if (start > c->size || c->size - start < bytes) return NULL;
-    c->used = start + bytes;
-    return chunk_data(c) + start;
-}
-
 void *nb_arena_alloc_slow(nb_arena *a, size_t bytes, size_t align) {
     if (bytes > SIZE_MAX / 2) return NULL;
     if (bytes == 0) bytes = 1;
     /* Try the current chunk, then the ones after it (kept from earlier steps). */
     for (nb_chunk *c = a->current; c; c = c->next) {
-        void *p = bump(c, bytes, align);
+        void *p = nb_chunk_bump(c, bytes, align);
         if (p) {
             a->current = c;
             return p;
@@ -70,7 +60,7 @@ void *nb_arena_alloc_slow(nb_arena *a, size_t bytes, size_t align) {
     }
     a->total += size;
     a->current = c;
-    return bump(c, bytes, align);
+    return nb_chunk_bump(c, bytes, align);
 }
 
 void nb_arena_reset(nb_arena *a) {
