@@ -95,7 +95,8 @@ nb_status nb_optimizer_step(nb_optimizer *opt);
  * gradient is stored for it, so nb_has_grad is false for it afterwards; use
  * nb_backward and nb_optimizer_step when you need to see the gradients
  * (clipping, gradcheck, pictures).  The values are those of the two calls. */
-nb_status nb_optimizer_backward_step(nb_optimizer *opt, nb_tensor *loss);
+#define nb_optimizer_backward_step(opt, loss) nb_optimizer_backward_step_(opt, loss, NB_SITE)
+nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const char *file, int line);
 void nb_optimizer_set_lr(nb_optimizer *opt, double lr);
 double nb_optimizer_lr(const nb_optimizer *opt);
 const char *nb_optimizer_name(nb_optimizer_kind kind);

@@ -315,7 +315,8 @@ static inline nb_tensor *nb_run(nb_entry *e) {
  * gradient (nb_has_grad is false after); the others get their gradients as
  * usual, for the optimizer to apply.  Falls back to a plain backward in
  * explain mode, anomaly mode or with a hook. */
-nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr);
+nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr, const char *file,
+                           int line);
 /* Whether this backward applies x's update itself (see nb_backward_sgd_). */
 static inline bool nb_sgd_fused(const nb_tensor *x) { return x->sgd == NB_SGD_ONE_READER; }
 

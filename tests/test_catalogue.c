@@ -450,6 +450,22 @@ static nb_status optimizer_changed_params(void) {
     nb_params_free(ps);
     return st;
 }
+/* The step's backward finds the non-scalar loss; the message names the
+ * caller's line, for the fused path and the plain one alike. */
+static nb_status backward_step_non_scalar(nb_optimizer_kind kind) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, kind);
+    nb_optimizer *opt = nb_optimizer_new(ps, &o);
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_optimizer_backward_step(opt, nb_square(tp, nb_params_get(ps, "b")));
+    nb_tape_free(tp);
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+    return st;
+}
+static nb_status sgd_step_non_scalar(void) { return backward_step_non_scalar(NB_OPT_SGD); }
+static nb_status adam_step_non_scalar(void) { return backward_step_non_scalar(NB_OPT_ADAM); }
 static nb_status standardize_columns(void) {
     nb_tensor *train = nb_ones(NULL, NB_F32, NB_SHAPE(4, 3)), *test = nb_ones(NULL, NB_F32, NB_SHAPE(2, 5));
     nb_status st = nb_standardize(train, &test, 1);
@@ -642,6 +658,8 @@ static const bad_input catalogue[] = {
     {"optimizer: a negative learning rate", optimizer_lr, NB_ERR_ARG, {"nb_optimizer_new", "-0.1"}},
     {"optimizer: parameters added after it was made", optimizer_changed_params, NB_ERR_STATE,
      {"nb_optimizer_step", "from 2 to 3 parameters"}},
+    {"SGD backward step from a (3,) loss", sgd_step_non_scalar, NB_ERR_SHAPE, {"nb_backward", "(3,)", SITE}},
+    {"Adam backward step from a (3,) loss", adam_step_non_scalar, NB_ERR_SHAPE, {"nb_backward", "(3,)", SITE}},
     {"standardize: tables of 3 and 5 columns", standardize_columns, NB_ERR_SHAPE, {"nb_standardize", "table 1", "(2, 5)", "3 features"}},
     {"split: a test fraction of 1.5", split_fraction, NB_ERR_ARG, {"nb_dataset_split", "1.5", "10 rows"}},
     {"batcher: a batch size 0", batcher_zero, NB_ERR_ARG, {"nb_batcher_init", "batch size (0)"}},

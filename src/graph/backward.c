@@ -179,9 +179,10 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
     return NB_OK;
 }
 
-nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr) {
+nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr, const char *file,
+                           int line) {
     nb_tape *tp = loss && loss->status == NB_OK && recorded(loss) ? loss->tape : NULL;
-    if (!tp || tp->explain || tp->anomaly || tp->hook || !(lr > 0)) return nb_backward_(loss, NULL, NULL, 0);
+    if (!tp || tp->explain || tp->anomaly || tp->hook || !(lr > 0)) return nb_backward_(loss, NULL, file, line);
     /* Candidates: leaf parameters with no gradient waiting to be added to. */
     for (size_t i = 0; i < n; i++) {
         nb_tensor *p = params[i];
@@ -198,7 +199,7 @@ nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, 
         }
     }
     tp->sgd_lr = lr;
-    nb_status st = nb_backward_(loss, NULL, NULL, 0);
+    nb_status st = nb_backward_(loss, NULL, file, line);
     tp->sgd_lr = 0;
     for (size_t i = 0; i < n; i++)
         if (params[i] && params[i]->status == NB_OK) params[i]->sgd = NB_SGD_NO;

@@ -20,7 +20,6 @@ void nb_arena_init(nb_arena *a) {
     a->total = 0;
 }
 
-
 static nb_chunk *chunk_new(size_t size) {
     if (size > SIZE_MAX - CHUNK_HEADER) return NULL;
     nb_chunk *c = nb_malloc_aligned(CHUNK_HEADER + size);

@@ -208,14 +208,15 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
  * weight gradients are computed (see nb_backward_sgd_ in backward.c): that
  * saves writing each such gradient and reading it back, and the update's own
  * pass over the weights.  Every other case is backward, then the step. */
-nb_status nb_optimizer_backward_step(nb_optimizer *opt, nb_tensor *loss) {
+nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const char *file, int line) {
     if (!opt) {
-        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_optimizer_backward_step: the optimizer is NULL");
+        nb_set_error(NULL, NB_ERR_NULL, file, line, "nb_optimizer_backward_step: the optimizer is NULL");
         return NB_ERR_NULL;
     }
     if (nb_params_count(opt->ps) != opt->n) return nb_optimizer_step(opt); /* reports the change */
     bool fusable = opt->o.kind == NB_OPT_SGD && opt->o.weight_decay == 0;
-    nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->o.lr) : nb_backward(loss);
+    nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->o.lr, file, line)
+                           : nb_backward_(loss, NULL, file, line);
     return st != NB_OK ? st : nb_optimizer_step(opt);
 }
 
