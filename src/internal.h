@@ -56,6 +56,12 @@ struct nb_tensor {
  * already busy (src/tensor/threads.c). */
 typedef void (*nb_range_fn)(void *ctx, size_t begin, size_t end);
 void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx);
+/* The same in exactly `parts` ranges (fewer if there are fewer threads or
+ * items); part p covers [nb_part_begin(n, p, parts), nb_part_begin(n, p + 1, parts)). */
+void nb_parallel_parts(size_t n, int parts, nb_range_fn fn, void *ctx);
+static inline size_t nb_part_begin(size_t n, size_t part, size_t parts) {
+    return n * part / parts; /* n is an element count: no overflow for parts <= 64 */
+}
 uint64_t nb_parallel_jobs(void); /* how many calls were split, for tests */
 /* The same, with the small case (no split possible) decided here, where the
  * compiler can inline fn: the path of every op on small tensors. */

@@ -1,16 +1,24 @@
 /*
  * nabla's own threads (nb_set_threads): a network big enough for every
  * parallel path (split products, element-wise ranges, bias fills and sums)
- * gives the same loss, gradients and SGD-in-backward updates on 1, 2 and 3
- * threads; the pool can be resized and stopped; bad counts are refused.
+ * gives the same loss, gradients and updates, bit for bit, on 1, 2 and 3
+ * threads, and so do products of random shapes; the pool can be resized and
+ * stopped; bad counts are refused.
+ *
+ * OpenBLAS picks its kernels by CPU, and whether a product split into
+ * blocks keeps its bits depends on them, so the bitwise tests run again
+ * under every OpenBLAS core type this CPU can execute (each in a child
+ * process with OPENBLAS_CORETYPE set: OpenBLAS reads it at load time).
  */
 #include "support.h"
 #include "internal.h"
 #include "nabla_train.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,14 +106,12 @@ static void free_outcome(outcome *o) {
 
 static const size_t sizes[4] = {IN * HIDDEN, HIDDEN, HIDDEN * OUT, OUT};
 
-static double worst_difference(double *const *a, double *const *b) {
-    double worst = 0;
+/* Elements of the four parameters that differ in any bit. */
+static size_t differing(double *const *a, double *const *b) {
+    size_t count = 0;
     for (int k = 0; k < 4; k++)
-        for (size_t i = 0; i < sizes[k]; i++) {
-            double d = fabs(a[k][i] - b[k][i]) / (1e-3 + fabs(a[k][i]));
-            if (d > worst) worst = d;
-        }
-    return worst;
+        for (size_t i = 0; i < sizes[k]; i++) count += memcmp(&a[k][i], &b[k][i], sizeof(double)) != 0;
+    return count;
 }
 
 static void test_results_do_not_depend_on_threads(void **state) {
@@ -120,20 +126,136 @@ static void test_results_do_not_depend_on_threads(void **state) {
              * second layer's, 10 wide, is too small to split); and Adam's
              * update of W1 (60,000 values). */
             assert_int_equal(nb_parallel_jobs() - split_before, 3 * 7 + 1);
-            double tol = dt == NB_F32 ? 1e-5 : 1e-12;
-            double dg = worst_difference(one.grads, many.grads), du = worst_difference(one.updated, many.updated);
-            double da = worst_difference(one.adam, many.adam);
-            print_message("%s, %d threads: loss %.9g vs %.9g, gradients within %.2g, updates within %.2g, %.2g\n",
-                          dt == NB_F32 ? "float32" : "float64", threads, many.loss, one.loss, dg, du, da);
-            assert_close(many.loss, one.loss, tol * fabs(one.loss));
-            assert_true(dg <= tol);
-            assert_true(du <= tol);
-            assert_true(da <= tol);
+            size_t dg = differing(one.grads, many.grads), du = differing(one.updated, many.updated);
+            size_t da = differing(one.adam, many.adam);
+            print_message("%s, %d threads (BLAS core %s): loss %.9g vs %.9g; elements differing: gradients %zu, "
+                          "SGD updates %zu, Adam updates %zu\n",
+                          dt == NB_F32 ? "float32" : "float64", threads, openblas_get_corename(), many.loss,
+                          one.loss, dg, du, da);
+            assert_true(memcmp(&many.loss, &one.loss, sizeof one.loss) == 0);
+            assert_int_equal(dg, 0);
+            assert_int_equal(du, 0);
+            assert_int_equal(da, 0);
             free_outcome(&many);
         }
         free_outcome(&one);
     }
     assert_int_equal(nb_set_threads(1), NB_OK);
+}
+
+/* Products of random shapes (both dtypes, every transpose, with and without
+ * a bias, an operand used twice so that its gradient accumulates through
+ * beta = 1), forward and backward, on 1, 2 and 3 threads: the same bits. */
+typedef struct {
+    size_t m, n, k;
+    bool ta, tb, bias;
+} product_case;
+
+/* Runs the case; returns the output and both gradients as doubles. */
+static double *run_product(const product_case *c, nb_dtype dt, int threads, uint64_t seed, size_t *count) {
+    assert_int_equal(nb_set_threads(threads), NB_OK);
+    nb_rng rng;
+    nb_rng_seed(&rng, seed);
+    nb_tensor *A = nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->ta ? c->k : c->m, c->ta ? c->m : c->k), -1, 1);
+    nb_tensor *B = nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->tb ? c->n : c->k, c->tb ? c->k : c->n), -1, 1);
+    nb_tensor *bias = nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->n), -1, 1);
+    nb_tensor *R = nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->m, c->n), -1, 1);
+    nb_requires_grad(A, true);
+    nb_requires_grad(B, true);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *y = c->bias ? nb_linear_t(tp, A, B, bias, c->ta, c->tb) : nb_matmul_t(tp, A, B, c->ta, c->tb);
+    /* A used a second time: its gradient gets a second product added */
+    nb_tensor *again = nb_matmul_t(tp, A, B, c->ta, c->tb);
+    nb_tensor *loss = nb_sum(tp, nb_mul(tp, nb_add(tp, y, nb_sigmoid(tp, again)), R));
+    assert_int_equal(nb_backward(loss), NB_OK);
+    size_t sy = nb_tensor_size(y), sa = nb_tensor_size(A), sb = nb_tensor_size(B);
+    double *v = malloc((sy + sa + sb) * sizeof *v);
+    nb_to_f64(y, v);
+    for (size_t i = 0; i < sa; i++) v[sy + i] = nb_grad_get(A, i);
+    for (size_t i = 0; i < sb; i++) v[sy + sa + i] = nb_grad_get(B, i);
+    *count = sy + sa + sb;
+    nb_tape_free(tp);
+    nb_tensor_free(A);
+    nb_tensor_free(B);
+    nb_tensor_free(bias);
+    nb_tensor_free(R);
+    return v;
+}
+
+static void test_products_of_random_shapes_do_not_depend_on_threads(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 11);
+    uint64_t splits_before = nb_parallel_jobs();
+    for (int trial = 0; trial < 24; trial++) {
+        product_case c = {24 + nb_rng_next(&rng) % 500, 1 + nb_rng_next(&rng) % 300, 30 + nb_rng_next(&rng) % 400,
+                          nb_rng_next(&rng) & 1, nb_rng_next(&rng) & 1, nb_rng_next(&rng) & 1};
+        for (int dt = NB_F32; dt <= NB_F64; dt++) {
+            size_t n1, n;
+            double *one = run_product(&c, (nb_dtype)dt, 1, (uint64_t)trial, &n1);
+            for (int threads = 2; threads <= 3; threads++) {
+                double *many = run_product(&c, (nb_dtype)dt, threads, (uint64_t)trial, &n);
+                assert_int_equal(n, n1);
+                size_t differ = 0;
+                for (size_t i = 0; i < n; i++) differ += memcmp(&one[i], &many[i], sizeof(double)) != 0;
+                if (differ)
+                    print_error("%s (%zu, %zu, %zu)%s%s%s on %d threads, BLAS core %s: %zu of %zu values differ\n",
+                                dt == NB_F32 ? "float32" : "float64", c.m, c.n, c.k, c.ta ? " A transposed" : "",
+                                c.tb ? " B transposed" : "", c.bias ? " with bias" : "", threads,
+                                openblas_get_corename(), differ, n);
+                assert_int_equal(differ, 0);
+                free(many);
+            }
+            free(one);
+        }
+    }
+    /* the shapes were large enough for products to be split */
+    assert_true(nb_parallel_jobs() - splits_before > 24);
+    assert_int_equal(nb_set_threads(1), NB_OK);
+}
+
+/* The OpenBLAS core types this CPU can execute, each with what it needs. */
+static bool cpu_can_run(const char *core) {
+    __builtin_cpu_init();
+    if (!strcmp(core, "Cooperlake")) return __builtin_cpu_supports("avx512bf16");
+    if (!strcmp(core, "SkylakeX"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    if (!strcmp(core, "Haswell") || !strcmp(core, "Zen"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strcmp(core, "Sandybridge")) return __builtin_cpu_supports("avx");
+    if (!strcmp(core, "Nehalem")) return __builtin_cpu_supports("sse4.2");
+    return !strcmp(core, "Prescott"); /* SSE3: every x86-64 CPU OpenBLAS still runs on */
+}
+
+/* Runs this program's bitwise tests again in a child under each core type
+ * (OpenBLAS chooses its kernels when it loads, so it takes a new process). */
+static void test_on_every_blas_core_type(void **state) {
+    (void)state;
+    static const char *const cores[] = {"SkylakeX", "Cooperlake", "Haswell", "Zen", "Sandybridge", "Nehalem",
+                                        "Prescott"};
+    int ran = 0;
+    for (size_t i = 0; i < sizeof cores / sizeof *cores; i++) {
+        if (!cpu_can_run(cores[i])) {
+            print_message("BLAS core %s: this CPU cannot run it, skipped\n", cores[i]);
+            continue;
+        }
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+            setenv("OPENBLAS_CORETYPE", cores[i], 1);
+            setenv("NB_TEST_BITWISE_ONLY", "1", 1);
+            execl("/proc/self/exe", "test_threads", (char *)NULL);
+            _exit(127);
+        }
+        int status;
+        assert_int_equal(waitpid(child, &status, 0), child);
+        bool passed = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        print_message("BLAS core %s: %s\n", cores[i], passed ? "bitwise equal on 1, 2 and 3 threads" : "FAILED");
+        assert_true(passed);
+        ran++;
+    }
+    assert_true(ran >= 1);
 }
 
 /* A child made by fork() runs its ops on its own thread, without waiting
@@ -175,8 +297,24 @@ static void test_bad_thread_counts(void **state) {
 }
 
 int main(void) {
+    const struct CMUnitTest bitwise[] = {
+        cmocka_unit_test(test_results_do_not_depend_on_threads),
+        cmocka_unit_test(test_products_of_random_shapes_do_not_depend_on_threads),
+    };
+    if (getenv("NB_TEST_BITWISE_ONLY")) {
+        /* a child of test_on_every_blas_core_type: OpenBLAS must have taken
+         * the core asked for, or the run proves nothing */
+        const char *asked = getenv("OPENBLAS_CORETYPE");
+        if (!asked || strcasecmp(asked, openblas_get_corename()) != 0) {
+            fprintf(stderr, "asked OpenBLAS for core %s, got %s\n", asked ? asked : "(none)", openblas_get_corename());
+            return 1;
+        }
+        return cmocka_run_group_tests_name(openblas_get_corename(), bitwise, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results_do_not_depend_on_threads),
+        cmocka_unit_test(test_products_of_random_shapes_do_not_depend_on_threads),
+        cmocka_unit_test(test_on_every_blas_core_type),
         cmocka_unit_test(test_fork_child_runs_serially),
         cmocka_unit_test(test_bad_thread_counts),
     };

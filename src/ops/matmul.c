@@ -29,45 +29,89 @@ static void blas(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t
                     (int)rows, (int)cols, (int)k, alpha, x, (int)ldx, y, (int)ldy, beta, c, (int)ldc);
 }
 
-/* With nb_set_threads(n > 1), a large product is cut into n blocks of rows
- * of C (or of columns, when C is wider than tall), in units of 16, and each
- * thread makes the single-threaded call for its block:
- *   rows i0..i1 of C    = rows i0..i1 of op(X) · op(Y)
- *   columns j0..j1 of C = op(X) · columns j0..j1 of op(Y)
- * Row i of op(X) starts at X + i ldx, or at X + i when X is transposed;
- * column j of op(Y) at Y + j, or at Y + j ldy when Y is transposed. */
+/*
+ * Splitting a product across threads without changing a bit of it.
+ *
+ * With nb_set_threads(n > 1), a large product is cut into n blocks of rows of
+ * C and each thread makes the single-threaded CBLAS call for its block:
+ *     rows i0..i1 of C = rows i0..i1 of op(X) · op(Y)
+ * (row i of op(X) starts at X + i ldx, or at X + i when X is transposed).
+ * Each element of C is then the same sum of the same products; whether it
+ * is also added in the same order as in one call on the whole product
+ * depends on OpenBLAS's kernels, which differ by CPU:
+ *
+ * - OpenBLAS computes a row-major C as the column-major Cᵀ, so the rows of
+ *   C are its kernel's N dimension.  The micro-kernels walk N in panels of
+ *   4, 8, 12 or 24 rows counted from the start of the call, and some panel
+ *   widths add their products in another order than others (Haswell's and
+ *   Zen's sgemm sums even and odd k separately in its 4- and 6-wide
+ *   panels, then adds the halves).  A block that starts on a multiple of
+ *   every panel width sees the same panels as the whole product: blocks are
+ *   cut at multiples of ROW_UNIT = 24 rows.
+ * - The columns of C are the kernel's M dimension, where the panel layout
+ *   depends on where a call starts (Haswell's sgemm treats the first 8 rows
+ *   of each M block apart), so columns are never split.
+ * - For M·N·K <= 10^6, OpenBLAS's AVX-512 cores (SkylakeX, Cooperlake) take
+ *   a separate small-matrix kernel with its own order (and, with beta != 0,
+ *   its own rounding of alpha·AB + beta·C).  Every block must stay above
+ *   that size whenever it is split at all.
+ *
+ * tests/test_threads.c checks the result bit for bit against one thread on
+ * random shapes, under every OpenBLAS core type the CPU can run.
+ */
 typedef struct {
     nb_dtype dt;
-    bool tx, ty, by_rows;
+    bool tx, ty;
     size_t rows, cols, k, ldx, ldy;
     double alpha, beta;
     const char *x, *y;
     char *c;
 } gemm_job;
 
-enum { BLOCK = 16, MIN_PARALLEL_FLOPS = 4000000 };
+enum { ROW_UNIT = 24, MIN_PARALLEL_FLOPS = 4000000 };
+#define SMALL_KERNEL_LIMIT 1e6 /* OpenBLAS's small-matrix path: M·N·K up to this */
 
 static void gemm_block(void *ctx, size_t begin, size_t end) {
     const gemm_job *j = ctx;
-    size_t w = nb_dtype_size(j->dt), n = j->by_rows ? j->rows : j->cols;
-    size_t from = begin * BLOCK, to = end * BLOCK < n ? end * BLOCK : n;
-    if (j->by_rows)
-        blas(j->dt, j->tx, j->ty, to - from, j->cols, j->k, j->alpha, j->x + (j->tx ? from : from * j->ldx) * w,
-             j->ldx, j->y, j->ldy, j->beta, j->c + from * j->cols * w, j->cols);
-    else
-        blas(j->dt, j->tx, j->ty, j->rows, to - from, j->k, j->alpha, j->x, j->ldx,
-             j->y + (j->ty ? from * j->ldy : from) * w, j->ldy, j->beta, j->c + from * w, j->cols);
+    size_t w = nb_dtype_size(j->dt);
+    size_t from = begin * ROW_UNIT, to = end * ROW_UNIT < j->rows ? end * ROW_UNIT : j->rows;
+    blas(j->dt, j->tx, j->ty, to - from, j->cols, j->k, j->alpha, j->x + (j->tx ? from : from * j->ldx) * w,
+         j->ldx, j->y, j->ldy, j->beta, j->c + from * j->cols * w, j->cols);
+}
+
+/* The rows in the smallest of `blocks` blocks of whole units (the last
+ * block also takes the rows that do not fill a unit). */
+static size_t smallest_block(size_t rows, size_t blocks) {
+    size_t units = (rows + ROW_UNIT - 1) / ROW_UNIT, smallest = rows;
+    for (size_t b = 0; b < blocks; b++) {
+        size_t from = nb_part_begin(units, b, blocks) * ROW_UNIT, to = nb_part_begin(units, b + 1, blocks) * ROW_UNIT;
+        if (to > rows) to = rows;
+        if (to - from < smallest) smallest = to - from;
+    }
+    return smallest;
+}
+
+/* How many blocks of rows a product is cut into: one per thread, fewer when
+ * a block would be under ROW_UNIT rows or on OpenBLAS's small-matrix path. */
+static size_t row_blocks(size_t rows, size_t cols, size_t k) {
+    size_t threads = (size_t)nb_get_threads();
+    if (threads == 1 || 2.0 * (double)rows * (double)cols * (double)k < MIN_PARALLEL_FLOPS) return 1;
+    size_t blocks = threads < rows / ROW_UNIT ? threads : rows / ROW_UNIT;
+    while (blocks > 1 && (double)smallest_block(rows, blocks) * (double)cols * (double)k <= SMALL_KERNEL_LIMIT)
+        blocks--;
+    return blocks;
 }
 
 static void gemm_scaled(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha,
                         const void *x, size_t ldx, const void *y, size_t ldy, double beta, void *c) {
-    if (nb_get_threads() == 1 || 2.0 * (double)rows * (double)cols * (double)k < MIN_PARALLEL_FLOPS) {
+    size_t blocks = row_blocks(rows, cols, k);
+    if (blocks <= 1) {
         blas(dt, tx, ty, rows, cols, k, alpha, x, ldx, y, ldy, beta, c, cols);
         return;
     }
-    gemm_job j = {dt, tx, ty, rows >= cols, rows, cols, k, ldx, ldy, alpha, beta, x, y, c};
-    size_t n = j.by_rows ? rows : cols;
-    nb_parallel_for((n + BLOCK - 1) / BLOCK, 1, gemm_block, &j);
+    gemm_job j = {dt, tx, ty, rows, cols, k, ldx, ldy, alpha, beta, x, y, c};
+    /* (rows + ROW_UNIT - 1) / ROW_UNIT units, in `blocks` ranges */
+    nb_parallel_parts((rows + ROW_UNIT - 1) / ROW_UNIT, (int)blocks, gemm_block, &j);
 }
 
 /* C = op(X) · op(Y), or C += op(X) · op(Y) when accumulating. */

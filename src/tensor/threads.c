@@ -57,8 +57,8 @@ static inline void cpu_relax(void) {
 }
 
 static void run_part(int part) {
-    size_t begin = pool.n * (size_t)part / (size_t)pool.parts;
-    size_t end = pool.n * (size_t)(part + 1) / (size_t)pool.parts;
+    size_t begin = nb_part_begin(pool.n, (size_t)part, (size_t)pool.parts);
+    size_t end = nb_part_begin(pool.n, (size_t)part + 1, (size_t)pool.parts);
     if (begin < end) pool.fn(pool.ctx, begin, end);
 }
 
@@ -105,10 +105,9 @@ static void run_job(void) {
             sched_yield();
 }
 
-void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx) {
-    int parts = pool.threads;
-    if (grain < 1) grain = 1;
-    if (n / grain < (size_t)parts) parts = (int)(n / grain);
+void nb_parallel_parts(size_t n, int parts, nb_range_fn fn, void *ctx) {
+    if (parts > pool.threads) parts = pool.threads;
+    if ((size_t)parts > n) parts = (int)n;
     if (parts <= 1 || pthread_mutex_trylock(&pool.busy) != 0) {
         if (n) fn(ctx, 0, n);
         return;
@@ -120,6 +119,12 @@ void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx) {
     split_jobs++;
     run_job();
     pthread_mutex_unlock(&pool.busy);
+}
+
+void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx) {
+    if (grain < 1) grain = 1;
+    size_t parts = n / grain;
+    nb_parallel_parts(n, parts < (size_t)pool.threads ? (int)parts : pool.threads, fn, ctx);
 }
 
 int nb_get_threads(void) { return pool.threads; }
