@@ -100,12 +100,9 @@ static inline int write_graph(nb_tape *tp, const char *path, const nb_tensor *lo
     return 0;
 }
 
-/* Runs the backward pass from loss as an HTML page that steps through it
- * (for --html), after zeroing the given parameters' gradients so the page
- * shows one pass, not an accumulation. */
-static inline int write_html(nb_tensor *loss, const char *path, const char *title,
-                             nb_tensor *const *params, int n_params) {
-    nb_zero_grads(params, n_params);
+/* Writes the backward pass from loss as an HTML page that steps through it
+ * (for --html); the parameters' gradients stay as they were. */
+static inline int write_html(nb_tensor *loss, const char *path, const char *title) {
     if (nb_backward_html(loss, path, title, NULL) != NB_OK) {
         fprintf(stderr, "%s\n", nb_last_error());
         return 1;

@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
         nb_tensor_set_name(Oo, "O_output");
         nb_tensor *E = nb_mse(tp, Oo, T);
         nb_tensor_set_name(E, "E");
-        status = write_html(E, html, "Seed 004's network: backpropagating the error", params, 2);
+        status = write_html(E, html, "Seed 004's network: backpropagating the error");
         nb_tensor_free(params[0]);
         nb_tensor_free(params[1]);
     }

@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
         printf("%5ld %14.6f %14.6f %14.6f\n", step, nb_item(x), nb_item(y), grad);
         if (step == steps) {
             if (dot) status = write_graph(tp, dot, y, "y = x^2 + 3");
-            if (html && !status) status = write_html(y, html, "Gradient descent on y = x² + 3: one backward pass", &x, 1);
+            if (html && !status) status = write_html(y, html, "Gradient descent on y = x² + 3: one backward pass");
             break;
         }
         nb_set(x, 0, nb_item(x) - lr * grad);

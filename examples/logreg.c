@@ -116,7 +116,20 @@ int main(int argc, char **argv) {
         nb_tensor_set_name(A, "A = σ(WXᵀ + b)");
         loss = nb_bce(tp, A, Y);
         nb_tensor_set_name(loss, "C");
-        if (nb_backward(loss) != NB_OK || nb_optimizer_step(opt) != NB_OK) {
+        if (nb_backward(loss) != NB_OK) {
+            fprintf(stderr, "logreg: %s\n", nb_last_error());
+            nb_optimizer_free(opt);
+            goto done;
+        }
+        if (epoch == epochs - 1) { /* the pictures: this step, before its update */
+            status = dot ? write_graph(tp, dot, loss, "seed 003: logistic regression") : 0;
+            if (html && !status) status = write_html(loss, html, "Seed 003: logistic regression, one backward pass");
+            if (status) {
+                nb_optimizer_free(opt);
+                goto done;
+            }
+        }
+        if (nb_optimizer_step(opt) != NB_OK) {
             fprintf(stderr, "logreg: %s\n", nb_last_error());
             nb_optimizer_free(opt);
             goto done;
@@ -126,9 +139,7 @@ int main(int argc, char **argv) {
                    nb_accuracy_binary(A, Y, 0.5));
     }
     nb_optimizer_free(opt);
-    status = dot ? write_graph(tp, dot, loss, "seed 003: logistic regression") : 0;
-    nb_tensor *both[2] = {W, b};
-    if (html && !status) status = write_html(loss, html, "Seed 003: logistic regression, one backward pass", both, 2);
+
     if (status) goto done;
 
     nb_tape_reset(tp);

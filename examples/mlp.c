@@ -332,13 +332,18 @@ int main(int argc, char **argv) {
             nb_tensor *scores = network_forward(tp, &net, Xb, picture);
             nb_tensor *loss = nb_softmax_cross_entropy(tp, scores, yb, 0);
             nb_tensor_set_name(loss, "loss");
-            /* The picture's step runs backward through the HTML writer; the
-             * others backward and update in one call (with plain SGD the
+            /* The picture's step: backward, the pictures (values and
+             * gradients of this moment, before the update), then the update.
+             * The others backward and update in one call (with plain SGD the
              * update happens inside backward). */
             nb_status st;
-            if (picture && html) {
-                st = nb_backward_html(loss, html, "The MLP of seeds 000 and 001: one backward pass", NULL);
-                if (st == NB_OK) printf("backward stepper written to %s\n", html);
+            if (picture) {
+                st = nb_backward(loss);
+                if (st == NB_OK && html) {
+                    st = nb_backward_html(loss, html, "The MLP of seeds 000 and 001: one backward pass", NULL);
+                    if (st == NB_OK) printf("backward stepper written to %s\n", html);
+                }
+                if (st == NB_OK && dot && write_course_graph(tp, dot, loss, &net, count)) goto done;
                 if (st == NB_OK) st = nb_optimizer_step(opt);
             } else {
                 st = nb_optimizer_backward_step(opt, loss);
@@ -347,7 +352,6 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "\nmlp: %s\n", nb_tape_status(tp) ? nb_tape_error(tp) : nb_last_error());
                 goto done;
             }
-            if (picture && dot && write_course_graph(tp, dot, loss, &net, count)) goto done;
             loss_sum += nb_item(loss) * (double)count;
             right += nb_accuracy(scores, yb, 0) * (double)count;
             seen += count;

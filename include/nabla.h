@@ -156,10 +156,17 @@ char *nb_shape_string(const nb_tensor *t, char *buf, size_t bufsize);
 void nb_tensor_set_name(nb_tensor *t, const char *name);
 const char *nb_tensor_name(const nb_tensor *t);
 
-/* Raw storage: float* for NB_F32, double* for NB_F64; NULL if errored. */
+/* Raw storage: float* for NB_F32, double* for NB_F64; NULL if errored or
+ * gone with a tape reset.  nb_tensor_data counts as a write (the caller may
+ * change the values through it): ops recorded before the call can no longer
+ * be back-propagated (nb_backward refuses with NB_ERR_STATE, since they
+ * saw other values).  Read through nb_tensor_const_data, which does not
+ * count; and keep neither pointer past the step it was taken in. */
 void *nb_tensor_data(nb_tensor *t);
+const void *nb_tensor_const_data(const nb_tensor *t);
 /* Element access by flat (row-major) index or by index tuple, as double.
- * An index out of range returns NaN (get) or does nothing (set). */
+ * An index out of range returns NaN (get) or does nothing (set).  A set
+ * counts as a write, as nb_tensor_data does. */
 double nb_get(const nb_tensor *t, size_t flat_index);
 void nb_set(nb_tensor *t, size_t flat_index, double value);
 double nb_get_at(const nb_tensor *t, const size_t *index);
@@ -432,10 +439,13 @@ nb_status nb_dot_save(nb_tape *tp, const char *path, const nb_dot_opts *opts);
  * C library (libgvc). */
 nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *format);
 
-/* Backward, step by step.  Both run nb_backward(loss) in explain mode and
- * keep a picture of every step: frame 0 shows the forward graph before any
- * gradient flows, and frame k the graph after the k-th entry's backward,
- * with that entry highlighted and the gradients known so far. */
+/* Backward, step by step.  Both run a backward pass from loss in explain
+ * mode and keep a picture of every step: frame 0 shows the forward graph
+ * before any gradient flows, and frame k the graph after the k-th entry's
+ * backward, with that entry highlighted and the gradients known so far.
+ * The pictures show this pass's gradients alone; afterwards every leaf has
+ * the gradient it had before the call (so calling them after nb_backward
+ * adds nothing twice). */
 /* Writes the frames as DIR/frame_000.dot, DIR/frame_001.dot, ...; *n_frames
  * (if not NULL) receives their number. */
 nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts *opts,

@@ -1,6 +1,7 @@
 /* Graphviz export: content, determinism, and Graphviz accepting the files. */
 #include "support.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,8 +189,8 @@ static void test_backward_frames(void **state) {
     /* entries: matmul, add, bce_logits; all lead to the parameters */
     assert_int_equal(n, 1 + 3);
     assert_false(nb_tape_status(tp));
-    /* backward really ran: dL/db = mean(sigmoid(z) - y) */
-    assert_true(nb_has_grad(m.b));
+    /* the parameters keep the gradients they had: none */
+    assert_false(nb_has_grad(m.b));
     char path[128], cmd[256];
     const char *expect[4] = {NULL, "op2 [shape=ellipse, style=filled, fillcolor=\"#e06666\"",
                              "op1 [shape=ellipse, style=filled, fillcolor=\"#e06666\"",
@@ -212,6 +213,49 @@ static void test_backward_frames(void **state) {
     }
     rmdir(dir);
     assert_int_equal(nb_backward_frames(NULL, dir, NULL, NULL), NB_ERR_STATE);
+    nb_tape_free(tp);
+    nb_tensor_free(m.W);
+    nb_tensor_free(m.b);
+}
+
+/* Filming a pass after nb_backward adds nothing twice: the parameters keep
+ * the gradients nb_backward gave them, and the last frame shows this one
+ * pass's gradient, dL/db = mean(sigmoid(z) - y), not twice it. */
+static void test_frames_after_backward_do_not_double(void **state) {
+    (void)state;
+    char dir[] = "/tmp/nabla-frames-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    model m = make_model();
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *loss = build(tp, &m);
+    assert_int_equal(nb_backward(loss), NB_OK);
+    /* z = X W + b = (0.6 + 0.5, 1.2 + 0.5) = (1.1, 1.7); y = (0, 1) */
+    double db = ((1 / (1 + exp(-1.1)) - 0) + (1 / (1 + exp(-1.7)) - 1)) / 2;
+    assert_close(nb_grad_get(m.b, 0), db, 1e-12);
+    size_t n = 0;
+    assert_int_equal(nb_backward_frames(loss, dir, NULL, &n), NB_OK);
+    assert_close(nb_grad_get(m.b, 0), db, 1e-12);
+    char path[128], expect[64];
+    snprintf(path, sizeof path, "%s/frame_%03zu.dot", dir, n - 1);
+    FILE *f = fopen(path, "r");
+    char buf[16384] = {0};
+    assert_true(fread(buf, 1, sizeof buf - 1, f) > 0);
+    fclose(f);
+    snprintf(expect, sizeof expect, "grad [%.4g]", db);
+    assert_message_has(buf, expect);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/frame_%03zu.dot", dir, i);
+        unlink(path);
+    }
+    rmdir(dir);
+    /* and the page */
+    char page[] = "/tmp/nabla-page-XXXXXX";
+    int fd = mkstemp(page);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(nb_backward_html(loss, page, "t", NULL), NB_OK);
+    assert_close(nb_grad_get(m.b, 0), db, 1e-12);
+    unlink(page);
     nb_tape_free(tp);
     nb_tensor_free(m.W);
     nb_tensor_free(m.b);
@@ -304,6 +348,7 @@ int main(void) {
         cmocka_unit_test(test_chain_rule_on_edges),
         cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_backward_frames),
+        cmocka_unit_test(test_frames_after_backward_do_not_double),
         cmocka_unit_test(test_dot_is_deterministic),
         cmocka_unit_test(test_graphviz_accepts_the_file),
     };

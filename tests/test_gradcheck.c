@@ -30,7 +30,8 @@ static void cube_backward(nb_tape *tp, const nb_entry *e) {
     }
 }
 
-static const nb_op buggy_cube_op = {"buggy_cube", cube_forward, cube_backward, {"3x²"}, true};
+static const nb_op buggy_cube_op = {.name = "buggy_cube", .forward = cube_forward, .backward = cube_backward,
+                                    .derivative = {"3x²"}, .elementwise = true};
 
 static nb_tensor *buggy_cube(nb_tape *tp, nb_tensor *a) {
     nb_tensor *failed = nb_check(tp, &buggy_cube_op, __FILE__, __LINE__, 1, &a);

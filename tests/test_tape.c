@@ -139,6 +139,119 @@ static void test_backward_after_reset_is_an_error(void **state) {
     nb_tape_free(tp);
 }
 
+/* A tensor kept across nb_tape_reset is refused by every op, naming the
+ * reset and where the tensor was made, instead of reading whatever now
+ * occupies its memory (1 + exp(ones) kept across a reset gave 2). */
+static void test_tensors_kept_across_reset_are_refused(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *kept = nb_exp(tp, nb_ones(tp, NB_F64, NB_SHAPE(3))); int made_at = __LINE__;
+    nb_tensor_set_name(kept, "e");
+    nb_tape_reset(tp);
+    /* the next step fills the arena the kept tensor's values lived in */
+    nb_tensor *fresh = nb_full(tp, NB_F64, NB_SHAPE(3), 0.0);
+    nb_tensor *y = nb_add(tp, fresh, kept);
+    assert_int_equal(nb_tensor_status(y), NB_ERR_STATE);
+    assert_int_equal(nb_tape_status(tp), NB_ERR_STATE);
+    char where[64];
+    snprintf(where, sizeof where, "test_tape.c:%d", made_at);
+    assert_message_has(nb_tape_error(tp), "add: input 2 'e' (3,)", where, "before nb_tape_reset", "nb_copy(NULL");
+    /* reading it through the API gives nothing either */
+    assert_true(isnan(nb_get(kept, 0)));
+    assert_null(nb_tensor_const_data(kept));
+    nb_tape_reset(tp);
+    assert_int_equal(nb_tensor_status(nb_copy(tp, kept)), NB_ERR_STATE);
+    nb_tape_reset(tp);
+    /* the right way: copy to the heap before the reset */
+    nb_tensor *e = nb_exp(tp, nb_ones(tp, NB_F64, NB_SHAPE(3)));
+    nb_tensor *heap = nb_copy(NULL, e);
+    nb_tape_reset(tp);
+    y = nb_add_scalar(tp, heap, 1);
+    assert_ok(y);
+    assert_close(nb_get(y, 0), 1 + exp(1.0), 1e-12);
+    nb_tensor_free(heap);
+    nb_tape_free(tp);
+}
+
+/* An Elman step whose hidden state is carried across resets: refused at the
+ * first step that reads the stale state (it gave right losses and wrong
+ * gradients), accepted when the state is copied to the heap. */
+static void test_hidden_state_carried_across_reset(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 5);
+    nb_tensor *W = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(4, 4), -0.5, 0.5);
+    nb_requires_grad(W, true);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *h = nb_ones(tp, NB_F64, NB_SHAPE(4, 1));
+    for (int step = 0; step < 3; step++) {
+        h = nb_tanh(tp, nb_matmul(tp, W, h));
+        nb_status st = nb_backward(nb_sum(tp, h));
+        if (step == 0) {
+            assert_int_equal(st, NB_OK);
+        } else {
+            assert_int_not_equal(st, NB_OK);
+            assert_message_has(nb_tape_error(tp), "matmul: input 2", "before nb_tape_reset");
+            break;
+        }
+        nb_tape_reset(tp);
+    }
+    nb_tape_free(tp);
+    nb_tensor_free(W);
+}
+
+/* A leaf changed after an op saved it: backward refuses instead of using
+ * the new value (x = 2, y = x², then x set to 10 gave dy/dx = 20, not 4).
+ * The same through nb_tensor_data and through a view; reading is fine, and
+ * so is changing a tensor between steps. */
+static void test_inputs_changed_after_use_are_refused(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_scalar(NULL, NB_F64, 2);
+    nb_tensor_set_name(x, "x");
+    nb_requires_grad(x, true);
+    nb_tensor *y = nb_mul(tp, x, x);
+    nb_set(x, 0, 10);
+    assert_int_equal(nb_backward(y), NB_ERR_STATE);
+    assert_message_has(nb_tape_error(tp), "input 'x' ()", "of mul", "changed after the op used it");
+    assert_false(nb_has_grad(x));
+    /* through the raw pointer */
+    nb_tape_reset(tp);
+    y = nb_mul(tp, x, x);
+    double *raw = nb_tensor_data(x);
+    raw[0] = 2;
+    assert_int_equal(nb_backward(y), NB_ERR_STATE);
+    /* reading through the const pointer changes nothing */
+    nb_tape_reset(tp);
+    y = nb_mul(tp, x, x);
+    assert_close(*(const double *)nb_tensor_const_data(x), 2, 0);
+    assert_int_equal(nb_backward(y), NB_OK);
+    assert_close(nb_grad_get(x, 0), 4, 1e-12);
+    /* an op's result changed: sigmoid's backward reads its own output */
+    nb_zero_grad(x);
+    nb_tape_reset(tp);
+    nb_tensor *s = nb_sigmoid(tp, x);
+    nb_set(s, 0, 0.5);
+    assert_int_equal(nb_backward(s), NB_ERR_STATE);
+    assert_message_has(nb_tape_error(tp), "the result () of sigmoid");
+    /* a view shares its storage, and so its version, with its base */
+    nb_tensor *v = nb_ones(NULL, NB_F64, NB_SHAPE(2, 2));
+    nb_requires_grad(v, true);
+    nb_tape_reset(tp);
+    y = nb_sum(tp, nb_square(tp, nb_reshape(tp, v, NB_DIMS(4))));
+    nb_set(v, 3, 5);
+    assert_int_equal(nb_backward(y), NB_ERR_STATE);
+    /* changed before the ops: fine */
+    nb_tape_reset(tp);
+    nb_set(v, 3, 1);
+    y = nb_sum(tp, nb_square(tp, nb_reshape(tp, v, NB_DIMS(4))));
+    assert_int_equal(nb_backward(y), NB_OK);
+    assert_close(nb_grad_get(v, 3), 2, 1e-12);
+    nb_tensor_free(v);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 /* A chain of a million ops, forward and backward, with no recursion.
  * y = ((x * c) + 1) * c + 1 ...: dy/dx = c^(ops/2). */
 static void test_million_op_chain(void **state) {
@@ -232,6 +345,9 @@ int main(void) {
         cmocka_unit_test(test_no_grad_region_and_detach),
         cmocka_unit_test(test_backward_with_seed),
         cmocka_unit_test(test_backward_after_reset_is_an_error),
+        cmocka_unit_test(test_tensors_kept_across_reset_are_refused),
+        cmocka_unit_test(test_hidden_state_carried_across_reset),
+        cmocka_unit_test(test_inputs_changed_after_use_are_refused),
         cmocka_unit_test(test_million_op_chain),
         cmocka_unit_test(test_million_op_dag),
         cmocka_unit_test(test_warm_training_loop_does_not_allocate),

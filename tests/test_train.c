@@ -438,6 +438,79 @@ static void test_sgd_inside_backward_matches_the_two_calls(void **state) {
     }
 }
 
+/* Gradients left from an earlier pass (not zeroed): the fused call gives
+ * exactly what nb_backward + nb_optimizer_step give, or, where it cannot
+ * (a parameter whose update it applied without keeping the gradient),
+ * refuses before changing anything.  Unzeroed plain SGD gave w = -0.3
+ * after three steps where the two calls gave -0.6. */
+static void test_sgd_inside_backward_with_gradients_left_over(void **state) {
+    (void)state;
+    fusion_model two = make_fusion_model(), one = make_fusion_model();
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_SGD);
+    o.lr = 0.1;
+    nb_optimizer *opt_two = nb_optimizer_new(two.ps, &o), *opt_one = nb_optimizer_new(one.ps, &o);
+    nb_tape *tp = nb_tape_new();
+    double kept_values[256], kept_grads[256]; /* every parameter's elements, in order */
+    size_t elements = 0;
+    for (size_t i = 0; i < nb_params_count(one.ps); i++) elements += nb_tensor_size(nb_params_at(one.ps, i));
+    assert_true(elements <= 256);
+    for (int step = 0; step < 5; step++) {
+        /* zeroed only before step 3 */
+        if (step == 3) {
+            nb_params_zero_grad(two.ps);
+            nb_params_zero_grad(one.ps);
+        }
+        nb_tape_reset(tp);
+        if (step == 0) {
+            /* a plain backward first: every parameter has a gradient left */
+            assert_int_equal(nb_backward(fusion_loss(tp, &two)), NB_OK);
+            nb_tape_reset(tp);
+            assert_int_equal(nb_backward(fusion_loss(tp, &one)), NB_OK);
+            continue;
+        }
+        assert_int_equal(nb_backward(fusion_loss(tp, &two)), NB_OK);
+        assert_int_equal(nb_optimizer_step(opt_two), NB_OK);
+        nb_tape_reset(tp);
+        nb_status st = nb_optimizer_backward_step(opt_one, fusion_loss(tp, &one));
+        if (step == 4) {
+            /* step 3 applied W1's update (among others) inside backward, and
+             * nothing zeroed its gradient since */
+            assert_int_equal(st, NB_ERR_STATE);
+            assert_message_has(nb_last_error(), "had its SGD update applied", "nb_params_zero_grad");
+            assert_int_equal(nb_tape_status(tp), NB_OK);
+            /* refused before changing anything: values and the gradients
+             * kept (S, P and s) are those of step 3 */
+            for (size_t i = 0, at = 0; i < nb_params_count(one.ps); i++) {
+                nb_tensor *p = nb_params_at(one.ps, i);
+                for (size_t j = 0; j < nb_tensor_size(p); j++, at++) {
+                    assert_true(nb_get(p, j) == kept_values[at]);
+                    assert_true(nb_grad_get(p, j) == kept_grads[at]);
+                }
+            }
+            break;
+        }
+        assert_int_equal(st, NB_OK);
+        for (size_t i = 0, at = 0; i < nb_params_count(one.ps); i++) {
+            nb_tensor *a = nb_params_at(two.ps, i), *b = nb_params_at(one.ps, i);
+            for (size_t j = 0; j < nb_tensor_size(a); j++, at++) {
+                assert_close(nb_get(b, j), nb_get(a, j), 1e-12 * (1 + fabs(nb_get(a, j))));
+                kept_values[at] = nb_get(b, j);
+                kept_grads[at] = nb_grad_get(b, j);
+            }
+        }
+    }
+    nb_tape_free(tp);
+    nb_optimizer_free(opt_two);
+    nb_optimizer_free(opt_one);
+    fusion_model *all[2] = {&two, &one};
+    for (int k = 0; k < 2; k++) {
+        nb_params_free(all[k]->ps);
+        nb_tensor_free(all[k]->X);
+        nb_tensor_free(all[k]->target);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_params_by_name),
@@ -449,6 +522,7 @@ int main(void) {
         cmocka_unit_test(test_clipping_and_schedules),
         cmocka_unit_test(test_adam_fits_a_line),
         cmocka_unit_test(test_sgd_inside_backward_matches_the_two_calls),
+        cmocka_unit_test(test_sgd_inside_backward_with_gradients_left_over),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }

@@ -21,6 +21,18 @@ void *nb_grad_alloc(nb_tape *tp, nb_tensor *t) {
     return t->grad;
 }
 
+_Atomic long nb_applied_count;
+
+void nb_fail_applied(nb_tape *tp, const nb_tensor *t, const char *file, int line) {
+    char shape[128];
+    nb_set_error(tp, NB_ERR_STATE, file, line,
+                 "nb_backward: parameter '%s' %s had its SGD update applied inside the last "
+                 "nb_optimizer_backward_step, which keeps no gradient, and its gradient was not zeroed "
+                 "since; adding to it cannot give what nb_backward + nb_optimizer_step would. Zero the "
+                 "gradients between steps (nb_params_zero_grad), or use nb_backward + nb_optimizer_step",
+                 t->name, nb_format_shape(t->ndim, t->shape, shape, sizeof shape));
+}
+
 bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out) {
     if (tp->explain || tp->hook || x->is_leaf || x->uses != 1 || x->size != out->size ||
         x->dtype != out->dtype || nb_grad_live(x))
@@ -78,8 +90,28 @@ static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) 
  * or if it is left over from before nb_tape_reset().) */
 static bool recorded(const nb_tensor *out) {
     const nb_tape *tp = out->tape;
-    return out->on_tape && tp && out->entry >= 1 && out->entry <= tp->n_entries &&
+    return out->on_tape && tp && nb_alive(out) && out->entry >= 1 && out->entry <= tp->n_entries &&
            tp->entries[out->entry - 1].out == out;
+}
+
+/* An entry's inputs and output must hold the values the op saw: a tensor
+ * written (nb_set, nb_tensor_data, an optimizer step) after the entry was
+ * recorded would give a wrong gradient.  False, with the tape errored. */
+static bool unchanged_since_recorded(nb_tape *tp, const nb_entry *e) {
+    for (int i = -1; i < e->n_in; i++) {
+        const nb_tensor *x = i < 0 ? e->out : e->in[i];
+        if (!nb_written_since(x, e->stamp)) continue;
+        char shape[128], name[NB_NAME_MAX + 3] = "";
+        if (x->name[0]) snprintf(name, sizeof name, "'%s' ", x->name);
+        nb_set_error(tp, NB_ERR_STATE, e->file, e->line,
+                     "nb_backward: %s %s%s of %s was changed after the op used it (by nb_set, through "
+                     "nb_tensor_data or by an optimizer step), so its gradient would be wrong; run the ops "
+                     "again after changing a tensor",
+                     i < 0 ? "the result" : "an input", name, nb_format_shape(x->ndim, x->shape, shape, sizeof shape),
+                     e->op->name);
+        return false;
+    }
+    return true;
 }
 
 /* A mistaken call (no seed, a wrong seed, nothing to differentiate) is
@@ -130,20 +162,34 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
             return seed->status;
         }
         if (seed->size != out->size || seed->dtype != out->dtype) {
-            nb_set_error(NULL, NB_ERR_SHAPE, file, line,
+            nb_status st = seed->dtype != out->dtype ? NB_ERR_DTYPE : NB_ERR_SHAPE;
+            nb_set_error(NULL, st, file, line,
                          "nb_backward: the seed %s %s does not match the output %s %s",
                          nb_format_shape(seed->ndim, seed->shape, seed_shape, sizeof seed_shape),
                          seed->dtype == NB_F32 ? "float32" : "float64", shape,
                          out->dtype == NB_F32 ? "float32" : "float64");
-            return NB_ERR_SHAPE;
+            return st;
         }
     }
+
+    /* A parameter whose SGD update was applied in an earlier backward, and
+     * not zeroed since, cannot take a gradient: refuse before changing any. */
+    if (atomic_load_explicit(&nb_applied_count, memory_order_relaxed) > 0)
+        for (size_t i = 0; i < out->entry; i++) {
+            const nb_entry *e = &tp->entries[i];
+            for (int k = 0; k < e->n_in; k++)
+                if (e->in[k]->grad_state == NB_GRAD_APPLIED && e->in[k]->requires_grad && e->out->requires_grad) {
+                    nb_fail_applied(NULL, e->in[k], file, line);
+                    return NB_ERR_STATE;
+                }
+        }
 
     /* A new pass: gradients of op results from an earlier pass over the same
      * tape are now stale (nb_grad_live); leaf gradients add up across passes
      * until nb_zero_grad. */
     size_t last = out->entry; /* entries after this one cannot lead to `out` */
     tp->pass++;
+    uint32_t clock = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
 
     bool accumulate;
     void *g = nb_grad_target(tp, out, &accumulate);
@@ -165,6 +211,8 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
                          "nb_backward: op %s has no backward", e->op->name);
             return tp->status;
         }
+        /* (no write at all since the entry was recorded: nothing to check) */
+        if (e->stamp != clock && !unchanged_since_recorded(tp, e)) return tp->status;
         void *before[NB_MAX_INPUTS] = {NULL};
         bool explained = !tp->explain || snapshot_inputs(tp, e, before);
         if (explained) e->op->backward(tp, e);
@@ -187,7 +235,7 @@ nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, 
     for (size_t i = 0; i < n; i++) {
         nb_tensor *p = params[i];
         if (p && p->status == NB_OK && p->is_leaf && !p->on_tape && p->requires_grad &&
-            !(p->grad && p->grad_state == NB_GRAD_SET))
+            (p->grad_state == NB_GRAD_NONE || p->grad_state == NB_GRAD_ZERO))
             p->sgd = NB_SGD_CANDIDATE;
     }
     /* Count their readers among the entries that lead up to the loss. */

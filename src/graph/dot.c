@@ -138,13 +138,19 @@ static node_info *info_for(writer *w, nb_tensor *t, int scope) {
     return n;
 }
 
+/* What entry e added into input k's gradient in the latest backward, when
+ * the picture shows gradients (a picture of the forward pass shows none). */
+static const void *shown_contribution(const writer *w, const nb_entry *e, int k) {
+    return w->o->show_grads ? nb_contribution(w->tp, e, k) : NULL;
+}
+
 static nb_status first_pass(writer *w) {
     for (size_t i = 0; i < w->tp->n_entries; i++) {
         const nb_entry *e = &w->tp->entries[i];
         for (int k = 0; k < e->n_in; k++) {
             node_info *n = info_for(w, e->in[k], e->scope);
             if (!n) return NB_ERR_NOMEM;
-            if (nb_contribution(w->tp, e, k)) {
+            if (shown_contribution(w, e, k)) {
                 if (n->contributions < 2) {
                     n->first_contrib[n->contributions] = i;
                     n->first_input[n->contributions] = k;
@@ -202,7 +208,7 @@ static void put_tensor_node(writer *w, const node_info *n) {
                 fputs("\\n= ", f);
                 for (int c = 0; c < 2; c++) {
                     const nb_entry *e = &w->tp->entries[n->first_contrib[c]];
-                    fprintf(f, c ? " + %.4g" : "%.4g", value_at(t->dtype, nb_contribution(w->tp, e, n->first_input[c]), 0));
+                    fprintf(f, c ? " + %.4g" : "%.4g", value_at(t->dtype, shown_contribution(w, e, n->first_input[c]), 0));
                 }
                 fputs(" (two uses)", f);
             } else {
@@ -249,7 +255,7 @@ static void put_edge_label(writer *w, const nb_entry *e, int k) {
         fprintf(f, "∂L/∂%s = ", var);
     put_escaped(f, formula);
     if (e->op->elementwise && x->size != y->size) fputs("\\n(summed over broadcast axes)", f);
-    const void *c = nb_contribution(w->tp, e, k);
+    const void *c = shown_contribution(w, e, k);
     if (!c) return;
     const void *g = y->grad;
     if (e->op->elementwise && x->size == y->size && x->size <= w->o->max_values && g) {

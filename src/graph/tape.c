@@ -19,6 +19,9 @@ nb_tape *nb_tape_new(void) {
     }
     memset(tp, 0, sizeof *tp);
     nb_arena_init(&tp->arena);
+    nb_arena_init(&tp->headers[0]);
+    nb_arena_init(&tp->headers[1]);
+    tp->current_headers = &tp->headers[0];
     tp->grad_enabled = true;
     tp->current_scope = -1;
     return tp;
@@ -27,6 +30,8 @@ nb_tape *nb_tape_new(void) {
 void nb_tape_free(nb_tape *tp) {
     if (!tp) return;
     nb_arena_free(&tp->arena);
+    nb_arena_free(&tp->headers[0]);
+    nb_arena_free(&tp->headers[1]);
     nb_free(tp->entries);
     nb_free(tp->scopes);
     nb_free(tp);
@@ -34,8 +39,13 @@ void nb_tape_free(nb_tape *tp) {
 
 void nb_tape_reset(nb_tape *tp) {
     if (!tp) return;
-    /* Tape tensors cease to exist; heap leaves hold no link into the tape. */
+    /* Tape tensors cease to exist; heap leaves hold no link into the tape.
+     * The new generation's headers go to the other header arena, so the old
+     * ones stay readable (and recognisably old) until the next reset. */
     nb_arena_reset(&tp->arena);
+    tp->generation++;
+    tp->current_headers = &tp->headers[tp->generation & 1];
+    nb_arena_reset(tp->current_headers);
     tp->n_entries = 0;
     tp->n_scopes = 0;
     tp->current_scope = -1;
@@ -48,7 +58,8 @@ const char *nb_tape_error(const nb_tape *tp) { return tp ? tp->error : "the tape
 size_t nb_tape_size(const nb_tape *tp) { return tp ? tp->n_entries : 0; }
 
 size_t nb_tape_memory(const nb_tape *tp) {
-    return tp ? tp->arena.total + tp->cap_entries * sizeof(nb_entry) : 0;
+    return tp ? tp->arena.total + tp->headers[0].total + tp->headers[1].total + tp->cap_entries * sizeof(nb_entry)
+              : 0;
 }
 
 bool nb_tape_set_grad_enabled(nb_tape *tp, bool enabled) {
@@ -100,18 +111,11 @@ void *nb_tape_alloc(nb_tape *tp, size_t bytes) {
 
 nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *shape,
                           const char *op, const char *file, int line) {
-    nb_tensor *t = nb_arena_alloc(&tp->arena, nb_header_bytes(ndim), NB_SMALL_ALIGN);
+    nb_tensor *t = nb_header_alloc(tp, nb_header_bytes(ndim));
     if (!t) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op);
-    memset(t, 0, sizeof *t);
-    t->dtype = src->dtype;
-    t->ndim = (uint8_t)ndim;
-    t->shape = (size_t *)(t + 1);
+    *t = (nb_tensor){.dtype = src->dtype, .ndim = (uint8_t)ndim, .status = NB_OK, .on_tape = true, .tape = tp,
+                     .generation = tp->generation, .size = src->size, .data = src->data, .name = nb_unnamed};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
-    t->size = src->size;
-    t->data = src->data;
-    t->on_tape = true;
-    t->tape = tp;
-    t->name = nb_unnamed;
     return t;
 }
 

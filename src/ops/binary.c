@@ -226,10 +226,14 @@ BINARY_BACKWARD(mul, b, a, false, false)
 BINARY_FORWARD(div, a / b)
 BINARY_BACKWARD(div, 1 / b, -y / b, false, false)
 
-static const nb_op add_op = {"add", add_forward, add_backward, {"1", "1"}, true};
-static const nb_op sub_op = {"sub", sub_forward, sub_backward, {"1", "-1"}, true};
-static const nb_op mul_op = {"mul", mul_forward, mul_backward, {"b", "a"}, true};
-static const nb_op div_op = {"div", div_forward, div_backward, {"1/b", "-a/b²"}, true};
+static const nb_op add_op = {.name = "add", .forward = add_forward, .backward = add_backward,
+    .derivative = {"1", "1"}, .elementwise = true};
+static const nb_op sub_op = {.name = "sub", .forward = sub_forward, .backward = sub_backward,
+    .derivative = {"1", "-1"}, .elementwise = true};
+static const nb_op mul_op = {.name = "mul", .forward = mul_forward, .backward = mul_backward,
+    .derivative = {"b", "a"}, .elementwise = true};
+static const nb_op div_op = {.name = "div", .forward = div_forward, .backward = div_backward,
+    .derivative = {"1/b", "-a/b²"}, .elementwise = true};
 
 static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *b,
                          const char *file, int line) {

@@ -91,11 +91,12 @@ ELEMENTWISE_LOSS(bce, -(t * clamped_log(p) + (1 - t) * clamped_log(1 - p)),
 ELEMENTWISE_LOSS(bce_logits, fmax(p, (T)0) - p * t + log1p(NB_EXP(-fabs(p))),
                  1 / (1 + NB_EXP(-p)) - t, -p)
 
-static const nb_op mse_op = {"mse", mse_forward, mse_backward, {"G · 2(p−t)/N", "G · −2(p−t)/N"}, false};
-static const nb_op bce_op = {"bce", bce_forward, bce_backward,
-                             {"G · (p−t)/(p(1−p)N)", "G · (log(1−p) − log p)/N"}, false};
-static const nb_op bce_logits_op = {"bce_logits", bce_logits_forward, bce_logits_backward,
-                                    {"G · (σ(z)−t)/N", "G · −z/N"}, false};
+static const nb_op mse_op = {.name = "mse", .forward = mse_forward, .backward = mse_backward,
+    .derivative = {"G · 2(p−t)/N", "G · −2(p−t)/N"}, .elementwise = false};
+static const nb_op bce_op = {.name = "bce", .forward = bce_forward, .backward = bce_backward,
+    .derivative = {"G · (p−t)/(p(1−p)N)", "G · (log(1−p) − log p)/N"}, .elementwise = false};
+static const nb_op bce_logits_op = {.name = "bce_logits", .forward = bce_logits_forward, .backward = bce_logits_backward,
+    .derivative = {"G · (σ(z)−t)/N", "G · −z/N"}, .elementwise = false};
 
 static nb_tensor *elementwise_loss(nb_tape *tp, const nb_op *op, nb_tensor *p, nb_tensor *t,
                                    const char *file, int line) {
@@ -203,9 +204,8 @@ static void softmax_ce_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op softmax_ce_op = {"softmax_cross_entropy", softmax_ce_forward,
-                                    softmax_ce_backward,
-                                    {"G · (softmax(x)·Σt − t)/M", "G · −log softmax(x)/M"}, false};
+static const nb_op softmax_ce_op = {.name = "softmax_cross_entropy", .forward = softmax_ce_forward, .backward = softmax_ce_backward,
+    .derivative = {"G · (softmax(x)·Σt − t)/M", "G · −log softmax(x)/M"}, .elementwise = false};
 
 nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *target,
                                      int axis, const char *file, int line) {

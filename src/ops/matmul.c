@@ -129,7 +129,8 @@ typedef struct { void *c; double alpha, beta; } gemm_target;
 static bool target_for(nb_tape *tp, nb_tensor *x, bool apply, gemm_target *t) {
     if (apply) {
         *t = (gemm_target){x->data, -tp->sgd_lr, 1.0};
-        x->grad_state = NB_GRAD_NONE; /* applied: nothing for the optimizer */
+        nb_set_grad_state(x, NB_GRAD_APPLIED); /* nothing for the optimizer */
+        nb_mark_written(x);
         return true;
     }
     bool acc = false;
@@ -191,7 +192,8 @@ static void matmul_backward(nb_tape *tp, const nb_entry *e) {
     }
 }
 
-static const nb_op matmul_op = {"matmul", matmul_forward, matmul_backward, {"G · op(B)ᵀ", "op(A)ᵀ · G"}, false};
+static const nb_op matmul_op = {.name = "matmul", .forward = matmul_forward, .backward = matmul_backward,
+    .derivative = {"G · op(B)ᵀ", "op(A)ᵀ · G"}, .elementwise = false};
 
 nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
                       const char *file, int line) {
@@ -303,11 +305,12 @@ static void linear_backward(nb_tape *tp, const nb_entry *e) {
         const T *gb = job.gb;
         for (size_t j = 0; j < bias->size; j++) values[j] -= lr * gb[j];
     });
-    bias->grad_state = NB_GRAD_NONE;
+    nb_set_grad_state(bias, NB_GRAD_APPLIED);
+    nb_mark_written(bias);
 }
 
-static const nb_op linear_op = {"linear", linear_forward, linear_backward,
-                                {"G · op(B)ᵀ", "op(A)ᵀ · G", "G summed over the broadcast axis"}, false};
+static const nb_op linear_op = {.name = "linear", .forward = linear_forward, .backward = linear_backward,
+    .derivative = {"G · op(B)ᵀ", "op(A)ᵀ · G", "G summed over the broadcast axis"}, .elementwise = false};
 
 nb_tensor *nb_linear_(nb_tape *tp, nb_tensor *a, nb_tensor *b, nb_tensor *bias, bool trans_a,
                       bool trans_b, const char *file, int line) {

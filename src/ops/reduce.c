@@ -34,8 +34,10 @@ static void sum_all_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op sum_op = {"sum", sum_all_forward, sum_all_backward, {"G spread over x"}, false};
-static const nb_op mean_op = {"mean", sum_all_forward, sum_all_backward, {"G/N spread over x"}, false};
+static const nb_op sum_op = {.name = "sum", .forward = sum_all_forward, .backward = sum_all_backward,
+    .derivative = {"G spread over x"}, .elementwise = false};
+static const nb_op mean_op = {.name = "mean", .forward = sum_all_forward, .backward = sum_all_backward,
+    .derivative = {"G/N spread over x"}, .elementwise = false};
 
 nb_tensor *nb_sum_all_(nb_tape *tp, nb_tensor *a, bool mean, const char *file, int line) {
     const nb_op *op = mean ? &mean_op : &sum_op;
@@ -88,8 +90,10 @@ static void sum_axis_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op sum_axis_op = {"sum_axis", sum_axis_forward, sum_axis_backward, {"G spread along the axis"}, false};
-static const nb_op mean_axis_op = {"mean_axis", sum_axis_forward, sum_axis_backward, {"G/n spread along the axis"}, false};
+static const nb_op sum_axis_op = {.name = "sum_axis", .forward = sum_axis_forward, .backward = sum_axis_backward,
+    .derivative = {"G spread along the axis"}, .elementwise = false};
+static const nb_op mean_axis_op = {.name = "mean_axis", .forward = sum_axis_forward, .backward = sum_axis_backward,
+    .derivative = {"G/n spread along the axis"}, .elementwise = false};
 
 nb_tensor *nb_sum_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, bool mean,
                         const char *file, int line) {

@@ -30,7 +30,8 @@ static void copy_grad_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op reshape_op = {"reshape", reshape_forward, copy_grad_backward, {"1"}, true};
+static const nb_op reshape_op = {.name = "reshape", .forward = reshape_forward, .backward = copy_grad_backward,
+    .derivative = {"1"}, .elementwise = true, .view = true};
 
 nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
                        const char *file, int line) {
@@ -80,7 +81,8 @@ nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
 
 /* ---------------------------------------------------------------- detach */
 
-static const nb_op detach_op = {"detach", reshape_forward, NULL, {"0 (detached)"}, false};
+static const nb_op detach_op = {.name = "detach", .forward = reshape_forward, .backward = NULL,
+    .derivative = {"0 (detached)"}, .elementwise = false, .view = true};
 
 nb_tensor *nb_detach_(nb_tape *tp, nb_tensor *a, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &detach_op, file, line, 1, &a);
@@ -134,7 +136,8 @@ static void transpose_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op transpose_op = {"transpose", transpose_forward, transpose_backward, {"Gᵀ"}, false};
+static const nb_op transpose_op = {.name = "transpose", .forward = transpose_forward, .backward = transpose_backward,
+    .derivative = {"Gᵀ"}, .elementwise = false};
 
 nb_tensor *nb_transpose_(nb_tape *tp, nb_tensor *a, int axis0, int axis1, const char *file,
                          int line) {
@@ -190,7 +193,8 @@ static void cast_backward(nb_tape *tp, const nb_entry *e) {
     if (gx) convert(e->out->grad, e->out->dtype, gx, x->dtype, x->size, acc);
 }
 
-static const nb_op cast_op = {"cast", cast_forward, cast_backward, {"1"}, true};
+static const nb_op cast_op = {.name = "cast", .forward = cast_forward, .backward = cast_backward,
+    .derivative = {"1"}, .elementwise = true};
 
 nb_tensor *nb_cast_(nb_tape *tp, nb_tensor *a, nb_dtype dt, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &cast_op, file, line, 1, &a);

@@ -66,10 +66,10 @@ static void softmax_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op softmax_op = {"softmax", softmax_forward, softmax_backward,
-                                 {"y ⊙ (G − Σ G⊙y)"}, false};
-static const nb_op log_softmax_op = {"log_softmax", softmax_forward, softmax_backward,
-                                     {"G − softmax(x) Σ G"}, false};
+static const nb_op softmax_op = {.name = "softmax", .forward = softmax_forward, .backward = softmax_backward,
+    .derivative = {"y ⊙ (G − Σ G⊙y)"}, .elementwise = false};
+static const nb_op log_softmax_op = {.name = "log_softmax", .forward = softmax_forward, .backward = softmax_backward,
+    .derivative = {"G − softmax(x) Σ G"}, .elementwise = false};
 
 nb_tensor *nb_softmax_(nb_tape *tp, nb_tensor *a, int axis, bool log, const char *file,
                        int line) {

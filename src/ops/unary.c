@@ -12,8 +12,8 @@
 
 /* Defines name_forward, name_backward and name_op from FORWARD (using x, s)
  * and DERIVATIVE (using x, y, s); FORMULA is the derivative for pictures. */
-#define UNARY_OP(name, FORWARD, DERIVATIVE, FORMULA)                                        \
-    NB_VECTOR_CLONES static void name##_forward_range(void *ctx, size_t begin, size_t end) { \
+#define UNARY_OP(fn, FORWARD, DERIVATIVE, FORMULA)                                        \
+    NB_VECTOR_CLONES static void fn##_forward_range(void *ctx, size_t begin, size_t end) { \
         const nb_entry *e = ctx;                                                            \
         NB_DISPATCH(e->out->dtype, {                                                        \
             const T *restrict xs = e->in[0]->data;                                          \
@@ -26,10 +26,10 @@
             }                                                                               \
         });                                                                                 \
     }                                                                                       \
-    static void name##_forward(const nb_entry *e) {                                          \
-        nb_parallel(e->out->size, NB_PARALLEL_GRAIN, name##_forward_range, (void *)e);      \
+    static void fn##_forward(const nb_entry *e) {                                          \
+        nb_parallel(e->out->size, NB_PARALLEL_GRAIN, fn##_forward_range, (void *)e);      \
     }                                                                                       \
-    NB_VECTOR_CLONES static void name##_backward_range(void *ctx, size_t begin, size_t end) {\
+    NB_VECTOR_CLONES static void fn##_backward_range(void *ctx, size_t begin, size_t end) {\
         const unary_grad *u = ctx;                                                          \
         const nb_entry *e = u->e;                                                           \
         bool acc = u->acc;                                                                  \
@@ -47,12 +47,13 @@
             }                                                                               \
         });                                                                                 \
     }                                                                                       \
-    static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
+    static void fn##_backward(nb_tape *tp, const nb_entry *e) {                           \
         unary_grad u = {e, NULL, false};                                                    \
         if (!(u.gx = nb_grad_target(tp, e->in[0], &u.acc))) return;                         \
-        nb_parallel(e->out->size, NB_PARALLEL_GRAIN, name##_backward_range, &u);            \
+        nb_parallel(e->out->size, NB_PARALLEL_GRAIN, fn##_backward_range, &u);            \
     }                                                                                       \
-    static const nb_op name##_op = {#name, name##_forward, name##_backward, {FORMULA}, true};
+    static const nb_op fn##_op = {.name = #fn, .forward = fn##_forward, .backward = fn##_backward,      \
+                                   .derivative = {FORMULA}, .elementwise = true};
 
 /* What the backward ranges share: the entry, the input's gradient buffer,
  * and whether to add into it. */
@@ -145,7 +146,8 @@ static void clamp_backward(nb_tape *tp, const nb_entry *e) {
     });
 }
 
-static const nb_op clamp_op = {"clamp", clamp_forward, clamp_backward, {"[lo<x<hi]"}, true};
+static const nb_op clamp_op = {.name = "clamp", .forward = clamp_forward, .backward = clamp_backward,
+    .derivative = {"[lo<x<hi]"}, .elementwise = true};
 
 nb_tensor *nb_clamp_(nb_tape *tp, nb_tensor *a, double lo, double hi, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &clamp_op, file, line, 1, &a);

@@ -28,16 +28,25 @@ const char *nb_status_string(nb_status status) {
 
 /* One immutable nil tensor per status.  Its data is NULL and its size 0, so
  * nothing can be read or written through it. */
-#define NIL(st) { .status = st, .is_leaf = true, .name = nb_unnamed }
-static nb_tensor nil_tensors[NB_STATUS_COUNT] = {
-    NIL(NB_OK), NIL(NB_ERR_NULL), NIL(NB_ERR_SHAPE), NIL(NB_ERR_DTYPE), NIL(NB_ERR_ARG),
-    NIL(NB_ERR_NOMEM), NIL(NB_ERR_STATE), NIL(NB_ERR_IO), NIL(NB_ERR_VALUE),
-    NIL(NB_ERR_UNSUPPORTED),
+#define NIL(var, st) static nb_tensor var = {.status = st, .is_leaf = true, .name = nb_unnamed}
+NIL(nil_null, NB_ERR_NULL);
+NIL(nil_shape, NB_ERR_SHAPE);
+NIL(nil_dtype, NB_ERR_DTYPE);
+NIL(nil_arg, NB_ERR_ARG);
+NIL(nil_nomem, NB_ERR_NOMEM);
+NIL(nil_state, NB_ERR_STATE);
+NIL(nil_io, NB_ERR_IO);
+NIL(nil_value, NB_ERR_VALUE);
+NIL(nil_unsupported, NB_ERR_UNSUPPORTED);
+static nb_tensor *const nil_tensors[NB_STATUS_COUNT] = {
+    [NB_ERR_NULL] = &nil_null,   [NB_ERR_SHAPE] = &nil_shape, [NB_ERR_DTYPE] = &nil_dtype,
+    [NB_ERR_ARG] = &nil_arg,     [NB_ERR_NOMEM] = &nil_nomem, [NB_ERR_STATE] = &nil_state,
+    [NB_ERR_IO] = &nil_io,       [NB_ERR_VALUE] = &nil_value, [NB_ERR_UNSUPPORTED] = &nil_unsupported,
 };
 
 nb_tensor *nb_nil(nb_status status) {
     if ((unsigned)status >= NB_STATUS_COUNT || status == NB_OK) status = NB_ERR_STATE;
-    return &nil_tensors[status];
+    return nil_tensors[status];
 }
 
 static _Thread_local char last_error[512];
@@ -98,8 +107,27 @@ nb_tensor *nb_check_inputs(nb_tape *tp, const char *op, const char *file, int li
         if (in[i]->on_tape && in[i]->tape != tp)
             return nb_fail(tp, NB_ERR_STATE, file, line,
                            "%s: input %d belongs to another tape", op, i + 1);
+        if (!nb_alive(in[i])) return nb_fail_stale(tp, op, i, in[i], file, line);
     }
     return NULL;
+}
+
+nb_tensor *nb_fail_stale(nb_tape *tp, const char *op, int i, const nb_tensor *t, const char *file, int line) {
+    char shape[128], name[NB_NAME_MAX + 3] = "", made[256] = "made";
+    if (t->name && t->name[0]) snprintf(name, sizeof name, "'%s' ", t->name);
+    /* Say where, if the entry that made it is not yet overwritten by this
+     * step's (its output is then still t: no tensor of this step can have
+     * t's address, which is in the other header arena). */
+    const nb_tape *owner = t->tape;
+    if (t->entry > owner->n_entries && t->entry <= owner->cap_entries && owner->entries[t->entry - 1].out == t) {
+        const nb_entry *e = &owner->entries[t->entry - 1];
+        snprintf(made, sizeof made, "made by %s at %s:%d", e->op->name, e->file ? e->file : "?", e->line);
+    }
+    return nb_fail(tp, NB_ERR_STATE, file, line,
+                   "%s: input %d %s%s was %s before nb_tape_reset, which ended it (a tape's tensors last "
+                   "until its next reset; to keep values across steps copy them to the heap with "
+                   "nb_copy(NULL, t) before the reset)",
+                   op, i + 1, name, nb_format_shape(t->ndim, t->shape, shape, sizeof shape), made);
 }
 
 nb_tensor *nb_check_same_dtype(nb_tape *tp, const char *op, const char *file, int line,

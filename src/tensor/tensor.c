@@ -12,8 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The header and shape (and for a heap tensor, room for its name), then the
- * values at an offset aligned for their size. */
+/* A heap tensor is one block: the header and shape, room for its name, then
+ * the values at an offset aligned for their size.  A tape tensor's header
+ * comes from the tape's header arena (see struct nb_tape) and its values
+ * from the main arena, except small values (under NB_ALIGN bytes), which
+ * follow the header: one allocation for the 1-element ops whose cost is
+ * mostly the tape's own. */
+#define SMALL_VALUES (NB_ALIGN - 1)
 #define HEADER_BYTES nb_header_bytes(NB_MAX_DIMS) /* the most a header takes */
 static size_t data_offset(size_t header_bytes, size_t data_bytes) {
     size_t align = nb_align_for(data_bytes); /* a power of two */
@@ -22,6 +27,32 @@ static size_t data_offset(size_t header_bytes, size_t data_bytes) {
 
 /* The name of every unnamed tape tensor (never written: naming one copies). */
 char nb_unnamed[1];
+
+_Atomic uint32_t nb_write_clock;
+_Atomic bool nb_write_clock_seen;
+
+/* The tensor that t is a view of (reshape, detach), or NULL. */
+static nb_tensor *view_source(const nb_tensor *t) {
+    if (!t->on_tape || !t->entry || !nb_alive(t) || t->entry > t->tape->n_entries) return NULL;
+    const nb_entry *e = &t->tape->entries[t->entry - 1];
+    return e->out == t && e->op->view ? e->in[0] : NULL;
+}
+
+/* A write marks the tensor and, through views, the tensors whose storage it
+ * shares; a check looks at a tensor and those same tensors, so a write seen
+ * through any view of a storage is seen from every other. */
+void nb_mark_written(nb_tensor *t) {
+    if (atomic_exchange_explicit(&nb_write_clock_seen, false, memory_order_relaxed))
+        atomic_fetch_add_explicit(&nb_write_clock, 1, memory_order_relaxed);
+    uint32_t now = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
+    for (; t; t = view_source(t)) t->version = now;
+}
+
+bool nb_written_since(const nb_tensor *t, uint32_t stamp) {
+    for (; t; t = view_source(t))
+        if (nb_newer(t->version, stamp)) return true;
+    return false;
+}
 
 /* Checks ndim and shape and computes the element count; 0 on error (with
  * the error recorded). */
@@ -77,23 +108,36 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     if (!size) return nb_nil(status);
     size_t data_bytes = size * nb_dtype_size(dt);
     size_t header = nb_header_bytes(ndim);
-    size_t offset = data_offset(tp ? header : header + NB_NAME_MAX, data_bytes);
-    size_t bytes = offset + data_bytes;
-    unsigned char *mem = tp ? nb_arena_alloc(&tp->arena, bytes, nb_align_for(data_bytes))
-                            : nb_malloc_aligned(bytes);
-    if (!mem) {
-        char buf[128];
-        return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: cannot allocate %zu bytes for %s",
-                       op, bytes, nb_format_shape(ndim, shape, buf, sizeof buf));
+    nb_tensor *t;
+    void *data;
+    char *name;
+    if (tp && data_bytes <= SMALL_VALUES) { /* one block in the header arena */
+        size_t offset = data_offset(header, data_bytes);
+        t = nb_arena_alloc(tp->current_headers, offset + data_bytes, NB_SMALL_ALIGN);
+        data = t ? (char *)t + offset : NULL;
+        name = nb_unnamed;
+    } else if (tp) { /* the header there, the values in the tape's main arena */
+        t = nb_header_alloc(tp, header);
+        data = t ? nb_arena_alloc(&tp->arena, data_bytes, nb_align_for(data_bytes)) : NULL;
+        name = nb_unnamed;
+    } else { /* one block: header, shape, room for the name, values */
+        size_t offset = data_offset(header + NB_NAME_MAX, data_bytes);
+        t = nb_malloc_aligned(offset + data_bytes);
+        data = t ? (char *)t + offset : NULL;
+        name = t ? (char *)t + header : NULL;
+        if (name) name[0] = '\0';
     }
-    nb_tensor *t = (nb_tensor *)mem;
+    if (!t || !data) {
+        char buf[128];
+        if (!tp) nb_free(t);
+        return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: cannot allocate %zu bytes for %s",
+                       op, header + data_bytes, nb_format_shape(ndim, shape, buf, sizeof buf));
+    }
     /* A compound literal rather than memset: for a header this small the
      * compiler's plain stores beat memset's start-up cost (measured). */
-    char *name = tp ? nb_unnamed : (char *)mem + header;
-    name[0] = '\0';
-    *t = (nb_tensor){.dtype = (uint8_t)dt, .ndim = (uint8_t)ndim, .size = size, .data = mem + offset,
+    *t = (nb_tensor){.dtype = (uint8_t)dt, .ndim = (uint8_t)ndim, .size = size, .data = data,
                      .status = NB_OK, .is_leaf = true, .on_tape = tp != NULL, .tape = tp, .name = name,
-                     .shape = (size_t *)(t + 1)};
+                     .generation = tp ? tp->generation : 0};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     return t;
 }
@@ -138,13 +182,17 @@ nb_tensor *nb_from_array_(nb_tape *tp, nb_dtype dt, int ndim, const size_t *shap
     if (!data) return nb_fail(tp, NB_ERR_NULL, file, line, "nb_from_array: data is NULL");
     nb_tensor *t = nb_tensor_alloc(tp, dt, ndim, shape, "nb_from_array", file, line);
     if (t->status != NB_OK) return t;
-    for (size_t i = 0; i < t->size; i++) nb_set(t, i, data[i]);
+    NB_DISPATCH(dt, {
+        T *values = t->data;
+        for (size_t i = 0; i < t->size; i++) values[i] = (T)data[i];
+    });
     return t;
 }
 
 nb_tensor *nb_copy_(nb_tape *tp, const nb_tensor *src, const char *file, int line) {
     if (!src) return nb_fail(tp, NB_ERR_NULL, file, line, "nb_copy: tensor is NULL");
     if (src->status != NB_OK) return nb_nil(src->status);
+    if (!nb_alive(src)) return nb_fail_stale(tp, "nb_copy", 0, src, file, line);
     nb_tensor *t = nb_tensor_alloc(tp, src->dtype, src->ndim, src->shape, "nb_copy", file, line);
     if (t->status == NB_OK) {
         memcpy(t->data, src->data, t->size * nb_dtype_size(t->dtype));
@@ -155,13 +203,15 @@ nb_tensor *nb_copy_(nb_tape *tp, const nb_tensor *src, const char *file, int lin
 
 void nb_tensor_free(nb_tensor *t) {
     if (!t || t->status != NB_OK || t->on_tape) return;
+    nb_set_grad_state(t, NB_GRAD_NONE);
     nb_free(t->grad);
     nb_free(t);
 }
 
 /* ---------------------------------------------------------------- properties */
 
-static bool ok(const nb_tensor *t) { return t && t->status == NB_OK; }
+/* A usable tensor: not NULL, not errored, not gone with a tape reset. */
+static bool ok(const nb_tensor *t) { return t && t->status == NB_OK && nb_alive(t); }
 
 nb_status nb_tensor_status(const nb_tensor *t) { return t ? t->status : NB_ERR_NULL; }
 nb_dtype nb_tensor_dtype(const nb_tensor *t) { return ok(t) ? t->dtype : NB_F32; }
@@ -201,7 +251,7 @@ void nb_tensor_set_name(nb_tensor *t, const char *name) {
     if (len == NB_NAME_MAX)
         for (len = NB_NAME_MAX - 1; len > 0 && ((unsigned char)name[len] & 0xC0) == 0x80; len--) {
         }
-    char *copy = !t->on_tape ? t->name : len ? nb_arena_alloc(&t->tape->arena, len + 1, 1) : nb_unnamed;
+    char *copy = !t->on_tape ? t->name : len ? nb_header_alloc(t->tape, len + 1) : nb_unnamed;
     if (!copy) return;
     if (copy != nb_unnamed) {
         memcpy(copy, name, len);
@@ -214,7 +264,13 @@ const char *nb_tensor_name(const nb_tensor *t) { return ok(t) ? t->name : ""; }
 
 /* ---------------------------------------------------------------- values */
 
-void *nb_tensor_data(nb_tensor *t) { return ok(t) ? t->data : NULL; }
+void *nb_tensor_data(nb_tensor *t) {
+    if (!ok(t)) return NULL;
+    nb_mark_written(t); /* the caller may write through it */
+    return t->data;
+}
+
+const void *nb_tensor_const_data(const nb_tensor *t) { return ok(t) ? t->data : NULL; }
 
 double nb_get(const nb_tensor *t, size_t i) {
     if (!ok(t) || i >= t->size) return NAN;
@@ -223,6 +279,7 @@ double nb_get(const nb_tensor *t, size_t i) {
 
 void nb_set(nb_tensor *t, size_t i, double v) {
     if (!ok(t) || i >= t->size) return;
+    nb_mark_written(t);
     if (t->dtype == NB_F32)
         NB_F(t)[i] = (float)v;
     else
@@ -284,7 +341,11 @@ double nb_grad_get(nb_tensor *t, size_t i) {
 }
 
 void nb_zero_grad(nb_tensor *t) {
-    if (ok(t) && t->grad) t->grad_state = NB_GRAD_ZERO;
+    if (!ok(t)) return;
+    if (t->grad)
+        nb_set_grad_state(t, NB_GRAD_ZERO);
+    else if (t->grad_state == NB_GRAD_APPLIED)
+        nb_set_grad_state(t, NB_GRAD_NONE);
 }
 
 void nb_zero_grads(nb_tensor *const *params, int n) {

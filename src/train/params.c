@@ -519,6 +519,7 @@ nb_status nb_params_load(nb_params *ps, const char *path) {
     for (size_t i = 0; st == NB_OK && i < ps->count; i++) {
         nb_tensor *t = stage[i].t;
         size_t width = nb_dtype_size(t->dtype);
+        nb_mark_written(t);
         for (size_t k = 0; k < t->size; k++) {
             uint64_t bits = get_uint(stage[i].values + k * width, (int)width);
             if (t->dtype == NB_F32) {
