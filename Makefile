@@ -108,7 +108,9 @@ deps-fuzz:
 	@scripts/deps.sh fuzz
 
 # Static checks: the whole tree built with clang (-Werror too), cppcheck and
-# clang-tidy (.clang-tidy) on src/, and valgrind memcheck on the examples.
+# clang-tidy (.clang-tidy) on src/, valgrind memcheck on the examples, and
+# the thread tests (tapes on several threads, nabla's own pool) under
+# ThreadSanitizer.
 VALGRIND := valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
             --suppressions=tests/valgrind.supp
 check-static: deps-static
@@ -123,7 +125,11 @@ check-static: deps-static
 	$(VALGRIND) $(BUILD)/examples/forward3 --html build/valgrind/f3.html >/dev/null
 	$(VALGRIND) $(BUILD)/examples/logreg --epochs 20 >/dev/null
 	$(VALGRIND) $(BUILD)/examples/demo --epochs 3 --out build/valgrind >/dev/null 2>&1
-	@echo "static: 4 passed, 0 failed"
+	@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang OPT="-O1 -g" SANITIZE="-fsanitize=thread" \
+	    build/tsan/tests/test_threads
+	NB_TEST_ONE_BLAS_CORE=1 TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/test_threads >build/tsan/test_threads.log 2>&1 \
+	    || { tail -n 40 build/tsan/test_threads.log; exit 1; }
+	@echo "static: 5 passed, 0 failed"
 
 deps-static:
 	@scripts/deps.sh static

@@ -171,11 +171,17 @@ static int run_bench(network *net, size_t batch, nb_optimizer_kind kind, double 
     for (size_t i = 0; i < batch; i++) nb_set(y, i, (double)(i % 10));
     nb_optimizer *opt = NULL;
     int status = 1;
-    if (network_init(net, &rng) != NB_OK) goto done;
+    if (network_init(net, &rng) != NB_OK || nb_tensor_status(X) || nb_tensor_status(y)) {
+        fprintf(stderr, "mlp: cannot make the network: %s\n", nb_last_error());
+        goto done;
+    }
     nb_optimizer_opts oo;
     nb_optimizer_defaults(&oo, kind);
     oo.lr = lr;
-    if (!(opt = nb_optimizer_new(net->ps, &oo))) goto done;
+    if (!(opt = nb_optimizer_new(net->ps, &oo))) {
+        fprintf(stderr, "mlp: %s\n", nb_last_error());
+        goto done;
+    }
     long steps = 0;
     uint64_t allocs = 0;
     double start = 0;
@@ -297,11 +303,30 @@ int main(int argc, char **argv) {
     copy.ps = NULL;
     nb_batcher batches = {0};
     if (nb_tensor_status(X) || nb_tensor_status(y) || nb_tensor_status(Xt) || nb_tensor_status(yt)) goto done;
+    /* The images and labels must pair up, and the images be 28 x 28. */
+    nb_tensor *images[2] = {X, Xt}, *labels[2] = {y, yt};
+    for (int k = 0; k < 2; k++) {
+        char si[64], sl[64];
+        if (nb_tensor_size(images[k]) != nb_tensor_dim(images[k], 0) * 784 ||
+            nb_tensor_dim(images[k], 0) != nb_tensor_size(labels[k])) {
+            fprintf(stderr, "mlp: the %s images %s and labels %s in %s do not pair up (expected (N, 28, 28) and (N,))\n",
+                    k ? "test" : "training", nb_shape_string(images[k], si, sizeof si),
+                    nb_shape_string(labels[k], sl, sizeof sl), data);
+            goto done;
+        }
+    }
     size_t n_train = limit ? (size_t)limit : nb_tensor_dim(X, 0);
+    if (n_train > nb_tensor_dim(X, 0)) {
+        fprintf(stderr, "mlp: --train-limit %zu is more than the %zu training images\n", n_train, nb_tensor_dim(X, 0));
+        goto done;
+    }
 
     nb_rng rng;
     nb_rng_seed(&rng, (uint64_t)seed);
-    if (network_init(&net, &rng) != NB_OK) goto done;
+    if (network_init(&net, &rng) != NB_OK) {
+        fprintf(stderr, "mlp: cannot make the network: %s\n", nb_last_error());
+        goto done;
+    }
     nb_optimizer_opts oo;
     nb_optimizer_defaults(&oo, kind);
     oo.lr = lr;

@@ -78,13 +78,15 @@ nb_status nb_last_status(void);
 
 /* ------------------------------------------------------------------ threads */
 
-/* nabla's threads.  With n > 1, large matrix products become n
- * single-threaded CBLAS calls on blocks of the result and large element-wise
- * kernels are split n ways.  Any call sets OpenBLAS to one thread, so that
- * only one pool runs (until then OpenBLAS threads its products itself, as
- * configured by OPENBLAS_NUM_THREADS, and nabla's own work runs on the
- * calling thread).  Results do not depend on n.  Not to be called while
- * another thread runs ops. */
+/* nabla's threads.  With n > 1, large matrix products become up to n
+ * single-threaded CBLAS calls on blocks of rows of the result and large
+ * element-wise kernels are split n ways.  Any call sets OpenBLAS to one
+ * thread, so that only one pool runs (until then OpenBLAS threads its
+ * products itself, as configured by OPENBLAS_NUM_THREADS, and nabla's own
+ * work runs on the calling thread).  Results are bitwise the same for every
+ * n, on every kernel OpenBLAS picks for the CPU: blocks are cut where the
+ * kernels' arithmetic cannot tell (see src/ops/matmul.c).  Not to be called
+ * while another thread runs ops. */
 nb_status nb_set_threads(int n);
 int nb_get_threads(void);
 

@@ -35,7 +35,8 @@ nb_params *nb_params_new(void);
 void nb_params_free(nb_params *ps);
 /* Adds t (which the set now owns and frees) under a unique name and marks it
  * as requiring a gradient.  On error (duplicate or empty name, errored t)
- * frees t and returns an errored tensor. */
+ * frees t and returns an errored tensor; a tensor the set holds already is
+ * refused (and left to the set). */
 nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t);
 /* Creates, initialises and adds a parameter.  fan_in and fan_out are the
  * layer's input and output sizes (for a weight used as X . W of shape
@@ -81,7 +82,9 @@ void nb_optimizer_defaults(nb_optimizer_opts *opts, nb_optimizer_kind kind);
 /* The optimizer's state (velocities, moments) is allocated here, once. */
 nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts);
 void nb_optimizer_free(nb_optimizer *opt);
-/* One update of every parameter that has a gradient:
+/* One update of every parameter that has a gradient (the gradients stay;
+ * zero them before the next backward with nb_params_zero_grad, or they add
+ * up, as in PyTorch):
  *   SGD:      w -= lr g
  *   momentum: v = mu v + g;  w -= lr v
  *   Adam:     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;

@@ -264,6 +264,9 @@ nb_tensor *nb_fail_stale(nb_tape *tp, const char *op, int i, const nb_tensor *t,
 nb_tensor *nb_check_same_dtype(nb_tape *tp, const char *op, const char *file, int line,
                                int n, nb_tensor *const *in);
 
+/* The length of the longest prefix of s of at most max bytes that ends at
+ * a UTF-8 character boundary (names are cut there, never mid-character). */
+size_t nb_utf8_prefix(const char *s, size_t max);
 /* "(2, 3)" for a shape. */
 char *nb_format_shape(int ndim, const size_t *shape, char *buf, size_t n);
 /* Normalises a possibly negative axis; returns -1 if out of range. */
@@ -453,6 +456,12 @@ static inline bool nb_needs_grad(const nb_entry *e, int i) {
             __VA_ARGS__                                                                        \
         }                                                                                     \
     } while (0)
+
+/* For the loaders: whether path can be read as a file (not missing, not a
+ * directory), with the error (NB_ERR_IO, naming `who` and the path) set if
+ * not; and fopen(path, "rb") after that check, NULL with the error set. */
+bool nb_check_input_file(const char *path, const char *who);
+FILE *nb_fopen_regular(const char *path, const char *who);
 
 /* Renders dot text to SVG in memory (through libgvc); *svg is NUL-terminated
  * and freed with nb_free. */

@@ -75,6 +75,32 @@ check "mlp missing data" bash -c "'$bin/mlp' --data /nonexistent > '$tmp/last' 2
 mkdir -p "$tmp/cut" && printf '\0\0\10\3\0\0\352\140\0\0\0\34\0\0\0\34\1\2\3' | gzip > "$tmp/cut/train-images-idx3-ubyte.gz"
 check "mlp truncated data" bash -c "'$bin/mlp' --data '$tmp/cut' > '$tmp/last' 2>&1; test \$? = 1 &&
   grep -q 'train-images-idx3-ubyte.gz is truncated: a (60000, 28, 28) tensor of unsigned byte values needs 47040000 bytes' '$tmp/last'"
+# An IDX file of unsigned bytes, all zero: mk_idx FILE DIM...
+mk_idx() {
+  local out=$1 n=1 d; shift
+  { printf '\x00\x00\x08'"\\x$(printf %02x $#)"
+    for d in "$@"; do
+      printf "\\x$(printf %02x $((d >> 24 & 255)))\\x$(printf %02x $((d >> 16 & 255)))\\x$(printf %02x $((d >> 8 & 255)))\\x$(printf %02x $((d & 255)))"
+      n=$((n * d))
+    done
+    head -c "$n" /dev/zero; } | gzip > "$out"
+}
+mkdir -p "$tmp/unpaired"
+mk_idx "$tmp/unpaired/train-images-idx3-ubyte.gz" 64 28 28
+mk_idx "$tmp/unpaired/train-labels-idx1-ubyte.gz" 64
+mk_idx "$tmp/unpaired/t10k-images-idx3-ubyte.gz" 32 28 28
+mk_idx "$tmp/unpaired/t10k-labels-idx1-ubyte.gz" 16
+check "mlp images and labels that do not pair up" bash -c "'$bin/mlp' --data '$tmp/unpaired' --epochs 1 > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'the test images (32, 28, 28) and labels (16,) in .* do not pair up' '$tmp/last'"
+mkdir -p "$tmp/paired" && cp "$tmp/unpaired/train-"* "$tmp/paired/"
+mk_idx "$tmp/paired/t10k-images-idx3-ubyte.gz" 16 28 28
+mk_idx "$tmp/paired/t10k-labels-idx1-ubyte.gz" 16
+case "$bin" in
+  *sanitize*) skipped=$((skipped + 1)) ;; # AddressSanitizer needs more address space than the limit
+  *) check "mlp network too large for memory" bash -c "ulimit -v 3000000; '$bin/mlp' --data '$tmp/paired' \
+       --hidden 30000,30000 > '$tmp/last' 2>&1; test \$? = 1 &&
+       grep -q 'mlp: cannot make the network: nb_params_create: cannot allocate 3600000096 bytes for (30000, 30000)' '$tmp/last'" ;;
+esac
 check "mlp bad layer list" bash -c "'$bin/mlp' --hidden 64,x > '$tmp/last' 2>&1; test \$? = 2 &&
   grep -q \"invalid layer sizes '64,x' for --hidden\" '$tmp/last'"
 check "mlp --bench" bash -c "timeout 60 '$bin/mlp' --bench --hidden 32 --batch 32 > '$tmp/last' 2>&1 &&

@@ -130,6 +130,28 @@ static nb_status checked_gradient(void) {
     return NB_OK;
 }
 
+/* A whole gradient check: its own tape, copies and buffers, and the checked
+ * function's ops. */
+static nb_tensor *tanh_product(nb_tape *tp, nb_tensor *const *x, int n, void *user) {
+    (void)n, (void)user;
+    return nb_sum(tp, nb_tanh(tp, nb_mul(tp, x[0], x[1])));
+}
+
+static nb_status gradient_check(void) {
+    nb_tensor *x[2] = {nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){0.5, -1, 2})),
+                       nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, 0.25, -0.5}))};
+    nb_status st = NB_ERR_NOMEM;
+    if (!nb_tensor_status(x[0]) && !nb_tensor_status(x[1])) {
+        nb_requires_grad(x[0], true);
+        nb_requires_grad(x[1], true);
+        nb_gradcheck_result r = nb_gradcheck(tanh_product, x, 2, NULL, NULL);
+        st = r.status != NB_OK ? r.status : r.passed ? NB_OK : NB_ERR_VALUE;
+    }
+    nb_tensor_free(x[0]);
+    nb_tensor_free(x[1]);
+    return st;
+}
+
 /* Runs a scenario failing each allocation in turn. */
 static void fail_every_allocation(nb_status (*scenario)(void), const char *name) {
     uint64_t before = nb_alloc_count();
@@ -156,6 +178,7 @@ static void test_save_and_load(void **state) { (void)state; fail_every_allocatio
 static void test_csv(void **state) { (void)state; fail_every_allocation(read_csv, "csv"); }
 static void test_idx(void **state) { (void)state; fail_every_allocation(read_idx, "idx"); }
 static void test_pictures(void **state) { (void)state; fail_every_allocation(pictures, "pictures"); }
+static void test_gradcheck(void **state) { (void)state; fail_every_allocation(gradient_check, "gradcheck"); }
 
 static void test_gradcheck_misuse(void **state) {
     (void)state;
@@ -191,6 +214,7 @@ int main(void) {
         cmocka_unit_test(test_training_step), cmocka_unit_test(test_save_and_load),
         cmocka_unit_test(test_csv),           cmocka_unit_test(test_idx),
         cmocka_unit_test(test_pictures),      cmocka_unit_test(test_gradcheck_misuse),
+        cmocka_unit_test(test_gradcheck),
     };
     return cmocka_run_group_tests_name("allocation failure", tests, setup, teardown);
 }

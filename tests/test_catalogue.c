@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -61,6 +62,16 @@ static nb_status csv_status(const char *name, const char *text, const char *targ
     o.target = target;
     nb_dataset d;
     nb_status st = nb_csv_read(write_text(name, text), &o, &d);
+    if (st == NB_OK) nb_dataset_free(&d);
+    return st;
+}
+
+static nb_status csv_status_bytes(const char *name, const char *bytes, size_t n, const char *target) {
+    nb_csv_opts o;
+    nb_csv_default_opts(&o);
+    o.target = target;
+    nb_dataset d;
+    nb_status st = nb_csv_read(write_bytes(name, bytes, n), &o, &d);
     if (st == NB_OK) nb_dataset_free(&d);
     return st;
 }
@@ -531,6 +542,154 @@ static nb_status scope_null_name(void) {
     return st;
 }
 
+/* ------------------------------------------------------------ stale and changed tensors */
+
+static nb_status stale_input(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *kept = nb_exp(tp, V(tp, 3));
+    nb_tape_reset(tp);
+    nb_status st = nb_tensor_status(nb_add(tp, V(tp, 3), kept));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status changed_input(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(NULL, 1);
+    nb_tensor_set_name(x, "x");
+    nb_tensor *y = nb_sum(tp, nb_mul(tp, x, x));
+    nb_set(x, 0, 10);
+    nb_status st = nb_backward(y);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status backward_seed_dtype(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_backward_seed(nb_square(tp, grad_leaf(tp, 3)), V(tp, 3));
+    nb_tape_free(tp);
+    return st;
+}
+/* nb_optimizer_backward_step applied W's update and kept no gradient; the
+ * next one, with the gradients not zeroed, cannot give the two calls' result. */
+static nb_status fused_sgd_unzeroed(void) {
+    nb_params *ps = nb_params_new();
+    nb_tensor *W = nb_params_add(ps, "W", nb_full(NULL, NB_F64, NB_SHAPE(3, 2), 0.5));
+    nb_tensor *X = nb_ones(NULL, NB_F64, NB_SHAPE(4, 3));
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_SGD);
+    nb_optimizer *opt = nb_optimizer_new(ps, &o);
+    nb_tape *tp = nb_tape_new();
+    nb_status st = NB_OK;
+    for (int step = 0; step < 2 && st == NB_OK; step++) {
+        nb_tape_reset(tp);
+        st = nb_optimizer_backward_step(opt, nb_sum(tp, nb_matmul(tp, X, W)));
+    }
+    nb_tape_free(tp);
+    nb_optimizer_free(opt);
+    nb_tensor_free(X);
+    nb_params_free(ps);
+    return st;
+}
+OP_CASE(reshape_overflow, nb_reshape(tp, M(tp, 2, 4), NB_DIMS(4, (1L << 62) + 2)))
+OP_CASE(reshape_overflow_infer, nb_reshape(tp, M(tp, 2, 4), NB_DIMS((1L << 62) + 2, -1, 4)))
+static nb_status gather_stale(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *kept = M(tp, 3, 2);
+    nb_tape_reset(tp);
+    nb_status st = nb_tensor_status(nb_gather_rows(tp, kept, ((size_t[]){0}), 1));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_tensor *returns_null(nb_tape *tp, nb_tensor *const *x, int n, void *user) {
+    (void)tp, (void)x, (void)n, (void)user;
+    return NULL;
+}
+static nb_status gradcheck_null_result(void) {
+    nb_tape *other = nb_tape_new();
+    nb_add(other, V(other, 2), V(other, 3)); /* an unrelated earlier error */
+    nb_tape_free(other);
+    nb_tensor *x = grad_leaf(NULL, 2);
+    nb_gradcheck_result r = nb_gradcheck(returns_null, &x, 1, NULL, NULL);
+    snprintf(gradcheck_message, sizeof gradcheck_message, "%s", r.message);
+    nb_tensor_free(x);
+    return r.status;
+}
+
+/* ------------------------------------------------------------ files that are not files */
+
+static nb_status render_full_disk(void) {
+    return nb_dot_render(write_text("full.dot", "digraph { a -> b }"), "/dev/full", "svg");
+}
+static nb_status params_save_fifo(void) {
+    const char *path = path_in_dir("model.fifo");
+    if (mkfifo(path, 0600) != 0) return NB_OK; /* would fail the row */
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_status st = nb_params_save(ps, path);
+    nb_params_free(ps);
+    struct stat after;
+    if (lstat(path, &after) != 0 || !S_ISFIFO(after.st_mode)) st = NB_OK; /* replaced: fail the row */
+    unlink(path);
+    return st;
+}
+static nb_status params_load_dir(void) { return load_into(dir, "W", 2, NB_F64); }
+static nb_status idx_dir(void) { return idx_status(dir); }
+static nb_status csv_dir(void) {
+    nb_csv_opts o;
+    nb_csv_default_opts(&o);
+    o.target = "y";
+    nb_dataset d;
+    return nb_csv_read(dir, &o, &d);
+}
+static nb_status csv_dtype(void) {
+    nb_csv_opts o;
+    nb_csv_default_opts(&o);
+    o.target = "y";
+    o.dtype = (nb_dtype)9;
+    nb_dataset d;
+    return nb_csv_read(write_text("dtype.csv", "a,y\n1,0\n"), &o, &d);
+}
+static nb_status csv_target_twice(void) { return csv_status("twice.csv", "a,y,y\n1,0,0\n", "y"); }
+static nb_status csv_nul_byte(void) { return csv_status_bytes("nul.csv", "a,b,y\n1,2\0,999\n", 17, "y"); }
+static nb_status frames_empty_dir(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_backward_frames(nb_sum(tp, nb_square(tp, grad_leaf(tp, 2))), "", NULL, NULL);
+    nb_tape_free(tp);
+    return st;
+}
+
+/* ------------------------------------------------------------ the toolkit's trust in its caller */
+
+static nb_status params_same_tensor_twice(void) {
+    nb_params *ps = nb_params_new();
+    nb_tensor *W = nb_params_add(ps, "W", nb_zeros(NULL, NB_F32, NB_SHAPE(2, 2)));
+    nb_status st = nb_tensor_status(nb_params_add(ps, "W_tied", W));
+    nb_params_free(ps); /* frees W once */
+    return st;
+}
+static nb_status split_lying_struct(void) {
+    nb_dataset d = {.X = nb_ones(NULL, NB_F32, NB_SHAPE(10, 2)), .y = nb_ones(NULL, NB_F64, NB_SHAPE(10, 1)),
+                    .rows = 10, .features = 2};
+    nb_dataset train, test;
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    nb_status dtypes = nb_dataset_split(&d, 0.5, &rng, &train, &test);
+    d.features = 5; /* claims more columns than X has */
+    nb_tensor_free(d.y);
+    d.y = nb_ones(NULL, NB_F32, NB_SHAPE(10, 1));
+    nb_status columns = nb_dataset_split(&d, 0.5, &rng, &train, &test);
+    nb_tensor_free(d.X);
+    nb_tensor_free(d.y);
+    return dtypes == NB_ERR_SHAPE ? columns : NB_OK;
+}
+static nb_status confusion_classes(void) {
+    size_t counts[4] = {0}; /* room for 2 classes; 9 asked */
+    nb_tensor *scores = nb_ones(NULL, NB_F32, NB_SHAPE(3, 2)), *labels = nb_zeros(NULL, NB_F32, NB_SHAPE(3));
+    nb_status st = nb_confusion_matrix(scores, labels, 1, 9, counts);
+    nb_tensor_free(scores);
+    nb_tensor_free(labels);
+    return st;
+}
+
 /* ------------------------------------------------------------ the table */
 
 #define SITE "test_catalogue.c:"
@@ -674,6 +833,39 @@ static const bad_input catalogue[] = {
     {"render: an unknown format", render_format, NB_ERR_UNSUPPORTED, {"nb_dot_render", "'no-such-format'", "svg"}},
     {"render: an unwritable path", render_unwritable, NB_ERR_IO, {"nb_dot_render", "/nonexistent/graph.svg"}},
     {"scope: a NULL name", scope_null_name, NB_ERR_NULL, {"nb_scope_begin", "name is NULL"}},
+    /* stale and changed tensors */
+    {"a tensor kept across nb_tape_reset", stale_input, NB_ERR_STATE,
+     {"add: input 2 (3,)", "made by exp at tests/" SITE, "before nb_tape_reset", "nb_copy(NULL", SITE}},
+    {"a leaf changed after an op used it", changed_input, NB_ERR_STATE,
+     {"nb_backward", "'x'", "of mul", "changed after the op used it", SITE}},
+    {"backward with a float32 seed for a float64 output", backward_seed_dtype, NB_ERR_DTYPE,
+     {"nb_backward", "float32", "float64", SITE}},
+    {"fused SGD twice without zeroing the gradients", fused_sgd_unzeroed, NB_ERR_STATE,
+     {"'W'", "applied", "nb_params_zero_grad", SITE}},
+    {"reshape to (4, 2^62 + 2), whose count wraps to 8", reshape_overflow, NB_ERR_SHAPE,
+     {"reshape", "(4, 4611686018427387906)", "more elements than memory can address", SITE}},
+    {"reshape to (2^62 + 2, -1, 4)", reshape_overflow_infer, NB_ERR_SHAPE,
+     {"reshape", "more elements than memory can address", SITE}},
+    {"gather from a tensor kept across nb_tape_reset", gather_stale, NB_ERR_STATE,
+     {"nb_gather_rows", "before nb_tape_reset", SITE}},
+    {"gradcheck of a function that returns NULL", gradcheck_null_result, NB_ERR_NULL,
+     {"nb_gradcheck", "returned NULL"}},
+    /* files that are not files */
+    {"render: a full disk (/dev/full)", render_full_disk, NB_ERR_IO, {"nb_dot_render", "/dev/full", "No space left"}},
+    {"params: saving over a FIFO", params_save_fifo, NB_ERR_IO, {"nb_params_save", "model.fifo", "a FIFO", "regular"}},
+    {"params: loading a directory", params_load_dir, NB_ERR_IO, {"nb_params_load", "is a directory"}},
+    {"IDX: a directory", idx_dir, NB_ERR_IO, {"nb_idx_read", "is a directory"}},
+    {"CSV: a directory", csv_dir, NB_ERR_IO, {"nb_csv_read", "is a directory"}},
+    {"CSV: an unknown dtype", csv_dtype, NB_ERR_ARG, {"nb_csv_read", "unknown dtype 9", "dtype.csv"}},
+    {"CSV: the target column twice", csv_target_twice, NB_ERR_VALUE, {"twice.csv:1", "'y'", "twice", "columns 2 and 3"}},
+    {"CSV: a NUL byte in a row", csv_nul_byte, NB_ERR_VALUE, {"nul.csv:2", "column 2", "NUL byte"}},
+    {"frames into the directory \"\"", frames_empty_dir, NB_ERR_ARG, {"nb_backward_frames", "empty"}},
+    /* the toolkit's trust in its caller */
+    {"params: one tensor added twice", params_same_tensor_twice, NB_ERR_ARG, {"'W_tied'", "already", "as 'W'"}},
+    {"split: a dataset whose struct does not describe its tensors", split_lying_struct, NB_ERR_SHAPE,
+     {"nb_dataset_split", "5 features", "(10, 2)", "one dtype"}},
+    {"confusion matrix for 9 classes of 2-column scores", confusion_classes, NB_ERR_SHAPE,
+     {"nb_confusion_matrix", "9 classes", "(3, 2)"}},
 };
 
 static void test_every_bad_input_names_what_went_wrong(void **state) {

@@ -53,6 +53,13 @@ static void test_csv_reads_a_table(void **state) {
     for (size_t i = 0; i < 3; i++) assert_close(nb_get(d.y, i), y[i], 0);
     assert_int_equal(nb_tensor_dim(d.y, 1), 1);
     nb_dataset_free(&d);
+    /* A UTF-8 byte-order mark (some editors write one) is not part of the
+     * first column's name. */
+    assert_int_equal(read_csv("\xEF\xBB\xBFy,a\n1,2\n0,3\n", "y", false, &d), NB_OK);
+    assert_string_equal(d.target_name, "y");
+    assert_string_equal(d.names[0], "a");
+    assert_close(nb_get(d.X, 1), 3, 0);
+    nb_dataset_free(&d);
 }
 
 static void test_csv_errors_name_line_and_column(void **state) {
@@ -357,6 +364,20 @@ static void test_progress_output_and_history(void **state) {
         assert_int_equal(fread(magic, 1, 4, g), 4);
         fclose(g);
         assert_memory_equal(magic, "\x89PNG", 4);
+        /* A name is a name: quotes, a newline and gnuplot commands in it are
+         * not run (they were, through the script's text), and an SVG name
+         * gets an SVG. */
+        char evil[512];
+        snprintf(evil, sizeof evil, "%s/a'\"b\nsystem 'touch nabla-injected'\n.svg", dir);
+        assert_int_equal(nb_progress_plot(csv, evil), NB_OK);
+        assert_int_equal(access("nabla-injected", F_OK), -1);
+        g = fopen(evil, "rb");
+        assert_non_null(g);
+        char head[6] = {0};
+        assert_int_equal(fread(head, 1, 5, g), 5);
+        fclose(g);
+        assert_message_has(head, "<?xml");
+        unlink(evil);
     } else {
         assert_int_equal(st, NB_ERR_UNSUPPORTED);
         assert_message_has(nb_last_error(), "gnuplot");

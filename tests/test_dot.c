@@ -261,6 +261,41 @@ static void test_frames_after_backward_do_not_double(void **state) {
     nb_tensor_free(m.b);
 }
 
+/* Long names are cut at a character boundary: the .dot stays valid UTF-8
+ * (a scope name was cut in the middle of a character at 31 bytes). */
+static bool valid_utf8(const unsigned char *s) {
+    while (*s) {
+        int extra = *s < 0x80 ? 0 : (*s & 0xE0) == 0xC0 ? 1 : (*s & 0xF0) == 0xE0 ? 2 : (*s & 0xF8) == 0xF0 ? 3 : -1;
+        if (extra < 0) return false;
+        s++;
+        for (int k = 0; k < extra; k++, s++)
+            if ((*s & 0xC0) != 0x80) return false;
+    }
+    return true;
+}
+
+static void test_long_names_are_cut_between_characters(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    /* "∂" is 3 bytes: 11 of them are 33 bytes, over the 31 a name holds */
+    const char *long_name = "∂∂∂∂∂∂∂∂∂∂∂";
+    nb_scope_begin(tp, long_name);
+    nb_tensor *x = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    nb_tensor_set_name(x, long_name);
+    nb_tensor *y = nb_sum(tp, nb_exp(tp, x));
+    nb_scope_end(tp);
+    nb_tensor_set_name(y, long_name);
+    assert_int_equal(strlen(nb_tensor_name(x)), 30); /* 10 whole characters */
+    nb_dot_opts opts;
+    nb_dot_default_opts(&opts);
+    opts.clusters = true;
+    char *dot = dot_of(tp, &opts);
+    assert_true(valid_utf8((const unsigned char *)dot));
+    assert_message_has(dot, "∂∂∂∂∂∂∂∂∂∂\"");
+    free(dot);
+    nb_tape_free(tp);
+}
+
 /* Ids come from tape order, not addresses: two runs write the same bytes. */
 static void test_dot_is_deterministic(void **state) {
     (void)state;
@@ -349,6 +384,7 @@ int main(void) {
         cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_backward_frames),
         cmocka_unit_test(test_frames_after_backward_do_not_double),
+        cmocka_unit_test(test_long_names_are_cut_between_characters),
         cmocka_unit_test(test_dot_is_deterministic),
         cmocka_unit_test(test_graphviz_accepts_the_file),
     };

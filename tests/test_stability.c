@@ -122,6 +122,58 @@ static void test_anomaly_names_the_op(void **state) {
     nb_tape_free(tp);
 }
 
+/* Cross-entropy against probability targets, far from the logits' maximum:
+ * the loss and dL/dt stay finite and match PyTorch's autograd
+ * (torch.nn.functional.cross_entropy on the same numbers); dL/dt used to be
+ * +inf where the softmax probability underflows. */
+static void test_cross_entropy_target_gradient_far_from_the_maximum(void **state) {
+    (void)state;
+    struct {
+        nb_dtype dt;
+        double gap, loss, dt_expected[3], tol;
+    } cases[] = {
+        {NB_F64, -1000, 1002.126928011043, {2.1269280110429727, 1002.126928011043, 0.1269280110429726}, 1e-12},
+        {NB_F32, -150, 152.12692260742188, {2.1269280910491943, 152.12692260742188, 0.12692804634571075}, 2e-5},
+        {NB_F32, -100, 102.1269302368164, {2.1269280910491943, 102.1269302368164, 0.12692804634571075}, 2e-5},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        nb_tape *tp = nb_tape_new();
+        nb_tensor *x = nb_from_array(NULL, cases[c].dt, NB_SHAPE(3), ((double[]){0, cases[c].gap, 2}));
+        nb_tensor *t = nb_from_array(NULL, cases[c].dt, NB_SHAPE(3), ((double[]){0, 1, 0}));
+        nb_requires_grad(x, true);
+        nb_requires_grad(t, true);
+        nb_tensor *loss = nb_softmax_cross_entropy(tp, x, t, 0);
+        assert_int_equal(nb_backward(loss), NB_OK);
+        double tol = cases[c].tol;
+        assert_close(nb_item(loss), cases[c].loss, tol * cases[c].loss);
+        for (size_t k = 0; k < 3; k++) {
+            double g = nb_grad_get(t, k);
+            assert_true(isfinite(g));
+            assert_close(g, cases[c].dt_expected[k], tol * fabs(cases[c].dt_expected[k]));
+        }
+        /* dL/dx = softmax(x) sum(t) - t: (0.1192, -1, 0.8808) */
+        assert_close(nb_grad_get(x, 1), -1, 1e-6);
+        assert_close(nb_grad_get(x, 0), 0.11920292202211753, 1e-6);
+        nb_tensor_free(x);
+        nb_tensor_free(t);
+        nb_tape_free(tp);
+    }
+}
+
+/* d/dx x^0 = 0 everywhere, also at x = 0 (it was NaN: 0 · 0^-1). */
+static void test_pow_zero_has_zero_gradient_at_zero(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){0, 2, -3}));
+    nb_requires_grad(x, true);
+    nb_tensor *y = nb_sum(tp, nb_pow(tp, x, 0));
+    assert_int_equal(nb_backward(y), NB_OK);
+    assert_close(nb_item(y), 3, 0);
+    for (size_t k = 0; k < 3; k++) assert_true(nb_grad_get(x, k) == 0);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 /* The vectorised float exp (src/ops/expf.h) against double-precision exp:
  * within 2 ulp on a sweep of every 256th float from -110 to 95 (8.8 million
  * values), the overflow and underflow ends, and NaN and the infinities. */
@@ -169,6 +221,8 @@ int main(void) {
         cmocka_unit_test(test_log_of_zero),
         cmocka_unit_test(test_anomaly_names_the_op),
         cmocka_unit_test(test_float_exp_is_within_2_ulp),
+        cmocka_unit_test(test_cross_entropy_target_gradient_far_from_the_maximum),
+        cmocka_unit_test(test_pow_zero_has_zero_gradient_at_zero),
     };
     return cmocka_run_group_tests_name("stability", tests, NULL, NULL);
 }

@@ -60,6 +60,20 @@ static size_t split_fields(char *line, char delim, char **fields, size_t max) {
     return n;
 }
 
+/* A line of len bytes as getline read it must hold no NUL byte: C strings
+ * would silently end there ("1,2\0,999" read as "1,2").  False, with the
+ * error naming the line and column, if it does. */
+static bool whole_line(const char *line, ssize_t len, const char *path, size_t line_no, char delim) {
+    size_t text = strlen(line);
+    if ((ssize_t)text == len) return true;
+    size_t column = 1;
+    for (size_t i = 0; i < text; i++) column += line[i] == delim;
+    nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
+                 "nb_csv_read: %s:%zu: column %zu holds a NUL byte (byte %zu of the line); is this a text file?",
+                 path, line_no, column, text + 1);
+    return false;
+}
+
 static char *copy_string(const char *s) {
     size_t n = strlen(s) + 1;
     char *c = nb_malloc(n);
@@ -97,20 +111,28 @@ nb_status nb_csv_read(const char *path, const nb_csv_opts *opts_in, nb_dataset *
         return NB_ERR_NULL;
     }
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_csv_read: cannot open %s: %s", path, strerror(errno));
-        return NB_ERR_IO;
+    if (opts.dtype != NB_F32 && opts.dtype != NB_F64) {
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_csv_read: unknown dtype %d for %s (NB_F32 or NB_F64)",
+                     (int)opts.dtype, path);
+        return NB_ERR_ARG;
     }
+    FILE *f = nb_fopen_regular(path, "nb_csv_read");
+    if (!f) return NB_ERR_IO;
     nb_status st = NB_OK;
     char *line = NULL, **fields = NULL, **header = NULL;
     size_t line_cap = 0, columns = 0, target = 0, line_no = 0, rows = 0, dropped = 0;
     growing X = {0}, y = {0};
     ssize_t len;
 
-    /* The header: the first non-blank line. */
+    /* The header: the first non-blank line (after a UTF-8 byte-order mark,
+     * which some editors write first). */
     while ((len = getline(&line, &line_cap, f)) >= 0) {
         line_no++;
+        if (!whole_line(line, len, path, line_no, opts.delimiter)) {
+            st = NB_ERR_VALUE;
+            goto done;
+        }
+        if (line_no == 1 && !strncmp(line, "\xEF\xBB\xBF", 3)) memmove(line, line + 3, strlen(line + 3) + 1);
         line[strcspn(line, "\r\n")] = '\0';
         if (line[strspn(line, " \t")]) break;
     }
@@ -129,10 +151,16 @@ nb_status nb_csv_read(const char *path, const nb_csv_opts *opts_in, nb_dataset *
     bool found = false;
     for (size_t c = 0; c < columns; c++) {
         if (!(header[c] = copy_string(fields[c]))) goto out_of_memory;
-        if (!found && !strcmp(header[c], opts.target)) {
-            target = c;
-            found = true;
+        if (strcmp(header[c], opts.target)) continue;
+        if (found) { /* the label would leak into the features */
+            st = NB_ERR_VALUE;
+            nb_set_error(NULL, st, NULL, 0,
+                         "nb_csv_read: %s:%zu: the target column '%s' appears twice (columns %zu and %zu)", path,
+                         line_no, opts.target, target + 1, c + 1);
+            goto done;
         }
+        target = c;
+        found = true;
     }
     if (!found) {
         char list[256] = "";
@@ -154,8 +182,12 @@ nb_status nb_csv_read(const char *path, const nb_csv_opts *opts_in, nb_dataset *
     }
 
     /* The rows. */
-    while (getline(&line, &line_cap, f) >= 0) {
+    while ((len = getline(&line, &line_cap, f)) >= 0) {
         line_no++;
+        if (!whole_line(line, len, path, line_no, opts.delimiter)) {
+            st = NB_ERR_VALUE;
+            goto done;
+        }
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[strspn(line, " \t")]) continue;
         size_t n = split_fields(line, opts.delimiter, fields, columns);

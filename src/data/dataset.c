@@ -80,6 +80,19 @@ nb_status nb_dataset_split(const nb_dataset *d, double test_fraction, nb_rng *rn
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_dataset_split: a NULL argument");
         return NB_ERR_NULL;
     }
+    /* The struct is the caller's: check that it describes its tensors. */
+    const nb_tensor *X = d->X, *y = d->y;
+    char sx[128], sy[128];
+    if (X->status != NB_OK || y->status != NB_OK || !nb_alive(X) || !nb_alive(y) || X->ndim != 2 ||
+        X->shape[0] != d->rows || X->shape[1] != d->features || y->size != d->rows || X->dtype != y->dtype) {
+        nb_set_error(NULL, NB_ERR_SHAPE, NULL, 0,
+                     "nb_dataset_split: the dataset says %zu rows of %zu features, but X is %s %s and y is %s %s "
+                     "(expected X (%zu, %zu) and y of %zu values, of one dtype)",
+                     d->rows, d->features, nb_shape_string(X, sx, sizeof sx),
+                     X->dtype == NB_F32 ? "float32" : "float64", nb_shape_string(y, sy, sizeof sy),
+                     y->dtype == NB_F32 ? "float32" : "float64", d->rows, d->features, d->rows);
+        return NB_ERR_SHAPE;
+    }
     size_t n_test = (size_t)llround(test_fraction * (double)d->rows);
     if (!(test_fraction > 0 && test_fraction < 1) || n_test == 0 || n_test >= d->rows) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
@@ -109,10 +122,11 @@ nb_tensor *nb_gather_rows_(nb_tape *tp, const nb_tensor *src, const size_t *rows
         return nb_fail(tp, NB_ERR_NULL, file, line, "nb_gather_rows: %s is NULL",
                        !tp ? "the tape" : !src ? "the source" : "the row list");
     if (src->status != NB_OK) return nb_nil(src->status);
+    if (!nb_alive(src)) return nb_fail_stale(tp, "nb_gather_rows", 0, src, file, line);
     if (src->ndim < 1)
         return nb_fail(tp, NB_ERR_SHAPE, file, line, "nb_gather_rows: the source is a scalar");
     size_t shape[NB_MAX_DIMS], row_size = src->size / src->shape[0];
-    memcpy(shape, src->shape, sizeof shape);
+    memcpy(shape, src->shape, (size_t)src->ndim * sizeof *shape);
     shape[0] = n;
     nb_tensor *out = nb_tensor_alloc(tp, src->dtype, src->ndim, shape, "nb_gather_rows", file, line);
     if (out->status != NB_OK) return out;
@@ -230,12 +244,14 @@ nb_status nb_confusion_matrix(const nb_tensor *scores, const nb_tensor *labels, 
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_confusion_matrix: no output matrix");
         return NB_ERR_NULL;
     }
-    memset(counts, 0, classes * classes * sizeof *counts);
+    /* classes is checked against the scores before counts (classes² of
+     * them, the caller's buffer) is touched */
     confusion c = {counts, classes, false};
     size_t found = 0;
     int ax = nb_norm_axis(axis, nb_tensor_ndim(scores));
-    if (ax < 0 || nb_tensor_dim(scores, ax) != classes ||
-        !predictions(scores, labels, axis, &found, count_pair, &c)) {
+    bool fits = ax >= 0 && nb_tensor_dim(scores, ax) == classes;
+    if (fits) memset(counts, 0, classes * classes * sizeof *counts);
+    if (!fits || !predictions(scores, labels, axis, &found, count_pair, &c)) {
         char s[128], l[128];
         nb_set_error(NULL, NB_ERR_SHAPE, NULL, 0,
                      "nb_confusion_matrix: scores %s with %zu classes along axis %d do not fit labels %s",

@@ -58,6 +58,7 @@ nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale) {
     if (!path) return nb_fail(NULL, NB_ERR_NULL, NULL, 0, "nb_idx_read: the path is NULL");
     if (dt != NB_F32 && dt != NB_F64)
         return nb_fail(NULL, NB_ERR_ARG, NULL, 0, "nb_idx_read: unknown dtype %d for %s", (int)dt, path);
+    if (!nb_check_input_file(path, "nb_idx_read")) return nb_nil(NB_ERR_IO);
     gzFile g = gzopen(path, "rb");
     if (!g)
         return nb_fail(NULL, NB_ERR_IO, NULL, 0, "nb_idx_read: cannot open %s: %s", path,

@@ -168,6 +168,11 @@ nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_backward_frames: the directory is NULL");
         return NB_ERR_NULL;
     }
+    if (!dir[0]) { /* "" + "/frame_000.dot" would be a file in the root directory */
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_backward_frames: the directory name is empty (use \".\" for "
+                     "the current directory)");
+        return NB_ERR_ARG;
+    }
     film fm;
     nb_status st = shoot(loss, opts, &fm, "nb_backward_frames");
     if (st != NB_OK) return st;

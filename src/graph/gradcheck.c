@@ -33,11 +33,21 @@ static double evaluate(problem *pb, nb_tensor **out, nb_gradcheck_result *r) {
     nb_tape_reset(pb->tp);
     nb_tensor *y = pb->fn(pb->tp, pb->x, pb->n, pb->user);
     *out = y;
-    if (!y || y->status != NB_OK || nb_tape_status(pb->tp) != NB_OK) {
-        r->status = nb_tape_status(pb->tp) != NB_OK ? nb_tape_status(pb->tp)
-                                                    : nb_tensor_status(y);
-        snprintf(r->message, sizeof r->message, "nb_gradcheck: the function failed: %s",
-                 nb_tape_status(pb->tp) != NB_OK ? nb_tape_error(pb->tp) : nb_last_error());
+    if (nb_tape_status(pb->tp) != NB_OK) {
+        r->status = nb_tape_status(pb->tp);
+        snprintf(r->message, sizeof r->message, "nb_gradcheck: the function failed: %s", nb_tape_error(pb->tp));
+        return NAN;
+    }
+    if (!y) {
+        r->status = NB_ERR_NULL;
+        snprintf(r->message, sizeof r->message, "nb_gradcheck: the function returned NULL instead of a tensor");
+        return NAN;
+    }
+    if (y->status != NB_OK) {
+        r->status = y->status;
+        snprintf(r->message, sizeof r->message,
+                 "nb_gradcheck: the function returned an errored tensor (%s) without an error on its tape",
+                 nb_status_string(y->status));
         return NAN;
     }
     if (y->size != 1 || y->dtype != NB_F64) {
@@ -108,8 +118,8 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
     double **analytic = NULL;
     pb.x = nb_malloc((size_t)n * sizeof *pb.x);
     analytic = nb_malloc((size_t)n * sizeof *analytic);
+    for (int i = 0; pb.x && analytic && i < n; i++) pb.x[i] = NULL, analytic[i] = NULL;
     if (!pb.tp || !pb.x || !analytic) goto out_of_memory;
-    for (int i = 0; i < n; i++) pb.x[i] = NULL, analytic[i] = NULL;
     for (int i = 0; i < n; i++) {
         const nb_tensor *src = inputs[i];
         pb.x[i] = nb_tensor_alloc(NULL, NB_F64, src->ndim, src->shape, "nb_gradcheck", NULL, 0);

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static GVC_t *shared_context;
 static pthread_once_t context_once = PTHREAD_ONCE_INIT;
@@ -53,6 +54,32 @@ static bool known_format(GVC_t *gvc, const char *format) {
     }
     free(devices);
     return found;
+}
+
+/* Writes n bytes to path.  On failure, removes the file only if this call
+ * created it as a regular file (never a device, a FIFO, or a file that was
+ * there before). */
+static nb_status write_file(const char *out_path, const char *data, size_t n) {
+    struct stat before;
+    bool existed = stat(out_path, &before) == 0;
+    FILE *out = fopen(out_path, "wb");
+    if (!out) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_render: cannot create %s: %s", out_path, strerror(errno));
+        return NB_ERR_IO;
+    }
+    errno = 0;
+    bool written = fwrite(data, 1, n, out) == n;
+    int write_errno = errno;
+    if (fclose(out) != 0 && written) {
+        written = false;
+        write_errno = errno;
+    }
+    if (written) return NB_OK;
+    nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_render: cannot write %s: %s", out_path,
+                 strerror(write_errno ? write_errno : EIO));
+    struct stat after;
+    if (!existed && lstat(out_path, &after) == 0 && S_ISREG(after.st_mode)) remove(out_path);
+    return NB_ERR_IO;
 }
 
 nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *format) {
@@ -100,22 +127,19 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
                      "installed? try `dot -c` as root)",
                      dot_path);
     } else {
-        /* We open the output ourselves: gvRenderFilename reports a file it
-         * cannot create only on stderr, and returns success. */
-        FILE *out = fopen(out_path, "wb");
-        if (!out) {
+        /* Rendered to memory and written here: Graphviz's own writer calls
+         * exit(1) on a write error (a full disk), and gvRenderFilename
+         * reports a file it cannot create only on stderr. */
+        char *data = NULL;
+        unsigned int n = 0;
+        if (gvRenderData(gvc, g, format, &data, &n) != 0 || !data) {
             st = NB_ERR_IO;
-            nb_set_error(NULL, st, NULL, 0, "nb_dot_render: cannot create %s: %s", out_path, strerror(errno));
+            nb_set_error(NULL, st, NULL, 0, "nb_dot_render: Graphviz cannot render %s as %s: %s", dot_path, format,
+                         graphviz_message());
         } else {
-            bool rendered = gvRender(gvc, g, format, out) == 0;
-            bool written = fclose(out) == 0;
-            if (!rendered || !written) {
-                st = NB_ERR_IO;
-                nb_set_error(NULL, st, NULL, 0, "nb_dot_render: cannot render %s as %s to %s: %s", dot_path,
-                             format, out_path, rendered ? strerror(errno) : graphviz_message());
-                remove(out_path);
-            }
+            st = write_file(out_path, data, n);
         }
+        if (data) gvFreeRenderData(data);
         gvFreeLayout(gvc, g);
     }
     if (g) agclose(g);

@@ -95,7 +95,9 @@ nb_status nb_scope_begin(nb_tape *tp, const char *name) {
         tp->cap_scopes = cap;
     }
     nb_scope *sc = &tp->scopes[tp->n_scopes];
-    snprintf(sc->name, sizeof sc->name, "%s", name);
+    size_t len = nb_utf8_prefix(name, sizeof sc->name - 1);
+    memcpy(sc->name, name, len);
+    sc->name[len] = '\0';
     sc->parent = tp->current_scope;
     tp->current_scope = tp->n_scopes++;
     return NB_OK;

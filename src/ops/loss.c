@@ -18,7 +18,9 @@
  * softmax_cross_entropy (logits x with classes along an axis; M examples):
  *       L = -(1/M) sum_examples sum_classes t_c log softmax(x)_c
  *       dL/dx_c = (softmax_c * sum_k t_k - t_c)/M   (= (softmax - onehot)/M for one-hot t)
- *       dL/dt_c = -log softmax(x)_c / M
+ *       dL/dt_c = -log softmax(x)_c / M = (lse - x_c)/M,  lse = log sum_k e^{x_k}
+ *   (computed as lse - x_c: log of the probability would be -inf once it
+ *   underflows, at gaps of about 104 between logits in float32, 745 in float64)
  */
 #include "../internal.h"
 #include "expf.h"
@@ -136,7 +138,8 @@ nb_tensor *nb_bce_logits_(nb_tape *tp, nb_tensor *logits, nb_tensor *target, con
 /* ---------------------------------------------------------------- softmax CE */
 
 /* e->axis: class axis; e->flag0: target holds class indices; e->saved: the
- * softmax probabilities (logits' shape), kept for backward. */
+ * softmax probabilities (logits' shape), then each example's lse, kept for
+ * backward. */
 static void softmax_ce_forward(const nb_entry *e) {
     const nb_tensor *x = e->in[0], *t = e->in[1];
     size_t outer, n, inner;
@@ -156,6 +159,7 @@ static void softmax_ce_forward(const nb_entry *e) {
                 T sum = 0;
                 for (size_t k = 0; k < n; k++) sum += NB_EXP(xs[base + k * inner] - m);
                 T lse = m + log(sum);
+                probs[x->size + o * inner + i] = lse;
                 for (size_t k = 0; k < n; k++)
                     probs[base + k * inner] = NB_EXP(xs[base + k * inner] - lse);
                 if (indices) {
@@ -199,7 +203,13 @@ static void softmax_ce_backward(nb_tape *tp, const nb_entry *e) {
         if (!indices && t->requires_grad) {
             T *gt = nb_grad_target(tp, t, &acc);
             if (!gt) return;
-            for (size_t j = 0; j < x->size; j++) PUT(gt, j, -scale * log(probs[j]), acc);
+            const T *xs = x->data, *lse = probs + x->size;
+            for (size_t o = 0; o < outer; o++)
+                for (size_t k = 0; k < n; k++)
+                    for (size_t i = 0; i < inner; i++) {
+                        size_t j = (o * n + k) * inner + i;
+                        PUT(gt, j, scale * (lse[o * inner + i] - xs[j]), acc);
+                    }
         }
     });
 }
@@ -241,7 +251,7 @@ nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *
                                name, i, c, classes);
         }
     }
-    void *probs = nb_tape_alloc(tp, logits->size * nb_dtype_size(logits->dtype));
+    void *probs = nb_tape_alloc(tp, (logits->size + logits->size / classes) * nb_dtype_size(logits->dtype));
     if (!probs) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", name);
     nb_entry *e = nb_emit(tp, &softmax_ce_op, 2, in, logits->dtype, 0, NULL, file, line, &failed);
     if (!e) return failed;

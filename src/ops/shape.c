@@ -56,7 +56,15 @@ nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
                            "may be -1)",
                            shape[d], d);
         new_shape[d] = (size_t)shape[d];
-        known *= new_shape[d];
+        if (__builtin_mul_overflow(known, new_shape[d], &known)) {
+            char asked[256];
+            size_t used = 0;
+            for (int k = 0; k < ndim && used < sizeof asked; k++)
+                used += (size_t)snprintf(asked + used, sizeof asked - used, "%s%ld", k ? ", " : "(", shape[k]);
+            if (used < sizeof asked) snprintf(asked + used, sizeof asked - used, ")");
+            return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                           "reshape: the new shape %s for %s has more elements than memory can address", asked, sa);
+        }
     }
     if (infer >= 0) {
         if (known == 0 || a->size % known)
@@ -156,7 +164,7 @@ nb_tensor *nb_transpose_(nb_tape *tp, nb_tensor *a, int axis0, int axis1, const 
         j = t;
     }
     size_t shape[NB_MAX_DIMS];
-    memcpy(shape, a->shape, sizeof shape);
+    memcpy(shape, a->shape, (size_t)a->ndim * sizeof *shape);
     shape[i] = a->shape[j];
     shape[j] = a->shape[i];
     nb_entry *e = nb_emit(tp, &transpose_op, 1, &a, a->dtype, a->ndim, shape, file, line, &failed);

@@ -78,7 +78,9 @@ UNARY_OP(tanh,       tanh(x),                     1 - y * y,                  "1
 UNARY_OP(relu,       x > 0 ? x : 0,               x > 0 ? 1 : 0,              "[x>0]")
 UNARY_OP(leaky_relu, x > 0 ? x : s * x,           x > 0 ? 1 : s,              "[x>0] + s[x≤0]")
 UNARY_OP(square,     x * x,                       2 * x,                      "2x")
-UNARY_OP(pow,        pow(x, s),                   s * pow(x, s - 1),          "p·x^(p-1)")
+/* x^0 is 1 everywhere, so its derivative is 0, also at x = 0 (where
+ * s x^(s-1) would be 0 · inf). */
+UNARY_OP(pow,        pow(x, s),                   s == 0 ? 0 : s * pow(x, s - 1), "p·x^(p-1)")
 UNARY_OP(sin,        sin(x),                      cos(x),                     "cos(x)")
 UNARY_OP(cos,        cos(x),                      -sin(x),                    "-sin(x)")
 

@@ -244,13 +244,20 @@ char *nb_shape_string(const nb_tensor *t, char *buf, size_t bufsize) {
  * boundary.  A heap tensor writes into the room after its header; a tape
  * tensor copies into the arena (and keeps its old name if the arena cannot
  * grow). */
+size_t nb_utf8_prefix(const char *s, size_t max) {
+    size_t len = strnlen(s, max + 1);
+    if (len <= max) return len;
+    /* back up over continuation bytes (10xxxxxx) to the start of the
+     * character that does not fit */
+    for (len = max; len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80; len--) {
+    }
+    return len;
+}
+
 void nb_tensor_set_name(nb_tensor *t, const char *name) {
     if (!ok(t)) return;
     if (!name) name = "";
-    size_t len = strnlen(name, NB_NAME_MAX);
-    if (len == NB_NAME_MAX)
-        for (len = NB_NAME_MAX - 1; len > 0 && ((unsigned char)name[len] & 0xC0) == 0x80; len--) {
-        }
+    size_t len = nb_utf8_prefix(name, NB_NAME_MAX - 1);
     char *copy = !t->on_tape ? t->name : len ? nb_header_alloc(t->tape, len + 1) : nb_unnamed;
     if (!copy) return;
     if (copy != nb_unnamed) {

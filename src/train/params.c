@@ -88,6 +88,17 @@ nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t) {
         st = NB_ERR_ARG;
         nb_set_error(NULL, st, NULL, 0, "nb_params_add: a parameter named '%s' exists already",
                      name);
+    } else {
+        for (size_t i = 0; i < ps->count; i++)
+            if (ps->order[i]->t == t) {
+                /* The set owns its tensors; one tensor twice would be freed
+                 * twice, and updated twice per step. */
+                nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
+                             "nb_params_add: the tensor for '%s' is in the set already, as '%s' (to tie "
+                             "weights, add the tensor once and use it in both places)",
+                             name, ps->order[i]->name);
+                return nb_nil(NB_ERR_ARG); /* not freed: the set owns it */
+            }
     }
     if (st != NB_OK) {
         nb_tensor_free(t);
@@ -229,6 +240,43 @@ static void put_values(writer *w, const nb_tensor *t) {
 
 /* Writes all of buf to path through a temporary file in the same directory
  * and a rename, so readers see the old file or the new one, never half. */
+/* What kind of file st describes, for messages. */
+static const char *file_kind(const struct stat *st) {
+    return S_ISDIR(st->st_mode)    ? "a directory"
+           : S_ISFIFO(st->st_mode) ? "a FIFO"
+           : S_ISCHR(st->st_mode)  ? "a character device"
+           : S_ISBLK(st->st_mode)  ? "a block device"
+           : S_ISSOCK(st->st_mode) ? "a socket"
+                                   : "not a regular file";
+}
+
+/* The file a save replaces: path itself, or the file a symbolic link names
+ * (the link stays a link).  A destination that exists and is not a regular
+ * file (a FIFO, a device, /dev/null) is refused: renaming over it would
+ * replace it with a regular file.  *resolved is NULL for path itself, else a
+ * malloc'd path freed by the caller. */
+static nb_status save_destination(const char *path, char **resolved) {
+    *resolved = NULL;
+    struct stat st;
+    if (lstat(path, &st) != 0) return NB_OK; /* a new file */
+    if (S_ISLNK(st.st_mode)) {
+        if (!(*resolved = realpath(path, NULL))) {
+            nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_save: %s is a symbolic link to a file that cannot be "
+                         "reached: %s", path, strerror(errno));
+            return NB_ERR_IO;
+        }
+        if (stat(*resolved, &st) != 0) return NB_OK;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_save: %s is %s, not a regular file; parameters are saved "
+                     "to regular files only", path, file_kind(&st));
+        free(*resolved);
+        *resolved = NULL;
+        return NB_ERR_IO;
+    }
+    return NB_OK;
+}
+
 static nb_status write_atomically(const char *path, const unsigned char *buf, size_t len) {
     size_t n = strlen(path) + 16;
     char *tmp = nb_malloc(n);
@@ -319,7 +367,10 @@ nb_status nb_params_save(const nb_params *ps, const char *path) {
         st = NB_ERR_NOMEM;
         nb_set_error(NULL, st, NULL, 0, "nb_params_save: out of memory writing %s", path);
     } else {
-        st = write_atomically(path, w.buf, w.len);
+        char *target = NULL;
+        st = save_destination(path, &target);
+        if (st == NB_OK) st = write_atomically(target ? target : path, w.buf, w.len);
+        free(target);
     }
     nb_free(w.buf);
     return st;
@@ -361,12 +412,8 @@ static bool take_uint(reader *r, int bytes, uint64_t *v, const char *what) {
 /* Reads the whole file; NULL with the error set and *st on failure. */
 static unsigned char *slurp(const char *path, size_t *len, nb_status *st) {
     *st = NB_ERR_IO;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_load: cannot open %s: %s", path,
-                     strerror(errno));
-        return NULL;
-    }
+    FILE *f = nb_fopen_regular(path, "nb_params_load");
+    if (!f) return NULL;
     unsigned char *buf = NULL;
     size_t used = 0, cap = 0;
     for (;;) {

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <spawn.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -139,15 +141,19 @@ nb_status nb_progress_save_csv(const nb_progress *p, const char *path) {
     return NB_OK;
 }
 
-/* Writes `s` as a gnuplot string literal (single quotes doubled). */
-static void put_quoted(FILE *f, const char *s) {
-    fputc('\'', f);
-    for (; *s; s++) {
-        if (*s == '\'') fputc('\'', f);
-        fputc(*s, f);
-    }
-    fputc('\'', f);
-}
+/* The plot, as a gnuplot script run with `gnuplot -c /dev/stdin IMAGE CSV`:
+ * the file names reach gnuplot as arguments (ARG1, ARG2), never as text of
+ * the script, so no byte of a name can become a command. */
+static const char plot_script[] =
+    "set terminal @ARG3 size 900,420\n"
+    "set output ARG1\n"
+    "set datafile separator ','\n"
+    "set key top center horizontal\nset xlabel 'epoch'\nset ylabel 'loss'\nset y2label 'accuracy'\n"
+    "set y2tics\nset ytics nomirror\nset grid\n"
+    "plot ARG2 using 1:2 with linespoints title 'loss' axes x1y1, '' using 1:3 with linespoints "
+    "title 'train accuracy' axes x1y2, '' using 1:4 with linespoints title 'test accuracy' axes x1y2\n";
+
+extern char **environ;
 
 nb_status nb_progress_plot(const char *csv_path, const char *image_path) {
     if (!csv_path || !image_path) {
@@ -162,25 +168,35 @@ nb_status nb_progress_plot(const char *csv_path, const char *image_path) {
     }
     size_t n = strlen(image_path);
     bool svg = n >= 4 && !strcmp(image_path + n - 4, ".svg");
-    FILE *g = popen("gnuplot 2>&1", "w");
-    if (!g) {
+    int fds[2];
+    if (pipe(fds) != 0) {
         nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: cannot run gnuplot: %s", strerror(errno));
         return NB_ERR_IO;
     }
-    fprintf(g, "set terminal %s size 900,420\nset output ", svg ? "svg" : "pngcairo");
-    put_quoted(g, image_path);
-    fputs("\nset datafile separator ','\nset key top center horizontal\nset xlabel 'epoch'\n"
-          "set ylabel 'loss'\nset y2label 'accuracy'\nset y2tics\nset ytics nomirror\n"
-          "set grid\nplot ", g);
-    put_quoted(g, csv_path);
-    fputs(" using 1:2 with linespoints title 'loss' axes x1y1, '' using 1:3 with linespoints "
-          "title 'train accuracy' axes x1y2, '' using 1:4 with linespoints title 'test "
-          "accuracy' axes x1y2\n",
-          g);
-    int rc = pclose(g);
-    if (rc != 0) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: gnuplot failed (status %d) plotting %s to %s", rc,
-                     csv_path, image_path);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[0], STDIN_FILENO);
+    posix_spawn_file_actions_addclose(&actions, fds[1]);
+    char *argv[] = {"gnuplot", "-c", "/dev/stdin", (char *)image_path, (char *)csv_path,
+                    svg ? "svg" : "pngcairo", NULL};
+    pid_t pid;
+    int err = posix_spawnp(&pid, "gnuplot", &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[0]);
+    if (err != 0) {
+        close(fds[1]);
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: cannot run gnuplot: %s", strerror(err));
+        return NB_ERR_IO;
+    }
+    /* A short script: it fits in the pipe, and gnuplot reads it to the end. */
+    bool sent = write(fds[1], plot_script, sizeof plot_script - 1) == (ssize_t)(sizeof plot_script - 1);
+    close(fds[1]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!sent || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: gnuplot failed (status %d) plotting %s to %s",
+                     status, csv_path, image_path);
         return NB_ERR_IO;
     }
     return NB_OK;
