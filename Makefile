@@ -17,7 +17,7 @@ TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 LIB_SRC  := $(sort $(wildcard src/tensor/*.c src/graph/*.c src/ops/*.c src/train/*.c src/data/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-HEADERS  := include/nabla.h include/nabla_train.h src/internal.h src/ops/expf.h
+HEADERS  := include/nabla.h include/nabla_train.h include/nabla_op.h src/internal.h src/ops/expf.h
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
@@ -169,7 +169,7 @@ demo: deps-build $(BUILD)/examples/demo
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/nabla.h include/nabla_train.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/nabla.h include/nabla_train.h include/nabla_op.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0
 	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
@@ -177,7 +177,8 @@ install: lib
 	    nabla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/lib/libnabla.a \
+	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
+	      $(DESTDIR)$(PREFIX)/lib/libnabla.a \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0 \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
 

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <limits.h>
 #include <stdio.h>
 
 #ifdef __cplusplus
@@ -104,6 +105,10 @@ size_t nb_tape_size(const nb_tape *tp); /* number of recorded entries */
 /* Turns recording of gradients on or off (a no-grad region); returns the
  * previous setting.  Ops still run, but their results require no gradient. */
 bool nb_tape_set_grad_enabled(nb_tape *tp, bool enabled);
+/* Training or evaluation: in evaluation (training false) dropout passes
+ * its input through.  Returns the previous setting; training by default. */
+bool nb_tape_set_training(nb_tape *tp, bool training);
+bool nb_tape_training(const nb_tape *tp);
 /* Bytes the tape holds for tensors and entries (grows, never shrinks). */
 size_t nb_tape_memory(const nb_tape *tp);
 
@@ -274,6 +279,12 @@ nb_tensor *nb_add_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, in
 nb_tensor *nb_sub_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
 nb_tensor *nb_mul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
 nb_tensor *nb_div_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
+/* The larger / smaller of a and b, element by element (broadcasting); at a
+ * tie each side gets half the gradient, as in PyTorch. */
+#define nb_maximum(tp, a, b) nb_maximum_(tp, a, b, NB_SITE)
+#define nb_minimum(tp, a, b) nb_minimum_(tp, a, b, NB_SITE)
+nb_tensor *nb_maximum_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
+nb_tensor *nb_minimum_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line);
 
 /* Element-wise functions of one tensor. */
 #define nb_neg(tp, a) nb_neg_(tp, a, NB_SITE)
@@ -306,6 +317,24 @@ nb_tensor *nb_pow_(nb_tape *tp, nb_tensor *a, double p, const char *file, int li
 nb_tensor *nb_sin_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 nb_tensor *nb_clamp_(nb_tape *tp, nb_tensor *a, double lo, double hi, const char *file, int line);
 nb_tensor *nb_cos_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+/* More functions of one tensor.  abs' (0) is 0 and sqrt' (0) is +inf, as in
+ * PyTorch; log1p(x) = log(1 + x) and expm1(x) = e^x - 1 are exact near 0;
+ * softplus(x) = log(1 + e^x) without overflow or underflow; gelu is
+ * x Φ(x) (the erf form), gelu_tanh its tanh approximation. */
+#define nb_abs(tp, a) nb_abs_(tp, a, NB_SITE)
+#define nb_sqrt(tp, a) nb_sqrt_(tp, a, NB_SITE)
+#define nb_log1p(tp, a) nb_log1p_(tp, a, NB_SITE)
+#define nb_expm1(tp, a) nb_expm1_(tp, a, NB_SITE)
+#define nb_softplus(tp, a) nb_softplus_(tp, a, NB_SITE)
+#define nb_gelu(tp, a) nb_gelu_(tp, a, NB_SITE)
+#define nb_gelu_tanh(tp, a) nb_gelu_tanh_(tp, a, NB_SITE)
+nb_tensor *nb_abs_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_sqrt_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_log1p_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_expm1_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_softplus_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_gelu_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_gelu_tanh_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 
 /* Reductions.  axis may be negative (counted from the end); keepdims keeps the
  * reduced axis with size 1. */
@@ -334,6 +363,92 @@ nb_tensor *nb_transpose_(nb_tape *tp, nb_tensor *a, int axis0, int axis1, const 
 nb_tensor *nb_detach_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 nb_tensor *nb_cast_(nb_tape *tp, nb_tensor *a, nb_dtype dt, const char *file, int line);
 
+/* More shapes.
+ *   squeeze / unsqueeze: remove a size-1 axis / insert one (views).
+ *   permute: y's axis d is x's axis axes[d] (all ndim axes, each once);
+ *            transpose is the permute that swaps two.
+ *   broadcast_to: x repeated along axes where it has size 1 (or none), as
+ *            NumPy would broadcast it to `shape`; the gradient sums back.
+ *   pad: zeros around x: pads[2d] before and pads[2d + 1] after axis d. */
+#define nb_squeeze(tp, a, axis) nb_squeeze_(tp, a, axis, NB_SITE)
+#define nb_unsqueeze(tp, a, axis) nb_unsqueeze_(tp, a, axis, NB_SITE)
+#define nb_permute(tp, a, axes) nb_permute_(tp, a, axes, NB_SITE)
+#define nb_broadcast_to(tp, a, ...) nb_broadcast_to_(tp, a, __VA_ARGS__, NB_SITE) /* ndim, shape */
+#define nb_pad(tp, a, pads) nb_pad_(tp, a, pads, NB_SITE)
+nb_tensor *nb_squeeze_(nb_tape *tp, nb_tensor *a, int axis, const char *file, int line);
+nb_tensor *nb_unsqueeze_(nb_tape *tp, nb_tensor *a, int axis, const char *file, int line);
+nb_tensor *nb_permute_(nb_tape *tp, nb_tensor *a, const int *axes, const char *file, int line);
+nb_tensor *nb_broadcast_to_(nb_tape *tp, nb_tensor *a, int ndim, const size_t *shape, const char *file,
+                            int line);
+nb_tensor *nb_pad_(nb_tape *tp, nb_tensor *a, const size_t *pads, const char *file, int line);
+
+/* Indexing and joining.
+ *   slice: elements start, start + step, ... before stop along an axis, as
+ *          Python's x[start:stop:step] (negative start and stop count from
+ *          the end; NB_END for the end; step >= 1).  A view when it takes
+ *          a contiguous block (step 1 along the first axis with more than
+ *          one element).
+ *   index_select: the slices indices[0..n) along an axis, in that order,
+ *          repeats allowed (an embedding is index_select(table, 0, ids)); the
+ *          gradient adds up over repeated indices.
+ *   gather: y[..., i, ...] = x[..., index[..., i, ...], ...] along an axis,
+ *          PyTorch's gather: index has x's number of dimensions, holds whole
+ *          numbers (in x's dtype) and y has index's shape.
+ *   concat: tensors joined along an existing axis (the others equal);
+ *   stack:  along a new axis.  Any number of tensors.
+ *   where:  cond != 0 ? a : b, element by element, the three broadcast
+ *          together; no gradient flows to cond. */
+#define NB_END LONG_MAX
+#define nb_slice(tp, a, axis, start, stop, step) nb_slice_(tp, a, axis, start, stop, step, NB_SITE)
+#define nb_index_select(tp, a, axis, indices, n) nb_index_select_(tp, a, axis, indices, n, NB_SITE)
+#define nb_gather(tp, a, axis, index) nb_gather_(tp, a, axis, index, NB_SITE)
+#define nb_concat(tp, tensors, n, axis) nb_concat_(tp, tensors, n, axis, false, NB_SITE)
+#define nb_stack(tp, tensors, n, axis) nb_concat_(tp, tensors, n, axis, true, NB_SITE)
+#define nb_where(tp, cond, a, b) nb_where_(tp, cond, a, b, NB_SITE)
+nb_tensor *nb_slice_(nb_tape *tp, nb_tensor *a, int axis, long start, long stop, long step, const char *file,
+                     int line);
+nb_tensor *nb_index_select_(nb_tape *tp, nb_tensor *a, int axis, const size_t *indices, size_t n,
+                            const char *file, int line);
+nb_tensor *nb_gather_(nb_tape *tp, nb_tensor *a, int axis, nb_tensor *index, const char *file, int line);
+nb_tensor *nb_concat_(nb_tape *tp, nb_tensor *const *tensors, int n, int axis, bool stack, const char *file,
+                      int line);
+nb_tensor *nb_where_(nb_tape *tp, nb_tensor *cond, nb_tensor *a, nb_tensor *b, const char *file, int line);
+
+/* More reductions along an axis (negative counts from the end; keepdims
+ * keeps it with size 1).
+ *   logsumexp: log sum e^x, stably (the maximum is taken out first).
+ *   var_axis:  sum (x - mean)² / (n - correction); correction 1 is the
+ *              unbiased estimate (PyTorch's default), 0 the population's.
+ *   max_axis / min_axis: the largest / smallest element; its gradient goes
+ *              to that element alone (the first of equal ones, the one
+ *              argmax names; a NaN wins, as in PyTorch).
+ *   argmax / argmin: its position, as a number of x's dtype; no gradient. */
+#define nb_logsumexp(tp, a, axis, keepdims) nb_logsumexp_(tp, a, axis, keepdims, NB_SITE)
+#define nb_var_axis(tp, a, axis, keepdims, correction) nb_var_axis_(tp, a, axis, keepdims, correction, NB_SITE)
+#define nb_max_axis(tp, a, axis, keepdims) nb_max_axis_(tp, a, axis, keepdims, false, NB_SITE)
+#define nb_min_axis(tp, a, axis, keepdims) nb_min_axis_(tp, a, axis, keepdims, false, NB_SITE)
+#define nb_argmax(tp, a, axis, keepdims) nb_max_axis_(tp, a, axis, keepdims, true, NB_SITE)
+#define nb_argmin(tp, a, axis, keepdims) nb_min_axis_(tp, a, axis, keepdims, true, NB_SITE)
+nb_tensor *nb_logsumexp_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, const char *file, int line);
+nb_tensor *nb_var_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, int correction, const char *file,
+                        int line);
+nb_tensor *nb_max_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, bool arg, const char *file, int line);
+nb_tensor *nb_min_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, bool arg, const char *file, int line);
+
+/* Layer norm over the last axis: (x - mean) / sqrt(var + eps), times gamma
+ * and plus beta ((D,) each, or NULL), with the biased variance as in
+ * PyTorch; one op with its closed-form backward. */
+#define nb_layer_norm(tp, x, gamma, beta, eps) nb_layer_norm_(tp, x, gamma, beta, eps, NB_SITE)
+nb_tensor *nb_layer_norm_(nb_tape *tp, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps,
+                          const char *file, int line);
+
+/* Dropout: while the tape is training, each element is zeroed with
+ * probability p (drawn from rng, so a seed repeats the mask) and the others
+ * scaled by 1/(1 - p); in evaluation (nb_tape_set_training(tp, false)), or
+ * with p = 0, x itself is returned. */
+#define nb_dropout(tp, x, p, rng) nb_dropout_(tp, x, p, rng, NB_SITE)
+nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const char *file, int line);
+
 /* Softmax and log-softmax along an axis, computed stably (the maximum is
  * subtracted first). */
 #define nb_softmax(tp, a, axis) nb_softmax_(tp, a, axis, false, NB_SITE)
@@ -356,6 +471,13 @@ nb_tensor *nb_softmax_(nb_tape *tp, nb_tensor *a, int axis, bool log, const char
 #define nb_softmax_cross_entropy(tp, logits, target, axis) \
     nb_softmax_cross_entropy_(tp, logits, target, axis, NB_SITE)
 nb_tensor *nb_mse_(nb_tape *tp, nb_tensor *pred, nb_tensor *target, const char *file, int line);
+/* Robust regression losses, means over elements of h(pred - target):
+ *   huber (delta > 0):    d²/2 for |d| <= delta, else delta (|d| - delta/2)
+ *   smooth_l1 (beta >= 0): d²/(2 beta) for |d| < beta, else |d| - beta/2 */
+#define nb_huber(tp, pred, target, delta) nb_huber_(tp, pred, target, delta, NB_SITE)
+#define nb_smooth_l1(tp, pred, target, beta) nb_smooth_l1_(tp, pred, target, beta, NB_SITE)
+nb_tensor *nb_huber_(nb_tape *tp, nb_tensor *pred, nb_tensor *target, double delta, const char *file, int line);
+nb_tensor *nb_smooth_l1_(nb_tape *tp, nb_tensor *pred, nb_tensor *target, double beta, const char *file, int line);
 nb_tensor *nb_bce_(nb_tape *tp, nb_tensor *prob, nb_tensor *target, const char *file, int line);
 nb_tensor *nb_bce_logits_(nb_tape *tp, nb_tensor *logits, nb_tensor *target, const char *file,
                           int line);

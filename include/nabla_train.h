@@ -166,7 +166,10 @@ nb_status nb_standardize(nb_tensor *train, nb_tensor *const *others, int n_other
 nb_status nb_dataset_split(const nb_dataset *d, double test_fraction, nb_rng *rng,
                            nb_dataset *train, nb_dataset *test);
 
-/* A tape tensor holding rows `rows[0..n)` of src (first axis), for batches. */
+/* A tape tensor holding rows `rows[0..n)` of src (first axis), for batches.
+ * From a tensor that requires a gradient (an embedding table) it is
+ * nb_index_select(tp, src, 0, rows, n), and the gradient flows back to the
+ * rows taken; otherwise a plain copy (a data tensor, no op recorded). */
 #define nb_gather_rows(tp, src, rows, n) nb_gather_rows_(tp, src, rows, n, NB_SITE)
 nb_tensor *nb_gather_rows_(nb_tape *tp, const nb_tensor *src, const size_t *rows, size_t n,
                            const char *file, int line);

@@ -6,6 +6,7 @@
 #define NABLA_INTERNAL_H
 
 #include "nabla.h"
+#include "nabla_op.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -162,40 +163,37 @@ void nb_arena_free(nb_arena *a);
 
 /* ---------------------------------------------------------------- tape */
 
-typedef struct nb_entry nb_entry;
-
-/* What an op is: its name, forward, backward, and for pictures, how the
- * gradient reaches each input written as a formula.  For an element-wise op
- * the formula is the local derivative dy/dx, which the chain rule multiplies
- * by the upstream gradient G; for the others it is the whole product in
- * terms of G (the vector-Jacobian product, such as "G · Bᵀ"). */
-typedef struct {
-    const char *name;
-    /* Computes e->out from e->in and the entry's parameters. */
-    void (*forward)(const nb_entry *e);
-    /* Adds d loss/d input into each input that requires a gradient, from the
-     * output's gradient.  Uses nb_grad_target() to get the input buffers. */
-    void (*backward)(nb_tape *tp, const nb_entry *e);
-    const char *derivative[NB_MAX_INPUTS];
-    bool elementwise;
-    bool view;             /* the output shares the first input's storage */
-} nb_op;
+/* An op is an nb_op_def (include/nabla_op.h): the same definition for the
+ * built-in ops and for users' own.  A recorded call of one is an entry of
+ * the tape, struct nb_op_call, which users see only through accessors. */
+typedef nb_op_def nb_op;
+typedef struct nb_op_call nb_entry;
 
 /* In explain mode: what an entry's backward added into each input's
  * gradient (arena buffers of the inputs' shapes, or NULL), for one pass. */
 typedef struct {
-    void *of_input[NB_MAX_INPUTS];
     unsigned pass;
+    void *of_input[];      /* n_in of them */
 } nb_contributions;
 
-/* 96 bytes; the explain-mode extras hang off one pointer. */
-struct nb_entry {
+/* 96 bytes; the explain-mode extras hang off one pointer.  Up to
+ * NB_MAX_INPUTS inputs are kept in the entry itself (the built-in ops reach
+ * them as e->in[k]); an op with more keeps them in the arena (`many`), and
+ * code that handles any entry reaches them through nb_entry_input(). */
+struct nb_op_call {
     const nb_op *op;
     nb_tensor *out;
-    nb_tensor *in[NB_MAX_INPUTS];
+    union {
+        nb_tensor *in[NB_MAX_INPUTS];
+        nb_tensor **many;  /* n_in > NB_MAX_INPUTS */
+    };
     /* Op parameters (which ones are set depends on the op). */
-    double scalar;
-    void *saved;           /* op-specific data kept for backward, in the arena */
+    union {
+        double scalar;
+        void *state;       /* nb_op_save's memory, for ops defined through nb_op */
+    };
+    void *saved;           /* op-specific data kept for backward, in the arena
+                              (nb_op: a copy of the parameters) */
     const char *file;
     nb_contributions *contrib; /* explain mode only, else NULL */
     int n_in;
@@ -205,6 +203,17 @@ struct nb_entry {
     uint32_t stamp;        /* the write clock when recorded (see nb_newer) */
     bool flag0, flag1;
 };
+
+static inline nb_tensor *nb_entry_input(const nb_entry *e, int i) {
+    return e->n_in <= NB_MAX_INPUTS ? e->in[i] : e->many[i];
+}
+
+/* The picture's formula for input i (see nb_op_def.derivative). */
+static inline const char *nb_op_formula(const nb_op *op, int i) {
+    for (int k = i < NB_OP_FORMULAS ? i : NB_OP_FORMULAS - 1; k >= 0; k--)
+        if (op->derivative[k]) return op->derivative[k];
+    return "?";
+}
 
 typedef struct {
     char name[NB_NAME_MAX];
@@ -228,6 +237,7 @@ struct nb_tape {
     void *hook_user;
     bool explain;          /* record per-edge contributions in backward */
     bool anomaly;          /* check every result and gradient for NaN and inf */
+    bool training;         /* dropout active (nb_tape_set_training); true by default */
     unsigned pass;         /* backward passes run since the tape was made */
     double sgd_lr;         /* during nb_backward_sgd: the learning rate */
     nb_scope *scopes;      /* named scopes (layers), kept across resets */
@@ -310,6 +320,9 @@ static inline void *nb_header_alloc(nb_tape *tp, size_t bytes) {
 /* Doubles the tape's entry array; false (and the tape errored) on failure. */
 bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line);
 
+/* Copies the inputs of an entry with more than NB_MAX_INPUTS of them to
+ * the arena; false (the entry taken back, the tape errored) on failure. */
+bool nb_record_many(nb_tape *tp, nb_entry *e, nb_tensor *const *in);
 /* Records an entry whose output is `out`.  Sets out->requires_grad from the
  * inputs and the tape's grad mode.  Returns the entry (to fill in op
  * parameters) or NULL on allocation failure (then the tape is errored).
@@ -320,9 +333,10 @@ static inline nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, 
     nb_entry *e = &tp->entries[tp->n_entries++];
     *e = (nb_entry){.op = op, .out = out, .n_in = n_in, .file = file, .line = line, .scope = tp->current_scope,
                     .stamp = nb_clock_for_recording()};
+    if (n_in > NB_MAX_INPUTS && !nb_record_many(tp, e, in)) return NULL;
     bool requires = false;
     for (int i = 0; i < n_in; i++) {
-        e->in[i] = in[i];
+        if (n_in <= NB_MAX_INPUTS) e->in[i] = in[i];
         requires |= in[i]->requires_grad;
         if (in[i]->uses < UINT_MAX) in[i]->uses++;
     }
@@ -437,7 +451,7 @@ static inline const void *nb_contribution(const nb_tape *tp, const nb_entry *e, 
 
 /* Does input i of the entry need a gradient? */
 static inline bool nb_needs_grad(const nb_entry *e, int i) {
-    return e->in[i]->requires_grad;
+    return nb_entry_input(e, i)->requires_grad;
 }
 
 #define NB_F(t) ((float *)(t)->data)
@@ -462,6 +476,44 @@ static inline bool nb_needs_grad(const nb_entry *e, int i) {
  * not; and fopen(path, "rb") after that check, NULL with the error set. */
 bool nb_check_input_file(const char *path, const char *who);
 FILE *nb_fopen_regular(const char *path, const char *who);
+
+/* ---------------------------------------------------------------- broadcasting */
+
+/* NumPy's rule for n tensors: shapes aligned from the right, each size
+ * equal to the others or 1.  Writes the result's shape; false if they do
+ * not broadcast (src/ops/broadcast.c). */
+bool nb_broadcast_shape(int n, nb_tensor *const *t, int *nd, size_t *shape);
+/* Element strides of t laid against an nd-dimensional result: 0 where t has
+ * size 1 or no dimension. */
+void nb_broadcast_strides(const nb_tensor *t, int nd, size_t *strides);
+/* "(2, 3), (3,) and (4, 1)": the shapes of n tensors, for messages. */
+char *nb_format_shapes(int n, nb_tensor *const *t, char *buf, size_t size);
+
+/* Walks a result of nd dimensions element by element in row-major order,
+ * keeping, for each of k operands, the offset of the element it reads:
+ *     size_t idx[NB_MAX_DIMS] = {0}, off[K] = {0};
+ *     for (size_t i = 0; i < size; i++, nb_odometer_next(nd, shape, idx, K, off, strides)) ...
+ * strides[j] are operand j's strides against the result (0 where broadcast). */
+static inline void nb_odometer_next(int nd, const size_t *shape, size_t *idx, int k, size_t *off,
+                                    const size_t (*strides)[NB_MAX_DIMS]) {
+    for (int d = nd - 1; d >= 0; d--) {
+        for (int j = 0; j < k; j++) off[j] += strides[j][d];
+        if (++idx[d] < shape[d]) return;
+        for (int j = 0; j < k; j++) off[j] -= strides[j][d] * shape[d];
+        idx[d] = 0;
+    }
+}
+
+/* ---------------------------------------------------------------- products */
+
+/* C (rows x cols, row-major) = beta C + alpha op(X) · op(Y), with op given
+ * by the flags and the inner size k: one CBLAS call, or with nabla's
+ * threads several on blocks of rows, bitwise the same (src/ops/matmul.c). */
+void nb_gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha, const void *x,
+             size_t ldx, const void *y, size_t ldy, double beta, void *c);
+/* nb_matmul of operands that are not both matrices (src/ops/batched.c). */
+nb_tensor *nb_matmul_batched(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
+                             const char *file, int line);
 
 /* Renders dot text to SVG in memory (through libgvc); *svg is NUL-terminated
  * and freed with nb_free. */

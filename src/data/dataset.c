@@ -125,6 +125,9 @@ nb_tensor *nb_gather_rows_(nb_tape *tp, const nb_tensor *src, const size_t *rows
     if (!nb_alive(src)) return nb_fail_stale(tp, "nb_gather_rows", 0, src, file, line);
     if (src->ndim < 1)
         return nb_fail(tp, NB_ERR_SHAPE, file, line, "nb_gather_rows: the source is a scalar");
+    /* From a tensor that takes a gradient (an embedding table): the op,
+     * whose backward adds each row's gradient back (repeats add up). */
+    if (src->requires_grad && tp->grad_enabled) return nb_index_select_(tp, (nb_tensor *)src, 0, rows, n, file, line);
     size_t shape[NB_MAX_DIMS], row_size = src->size / src->shape[0];
     memcpy(shape, src->shape, (size_t)src->ndim * sizeof *shape);
     shape[0] = n;

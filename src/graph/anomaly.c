@@ -33,7 +33,7 @@ static double at(nb_dtype dt, const void *values, size_t i) {
 static void describe_inputs(const nb_entry *e, char *buf, size_t n) {
     size_t used = 0;
     for (int i = 0; i < e->n_in && used < n; i++) {
-        const nb_tensor *x = e->in[i];
+        const nb_tensor *x = nb_entry_input(e, i);
         char shape[96];
         nb_stats s = nb_compute_stats(x->dtype, x->size, x->data);
         int w = snprintf(buf + used, n - used, "%sinput %d %s: min %g, mean %g, max %g%s", i ? "; " : "", i + 1,
@@ -48,7 +48,7 @@ nb_tensor *nb_anomaly_forward(nb_tape *tp, const nb_entry *e) {
     char inputs[384], shape[96];
     /* A leaf input that holds NaN came from outside the tape: say so. */
     for (int i = 0; i < e->n_in; i++) {
-        const nb_tensor *x = e->in[i];
+        const nb_tensor *x = nb_entry_input(e, i);
         size_t k = first_bad(x->dtype, x->data, x->size);
         if (x->is_leaf && k < x->size) {
             nb_set_error(tp, NB_ERR_VALUE, e->file, e->line,
@@ -72,7 +72,7 @@ nb_tensor *nb_anomaly_forward(nb_tape *tp, const nb_entry *e) {
 
 bool nb_anomaly_backward(nb_tape *tp, const nb_entry *e) {
     for (int i = 0; i < e->n_in; i++) {
-        const nb_tensor *x = e->in[i];
+        const nb_tensor *x = nb_entry_input(e, i);
         if (!x->requires_grad || !nb_grad_live(x)) continue;
         size_t k = first_bad(x->dtype, x->grad, x->size);
         if (k == x->size) continue;

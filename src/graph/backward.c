@@ -54,25 +54,27 @@ void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t) {
  * far (NULL stands for zero); afterwards, the difference is the entry's
  * contribution to that input, kept on the entry for pictures.  An input
  * that appears twice (x * x) gets its total on its first edge. */
-static bool snapshot_inputs(nb_tape *tp, const nb_entry *e, void **before) {
+static bool snapshot_inputs(nb_tape *tp, const nb_entry *e, void ***before) {
+    if (!(*before = nb_tape_alloc(tp, (size_t)e->n_in * sizeof **before))) return false;
     for (int i = 0; i < e->n_in; i++) {
-        nb_tensor *x = e->in[i];
-        before[i] = NULL;
+        nb_tensor *x = nb_entry_input(e, i);
+        (*before)[i] = NULL;
         if (!x->requires_grad || !nb_grad_live(x) || x->grad_state != NB_GRAD_SET) continue;
         size_t bytes = x->size * nb_dtype_size(x->dtype);
-        if (!(before[i] = nb_tape_alloc(tp, bytes))) return false;
-        memcpy(before[i], x->grad, bytes);
+        if (!((*before)[i] = nb_tape_alloc(tp, bytes))) return false;
+        memcpy((*before)[i], x->grad, bytes);
     }
     return true;
 }
 
 static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) {
-    if (!e->contrib && !(e->contrib = nb_tape_alloc(tp, sizeof *e->contrib))) return false;
+    if (!e->contrib && !(e->contrib = nb_tape_alloc(tp, sizeof *e->contrib + (size_t)e->n_in * sizeof(void *))))
+        return false;
     e->contrib->pass = tp->pass;
     for (int i = 0; i < e->n_in; i++) {
-        nb_tensor *x = e->in[i];
+        nb_tensor *x = nb_entry_input(e, i);
         bool repeated = false;
-        for (int j = 0; j < i; j++) repeated |= e->in[j] == x;
+        for (int j = 0; j < i; j++) repeated |= nb_entry_input(e, j) == x;
         e->contrib->of_input[i] = NULL;
         if (repeated || !x->requires_grad || !nb_grad_live(x)) continue;
         size_t bytes = x->size * nb_dtype_size(x->dtype);
@@ -99,7 +101,7 @@ static bool recorded(const nb_tensor *out) {
  * recorded would give a wrong gradient.  False, with the tape errored. */
 static bool unchanged_since_recorded(nb_tape *tp, const nb_entry *e) {
     for (int i = -1; i < e->n_in; i++) {
-        const nb_tensor *x = i < 0 ? e->out : e->in[i];
+        const nb_tensor *x = i < 0 ? e->out : nb_entry_input(e, i);
         if (!nb_written_since(x, e->stamp)) continue;
         char shape[128], name[NB_NAME_MAX + 3] = "";
         if (x->name[0]) snprintf(name, sizeof name, "'%s' ", x->name);
@@ -177,11 +179,13 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
     if (atomic_load_explicit(&nb_applied_count, memory_order_relaxed) > 0)
         for (size_t i = 0; i < out->entry; i++) {
             const nb_entry *e = &tp->entries[i];
-            for (int k = 0; k < e->n_in; k++)
-                if (e->in[k]->grad_state == NB_GRAD_APPLIED && e->in[k]->requires_grad && e->out->requires_grad) {
-                    nb_fail_applied(NULL, e->in[k], file, line);
+            for (int k = 0; k < e->n_in; k++) {
+                const nb_tensor *x = nb_entry_input(e, k);
+                if (x->grad_state == NB_GRAD_APPLIED && x->requires_grad && e->out->requires_grad) {
+                    nb_fail_applied(NULL, x, file, line);
                     return NB_ERR_STATE;
                 }
+            }
         }
 
     /* A new pass: gradients of op results from an earlier pass over the same
@@ -213,9 +217,9 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
         }
         /* (no write at all since the entry was recorded: nothing to check) */
         if (e->stamp != clock && !unchanged_since_recorded(tp, e)) return tp->status;
-        void *before[NB_MAX_INPUTS] = {NULL};
-        bool explained = !tp->explain || snapshot_inputs(tp, e, before);
-        if (explained) e->op->backward(tp, e);
+        void **before = NULL;
+        bool explained = !tp->explain || snapshot_inputs(tp, e, &before);
+        if (explained) e->op->backward(e);
         if (explained && tp->explain && tp->status == NB_OK) explained = record_contributions(tp, e, before);
         if (!explained)
             nb_set_error(tp, NB_ERR_NOMEM, e->file, e->line,
@@ -242,7 +246,7 @@ nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, 
     for (size_t i = 0; i < loss->entry; i++) {
         const nb_entry *e = &tp->entries[i];
         for (int k = 0; k < e->n_in; k++) {
-            nb_tensor *x = e->in[k];
+            nb_tensor *x = nb_entry_input(e, k);
             if (x->sgd != NB_SGD_NO) x->sgd = x->sgd == NB_SGD_CANDIDATE ? NB_SGD_ONE_READER : NB_SGD_MANY_READERS;
         }
     }

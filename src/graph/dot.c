@@ -148,7 +148,7 @@ static nb_status first_pass(writer *w) {
     for (size_t i = 0; i < w->tp->n_entries; i++) {
         const nb_entry *e = &w->tp->entries[i];
         for (int k = 0; k < e->n_in; k++) {
-            node_info *n = info_for(w, e->in[k], e->scope);
+            node_info *n = info_for(w, nb_entry_input(e, k), e->scope);
             if (!n) return NB_ERR_NOMEM;
             if (shown_contribution(w, e, k)) {
                 if (n->contributions < 2) {
@@ -245,9 +245,13 @@ static void put_op_node(writer *w, size_t index, const nb_entry *e) {
  * back, and with an explained backward, the numbers. */
 static void put_edge_label(writer *w, const nb_entry *e, int k) {
     FILE *f = w->f;
-    const nb_tensor *x = e->in[k], *y = e->out;
-    const char *formula = e->op->derivative[k] ? e->op->derivative[k] : "?";
-    const char *var = e->n_in > 1 ? (k == 0 ? "a" : k == 1 ? "b" : "c") : "x";
+    const nb_tensor *x = nb_entry_input(e, k), *y = e->out;
+    const char *formula = nb_op_formula(e->op, k);
+    char var[16] = "x"; /* x for one input, a b c for up to three, x1 x2 ... beyond */
+    if (e->n_in > NB_MAX_INPUTS)
+        snprintf(var, sizeof var, "x%d", k + 1);
+    else if (e->n_in > 1)
+        snprintf(var, sizeof var, "%c", 'a' + k);
     if (e->n_in > 1) fprintf(f, "%s: ", var);
     if (e->op->elementwise)
         fprintf(f, "∂y/∂%s = ", var);
@@ -279,7 +283,7 @@ static void put_edges(writer *w, size_t index, const nb_entry *e) {
     bool hl = w->o->highlight == index + 1;
     for (int k = 0; k < e->n_in; k++) {
         node_info *n;
-        nb_tensor *x = e->in[k];
+        nb_tensor *x = nb_entry_input(e, k);
         HASH_FIND_PTR(w->by_tensor, &x, n);
         if (!n) return; /* cannot happen: the first pass numbered every tensor */
         fprintf(w->f, "  t%zu -> op%zu [", n->id, index);
@@ -287,6 +291,8 @@ static void put_edges(writer *w, size_t index, const nb_entry *e) {
         fputs("label=\"", w->f);
         if (w->o->chain_rule)
             put_edge_label(w, e, k);
+        else if (e->n_in > NB_MAX_INPUTS)
+            fprintf(w->f, "x%d", k + 1);
         else if (e->n_in > 1)
             fputc('a' + k, w->f);
         fputs("\"];\n", w->f);

@@ -97,7 +97,7 @@ static bool save_leaves(nb_tape *tp, const nb_tensor *loss, saved_grads *sv) {
     for (size_t i = 0; i < loss->entry; i++) {
         const nb_entry *e = &tp->entries[i];
         for (int k = 0; k < e->n_in; k++) {
-            nb_tensor *x = e->in[k];
+            nb_tensor *x = nb_entry_input(e, k);
             if (!x->is_leaf || !x->requires_grad) continue;
             bool seen = false;
             for (size_t j = 0; j < sv->n && !seen; j++) seen = sv->leaves[j].t == x;

@@ -23,6 +23,7 @@ nb_tape *nb_tape_new(void) {
     nb_arena_init(&tp->headers[1]);
     tp->current_headers = &tp->headers[0];
     tp->grad_enabled = true;
+    tp->training = true;
     tp->current_scope = -1;
     return tp;
 }
@@ -75,6 +76,15 @@ void nb_tape_set_backward_hook(nb_tape *tp, nb_backward_hook hook, void *user) {
     tp->hook_user = user;
 }
 
+bool nb_tape_set_training(nb_tape *tp, bool training) {
+    if (!tp) return false;
+    bool was = tp->training;
+    tp->training = training;
+    return was;
+}
+
+bool nb_tape_training(const nb_tape *tp) { return tp && tp->training; }
+
 void nb_tape_set_explain(nb_tape *tp, bool on) {
     if (tp) tp->explain = on;
 }
@@ -119,6 +129,18 @@ nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *s
                      .generation = tp->generation, .size = src->size, .data = src->data, .name = nb_unnamed};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     return t;
+}
+
+bool nb_record_many(nb_tape *tp, nb_entry *e, nb_tensor *const *in) {
+    nb_tensor **many = nb_tape_alloc(tp, (size_t)e->n_in * sizeof *many);
+    if (!many) {
+        nb_set_error(tp, NB_ERR_NOMEM, e->file, e->line, "%s: out of memory for %d inputs", e->op->name, e->n_in);
+        tp->n_entries--;
+        return false;
+    }
+    memcpy(many, in, (size_t)e->n_in * sizeof *many);
+    e->many = many;
+    return true;
 }
 
 bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line) {

@@ -1,5 +1,5 @@
 /*
- * add, sub, mul, div with NumPy broadcasting.
+ * add, sub, mul, div, maximum, minimum with NumPy broadcasting.
  *
  * Broadcasting: shapes are aligned from the right; each pair of sizes must be
  * equal or one of them 1, and a missing leading dimension counts as 1.  So
@@ -27,37 +27,12 @@ typedef struct {
     size_t sb[NB_MAX_DIMS];
 } bcast_plan;
 
-/* Computes the output shape; false if the shapes do not broadcast. */
-static bool broadcast_shape(const nb_tensor *a, const nb_tensor *b, int *nd, size_t *shape) {
-    int n = a->ndim > b->ndim ? a->ndim : b->ndim;
-    for (int d = 0; d < n; d++) {
-        int da = d - (n - a->ndim), db = d - (n - b->ndim);
-        size_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
-        if (sa != sb && sa != 1 && sb != 1) return false;
-        shape[d] = sa == 1 ? sb : sa;
-    }
-    *nd = n;
-    return true;
-}
-
-/* Strides of t (contiguous) laid against an n-dimensional output, with 0
- * where t has size 1 or no dimension. */
-static void broadcast_strides(const nb_tensor *t, int n, size_t *strides) {
-    size_t stride = 1;
-    for (int d = n - 1; d >= 0; d--) {
-        int dt = d - (n - t->ndim);
-        size_t size = dt >= 0 ? t->shape[dt] : 1;
-        strides[d] = size == 1 ? 0 : stride;
-        stride *= size;
-    }
-}
-
 static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *out,
                       bcast_plan *p) {
     int n = out->ndim;
     size_t sa[NB_MAX_DIMS] = {0}, sb[NB_MAX_DIMS] = {0};
-    broadcast_strides(a, n, sa);
-    broadcast_strides(b, n, sb);
+    nb_broadcast_strides(a, n, sa);
+    nb_broadcast_strides(b, n, sb);
     if (n == 0) { /* both scalars */
         p->nd = 1;
         p->shape[0] = 1;
@@ -134,7 +109,7 @@ static bool same_shapes(const nb_entry *e) {
 
 /* Defines the forward of an op from EXPR in terms of a and b. */
 #define BINARY_FORWARD(name, EXPR)                                                          \
-    static void name##_forward(const nb_entry *e) {                                         \
+    static void name##_forward(nb_entry *e) {                                               \
         bcast_plan p;                                                                       \
         bool same = same_shapes(e);                                                         \
         if (!same) make_plan(e->in[0], e->in[1], e->out, &p);                               \
@@ -165,7 +140,8 @@ static bool same_shapes(const nb_entry *e) {
  * was not broadcast gets each element once and may be overwritten on the
  * first contribution; a broadcast one collects sums and is zeroed first. */
 #define BINARY_BACKWARD(name, DA, DB, ONE_A, ONE_B)                                         \
-    static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
+    static void name##_backward(nb_entry *e) {                                              \
+        nb_tape *tp = e->out->tape;                                                         \
         bcast_plan p;                                                                       \
         bool same = same_shapes(e);                                                         \
         if (!same) make_plan(e->in[0], e->in[1], e->out, &p);                               \
@@ -226,6 +202,15 @@ BINARY_BACKWARD(mul, b, a, false, false)
 BINARY_FORWARD(div, a / b)
 BINARY_BACKWARD(div, 1 / b, -y / b, false, false)
 
+/* y = maximum(a, b): dy/da = 1 where a > b, 0 where a < b; at a tie the
+ * gradient is split, 1/2 each (PyTorch's convention).  A NaN on either
+ * side gives NaN, as in PyTorch. */
+BINARY_FORWARD(maximum, a != a || a > b ? a : b)
+BINARY_BACKWARD(maximum, a > b ? 1 : a == b ? (T)0.5 : 0, b > a ? 1 : a == b ? (T)0.5 : 0, false, false)
+/* y = minimum(a, b): the same with the order reversed. */
+BINARY_FORWARD(minimum, a != a || a < b ? a : b)
+BINARY_BACKWARD(minimum, a < b ? 1 : a == b ? (T)0.5 : 0, b < a ? 1 : a == b ? (T)0.5 : 0, false, false)
+
 static const nb_op add_op = {.name = "add", .forward = add_forward, .backward = add_backward,
     .derivative = {"1", "1"}, .elementwise = true};
 static const nb_op sub_op = {.name = "sub", .forward = sub_forward, .backward = sub_backward,
@@ -246,7 +231,7 @@ static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *
     for (int d = 0; same && d < nd; d++) same = a->shape[d] == b->shape[d];
     if (same) /* the common case: nothing to broadcast */
         for (int d = 0; d < nd; d++) shape[d] = a->shape[d];
-    else if (!broadcast_shape(a, b, &nd, shape)) {
+    else if (!nb_broadcast_shape(2, in, &nd, shape)) {
         char sa[128], sb[128];
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
                        "%s: shapes %s and %s do not broadcast (aligned from the right, each "
@@ -258,6 +243,17 @@ static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *
     return e ? nb_run(e) : failed;
 }
 
+static const nb_op maximum_op = {.name = "maximum", .forward = maximum_forward, .backward = maximum_backward,
+    .derivative = {"[a>b] + ½[a=b]", "[b>a] + ½[a=b]"}, .elementwise = true};
+static const nb_op minimum_op = {.name = "minimum", .forward = minimum_forward, .backward = minimum_backward,
+    .derivative = {"[a<b] + ½[a=b]", "[b<a] + ½[a=b]"}, .elementwise = true};
+
+nb_tensor *nb_maximum_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line) {
+    return binary(tp, &maximum_op, a, b, file, line);
+}
+nb_tensor *nb_minimum_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line) {
+    return binary(tp, &minimum_op, a, b, file, line);
+}
 nb_tensor *nb_add_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line) {
     return binary(tp, &add_op, a, b, file, line);
 }

@@ -49,7 +49,7 @@ static nb_tensor *same_shape(nb_tape *tp, const char *op, const nb_tensor *p, co
 /* Defines an elementwise loss from TERM(p, t) and its derivatives DP, DT (per
  * element, before dividing by N), all in terms of p and t. */
 #define ELEMENTWISE_LOSS(name, TERM, DP, DT)                                                \
-    static void name##_forward(const nb_entry *e) {                                         \
+    static void name##_forward(nb_entry *e) {                                               \
         const nb_tensor *P = e->in[0];                                                      \
         double total = 0;                                                                   \
         NB_DISPATCH(P->dtype, {                                                             \
@@ -61,7 +61,8 @@ static nb_tensor *same_shape(nb_tape *tp, const char *op, const nb_tensor *p, co
             *(T *)e->out->data = (T)(total / (double)P->size);                              \
         });                                                                                 \
     }                                                                                       \
-    static void name##_backward(nb_tape *tp, const nb_entry *e) {                           \
+    static void name##_backward(nb_entry *e) {                                              \
+        nb_tape *tp = e->out->tape;                                                         \
         const nb_tensor *P = e->in[0];                                                      \
         for (int which = 0; which < 2; which++) {                                           \
             if (!e->in[which]->requires_grad) continue;                                     \
@@ -140,7 +141,7 @@ nb_tensor *nb_bce_logits_(nb_tape *tp, nb_tensor *logits, nb_tensor *target, con
 /* e->axis: class axis; e->flag0: target holds class indices; e->saved: the
  * softmax probabilities (logits' shape), then each example's lse, kept for
  * backward. */
-static void softmax_ce_forward(const nb_entry *e) {
+static void softmax_ce_forward(nb_entry *e) {
     const nb_tensor *x = e->in[0], *t = e->in[1];
     size_t outer, n, inner;
     nb_split_axis(x, e->axis, &outer, &n, &inner);
@@ -174,7 +175,8 @@ static void softmax_ce_forward(const nb_entry *e) {
     });
 }
 
-static void softmax_ce_backward(nb_tape *tp, const nb_entry *e) {
+static void softmax_ce_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
     nb_tensor *x = e->in[0], *t = e->in[1];
     size_t outer, n, inner;
     nb_split_axis(x, e->axis, &outer, &n, &inner);

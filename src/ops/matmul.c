@@ -102,8 +102,8 @@ static size_t row_blocks(size_t rows, size_t cols, size_t k) {
     return blocks;
 }
 
-static void gemm_scaled(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha,
-                        const void *x, size_t ldx, const void *y, size_t ldy, double beta, void *c) {
+void nb_gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha, const void *x,
+             size_t ldx, const void *y, size_t ldy, double beta, void *c) {
     size_t blocks = row_blocks(rows, cols, k);
     if (blocks <= 1) {
         blas(dt, tx, ty, rows, cols, k, alpha, x, ldx, y, ldy, beta, c, cols);
@@ -117,7 +117,7 @@ static void gemm_scaled(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols,
 /* C = op(X) · op(Y), or C += op(X) · op(Y) when accumulating. */
 static void gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k,
                  const void *x, size_t ldx, const void *y, size_t ldy, bool accumulate, void *c) {
-    gemm_scaled(dt, tx, ty, rows, cols, k, 1.0, x, ldx, y, ldy, accumulate ? 1.0 : 0.0, c);
+    nb_gemm(dt, tx, ty, rows, cols, k, 1.0, x, ldx, y, ldy, accumulate ? 1.0 : 0.0, c);
 }
 
 /* Where the product that gives dL/dx goes, and how: into x's gradient
@@ -141,7 +141,7 @@ static bool target_for(nb_tape *tp, nb_tensor *x, bool apply, gemm_target *t) {
 }
 
 /* flag0/flag1: A/B transposed.  A is stored (a0, a1), B (b0, b1). */
-static void matmul_forward(const nb_entry *e) {
+static void matmul_forward(nb_entry *e) {
     const nb_tensor *a = e->in[0], *b = e->in[1];
     bool ta = e->flag0, tb = e->flag1;
     size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
@@ -155,9 +155,9 @@ static void grad_a(const nb_entry *e, const gemm_target *t) {
     bool ta = e->flag0, tb = e->flag1;
     size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
     if (!ta) /* dA (m, k) = G (m, n) · op(B)ᵀ (n, k) */
-        gemm_scaled(a->dtype, false, !tb, m, k, n, t->alpha, e->out->grad, n, b->data, b->shape[1], t->beta, t->c);
+        nb_gemm(a->dtype, false, !tb, m, k, n, t->alpha, e->out->grad, n, b->data, b->shape[1], t->beta, t->c);
     else /* dA (k, m) = op(B) (k, n) · Gᵀ (n, m) */
-        gemm_scaled(a->dtype, tb, true, k, m, n, t->alpha, b->data, b->shape[1], e->out->grad, n, t->beta, t->c);
+        nb_gemm(a->dtype, tb, true, k, m, n, t->alpha, b->data, b->shape[1], e->out->grad, n, t->beta, t->c);
 }
 
 /* dL/dB (k, n), or (n, k) when B is transposed, into t. */
@@ -166,15 +166,16 @@ static void grad_b(const nb_entry *e, const gemm_target *t) {
     bool ta = e->flag0, tb = e->flag1;
     size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
     if (!tb) /* dB (k, n) = op(A)ᵀ (k, m) · G (m, n) */
-        gemm_scaled(a->dtype, !ta, false, k, n, m, t->alpha, a->data, a->shape[1], e->out->grad, n, t->beta, t->c);
+        nb_gemm(a->dtype, !ta, false, k, n, m, t->alpha, a->data, a->shape[1], e->out->grad, n, t->beta, t->c);
     else /* dB (n, k) = Gᵀ (n, m) · op(A) (m, k) */
-        gemm_scaled(a->dtype, true, ta, n, k, m, t->alpha, e->out->grad, n, a->data, a->shape[1], t->beta, t->c);
+        nb_gemm(a->dtype, true, ta, n, k, m, t->alpha, e->out->grad, n, a->data, a->shape[1], t->beta, t->c);
 }
 
 /* With nb_backward_sgd at most one operand has its update applied here (B
  * if both could), and it goes last, so that the other operand's gradient
  * reads its values from before the update. */
-static void matmul_backward(nb_tape *tp, const nb_entry *e) {
+static void matmul_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
     nb_tensor *a = e->in[0], *b = e->in[1];
     bool apply_b = nb_sgd_fused(b), apply_a = nb_sgd_fused(a) && !apply_b;
     gemm_target t;
@@ -203,11 +204,8 @@ nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, boo
     char sa[128], sb[128];
     nb_format_shape(a->ndim, a->shape, sa, sizeof sa);
     nb_format_shape(b->ndim, b->shape, sb, sizeof sb);
-    if (a->ndim != 2 || b->ndim != 2)
-        return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                       "matmul: operands must be 2-D matrices, got %s and %s (use nb_reshape "
-                       "to make a vector a (n, 1) or (1, n) matrix)",
-                       sa, sb);
+    if (a->ndim != 2 || b->ndim != 2) /* vectors and stacks of matrices: batched.c */
+        return nb_matmul_batched(tp, a, b, trans_a, trans_b, file, line);
     size_t m = trans_a ? a->shape[1] : a->shape[0], ka = trans_a ? a->shape[0] : a->shape[1];
     size_t kb = trans_b ? b->shape[1] : b->shape[0], n = trans_b ? b->shape[0] : b->shape[1];
     if (ka != kb)
@@ -249,7 +247,7 @@ NB_VECTOR_CLONES static void fill_with_bias(void *ctx, size_t begin, size_t end)
     });
 }
 
-static void linear_forward(const nb_entry *e) {
+static void linear_forward(nb_entry *e) {
     const nb_tensor *a = e->in[0], *b = e->in[1];
     size_t m = e->out->shape[0], n = e->out->shape[1];
     nb_parallel(m, NB_PARALLEL_GRAIN / n + 1, fill_with_bias, (void *)e);
@@ -288,8 +286,9 @@ NB_VECTOR_CLONES static void sum_for_bias(void *ctx, size_t begin, size_t end) {
     });
 }
 
-static void linear_backward(nb_tape *tp, const nb_entry *e) {
-    matmul_backward(tp, e); /* in[0] and in[1], exactly as for matmul */
+static void linear_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
+    matmul_backward(e); /* in[0] and in[1], exactly as for matmul */
     if (tp->status != NB_OK) return;
     nb_tensor *bias = e->in[2];
     if (!bias->requires_grad) return;

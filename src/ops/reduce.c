@@ -11,7 +11,7 @@
  */
 #include "../internal.h"
 
-static void sum_all_forward(const nb_entry *e) {
+static void sum_all_forward(nb_entry *e) {
     const nb_tensor *x = e->in[0];
     double total = 0;
     NB_DISPATCH(x->dtype, {
@@ -21,7 +21,8 @@ static void sum_all_forward(const nb_entry *e) {
     });
 }
 
-static void sum_all_backward(nb_tape *tp, const nb_entry *e) {
+static void sum_all_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
     nb_tensor *x = e->in[0];
     bool acc;
     void *gx_ = nb_grad_target(tp, x, &acc);
@@ -52,7 +53,7 @@ nb_tensor *nb_sum_all_(nb_tape *tp, nb_tensor *a, bool mean, const char *file, i
 /* ---------------------------------------------------------------- along an axis */
 
 
-static void sum_axis_forward(const nb_entry *e) {
+static void sum_axis_forward(nb_entry *e) {
     const nb_tensor *x = e->in[0];
     size_t outer, n, inner;
     nb_split_axis(x, e->axis, &outer, &n, &inner);
@@ -69,7 +70,8 @@ static void sum_axis_forward(const nb_entry *e) {
     });
 }
 
-static void sum_axis_backward(nb_tape *tp, const nb_entry *e) {
+static void sum_axis_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
     nb_tensor *x = e->in[0];
     bool acc;
     void *gx_ = nb_grad_target(tp, x, &acc);

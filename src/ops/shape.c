@@ -1,12 +1,14 @@
 /*
- * Ops that move or relabel values: reshape, transpose, detach, cast.
+ * Ops that relabel values: reshape, squeeze, unsqueeze, detach, cast.
  *
- * reshape and detach are views: the result shares the input's storage.
- * Their gradients do not (each tensor has its own gradient buffer).
+ * reshape, squeeze, unsqueeze and detach are views: the result shares the
+ * input's storage.  Their gradients do not (each tensor has its own
+ * gradient buffer).
  *   reshape:    y = x with another shape;  dL/dx = dL/dy read in x's shape
- *   transpose:  y[.., j, .., i, ..] = x[.., i, .., j, ..];  dL/dx = transpose(dL/dy)
+ *   squeeze, unsqueeze: reshapes that remove or insert one size-1 axis
  *   detach:     y = x, but no gradient flows back
  *   cast:       y = x in another dtype;  dL/dx = dL/dy converted back
+ * (permute and transpose, which move values, are in layout.c.)
  */
 #include "../internal.h"
 
@@ -14,10 +16,11 @@
 
 /* ---------------------------------------------------------------- reshape */
 
-static void reshape_forward(const nb_entry *e) { (void)e; /* shares storage */ }
+static void reshape_forward(nb_entry *e) { (void)e; /* shares storage */ }
 
 /* Same layout, so the gradient passes through unchanged. */
-static void copy_grad_backward(nb_tape *tp, const nb_entry *e) {
+static void copy_grad_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
     nb_tensor *x = e->in[0];
     if (nb_grad_share(tp, x, e->out)) return;
     bool acc;
@@ -32,6 +35,15 @@ static void copy_grad_backward(nb_tape *tp, const nb_entry *e) {
 
 static const nb_op reshape_op = {.name = "reshape", .forward = reshape_forward, .backward = copy_grad_backward,
     .derivative = {"1"}, .elementwise = true, .view = true};
+
+/* Records op as a view of a with the given shape. */
+static nb_tensor *view_as(nb_tape *tp, const nb_op *op, nb_tensor *a, int ndim, const size_t *shape, const char *file,
+                          int line) {
+    nb_tensor *out = nb_result_view(tp, a, ndim, shape, op->name, file, line);
+    if (out->status != NB_OK) return out;
+    nb_entry *e = nb_record(tp, op, out, 1, &a, file, line);
+    return e ? nb_run(e) : nb_nil(NB_ERR_NOMEM);
+}
 
 nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
                        const char *file, int line) {
@@ -81,10 +93,46 @@ nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
                        "reshape: %s has %zu elements, the new shape %s has %zu", sa, a->size,
                        nb_format_shape(ndim, new_shape, sb, sizeof sb), known);
     }
-    nb_tensor *out = nb_result_view(tp, a, ndim, new_shape, "reshape", file, line);
-    if (out->status != NB_OK) return out;
-    nb_entry *e = nb_record(tp, &reshape_op, out, 1, &a, file, line);
-    return e ? nb_run(e) : nb_nil(NB_ERR_NOMEM);
+    return view_as(tp, &reshape_op, a, ndim, new_shape, file, line);
+}
+
+/* ---------------------------------------------------------------- squeeze, unsqueeze */
+
+static const nb_op squeeze_op = {.name = "squeeze", .forward = reshape_forward, .backward = copy_grad_backward,
+    .derivative = {"1"}, .elementwise = true, .view = true};
+static const nb_op unsqueeze_op = {.name = "unsqueeze", .forward = reshape_forward, .backward = copy_grad_backward,
+    .derivative = {"1"}, .elementwise = true, .view = true};
+
+nb_tensor *nb_squeeze_(nb_tape *tp, nb_tensor *a, int axis, const char *file, int line) {
+    nb_tensor *failed = nb_check(tp, &squeeze_op, file, line, 1, &a);
+    int ax;
+    if (!failed) failed = nb_check_axis(tp, "squeeze", a, axis, &ax, file, line);
+    if (failed) return failed;
+    if (a->shape[ax] != 1) {
+        char s[128];
+        return nb_fail(tp, NB_ERR_SHAPE, file, line, "squeeze: axis %d of %s has size %zu, not 1", axis,
+                       nb_format_shape(a->ndim, a->shape, s, sizeof s), a->shape[ax]);
+    }
+    size_t shape[NB_MAX_DIMS];
+    for (int d = 0, k = 0; d < a->ndim; d++)
+        if (d != ax) shape[k++] = a->shape[d];
+    return view_as(tp, &squeeze_op, a, a->ndim - 1, shape, file, line);
+}
+
+nb_tensor *nb_unsqueeze_(nb_tape *tp, nb_tensor *a, int axis, const char *file, int line) {
+    nb_tensor *failed = nb_check(tp, &unsqueeze_op, file, line, 1, &a);
+    if (failed) return failed;
+    /* the new axis may go anywhere from before the first to after the last */
+    int ax = axis < 0 ? axis + a->ndim + 1 : axis;
+    if (ax < 0 || ax > a->ndim || a->ndim == NB_MAX_DIMS) {
+        char s[128];
+        return nb_fail(tp, NB_ERR_ARG, file, line, "unsqueeze: axis %d is out of range for shape %s (%d to %d)%s",
+                       axis, nb_format_shape(a->ndim, a->shape, s, sizeof s), -a->ndim - 1, a->ndim,
+                       a->ndim == NB_MAX_DIMS ? ", and it has the most dimensions a tensor can have" : "");
+    }
+    size_t shape[NB_MAX_DIMS];
+    for (int d = 0, k = 0; d <= a->ndim; d++) shape[d] = d == ax ? 1 : a->shape[k++];
+    return view_as(tp, &unsqueeze_op, a, a->ndim + 1, shape, file, line);
 }
 
 /* ---------------------------------------------------------------- detach */
@@ -103,77 +151,6 @@ nb_tensor *nb_detach_(nb_tape *tp, nb_tensor *a, const char *file, int line) {
     return out;
 }
 
-/* ---------------------------------------------------------------- transpose */
-
-/* Copies src (shape `shape`) into dst with axes i and j swapped, adding into
- * dst when accumulate is set.  Works on any number of dimensions by viewing
- * the tensor as (A, n_i, B, n_j, C). */
-#define SWAP_AXES(T, src, dst, shape, ndim, i, j, accumulate)                              \
-    do {                                                                                    \
-        size_t A = 1, B = 1, C = 1, ni = (shape)[i], nj = (i) == (j) ? 1 : (shape)[j];                     \
-        for (int d = 0; d < (i); d++) A *= (shape)[d];                                      \
-        for (int d = (i) + 1; d < (j); d++) B *= (shape)[d];                                \
-        for (int d = (j) + 1; d < (ndim); d++) C *= (shape)[d];                             \
-        for (size_t a = 0; a < A; a++)                                                      \
-            for (size_t p = 0; p < ni; p++)                                                 \
-                for (size_t b = 0; b < B; b++)                                              \
-                    for (size_t q = 0; q < nj; q++) {                                       \
-                        const T *s = (src) + (((a * ni + p) * B + b) * nj + q) * C;         \
-                        T *t = (dst) + (((a * nj + q) * B + b) * ni + p) * C;               \
-                        for (size_t c = 0; c < C; c++) t[c] = (accumulate) ? t[c] + s[c] : s[c]; \
-                    }                                                                       \
-    } while (0)
-
-static void transpose_forward(const nb_entry *e) {
-    const nb_tensor *x = e->in[0];
-    NB_DISPATCH(x->dtype, {
-        SWAP_AXES(T, (const T *)x->data, (T *)e->out->data, x->shape, x->ndim, e->axis,
-                  (int)e->scalar, false);
-    });
-}
-
-/* The gradient of a swap is the same swap applied to the upstream gradient. */
-static void transpose_backward(nb_tape *tp, const nb_entry *e) {
-    nb_tensor *x = e->in[0];
-    bool acc;
-    void *gx = nb_grad_target(tp, x, &acc);
-    if (!gx) return;
-    NB_DISPATCH(x->dtype, {
-        SWAP_AXES(T, (const T *)e->out->grad, (T *)gx, e->out->shape, x->ndim, e->axis,
-                  (int)e->scalar, acc);
-    });
-}
-
-static const nb_op transpose_op = {.name = "transpose", .forward = transpose_forward, .backward = transpose_backward,
-    .derivative = {"Gᵀ"}, .elementwise = false};
-
-nb_tensor *nb_transpose_(nb_tape *tp, nb_tensor *a, int axis0, int axis1, const char *file,
-                         int line) {
-    nb_tensor *failed = nb_check(tp, &transpose_op, file, line, 1, &a);
-    if (failed) return failed;
-    int i = nb_norm_axis(axis0, a->ndim), j = nb_norm_axis(axis1, a->ndim);
-    if (i < 0 || j < 0) {
-        char s[128];
-        return nb_fail(tp, NB_ERR_ARG, file, line,
-                       "transpose: axes %d and %d are not both in range for shape %s", axis0,
-                       axis1, nb_format_shape(a->ndim, a->shape, s, sizeof s));
-    }
-    if (i > j) {
-        int t = i;
-        i = j;
-        j = t;
-    }
-    size_t shape[NB_MAX_DIMS];
-    memcpy(shape, a->shape, (size_t)a->ndim * sizeof *shape);
-    shape[i] = a->shape[j];
-    shape[j] = a->shape[i];
-    nb_entry *e = nb_emit(tp, &transpose_op, 1, &a, a->dtype, a->ndim, shape, file, line, &failed);
-    if (!e) return failed;
-    e->axis = i;
-    e->scalar = j; /* the second axis */
-    return nb_run(e);
-}
-
 /* ---------------------------------------------------------------- cast */
 
 static void convert(const void *src, nb_dtype from, void *dst, nb_dtype to, size_t n,
@@ -190,11 +167,12 @@ static void convert(const void *src, nb_dtype from, void *dst, nb_dtype to, size
     }
 }
 
-static void cast_forward(const nb_entry *e) {
+static void cast_forward(nb_entry *e) {
     convert(e->in[0]->data, e->in[0]->dtype, e->out->data, e->out->dtype, e->out->size, false);
 }
 
-static void cast_backward(nb_tape *tp, const nb_entry *e) {
+static void cast_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
     nb_tensor *x = e->in[0];
     bool acc;
     void *gx = nb_grad_target(tp, x, &acc);

@@ -13,7 +13,7 @@
 #include <tgmath.h>
 
 
-static void softmax_forward(const nb_entry *e) {
+static void softmax_forward(nb_entry *e) {
     const nb_tensor *x = e->in[0];
     size_t outer, n, inner;
     nb_split_axis(x, e->axis, &outer, &n, &inner);
@@ -39,7 +39,8 @@ static void softmax_forward(const nb_entry *e) {
     });
 }
 
-static void softmax_backward(nb_tape *tp, const nb_entry *e) {
+static void softmax_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
     nb_tensor *x = e->in[0];
     bool acc;
     void *gx_ = nb_grad_target(tp, x, &acc);

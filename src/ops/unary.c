@@ -26,7 +26,7 @@
             }                                                                               \
         });                                                                                 \
     }                                                                                       \
-    static void fn##_forward(const nb_entry *e) {                                          \
+    static void fn##_forward(nb_entry *e) {                                                \
         nb_parallel(e->out->size, NB_PARALLEL_GRAIN, fn##_forward_range, (void *)e);      \
     }                                                                                       \
     NB_VECTOR_CLONES static void fn##_backward_range(void *ctx, size_t begin, size_t end) {\
@@ -47,7 +47,8 @@
             }                                                                               \
         });                                                                                 \
     }                                                                                       \
-    static void fn##_backward(nb_tape *tp, const nb_entry *e) {                           \
+    static void fn##_backward(nb_entry *e) {                                              \
+        nb_tape *tp = e->out->tape;                                                       \
         unary_grad u = {e, NULL, false};                                                    \
         if (!(u.gx = nb_grad_target(tp, e->in[0], &u.acc))) return;                         \
         nb_parallel(e->out->size, NB_PARALLEL_GRAIN, fn##_backward_range, &u);            \
@@ -83,6 +84,31 @@ UNARY_OP(square,     x * x,                       2 * x,                      "2
 UNARY_OP(pow,        pow(x, s),                   s == 0 ? 0 : s * pow(x, s - 1), "p·x^(p-1)")
 UNARY_OP(sin,        sin(x),                      cos(x),                     "cos(x)")
 UNARY_OP(cos,        cos(x),                      -sin(x),                    "-sin(x)")
+/* |x| has a kink at 0; its derivative there is taken as 0 (sign(0), as
+ * PyTorch).  sqrt's derivative 1/(2 sqrt x) is +inf at 0, as PyTorch's. */
+UNARY_OP(abs,        fabs(x),                     x > 0 ? 1 : x < 0 ? -1 : 0, "sign(x)")
+UNARY_OP(sqrt,       sqrt(x),                     (T)0.5 / y,                 "1/(2√x)")
+/* log(1 + x) and e^x - 1, exact near 0 where the plain forms lose every
+ * digit (log(1 + 1e-10) is 0 in float32). */
+UNARY_OP(log1p,      log1p(x),                    1 / (1 + x),                "1/(1+x)")
+UNARY_OP(expm1,      expm1(x),                    y + 1,                      "exp(x)")
+/* softplus(x) = log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|) so that
+ * it neither overflows for large x nor rounds to 0 for very negative x
+ * (softplus(-20) = 2.06e-9).  dy/dx = σ(x). */
+UNARY_OP(softplus,   fmax(x, (T)0) + log1p(NB_EXP(-fabs(x))), 1 / (1 + NB_EXP(-x)), "σ(x)")
+/* GELU, exact form: x Φ(x), Φ the standard normal CDF = (1 + erf(x/√2))/2.
+ * dy/dx = Φ(x) + x φ(x), φ(x) = e^(-x²/2)/√(2π). */
+UNARY_OP(gelu,       x * (T)0.5 * (1 + erf(x * (T)0.70710678118654752)),
+                     (T)0.5 * (1 + erf(x * (T)0.70710678118654752)) + x * exp(-x * x / 2) * (T)0.39894228040143268,
+                     "Φ(x) + xφ(x)")
+/* GELU, tanh form: x (1 + tanh u)/2, u = √(2/π)(x + 0.044715 x³).
+ * dy/dx = (1 + tanh u)/2 + x (1 - tanh² u) √(2/π)(1 + 3·0.044715 x²)/2. */
+UNARY_OP(gelu_tanh,  x * (T)0.5 * (1 + tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))),
+                     (T)0.5 * (1 + tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) +
+                         (T)0.5 * x * (1 - tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x)) *
+                                               tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) *
+                             (T)0.79788456080286536 * (1 + 3 * (T)0.044715 * x * x),
+                     "(1+tanh u)/2 + x(1−tanh²u)u′/2")
 
 static nb_tensor *unary(nb_tape *tp, const nb_op *op, nb_tensor *a, double s, const char *file,
                         int line) {
@@ -113,6 +139,13 @@ UNARY_API(relu)
 UNARY_API(square)
 UNARY_API(sin)
 UNARY_API(cos)
+UNARY_API(abs)
+UNARY_API(sqrt)
+UNARY_API(log1p)
+UNARY_API(expm1)
+UNARY_API(softplus)
+UNARY_API(gelu)
+UNARY_API(gelu_tanh)
 UNARY_API_S(scale)
 UNARY_API_S(add_scalar)
 UNARY_API_S(leaky_relu)
@@ -120,7 +153,7 @@ UNARY_API_S(pow)
 
 /* clamp: y = min(max(x, lo), hi);  dy/dx = 1 for lo < x < hi, else 0.
  * lo is the entry's scalar, hi is kept in its saved slot. */
-static void clamp_forward(const nb_entry *e) {
+static void clamp_forward(nb_entry *e) {
     size_t n = e->out->size;
     const double hi = *(const double *)e->saved;
     NB_DISPATCH(e->out->dtype, {
@@ -131,7 +164,8 @@ static void clamp_forward(const nb_entry *e) {
     });
 }
 
-static void clamp_backward(nb_tape *tp, const nb_entry *e) {
+static void clamp_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
     bool acc;
     void *gx_ = nb_grad_target(tp, e->in[0], &acc);
     if (!gx_) return;

@@ -1,0 +1,535 @@
+/*
+ * Functions users reach for: logsumexp, variance, max and min along an axis
+ * (and their arg-indices), layer norm, dropout, and the Huber and smooth-L1
+ * losses.
+ *
+ * This file is written with the public op interface (nabla.h and
+ * nabla_op.h) alone, as a user's own op would be: each op is a static
+ * nb_op_def with its forward and backward, checks its arguments with
+ * nb_op_check / nb_op_error, and is recorded with nb_op.  Its parameters
+ * (an axis, eps) travel in a small struct that nb_op copies to the tape.
+ *
+ * Reductions along an axis view the input as (outer, n, inner): the axis
+ * has n elements, each at a stride of inner.
+ */
+#include "nabla_op.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Runs BODY with T the C type of the op's dtype (as src/internal.h's
+ * NB_DISPATCH; repeated here so that this file needs the public headers
+ * only). */
+#define FOR_DTYPE(dt, ...)                 \
+    do {                                   \
+        if ((dt) == NB_F32) {              \
+            typedef float T;               \
+            __VA_ARGS__                    \
+        } else {                           \
+            typedef double T;              \
+            __VA_ARGS__                    \
+        }                                  \
+    } while (0)
+
+/* The axis normalised (negative counts from the end) and the (outer, n,
+ * inner) view around it; false, with the error recorded, if out of range. */
+typedef struct {
+    int axis;
+    bool keepdims;
+    size_t outer, n, inner;
+    double extra; /* correction for var, eps for layer norm */
+} axis_params;
+
+static nb_tensor *axis_view(nb_tape *tp, const char *name, nb_tensor *x, int axis, axis_params *p, const char *file,
+                            int line) {
+    int nd = nb_tensor_ndim(x), ax = axis < 0 ? axis + nd : axis;
+    if (ax < 0 || ax >= nd) {
+        char s[128];
+        return nb_op_error(tp, NB_ERR_ARG, file, line, "%s: axis %d is out of range for shape %s (%d dimensions)",
+                           name, axis, nb_shape_string(x, s, sizeof s), nd);
+    }
+    p->axis = ax;
+    p->outer = p->inner = 1;
+    for (int d = 0; d < ax; d++) p->outer *= nb_tensor_dim(x, d);
+    p->n = nb_tensor_dim(x, ax);
+    for (int d = ax + 1; d < nd; d++) p->inner *= nb_tensor_dim(x, d);
+    return NULL;
+}
+
+/* The shape of a reduction's result: x's without the axis, or with it as 1. */
+static int reduced_shape(const nb_tensor *x, const axis_params *p, size_t *shape) {
+    int nd = 0;
+    for (int d = 0; d < nb_tensor_ndim(x); d++)
+        if (d != p->axis)
+            shape[nd++] = nb_tensor_dim(x, d);
+        else if (p->keepdims)
+            shape[nd++] = 1;
+    return nd;
+}
+
+/* Records a reduction op along an axis after checking its input. */
+static nb_tensor *reduce(nb_tape *tp, const nb_op_def *def, nb_tensor *x, int axis, bool keepdims, double extra,
+                         const char *file, int line) {
+    axis_params p = {.keepdims = keepdims, .extra = extra};
+    nb_tensor *failed = nb_op_check(tp, def, &x, 1, file, line);
+    if (!failed) failed = axis_view(tp, def->name, x, axis, &p, file, line);
+    if (failed) return failed;
+    size_t shape[NB_MAX_DIMS];
+    int nd = reduced_shape(x, &p, shape);
+    return nb_op_(tp, def, &x, 1, nb_tensor_dtype(x), nd, shape, &p, sizeof p, file, line);
+}
+
+/* ---------------------------------------------------------------- logsumexp */
+
+/*   y = log sum_k e^{x_k} = m + log sum_k e^{x_k - m},  m = max_k x_k
+ *   dy/dx_k = e^{x_k - y}  (the softmax) */
+static void logsumexp_forward(nb_op_call *c) {
+    const axis_params *p = nb_op_params(c);
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *x = nb_op_input_data(c, 0);
+        T *y = nb_op_output_data(c);
+        for (size_t o = 0; o < p->outer; o++)
+            for (size_t i = 0; i < p->inner; i++) {
+                const T *row = x + o * p->n * p->inner + i;
+                T m = row[0];
+                for (size_t k = 1; k < p->n; k++) m = row[k * p->inner] > m ? row[k * p->inner] : m;
+                if (isinf(m)) { /* all -inf: -inf; any +inf: +inf */
+                    y[o * p->inner + i] = m;
+                    continue;
+                }
+                T sum = 0;
+                for (size_t k = 0; k < p->n; k++) sum += exp(row[k * p->inner] - m);
+                y[o * p->inner + i] = m + log(sum);
+            }
+    });
+}
+
+static void logsumexp_backward(nb_op_call *c) {
+    const axis_params *p = nb_op_params(c);
+    bool acc;
+    void *gx_ = nb_op_grad_input(c, 0, &acc);
+    if (!gx_) return;
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *x = nb_op_input_data(c, 0), *y = nb_op_output_data(c), *g = nb_op_grad_output(c);
+        T *gx = gx_;
+        for (size_t o = 0; o < p->outer; o++)
+            for (size_t k = 0; k < p->n; k++)
+                for (size_t i = 0; i < p->inner; i++) {
+                    size_t j = (o * p->n + k) * p->inner + i, r = o * p->inner + i;
+                    T d = isinf(y[r]) ? 0 : g[r] * exp(x[j] - y[r]);
+                    gx[j] = acc ? gx[j] + d : d;
+                }
+    });
+}
+
+static const nb_op_def logsumexp_op = {.name = "logsumexp", .forward = logsumexp_forward,
+                                       .backward = logsumexp_backward, .derivative = {"G · softmax(x)"}};
+
+nb_tensor *nb_logsumexp_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, const char *file, int line) {
+    return reduce(tp, &logsumexp_op, x, axis, keepdims, 0, file, line);
+}
+
+/* ---------------------------------------------------------------- variance */
+
+/*   y = sum_k (x_k - μ)² / (n - c),  μ = mean_k x_k, c the correction
+ *   dy/dx_k = 2 (x_k - μ) / (n - c)   (the terms through μ sum to zero) */
+static void var_forward(nb_op_call *c) {
+    const axis_params *p = nb_op_params(c);
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *x = nb_op_input_data(c, 0);
+        T *y = nb_op_output_data(c);
+        for (size_t o = 0; o < p->outer; o++)
+            for (size_t i = 0; i < p->inner; i++) {
+                const T *row = x + o * p->n * p->inner + i;
+                double mean = 0, ss = 0;
+                for (size_t k = 0; k < p->n; k++) mean += row[k * p->inner];
+                mean /= (double)p->n;
+                for (size_t k = 0; k < p->n; k++) ss += (row[k * p->inner] - mean) * (row[k * p->inner] - mean);
+                y[o * p->inner + i] = (T)(ss / ((double)p->n - p->extra));
+            }
+    });
+}
+
+static void var_backward(nb_op_call *c) {
+    const axis_params *p = nb_op_params(c);
+    bool acc;
+    void *gx_ = nb_op_grad_input(c, 0, &acc);
+    if (!gx_) return;
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *x = nb_op_input_data(c, 0), *g = nb_op_grad_output(c);
+        T *gx = gx_;
+        for (size_t o = 0; o < p->outer; o++)
+            for (size_t i = 0; i < p->inner; i++) {
+                size_t base = o * p->n * p->inner + i;
+                double mean = 0;
+                for (size_t k = 0; k < p->n; k++) mean += x[base + k * p->inner];
+                mean /= (double)p->n;
+                T scale = (T)(2.0 / ((double)p->n - p->extra)) * g[o * p->inner + i];
+                for (size_t k = 0; k < p->n; k++) {
+                    size_t j = base + k * p->inner;
+                    T d = scale * (T)(x[j] - mean);
+                    gx[j] = acc ? gx[j] + d : d;
+                }
+            }
+    });
+}
+
+static const nb_op_def var_op = {.name = "var", .forward = var_forward, .backward = var_backward,
+                                 .derivative = {"G · 2(x − mean)/(n − c)"}};
+
+nb_tensor *nb_var_axis_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, int correction, const char *file,
+                        int line) {
+    nb_tensor *failed = nb_op_check(tp, &var_op, &x, 1, file, line);
+    if (failed) return failed;
+    int nd = nb_tensor_ndim(x), ax = axis < 0 ? axis + nd : axis;
+    if (ax >= 0 && ax < nd && (correction < 0 || (size_t)correction >= nb_tensor_dim(x, ax))) {
+        char s[128];
+        return nb_op_error(tp, NB_ERR_ARG, file, line,
+                           "var: correction %d along axis %d of %s leaves no degrees of freedom (it must be "
+                           "below the axis's %zu elements)",
+                           correction, axis, nb_shape_string(x, s, sizeof s), nb_tensor_dim(x, ax));
+    }
+    return reduce(tp, &var_op, x, axis, keepdims, correction, file, line);
+}
+
+/* ---------------------------------------------------------------- max, min, argmax, argmin */
+
+/* The position of the largest (or smallest) element of row (o, i): the
+ * first one, and a NaN wins (as PyTorch's max, which propagates NaN). */
+static size_t arg_extreme(const void *x, nb_dtype dt, const axis_params *p, size_t o, size_t i, bool larger) {
+    size_t best = 0;
+    FOR_DTYPE(dt, {
+        const T *row = (const T *)x + o * p->n * p->inner + i;
+        for (size_t k = 1; k < p->n && row[best * p->inner] == row[best * p->inner]; k++) {
+            T v = row[k * p->inner], b = row[best * p->inner];
+            if (v != v || (larger ? v > b : v < b)) best = k;
+        }
+    });
+    return best;
+}
+
+/* max/min keep each row's winning position for backward, which sends the
+ * row's gradient there alone (ties: the first, as the index returned). */
+static void extreme_forward(nb_op_call *c, bool larger) {
+    const axis_params *p = nb_op_params(c);
+    size_t *where = nb_op_save(c, p->outer * p->inner * sizeof *where);
+    if (!where) return;
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *x = nb_op_input_data(c, 0);
+        T *y = nb_op_output_data(c);
+        for (size_t o = 0; o < p->outer; o++)
+            for (size_t i = 0; i < p->inner; i++) {
+                size_t k = arg_extreme(x, nb_tensor_dtype(nb_op_input(c, 0)), p, o, i, larger);
+                where[o * p->inner + i] = k;
+                y[o * p->inner + i] = x[(o * p->n + k) * p->inner + i];
+            }
+    });
+}
+
+static void max_forward(nb_op_call *c) { extreme_forward(c, true); }
+static void min_forward(nb_op_call *c) { extreme_forward(c, false); }
+
+static void extreme_backward(nb_op_call *c) {
+    const axis_params *p = nb_op_params(c);
+    const size_t *where = nb_op_saved(c);
+    bool acc;
+    void *gx_ = nb_op_grad_input(c, 0, &acc);
+    if (!gx_) return;
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *g = nb_op_grad_output(c);
+        T *gx = gx_;
+        if (!acc) memset(gx, 0, nb_tensor_size(nb_op_input(c, 0)) * sizeof(T));
+        for (size_t o = 0; o < p->outer; o++)
+            for (size_t i = 0; i < p->inner; i++) {
+                size_t r = o * p->inner + i;
+                gx[(o * p->n + where[r]) * p->inner + i] += g[r];
+            }
+    });
+}
+
+static const nb_op_def max_op = {.name = "max", .forward = max_forward, .backward = extreme_backward,
+                                 .derivative = {"G at the arg-max, 0 elsewhere"}};
+static const nb_op_def min_op = {.name = "min", .forward = min_forward, .backward = extreme_backward,
+                                 .derivative = {"G at the arg-min, 0 elsewhere"}};
+
+static void arg_forward(nb_op_call *c, bool larger) {
+    const axis_params *p = nb_op_params(c);
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *x = nb_op_input_data(c, 0);
+        T *y = nb_op_output_data(c);
+        for (size_t o = 0; o < p->outer; o++)
+            for (size_t i = 0; i < p->inner; i++) {
+                y[o * p->inner + i] = (T)arg_extreme(x, nb_tensor_dtype(nb_op_input(c, 0)), p, o, i, larger);
+            }
+    });
+}
+
+static void argmax_forward(nb_op_call *c) { arg_forward(c, true); }
+static void argmin_forward(nb_op_call *c) { arg_forward(c, false); }
+
+/* No backward: an index is not a differentiable function of x. */
+static const nb_op_def argmax_op = {.name = "argmax", .forward = argmax_forward};
+static const nb_op_def argmin_op = {.name = "argmin", .forward = argmin_forward};
+
+nb_tensor *nb_max_axis_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, bool arg, const char *file, int line) {
+    return reduce(tp, arg ? &argmax_op : &max_op, x, axis, keepdims, 0, file, line);
+}
+
+nb_tensor *nb_min_axis_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, bool arg, const char *file, int line) {
+    return reduce(tp, arg ? &argmin_op : &min_op, x, axis, keepdims, 0, file, line);
+}
+
+/* ---------------------------------------------------------------- layer norm */
+
+/* Over the last axis (D elements), for each row:
+ *   μ = mean x,  σ² = mean (x - μ)²  (biased, as PyTorch),  r = 1/√(σ² + eps)
+ *   x̂ = (x - μ) r,  y = γ x̂ + β  (γ, β of shape (D,), optional)
+ * Backward, with g = γ ⊙ dL/dy (or dL/dy without γ):
+ *   dL/dx = r (g - mean(g) - x̂ mean(g ⊙ x̂))
+ *   dL/dγ = sum over rows of dL/dy ⊙ x̂,   dL/dβ = sum over rows of dL/dy
+ * The inputs are x, then γ and β when given; the parameters say which. */
+typedef struct {
+    double eps;
+    int gamma, beta; /* input index of γ and β, or -1 */
+} norm_params;
+
+static void layer_norm_forward(nb_op_call *c) {
+    const norm_params *p = nb_op_params(c);
+    nb_tensor *x = nb_op_input(c, 0);
+    size_t D = nb_tensor_dim(x, -1), rows = nb_tensor_size(x) / D;
+    FOR_DTYPE(nb_tensor_dtype(x), {
+        T *stats = nb_op_save(c, 2 * rows * sizeof(T)); /* μ and r per row */
+        if (!stats) return;
+        const T *xs = nb_op_input_data(c, 0);
+        const T *gamma = p->gamma >= 0 ? nb_op_input_data(c, p->gamma) : NULL;
+        const T *beta = p->beta >= 0 ? nb_op_input_data(c, p->beta) : NULL;
+        T *y = nb_op_output_data(c);
+        for (size_t r = 0; r < rows; r++) {
+            const T *row = xs + r * D;
+            double mean = 0, var = 0;
+            for (size_t j = 0; j < D; j++) mean += row[j];
+            mean /= (double)D;
+            for (size_t j = 0; j < D; j++) var += (row[j] - mean) * (row[j] - mean);
+            var /= (double)D;
+            T inv = (T)(1 / sqrt(var + p->eps));
+            stats[2 * r] = (T)mean;
+            stats[2 * r + 1] = inv;
+            for (size_t j = 0; j < D; j++) {
+                T xhat = (row[j] - (T)mean) * inv;
+                y[r * D + j] = (gamma ? gamma[j] : 1) * xhat + (beta ? beta[j] : 0);
+            }
+        }
+    });
+}
+
+static void layer_norm_backward(nb_op_call *c) {
+    const norm_params *p = nb_op_params(c);
+    nb_tensor *x = nb_op_input(c, 0);
+    size_t D = nb_tensor_dim(x, -1), rows = nb_tensor_size(x) / D;
+    bool acc_x = false, acc_g = false, acc_b = false;
+    void *gx_ = nb_op_grad_input(c, 0, &acc_x);
+    void *gg_ = p->gamma >= 0 ? nb_op_grad_input(c, p->gamma, &acc_g) : NULL;
+    void *gb_ = p->beta >= 0 ? nb_op_grad_input(c, p->beta, &acc_b) : NULL;
+    if (nb_tape_status(nb_op_tape(c)) != NB_OK) return;
+    FOR_DTYPE(nb_tensor_dtype(x), {
+        const T *xs = nb_op_input_data(c, 0), *dy = nb_op_grad_output(c), *stats = nb_op_saved(c);
+        const T *gamma = p->gamma >= 0 ? nb_op_input_data(c, p->gamma) : NULL;
+        T *gx = gx_, *gg = gg_, *gb = gb_;
+        if (gg && !acc_g) memset(gg, 0, D * sizeof(T));
+        if (gb && !acc_b) memset(gb, 0, D * sizeof(T));
+        for (size_t r = 0; r < rows; r++) {
+            const T *row = xs + r * D, *g_row = dy + r * D;
+            T mean = stats[2 * r], inv = stats[2 * r + 1];
+            double mean_g = 0, mean_gx = 0;
+            for (size_t j = 0; j < D; j++) {
+                T xhat = (row[j] - mean) * inv, g = g_row[j] * (gamma ? gamma[j] : 1);
+                mean_g += g;
+                mean_gx += g * xhat;
+                if (gg) gg[j] += g_row[j] * xhat;
+                if (gb) gb[j] += g_row[j];
+            }
+            mean_g /= (double)D;
+            mean_gx /= (double)D;
+            for (size_t j = 0; gx && j < D; j++) {
+                T xhat = (row[j] - mean) * inv, g = g_row[j] * (gamma ? gamma[j] : 1);
+                T d = inv * (g - (T)mean_g - xhat * (T)mean_gx);
+                gx[r * D + j] = acc_x ? gx[r * D + j] + d : d;
+            }
+        }
+    });
+}
+
+static const nb_op_def layer_norm_op = {.name = "layer_norm", .forward = layer_norm_forward,
+                                        .backward = layer_norm_backward,
+                                        .derivative = {"r (g − mean g − x̂ mean(g x̂)), g = γ G", "Σ G x̂",
+                                                       "Σ G"}};
+
+nb_tensor *nb_layer_norm_(nb_tape *tp, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps,
+                          const char *file, int line) {
+    nb_tensor *in[3] = {x, gamma, beta};
+    int n = 1;
+    norm_params p = {eps, -1, -1};
+    if (gamma) p.gamma = n, in[n++] = gamma;
+    if (beta) p.beta = n, in[n++] = beta;
+    nb_tensor *failed = nb_op_check(tp, &layer_norm_op, in, n, file, line);
+    if (failed) return failed;
+    char sx[128], sp[128];
+    if (nb_tensor_ndim(x) < 1)
+        return nb_op_error(tp, NB_ERR_SHAPE, file, line, "layer_norm: x is a scalar; it normalises the last axis");
+    size_t D = nb_tensor_dim(x, -1);
+    for (int k = 1; k < n; k++)
+        if (nb_tensor_ndim(in[k]) != 1 || nb_tensor_dim(in[k], 0) != D)
+            return nb_op_error(tp, NB_ERR_SHAPE, file, line, "layer_norm: %s %s does not fit x %s (expected (%zu,))",
+                               k == p.gamma ? "gamma" : "beta", nb_shape_string(in[k], sp, sizeof sp),
+                               nb_shape_string(x, sx, sizeof sx), D);
+    if (!(eps > 0))
+        return nb_op_error(tp, NB_ERR_ARG, file, line, "layer_norm: eps %g must be positive", eps);
+    return nb_op_(tp, &layer_norm_op, in, n, nb_tensor_dtype(x), nb_tensor_ndim(x), nb_tensor_shape(x), &p, sizeof p,
+                  file, line);
+}
+
+/* ---------------------------------------------------------------- dropout */
+
+/* Training: each element is zeroed with probability p and the others are
+ * scaled by 1/(1 - p), so that the expectation is x:
+ *   y = x m,  m = 0 or 1/(1 - p),   dL/dx = m dL/dy
+ * The mask is drawn from the caller's generator (seeded: the same seed
+ * drops the same elements) and kept for backward.  Evaluation
+ * (nb_tape_set_training(tp, false)) or p = 0: y is x itself. */
+typedef struct {
+    double p;
+    nb_rng *rng;
+} dropout_params;
+
+static void dropout_forward(nb_op_call *c) {
+    const dropout_params *p = nb_op_params(c);
+    size_t n = nb_op_size(c);
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        T *mask = nb_op_save(c, n * sizeof(T));
+        if (!mask) return;
+        const T *x = nb_op_input_data(c, 0);
+        T *y = nb_op_output_data(c), keep = p->p < 1 ? (T)(1 / (1 - p->p)) : 0;
+        for (size_t i = 0; i < n; i++) {
+            mask[i] = nb_rng_uniform(p->rng) < p->p ? 0 : keep;
+            y[i] = x[i] * mask[i];
+        }
+    });
+}
+
+static void dropout_backward(nb_op_call *c) {
+    bool acc;
+    void *gx_ = nb_op_grad_input(c, 0, &acc);
+    if (!gx_) return;
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *g = nb_op_grad_output(c), *mask = nb_op_saved(c);
+        T *gx = gx_;
+        for (size_t i = 0; i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] * mask[i] : g[i] * mask[i];
+    });
+}
+
+static const nb_op_def dropout_op = {.name = "dropout", .forward = dropout_forward, .backward = dropout_backward,
+                                     .derivative = {"mask/(1−p)"}, .elementwise = true};
+
+nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const char *file, int line) {
+    nb_tensor *failed = nb_op_check(tp, &dropout_op, &x, 1, file, line);
+    if (failed) return failed;
+    if (!(p >= 0 && p <= 1)) return nb_op_error(tp, NB_ERR_ARG, file, line, "dropout: p = %g is not in [0, 1]", p);
+    if (!rng) return nb_op_error(tp, NB_ERR_NULL, file, line, "dropout: the random generator is NULL");
+    if (p == 0 || !nb_tape_training(tp)) return x;
+    dropout_params params = {p, rng};
+    return nb_op_(tp, &dropout_op, &x, 1, nb_tensor_dtype(x), nb_tensor_ndim(x), nb_tensor_shape(x), &params,
+                  sizeof params, file, line);
+}
+
+/* ---------------------------------------------------------------- Huber, smooth L1 */
+
+/* Both are means over elements of a function h of d = pred - target, with
+ * dL/dpred = h'(d)/N and dL/dtarget = -h'(d)/N:
+ *   Huber(δ):      h = d²/2 for |d| <= δ, else δ(|d| - δ/2);  h' = d, or δ sign d
+ *   smooth L1(β):  h = d²/(2β) for |d| < β, else |d| - β/2;   h' = d/β, or sign d
+ * (smooth L1 is Huber divided by β; with β = 0 it is the L1 loss, |d|). */
+typedef struct {
+    double k;      /* δ or β */
+    bool smooth;   /* smooth L1 rather than Huber */
+} robust_params;
+
+static double robust_h(const robust_params *p, double d, double *slope) {
+    double a = fabs(d), sign = d > 0 ? 1 : d < 0 ? -1 : 0;
+    if (p->smooth) {
+        if (a < p->k) {
+            *slope = d / p->k;
+            return d * d / (2 * p->k);
+        }
+        *slope = sign;
+        return a - p->k / 2;
+    }
+    if (a <= p->k) {
+        *slope = d;
+        return d * d / 2;
+    }
+    *slope = p->k * sign;
+    return p->k * (a - p->k / 2);
+}
+
+static void robust_forward(nb_op_call *c) {
+    const robust_params *p = nb_op_params(c);
+    size_t n = nb_tensor_size(nb_op_input(c, 0));
+    double total = 0, slope;
+    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        const T *pred = nb_op_input_data(c, 0), *target = nb_op_input_data(c, 1);
+        for (size_t i = 0; i < n; i++) total += robust_h(p, (double)pred[i] - (double)target[i], &slope);
+        *(T *)nb_op_output_data(c) = (T)(total / (double)n);
+    });
+}
+
+static void robust_backward(nb_op_call *c) {
+    const robust_params *p = nb_op_params(c);
+    size_t n = nb_tensor_size(nb_op_input(c, 0));
+    for (int which = 0; which < 2; which++) {
+        bool acc;
+        void *g_ = nb_op_grad_input(c, which, &acc);
+        if (!g_) continue;
+        FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+            const T *pred = nb_op_input_data(c, 0), *target = nb_op_input_data(c, 1);
+            T scale = *(const T *)nb_op_grad_output(c) / (T)n * (which ? -1 : 1), *g = g_;
+            for (size_t i = 0; i < n; i++) {
+                double slope;
+                robust_h(p, (double)pred[i] - (double)target[i], &slope);
+                T d = scale * (T)slope;
+                g[i] = acc ? g[i] + d : d;
+            }
+        });
+    }
+}
+
+static const nb_op_def huber_op = {.name = "huber", .forward = robust_forward, .backward = robust_backward,
+                                   .derivative = {"G · h′(p−t)/N, h′ = d or δ sign d", "G · −h′(p−t)/N"}};
+static const nb_op_def smooth_l1_op = {.name = "smooth_l1", .forward = robust_forward, .backward = robust_backward,
+                                       .derivative = {"G · h′(p−t)/N, h′ = d/β or sign d", "G · −h′(p−t)/N"}};
+
+static nb_tensor *robust_loss(nb_tape *tp, const nb_op_def *def, nb_tensor *pred, nb_tensor *target, double k,
+                              const char *file, int line) {
+    nb_tensor *in[2] = {pred, target};
+    nb_tensor *failed = nb_op_check(tp, def, in, 2, file, line);
+    if (failed) return failed;
+    char sp[128], st[128];
+    bool same = nb_tensor_ndim(pred) == nb_tensor_ndim(target);
+    for (int d = 0; same && d < nb_tensor_ndim(pred); d++) same = nb_tensor_dim(pred, d) == nb_tensor_dim(target, d);
+    if (!same)
+        return nb_op_error(tp, NB_ERR_SHAPE, file, line, "%s: prediction %s and target %s must have the same shape",
+                           def->name, nb_shape_string(pred, sp, sizeof sp), nb_shape_string(target, st, sizeof st));
+    bool smooth = def == &smooth_l1_op;
+    if (!(smooth ? k >= 0 : k > 0))
+        return nb_op_error(tp, NB_ERR_ARG, file, line, "%s: %s = %g must be %s", def->name, smooth ? "beta" : "delta",
+                           k, smooth ? ">= 0" : "> 0");
+    robust_params p = {k, smooth};
+    return nb_op_(tp, def, in, 2, nb_tensor_dtype(pred), 0, NULL, &p, sizeof p, file, line);
+}
+
+nb_tensor *nb_huber_(nb_tape *tp, nb_tensor *pred, nb_tensor *target, double delta, const char *file, int line) {
+    return robust_loss(tp, &huber_op, pred, target, delta, file, line);
+}
+
+nb_tensor *nb_smooth_l1_(nb_tape *tp, nb_tensor *pred, nb_tensor *target, double beta, const char *file, int line) {
+    return robust_loss(tp, &smooth_l1_op, pred, target, beta, file, line);
+}

@@ -1,0 +1,250 @@
+/*
+ * Taking parts of a tensor: slice, index_select, gather.  The tensor is
+ * viewed as (outer, n, inner) around the axis taken from (nb_split_axis):
+ *
+ *   slice:        y[o, k, i] = x[o, start + k step, i]
+ *   index_select: y[o, k, i] = x[o, idx[k], i]
+ *   gather:       y[..., k, ...] = x[..., index[..., k, ...], ...]
+ *
+ * Each output element is one input element, so backward sends each element
+ * of dL/dy back to the element it came from, adding where several outputs
+ * came from the same one (repeated indices: an embedding row used twice
+ * gets both gradients):
+ *
+ *   dL/dx[o, j, i] = sum over k with idx[k] = j of dL/dy[o, k, i]
+ */
+#include "../internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- slice */
+
+/* The entry keeps the axis in e->axis and (start, step) in its saved slot.
+ * A slice that takes one contiguous block of x is a view (no forward). */
+typedef struct {
+    size_t start, step;
+} slice_params;
+
+static void slice_forward(nb_entry *e) {
+    const nb_tensor *x = e->in[0];
+    const slice_params *p = e->saved;
+    size_t outer, n, inner, count = e->out->shape[e->axis];
+    nb_split_axis(x, e->axis, &outer, &n, &inner);
+    size_t w = nb_dtype_size(x->dtype);
+    for (size_t o = 0; o < outer; o++)
+        for (size_t k = 0; k < count; k++)
+            memcpy((char *)e->out->data + ((o * count + k) * inner) * w,
+                   (const char *)x->data + ((o * n + p->start + k * p->step) * inner) * w, inner * w);
+}
+
+static void view_forward(nb_entry *e) { (void)e; }
+
+static void slice_backward(nb_entry *e) {
+    nb_tensor *x = e->in[0];
+    const slice_params *p = e->saved;
+    void *gx_ = nb_grad_target_zeroed(e->out->tape, x);
+    if (!gx_) return;
+    size_t outer, n, inner, count = e->out->shape[e->axis];
+    nb_split_axis(x, e->axis, &outer, &n, &inner);
+    NB_DISPATCH(x->dtype, {
+        const T *gy = e->out->grad;
+        T *gx = gx_;
+        for (size_t o = 0; o < outer; o++)
+            for (size_t k = 0; k < count; k++) {
+                T *dst = gx + (o * n + p->start + k * p->step) * inner;
+                const T *src = gy + (o * count + k) * inner;
+                for (size_t i = 0; i < inner; i++) dst[i] += src[i];
+            }
+    });
+}
+
+static const nb_op slice_op = {.name = "slice", .forward = slice_forward, .backward = slice_backward,
+                               .derivative = {"G in the sliced places, 0 elsewhere"}};
+static const nb_op slice_view_op = {.name = "slice", .forward = view_forward, .backward = slice_backward,
+                                    .derivative = {"G in the sliced places, 0 elsewhere"}, .view = true};
+
+nb_tensor *nb_slice_(nb_tape *tp, nb_tensor *a, int axis, long start, long stop, long step, const char *file,
+                     int line) {
+    nb_tensor *failed = nb_check(tp, &slice_op, file, line, 1, &a);
+    int ax;
+    if (!failed) failed = nb_check_axis(tp, "slice", a, axis, &ax, file, line);
+    if (failed) return failed;
+    char s[128];
+    nb_format_shape(a->ndim, a->shape, s, sizeof s);
+    long n = (long)a->shape[ax];
+    if (step < 1)
+        return nb_fail(tp, NB_ERR_ARG, file, line, "slice: step %ld along axis %d of %s (steps are 1 or more)",
+                       step, axis, s);
+    /* Python's rules: negative positions count from the end; then clamp. */
+    long from = start < 0 ? start + n : start, to = stop < 0 ? stop + n : stop;
+    from = from < 0 ? 0 : from > n ? n : from;
+    to = to < 0 ? 0 : to > n ? n : to;
+    if (to <= from)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "slice: [%ld:%ld:%ld] of axis %d of %s selects nothing (empty tensors are not supported)",
+                       start, stop == NB_END ? n : stop, step, axis, s);
+    size_t count = (size_t)((to - from + step - 1) / step), shape[NB_MAX_DIMS];
+    for (int d = 0; d < a->ndim; d++) shape[d] = d == ax ? count : a->shape[d];
+    slice_params *p = nb_tape_alloc(tp, sizeof *p);
+    if (!p) return nb_fail(tp, NB_ERR_NOMEM, file, line, "slice: out of memory");
+    *p = (slice_params){(size_t)from, (size_t)step};
+    /* One contiguous block when every axis before this one has size 1 and
+     * the slice is a run (or a single position). */
+    size_t outer, total, inner;
+    nb_split_axis(a, ax, &outer, &total, &inner);
+    nb_entry *e;
+    if (outer == 1 && (step == 1 || count == 1)) {
+        nb_tensor *out = nb_result_view(tp, a, a->ndim, shape, "slice", file, line);
+        if (out->status != NB_OK) return out;
+        out->size = count * inner;
+        out->data = (char *)a->data + (size_t)from * inner * nb_dtype_size(a->dtype);
+        if (!(e = nb_record(tp, &slice_view_op, out, 1, &a, file, line))) return nb_nil(NB_ERR_NOMEM);
+    } else if (!(e = nb_emit(tp, &slice_op, 1, &a, a->dtype, a->ndim, shape, file, line, &failed))) {
+        return failed;
+    }
+    e->axis = ax;
+    e->saved = p;
+    return nb_run(e);
+}
+
+/* ---------------------------------------------------------------- index_select */
+
+/* The entry keeps the axis in e->axis and the indices (size_t, as many as
+ * the output's size along the axis) in its saved slot. */
+static void index_select_forward(nb_entry *e) {
+    const nb_tensor *x = e->in[0];
+    const size_t *idx = e->saved;
+    size_t outer, n, inner, count = e->out->shape[e->axis];
+    nb_split_axis(x, e->axis, &outer, &n, &inner);
+    size_t w = nb_dtype_size(x->dtype);
+    for (size_t o = 0; o < outer; o++)
+        for (size_t k = 0; k < count; k++)
+            memcpy((char *)e->out->data + ((o * count + k) * inner) * w,
+                   (const char *)x->data + ((o * n + idx[k]) * inner) * w, inner * w);
+}
+
+static void index_select_backward(nb_entry *e) {
+    nb_tensor *x = e->in[0];
+    const size_t *idx = e->saved;
+    void *gx_ = nb_grad_target_zeroed(e->out->tape, x);
+    if (!gx_) return;
+    size_t outer, n, inner, count = e->out->shape[e->axis];
+    nb_split_axis(x, e->axis, &outer, &n, &inner);
+    NB_DISPATCH(x->dtype, {
+        const T *gy = e->out->grad;
+        T *gx = gx_;
+        for (size_t o = 0; o < outer; o++)
+            for (size_t k = 0; k < count; k++) {
+                T *dst = gx + (o * n + idx[k]) * inner;
+                const T *src = gy + (o * count + k) * inner;
+                for (size_t i = 0; i < inner; i++) dst[i] += src[i];
+            }
+    });
+}
+
+static const nb_op index_select_op = {.name = "index_select", .forward = index_select_forward,
+                                      .backward = index_select_backward,
+                                      .derivative = {"G added into the selected slices"}};
+
+nb_tensor *nb_index_select_(nb_tape *tp, nb_tensor *a, int axis, const size_t *indices, size_t n,
+                            const char *file, int line) {
+    nb_tensor *failed = nb_check(tp, &index_select_op, file, line, 1, &a);
+    int ax;
+    if (!failed) failed = nb_check_axis(tp, "index_select", a, axis, &ax, file, line);
+    if (failed) return failed;
+    char s[128];
+    if (!indices || n == 0)
+        return nb_fail(tp, n ? NB_ERR_NULL : NB_ERR_SHAPE, file, line, "index_select: %s", n ? "the indices are NULL"
+                       : "no indices (empty tensors are not supported)");
+    for (size_t k = 0; k < n; k++)
+        if (indices[k] >= a->shape[ax])
+            return nb_fail(tp, NB_ERR_ARG, file, line,
+                           "index_select: index %zu (position %zu) is out of range for axis %d of %s (size %zu)",
+                           indices[k], k, axis, nb_format_shape(a->ndim, a->shape, s, sizeof s), a->shape[ax]);
+    size_t *kept = nb_tape_alloc(tp, n * sizeof *kept), shape[NB_MAX_DIMS];
+    if (!kept) return nb_fail(tp, NB_ERR_NOMEM, file, line, "index_select: out of memory for %zu indices", n);
+    memcpy(kept, indices, n * sizeof *kept);
+    for (int d = 0; d < a->ndim; d++) shape[d] = d == ax ? n : a->shape[d];
+    nb_entry *e = nb_emit(tp, &index_select_op, 1, &a, a->dtype, a->ndim, shape, file, line, &failed);
+    if (!e) return failed;
+    e->axis = ax;
+    e->saved = kept;
+    return nb_run(e);
+}
+
+/* ---------------------------------------------------------------- gather */
+
+/* y has index's shape; y[p] = x[p with its axis coordinate replaced by
+ * index[p]].  The entry keeps, for every element of y, the flat offset of
+ * the element of x it reads (computed once, when recorded). */
+static void gather_forward(nb_entry *e) {
+    const size_t *from = e->saved;
+    NB_DISPATCH(e->out->dtype, {
+        const T *xs = e->in[0]->data;
+        T *ys = e->out->data;
+        for (size_t k = 0; k < e->out->size; k++) ys[k] = xs[from[k]];
+    });
+}
+
+static void gather_backward(nb_entry *e) {
+    nb_tensor *x = e->in[0];
+    if (!x->requires_grad) return; /* the index takes no gradient */
+    const size_t *from = e->saved;
+    void *gx_ = nb_grad_target_zeroed(e->out->tape, x);
+    if (!gx_) return;
+    NB_DISPATCH(x->dtype, {
+        const T *gy = e->out->grad;
+        T *gx = gx_;
+        for (size_t k = 0; k < e->out->size; k++) gx[from[k]] += gy[k];
+    });
+}
+
+static const nb_op gather_op = {.name = "gather", .forward = gather_forward, .backward = gather_backward,
+                                .derivative = {"G added where each element came from", "none (indices)"}};
+
+nb_tensor *nb_gather_(nb_tape *tp, nb_tensor *a, int axis, nb_tensor *index, const char *file, int line) {
+    nb_tensor *in[2] = {a, index};
+    nb_tensor *failed = nb_check(tp, &gather_op, file, line, 2, in);
+    int ax;
+    if (!failed) failed = nb_check_axis(tp, "gather", a, axis, &ax, file, line);
+    if (failed) return failed;
+    char sa[128], si[128];
+    nb_format_shape(a->ndim, a->shape, sa, sizeof sa);
+    nb_format_shape(index->ndim, index->shape, si, sizeof si);
+    bool fits = index->ndim == a->ndim;
+    for (int d = 0; fits && d < a->ndim; d++) fits = d == ax || index->shape[d] <= a->shape[d];
+    if (!fits)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "gather: index %s does not fit x %s along axis %d (same number of dimensions, and no "
+                       "larger than x along the other axes)",
+                       si, sa, axis);
+    size_t *from = nb_tape_alloc(tp, index->size * sizeof *from);
+    if (!from) return nb_fail(tp, NB_ERR_NOMEM, file, line, "gather: out of memory");
+    /* x's strides, then each index element's source offset */
+    size_t stride[NB_MAX_DIMS], idx[NB_MAX_DIMS] = {0};
+    size_t run = 1;
+    for (int d = a->ndim - 1; d >= 0; d--) {
+        stride[d] = run;
+        run *= a->shape[d];
+    }
+    for (size_t k = 0; k < index->size; k++) {
+        double v = nb_get(index, k);
+        if (!(v >= 0 && v < (double)a->shape[ax] && v == floor(v)))
+            return nb_fail(tp, NB_ERR_VALUE, file, line,
+                           "gather: index element %zu is %g, not a whole number in [0, %zu) for axis %d of x %s",
+                           k, v, a->shape[ax], axis, sa);
+        size_t off = 0;
+        for (int d = 0; d < a->ndim; d++) off += (d == ax ? (size_t)v : idx[d]) * stride[d];
+        from[k] = off;
+        for (int d = a->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < index->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    nb_entry *e = nb_emit(tp, &gather_op, 2, in, a->dtype, index->ndim, index->shape, file, line, &failed);
+    if (!e) return failed;
+    e->axis = ax;
+    e->saved = from;
+    return nb_run(e);
+}

@@ -1,0 +1,158 @@
+/*
+ * Joining tensors: concat along an existing axis, stack along a new one,
+ * and where, which picks each element from one of two tensors.
+ *
+ * concat / stack: the output, viewed as (outer, N, inner) around the axis,
+ * holds input k in positions [o_k, o_k + n_k) along it (n_k is input k's
+ * size there; 1 for stack).  Backward hands each input its block of the
+ * upstream gradient: dL/dx_k = dL/dy[:, o_k : o_k + n_k, :].
+ *
+ * where(c, a, b):  y = c != 0 ? a : b  (the three broadcast together)
+ *   dL/da = G where c != 0, else 0;  dL/db = G where c == 0, else 0
+ *   (summed over the axes a or b was broadcast along); c takes none.
+ */
+#include "../internal.h"
+
+#include <string.h>
+
+/* ---------------------------------------------------------------- concat, stack */
+
+/* Calls fn for every block: input k, outer index o, and where the block
+ * starts in the output and in the input (in elements). */
+#define FOR_EACH_BLOCK(e, ...)                                                                       \
+    do {                                                                                             \
+        size_t outer_ = 1, inner_ = 1, total_ = (e)->out->shape[(e)->axis];                          \
+        for (int d = 0; d < (e)->axis; d++) outer_ *= (e)->out->shape[d];                            \
+        for (int d = (e)->axis + 1; d < (e)->out->ndim; d++) inner_ *= (e)->out->shape[d];           \
+        for (int k = 0, start_ = 0; k < (e)->n_in; k++) {                                            \
+            nb_tensor *x = nb_entry_input(e, k);                                                     \
+            size_t len = (e)->flag0 ? 1 : x->shape[(e)->axis], block = len * inner_;                 \
+            for (size_t o = 0; o < outer_; o++) {                                                    \
+                size_t out_at = (o * total_ + (size_t)start_) * inner_, in_at = o * block;           \
+                __VA_ARGS__;                                                                         \
+            }                                                                                        \
+            start_ += (int)len;                                                                      \
+        }                                                                                            \
+    } while (0)
+
+static void concat_forward(nb_entry *e) {
+    size_t w = nb_dtype_size(e->out->dtype);
+    FOR_EACH_BLOCK(e, memcpy((char *)e->out->data + out_at * w, (const char *)x->data + in_at * w, block * w));
+}
+
+static void concat_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
+    bool acc = false;
+    void *gx_ = NULL;
+    nb_tensor *current = NULL;
+    FOR_EACH_BLOCK(e, {
+        if (!x->requires_grad) continue;
+        if (x != current || o == 0) { /* the first block of this input: where it goes */
+            current = x;
+            if (!(gx_ = nb_grad_target(tp, x, &acc))) return;
+        }
+        NB_DISPATCH(x->dtype, {
+            const T *g = (const T *)e->out->grad + out_at;
+            T *gx = (T *)gx_ + in_at;
+            for (size_t i = 0; i < block; i++) gx[i] = acc ? gx[i] + g[i] : g[i];
+        });
+    });
+}
+
+static const nb_op concat_op = {.name = "concat", .forward = concat_forward, .backward = concat_backward,
+                                .derivative = {"its block of G"}};
+static const nb_op stack_op = {.name = "stack", .forward = concat_forward, .backward = concat_backward,
+                               .derivative = {"its slice of G"}};
+
+nb_tensor *nb_concat_(nb_tape *tp, nb_tensor *const *tensors, int n, int axis, bool stack, const char *file,
+                      int line) {
+    const nb_op *op = stack ? &stack_op : &concat_op;
+    if (n < 1 || !tensors)
+        return nb_fail(tp, n < 1 ? NB_ERR_ARG : NB_ERR_NULL, file, line, "%s: %s", op->name,
+                       n < 1 ? "no tensors to join" : "the list of tensors is NULL");
+    nb_tensor *failed = nb_check(tp, op, file, line, n, tensors);
+    if (failed) return failed;
+    const nb_tensor *first = tensors[0];
+    int nd = first->ndim + (stack ? 1 : 0);
+    int ax = axis < 0 ? axis + nd : axis;
+    char s0[128], sk[128];
+    if (ax < 0 || ax >= nd || (stack && nd > NB_MAX_DIMS))
+        return nb_fail(tp, NB_ERR_ARG, file, line, "%s: axis %d is out of range for %s (%d dimensions)", op->name,
+                       axis, nb_format_shape(first->ndim, first->shape, s0, sizeof s0), nd);
+    size_t shape[NB_MAX_DIMS], along = 0;
+    for (int k = 0; k < n; k++) {
+        const nb_tensor *t = tensors[k];
+        bool same = t->ndim == first->ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = (!stack && d == ax) || t->shape[d] == first->shape[d];
+        if (!same)
+            return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                           "%s: tensor %d is %s, tensor 1 is %s (%s)", op->name, k + 1,
+                           nb_format_shape(t->ndim, t->shape, sk, sizeof sk),
+                           nb_format_shape(first->ndim, first->shape, s0, sizeof s0),
+                           stack ? "stack needs equal shapes" : "concat needs equal sizes except along the axis");
+        along += stack ? 1 : t->shape[ax];
+    }
+    /* concat: the first's shape with the sizes along the axis added up;
+     * stack: the first's shape with a new axis of n */
+    for (int d = 0, k = 0; d < nd; d++) {
+        shape[d] = d == ax ? along : first->shape[k];
+        if (d != ax || !stack) k++;
+    }
+    nb_entry *e = nb_emit(tp, op, n, tensors, first->dtype, nd, shape, file, line, &failed);
+    if (!e) return failed;
+    e->axis = ax;
+    e->flag0 = stack;
+    return nb_run(e);
+}
+
+/* ---------------------------------------------------------------- where */
+
+static void where_forward(nb_entry *e) {
+    size_t strides[3][NB_MAX_DIMS], idx[NB_MAX_DIMS] = {0}, off[3] = {0};
+    for (int k = 0; k < 3; k++) nb_broadcast_strides(e->in[k], e->out->ndim, strides[k]);
+    NB_DISPATCH(e->out->dtype, {
+        const T *c = e->in[0]->data, *a = e->in[1]->data, *b = e->in[2]->data;
+        T *y = e->out->data;
+        for (size_t i = 0; i < e->out->size; i++, nb_odometer_next(e->out->ndim, e->out->shape, idx, 3, off, strides))
+            y[i] = c[off[0]] != 0 ? a[off[1]] : b[off[2]];
+    });
+}
+
+static void where_backward(nb_entry *e) {
+    for (int which = 1; which <= 2; which++) {
+        nb_tensor *x = e->in[which];
+        if (!x->requires_grad) continue;
+        void *gx_ = nb_grad_target_zeroed(e->out->tape, x);
+        if (!gx_) return;
+        size_t strides[3][NB_MAX_DIMS], idx[NB_MAX_DIMS] = {0}, off[3] = {0};
+        for (int k = 0; k < 3; k++) nb_broadcast_strides(e->in[k], e->out->ndim, strides[k]);
+        bool take = which == 1; /* a takes where c != 0, b where c == 0 */
+        NB_DISPATCH(e->out->dtype, {
+            const T *c = e->in[0]->data, *g = e->out->grad;
+            T *gx = gx_;
+            for (size_t i = 0; i < e->out->size;
+                 i++, nb_odometer_next(e->out->ndim, e->out->shape, idx, 3, off, strides))
+                if ((c[off[0]] != 0) == take) gx[off[which]] += g[i];
+        });
+    }
+}
+
+static const nb_op where_op = {.name = "where", .forward = where_forward, .backward = where_backward,
+                               .derivative = {"none (the condition)", "[c≠0]", "[c=0]"}, .elementwise = true};
+
+nb_tensor *nb_where_(nb_tape *tp, nb_tensor *cond, nb_tensor *a, nb_tensor *b, const char *file, int line) {
+    nb_tensor *in[3] = {cond, a, b};
+    nb_tensor *failed = nb_check(tp, &where_op, file, line, 3, in);
+    if (failed) return failed;
+    int nd;
+    size_t shape[NB_MAX_DIMS];
+    if (!nb_broadcast_shape(3, in, &nd, shape)) {
+        char s[400];
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "where: the condition, a and b (%s) do not broadcast (aligned from the right, each size "
+                       "must be equal or 1)",
+                       nb_format_shapes(3, in, s, sizeof s));
+    }
+    nb_entry *e = nb_emit(tp, &where_op, 3, in, a->dtype, nd, shape, file, line, &failed);
+    return e ? nb_run(e) : failed;
+}
