@@ -92,8 +92,8 @@ typedef struct nb_op_def {
  * tape, mixed dtypes); checking shapes is the op's own business, before the
  * call.  Returns the output, or an errored tensor (the tape keeps the
  * message, with the caller's file and line). */
-#define nb_op(tp, def, inputs, n_inputs, dtype, ndim, shape, params, params_bytes) \
-    nb_op_(tp, def, inputs, n_inputs, dtype, ndim, shape, params, params_bytes, NB_SITE)
+#define nb_op(tp, def, inputs, n_inputs, dtype, ...) /* ndim, shape (or NB_SHAPE(...)), params, params_bytes */ \
+    nb_op_(tp, def, inputs, n_inputs, dtype, __VA_ARGS__, NB_SITE)
 nb_tensor *nb_op_(nb_tape *tp, const nb_op_def *def, nb_tensor *const *inputs, int n_inputs, nb_dtype dtype,
                   int ndim, const size_t *shape, const void *params, size_t params_bytes, const char *file,
                   int line);

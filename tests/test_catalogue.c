@@ -138,7 +138,9 @@ OP_CASE(sub_shapes, nb_sub(tp, M(tp, 4, 3), M(tp, 2, 3)))
 OP_CASE(mul_shapes, nb_mul(tp, M(tp, 2, 3), M(tp, 3, 2)))
 OP_CASE(div_shapes, nb_div(tp, V(tp, 5), V(tp, 4)))
 OP_CASE(matmul_inner, nb_matmul(tp, M(tp, 3, 4), M(tp, 5, 2)))
-OP_CASE(matmul_not_2d, nb_matmul(tp, M(tp, 2, 3), V(tp, 3)))
+OP_CASE(matmul_vector, nb_matmul(tp, M(tp, 2, 3), V(tp, 4)))
+OP_CASE(matmul_batch, nb_matmul(tp, nb_ones(tp, NB_F32, NB_SHAPE(2, 3, 4)), nb_ones(tp, NB_F32, NB_SHAPE(5, 4, 2))))
+OP_CASE(matmul_scalar, nb_matmul(tp, M(tp, 2, 3), nb_scalar(tp, NB_F32, 2)))
 OP_CASE(matmul_t_inner, nb_matmul_t(tp, M(tp, 3, 4), M(tp, 3, 2), false, true))
 OP_CASE(linear_bias, nb_linear(tp, M(tp, 2, 3), M(tp, 3, 4), V(tp, 3)))
 OP_CASE(mse_shapes, nb_mse(tp, M(tp, 2, 3), M(tp, 3, 2)))
@@ -649,7 +651,10 @@ static nb_status csv_dtype(void) {
     return nb_csv_read(write_text("dtype.csv", "a,y\n1,0\n"), &o, &d);
 }
 static nb_status csv_target_twice(void) { return csv_status("twice.csv", "a,y,y\n1,0,0\n", "y"); }
-static nb_status csv_nul_byte(void) { return csv_status_bytes("nul.csv", "a,b,y\n1,2\0,999\n", 17, "y"); }
+static nb_status csv_nul_byte(void) {
+    static const char bytes[] = "a,b,y\n1,2\0,999\n";
+    return csv_status_bytes("nul.csv", bytes, sizeof bytes - 1, "y");
+}
 static nb_status frames_empty_dir(void) {
     nb_tape *tp = nb_tape_new();
     nb_status st = nb_backward_frames(nb_sum(tp, nb_square(tp, grad_leaf(tp, 2))), "", NULL, NULL);
@@ -708,7 +713,10 @@ static const bad_input catalogue[] = {
     {"mul of (2, 3) and (3, 2)", mul_shapes, NB_ERR_SHAPE, {"mul", "(2, 3)", "(3, 2)", SITE}},
     {"div of (5,) and (4,)", div_shapes, NB_ERR_SHAPE, {"div", "(5,)", "(4,)", SITE}},
     {"matmul (3, 4) . (5, 2)", matmul_inner, NB_ERR_SHAPE, {"matmul", "(3, 4)", "(5, 2)", "4 columns", SITE}},
-    {"matmul of a vector", matmul_not_2d, NB_ERR_SHAPE, {"matmul", "2-D", "(3,)", SITE}},
+    {"matmul (2, 3) . a (4,) vector", matmul_vector, NB_ERR_SHAPE, {"matmul", "(2, 3)", "(4,)", "inner sizes", SITE}},
+    {"matmul of stacks of 2 and 5 matrices", matmul_batch, NB_ERR_SHAPE,
+     {"matmul", "batch axes", "(2, 3, 4)", "(5, 4, 2)", SITE}},
+    {"matmul by a scalar", matmul_scalar, NB_ERR_SHAPE, {"matmul", "scalar", "nb_mul", SITE}},
     {"matmul (3, 4) . (3, 2)^T", matmul_t_inner, NB_ERR_SHAPE, {"matmul", "(3, 4)", "(3, 2)", SITE}},
     {"linear with a (3,) bias for 4 outputs", linear_bias, NB_ERR_SHAPE, {"linear", "(3,)", "4", SITE}},
     {"mse of (2, 3) and (3, 2)", mse_shapes, NB_ERR_SHAPE, {"mse", "(2, 3)", "(3, 2)", "same shape", SITE}},

@@ -83,7 +83,7 @@ static nb_tensor *bad_axis_or_shape(nb_tape *tp, int which) {
     case 4: return nb_reshape(tp, a, NB_DIMS(4, 2));
     case 5: return nb_reshape(tp, a, NB_DIMS(4, -1));
     case 6: return nb_reshape(tp, a, NB_DIMS(0, 6));
-    case 7: return nb_matmul(tp, a, nb_ones(tp, NB_F32, NB_SHAPE(3)));
+    case 7: return nb_matmul(tp, a, nb_ones(tp, NB_F32, NB_SHAPE(4)));
     case 8: return nb_mse(tp, a, nb_ones(tp, NB_F32, NB_SHAPE(3, 2)));
     default: return nb_softmax_cross_entropy(tp, a, nb_ones(tp, NB_F32, NB_SHAPE(3)), 1);
     }
@@ -99,7 +99,7 @@ static void test_axis_and_reshape_errors(void **state) {
         {NB_ERR_SHAPE, "reshape", "6 elements"},
         {NB_ERR_SHAPE, "reshape", "cannot infer"},
         {NB_ERR_ARG, "reshape", "size 0"},
-        {NB_ERR_SHAPE, "matmul", "2-D"},
+        {NB_ERR_SHAPE, "matmul", "inner sizes differ"},
         {NB_ERR_SHAPE, "mse", "same shape"},
         {NB_ERR_SHAPE, "softmax_cross_entropy", "neither"},
     };

@@ -1,0 +1,323 @@
+/*
+ * Ops defined by the user through nabla_op.h: checked against the same
+ * functions composed of built-in ops, and with everything built-in ops get
+ * (any number of inputs, errors with the caller's line, gradcheck, pictures,
+ * anomaly mode, no-grad regions, threads, the tape's memory, stale and
+ * changed inputs).
+ */
+#include "support.h"
+#include "nabla_op.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- softplus, as a user writes it */
+
+/* y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|);  dy/dx = σ(x).  Both dtypes;
+ * the element loop runs on nabla's threads. */
+typedef struct {
+    nb_op_call *c;
+    void *gx;
+    bool acc;
+} job;
+
+static void softplus_range(void *ctx, size_t begin, size_t end) {
+    const job *j = ctx;
+    if (nb_tensor_dtype(nb_op_output(j->c)) == NB_F64) {
+        const double *x = nb_op_input_data(j->c, 0);
+        double *y = nb_op_output_data(j->c);
+        for (size_t i = begin; i < end; i++) y[i] = fmax(x[i], 0) + log1p(exp(-fabs(x[i])));
+    } else {
+        const float *x = nb_op_input_data(j->c, 0);
+        float *y = nb_op_output_data(j->c);
+        for (size_t i = begin; i < end; i++) y[i] = fmaxf(x[i], 0) + log1pf(expf(-fabsf(x[i])));
+    }
+}
+
+static void softplus_forward(nb_op_call *c) {
+    job j = {c, NULL, false};
+    nb_parallel_for(nb_op_size(c), 4096, softplus_range, &j);
+}
+
+static void softplus_grad_range(void *ctx, size_t begin, size_t end) {
+    const job *j = ctx;
+    if (nb_tensor_dtype(nb_op_output(j->c)) == NB_F64) {
+        const double *x = nb_op_input_data(j->c, 0), *g = nb_op_grad_output(j->c);
+        double *gx = j->gx;
+        for (size_t i = begin; i < end; i++) {
+            double d = g[i] / (1 + exp(-x[i]));
+            gx[i] = j->acc ? gx[i] + d : d;
+        }
+    } else {
+        const float *x = nb_op_input_data(j->c, 0), *g = nb_op_grad_output(j->c);
+        float *gx = j->gx;
+        for (size_t i = begin; i < end; i++) {
+            float d = g[i] / (1 + expf(-x[i]));
+            gx[i] = j->acc ? gx[i] + d : d;
+        }
+    }
+}
+
+static void softplus_backward(nb_op_call *c) {
+    job j = {c, NULL, false};
+    if (!(j.gx = nb_op_grad_input(c, 0, &j.acc))) return;
+    nb_parallel_for(nb_op_size(c), 4096, softplus_grad_range, &j);
+}
+
+static const nb_op_def my_softplus = {.name = "my_softplus", .forward = softplus_forward,
+                                      .backward = softplus_backward, .derivative = {"σ(x)"}, .elementwise = true};
+
+static nb_tensor *softplus(nb_tape *tp, nb_tensor *x) {
+    return nb_op(tp, &my_softplus, &x, 1, nb_tensor_dtype(x), nb_tensor_ndim(x), nb_tensor_shape(x), NULL, 0);
+}
+
+/* The same composed of built-in ops: log(1 + e^x) (fine for moderate x). */
+static nb_tensor *softplus_composed(nb_tape *tp, nb_tensor *x) { return nb_log(tp, nb_add_scalar(tp, nb_exp(tp, x), 1)); }
+
+static void test_custom_op_matches_the_composition(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 51);
+    for (int dt = NB_F32; dt <= NB_F64; dt++) {
+        nb_tensor *x = nb_rand_uniform(NULL, &rng, (nb_dtype)dt, NB_SHAPE(50, 40), -6, 6);
+        nb_requires_grad(x, true);
+        nb_tape *tp = nb_tape_new();
+        nb_tensor *w = nb_rand_uniform(tp, &rng, (nb_dtype)dt, NB_SHAPE(50, 40), -1, 1);
+        nb_tensor *mine = softplus(tp, x), *theirs = softplus_composed(tp, x);
+        assert_int_equal(nb_backward(nb_sum(tp, nb_mul(tp, mine, w))), NB_OK);
+        double *g_mine = malloc(2000 * sizeof *g_mine);
+        for (size_t i = 0; i < 2000; i++) g_mine[i] = nb_grad_get(x, i);
+        nb_zero_grad(x);
+        assert_int_equal(nb_backward(nb_sum(tp, nb_mul(tp, theirs, w))), NB_OK);
+        double tol = dt == NB_F32 ? 2e-6 : 1e-14;
+        for (size_t i = 0; i < 2000; i++) {
+            assert_close(nb_get(mine, i), nb_get(theirs, i), tol * (1 + nb_get(theirs, i)));
+            assert_close(g_mine[i], nb_grad_get(x, i), tol);
+        }
+        free(g_mine);
+        nb_tape_free(tp);
+        nb_tensor_free(x);
+    }
+}
+
+static nb_tensor *softplus_of(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n, (void)user;
+    /* fan-out: x goes through the op twice and once around it */
+    nb_tensor *y = softplus(tp, in[0]);
+    return nb_sum(tp, nb_mul(tp, nb_add(tp, y, softplus(tp, nb_neg(tp, in[0]))), in[0]));
+}
+
+static void test_custom_op_passes_gradcheck(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 52);
+    nb_tensor *x = random_input(&rng, NB_SHAPE(3, 4), -3, 3, false);
+    assert_gradcheck(softplus_of, &x, 1, NULL);
+    nb_tensor_free(x);
+}
+
+/* ---------------------------------------------------------------- any number of inputs */
+
+/* y = sum_k c_k x_k for n inputs of one shape, weights c in the parameters;
+ * dL/dx_k = c_k G.  Forward also checks the weights are finite (to show
+ * nb_op_fail). */
+typedef struct {
+    int n;
+    double c[8];
+} combo_params;
+
+static void combo_forward(nb_op_call *c) {
+    const combo_params *p = nb_op_params(c);
+    double *y = nb_op_output_data(c);
+    memset(y, 0, nb_op_size(c) * sizeof *y);
+    for (int k = 0; k < p->n; k++) {
+        if (!isfinite(p->c[k])) {
+            nb_op_fail(c, NB_ERR_VALUE, "weight %d is %g", k, p->c[k]);
+            return;
+        }
+        const double *x = nb_op_input_data(c, k);
+        for (size_t i = 0; i < nb_op_size(c); i++) y[i] += p->c[k] * x[i];
+    }
+}
+
+static void combo_backward(nb_op_call *c) {
+    const combo_params *p = nb_op_params(c);
+    const double *g = nb_op_grad_output(c);
+    for (int k = 0; k < p->n; k++) {
+        bool acc;
+        double *gx = nb_op_grad_input(c, k, &acc);
+        if (!gx) {
+            if (nb_tape_status(nb_op_tape(c)) != NB_OK) return;
+            continue; /* input k takes no gradient */
+        }
+        for (size_t i = 0; i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + p->c[k] * g[i] : p->c[k] * g[i];
+    }
+}
+
+static const nb_op_def combo = {.name = "combo", .forward = combo_forward, .backward = combo_backward,
+                                .derivative = {"c_k"}, .elementwise = true};
+
+#define combination(tp, xs, p) \
+    nb_op(tp, &combo, xs, (p)->n, NB_F64, nb_tensor_ndim((xs)[0]), nb_tensor_shape((xs)[0]), p, sizeof *(p))
+
+static nb_tensor *combo_of(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n;
+    const combo_params *p = user;
+    /* seven inputs: the three given, repeated (fan-out through one op) */
+    nb_tensor *xs[7] = {in[0], in[1], in[2], in[0], in[2], in[1], in[0]};
+    nb_tensor *y = combination(tp, xs, p);
+    return nb_sum(tp, nb_mul(tp, y, nb_tanh(tp, y)));
+}
+
+static void test_many_inputs(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 53);
+    combo_params p = {7, {0.5, -1, 2, 0.25, 1.5, -0.75, 3}};
+    nb_tensor *in[3];
+    for (int k = 0; k < 3; k++) in[k] = random_input(&rng, NB_SHAPE(2, 3), -1, 1, false);
+    assert_gradcheck(combo_of, in, 3, &p);
+    /* the gradient of input 0, by hand: 0.5 + 0.25 + 3 = 3.75 times the
+     * upstream gradient, for y = combination: d sum(y)/dx0 = 3.75 */
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *xs[7] = {in[0], in[1], in[2], in[0], in[2], in[1], in[0]};
+    assert_int_equal(nb_backward(nb_sum(tp, combination(tp, xs, &p))), NB_OK);
+    for (size_t i = 0; i < 6; i++) assert_close(nb_grad_get(in[0], i), 3.75, 1e-15);
+    /* a bad weight: the forward's error names the op and this line */
+    nb_tape_reset(tp);
+    combo_params bad = {2, {1, NAN}};
+    nb_tensor *y = combination(tp, xs, &bad); int line = __LINE__;
+    assert_int_equal(nb_tensor_status(y), NB_ERR_VALUE);
+    char where[64];
+    snprintf(where, sizeof where, "test_custom_op.c:%d", line);
+    assert_message_has(nb_tape_error(tp), "combo: weight 1 is nan", where);
+    /* inputs checked as for built-in ops: a float32 among float64 */
+    nb_tape_reset(tp);
+    nb_tensor *mixed[2] = {in[0], nb_ones(tp, NB_F32, NB_SHAPE(2, 3))};
+    assert_int_equal(nb_tensor_status(combination(tp, mixed, &bad)), NB_ERR_DTYPE);
+    assert_message_has(nb_tape_error(tp), "combo", "float32", "test_custom_op.c:");
+    /* and a stale one */
+    nb_tape_reset(tp);
+    nb_tensor *kept = nb_exp(tp, in[0]);
+    nb_tape_reset(tp);
+    nb_tensor *with_stale[2] = {in[1], kept};
+    assert_int_equal(nb_tensor_status(combination(tp, with_stale, &bad)), NB_ERR_STATE);
+    assert_message_has(nb_tape_error(tp), "combo: input 2", "before nb_tape_reset");
+    nb_tape_free(tp);
+    for (int k = 0; k < 3; k++) nb_tensor_free(in[k]);
+}
+
+/* ---------------------------------------------------------------- what built-in ops get */
+
+static void test_pictures_anomaly_no_grad_and_memory(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){0, 1}));
+    nb_requires_grad(x, true);
+    /* pictures: the op's name and its derivative, and the chain rule's
+     * numbers: σ(0) = 0.5, σ(1) = 0.7311 */
+    nb_tape_set_explain(tp, true);
+    nb_tensor *y = nb_sum(tp, softplus(tp, x));
+    assert_int_equal(nb_backward(y), NB_OK);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(nb_dot_write(tp, f, NULL), NB_OK);
+    fclose(f);
+    assert_message_has(buf, "my_softplus", "σ(x)", "× 0.5 = 0.5", "× 0.7311 = 0.7311");
+    free(buf);
+    char page[] = "/tmp/nabla-custom-XXXXXX";
+    int fd = mkstemp(page);
+    close(fd);
+    assert_int_equal(nb_backward_html(y, page, "custom", NULL), NB_OK);
+    unlink(page);
+    /* no-grad region: the result requires no gradient */
+    nb_tape_reset(tp);
+    bool was = nb_tape_set_grad_enabled(tp, false);
+    assert_false(nb_tensor_requires_grad(softplus(tp, x)));
+    nb_tape_set_grad_enabled(tp, was);
+    /* anomaly mode names the op and this file when it makes an inf */
+    nb_tape_reset(tp);
+    nb_tape_set_anomaly_mode(tp, true);
+    combo_params huge = {1, {1e308}};
+    nb_tensor *big = nb_full(tp, NB_F64, NB_SHAPE(2), 10);
+    assert_int_equal(nb_tensor_status(nb_op(tp, &combo, &big, 1, NB_F64, NB_SHAPE(2), &huge, sizeof huge)),
+                     NB_ERR_VALUE);
+    assert_message_has(nb_tape_error(tp), "anomaly", "combo", "inf", "test_custom_op.c:");
+    nb_tape_set_anomaly_mode(tp, false);
+    /* a warm loop of custom ops (with saved state) allocates nothing */
+    uint64_t before = 0;
+    for (int step = 0; step < 5; step++) {
+        if (step == 2) before = nb_alloc_count();
+        nb_tape_reset(tp);
+        nb_zero_grad(x);
+        nb_tensor *z = x;
+        for (int k = 0; k < 100; k++) z = softplus(tp, nb_scale(tp, z, 0.5));
+        assert_int_equal(nb_backward(nb_sum(tp, z)), NB_OK);
+    }
+    assert_int_equal(nb_alloc_count() - before, 0);
+    /* changed after use: refused, as for built-in ops */
+    nb_tape_reset(tp);
+    nb_tensor *s = nb_sum(tp, softplus(tp, x));
+    nb_set(x, 0, 3);
+    assert_int_equal(nb_backward(s), NB_ERR_STATE);
+    assert_message_has(nb_tape_error(tp), "of my_softplus", "changed after the op used it");
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* Larger than a thread's share: the same bits on 1 and 2 threads. */
+static void test_custom_op_on_threads(void **state) {
+    (void)state;
+    double sums[2], grads[2];
+    for (int threads = 1; threads <= 2; threads++) {
+        assert_int_equal(nb_set_threads(threads), NB_OK);
+        nb_rng rng;
+        nb_rng_seed(&rng, 54);
+        nb_tensor *x = nb_rand_uniform(NULL, &rng, NB_F32, NB_SHAPE(300, 200), -4, 4);
+        nb_requires_grad(x, true);
+        nb_tape *tp = nb_tape_new();
+        nb_tensor *y = nb_sum(tp, nb_square(tp, softplus(tp, x)));
+        assert_int_equal(nb_backward(y), NB_OK);
+        sums[threads - 1] = nb_item(y);
+        grads[threads - 1] = 0;
+        for (size_t i = 0; i < nb_tensor_size(x); i++) grads[threads - 1] += nb_grad_get(x, i) * (double)(i % 7);
+        nb_tape_free(tp);
+        nb_tensor_free(x);
+    }
+    assert_true(sums[0] == sums[1] && grads[0] == grads[1]);
+    assert_int_equal(nb_set_threads(1), NB_OK);
+}
+
+/* Bad definitions and calls are refused, never followed. */
+static void test_misuse(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    nb_op_def nameless = my_softplus;
+    nameless.name = NULL;
+    assert_int_equal(nb_tensor_status(nb_op(tp, &nameless, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0)), NB_ERR_ARG);
+    assert_message_has(nb_last_error(), "nb_op", "no name");
+    nb_tape_reset(tp);
+    x = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    assert_int_equal(nb_tensor_status(nb_op(tp, &my_softplus, NULL, 1, NB_F64, NB_SHAPE(2), NULL, 0)), NB_ERR_ARG);
+    nb_tape_reset(tp);
+    x = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    assert_int_equal(nb_tensor_status(nb_op(tp, &my_softplus, &x, 1, NB_F64, NB_SHAPE(2), NULL, 8)), NB_ERR_NULL);
+    nb_tape_free(tp);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_custom_op_matches_the_composition),
+        cmocka_unit_test(test_custom_op_passes_gradcheck),
+        cmocka_unit_test(test_many_inputs),
+        cmocka_unit_test(test_pictures_anomaly_no_grad_and_memory),
+        cmocka_unit_test(test_custom_op_on_threads),
+        cmocka_unit_test(test_misuse),
+    };
+    return cmocka_run_group_tests_name("custom ops", tests, NULL, NULL);
+}

@@ -1,0 +1,391 @@
+/*
+ * The functions users reach for: abs, sqrt, log1p, expm1, softplus, GELU
+ * (both forms), maximum and minimum, logsumexp, variance, max/min along an
+ * axis with arg-indices, layer norm, dropout, Huber and smooth L1.  Values
+ * against PyTorch (torch.nn.functional, float64, the numbers printed here)
+ * and hand computation; gradients against central differences on random
+ * shapes, every axis, broadcasting and fan-out, in float64; the subgradient
+ * conventions at kinks checked one by one.
+ */
+#include "support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef nb_tensor *(*apply_fn)(nb_tape *tp, nb_tensor *const *in, const void *arg);
+typedef struct {
+    apply_fn f;
+    const void *arg;
+} check_case;
+
+static nb_tensor *weighted(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n;
+    const check_case *c = user;
+    nb_tensor *y = c->f(tp, in, c->arg);
+    if (nb_tensor_ndim(y) == 0) return y;
+    nb_rng rng;
+    nb_rng_seed(&rng, 77);
+    nb_tensor *R = nb_rand_uniform(tp, &rng, NB_F64, nb_tensor_ndim(y), nb_tensor_shape(y), -1, 1);
+    return nb_sum(tp, nb_mul(tp, y, R));
+}
+
+static void check(apply_fn f, const void *arg, nb_tensor *const *in, int n) {
+    check_case c = {f, arg};
+    assert_gradcheck(weighted, in, n, &c);
+}
+
+static int random_shape(nb_rng *rng, size_t *shape) {
+    int nd = 1 + (int)(nb_rng_next(rng) % 4);
+    for (int d = 0; d < nd; d++) shape[d] = 1 + nb_rng_next(rng) % 4;
+    return nd;
+}
+
+static void expect_values(const nb_tensor *t, const double *v, size_t n, double tol) {
+    assert_ok(t);
+    assert_int_equal(nb_tensor_size(t), n);
+    for (size_t i = 0; i < n; i++) assert_close(nb_get(t, i), v[i], tol * (1 + fabs(v[i])));
+}
+
+/* ---------------------------------------------------------------- one input */
+
+#define UNARY(name, call) \
+    static nb_tensor *name(nb_tape *tp, nb_tensor *const *in, const void *arg) { (void)arg; return call; }
+UNARY(ap_abs, nb_abs(tp, in[0]))
+UNARY(ap_sqrt, nb_sqrt(tp, in[0]))
+UNARY(ap_log1p, nb_log1p(tp, in[0]))
+UNARY(ap_expm1, nb_expm1(tp, in[0]))
+UNARY(ap_softplus, nb_softplus(tp, in[0]))
+UNARY(ap_gelu, nb_gelu(tp, in[0]))
+UNARY(ap_gelu_tanh, nb_gelu_tanh(tp, in[0]))
+
+static void test_functions_of_one_tensor(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){-2, -0.5, 0, 1.5}));
+    nb_requires_grad(x, true);
+    /* PyTorch: F.gelu, F.gelu(approximate='tanh'), F.softplus and their gradients */
+    struct {
+        nb_tensor *(*op)(nb_tape *, nb_tensor *const *, const void *);
+        double y[4], dy[4];
+    } ref[] = {
+        {ap_gelu, {-0.04550026389635842, -0.15426876936299344, 0, 1.399789198096713},
+         {-0.08523180107819692, 0.13250487534383712, 0.5, 1.1274691922299795}},
+        {ap_gelu_tanh, {-0.04540230591222494, -0.15428599017485606, 0, 1.3995715769802328},
+         {-0.0860992566236183, 0.13263009646535764, 0.5, 1.127710793151433}},
+        {ap_softplus, {0.1269280110429725, 0.4740769841801067, 0.6931471805599453, 1.7014132779827524},
+         {0.11920292202211755, 0.37754066879814546, 0.5, 0.8175744761936437}},
+    };
+    for (size_t r = 0; r < 3; r++) {
+        nb_tape_reset(tp);
+        nb_zero_grad(x);
+        nb_tensor *y = ref[r].op(tp, &x, NULL);
+        expect_values(y, ref[r].y, 4, 1e-14);
+        assert_int_equal(nb_backward(nb_sum(tp, y)), NB_OK);
+        for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(x, i), ref[r].dy[i], 1e-13);
+    }
+    /* kinks, as PyTorch: abs'(0) = 0, sqrt'(0) = +inf */
+    nb_tape_reset(tp);
+    nb_zero_grad(x);
+    assert_int_equal(nb_backward(nb_sum(tp, nb_abs(tp, x))), NB_OK);
+    const double sign[4] = {-1, -1, 0, 1};
+    for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(x, i), sign[i], 0);
+    nb_tensor *z = nb_zeros(NULL, NB_F64, NB_SHAPE(1));
+    nb_requires_grad(z, true);
+    nb_tape_reset(tp);
+    assert_int_equal(nb_backward(nb_sum(tp, nb_sqrt(tp, z))), NB_OK);
+    assert_true(isinf(nb_grad_get(z, 0)) && nb_grad_get(z, 0) > 0);
+    /* exact near 0 and far out, in float32: softplus(-20) = 2.06e-9 (log(1 +
+     * exp(-20)) rounds to 0), log1p(1e-10) = 1e-10, expm1(1e-10) = 1e-10 */
+    nb_tensor *f = nb_from_array(tp, NB_F32, NB_SHAPE(3), ((double[]){-20, 1e-10, 1e4}));
+    assert_close(nb_get(nb_softplus(tp, f), 0), 2.06115369216775e-09, 1e-15);
+    assert_close(nb_get(nb_softplus(tp, f), 2), 1e4, 0);
+    assert_close(nb_get(nb_log1p(tp, f), 1), 1e-10, 1e-16);
+    assert_close(nb_get(nb_expm1(tp, f), 1), 1e-10, 1e-16);
+    nb_tensor_free(z);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+
+    nb_rng rng;
+    nb_rng_seed(&rng, 31);
+    struct { apply_fn f; double lo, hi; bool kink; } cases[] = {
+        {ap_abs, -3, 3, true},        {ap_sqrt, 0.2, 4, false},  {ap_log1p, -0.8, 3, false},
+        {ap_expm1, -3, 3, false},     {ap_softplus, -8, 8, false}, {ap_gelu, -4, 4, false},
+        {ap_gelu_tanh, -4, 4, false},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
+        for (int trial = 0; trial < 4; trial++) {
+            size_t shape[4];
+            int nd = random_shape(&rng, shape);
+            nb_tensor *in = random_input(&rng, nd, shape, cases[c].lo, cases[c].hi, cases[c].kink);
+            check(cases[c].f, NULL, &in, 1);
+            nb_tensor_free(in);
+        }
+}
+
+/* ---------------------------------------------------------------- maximum, minimum */
+
+UNARY(ap_maximum, nb_maximum(tp, in[0], in[1]))
+UNARY(ap_minimum, nb_minimum(tp, in[0], in[1]))
+
+static void test_maximum_and_minimum(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *a = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, 2, 3}));
+    nb_tensor *b = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, 3, 2}));
+    nb_requires_grad(a, true);
+    nb_requires_grad(b, true);
+    nb_tensor *m = nb_maximum(tp, a, b);
+    expect_values(m, (double[]){1, 3, 3}, 3, 0);
+    /* PyTorch: a tie splits the gradient, (0.5, 0, 1) and (0.5, 1, 0) */
+    assert_int_equal(nb_backward(nb_sum(tp, m)), NB_OK);
+    const double ga[3] = {0.5, 0, 1}, gb[3] = {0.5, 1, 0};
+    for (size_t i = 0; i < 3; i++) {
+        assert_close(nb_grad_get(a, i), ga[i], 0);
+        assert_close(nb_grad_get(b, i), gb[i], 0);
+    }
+    expect_values(nb_minimum(tp, a, b), (double[]){1, 2, 2}, 3, 0);
+    /* max-pooling of two, which used to be written b + relu(a - b) */
+    nb_tensor *nan = nb_from_array(tp, NB_F64, NB_SHAPE(2), ((double[]){NAN, 1}));
+    nb_tensor *one = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    assert_true(isnan(nb_get(nb_maximum(tp, nan, one), 0)) && isnan(nb_get(nb_maximum(tp, one, nan), 0)));
+    nb_tensor_free(a);
+    nb_tensor_free(b);
+    nb_tape_free(tp);
+
+    nb_rng rng;
+    nb_rng_seed(&rng, 32);
+    const size_t shapes[][3] = {{3, 4, 1}, {4, 1, 1}, {3, 1, 1}, {1, 4, 1}, {2, 3, 4}};
+    const int nds[] = {2, 1, 2, 2, 3};
+    for (int trial = 0; trial < 20; trial++) {
+        int ia = trial % 5, ib = (trial / 5) % 5;
+        if ((nds[ia] == 3) != (nds[ib] == 3)) ib = ia;
+        nb_tensor *in[2] = {random_input(&rng, nds[ia], shapes[ia], -2, 2, false),
+                            random_input(&rng, nds[ib], shapes[ib], -2, 2, false)};
+        check(trial % 2 ? ap_minimum : ap_maximum, NULL, in, 2);
+        nb_tensor_free(in[0]);
+        nb_tensor_free(in[1]);
+    }
+}
+
+/* ---------------------------------------------------------------- reductions */
+
+typedef struct {
+    int axis;
+    bool keepdims;
+    int kind;
+} reduce_arg;
+
+static nb_tensor *ap_reduce(nb_tape *tp, nb_tensor *const *in, const void *arg) {
+    const reduce_arg *r = arg;
+    switch (r->kind) {
+    case 0: return nb_logsumexp(tp, in[0], r->axis, r->keepdims);
+    case 1: return nb_var_axis(tp, in[0], r->axis, r->keepdims, 1);
+    case 2: return nb_var_axis(tp, in[0], r->axis, r->keepdims, 0);
+    case 3: return nb_max_axis(tp, in[0], r->axis, r->keepdims);
+    default: return nb_min_axis(tp, in[0], r->axis, r->keepdims);
+    }
+}
+
+static void test_reductions_along_an_axis(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    /* x = [[1, 2, 3], [0, -1, 5]]; PyTorch: logsumexp(x, 1), var(x, 1),
+     * var(x, 0, unbiased=False) */
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2, 3), ((double[]){1, 2, 3, 0, -1, 5}));
+    nb_requires_grad(x, true);
+    expect_values(nb_logsumexp(tp, x, 1, false), (double[]){3.4076059644443806, 5.0091744845917345}, 2, 1e-15);
+    expect_values(nb_var_axis(tp, x, -1, false, 1), (double[]){1, 10.333333333333334}, 2, 1e-15);
+    expect_values(nb_var_axis(tp, x, 0, true, 0), (double[]){0.25, 2.25, 1}, 3, 1e-15);
+    nb_tensor *mx = nb_max_axis(tp, x, 1, true), *am = nb_argmax(tp, x, 1, false);
+    assert_int_equal(nb_tensor_ndim(mx), 2);
+    expect_values(mx, (double[]){3, 5}, 2, 0);
+    expect_values(am, (double[]){2, 2}, 2, 0);
+    expect_values(nb_argmin(tp, x, 0, false), (double[]){1, 1, 0}, 3, 0);
+    assert_false(nb_tensor_requires_grad(am));
+    /* ties: the first position is the one argmax names and max's gradient
+     * goes to */
+    nb_tensor *t = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){2, 7, 7, 1}));
+    nb_requires_grad(t, true);
+    assert_close(nb_item(nb_argmax(tp, t, 0, false)), 1, 0);
+    assert_int_equal(nb_backward(nb_max_axis(tp, t, 0, false)), NB_OK);
+    const double only[4] = {0, 1, 0, 0};
+    for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(t, i), only[i], 0);
+    nb_tensor_free(t);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+
+    nb_rng rng;
+    nb_rng_seed(&rng, 33);
+    for (int trial = 0; trial < 40; trial++) {
+        size_t shape[4];
+        int nd = random_shape(&rng, shape);
+        reduce_arg r = {(int)(nb_rng_next(&rng) % (size_t)nd), nb_rng_next(&rng) & 1, trial % 5};
+        if (r.kind == 1 && shape[r.axis] == 1) shape[r.axis] = 2; /* the unbiased variance needs two */
+        if (nb_rng_next(&rng) & 1) r.axis -= nd;
+        nb_tensor *in = random_input(&rng, nd, shape, -2, 2, false);
+        check(ap_reduce, &r, &in, 1);
+        nb_tensor_free(in);
+    }
+}
+
+/* ---------------------------------------------------------------- layer norm */
+
+typedef struct {
+    bool gamma, beta;
+} norm_arg;
+
+static nb_tensor *ap_layer_norm(nb_tape *tp, nb_tensor *const *in, const void *arg) {
+    const norm_arg *n = arg;
+    int k = 1;
+    nb_tensor *gamma = n->gamma ? in[k++] : NULL, *beta = n->beta ? in[k] : NULL;
+    return nb_layer_norm(tp, in[0], gamma, beta, 1e-5);
+}
+
+static void test_layer_norm(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2, 3), ((double[]){1, 2, 4, -1, 0, 3}));
+    nb_tensor *g = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){0.5, -1, 2}));
+    nb_tensor *b = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){0.1, 0.2, 0.3}));
+    nb_tensor *W = nb_from_array(tp, NB_F64, NB_SHAPE(2, 3), ((double[]){1, -2, 3, 0.5, 0.25, -1}));
+    nb_requires_grad(x, true);
+    nb_requires_grad(g, true);
+    nb_requires_grad(b, true);
+    /* PyTorch: F.layer_norm(x, (3,), g, b, 1e-5), then sum(y * W) backward */
+    nb_tensor *y = nb_layer_norm(tp, x, g, b, 1e-5);
+    expect_values(y,
+                  (double[]){-0.43452076572514897, 0.4672603828625746, 2.9726038286257435, -0.39028948926823226,
+                             0.5922315914145858, 3.0456211399021},
+                  6, 1e-14);
+    assert_int_equal(nb_backward(nb_sum(tp, nb_mul(tp, y, W))), NB_OK);
+    const double dx[6] = {0.11452740111915394, -0.171813436867142, 0.057286035747989406, -0.016969633631343878,
+                          0.022629515903556358, -0.005659882272212591};
+    const double dg[3] = {-1.5593310207185302, 0.43646286787150274, 2.6360951729875657}, db[3] = {1.5, -1.75, 2};
+    for (size_t i = 0; i < 6; i++) assert_close(nb_grad_get(x, i), dx[i], 1e-12);
+    for (size_t i = 0; i < 3; i++) {
+        assert_close(nb_grad_get(g, i), dg[i], 1e-12);
+        assert_close(nb_grad_get(b, i), db[i], 1e-12);
+    }
+    nb_tensor_free(x);
+    nb_tensor_free(g);
+    nb_tensor_free(b);
+    nb_tape_free(tp);
+
+    nb_rng rng;
+    nb_rng_seed(&rng, 34);
+    for (int trial = 0; trial < 16; trial++) {
+        size_t shape[4];
+        int nd = random_shape(&rng, shape);
+        if (shape[nd - 1] == 1) shape[nd - 1] = 3;
+        norm_arg n = {trial & 1, (trial >> 1) & 1};
+        nb_tensor *in[3] = {random_input(&rng, nd, shape, -2, 2, false), NULL, NULL};
+        int k = 1;
+        if (n.gamma) in[k++] = random_input(&rng, 1, &shape[nd - 1], 0.5, 2, false);
+        if (n.beta) in[k++] = random_input(&rng, 1, &shape[nd - 1], -1, 1, false);
+        check(ap_layer_norm, &n, in, k);
+        for (int j = 0; j < k; j++) nb_tensor_free(in[j]);
+    }
+}
+
+/* ---------------------------------------------------------------- dropout */
+
+static void test_dropout(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_ones(NULL, NB_F64, NB_SHAPE(10000));
+    nb_requires_grad(x, true);
+    nb_rng rng;
+    nb_rng_seed(&rng, 5);
+    nb_tensor *y = nb_dropout(tp, x, 0.3, &rng);
+    /* kept elements are scaled by 1/(1 - 0.3); about 30% are zero; the mean
+     * stays near 1 */
+    size_t zeros = 0;
+    double sum = 0;
+    for (size_t i = 0; i < 10000; i++) {
+        double v = nb_get(y, i);
+        assert_true(v == 0 || fabs(v - 1 / 0.7) < 1e-12);
+        zeros += v == 0;
+        sum += v;
+    }
+    assert_true(zeros > 2800 && zeros < 3200);
+    assert_close(sum / 10000, 1, 0.03);
+    /* the gradient is the same mask */
+    assert_int_equal(nb_backward(nb_sum(tp, y)), NB_OK);
+    for (size_t i = 0; i < 10000; i++) assert_close(nb_grad_get(x, i), nb_get(y, i), 0);
+    /* the same seed, the same mask */
+    nb_rng again;
+    nb_rng_seed(&again, 5);
+    nb_tensor *y2 = nb_dropout(tp, x, 0.3, &again);
+    for (size_t i = 0; i < 10000; i++) assert_true(nb_get(y2, i) == nb_get(y, i));
+    /* evaluation: x itself */
+    nb_tape_set_training(tp, false);
+    assert_ptr_equal(nb_dropout(tp, x, 0.3, &rng), x);
+    nb_tape_set_training(tp, true);
+    assert_ptr_equal(nb_dropout(tp, x, 0, &rng), x);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* ---------------------------------------------------------------- Huber, smooth L1 */
+
+typedef struct {
+    bool smooth;
+    double k;
+} robust_arg;
+
+static nb_tensor *ap_robust(nb_tape *tp, nb_tensor *const *in, const void *arg) {
+    const robust_arg *r = arg;
+    return r->smooth ? nb_smooth_l1(tp, in[0], in[1], r->k) : nb_huber(tp, in[0], in[1], r->k);
+}
+
+static void test_robust_losses(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *p = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){0.5, 3, -2, 0}));
+    nb_tensor *t = nb_zeros(tp, NB_F64, NB_SHAPE(4));
+    nb_requires_grad(p, true);
+    /* PyTorch: F.huber_loss(p, 0, delta=1) = 1.03125, grad (0.125, 0.25, -0.25, 0);
+     * F.smooth_l1_loss(p, 0, beta=2) = 0.765625, grad (0.0625, 0.25, -0.25, 0) */
+    nb_tensor *h = nb_huber(tp, p, t, 1);
+    assert_close(nb_item(h), 1.03125, 1e-15);
+    assert_int_equal(nb_backward(h), NB_OK);
+    const double gh[4] = {0.125, 0.25, -0.25, 0}, gs[4] = {0.0625, 0.25, -0.25, 0};
+    for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(p, i), gh[i], 1e-15);
+    nb_zero_grad(p);
+    nb_tensor *s = nb_smooth_l1(tp, p, t, 2);
+    assert_close(nb_item(s), 0.765625, 1e-15);
+    assert_int_equal(nb_backward(s), NB_OK);
+    for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(p, i), gs[i], 1e-15);
+    nb_tensor_free(p);
+    nb_tape_free(tp);
+
+    nb_rng rng;
+    nb_rng_seed(&rng, 35);
+    for (int trial = 0; trial < 12; trial++) {
+        size_t shape[4];
+        int nd = random_shape(&rng, shape);
+        robust_arg r = {trial & 1, 0.25 + (double)(trial % 4) * 0.5};
+        /* differences kept away from the kinks at |d| = k (and 0 for L1) */
+        nb_tensor *in[2] = {random_input(&rng, nd, shape, -3, 3, false), random_input(&rng, nd, shape, -3, 3, false)};
+        for (size_t i = 0; i < nb_tensor_size(in[0]); i++) {
+            double d = nb_get(in[0], i) - nb_get(in[1], i);
+            if (fabs(fabs(d) - r.k) < 0.05 || fabs(d) < 0.05) nb_set(in[0], i, nb_get(in[0], i) + 0.2);
+        }
+        check(ap_robust, &r, in, 2);
+        nb_tensor_free(in[0]);
+        nb_tensor_free(in[1]);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_functions_of_one_tensor),
+        cmocka_unit_test(test_maximum_and_minimum),
+        cmocka_unit_test(test_reductions_along_an_axis),
+        cmocka_unit_test(test_layer_norm),
+        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_robust_losses),
+    };
+    return cmocka_run_group_tests_name("functions", tests, NULL, NULL);
+}
