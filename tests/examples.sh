@@ -108,6 +108,27 @@ check "mlp --bench" bash -c "timeout 60 '$bin/mlp' --bench --hidden 32 --batch 3
 check "mlp bad option" bash -c "'$bin/mlp' --activation swish > '$tmp/last' 2>&1; test \$? = 2 &&
   grep -q \"unknown activation 'swish'\" '$tmp/last'"
 
+# custom_op: softplus defined with nabla_op.h, against built-in ops and central differences
+check "custom_op" bash -c "'$bin/custom_op' > '$tmp/last' &&
+  grep -q 'gradcheck passed' '$tmp/last' &&
+  grep -q 'softplus(-20) in float32: ours 2.06115e-09, composed 0' '$tmp/last' &&
+  awk '/^largest difference/ {ok = (\$NF < 1e-6)} END {exit !ok}' '$tmp/last'"
+
+# rnn: the gradient through time checked, then the adding problem learned
+check "rnn adding problem" bash -c "'$bin/rnn' --iters 800 > '$tmp/last' &&
+  grep -q 'gradient through time (GRU, 4 steps, 3 units, 58 parameters): gradcheck passed' '$tmp/last' &&
+  awk '/^test:/ {ok = (\$7 >= 0.9)} END {exit !ok}' '$tmp/last'"
+check "rnn elman gradient through time" bash -c "'$bin/rnn' --cell elman --iters 1 > '$tmp/last' &&
+  grep -q 'gradient through time (Elman, 4 steps, 3 units, 22 parameters): gradcheck passed' '$tmp/last'"
+check "rnn bad cell" bash -c "'$bin/rnn' --cell lstm > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"unknown cell 'lstm' (gru or elman)\" '$tmp/last'"
+
+# attention: one causal self-attention block reverses and sorts digits
+check "attention reverse" bash -c "'$bin/attention' --iters 300 > '$tmp/last' &&
+  awk '/^test:/ {ok = (\$3 >= 0.99)} END {exit !ok}' '$tmp/last'"
+check "attention sort" bash -c "'$bin/attention' --task sort --iters 1200 > '$tmp/last' &&
+  awk '/^test:/ {ok = (\$3 >= 0.95)} END {exit !ok}' '$tmp/last'"
+
 # demo: trains, gradient-checks, and writes its pictures
 check "demo" bash -c "'$bin/demo' --epochs 200 --out '$tmp/demo' > '$tmp/last' 2>&1 &&
   grep -q 'gradcheck passed' '$tmp/last' && grep -q 'Allocations during epochs 2 to 200: 0' '$tmp/last' &&
@@ -116,12 +137,12 @@ check "demo" bash -c "'$bin/demo' --epochs 200 --out '$tmp/demo' > '$tmp/last' 2
   grep -q '<svg' '$tmp/demo/graph.svg' && test -s '$tmp/demo/history.csv'"
 
 # every example: --help, an unknown option, and --dot
-for ex in gradient_descent forward3 logreg mlp demo; do
+for ex in gradient_descent forward3 logreg mlp demo custom_op rnn attention; do
   check "$ex --help" bash -c "'$bin/$ex' --help | grep -q '^usage: $ex'"
   check "$ex bad option" bash -c "'$bin/$ex' --no-such-option > '$tmp/last' 2>&1; test \$? = 2 &&
     grep -q 'unknown option --no-such-option' '$tmp/last'"
 done
-for ex in gradient_descent forward3 logreg; do
+for ex in gradient_descent forward3 logreg custom_op; do
   check "$ex --dot" bash -c "'$bin/$ex' --dot '$tmp/$ex.dot' > /dev/null && dot -Tsvg '$tmp/$ex.dot' -o /dev/null"
 done
 
@@ -133,7 +154,7 @@ check "golden gradient_descent.dot" bash -c "'$bin/gradient_descent' --steps 2 -
 check "golden forward3.dot" bash -c "'$bin/forward3' --dot '$tmp/f3.dot' > /dev/null && cmp '$tmp/f3.dot' '$golden/forward3.dot'"
 
 # --html: a self-contained stepper page with one inline SVG per frame
-for ex in gradient_descent forward3 logreg; do
+for ex in gradient_descent forward3 logreg custom_op; do
   check "$ex --html" bash -c "'$bin/$ex' --html '$tmp/$ex.html' > /dev/null &&
     grep -q '<div class=\"frame\"' '$tmp/$ex.html' && grep -q '<svg' '$tmp/$ex.html' &&
     ! grep -Eq '(src|href)=\"https?:' '$tmp/$ex.html'"

@@ -695,6 +695,63 @@ static nb_status confusion_classes(void) {
     return st;
 }
 
+/* ------------------------------------------------------------ indexing, joining, functions */
+
+OP_CASE(slice_axis, nb_slice(tp, M(tp, 2, 3), 2, 0, 1, 1))
+OP_CASE(slice_step, nb_slice(tp, M(tp, 2, 3), 1, 0, 3, 0))
+OP_CASE(slice_empty, nb_slice(tp, M(tp, 2, 3), 1, 2, 1, 1))
+OP_CASE(select_range, nb_index_select(tp, M(tp, 5, 2), 0, ((size_t[]){1, 5, 0}), 3))
+OP_CASE(select_none, nb_index_select(tp, M(tp, 5, 2), 0, ((size_t[]){0}), 0))
+OP_CASE(gather_value, nb_gather(tp, M(tp, 2, 3), 1, nb_from_array(tp, NB_F32, NB_SHAPE(2, 1), ((double[]){0, 3}))))
+OP_CASE(gather_fraction, nb_gather(tp, M(tp, 2, 3), 1, nb_from_array(tp, NB_F32, NB_SHAPE(2, 1), ((double[]){0, 1.5}))))
+OP_CASE(gather_shape, nb_gather(tp, M(tp, 2, 3), 1, V(tp, 2)))
+static nb_status concat_shapes(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *list[3] = {M(tp, 2, 3), M(tp, 2, 4), M(tp, 3, 3)};
+    nb_status st = nb_tensor_status(nb_concat(tp, list, 3, 1));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status stack_shapes(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *list[2] = {M(tp, 2, 3), M(tp, 2, 4)};
+    nb_status st = nb_tensor_status(nb_stack(tp, list, 2, 0));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status concat_none(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *list[1] = {NULL};
+    nb_status st = nb_tensor_status(nb_concat(tp, list, 0, 0));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status concat_null_member(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *list[5] = {M(tp, 2, 3), M(tp, 2, 3), M(tp, 2, 3), M(tp, 2, 3), NULL};
+    nb_status st = nb_tensor_status(nb_concat(tp, list, 5, 0));
+    nb_tape_free(tp);
+    return st;
+}
+OP_CASE(where_shapes, nb_where(tp, M(tp, 2, 3), M(tp, 2, 3), V(tp, 2)))
+OP_CASE(pad_null, nb_pad(tp, M(tp, 2, 3), NULL))
+OP_CASE(broadcast_to_shape, nb_broadcast_to(tp, M(tp, 2, 3), NB_SHAPE(4, 3)))
+OP_CASE(broadcast_to_fewer, nb_broadcast_to(tp, M(tp, 2, 3), NB_SHAPE(3)))
+OP_CASE(permute_axes, nb_permute(tp, nb_ones(tp, NB_F32, NB_SHAPE(2, 3, 4)), ((int[]){0, 2, 0})))
+OP_CASE(squeeze_size, nb_squeeze(tp, M(tp, 2, 3), 1))
+OP_CASE(unsqueeze_axis, nb_unsqueeze(tp, M(tp, 2, 3), 4))
+OP_CASE(maximum_shapes, nb_maximum(tp, M(tp, 2, 3), V(tp, 2)))
+OP_CASE(logsumexp_axis, nb_logsumexp(tp, M(tp, 2, 3), 2, false))
+OP_CASE(var_dof, nb_var_axis(tp, M(tp, 2, 1), 1, false, 1))
+OP_CASE(argmax_axis, nb_argmax(tp, V(tp, 3), -2, false))
+OP_CASE(layer_norm_gamma, nb_layer_norm(tp, M(tp, 2, 3), V(tp, 2), NULL, 1e-5))
+OP_CASE(layer_norm_eps, nb_layer_norm(tp, M(tp, 2, 3), NULL, NULL, 0))
+OP_CASE(dropout_p, nb_dropout(tp, M(tp, 2, 3), 1.5, NULL))
+OP_CASE(dropout_rng, nb_dropout(tp, M(tp, 2, 3), 0.5, NULL))
+OP_CASE(huber_delta, nb_huber(tp, V(tp, 3), V(tp, 3), 0))
+OP_CASE(huber_shapes, nb_huber(tp, V(tp, 3), V(tp, 4), 1))
+OP_CASE(smooth_l1_beta, nb_smooth_l1(tp, V(tp, 3), V(tp, 3), -1))
+
 /* ------------------------------------------------------------ the table */
 
 #define SITE "test_catalogue.c:"
@@ -841,6 +898,40 @@ static const bad_input catalogue[] = {
     {"render: an unknown format", render_format, NB_ERR_UNSUPPORTED, {"nb_dot_render", "'no-such-format'", "svg"}},
     {"render: an unwritable path", render_unwritable, NB_ERR_IO, {"nb_dot_render", "/nonexistent/graph.svg"}},
     {"scope: a NULL name", scope_null_name, NB_ERR_NULL, {"nb_scope_begin", "name is NULL"}},
+    /* indexing, joining, functions */
+    {"slice along axis 2 of a matrix", slice_axis, NB_ERR_ARG, {"slice", "axis 2", "(2, 3)", SITE}},
+    {"slice with step 0", slice_step, NB_ERR_ARG, {"slice", "step 0", "(2, 3)", SITE}},
+    {"slice [2:1] of an axis", slice_empty, NB_ERR_SHAPE, {"slice", "[2:1:1]", "selects nothing", SITE}},
+    {"index_select of row 5 of 5", select_range, NB_ERR_ARG,
+     {"index_select", "index 5 (position 1)", "(5, 2)", "size 5", SITE}},
+    {"index_select of no rows", select_none, NB_ERR_SHAPE, {"index_select", "no indices", SITE}},
+    {"gather of column 3 of 3", gather_value, NB_ERR_VALUE, {"gather", "element 1 is 3", "[0, 3)", SITE}},
+    {"gather at 1.5", gather_fraction, NB_ERR_VALUE, {"gather", "1.5", "whole number", SITE}},
+    {"gather with a (2,) index for a matrix", gather_shape, NB_ERR_SHAPE, {"gather", "(2,)", "(2, 3)", SITE}},
+    {"concat of (2, 3), (2, 4) and (3, 3) along 1", concat_shapes, NB_ERR_SHAPE,
+     {"concat", "tensor 3 is (3, 3)", "tensor 1 is (2, 3)", SITE}},
+    {"stack of (2, 3) and (2, 4)", stack_shapes, NB_ERR_SHAPE, {"stack", "(2, 4)", "equal shapes", SITE}},
+    {"concat of nothing", concat_none, NB_ERR_ARG, {"concat", "no tensors", SITE}},
+    {"concat with a NULL fifth tensor", concat_null_member, NB_ERR_NULL, {"concat", "input 5 is NULL", SITE}},
+    {"where of (2, 3), (2, 3) and (2,)", where_shapes, NB_ERR_SHAPE, {"where", "(2, 3), (2, 3) and (2,)", SITE}},
+    {"pad with NULL pads", pad_null, NB_ERR_NULL, {"pad", "NULL", SITE}},
+    {"broadcast_to (4, 3) from (2, 3)", broadcast_to_shape, NB_ERR_SHAPE, {"broadcast_to", "(2, 3)", "(4, 3)", SITE}},
+    {"broadcast_to fewer dimensions", broadcast_to_fewer, NB_ERR_SHAPE, {"broadcast_to", "1 dimensions", SITE}},
+    {"permute with axis 0 twice", permute_axes, NB_ERR_ARG, {"permute", "(0, 2, 0)", "not a permutation", SITE}},
+    {"squeeze of an axis of size 3", squeeze_size, NB_ERR_SHAPE, {"squeeze", "size 3", "not 1", SITE}},
+    {"unsqueeze at axis 4 of a matrix", unsqueeze_axis, NB_ERR_ARG, {"unsqueeze", "axis 4", "-3 to 2", SITE}},
+    {"maximum of (2, 3) and (2,)", maximum_shapes, NB_ERR_SHAPE, {"maximum", "(2, 3)", "(2,)", SITE}},
+    {"logsumexp along axis 2 of a matrix", logsumexp_axis, NB_ERR_ARG, {"logsumexp", "axis 2", "(2, 3)", SITE}},
+    {"unbiased variance of one element", var_dof, NB_ERR_ARG, {"var", "correction 1", "degrees of freedom", SITE}},
+    {"argmax along axis -2 of a vector", argmax_axis, NB_ERR_ARG, {"argmax", "axis -2", "(3,)", SITE}},
+    {"layer_norm with a (2,) gamma for 3 features", layer_norm_gamma, NB_ERR_SHAPE,
+     {"layer_norm", "gamma (2,)", "(3,)", SITE}},
+    {"layer_norm with eps 0", layer_norm_eps, NB_ERR_ARG, {"layer_norm", "eps 0", SITE}},
+    {"dropout with p 1.5", dropout_p, NB_ERR_ARG, {"dropout", "1.5", "[0, 1]", SITE}},
+    {"dropout without a generator", dropout_rng, NB_ERR_NULL, {"dropout", "generator", SITE}},
+    {"huber with delta 0", huber_delta, NB_ERR_ARG, {"huber", "delta = 0", "> 0", SITE}},
+    {"huber of (3,) and (4,)", huber_shapes, NB_ERR_SHAPE, {"huber", "(3,)", "(4,)", SITE}},
+    {"smooth_l1 with beta -1", smooth_l1_beta, NB_ERR_ARG, {"smooth_l1", "beta = -1", SITE}},
     /* stale and changed tensors */
     {"a tensor kept across nb_tape_reset", stale_input, NB_ERR_STATE,
      {"add: input 2 (3,)", "made by exp at tests/" SITE, "before nb_tape_reset", "nb_copy(NULL", SITE}},
