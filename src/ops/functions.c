@@ -363,6 +363,10 @@ static const nb_op_def layer_norm_op = {.name = "layer_norm", .forward = layer_n
                                         .backward = layer_norm_backward,
                                         .derivative = {"r (g − mean g − x̂ mean(g x̂)), g = γ G", "Σ G x̂",
                                                        "Σ G"}};
+/* The same with β and no γ: only the pictures' formulas differ. */
+static const nb_op_def layer_norm_beta_op = {.name = "layer_norm", .forward = layer_norm_forward,
+                                             .backward = layer_norm_backward,
+                                             .derivative = {"r (G − mean G − x̂ mean(G x̂))", "Σ G"}};
 
 nb_tensor *nb_layer_norm_(nb_tape *tp, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps,
                           const char *file, int line) {
@@ -384,8 +388,8 @@ nb_tensor *nb_layer_norm_(nb_tape *tp, nb_tensor *x, nb_tensor *gamma, nb_tensor
                                nb_shape_string(x, sx, sizeof sx), D);
     if (!(eps > 0))
         return nb_op_error(tp, NB_ERR_ARG, file, line, "layer_norm: eps %g must be positive", eps);
-    return nb_op_(tp, &layer_norm_op, in, n, nb_tensor_dtype(x), nb_tensor_ndim(x), nb_tensor_shape(x), &p, sizeof p,
-                  file, line);
+    return nb_op_(tp, gamma || !beta ? &layer_norm_op : &layer_norm_beta_op, in, n, nb_tensor_dtype(x),
+                  nb_tensor_ndim(x), nb_tensor_shape(x), &p, sizeof p, file, line);
 }
 
 /* ---------------------------------------------------------------- dropout */
