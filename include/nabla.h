@@ -229,6 +229,40 @@ nb_tensor *nb_rand_normal_(nb_tape *tp, nb_rng *rng, nb_dtype dt, int ndim,
 #define nb_backward_seed(out, seed) nb_backward_(out, seed, NB_SITE)
 nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, int line);
 
+/* Gradients as tensors (PyTorch's autograd.grad): grads[i] = d out/d wrt[i]
+ * (seeded like nb_backward_seed when out has several elements), returned as
+ * tensors on out's tape of wrt[i]'s shape, zeros for a wrt[i] that out does
+ * not depend on.  No tensor's own gradient (nb_grad_get) changes.  wrt may
+ * hold leaves and intermediate results alike.
+ * With create_graph, the backward computation is recorded as ordinary ops,
+ * so the gradients can be differentiated again, to any order (every
+ * built-in op supports it; an op of your own needs a backward_graph, see
+ * nabla_op.h).  Without it, the fast backward pass of nb_backward runs. */
+#define nb_grad(out, wrt, n, grads, create_graph) nb_grad_(out, NULL, wrt, n, grads, create_graph, NB_SITE)
+#define nb_grad_seed(out, seed, wrt, n, grads, create_graph) \
+    nb_grad_(out, seed, wrt, n, grads, create_graph, NB_SITE)
+nb_status nb_grad_(nb_tensor *out, nb_tensor *seed, nb_tensor *const *wrt, int n, nb_tensor **grads,
+                   bool create_graph, const char *file, int line);
+/* Hessian-vector product of a 1-element out: hv[i] = sum_j d²out/dwrt_i dwrt_j v_j,
+ * the gradient of (d out/d wrt) · v; two backward passes, the first
+ * recorded (a small constant times one gradient's cost). */
+#define nb_hvp(out, wrt, n, v, hv) nb_hvp_(out, wrt, n, v, hv, false, NB_SITE)
+nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *v, nb_tensor **hv,
+                  bool create_graph, const char *file, int line);
+/* Forward-mode product J t (the change of out along tangents t of wrt),
+ * computed by the double-vjp trick: g(u) = Jᵀu recorded with a dummy seed
+ * u, then d(g(u) · t)/du = J t.  Two backward passes; result has out's shape. */
+#define nb_jvp(out, wrt, n, tangents, result) nb_jvp_(out, wrt, n, tangents, result, NB_SITE)
+nb_status nb_jvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *tangents, nb_tensor **result,
+                  const char *file, int line);
+/* Dense matrices for small problems: the Jacobian (out.size, x.size), one
+ * backward pass per element of out, and the Hessian (x.size, x.size) of a
+ * 1-element out, one per element of x.  Errored tensor on failure. */
+#define nb_jacobian(out, x) nb_jacobian_(out, x, NB_SITE)
+#define nb_hessian(out, x) nb_hessian_(out, x, NB_SITE)
+nb_tensor *nb_jacobian_(nb_tensor *out, nb_tensor *x, const char *file, int line);
+nb_tensor *nb_hessian_(nb_tensor *out, nb_tensor *x, const char *file, int line);
+
 /* Explain mode: backward keeps, for every edge from an input to an op, what
  * the op added into that input's gradient (upstream gradient times local
  * derivative), so that pictures can show the chain rule's numbers.  Costs
@@ -319,10 +353,12 @@ nb_tensor *nb_clamp_(nb_tape *tp, nb_tensor *a, double lo, double hi, const char
 nb_tensor *nb_cos_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 /* More functions of one tensor.  abs' (0) is 0 and sqrt' (0) is +inf, as in
  * PyTorch; log1p(x) = log(1 + x) and expm1(x) = e^x - 1 are exact near 0;
- * softplus(x) = log(1 + e^x) without overflow or underflow; gelu is
- * x Φ(x) (the erf form), gelu_tanh its tanh approximation. */
+ * softplus(x) = log(1 + e^x) without overflow or underflow; erf is the
+ * error function; gelu is x Φ(x) (the erf form), gelu_tanh its tanh
+ * approximation. */
 #define nb_abs(tp, a) nb_abs_(tp, a, NB_SITE)
 #define nb_sqrt(tp, a) nb_sqrt_(tp, a, NB_SITE)
+#define nb_erf(tp, a) nb_erf_(tp, a, NB_SITE)
 #define nb_log1p(tp, a) nb_log1p_(tp, a, NB_SITE)
 #define nb_expm1(tp, a) nb_expm1_(tp, a, NB_SITE)
 #define nb_softplus(tp, a) nb_softplus_(tp, a, NB_SITE)
@@ -330,6 +366,7 @@ nb_tensor *nb_cos_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 #define nb_gelu_tanh(tp, a) nb_gelu_tanh_(tp, a, NB_SITE)
 nb_tensor *nb_abs_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 nb_tensor *nb_sqrt_(nb_tape *tp, nb_tensor *a, const char *file, int line);
+nb_tensor *nb_erf_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 nb_tensor *nb_log1p_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 nb_tensor *nb_expm1_(nb_tape *tp, nb_tensor *a, const char *file, int line);
 nb_tensor *nb_softplus_(nb_tape *tp, nb_tensor *a, const char *file, int line);
@@ -375,6 +412,10 @@ nb_tensor *nb_cast_(nb_tape *tp, nb_tensor *a, nb_dtype dt, const char *file, in
 #define nb_permute(tp, a, axes) nb_permute_(tp, a, axes, NB_SITE)
 #define nb_broadcast_to(tp, a, ...) nb_broadcast_to_(tp, a, __VA_ARGS__, NB_SITE) /* ndim, shape */
 #define nb_pad(tp, a, pads) nb_pad_(tp, a, pads, NB_SITE)
+/* The reverse of broadcast_to: x summed over the axes where `shape`
+ * (aligned from the right) has size 1 or none; x itself if already so. */
+#define nb_sum_to(tp, a, ...) nb_sum_to_(tp, a, __VA_ARGS__, NB_SITE) /* ndim, shape */
+nb_tensor *nb_sum_to_(nb_tape *tp, nb_tensor *a, int ndim, const size_t *shape, const char *file, int line);
 nb_tensor *nb_squeeze_(nb_tape *tp, nb_tensor *a, int axis, const char *file, int line);
 nb_tensor *nb_unsqueeze_(nb_tape *tp, nb_tensor *a, int axis, const char *file, int line);
 nb_tensor *nb_permute_(nb_tape *tp, nb_tensor *a, const int *axes, const char *file, int line);
@@ -522,6 +563,13 @@ void nb_gradcheck_default_opts(nb_gradcheck_opts *opts);
  * element.  The inputs are copied to float64; they are not changed. */
 nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n,
                                  void *user, const nb_gradcheck_opts *opts);
+/* The same check one order up: with g = d fn/d inputs and fixed random
+ * directions v, the gradient of F = sum_i g_i · v_i (a Hessian-vector
+ * product, through nb_grad with create_graph) against central differences
+ * of F computed from first-order gradients; element by element, in
+ * float64, with the same options, report and result. */
+nb_gradcheck_result nb_gradgradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n,
+                                     void *user, const nb_gradcheck_opts *opts);
 
 /* ------------------------------------------------------------ graphviz */
 

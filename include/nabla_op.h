@@ -114,6 +114,10 @@ int nb_op_inputs(const nb_op_call *call);
 nb_tensor *nb_op_input(const nb_op_call *call, int i);
 nb_tensor *nb_op_output(const nb_op_call *call);
 nb_tape *nb_op_tape(const nb_op_call *call);
+/* Where the op was called from (for ops built in backward_graph, so that
+ * their errors name the user's line). */
+const char *nb_op_file(const nb_op_call *call);
+int nb_op_line(const nb_op_call *call);
 /* Raw values (float* or double*, the op's dtype) and the output's size. */
 const void *nb_op_input_data(const nb_op_call *call, int i);
 void *nb_op_output_data(const nb_op_call *call);

@@ -252,6 +252,14 @@ static inline bool nb_alive(const nb_tensor *t) {
 
 /* ---------------------------------------------------------------- errors */
 
+/* Is `out` the output of an entry of its tape?  (It is not if it is a leaf,
+ * or if it is left over from before nb_tape_reset().) */
+static inline bool nb_recorded(const nb_tensor *out) {
+    const nb_tape *tp = out->tape;
+    return out->on_tape && tp && nb_alive(out) && out->entry >= 1 && out->entry <= tp->n_entries &&
+           tp->entries[out->entry - 1].out == out;
+}
+
 /* Records an error on the tape (the first one sticks) and on the thread, and
  * returns the shared nil tensor for `status`. */
 nb_tensor *nb_fail(nb_tape *tp, nb_status status, const char *file, int line,
@@ -395,6 +403,21 @@ static inline nb_tensor *nb_run(nb_entry *e) {
  * explain mode, anomaly mode or with a hook. */
 nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr, const char *file,
                            int line);
+/* A pass that must leave the leaves' gradients as they were (the pictures'
+ * filmed pass, nb_grad): every leaf that leads to `out` starts the pass with
+ * no gradient, and gets its gradient back afterwards. */
+typedef struct {
+    nb_tensor *t;
+    uint8_t state;
+    void *copy; /* the gradient's values, when it had some */
+} nb_saved_grad;
+typedef struct {
+    nb_saved_grad *leaves;
+    size_t n, cap;
+} nb_saved_grads;
+bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv); /* false: out of memory */
+void nb_restore_leaf_grads(nb_saved_grads *sv);
+
 /* Whether this backward applies x's update itself (see nb_backward_sgd_). */
 static inline bool nb_sgd_fused(const nb_tensor *x) { return x->sgd == NB_SGD_ONE_READER; }
 
@@ -511,9 +534,20 @@ static inline void nb_odometer_next(int nd, const size_t *shape, size_t *idx, in
  * threads several on blocks of rows, bitwise the same (src/ops/matmul.c). */
 void nb_gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha, const void *x,
              size_t ldx, const void *y, size_t ldy, double beta, void *c);
+/* The backward graph of matmul, linear's products and batched products. */
+void nb_matmul_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in);
 /* nb_matmul of operands that are not both matrices (src/ops/batched.c). */
 nb_tensor *nb_matmul_batched(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
                              const char *file, int line);
+
+/* The ops of the indexing ops' backward graphs (src/ops/index.c), each the
+ * other's adjoint: take gives y[k] = x[from[k]] (y of the given shape), put
+ * gives y (of the given shape) = 0 with y[from[k]] += g[k].  `from` must
+ * live as long as the tape's entries (the arena). */
+nb_tensor *nb_take(nb_tape *tp, nb_tensor *x, const size_t *from, int ndim, const size_t *shape, const char *file,
+                   int line);
+nb_tensor *nb_put(nb_tape *tp, nb_tensor *g, const size_t *from, int ndim, const size_t *shape, const char *file,
+                  int line);
 
 /* Renders dot text to SVG in memory (through libgvc); *svg is NUL-terminated
  * and freed with nb_free. */

@@ -88,13 +88,47 @@ static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) 
     return true;
 }
 
-/* Is `out` the output of an entry of its tape?  (It is not if it is a leaf,
- * or if it is left over from before nb_tape_reset().) */
-static bool recorded(const nb_tensor *out) {
-    const nb_tape *tp = out->tape;
-    return out->on_tape && tp && nb_alive(out) && out->entry >= 1 && out->entry <= tp->n_entries &&
-           tp->entries[out->entry - 1].out == out;
+void nb_restore_leaf_grads(nb_saved_grads *sv) {
+    for (size_t i = 0; i < sv->n; i++) {
+        nb_saved_grad *l = &sv->leaves[i];
+        if (l->copy) memcpy(l->t->grad, l->copy, l->t->size * nb_dtype_size(l->t->dtype));
+        nb_set_grad_state(l->t, l->state);
+        nb_free(l->copy);
+    }
+    nb_free(sv->leaves);
 }
+
+bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
+    memset(sv, 0, sizeof *sv);
+    for (size_t i = 0; i < out->entry; i++) {
+        const nb_entry *e = &tp->entries[i];
+        for (int k = 0; k < e->n_in; k++) {
+            nb_tensor *x = nb_entry_input(e, k);
+            if (!x->is_leaf || !x->requires_grad) continue;
+            bool seen = false;
+            for (size_t j = 0; j < sv->n && !seen; j++) seen = sv->leaves[j].t == x;
+            if (seen) continue;
+            if (sv->n == sv->cap) {
+                size_t cap = sv->cap ? 2 * sv->cap : 16;
+                nb_saved_grad *grown = nb_realloc(sv->leaves, cap * sizeof *grown);
+                if (!grown) return false;
+                sv->leaves = grown;
+                sv->cap = cap;
+            }
+            nb_saved_grad *l = &sv->leaves[sv->n];
+            *l = (nb_saved_grad){x, x->grad_state, NULL};
+            if (x->grad && x->grad_state == NB_GRAD_SET) {
+                size_t bytes = x->size * nb_dtype_size(x->dtype);
+                if (!(l->copy = nb_malloc(bytes))) return false;
+                memcpy(l->copy, x->grad, bytes);
+            }
+            sv->n++;
+            nb_set_grad_state(x, x->grad ? NB_GRAD_ZERO : NB_GRAD_NONE);
+        }
+    }
+    return true;
+}
+
 
 /* An entry's inputs and output must hold the values the op saw: a tensor
  * written (nb_set, nb_tensor_data, an optimizer step) after the entry was
@@ -131,7 +165,7 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
                      nb_status_string(out->status));
         return out->status;
     }
-    if (!recorded(out)) {
+    if (!nb_recorded(out)) {
         nb_set_error(NULL, NB_ERR_STATE, file, line,
                      "nb_backward: the output was not produced by an op on a live tape "
                      "(it is a leaf, or it dates from before nb_tape_reset)");
@@ -233,7 +267,7 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
 
 nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr, const char *file,
                            int line) {
-    nb_tape *tp = loss && loss->status == NB_OK && recorded(loss) ? loss->tape : NULL;
+    nb_tape *tp = loss && loss->status == NB_OK && nb_recorded(loss) ? loss->tape : NULL;
     if (!tp || tp->explain || tp->anomaly || tp->hook || !(lr > 0)) return nb_backward_(loss, NULL, file, line);
     /* Candidates: leaf parameters with no gradient waiting to be added to. */
     for (size_t i = 0; i < n; i++) {

@@ -68,61 +68,6 @@ static void film_free(film *fm) {
     nb_free(fm->frames);
 }
 
-/* The filmed pass starts every leaf's gradient from nothing, so that the
- * frames show this pass's gradients alone, and the leaves get back the
- * gradients they had before (no doubling when nb_backward ran already). */
-typedef struct {
-    nb_tensor *t;
-    uint8_t state;
-    void *copy; /* the gradient's values, when it had some */
-} saved_grad;
-
-typedef struct {
-    saved_grad *leaves;
-    size_t n, cap;
-} saved_grads;
-
-static void restore_leaves(saved_grads *sv) {
-    for (size_t i = 0; i < sv->n; i++) {
-        saved_grad *l = &sv->leaves[i];
-        if (l->copy) memcpy(l->t->grad, l->copy, l->t->size * nb_dtype_size(l->t->dtype));
-        nb_set_grad_state(l->t, l->state);
-        nb_free(l->copy);
-    }
-    nb_free(sv->leaves);
-}
-
-static bool save_leaves(nb_tape *tp, const nb_tensor *loss, saved_grads *sv) {
-    memset(sv, 0, sizeof *sv);
-    for (size_t i = 0; i < loss->entry; i++) {
-        const nb_entry *e = &tp->entries[i];
-        for (int k = 0; k < e->n_in; k++) {
-            nb_tensor *x = nb_entry_input(e, k);
-            if (!x->is_leaf || !x->requires_grad) continue;
-            bool seen = false;
-            for (size_t j = 0; j < sv->n && !seen; j++) seen = sv->leaves[j].t == x;
-            if (seen) continue;
-            if (sv->n == sv->cap) {
-                size_t cap = sv->cap ? 2 * sv->cap : 16;
-                saved_grad *grown = nb_realloc(sv->leaves, cap * sizeof *grown);
-                if (!grown) return false;
-                sv->leaves = grown;
-                sv->cap = cap;
-            }
-            saved_grad *l = &sv->leaves[sv->n];
-            *l = (saved_grad){x, x->grad_state, NULL};
-            if (x->grad && x->grad_state == NB_GRAD_SET) {
-                size_t bytes = x->size * nb_dtype_size(x->dtype);
-                if (!(l->copy = nb_malloc(bytes))) return false;
-                memcpy(l->copy, x->grad, bytes);
-            }
-            sv->n++;
-            nb_set_grad_state(x, x->grad ? NB_GRAD_ZERO : NB_GRAD_NONE);
-        }
-    }
-    return true;
-}
-
 /* Runs the backward pass and films it. */
 static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const char *what) {
     memset(fm, 0, sizeof *fm);
@@ -137,9 +82,12 @@ static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const
     else
         nb_dot_default_opts(&fm->opts);
     if (!fm->opts.loss) fm->opts.loss = loss;
-    saved_grads leaves;
-    if (!save_leaves(tp, loss, &leaves)) {
-        restore_leaves(&leaves);
+    /* The filmed pass starts every leaf's gradient from nothing, so that the
+     * frames show this pass's gradients alone, and the leaves get back the
+     * gradients they had before (no doubling when nb_backward ran already). */
+    nb_saved_grads leaves;
+    if (!nb_save_leaf_grads(tp, loss, &leaves)) {
+        nb_restore_leaf_grads(&leaves);
         nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "%s: out of memory keeping the gradients", what);
         return NB_ERR_NOMEM;
     }
@@ -154,7 +102,7 @@ static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const
     tp->hook = saved_hook;
     tp->hook_user = saved_user;
     tp->explain = saved_explain;
-    restore_leaves(&leaves);
+    nb_restore_leaf_grads(&leaves);
     if (st == NB_OK) st = fm->status;
     if (st == NB_ERR_NOMEM && fm->status == NB_ERR_NOMEM)
         nb_set_error(NULL, st, NULL, 0, "%s: out of memory writing the frames", what);

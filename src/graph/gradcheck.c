@@ -6,6 +6,14 @@
  * noise alone fails correct gradients at these tolerances).  An element
  * passes when |analytic - numeric| <= atol + rtol |numeric|, PyTorch's rule
  * and default tolerances.
+ *
+ * Second order (nb_gradgradcheck): the same check of
+ *     F(x) = sum_i g_i(x) · v_i,   g = df/dx (an ordinary backward pass),
+ * with fixed random directions v.  Its analytic gradient is the Hessian
+ * times v, from the gradient recorded with create_graph and differentiated
+ * again; its numeric one, central differences of F.  A backward_graph that
+ * builds a wrong first derivative, or one whose ops differentiate wrongly,
+ * fails it.
  */
 #include "../internal.h"
 
@@ -25,6 +33,11 @@ typedef struct {
     nb_tape *tp;
     nb_tensor **x; /* float64 copies of the inputs */
     int n;
+    const char *name; /* "nb_gradcheck" or "nb_gradgradcheck", for messages */
+    /* Second order: the value checked is F(x) = sum_i g_i(x) · v_i, g the
+     * first-order gradient, with fixed random directions v_i. */
+    bool second_order;
+    double **v;
 } problem;
 
 /* Runs the function on a fresh tape; returns its value or NaN (with the
@@ -35,18 +48,18 @@ static double evaluate(problem *pb, nb_tensor **out, nb_gradcheck_result *r) {
     *out = y;
     if (nb_tape_status(pb->tp) != NB_OK) {
         r->status = nb_tape_status(pb->tp);
-        snprintf(r->message, sizeof r->message, "nb_gradcheck: the function failed: %s", nb_tape_error(pb->tp));
+        snprintf(r->message, sizeof r->message, "%s: the function failed: %s", pb->name, nb_tape_error(pb->tp));
         return NAN;
     }
     if (!y) {
         r->status = NB_ERR_NULL;
-        snprintf(r->message, sizeof r->message, "nb_gradcheck: the function returned NULL instead of a tensor");
+        snprintf(r->message, sizeof r->message, "%s: the function returned NULL instead of a tensor", pb->name);
         return NAN;
     }
     if (y->status != NB_OK) {
         r->status = y->status;
         snprintf(r->message, sizeof r->message,
-                 "nb_gradcheck: the function returned an errored tensor (%s) without an error on its tape",
+                 "%s: the function returned an errored tensor (%s) without an error on its tape", pb->name,
                  nb_status_string(y->status));
         return NAN;
     }
@@ -54,15 +67,70 @@ static double evaluate(problem *pb, nb_tensor **out, nb_gradcheck_result *r) {
         char s[128];
         r->status = y->size != 1 ? NB_ERR_SHAPE : NB_ERR_DTYPE;
         snprintf(r->message, sizeof r->message,
-                 "nb_gradcheck: the function must return a 1-element float64 tensor, got %s %s "
-                 "(%s)",
+                 "%s: the function must return a 1-element float64 tensor, got %s %s "
+                 "(%s)", pb->name,
                  nb_format_shape(y->ndim, y->shape, s, sizeof s),
                  y->dtype == NB_F32 ? "float32" : "float64",
                  y->size != 1 ? "reduce it with nb_sum or nb_mean"
                               : "nb_cast data tensors to the inputs' dtype, float64");
         return NAN;
     }
-    return NB_D(y)[0];
+    if (!pb->second_order) return NB_D(y)[0];
+    /* F(x) = sum_i g_i · v_i, with g from one ordinary backward pass */
+    nb_tensor **g = nb_tape_alloc(pb->tp, (size_t)pb->n * sizeof *g);
+    if (!g || nb_grad_(y, NULL, pb->x, pb->n, g, false, NULL, 0) != NB_OK) {
+        r->status = g ? nb_last_status() : NB_ERR_NOMEM;
+        snprintf(r->message, sizeof r->message, "%s: the first-order gradient failed: %s", pb->name, nb_last_error());
+        return NAN;
+    }
+    double F = 0;
+    for (int i = 0; i < pb->n; i++)
+        for (size_t j = 0; pb->x[i]->requires_grad && j < pb->x[i]->size; j++) F += NB_D(g[i])[j] * pb->v[i][j];
+    return F;
+}
+
+/* The analytic derivatives: of f (one backward pass), or of F (the gradient
+ * of sum_i g_i · v_i, g recorded with create_graph: a Hessian-vector
+ * product). */
+static nb_status analytic_derivatives(problem *pb, double **analytic, nb_gradcheck_result *r) {
+    nb_tensor *y;
+    if (isnan(evaluate(pb, &y, r)) && !pb->second_order) {
+        if (r->status == NB_OK) {
+            r->status = NB_ERR_VALUE;
+            snprintf(r->message, sizeof r->message, "%s: the function's value is NaN", pb->name);
+        }
+        return r->status;
+    }
+    if (r->status != NB_OK) return r->status;
+    nb_tape_reset(pb->tp);
+    y = pb->fn(pb->tp, pb->x, pb->n, pb->user); /* evaluate() checked it */
+    nb_tensor **d = nb_tape_alloc(pb->tp, (size_t)pb->n * sizeof *d);
+    nb_status st = d ? NB_OK : NB_ERR_NOMEM;
+    if (st == NB_OK && pb->second_order) {
+        nb_tensor **g = nb_tape_alloc(pb->tp, (size_t)pb->n * sizeof *g), *F = NULL;
+        st = g ? nb_grad_(y, NULL, pb->x, pb->n, g, true, NULL, 0) : NB_ERR_NOMEM;
+        for (int i = 0; st == NB_OK && i < pb->n; i++) {
+            if (!pb->x[i]->requires_grad) continue;
+            nb_tensor *vi = nb_from_f64(pb->tp, pb->x[i]->ndim, pb->x[i]->shape, pb->v[i]);
+            nb_tensor *term = nb_sum(pb->tp, nb_mul(pb->tp, g[i], vi));
+            F = F ? nb_add(pb->tp, F, term) : term;
+        }
+        if (st == NB_OK && nb_tape_status(pb->tp) != NB_OK) st = nb_tape_status(pb->tp);
+        if (st == NB_OK && F && F->requires_grad) st = nb_grad_(F, NULL, pb->x, pb->n, d, false, NULL, 0);
+        for (int i = 0; st == NB_OK && (!F || !F->requires_grad) && i < pb->n; i++) /* g constant: H = 0 */
+            d[i] = nb_zeros(pb->tp, NB_F64, pb->x[i]->ndim, pb->x[i]->shape);
+    } else if (st == NB_OK) {
+        st = nb_grad_(y, NULL, pb->x, pb->n, d, false, NULL, 0);
+    }
+    if (st != NB_OK) {
+        r->status = st;
+        snprintf(r->message, sizeof r->message, "%s: %s failed: %s", pb->name,
+                 pb->second_order ? "differentiating the gradient" : "backward", nb_last_error());
+        return st;
+    }
+    for (int i = 0; i < pb->n; i++)
+        for (size_t j = 0; j < pb->x[i]->size; j++) analytic[i][j] = NB_D(d[i])[j];
+    return NB_OK;
 }
 
 /* Writes "(i, j, k)" for a flat index of t. */
@@ -80,8 +148,9 @@ static void report_header(FILE *f) {
             "f(x-eps)", "numeric", "analytic", "abs err", "rel err", "");
 }
 
-nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n,
-                                 void *user, const nb_gradcheck_opts *opts) {
+static nb_gradcheck_result check(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void *user,
+                                 const nb_gradcheck_opts *opts, bool second_order) {
+    const char *name = second_order ? "nb_gradgradcheck" : "nb_gradcheck";
     nb_gradcheck_result r;
     memset(&r, 0, sizeof r);
     r.worst_input = -1;
@@ -92,37 +161,39 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
         nb_gradcheck_default_opts(&o);
     if (!fn || !inputs || n <= 0) {
         r.status = NB_ERR_ARG;
-        snprintf(r.message, sizeof r.message,
-                 "nb_gradcheck: needs a function and at least one input (got %d)", n);
+        snprintf(r.message, sizeof r.message, "%s: needs a function and at least one input (got %d)", name, n);
         return r;
     }
     if (!(o.eps > 0) || !(o.atol >= 0) || !(o.rtol >= 0)) {
         r.status = NB_ERR_ARG;
-        snprintf(r.message, sizeof r.message,
-                 "nb_gradcheck: eps %g must be > 0, atol %g and rtol %g >= 0", o.eps, o.atol,
-                 o.rtol);
+        snprintf(r.message, sizeof r.message, "%s: eps %g must be > 0, atol %g and rtol %g >= 0", name, o.eps,
+                 o.atol, o.rtol);
         return r;
     }
     bool any_marked = false;
     for (int i = 0; i < n; i++) {
         if (!inputs[i] || inputs[i]->status != NB_OK) {
             r.status = inputs[i] ? inputs[i]->status : NB_ERR_NULL;
-            snprintf(r.message, sizeof r.message, "nb_gradcheck: input %d is %s", i,
+            snprintf(r.message, sizeof r.message, "%s: input %d is %s", name, i,
                      inputs[i] ? "an errored tensor" : "NULL");
             return r;
         }
         any_marked |= inputs[i]->requires_grad;
     }
 
-    problem pb = {fn, user, nb_tape_new(), NULL, n};
+    problem pb = {fn, user, nb_tape_new(), NULL, n, name, second_order, NULL};
     double **analytic = NULL;
     pb.x = nb_malloc((size_t)n * sizeof *pb.x);
     analytic = nb_malloc((size_t)n * sizeof *analytic);
+    pb.v = second_order ? nb_malloc((size_t)n * sizeof *pb.v) : NULL;
     for (int i = 0; pb.x && analytic && i < n; i++) pb.x[i] = NULL, analytic[i] = NULL;
-    if (!pb.tp || !pb.x || !analytic) goto out_of_memory;
+    for (int i = 0; pb.v && i < n; i++) pb.v[i] = NULL;
+    if (!pb.tp || !pb.x || !analytic || (second_order && !pb.v)) goto out_of_memory;
+    nb_rng directions;
+    nb_rng_seed(&directions, 2024); /* the same v on every run */
     for (int i = 0; i < n; i++) {
         const nb_tensor *src = inputs[i];
-        pb.x[i] = nb_tensor_alloc(NULL, NB_F64, src->ndim, src->shape, "nb_gradcheck", NULL, 0);
+        pb.x[i] = nb_tensor_alloc(NULL, NB_F64, src->ndim, src->shape, name, NULL, 0);
         if (pb.x[i]->status != NB_OK) {
             pb.x[i] = NULL;
             goto out_of_memory;
@@ -133,26 +204,15 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
         pb.x[i]->requires_grad = any_marked ? src->requires_grad : true;
         analytic[i] = nb_malloc(src->size * sizeof(double));
         if (!analytic[i]) goto out_of_memory;
+        if (second_order) {
+            if (!(pb.v[i] = nb_malloc(src->size * sizeof(double)))) goto out_of_memory;
+            for (size_t j = 0; j < src->size; j++) pb.v[i][j] = 2 * nb_rng_uniform(&directions) - 1;
+        }
     }
 
-    /* The analytic gradient, from one backward pass. */
-    nb_tensor *y;
-    if (isnan(evaluate(&pb, &y, &r))) {
-        if (r.status == NB_OK) {
-            r.status = NB_ERR_VALUE;
-            snprintf(r.message, sizeof r.message, "nb_gradcheck: the function's value is NaN");
-        }
-        goto done;
-    }
-    nb_status st = nb_backward(y);
-    if (st != NB_OK) {
-        r.status = st;
-        snprintf(r.message, sizeof r.message, "nb_gradcheck: backward failed: %s",
-                 nb_last_error());
-        goto done;
-    }
-    for (int i = 0; i < n; i++)
-        for (size_t j = 0; j < pb.x[i]->size; j++) analytic[i][j] = nb_grad_get(pb.x[i], j);
+    /* The analytic derivatives: the gradient (or, second order, the
+     * gradient of g · v), from backward passes. */
+    if (analytic_derivatives(&pb, analytic, &r) != NB_OK) goto done;
 
     /* The numeric gradient, one element at a time. */
     for (int i = 0; o.input_errors && i < n; i++) o.input_errors[i] = pb.x[i]->requires_grad ? 0 : NAN;
@@ -164,6 +224,7 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
         for (size_t j = 0; j < pb.x[i]->size; j++) {
             double saved = v[j];
             v[j] = saved + o.eps;
+            nb_tensor *y;
             double f_plus = evaluate(&pb, &y, &r);
             v[j] = saved - o.eps;
             double f_minus = evaluate(&pb, &y, &r);
@@ -202,14 +263,14 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
     }
     r.passed = r.failed == 0 && r.checked > 0;
     if (r.checked == 0)
-        snprintf(r.message, sizeof r.message, "gradcheck: no element to check");
+        snprintf(r.message, sizeof r.message, "%s: no element to check", name + 3);
     else {
         char idx[96];
         index_string(pb.x[r.worst_input], r.worst_element, idx, sizeof idx);
         snprintf(r.message, sizeof r.message,
-                 "gradcheck %s: %zu of %zu elements out of tolerance (atol %g, rtol %g); worst: "
+                 "%s %s: %zu of %zu elements out of tolerance (atol %g, rtol %g); worst: "
                  "input %d%s%s%s element %s, numeric %.10g, analytic %.10g, abs err %.3g",
-                 r.passed ? "passed" : "FAILED", r.failed, r.checked, o.atol, o.rtol,
+                 name + 3, r.passed ? "passed" : "FAILED", r.failed, r.checked, o.atol, o.rtol,
                  r.worst_input, pb.x[r.worst_input]->name[0] ? " (" : "",
                  pb.x[r.worst_input]->name, pb.x[r.worst_input]->name[0] ? ")" : "", idx,
                  r.worst_numeric, r.worst_analytic, r.worst_abs_err);
@@ -218,15 +279,27 @@ nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
 
 out_of_memory:
     r.status = NB_ERR_NOMEM;
-    snprintf(r.message, sizeof r.message, "nb_gradcheck: out of memory");
+    snprintf(r.message, sizeof r.message, "%s: out of memory", name);
 done:
     if (o.report && r.status != NB_OK) fprintf(o.report, "%s\n", r.message);
     for (int i = 0; pb.x && analytic && i < n; i++) {
         nb_tensor_free(pb.x[i]);
         nb_free(analytic[i]);
     }
+    for (int i = 0; pb.v && i < n; i++) nb_free(pb.v[i]);
     nb_free(pb.x);
     nb_free(analytic);
+    nb_free(pb.v);
     nb_tape_free(pb.tp);
     return r;
+}
+
+nb_gradcheck_result nb_gradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void *user,
+                                 const nb_gradcheck_opts *opts) {
+    return check(fn, inputs, n, user, opts, false);
+}
+
+nb_gradcheck_result nb_gradgradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void *user,
+                                     const nb_gradcheck_opts *opts) {
+    return check(fn, inputs, n, user, opts, true);
 }

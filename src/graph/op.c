@@ -81,6 +81,8 @@ nb_tensor *nb_op_input(const nb_op_call *call, int i) {
 }
 nb_tensor *nb_op_output(const nb_op_call *call) { return call->out; }
 nb_tape *nb_op_tape(const nb_op_call *call) { return call->out->tape; }
+const char *nb_op_file(const nb_op_call *call) { return call->file; }
+int nb_op_line(const nb_op_call *call) { return call->line; }
 const void *nb_op_input_data(const nb_op_call *call, int i) {
     nb_tensor *x = nb_op_input(call, i);
     return x ? x->data : NULL;

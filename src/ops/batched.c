@@ -132,8 +132,58 @@ static void batched_backward(nb_entry *e) {
     }
 }
 
+/* The backward graph of every matmul (two matrices, stacks, vectors), as
+ * products that can be differentiated again.  Vectors are first read as the
+ * (1, k) row or (k, 1) column they stand for, and G as the stack of (m, n)
+ * matrices it is; then, per matrix,
+ *     A:  G op(B)ᵀ, or op(B) Gᵀ when A is transposed
+ *     B:  op(A)ᵀ G, or Gᵀ op(A) when B is transposed
+ * summed over the batch axes an operand was broadcast along (sum_to), and
+ * read back in the operand's own shape. */
+static nb_tensor *as_shape(nb_tape *tp, nb_tensor *t, int ndim, const size_t *shape, const char *file, int line) {
+    long dims[NB_MAX_DIMS + 2];
+    for (int d = 0; d < ndim; d++) dims[d] = (long)shape[d];
+    return nb_reshape_(tp, t, ndim, dims, file, line);
+}
+
+void nb_matmul_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *a = e->in[0], *b = e->in[1];
+    bool ta = e->flag0, tb = e->flag1;
+    size_t shape[NB_MAX_DIMS + 2];
+    /* the operands as matrices */
+    nb_tensor *am = a, *bm = b, *gm = G;
+    if (a->ndim == 1) {
+        shape[0] = 1, shape[1] = a->shape[0];
+        am = as_shape(tp, a, 2, shape, e->file, e->line);
+    }
+    if (b->ndim == 1) {
+        shape[0] = b->shape[0], shape[1] = 1;
+        bm = as_shape(tp, b, 2, shape, e->file, e->line);
+    }
+    if (a->ndim == 1 || b->ndim == 1) { /* G with the vectors' axes back, as size 1 */
+        int nd = 0, batch = G->ndim - (a->ndim > 1) - (b->ndim > 1);
+        for (int d = 0; d < batch; d++) shape[nd++] = G->shape[d];
+        shape[nd++] = a->ndim > 1 ? G->shape[batch] : 1;
+        shape[nd++] = b->ndim > 1 ? G->shape[G->ndim - 1] : 1;
+        gm = as_shape(tp, G, nd, shape, e->file, e->line);
+    }
+    if (a->requires_grad) {
+        nb_tensor *g = ta ? nb_matmul_(tp, bm, gm, tb, true, e->file, e->line)
+                          : nb_matmul_(tp, gm, bm, false, !tb, e->file, e->line);
+        g = nb_sum_to_(tp, g, am->ndim, am->shape, e->file, e->line);
+        grad_in[0] = am == a ? g : as_shape(tp, g, a->ndim, a->shape, e->file, e->line);
+    }
+    if (b->requires_grad) {
+        nb_tensor *g = tb ? nb_matmul_(tp, gm, am, true, ta, e->file, e->line)
+                          : nb_matmul_(tp, am, gm, !ta, false, e->file, e->line);
+        g = nb_sum_to_(tp, g, bm->ndim, bm->shape, e->file, e->line);
+        grad_in[1] = bm == b ? g : as_shape(tp, g, b->ndim, b->shape, e->file, e->line);
+    }
+}
+
 static const nb_op batched_matmul_op = {.name = "matmul", .forward = batched_forward, .backward = batched_backward,
-                                        .derivative = {"G · op(B)ᵀ per matrix", "op(A)ᵀ · G per matrix"}};
+                                        .derivative = {"G · op(B)ᵀ per matrix", "op(A)ᵀ · G per matrix"}, .backward_graph = nb_matmul_graph};
 
 nb_tensor *nb_matmul_batched(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
                              const char *file, int line) {

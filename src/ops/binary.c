@@ -211,14 +211,73 @@ BINARY_BACKWARD(maximum, a > b ? 1 : a == b ? (T)0.5 : 0, b > a ? 1 : a == b ? (
 BINARY_FORWARD(minimum, a != a || a < b ? a : b)
 BINARY_BACKWARD(minimum, a < b ? 1 : a == b ? (T)0.5 : 0, b < a ? 1 : a == b ? (T)0.5 : 0, false, false)
 
+/* ---------------------------------------------------------------- backward graphs */
+
+/* dL/da and dL/db as ops (differentiable again), summed back to each
+ * input's shape where it was broadcast. */
+static void finish(nb_entry *e, nb_tensor **grad_in, nb_tensor *ga, nb_tensor *gb) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *a = e->in[0], *b = e->in[1];
+    if (ga && a->requires_grad) grad_in[0] = nb_sum_to_(tp, ga, a->ndim, a->shape, e->file, e->line);
+    if (gb && b->requires_grad) grad_in[1] = nb_sum_to_(tp, gb, b->ndim, b->shape, e->file, e->line);
+}
+
+#define AT e->file, e->line
+static void add_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { finish(e, grad_in, G, G); }
+static void sub_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    finish(e, grad_in, G, e->in[1]->requires_grad ? nb_neg_(e->out->tape, G, AT) : NULL);
+}
+static void mul_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    finish(e, grad_in, e->in[0]->requires_grad ? nb_mul_(tp, G, e->in[1], AT) : NULL,
+           e->in[1]->requires_grad ? nb_mul_(tp, G, e->in[0], AT) : NULL);
+}
+/* dL/da = G / b;  dL/db = -G y / b (y = a/b) */
+static void div_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *ga = e->in[0]->requires_grad ? nb_div_(tp, G, e->in[1], AT) : NULL;
+    nb_tensor *gb = e->in[1]->requires_grad ? nb_neg_(tp, nb_div_(tp, nb_mul_(tp, G, e->out, AT), e->in[1], AT), AT)
+                                            : NULL;
+    finish(e, grad_in, ga, gb);
+}
+
+/* maximum and minimum: G times a constant mask (1, 1/2 at a tie, 0), whose
+ * own derivative is 0, as PyTorch's. */
+static nb_tensor *selection_mask(nb_entry *e, int which, bool larger) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *mask = nb_tensor_alloc(tp, e->out->dtype, e->out->ndim, e->out->shape, e->op->name, AT);
+    if (mask->status != NB_OK) return mask;
+    size_t strides[2][NB_MAX_DIMS], idx[NB_MAX_DIMS] = {0}, off[2] = {0};
+    nb_broadcast_strides(e->in[0], e->out->ndim, strides[0]);
+    nb_broadcast_strides(e->in[1], e->out->ndim, strides[1]);
+    NB_DISPATCH(e->out->dtype, {
+        const T *A = e->in[0]->data, *B = e->in[1]->data;
+        T *m = mask->data;
+        for (size_t i = 0; i < e->out->size; i++, nb_odometer_next(e->out->ndim, e->out->shape, idx, 2, off, strides)) {
+            T mine = which ? B[off[1]] : A[off[0]], other = which ? A[off[0]] : B[off[1]];
+            m[i] = (larger ? mine > other : mine < other) ? 1 : mine == other ? (T)0.5 : 0;
+        }
+    });
+    return mask;
+}
+
+static void select_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in, bool larger) {
+    nb_tape *tp = e->out->tape;
+    finish(e, grad_in, e->in[0]->requires_grad ? nb_mul_(tp, G, selection_mask(e, 0, larger), AT) : NULL,
+           e->in[1]->requires_grad ? nb_mul_(tp, G, selection_mask(e, 1, larger), AT) : NULL);
+}
+static void maximum_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { select_graph(e, G, grad_in, true); }
+static void minimum_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { select_graph(e, G, grad_in, false); }
+#undef AT
+
 static const nb_op add_op = {.name = "add", .forward = add_forward, .backward = add_backward,
-    .derivative = {"1", "1"}, .elementwise = true};
+    .derivative = {"1", "1"}, .elementwise = true, .backward_graph = add_graph};
 static const nb_op sub_op = {.name = "sub", .forward = sub_forward, .backward = sub_backward,
-    .derivative = {"1", "-1"}, .elementwise = true};
+    .derivative = {"1", "-1"}, .elementwise = true, .backward_graph = sub_graph};
 static const nb_op mul_op = {.name = "mul", .forward = mul_forward, .backward = mul_backward,
-    .derivative = {"b", "a"}, .elementwise = true};
+    .derivative = {"b", "a"}, .elementwise = true, .backward_graph = mul_graph};
 static const nb_op div_op = {.name = "div", .forward = div_forward, .backward = div_backward,
-    .derivative = {"1/b", "-a/b²"}, .elementwise = true};
+    .derivative = {"1/b", "-a/b²"}, .elementwise = true, .backward_graph = div_graph};
 
 static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *b,
                          const char *file, int line) {
@@ -243,10 +302,11 @@ static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *
     return e ? nb_run(e) : failed;
 }
 
+
 static const nb_op maximum_op = {.name = "maximum", .forward = maximum_forward, .backward = maximum_backward,
-    .derivative = {"[a>b] + ½[a=b]", "[b>a] + ½[a=b]"}, .elementwise = true};
+    .derivative = {"[a>b] + ½[a=b]", "[b>a] + ½[a=b]"}, .elementwise = true, .backward_graph = maximum_graph};
 static const nb_op minimum_op = {.name = "minimum", .forward = minimum_forward, .backward = minimum_backward,
-    .derivative = {"[a<b] + ½[a=b]", "[b<a] + ½[a=b]"}, .elementwise = true};
+    .derivative = {"[a<b] + ½[a=b]", "[b<a] + ½[a=b]"}, .elementwise = true, .backward_graph = minimum_graph};
 
 nb_tensor *nb_maximum_(nb_tape *tp, nb_tensor *a, nb_tensor *b, const char *file, int line) {
     return binary(tp, &maximum_op, a, b, file, line);

@@ -67,6 +67,19 @@ static int reduced_shape(const nb_tensor *x, const axis_params *p, size_t *shape
     return nd;
 }
 
+/* For the backward graphs (higher derivatives): the call's site, and a
+ * reduced tensor with its axis put back (size 1), ready to broadcast. */
+#define SITE_OF(c) nb_op_file(c), nb_op_line(c)
+static nb_tensor *keep_axis(nb_tape *tp, nb_op_call *c, nb_tensor *t) {
+    const axis_params *p = nb_op_params(c);
+    return p->keepdims ? t : nb_unsqueeze_(tp, t, p->axis, SITE_OF(c));
+}
+
+/* A constant tensor of x's shape (no gradient) filled by the caller. */
+static nb_tensor *constant_like(nb_tape *tp, nb_op_call *c, const nb_tensor *x) {
+    return nb_full_(tp, nb_tensor_dtype(x), nb_tensor_ndim(x), nb_tensor_shape(x), 0, SITE_OF(c));
+}
+
 /* Records a reduction op along an axis after checking its input. */
 static nb_tensor *reduce(nb_tape *tp, const nb_op_def *def, nb_tensor *x, int axis, bool keepdims, double extra,
                          const char *file, int line) {
@@ -122,8 +135,15 @@ static void logsumexp_backward(nb_op_call *c) {
     });
 }
 
+/* dL/dx = G e^{x - y}, G and y with the axis put back. */
+static void logsumexp_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    nb_tensor *x = nb_op_input(c, 0), *y = keep_axis(tp, c, nb_op_output(c));
+    grad_in[0] = nb_mul_(tp, keep_axis(tp, c, G), nb_exp_(tp, nb_sub_(tp, x, y, SITE_OF(c)), SITE_OF(c)), SITE_OF(c));
+}
+
 static const nb_op_def logsumexp_op = {.name = "logsumexp", .forward = logsumexp_forward,
-                                       .backward = logsumexp_backward, .derivative = {"G · softmax(x)"}};
+                                       .backward = logsumexp_backward, .derivative = {"G · softmax(x)"}, .backward_graph = logsumexp_graph};
 
 nb_tensor *nb_logsumexp_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, const char *file, int line) {
     return reduce(tp, &logsumexp_op, x, axis, keepdims, 0, file, line);
@@ -174,8 +194,18 @@ static void var_backward(nb_op_call *c) {
     });
 }
 
+/* dL/dx = G · 2 (x - mean)/(n - c), the mean as an op of x. */
+static void var_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    const axis_params *p = nb_op_params(c);
+    nb_tensor *x = nb_op_input(c, 0);
+    nb_tensor *centred = nb_sub_(tp, x, nb_sum_axis_(tp, x, p->axis, true, true, SITE_OF(c)), SITE_OF(c));
+    nb_tensor *d = nb_scale_(tp, centred, 2.0 / ((double)p->n - p->extra), SITE_OF(c));
+    grad_in[0] = nb_mul_(tp, keep_axis(tp, c, G), d, SITE_OF(c));
+}
+
 static const nb_op_def var_op = {.name = "var", .forward = var_forward, .backward = var_backward,
-                                 .derivative = {"G · 2(x − mean)/(n − c)"}};
+                                 .derivative = {"G · 2(x − mean)/(n − c)"}, .backward_graph = var_graph};
 
 nb_tensor *nb_var_axis_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, int correction, const char *file,
                         int line) {
@@ -247,10 +277,23 @@ static void extreme_backward(nb_op_call *c) {
     });
 }
 
+/* G at the winning positions: G times a constant one-hot mask (the second
+ * derivative of max is 0 where it is defined, as PyTorch takes it). */
+static void extreme_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    const axis_params *p = nb_op_params(c);
+    const size_t *where = nb_op_saved(c);
+    nb_tensor *x = nb_op_input(c, 0), *mask = constant_like(tp, c, x);
+    if (nb_tensor_status(mask) != NB_OK) return;
+    for (size_t o = 0; o < p->outer; o++)
+        for (size_t i = 0; i < p->inner; i++) nb_set(mask, (o * p->n + where[o * p->inner + i]) * p->inner + i, 1);
+    grad_in[0] = nb_mul_(tp, keep_axis(tp, c, G), mask, SITE_OF(c));
+}
+
 static const nb_op_def max_op = {.name = "max", .forward = max_forward, .backward = extreme_backward,
-                                 .derivative = {"G at the arg-max, 0 elsewhere"}};
+                                 .derivative = {"G at the arg-max, 0 elsewhere"}, .backward_graph = extreme_graph};
 static const nb_op_def min_op = {.name = "min", .forward = min_forward, .backward = extreme_backward,
-                                 .derivative = {"G at the arg-min, 0 elsewhere"}};
+                                 .derivative = {"G at the arg-min, 0 elsewhere"}, .backward_graph = extreme_graph};
 
 static void arg_forward(nb_op_call *c, bool larger) {
     const axis_params *p = nb_op_params(c);
@@ -359,14 +402,41 @@ static void layer_norm_backward(nb_op_call *c) {
     });
 }
 
+/* The closed form again, built from ops of x (μ, r and x̂ recomputed as
+ * ops, so that every path through them is differentiated):
+ *   dL/dx = r (g - mean g - x̂ mean(g x̂)),  g = γ G
+ *   dL/dγ = sum over rows of G x̂,  dL/dβ = sum over rows of G */
+static void layer_norm_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    const norm_params *p = nb_op_params(c);
+    nb_tensor *x = nb_op_input(c, 0);
+    int last = nb_tensor_ndim(x) - 1;
+    nb_tensor *centred = nb_sub_(tp, x, nb_sum_axis_(tp, x, last, true, true, SITE_OF(c)), SITE_OF(c));
+    nb_tensor *var = nb_sum_axis_(tp, nb_square_(tp, centred, SITE_OF(c)), last, true, true, SITE_OF(c));
+    nb_tensor *r = nb_pow_(tp, nb_add_scalar_(tp, var, p->eps, SITE_OF(c)), -0.5, SITE_OF(c));
+    nb_tensor *xhat = nb_mul_(tp, centred, r, SITE_OF(c));
+    nb_tensor *g = p->gamma >= 0 ? nb_mul_(tp, G, nb_op_input(c, p->gamma), SITE_OF(c)) : G;
+    if (nb_op_needs_grad(c, 0)) {
+        nb_tensor *mean_g = nb_sum_axis_(tp, g, last, true, true, SITE_OF(c));
+        nb_tensor *mean_gx = nb_sum_axis_(tp, nb_mul_(tp, g, xhat, SITE_OF(c)), last, true, true, SITE_OF(c));
+        nb_tensor *inner = nb_sub_(tp, nb_sub_(tp, g, mean_g, SITE_OF(c)), nb_mul_(tp, xhat, mean_gx, SITE_OF(c)),
+                                   SITE_OF(c));
+        grad_in[0] = nb_mul_(tp, r, inner, SITE_OF(c));
+    }
+    size_t D = nb_tensor_dim(x, -1);
+    if (p->gamma >= 0 && nb_op_needs_grad(c, p->gamma))
+        grad_in[p->gamma] = nb_sum_to_(tp, nb_mul_(tp, G, xhat, SITE_OF(c)), 1, &D, SITE_OF(c));
+    if (p->beta >= 0 && nb_op_needs_grad(c, p->beta)) grad_in[p->beta] = nb_sum_to_(tp, G, 1, &D, SITE_OF(c));
+}
+
 static const nb_op_def layer_norm_op = {.name = "layer_norm", .forward = layer_norm_forward,
                                         .backward = layer_norm_backward,
                                         .derivative = {"r (g − mean g − x̂ mean(g x̂)), g = γ G", "Σ G x̂",
-                                                       "Σ G"}};
+                                                       "Σ G"}, .backward_graph = layer_norm_graph};
 /* The same with β and no γ: only the pictures' formulas differ. */
 static const nb_op_def layer_norm_beta_op = {.name = "layer_norm", .forward = layer_norm_forward,
                                              .backward = layer_norm_backward,
-                                             .derivative = {"r (G − mean G − x̂ mean(G x̂))", "Σ G"}};
+                                             .derivative = {"r (G − mean G − x̂ mean(G x̂))", "Σ G"}, .backward_graph = layer_norm_graph};
 
 nb_tensor *nb_layer_norm_(nb_tape *tp, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps,
                           const char *file, int line) {
@@ -431,8 +501,21 @@ static void dropout_backward(nb_op_call *c) {
     });
 }
 
+/* G times the same mask, a constant. */
+static void dropout_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    nb_tensor *x = nb_op_input(c, 0);
+    nb_tensor *m = constant_like(tp, c, x); /* the saved mask, as a tensor */
+    if (nb_tensor_status(m) != NB_OK) return;
+    FOR_DTYPE(nb_tensor_dtype(x), {
+        const T *saved = nb_op_saved(c);
+        for (size_t i = 0; i < nb_tensor_size(x); i++) nb_set(m, i, (double)saved[i]);
+    });
+    grad_in[0] = nb_mul_(tp, G, m, SITE_OF(c));
+}
+
 static const nb_op_def dropout_op = {.name = "dropout", .forward = dropout_forward, .backward = dropout_backward,
-                                     .derivative = {"mask/(1−p)"}, .elementwise = true};
+                                     .derivative = {"mask/(1−p)"}, .elementwise = true, .backward_graph = dropout_graph};
 
 nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const char *file, int line) {
     nb_tensor *failed = nb_op_check(tp, &dropout_op, &x, 1, file, line);
@@ -506,10 +589,32 @@ static void robust_backward(nb_op_call *c) {
     }
 }
 
+/* h'(d) as ops of d = p - t: d (or d/β) where |d| is inside, a constant
+ * δ sign d (or sign d) outside; the region as a constant mask. */
+static void robust_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    const robust_params *p = nb_op_params(c);
+    nb_tensor *pred = nb_op_input(c, 0), *d = nb_sub_(tp, pred, nb_op_input(c, 1), SITE_OF(c));
+    nb_tensor *inside = constant_like(tp, c, pred), *outside = constant_like(tp, c, pred);
+    if (nb_tensor_status(inside) != NB_OK || nb_tensor_status(outside) != NB_OK) return;
+    for (size_t i = 0; i < nb_tensor_size(pred); i++) {
+        double slope, di = nb_get(d, i);
+        robust_h(p, di, &slope);
+        bool in = p->smooth ? fabs(di) < p->k : fabs(di) <= p->k;
+        nb_set(inside, i, in);
+        nb_set(outside, i, in ? 0 : slope);
+    }
+    nb_tensor *quadratic = p->smooth ? nb_scale_(tp, d, 1 / p->k, SITE_OF(c)) : d;
+    nb_tensor *h1 = nb_add_(tp, nb_mul_(tp, quadratic, inside, SITE_OF(c)), outside, SITE_OF(c));
+    nb_tensor *scaled = nb_mul_(tp, nb_scale_(tp, G, 1.0 / (double)nb_tensor_size(pred), SITE_OF(c)), h1, SITE_OF(c));
+    if (nb_op_needs_grad(c, 0)) grad_in[0] = scaled;
+    if (nb_op_needs_grad(c, 1)) grad_in[1] = nb_neg_(tp, scaled, SITE_OF(c));
+}
+
 static const nb_op_def huber_op = {.name = "huber", .forward = robust_forward, .backward = robust_backward,
-                                   .derivative = {"G · h′(p−t)/N, h′ = d or δ sign d", "G · −h′(p−t)/N"}};
+                                   .derivative = {"G · h′(p−t)/N, h′ = d or δ sign d", "G · −h′(p−t)/N"}, .backward_graph = robust_graph};
 static const nb_op_def smooth_l1_op = {.name = "smooth_l1", .forward = robust_forward, .backward = robust_backward,
-                                       .derivative = {"G · h′(p−t)/N, h′ = d/β or sign d", "G · −h′(p−t)/N"}};
+                                       .derivative = {"G · h′(p−t)/N, h′ = d/β or sign d", "G · −h′(p−t)/N"}, .backward_graph = robust_graph};
 
 static nb_tensor *robust_loss(nb_tape *tp, const nb_op_def *def, nb_tensor *pred, nb_tensor *target, double k,
                               const char *file, int line) {

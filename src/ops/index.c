@@ -59,10 +59,12 @@ static void slice_backward(nb_entry *e) {
     });
 }
 
+static void slice_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in);
 static const nb_op slice_op = {.name = "slice", .forward = slice_forward, .backward = slice_backward,
-                               .derivative = {"G in the sliced places, 0 elsewhere"}};
+                               .derivative = {"G in the sliced places, 0 elsewhere"}, .backward_graph = slice_graph};
 static const nb_op slice_view_op = {.name = "slice", .forward = view_forward, .backward = slice_backward,
-                                    .derivative = {"G in the sliced places, 0 elsewhere"}, .view = true};
+                                    .derivative = {"G in the sliced places, 0 elsewhere"}, .view = true,
+                                    .backward_graph = slice_graph};
 
 nb_tensor *nb_slice_(nb_tape *tp, nb_tensor *a, int axis, long start, long stop, long step, const char *file,
                      int line) {
@@ -143,9 +145,11 @@ static void index_select_backward(nb_entry *e) {
     });
 }
 
+static void index_select_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in);
 static const nb_op index_select_op = {.name = "index_select", .forward = index_select_forward,
                                       .backward = index_select_backward,
-                                      .derivative = {"G added into the selected slices"}};
+                                      .derivative = {"G added into the selected slices"},
+                                      .backward_graph = index_select_graph};
 
 nb_tensor *nb_index_select_(nb_tape *tp, nb_tensor *a, int axis, const size_t *indices, size_t n,
                             const char *file, int line) {
@@ -200,8 +204,10 @@ static void gather_backward(nb_entry *e) {
     });
 }
 
+static void gather_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in);
 static const nb_op gather_op = {.name = "gather", .forward = gather_forward, .backward = gather_backward,
-                                .derivative = {"G added where each element came from", "none (indices)"}};
+                                .derivative = {"G added where each element came from", "none (indices)"},
+                                .backward_graph = gather_graph};
 
 nb_tensor *nb_gather_(nb_tape *tp, nb_tensor *a, int axis, nb_tensor *index, const char *file, int line) {
     nb_tensor *in[2] = {a, index};
@@ -247,4 +253,118 @@ nb_tensor *nb_gather_(nb_tape *tp, nb_tensor *a, int axis, nb_tensor *index, con
     e->axis = ax;
     e->saved = from;
     return nb_run(e);
+}
+
+/* ---------------------------------------------------------------- take and put */
+
+/* The two ops the backward graphs of the indexing ops are made of, each the
+ * other's adjoint.  With `from` a list of flat offsets into x (as many as
+ * y has elements):
+ *   take: y[k] = x[from[k]]               dL/dx[j] = sum over k with from[k] = j of dL/dy[k]
+ *   put:  y = zeros (x's shape); y[from[k]] += g[k]      dL/dg[k] = dL/dy[from[k]]
+ * so take's backward graph is a put, and put's a take. */
+static void take_forward(nb_entry *e) {
+    const size_t *from = e->saved;
+    NB_DISPATCH(e->out->dtype, {
+        const T *x = e->in[0]->data;
+        T *y = e->out->data;
+        for (size_t k = 0; k < e->out->size; k++) y[k] = x[from[k]];
+    });
+}
+
+static void put_forward(nb_entry *e) {
+    const size_t *from = e->saved;
+    NB_DISPATCH(e->out->dtype, {
+        const T *g = e->in[0]->data;
+        T *y = e->out->data;
+        memset(y, 0, e->out->size * sizeof(T));
+        for (size_t k = 0; k < e->in[0]->size; k++) y[from[k]] += g[k];
+    });
+}
+
+static void take_backward(nb_entry *e) {
+    const size_t *from = e->saved;
+    void *gx_ = nb_grad_target_zeroed(e->out->tape, e->in[0]);
+    if (!gx_) return;
+    NB_DISPATCH(e->out->dtype, {
+        const T *gy = e->out->grad;
+        T *gx = gx_;
+        for (size_t k = 0; k < e->out->size; k++) gx[from[k]] += gy[k];
+    });
+}
+
+static void put_backward(nb_entry *e) {
+    const size_t *from = e->saved;
+    bool acc;
+    void *gg_ = nb_grad_target(e->out->tape, e->in[0], &acc);
+    if (!gg_) return;
+    NB_DISPATCH(e->out->dtype, {
+        const T *gy = e->out->grad;
+        T *gg = gg_;
+        for (size_t k = 0; k < e->in[0]->size; k++) gg[k] = acc ? gg[k] + gy[from[k]] : gy[from[k]];
+    });
+}
+
+static void take_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = nb_put(e->out->tape, G, e->saved, e->in[0]->ndim, e->in[0]->shape, e->file, e->line);
+}
+
+static void put_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = nb_take(e->out->tape, G, e->saved, e->in[0]->ndim, e->in[0]->shape, e->file, e->line);
+}
+
+static const nb_op take_op = {.name = "take", .forward = take_forward, .backward = take_backward,
+                              .derivative = {"G added where each element came from"}, .backward_graph = take_graph};
+static const nb_op put_op = {.name = "put", .forward = put_forward, .backward = put_backward,
+                             .derivative = {"G read where each element went"}, .backward_graph = put_graph};
+
+nb_tensor *nb_take(nb_tape *tp, nb_tensor *x, const size_t *from, int ndim, const size_t *shape, const char *file,
+                   int line) {
+    nb_tensor *failed;
+    nb_entry *e = nb_emit(tp, &take_op, 1, &x, x->dtype, ndim, shape, file, line, &failed);
+    if (!e) return failed;
+    e->saved = (void *)from;
+    return nb_run(e);
+}
+
+nb_tensor *nb_put(nb_tape *tp, nb_tensor *g, const size_t *from, int ndim, const size_t *shape, const char *file,
+                  int line) {
+    nb_tensor *failed;
+    nb_entry *e = nb_emit(tp, &put_op, 1, &g, g->dtype, ndim, shape, file, line, &failed);
+    if (!e) return failed;
+    e->saved = (void *)from;
+    return nb_run(e);
+}
+
+/* The offsets (into x) of the elements of y for slice and index_select, in
+ * the arena: y[o, k, i] = x[o, p(k), i], p(k) = start + k step or idx[k]. */
+static size_t *slice_offsets(nb_entry *e, const size_t *idx, size_t start, size_t step) {
+    const nb_tensor *x = e->in[0];
+    size_t outer, n, inner, count = e->out->shape[e->axis];
+    nb_split_axis(x, e->axis, &outer, &n, &inner);
+    size_t *from = nb_tape_alloc(e->out->tape, e->out->size * sizeof *from);
+    if (!from) {
+        nb_set_error(e->out->tape, NB_ERR_NOMEM, e->file, e->line, "%s: out of memory for its backward graph",
+                     e->op->name);
+        return NULL;
+    }
+    for (size_t o = 0, k_out = 0; o < outer; o++)
+        for (size_t k = 0; k < count; k++)
+            for (size_t i = 0; i < inner; i++) from[k_out++] = (o * n + (idx ? idx[k] : start + k * step)) * inner + i;
+    return from;
+}
+
+static void slice_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    const slice_params *p = e->saved;
+    size_t *from = slice_offsets(e, NULL, p->start, p->step);
+    if (from) grad_in[0] = nb_put(e->out->tape, G, from, e->in[0]->ndim, e->in[0]->shape, e->file, e->line);
+}
+
+static void index_select_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    size_t *from = slice_offsets(e, e->saved, 0, 0);
+    if (from) grad_in[0] = nb_put(e->out->tape, G, from, e->in[0]->ndim, e->in[0]->shape, e->file, e->line);
+}
+
+static void gather_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = nb_put(e->out->tape, G, e->saved, e->in[0]->ndim, e->in[0]->shape, e->file, e->line);
 }

@@ -59,10 +59,25 @@ static void concat_backward(nb_entry *e) {
     });
 }
 
+/* Each input's block of G, as a slice (and, for stack, without the axis). */
+static void concat_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    long start = 0;
+    for (int k = 0; k < e->n_in; k++) {
+        nb_tensor *x = nb_entry_input(e, k);
+        long len = e->flag0 ? 1 : (long)x->shape[e->axis];
+        if (x->requires_grad) {
+            nb_tensor *g = nb_slice_(tp, G, e->axis, start, start + len, 1, e->file, e->line);
+            grad_in[k] = e->flag0 ? nb_squeeze_(tp, g, e->axis, e->file, e->line) : g;
+        }
+        start += len;
+    }
+}
+
 static const nb_op concat_op = {.name = "concat", .forward = concat_forward, .backward = concat_backward,
-                                .derivative = {"its block of G"}};
+                                .derivative = {"its block of G"}, .backward_graph = concat_graph};
 static const nb_op stack_op = {.name = "stack", .forward = concat_forward, .backward = concat_backward,
-                               .derivative = {"its slice of G"}};
+                               .derivative = {"its slice of G"}, .backward_graph = concat_graph};
 
 nb_tensor *nb_concat_(nb_tape *tp, nb_tensor *const *tensors, int n, int axis, bool stack, const char *file,
                       int line) {
@@ -137,8 +152,22 @@ static void where_backward(nb_entry *e) {
     }
 }
 
+/* G where the condition picks a (else 0), and where it picks b, summed
+ * back to each one's shape. */
+static void where_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *zero = nb_full_(tp, G->dtype, 0, NULL, 0, e->file, e->line);
+    for (int which = 1; which <= 2; which++) {
+        nb_tensor *x = e->in[which];
+        if (!x->requires_grad) continue;
+        nb_tensor *g = which == 1 ? nb_where_(tp, e->in[0], G, zero, e->file, e->line)
+                                  : nb_where_(tp, e->in[0], zero, G, e->file, e->line);
+        grad_in[which] = nb_sum_to_(tp, g, x->ndim, x->shape, e->file, e->line);
+    }
+}
+
 static const nb_op where_op = {.name = "where", .forward = where_forward, .backward = where_backward,
-                               .derivative = {"none (the condition)", "[c≠0]", "[c=0]"}, .elementwise = true};
+                               .derivative = {"none (the condition)", "[c≠0]", "[c=0]"}, .elementwise = true, .backward_graph = where_graph};
 
 nb_tensor *nb_where_(nb_tape *tp, nb_tensor *cond, nb_tensor *a, nb_tensor *b, const char *file, int line) {
     nb_tensor *in[3] = {cond, a, b};

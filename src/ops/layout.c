@@ -65,10 +65,18 @@ static void permute_backward(nb_entry *e) {
     });
 }
 
+/* G permuted back (its own inverse for a transpose). */
+static void permute_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    const int *p = e->saved;
+    int inverse[NB_MAX_DIMS];
+    for (int d = 0; d < e->in[0]->ndim; d++) inverse[p[d]] = d;
+    grad_in[0] = nb_permute_(e->out->tape, G, inverse, e->file, e->line);
+}
+
 static const nb_op permute_op = {.name = "permute", .forward = permute_forward, .backward = permute_backward,
-                                 .derivative = {"G with the axes put back"}};
+                                 .derivative = {"G with the axes put back"}, .backward_graph = permute_graph};
 static const nb_op transpose_op = {.name = "transpose", .forward = permute_forward, .backward = permute_backward,
-                                   .derivative = {"Gᵀ"}};
+                                   .derivative = {"Gᵀ"}, .backward_graph = permute_graph};
 
 static nb_tensor *permuted(nb_tape *tp, const nb_op *op, nb_tensor *a, const int *p, const char *file, int line) {
     int *kept = nb_tape_alloc(tp, (size_t)(a->ndim ? a->ndim : 1) * sizeof *kept);
@@ -152,9 +160,11 @@ static void broadcast_to_backward(nb_entry *e) {
     });
 }
 
+static void broadcast_to_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in);
 static const nb_op broadcast_to_op = {.name = "broadcast_to", .forward = broadcast_to_forward,
                                       .backward = broadcast_to_backward,
-                                      .derivative = {"G summed over the broadcast axes"}};
+                                      .derivative = {"G summed over the broadcast axes"},
+                                      .backward_graph = broadcast_to_graph};
 
 nb_tensor *nb_broadcast_to_(nb_tape *tp, nb_tensor *a, int ndim, const size_t *shape, const char *file,
                             int line) {
@@ -173,6 +183,71 @@ nb_tensor *nb_broadcast_to_(nb_tape *tp, nb_tensor *a, int ndim, const size_t *s
                            nb_format_shape(a->ndim, a->shape, sa, sizeof sa), nb_format_shape(ndim, shape, sb, sizeof sb));
     }
     nb_entry *e = nb_emit(tp, &broadcast_to_op, 1, &a, a->dtype, ndim, shape, file, line, &failed);
+    return e ? nb_run(e) : failed;
+}
+
+/* ---------------------------------------------------------------- sum_to */
+
+/* The adjoint of broadcast_to: y (of the target shape, aligned from the
+ * right with x) holds the sums of x over the axes where the target has
+ * size 1 or none.  dL/dx = broadcast_to(dL/dy, x's shape). */
+static void sum_to_forward(nb_entry *e) {
+    const nb_tensor *x = e->in[0];
+    size_t strides[1][NB_MAX_DIMS], idx[NB_MAX_DIMS] = {0}, off[1] = {0};
+    nb_broadcast_strides(e->out, x->ndim, strides[0]);
+    NB_DISPATCH(x->dtype, {
+        const T *xs = x->data;
+        T *ys = e->out->data;
+        memset(ys, 0, e->out->size * sizeof(T));
+        for (size_t i = 0; i < x->size; i++, nb_odometer_next(x->ndim, x->shape, idx, 1, off, strides)) ys[off[0]] += xs[i];
+    });
+}
+
+static void sum_to_backward(nb_entry *e) {
+    nb_tensor *x = e->in[0];
+    size_t strides[1][NB_MAX_DIMS], idx[NB_MAX_DIMS] = {0}, off[1] = {0};
+    nb_broadcast_strides(e->out, x->ndim, strides[0]);
+    bool acc;
+    void *gx_ = nb_grad_target(e->out->tape, x, &acc);
+    if (!gx_) return;
+    NB_DISPATCH(x->dtype, {
+        const T *gy = e->out->grad;
+        T *gx = gx_;
+        for (size_t i = 0; i < x->size; i++, nb_odometer_next(x->ndim, x->shape, idx, 1, off, strides))
+            gx[i] = acc ? gx[i] + gy[off[0]] : gy[off[0]];
+    });
+}
+
+static void sum_to_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = nb_broadcast_to_(e->out->tape, G, e->in[0]->ndim, e->in[0]->shape, e->file, e->line);
+}
+
+static void broadcast_to_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = nb_sum_to_(e->out->tape, G, e->in[0]->ndim, e->in[0]->shape, e->file, e->line);
+}
+
+static const nb_op sum_to_op = {.name = "sum_to", .forward = sum_to_forward, .backward = sum_to_backward,
+                                .derivative = {"G spread over the summed axes"}, .backward_graph = sum_to_graph};
+
+nb_tensor *nb_sum_to_(nb_tape *tp, nb_tensor *a, int ndim, const size_t *shape, const char *file, int line) {
+    nb_tensor *failed = nb_check(tp, &sum_to_op, file, line, 1, &a);
+    if (failed) return failed;
+    char sa[128], sb[128];
+    bool fits = ndim >= 0 && ndim <= a->ndim && (ndim == 0 || shape);
+    for (int d = 0; fits && d < ndim; d++) {
+        size_t want = shape[d], have = a->shape[a->ndim - ndim + d];
+        fits = want == have || want == 1;
+    }
+    if (!fits)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "sum_to: %s cannot be summed to %s (the target, aligned from the right, must have each "
+                       "size equal or 1)",
+                       nb_format_shape(a->ndim, a->shape, sa, sizeof sa), nb_format_shape(ndim, shape, sb, sizeof sb));
+    /* already the shape: nothing to sum */
+    bool same = ndim == a->ndim;
+    for (int d = 0; same && d < ndim; d++) same = shape[d] == a->shape[d];
+    if (same) return a;
+    nb_entry *e = nb_emit(tp, &sum_to_op, 1, &a, a->dtype, ndim, shape, file, line, &failed);
     return e ? nb_run(e) : failed;
 }
 
@@ -226,8 +301,27 @@ static void pad_backward(nb_entry *e) {
     });
 }
 
+/* The part of G where x was: take(G) at x's places in y. */
+static void pad_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    const nb_tensor *x = e->in[0];
+    size_t *from = nb_tape_alloc(tp, x->size * sizeof *from), idx[NB_MAX_DIMS] = {0};
+    if (!from) {
+        nb_set_error(tp, NB_ERR_NOMEM, e->file, e->line, "pad: out of memory for its backward graph");
+        return;
+    }
+    for (size_t i = 0; i < x->size; i++) {
+        from[i] = padded_offset(x, e->out, e->saved, idx);
+        for (int d = x->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < x->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    grad_in[0] = nb_take(tp, G, from, x->ndim, x->shape, e->file, e->line);
+}
+
 static const nb_op pad_op = {.name = "pad", .forward = pad_forward, .backward = pad_backward,
-                             .derivative = {"G without the padding"}};
+                             .derivative = {"G without the padding"}, .backward_graph = pad_graph};
 
 nb_tensor *nb_pad_(nb_tape *tp, nb_tensor *a, const size_t *pads, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &pad_op, file, line, 1, &a);

@@ -25,6 +25,7 @@
 #include "../internal.h"
 #include "expf.h"
 
+#include <math.h>
 #include <tgmath.h>
 
 #define LOG_CLAMP (-100.0)
@@ -94,12 +95,50 @@ ELEMENTWISE_LOSS(bce, -(t * clamped_log(p) + (1 - t) * clamped_log(1 - p)),
 ELEMENTWISE_LOSS(bce_logits, fmax(p, (T)0) - p * t + log1p(NB_EXP(-fabs(p))),
                  1 / (1 + NB_EXP(-p)) - t, -p)
 
+/* ---------------------------------------------------------------- backward graphs */
+
+/* The same derivatives as the backwards above, as ops of p and t (so that
+ * they can be differentiated again), times G / N. */
+#define AT e->file, e->line
+static void loss_grads(nb_entry *e, nb_tensor *G, nb_tensor **grad_in, nb_tensor *dp, nb_tensor *dt, double N) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *scale = nb_scale_(tp, G, 1 / N, AT);
+    if (dp && e->in[0]->requires_grad) grad_in[0] = nb_mul_(tp, scale, dp, AT);
+    if (dt && e->in[1]->requires_grad) grad_in[1] = nb_mul_(tp, scale, dt, AT);
+}
+
+/* mse: d/dp = 2(p − t), d/dt = −2(p − t) */
+static void mse_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *d = nb_scale_(tp, nb_sub_(tp, e->in[0], e->in[1], AT), 2, AT);
+    loss_grads(e, G, grad_in, d, nb_neg_(tp, d, AT), (double)e->in[0]->size);
+}
+
+/* bce: d/dp = (p − t)/max(p(1 − p), 1e-12), d/dt = log(1 − p) − log p (each log ≥ −100) */
+static void bce_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *p = e->in[0], *t = e->in[1];
+    nb_tensor *one_minus_p = nb_add_scalar_(tp, nb_neg_(tp, p, AT), 1, AT);
+    nb_tensor *dp = nb_div_(tp, nb_sub_(tp, p, t, AT), nb_clamp_(tp, nb_mul_(tp, p, one_minus_p, AT), BCE_EPS, INFINITY, AT),
+                            AT);
+    nb_tensor *dt = nb_sub_(tp, nb_clamp_(tp, nb_log_(tp, one_minus_p, AT), LOG_CLAMP, INFINITY, AT),
+                            nb_clamp_(tp, nb_log_(tp, p, AT), LOG_CLAMP, INFINITY, AT), AT);
+    loss_grads(e, G, grad_in, dp, dt, (double)p->size);
+}
+
+/* bce_logits: d/dz = σ(z) − t, d/dt = −z */
+static void bce_logits_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *z = e->in[0];
+    loss_grads(e, G, grad_in, nb_sub_(tp, nb_sigmoid_(tp, z, AT), e->in[1], AT), nb_neg_(tp, z, AT), (double)z->size);
+}
+
 static const nb_op mse_op = {.name = "mse", .forward = mse_forward, .backward = mse_backward,
-    .derivative = {"G · 2(p−t)/N", "G · −2(p−t)/N"}, .elementwise = false};
+    .derivative = {"G · 2(p−t)/N", "G · −2(p−t)/N"}, .elementwise = false, .backward_graph = mse_graph};
 static const nb_op bce_op = {.name = "bce", .forward = bce_forward, .backward = bce_backward,
-    .derivative = {"G · (p−t)/(p(1−p)N)", "G · (log(1−p) − log p)/N"}, .elementwise = false};
+    .derivative = {"G · (p−t)/(p(1−p)N)", "G · (log(1−p) − log p)/N"}, .elementwise = false, .backward_graph = bce_graph};
 static const nb_op bce_logits_op = {.name = "bce_logits", .forward = bce_logits_forward, .backward = bce_logits_backward,
-    .derivative = {"G · (σ(z)−t)/N", "G · −z/N"}, .elementwise = false};
+    .derivative = {"G · (σ(z)−t)/N", "G · −z/N"}, .elementwise = false, .backward_graph = bce_logits_graph};
 
 static nb_tensor *elementwise_loss(nb_tape *tp, const nb_op *op, nb_tensor *p, nb_tensor *t,
                                    const char *file, int line) {
@@ -216,8 +255,36 @@ static void softmax_ce_backward(nb_entry *e) {
     });
 }
 
+/* As ops: dx = (softmax(x) Σt − t)/M, dt = −log softmax(x)/M, times G.
+ * Class indices become a one-hot tensor (a constant: no gradient). */
+static void softmax_ce_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *x = e->in[0], *t = e->in[1];
+    size_t outer, n, inner;
+    nb_split_axis(x, e->axis, &outer, &n, &inner);
+    double M = (double)(outer * inner);
+    nb_tensor *target = t, *tsum = NULL;
+    if (e->flag0) { /* indices: one-hot, and Σt = 1 */
+        target = nb_full_(tp, x->dtype, x->ndim, x->shape, 0, AT);
+        if (target->status != NB_OK) return;
+        NB_DISPATCH(x->dtype, {
+            T *oh = target->data;
+            const T *idx = t->data;
+            for (size_t o = 0; o < outer; o++)
+                for (size_t i = 0; i < inner; i++) oh[(o * n + (size_t)idx[o * inner + i]) * inner + i] = 1;
+        });
+    } else {
+        tsum = nb_sum_axis_(tp, t, e->axis, true, false, AT);
+    }
+    nb_tensor *soft = nb_softmax_(tp, x, e->axis, false, AT);
+    nb_tensor *dx = nb_sub_(tp, tsum ? nb_mul_(tp, soft, tsum, AT) : soft, target, AT);
+    nb_tensor *dt = e->flag0 ? NULL : nb_neg_(tp, nb_softmax_(tp, x, e->axis, true, AT), AT);
+    loss_grads(e, G, grad_in, dx, dt, M);
+}
+#undef AT
+
 static const nb_op softmax_ce_op = {.name = "softmax_cross_entropy", .forward = softmax_ce_forward, .backward = softmax_ce_backward,
-    .derivative = {"G · (softmax(x)·Σt − t)/M", "G · −log softmax(x)/M"}, .elementwise = false};
+    .derivative = {"G · (softmax(x)·Σt − t)/M", "G · −log softmax(x)/M"}, .elementwise = false, .backward_graph = softmax_ce_graph};
 
 nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *target,
                                      int axis, const char *file, int line) {

@@ -194,7 +194,7 @@ static void matmul_backward(nb_entry *e) {
 }
 
 static const nb_op matmul_op = {.name = "matmul", .forward = matmul_forward, .backward = matmul_backward,
-    .derivative = {"G · op(B)ᵀ", "op(A)ᵀ · G"}, .elementwise = false};
+    .derivative = {"G · op(B)ᵀ", "op(A)ᵀ · G"}, .elementwise = false, .backward_graph = nb_matmul_graph};
 
 nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
                       const char *file, int line) {
@@ -308,8 +308,19 @@ static void linear_backward(nb_entry *e) {
     nb_mark_written(bias);
 }
 
+/* The product's graph as matmul's, and the bias's: G summed over the rows
+ * (a row bias) or the columns (a column bias), in the bias's shape. */
+static void linear_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_matmul_graph(e, G, grad_in);
+    nb_tensor *bias = e->in[2];
+    if (!bias->requires_grad) return;
+    nb_tape *tp = e->out->tape;
+    nb_tensor *g = nb_sum_axis_(tp, G, e->axis == 1 ? 1 : 0, e->axis == 1 || bias->ndim == 2, false, e->file, e->line);
+    grad_in[2] = g;
+}
+
 static const nb_op linear_op = {.name = "linear", .forward = linear_forward, .backward = linear_backward,
-    .derivative = {"G · op(B)ᵀ", "op(A)ᵀ · G", "G summed over the broadcast axis"}, .elementwise = false};
+    .derivative = {"G · op(B)ᵀ", "op(A)ᵀ · G", "G summed over the broadcast axis"}, .elementwise = false, .backward_graph = linear_graph};
 
 nb_tensor *nb_linear_(nb_tape *tp, nb_tensor *a, nb_tensor *b, nb_tensor *bias, bool trans_a,
                       bool trans_b, const char *file, int line) {

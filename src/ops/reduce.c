@@ -35,10 +35,28 @@ static void sum_all_backward(nb_entry *e) {
     });
 }
 
+/* Backward graphs: G spread back over x, as ops.  sum and mean of all
+ * elements: broadcast_to(G, x's shape) (times 1/N); along an axis: G with
+ * the axis put back (unsqueeze, unless kept), then broadcast. */
+static void sum_all_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *x = e->in[0];
+    nb_tensor *g = e->flag0 ? nb_scale_(tp, G, 1.0 / (double)x->size, e->file, e->line) : G;
+    grad_in[0] = nb_broadcast_to_(tp, g, x->ndim, x->shape, e->file, e->line);
+}
+
+static void sum_axis_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *x = e->in[0];
+    nb_tensor *g = e->flag1 ? G : nb_unsqueeze_(tp, G, e->axis, e->file, e->line);
+    if (e->flag0) g = nb_scale_(tp, g, 1.0 / (double)x->shape[e->axis], e->file, e->line);
+    grad_in[0] = nb_broadcast_to_(tp, g, x->ndim, x->shape, e->file, e->line);
+}
+
 static const nb_op sum_op = {.name = "sum", .forward = sum_all_forward, .backward = sum_all_backward,
-    .derivative = {"G spread over x"}, .elementwise = false};
+    .derivative = {"G spread over x"}, .elementwise = false, .backward_graph = sum_all_graph};
 static const nb_op mean_op = {.name = "mean", .forward = sum_all_forward, .backward = sum_all_backward,
-    .derivative = {"G/N spread over x"}, .elementwise = false};
+    .derivative = {"G/N spread over x"}, .elementwise = false, .backward_graph = sum_all_graph};
 
 nb_tensor *nb_sum_all_(nb_tape *tp, nb_tensor *a, bool mean, const char *file, int line) {
     const nb_op *op = mean ? &mean_op : &sum_op;
@@ -93,9 +111,9 @@ static void sum_axis_backward(nb_entry *e) {
 }
 
 static const nb_op sum_axis_op = {.name = "sum_axis", .forward = sum_axis_forward, .backward = sum_axis_backward,
-    .derivative = {"G spread along the axis"}, .elementwise = false};
+    .derivative = {"G spread along the axis"}, .elementwise = false, .backward_graph = sum_axis_graph};
 static const nb_op mean_axis_op = {.name = "mean_axis", .forward = sum_axis_forward, .backward = sum_axis_backward,
-    .derivative = {"G/n spread along the axis"}, .elementwise = false};
+    .derivative = {"G/n spread along the axis"}, .elementwise = false, .backward_graph = sum_axis_graph};
 
 nb_tensor *nb_sum_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, bool mean,
                         const char *file, int line) {

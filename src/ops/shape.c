@@ -33,8 +33,16 @@ static void copy_grad_backward(nb_entry *e) {
     });
 }
 
+/* The backward graph of the views: G read in x's shape (a reshape). */
+static void reshape_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tensor *x = e->in[0];
+    long dims[NB_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) dims[d] = (long)x->shape[d];
+    grad_in[0] = nb_reshape_(e->out->tape, G, x->ndim, dims, e->file, e->line);
+}
+
 static const nb_op reshape_op = {.name = "reshape", .forward = reshape_forward, .backward = copy_grad_backward,
-    .derivative = {"1"}, .elementwise = true, .view = true};
+    .derivative = {"1"}, .elementwise = true, .view = true, .backward_graph = reshape_graph};
 
 /* Records op as a view of a with the given shape. */
 static nb_tensor *view_as(nb_tape *tp, const nb_op *op, nb_tensor *a, int ndim, const size_t *shape, const char *file,
@@ -99,9 +107,9 @@ nb_tensor *nb_reshape_(nb_tape *tp, nb_tensor *a, int ndim, const long *shape,
 /* ---------------------------------------------------------------- squeeze, unsqueeze */
 
 static const nb_op squeeze_op = {.name = "squeeze", .forward = reshape_forward, .backward = copy_grad_backward,
-    .derivative = {"1"}, .elementwise = true, .view = true};
+    .derivative = {"1"}, .elementwise = true, .view = true, .backward_graph = reshape_graph};
 static const nb_op unsqueeze_op = {.name = "unsqueeze", .forward = reshape_forward, .backward = copy_grad_backward,
-    .derivative = {"1"}, .elementwise = true, .view = true};
+    .derivative = {"1"}, .elementwise = true, .view = true, .backward_graph = reshape_graph};
 
 nb_tensor *nb_squeeze_(nb_tape *tp, nb_tensor *a, int axis, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &squeeze_op, file, line, 1, &a);
@@ -179,8 +187,12 @@ static void cast_backward(nb_entry *e) {
     if (gx) convert(e->out->grad, e->out->dtype, gx, x->dtype, x->size, acc);
 }
 
+static void cast_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = nb_cast_(e->out->tape, G, e->in[0]->dtype, e->file, e->line);
+}
+
 static const nb_op cast_op = {.name = "cast", .forward = cast_forward, .backward = cast_backward,
-    .derivative = {"1"}, .elementwise = true};
+    .derivative = {"1"}, .elementwise = true, .backward_graph = cast_graph};
 
 nb_tensor *nb_cast_(nb_tape *tp, nb_tensor *a, nb_dtype dt, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &cast_op, file, line, 1, &a);

@@ -67,10 +67,25 @@ static void softmax_backward(nb_entry *e) {
     });
 }
 
+/* As ops: softmax:      dx = y ⊙ (G − sum(G ⊙ y, axis))
+ *         log-softmax:  dx = G − exp(y) ⊙ sum(G, axis)  (exp(y) is the softmax) */
+static void softmax_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *y = e->out;
+    if (e->flag0) {
+        nb_tensor *total = nb_sum_axis_(tp, G, e->axis, true, false, e->file, e->line);
+        grad_in[0] = nb_sub_(tp, G, nb_mul_(tp, nb_exp_(tp, y, e->file, e->line), total, e->file, e->line), e->file,
+                             e->line);
+    } else {
+        nb_tensor *dot = nb_sum_axis_(tp, nb_mul_(tp, G, y, e->file, e->line), e->axis, true, false, e->file, e->line);
+        grad_in[0] = nb_mul_(tp, y, nb_sub_(tp, G, dot, e->file, e->line), e->file, e->line);
+    }
+}
+
 static const nb_op softmax_op = {.name = "softmax", .forward = softmax_forward, .backward = softmax_backward,
-    .derivative = {"y ⊙ (G − Σ G⊙y)"}, .elementwise = false};
+    .derivative = {"y ⊙ (G − Σ G⊙y)"}, .elementwise = false, .backward_graph = softmax_graph};
 static const nb_op log_softmax_op = {.name = "log_softmax", .forward = softmax_forward, .backward = softmax_backward,
-    .derivative = {"G − softmax(x) Σ G"}, .elementwise = false};
+    .derivative = {"G − softmax(x) Σ G"}, .elementwise = false, .backward_graph = softmax_graph};
 
 nb_tensor *nb_softmax_(nb_tape *tp, nb_tensor *a, int axis, bool log, const char *file,
                        int line) {

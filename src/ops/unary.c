@@ -53,8 +53,23 @@
         if (!(u.gx = nb_grad_target(tp, e->in[0], &u.acc))) return;                         \
         nb_parallel(e->out->size, NB_PARALLEL_GRAIN, fn##_backward_range, &u);            \
     }                                                                                       \
+    static nb_tensor *fn##_dydx(nb_tape *tp, const nb_entry *e);                            \
+    static void fn##_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {               \
+        unary_graph(e, G, grad_in, fn##_dydx);                                              \
+    }                                                                                       \
     static const nb_op fn##_op = {.name = #fn, .forward = fn##_forward, .backward = fn##_backward,      \
-                                   .derivative = {FORMULA}, .elementwise = true};
+                                   .derivative = {FORMULA}, .elementwise = true,            \
+                                   .backward_graph = fn##_graph};
+
+/* The backward graph of every op of the table: dL/dx = G ⊙ dy/dx, with
+ * dy/dx built from ops on x and y (so that it can be differentiated again),
+ * or NULL when it is 1. */
+typedef nb_tensor *(*local_derivative)(nb_tape *tp, const nb_entry *e);
+static void unary_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in, local_derivative dydx) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *d = dydx(tp, e);
+    grad_in[0] = d ? nb_mul_(tp, G, d, e->file, e->line) : G;
+}
 
 /* What the backward ranges share: the entry, the input's gradient buffer,
  * and whether to add into it. */
@@ -88,6 +103,8 @@ UNARY_OP(cos,        cos(x),                      -sin(x),                    "-
  * PyTorch).  sqrt's derivative 1/(2 sqrt x) is +inf at 0, as PyTorch's. */
 UNARY_OP(abs,        fabs(x),                     x > 0 ? 1 : x < 0 ? -1 : 0, "sign(x)")
 UNARY_OP(sqrt,       sqrt(x),                     (T)0.5 / y,                 "1/(2√x)")
+/* erf(x) = 2/√π ∫₀ˣ e^(-t²) dt;  d/dx = 2/√π e^(-x²) */
+UNARY_OP(erf,        erf(x),                      (T)1.12837916709551257 * exp(-x * x), "2/√π e^(−x²)")
 /* log(1 + x) and e^x - 1, exact near 0 where the plain forms lose every
  * digit (log(1 + 1e-10) is 0 in float32). */
 UNARY_OP(log1p,      log1p(x),                    1 / (1 + x),                "1/(1+x)")
@@ -109,6 +126,92 @@ UNARY_OP(gelu_tanh,  x * (T)0.5 * (1 + tanh((T)0.79788456080286536 * (x + (T)0.0
                                                tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) *
                              (T)0.79788456080286536 * (1 + 3 * (T)0.044715 * x * x),
                      "(1+tanh u)/2 + x(1−tanh²u)u′/2")
+
+/* ---------------------------------------------------------------- dy/dx as ops */
+
+/* A tensor of x's shape holding f(x) element by element, with no gradient:
+ * the local derivative of an op that is piecewise linear (relu, abs,
+ * clamp), whose own derivative is 0 almost everywhere (PyTorch's
+ * convention for the second derivative at a kink, too). */
+static nb_tensor *constant_of(nb_tape *tp, const nb_entry *e, double (*f)(double x, const nb_entry *e)) {
+    const nb_tensor *x = e->in[0];
+    nb_tensor *c = nb_tensor_alloc(tp, x->dtype, x->ndim, x->shape, e->op->name, e->file, e->line);
+    if (c->status != NB_OK) return c;
+    NB_DISPATCH(x->dtype, {
+        const T *xs = x->data;
+        T *cs = c->data;
+        for (size_t i = 0; i < x->size; i++) cs[i] = (T)f((double)xs[i], e);
+    });
+    return c;
+}
+
+static nb_tensor *scalar_like(nb_tape *tp, const nb_entry *e, double v) {
+    return nb_full_(tp, e->out->dtype, 0, NULL, v, e->file, e->line);
+}
+
+#define X e->in[0]
+#define Y e->out
+#define AT e->file, e->line
+static double relu_slope(double x, const nb_entry *e) { (void)e; return x > 0 ? 1 : 0; }
+static double leaky_slope(double x, const nb_entry *e) { return x > 0 ? 1 : e->scalar; }
+static double abs_slope(double x, const nb_entry *e) { (void)e; return x > 0 ? 1 : x < 0 ? -1 : 0; }
+static double clamp_slope(double x, const nb_entry *e) {
+    return x > e->scalar && x < *(const double *)e->saved ? 1 : 0;
+}
+
+static nb_tensor *neg_dydx(nb_tape *tp, const nb_entry *e) { return scalar_like(tp, e, -1); }
+static nb_tensor *scale_dydx(nb_tape *tp, const nb_entry *e) { return scalar_like(tp, e, e->scalar); }
+static nb_tensor *add_scalar_dydx(nb_tape *tp, const nb_entry *e) { (void)tp, (void)e; return NULL; }
+static nb_tensor *exp_dydx(nb_tape *tp, const nb_entry *e) { (void)tp; return Y; }
+static nb_tensor *log_dydx(nb_tape *tp, const nb_entry *e) { return nb_pow_(tp, X, -1, AT); }
+/* σ' = y(1 - y) = y - y² */
+static nb_tensor *sigmoid_dydx(nb_tape *tp, const nb_entry *e) { return nb_sub_(tp, Y, nb_square_(tp, Y, AT), AT); }
+/* tanh' = 1 - y² */
+static nb_tensor *tanh_dydx(nb_tape *tp, const nb_entry *e) {
+    return nb_add_scalar_(tp, nb_neg_(tp, nb_square_(tp, Y, AT), AT), 1, AT);
+}
+static nb_tensor *relu_dydx(nb_tape *tp, const nb_entry *e) { return constant_of(tp, e, relu_slope); }
+static nb_tensor *leaky_relu_dydx(nb_tape *tp, const nb_entry *e) { return constant_of(tp, e, leaky_slope); }
+static nb_tensor *square_dydx(nb_tape *tp, const nb_entry *e) { return nb_scale_(tp, X, 2, AT); }
+/* p x^(p-1); 0 for p = 0 */
+static nb_tensor *pow_dydx(nb_tape *tp, const nb_entry *e) {
+    if (e->scalar == 0) return scalar_like(tp, e, 0);
+    return nb_scale_(tp, nb_pow_(tp, X, e->scalar - 1, AT), e->scalar, AT);
+}
+static nb_tensor *sin_dydx(nb_tape *tp, const nb_entry *e) { return nb_cos_(tp, X, AT); }
+static nb_tensor *cos_dydx(nb_tape *tp, const nb_entry *e) { return nb_neg_(tp, nb_sin_(tp, X, AT), AT); }
+static nb_tensor *abs_dydx(nb_tape *tp, const nb_entry *e) { return constant_of(tp, e, abs_slope); }
+/* 1/(2 √x) = 0.5 y⁻¹ */
+static nb_tensor *sqrt_dydx(nb_tape *tp, const nb_entry *e) { return nb_scale_(tp, nb_pow_(tp, Y, -1, AT), 0.5, AT); }
+static nb_tensor *log1p_dydx(nb_tape *tp, const nb_entry *e) {
+    return nb_pow_(tp, nb_add_scalar_(tp, X, 1, AT), -1, AT);
+}
+static nb_tensor *expm1_dydx(nb_tape *tp, const nb_entry *e) { return nb_add_scalar_(tp, Y, 1, AT); }
+static nb_tensor *softplus_dydx(nb_tape *tp, const nb_entry *e) { return nb_sigmoid_(tp, X, AT); }
+/* Φ(x) + x φ(x) = (1 + erf(x/√2))/2 + x e^(-x²/2)/√(2π) */
+static nb_tensor *gelu_dydx(nb_tape *tp, const nb_entry *e) {
+    nb_tensor *cdf = nb_scale_(tp, nb_add_scalar_(tp, nb_erf_(tp, nb_scale_(tp, X, 0.70710678118654752, AT), AT), 1, AT),
+                               0.5, AT);
+    nb_tensor *pdf = nb_scale_(tp, nb_exp_(tp, nb_scale_(tp, nb_square_(tp, X, AT), -0.5, AT), AT), 0.39894228040143268, AT);
+    return nb_add_(tp, cdf, nb_mul_(tp, X, pdf, AT), AT);
+}
+/* (1 + t)/2 + x (1 - t²) c (1 + 3a x²)/2, t = tanh(c (x + a x³)) */
+static nb_tensor *gelu_tanh_dydx(nb_tape *tp, const nb_entry *e) {
+    const double c = 0.79788456080286536, a = 0.044715;
+    nb_tensor *x2 = nb_square_(tp, X, AT);
+    nb_tensor *t = nb_tanh_(tp, nb_scale_(tp, nb_add_(tp, X, nb_scale_(tp, nb_mul_(tp, x2, X, AT), a, AT), AT), c, AT), AT);
+    nb_tensor *first = nb_scale_(tp, nb_add_scalar_(tp, t, 1, AT), 0.5, AT);
+    nb_tensor *sech2 = nb_add_scalar_(tp, nb_neg_(tp, nb_square_(tp, t, AT), AT), 1, AT);
+    nb_tensor *inner = nb_add_scalar_(tp, nb_scale_(tp, x2, 3 * a, AT), 1, AT);
+    return nb_add_(tp, first, nb_scale_(tp, nb_mul_(tp, nb_mul_(tp, X, sech2, AT), inner, AT), 0.5 * c, AT), AT);
+}
+/* erf' = 2/√π e^(-x²) */
+static nb_tensor *erf_dydx(nb_tape *tp, const nb_entry *e) {
+    return nb_scale_(tp, nb_exp_(tp, nb_neg_(tp, nb_square_(tp, X, AT), AT), AT), 1.12837916709551257, AT);
+}
+#undef X
+#undef Y
+#undef AT
 
 static nb_tensor *unary(nb_tape *tp, const nb_op *op, nb_tensor *a, double s, const char *file,
                         int line) {
@@ -140,6 +243,7 @@ UNARY_API(square)
 UNARY_API(sin)
 UNARY_API(cos)
 UNARY_API(abs)
+UNARY_API(erf)
 UNARY_API(sqrt)
 UNARY_API(log1p)
 UNARY_API(expm1)
@@ -182,8 +286,11 @@ static void clamp_backward(nb_entry *e) {
     });
 }
 
+static nb_tensor *clamp_dydx(nb_tape *tp, const nb_entry *e) { return constant_of(tp, e, clamp_slope); }
+static void clamp_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { unary_graph(e, G, grad_in, clamp_dydx); }
+
 static const nb_op clamp_op = {.name = "clamp", .forward = clamp_forward, .backward = clamp_backward,
-    .derivative = {"[lo<x<hi]"}, .elementwise = true};
+    .derivative = {"[lo<x<hi]"}, .elementwise = true, .backward_graph = clamp_graph};
 
 nb_tensor *nb_clamp_(nb_tape *tp, nb_tensor *a, double lo, double hi, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &clamp_op, file, line, 1, &a);

@@ -1,0 +1,510 @@
+/*
+ * Higher-order derivatives: nb_grad with create_graph, and what is built on
+ * it.  Closed forms (the Hessian of xᵀAx is A + Aᵀ; of the mean logistic
+ * loss, Xᵀ diag(a(1 − a)) X / m; the third derivative of sin is −cos);
+ * nb_gradgradcheck on every op, on random shapes, with broadcasting and
+ * fan-out, in float64; Hessian-vector and Jacobian-vector products against
+ * the dense matrices; the misuse that must be refused.
+ */
+#include "support.h"
+#include "nabla_op.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void assert_gradgradcheck(nb_gradcheck_fn fn, nb_tensor *const *in, int n, void *user, const char *what) {
+    nb_gradcheck_opts o;
+    nb_gradcheck_default_opts(&o);
+    nb_gradcheck_result r = nb_gradgradcheck(fn, in, n, user, &o);
+    if (r.status == NB_OK && r.passed) return;
+    print_error("%s: %s\n", what, r.message);
+    o.report = stderr;
+    nb_gradgradcheck(fn, in, n, user, &o);
+    fail();
+}
+
+/* ---------------------------------------------------------------- closed forms */
+
+/* f(x) = xᵀ A x: the gradient (A + Aᵀ) x, the Hessian A + Aᵀ. */
+static void test_hessian_of_a_quadratic_form(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 61);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *A = nb_rand_uniform(tp, &rng, NB_F64, NB_SHAPE(4, 4), -1, 1);
+    nb_tensor *x = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(4, 1), -1, 1);
+    nb_requires_grad(x, true);
+    nb_tensor *f = nb_sum(tp, nb_matmul_t(tp, x, nb_matmul(tp, A, x), true, false));
+    nb_tensor *H = nb_hessian(f, x);
+    assert_ok(H);
+    for (size_t i = 0; i < 4; i++)
+        for (size_t j = 0; j < 4; j++)
+            assert_close(nb_get(H, i * 4 + j), nb_get(A, i * 4 + j) + nb_get(A, j * 4 + i), 1e-12);
+    /* nb_grad leaves x's own gradient alone */
+    assert_false(nb_has_grad(x));
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* Logistic regression, mean loss L(w) = mean bce_logits(X w, y):
+ * H = Xᵀ diag(a (1 − a)) X / m, a = σ(X w). */
+static void test_hessian_of_the_logistic_loss(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 62);
+    nb_tape *tp = nb_tape_new();
+    size_t m = 7, n = 3;
+    nb_tensor *X = nb_rand_normal(tp, &rng, NB_F64, NB_SHAPE(m, n), 0, 1);
+    nb_tensor *y = nb_zeros(tp, NB_F64, NB_SHAPE(m, 1));
+    for (size_t i = 0; i < m; i++) nb_set(y, i, (double)(i % 2));
+    nb_tensor *w = nb_rand_normal(NULL, &rng, NB_F64, NB_SHAPE(n, 1), 0, 0.5);
+    nb_requires_grad(w, true);
+    nb_tensor *L = nb_bce_logits(tp, nb_matmul(tp, X, w), y);
+    nb_tensor *H = nb_hessian(L, w);
+    assert_ok(H);
+    for (size_t j = 0; j < n; j++)
+        for (size_t k = 0; k < n; k++) {
+            double h = 0;
+            for (size_t i = 0; i < m; i++) {
+                double z = 0;
+                for (size_t q = 0; q < n; q++) z += nb_get(X, i * n + q) * nb_get(w, q);
+                double a = 1 / (1 + exp(-z));
+                h += nb_get(X, i * n + j) * a * (1 - a) * nb_get(X, i * n + k);
+            }
+            assert_close(nb_get(H, j * n + k), h / (double)m, 1e-12);
+        }
+    nb_tensor_free(w);
+    nb_tape_free(tp);
+}
+
+/* d/dx sin = cos, d²/dx² = −sin, d³/dx³ = −cos: three nb_grads, each
+ * recorded and differentiated again. */
+static void test_third_derivative_of_sin(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){-1, 0.3, 2}));
+    nb_requires_grad(x, true);
+    nb_tensor *d = nb_sum(tp, nb_sin(tp, x)), *g;
+    const double sign[3] = {1, -1, -1};
+    for (int order = 1; order <= 3; order++) {
+        assert_int_equal(nb_grad(d, &x, 1, &g, true), NB_OK);
+        for (size_t i = 0; i < 3; i++) {
+            double xi = nb_get(x, i);
+            double want = order == 2 ? -sin(xi) : sign[order - 1] * cos(xi);
+            assert_close(nb_get(g, i), want, 1e-14);
+        }
+        d = nb_sum(tp, g);
+    }
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* Newton's step on y = x² + 3 from 5: x − y'/y'' = 5 − 10/2 = 0, the
+ * minimum in one step. */
+static void test_newton_on_the_seed_parabola(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_scalar(NULL, NB_F64, 5);
+    nb_requires_grad(x, true);
+    nb_tensor *y = nb_add_scalar(tp, nb_square(tp, x), 3), *g, *h;
+    assert_int_equal(nb_grad(y, &x, 1, &g, true), NB_OK);
+    assert_int_equal(nb_grad(g, &x, 1, &h, false), NB_OK);
+    assert_close(nb_item(g), 10, 0);
+    assert_close(nb_item(h), 2, 0);
+    assert_close(nb_item(x) - nb_item(g) / nb_item(h), 0, 0);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* ---------------------------------------------------------------- products */
+
+static void test_hvp_jvp_and_jacobian(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 63);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(5), -1, 1);
+    nb_tensor *v = nb_rand_uniform(tp, &rng, NB_F64, NB_SHAPE(5), -1, 1);
+    nb_requires_grad(x, true);
+    /* f = sum(tanh(x) * sin(x)) + (sum x²)²: a full Hessian */
+    nb_tensor *s2 = nb_sum(tp, nb_square(tp, x));
+    nb_tensor *f = nb_add(tp, nb_sum(tp, nb_mul(tp, nb_tanh(tp, x), nb_sin(tp, x))), nb_square(tp, s2));
+    nb_tensor *H = nb_hessian(f, x), *hv;
+    assert_ok(H);
+    assert_int_equal(nb_hvp(f, &x, 1, &v, &hv), NB_OK);
+    for (size_t i = 0; i < 5; i++) {
+        double want = 0;
+        for (size_t j = 0; j < 5; j++) want += nb_get(H, i * 5 + j) * nb_get(v, j);
+        assert_close(nb_get(hv, i), want, 1e-12);
+        for (size_t j = 0; j < i; j++) assert_close(nb_get(H, i * 5 + j), nb_get(H, j * 5 + i), 1e-12);
+    }
+    /* y = W tanh(x) (3 outputs): J by rows, against central differences;
+     * J t from nb_jvp (two backward passes) */
+    nb_tensor *W = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(3, 5), -1, 1);
+    nb_tensor *out = nb_matmul(tp, W, nb_tanh(tp, x)), *jt;
+    nb_tensor *J = nb_jacobian(out, x);
+    assert_ok(J);
+    for (size_t j = 0; j < 5; j++) {
+        double saved = nb_get(x, j), up[3], down[3];
+        for (int side = 0; side < 2; side++) {
+            nb_set(x, j, saved + (side ? -1e-6 : 1e-6));
+            nb_tape *probe = nb_tape_new();
+            nb_tensor *o = nb_matmul(probe, W, nb_tanh(probe, x));
+            for (size_t i = 0; i < 3; i++) (side ? down : up)[i] = nb_get(o, i);
+            nb_tape_free(probe);
+        }
+        nb_set(x, j, saved);
+        for (size_t i = 0; i < 3; i++) assert_close(nb_get(J, i * 5 + j), (up[i] - down[i]) / 2e-6, 1e-8);
+    }
+    nb_tape_reset(tp); /* x was changed: record again */
+    v = nb_rand_uniform(tp, &rng, NB_F64, NB_SHAPE(5), -1, 1);
+    out = nb_matmul(tp, W, nb_tanh(tp, x));
+    J = nb_jacobian(out, x);
+    assert_int_equal(nb_jvp(out, &x, 1, &v, &jt), NB_OK);
+    assert_int_equal(nb_tensor_ndim(jt), 1);
+    for (size_t i = 0; i < 3; i++) {
+        double want = 0;
+        for (size_t j = 0; j < 5; j++) want += nb_get(J, i * 5 + j) * nb_get(v, j);
+        assert_close(nb_get(jt, i), want, 1e-12);
+    }
+    assert_false(nb_has_grad(x));
+    nb_tensor_free(W);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* nb_grad of intermediates and unused tensors; its own gradient untouched */
+static void test_grad_semantics(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, 2}));
+    nb_tensor *unused = nb_ones(NULL, NB_F64, NB_SHAPE(3));
+    nb_requires_grad(x, true);
+    nb_requires_grad(unused, true);
+    nb_tensor *h = nb_square(tp, x), *y = nb_sum(tp, nb_scale(tp, h, 3));
+    /* a gradient left from an earlier backward stays as it was */
+    assert_int_equal(nb_backward(y), NB_OK);
+    double before = nb_grad_get(x, 1);
+    nb_tensor *wrt[3] = {x, h, unused}, *g[3];
+    for (int graph = 0; graph < 2; graph++) {
+        assert_int_equal(nb_grad(y, wrt, 3, g, graph), NB_OK);
+        assert_close(nb_get(g[0], 0), 6, 0); /* 3 · 2x */
+        assert_close(nb_get(g[0], 1), 12, 0);
+        assert_close(nb_get(g[1], 1), 3, 0);  /* dy/dh */
+        for (size_t i = 0; i < 3; i++) assert_close(nb_get(g[2], i), 0, 0);
+        assert_close(nb_grad_get(x, 1), before, 0);
+        assert_false(nb_has_grad(unused));
+    }
+    nb_tensor_free(x);
+    nb_tensor_free(unused);
+    nb_tape_free(tp);
+}
+
+/* An op of one's own without backward_graph: first derivatives work, a
+ * second is refused with its name. */
+static void half_square_forward(nb_op_call *c) {
+    const double *x = nb_op_input_data(c, 0);
+    double *y = nb_op_output_data(c);
+    for (size_t i = 0; i < nb_op_size(c); i++) y[i] = x[i] * x[i] / 2;
+}
+static void half_square_backward(nb_op_call *c) {
+    const double *x = nb_op_input_data(c, 0), *g = nb_op_grad_output(c);
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    if (!gx) return;
+    for (size_t i = 0; i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] * x[i] : g[i] * x[i];
+}
+static const nb_op_def half_square = {.name = "half_square", .forward = half_square_forward,
+                                      .backward = half_square_backward, .derivative = {"x"}, .elementwise = true};
+/* ... and with one: G x, as ops */
+static void half_square_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = nb_mul(nb_op_tape(c), G, nb_op_input(c, 0));
+}
+static const nb_op_def half_square_2 = {.name = "half_square", .forward = half_square_forward,
+                                        .backward = half_square_backward, .derivative = {"x"}, .elementwise = true,
+                                        .backward_graph = half_square_graph};
+
+static void test_custom_ops_and_second_derivatives(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){3, -1}));
+    nb_requires_grad(x, true);
+    nb_tensor *y = nb_sum(tp, nb_op(tp, &half_square, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0)), *g;
+    assert_int_equal(nb_grad(y, &x, 1, &g, false), NB_OK);
+    assert_close(nb_get(g, 0), 3, 0);
+    assert_int_equal(nb_grad(y, &x, 1, &g, true), NB_ERR_UNSUPPORTED);
+    assert_message_has(nb_last_error(), "half_square", "backward_graph", "test_higher_order.c:");
+    nb_tape_reset(tp);
+    y = nb_sum(tp, nb_op(tp, &half_square_2, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0));
+    nb_tensor *H = nb_hessian(y, x);
+    assert_ok(H);
+    assert_close(nb_get(H, 0), 1, 0);
+    assert_close(nb_get(H, 1), 0, 0);
+    /* misuse: no seed for a vector, NULL lists */
+    nb_tensor *v = nb_square(tp, x);
+    assert_int_equal(nb_grad(v, &x, 1, &g, true), NB_ERR_SHAPE);
+    assert_message_has(nb_last_error(), "nb_grad", "(2,)", "seed");
+    assert_int_equal(nb_grad(y, NULL, 1, &g, true), NB_ERR_NULL);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* ---------------------------------------------------------------- every op, second order */
+
+/* f(x) = sum(tanh(op(x)) ⊙ R): a non-linear head, so that the upstream
+ * gradient reaching op depends on x too. */
+typedef nb_tensor *(*apply_fn)(nb_tape *tp, nb_tensor *const *in);
+static nb_tensor *head(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n;
+    nb_tensor *y = ((apply_fn)user)(tp, in);
+    if (nb_tensor_ndim(y) == 0) return nb_sum(tp, nb_tanh(tp, y));
+    nb_rng rng;
+    nb_rng_seed(&rng, 71);
+    nb_tensor *R = nb_rand_uniform(tp, &rng, NB_F64, nb_tensor_ndim(y), nb_tensor_shape(y), -1, 1);
+    return nb_sum(tp, nb_mul(tp, nb_tanh(tp, y), R));
+}
+
+/* The same with one input used for both of a two-input op (fan-out). */
+static nb_tensor *head_same(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    nb_tensor *twice[2] = {in[0], in[0]};
+    (void)n;
+    return head(tp, twice, 2, user);
+}
+
+#define OP(name, expr) static nb_tensor *name(nb_tape *tp, nb_tensor *const *in) { return (expr); }
+#define X0 in[0]
+#define X1 in[1]
+OP(o_neg, nb_neg(tp, X0))
+OP(o_scale, nb_scale(tp, X0, -1.5))
+OP(o_add_scalar, nb_add_scalar(tp, X0, 0.5))
+OP(o_exp, nb_exp(tp, X0))
+OP(o_log, nb_log(tp, X0))
+OP(o_sigmoid, nb_sigmoid(tp, X0))
+OP(o_tanh, nb_tanh(tp, X0))
+OP(o_relu, nb_relu(tp, X0))
+OP(o_leaky, nb_leaky_relu(tp, X0, 0.1))
+OP(o_square, nb_square(tp, X0))
+OP(o_pow, nb_pow(tp, X0, 2.5))
+OP(o_pow0, nb_pow(tp, X0, 0))
+OP(o_pow_neg, nb_pow(tp, X0, -1.5))
+OP(o_sin, nb_sin(tp, X0))
+OP(o_cos, nb_cos(tp, X0))
+OP(o_clamp, nb_clamp(tp, X0, -0.5, 0.5))
+OP(o_abs, nb_abs(tp, X0))
+OP(o_sqrt, nb_sqrt(tp, X0))
+OP(o_erf, nb_erf(tp, X0))
+OP(o_log1p, nb_log1p(tp, X0))
+OP(o_expm1, nb_expm1(tp, X0))
+OP(o_softplus, nb_softplus(tp, X0))
+OP(o_gelu, nb_gelu(tp, X0))
+OP(o_gelu_tanh, nb_gelu_tanh(tp, X0))
+OP(o_sum, nb_sum(tp, nb_square(tp, X0)))
+OP(o_mean, nb_mean(tp, nb_sin(tp, X0)))
+OP(o_sum_axis, nb_sum_axis(tp, nb_mul(tp, X0, X0), -1, false))
+OP(o_mean_axis, nb_mean_axis(tp, nb_exp(tp, X0), 0, true))
+OP(o_logsumexp, nb_logsumexp(tp, X0, -1, false))
+OP(o_var, nb_var_axis(tp, X0, 0, true, 1))
+OP(o_max, nb_max_axis(tp, X0, -1, false))
+OP(o_min, nb_min_axis(tp, X0, 0, true))
+OP(o_softmax, nb_softmax(tp, X0, -1))
+OP(o_log_softmax, nb_log_softmax(tp, X0, 0))
+OP(o_layer_norm, nb_layer_norm(tp, X0, NULL, NULL, 1e-5))
+OP(o_reshape, nb_reshape(tp, nb_sin(tp, X0), NB_DIMS(-1)))
+OP(o_unsqueeze, nb_squeeze(tp, nb_unsqueeze(tp, nb_sin(tp, X0), 1), 1))
+OP(o_transpose, nb_mul(tp, nb_transpose(tp, X0, 0, 1), nb_transpose(tp, X0, 0, 1)))
+OP(o_broadcast_to, nb_broadcast_to(tp, nb_square(tp, X0), NB_SHAPE(2, 3, 4)))
+OP(o_sum_to, nb_sum_to(tp, nb_square(tp, X0), NB_SHAPE(1, 4)))
+OP(o_pad, nb_pad(tp, nb_square(tp, X0), ((size_t[]){1, 0, 2, 1})))
+OP(o_slice, nb_slice(tp, nb_square(tp, X0), 1, 0, NB_END, 2))
+OP(o_slice_view, nb_slice(tp, nb_square(tp, X0), 0, 1, 3, 1))
+OP(o_index_select, nb_index_select(tp, nb_square(tp, X0), 1, ((size_t[]){3, 0, 3, 1}), 4))
+OP(o_concat, nb_concat(tp, ((nb_tensor *[]){X0, nb_square(tp, X0), X0, nb_sin(tp, X0)}), 4, 1))
+OP(o_stack, nb_stack(tp, ((nb_tensor *[]){X0, nb_square(tp, X0)}), 2, 0))
+OP(o_add, nb_add(tp, X0, X1))
+OP(o_sub, nb_sub(tp, X0, X1))
+OP(o_mul, nb_mul(tp, X0, X1))
+OP(o_div, nb_div(tp, X0, X1))
+OP(o_maximum, nb_maximum(tp, X0, X1))
+OP(o_minimum, nb_minimum(tp, X0, X1))
+OP(o_matmul, nb_matmul(tp, X0, X1))
+OP(o_matmul_tt, nb_matmul_t(tp, X0, X1, true, true))
+OP(o_linear, nb_linear(tp, X0, X1, nb_sin(tp, nb_slice(tp, nb_sum_axis(tp, X1, 0, false), 0, 0, NB_END, 1))))
+OP(o_linear_col, nb_linear_t(tp, X1, X0, nb_reshape(tp, nb_cos(tp, nb_sum_axis(tp, X1, 0, false)), NB_DIMS(-1, 1)),
+                             true, true))
+OP(o_mse, nb_mse(tp, X0, X1))
+OP(o_huber, nb_huber(tp, X0, X1, 0.5))
+OP(o_smooth_l1, nb_smooth_l1(tp, X0, X1, 0.5))
+OP(o_bce_logits, nb_bce_logits(tp, X0, nb_sigmoid(tp, X1)))
+OP(o_bce, nb_bce(tp, nb_sigmoid(tp, X0), nb_sigmoid(tp, X1)))
+OP(o_sce_probs, nb_softmax_cross_entropy(tp, X0, nb_softmax(tp, X1, -1), -1))
+OP(o_where, nb_where(tp, nb_from_array(tp, NB_F64, NB_SHAPE(4), ((double[]){1, 0, 0, 1})), X0, X1))
+#undef X0
+#undef X1
+
+typedef struct {
+    const char *name;
+    apply_fn f;
+    double lo, hi;
+    bool kink;
+} unary_case;
+
+static void test_every_unary_op_to_second_order(void **state) {
+    (void)state;
+    const unary_case cases[] = {
+        {"neg", o_neg, -2, 2, false},          {"scale", o_scale, -2, 2, false},
+        {"add_scalar", o_add_scalar, -2, 2, false}, {"exp", o_exp, -2, 1, false},
+        {"log", o_log, 0.3, 3, false},         {"sigmoid", o_sigmoid, -3, 3, false},
+        {"tanh", o_tanh, -2, 2, false},        {"relu", o_relu, -2, 2, true},
+        {"leaky_relu", o_leaky, -2, 2, true},  {"square", o_square, -1.5, 1.5, false},
+        {"pow 2.5", o_pow, 0.3, 2, false},     {"pow 0", o_pow0, -2, 2, false},
+        {"pow -1.5", o_pow_neg, 0.5, 2, false}, {"sin", o_sin, -3, 3, false},
+        {"cos", o_cos, -3, 3, false},          {"clamp", o_clamp, -1, 1, true},
+        {"abs", o_abs, -2, 2, true},           {"sqrt", o_sqrt, 0.3, 3, false},
+        {"erf", o_erf, -2, 2, false},          {"log1p", o_log1p, -0.5, 2, false},
+        {"expm1", o_expm1, -2, 1, false},      {"softplus", o_softplus, -3, 3, false},
+        {"gelu", o_gelu, -3, 3, false},        {"gelu_tanh", o_gelu_tanh, -3, 3, false},
+    };
+    nb_rng rng;
+    nb_rng_seed(&rng, 64);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
+        for (int trial = 0; trial < 2; trial++) {
+            size_t shape[3];
+            int nd = (int)(nb_rng_next(&rng) % 4);
+            for (int d = 0; d < nd; d++) shape[d] = 1 + nb_rng_next(&rng) % 3;
+            nb_tensor *x = random_input(&rng, nd, shape, cases[c].lo, cases[c].hi, cases[c].kink);
+            /* clamp's kinks at ±0.5 */
+            for (size_t i = 0; cases[c].f == o_clamp && i < nb_tensor_size(x); i++)
+                if (fabs(fabs(nb_get(x, i)) - 0.5) < 0.05) nb_set(x, i, nb_get(x, i) * 0.7);
+            assert_gradgradcheck(head, &x, 1, (void *)cases[c].f, cases[c].name);
+            nb_tensor_free(x);
+        }
+}
+
+static void test_every_other_op_to_second_order(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 65);
+    /* one input of shape (3, 4) */
+    const struct { const char *name; apply_fn f; } one[] = {
+        {"sum", o_sum},           {"mean", o_mean},         {"sum_axis", o_sum_axis},
+        {"mean_axis", o_mean_axis}, {"logsumexp", o_logsumexp}, {"var", o_var},
+        {"max_axis", o_max},      {"min_axis", o_min},      {"softmax", o_softmax},
+        {"log_softmax", o_log_softmax}, {"layer_norm", o_layer_norm}, {"reshape", o_reshape},
+        {"unsqueeze/squeeze", o_unsqueeze}, {"transpose", o_transpose}, {"broadcast_to", o_broadcast_to},
+        {"sum_to", o_sum_to},     {"pad", o_pad},           {"slice", o_slice},
+        {"slice (view)", o_slice_view}, {"index_select", o_index_select}, {"concat", o_concat},
+        {"stack", o_stack},
+    };
+    for (size_t c = 0; c < sizeof one / sizeof *one; c++) {
+        nb_tensor *x = random_input(&rng, NB_SHAPE(3, 4), -1.5, 1.5, false);
+        assert_gradgradcheck(head, &x, 1, (void *)one[c].f, one[c].name);
+        nb_tensor_free(x);
+    }
+    /* two inputs, broadcasting: (3, 4) with (4,), (3, 1), (3, 4) and the same tensor twice */
+    const struct { const char *name; apply_fn f; } two[] = {
+        {"add", o_add}, {"sub", o_sub}, {"mul", o_mul}, {"div", o_div}, {"maximum", o_maximum}, {"minimum", o_minimum},
+        {"mse", o_mse}, {"huber", o_huber}, {"smooth_l1", o_smooth_l1}, {"bce_logits", o_bce_logits}, {"bce", o_bce},
+        {"softmax_cross_entropy", o_sce_probs}, {"where", o_where},
+    };
+    const size_t b_shapes[3][2] = {{4, 0}, {3, 1}, {3, 4}};
+    const int b_nd[3] = {1, 2, 2};
+    for (size_t c = 0; c < sizeof two / sizeof *two; c++)
+        for (int s = 0; s < 4; s++) {
+            bool loss = c >= 6 && c <= 11;
+            if (loss && s < 2) continue; /* losses take equal shapes */
+            nb_tensor *a = random_input(&rng, NB_SHAPE(3, 4), -1.5, 1.5, false);
+            nb_tensor *b = s == 3 ? a : random_input(&rng, b_nd[s], b_shapes[s], 0.5, 1.5, false);
+            if (c >= 4 && c <= 5 && s < 3) /* maximum/minimum: keep away from ties */
+                for (size_t i = 0; i < nb_tensor_size(b); i++) nb_set(b, i, nb_get(b, i) + 3 * (double)(i % 2) - 1.5);
+            if ((c == 7 || c == 8) && s < 3) /* the robust losses' kinks at |a - b| = 0.5 */
+                for (size_t i = 0; i < 12; i++)
+                    if (fabs(fabs(nb_get(a, i) - nb_get(b, i)) - 0.5) < 0.05) nb_set(a, i, nb_get(a, i) + 0.2);
+            nb_tensor *in[2] = {a, b};
+            if (!(c >= 4 && c <= 5 && s == 3)) { /* maximum(a, a) is a tie everywhere */
+                char what[64];
+                snprintf(what, sizeof what, "%s, case %d", two[c].name, s);
+                assert_gradgradcheck(s == 3 ? head_same : head, in, s == 3 ? 1 : 2, (void *)two[c].f, what);
+            }
+            if (b != a) nb_tensor_free(b);
+            nb_tensor_free(a);
+        }
+    /* products: matrices, transposes, linear's biases, stacks, vectors */
+    nb_tensor *A = random_input(&rng, NB_SHAPE(3, 4), -1, 1, false), *B = random_input(&rng, NB_SHAPE(4, 2), -1, 1, false);
+    nb_tensor *AB[2] = {A, B};
+    assert_gradgradcheck(head, AB, 2, (void *)o_matmul, "matmul");
+    assert_gradgradcheck(head, AB, 2, (void *)o_linear, "linear, row bias");
+    nb_tensor *Bt = random_input(&rng, NB_SHAPE(2, 3), -1, 1, false), *ABt[2] = {A, Bt};
+    assert_gradgradcheck(head, ABt, 2, (void *)o_matmul_tt, "matmul, both transposed");
+    nb_tensor *C = random_input(&rng, NB_SHAPE(4, 3), -1, 1, false), *AC[2] = {C, A};
+    assert_gradgradcheck(head, AC, 2, (void *)o_linear_col, "linear, column bias");
+    nb_tensor *S = random_input(&rng, NB_SHAPE(2, 3, 4), -1, 1, false), *v = random_input(&rng, NB_SHAPE(4), -1, 1, false);
+    nb_tensor *SB[2] = {S, B}, *Sv[2] = {S, v}, *vB[2] = {v, B};
+    assert_gradgradcheck(head, SB, 2, (void *)o_matmul, "matmul of a stack by a matrix");
+    assert_gradgradcheck(head, Sv, 2, (void *)o_matmul, "matmul of a stack by a vector");
+    assert_gradgradcheck(head, vB, 2, (void *)o_matmul, "matmul of a vector by a matrix");
+    nb_tensor *all[6] = {A, B, Bt, C, S, v};
+    for (int k = 0; k < 6; k++) nb_tensor_free(all[k]);
+}
+
+/* The ops with more than one kind of input: layer norm with its affine
+ * parameters, gather with an index, dropout with a generator seeded the
+ * same on every evaluation (so that the mask is the same). */
+static nb_tensor *with_parameters(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n, (void)user;
+    nb_rng rng;
+    nb_rng_seed(&rng, 3);
+    nb_tensor *index = nb_from_array(tp, NB_F64, NB_SHAPE(3, 2), ((double[]){0, 3, 1, 1, 2, 0}));
+    nb_tensor *y = nb_layer_norm(tp, in[0], in[1], in[2], 1e-5);
+    nb_tensor *z = nb_dropout(tp, nb_gather(tp, y, 1, index), 0.3, &rng);
+    return nb_sum(tp, nb_mul(tp, nb_tanh(tp, z), nb_sin(tp, z)));
+}
+
+static void test_ops_with_parameters_to_second_order(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 67);
+    nb_tensor *in[3] = {random_input(&rng, NB_SHAPE(3, 4), -1.5, 1.5, false),
+                        random_input(&rng, NB_SHAPE(4), 0.5, 1.5, false), random_input(&rng, NB_SHAPE(4), -1, 1, false)};
+    assert_gradgradcheck(with_parameters, in, 3, NULL, "layer_norm, gather, dropout");
+    for (int k = 0; k < 3; k++) nb_tensor_free(in[k]);
+}
+
+/* A network's second derivatives in one piece: a two-layer MLP with
+ * fan-out (W1 used twice), softmax cross-entropy with class indices. */
+static nb_tensor *mlp(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n, (void)user;
+    nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(3, 2), ((double[]){0.5, -1, 1, 0.25, -0.5, 2}));
+    nb_tensor *y = nb_from_array(tp, NB_F64, NB_SHAPE(3), ((double[]){0, 2, 1}));
+    nb_tensor *h = nb_gelu(tp, nb_linear(tp, X, in[0], in[1]));
+    nb_tensor *h2 = nb_tanh(tp, nb_matmul_t(tp, h, in[0], false, true)); /* W1 again */
+    return nb_softmax_cross_entropy(tp, nb_matmul(tp, nb_concat(tp, ((nb_tensor *[]){h, h2}), 2, 1), in[2]), y, 1);
+}
+
+static void test_network_to_second_order(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 66);
+    nb_tensor *in[3] = {random_input(&rng, NB_SHAPE(2, 2), -1, 1, false), random_input(&rng, NB_SHAPE(2), -1, 1, false),
+                        random_input(&rng, NB_SHAPE(4, 3), -1, 1, false)};
+    assert_gradgradcheck(mlp, in, 3, NULL, "mlp");
+    for (int k = 0; k < 3; k++) nb_tensor_free(in[k]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hessian_of_a_quadratic_form),
+        cmocka_unit_test(test_hessian_of_the_logistic_loss),
+        cmocka_unit_test(test_third_derivative_of_sin),
+        cmocka_unit_test(test_newton_on_the_seed_parabola),
+        cmocka_unit_test(test_hvp_jvp_and_jacobian),
+        cmocka_unit_test(test_grad_semantics),
+        cmocka_unit_test(test_custom_ops_and_second_derivatives),
+        cmocka_unit_test(test_every_unary_op_to_second_order),
+        cmocka_unit_test(test_every_other_op_to_second_order),
+        cmocka_unit_test(test_ops_with_parameters_to_second_order),
+        cmocka_unit_test(test_network_to_second_order),
+    };
+    return cmocka_run_group_tests_name("higher order", tests, NULL, NULL);
+}
