@@ -55,7 +55,7 @@ $(BUILD)/libnabla.so: $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla.so.0 -o $@ $^ $(LDLIBS)
 
-$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h $(BUILD)/libnabla.a $(HEADERS)
+$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)

@@ -6,6 +6,8 @@ tables of ratios measured in the same run.
      batch 256, on 2.  nabla and PyTorch are run alternately, ROUNDS times,
      and each figure is the median over the rounds.
   2. The tape's cost per tiny op (bench_tape).
+  3. Second derivatives: a Hessian-vector product against one gradient of
+     the same MLP loss (bench_hvp), beside PyTorch's (bench/torch_hvp.py).
 
     /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick]
 
@@ -112,6 +114,28 @@ def main():
     sys.stdout.flush()
     subprocess.run([os.path.join(args.build, "bench", "bench_tape"), "--reps", "3" if args.quick else "7"],
                    check=True)
+    print()
+    hvp_table(args.build, 7 if args.quick else 30, with_torch)
+
+
+def hvp_table(build, reps, with_torch):
+    ours = run_csv([os.path.join(build, "bench", "bench_hvp"), "--csv", "--reps", str(reps)])
+    theirs = {}
+    if with_torch:
+        for row in run_csv([TORCH_PYTHON, os.path.join(HERE, "torch_hvp.py"), "--reps", str(reps)],
+                           env=one_thread_env(1)):
+            theirs[row[0]] = row
+    print(f"Hessian-vector product against one gradient, float32, batch 64, 1 thread, median of {reps}")
+    print(f"{'network':<15} | {'gradient ms':>11} {'HVP ms':>8} {'HVP/grad':>8} | "
+          f"{'PyTorch grad':>12} {'HVP ms':>8} {'HVP/grad':>8} | {'nabla HVP speed-up':>18} | allocs/HVP")
+    for net, batch, g, h, ratio, allocs in ours:
+        row = f"{net:<15} | {float(g):>11.3f} {float(h):>8.3f} {float(ratio):>7.2f}x | "
+        if net in theirs:
+            tg, th, tr = (float(v) for v in theirs[net][2:5])
+            row += f"{tg:>12.3f} {th:>8.3f} {tr:>7.2f}x | {th / float(h):>17.2f}x | "
+        else:
+            row += f"{'skipped':>12} {'':>8} {'':>8} | {'':>18} | "
+        print(row + allocs)
 
 
 if __name__ == "__main__":

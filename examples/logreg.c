@@ -9,6 +9,7 @@
  * fifth of the rows is held out to measure accuracy.
  */
 #include "cli.h"
+#include "heart.h"
 #include "nabla_train.h"
 
 #include <math.h>
@@ -24,28 +25,6 @@ static const char usage[] =
     "  --seed S         seed for the split and the generated data (default 1)\n"
     "  --dot FILE       write the graph of the last step as Graphviz dot\n"
     "  --html FILE      write a page that steps through the last step's backward pass\n";
-
-/* 303 rows of 13 features whose log-odds are a fixed linear function plus
- * noise, like the article's heart-disease table in shape. */
-static void generate(nb_rng *rng, nb_dataset *d) {
-    enum { ROWS = 303, FEATURES = 13 };
-    d->rows = ROWS;
-    d->features = FEATURES;
-    d->X = nb_zeros(NULL, NB_F32, NB_SHAPE(ROWS, FEATURES));
-    d->y = nb_zeros(NULL, NB_F32, NB_SHAPE(ROWS, 1));
-    double w[FEATURES];
-    for (int j = 0; j < FEATURES; j++) w[j] = nb_rng_normal(rng);
-    for (size_t i = 0; i < ROWS; i++) {
-        double z = 0.3;
-        for (size_t j = 0; j < FEATURES; j++) {
-            double v = 50 + 10 * nb_rng_normal(rng); /* raw, unstandardised scale */
-            nb_set(d->X, i * FEATURES + j, v);
-            z += w[j] * (v - 50) / 10;
-        }
-        double p = 1 / (1 + exp(-z - 0.5 * nb_rng_normal(rng)));
-        nb_set(d->y, i, nb_rng_uniform(rng) < p);
-    }
-}
 
 int main(int argc, char **argv) {
     const char *csv = NULL, *target = "target", *dot = NULL, *html = NULL;
@@ -85,7 +64,7 @@ int main(int argc, char **argv) {
             }
         printf("read %zu rows of %zu features from %s\n", all.rows, all.features, csv);
     } else {
-        generate(&rng, &all);
+        generate_heart_like(&rng, &all);
         printf("generated %zu rows of %zu features\n", all.rows, all.features);
     }
     int status = 1;

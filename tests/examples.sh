@@ -129,6 +129,13 @@ check "attention reverse" bash -c "'$bin/attention' --iters 300 > '$tmp/last' &&
 check "attention sort" bash -c "'$bin/attention' --task sort --iters 1200 > '$tmp/last' &&
   awk '/^test:/ {ok = (\$3 >= 0.95)} END {exit !ok}' '$tmp/last'"
 
+# newton: one step to the parabola's minimum; Newton beside gradient descent
+check "newton" bash -c "'$bin/newton' --dot '$tmp/newton.dot' --html '$tmp/newton.html' > '$tmp/last' &&
+  grep -Eq '^ +1 \| +4\.000000 \| +0\.000000$' '$tmp/last' &&
+  grep -Eq '^ +2 \| +3\.200000 \| +0\.000000$' '$tmp/last' &&
+  awk '/comes within 1e-6/ {ok = (\$(NF-1) > 100)} END {exit !ok}' '$tmp/last' &&
+  dot -Tsvg '$tmp/newton.dot' -o /dev/null && grep -q 'dy/dx' '$tmp/newton.dot' && grep -q '<svg' '$tmp/newton.html'"
+
 # demo: trains, gradient-checks, and writes its pictures
 check "demo" bash -c "'$bin/demo' --epochs 200 --out '$tmp/demo' > '$tmp/last' 2>&1 &&
   grep -q 'gradcheck passed' '$tmp/last' && grep -q 'Allocations during epochs 2 to 200: 0' '$tmp/last' &&
@@ -137,7 +144,7 @@ check "demo" bash -c "'$bin/demo' --epochs 200 --out '$tmp/demo' > '$tmp/last' 2
   grep -q '<svg' '$tmp/demo/graph.svg' && test -s '$tmp/demo/history.csv'"
 
 # every example: --help, an unknown option, and --dot
-for ex in gradient_descent forward3 logreg mlp demo custom_op rnn attention; do
+for ex in gradient_descent forward3 logreg mlp demo custom_op rnn attention newton; do
   check "$ex --help" bash -c "'$bin/$ex' --help | grep -q '^usage: $ex'"
   check "$ex bad option" bash -c "'$bin/$ex' --no-such-option > '$tmp/last' 2>&1; test \$? = 2 &&
     grep -q 'unknown option --no-such-option' '$tmp/last'"

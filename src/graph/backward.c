@@ -88,14 +88,14 @@ static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) 
     return true;
 }
 
+/* The list and the copies live in the tape's arena: a warm loop that
+ * computes nb_grad or draws backward passes allocates nothing. */
 void nb_restore_leaf_grads(nb_saved_grads *sv) {
     for (size_t i = 0; i < sv->n; i++) {
         nb_saved_grad *l = &sv->leaves[i];
         if (l->copy) memcpy(l->t->grad, l->copy, l->t->size * nb_dtype_size(l->t->dtype));
         nb_set_grad_state(l->t, l->state);
-        nb_free(l->copy);
     }
-    nb_free(sv->leaves);
 }
 
 bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
@@ -110,8 +110,9 @@ bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
             if (seen) continue;
             if (sv->n == sv->cap) {
                 size_t cap = sv->cap ? 2 * sv->cap : 16;
-                nb_saved_grad *grown = nb_realloc(sv->leaves, cap * sizeof *grown);
+                nb_saved_grad *grown = nb_tape_alloc(tp, cap * sizeof *grown);
                 if (!grown) return false;
+                if (sv->n) memcpy(grown, sv->leaves, sv->n * sizeof *grown);
                 sv->leaves = grown;
                 sv->cap = cap;
             }
@@ -119,7 +120,7 @@ bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
             *l = (nb_saved_grad){x, x->grad_state, NULL};
             if (x->grad && x->grad_state == NB_GRAD_SET) {
                 size_t bytes = x->size * nb_dtype_size(x->dtype);
-                if (!(l->copy = nb_malloc(bytes))) return false;
+                if (!(l->copy = nb_tape_alloc(tp, bytes))) return false;
                 memcpy(l->copy, x->grad, bytes);
             }
             sv->n++;

@@ -165,7 +165,11 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
         return NB_ERR_NOMEM;
     }
     memset(m.of_entry, 0, m.entries * sizeof *m.of_entry);
-    m.of_entry[out->entry - 1] = seed ? seed : nb_full_(tp, out->dtype, out->ndim, out->shape, 1, file, line);
+    if (!seed) { /* d out/d out = 1, named so in pictures */
+        seed = nb_full_(tp, out->dtype, out->ndim, out->shape, 1, file, line);
+        nb_tensor_set_name(seed, "seed 1");
+    }
+    m.of_entry[out->entry - 1] = seed;
     for (size_t i = m.entries; i-- > 0 && tp->status == NB_OK;) {
         nb_tensor *G = m.of_entry[i];
         if (!G) continue;
