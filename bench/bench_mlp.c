@@ -4,6 +4,7 @@
  * nothing else (forward X·W per layer, backward dW = Aᵀ·G and dX = G·Wᵀ).
  *
  *   bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET] [--side n|b]
+ *             [--batch B] [--act relu|sigmoid] [--optimizer sgd|momentum|adam|adamw]
  *
  * Prints, per network, activation and batch size, the ms per step and
  * examples per second of both and their ratio, the GFLOP/s of the matrix
@@ -14,6 +15,10 @@
  * (nb_set_threads, OpenBLAS on one thread).  OpenBLAS's idle threads keep
  * spinning for a while after each call, so with N > 1 the two sides are best
  * timed in separate processes (--side n, --side b), as bench/run.py does.
+ *
+ * With --optimizer, nabla's step uses that optimizer (backward, then the
+ * update; plain SGD folds the update into backward), and the CSV gains the
+ * time of the update alone (nb_optimizer_step on the step's gradients).
  */
 #include "nabla.h"
 #include "nabla_train.h"
@@ -50,9 +55,11 @@ typedef struct {
 typedef struct {
     nb_tape *tp;
     nb_params *ps;
-    nb_optimizer *sgd;
+    nb_optimizer *opt;
     nb_tensor *W[MAX_LAYERS], *b[MAX_LAYERS], *X, *y;
 } net;
+
+static nb_optimizer_kind optimizer_kind = NB_OPT_SGD;
 
 static void net_init(net *n, const config *c, nb_rng *rng, float lr) {
     n->tp = nb_tape_new();
@@ -66,16 +73,16 @@ static void net_init(net *n, const config *c, nb_rng *rng, float lr) {
         n->b[l] = nb_params_add(n->ps, name, nb_zeros(NULL, NB_F32, NB_SHAPE(c->sizes[l + 1])));
     }
     nb_optimizer_opts o;
-    nb_optimizer_defaults(&o, NB_OPT_SGD);
-    o.lr = lr;
-    n->sgd = nb_optimizer_new(n->ps, &o);
+    nb_optimizer_defaults(&o, optimizer_kind);
+    if (optimizer_kind == NB_OPT_SGD) o.lr = lr;
+    n->opt = nb_optimizer_new(n->ps, &o);
     n->X = nb_rand_uniform(NULL, rng, NB_F32, NB_SHAPE(c->batch, c->sizes[0]), 0, 1);
     n->y = nb_zeros(NULL, NB_F32, NB_SHAPE(c->batch));
     for (size_t i = 0; i < c->batch; i++) nb_set(n->y, i, (double)(i % c->sizes[c->layers]));
 }
 
 static void net_free(net *n) {
-    nb_optimizer_free(n->sgd);
+    nb_optimizer_free(n->opt);
     nb_params_free(n->ps);
     nb_tensor_free(n->X);
     nb_tensor_free(n->y);
@@ -95,7 +102,7 @@ static int nabla_step(net *n, const config *c) {
         A = l + 1 < c->layers ? (c->relu ? nb_relu(tp, Z) : nb_sigmoid(tp, Z)) : Z;
     }
     nb_tensor *loss = nb_softmax_cross_entropy(tp, A, n->y, 1);
-    if (nb_optimizer_backward_step(n->sgd, loss) != NB_OK) {
+    if (nb_optimizer_backward_step(n->opt, loss) != NB_OK) {
         fprintf(stderr, "bench_mlp: %s\n", nb_last_error());
         return 1;
     }
@@ -162,7 +169,34 @@ static double step_flops(const config *c) {
 
 /* ------------------------------------------------------------ driver */
 
-typedef struct { double nabla_ms, bare_ms; uint64_t allocs; } result;
+typedef struct { double nabla_ms, bare_ms, update_ms; uint64_t allocs; } result;
+
+/* The optimizer's update alone, on the gradients of one plain backward:
+ * the median over reps runs of about `seconds` each. */
+static double update_ms(net *n, const config *c, int reps, double seconds) {
+    nb_tape_reset(n->tp);
+    nb_params_zero_grad(n->ps);
+    nb_tensor *A = n->X;
+    for (int l = 0; l < c->layers; l++) {
+        nb_tensor *Z = nb_linear(n->tp, A, n->W[l], n->b[l]);
+        A = l + 1 < c->layers ? (c->relu ? nb_relu(n->tp, Z) : nb_sigmoid(n->tp, Z)) : Z;
+    }
+    if (nb_backward(nb_softmax_cross_entropy(n->tp, A, n->y, 1)) != NB_OK) return NAN;
+    double t0 = now(), times[64];
+    long probe = 0;
+    while (now() - t0 < 0.01) {
+        nb_optimizer_step(n->opt);
+        probe++;
+    }
+    long steps = (long)(seconds / ((now() - t0) / (double)probe)) + 1;
+    for (int r = 0; r < reps; r++) {
+        t0 = now();
+        for (long s = 0; s < steps; s++) nb_optimizer_step(n->opt);
+        times[r] = (now() - t0) / (double)steps;
+    }
+    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    return 1e3 * times[reps / 2];
+}
 
 /* For profiling one side alone: 'n' (nabla), 'b' (bare BLAS), 0 (both). */
 static char only_side;
@@ -216,20 +250,50 @@ static result measure(const config *c, int reps, double seconds_per_rep) {
             if (nabla_step(&n, c)) exit(1);
         nt[r] = (now() - t0) / (double)steps;
     }
-    result res = {0, 0, nb_alloc_count() - before};
+    result res = {0, 0, 0, nb_alloc_count() - before};
     qsort(nt, (size_t)reps, sizeof *nt, cmp_double);
     qsort(bt, (size_t)reps, sizeof *bt, cmp_double);
     res.nabla_ms = 1e3 * nt[reps / 2];
     res.bare_ms = 1e3 * bt[reps / 2];
+    if (only_side != 'b') {
+        nabla_threads();
+        res.update_ms = update_ms(&n, c, reps, seconds_per_rep / 5);
+    }
     net_free(&n);
     bare_free(&b, c);
     return res;
 }
 
+/* The speed of memcpy, in GB/s counting bytes read and written, over a
+ * working set the size of Adam's for n float32 parameters (weights,
+ * gradients and two moments: 16 bytes a parameter, copied 8 to 8): the
+ * floor an optimizer's update can reach. */
+static int copy_speed(size_t n) {
+    size_t bytes = 8 * n;
+    char *a = malloc(bytes), *b = malloc(bytes);
+    if (!a || !b) return 1;
+    memset(a, 1, bytes);
+    memset(b, 2, bytes);
+    double best = 1e30;
+    for (int r = 0; r < 7; r++) {
+        double t0 = now();
+        for (int k = 0; k < 200; k++) {
+            memcpy(k & 1 ? a : b, k & 1 ? b : a, bytes);
+        }
+        double t = (now() - t0) / 200;
+        best = t < best ? t : best;
+    }
+    printf("%.2f\n", 2.0 * (double)bytes / best / 1e9);
+    free(a);
+    free(b);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int threads = 1, reps = 7;
     bool quick = false, csv = false;
-    const char *only = NULL;
+    const char *only = NULL, *act = NULL;
+    size_t only_batch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
@@ -237,8 +301,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--csv")) csv = true;
         else if (!strcmp(argv[i], "--side") && i + 1 < argc) only_side = argv[++i][0];
+        else if (!strcmp(argv[i], "--copy-speed") && i + 1 < argc) return copy_speed((size_t)atol(argv[i + 1]));
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) only_batch = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--act") && i + 1 < argc) act = argv[++i];
+        else if (!strcmp(argv[i], "--optimizer") && i + 1 < argc && nb_optimizer_parse(argv[i + 1], &optimizer_kind))
+            i++;
         else {
-            fprintf(stderr, "usage: bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET]\n");
+            fprintf(stderr, "usage: bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET] [--side n|b] "
+                            "[--batch B] [--act relu|sigmoid] [--optimizer sgd|momentum|adam|adamw]\n");
             return 2;
         }
     }
@@ -253,6 +323,7 @@ int main(int argc, char **argv) {
         {2, {784, 128, 10}, true, 32},    {2, {784, 128, 10}, true, 256},
         {3, {784, 256, 256, 10}, false, 32}, {3, {784, 256, 256, 10}, false, 256},
         {3, {784, 256, 256, 10}, true, 32},  {3, {784, 256, 256, 10}, true, 256},
+        {2, {784, 128, 10}, true, 64}, /* the optimizer table's (--batch 64) */
     };
     if (!csv) printf("MLP training step (softmax cross-entropy, SGD), float32, %d thread%s, median of %d runs\n",
            threads, threads > 1 ? "s" : "", reps);
@@ -264,11 +335,13 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof name, c->layers == 2 ? "%zu-%zu-%zu" : "%zu-%zu-%zu-%zu", c->sizes[0],
                  c->sizes[1], c->sizes[2], c->sizes[3]);
         if (only && strcmp(only, name)) continue;
-        if (threads > 1 && c->batch < 256) continue;
+        if (act && strcmp(act, c->relu ? "relu" : "sigmoid")) continue;
+        if (only_batch ? c->batch != only_batch : c->batch == 64) continue;
+        if (threads > 1 && c->batch < 256 && !only_batch) continue;
         result r = measure(c, reps, quick ? 0.05 : 0.25);
         if (csv) {
-            printf("%s,%s,%zu,%.4f,%.4f,%.2f,%llu\n", name, c->relu ? "relu" : "sigmoid", c->batch, r.nabla_ms,
-                   r.bare_ms, step_flops(c) / (r.bare_ms * 1e6), (unsigned long long)r.allocs);
+            printf("%s,%s,%zu,%.4f,%.4f,%.2f,%llu,%.4f\n", name, c->relu ? "relu" : "sigmoid", c->batch, r.nabla_ms,
+                   r.bare_ms, step_flops(c) / (r.bare_ms * 1e6), (unsigned long long)r.allocs, r.update_ms);
             fflush(stdout);
             continue;
         }

@@ -8,6 +8,9 @@ tables of ratios measured in the same run.
   2. The tape's cost per tiny op (bench_tape).
   3. Second derivatives: a Hessian-vector product against one gradient of
      the same MLP loss (bench_hvp), beside PyTorch's (bench/torch_hvp.py).
+  4. The optimizers: the 784-128-10 step at batch 64 with each optimizer,
+     and its update alone, beside PyTorch's, and the update's floor (the
+     bytes it must read and write at the memory speed of a copy).
 
     /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick]
 
@@ -116,6 +119,43 @@ def main():
                    check=True)
     print()
     hvp_table(args.build, 7 if args.quick else 30, with_torch)
+    print()
+    optimizer_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+
+
+# Bytes each optimizer's update reads and writes per float32 parameter:
+# weight (read, write) and gradient (read), plus each state buffer (read, write).
+UPDATE_BYTES = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28}
+
+
+def optimizer_table(build, rounds, quick, with_torch):
+    params = 784 * 128 + 128 + 128 * 10 + 10
+    extra = ["--quick"] if quick else []
+    copy_gbs = float(run_csv([os.path.join(build, "bench", "bench_mlp"), "--copy-speed", str(params)])[0][0])
+    print(f"Optimizers: the 784-128-10 relu step at batch 64, float32, 1 thread, median of {rounds} rounds; "
+          f"'update' is opt.step() alone ({params} parameters); floor: its bytes at {copy_gbs:.1f} GB/s (memcpy)")
+    print(f"{'optimizer':<9} | {'nabla step ms':>13} {'update ms':>9} {'floor ms':>8} {'update/floor':>12} | "
+          f"{'PyTorch step':>12} {'update ms':>9} | {'step speed-up':>13} {'update speed-up':>15}")
+    for kind in ["sgd", "momentum", "adam", "adamw"]:
+        ours, theirs = [], []
+        for _ in range(rounds):
+            ours += run_csv([os.path.join(build, "bench", "bench_mlp"), "--csv", "--reps", "3", "--side", "n",
+                             "--only", "784-128-10", "--act", "relu", "--batch", "64", "--optimizer", kind] + extra)
+            if with_torch:
+                theirs += run_csv([TORCH_PYTHON, os.path.join(HERE, "torch_mlp.py"), "--reps", "3",
+                                   "--only", "784-128-10", "--act", "relu", "--batch", "64",
+                                   "--optimizer", kind] + extra, env=one_thread_env(1))
+        step = statistics.median(float(r[3]) for r in ours)
+        update = statistics.median(float(r[7]) for r in ours)
+        floor = UPDATE_BYTES[kind] * params / (copy_gbs * 1e6)
+        row = f"{kind:<9} | {step:>13.3f} {update:>9.3f} {floor:>8.3f} {update / floor:>11.2f}x | "
+        if theirs:
+            tstep = statistics.median(float(r[3]) for r in theirs)
+            tupdate = statistics.median(float(r[4]) for r in theirs)
+            row += f"{tstep:>12.3f} {tupdate:>9.3f} | {tstep / step:>12.2f}x {tupdate / update:>14.2f}x"
+        else:
+            row += f"{'skipped':>12} {'':>9} | {'':>13} {'':>15}"
+        print(row)
 
 
 def hvp_table(build, reps, with_torch):
