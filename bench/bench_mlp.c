@@ -4,7 +4,7 @@
  * nothing else (forward X·W per layer, backward dW = Aᵀ·G and dX = G·Wᵀ).
  *
  *   bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET] [--side n|b]
- *             [--batch B] [--act relu|sigmoid] [--optimizer sgd|momentum|adam|adamw]
+ *             [--batch B] [--act relu|sigmoid] [--optimizer sgd|momentum|adam|adamw|rmsprop]
  *
  * Prints, per network, activation and batch size, the ms per step and
  * examples per second of both and their ratio, the GFLOP/s of the matrix
@@ -308,7 +308,7 @@ int main(int argc, char **argv) {
             i++;
         else {
             fprintf(stderr, "usage: bench_mlp [--threads N] [--reps R] [--quick] [--csv] [--only NET] [--side n|b] "
-                            "[--batch B] [--act relu|sigmoid] [--optimizer sgd|momentum|adam|adamw]\n");
+                            "[--batch B] [--act relu|sigmoid] [--optimizer sgd|momentum|adam|adamw|rmsprop]\n");
             return 2;
         }
     }

@@ -125,7 +125,7 @@ def main():
 
 # Bytes each optimizer's update reads and writes per float32 parameter:
 # weight (read, write) and gradient (read), plus each state buffer (read, write).
-UPDATE_BYTES = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28}
+UPDATE_BYTES = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28, "rmsprop": 20}
 
 
 def optimizer_table(build, rounds, quick, with_torch):
@@ -136,7 +136,7 @@ def optimizer_table(build, rounds, quick, with_torch):
           f"'update' is opt.step() alone ({params} parameters); floor: its bytes at {copy_gbs:.1f} GB/s (memcpy)")
     print(f"{'optimizer':<9} | {'nabla step ms':>13} {'update ms':>9} {'floor ms':>8} {'update/floor':>12} | "
           f"{'PyTorch step':>12} {'update ms':>9} | {'step speed-up':>13} {'update speed-up':>15}")
-    for kind in ["sgd", "momentum", "adam", "adamw"]:
+    for kind in ["sgd", "momentum", "adam", "adamw", "rmsprop"]:
         ours, theirs = [], []
         for _ in range(rounds):
             ours += run_csv([os.path.join(build, "bench", "bench_mlp"), "--csv", "--reps", "3", "--side", "n",

@@ -9,7 +9,8 @@ on the CPU with the given threads.
 Prints one CSV line per configuration: network,activation,batch,torch_ms,
 update_ms (the medians of --reps timed runs of the whole step and of
 opt.step() alone).  The optimizers have nabla's defaults: lr 1e-3 for SGD
-and Adam, 1e-2 and momentum 0.9 for momentum, weight decay 1e-2 for AdamW.
+and Adam, 1e-2 and momentum 0.9 for momentum, weight decay 1e-2 for AdamW, lr 1e-2
+and alpha 0.99 for RMSprop.
 """
 import argparse
 import statistics
@@ -33,6 +34,8 @@ def optimizer(kind, params):
         return torch.optim.Adam(params, lr=1e-3)
     if kind == "adamw":
         return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=1e-2)
     return torch.optim.SGD(params, lr=1e-3)
 
 
@@ -86,7 +89,7 @@ def main():
     parser.add_argument("--only")
     parser.add_argument("--act")
     parser.add_argument("--batch", type=int)
-    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam", "adamw"])
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam", "adamw", "rmsprop"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for sizes, activation, batch in CONFIGS:

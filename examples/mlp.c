@@ -26,7 +26,7 @@ static const char usage[] =
     "  --batch N          examples per step (default 64)\n"
     "  --lr RATE          learning rate (default 0.001)\n"
     "  --epochs N         passes over the training set (default 10)\n"
-    "  --optimizer NAME   sgd, momentum, adam or adamw (default adam)\n"
+    "  --optimizer NAME   sgd, momentum, adam, adamw or rmsprop (default adam)\n"
     "  --seed S           seed for initialisation and shuffling (default 1)\n"
     "  --threads N        threads for the products and large element-wise ops (default 1)\n"
     "  --train-limit N    use only the first N training images (default all)\n"
@@ -269,7 +269,7 @@ int main(int argc, char **argv) {
             else cli_fail(&c, "unknown activation '%s' (relu, sigmoid or tanh)%s", v, "");
         } else if (cli_is(&c, "--optimizer")) {
             const char *v = cli_value(&c);
-            if (v && !nb_optimizer_parse(v, &kind)) cli_fail(&c, "unknown optimizer '%s' (sgd, momentum, adam or adamw)%s", v, "");
+            if (v && !nb_optimizer_parse(v, &kind)) cli_fail(&c, "unknown optimizer '%s' (sgd, momentum, adam, adamw or rmsprop)%s", v, "");
         } else if (cli_is(&c, "--batch")) batch = cli_long(&c, 1, 60000);
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 100);
         else if (cli_is(&c, "--epochs")) epochs = cli_long(&c, 1, 100000);

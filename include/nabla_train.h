@@ -62,22 +62,23 @@ nb_status nb_params_load(nb_params *ps, const char *path);
 
 /* ------------------------------------------------------------ optimizers */
 
-typedef enum { NB_OPT_SGD, NB_OPT_MOMENTUM, NB_OPT_ADAM, NB_OPT_ADAMW } nb_optimizer_kind;
+typedef enum { NB_OPT_SGD, NB_OPT_MOMENTUM, NB_OPT_ADAM, NB_OPT_ADAMW, NB_OPT_RMSPROP } nb_optimizer_kind;
 
 typedef struct {
     nb_optimizer_kind kind;
     double lr;           /* learning rate */
     double momentum;     /* NB_OPT_MOMENTUM; default 0.9 */
-    double beta1, beta2; /* Adam(W); defaults 0.9, 0.999 */
-    double eps;          /* Adam(W); default 1e-8 */
+    double beta1, beta2; /* Adam(W); defaults 0.9, 0.999.  RMSprop's smoothing
+                            constant (PyTorch's alpha) is beta2, default 0.99 */
+    double eps;          /* Adam(W), RMSprop; default 1e-8 */
     double weight_decay; /* L2 added to the gradient (SGD, momentum, Adam), or
                             decoupled decay (AdamW); default 0, AdamW 0.01 */
 } nb_optimizer_opts;
 
 typedef struct nb_optimizer nb_optimizer;
 
-/* PyTorch's defaults for the kind (lr 0.01 for SGD and momentum, 0.001 for
- * Adam and AdamW). */
+/* PyTorch's defaults for the kind (lr 0.01 for SGD, momentum and RMSprop,
+ * 0.001 for Adam and AdamW). */
 void nb_optimizer_defaults(nb_optimizer_opts *opts, nb_optimizer_kind kind);
 /* The optimizer's state (velocities, moments) is allocated here, once. */
 nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts);
@@ -89,7 +90,10 @@ void nb_optimizer_free(nb_optimizer *opt);
  *   momentum: v = mu v + g;  w -= lr v
  *   Adam:     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
  *             w -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
- *   AdamW:    w -= lr wd w, then the Adam step. */
+ *   AdamW:    w -= lr wd w, then the Adam step.
+ *   RMSprop:  v = b2 v + (1-b2) g^2;  w -= lr g / (sqrt(v) + eps)
+ * The updates run at about the speed of memory (see docs/performance.md);
+ * subnormal numbers (below 1.2e-38 in float32) are flushed to zero in them. */
 nb_status nb_optimizer_step(nb_optimizer *opt);
 /* nb_backward(loss), then nb_optimizer_step(opt), in one call.  With plain
  * SGD (no momentum, no weight decay) it is faster: a weight read by a single
@@ -103,7 +107,7 @@ nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const 
 void nb_optimizer_set_lr(nb_optimizer *opt, double lr);
 double nb_optimizer_lr(const nb_optimizer *opt);
 const char *nb_optimizer_name(nb_optimizer_kind kind);
-/* Parses "sgd", "momentum", "adam", "adamw"; false if unknown. */
+/* Parses "sgd", "momentum", "adam", "adamw", "rmsprop"; false if unknown. */
 bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind);
 
 /* Scales all gradients so that their global L2 norm is at most max_norm;

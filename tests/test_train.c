@@ -286,10 +286,20 @@ static void test_optimizers_against_hand_computed_steps(void **state) {
          * then the same Adam step: 0.899000002; second step 0.9347113542385653. */
         assert_close(run_optimizer(NB_OPT_ADAMW, 0.1, 0.01, dt, g, 1), 0.899000002, tol);
         assert_close(run_optimizer(NB_OPT_ADAMW, 0.1, 0.01, dt, g, 2), 0.9347113542385653, tol);
+        /* RMSprop, lr 0.1, alpha 0.99, eps 1e-8, gradients 0.5, -1, 0.5:
+         *   v1 = 0.01 * 0.25 = 0.0025, w1 = 1 - 0.05 / (0.05 + 1e-8) = 1.9999996e-7
+         *   v2 = 0.99 * 0.0025 + 0.01 = 0.012475, w2 = w1 + 0.1 / (sqrt(v2) + 1e-8) = 0.8953230819113371
+         *   (torch.optim.RMSprop gives the same, and 0.4850215993516231 after the third);
+         * with weight decay 0.1: g' = 0.6, v = 0.0036, w = 1 - 0.06 / 0.06000001 = 1.6666664e-7 */
+        assert_close(run_optimizer(NB_OPT_RMSPROP, 0.1, 0, dt, g, 1), 1.9999996e-7, tol);
+        assert_close(run_optimizer(NB_OPT_RMSPROP, 0.1, 0, dt, g, 2), 0.8953230819113371, tol);
+        assert_close(run_optimizer(NB_OPT_RMSPROP, 0.1, 0, dt, g, 3), 0.4850215993516231, tol);
+        assert_close(run_optimizer(NB_OPT_RMSPROP, 0.1, 0.1, dt, g, 1), 1.6666664e-7, tol);
     }
     nb_optimizer_kind k;
     assert_true(nb_optimizer_parse("adamw", &k) && k == NB_OPT_ADAMW);
-    assert_false(nb_optimizer_parse("rmsprop", &k));
+    assert_true(nb_optimizer_parse("rmsprop", &k) && k == NB_OPT_RMSPROP);
+    assert_false(nb_optimizer_parse("adagrad", &k));
     assert_string_equal(nb_optimizer_name(NB_OPT_MOMENTUM), "momentum");
     nb_optimizer_opts bad;
     nb_optimizer_defaults(&bad, NB_OPT_ADAM);

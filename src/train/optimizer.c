@@ -6,6 +6,8 @@
  *   Adam:     g' = g + wd w; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
  *             w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
  *   AdamW:    w -= lr wd w (decoupled decay), then Adam with g' = g.
+ *   RMSprop:  g' = g + wd w; v = a v + (1-a) g'^2; w -= lr g' / (sqrt(v) + eps)
+ *             (a is opts.beta2; PyTorch calls it alpha)
  * Velocities and moments are allocated with the optimizer, never per step.
  */
 #include "../internal.h"
@@ -24,14 +26,15 @@ struct nb_optimizer {
     bool *started;             /* momentum: whether v was initialised */
 };
 
-static const char *const kind_names[] = {"sgd", "momentum", "adam", "adamw"};
+static const char *const kind_names[] = {"sgd", "momentum", "adam", "adamw", "rmsprop"};
+#define N_KINDS (int)(sizeof kind_names / sizeof *kind_names)
 
 const char *nb_optimizer_name(nb_optimizer_kind kind) {
-    return (unsigned)kind < 4 ? kind_names[kind] : "unknown";
+    return (unsigned)kind < N_KINDS ? kind_names[kind] : "unknown";
 }
 
 bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind) {
-    for (int k = 0; name && k < 4; k++)
+    for (int k = 0; name && k < N_KINDS; k++)
         if (!strcmp(name, kind_names[k])) {
             *kind = (nb_optimizer_kind)k;
             return true;
@@ -42,10 +45,10 @@ bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind) {
 void nb_optimizer_defaults(nb_optimizer_opts *opts, nb_optimizer_kind kind) {
     memset(opts, 0, sizeof *opts);
     opts->kind = kind;
-    opts->lr = kind >= NB_OPT_ADAM ? 1e-3 : 1e-2;
+    opts->lr = kind == NB_OPT_ADAM || kind == NB_OPT_ADAMW ? 1e-3 : 1e-2;
     opts->momentum = 0.9;
     opts->beta1 = 0.9;
-    opts->beta2 = 0.999;
+    opts->beta2 = kind == NB_OPT_RMSPROP ? 0.99 : 0.999;
     opts->eps = 1e-8;
     opts->weight_decay = kind == NB_OPT_ADAMW ? 1e-2 : 0;
 }
@@ -70,7 +73,7 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
         return NULL;
     }
     const nb_optimizer_opts *o = opts;
-    if ((unsigned)o->kind > NB_OPT_ADAMW || !(o->lr >= 0) || !(o->weight_decay >= 0) ||
+    if ((unsigned)o->kind >= N_KINDS || !(o->lr >= 0) || !(o->weight_decay >= 0) ||
         !(o->momentum >= 0 && o->momentum < 1) || !(o->beta1 >= 0 && o->beta1 < 1) ||
         !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps >= 0)) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
@@ -85,7 +88,7 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
     opt->o = *o;
     opt->ps = ps;
     size_t n = nb_params_count(ps);
-    bool two = o->kind >= NB_OPT_ADAM, one = o->kind != NB_OPT_SGD;
+    bool two = o->kind == NB_OPT_ADAM || o->kind == NB_OPT_ADAMW, one = o->kind != NB_OPT_SGD;
     opt->state1 = nb_malloc((n ? n : 1) * sizeof(void *));
     opt->state2 = nb_malloc((n ? n : 1) * sizeof(void *));
     opt->started = nb_malloc((n ? n : 1) * sizeof(bool));
@@ -173,6 +176,13 @@ typedef struct {
                 s1[j] = b1 * s1[j] + (1 - b1) * gj;                                        \
                 s2[j] = b2 * s2[j] + (1 - b2) * gj * gj;                                   \
                 w[j] = wj - lr * (s1[j] * c1) / (sqrt(s2[j] * c2) + eps);                  \
+            }                                                                              \
+            break;                                                                         \
+        case NB_OPT_RMSPROP:                                                               \
+            for (size_t j = begin; j < end; j++) {                                         \
+                T gj = g[j] + wd * w[j];                                                   \
+                s1[j] = b2 * s1[j] + (1 - b2) * gj * gj;                                   \
+                w[j] -= lr * gj / (sqrt(s1[j]) + eps);                                     \
             }                                                                              \
             break;                                                                         \
         }                                                                                  \
