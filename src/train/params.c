@@ -17,15 +17,12 @@
  */
 #include "../hash.h"
 #include "nabla_train.h"
+#include "param_files.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #define MAGIC "NBPARAMS"
@@ -192,185 +189,33 @@ nb_tensor *nb_params_create(nb_params *ps, const char *name, nb_dtype dt, int nd
     return nb_params_add(ps, name, t);
 }
 
-/* ---------------------------------------------------------------- writing */
-
-typedef struct {
-    unsigned char *buf;
-    size_t len, cap;
-    bool failed;
-} writer;
-
-static void put_bytes(writer *w, const void *p, size_t n) {
-    if (w->failed) return;
-    if (w->len + n > w->cap) {
-        size_t cap = w->cap ? w->cap : 4096;
-        while (cap < w->len + n) cap *= 2;
-        unsigned char *grown = nb_realloc(w->buf, cap);
-        if (!grown) {
-            w->failed = true;
-            return;
-        }
-        w->buf = grown;
-        w->cap = cap;
-    }
-    memcpy(w->buf + w->len, p, n);
-    w->len += n;
-}
-
-/* Little-endian integers, whatever the host's byte order. */
-static void put_uint(writer *w, uint64_t v, int bytes) {
-    unsigned char b[8];
-    for (int i = 0; i < bytes; i++) b[i] = (unsigned char)(v >> (8 * i));
-    put_bytes(w, b, (size_t)bytes);
-}
-
-static void put_values(writer *w, const nb_tensor *t) {
-    for (size_t i = 0; i < t->size; i++) {
-        if (t->dtype == NB_F32) {
-            uint32_t bits;
-            memcpy(&bits, &NB_F(t)[i], 4);
-            put_uint(w, bits, 4);
-        } else {
-            uint64_t bits;
-            memcpy(&bits, &NB_D(t)[i], 8);
-            put_uint(w, bits, 8);
-        }
-    }
-}
-
-/* Writes all of buf to path through a temporary file in the same directory
- * and a rename, so readers see the old file or the new one, never half. */
-/* What kind of file st describes, for messages. */
-static const char *file_kind(const struct stat *st) {
-    return S_ISDIR(st->st_mode)    ? "a directory"
-           : S_ISFIFO(st->st_mode) ? "a FIFO"
-           : S_ISCHR(st->st_mode)  ? "a character device"
-           : S_ISBLK(st->st_mode)  ? "a block device"
-           : S_ISSOCK(st->st_mode) ? "a socket"
-                                   : "not a regular file";
-}
-
-/* The file a save replaces: path itself, or the file a symbolic link names
- * (the link stays a link).  A destination that exists and is not a regular
- * file (a FIFO, a device, /dev/null) is refused: renaming over it would
- * replace it with a regular file.  *resolved is NULL for path itself, else a
- * malloc'd path freed by the caller. */
-static nb_status save_destination(const char *path, char **resolved) {
-    *resolved = NULL;
-    struct stat st;
-    if (lstat(path, &st) != 0) return NB_OK; /* a new file */
-    if (S_ISLNK(st.st_mode)) {
-        if (!(*resolved = realpath(path, NULL))) {
-            nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_save: %s is a symbolic link to a file that cannot be "
-                         "reached: %s", path, strerror(errno));
-            return NB_ERR_IO;
-        }
-        if (stat(*resolved, &st) != 0) return NB_OK;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_save: %s is %s, not a regular file; parameters are saved "
-                     "to regular files only", path, file_kind(&st));
-        free(*resolved);
-        *resolved = NULL;
-        return NB_ERR_IO;
-    }
-    return NB_OK;
-}
-
-static nb_status write_atomically(const char *path, const unsigned char *buf, size_t len) {
-    size_t n = strlen(path) + 16;
-    char *tmp = nb_malloc(n);
-    if (!tmp) {
-        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_params_save: out of memory");
-        return NB_ERR_NOMEM;
-    }
-    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd >= 0) {
-        /* mkstemp makes the file private (0600); give it the mode a new file
-         * would have (0666 less the umask), or the replaced file's mode. */
-        struct stat old;
-        mode_t mask = umask(0);
-        umask(mask);
-        if (fchmod(fd, stat(path, &old) == 0 ? (old.st_mode & 07777) : (0666 & ~mask)) != 0) {
-            /* not worth failing the save over */
-        }
-    }
-    nb_status st = NB_OK;
-    if (fd < 0) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_save: cannot create a temporary file for %s: %s",
-                     path, strerror(errno));
-        nb_free(tmp);
-        return NB_ERR_IO;
-    }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, buf + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        done += (size_t)w;
-    }
-    if (done < len || fsync(fd) != 0) {
-        st = NB_ERR_IO;
-        nb_set_error(NULL, st, NULL, 0, "nb_params_save: cannot write %s: %s", tmp, strerror(errno));
-    }
-    if (close(fd) != 0 && st == NB_OK) {
-        st = NB_ERR_IO;
-        nb_set_error(NULL, st, NULL, 0, "nb_params_save: cannot write %s: %s", tmp, strerror(errno));
-    }
-    if (st == NB_OK && rename(tmp, path) != 0) {
-        st = NB_ERR_IO;
-        nb_set_error(NULL, st, NULL, 0, "nb_params_save: cannot rename %s to %s: %s", tmp, path,
-                     strerror(errno));
-    }
-    if (st == NB_OK) {
-        /* Make the rename itself durable: fsync the directory that holds it
-         * (best effort; some file systems refuse to sync a directory). */
-        char *slash = strrchr(tmp, '/');
-        if (slash == tmp) slash[1] = '\0';
-        else if (slash) *slash = '\0';
-        int dir_fd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY);
-        if (dir_fd >= 0) {
-            if (fsync(dir_fd) != 0) { /* not worth failing a save that is in place */
-            }
-            close(dir_fd);
-        }
-    }
-    if (st != NB_OK) unlink(tmp);
-    nb_free(tmp);
-    return st;
-}
-
 nb_status nb_params_save(const nb_params *ps, const char *path) {
     if (!ps || !path) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_params_save: %s is NULL",
                      ps ? "the path" : "the parameter set");
         return NB_ERR_NULL;
     }
-    writer w = {0};
-    put_bytes(&w, MAGIC, 8);
-    put_uint(&w, FORMAT_VERSION, 4);
-    put_uint(&w, ps->count, 4);
+    nb_bytes w = {0};
+    nb_bytes_put(&w, MAGIC, 8);
+    nb_bytes_put_uint(&w, FORMAT_VERSION, 4);
+    nb_bytes_put_uint(&w, ps->count, 4);
     for (size_t i = 0; i < ps->count; i++) {
         const param_entry *e = ps->order[i];
         size_t name_len = strlen(e->name);
-        put_uint(&w, name_len, 2);
-        put_bytes(&w, e->name, name_len);
-        put_uint(&w, (uint64_t)e->t->dtype, 1);
-        put_uint(&w, (uint64_t)e->t->ndim, 1);
-        for (int d = 0; d < e->t->ndim; d++) put_uint(&w, e->t->shape[d], 8);
-        put_values(&w, e->t);
+        nb_bytes_put_uint(&w, name_len, 2);
+        nb_bytes_put(&w, e->name, name_len);
+        nb_bytes_put_uint(&w, (uint64_t)e->t->dtype, 1);
+        nb_bytes_put_uint(&w, (uint64_t)e->t->ndim, 1);
+        for (int d = 0; d < e->t->ndim; d++) nb_bytes_put_uint(&w, e->t->shape[d], 8);
+        nb_bytes_put_values(&w, e->t);
     }
-    if (!w.failed) put_uint(&w, crc32(crc32(0L, Z_NULL, 0), w.buf, (uInt)w.len), 4);
+    if (!w.failed) nb_bytes_put_uint(&w, crc32(crc32(0L, Z_NULL, 0), w.buf, (uInt)w.len), 4);
     nb_status st;
     if (w.failed) {
         st = NB_ERR_NOMEM;
         nb_set_error(NULL, st, NULL, 0, "nb_params_save: out of memory writing %s", path);
     } else {
-        char *target = NULL;
-        st = save_destination(path, &target);
-        if (st == NB_OK) st = write_atomically(target ? target : path, w.buf, w.len);
-        free(target);
+        st = nb_save_whole_file("nb_params_save", path, w.buf, w.len);
     }
     nb_free(w.buf);
     return st;
@@ -396,53 +241,11 @@ static bool take(reader *r, size_t n, const unsigned char **out, const char *wha
     return true;
 }
 
-static uint64_t get_uint(const unsigned char *b, int bytes) {
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | b[i];
-    return v;
-}
-
 static bool take_uint(reader *r, int bytes, uint64_t *v, const char *what) {
     const unsigned char *b;
     if (!take(r, (size_t)bytes, &b, what)) return false;
-    *v = get_uint(b, bytes);
+    *v = nb_get_uint_le(b, bytes);
     return true;
-}
-
-/* Reads the whole file; NULL with the error set and *st on failure. */
-static unsigned char *slurp(const char *path, size_t *len, nb_status *st) {
-    *st = NB_ERR_IO;
-    FILE *f = nb_fopen_regular(path, "nb_params_load");
-    if (!f) return NULL;
-    unsigned char *buf = NULL;
-    size_t used = 0, cap = 0;
-    for (;;) {
-        if (used == cap) {
-            cap = cap ? 2 * cap : 65536;
-            unsigned char *grown = nb_realloc(buf, cap);
-            if (!grown) {
-                nb_free(buf);
-                fclose(f);
-                *st = NB_ERR_NOMEM;
-                nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_params_load: out of memory reading %s", path);
-                return NULL;
-            }
-            buf = grown;
-        }
-        size_t n = fread(buf + used, 1, cap - used, f);
-        used += n;
-        if (n == 0) break;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        nb_free(buf);
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_params_load: cannot read %s", path);
-        return NULL;
-    }
-    *len = used;
-    *st = NB_OK;
-    return buf;
 }
 
 /* Where each parameter's values start in the file, once all are checked. */
@@ -462,7 +265,7 @@ static nb_status parse(nb_params *ps, reader *r, staged *stage) {
         nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "nb_params_load: %s is truncated (no header)", r->path);
         return NB_ERR_VALUE;
     }
-    uint32_t stored = (uint32_t)get_uint(r->end - 4, 4);
+    uint32_t stored = (uint32_t)nb_get_uint_le(r->end - 4, 4);
     uint32_t actual = (uint32_t)crc32(crc32(0L, Z_NULL, 0), magic, (uInt)(r->end - 4 - magic));
     r->end -= 4;
     if (!take_uint(r, 4, &version, "the version") || !take_uint(r, 4, &count, "the count"))
@@ -552,7 +355,7 @@ nb_status nb_params_load(nb_params *ps, const char *path) {
     }
     size_t len = 0;
     nb_status st;
-    unsigned char *buf = slurp(path, &len, &st);
+    unsigned char *buf = nb_read_whole_file("nb_params_load", path, &len, &st);
     if (!buf) return st;
     staged *stage = nb_malloc((ps->count ? ps->count : 1) * sizeof *stage);
     if (!stage) {
@@ -568,7 +371,7 @@ nb_status nb_params_load(nb_params *ps, const char *path) {
         size_t width = nb_dtype_size(t->dtype);
         nb_mark_written(t);
         for (size_t k = 0; k < t->size; k++) {
-            uint64_t bits = get_uint(stage[i].values + k * width, (int)width);
+            uint64_t bits = nb_get_uint_le(stage[i].values + k * width, (int)width);
             if (t->dtype == NB_F32) {
                 uint32_t b32 = (uint32_t)bits;
                 memcpy(&NB_F(t)[k], &b32, 4);

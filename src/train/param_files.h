@@ -1,0 +1,35 @@
+/*
+ * Shared by the parameter file formats (src/train/params.c for nabla's own,
+ * src/train/safetensors.c for PyTorch's): not installed.
+ */
+#ifndef NABLA_PARAM_FILES_H
+#define NABLA_PARAM_FILES_H
+
+#include "../internal.h"
+
+/* A byte buffer that grows as it is written; `failed` is set (and further
+ * writes ignored) when memory runs out. */
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+    bool failed;
+} nb_bytes;
+
+void nb_bytes_put(nb_bytes *w, const void *p, size_t n);
+/* v as `bytes` little-endian bytes, whatever the host's byte order. */
+void nb_bytes_put_uint(nb_bytes *w, uint64_t v, int bytes);
+/* t's values, IEEE-754 little-endian, in t's dtype. */
+void nb_bytes_put_values(nb_bytes *w, const nb_tensor *t);
+/* The little-endian integer of `bytes` bytes at b. */
+uint64_t nb_get_uint_le(const unsigned char *b, int bytes);
+
+/* Writes buf to path through a temporary file in the same directory and a
+ * rename (the old file or the new one, never half of one); a symbolic link
+ * is followed and stays a link; a destination that is not a regular file is
+ * refused.  Errors name `who` (the API call) and the file. */
+nb_status nb_save_whole_file(const char *who, const char *path, const unsigned char *buf, size_t len);
+/* The whole of a regular file, in memory freed with nb_free; NULL with the
+ * error set (naming `who` and the file) and *st on failure. */
+unsigned char *nb_read_whole_file(const char *who, const char *path, size_t *len, nb_status *st);
+
+#endif
