@@ -87,7 +87,7 @@ deps-test:
 # Fuzzing with libFuzzer (clang): each target runs FUZZ_SECONDS from its
 # seed corpus in fuzz/corpus; a crash, leak or sanitizer report fails.
 FUZZ_SECONDS ?= 60
-FUZZERS := csv idx params
+FUZZERS := csv idx params safetensors
 fuzz: deps-fuzz
 	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT="-O1 -g" \
 	    SANITIZE="-fsanitize=fuzzer-no-link,address,undefined" lib

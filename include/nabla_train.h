@@ -60,6 +60,19 @@ nb_status nb_init_tensor(nb_tensor *t, nb_init init, size_t fan_in, size_t fan_o
 nb_status nb_params_save(const nb_params *ps, const char *path);
 nb_status nb_params_load(nb_params *ps, const char *path);
 
+/* The safetensors format, PyTorch users' interchange format (an 8-byte
+ * little-endian header length, a JSON header of names, dtypes, shapes and
+ * offsets, then raw little-endian values): saved atomically like nabla's
+ * own files, loaded with the same checks (every parameter present by name
+ * with its shape, no other tensor, the data tiled exactly; nothing changes
+ * on error).  F16, BF16, F32 and F64 tensors are read and converted to the
+ * parameters' dtypes.  PyTorch's nn.Linear stores its weight as (out, in):
+ * use it with nb_matmul_t(x, W) or nb_linear_t.  nb_params_save writes this
+ * format when the path ends in ".safetensors", and nb_params_load reads
+ * either format, telling them apart by their first bytes. */
+nb_status nb_params_save_safetensors(const nb_params *ps, const char *path);
+nb_status nb_params_load_safetensors(nb_params *ps, const char *path);
+
 /* ------------------------------------------------------------ optimizers */
 
 typedef enum { NB_OPT_SGD, NB_OPT_MOMENTUM, NB_OPT_ADAM, NB_OPT_ADAMW, NB_OPT_RMSPROP } nb_optimizer_kind;

@@ -424,6 +424,65 @@ static nb_status params_save_dir(void) {
     nb_params_free(ps);
     return st;
 }
+/* ------------------------------------------------------------ safetensors files */
+
+/* A safetensors file: the 8-byte length, the header text, then `data`
+ * bytes (of value 0x3F, so that each float is a finite number). */
+static const char *write_safetensors(const char *name, const char *header, size_t data) {
+    size_t n = strlen(header), total = 8 + n + data;
+    unsigned char *b = calloc(total, 1);
+    for (int k = 0; k < 8; k++) b[k] = (unsigned char)((uint64_t)n >> (8 * k));
+    memcpy(b + 8, header, n);
+    memset(b + 8 + n, 0x3F, data);
+    const char *path = write_bytes(name, b, total);
+    free(b);
+    return path;
+}
+/* model("W", 2, NB_F64)'s tensors: W float32 (2, 3) in bytes 0..24, b float64 (3,) in 24..48. */
+#define ST_W "\"W\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"
+#define ST_B "\"b\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[24,48]}"
+#define ST_CASE(fn, file, header, data)                                                   \
+    static nb_status fn(void) {                                                           \
+        return load_into(write_safetensors(file, header, data), "W", 2, NB_F64);         \
+    }
+ST_CASE(st_good, "good.safetensors", "{" ST_W "," ST_B "}", 48)
+ST_CASE(st_truncated, "cut.safetensors", "{" ST_W "," ST_B "}", 30)
+ST_CASE(st_bad_json, "json.safetensors", "{\"W\":{\"dtype\":\"F32\" \"shape\":[2,3]}}", 48)
+ST_CASE(st_int_dtype, "i64.safetensors", "{\"W\":{\"dtype\":\"I64\",\"shape\":[2,3],\"data_offsets\":[0,48]}}", 48)
+ST_CASE(st_gap, "gap.safetensors",
+        "{" ST_W ",\"b\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[32,56]}}", 56)
+ST_CASE(st_overlap, "overlap.safetensors",
+        "{" ST_W ",\"b\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[16,40]}}", 48)
+ST_CASE(st_byte_count, "count.safetensors",
+        "{\"W\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,24]}," ST_B "}", 48)
+ST_CASE(st_shape, "shape.safetensors",
+        "{\"W\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]}," ST_B "}", 48)
+ST_CASE(st_missing, "missing.safetensors", "{" ST_W "}", 24)
+ST_CASE(st_extra, "extra.safetensors",
+        "{" ST_W "," ST_B ",\"c\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[48,52]}}", 52)
+ST_CASE(st_twice, "twice.safetensors", "{" ST_W "," ST_W "," ST_B "}", 48)
+ST_CASE(st_long_name, "long.safetensors",
+        "{\"encoder.layers.11.attention.query.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+        4)
+ST_CASE(st_not_utf8, "latin1.safetensors", "{\"caf\xe9\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4)
+ST_CASE(st_unknown_field, "field.safetensors",
+        "{\"W\":{\"dtype\":\"F32\",\"shape\":[2,3],\"offsets\":[0,24]}," ST_B "}", 48)
+ST_CASE(st_tail, "tail.safetensors", "{" ST_W "," ST_B "}", 56)
+ST_CASE(st_fraction, "fraction.safetensors",
+        "{\"W\":{\"dtype\":\"F32\",\"shape\":[2.5,3],\"data_offsets\":[0,24]}," ST_B "}", 48)
+ST_CASE(st_garbage, "garbage.safetensors", "{" ST_W "," ST_B "} x", 48)
+static nb_status st_huge_header(void) {
+    unsigned char b[16] = {0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, '{', '}'};
+    return load_into(write_bytes("huge.safetensors", b, sizeof b), "W", 2, NB_F64);
+}
+static nb_status st_save_bad_name(void) {
+    nb_params *ps = nb_params_new();
+    nb_params_add(ps, "caf\xe9", nb_zeros(NULL, NB_F32, NB_SHAPE(1)));
+    nb_status st = nb_params_save_safetensors(ps, path_in_dir("bad-name.safetensors"));
+    nb_params_free(ps);
+    return st;
+}
+
 static nb_status params_duplicate(void) {
     nb_params *ps = model("W", 2, NB_F64);
     nb_status st = nb_tensor_status(nb_params_add(ps, "W", nb_zeros(NULL, NB_F32, NB_SHAPE(2))));
@@ -876,6 +935,31 @@ static const bad_input catalogue[] = {
     {"params: another count", params_count, NB_ERR_VALUE, {"holds 2 parameters, the model has 3"}},
     {"params: a file that does not exist", params_missing_file, NB_ERR_IO, {"cannot open /nonexistent/model.nbp"}},
     {"params: saving into a missing directory", params_save_dir, NB_ERR_IO, {"nb_params_save", "/nonexistent/dir"}},
+    /* safetensors files (the model in memory must keep its values) */
+    {"safetensors: a good file loads", st_good, NB_OK, {NULL}},
+    {"safetensors: a truncated file", st_truncated, NB_ERR_VALUE,
+     {"cut.safetensors", "'b'", "[24, 48] outside the 30 bytes", "truncated"}},
+    {"safetensors: a header claiming 4 GB", st_huge_header, NB_ERR_VALUE, {"huge.safetensors", "claims 4294967295 bytes"}},
+    {"safetensors: malformed JSON", st_bad_json, NB_ERR_VALUE, {"json.safetensors", "malformed at byte 20", "expected"}},
+    {"safetensors: an integer dtype", st_int_dtype, NB_ERR_VALUE, {"i64.safetensors", "'W'", "dtype I64", "F16, BF16, F32"}},
+    {"safetensors: a gap in the data", st_gap, NB_ERR_VALUE, {"gap.safetensors", "'b'", "starts at byte 32", "nothing fills"}},
+    {"safetensors: overlapping tensors", st_overlap, NB_ERR_VALUE, {"overlap.safetensors", "'b'", "overlaps"}},
+    {"safetensors: offsets that disagree with the shape", st_byte_count, NB_ERR_VALUE,
+     {"count.safetensors", "'W'", "F32 (2, 2)", "needs 16 bytes", "span 24"}},
+    {"safetensors: another shape", st_shape, NB_ERR_VALUE,
+     {"shape.safetensors", "'W'", "(3, 2) in the file but (2, 3) in the model"}},
+    {"safetensors: a parameter missing", st_missing, NB_ERR_VALUE, {"missing.safetensors", "has no 'b'"}},
+    {"safetensors: a tensor the model lacks", st_extra, NB_ERR_VALUE, {"extra.safetensors", "'c'", "the model does not"}},
+    {"safetensors: a name twice", st_twice, NB_ERR_VALUE, {"twice.safetensors", "'W' twice"}},
+    {"safetensors: a name too long for nabla", st_long_name, NB_ERR_VALUE,
+     {"long.safetensors", "name of 40 bytes", "1 to 31"}},
+    {"safetensors: a header that is not UTF-8", st_not_utf8, NB_ERR_VALUE, {"latin1.safetensors", "not UTF-8", "byte 5"}},
+    {"safetensors: an unknown field", st_unknown_field, NB_ERR_VALUE, {"field.safetensors", "'W'", "unknown field 'offsets'"}},
+    {"safetensors: data after the last tensor", st_tail, NB_ERR_VALUE, {"tail.safetensors", "8 bytes of data after"}},
+    {"safetensors: a fractional size", st_fraction, NB_ERR_VALUE, {"fraction.safetensors", "no fraction or exponent"}},
+    {"safetensors: text after the header", st_garbage, NB_ERR_VALUE, {"garbage.safetensors", "nothing but spaces"}},
+    {"safetensors: saving a name that is not UTF-8", st_save_bad_name, NB_ERR_ARG,
+     {"nb_params_save_safetensors", "not valid UTF-8"}},
     {"params: a duplicate name", params_duplicate, NB_ERR_ARG, {"'W'", "exists already"}},
     {"params: a tensor that lives on a tape", params_tape_tensor, NB_ERR_ARG, {"'W'", "lives on a tape"}},
     /* training toolkit */
@@ -970,6 +1054,7 @@ static const bad_input catalogue[] = {
 static void test_every_bad_input_names_what_went_wrong(void **state) {
     (void)state;
     int failures = 0, n = (int)(sizeof catalogue / sizeof *catalogue);
+    bool show = getenv("NB_CATALOGUE_SHOW") != NULL; /* every message, for reading them */
     for (int i = 0; i < n; i++) {
         const bad_input *c = &catalogue[i];
         gradcheck_message[0] = '\0';
@@ -977,6 +1062,7 @@ static void test_every_bad_input_names_what_went_wrong(void **state) {
         const char *msg = gradcheck_message[0] ? gradcheck_message : nb_last_error();
         bool ok = st == c->expect;
         for (int k = 0; ok && k < 5 && c->says[k]; k++) ok = strstr(msg, c->says[k]) != NULL;
+        if (show) print_message("%-60s %s\n", c->what, st == NB_OK ? "(no error)" : msg);
         if (!ok) {
             failures++;
             print_error("%s: status %s (expected %s), message: %s\n", c->what, nb_status_string(st),

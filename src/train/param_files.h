@@ -6,6 +6,7 @@
 #define NABLA_PARAM_FILES_H
 
 #include "../internal.h"
+#include "nabla_train.h"
 
 /* A byte buffer that grows as it is written; `failed` is set (and further
  * writes ignored) when memory runs out. */
@@ -31,5 +32,10 @@ nb_status nb_save_whole_file(const char *who, const char *path, const unsigned c
 /* The whole of a regular file, in memory freed with nb_free; NULL with the
  * error set (naming `who` and the file) and *st on failure. */
 unsigned char *nb_read_whole_file(const char *who, const char *path, size_t *len, nb_status *st);
+
+/* Loads a safetensors file already in memory into ps (all or nothing; see
+ * src/train/safetensors.c); errors name `who` and path. */
+nb_status nb_safetensors_load_buffer(nb_params *ps, const char *who, const char *path, const unsigned char *buf,
+                                     size_t len);
 
 #endif

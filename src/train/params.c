@@ -189,12 +189,19 @@ nb_tensor *nb_params_create(nb_params *ps, const char *name, nb_dtype dt, int nd
     return nb_params_add(ps, name, t);
 }
 
+/* Does path end with suffix? */
+static bool ends_with(const char *path, const char *suffix) {
+    size_t n = strlen(path), k = strlen(suffix);
+    return n >= k && !strcmp(path + n - k, suffix);
+}
+
 nb_status nb_params_save(const nb_params *ps, const char *path) {
     if (!ps || !path) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_params_save: %s is NULL",
                      ps ? "the path" : "the parameter set");
         return NB_ERR_NULL;
     }
+    if (ends_with(path, ".safetensors")) return nb_params_save_safetensors(ps, path);
     nb_bytes w = {0};
     nb_bytes_put(&w, MAGIC, 8);
     nb_bytes_put_uint(&w, FORMAT_VERSION, 4);
@@ -364,9 +371,11 @@ nb_status nb_params_load(nb_params *ps, const char *path) {
         return NB_ERR_NOMEM;
     }
     reader r = {buf, buf + len, path};
-    st = parse(ps, &r, stage);
+    /* Not nabla's magic, but a length and a '{': PyTorch users' format. */
+    bool safetensors = len >= 9 && memcmp(buf, MAGIC, 8) != 0 && buf[8] == '{';
+    st = safetensors ? nb_safetensors_load_buffer(ps, "nb_params_load", path, buf, len) : parse(ps, &r, stage);
     /* Only now, with every check passed, change the model. */
-    for (size_t i = 0; st == NB_OK && i < ps->count; i++) {
+    for (size_t i = 0; st == NB_OK && !safetensors && i < ps->count; i++) {
         nb_tensor *t = stage[i].t;
         size_t width = nb_dtype_size(t->dtype);
         nb_mark_written(t);
