@@ -483,6 +483,66 @@ nb_tensor *nb_min_axis_(nb_tape *tp, nb_tensor *a, int axis, bool keepdims, bool
 nb_tensor *nb_layer_norm_(nb_tape *tp, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps,
                           const char *file, int line);
 
+/* Batch norm over every axis but the channels (axis 1) of x, (N, C),
+ * (N, C, L) or (N, C, H, W), as PyTorch's F.batch_norm: while the tape is
+ * training, each channel is normalised with its batch mean and biased
+ * variance, and running_mean and running_var ((C,) heap tensors, or NULL)
+ * move towards them: r = (1 - momentum) r + momentum s, with the unbiased
+ * variance for running_var.  In evaluation (nb_tape_set_training(tp,
+ * false)) the running statistics are used (the batch's when they are
+ * NULL).  Then times gamma and plus beta ((C,) each, or NULL).  PyTorch's
+ * defaults: momentum 0.1, eps 1e-5. */
+#define nb_batch_norm(tp, x, gamma, beta, running_mean, running_var, momentum, eps) \
+    nb_batch_norm_(tp, x, gamma, beta, running_mean, running_var, momentum, eps, NB_SITE)
+nb_tensor *nb_batch_norm_(nb_tape *tp, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, nb_tensor *running_mean,
+                          nb_tensor *running_var, double momentum, double eps, const char *file, int line);
+
+/* ------------------------------------------------------------ convolutions and pooling */
+
+/* The options of a convolution: pairs are (height, width), and conv1d
+ * reads the first of each; a zero means the default, so that
+ * nb_conv2d(tp, x, w, b, &(nb_conv_opts){.padding = {1, 1}}) or NULL says
+ * what PyTorch's keywords do. */
+typedef struct {
+    int stride[2];   /* default 1 */
+    int padding[2];  /* zeros added on both sides; default 0 */
+    int dilation[2]; /* spacing of the kernel's taps; default 1 */
+    int groups;      /* default 1; C for a depthwise convolution */
+} nb_conv_opts;
+
+/* Cross-correlation, as PyTorch's F.conv2d: x (N, C, H, W), w (O, C/groups,
+ * KH, KW), bias (O,) or NULL; the result is (N, O, OH, OW) with
+ * OH = (H + 2 padding - dilation (KH - 1) - 1) / stride + 1 (rounded down).
+ * The products go through CBLAS on unfolded patches (im2col), split over
+ * nabla's threads by examples, with results that do not depend on the
+ * thread count.  conv1d: x (N, C, L), w (O, C/groups, K). */
+#define nb_conv2d(tp, x, w, bias, ...) nb_conv2d_(tp, x, w, bias, __VA_ARGS__, NB_SITE) /* opts */
+#define nb_conv1d(tp, x, w, bias, ...) nb_conv1d_(tp, x, w, bias, __VA_ARGS__, NB_SITE) /* opts */
+nb_tensor *nb_conv2d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,
+                      const char *file, int line);
+nb_tensor *nb_conv1d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,
+                      const char *file, int line);
+
+/* The options of a pooling: pairs are (height, width); kernel is required,
+ * the rest default as in PyTorch when zero. */
+typedef struct {
+    int kernel[2];
+    int stride[2];    /* default: the kernel */
+    int padding[2];   /* at most half the kernel; max pooling pads with -inf */
+    int dilation[2];  /* max pooling only; default 1 */
+    bool ceil_mode;   /* round the output size up (a last, partial window) */
+    bool exclude_pad; /* average pooling: divide by the window's elements
+                         inside x only (PyTorch's count_include_pad=False) */
+} nb_pool_opts;
+
+/* Pooling over windows of x (N, C, H, W), as PyTorch's F.max_pool2d and
+ * F.avg_pool2d.  Max pooling sends each window's gradient to its first
+ * largest element (a NaN counts as largest), as PyTorch does. */
+#define nb_max_pool2d(tp, x, ...) nb_max_pool2d_(tp, x, __VA_ARGS__, NB_SITE) /* opts */
+#define nb_avg_pool2d(tp, x, ...) nb_avg_pool2d_(tp, x, __VA_ARGS__, NB_SITE) /* opts */
+nb_tensor *nb_max_pool2d_(nb_tape *tp, nb_tensor *x, const nb_pool_opts *opts, const char *file, int line);
+nb_tensor *nb_avg_pool2d_(nb_tape *tp, nb_tensor *x, const nb_pool_opts *opts, const char *file, int line);
+
 /* Dropout: while the tape is training, each element is zeroed with
  * probability p (drawn from rng, so a seed repeats the mask) and the others
  * scaled by 1/(1 - p); in evaluation (nb_tape_set_training(tp, false)), or

@@ -82,6 +82,10 @@ typedef struct nb_op_def {
      * them in grad_in[i] (NULL for no gradient).  Without it, differentiating
      * a backward through this op is refused with an error naming it. */
     void (*backward_graph)(nb_op_call *call, nb_tensor *grad, nb_tensor **grad_in);
+    /* For pictures: the call's parameters in a few words ("3×3, stride 2"),
+     * written into buf (size bytes, NUL-terminated) and shown under the
+     * op's name.  Optional. */
+    void (*describe)(const nb_op_call *call, char *buf, size_t size);
 } nb_op_def;
 
 /* Records a call of `def` on inputs[0..n_inputs) (any number, of one dtype,

@@ -242,7 +242,16 @@ struct nb_tape {
     double sgd_lr;         /* during nb_backward_sgd: the learning rate */
     nb_scope *scopes;      /* named scopes (layers), kept across resets */
     int n_scopes, cap_scopes, current_scope;
+    void *scratch;         /* see nb_tape_scratch */
+    size_t scratch_bytes;
 };
+
+/* Working memory for one entry's forward or backward, gone when it returns
+ * (convolutions' unfolded patches): one buffer per tape, grown when a call
+ * needs more and otherwise reused, so that a warm loop allocates nothing.
+ * Aligned for vector loads; NULL (and the tape errored, naming the entry's
+ * op and call site) when memory runs out. */
+void *nb_tape_scratch(nb_tape *tp, size_t bytes, const nb_op_call *e);
 
 /* Does the tensor still exist?  Tape tensors cease to at nb_tape_reset (and
  * their header is kept until the reset after, so that this can tell). */

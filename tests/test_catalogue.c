@@ -810,6 +810,50 @@ OP_CASE(dropout_rng, nb_dropout(tp, M(tp, 2, 3), 0.5, NULL))
 OP_CASE(huber_delta, nb_huber(tp, V(tp, 3), V(tp, 3), 0))
 OP_CASE(huber_shapes, nb_huber(tp, V(tp, 3), V(tp, 4), 1))
 OP_CASE(smooth_l1_beta, nb_smooth_l1(tp, V(tp, 3), V(tp, 3), -1))
+/* convolutions, pooling, batch norm */
+static nb_tensor *T4(nb_tape *tp, size_t a, size_t b, size_t c, size_t d) { return nb_ones(tp, NB_F32, NB_SHAPE(a, b, c, d)); }
+OP_CASE(conv_x_rank, nb_conv2d(tp, M(tp, 28, 28), T4(tp, 8, 1, 3, 3), NULL, NULL))
+OP_CASE(conv_channels, nb_conv2d(tp, T4(tp, 2, 3, 8, 8), T4(tp, 4, 2, 3, 3), NULL, NULL))
+OP_CASE(conv_groups, nb_conv2d(tp, T4(tp, 2, 3, 8, 8), T4(tp, 4, 1, 3, 3), NULL, &(nb_conv_opts){.groups = 2}))
+OP_CASE(conv_bias, nb_conv2d(tp, T4(tp, 2, 3, 8, 8), T4(tp, 4, 3, 3, 3), V(tp, 3), NULL))
+OP_CASE(conv_kernel_too_big, nb_conv2d(tp, T4(tp, 1, 1, 4, 4), T4(tp, 1, 1, 3, 3), NULL,
+                                       &(nb_conv_opts){.dilation = {2, 2}}))
+OP_CASE(conv_negative, nb_conv2d(tp, T4(tp, 1, 1, 4, 4), T4(tp, 1, 1, 3, 3), NULL, &(nb_conv_opts){.stride = {-1, 1}}))
+OP_CASE(conv_dtypes, nb_conv2d(tp, T4(tp, 1, 1, 4, 4), nb_ones(tp, NB_F64, NB_SHAPE(1, 1, 3, 3)), NULL, NULL))
+OP_CASE(conv1d_rank, nb_conv1d(tp, T4(tp, 1, 1, 4, 4), nb_ones(tp, NB_F32, NB_SHAPE(1, 1, 3)), NULL, NULL))
+OP_CASE(pool_opts, nb_max_pool2d(tp, T4(tp, 1, 1, 4, 4), NULL))
+OP_CASE(pool_kernel, nb_max_pool2d(tp, T4(tp, 1, 1, 4, 4), &(nb_pool_opts){.kernel = {0, 2}}))
+OP_CASE(pool_padding, nb_avg_pool2d(tp, T4(tp, 1, 1, 4, 4), &(nb_pool_opts){.kernel = {2, 2}, .padding = {2, 2}}))
+OP_CASE(pool_rank, nb_avg_pool2d(tp, M(tp, 4, 4), &(nb_pool_opts){.kernel = {2, 2}}))
+OP_CASE(pool_window, nb_max_pool2d(tp, T4(tp, 1, 1, 2, 2), &(nb_pool_opts){.kernel = {3, 3}}))
+OP_CASE(avg_pool_dilation, nb_avg_pool2d(tp, T4(tp, 1, 1, 4, 4), &(nb_pool_opts){.kernel = {2, 2}, .dilation = {2, 2}}))
+OP_CASE(bn_gamma, nb_batch_norm(tp, T4(tp, 2, 3, 4, 4), V(tp, 4), NULL, NULL, NULL, 0.1, 1e-5))
+OP_CASE(bn_rank, nb_batch_norm(tp, V(tp, 3), NULL, NULL, NULL, NULL, 0.1, 1e-5))
+OP_CASE(bn_one_value, nb_batch_norm(tp, M(tp, 1, 3), NULL, NULL, NULL, NULL, 0.1, 1e-5))
+OP_CASE(bn_momentum, nb_batch_norm(tp, M(tp, 4, 3), NULL, NULL, NULL, NULL, 1.5, 1e-5))
+static nb_status bn_running_on_tape(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_tensor_status(nb_batch_norm(tp, M(tp, 4, 3), NULL, NULL, V(tp, 3), V(tp, 3), 0.1, 1e-5));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status bn_running_shape(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *rm = nb_zeros(NULL, NB_F32, NB_SHAPE(4)), *rv = nb_ones(NULL, NB_F32, NB_SHAPE(4));
+    nb_status st = nb_tensor_status(nb_batch_norm(tp, M(tp, 4, 3), NULL, NULL, rm, rv, 0.1, 1e-5));
+    nb_tape_free(tp);
+    nb_tensor_free(rm);
+    nb_tensor_free(rv);
+    return st;
+}
+static nb_status bn_one_running(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *rm = nb_zeros(NULL, NB_F32, NB_SHAPE(3));
+    nb_status st = nb_tensor_status(nb_batch_norm(tp, M(tp, 4, 3), NULL, NULL, rm, NULL, 0.1, 1e-5));
+    nb_tape_free(tp);
+    nb_tensor_free(rm);
+    return st;
+}
 
 /* ------------------------------------------------------------ the table */
 
@@ -1008,6 +1052,33 @@ static const bad_input catalogue[] = {
     {"logsumexp along axis 2 of a matrix", logsumexp_axis, NB_ERR_ARG, {"logsumexp", "axis 2", "(2, 3)", SITE}},
     {"unbiased variance of one element", var_dof, NB_ERR_ARG, {"var", "correction 1", "degrees of freedom", SITE}},
     {"argmax along axis -2 of a vector", argmax_axis, NB_ERR_ARG, {"argmax", "axis -2", "(3,)", SITE}},
+    {"conv2d of a matrix", conv_x_rank, NB_ERR_SHAPE, {"conv2d", "x is (28, 28)", "(N, C, H, W)", SITE}},
+    {"conv2d with a weight for 2 input channels on 3", conv_channels, NB_ERR_SHAPE,
+     {"conv2d", "(4, 2, 3, 3)", "2 input channels per filter", "needs 3", SITE}},
+    {"conv2d with groups 2 on 3 channels", conv_groups, NB_ERR_SHAPE, {"conv2d", "groups 2", "3 input channels", SITE}},
+    {"conv2d with a bias for 3 of 4 filters", conv_bias, NB_ERR_SHAPE, {"conv2d", "bias is (3,)", "(4,)", SITE}},
+    {"conv2d with a dilated kernel wider than x", conv_kernel_too_big, NB_ERR_SHAPE,
+     {"conv2d", "spanning 5", "dilation 2", "(1, 1, 4, 4)", SITE}},
+    {"conv2d with stride -1", conv_negative, NB_ERR_ARG, {"conv2d", "stride -1", "not be negative", SITE}},
+    {"conv2d of float32 x and float64 weight", conv_dtypes, NB_ERR_DTYPE, {"conv2d", "float64", SITE}},
+    {"conv1d of a 4-D x", conv1d_rank, NB_ERR_SHAPE, {"conv1d", "(N, C, L)", SITE}},
+    {"max_pool2d without options", pool_opts, NB_ERR_NULL, {"max_pool2d", "options are NULL", SITE}},
+    {"max_pool2d with kernel 0", pool_kernel, NB_ERR_ARG, {"max_pool2d", "kernel 0", SITE}},
+    {"avg_pool2d padding 2 for kernel 2", pool_padding, NB_ERR_ARG, {"avg_pool2d", "padding 2", "half the kernel", SITE}},
+    {"avg_pool2d of a matrix", pool_rank, NB_ERR_SHAPE, {"avg_pool2d", "(4, 4)", "(N, C, H, W)", SITE}},
+    {"max_pool2d with a window larger than x", pool_window, NB_ERR_SHAPE, {"max_pool2d", "3×3", "(1, 1, 2, 2)", SITE}},
+    {"avg_pool2d with dilation", avg_pool_dilation, NB_ERR_ARG, {"avg_pool2d", "no dilation", SITE}},
+    {"batch_norm with gamma for 4 of 3 channels", bn_gamma, NB_ERR_SHAPE, {"batch_norm", "gamma (4,)", "(3,)", SITE}},
+    {"batch_norm of a vector", bn_rank, NB_ERR_SHAPE, {"batch_norm", "x is (3,)", "channels on axis 1", SITE}},
+    {"batch_norm training on one value per channel", bn_one_value, NB_ERR_SHAPE,
+     {"batch_norm", "1 value per channel", SITE}},
+    {"batch_norm with momentum 1.5", bn_momentum, NB_ERR_ARG, {"batch_norm", "momentum 1.5", SITE}},
+    {"batch_norm with running statistics on the tape", bn_running_on_tape, NB_ERR_ARG,
+     {"batch_norm", "running_mean lives on a tape", SITE}},
+    {"batch_norm with (4,) running statistics for 3 channels", bn_running_shape, NB_ERR_SHAPE,
+     {"batch_norm", "running_mean is (4,)", "(3,)", SITE}},
+    {"batch_norm with running_mean but no running_var", bn_one_running, NB_ERR_ARG,
+     {"batch_norm", "go together", SITE}},
     {"layer_norm with a (2,) gamma for 3 features", layer_norm_gamma, NB_ERR_SHAPE,
      {"layer_norm", "gamma (2,)", "(3,)", SITE}},
     {"layer_norm with eps 0", layer_norm_eps, NB_ERR_ARG, {"layer_norm", "eps 0", SITE}},

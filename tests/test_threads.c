@@ -2,7 +2,7 @@
  * nabla's own threads (nb_set_threads): a network big enough for every
  * parallel path (split products, element-wise ranges, bias fills and sums)
  * gives the same loss, gradients and updates, bit for bit, on 1, 2 and 3
- * threads, and so do products of random shapes; the pool can be resized and
+ * threads, and so do products of random shapes and a small CNN; the pool can be resized and
  * stopped; bad counts are refused.
  *
  * OpenBLAS picks its kernels by CPU, and whether a product split into
@@ -215,6 +215,68 @@ static void test_products_of_random_shapes_do_not_depend_on_threads(void **state
     assert_int_equal(nb_set_threads(1), NB_OK);
 }
 
+/* A small CNN (a padded 3x3 convolution, relu, max pooling, a 1x1
+ * convolution, batch norm, average pooling), forward and backward: the
+ * output and every gradient the same bits on 1, 2 and 3 threads, for a
+ * batch smaller and one larger than the weight gradient's chunk count. */
+static double *run_cnn(nb_dtype dt, int threads, size_t batch, size_t *count) {
+    assert_int_equal(nb_set_threads(threads), NB_OK);
+    nb_rng rng;
+    nb_rng_seed(&rng, 5);
+    nb_tensor *in[6] = {
+        nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(batch, 3, 14, 14), -1, 1),
+        nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(24, 3, 3, 3), -0.5, 0.5),
+        nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(24), -0.1, 0.1),
+        nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(8, 24, 1, 1), -0.5, 0.5),
+        nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(8), 0.5, 1.5),
+        nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(8), -0.5, 0.5),
+    };
+    for (int k = 0; k < 6; k++) nb_requires_grad(in[k], true);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *h = nb_relu(tp, nb_conv2d(tp, in[0], in[1], in[2], &(nb_conv_opts){.padding = {1, 1}}));
+    h = nb_max_pool2d(tp, h, &(nb_pool_opts){.kernel = {2, 2}});
+    h = nb_batch_norm(tp, nb_conv2d(tp, h, in[3], NULL, NULL), in[4], in[5], NULL, NULL, 0.1, 1e-5);
+    h = nb_avg_pool2d(tp, nb_tanh(tp, h), &(nb_pool_opts){.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}});
+    assert_int_equal(nb_backward(nb_sum(tp, nb_square(tp, h))), NB_OK);
+    *count = nb_tensor_size(h);
+    for (int k = 0; k < 6; k++) *count += nb_tensor_size(in[k]);
+    double *v = malloc(*count * sizeof *v), *at = v + nb_tensor_size(h);
+    nb_to_f64(h, v);
+    for (int k = 0; k < 6; k++) {
+        for (size_t i = 0; i < nb_tensor_size(in[k]); i++) at[i] = nb_grad_get(in[k], i);
+        at += nb_tensor_size(in[k]);
+        nb_tensor_free(in[k]);
+    }
+    nb_tape_free(tp);
+    return v;
+}
+
+static void test_convolutions_do_not_depend_on_threads(void **state) {
+    (void)state;
+    uint64_t splits_before = nb_parallel_jobs();
+    const size_t batches[2] = {5, 19};
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int b = 0; b < 2; b++) {
+            size_t n1, n;
+            double *one = run_cnn((nb_dtype)dt, 1, batches[b], &n1);
+            for (int threads = 2; threads <= 3; threads++) {
+                double *many = run_cnn((nb_dtype)dt, threads, batches[b], &n);
+                assert_int_equal(n, n1);
+                size_t differ = 0;
+                for (size_t i = 0; i < n; i++) differ += memcmp(&one[i], &many[i], sizeof(double)) != 0;
+                if (differ)
+                    print_error("CNN, %s, batch %zu, %d threads, BLAS core %s: %zu of %zu values differ\n",
+                                dt == NB_F32 ? "float32" : "float64", batches[b], threads, openblas_get_corename(),
+                                differ, n);
+                assert_int_equal(differ, 0);
+                free(many);
+            }
+            free(one);
+        }
+    assert_true(nb_parallel_jobs() - splits_before > 8); /* the convolutions were split */
+    assert_int_equal(nb_set_threads(1), NB_OK);
+}
+
 /* The OpenBLAS core types this CPU can execute, each with what it needs. */
 static bool cpu_can_run(const char *core) {
     __builtin_cpu_init();
@@ -359,6 +421,7 @@ int main(void) {
     const struct CMUnitTest bitwise[] = {
         cmocka_unit_test(test_results_do_not_depend_on_threads),
         cmocka_unit_test(test_products_of_random_shapes_do_not_depend_on_threads),
+        cmocka_unit_test(test_convolutions_do_not_depend_on_threads),
     };
     if (getenv("NB_TEST_BITWISE_ONLY")) {
         /* a child of test_on_every_blas_core_type: OpenBLAS must have taken
@@ -373,6 +436,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results_do_not_depend_on_threads),
         cmocka_unit_test(test_products_of_random_shapes_do_not_depend_on_threads),
+        cmocka_unit_test(test_convolutions_do_not_depend_on_threads),
         cmocka_unit_test(test_on_every_blas_core_type),
         cmocka_unit_test(test_tapes_on_separate_threads),
         cmocka_unit_test(test_fork_child_runs_serially),

@@ -236,6 +236,14 @@ static void put_op_node(writer *w, size_t index, const nb_entry *e) {
         fprintf(f, "%s%s", e->flag0 ? " Aᵀ" : "", e->flag1 ? " Bᵀ" : "");
     else if (!strcmp(name, "transpose"))
         fprintf(f, " %d,%d", e->axis, (int)e->scalar);
+    if (e->op->describe) {
+        char text[128] = "";
+        e->op->describe(e, text, sizeof text);
+        if (text[0]) {
+            fputs("\\n", f);
+            put_escaped(f, text);
+        }
+    }
     fputs("\"];\n", f);
 }
 

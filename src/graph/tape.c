@@ -35,6 +35,7 @@ void nb_tape_free(nb_tape *tp) {
     nb_arena_free(&tp->headers[1]);
     nb_free(tp->entries);
     nb_free(tp->scopes);
+    nb_free(tp->scratch);
     nb_free(tp);
 }
 
@@ -59,7 +60,8 @@ const char *nb_tape_error(const nb_tape *tp) { return tp ? tp->error : "the tape
 size_t nb_tape_size(const nb_tape *tp) { return tp ? tp->n_entries : 0; }
 
 size_t nb_tape_memory(const nb_tape *tp) {
-    return tp ? tp->arena.total + tp->headers[0].total + tp->headers[1].total + tp->cap_entries * sizeof(nb_entry)
+    return tp ? tp->arena.total + tp->headers[0].total + tp->headers[1].total + tp->cap_entries * sizeof(nb_entry) +
+                    tp->scratch_bytes
               : 0;
 }
 
@@ -115,6 +117,21 @@ nb_status nb_scope_begin(nb_tape *tp, const char *name) {
 
 void nb_scope_end(nb_tape *tp) {
     if (tp && tp->current_scope >= 0) tp->current_scope = tp->scopes[tp->current_scope].parent;
+}
+
+void *nb_tape_scratch(nb_tape *tp, size_t bytes, const nb_entry *e) {
+    if (bytes <= tp->scratch_bytes) return tp->scratch;
+    size_t grown = tp->scratch_bytes * 2 > bytes ? tp->scratch_bytes * 2 : bytes;
+    void *p = nb_malloc_aligned(grown);
+    if (!p) {
+        nb_set_error(tp, NB_ERR_NOMEM, e->file, e->line, "%s: out of memory for %zu bytes of working memory",
+                     e->op->name, bytes);
+        return NULL;
+    }
+    nb_free(tp->scratch);
+    tp->scratch = p;
+    tp->scratch_bytes = grown;
+    return p;
 }
 
 void *nb_tape_alloc(nb_tape *tp, size_t bytes) {

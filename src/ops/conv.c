@@ -1,0 +1,597 @@
+/*
+ * Convolutions (PyTorch's conv2d and conv1d: cross-correlations), through
+ * CBLAS on unfolded patches.
+ *
+ * For one example and one group, with x of Cg channels and w of Og filters
+ * of Cg x KH x KW taps, unfold x into the matrix
+ *     col[(c, kh, kw), (oh, ow)] = x[c, oh sh - ph + kh dh, ow sw - pw + kw dw]
+ * (0 where that falls in the padding); then the convolution is one product
+ *     y (Og, OH·OW) = w (Og, Cg·KH·KW) · col (Cg·KH·KW, OH·OW)      [+ bias]
+ * and with G = dL/dy, the chain rule gives two more:
+ *     dL/dw (Og, Cg·KH·KW) = Σ over examples of G · colᵀ
+ *     dL/dcol = wᵀ · G, folded back onto x (col2im: each tap adds to the
+ *     element it was read from)                                       [1]
+ *     dL/dbias[o] = Σ over examples and positions of G[o]
+ * A 1x1 convolution with stride 1 and no padding needs no unfolding: col
+ * is x itself.
+ *
+ * The three maps are the partial derivatives of one trilinear form,
+ *     T(x, w, G) = Σ G · conv(x, w),
+ * so each one's backward is made of the other two, which is how the
+ * backward is itself differentiable (for nb_grad with create_graph):
+ *     conv(x, w):          dx = input_grad(G, w)     dw = weight_grad(x, G)
+ *     input_grad(G, w):    dG = conv(H, w)           dw = weight_grad(H, G)
+ *     weight_grad(x, G):   dx = input_grad(G, H)     dG = conv(x, H)
+ * (H is the upstream gradient of each).  All three are ops below.
+ *
+ * Threads: examples are split over nabla's threads, each unfolding into its
+ * own part of the tape's working memory; an example's products are the same
+ * CBLAS calls whatever the thread count.  The weight gradient sums over
+ * examples in a fixed number of chunks (set by the batch size alone), each
+ * chunk's partial sum made in order by one thread, and the partial sums then
+ * added in order: the same bits on any number of threads.
+ */
+#include "../internal.h"
+
+#include <string.h>
+
+typedef struct {
+    size_t N, C, H, W;     /* x */
+    size_t O, KH, KW;      /* w: (O, C / groups, KH, KW) */
+    size_t OH, OW;         /* y: (N, O, OH, OW) */
+    long sh, sw, ph, pw, dh, dw;
+    size_t groups;
+    bool one_d;            /* conv1d: H = KH = OH = 1 and the tensors are 3-D */
+} conv_geom;
+
+static size_t in_group(const conv_geom *g) { return g->C / g->groups; }   /* Cg */
+static size_t out_group(const conv_geom *g) { return g->O / g->groups; }  /* Og */
+static size_t patch(const conv_geom *g) { return in_group(g) * g->KH * g->KW; } /* rows of col */
+static size_t positions(const conv_geom *g) { return g->OH * g->OW; }     /* columns of col */
+static bool unfolds(const conv_geom *g) {
+    return !(g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0);
+}
+
+/* The weight gradient's sum over examples is made in this many chunks (or
+ * one per example, for smaller batches): see the top of the file. */
+enum { WEIGHT_CHUNKS = 8 };
+
+/* The outputs ow (of OW) whose tap at offset `off` (kw dw - pw) reads
+ * inside a row of W: [*lo, *hi). */
+static void valid_range(long off, long stride, size_t W, size_t OW, size_t *lo, size_t *hi) {
+    long first = off >= 0 ? 0 : (-off + stride - 1) / stride;           /* ow stride + off >= 0 */
+    long last = (long)W - 1 - off < 0 ? -1 : ((long)W - 1 - off) / stride; /* ow stride + off <= W - 1 */
+    *hi = last < 0 ? 0 : (size_t)last + 1 < OW ? (size_t)last + 1 : OW;
+    *lo = (size_t)first < *hi ? (size_t)first : *hi;
+}
+
+/* col (patch x positions) from x (Cg planes of H x W). */
+static void im2col(const conv_geom *g, nb_dtype dt, const void *x, void *col) {
+    size_t P = positions(g), Cg = in_group(g);
+    NB_DISPATCH(dt, {
+        const T *xs = x;
+        T *cs = col;
+        for (size_t c = 0; c < Cg; c++)
+            for (size_t kh = 0; kh < g->KH; kh++)
+                for (size_t kw = 0; kw < g->KW; kw++) {
+                    T *row = cs + ((c * g->KH + kh) * g->KW + kw) * P;
+                    long off = (long)kw * g->dw - g->pw;
+                    size_t lo, hi;
+                    valid_range(off, g->sw, g->W, g->OW, &lo, &hi);
+                    for (size_t oh = 0; oh < g->OH; oh++) {
+                        T *dst = row + oh * g->OW;
+                        long ih = (long)oh * g->sh + (long)kh * g->dh - g->ph;
+                        if (ih < 0 || ih >= (long)g->H || lo == hi) {
+                            memset(dst, 0, g->OW * sizeof(T));
+                            continue;
+                        }
+                        const T *src = xs + (c * g->H + (size_t)ih) * g->W;
+                        for (size_t ow = 0; ow < lo; ow++) dst[ow] = 0;
+                        if (g->sw == 1)
+                            memcpy(dst + lo, src + (long)lo + off, (hi - lo) * sizeof(T));
+                        else
+                            for (size_t ow = lo; ow < hi; ow++) dst[ow] = src[(long)ow * g->sw + off];
+                        for (size_t ow = hi; ow < g->OW; ow++) dst[ow] = 0;
+                    }
+                }
+    });
+}
+
+/* The adjoint of im2col: each element of col added to the element of x
+ * (Cg planes) it was read from. */
+static void col2im(const conv_geom *g, nb_dtype dt, const void *col, void *x) {
+    size_t P = positions(g), Cg = in_group(g);
+    NB_DISPATCH(dt, {
+        const T *cs = col;
+        T *xs = x;
+        for (size_t c = 0; c < Cg; c++)
+            for (size_t kh = 0; kh < g->KH; kh++)
+                for (size_t kw = 0; kw < g->KW; kw++) {
+                    const T *row = cs + ((c * g->KH + kh) * g->KW + kw) * P;
+                    long off = (long)kw * g->dw - g->pw;
+                    size_t lo, hi;
+                    valid_range(off, g->sw, g->W, g->OW, &lo, &hi);
+                    for (size_t oh = 0; oh < g->OH; oh++) {
+                        long ih = (long)oh * g->sh + (long)kh * g->dh - g->ph;
+                        if (ih < 0 || ih >= (long)g->H) continue;
+                        const T *src = row + oh * g->OW;
+                        T *dst = xs + (c * g->H + (size_t)ih) * g->W;
+                        if (g->sw == 1)
+                            for (size_t ow = lo; ow < hi; ow++) dst[(long)ow + off] += src[ow];
+                        else
+                            for (size_t ow = lo; ow < hi; ow++) dst[(long)ow * g->sw + off] += src[ow];
+                    }
+                }
+    });
+}
+
+/* ---------------------------------------------------------------- the three kernels */
+
+typedef struct {
+    const conv_geom *g;
+    nb_dtype dt;
+    const char *a, *b, *bias; /* the two inputs of the kernel (see each), the bias or NULL */
+    char *out;
+    bool acc;                 /* add into out instead of overwriting it */
+    char *scratch;            /* parts x part_bytes: each part's unfolded patches */
+    size_t part_bytes, parts;
+    char *partials;           /* weight gradient: chunks partial sums */
+    size_t chunks;
+} conv_job;
+
+/* Which part of the split [0, n) into `parts` starts at `begin` (0 when
+ * nb_parallel_parts ran the whole range at once). */
+static size_t part_of(size_t begin, size_t n, size_t parts) {
+    for (size_t p = 0; p < parts; p++)
+        if (nb_part_begin(n, p, parts) == begin) return p;
+    return 0;
+}
+
+/* y (N, O, P) = conv(x = a, w = b) + bias, for examples begin..end. */
+static void forward_part(void *ctx, size_t begin, size_t end) {
+    const conv_job *j = ctx;
+    const conv_geom *g = j->g;
+    size_t bytes = nb_dtype_size(j->dt), P = positions(g), K = patch(g), Cg = in_group(g), Og = out_group(g);
+    char *col = j->scratch + part_of(begin, g->N, j->parts) * j->part_bytes;
+    for (size_t n = begin; n < end; n++)
+        for (size_t grp = 0; grp < g->groups; grp++) {
+            const char *x = j->a + (n * g->C + grp * Cg) * g->H * g->W * bytes;
+            char *y = j->out + (n * g->O + grp * Og) * P * bytes;
+            if (unfolds(g)) im2col(g, j->dt, x, col);
+            double beta = j->acc ? 1 : 0;
+            if (j->bias) { /* y starts as the bias; gemm adds the product */
+                NB_DISPATCH(j->dt, {
+                    const T *b = (const T *)j->bias + grp * Og;
+                    T *ys = (T *)y;
+                    for (size_t o = 0; o < Og; o++)
+                        for (size_t p = 0; p < P; p++) ys[o * P + p] = b[o];
+                });
+                beta = 1;
+            }
+            nb_gemm(j->dt, false, false, Og, P, K, 1.0, j->b + grp * Og * K * bytes, K, unfolds(g) ? col : x, P, beta,
+                    y);
+        }
+}
+
+/* dL/dx (N, C, H, W) from G = a (N, O, P) and w = b, for examples begin..end. */
+static void input_grad_part(void *ctx, size_t begin, size_t end) {
+    const conv_job *j = ctx;
+    const conv_geom *g = j->g;
+    size_t bytes = nb_dtype_size(j->dt), P = positions(g), K = patch(g), Cg = in_group(g), Og = out_group(g);
+    char *col = j->scratch + part_of(begin, g->N, j->parts) * j->part_bytes;
+    for (size_t n = begin; n < end; n++)
+        for (size_t grp = 0; grp < g->groups; grp++) {
+            const char *G = j->a + (n * g->O + grp * Og) * P * bytes, *w = j->b + grp * Og * K * bytes;
+            char *gx = j->out + (n * g->C + grp * Cg) * g->H * g->W * bytes;
+            if (!unfolds(g)) { /* dL/dx = wᵀ · G directly */
+                nb_gemm(j->dt, true, false, Cg, P, Og, 1.0, w, K, G, P, j->acc ? 1 : 0, gx);
+                continue;
+            }
+            nb_gemm(j->dt, true, false, K, P, Og, 1.0, w, K, G, P, 0, col); /* dL/dcol = wᵀ · G */
+            if (!j->acc) memset(gx, 0, Cg * g->H * g->W * bytes);
+            col2im(g, j->dt, col, gx);
+        }
+}
+
+/* dL/dw (O, K) from x = a and G = b (N, O, P): chunks begin..end of the
+ * examples, each summed in order into its own partial (or into out when
+ * there is one chunk). */
+static void weight_grad_part(void *ctx, size_t begin, size_t end) {
+    const conv_job *j = ctx;
+    const conv_geom *g = j->g;
+    size_t bytes = nb_dtype_size(j->dt), P = positions(g), K = patch(g), Cg = in_group(g), Og = out_group(g);
+    char *col = j->scratch + part_of(begin, j->chunks, j->parts) * j->part_bytes;
+    for (size_t c = begin; c < end; c++) {
+        char *target = j->chunks == 1 ? j->out : j->partials + c * g->O * K * bytes;
+        bool first = !(j->chunks == 1 && j->acc);
+        for (size_t n = nb_part_begin(g->N, c, j->chunks); n < nb_part_begin(g->N, c + 1, j->chunks); n++) {
+            for (size_t grp = 0; grp < g->groups; grp++) {
+                const char *x = j->a + (n * g->C + grp * Cg) * g->H * g->W * bytes;
+                const char *G = j->b + (n * g->O + grp * Og) * P * bytes;
+                if (unfolds(g)) im2col(g, j->dt, x, col);
+                nb_gemm(j->dt, false, true, Og, K, P, 1.0, G, P, unfolds(g) ? col : x, P, first ? 0 : 1,
+                        target + grp * Og * K * bytes);
+            }
+            first = false;
+        }
+    }
+}
+
+/* out[i] (+)= the chunks' partial sums, added in chunk order. */
+static void add_partials(void *ctx, size_t begin, size_t end) {
+    const conv_job *j = ctx;
+    size_t K = patch(j->g), total = j->g->O * K;
+    NB_DISPATCH(j->dt, {
+        const T *parts = (const T *)j->partials;
+        T *out = (T *)j->out;
+        for (size_t i = begin; i < end; i++) {
+            T s = parts[i];
+            for (size_t c = 1; c < j->chunks; c++) s += parts[c * total + i];
+            out[i] = j->acc ? out[i] + s : s;
+        }
+    });
+}
+
+/* Threads for a job of `items` examples (or chunks) and `flops` in all. */
+static size_t parts_for(size_t items, double flops) {
+    size_t threads = (size_t)nb_get_threads();
+    if (flops < 2e5) return 1;
+    return items < threads ? (items ? items : 1) : threads;
+}
+
+enum { KERNEL_FORWARD, KERNEL_INPUT_GRAD, KERNEL_WEIGHT_GRAD };
+
+/* Runs one of the three kernels; false (tape errored) if working memory
+ * could not be had. */
+static bool run_kernel(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b, const void *bias,
+                       void *out, bool acc) {
+    const conv_geom *g = e->saved;
+    size_t bytes = nb_dtype_size(dt), K = patch(g), P = positions(g);
+    double flops = 2.0 * (double)g->N * (double)g->O * (double)K * (double)P;
+    conv_job j = {g, dt, a, b, bias, out, acc, NULL, 0, 1, NULL, 1};
+    size_t col_bytes = unfolds(g) ? (K * P * bytes + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN : 0;
+    if (kernel == KERNEL_WEIGHT_GRAD) {
+        if (g->N == 0) { /* no examples: a zero gradient */
+            if (!acc) memset(out, 0, g->O * K * bytes);
+            return true;
+        }
+        j.chunks = g->N < WEIGHT_CHUNKS ? g->N : WEIGHT_CHUNKS;
+        j.parts = parts_for(j.chunks, flops);
+    } else {
+        j.parts = parts_for(g->N, flops);
+    }
+    size_t partial_bytes = j.chunks > 1 ? j.chunks * g->O * K * bytes : 0;
+    j.part_bytes = col_bytes;
+    if (col_bytes || partial_bytes) {
+        char *mem = nb_tape_scratch(e->out->tape, j.parts * col_bytes + partial_bytes, e);
+        if (!mem) return false;
+        j.scratch = mem;
+        j.partials = mem + j.parts * col_bytes;
+    }
+    switch (kernel) {
+    case KERNEL_FORWARD: nb_parallel_parts(g->N, (int)j.parts, forward_part, &j); break;
+    case KERNEL_INPUT_GRAD: nb_parallel_parts(g->N, (int)j.parts, input_grad_part, &j); break;
+    default:
+        nb_parallel_parts(j.chunks, (int)j.parts, weight_grad_part, &j);
+        if (j.chunks > 1) nb_parallel(g->O * K, NB_PARALLEL_GRAIN, add_partials, &j);
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- the ops */
+
+/* Each entry keeps its conv_geom in `saved`; e->flag0 marks a bias input. */
+static const conv_geom *geom(const nb_entry *e) { return e->saved; }
+
+static nb_tensor *conv_call(nb_tape *tp, const conv_geom *g, nb_tensor *x, nb_tensor *w, nb_tensor *bias,
+                            const char *file, int line);
+static nb_tensor *input_grad_call(nb_tape *tp, const conv_geom *g, nb_tensor *G, nb_tensor *w, const char *file,
+                                  int line);
+static nb_tensor *weight_grad_call(nb_tape *tp, const conv_geom *g, nb_tensor *x, nb_tensor *G, const char *file,
+                                   int line);
+
+/* "3×3, stride 2, padding 1, groups 4" for the pictures. */
+static void conv_describe(const nb_op_call *e, char *buf, size_t size) {
+    const conv_geom *g = geom(e);
+    int n = g->one_d ? snprintf(buf, size, "kernel %zu", g->KW) : snprintf(buf, size, "%zu×%zu", g->KH, g->KW);
+    if (n < 0 || (size_t)n >= size) return;
+    if (g->sh != 1 || g->sw != 1)
+        n += g->one_d || g->sh == g->sw ? snprintf(buf + n, size - (size_t)n, ", stride %ld", g->sw)
+                                         : snprintf(buf + n, size - (size_t)n, ", stride %ld,%ld", g->sh, g->sw);
+    if ((size_t)n < size && (g->ph || g->pw))
+        n += g->one_d || g->ph == g->pw ? snprintf(buf + n, size - (size_t)n, ", padding %ld", g->pw)
+                                         : snprintf(buf + n, size - (size_t)n, ", padding %ld,%ld", g->ph, g->pw);
+    if ((size_t)n < size && (g->dh != 1 || g->dw != 1))
+        n += g->one_d || g->dh == g->dw ? snprintf(buf + n, size - (size_t)n, ", dilation %ld", g->dw)
+                                         : snprintf(buf + n, size - (size_t)n, ", dilation %ld,%ld", g->dh, g->dw);
+    if ((size_t)n < size && g->groups > 1) snprintf(buf + n, size - (size_t)n, ", groups %zu", g->groups);
+}
+
+static void conv_forward(nb_entry *e) {
+    const nb_tensor *x = e->in[0], *w = e->in[1];
+    if (!run_kernel(e, KERNEL_FORWARD, x->dtype, x->data, w->data,
+                    e->flag0 ? e->in[2]->data : NULL, e->out->data, false))
+        memset(e->out->data, 0, e->out->size * nb_dtype_size(x->dtype));
+}
+
+/* dL/dbias[o] (+)= Σ over examples and positions of G[n, o, :], for
+ * channels begin..end. */
+typedef struct {
+    const conv_geom *g;
+    nb_dtype dt;
+    const void *G;
+    void *gb;
+    bool acc;
+} bias_job;
+
+static void bias_grad_part(void *ctx, size_t begin, size_t end) {
+    const bias_job *j = ctx;
+    size_t P = positions(j->g);
+    NB_DISPATCH(j->dt, {
+        const T *G = j->G;
+        T *gb = j->gb;
+        for (size_t o = begin; o < end; o++) {
+            T s = 0;
+            for (size_t n = 0; n < j->g->N; n++)
+                for (size_t p = 0; p < P; p++) s += G[(n * j->g->O + o) * P + p];
+            gb[o] = j->acc ? gb[o] + s : s;
+        }
+    });
+}
+
+static void conv_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *x = e->in[0], *w = e->in[1];
+    const conv_geom *g = geom(e);
+    bool acc;
+    if (x->requires_grad) {
+        void *gx = nb_grad_target(tp, x, &acc);
+        if (!gx || !run_kernel(e, KERNEL_INPUT_GRAD, x->dtype, e->out->grad, w->data, NULL, gx, acc))
+            return;
+    }
+    if (w->requires_grad) {
+        void *gw = nb_grad_target(tp, w, &acc);
+        if (!gw || !run_kernel(e, KERNEL_WEIGHT_GRAD, x->dtype, x->data, e->out->grad, NULL, gw, acc))
+            return;
+    }
+    if (e->flag0 && e->in[2]->requires_grad) {
+        bias_job j = {g, x->dtype, e->out->grad, NULL, false};
+        if (!(j.gb = nb_grad_target(tp, e->in[2], &j.acc))) return;
+        nb_parallel(g->O, 1 + NB_PARALLEL_GRAIN / (g->N * positions(g) + 1), bias_grad_part, &j);
+    }
+}
+
+/* The three maps of the top of the file, and the bias's: G summed over
+ * every axis but the channels. */
+static void conv_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    const conv_geom *g = geom(e);
+    if (e->in[0]->requires_grad) grad_in[0] = input_grad_call(tp, g, G, e->in[1], e->file, e->line);
+    if (e->in[1]->requires_grad) grad_in[1] = weight_grad_call(tp, g, e->in[0], G, e->file, e->line);
+    if (e->flag0 && e->in[2]->requires_grad) {
+        size_t keep[4] = {1, g->O, 1, 1};
+        long flat[1] = {(long)g->O};
+        grad_in[2] = nb_reshape_(tp, nb_sum_to_(tp, G, G->ndim, keep, e->file, e->line), 1, flat, e->file, e->line);
+    }
+}
+
+static void input_grad_forward(nb_entry *e) {
+    if (!run_kernel(e, KERNEL_INPUT_GRAD, e->out->dtype, e->in[0]->data, e->in[1]->data, NULL,
+                    e->out->data, false))
+        memset(e->out->data, 0, e->out->size * nb_dtype_size(e->out->dtype));
+}
+
+/* input_grad(G, w) with upstream H (x's shape): dG = conv(H, w), dw = weight_grad(H, G). */
+static void input_grad_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *G = e->in[0], *w = e->in[1];
+    bool acc;
+    if (G->requires_grad) {
+        void *gG = nb_grad_target(tp, G, &acc);
+        if (!gG || !run_kernel(e, KERNEL_FORWARD, G->dtype, e->out->grad, w->data, NULL, gG, acc))
+            return;
+    }
+    if (w->requires_grad) {
+        void *gw = nb_grad_target(tp, w, &acc);
+        if (gw)
+            run_kernel(e, KERNEL_WEIGHT_GRAD, G->dtype, e->out->grad, G->data, NULL, gw, acc);
+    }
+}
+
+static void input_grad_graph(nb_entry *e, nb_tensor *H, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    if (e->in[0]->requires_grad) grad_in[0] = conv_call(tp, geom(e), H, e->in[1], NULL, e->file, e->line);
+    if (e->in[1]->requires_grad) grad_in[1] = weight_grad_call(tp, geom(e), H, e->in[0], e->file, e->line);
+}
+
+static void weight_grad_forward(nb_entry *e) {
+    if (!run_kernel(e, KERNEL_WEIGHT_GRAD, e->out->dtype, e->in[0]->data, e->in[1]->data, NULL,
+                    e->out->data, false))
+        memset(e->out->data, 0, e->out->size * nb_dtype_size(e->out->dtype));
+}
+
+/* weight_grad(x, G) with upstream H (w's shape): dx = input_grad(G, H), dG = conv(x, H). */
+static void weight_grad_backward(nb_entry *e) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *x = e->in[0], *G = e->in[1];
+    bool acc;
+    if (x->requires_grad) {
+        void *gx = nb_grad_target(tp, x, &acc);
+        if (!gx || !run_kernel(e, KERNEL_INPUT_GRAD, x->dtype, G->data, e->out->grad, NULL, gx, acc))
+            return;
+    }
+    if (G->requires_grad) {
+        void *gG = nb_grad_target(tp, G, &acc);
+        if (gG) run_kernel(e, KERNEL_FORWARD, x->dtype, x->data, e->out->grad, NULL, gG, acc);
+    }
+}
+
+static void weight_grad_graph(nb_entry *e, nb_tensor *H, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    if (e->in[0]->requires_grad) grad_in[0] = input_grad_call(tp, geom(e), e->in[1], H, e->file, e->line);
+    if (e->in[1]->requires_grad) grad_in[1] = conv_call(tp, geom(e), e->in[0], H, NULL, e->file, e->line);
+}
+
+#define CONV_OPS(prefix, label)                                                                                  \
+    static const nb_op prefix##_op = {.name = label, .forward = conv_forward, .backward = conv_backward,          \
+                                      .derivative = {"conv_transpose(G, W)", "Σ over examples of G ⋆ x",         \
+                                                     "G summed over examples and positions"},                   \
+                                      .backward_graph = conv_graph, .describe = conv_describe};                 \
+    static const nb_op prefix##_input_grad_op = {.name = label "_input_grad", .forward = input_grad_forward,     \
+                                                 .backward = input_grad_backward,                               \
+                                                 .derivative = {"conv(G, W)", "Σ over examples of G ⋆ H"},      \
+                                                 .backward_graph = input_grad_graph, .describe = conv_describe}; \
+    static const nb_op prefix##_weight_grad_op = {.name = label "_weight_grad", .forward = weight_grad_forward,   \
+                                                  .backward = weight_grad_backward,                             \
+                                                  .derivative = {"conv_transpose(H, G)", "conv(x, G)"},          \
+                                                  .backward_graph = weight_grad_graph, .describe = conv_describe};
+CONV_OPS(conv2d, "conv2d")
+CONV_OPS(conv1d, "conv1d")
+
+/* The shapes of x, w and y under g. */
+static int x_shape(const conv_geom *g, size_t *s) {
+    if (g->one_d) return s[0] = g->N, s[1] = g->C, s[2] = g->W, 3;
+    return s[0] = g->N, s[1] = g->C, s[2] = g->H, s[3] = g->W, 4;
+}
+static int w_shape(const conv_geom *g, size_t *s) {
+    if (g->one_d) return s[0] = g->O, s[1] = in_group(g), s[2] = g->KW, 3;
+    return s[0] = g->O, s[1] = in_group(g), s[2] = g->KH, s[3] = g->KW, 4;
+}
+static int y_shape(const conv_geom *g, size_t *s) {
+    if (g->one_d) return s[0] = g->N, s[1] = g->O, s[2] = g->OW, 3;
+    return s[0] = g->N, s[1] = g->O, s[2] = g->OH, s[3] = g->OW, 4;
+}
+
+/* Records one of the three ops on inputs known to be valid (the checks are
+ * nb_conv2d_'s), with a copy of g in the arena. */
+static nb_tensor *record(nb_tape *tp, const nb_op *op, const conv_geom *g, nb_tensor **in, int n_in, int ndim,
+                         const size_t *shape, const char *file, int line) {
+    nb_tensor *failed = nb_check(tp, op, file, line, n_in, in);
+    if (failed) return failed;
+    conv_geom *kept = nb_tape_alloc(tp, sizeof *kept);
+    if (!kept) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op->name);
+    *kept = *g;
+    nb_entry *e = nb_emit(tp, op, n_in, in, in[0]->dtype, ndim, shape, file, line, &failed);
+    if (!e) return failed;
+    e->saved = kept;
+    e->flag0 = n_in == 3;
+    nb_status before = tp->status;
+    nb_tensor *out = nb_run(e);
+    /* No working memory for the forward: no result. */
+    return before == NB_OK && tp->status != NB_OK ? nb_nil(tp->status) : out;
+}
+
+static nb_tensor *conv_call(nb_tape *tp, const conv_geom *g, nb_tensor *x, nb_tensor *w, nb_tensor *bias,
+                            const char *file, int line) {
+    nb_tensor *in[3] = {x, w, bias};
+    size_t shape[4];
+    int nd = y_shape(g, shape);
+    return record(tp, g->one_d ? &conv1d_op : &conv2d_op, g, in, bias ? 3 : 2, nd, shape, file, line);
+}
+
+static nb_tensor *input_grad_call(nb_tape *tp, const conv_geom *g, nb_tensor *G, nb_tensor *w, const char *file,
+                                  int line) {
+    nb_tensor *in[2] = {G, w};
+    size_t shape[4];
+    int nd = x_shape(g, shape);
+    return record(tp, g->one_d ? &conv1d_input_grad_op : &conv2d_input_grad_op, g, in, 2, nd, shape, file, line);
+}
+
+static nb_tensor *weight_grad_call(nb_tape *tp, const conv_geom *g, nb_tensor *x, nb_tensor *G, const char *file,
+                                   int line) {
+    nb_tensor *in[2] = {x, G};
+    size_t shape[4];
+    int nd = w_shape(g, shape);
+    return record(tp, g->one_d ? &conv1d_weight_grad_op : &conv2d_weight_grad_op, g, in, 2, nd, shape, file, line);
+}
+
+/* ---------------------------------------------------------------- the calls */
+
+/* Checks the call and works out its geometry; NULL when it may go ahead,
+ * else the errored tensor to return. */
+static nb_tensor *plan(nb_tape *tp, const nb_op *op, bool one_d, nb_tensor *x, nb_tensor *w, nb_tensor *bias,
+                       const nb_conv_opts *opts, conv_geom *g, const char *file, int line) {
+    nb_tensor *in[3] = {x, w, bias};
+    nb_tensor *failed = nb_check(tp, op, file, line, bias ? 3 : 2, in);
+    if (failed) return failed;
+    const char *name = op->name;
+    int nd = one_d ? 3 : 4;
+    char sx[128], sw[128], sb[128];
+    nb_format_shape(x->ndim, x->shape, sx, sizeof sx);
+    nb_format_shape(w->ndim, w->shape, sw, sizeof sw);
+    if (x->ndim != nd)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: x is %s; expected %d dimensions %s", name, sx, nd,
+                       one_d ? "(N, C, L)" : "(N, C, H, W)");
+    if (w->ndim != nd)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: the weight is %s; expected %d dimensions %s", name, sw, nd,
+                       one_d ? "(O, C / groups, K)" : "(O, C / groups, KH, KW)");
+    nb_conv_opts o = opts ? *opts : (nb_conv_opts){{0, 0}, {0, 0}, {0, 0}, 0};
+    for (int k = 0; k < (one_d ? 1 : 2); k++)
+        if (o.stride[k] < 0 || o.padding[k] < 0 || o.dilation[k] < 0)
+            return nb_fail(tp, NB_ERR_ARG, file, line,
+                           "%s: stride %d, padding %d and dilation %d must not be negative (0 means the default)",
+                           name, o.stride[k], o.padding[k], o.dilation[k]);
+    if (o.groups < 0) return nb_fail(tp, NB_ERR_ARG, file, line, "%s: groups %d must be positive", name, o.groups);
+    *g = (conv_geom){.N = x->shape[0], .C = x->shape[1], .O = w->shape[0], .groups = o.groups ? (size_t)o.groups : 1,
+                     .one_d = one_d};
+    /* conv1d's length is the width, read from the first of each pair */
+    int hi = 0, wi = one_d ? 0 : 1;
+    g->H = one_d ? 1 : x->shape[2];
+    g->W = x->shape[nd - 1];
+    g->KH = one_d ? 1 : w->shape[2];
+    g->KW = w->shape[nd - 1];
+    g->sh = one_d ? 1 : o.stride[hi] ? o.stride[hi] : 1;
+    g->sw = o.stride[wi] ? o.stride[wi] : 1;
+    g->ph = one_d ? 0 : o.padding[hi];
+    g->pw = o.padding[wi];
+    g->dh = one_d ? 1 : o.dilation[hi] ? o.dilation[hi] : 1;
+    g->dw = o.dilation[wi] ? o.dilation[wi] : 1;
+    if (g->C % g->groups || g->O % g->groups)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "%s: groups %zu must divide both the %zu input channels of x %s and the %zu filters of the "
+                       "weight %s",
+                       name, g->groups, g->C, sx, g->O, sw);
+    if (w->shape[1] != g->C / g->groups)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "%s: the weight %s has %zu input channels per filter; x %s with groups %zu needs %zu", name, sw,
+                       w->shape[1], sx, g->groups, g->C / g->groups);
+    if (bias) {
+        nb_format_shape(bias->ndim, bias->shape, sb, sizeof sb);
+        if (bias->ndim != 1 || bias->shape[0] != g->O)
+            return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: the bias is %s; expected (%zu,), one per filter of %s",
+                           name, sb, g->O, sw);
+    }
+    /* The output's size along each axis: (in + 2 pad - span) / stride + 1,
+     * where span = dilation (k - 1) + 1 must fit in the padded input. */
+    size_t *outs[2] = {&g->OH, &g->OW};
+    const size_t ins[2] = {g->H, g->W}, ks[2] = {g->KH, g->KW};
+    const long pads[2] = {g->ph, g->pw}, strides[2] = {g->sh, g->sw}, dils[2] = {g->dh, g->dw};
+    for (int k = 0; k < 2; k++) {
+        double span = (double)dils[k] * (double)(ks[k] - 1) + 1, padded = (double)ins[k] + 2.0 * (double)pads[k];
+        if (ks[k] == 0 || span > padded)
+            return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                           "%s: the kernel %s (spanning %.0f with dilation %ld) does not fit in x %s padded by %ld "
+                           "(%.0f)",
+                           name, sw, span, dils[k], sx, pads[k], padded);
+        *outs[k] = (size_t)((padded - span) / (double)strides[k]) + 1;
+    }
+    size_t K = patch(g), P = positions(g);
+    if (K > INT32_MAX || P > INT32_MAX || out_group(g) > INT32_MAX || (double)K * (double)P > 1e12)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: x %s with the weight %s exceeds the sizes CBLAS can index",
+                       name, sx, sw);
+    return NULL;
+}
+
+nb_tensor *nb_conv2d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,
+                      const char *file, int line) {
+    conv_geom g;
+    nb_tensor *failed = plan(tp, &conv2d_op, false, x, w, bias, opts, &g, file, line);
+    return failed ? failed : conv_call(tp, &g, x, w, bias, file, line);
+}
+
+nb_tensor *nb_conv1d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,
+                      const char *file, int line) {
+    conv_geom g;
+    nb_tensor *failed = plan(tp, &conv1d_op, true, x, w, bias, opts, &g, file, line);
+    return failed ? failed : conv_call(tp, &g, x, w, bias, file, line);
+}
