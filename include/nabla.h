@@ -207,6 +207,7 @@ void nb_print_grad(FILE *out, nb_tensor *t);
 typedef struct { uint64_t s[4]; bool has_spare; double spare; } nb_rng;
 void nb_rng_seed(nb_rng *rng, uint64_t seed);
 uint64_t nb_rng_next(nb_rng *rng);
+void nb_rng_fill(nb_rng *rng, uint64_t *out, size_t n); /* n calls of nb_rng_next, faster */
 double nb_rng_uniform(nb_rng *rng);  /* in [0, 1) */
 double nb_rng_normal(nb_rng *rng);   /* mean 0, standard deviation 1 */
 /* nb_rand_uniform(tp, rng, dt, ndim, shape, lo, hi) and

@@ -318,6 +318,19 @@ static void test_dropout(void **state) {
     nb_rng_seed(&again, 5);
     nb_tensor *y2 = nb_dropout(tp, x, 0.3, &again);
     for (size_t i = 0; i < 10000; i++) assert_true(nb_get(y2, i) == nb_get(y, i));
+    /* element i is dropped exactly when the i-th draw of nb_rng_uniform is
+     * below p (the op draws in blocks), and the generator moved on by one
+     * draw per element */
+    nb_rng_seed(&again, 5);
+    for (size_t i = 0; i < 10000; i++) assert_true((nb_rng_uniform(&again) < 0.3) == (nb_get(y, i) == 0));
+    assert_true(nb_rng_next(&again) == nb_rng_next(&rng));
+    uint64_t one_by_one[300], filled[300];
+    nb_rng a, b;
+    nb_rng_seed(&a, 9);
+    nb_rng_seed(&b, 9);
+    for (int i = 0; i < 300; i++) one_by_one[i] = nb_rng_next(&a);
+    nb_rng_fill(&b, filled, 300);
+    assert_memory_equal(one_by_one, filled, sizeof filled);
     /* evaluation: x itself */
     nb_tape_set_training(tp, false);
     assert_ptr_equal(nb_dropout(tp, x, 0.3, &rng), x);

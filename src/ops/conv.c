@@ -65,64 +65,85 @@ static void valid_range(long off, long stride, size_t W, size_t OW, size_t *lo, 
     *lo = (size_t)first < *hi ? (size_t)first : *hi;
 }
 
+/* One row of col for tap (kh, kw) of channel c: OH runs of OW values.  The
+ * runs are short (a row of the output), so they are copied by inline loops
+ * the compiler vectorises, not by memcpy calls. */
+#define IM2COL_ROW(T)                                                                                   \
+    NB_VECTOR_CLONES static void im2col_row_##T(const conv_geom *g, const T *restrict plane, T *restrict row, size_t kh,  \
+                               size_t kw) {                                                             \
+        long off = (long)kw * g->dw - g->pw;                                                            \
+        size_t lo, hi;                                                                                  \
+        valid_range(off, g->sw, g->W, g->OW, &lo, &hi);                                                 \
+        for (size_t oh = 0; oh < g->OH; oh++) {                                                         \
+            T *restrict dst = row + oh * g->OW;                                                         \
+            long ih = (long)oh * g->sh + (long)kh * g->dh - g->ph;                                      \
+            if (ih < 0 || ih >= (long)g->H) {                                                           \
+                for (size_t ow = 0; ow < g->OW; ow++) dst[ow] = 0;                                      \
+                continue;                                                                               \
+            }                                                                                           \
+            const T *restrict src = plane + (size_t)ih * g->W;                                          \
+            for (size_t ow = 0; ow < lo; ow++) dst[ow] = 0;                                             \
+            if (g->sw == 1) {                                                                           \
+                const T *restrict s = src + off;                                                        \
+                for (size_t ow = lo; ow < hi; ow++) dst[ow] = s[ow];                                    \
+            } else {                                                                                    \
+                for (size_t ow = lo; ow < hi; ow++) dst[ow] = src[(long)ow * g->sw + off];              \
+            }                                                                                           \
+            for (size_t ow = hi; ow < g->OW; ow++) dst[ow] = 0;                                         \
+        }                                                                                               \
+    }
+/* The adjoint: the row's values added back where they were read from. */
+#define COL2IM_ROW(T)                                                                                   \
+    NB_VECTOR_CLONES static void col2im_row_##T(const conv_geom *g, const T *restrict row, T *restrict plane, size_t kh,  \
+                               size_t kw) {                                                             \
+        long off = (long)kw * g->dw - g->pw;                                                            \
+        size_t lo, hi;                                                                                  \
+        valid_range(off, g->sw, g->W, g->OW, &lo, &hi);                                                 \
+        for (size_t oh = 0; oh < g->OH; oh++) {                                                         \
+            long ih = (long)oh * g->sh + (long)kh * g->dh - g->ph;                                      \
+            if (ih < 0 || ih >= (long)g->H) continue;                                                   \
+            const T *restrict src = row + oh * g->OW;                                                   \
+            T *restrict dst = plane + (size_t)ih * g->W;                                                \
+            if (g->sw == 1) {                                                                           \
+                T *restrict d = dst + off;                                                              \
+                for (size_t ow = lo; ow < hi; ow++) d[ow] += src[ow];                                   \
+            } else {                                                                                    \
+                for (size_t ow = lo; ow < hi; ow++) dst[(long)ow * g->sw + off] += src[ow];             \
+            }                                                                                           \
+        }                                                                                               \
+    }
+IM2COL_ROW(float)
+IM2COL_ROW(double)
+COL2IM_ROW(float)
+COL2IM_ROW(double)
+
 /* col (patch x positions) from x (Cg planes of H x W). */
 static void im2col(const conv_geom *g, nb_dtype dt, const void *x, void *col) {
-    size_t P = positions(g), Cg = in_group(g);
-    NB_DISPATCH(dt, {
-        const T *xs = x;
-        T *cs = col;
-        for (size_t c = 0; c < Cg; c++)
-            for (size_t kh = 0; kh < g->KH; kh++)
-                for (size_t kw = 0; kw < g->KW; kw++) {
-                    T *row = cs + ((c * g->KH + kh) * g->KW + kw) * P;
-                    long off = (long)kw * g->dw - g->pw;
-                    size_t lo, hi;
-                    valid_range(off, g->sw, g->W, g->OW, &lo, &hi);
-                    for (size_t oh = 0; oh < g->OH; oh++) {
-                        T *dst = row + oh * g->OW;
-                        long ih = (long)oh * g->sh + (long)kh * g->dh - g->ph;
-                        if (ih < 0 || ih >= (long)g->H || lo == hi) {
-                            memset(dst, 0, g->OW * sizeof(T));
-                            continue;
-                        }
-                        const T *src = xs + (c * g->H + (size_t)ih) * g->W;
-                        for (size_t ow = 0; ow < lo; ow++) dst[ow] = 0;
-                        if (g->sw == 1)
-                            memcpy(dst + lo, src + (long)lo + off, (hi - lo) * sizeof(T));
-                        else
-                            for (size_t ow = lo; ow < hi; ow++) dst[ow] = src[(long)ow * g->sw + off];
-                        for (size_t ow = hi; ow < g->OW; ow++) dst[ow] = 0;
-                    }
-                }
-    });
+    size_t P = positions(g), plane = g->H * g->W;
+    for (size_t c = 0; c < in_group(g); c++)
+        for (size_t kh = 0; kh < g->KH; kh++)
+            for (size_t kw = 0; kw < g->KW; kw++) {
+                size_t r = (c * g->KH + kh) * g->KW + kw;
+                if (dt == NB_F32)
+                    im2col_row_float(g, (const float *)x + c * plane, (float *)col + r * P, kh, kw);
+                else
+                    im2col_row_double(g, (const double *)x + c * plane, (double *)col + r * P, kh, kw);
+            }
 }
 
 /* The adjoint of im2col: each element of col added to the element of x
  * (Cg planes) it was read from. */
 static void col2im(const conv_geom *g, nb_dtype dt, const void *col, void *x) {
-    size_t P = positions(g), Cg = in_group(g);
-    NB_DISPATCH(dt, {
-        const T *cs = col;
-        T *xs = x;
-        for (size_t c = 0; c < Cg; c++)
-            for (size_t kh = 0; kh < g->KH; kh++)
-                for (size_t kw = 0; kw < g->KW; kw++) {
-                    const T *row = cs + ((c * g->KH + kh) * g->KW + kw) * P;
-                    long off = (long)kw * g->dw - g->pw;
-                    size_t lo, hi;
-                    valid_range(off, g->sw, g->W, g->OW, &lo, &hi);
-                    for (size_t oh = 0; oh < g->OH; oh++) {
-                        long ih = (long)oh * g->sh + (long)kh * g->dh - g->ph;
-                        if (ih < 0 || ih >= (long)g->H) continue;
-                        const T *src = row + oh * g->OW;
-                        T *dst = xs + (c * g->H + (size_t)ih) * g->W;
-                        if (g->sw == 1)
-                            for (size_t ow = lo; ow < hi; ow++) dst[(long)ow + off] += src[ow];
-                        else
-                            for (size_t ow = lo; ow < hi; ow++) dst[(long)ow * g->sw + off] += src[ow];
-                    }
-                }
-    });
+    size_t P = positions(g), plane = g->H * g->W;
+    for (size_t c = 0; c < in_group(g); c++)
+        for (size_t kh = 0; kh < g->KH; kh++)
+            for (size_t kw = 0; kw < g->KW; kw++) {
+                size_t r = (c * g->KH + kh) * g->KW + kw;
+                if (dt == NB_F32)
+                    col2im_row_float(g, (const float *)col + r * P, (float *)x + c * plane, kh, kw);
+                else
+                    col2im_row_double(g, (const double *)col + r * P, (double *)x + c * plane, kh, kw);
+            }
 }
 
 /* ---------------------------------------------------------------- the three kernels */
@@ -194,40 +215,47 @@ static void input_grad_part(void *ctx, size_t begin, size_t end) {
 }
 
 /* dL/dw (O, K) from x = a and G = b (N, O, P): chunks begin..end of the
- * examples, each summed in order into its own partial (or into out when
- * there is one chunk). */
+ * examples, each summed in order into its own partial.  The partials hold
+ * the transpose, dL/dwᵀ (K, Og) per group, = col (K, P) · Gᵀ (P, Og): the
+ * same sums, in the product's faster shape for a tall col (measured with
+ * OpenBLAS's AVX-512 kernels on 3x3x32 patches: 96 against 72 GFLOP/s). */
 static void weight_grad_part(void *ctx, size_t begin, size_t end) {
     const conv_job *j = ctx;
     const conv_geom *g = j->g;
     size_t bytes = nb_dtype_size(j->dt), P = positions(g), K = patch(g), Cg = in_group(g), Og = out_group(g);
     char *col = j->scratch + part_of(begin, j->chunks, j->parts) * j->part_bytes;
     for (size_t c = begin; c < end; c++) {
-        char *target = j->chunks == 1 ? j->out : j->partials + c * g->O * K * bytes;
-        bool first = !(j->chunks == 1 && j->acc);
+        char *partial = j->partials + c * g->O * K * bytes;
+        bool first = true;
         for (size_t n = nb_part_begin(g->N, c, j->chunks); n < nb_part_begin(g->N, c + 1, j->chunks); n++) {
             for (size_t grp = 0; grp < g->groups; grp++) {
                 const char *x = j->a + (n * g->C + grp * Cg) * g->H * g->W * bytes;
                 const char *G = j->b + (n * g->O + grp * Og) * P * bytes;
                 if (unfolds(g)) im2col(g, j->dt, x, col);
-                nb_gemm(j->dt, false, true, Og, K, P, 1.0, G, P, unfolds(g) ? col : x, P, first ? 0 : 1,
-                        target + grp * Og * K * bytes);
+                nb_gemm(j->dt, false, true, K, Og, P, 1.0, unfolds(g) ? col : x, P, G, P, first ? 0 : 1,
+                        partial + grp * K * Og * bytes);
             }
             first = false;
         }
     }
 }
 
-/* out[i] (+)= the chunks' partial sums, added in chunk order. */
+/* out (O, K) (+)= the chunks' partials (K, Og per group), transposed back
+ * and added in chunk order; rows begin..end of out. */
 static void add_partials(void *ctx, size_t begin, size_t end) {
     const conv_job *j = ctx;
-    size_t K = patch(j->g), total = j->g->O * K;
+    size_t K = patch(j->g), Og = out_group(j->g), total = j->g->O * K;
     NB_DISPATCH(j->dt, {
         const T *parts = (const T *)j->partials;
         T *out = (T *)j->out;
-        for (size_t i = begin; i < end; i++) {
-            T s = parts[i];
-            for (size_t c = 1; c < j->chunks; c++) s += parts[c * total + i];
-            out[i] = j->acc ? out[i] + s : s;
+        for (size_t o = begin; o < end; o++) {
+            size_t grp = o / Og, within = o % Og;
+            for (size_t k = 0; k < K; k++) {
+                size_t at = grp * K * Og + k * Og + within; /* element (k, within) of the group's partial */
+                T s = parts[at];
+                for (size_t c = 1; c < j->chunks; c++) s += parts[c * total + at];
+                out[o * K + k] = j->acc ? out[o * K + k] + s : s;
+            }
         }
     });
 }
@@ -260,7 +288,7 @@ static bool run_kernel(const nb_entry *e, int kernel, nb_dtype dt, const void *a
     } else {
         j.parts = parts_for(g->N, flops);
     }
-    size_t partial_bytes = j.chunks > 1 ? j.chunks * g->O * K * bytes : 0;
+    size_t partial_bytes = kernel == KERNEL_WEIGHT_GRAD ? j.chunks * g->O * K * bytes : 0;
     j.part_bytes = col_bytes;
     if (col_bytes || partial_bytes) {
         char *mem = nb_tape_scratch(e->out->tape, j.parts * col_bytes + partial_bytes, e);
@@ -273,7 +301,7 @@ static bool run_kernel(const nb_entry *e, int kernel, nb_dtype dt, const void *a
     case KERNEL_INPUT_GRAD: nb_parallel_parts(g->N, (int)j.parts, input_grad_part, &j); break;
     default:
         nb_parallel_parts(j.chunks, (int)j.parts, weight_grad_part, &j);
-        if (j.chunks > 1) nb_parallel(g->O * K, NB_PARALLEL_GRAIN, add_partials, &j);
+        nb_parallel(g->O, 1 + NB_PARALLEL_GRAIN / K, add_partials, &j);
     }
     return true;
 }

