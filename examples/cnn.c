@@ -32,7 +32,7 @@ static const char usage[] =
     "                     (10 sigmoid outputs, binary cross-entropy, as KANN)\n"
     "  --batch N          examples per step (default 64)\n"
     "  --lr RATE          learning rate (default 0.001)\n"
-    "  --epochs N         passes over the training set (default 3)\n"
+    "  --epochs N         passes over the training set (default 5)\n"
     "  --optimizer NAME   sgd, momentum, adam, adamw or rmsprop (default adam)\n"
     "  --seed S           seed for initialisation, shuffling and dropout (default 1)\n"
     "  --threads N        threads for the convolutions, products and large ops (default 1)\n"
@@ -72,11 +72,14 @@ static nb_status network_init(network *net, nb_rng *rng) {
     return nb_params_count(ps) == 8 ? NB_OK : NB_ERR_NOMEM;
 }
 
-/* Class scores (B, 10) for images x (B, 1, 28, 28). */
+/* Class scores (B, 10) for images x (B, 1, 28, 28).  Each convolution
+ * applies its relu in the same op (nb_conv_opts.relu: the values and
+ * gradients of nb_relu after it, without its two passes over memory). */
 static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *x, nb_rng *rng) {
+    const nb_conv_opts relu = {.relu = true};
     nb_scope_begin(tp, "convolutions");
-    nb_tensor *h = nb_relu(tp, nb_conv2d(tp, x, net->c1w, net->c1b, NULL));   /* (B, F, 26, 26) */
-    h = nb_relu(tp, nb_conv2d(tp, h, net->c2w, net->c2b, NULL));              /* (B, F, 24, 24) */
+    nb_tensor *h = nb_conv2d(tp, x, net->c1w, net->c1b, &relu);   /* (B, F, 26, 26) */
+    h = nb_conv2d(tp, h, net->c2w, net->c2b, &relu);              /* (B, F, 24, 24) */
     h = nb_max_pool2d(tp, h, &(nb_pool_opts){.kernel = {2, 2}});              /* (B, F, 12, 12) */
     h = nb_dropout(tp, h, net->dropout, rng);
     nb_scope_end(tp);
@@ -233,7 +236,7 @@ static nb_tensor *load(const char *dir, const char *file, double scale) {
 
 int main(int argc, char **argv) {
     const char *data = "/usr/share/datasets/fashion-mnist", *save = "build/cnn.nbp", *dot = NULL;
-    long batch = 64, epochs = 3, seed = 1, threads = 1, limit = 0, test_limit = 0;
+    long batch = 64, epochs = 5, seed = 1, threads = 1, limit = 0, test_limit = 0;
     bool bench = false;
     double lr = 1e-3;
     nb_optimizer_kind kind = NB_OPT_ADAM;

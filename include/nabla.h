@@ -509,6 +509,9 @@ typedef struct {
     int padding[2];  /* zeros added on both sides; default 0 */
     int dilation[2]; /* spacing of the kernel's taps; default 1 */
     int groups;      /* default 1; C for a depthwise convolution */
+    bool relu;       /* relu(conv(x)) in one op: the same values and
+                        gradients as nb_relu after it, two passes over
+                        memory fewer */
 } nb_conv_opts;
 
 /* Cross-correlation, as PyTorch's F.conv2d: x (N, C, H, W), w (O, C/groups,

@@ -104,7 +104,14 @@ static inline void nb_parallel(size_t n, size_t grain, nb_range_fn fn, void *ctx
 }
 /* For the element-wise kernels: GCC compiles the function for AVX-512,
  * AVX2 and the baseline, and picks one at load time for the machine it runs
- * on (the build stays portable to any x86-64). */
+ * on (the build stays portable to any x86-64).
+ *
+ * Beware: GCC 12.2 miscompiles, in the avx512f clone, a conditional sum
+ * into a local array (`lane[k] += y[k] > 0 ? g[k] : 0`: garbage in a lane;
+ * the same loop is right with -mavx512f and in the other clones).  Found
+ * in the fused conv + relu's bias gradient, which is not cloned;
+ * tests/test_conv.c compares that gradient bit for bit with the unfused
+ * one.  Keep such loops out of cloned functions. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && \
     !defined(__SANITIZE_THREAD__)
 #define NB_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))

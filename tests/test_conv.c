@@ -215,6 +215,61 @@ static void test_conv_second_derivatives(void **state) {
     }
 }
 
+/* conv with .relu fused: the same values and gradients, bit for bit, as
+ * nb_relu after the convolution; its own second derivatives checked. */
+static nb_tensor *fused_loss(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    const conv_user *u = user;
+    conv_case k = *u->k;
+    k.o.relu = true;
+    return weighted(tp, conv_of(tp, &k, in[0], in[1], n > 2 ? in[2] : NULL), u->R);
+}
+
+static void test_conv_with_relu_fused(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 17);
+    for (size_t c = 0; c < sizeof conv_cases / sizeof *conv_cases; c++) {
+        conv_case k = conv_cases[c];
+        nb_tensor *in[3];
+        conv_inputs(&k, &rng, &in[0], &in[1], &in[2]);
+        int n = k.bias ? 3 : 2;
+        double *grads[2][3];
+        nb_tensor *y[2];
+        nb_tape *tp[2];
+        for (int fused = 0; fused < 2; fused++) {
+            tp[fused] = nb_tape_new();
+            for (int i = 0; i < n; i++) nb_zero_grad(in[i]);
+            k.o.relu = fused;
+            y[fused] = conv_of(tp[fused], &k, in[0], in[1], in[2]);
+            if (!fused) y[fused] = nb_relu(tp[fused], y[fused]);
+            nb_tensor *R = nb_rand_uniform(tp[fused], &(nb_rng){{1, 2, 3, 4}, false, 0}, NB_F64,
+                                           nb_tensor_ndim(y[fused]), nb_tensor_shape(y[fused]), -1, 1);
+            assert_int_equal(nb_backward(nb_sum(tp[fused], nb_mul(tp[fused], y[fused], R))), NB_OK);
+            for (int i = 0; i < n; i++) {
+                grads[fused][i] = malloc(nb_tensor_size(in[i]) * sizeof(double));
+                for (size_t e = 0; e < nb_tensor_size(in[i]); e++) grads[fused][i][e] = nb_grad_get(in[i], e);
+            }
+        }
+        for (size_t e = 0; e < nb_tensor_size(y[0]); e++) assert_true(nb_get(y[0], e) == nb_get(y[1], e));
+        for (int i = 0; i < n; i++) {
+            if (memcmp(grads[0][i], grads[1][i], nb_tensor_size(in[i]) * sizeof(double))) print_error("case %zu input %d: %.17g vs %.17g\n", c, i, grads[0][i][1], grads[1][i][1]);
+            assert_memory_equal(grads[0][i], grads[1][i], nb_tensor_size(in[i]) * sizeof(double));
+            free(grads[0][i]);
+            free(grads[1][i]);
+        }
+        if (c == 0 || c == 2 || c == 6) {
+            nb_tensor *R = nb_rand_uniform(NULL, &rng, NB_F64, nb_tensor_ndim(y[0]), nb_tensor_shape(y[0]), -1, 1);
+            conv_user u = {&conv_cases[c], R, 0};
+            assert_gradcheck(fused_loss, in, n, &u);
+            assert_gradgradcheck(fused_loss, in, n, &u, "conv with relu fused");
+            nb_tensor_free(R);
+        }
+        nb_tape_free(tp[0]);
+        nb_tape_free(tp[1]);
+        for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+    }
+}
+
 /* Third order: F = Σ R' · dL/dx + Σ R'' · dL/dw, with the gradients built
  * as ops (create_graph), checked by gradgradcheck: that differentiates the
  * backward's own ops (input_grad, weight_grad) twice more. */
@@ -481,6 +536,7 @@ int main(void) {
         cmocka_unit_test(test_conv_gradients),
         cmocka_unit_test(test_conv_second_derivatives),
         cmocka_unit_test(test_conv_third_derivatives),
+        cmocka_unit_test(test_conv_with_relu_fused),
         cmocka_unit_test(test_pooling_against_pytorch),
         cmocka_unit_test(test_pooling_gradients),
         cmocka_unit_test(test_batch_norm_against_pytorch),

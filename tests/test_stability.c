@@ -215,12 +215,46 @@ static void test_float_exp_is_within_2_ulp(void **state) {
     assert_true(nb_expf(-103.0f) > 0 && nb_expf(-104.5f) == 0);  /* gradual underflow */
 }
 
+/* The vectorised float tanh (src/ops/expf.h) against double-precision tanh:
+ * within 2 ulp on every 64th float of magnitude up to 50 (both signs, 34
+ * million values: the tiny ones, where tanh x = x, included), +-1 beyond,
+ * NaN and the infinities. */
+static void test_float_tanh_is_within_2_ulp(void **state) {
+    (void)state;
+    double worst = 0;
+    float worst_x = 0;
+    for (int negative = 0; negative < 2; negative++)
+        for (uint32_t bits = 0; bits <= 0x42480000u /* 50 */; bits += 64) {
+            uint32_t b = bits | (negative ? 0x80000000u : 0);
+            float x;
+            memcpy(&x, &b, sizeof x);
+            double exact = tanh((double)x);
+            float y = nb_tanhf(x), nearest = (float)exact;
+            double a = fabs(exact), ulp;
+            if (a < FLT_MIN)
+                ulp = 1.401298464324817e-45;
+            else if (fabsf(nearest) == 1.0f) /* the step below 1 */
+                ulp = 1.0 - (double)nextafterf(1.0f, 0);
+            else
+                ulp = fabs((double)nextafterf(nearest, INFINITY) - (double)nearest);
+            double err = fabs((double)y - exact) / ulp;
+            if (err > worst) worst = err, worst_x = x;
+        }
+    print_message("nb_tanhf: worst error %.3f ulp, at x = %.9g\n", worst, worst_x);
+    assert_true(worst <= 2.0);
+    assert_true(isnan(nb_tanhf(NAN)));
+    assert_true(nb_tanhf(INFINITY) == 1 && nb_tanhf(-INFINITY) == -1);
+    assert_true(nb_tanhf(1e30f) == 1 && nb_tanhf(-1e30f) == -1);
+    assert_true(nb_tanhf(0) == 0 && signbit(nb_tanhf(-0.0f)));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_extremes_are_finite),
         cmocka_unit_test(test_log_of_zero),
         cmocka_unit_test(test_anomaly_names_the_op),
         cmocka_unit_test(test_float_exp_is_within_2_ulp),
+        cmocka_unit_test(test_float_tanh_is_within_2_ulp),
         cmocka_unit_test(test_cross_entropy_target_gradient_far_from_the_maximum),
         cmocka_unit_test(test_pow_zero_has_zero_gradient_at_zero),
     };

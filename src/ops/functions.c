@@ -530,8 +530,8 @@ nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const c
     nb_tensor *failed = nb_op_check(tp, &dropout_op, &x, 1, file, line);
     if (failed) return failed;
     if (!(p >= 0 && p <= 1)) return nb_op_error(tp, NB_ERR_ARG, file, line, "dropout: p = %g is not in [0, 1]", p);
+    if (p == 0 || !nb_tape_training(tp)) return x; /* evaluation needs no generator, as in PyTorch */
     if (!rng) return nb_op_error(tp, NB_ERR_NULL, file, line, "dropout: the random generator is NULL");
-    if (p == 0 || !nb_tape_training(tp)) return x;
     dropout_params params = {p, rng};
     return nb_op_(tp, &dropout_op, &x, 1, nb_tensor_dtype(x), nb_tensor_ndim(x), nb_tensor_shape(x), &params,
                   sizeof params, file, line);

@@ -26,36 +26,65 @@ typedef struct {
     size_t start, step;
 } slice_params;
 
+/* With step 1 the slice of each outer block is one run of count inner
+ * blocks: one copy (or add) per outer block rather than one per element
+ * (an LSTM's gates, columns of a (B, 4H) product, spent 13% of a training
+ * step in per-element copies). */
 static void slice_forward(nb_entry *e) {
     const nb_tensor *x = e->in[0];
     const slice_params *p = e->saved;
     size_t outer, n, inner, count = e->out->shape[e->axis];
     nb_split_axis(x, e->axis, &outer, &n, &inner);
     size_t w = nb_dtype_size(x->dtype);
-    for (size_t o = 0; o < outer; o++)
+    const char *src = x->data;
+    char *dst = e->out->data;
+    for (size_t o = 0; o < outer; o++) {
+        if (p->step == 1) {
+            memcpy(dst + o * count * inner * w, src + (o * n + p->start) * inner * w, count * inner * w);
+            continue;
+        }
         for (size_t k = 0; k < count; k++)
-            memcpy((char *)e->out->data + ((o * count + k) * inner) * w,
-                   (const char *)x->data + ((o * n + p->start + k * p->step) * inner) * w, inner * w);
+            memcpy(dst + ((o * count + k) * inner) * w, src + ((o * n + p->start + k * p->step) * inner) * w, inner * w);
+    }
 }
 
 static void view_forward(nb_entry *e) { (void)e; }
 
+/* dL/dx: G in the sliced places, 0 elsewhere.  A first contribution
+ * writes every element of the gradient (zeros around the slice), a later
+ * one adds its slice only. */
 static void slice_backward(nb_entry *e) {
     nb_tensor *x = e->in[0];
     const slice_params *p = e->saved;
-    void *gx_ = nb_grad_target_zeroed(e->out->tape, x);
+    bool acc;
+    void *gx_ = nb_grad_target(e->out->tape, x, &acc);
     if (!gx_) return;
     size_t outer, n, inner, count = e->out->shape[e->axis];
     nb_split_axis(x, e->axis, &outer, &n, &inner);
+    if (!acc && p->step != 1) memset(gx_, 0, x->size * nb_dtype_size(x->dtype));
     NB_DISPATCH(x->dtype, {
         const T *gy = e->out->grad;
         T *gx = gx_;
-        for (size_t o = 0; o < outer; o++)
+        for (size_t o = 0; o < outer; o++) {
+            if (p->step == 1) {
+                T *block = gx + o * n * inner, *run = block + p->start * inner;
+                const T *src = gy + o * count * inner;
+                size_t len = count * inner;
+                if (acc) {
+                    for (size_t i = 0; i < len; i++) run[i] += src[i];
+                } else {
+                    memset(block, 0, p->start * inner * sizeof(T));
+                    memcpy(run, src, len * sizeof(T));
+                    memset(run + len, 0, (n - p->start - count) * inner * sizeof(T));
+                }
+                continue;
+            }
             for (size_t k = 0; k < count; k++) {
                 T *dst = gx + (o * n + p->start + k * p->step) * inner;
                 const T *src = gy + (o * count + k) * inner;
                 for (size_t i = 0; i < inner; i++) dst[i] += src[i];
             }
+        }
     });
 }
 

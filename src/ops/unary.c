@@ -88,7 +88,7 @@ UNARY_OP(log,        log(x),                      1 / x,                      "1
 /* sigmoid(x) = 1/(1+e^-x); for x -> -inf, e^-x = inf and y = 0 exactly, so
  * the simple form is finite everywhere.  dy/dx = y(1-y). */
 UNARY_OP(sigmoid,    1 / (1 + NB_EXP(-x)),        y * (1 - y),                "σ(x)(1-σ(x))")
-UNARY_OP(tanh,       tanh(x),                     1 - y * y,                  "1-tanh²(x)")
+UNARY_OP(tanh,       NB_TANH(x),                    1 - y * y,                  "1-tanh²(x)")
 /* relu and leaky relu have a kink at 0; we take the derivative there as 0
  * (resp. s), like PyTorch. */
 UNARY_OP(relu,       x > 0 ? x : 0,               x > 0 ? 1 : 0,              "[x>0]")
@@ -120,10 +120,10 @@ UNARY_OP(gelu,       x * (T)0.5 * (1 + erf(x * (T)0.70710678118654752)),
                      "Φ(x) + xφ(x)")
 /* GELU, tanh form: x (1 + tanh u)/2, u = √(2/π)(x + 0.044715 x³).
  * dy/dx = (1 + tanh u)/2 + x (1 - tanh² u) √(2/π)(1 + 3·0.044715 x²)/2. */
-UNARY_OP(gelu_tanh,  x * (T)0.5 * (1 + tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))),
-                     (T)0.5 * (1 + tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) +
-                         (T)0.5 * x * (1 - tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x)) *
-                                               tanh((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) *
+UNARY_OP(gelu_tanh,  x * (T)0.5 * (1 + NB_TANH((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))),
+                     (T)0.5 * (1 + NB_TANH((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) +
+                         (T)0.5 * x * (1 - NB_TANH((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x)) *
+                                               NB_TANH((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) *
                              (T)0.79788456080286536 * (1 + 3 * (T)0.044715 * x * x),
                      "(1+tanh u)/2 + x(1−tanh²u)u′/2")
 
