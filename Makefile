@@ -63,7 +63,7 @@ $(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libnabla.a include/nabla.h include/nabla_train.h
+$(BUILD)/bench/%: bench/%.c bench/bench_common.h $(BUILD)/libnabla.a include/nabla.h include/nabla_train.h
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)

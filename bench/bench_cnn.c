@@ -11,6 +11,7 @@
  * parts, one thread each, making single-threaded CBLAS calls (as nabla
  * does).  CSV: batch,threads,nabla_ms,floor_ms,allocs.
  */
+#include "bench_common.h"
 #include "nabla.h"
 #include "nabla_train.h"
 
@@ -21,17 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 enum { F = 32, HIDDEN = 128, FLAT = F * 12 * 12 };
 

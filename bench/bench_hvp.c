@@ -8,23 +8,13 @@
  *   bench_hvp [--reps R] [--csv]
  * prints: network,batch,gradient ms,hvp ms,ratio,allocs per hvp
  */
+#include "bench_common.h"
 #include "nabla.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef struct {
     const char *name;

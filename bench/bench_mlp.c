@@ -20,6 +20,7 @@
  * update; plain SGD folds the update into backward), and the CSV gains the
  * time of the update alone (nb_optimizer_step on the step's gradients).
  */
+#include "bench_common.h"
 #include "nabla.h"
 #include "nabla_train.h"
 
@@ -29,17 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 enum { MAX_LAYERS = 4 };
 

@@ -7,23 +7,13 @@
  *
  *   bench_tape [--reps R]
  */
+#include "bench_common.h"
 #include "nabla.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* y = ((x * c) + d) * c + d ...: a chain of n ops. */
 static nb_tensor *chain(nb_tape *tp, nb_tensor *x, long n) {

@@ -11,6 +11,12 @@ tables of ratios measured in the same run.
   4. The optimizers: the 784-128-10 step at batch 64 with each optimizer,
      and its update alone, beside PyTorch's, and the update's floor (the
      bytes it must read and write at the memory speed of a copy).
+  5. The CNN of examples/cnn.c (KANN's Fashion-MNIST network) at batch 64
+     on 1 and 2 threads: nabla's step, its unfolding and products alone
+     (bench_cnn), and PyTorch's step (bench/torch_cnn.py).
+  6. The LSTM of examples/charlm.c at batch 32, 16 steps, 128 units, on 1
+     and 2 threads: nabla's step (charlm --bench) beside PyTorch's nn.LSTM
+     and its loop of nn.LSTMCell steps (bench/torch_lstm.py).
 
     /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick]
 
@@ -121,6 +127,67 @@ def main():
     hvp_table(args.build, 7 if args.quick else 30, with_torch)
     print()
     optimizer_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+    print()
+    cnn_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+    print()
+    lstm_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+
+
+def cnn_table(build, rounds, quick, with_torch):
+    extra = ["--quick"] if quick else []
+    print(f"CNN training step (examples/cnn.c's network, SGD), float32, batch 64, median of {rounds} rounds")
+    print(f"{'threads':>7} | {'nabla ms':>8} {'ex/s':>6} | {'products ms':>11} {'nabla/products':>14} | "
+          f"{'PyTorch ms':>10} {'nabla speed-up':>14} | allocs/step")
+    for threads in (1, 2):
+        ours, floor, theirs, allocs = [], [], [], 0
+        for _ in range(rounds):
+            for side in ("n", "b"):
+                row = run_csv([os.path.join(build, "bench", "bench_cnn"), "--csv", "--reps", "3", "--side", side,
+                               "--threads", str(threads)] + extra)[0]
+                (ours if side == "n" else floor).append(float(row[2] if side == "n" else row[3]))
+                if side == "n":
+                    allocs = max(allocs, int(row[4]))
+            if with_torch:
+                theirs += [float(r[2]) for r in run_csv([TORCH_PYTHON, os.path.join(HERE, "torch_cnn.py"), "--reps",
+                                                         "3", "--threads", str(threads)] + extra,
+                                                        env=one_thread_env(threads))]
+        n, b = statistics.median(ours), statistics.median(floor)
+        row = f"{threads:>7} | {n:>8.3f} {64e3 / n:>6.0f} | {b:>11.3f} {n / b:>13.2f}x | "
+        if theirs:
+            t = statistics.median(theirs)
+            row += f"{t:>10.3f} {t / n:>13.2f}x | "
+        else:
+            row += f"{'skipped':>10} {'':>14} | "
+        print(row + str(allocs))
+
+
+def lstm_table(build, rounds, quick, with_torch):
+    print(f"LSTM training step (examples/charlm.c: embedding 32, 128 units, 16 steps, clipping, Adam), float32, "
+          f"batch 32, median of {rounds} rounds")
+    print(f"{'cell':<5} {'threads':>7} | {'nabla ms':>8} | {'nn.LSTM ms':>10} {'speed-up':>8} | "
+          f"{'LSTMCell loop ms':>16} {'speed-up':>8} | allocs/step")
+    for cell in ("lstm", "gru"):
+        for threads in (1, 2):
+            ours, fused, loop, allocs = [], [], [], 0
+            for _ in range(rounds):
+                out = subprocess.run([os.path.join(build, "examples", "charlm"), "--bench", "--cell", cell,
+                                      "--threads", str(threads)], check=True, capture_output=True, text=True).stdout
+                ours.append(float(out.split(": ")[1].split(" ms")[0]))
+                allocs = max(allocs, int(out.split(" ms per training step, ")[1].split(" ")[0]))
+                if with_torch and cell == "lstm":
+                    for flag, into in (([], fused), (["--cell"], loop)):
+                        into += [float(r[4]) for r in run_csv([TORCH_PYTHON, os.path.join(HERE, "torch_lstm.py"),
+                                                               "--reps", "3", "--threads", str(threads)] + flag +
+                                                              (["--quick"] if quick else []),
+                                                              env=one_thread_env(threads))]
+            n = statistics.median(ours)
+            row = f"{cell:<5} {threads:>7} | {n:>8.3f} | "
+            if fused:
+                f, lp = statistics.median(fused), statistics.median(loop)
+                row += f"{f:>10.3f} {f / n:>7.2f}x | {lp:>16.3f} {lp / n:>7.2f}x | "
+            else:
+                row += f"{'-':>10} {'':>8} | {'-':>16} {'':>8} | "
+            print(row + str(allocs))
 
 
 # Bytes each optimizer's update reads and writes per float32 parameter:

@@ -9,10 +9,10 @@ plain SGD lr 0.01), the same batch, inputs uniform in [0, 1), labels i mod
 Prints one CSV line: batch,threads,torch_ms (the median of --reps runs).
 """
 import argparse
-import statistics
-import time
 
 import torch
+
+from torch_timing import median_ms
 
 
 def main():
@@ -38,17 +38,8 @@ def main():
         loss_fn(net(x), y).backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    seconds = 0.3 if args.quick else 1.0
-    times = []
-    for _ in range(args.reps):
-        start, steps = time.perf_counter(), 0
-        while steps < 2 or time.perf_counter() - start < seconds:
-            step()
-            steps += 1
-        times.append((time.perf_counter() - start) / steps)
-    print(f"{args.batch},{args.threads},{1e3 * statistics.median(times):.4f}", flush=True)
+    ms = median_ms(step, args.reps, 0.3 if args.quick else 1.0)
+    print(f"{args.batch},{args.threads},{ms:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ Prints one CSV line: batch,steps,hidden,threads,torch_ms (the median of
 --reps runs).
 """
 import argparse
-import statistics
-import time
 
 import torch
+
+from torch_timing import median_ms
 
 
 def main():
@@ -57,17 +57,8 @@ def main():
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
 
-    for _ in range(5):
-        step()
-    seconds = 0.3 if args.quick else 1.0
-    times = []
-    for _ in range(args.reps):
-        start, steps = time.perf_counter(), 0
-        while steps < 3 or time.perf_counter() - start < seconds:
-            step()
-            steps += 1
-        times.append((time.perf_counter() - start) / steps)
-    print(f"{B},{T},{hidden},{args.threads},{1e3 * statistics.median(times):.4f}", flush=True)
+    ms = median_ms(step, args.reps, 0.3 if args.quick else 1.0, warmup=5, min_steps=3)
+    print(f"{B},{T},{hidden},{args.threads},{ms:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -386,12 +386,6 @@ static double train_step(nb_tape *tp, model *m, nb_optimizer *opt, const batch *
     return nb_item(loss);
 }
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int main(int argc, char **argv) {
     const char *words_path = "/usr/share/dict/words", *save = NULL, *dot = NULL;
     long hidden = 128, embed = 32, T = 16, B = 32, iters = 3000, samples = 12, seed = 1, threads = 1, limit = 0;
@@ -451,14 +445,14 @@ int main(int argc, char **argv) {
         double start = 0;
         for (long i = 0;; i++) {
             if (i == 5) {
-                start = seconds_now();
+                start = cli_seconds();
                 allocs = nb_alloc_count();
             }
             sample_batch(&rng, train, len, &bt);
             if (isnan(train_step(tp, &m, opt, &bt, clip))) goto done;
-            if (i >= 5 && ++steps && seconds_now() - start > 2.0) break;
+            if (i >= 5 && ++steps && cli_seconds() - start > 2.0) break;
         }
-        double ms = 1e3 * (seconds_now() - start) / (double)steps;
+        double ms = 1e3 * (cli_seconds() - start) / (double)steps;
         printf("%s, hidden %ld, batch %ld, %ld steps, %ld thread%s: %.3f ms per training step, %llu allocations after "
                "warm-up\n",
                gru ? "GRU" : "LSTM", hidden, B, T, threads, threads > 1 ? "s" : "", ms,
@@ -517,7 +511,7 @@ int main(int argc, char **argv) {
     }
     printf("%s, embedding %zu, hidden %zu, windows of %ld characters, batch %ld, Adam lr %g, %ld steps\n",
            gru ? "GRU" : "LSTM", m.E, m.H, T, B, lr, iters);
-    double started = seconds_now(), recent = 0;
+    double started = cli_seconds(), recent = 0;
     long every = iters / 6 > 0 ? iters / 6 : 1, since = 0;
     for (long i = 1; i <= iters; i++) {
         sample_batch(&rng, train, n_train, &bt);
@@ -527,7 +521,7 @@ int main(int argc, char **argv) {
         since++;
         if (i % every == 0 || i == iters) {
             printf("step %5ld: training loss %.4f nats per character (mean of the last %ld steps), %.1f s\n", i,
-                   recent / (double)since, since, seconds_now() - started);
+                   recent / (double)since, since, cli_seconds() - started);
             recent = 0;
             since = 0;
         }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     int argc, i;
@@ -84,6 +85,13 @@ static inline double cli_double(cli *c, double min, double max) {
 }
 
 static inline void cli_unknown(cli *c) { cli_fail(c, "unknown option %s%s", c->argv[c->i], ""); }
+
+/* Seconds on a monotonic clock, for timing steps and epochs. */
+static inline double cli_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Writes the tape's graph to path (for --dot) and says where it went. */
 static inline int write_graph(nb_tape *tp, const char *path, const nb_tensor *loss,

@@ -16,6 +16,7 @@
  * The data comes from the Debian package dataset-fashion-mnist.
  */
 #include "cli.h"
+#include "fashion.h"
 #include "nabla_train.h"
 
 #include <math.h>
@@ -128,12 +129,6 @@ static double evaluate(nb_tape *tp, const network *net, nb_tensor *X, nb_tensor 
     return (double)right / (double)n;
 }
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* One training step on a batch already on the freshly reset tape; the
  * loss, or NAN with the error printed. */
 static double train_step(nb_tape *tp, network *net, nb_optimizer *opt, nb_tensor *x, nb_tensor *labels, nb_rng *rng,
@@ -174,15 +169,15 @@ static int run_bench(network *net, size_t batch, nb_optimizer_kind kind, double 
     double start = 0;
     for (long i = 0;; i++) {
         if (i == 3) {
-            start = seconds_now();
+            start = cli_seconds();
             allocs = nb_alloc_count();
         }
         nb_tape_reset(tp);
         if (isnan(train_step(tp, net, opt, x, y, &rng, NULL))) goto done;
         if (i >= 3) steps++;
-        if (i >= 3 && seconds_now() - start > 3.0) break;
+        if (i >= 3 && cli_seconds() - start > 3.0) break;
     }
-    double ms = 1e3 * (seconds_now() - start) / (double)steps;
+    double ms = 1e3 * (cli_seconds() - start) / (double)steps;
     printf("network: conv %zu, conv %zu, pool, dense %zu, dense 10; %s, batch %zu, %d thread%s\n", net->filters,
            net->filters, net->hidden, nb_optimizer_name(kind), batch, threads, threads > 1 ? "s" : "");
     printf("%.3f ms per step, %.0f examples/s (an epoch of 60000 in %.1f s), %llu allocations after warm-up\n", ms,
@@ -222,20 +217,8 @@ static int draw_step(network *net, nb_tensor *X, nb_tensor *y, nb_rng *rng, cons
     return st != NB_OK;
 }
 
-static nb_tensor *load(const char *dir, const char *file, double scale) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    nb_tensor *t = nb_idx_read(path, NB_F32, scale);
-    if (nb_tensor_status(t) != NB_OK)
-        fprintf(stderr, "cnn: %s\n%s", nb_last_error(),
-                strstr(nb_last_error(), "cannot open")
-                    ? "cnn: install the data with: apt-get install dataset-fashion-mnist (or give --data DIR)\n"
-                    : "");
-    return t;
-}
-
 int main(int argc, char **argv) {
-    const char *data = "/usr/share/datasets/fashion-mnist", *save = "build/cnn.nbp", *dot = NULL;
+    const char *data = FASHION_DIR, *save = "build/cnn.nbp", *dot = NULL;
     long batch = 64, epochs = 5, seed = 1, threads = 1, limit = 0, test_limit = 0;
     bool bench = false;
     double lr = 1e-3;
@@ -275,10 +258,7 @@ int main(int argc, char **argv) {
     }
     if (bench) return run_bench(&net, (size_t)batch, kind, lr, (uint64_t)seed, (int)threads);
 
-    nb_tensor *X = load(data, "train-images-idx3-ubyte.gz", 1.0 / 255);
-    nb_tensor *y = load(data, "train-labels-idx1-ubyte.gz", 1);
-    nb_tensor *Xt = load(data, "t10k-images-idx3-ubyte.gz", 1.0 / 255);
-    nb_tensor *yt = load(data, "t10k-labels-idx1-ubyte.gz", 1);
+    fashion f = {NULL, NULL, NULL, NULL};
     int status = 1;
     nb_tape *tp = nb_tape_new();
     nb_optimizer *opt = NULL;
@@ -286,18 +266,8 @@ int main(int argc, char **argv) {
     network copy = net;
     copy.ps = NULL;
     nb_batcher batches = {0};
-    if (nb_tensor_status(X) || nb_tensor_status(y) || nb_tensor_status(Xt) || nb_tensor_status(yt)) goto done;
-    nb_tensor *images[2] = {X, Xt}, *labels[2] = {y, yt};
-    for (int k = 0; k < 2; k++) {
-        char si[64], sl[64];
-        if (nb_tensor_size(images[k]) != nb_tensor_dim(images[k], 0) * 784 ||
-            nb_tensor_dim(images[k], 0) != nb_tensor_size(labels[k])) {
-            fprintf(stderr, "cnn: the %s images %s and labels %s in %s do not pair up (expected (N, 28, 28) and (N,))\n",
-                    k ? "test" : "training", nb_shape_string(images[k], si, sizeof si),
-                    nb_shape_string(labels[k], sl, sizeof sl), data);
-            goto done;
-        }
-    }
+    if (fashion_load("cnn", data, &f)) goto done;
+    nb_tensor *X = f.X, *y = f.y, *Xt = f.Xt, *yt = f.yt;
     size_t n_train = limit ? (size_t)limit : nb_tensor_dim(X, 0), n_test = nb_tensor_dim(Xt, 0);
     if (n_train > nb_tensor_dim(X, 0)) {
         fprintf(stderr, "cnn: --train-limit %zu is more than the %zu training images\n", n_train, nb_tensor_dim(X, 0));
@@ -324,11 +294,11 @@ int main(int argc, char **argv) {
            epochs, n_train, threads, threads > 1 ? "s" : "");
 
     progress = nb_progress_new(stderr, epochs, (long)nb_batcher_batches(&batches), false);
-    double started = seconds_now();
+    double started = cli_seconds();
     for (long epoch = 1; epoch <= epochs; epoch++) {
         const size_t *idx;
         size_t count, seen = 0;
-        double loss_sum = 0, right = 0, epoch_start = seconds_now();
+        double loss_sum = 0, right = 0, epoch_start = cli_seconds();
         long step = 0;
         while (nb_batcher_next(&batches, &idx, &count)) {
             nb_tape_reset(tp);
@@ -340,13 +310,13 @@ int main(int argc, char **argv) {
             seen += count;
             nb_progress_step(progress, epoch, step++, loss_sum / (double)seen, right / (double)seen, count);
         }
-        double train_seconds = seconds_now() - epoch_start;
+        double train_seconds = cli_seconds() - epoch_start;
         double test = evaluate(tp, &net, Xt, yt, n_test);
         nb_progress_epoch(progress, epoch, loss_sum / (double)seen, right / (double)seen, test);
         printf("epoch %ld: %.1f s of training, test accuracy %.4f\n", epoch, train_seconds, test);
     }
     double accuracy = evaluate(tp, &net, Xt, yt, n_test);
-    printf("test accuracy: %.4f after %ld epochs in %.1f s\n", accuracy, epochs, seconds_now() - started);
+    printf("test accuracy: %.4f after %ld epochs in %.1f s\n", accuracy, epochs, cli_seconds() - started);
 
     /* Save, reload into a fresh network, and check that it scores the same. */
     if (nb_params_save(net.ps, save) != NB_OK) {
@@ -370,9 +340,6 @@ done:
     nb_params_free(net.ps);
     nb_params_free(copy.ps);
     nb_tape_free(tp);
-    nb_tensor_free(X);
-    nb_tensor_free(y);
-    nb_tensor_free(Xt);
-    nb_tensor_free(yt);
+    fashion_free(&f);
     return status;
 }

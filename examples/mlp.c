@@ -11,6 +11,7 @@
  * The data comes from the Debian package dataset-fashion-mnist.
  */
 #include "cli.h"
+#include "fashion.h"
 #include "nabla_train.h"
 
 #include <cblas.h>
@@ -38,9 +39,6 @@ static const char usage[] =
     "  --html FILE        write a page that steps through one training step's backward pass\n"
     "  --bench            time training steps on synthetic data (no files needed) and\n"
     "                     print ms per step and examples per second\n";
-
-static const char *const class_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
 
 enum { MAX_LAYERS = 16 };
 
@@ -154,12 +152,6 @@ static int write_course_graph(nb_tape *tp, const char *path, const nb_tensor *lo
     return 0;
 }
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* --bench: the training step on random images, timed after a warm-up. */
 static int run_bench(network *net, size_t batch, nb_optimizer_kind kind, double lr, uint64_t seed,
                      int threads) {
@@ -187,7 +179,7 @@ static int run_bench(network *net, size_t batch, nb_optimizer_kind kind, double 
     double start = 0;
     for (long i = 0;; i++) {
         if (i == 5) { /* warm: the tape is sized, the caches are hot */
-            start = seconds_now();
+            start = cli_seconds();
             allocs = nb_alloc_count();
         }
         nb_tape_reset(tp);
@@ -198,9 +190,9 @@ static int run_bench(network *net, size_t batch, nb_optimizer_kind kind, double 
             goto done;
         }
         if (i >= 5) steps++;
-        if (i >= 5 && seconds_now() - start > 2.0) break;
+        if (i >= 5 && cli_seconds() - start > 2.0) break;
     }
-    double ms = 1e3 * (seconds_now() - start) / (double)steps;
+    double ms = 1e3 * (cli_seconds() - start) / (double)steps;
     printf("network:");
     for (int l = 0; l <= net->layers; l++) printf("%s%zu", l ? "-" : " ", net->sizes[l]);
     printf(", %s, batch %zu, %d thread%s\n", nb_optimizer_name(kind), batch, threads, threads > 1 ? "s" : "");
@@ -232,20 +224,8 @@ static bool parse_hidden(const char *s, network *net) {
     return true;
 }
 
-static nb_tensor *load(const char *dir, const char *file, double scale) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    nb_tensor *t = nb_idx_read(path, NB_F32, scale);
-    if (nb_tensor_status(t) != NB_OK)
-        fprintf(stderr, "mlp: %s\n%s", nb_last_error(),
-                strstr(nb_last_error(), "cannot open")
-                    ? "mlp: install the data with: apt-get install dataset-fashion-mnist (or give --data DIR)\n"
-                    : "");
-    return t;
-}
-
 int main(int argc, char **argv) {
-    const char *data = "/usr/share/datasets/fashion-mnist", *save = "build/mlp.nbp";
+    const char *data = FASHION_DIR, *save = "build/mlp.nbp";
     const char *history = NULL, *plot = NULL, *dot = NULL, *html = NULL;
     long batch = 64, epochs = 10, seed = 1, threads = 1, limit = 0;
     bool bench = false;
@@ -291,10 +271,7 @@ int main(int argc, char **argv) {
     }
     if (bench) return run_bench(&net, (size_t)batch, kind, lr, (uint64_t)seed, (int)threads);
 
-    nb_tensor *X = load(data, "train-images-idx3-ubyte.gz", 1.0 / 255);
-    nb_tensor *y = load(data, "train-labels-idx1-ubyte.gz", 1);
-    nb_tensor *Xt = load(data, "t10k-images-idx3-ubyte.gz", 1.0 / 255);
-    nb_tensor *yt = load(data, "t10k-labels-idx1-ubyte.gz", 1);
+    fashion f = {NULL, NULL, NULL, NULL};
     int status = 1;
     nb_tape *tp = nb_tape_new();
     nb_optimizer *opt = NULL;
@@ -302,19 +279,8 @@ int main(int argc, char **argv) {
     network copy = net;
     copy.ps = NULL;
     nb_batcher batches = {0};
-    if (nb_tensor_status(X) || nb_tensor_status(y) || nb_tensor_status(Xt) || nb_tensor_status(yt)) goto done;
-    /* The images and labels must pair up, and the images be 28 x 28. */
-    nb_tensor *images[2] = {X, Xt}, *labels[2] = {y, yt};
-    for (int k = 0; k < 2; k++) {
-        char si[64], sl[64];
-        if (nb_tensor_size(images[k]) != nb_tensor_dim(images[k], 0) * 784 ||
-            nb_tensor_dim(images[k], 0) != nb_tensor_size(labels[k])) {
-            fprintf(stderr, "mlp: the %s images %s and labels %s in %s do not pair up (expected (N, 28, 28) and (N,))\n",
-                    k ? "test" : "training", nb_shape_string(images[k], si, sizeof si),
-                    nb_shape_string(labels[k], sl, sizeof sl), data);
-            goto done;
-        }
-    }
+    if (fashion_load("mlp", data, &f)) goto done;
+    nb_tensor *X = f.X, *y = f.y, *Xt = f.Xt, *yt = f.yt;
     size_t n_train = limit ? (size_t)limit : nb_tensor_dim(X, 0);
     if (n_train > nb_tensor_dim(X, 0)) {
         fprintf(stderr, "mlp: --train-limit %zu is more than the %zu training images\n", n_train, nb_tensor_dim(X, 0));
@@ -388,7 +354,7 @@ int main(int argc, char **argv) {
     size_t confusion[100];
     double accuracy = evaluate(tp, &net, Xt, yt, confusion);
     printf("test accuracy: %.4f\n", accuracy);
-    nb_confusion_print(stdout, confusion, 10, class_names);
+    nb_confusion_print(stdout, confusion, 10, fashion_classes);
     if (history && nb_progress_save_csv(progress, history) != NB_OK) fprintf(stderr, "mlp: %s\n", nb_last_error());
     if (history && plot) {
         if (nb_progress_plot(history, plot) == NB_OK)
@@ -419,9 +385,6 @@ done:
     nb_params_free(net.ps);
     nb_params_free(copy.ps);
     nb_tape_free(tp);
-    nb_tensor_free(X);
-    nb_tensor_free(y);
-    nb_tensor_free(Xt);
-    nb_tensor_free(yt);
+    fashion_free(&f);
     return status;
 }

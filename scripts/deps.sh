@@ -2,7 +2,7 @@
 # Checks that the Debian packages nabla needs are installed.  As root it
 # installs the missing ones; otherwise it prints the exact apt-get line.
 #   scripts/deps.sh build   what the library, examples and demo need
-#   scripts/deps.sh test    that, plus the test framework and numpy
+#   scripts/deps.sh test    that, plus the test framework, numpy and a word list
 #   scripts/deps.sh fuzz    that, plus clang and libFuzzer
 #   scripts/deps.sh static  that, plus clang, cppcheck, clang-tidy and valgrind
 set -u
@@ -19,8 +19,10 @@ checks=(
   "zlib1g-dev:pkg-config --exists zlib"
 )
 if [ "$what" = test ]; then
-  # numpy: the safetensors test reads and writes files from Python with it
-  checks+=("libcmocka-dev:pkg-config --exists cmocka" "python3-numpy:/usr/bin/python3 -c 'import numpy'")
+  # numpy: the safetensors test reads and writes files from Python with it;
+  # wamerican: the word list examples/charlm learns from
+  checks+=("libcmocka-dev:pkg-config --exists cmocka" "python3-numpy:/usr/bin/python3 -c 'import numpy'"
+           "wamerican:test -r /usr/share/dict/words")
 fi
 if [ "$what" = static ]; then
   checks+=("clang:command -v clang" "cppcheck:command -v cppcheck" "clang-tidy:command -v clang-tidy"

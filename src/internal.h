@@ -104,7 +104,9 @@ static inline void nb_parallel(size_t n, size_t grain, nb_range_fn fn, void *ctx
 }
 /* For the element-wise kernels: GCC compiles the function for AVX-512,
  * AVX2 and the baseline, and picks one at load time for the machine it runs
- * on (the build stays portable to any x86-64).
+ * on (the build stays portable to any x86-64).  -DNB_NO_CLONES builds one
+ * version for the -march given: `make BUILD=build/avx2 OPT="-O3 -march=haswell
+ * -DNB_NO_CLONES"` runs as an AVX2-only CPU would (docs/performance.md).
  *
  * Beware: GCC 12.2 miscompiles, in the avx512f clone, a conditional sum
  * into a local array (`lane[k] += y[k] > 0 ? g[k] : 0`: garbage in a lane;
@@ -113,7 +115,7 @@ static inline void nb_parallel(size_t n, size_t grain, nb_range_fn fn, void *ctx
  * tests/test_conv.c compares that gradient bit for bit with the unfused
  * one.  Keep such loops out of cloned functions. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
+    !defined(__SANITIZE_THREAD__) && !defined(NB_NO_CLONES)
 #define NB_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define NB_VECTOR_CLONES

@@ -108,6 +108,45 @@ check "mlp --bench" bash -c "timeout 60 '$bin/mlp' --bench --hidden 32 --batch 3
 check "mlp bad option" bash -c "'$bin/mlp' --activation swish > '$tmp/last' 2>&1; test \$? = 2 &&
   grep -q \"unknown activation 'swish'\" '$tmp/last'"
 
+# cnn on Fashion-MNIST (a short run), when the data is installed
+if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  check "cnn short run, save as safetensors and reload" bash -c "'$bin/cnn' --epochs 1 --train-limit 1280 \
+      --test-limit 1000 --save '$tmp/cnn.safetensors' --dot '$tmp/cnn.dot' > '$tmp/last' 2>&1 &&
+    grep -q 'reloaded model: test accuracy .* (the same)' '$tmp/last' &&
+    awk '/^test accuracy:/ {ok = (\$3 >= 0.55)} END {exit !ok}' '$tmp/last' &&
+    dot -Tsvg '$tmp/cnn.dot' -o /dev/null && grep -q 'conv2d + relu' '$tmp/cnn.dot' &&
+    head -c 16 '$tmp/cnn.safetensors' | tail -c 8 | grep -q '__metadata__\|{'"
+else
+  skipped=$((skipped + 1)); echo "skipped: cnn (apt-get install dataset-fashion-mnist)"
+fi
+check "cnn --bench" bash -c "timeout 60 '$bin/cnn' --bench --batch 8 --filters 8 --hidden 16 > '$tmp/last' 2>&1 &&
+  grep -Eq '^[0-9.]+ ms per step, .* 0 allocations after warm-up$' '$tmp/last'"
+check "cnn bad loss" bash -c "'$bin/cnn' --loss hinge > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"unknown loss 'hinge' (softmax or bce)\" '$tmp/last'"
+check "cnn missing data" bash -c "'$bin/cnn' --data /nonexistent > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'cannot open /nonexistent/train-images-idx3-ubyte.gz' '$tmp/last'"
+
+# charlm: the gradient through time checked, a language model of words
+# against the bigram model, and invented words
+if [ -r /usr/share/dict/words ]; then
+  check "charlm LSTM beats the bigram model" bash -c "'$bin/charlm' --iters 400 --samples 5 > '$tmp/last' 2>&1 &&
+    grep -q 'gradient through time (LSTM, 3 steps, 3 units, 280 values): gradcheck passed' '$tmp/last' &&
+    awk '/^validation:/ {ok = (\$3 < \$7)} END {exit !ok}' '$tmp/last' && grep -q '^invented words' '$tmp/last'"
+  check "charlm GRU gradient through time" bash -c "'$bin/charlm' --cell gru --iters 1 --samples 0 > '$tmp/last' 2>&1 &&
+    grep -q 'gradient through time (GRU, 3 steps, 3 units, [0-9]* values): gradcheck passed' '$tmp/last'"
+else
+  skipped=$((skipped + 1)); echo "skipped: charlm (apt-get install wamerican)"
+fi
+check "charlm missing word list" bash -c "'$bin/charlm' --words /nonexistent/words > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'cannot open /nonexistent/words' '$tmp/last' && grep -q 'apt-get install wamerican' '$tmp/last'"
+printf 'Zürich\n42\n' > "$tmp/words"
+check "charlm too few words" bash -c "'$bin/charlm' --words '$tmp/words' > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'has 0 usable words (a to z and apostrophes); at least 100 are needed' '$tmp/last'"
+check "charlm bad cell" bash -c "'$bin/charlm' --cell rnn > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"unknown cell 'rnn' (lstm or gru)\" '$tmp/last'"
+check "charlm --bench" bash -c "timeout 60 '$bin/charlm' --bench --hidden 16 --batch 4 > '$tmp/last' 2>&1 &&
+  grep -Eq 'ms per training step, 0 allocations after warm-up$' '$tmp/last'"
+
 # custom_op: softplus defined with nabla_op.h, against built-in ops and central differences
 check "custom_op" bash -c "'$bin/custom_op' > '$tmp/last' &&
   grep -q 'gradcheck passed' '$tmp/last' &&
@@ -144,7 +183,7 @@ check "demo" bash -c "'$bin/demo' --epochs 200 --out '$tmp/demo' > '$tmp/last' 2
   grep -q '<svg' '$tmp/demo/graph.svg' && test -s '$tmp/demo/history.csv'"
 
 # every example: --help, an unknown option, and --dot
-for ex in gradient_descent forward3 logreg mlp demo custom_op rnn attention newton; do
+for ex in gradient_descent forward3 logreg mlp demo custom_op rnn attention newton cnn charlm; do
   check "$ex --help" bash -c "'$bin/$ex' --help | grep -q '^usage: $ex'"
   check "$ex bad option" bash -c "'$bin/$ex' --no-such-option > '$tmp/last' 2>&1; test \$? = 2 &&
     grep -q 'unknown option --no-such-option' '$tmp/last'"

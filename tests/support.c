@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void assert_close_(double actual, double expected, double tol, const char *what,
@@ -55,4 +56,38 @@ nb_tensor *random_input(nb_rng *rng, int ndim, const size_t *shape, double lo, d
     }
     nb_requires_grad(t, true);
     return t;
+}
+
+void assert_gradgradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void *user, const char *what) {
+    nb_gradcheck_opts o;
+    nb_gradcheck_default_opts(&o);
+    nb_gradcheck_result r = nb_gradgradcheck(fn, inputs, n, user, &o);
+    if (r.status == NB_OK && r.passed) return;
+    print_error("%s: %s\n", what, r.message);
+    o.report = stderr;
+    nb_gradgradcheck(fn, inputs, n, user, &o);
+    fail();
+}
+
+char test_dir[64];
+
+int test_dir_setup(void **state) {
+    (void)state;
+    snprintf(test_dir, sizeof test_dir, "/tmp/nabla-test-XXXXXX");
+    return mkdtemp(test_dir) ? 0 : -1;
+}
+
+int test_dir_teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", test_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+const char *test_path(const char *name) {
+    static char path[4][256];
+    static int turn;
+    char *p = path[turn++ % 4];
+    snprintf(p, sizeof path[0], "%s/%s", test_dir, name);
+    return p;
 }

@@ -38,4 +38,17 @@ void assert_gradcheck_(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void
 nb_tensor *random_input(nb_rng *rng, int ndim, const size_t *shape, double lo, double hi,
                         bool away_from_zero);
 
+/* The same check one order up (nb_gradgradcheck); `what` names the case
+ * in the failure message. */
+void assert_gradgradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void *user, const char *what);
+
+/* A group's scratch directory: test_dir_setup (a cmocka group setup) makes
+ * a fresh one under /tmp, test_dir_teardown removes it with its files, and
+ * test_path(name) is the path of a file in it (four buffers in turn, so a
+ * few can be in use at once). */
+extern char test_dir[64];
+int test_dir_setup(void **state);
+int test_dir_teardown(void **state);
+const char *test_path(const char *name);
+
 #endif

@@ -21,16 +21,9 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static char dir[64];
-
-static const char *path_in_dir(const char *name) {
-    static char path[160];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return path;
-}
 
 static const char *write_bytes(const char *name, const void *bytes, size_t n) {
-    const char *path = path_in_dir(name);
+    const char *path = test_path(name);
     FILE *f = fopen(path, "wb");
     if (!f) return path;
     fwrite(bytes, 1, n, f);
@@ -94,7 +87,7 @@ static nb_params *model(const char *w_name, size_t w_rows, nb_dtype b_dtype) {
 /* The bytes of a good parameter file for model("W", 2, NB_F64). */
 static unsigned char *good_params_file(size_t *len) {
     nb_params *ps = model("W", 2, NB_F64);
-    const char *path = path_in_dir("good.nbp");
+    const char *path = test_path("good.nbp");
     nb_params_save(ps, path);
     nb_params_free(ps);
     FILE *f = fopen(path, "rb");
@@ -376,7 +369,7 @@ static nb_status idx_empty_dim(void) {
 }
 static nb_status idx_gz_truncated(void) {
     /* A gzip stream of a 2x3 IDX file, cut in the middle of its data. */
-    const char *path = path_in_dir("cut.idx.gz");
+    const char *path = test_path("cut.idx.gz");
     gzFile g = gzopen(path, "wb");
     unsigned char b[12 + 6] = {0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6};
     gzwrite(g, b, 15);
@@ -404,13 +397,13 @@ static nb_status params_magic(void) {
     b[0] = 'X';
     return load_into(write_bytes("magic.nbp", b, len), "W", 2, NB_F64);
 }
-static nb_status params_wrong_name(void) { return load_into(path_in_dir("good.nbp"), "weights", 2, NB_F64); }
-static nb_status params_wrong_shape(void) { return load_into(path_in_dir("good.nbp"), "W", 4, NB_F64); }
-static nb_status params_wrong_dtype(void) { return load_into(path_in_dir("good.nbp"), "W", 2, NB_F32); }
+static nb_status params_wrong_name(void) { return load_into(test_path("good.nbp"), "weights", 2, NB_F64); }
+static nb_status params_wrong_shape(void) { return load_into(test_path("good.nbp"), "W", 4, NB_F64); }
+static nb_status params_wrong_dtype(void) { return load_into(test_path("good.nbp"), "W", 2, NB_F32); }
 static nb_status params_count(void) {
     nb_params *ps = model("W", 2, NB_F64);
     nb_params_add(ps, "c", nb_zeros(NULL, NB_F32, NB_SHAPE(1)));
-    nb_status st = nb_params_load(ps, path_in_dir("good.nbp"));
+    nb_status st = nb_params_load(ps, test_path("good.nbp"));
     nb_params_free(ps);
     return st;
 }
@@ -478,7 +471,7 @@ static nb_status st_huge_header(void) {
 static nb_status st_save_bad_name(void) {
     nb_params *ps = nb_params_new();
     nb_params_add(ps, "caf\xe9", nb_zeros(NULL, NB_F32, NB_SHAPE(1)));
-    nb_status st = nb_params_save_safetensors(ps, path_in_dir("bad-name.safetensors"));
+    nb_status st = nb_params_save_safetensors(ps, test_path("bad-name.safetensors"));
     nb_params_free(ps);
     return st;
 }
@@ -589,12 +582,12 @@ static nb_status dot_unwritable(void) {
 static nb_status render(const char *dot_name, const char *dot, const char *out_name, const char *format) {
     char dot_path[160];
     snprintf(dot_path, sizeof dot_path, "%s", write_text(dot_name, dot));
-    return nb_dot_render(dot_path, path_in_dir(out_name), format);
+    return nb_dot_render(dot_path, test_path(out_name), format);
 }
 static nb_status render_not_dot(void) { return render("bad.dot", "this is not { a graph", "bad.svg", "svg"); }
 static nb_status render_format(void) { return render("ok.dot", "digraph { a -> b }", "ok.xyz", "no-such-format"); }
 static nb_status render_unwritable(void) {
-    return nb_dot_render(path_in_dir("ok.dot"), "/nonexistent/graph.svg", "svg");
+    return nb_dot_render(test_path("ok.dot"), "/nonexistent/graph.svg", "svg");
 }
 static nb_status scope_null_name(void) {
     nb_tape *tp = nb_tape_new();
@@ -682,7 +675,7 @@ static nb_status render_full_disk(void) {
     return nb_dot_render(write_text("full.dot", "digraph { a -> b }"), "/dev/full", "svg");
 }
 static nb_status params_save_fifo(void) {
-    const char *path = path_in_dir("model.fifo");
+    const char *path = test_path("model.fifo");
     if (mkfifo(path, 0600) != 0) return NB_OK; /* would fail the row */
     nb_params *ps = model("W", 2, NB_F64);
     nb_status st = nb_params_save(ps, path);
@@ -692,14 +685,14 @@ static nb_status params_save_fifo(void) {
     unlink(path);
     return st;
 }
-static nb_status params_load_dir(void) { return load_into(dir, "W", 2, NB_F64); }
-static nb_status idx_dir(void) { return idx_status(dir); }
+static nb_status params_load_dir(void) { return load_into(test_dir, "W", 2, NB_F64); }
+static nb_status idx_dir(void) { return idx_status(test_dir); }
 static nb_status csv_dir(void) {
     nb_csv_opts o;
     nb_csv_default_opts(&o);
     o.target = "y";
     nb_dataset d;
-    return nb_csv_read(dir, &o, &d);
+    return nb_csv_read(test_dir, &o, &d);
 }
 static nb_status csv_dtype(void) {
     nb_csv_opts o;
@@ -1147,22 +1140,9 @@ static void test_every_bad_input_names_what_went_wrong(void **state) {
     assert_true(n >= 50);
 }
 
-static int make_dir(void **state) {
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/nabla-catalogue-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state) {
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_bad_input_names_what_went_wrong),
     };
-    return cmocka_run_group_tests_name("catalogue", tests, make_dir, remove_dir);
+    return cmocka_run_group_tests_name("catalogue", tests, test_dir_setup, test_dir_teardown);
 }

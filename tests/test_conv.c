@@ -13,17 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static void assert_gradgradcheck(nb_gradcheck_fn fn, nb_tensor *const *in, int n, void *user, const char *what) {
-    nb_gradcheck_opts o;
-    nb_gradcheck_default_opts(&o);
-    nb_gradcheck_result r = nb_gradgradcheck(fn, in, n, user, &o);
-    if (r.status == NB_OK && r.passed) return;
-    print_error("%s: %s\n", what, r.message);
-    o.report = stderr;
-    nb_gradgradcheck(fn, in, n, user, &o);
-    fail();
-}
-
 /* ---------------------------------------------------------------- convolution */
 
 typedef struct {

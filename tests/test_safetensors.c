@@ -14,15 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static char dir[] = "/tmp/nabla-safetensors-XXXXXX";
-
-static const char *path_in_dir(const char *name) {
-    static char path[4][256];
-    static int turn;
-    char *p = path[turn++ % 4];
-    snprintf(p, 256, "%s/%s", dir, name);
-    return p;
-}
 
 /* Runs the interop script; returns its exit status and its output in out. */
 static int run_python(const char *args, char *out, size_t cap) {
@@ -56,17 +47,17 @@ static void test_round_trip(void **state) {
     nb_params *out = sample_model(false), *in = sample_model(true), *again = sample_model(true);
     /* nb_params_save picks the format from the extension, nb_params_load
      * from the first bytes. */
-    assert_int_equal(nb_params_save(out, path_in_dir("m.safetensors")), NB_OK);
-    assert_int_equal(nb_params_load(in, path_in_dir("m.safetensors")), NB_OK);
-    assert_int_equal(nb_params_save_safetensors(out, path_in_dir("m.st")), NB_OK);
-    assert_int_equal(nb_params_load_safetensors(again, path_in_dir("m.st")), NB_OK);
+    assert_int_equal(nb_params_save(out, test_path("m.safetensors")), NB_OK);
+    assert_int_equal(nb_params_load(in, test_path("m.safetensors")), NB_OK);
+    assert_int_equal(nb_params_save_safetensors(out, test_path("m.st")), NB_OK);
+    assert_int_equal(nb_params_load_safetensors(again, test_path("m.st")), NB_OK);
     for (size_t k = 0; k < nb_params_count(out); k++)
         for (size_t i = 0; i < nb_tensor_size(nb_params_at(out, k)); i++) {
             assert_true(nb_get(nb_params_at(in, k), i) == nb_get(nb_params_at(out, k), i));
             assert_true(nb_get(nb_params_at(again, k), i) == nb_get(nb_params_at(out, k), i));
         }
     /* The data starts at a multiple of 8, as the format's writers do. */
-    FILE *f = fopen(path_in_dir("m.st"), "rb");
+    FILE *f = fopen(test_path("m.st"), "rb");
     unsigned char len[8];
     assert_int_equal(fread(len, 1, 8, f), 8);
     fclose(f);
@@ -90,7 +81,7 @@ static void test_bytes_laid_out_by_hand(void **state) {
         0, 0, 0, 0, 0, 0, 0xE0, 0xBF,                               /* F64 -0.5 */
     };
     size_t n = strlen(header);
-    FILE *f = fopen(path_in_dir("hand.safetensors"), "wb");
+    FILE *f = fopen(test_path("hand.safetensors"), "wb");
     unsigned char len[8] = {(unsigned char)n, (unsigned char)(n >> 8)};
     fwrite(len, 1, 8, f);
     fwrite(header, 1, n, f);
@@ -100,7 +91,7 @@ static void test_bytes_laid_out_by_hand(void **state) {
     nb_tensor *w = nb_params_add(ps, "w", nb_zeros(NULL, NB_F32, NB_SHAPE(5)));
     nb_tensor *v = nb_params_add(ps, "v", nb_zeros(NULL, NB_F64, NB_SHAPE(2)));
     nb_tensor *c = nb_params_add(ps, "caf\xc3\xa9", nb_zeros(NULL, NB_F64, 0, NULL));
-    assert_int_equal(nb_params_load(ps, path_in_dir("hand.safetensors")), NB_OK);
+    assert_int_equal(nb_params_load(ps, test_path("hand.safetensors")), NB_OK);
     assert_true(nb_get(w, 0) == 1 && nb_get(w, 1) == -2 && nb_get(w, 2) == ldexp(1, -24) && nb_get(w, 3) == 65504);
     assert_true(isinf(nb_get(w, 4)) && nb_get(w, 4) > 0);
     assert_true(nb_get(v, 0) == 1 && nb_get(v, 1) == 3.140625);
@@ -111,9 +102,9 @@ static void test_bytes_laid_out_by_hand(void **state) {
 static void test_python_reads_what_nabla_writes(void **state) {
     (void)state;
     nb_params *ps = sample_model(false);
-    assert_int_equal(nb_params_save(ps, path_in_dir("for-python.safetensors")), NB_OK);
+    assert_int_equal(nb_params_save(ps, test_path("for-python.safetensors")), NB_OK);
     char args[512], out[4096];
-    snprintf(args, sizeof args, "read %s", path_in_dir("for-python.safetensors"));
+    snprintf(args, sizeof args, "read %s", test_path("for-python.safetensors"));
     int rc = run_python(args, out, sizeof out);
     if (rc != 0) fail_msg("tests/safetensors_interop.py failed (needs /usr/bin/python3 and python3-numpy):\n%s", out);
     /* One line per tensor, in the set's order: name dtype (shape) sum first last. */
@@ -142,14 +133,14 @@ static void test_python_reads_what_nabla_writes(void **state) {
 static void test_nabla_reads_what_python_writes(void **state) {
     (void)state;
     char args[512], out[4096];
-    snprintf(args, sizeof args, "write %s", path_in_dir("from-python.safetensors"));
+    snprintf(args, sizeof args, "write %s", test_path("from-python.safetensors"));
     if (run_python(args, out, sizeof out) != 0)
         fail_msg("tests/safetensors_interop.py failed (needs /usr/bin/python3 and python3-numpy):\n%s", out);
     nb_params *ps = nb_params_new();
     nb_tensor *a = nb_params_add(ps, "a", nb_zeros(NULL, NB_F32, NB_SHAPE(2, 3)));
     nb_tensor *b = nb_params_add(ps, "b", nb_zeros(NULL, NB_F64, NB_SHAPE(4)));
     nb_tensor *h = nb_params_add(ps, "h", nb_zeros(NULL, NB_F32, NB_SHAPE(3)));
-    assert_int_equal(nb_params_load_safetensors(ps, path_in_dir("from-python.safetensors")), NB_OK);
+    assert_int_equal(nb_params_load_safetensors(ps, test_path("from-python.safetensors")), NB_OK);
     for (size_t i = 0; i < 6; i++) assert_true(nb_get(a, i) == 0.25 * (double)i - 1);
     for (size_t i = 0; i < 4; i++) assert_true(nb_get(b, i) == 1 / ((double)i + 1));
     assert_true(nb_get(h, 0) == 0.5 && nb_get(h, 1) == -2 && nb_get(h, 2) == 65504);
@@ -161,7 +152,7 @@ static void test_nabla_reads_what_python_writes(void **state) {
 static void test_pytorch_weights_give_pytorch_logits(void **state) {
     (void)state;
     char args[512], out[4096];
-    snprintf(args, sizeof args, "torch %s %s", path_in_dir("torch-model.safetensors"), path_in_dir("torch-io.safetensors"));
+    snprintf(args, sizeof args, "torch %s %s", test_path("torch-model.safetensors"), test_path("torch-io.safetensors"));
     int rc = run_python(args, out, sizeof out);
     if (rc == 3) {
         print_message("skipped: python3-torch is not installed (apt-get install python3-torch to run it)\n");
@@ -175,8 +166,8 @@ static void test_pytorch_weights_give_pytorch_logits(void **state) {
     nb_tensor *b2 = nb_params_add(model, "2.bias", nb_zeros(NULL, NB_F32, NB_SHAPE(3)));
     nb_tensor *X = nb_params_add(io, "X", nb_zeros(NULL, NB_F32, NB_SHAPE(4, 5)));
     nb_tensor *logits = nb_params_add(io, "logits", nb_zeros(NULL, NB_F32, NB_SHAPE(4, 3)));
-    assert_int_equal(nb_params_load(model, path_in_dir("torch-model.safetensors")), NB_OK);
-    assert_int_equal(nb_params_load(io, path_in_dir("torch-io.safetensors")), NB_OK);
+    assert_int_equal(nb_params_load(model, test_path("torch-model.safetensors")), NB_OK);
+    assert_int_equal(nb_params_load(io, test_path("torch-io.safetensors")), NB_OK);
     nb_tape *tp = nb_tape_new();
     /* nn.Linear computes x Wᵀ + b with W stored (out, in). */
     nb_tensor *h = nb_tanh(tp, nb_linear_t(tp, X, W0, b0, false, true));
@@ -188,18 +179,6 @@ static void test_pytorch_weights_give_pytorch_logits(void **state) {
     nb_params_free(io);
 }
 
-static int make_dir(void **state) {
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state) {
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -208,5 +187,5 @@ int main(void) {
         cmocka_unit_test(test_nabla_reads_what_python_writes),
         cmocka_unit_test(test_pytorch_weights_give_pytorch_logits),
     };
-    return cmocka_run_group_tests_name("safetensors", tests, make_dir, remove_dir);
+    return cmocka_run_group_tests_name("safetensors", tests, test_dir_setup, test_dir_teardown);
 }

@@ -124,34 +124,27 @@ IM2COL_ROW(double)
 COL2IM_ROW(float)
 COL2IM_ROW(double)
 
-/* col (patch x positions) from x (Cg planes of H x W). */
-static void im2col(const conv_geom *g, nb_dtype dt, const void *x, void *col) {
+/* col (patch x positions) from x (Cg planes of H x W), or with back set,
+ * its adjoint: each element of col added to the element of x it was read
+ * from (col2im). */
+static void unfold(const conv_geom *g, nb_dtype dt, bool back, void *x, void *col) {
     size_t P = positions(g), plane = g->H * g->W;
     for (size_t c = 0; c < in_group(g); c++)
         for (size_t kh = 0; kh < g->KH; kh++)
             for (size_t kw = 0; kw < g->KW; kw++) {
                 size_t r = (c * g->KH + kh) * g->KW + kw;
-                if (dt == NB_F32)
+                if (dt == NB_F32 && !back)
                     im2col_row_float(g, (const float *)x + c * plane, (float *)col + r * P, kh, kw);
-                else
+                else if (!back)
                     im2col_row_double(g, (const double *)x + c * plane, (double *)col + r * P, kh, kw);
-            }
-}
-
-/* The adjoint of im2col: each element of col added to the element of x
- * (Cg planes) it was read from. */
-static void col2im(const conv_geom *g, nb_dtype dt, const void *col, void *x) {
-    size_t P = positions(g), plane = g->H * g->W;
-    for (size_t c = 0; c < in_group(g); c++)
-        for (size_t kh = 0; kh < g->KH; kh++)
-            for (size_t kw = 0; kw < g->KW; kw++) {
-                size_t r = (c * g->KH + kh) * g->KW + kw;
-                if (dt == NB_F32)
+                else if (dt == NB_F32)
                     col2im_row_float(g, (const float *)col + r * P, (float *)x + c * plane, kh, kw);
                 else
                     col2im_row_double(g, (const double *)col + r * P, (double *)x + c * plane, kh, kw);
             }
 }
+#define im2col(g, dt, x, col) unfold(g, dt, false, (void *)(x), col) /* x is only read */
+#define col2im(g, dt, col, x) unfold(g, dt, true, x, (void *)(col)) /* col is only read */
 
 /* ---------------------------------------------------------------- the three kernels */
 
@@ -474,26 +467,35 @@ static void conv_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
     }
 }
 
-static void input_grad_forward(nb_entry *e) {
-    if (!run_kernel(e, KERNEL_INPUT_GRAD, e->out->dtype, e->in[0]->data, e->in[1]->data, NULL,
-                    e->out->data, false))
+/* The two backward ops, input_grad(G, w) and weight_grad(x, G), as tables:
+ * the kernel each one's forward runs on its inputs, and for each input the
+ * kernel and the operands that give its gradient from the upstream H:
+ *   input_grad(G, w):   dG = conv(H, w),             dw = weight_grad(H, G)
+ *   weight_grad(x, G):  dx = input_grad(G, H),       dG = conv(x, H)        */
+enum { UPSTREAM, INPUT0, INPUT1 };
+typedef struct { int kernel, a, b; } kernel_call;
+typedef struct { int forward; kernel_call grad[2]; } adjoint_def;
+static const adjoint_def input_grad_def = {KERNEL_INPUT_GRAD,
+                                           {{KERNEL_FORWARD, UPSTREAM, INPUT1}, {KERNEL_WEIGHT_GRAD, UPSTREAM, INPUT0}}};
+static const adjoint_def weight_grad_def = {KERNEL_WEIGHT_GRAD,
+                                            {{KERNEL_INPUT_GRAD, INPUT1, UPSTREAM}, {KERNEL_FORWARD, INPUT0, UPSTREAM}}};
+static const adjoint_def *adjoint_of(const nb_entry *e);
+
+static void adjoint_forward(nb_entry *e) {
+    if (!run_kernel(e, adjoint_of(e)->forward, e->out->dtype, e->in[0]->data, e->in[1]->data, NULL, e->out->data,
+                    false))
         memset(e->out->data, 0, e->out->size * nb_dtype_size(e->out->dtype));
 }
 
-/* input_grad(G, w) with upstream H (x's shape): dG = conv(H, w), dw = weight_grad(H, G). */
-static void input_grad_backward(nb_entry *e) {
-    nb_tape *tp = e->out->tape;
-    nb_tensor *G = e->in[0], *w = e->in[1];
-    bool acc;
-    if (G->requires_grad) {
-        void *gG = nb_grad_target(tp, G, &acc);
-        if (!gG || !run_kernel(e, KERNEL_FORWARD, G->dtype, e->out->grad, w->data, NULL, gG, acc))
-            return;
-    }
-    if (w->requires_grad) {
-        void *gw = nb_grad_target(tp, w, &acc);
-        if (gw)
-            run_kernel(e, KERNEL_WEIGHT_GRAD, G->dtype, e->out->grad, G->data, NULL, gw, acc);
+static void adjoint_backward(nb_entry *e) {
+    const adjoint_def *d = adjoint_of(e);
+    const void *operand[3] = {e->out->grad, e->in[0]->data, e->in[1]->data};
+    for (int i = 0; i < 2; i++) {
+        if (!e->in[i]->requires_grad) continue;
+        bool acc;
+        void *g = nb_grad_target(e->out->tape, e->in[i], &acc);
+        const kernel_call *k = &d->grad[i];
+        if (!g || !run_kernel(e, k->kernel, e->out->dtype, operand[k->a], operand[k->b], NULL, g, acc)) return;
     }
 }
 
@@ -501,28 +503,6 @@ static void input_grad_graph(nb_entry *e, nb_tensor *H, nb_tensor **grad_in) {
     nb_tape *tp = e->out->tape;
     if (e->in[0]->requires_grad) grad_in[0] = conv_call(tp, geom(e), H, e->in[1], NULL, e->file, e->line);
     if (e->in[1]->requires_grad) grad_in[1] = weight_grad_call(tp, geom(e), H, e->in[0], e->file, e->line);
-}
-
-static void weight_grad_forward(nb_entry *e) {
-    if (!run_kernel(e, KERNEL_WEIGHT_GRAD, e->out->dtype, e->in[0]->data, e->in[1]->data, NULL,
-                    e->out->data, false))
-        memset(e->out->data, 0, e->out->size * nb_dtype_size(e->out->dtype));
-}
-
-/* weight_grad(x, G) with upstream H (w's shape): dx = input_grad(G, H), dG = conv(x, H). */
-static void weight_grad_backward(nb_entry *e) {
-    nb_tape *tp = e->out->tape;
-    nb_tensor *x = e->in[0], *G = e->in[1];
-    bool acc;
-    if (x->requires_grad) {
-        void *gx = nb_grad_target(tp, x, &acc);
-        if (!gx || !run_kernel(e, KERNEL_INPUT_GRAD, x->dtype, G->data, e->out->grad, NULL, gx, acc))
-            return;
-    }
-    if (G->requires_grad) {
-        void *gG = nb_grad_target(tp, G, &acc);
-        if (gG) run_kernel(e, KERNEL_FORWARD, x->dtype, x->data, e->out->grad, NULL, gG, acc);
-    }
 }
 
 static void weight_grad_graph(nb_entry *e, nb_tensor *H, nb_tensor **grad_in) {
@@ -536,16 +516,20 @@ static void weight_grad_graph(nb_entry *e, nb_tensor *H, nb_tensor **grad_in) {
                                       .derivative = {"conv_transpose(G, W)", "Σ over examples of G ⋆ x",         \
                                                      "G summed over examples and positions"},                   \
                                       .backward_graph = conv_graph, .describe = conv_describe};                 \
-    static const nb_op prefix##_input_grad_op = {.name = label "_input_grad", .forward = input_grad_forward,     \
-                                                 .backward = input_grad_backward,                               \
+    static const nb_op prefix##_input_grad_op = {.name = label "_input_grad", .forward = adjoint_forward,        \
+                                                 .backward = adjoint_backward,                                  \
                                                  .derivative = {"conv(G, W)", "Σ over examples of G ⋆ H"},      \
                                                  .backward_graph = input_grad_graph, .describe = conv_describe}; \
-    static const nb_op prefix##_weight_grad_op = {.name = label "_weight_grad", .forward = weight_grad_forward,   \
-                                                  .backward = weight_grad_backward,                             \
+    static const nb_op prefix##_weight_grad_op = {.name = label "_weight_grad", .forward = adjoint_forward,      \
+                                                  .backward = adjoint_backward,                                 \
                                                   .derivative = {"conv_transpose(H, G)", "conv(x, G)"},          \
                                                   .backward_graph = weight_grad_graph, .describe = conv_describe};
 CONV_OPS(conv2d, "conv2d")
 CONV_OPS(conv1d, "conv1d")
+
+static const adjoint_def *adjoint_of(const nb_entry *e) {
+    return e->op == &conv2d_input_grad_op || e->op == &conv1d_input_grad_op ? &input_grad_def : &weight_grad_def;
+}
 /* With the relu fused (nb_conv_opts.relu): Ĝ = G ⊙ [y > 0] reaches the products. */
 static const nb_op conv2d_relu_op = {.name = "conv2d + relu", .forward = conv_forward, .backward = conv_backward,
                                      .derivative = {"conv_transpose(Ĝ, W), Ĝ = G ⊙ [y > 0]",
