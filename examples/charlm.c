@@ -173,14 +173,18 @@ static int read_words(const char *path, size_t limit, word_list *w) {
             w->skipped++;
             continue;
         }
-        if (w->n == cap) {
-            cap = cap ? 2 * cap : 4096;
-            w->words = realloc(w->words, cap * sizeof *w->words);
+        char **grown = w->n == cap ? realloc(w->words, (cap = cap ? 2 * cap : 4096) * sizeof *w->words) : w->words;
+        char *copy = grown ? strdup(line) : NULL;
+        if (grown) w->words = grown;
+        if (!copy) {
+            fprintf(stderr, "charlm: out of memory reading %s\n", path);
+            fclose(f);
+            return 1;
         }
-        w->words[w->n++] = strdup(line);
+        w->words[w->n++] = copy;
     }
     fclose(f);
-    qsort(w->words, w->n, sizeof *w->words, cmp_str);
+    if (w->n) qsort(w->words, w->n, sizeof *w->words, cmp_str);
     size_t kept = 0; /* "A" and "a" are one word once lower-cased */
     for (size_t i = 0; i < w->n; i++) {
         if (kept && !strcmp(w->words[kept - 1], w->words[i])) {
@@ -203,6 +207,7 @@ static size_t *text_of(const word_list *w, const size_t *order, size_t begin, si
     size_t n = 1;
     for (size_t i = begin; i < end; i++) n += strlen(w->words[order[i]]) + 1;
     size_t *text = malloc(n * sizeof *text), at = 0;
+    if (!text) return NULL;
     for (size_t i = begin; i < end; i++) {
         text[at++] = END;
         for (const char *c = w->words[order[i]]; *c; c++) text[at++] = (size_t)symbol_of(*c);
@@ -232,6 +237,7 @@ static double bigram_nats(const size_t *train, size_t n_train, const size_t *val
 static double model_nats(nb_tape *tp, const model *m, const size_t *text, size_t len, size_t T, size_t B) {
     size_t span = (len - 1) / B; /* each stream's characters */
     size_t *inputs = malloc(T * B * sizeof *inputs);
+    if (!inputs) return NAN;
     nb_tensor *targets = nb_zeros(NULL, NB_F32, NB_SHAPE(T * B));
     nb_tensor *h = nb_zeros(NULL, NB_F32, NB_SHAPE(B, m->H)), *c = nb_zeros(NULL, NB_F32, NB_SHAPE(B, m->H));
     double nats = 0;
@@ -428,12 +434,16 @@ int main(int argc, char **argv) {
     nb_tape *tp = nb_tape_new();
     nb_optimizer *opt = NULL;
     word_list w = {NULL, 0, 0};
+    if (!bt.inputs || !tp || nb_tensor_status(bt.targets)) {
+        fprintf(stderr, "charlm: out of memory\n");
+        return 1;
+    }
     size_t *order = NULL, *train = NULL, *valid = NULL, n_train = 0, n_valid = 0;
     int status = 1;
 
     if (bench) { /* random text: the cost of a step does not depend on it */
         size_t len = 100000;
-        train = malloc(len * sizeof *train);
+        if (!(train = malloc(len * sizeof *train))) goto done;
         for (size_t i = 0; i < len; i++) train[i] = nb_rng_next(&rng) % VOCAB;
         if (model_init(&m, NB_F32, &rng) != NB_OK) goto done;
         nb_optimizer_opts oo;
@@ -464,7 +474,7 @@ int main(int argc, char **argv) {
     if (gradient_through_time(gru, (uint64_t)seed)) goto done;
     if (read_words(words_path, (size_t)limit, &w)) goto done;
     /* a seeded split: 90% of the words to learn from, 10% to measure on */
-    order = malloc(w.n * sizeof *order);
+    if (!(order = malloc(w.n * sizeof *order))) goto done;
     for (size_t i = 0; i < w.n; i++) order[i] = i;
     for (size_t i = w.n - 1; i > 0; i--) {
         size_t j = nb_rng_next(&rng) % (i + 1), t = order[i];
@@ -474,6 +484,10 @@ int main(int argc, char **argv) {
     size_t split = w.n - w.n / 10;
     train = text_of(&w, order, 0, split, &n_train);
     valid = text_of(&w, order, split, w.n, &n_valid);
+    if (!train || !valid) {
+        fprintf(stderr, "charlm: out of memory\n");
+        goto done;
+    }
     printf("%zu words from %s (%zu skipped: not a to z and apostrophes), %zu to train on (%zu characters), %zu "
            "to validate on (%zu characters)\n",
            w.n, words_path, w.skipped, split, n_train, w.n - split, n_valid);
@@ -527,8 +541,8 @@ int main(int argc, char **argv) {
         }
     }
     double nats = model_nats(tp, &m, valid, n_valid, 64, 16);
-    printf("validation: %s %.4f nats per character, bigram %.4f (%.1f%% lower)\n", gru ? "GRU" : "LSTM", nats, bigram,
-           100 * (bigram - nats) / bigram);
+    printf("validation: %s %.4f nats per character, bigram %.4f (%.1f%% %s)\n", gru ? "GRU" : "LSTM", nats, bigram,
+           100 * fabs(bigram - nats) / bigram, nats <= bigram ? "lower" : "higher: train longer");
     if (samples) {
         printf("invented words (temperature %g):", temperature);
         size_t novel = 0;

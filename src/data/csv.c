@@ -151,7 +151,7 @@ nb_status nb_csv_read(const char *path, const nb_csv_opts *opts_in, nb_dataset *
     bool found = false;
     for (size_t c = 0; c < columns; c++) {
         if (!(header[c] = copy_string(fields[c]))) goto out_of_memory;
-        if (strcmp(header[c], opts.target)) continue;
+        if (strcmp(header[c], opts.target) != 0) continue;
         if (found) { /* the label would leak into the features */
             st = NB_ERR_VALUE;
             nb_set_error(NULL, st, NULL, 0,

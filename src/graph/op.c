@@ -54,7 +54,9 @@ nb_tensor *nb_op_(nb_tape *tp, const nb_op_def *def, nb_tensor *const *inputs, i
     if (!def->backward) e->out->requires_grad = false; /* no gradient flows through it */
     nb_status before = tp->status;
     nb_tensor *out = nb_run(e);
-    /* A forward that reported an error (nb_op_fail) gives no result. */
+    /* A forward that reported an error (nb_op_fail) gives no result.
+     * (nb_run can change tp->status, which cppcheck does not see.) */
+    // cppcheck-suppress incorrectLogicOperator
     return before == NB_OK && tp->status != NB_OK ? nb_nil(tp->status) : out;
 }
 
@@ -118,7 +120,7 @@ void nb_op_fail(nb_op_call *call, nb_status status, const char *fmt, ...) {
     char msg[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start is just above
     va_end(ap);
     nb_set_error(call->out->tape, status == NB_OK ? NB_ERR_VALUE : status, call->file, call->line, "%s: %s",
                  call->op->name, msg);

@@ -171,8 +171,9 @@ static const char *g_block(const conv_job *j, const char *G_all, size_t n, size_
     if (!j->relu_out) return G_all + at * nb_dtype_size(j->dt);
     char *out = j->masked + part * j->masked_bytes;
     NB_DISPATCH(j->dt, {
-        const T *restrict G = (const T *)G_all + at, *restrict y = (const T *)j->relu_out + at;
-        T *restrict m = (T *)out;
+        const T *restrict G = (const T *)(const void *)G_all + at,
+                           *restrict y = (const T *)(const void *)j->relu_out + at;
+        T *restrict m = (T *)(void *)out;
         /* G times relu's derivative, as nb_relu's backward computes it (a
          * product with 0 or 1: no branch, and the same bits) */
         for (size_t i = 0; i < Og * P; i++) m[i] = G[i] * (y[i] > 0 ? (T)1 : (T)0);
@@ -202,8 +203,8 @@ static void forward_part(void *ctx, size_t begin, size_t end) {
             double beta = j->acc ? 1 : 0;
             if (j->bias) { /* y starts as the bias; gemm adds the product */
                 NB_DISPATCH(j->dt, {
-                    const T *b = (const T *)j->bias + grp * Og;
-                    T *ys = (T *)y;
+                    const T *b = (const T *)(const void *)j->bias + grp * Og;
+                    T *ys = (T *)(void *)y;
                     for (size_t o = 0; o < Og; o++)
                         for (size_t p = 0; p < P; p++) ys[o * P + p] = b[o];
                 });
@@ -213,7 +214,7 @@ static void forward_part(void *ctx, size_t begin, size_t end) {
                     y);
             if (g->relu)
                 NB_DISPATCH(j->dt, {
-                    T *ys = (T *)y;
+                    T *ys = (T *)(void *)y;
                     for (size_t i = 0; i < Og * P; i++) ys[i] = ys[i] > 0 ? ys[i] : 0;
                 });
         }
@@ -273,8 +274,8 @@ static void add_partials(void *ctx, size_t begin, size_t end) {
     const conv_job *j = ctx;
     size_t K = patch(j->g), Og = out_group(j->g), total = j->g->O * K;
     NB_DISPATCH(j->dt, {
-        const T *parts = (const T *)j->partials;
-        T *out = (T *)j->out;
+        const T *parts = (const T *)(const void *)j->partials;
+        T *out = (T *)(void *)j->out;
         for (size_t o = begin; o < end; o++) {
             size_t grp = o / Og, within = o % Og;
             for (size_t k = 0; k < K; k++) {
@@ -569,7 +570,9 @@ static nb_tensor *record(nb_tape *tp, const nb_op *op, const conv_geom *g, nb_te
     e->flag0 = n_in == 3;
     nb_status before = tp->status;
     nb_tensor *out = nb_run(e);
-    /* No working memory for the forward: no result. */
+    /* No working memory for the forward: no result.  (nb_run can change
+     * tp->status, which cppcheck does not see.) */
+    // cppcheck-suppress incorrectLogicOperator
     return before == NB_OK && tp->status != NB_OK ? nb_nil(tp->status) : out;
 }
 
@@ -677,14 +680,14 @@ static nb_tensor *plan(nb_tape *tp, const nb_op *op, bool one_d, nb_tensor *x, n
 
 nb_tensor *nb_conv2d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,
                       const char *file, int line) {
-    conv_geom g;
+    conv_geom g = {0};
     nb_tensor *failed = plan(tp, &conv2d_op, false, x, w, bias, opts, &g, file, line);
     return failed ? failed : conv_call(tp, &g, x, w, bias, file, line);
 }
 
 nb_tensor *nb_conv1d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,
                       const char *file, int line) {
-    conv_geom g;
+    conv_geom g = {0};
     nb_tensor *failed = plan(tp, &conv1d_op, true, x, w, bias, opts, &g, file, line);
     return failed ? failed : conv_call(tp, &g, x, w, bias, file, line);
 }

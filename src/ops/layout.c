@@ -22,7 +22,7 @@
  * along dst's last axis, reading src with that axis's stride. */
 #define PERMUTE(T, src, src_shape, dst, p, nd, accumulate)                                        \
     do {                                                                                          \
-        size_t src_stride[NB_MAX_DIMS], dshape[NB_MAX_DIMS], stride[1][NB_MAX_DIMS], total = 1;   \
+        size_t src_stride[NB_MAX_DIMS] = {0}, dshape[NB_MAX_DIMS] = {0}, stride[1][NB_MAX_DIMS] = {{0}}, total = 1; \
         size_t run_ = 1;                                                                          \
         for (int d = (nd)-1; d >= 0; d--) {                                                       \
             src_stride[d] = run_;                                                                 \
@@ -55,7 +55,7 @@ static void permute_backward(nb_entry *e) {
     nb_tape *tp = e->out->tape;
     nb_tensor *x = e->in[0];
     const int *p = e->saved;
-    int inverse[NB_MAX_DIMS];
+    int inverse[NB_MAX_DIMS] = {0};
     for (int d = 0; d < x->ndim; d++) inverse[p[d]] = d;
     bool acc;
     void *gx = nb_grad_target(tp, x, &acc);
@@ -68,7 +68,7 @@ static void permute_backward(nb_entry *e) {
 /* G permuted back (its own inverse for a transpose). */
 static void permute_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
     const int *p = e->saved;
-    int inverse[NB_MAX_DIMS];
+    int inverse[NB_MAX_DIMS] = {0};
     for (int d = 0; d < e->in[0]->ndim; d++) inverse[p[d]] = d;
     grad_in[0] = nb_permute_(e->out->tape, G, inverse, e->file, e->line);
 }
@@ -97,7 +97,7 @@ nb_tensor *nb_permute_(nb_tape *tp, nb_tensor *a, const int *axes, const char *f
     nb_tensor *failed = nb_check(tp, &permute_op, file, line, 1, &a);
     if (failed) return failed;
     if (!axes && a->ndim) return nb_fail(tp, NB_ERR_NULL, file, line, "permute: the axes are NULL");
-    int p[NB_MAX_DIMS];
+    int p[NB_MAX_DIMS] = {0};
     bool seen[NB_MAX_DIMS] = {false}, valid = true;
     for (int d = 0; d < a->ndim && valid; d++) {
         p[d] = nb_norm_axis(axes[d], a->ndim);
@@ -257,7 +257,7 @@ nb_tensor *nb_sum_to_(nb_tape *tp, nb_tensor *a, int ndim, const size_t *shape, 
  * index i sits at i + before in y, axis by axis. */
 static size_t padded_offset(const nb_tensor *x, const nb_tensor *y, const size_t *pads, const size_t *idx) {
     size_t off = 0;
-    for (int d = 0; d < x->ndim; d++) off = off * y->shape[d] + idx[d] + pads[2 * d];
+    for (int d = 0; d < x->ndim; d++) off = off * y->shape[d] + idx[d] + pads[2 * (size_t)d];
     return off;
 }
 
@@ -331,13 +331,14 @@ nb_tensor *nb_pad_(nb_tape *tp, nb_tensor *a, const size_t *pads, const char *fi
     size_t *kept = nb_tape_alloc(tp, 2 * (size_t)(a->ndim ? a->ndim : 1) * sizeof *kept);
     if (!kept) return nb_fail(tp, NB_ERR_NOMEM, file, line, "pad: out of memory");
     for (int d = 0; d < a->ndim; d++) {
-        kept[2 * d] = pads[2 * d];
-        kept[2 * d + 1] = pads[2 * d + 1];
-        if (__builtin_add_overflow(a->shape[d], pads[2 * d], &shape[d]) ||
-            __builtin_add_overflow(shape[d], pads[2 * d + 1], &shape[d])) {
+        size_t before = 2 * (size_t)d, after = before + 1;
+        kept[before] = pads[before];
+        kept[after] = pads[after];
+        if (__builtin_add_overflow(a->shape[d], pads[before], &shape[d]) ||
+            __builtin_add_overflow(shape[d], pads[after], &shape[d])) {
             char s[128];
             return nb_fail(tp, NB_ERR_SHAPE, file, line, "pad: padding axis %d of %s by %zu and %zu overflows", d,
-                           nb_format_shape(a->ndim, a->shape, s, sizeof s), pads[2 * d], pads[2 * d + 1]);
+                           nb_format_shape(a->ndim, a->shape, s, sizeof s), pads[before], pads[after]);
         }
     }
     nb_entry *e = nb_emit(tp, &pad_op, 1, &a, a->dtype, a->ndim, shape, file, line, &failed);

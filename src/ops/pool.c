@@ -388,7 +388,7 @@ static nb_tensor *plan(nb_tape *tp, const nb_op *op, nb_tensor *x, const nb_pool
 }
 
 nb_tensor *nb_max_pool2d_(nb_tape *tp, nb_tensor *x, const nb_pool_opts *opts, const char *file, int line) {
-    pool_geom g;
+    pool_geom g = {0};
     nb_tensor *failed = plan(tp, &max_pool_op, x, opts, &g, file, line);
     if (failed) return failed;
     /* The geometry, then the index of each output's maximum. */
@@ -404,7 +404,7 @@ nb_tensor *nb_max_pool2d_(nb_tape *tp, nb_tensor *x, const nb_pool_opts *opts, c
 }
 
 nb_tensor *nb_avg_pool2d_(nb_tape *tp, nb_tensor *x, const nb_pool_opts *opts, const char *file, int line) {
-    pool_geom g;
+    pool_geom g = {0};
     nb_tensor *failed = plan(tp, &avg_pool_op, x, opts, &g, file, line);
     return failed ? failed : avg_call(tp, false, &g, x, file, line);
 }

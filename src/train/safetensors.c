@@ -29,7 +29,7 @@
 #include <string.h>
 
 /* The largest header read: the reference implementation's limit too. */
-#define MAX_HEADER_BYTES (100u * 1000 * 1000)
+#define MAX_HEADER_BYTES ((uint64_t)100 * 1000 * 1000)
 
 typedef enum { ST_F16, ST_BF16, ST_F32, ST_F64, ST_OTHER } st_dtype;
 static const char *const dtype_names[] = {"F16", "BF16", "F32", "F64"};
@@ -121,8 +121,9 @@ nb_status nb_params_save_safetensors(const nb_params *ps, const char *path) {
             put_text(&header, text);
         }
         uint64_t bytes = (uint64_t)t->size * nb_dtype_size(t->dtype);
+        uint64_t end = offset + bytes;
         snprintf(text, sizeof text, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
-                 (unsigned long long)(offset + bytes));
+                 (unsigned long long)end);
         put_text(&header, text);
         offset += bytes;
     }
@@ -309,12 +310,13 @@ static bool read_tensor(json *j, st_tensor *t) {
     if (!expect(j, '{', "'{' (a tensor is an object)")) return false;
     if (!accept(j, '}')) {
         do {
-            char key[16];
-            size_t len;
+            char key[16] = "";
+            size_t len = 0;
             const unsigned char *at = j->p;
             if (!read_string(j, key, sizeof key, &len) || !expect(j, ':', "':'")) return false;
             if (!strcmp(key, "dtype") && !have_dtype) {
                 char dt[8];
+                len = 0;
                 if (!read_string(j, dt, sizeof dt, &len)) return false;
                 t->dtype = ST_OTHER;
                 for (int k = 0; k < ST_OTHER; k++)
@@ -331,7 +333,7 @@ static bool read_tensor(json *j, st_tensor *t) {
                 if (!expect(j, '[', "'[' (a shape is an array)")) return false;
                 if (!accept(j, ']')) {
                     do {
-                        uint64_t size;
+                        uint64_t size = 0;
                         if (!read_uint(j, &size)) return false;
                         if (t->ndim == NB_MAX_DIMS) {
                             nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s: tensor '%s' has more than %d dimensions",
@@ -355,8 +357,9 @@ static bool read_tensor(json *j, st_tensor *t) {
                              "%s: %s: tensor '%s' has %s field '%.*s' at byte %zu (a tensor has dtype, shape and "
                              "data_offsets, once each)",
                              j->who, j->path, t->name,
-                             strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets") ? "an unknown"
-                                                                                                          : "a second",
+                             strcmp(key, "dtype") != 0 && strcmp(key, "shape") != 0 && strcmp(key, "data_offsets") != 0
+                                 ? "an unknown"
+                                 : "a second",
                              (int)(len < sizeof key ? len : sizeof key - 1), key, (size_t)(at - j->start));
                 return false;
             }
@@ -499,13 +502,12 @@ static nb_status check_tensors(const char *who, const char *path, nb_params *ps,
                          (unsigned long long)data_len, t->begin > t->end ? " (begin after end)" : " (truncated file?)");
             return NB_ERR_VALUE;
         }
-        if (overflow || elements * dtype_bytes[t->dtype] != t->end - t->begin) {
+        uint64_t needed = elements * dtype_bytes[t->dtype];
+        if (overflow || needed != t->end - t->begin) {
             nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
                          "%s: %s: tensor '%s' is %s %s, which needs %s bytes, but its data_offsets span %llu", who,
                          path, t->name, dtype_names[t->dtype], nb_format_shape(t->ndim, t->shape, sf, sizeof sf),
-                         overflow ? "more than 2^61" : (snprintf(sm, sizeof sm, "%llu",
-                                                                 (unsigned long long)(elements * dtype_bytes[t->dtype])),
-                                                        sm),
+                         overflow ? "more than 2^61" : (snprintf(sm, sizeof sm, "%llu", (unsigned long long)needed), sm),
                          (unsigned long long)(t->end - t->begin));
             return NB_ERR_VALUE;
         }
