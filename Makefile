@@ -23,6 +23,16 @@ BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
 TEST_SUPPORT := tests/support.c
 
+# Data-parallel training over MPI (include/nabla_mpi.h, libnabla_mpi):
+# built when OpenMPI's development files are installed (apt-get install
+# libopenmpi-dev openmpi-bin); the core library never depends on MPI.
+HAVE_MPI   := $(shell pkg-config --exists ompi-c 2>/dev/null && echo yes)
+MPI_CFLAGS := $(patsubst -I%,-isystem %,$(if $(HAVE_MPI),$(shell pkg-config --cflags ompi-c)))
+MPI_LIBS   := $(if $(HAVE_MPI),$(shell pkg-config --libs ompi-c))
+MPI_LIBS_BUILT := $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a $(BUILD)/libnabla_mpi.so)
+MPI_OBJ    := $(BUILD)/obj/src/mpi/distributed.o
+MPI_TESTS  := $(if $(HAVE_MPI),$(BUILD)/tests/mpi/test_distributed)
+
 # Quiet rules; `make V=1` shows the commands.
 Q := $(if $(V),,@)
 
@@ -31,9 +41,9 @@ Q := $(if $(V),,@)
 
 all: lib examples
 
-lib: $(BUILD)/libnabla.a $(BUILD)/libnabla.so
+lib: $(BUILD)/libnabla.a $(BUILD)/libnabla.so $(MPI_LIBS_BUILT)
 examples: $(EXAMPLES)
-tests: $(TESTS)
+tests: $(TESTS) $(MPI_TESTS)
 
 # The kernels may evaluate both sides of a select, which lets loops with
 # conditions (relu, clamping, the NaN checks of src/ops/expf.h) vectorise.
@@ -43,6 +53,9 @@ $(BUILD)/obj/src/ops/%.o: CFLAGS += -fno-trapping-math
 # The optimizers' square roots: an instruction, not a call per element that
 # might set errno (their argument is never negative).
 $(BUILD)/obj/src/train/optimizer.o: CFLAGS += -fno-trapping-math -fno-math-errno
+
+$(BUILD)/obj/src/mpi/%.o: CPPFLAGS += $(MPI_CFLAGS)
+$(BUILD)/obj/src/mpi/%.o: include/nabla_mpi.h
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -58,10 +71,30 @@ $(BUILD)/libnabla.so: $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla.so.0 -o $@ $^ $(LDLIBS)
 
-$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h $(BUILD)/libnabla.a $(HEADERS)
+$(BUILD)/libnabla_mpi.a: $(MPI_OBJ)
+	@rm -f $@
+	@echo "  AR      $@"
+	$(Q)ar rcs $@ $^
+
+$(BUILD)/libnabla_mpi.so: $(MPI_OBJ) $(BUILD)/libnabla.so
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla_mpi.so.0 -o $@ $(MPI_OBJ) -L$(BUILD) -lnabla $(MPI_LIBS) $(LDLIBS)
+
+$(BUILD)/tests/mpi/%: tests/mpi/%.c $(BUILD)/libnabla_mpi.a $(BUILD)/libnabla.a include/nabla_mpi.h $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
+	$(Q)$(CC) $(CPPFLAGS) $(MPI_CFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla_mpi.a $(BUILD)/libnabla.a $(MPI_LIBS) $(LDLIBS)
+
+# mlp trains over MPI (--distributed) when libnabla_mpi is built.
+$(BUILD)/examples/mlp: CPPFLAGS += $(if $(HAVE_MPI),-DNB_WITH_MPI $(MPI_CFLAGS))
+$(BUILD)/examples/mlp: EXAMPLE_LIBS = $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a $(MPI_LIBS))
+$(BUILD)/examples/mlp: $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a include/nabla_mpi.h)
+
+$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h examples/fashion.h $(BUILD)/libnabla.a \
+                     $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(EXAMPLE_LIBS) $(BUILD)/libnabla.a $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c bench/bench_common.h $(BUILD)/libnabla.a include/nabla.h include/nabla_train.h
 	@mkdir -p $(dir $@)
@@ -144,6 +177,7 @@ test: deps-test
 
 test-plain: tests lib examples
 	@scripts/run-tests.sh "plain" $(TESTS)
+	@$(if $(HAVE_MPI),tests/mpi.sh $(BUILD),echo "mpi: skipped (apt-get install libopenmpi-dev openmpi-bin)")
 	@tests/examples.sh $(BUILD)
 	@tests/browser.sh $(BUILD)
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
@@ -178,9 +212,20 @@ install: lib
 	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)|' \
 	    nabla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
+ifneq ($(HAVE_MPI),)
+	install -m 644 include/nabla_mpi.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/libnabla_mpi.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0
+	ln -sf libnabla_mpi.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)|' \
+	    nabla_mpi.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc
+endif
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
+	      $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.a \
+	      $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0 \
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla.a \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0 \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc

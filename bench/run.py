@@ -17,6 +17,10 @@ tables of ratios measured in the same run.
   6. The LSTM of examples/charlm.c at batch 32, 16 steps, 128 units, on 1
      and 2 threads: nabla's step (charlm --bench) beside PyTorch's nn.LSTM
      and its loop of nn.LSTMCell steps (bench/torch_lstm.py).
+  7. Data-parallel training over MPI, when nabla was built with OpenMPI: the
+     MLP step at batch 256 on 1 and 2 processes of one thread each
+     (mpirun ... mlp --bench --distributed), with the time spent waiting
+     for the gradients' all-reduce.
 
     /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick]
 
@@ -131,6 +135,34 @@ def main():
     cnn_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
     print()
     lstm_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+    print()
+    mpi_table(args.build, 3 if args.quick else args.rounds)
+
+
+def mpi_table(build, rounds):
+    import shutil
+    if not shutil.which("mpirun") or not os.path.exists(os.path.join(build, "libnabla_mpi.a")):
+        print("Data-parallel table skipped: nabla was built without OpenMPI "
+              "(apt-get install libopenmpi-dev openmpi-bin, then make)")
+        return
+    base = ["mpirun", "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    print(f"Data-parallel MLP step over MPI, float32, Adam, batch 256 in all, 1 thread per process, median of {rounds}")
+    print(f"{'network':<15} | {'1 process ms':>12} | {'2 processes ms':>14} {'waiting ms':>10} {'speed-up':>8}")
+    for hidden in ("128", "256,256"):
+        times = {1: [], 2: []}
+        wait = []
+        for _ in range(rounds):
+            for np_ in (1, 2):
+                out = subprocess.run(base + ["-np", str(np_), os.path.join(build, "examples", "mlp"), "--bench",
+                                             "--distributed", "--hidden", hidden, "--batch", "256", "--threads", "1"],
+                                     check=True, capture_output=True, text=True).stdout
+                line = [l for l in out.splitlines() if "ms per step" in l][0]
+                times[np_].append(float(line.split(" ms per step")[0]))
+                if np_ == 2:
+                    wait.append(float(line.split(", ")[-1].split(" ms")[0]))
+        one, two = statistics.median(times[1]), statistics.median(times[2])
+        net = "784-" + hidden.replace(",", "-") + "-10"
+        print(f"{net:<15} | {one:>12.3f} | {two:>14.3f} {statistics.median(wait):>10.3f} {one / two:>7.2f}x")
 
 
 def cnn_table(build, rounds, quick, with_torch):

@@ -9,6 +9,12 @@
  * cross-entropy (classes along axis 0).
  *
  * The data comes from the Debian package dataset-fashion-mnist.
+ *
+ * With --distributed, under mpirun, the same network trains over MPI
+ * (include/nabla_mpi.h): every process draws the same global batches, takes
+ * its share of each, and the gradients are averaged across the processes
+ * before the optimizer's step, so that training follows the one-process run:
+ *     mpirun -np 2 build/examples/mlp --distributed
  */
 #include "cli.h"
 #include "fashion.h"
@@ -17,6 +23,10 @@
 #include <cblas.h>
 #include <math.h>
 #include <time.h>
+
+#ifdef NB_WITH_MPI
+#include "nabla_mpi.h"
+#endif
 
 static const char usage[] =
     "usage: mlp [options]\n"
@@ -38,7 +48,9 @@ static const char usage[] =
     "  --dot FILE         write the graph of one training step as Graphviz dot\n"
     "  --html FILE        write a page that steps through one training step's backward pass\n"
     "  --bench            time training steps on synthetic data (no files needed) and\n"
-    "                     print ms per step and examples per second\n";
+    "                     print ms per step and examples per second\n"
+    "  --distributed      train over MPI, run under mpirun (mpirun -np 2 build/examples/mlp\n"
+    "                     --distributed): each process takes its share of every batch\n";
 
 enum { MAX_LAYERS = 16 };
 
@@ -152,9 +164,90 @@ static int write_course_graph(nb_tape *tp, const char *path, const nb_tensor *lo
     return 0;
 }
 
+/* ---------------------------------------------------------------- --distributed */
+
+/* The few calls the program makes over MPI, in one place: without
+ * libnabla_mpi (OpenMPI's development files were not installed when it was
+ * built) --distributed is refused with what to install. */
+typedef struct {
+#ifdef NB_WITH_MPI
+    nb_dist *d;
+#endif
+    int rank, size;
+} dist;
+
+static bool dist_begin(dist *dd, int *argc, char ***argv) {
+#ifdef NB_WITH_MPI
+    MPI_Init(argc, argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &dd->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &dd->size);
+    dd->d = NULL;
+    return true;
+#else
+    (void)dd, (void)argc, (void)argv;
+    fprintf(stderr, "mlp: --distributed needs MPI: this mlp was built without it (apt-get install libopenmpi-dev "
+                    "openmpi-bin, then make)\n");
+    return false;
+#endif
+}
+
+/* Every process starts from process 0's parameters. */
+static bool dist_attach(dist *dd, nb_params *ps) {
+#ifdef NB_WITH_MPI
+    if (!(dd->d = nb_dist_new(ps, NULL))) fprintf(stderr, "mlp: %s\n", nb_last_error());
+    return dd->d != NULL;
+#else
+    (void)dd, (void)ps;
+    return false;
+#endif
+}
+
+/* This process's share [*begin, *end) of a global batch of count. */
+static void dist_share(const dist *dd, size_t count, size_t *begin, size_t *end) {
+#ifdef NB_WITH_MPI
+    if (dd->d) {
+        nb_dist_share(dd->d, count, begin, end);
+        return;
+    }
+#endif
+    (void)dd;
+    *begin = 0, *end = count;
+}
+
+/* Backward from this process's loss (NULL for an empty share), the
+ * gradients averaged over the processes, then the optimizer's step. */
+static nb_status dist_step(dist *dd, nb_optimizer *opt, nb_tensor *loss, size_t examples) {
+#ifdef NB_WITH_MPI
+    nb_status st = nb_dist_backward(dd->d, loss, examples);
+    return st == NB_OK ? nb_optimizer_step(opt) : st;
+#else
+    (void)dd, (void)opt, (void)loss, (void)examples;
+    return NB_ERR_STATE;
+#endif
+}
+
+static double dist_waited(const dist *dd) {
+#ifdef NB_WITH_MPI
+    return nb_dist_wait_seconds(dd->d);
+#else
+    (void)dd;
+    return 0;
+#endif
+}
+
+static void dist_end(dist *dd, bool failed) {
+#ifdef NB_WITH_MPI
+    if (failed && dd->d && dd->size > 1) nb_dist_abort(dd->d, 1); /* the others may be waiting for this one */
+    nb_dist_free(dd->d);
+    MPI_Finalize();
+#else
+    (void)dd, (void)failed;
+#endif
+}
+
 /* --bench: the training step on random images, timed after a warm-up. */
 static int run_bench(network *net, size_t batch, nb_optimizer_kind kind, double lr, uint64_t seed,
-                     int threads) {
+                     int threads, dist *dd) {
     nb_rng rng;
     nb_rng_seed(&rng, seed);
     nb_tape *tp = nb_tape_new();
@@ -170,34 +263,49 @@ static int run_bench(network *net, size_t batch, nb_optimizer_kind kind, double 
     nb_optimizer_opts oo;
     nb_optimizer_defaults(&oo, kind);
     oo.lr = lr;
-    if (!(opt = nb_optimizer_new(net->ps, &oo))) {
+    if (!(opt = nb_optimizer_new(net->ps, &oo)) || (dd->size && !dist_attach(dd, net->ps))) {
         fprintf(stderr, "mlp: %s\n", nb_last_error());
         goto done;
     }
+    /* Distributed: each process works on its share of the global batch
+     * (here the same columns of X for everyone, as the cost is the same). */
+    size_t begin, end;
+    dist_share(dd, batch, &begin, &end);
     long steps = 0;
     uint64_t allocs = 0;
-    double start = 0;
+    double start = 0, waited = 0;
     for (long i = 0;; i++) {
         if (i == 5) { /* warm: the tape is sized, the caches are hot */
             start = cli_seconds();
             allocs = nb_alloc_count();
+            waited = dist_waited(dd);
         }
         nb_tape_reset(tp);
         nb_params_zero_grad(net->ps);
-        nb_tensor *loss = nb_softmax_cross_entropy(tp, network_forward(tp, net, X, false), y, 0);
-        if (nb_optimizer_backward_step(opt, loss) != NB_OK) {
+        nb_tensor *Xs = dd->size ? nb_slice(tp, X, 0, (long)begin, (long)end, 1) : X;
+        nb_tensor *ys = dd->size ? nb_slice(tp, y, 0, (long)begin, (long)end, 1) : y;
+        nb_tensor *loss = end > begin ? nb_softmax_cross_entropy(tp, network_forward(tp, net, Xs, false), ys, 0) : NULL;
+        nb_status st = dd->size ? dist_step(dd, opt, loss, end - begin) : nb_optimizer_backward_step(opt, loss);
+        if (st != NB_OK) {
             fprintf(stderr, "mlp: %s\n", nb_last_error());
             goto done;
         }
         if (i >= 5) steps++;
-        if (i >= 5 && cli_seconds() - start > 2.0) break;
+        /* distributed: a fixed number of steps, the same on every process */
+        if (i >= 5 && (dd->size ? steps >= 300 : cli_seconds() - start > 2.0)) break;
     }
     double ms = 1e3 * (cli_seconds() - start) / (double)steps;
-    printf("network:");
-    for (int l = 0; l <= net->layers; l++) printf("%s%zu", l ? "-" : " ", net->sizes[l]);
-    printf(", %s, batch %zu, %d thread%s\n", nb_optimizer_name(kind), batch, threads, threads > 1 ? "s" : "");
-    printf("%.3f ms per step, %.0f examples/s over %ld steps, %llu allocations after warm-up\n", ms,
-           1e3 * (double)batch / ms, steps, (unsigned long long)(nb_alloc_count() - allocs));
+    double wait_ms = 1e3 * (dist_waited(dd) - waited) / (double)steps;
+    if (dd->rank == 0) {
+        printf("network:");
+        for (int l = 0; l <= net->layers; l++) printf("%s%zu", l ? "-" : " ", net->sizes[l]);
+        printf(", %s, batch %zu, %d thread%s", nb_optimizer_name(kind), batch, threads, threads > 1 ? "s" : "");
+        if (dd->size) printf(", %d processes", dd->size);
+        printf("\n%.3f ms per step, %.0f examples/s over %ld steps, %llu allocations after warm-up", ms,
+               1e3 * (double)batch / ms, steps, (unsigned long long)(nb_alloc_count() - allocs));
+        if (dd->size) printf(", %.3f ms per step waiting for the all-reduce", wait_ms);
+        printf("\n");
+    }
     status = 0;
 done:
     nb_optimizer_free(opt);
@@ -228,7 +336,7 @@ int main(int argc, char **argv) {
     const char *data = FASHION_DIR, *save = "build/mlp.nbp";
     const char *history = NULL, *plot = NULL, *dot = NULL, *html = NULL;
     long batch = 64, epochs = 10, seed = 1, threads = 1, limit = 0;
-    bool bench = false;
+    bool bench = false, distributed = false;
     double lr = 1e-3;
     nb_optimizer_kind kind = NB_OPT_ADAM;
     network net = {0};
@@ -262,14 +370,25 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
         else if (cli_is(&c, "--html")) html = cli_value(&c);
         else if (cli_is(&c, "--bench")) bench = true;
+        else if (cli_is(&c, "--distributed")) distributed = true;
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
+    if (distributed && (dot || html)) {
+        fprintf(stderr, "mlp: --dot and --html draw one process's step: leave out --distributed\n");
+        return 2;
+    }
+    dist dd = {.rank = 0, .size = 0}; /* size 0: one process, no MPI */
+    if (distributed && !dist_begin(&dd, &argc, &argv)) return 1;
     if (nb_set_threads((int)threads) != NB_OK) {
         fprintf(stderr, "mlp: %s\n", nb_last_error());
         return 1;
     }
-    if (bench) return run_bench(&net, (size_t)batch, kind, lr, (uint64_t)seed, (int)threads);
+    if (bench) {
+        int st = run_bench(&net, (size_t)batch, kind, lr, (uint64_t)seed, (int)threads, &dd);
+        if (distributed) dist_end(&dd, st != 0);
+        return st;
+    }
 
     fashion f = {NULL, NULL, NULL, NULL};
     int status = 1;
@@ -301,13 +420,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mlp: %s\n", nb_last_error());
         goto done;
     }
-    printf("network:");
-    for (int l = 0; l <= net.layers; l++) printf("%s%zu", l ? "-" : " ", net.sizes[l]);
-    printf(" (%s), %s lr %g, batch %ld, %ld epochs, %zu training images, %ld thread%s\n",
-           net.act == ACT_RELU ? "relu" : net.act == ACT_SIGMOID ? "sigmoid" : "tanh",
-           nb_optimizer_name(kind), lr, batch, epochs, n_train, threads, threads > 1 ? "s" : "");
+    /* Distributed: every process starts from process 0's parameters and
+     * draws the same batches (the same seed). */
+    if (distributed && !dist_attach(&dd, net.ps)) goto done;
+    if (dd.rank == 0) printf("network:");
+    for (int l = 0; l <= net.layers && dd.rank == 0; l++) printf("%s%zu", l ? "-" : " ", net.sizes[l]);
+    if (dd.rank == 0)
+        printf(" (%s), %s lr %g, batch %ld, %ld epochs, %zu training images, %ld thread%s%s\n",
+               net.act == ACT_RELU ? "relu" : net.act == ACT_SIGMOID ? "sigmoid" : "tanh", nb_optimizer_name(kind), lr,
+               batch, epochs, n_train, threads, threads > 1 ? "s" : "", distributed ? " per process" : "");
+    if (distributed && dd.rank == 0)
+        printf("over MPI: %d processes, each with its share of every batch of %ld\n", dd.size, batch);
 
-    progress = nb_progress_new(stderr, epochs, (long)nb_batcher_batches(&batches), false);
+    /* progress from process 0 only */
+    if (dd.rank == 0) progress = nb_progress_new(stderr, epochs, (long)nb_batcher_batches(&batches), false);
     for (long epoch = 1; epoch <= epochs; epoch++) {
         const size_t *idx;
         size_t count, seen = 0;
@@ -316,6 +442,17 @@ int main(int argc, char **argv) {
         while (nb_batcher_next(&batches, &idx, &count)) {
             nb_tape_reset(tp);
             nb_params_zero_grad(net.ps);
+            size_t begin, end;
+            dist_share(&dd, count, &begin, &end);
+            if (distributed && end == begin) { /* nothing of this batch here: the others' gradient */
+                if (dist_step(&dd, opt, NULL, 0) != NB_OK) {
+                    fprintf(stderr, "\nmlp: %s\n", nb_last_error());
+                    goto done;
+                }
+                step++;
+                continue;
+            }
+            idx += begin, count = end - begin;
             nb_tensor *Xb = image_batch(tp, X, idx, count), *yb = nb_gather_rows(tp, y, idx, count);
             bool picture = (dot || html) && epoch == 1 && step == 0;
             nb_tape_set_explain(tp, picture);
@@ -336,6 +473,8 @@ int main(int argc, char **argv) {
                 }
                 if (st == NB_OK && dot && write_course_graph(tp, dot, loss, &net, count)) goto done;
                 if (st == NB_OK) st = nb_optimizer_step(opt);
+            } else if (distributed) {
+                st = dist_step(&dd, opt, loss, count);
             } else {
                 st = nb_optimizer_backward_step(opt, loss);
             }
@@ -348,8 +487,14 @@ int main(int argc, char **argv) {
             seen += count;
             nb_progress_step(progress, epoch, step++, loss_sum / (double)seen, right / (double)seen, count);
         }
-        nb_progress_epoch(progress, epoch, loss_sum / (double)seen, right / (double)seen,
-                          evaluate(tp, &net, Xt, yt, NULL));
+        /* every process holds the same parameters: process 0 evaluates */
+        if (dd.rank == 0)
+            nb_progress_epoch(progress, epoch, loss_sum / (double)seen, right / (double)seen,
+                              evaluate(tp, &net, Xt, yt, NULL));
+    }
+    if (dd.rank != 0) { /* the rest is process 0's */
+        status = 0;
+        goto done;
     }
     size_t confusion[100];
     double accuracy = evaluate(tp, &net, Xt, yt, confusion);
@@ -379,6 +524,7 @@ int main(int argc, char **argv) {
            reloaded == accuracy ? "the same" : "DIFFERENT");
     status = reloaded == accuracy ? 0 : 1;
 done:
+    if (distributed) dist_end(&dd, status != 0);
     nb_progress_free(progress);
     nb_batcher_free(&batches);
     nb_optimizer_free(opt);

@@ -2,7 +2,7 @@
 # Checks that the Debian packages nabla needs are installed.  As root it
 # installs the missing ones; otherwise it prints the exact apt-get line.
 #   scripts/deps.sh build   what the library, examples and demo need
-#   scripts/deps.sh test    that, plus the test framework, numpy and a word list
+#   scripts/deps.sh test    that, plus the test framework, numpy, a word list and OpenMPI
 #   scripts/deps.sh fuzz    that, plus clang and libFuzzer
 #   scripts/deps.sh static  that, plus clang, cppcheck, clang-tidy and valgrind
 set -u
@@ -20,9 +20,11 @@ checks=(
 )
 if [ "$what" = test ]; then
   # numpy: the safetensors test reads and writes files from Python with it;
-  # wamerican: the word list examples/charlm learns from
+  # wamerican: the word list examples/charlm learns from; OpenMPI: the
+  # data-parallel library and its tests (libnabla_mpi)
   checks+=("libcmocka-dev:pkg-config --exists cmocka" "python3-numpy:/usr/bin/python3 -c 'import numpy'"
-           "wamerican:test -r /usr/share/dict/words")
+           "wamerican:test -r /usr/share/dict/words"
+           "libopenmpi-dev:pkg-config --exists ompi-c" "openmpi-bin:command -v mpirun")
 fi
 if [ "$what" = static ]; then
   checks+=("clang:command -v clang" "cppcheck:command -v cppcheck" "clang-tidy:command -v clang-tidy"

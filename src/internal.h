@@ -253,6 +253,12 @@ struct nb_tape {
     int n_scopes, cap_scopes, current_scope;
     void *scratch;         /* see nb_tape_scratch */
     size_t scratch_bytes;
+    /* Called after each entry's backward, like `hook`, but for the
+     * library's own use (data-parallel training starts sending a
+     * parameter's gradient as soon as it is final): unlike `hook` it does
+     * not turn off the shared gradients and the fused SGD update. */
+    nb_backward_hook progress;
+    void *progress_user;
 };
 
 /* Working memory for one entry's forward or backward, gone when it returns

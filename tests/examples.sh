@@ -69,6 +69,24 @@ if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
 else
   skipped=$((skipped + 1)); echo "skipped: mlp (apt-get install dataset-fashion-mnist)"
 fi
+# mlp over MPI: two processes train as one would, when nabla was built with
+# OpenMPI (not in the sanitizer build: OpenMPI's own allocations would be
+# reported as leaks)
+if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v mpirun > /dev/null &&
+   [ -e "${1:-build}/libnabla_mpi.a" ] && case "$bin" in *sanitize*) false ;; *) true ;; esac; then
+  root=; [ "$(id -u)" = 0 ] && root=--allow-run-as-root
+  check "mlp --distributed on 2 processes" bash -c "timeout 300 mpirun $root --oversubscribe -np 2 '$bin/mlp' \
+      --distributed --epochs 1 --train-limit 3000 --hidden 64 --save '$tmp/mlp-dist.nbp' > '$tmp/last' 2>&1 &&
+    grep -q 'over MPI: 2 processes' '$tmp/last' && grep -q 'reloaded model: test accuracy .* (the same)' '$tmp/last' &&
+    awk '/^test accuracy:/ {ok = (\$3 >= 0.70)} END {exit !ok}' '$tmp/last'"
+  check "mlp --bench --distributed on 2 processes" bash -c "timeout 120 mpirun $root --oversubscribe -np 2 \
+      '$bin/mlp' --bench --distributed --hidden 32 --batch 64 > '$tmp/last' 2>&1 &&
+    grep -Eq 'ms per step, .* 0 allocations after warm-up, [0-9.]+ ms per step waiting for the all-reduce' '$tmp/last'"
+else
+  skipped=$((skipped + 1)); echo "skipped: mlp --distributed (needs the data, OpenMPI and a plain build)"
+fi
+check "mlp --distributed with --dot" bash -c "'$bin/mlp' --distributed --dot '$tmp/x.dot' > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q 'leave out --distributed' '$tmp/last'"
 check "mlp missing data" bash -c "'$bin/mlp' --data /nonexistent > '$tmp/last' 2>&1; test \$? = 1 &&
   grep -q 'cannot open /nonexistent/train-images-idx3-ubyte.gz' '$tmp/last' &&
   grep -q 'apt-get install dataset-fashion-mnist' '$tmp/last'"

@@ -262,6 +262,7 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
         if (tp->status == NB_OK && tp->anomaly) nb_anomaly_backward(tp, e);
         if (tp->status != NB_OK) return tp->status;
         if (tp->hook) tp->hook(tp, i, tp->hook_user);
+        if (tp->progress) tp->progress(tp, i, tp->progress_user);
     }
     return NB_OK;
 }
