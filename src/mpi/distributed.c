@@ -349,7 +349,7 @@ nb_dist *nb_dist_new(nb_params *ps, const nb_dist_opts *opts) {
         }
         st = agree(d, st, who, "comparing the parameters");
     }
-    if (st == NB_OK) {
+    if (st == NB_OK && mine && first) { /* (both allocated: st would say otherwise) */
         for (size_t i = 0; i < d->n; i++) mine[i] = first[i] = signature(d->params[i]);
         err = MPI_Bcast(first, (int)d->n, MPI_UINT64_T, 0, d->comm);
         if (err != MPI_SUCCESS) st = mpi_failed(err, who, "comparing the parameters");
