@@ -644,26 +644,45 @@ typedef struct {
     const char *name;
 } nb_dot_symbol;
 
+/* A symbol for one axis of one tensor, which wins over the symbols by size:
+ * {"W[2]", 0, "n[2]"} names W[2]'s first axis n[2] where a size symbol
+ * {1, "n[2]"} would also rename b[1]'s (n[1], 1). */
+typedef struct {
+    const char *tensor; /* the tensor's name */
+    int axis;
+    const char *name;
+} nb_dot_axis_symbol;
+
 typedef struct {
     const nb_tensor *loss;     /* coloured as the loss; default: last entry's output */
     size_t max_values;         /* print values in full up to this size; default 12 */
     bool show_values;          /* default true */
     bool show_grads;           /* default true */
     const char *title;         /* graph label; default none */
-    /* Edges carry how the gradient reaches each input: the local derivative
-     * (dy/dx = σ(x)(1−σ(x)), ...) or the product (G · Bᵀ), and after a
-     * backward in explain mode the numbers: upstream × local = contribution.
-     * Default true. */
+    /* Edges carry how the gradient reaches each input, written with the
+     * tensors' own names: the local derivative of an element-wise op
+     * (∂A/∂Z = A(1-A)) or the whole product of the others
+     * (∂E/∂W = ∂E/∂Z · Xᵀ), and after a backward in explain mode the
+     * numbers: upstream × local = contribution.  Edges into tensors that
+     * need no gradient (data, targets, class labels) are grey and carry
+     * nothing.  Default true. */
     bool chain_rule;
     bool clusters;             /* draw named scopes as clusters; default false */
     const nb_dot_symbol *symbols; /* course notation for shapes; default none */
     size_t n_symbols;
-    /* Gradient-check overlay: these tensors are coloured by their worst
-     * relative error (green, orange, red), with the figure in the label. */
+    const nb_dot_axis_symbol *axis_symbols; /* per tensor and axis; default none */
+    size_t n_axis_symbols;
+    /* Gradient-check overlay: these tensors are bordered by their worst
+     * relative error (green below 1e-4, orange below 1e-3, red above), with
+     * the figure in the label. */
     nb_tensor *const *checked;
     const double *checked_errors;
     size_t n_checked;
     size_t highlight;          /* 1 + index of an entry to highlight; 0 for none */
+    /* "LR" (left to right, the default for a .dot file) or "TB" (top to
+     * bottom); NULL for the default, which for nb_backward_html is "TB" when
+     * the graph is much wider than tall. */
+    const char *rankdir;
 } nb_dot_opts;
 
 void nb_dot_default_opts(nb_dot_opts *opts);
@@ -686,9 +705,11 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
  * (if not NULL) receives their number. */
 nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts *opts,
                              size_t *n_frames);
-/* Writes one self-contained HTML page (the frames as inline SVG, no network
- * needed) that steps through them with buttons, a slider and the arrow
- * keys. */
+/* Writes one self-contained HTML page (no network needed) for a projector:
+ * one SVG laid out once from the frame with the most text, so that nothing
+ * moves between frames, whose labels change as you step (buttons, slider,
+ * arrow keys; #frame=N in the address); pan and zoom (wheel, drag, + and -,
+ * fit, 1:1); the legend in a side panel; 14-pixel text at natural size. */
 nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
                            const nb_dot_opts *opts);
 

@@ -227,7 +227,7 @@ static void test_pictures_anomaly_no_grad_and_memory(void **state) {
     FILE *f = open_memstream(&buf, &len);
     assert_int_equal(nb_dot_write(tp, f, NULL), NB_OK);
     fclose(f);
-    assert_message_has(buf, "my_softplus", "σ(x)", "× 0.5 = 0.5", "× 0.7311 = 0.7311");
+    assert_message_has(buf, "my_softplus", "∂t1/∂t0 = σ(t0)", "× 0.5 = 0.5", "× 0.7311 = 0.7311");
     free(buf);
     char page[] = "/tmp/nabla-custom-XXXXXX";
     int fd = mkstemp(page);

@@ -44,26 +44,62 @@ static char *dot_of(nb_tape *tp, const nb_dot_opts *opts) {
     return buf;
 }
 
+/* The label of node `name` in a dot text: from its label=" to the end of
+ * the line (cut in a copy the caller frees). */
+static char *node_label(const char *dot, const char *name) {
+    char key[80];
+    snprintf(key, sizeof key, "label=\"%s\\n", name);
+    const char *at = strstr(dot, key);
+    if (!at) {
+        snprintf(key, sizeof key, "label=\"%s\"", name);
+        at = strstr(dot, key);
+    }
+    assert_non_null(at);
+    return strndup(at, strcspn(at, "\n"));
+}
+
+static size_t count_of(const char *s, const char *what) {
+    size_t n = 0;
+    for (const char *at = strstr(s, what); at; at = strstr(at + 1, what)) n++;
+    return n;
+}
+
 static void test_dot_content(void **state) {
     (void)state;
     model m = make_model();
     nb_tape *tp = nb_tape_new();
     nb_tensor *loss = build(tp, &m);
     char *before = dot_of(tp, NULL);
-    assert_message_has(before, "digraph nabla", "W[1]\\n(3, 1) f64", "value [0.1]\\n[-0.2]\\n[0.3]", "value [1, 2, 3]\\n[4, 5, 6]",
-                       "grad not computed", "y \\\"label\\\"", "matmul", "bce_logits",
-                       "legend", "parameter", "#ffe599", "#f4cccc",
-                       "t0 -> op0 [label=\"a: ∂L/∂a = G · op(B)ᵀ\"]", "op0 -> t2");
-    /* Data needs no gradient, and says so. */
-    assert_message_has(before, "none (no gradient needed)");
+    assert_message_has(before, "digraph nabla", "W[1]\\n(3, 1)\\nvalue [0.1]\\n[-0.2]\\n[0.3]\\ngrad: not computed",
+                       "value [1, 2, 3]\\n[4, 5, 6]", "y \\\"label\\\"", "matmul", "bce_logits", "legend",
+                       "parameter", "#ffe599", "#f4cccc",
+                       /* the product's gradient in the lesson's names, and the loss's own name */
+                       "t1 -> op0 [label=\"∂loss/∂W[1] = Xᵀ · ∂loss/∂t2\"]", "op0 -> t2",
+                       /* the loss's op: upstream 1, N the number of elements */
+                       "∂loss/∂Z[1] = (σ(Z[1])−y \\\"label\\\")/2\"",
+                       /* the legend says what the edge text is */
+                       "edges: how the gradient comes back");
+    /* One dtype throughout: none is written. */
+    assert_null(strstr(before, "f64"));
+    assert_null(strstr(before, "float64"));
+    /* No gradient flows into the data or the target: grey edges, no formula,
+     * and no grad line on their nodes. */
+    assert_message_has(before, "t0 -> op0 [color=\"#aaaaaa\", style=dashed, label=\"\"]",
+                       "t5 -> op2 [color=\"#aaaaaa\", style=dashed, label=\"\"]");
+    char *y_label = node_label(before, "y \\\"label\\\"");
+    assert_null(strstr(y_label, "grad"));
+    free(y_label);
     assert_int_equal(nb_backward(loss), NB_OK);
     char *after = dot_of(tp, NULL);
-    /* Every parameter and intermediate now shows numbers for its gradient. */
+    /* Every parameter and intermediate now shows numbers for its gradient:
+     * dE/dW = Xᵀ (σ(z) − y)/2 with z = (1.1, 1.7). */
     assert_null(strstr(after, "not computed"));
-    char *w_line = strstr(after, "label=\"W[1]");
-    assert_non_null(w_line);
-    *strchr(w_line, '\n') = '\0';
-    assert_message_has(w_line, "grad [");
+    double d0 = (1 / (1 + exp(-1.1)) - 0) / 2, d1 = (1 / (1 + exp(-1.7)) - 1) / 2;
+    char expect[128];
+    snprintf(expect, sizeof expect, "grad [%.4g]\\n[%.4g]\\n[%.4g]", 1 * d0 + 4 * d1, 2 * d0 + 5 * d1, 3 * d0 + 6 * d1);
+    char *w_label = node_label(after, "W[1]");
+    assert_message_has(w_label, expect);
+    free(w_label);
     free(before);
     free(after);
     /* Large tensors are summarised. */
@@ -71,8 +107,15 @@ static void test_dot_content(void **state) {
     nb_tensor *big = nb_zeros(tp, NB_F32, NB_SHAPE(10, 10));
     nb_sigmoid(tp, big);
     char *summary = dot_of(tp, NULL);
-    assert_message_has(summary, "(10, 10) f32", "min 0  mean 0  max 0", "min 0.5  mean 0.5");
+    assert_message_has(summary, "(10, 10)", "min 0, mean 0, max 0", "min 0.5, mean 0.5, max 0.5");
     free(summary);
+    /* Mixed dtypes are the one case that names them. */
+    nb_tape_reset(tp);
+    nb_tensor *x32 = nb_ones(tp, NB_F32, NB_SHAPE(2));
+    nb_add(tp, nb_cast(tp, x32, NB_F64), nb_ones(tp, NB_F64, NB_SHAPE(2)));
+    char *mixed = dot_of(tp, NULL);
+    assert_message_has(mixed, "(2,) float32", "(2,) float64");
+    free(mixed);
     nb_tape_free(tp);
     nb_tensor_free(m.W);
     nb_tensor_free(m.b);
@@ -81,48 +124,80 @@ static void test_dot_content(void **state) {
 /* The chain rule on the edges, for a scalar example worked by hand:
  *   y = sigmoid(w * x) + w,  w = 0.5, x = 2:  z = 1, s = sigmoid(1) = 0.7311
  *   edge w -> mul:     ∂z/∂w = x = 2;    upstream ∂y/∂z = s(1-s) = 0.1966;  adds 0.3932
- *   edge z -> sigmoid: ∂s/∂z = s(1 - s); upstream 1: 1 × 0.1966 = 0.1966
+ *   edge z -> sigmoid: ∂s/∂z = s(1 - s), in the output's name; upstream 1: 1 × 0.1966 = 0.1966
  *   edge w -> add:     ∂y/∂w = 1:        1 × 1 = 1
- *   w feeds two ops, so its gradient is 0.3932 + 1 = 1.393. */
+ *   w feeds two ops, so its gradient is 1 + 0.3932 = 1.393 (the terms in
+ *   the order backward adds them). */
 static void test_chain_rule_on_edges(void **state) {
     (void)state;
     nb_tape *tp = nb_tape_new();
     nb_tape_set_explain(tp, true);
     nb_tensor *w = nb_scalar(NULL, NB_F64, 0.5), *x = nb_scalar(tp, NB_F64, 2);
     nb_tensor_set_name(w, "w");
+    nb_tensor_set_name(x, "x");
     nb_requires_grad(w, true);
     nb_tensor *z = nb_mul(tp, w, x);
-    nb_tensor *y = nb_add(tp, nb_sigmoid(tp, z), w);
+    nb_tensor_set_name(z, "z");
+    nb_tensor *s = nb_sigmoid(tp, z);
+    nb_tensor_set_name(s, "s");
+    nb_tensor *y = nb_add(tp, s, w);
+    nb_tensor_set_name(y, "y");
     assert_int_equal(nb_backward(y), NB_OK);
     char *dot = dot_of(tp, NULL);
-    assert_message_has(dot, "t0 -> op0 [label=\"a: ∂y/∂a = b\\n0.1966 × 2 = 0.3932",
-                       "∂y/∂x = σ(x)(1-σ(x))\\n1 × 0.1966 = 0.1966",
-                       "b: ∂y/∂b = 1\\n1 × 1 = 1",
-                       "grad [1.393]\\n= 0.3932 + 1 (two uses)");
+    assert_message_has(dot, "t0 -> op0 [label=\"∂z/∂w = x\\n0.1966 × 2 = 0.3932\"]",
+                       "t2 -> op1 [label=\"∂s/∂z = s(1-s)\\n1 × 0.1966 = 0.1966\"]",
+                       "t0 -> op2 [label=\"∂y/∂w = 1\\n1 × 1 = 1\"]",
+                       /* a scalar has no "()" and no brackets */
+                       "label=\"w\\nvalue 0.5\\ngrad 1.393\\n= 1 + 0.3932 (2 uses)\"");
     free(dot);
-    /* Matrices: the contribution is summarised, and a matmul edge names its product. */
+
+    /* An input used twice by one op: y = a * a, a = sigmoid(1) = 0.7311.
+     * One edge, ∂y/∂a = 2a = 1.462; a has one use, not two. */
+    nb_tape_reset(tp);
+    nb_tensor *one = nb_scalar(NULL, NB_F64, 1);
+    nb_tensor_set_name(one, "u");
+    nb_requires_grad(one, true);
+    nb_tensor *a = nb_sigmoid(tp, one);
+    nb_tensor_set_name(a, "a");
+    nb_tensor *sq = nb_mul(tp, a, a);
+    nb_tensor_set_name(sq, "q");
+    assert_int_equal(nb_backward(sq), NB_OK);
+    dot = dot_of(tp, NULL);
+    assert_message_has(dot, "t1 -> op1 [label=\"∂q/∂a = 2a\\n1 × 1.462 = 1.462\"]");
+    assert_int_equal(count_of(dot, "t1 -> op1"), 1);
+    assert_null(strstr(dot, "uses"));
+    free(dot);
+    nb_tensor_free(one);
+
+    /* Matrices: the contribution in the lesson's names, then its values. */
     nb_tape_reset(tp);
     nb_tensor *W = nb_ones(NULL, NB_F64, NB_SHAPE(2, 2)), *X = nb_ones(tp, NB_F64, NB_SHAPE(2, 3));
+    nb_tensor_set_name(W, "W");
+    nb_tensor_set_name(X, "X");
     nb_requires_grad(W, true);
-    nb_backward(nb_sum(tp, nb_matmul(tp, W, X)));
+    nb_tensor *P = nb_matmul(tp, W, X);
+    nb_tensor_set_name(P, "P");
+    nb_tensor *E = nb_sum(tp, P);
+    nb_tensor_set_name(E, "E");
+    nb_backward(E);
     dot = dot_of(tp, NULL);
-    /* d sum(W X)/dW = 1 · Xᵀ = 3 everywhere */
-    assert_message_has(dot, "a: ∂L/∂a = G · op(B)ᵀ\\nadds [3, 3]\\n[3, 3]", "∂L/∂x = G spread over x");
+    /* dE/dW = 1 · Xᵀ = 3 everywhere */
+    assert_message_has(dot, "∂E/∂W = ∂E/∂P · Xᵀ\\n= [3, 3]\\n[3, 3]", "∂E/∂P = 1 spread over P");
     free(dot);
     /* Without explain mode, formulas only. */
     nb_tape_set_explain(tp, false);
     nb_zero_grad(W);
     nb_backward(nb_sum(tp, nb_matmul(tp, W, X)));
     dot = dot_of(tp, NULL);
-    assert_null(strstr(dot, "adds"));
+    assert_null(strstr(dot, "\\n= ["));
     free(dot);
     nb_tensor_free(W);
     nb_tensor_free(w);
     nb_tape_free(tp);
 }
 
-/* Course notation, scopes as clusters, the gradcheck overlay and a
- * highlighted entry. */
+/* Course notation (symbols by size and per tensor axis), scopes as
+ * clusters, the gradcheck overlay as a border and a highlighted entry. */
 static void test_layers_overlay_and_highlight(void **state) {
     (void)state;
     nb_tape *tp = nb_tape_new();
@@ -141,25 +216,34 @@ static void test_layers_overlay_and_highlight(void **state) {
     nb_scope_end(tp);
     nb_tensor *loss = nb_mean(tp, A);
     nb_backward(loss);
-    const nb_dot_symbol symbols[] = {{3, "n[0]"}, {4, "n[1]"}, {5, "m"}};
+    /* 1 is both b[1]'s second size and a size of nothing else; the size
+     * table alone would call it m.  The per-axis symbol wins. */
+    const nb_dot_symbol symbols[] = {{3, "n[0]"}, {4, "n[1]"}, {5, "m"}, {1, "m"}};
+    const nb_dot_axis_symbol axes[] = {{"b[1]", 1, "1"}};
     nb_tensor *checked[2] = {W1, b1};
     const double errors[2] = {3e-9, 0.02};
     nb_dot_opts o;
     nb_dot_default_opts(&o);
     o.clusters = true;
     o.symbols = symbols;
-    o.n_symbols = 3;
+    o.n_symbols = 4;
+    o.axis_symbols = axes;
+    o.n_axis_symbols = 1;
     o.checked = checked;
     o.checked_errors = errors;
     o.n_checked = 2;
     o.highlight = 2; /* entry 1: the add */
     char *dot = dot_of(tp, &o);
-    assert_message_has(dot, "W[1]\\n(n[1], n[0]) f64", "Z[1]\\n(n[1], m) f64",
+    assert_message_has(dot, "W[1]\\n(n[1], n[0])", "Z[1]\\n(n[1], m)", "b[1]\\n(n[1], 1)",
                        "subgraph cluster_scope0 {\n    label=\"layer 1\"",
                        "subgraph cluster_scope1 {\n    label=\"activation\"",
-                       "fillcolor=\"#b6d7a8\", label=\"W[1]", "gradcheck: worst rel. error 3e-09",
-                       "fillcolor=\"#ea9999\", label=\"b[1]", "gradcheck: worst rel. error 0.02",
-                       "op1 [shape=ellipse, style=filled, fillcolor=\"#e06666\", penwidth=3");
+                       /* gradcheck as the border; the fill stays the role's */
+                       "fillcolor=\"#ffe599\", color=\"#6aa84f\", penwidth=3, label=\"W[1]",
+                       "gradcheck: worst rel. error 3e-09",
+                       "fillcolor=\"#ffe599\", color=\"#cc0000\", penwidth=3, label=\"b[1]",
+                       "gradcheck: worst rel. error 0.02", "gradcheck border",
+                       /* the highlight is blue: not the loss's or gradcheck's colour */
+                       "op1 [shape=ellipse, style=filled, fillcolor=\"#3c78d8\"");
     /* The activation cluster nests inside the layer's. */
     char *outer = strstr(dot, "cluster_scope0"), *inner = strstr(dot, "cluster_scope1");
     assert_true(outer && inner && inner > outer);
@@ -170,13 +254,45 @@ static void test_layers_overlay_and_highlight(void **state) {
     fclose(f);
     assert_int_equal(system("dot -Tsvg /tmp/nabla-layers.dot -o /dev/null"), 0);
     unlink("/tmp/nabla-layers.dot");
+    /* A layout direction that Graphviz does not know is refused, by name. */
+    o.rankdir = "sideways";
+    f = fopen("/dev/null", "w");
+    assert_int_equal(nb_dot_write(tp, f, &o), NB_ERR_ARG);
+    fclose(f);
+    assert_message_has(nb_last_error(), "nb_dot_write", "rankdir", "sideways", "\"TB\"");
+    o.rankdir = "TB";
+    dot = dot_of(tp, &o);
+    assert_message_has(dot, "rankdir=TB;");
+    free(dot);
     nb_tensor_free(W1);
     nb_tensor_free(b1);
     nb_tape_free(tp);
 }
 
+/* The text of frame i in dir (the caller frees it). */
+static char *read_frame(const char *dir, size_t i) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/frame_%03zu.dot", dir, i);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *buf = calloc(1, 65536);
+    assert_true(fread(buf, 1, 65535, f) > 0);
+    fclose(f);
+    return buf;
+}
+
+static void remove_frames(const char *dir, size_t n) {
+    char path[128];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/frame_%03zu.dot", dir, i);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 /* Step-by-step frames: one before backward and one per processed entry,
- * each highlighting its entry, each accepted by Graphviz. */
+ * each highlighting its entry, each accepted by Graphviz; every number is
+ * from the moment the frame shows. */
 static void test_backward_frames(void **state) {
     (void)state;
     char dir[] = "/tmp/nabla-frames-XXXXXX";
@@ -184,38 +300,107 @@ static void test_backward_frames(void **state) {
     model m = make_model();
     nb_tape *tp = nb_tape_new();
     nb_tensor *loss = build(tp, &m);
+    /* A backward pass in explain mode first, as a lesson that trains before
+     * it draws: its numbers must not leak into frame 0. */
+    nb_tape_set_explain(tp, true);
+    assert_int_equal(nb_backward(loss), NB_OK);
+    nb_zero_grad(m.W);
+    nb_zero_grad(m.b);
     size_t n = 0;
     assert_int_equal(nb_backward_frames(loss, dir, NULL, &n), NB_OK);
     /* entries: matmul, add, bce_logits; all lead to the parameters */
     assert_int_equal(n, 1 + 3);
     assert_false(nb_tape_status(tp));
-    /* the parameters keep the gradients they had: none */
-    assert_false(nb_has_grad(m.b));
-    char path[128], cmd[256];
-    const char *expect[4] = {NULL, "op2 [shape=ellipse, style=filled, fillcolor=\"#e06666\"",
-                             "op1 [shape=ellipse, style=filled, fillcolor=\"#e06666\"",
-                             "op0 [shape=ellipse, style=filled, fillcolor=\"#e06666\""};
+    char cmd[256];
+    const char *expect[4] = {NULL, "op2 [shape=ellipse, style=filled, fillcolor=\"#3c78d8\"",
+                             "op1 [shape=ellipse, style=filled, fillcolor=\"#3c78d8\"",
+                             "op0 [shape=ellipse, style=filled, fillcolor=\"#3c78d8\""};
     for (size_t i = 0; i < n; i++) {
-        snprintf(path, sizeof path, "%s/frame_%03zu.dot", dir, i);
-        snprintf(cmd, sizeof cmd, "dot -Tsvg %s -o /dev/null", path);
+        snprintf(cmd, sizeof cmd, "dot -Tsvg %s/frame_%03zu.dot -o /dev/null", dir, i);
         assert_int_equal(system(cmd), 0);
-        FILE *f = fopen(path, "r");
-        char buf[16384] = {0};
-        assert_true(fread(buf, 1, sizeof buf - 1, f) > 0);
-        fclose(f);
+        char *buf = read_frame(dir, i);
         if (expect[i])
             assert_message_has(buf, expect[i]);
         else
-            assert_null(strstr(buf, "#e06666")); /* nothing highlighted yet */
-        if (i == 1) assert_message_has(buf, "W[1]", "grad not computed"); /* not reached yet */
-        if (i == 3) assert_null(strstr(buf, "not computed"));
-        unlink(path);
+            assert_null(strstr(buf, "#3c78d8")); /* nothing highlighted yet */
+        /* the ops are numbered in backward order */
+        assert_message_has(buf, "label=\"bce_logits\\nbackward step 1\"", "label=\"matmul\\nbackward step 3\"");
+        char *w = node_label(buf, "W[1]"), *b = node_label(buf, "b[1]"), *z = node_label(buf, "Z[1]");
+        char *loss_node = node_label(buf, "loss");
+        if (i == 0) {
+            /* The forward pass: no gradient anywhere, on nodes or edges. */
+            assert_null(strstr(buf, "grad ["));
+            for (const char *line = buf; line; line = strchr(line + 1, '\n')) {
+                if (!strstr(line, " -> op") || strstr(line, " -> op") > strchr(line + 1, '\n')) continue;
+                char *edge = strndup(line, strcspn(line + 1, "\n") + 1);
+                assert_null(strstr(edge, " × "));
+                assert_null(strstr(edge, "\\n= ["));
+                free(edge);
+            }
+            assert_message_has(z, "grad: not yet");
+            assert_message_has(loss_node, "grad: not yet");
+        }
+        if (i == 1) {
+            assert_message_has(loss_node, "grad 1 (∂loss/∂loss = 1)");
+            assert_message_has(w, "grad: not yet"); /* not reached yet */
+            assert_message_has(z, "grad [");
+        }
+        if (i == 3) assert_null(strstr(buf, "not yet"));
+        /* The same number of lines in every frame, so one layout fits all. */
+        static size_t w_lines;
+        size_t lines = count_of(w, "\\n");
+        if (i == 0) w_lines = lines;
+        assert_int_equal(lines, w_lines);
+        free(w);
+        free(b);
+        free(z);
+        free(loss_node);
+        free(buf);
     }
-    rmdir(dir);
+    remove_frames(dir, n);
     assert_int_equal(nb_backward_frames(NULL, dir, NULL, NULL), NB_ERR_STATE);
     nb_tape_free(tp);
     nb_tensor_free(m.W);
     nb_tensor_free(m.b);
+}
+
+/* A tensor used twice shows its partial gradient after the first use's
+ * backward and the sum after the second:
+ *   E = sum(u * 3 + exp(u)), u = 0.5 (one element):
+ *   the add runs first: both uses wait on it, then exp gives e^0.5 = 1.649
+ *   (partial: 1 of 2 uses), then the scale gives 3: 4.649 = 3 + 1.649. */
+static void test_frames_mark_partial_and_final(void **state) {
+    (void)state;
+    char dir[] = "/tmp/nabla-frames-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *u = nb_from_array(NULL, NB_F64, NB_SHAPE(1), ((double[]){0.5}));
+    nb_tensor_set_name(u, "u");
+    nb_requires_grad(u, true);
+    nb_tensor *three_u = nb_scale(tp, u, 3);
+    nb_tensor_set_name(three_u, "v");
+    nb_tensor *e = nb_exp(tp, u);
+    nb_tensor_set_name(e, "w");
+    nb_tensor *s = nb_add(tp, three_u, e);
+    nb_tensor_set_name(s, "s");
+    nb_tensor *E = nb_sum(tp, s);
+    nb_tensor_set_name(E, "E");
+    size_t n = 0;
+    assert_int_equal(nb_backward_frames(E, dir, NULL, &n), NB_OK);
+    assert_int_equal(n, 1 + 4);
+    char *f2 = read_frame(dir, 2), *f3 = read_frame(dir, 3), *f4 = read_frame(dir, 4);
+    char *u2 = node_label(f2, "u"), *u3 = node_label(f3, "u"), *u4 = node_label(f4, "u");
+    assert_message_has(u2, "grad: not yet");
+    assert_message_has(u3, "grad [1.649] (partial: 1 of 2 uses)");
+    assert_message_has(u4, "grad [4.649] (final)\\n= 1.649 + 3 (2 uses)");
+    char *w2 = node_label(f2, "w"); /* one use, complete as soon as it arrives */
+    assert_message_has(w2, "grad [1] (final)");
+    free(w2);
+    assert_null(strstr(u4, "partial"));
+    free(u2), free(u3), free(u4), free(f2), free(f3), free(f4);
+    remove_frames(dir, n);
+    nb_tensor_free(u);
+    nb_tape_free(tp);
 }
 
 /* Filming a pass after nb_backward adds nothing twice: the parameters keep
@@ -383,6 +568,7 @@ int main(void) {
         cmocka_unit_test(test_chain_rule_on_edges),
         cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_backward_frames),
+        cmocka_unit_test(test_frames_mark_partial_and_final),
         cmocka_unit_test(test_frames_after_backward_do_not_double),
         cmocka_unit_test(test_long_names_are_cut_between_characters),
         cmocka_unit_test(test_dot_is_deterministic),

@@ -73,10 +73,34 @@ static void permute_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
     grad_in[0] = nb_permute_(e->out->tape, G, inverse, e->file, e->line);
 }
 
+/* For the pictures: "axes (2, 0, 1)"; a transpose names the two axes it
+ * swaps, unless it is a matrix's. */
+static void permute_describe(const nb_op_call *e, char *buf, size_t size) {
+    const int *p = e->saved;
+    int nd = e->in[0]->ndim, n = 0;
+    if (!strcmp(e->op->name, "transpose")) {
+        if (nd <= 2) return;
+        int first = -1, second = -1;
+        for (int d = 0; d < nd; d++)
+            if (p[d] != d) {
+                if (first < 0) first = d;
+                else second = d;
+            }
+        if (second >= 0) snprintf(buf, size, "axes %d ↔ %d", first, second);
+        return;
+    }
+    n = snprintf(buf, size, "axes (");
+    for (int d = 0; d < nd && n >= 0 && (size_t)n < size; d++)
+        n += snprintf(buf + n, size - (size_t)n, d ? ", %d" : "%d", p[d]);
+    if (n >= 0 && (size_t)n < size) snprintf(buf + n, size - (size_t)n, ")");
+}
+
 static const nb_op permute_op = {.name = "permute", .forward = permute_forward, .backward = permute_backward,
-                                 .derivative = {"G with the axes put back"}, .backward_graph = permute_graph};
+                                 .derivative = {"G with the axes put back"}, .backward_graph = permute_graph,
+                                 .describe = permute_describe};
 static const nb_op transpose_op = {.name = "transpose", .forward = permute_forward, .backward = permute_backward,
-                                   .derivative = {"Gᵀ"}, .backward_graph = permute_graph};
+                                   .derivative = {"Gᵀ"}, .backward_graph = permute_graph,
+                                   .describe = permute_describe};
 
 static nb_tensor *permuted(nb_tape *tp, const nb_op *op, nb_tensor *a, const int *p, const char *file, int line) {
     int *kept = nb_tape_alloc(tp, (size_t)(a->ndim ? a->ndim : 1) * sizeof *kept);

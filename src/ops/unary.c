@@ -87,8 +87,8 @@ UNARY_OP(exp,        NB_EXP(x),                    y,                          "
 UNARY_OP(log,        log(x),                      1 / x,                      "1/x")
 /* sigmoid(x) = 1/(1+e^-x); for x -> -inf, e^-x = inf and y = 0 exactly, so
  * the simple form is finite everywhere.  dy/dx = y(1-y). */
-UNARY_OP(sigmoid,    1 / (1 + NB_EXP(-x)),        y * (1 - y),                "σ(x)(1-σ(x))")
-UNARY_OP(tanh,       NB_TANH(x),                    1 - y * y,                  "1-tanh²(x)")
+UNARY_OP(sigmoid,    1 / (1 + NB_EXP(-x)),        y * (1 - y),                "y(1-y)")
+UNARY_OP(tanh,       NB_TANH(x),                    1 - y * y,                  "1-y²")
 /* relu and leaky relu have a kink at 0; we take the derivative there as 0
  * (resp. s), like PyTorch. */
 UNARY_OP(relu,       x > 0 ? x : 0,               x > 0 ? 1 : 0,              "[x>0]")

@@ -1,0 +1,96 @@
+/*
+ * What the pictures show, apart from how they are written: the scene (the
+ * tensors of a tape as nodes, in order of first use; each op's inputs as
+ * edges, one per distinct input tensor) and the text of every node, op and
+ * edge at a given moment.  src/graph/dot.c writes a scene as Graphviz's
+ * language; src/graph/frames.c films one through a backward pass.
+ *
+ * A label is a sequence of lines (plain UTF-8, escaped by the writer).  For
+ * a filmed backward every item keeps the same number of lines in every
+ * frame (a gradient not yet known is "grad: not yet" and blank lines), so
+ * that one layout serves all frames.
+ */
+#ifndef NABLA_PICTURE_H
+#define NABLA_PICTURE_H
+
+#include "../hash.h"
+
+/* A growing string; `failed` once memory ran out (then writes are ignored). */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} nb_text;
+
+void nb_text_put(nb_text *t, const char *s);
+void nb_text_putn(nb_text *t, const char *s, size_t n);
+void nb_text_printf(nb_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void nb_text_free(nb_text *t);
+
+typedef struct {
+    nb_tensor *t;
+    size_t id;
+    int scope;          /* scope of the entry that made or first used it */
+    size_t uses;        /* edges whose backward (from the loss) adds into its gradient */
+    bool reached;       /* backward from the loss sends it a gradient */
+    UT_hash_handle hh;
+} nb_pic_node;
+
+typedef struct {
+    size_t entry;       /* the op */
+    size_t node;        /* the input tensor's node */
+    int slot;           /* its first input slot; later slots of the same tensor are merged in */
+    int slots;          /* how many of the op's inputs are this tensor */
+} nb_pic_edge;
+
+typedef struct {
+    const nb_tape *tp;
+    const nb_dot_opts *o;
+    const nb_tensor *loss;
+    const char *loss_name;  /* "E" when the loss is named E, else "L" */
+    nb_pic_node *by_tensor; /* uthash */
+    nb_pic_node **nodes;    /* by id */
+    size_t n_nodes, cap_nodes;
+    nb_pic_edge *edges;     /* in entry order */
+    size_t n_edges, cap_edges;
+    size_t *first_edge;     /* per entry: its first edge; first_edge[n_entries] = n_edges */
+    bool *runs;             /* per entry: backward from the loss runs it */
+    bool mixed_dtypes;
+} nb_picture;
+
+/* Checks the options a user gave (`what` names the call in the message). */
+nb_status nb_picture_check_opts(const nb_dot_opts *o, const char *what);
+/* Builds the scene of the tape; NB_ERR_NOMEM on failure (then freed). */
+nb_status nb_picture_build(nb_picture *p, const nb_tape *tp, const nb_dot_opts *o);
+void nb_picture_free(nb_picture *p);
+
+/* The moment a label describes. */
+typedef enum {
+    NB_MOMENT_STATIC,   /* a still picture: gradients as they are */
+    NB_MOMENT_FORWARD,  /* a film's first frame: backward has not started */
+    NB_MOMENT_BACKWARD, /* a film's frame during backward: partial and final marked */
+} nb_moment;
+
+/* Appends t's name, or "t<id>" for an unnamed tensor. */
+void nb_picture_name(const nb_picture *p, const nb_tensor *t, nb_text *out);
+/* Appends item's lines, separated by '\n', to out. */
+void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_text *out);
+void nb_picture_op_label(const nb_picture *p, size_t entry, size_t backward_step, nb_text *out);
+void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_text *out);
+
+/* Does the edge carry a gradient (its tensor needs one and the op sends it)? */
+bool nb_picture_edge_has_gradient(const nb_picture *p, size_t edge);
+
+/* The role colours and names shared by the writers. */
+typedef enum { NB_ROLE_INPUT, NB_ROLE_PARAM, NB_ROLE_INTERMEDIATE, NB_ROLE_LOSS } nb_role;
+nb_role nb_picture_role(const nb_picture *p, const nb_tensor *t);
+extern const char *const nb_role_names[4];
+extern const char *const nb_role_colors[4];
+/* Gradcheck overlay: the worst relative error of t, or NULL if unchecked. */
+const double *nb_picture_checked(const nb_picture *p, const nb_tensor *t);
+/* Its border colour: green under 1e-4 (the finite differences agree), orange
+ * under 1e-3 (near the tolerance, PyTorch's rtol), red above (fails). */
+const char *nb_picture_error_color(double err);
+#define NB_HIGHLIGHT_COLOR "#3c78d8" /* the op being stepped: blue, apart from the loss and gradcheck colours */
+
+#endif
