@@ -93,29 +93,26 @@ static inline double cli_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Writes the tape's graph to path (for --dot) and says where it went. */
-static inline int write_graph(nb_tape *tp, const char *path, const nb_tensor *loss,
-                              const char *title) {
-    nb_dot_opts opts;
-    nb_dot_default_opts(&opts);
-    opts.loss = loss;
-    opts.title = title;
-    if (nb_dot_save(tp, path, &opts) != NB_OK) {
+/* The pictures of one backward pass from loss, drawn with the same options
+ * so that they agree: the still graph (for --dot; with the chain rule's
+ * numbers when the pass ran in explain mode) and the page that steps
+ * through the pass (for --html; it leaves the gradients as they were).
+ * Either path may be NULL.  Call it after nb_backward(loss) and before the
+ * optimizer's step, so that values and gradients are of one moment. */
+static inline int write_pictures(nb_tape *tp, nb_tensor *loss, const nb_dot_opts *opts, const char *dot,
+                                 const char *html) {
+    nb_dot_opts o = *opts;
+    o.loss = loss;
+    if (dot && nb_dot_save(tp, dot, &o) != NB_OK) {
         fprintf(stderr, "%s\n", nb_last_error());
         return 1;
     }
-    printf("graph written to %s (render it with: dot -Tsvg %s -o graph.svg)\n", path, path);
-    return 0;
-}
-
-/* Writes the backward pass from loss as an HTML page that steps through it
- * (for --html); the parameters' gradients stay as they were. */
-static inline int write_html(nb_tensor *loss, const char *path, const char *title) {
-    if (nb_backward_html(loss, path, title, NULL) != NB_OK) {
+    if (dot) printf("graph written to %s (render it with: dot -Tsvg %s -o graph.svg)\n", dot, dot);
+    if (html && nb_backward_html(loss, html, o.title, &o) != NB_OK) {
         fprintf(stderr, "%s\n", nb_last_error());
         return 1;
     }
-    printf("backward stepper written to %s (open it in a browser)\n", path);
+    if (html) printf("backward stepper written to %s (open it in a browser)\n", html);
     return 0;
 }
 

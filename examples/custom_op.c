@@ -154,8 +154,10 @@ int main(int argc, char **argv) {
             fprintf(stderr, "custom_op: %s\n", nb_last_error());
             status = 1;
         }
-        if (!status && dot) status = write_graph(tp, dot, y, "softplus, defined with nabla_op.h");
-        if (!status && html) status = write_html(y, html, "softplus, defined with nabla_op.h: the backward pass");
+        nb_dot_opts o;
+        nb_dot_default_opts(&o);
+        o.title = "softplus, defined with nabla_op.h: values and gradients of one backward pass";
+        if (!status) status = write_pictures(tp, y, &o, dot, html);
     }
     nb_tensor_free(x);
     nb_tape_free(tp);

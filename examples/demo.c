@@ -43,23 +43,25 @@ static void make_spirals(nb_rng *rng, nb_tensor *X, nb_tensor *y) {
 
 typedef struct { nb_tensor *W1, *b1, *W2, *b2, *W3, *b3; } model;
 
-/* logits (m, 1) for points X (m, 2): tanh(tanh(X W1 + b1) W2 + b2) W3 + b3 */
+/* logits Z[3] (m, 1) for points X (m, 2), a layer a row of examples:
+ *   A[l] = tanh(Z[l]),  Z[l] = A[l-1] W[l] + b[l],  A[0] = X */
 static nb_tensor *forward(nb_tape *tp, nb_tensor *const *p, nb_tensor *X, bool name) {
-    nb_scope_begin(tp, "layer 1");
-    nb_tensor *A1 = nb_tanh(tp, nb_add(tp, nb_matmul(tp, X, p[0]), p[1]));
-    nb_scope_end(tp);
-    nb_scope_begin(tp, "layer 2");
-    nb_tensor *A2 = nb_tanh(tp, nb_add(tp, nb_matmul(tp, A1, p[2]), p[3]));
-    nb_scope_end(tp);
-    nb_scope_begin(tp, "output layer");
-    nb_tensor *Z3 = nb_add(tp, nb_matmul(tp, A2, p[4]), p[5]);
-    nb_scope_end(tp);
-    if (name) {
-        nb_tensor_set_name(A1, "A1");
-        nb_tensor_set_name(A2, "A2");
-        nb_tensor_set_name(Z3, "Z3 (logits)");
+    nb_tensor *A = X, *Z = NULL;
+    for (int l = 1; l <= 3; l++) {
+        char label[16];
+        snprintf(label, sizeof label, l < 3 ? "layer %d" : "output layer", l);
+        nb_scope_begin(tp, label);
+        Z = nb_linear(tp, A, p[2 * l - 2], p[2 * l - 1]);
+        if (l < 3) A = nb_tanh(tp, Z);
+        nb_scope_end(tp);
+        if (name) {
+            snprintf(label, sizeof label, "Z[%d]", l);
+            nb_tensor_set_name(Z, label);
+            snprintf(label, sizeof label, "A[%d]", l);
+            if (l < 3) nb_tensor_set_name(A, label);
+        }
     }
-    return Z3;
+    return Z;
 }
 
 /* For gradcheck: the loss as a function of the parameters (float64 copies
@@ -156,12 +158,12 @@ int main(int argc, char **argv) {
 
     size_t H = (size_t)hidden;
     nb_params *ps = nb_params_new();
-    nb_params_create(ps, "W1", NB_F32, NB_SHAPE(2, H), NB_INIT_GLOROT_UNIFORM, 2, H, &rng);
-    nb_params_create(ps, "b1", NB_F32, NB_SHAPE(H), NB_INIT_ZEROS, 2, H, &rng);
-    nb_params_create(ps, "W2", NB_F32, NB_SHAPE(H, H), NB_INIT_GLOROT_UNIFORM, H, H, &rng);
-    nb_params_create(ps, "b2", NB_F32, NB_SHAPE(H), NB_INIT_ZEROS, H, H, &rng);
-    nb_params_create(ps, "W3", NB_F32, NB_SHAPE(H, 1), NB_INIT_GLOROT_UNIFORM, H, 1, &rng);
-    nb_params_create(ps, "b3", NB_F32, NB_SHAPE(1), NB_INIT_ZEROS, H, 1, &rng);
+    nb_params_create(ps, "W[1]", NB_F32, NB_SHAPE(2, H), NB_INIT_GLOROT_UNIFORM, 2, H, &rng);
+    nb_params_create(ps, "b[1]", NB_F32, NB_SHAPE(H), NB_INIT_ZEROS, 2, H, &rng);
+    nb_params_create(ps, "W[2]", NB_F32, NB_SHAPE(H, H), NB_INIT_GLOROT_UNIFORM, H, H, &rng);
+    nb_params_create(ps, "b[2]", NB_F32, NB_SHAPE(H), NB_INIT_ZEROS, H, H, &rng);
+    nb_params_create(ps, "W[3]", NB_F32, NB_SHAPE(H, 1), NB_INIT_GLOROT_UNIFORM, H, 1, &rng);
+    nb_params_create(ps, "b[3]", NB_F32, NB_SHAPE(1), NB_INIT_ZEROS, H, 1, &rng);
     nb_tensor *p[6];
     for (int i = 0; i < 6; i++) p[i] = nb_params_at(ps, (size_t)i);
     nb_optimizer_opts oo;
@@ -208,25 +210,13 @@ int main(int argc, char **argv) {
     printf("Allocations during epochs 2 to %ld: %llu\n", epochs,
            (unsigned long long)(nb_alloc_count() - allocations_after_first_epoch));
 
-    /* One full-batch step, filmed: the backward pass as an HTML stepper, and
-     * the final graph with values, gradients and the chain rule's numbers. */
+    /* The trained network on the whole set, then its gradients checked
+     * against finite differences in float64 on a few points (the pictures
+     * colour each parameter's border by its worst error). */
     nb_tape_reset(tp);
-    nb_params_zero_grad(ps);
-    nb_tensor *logits = forward(tp, p, X, true);
-    nb_tensor *loss = nb_bce_logits(tp, logits, y);
-    nb_tensor_set_name(loss, "loss");
-    nb_dot_opts dopts;
-    nb_dot_default_opts(&dopts);
-    dopts.loss = loss;
-    dopts.clusters = true;
-    if (nb_backward_html(loss, html_path, "nabla demo: backpropagation through a 2-layer tanh network", &dopts) != NB_OK) {
-        fprintf(stderr, "demo: %s\n", nb_last_error());
-        goto done;
-    }
-    printf("Final loss %.4f, accuracy %.3f on all %d points\n", nb_item(loss), nb_accuracy_binary(logits, y, 0),
-           POINTS);
-    /* Gradient check of the whole model in float64 on a few points; the
-     * graph below colours each parameter by its worst error. */
+    nb_tensor *logits = forward(tp, p, X, false);
+    printf("Final loss %.4f, accuracy %.3f on all %d points\n", nb_item(nb_bce_logits(tp, logits, y)),
+           nb_accuracy_binary(logits, y, 0), POINTS);
     batch small = {nb_zeros(NULL, NB_F32, NB_SHAPE(6, 2)), nb_zeros(NULL, NB_F32, NB_SHAPE(6, 1))};
     for (size_t i = 0; i < 6; i++) {
         nb_set(small.X, 2 * i, nb_get(X, 2 * i));
@@ -238,16 +228,40 @@ int main(int argc, char **argv) {
     nb_gradcheck_default_opts(&gopts);
     gopts.input_errors = errors;
     nb_gradcheck_result r = nb_gradcheck(loss_of_params, p, 6, &small, &gopts);
+    printf("%s\n", r.message);
+    if (!r.passed) {
+        nb_tensor_free(small.X);
+        nb_tensor_free(small.y);
+        goto done;
+    }
+
+    /* The pictures: one step on a batch of three points, small enough to
+     * check its numbers by hand, with the same options for the graph and the
+     * page that steps through its backward pass. */
+    nb_tape_reset(tp);
+    nb_params_zero_grad(ps);
+    nb_tape_set_explain(tp, true);
+    const size_t picture_rows[3] = {0, 1, 2};
+    nb_tensor *Xp = nb_gather_rows(tp, small.X, picture_rows, 3), *yp = nb_gather_rows(tp, small.y, picture_rows, 3);
+    nb_tensor_set_name(Xp, "X");
+    nb_tensor_set_name(yp, "y");
+    nb_tensor *loss = nb_bce_logits(tp, forward(tp, p, Xp, true), yp);
+    nb_tensor_set_name(loss, "E");
     nb_tensor_free(small.X);
     nb_tensor_free(small.y);
-    printf("%s\n", r.message);
-    if (!r.passed) goto done;
-
+    if (nb_backward(loss) != NB_OK) {
+        fprintf(stderr, "demo: %s\n", nb_last_error());
+        goto done;
+    }
+    nb_dot_opts dopts;
+    nb_dot_default_opts(&dopts);
+    dopts.clusters = true;
     dopts.checked = p;
     dopts.checked_errors = errors;
     dopts.n_checked = 6;
-    dopts.title = "nabla demo: two spirals, one training step (values and gradients)";
-    if (nb_dot_save(tp, dot_path, &dopts) != NB_OK || nb_dot_render(dot_path, svg_path, "svg") != NB_OK) {
+    dopts.title = "The trained network on three points: values and gradients of one step, before its update";
+    if (write_pictures(tp, loss, &dopts, dot_path, html_path) != 0) goto done;
+    if (nb_dot_render(dot_path, svg_path, "svg") != NB_OK) {
         fprintf(stderr, "demo: %s\n", nb_last_error());
         goto done;
     }

@@ -41,7 +41,9 @@ int main(int argc, char **argv) {
         nb_tape_reset(tp);
         nb_zero_grad(x);
         nb_tape_set_explain(tp, step == steps); /* the pictures show the last step */
-        nb_tensor *y = nb_add_scalar(tp, nb_square(tp, x), 3.0);
+        nb_tensor *u = nb_square(tp, x);
+        nb_tensor_set_name(u, "u"); /* u = x², so that y = u + 3 */
+        nb_tensor *y = nb_add_scalar(tp, u, 3.0);
         nb_tensor_set_name(y, "y");
         if (nb_backward(y) != NB_OK) {
             fprintf(stderr, "gradient_descent: %s\n", nb_last_error());
@@ -50,9 +52,15 @@ int main(int argc, char **argv) {
         }
         double grad = nb_grad_get(x, 0);
         printf("%5ld %14.6f %14.6f %14.6f\n", step, nb_item(x), nb_item(y), grad);
-        if (step == steps) {
-            if (dot) status = write_graph(tp, dot, y, "y = x^2 + 3");
-            if (html && !status) status = write_html(y, html, "Gradient descent on y = x² + 3: one backward pass");
+        if (step == steps) { /* the pictures: this step's values and gradients, before any update */
+            char title[160];
+            snprintf(title, sizeof title,
+                     "Gradient descent on y = x² + 3 (u = x²): step %ld at x = %.4g, before its update", step,
+                     nb_item(x));
+            nb_dot_opts o;
+            nb_dot_default_opts(&o);
+            o.title = title;
+            status = write_pictures(tp, y, &o, dot, html);
             break;
         }
         nb_set(x, 0, nb_item(x) - lr * grad);

@@ -86,23 +86,40 @@ int main(int argc, char **argv) {
     oo.lr = lr;
     nb_optimizer *opt = nb_optimizer_new(ps, &oo);
     nb_tensor *loss = NULL;
+    nb_tensor_set_name(train.X, "X");
+    nb_tensor_set_name(train.y, "y");
     for (long epoch = 0; epoch < epochs; epoch++) {
         nb_tape_reset(tp);
         nb_params_zero_grad(ps);
         nb_tape_set_explain(tp, epoch == epochs - 1 && dot); /* the picture shows the last step */
         nb_tensor *Y = nb_reshape(tp, train.y, NB_DIMS(1, -1));
-        nb_tensor *A = nb_sigmoid(tp, nb_add(tp, nb_matmul_t(tp, W, train.X, false, true), b));
-        nb_tensor_set_name(A, "A = σ(WXᵀ + b)");
+        nb_tensor *Z = nb_linear_t(tp, W, train.X, b, false, true); /* Z = W Xᵀ + b */
+        nb_tensor *A = nb_sigmoid(tp, Z);
         loss = nb_bce(tp, A, Y);
+        nb_tensor_set_name(Y, "Y");
+        nb_tensor_set_name(Z, "Z");
+        nb_tensor_set_name(A, "A");
         nb_tensor_set_name(loss, "C");
         if (nb_backward(loss) != NB_OK) {
             fprintf(stderr, "logreg: %s\n", nb_last_error());
             nb_optimizer_free(opt);
             goto done;
         }
-        if (epoch == epochs - 1) { /* the pictures: this step, before its update */
-            status = dot ? write_graph(tp, dot, loss, "seed 003: logistic regression") : 0;
-            if (html && !status) status = write_html(loss, html, "Seed 003: logistic regression, one backward pass");
+        if (epoch == epochs - 1 && (dot || html)) { /* the pictures: this step, before its update */
+            /* The course's sizes: m examples (the columns of Z), n features. */
+            const nb_dot_axis_symbol symbols[] = {{"X", 0, "m"}, {"X", 1, "n"}, {"W", 1, "n"},
+                                                  {"Z", 1, "m"}, {"A", 1, "m"}, {"y", 0, "m"}, {"Y", 1, "m"}};
+            char title[160];
+            snprintf(title, sizeof title,
+                     "Logistic regression, A = σ(W Xᵀ + b): training step %ld of %ld, values and gradients before "
+                     "its update",
+                     epoch + 1, epochs);
+            nb_dot_opts o;
+            nb_dot_default_opts(&o);
+            o.title = title;
+            o.axis_symbols = symbols;
+            o.n_axis_symbols = sizeof symbols / sizeof symbols[0];
+            status = write_pictures(tp, loss, &o, dot, html);
             if (status) {
                 nb_optimizer_free(opt);
                 goto done;
@@ -118,8 +135,7 @@ int main(int argc, char **argv) {
                    nb_accuracy_binary(A, Y, 0.5));
     }
     nb_optimizer_free(opt);
-
-    if (status) goto done;
+    status = 0; /* every error above left through done with status 1 */
 
     nb_tape_reset(tp);
     nb_tensor *A = nb_sigmoid(tp, nb_add(tp, nb_matmul_t(tp, W, test.X, false, true), b));

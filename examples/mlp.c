@@ -81,15 +81,23 @@ static nb_status network_init(network *net, nb_rng *rng) {
     return NB_OK;
 }
 
-/* Class scores Z[L] (10, m) for a batch X of shape (m, 784). */
+/* Class scores Z[L] (10, m) for a batch X of shape (m, 784).  With `name`
+ * (for the pictures) every tensor gets the seeds' name, and A[0] = Xᵀ is a
+ * tensor of its own, of shape (n[0], m); otherwise the first layer reads X
+ * transposed in place. */
 static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *X, bool name) {
     nb_tensor *A = X;
+    if (name) {
+        nb_tensor_set_name(X, "X");
+        A = nb_transpose(tp, X, 0, 1);
+        nb_tensor_set_name(A, "A[0]");
+    }
     for (int l = 0; l < net->layers; l++) {
         char scope[24];
         snprintf(scope, sizeof scope, "layer %d", l + 1);
         nb_scope_begin(tp, scope);
-        /* Z[l] = W[l] A[l-1] + b[l] in one op; the first layer reads X transposed. */
-        nb_tensor *Z = nb_linear_t(tp, net->W[l], A, net->b[l], false, l == 0);
+        /* Z[l] = W[l] A[l-1] + b[l] in one op */
+        nb_tensor *Z = nb_linear_t(tp, net->W[l], A, net->b[l], false, l == 0 && !name);
         char label[24];
         if (name) {
             snprintf(label, sizeof label, "Z[%d]", l + 1);
@@ -111,7 +119,9 @@ static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *X,
 
 /* Rows of the image tensor (N, 28, 28) as a batch of shape (m, 784). */
 static nb_tensor *image_batch(nb_tape *tp, nb_tensor *images, const size_t *rows, size_t count) {
-    return nb_reshape(tp, nb_gather_rows(tp, images, rows, count), NB_DIMS((long)count, -1));
+    nb_tensor *batch = nb_gather_rows(tp, images, rows, count);
+    nb_tensor_set_name(batch, "images");
+    return nb_reshape(tp, batch, NB_DIMS((long)count, -1));
 }
 
 /* Test accuracy in batches, without recording gradients; fills the
@@ -138,30 +148,47 @@ static double evaluate(nb_tape *tp, const network *net, nb_tensor *X, nb_tensor 
     return (double)right / (double)n;
 }
 
-/* The graph in the seeds' notation: shapes as (n[l], m), layers as clusters. */
-static int write_course_graph(nb_tape *tp, const char *path, const nb_tensor *loss, const network *net,
-                              size_t m) {
-    char names[MAX_LAYERS + 1][8];
-    nb_dot_symbol symbols[MAX_LAYERS + 2];
-    size_t n = 0;
-    symbols[n++] = (nb_dot_symbol){m, "m"};
-    for (int l = 0; l <= net->layers; l++) {
-        snprintf(names[l], sizeof names[l], "n[%d]", l);
-        symbols[n++] = (nb_dot_symbol){net->sizes[l], names[l]};
+/* The pictures of one training step in the seeds' notation: every axis
+ * named (W[l] is (n[l], n[l-1]), b[l] is (n[l], 1), Z[l] and A[l] are
+ * (n[l], m)), the layers as clusters; the same options for both pictures. */
+static int write_course_pictures(nb_tape *tp, nb_tensor *loss, const network *net, size_t m, const char *dot,
+                                 const char *html) {
+    enum { NAMES = 4 * MAX_LAYERS + 4 };
+    char tensor[NAMES][16], size[MAX_LAYERS + 1][16];
+    nb_dot_axis_symbol symbols[2 * NAMES + 2];
+    size_t n = 0, k = 0;
+    for (int l = 0; l <= net->layers; l++) snprintf(size[l], sizeof size[l], "n[%d]", l);
+    /* tensor k's axes are named a0 and a1 */
+#define NAME_AXES(a0, a1, ...)                                                             \
+    do {                                                                                  \
+        snprintf(tensor[k], sizeof tensor[k], __VA_ARGS__);                               \
+        symbols[n++] = (nb_dot_axis_symbol){tensor[k], 0, a0};                            \
+        symbols[n++] = (nb_dot_axis_symbol){tensor[k], 1, a1};                            \
+        k++;                                                                              \
+    } while (0)
+    NAME_AXES("m", size[0], "X");
+    symbols[n++] = (nb_dot_axis_symbol){"images", 0, "m"};
+    symbols[n++] = (nb_dot_axis_symbol){"y", 0, "m"};
+    NAME_AXES(size[0], "m", "A[0]");
+    for (int l = 1; l <= net->layers; l++) {
+        NAME_AXES(size[l], size[l - 1], "W[%d]", l);
+        NAME_AXES(size[l], "1", "b[%d]", l);
+        NAME_AXES(size[l], "m", "Z[%d]", l);
+        NAME_AXES(size[l], "m", "A[%d]", l);
     }
-    nb_dot_opts opts;
-    nb_dot_default_opts(&opts);
-    opts.loss = loss;
-    opts.title = "the multi-layer perceptron of seeds 000 and 001";
-    opts.symbols = symbols;
-    opts.n_symbols = n;
-    opts.clusters = true;
-    if (nb_dot_save(tp, path, &opts) != NB_OK) {
-        fprintf(stderr, "mlp: %s\n", nb_last_error());
-        return 1;
-    }
-    printf("graph written to %s\n", path);
-    return 0;
+#undef NAME_AXES
+    char title[200];
+    snprintf(title, sizeof title,
+             "A multi-layer perceptron on Fashion-MNIST: the first training step on a batch of m = %zu images, "
+             "values and gradients before its update",
+             m);
+    nb_dot_opts o;
+    nb_dot_default_opts(&o);
+    o.title = title;
+    o.axis_symbols = symbols;
+    o.n_axis_symbols = n;
+    o.clusters = true;
+    return write_pictures(tp, loss, &o, dot, html);
 }
 
 /* ---------------------------------------------------------------- --distributed */
@@ -456,10 +483,12 @@ int main(int argc, char **argv) {
             nb_tensor *Xb = image_batch(tp, X, idx, count), *yb = nb_gather_rows(tp, y, idx, count);
             bool picture = (dot || html) && epoch == 1 && step == 0;
             nb_tape_set_explain(tp, picture);
-            if (picture) nb_tensor_set_name(Xb, "A[0] = Xᵀ (batch)");
             nb_tensor *scores = network_forward(tp, &net, Xb, picture);
             nb_tensor *loss = nb_softmax_cross_entropy(tp, scores, yb, 0);
-            nb_tensor_set_name(loss, "loss");
+            if (picture) {
+                nb_tensor_set_name(yb, "y"); /* the classes */
+                nb_tensor_set_name(loss, "E");
+            }
             /* The picture's step: backward, the pictures (values and
              * gradients of this moment, before the update), then the update.
              * The others backward and update in one call (with plain SGD the
@@ -467,11 +496,7 @@ int main(int argc, char **argv) {
             nb_status st;
             if (picture) {
                 st = nb_backward(loss);
-                if (st == NB_OK && html) {
-                    st = nb_backward_html(loss, html, "The MLP of seeds 000 and 001: one backward pass", NULL);
-                    if (st == NB_OK) printf("backward stepper written to %s\n", html);
-                }
-                if (st == NB_OK && dot && write_course_graph(tp, dot, loss, &net, count)) goto done;
+                if (st == NB_OK && write_course_pictures(tp, loss, &net, count, dot, html)) goto done;
                 if (st == NB_OK) st = nb_optimizer_step(opt);
             } else if (distributed) {
                 st = dist_step(&dd, opt, loss, count);

@@ -62,24 +62,16 @@ static int parabola(const char *dot, const char *html) {
         nb_scope_begin(tp, "dy/dx, recorded by nb_grad");
         if (nb_grad(y, &nx, 1, &g, true) != NB_OK) status = 1;
         nb_scope_end(tp);
-        nb_tensor_set_name(g, "dy/dx");
+        nb_tensor_set_name(g, "y′"); /* y′ = dy/dx, a tensor like any other */
         nb_tape_set_explain(tp, true);
         if (!status && nb_backward(g) != NB_OK) status = 1; /* d²y/dx² = 2, on the edges */
         nb_dot_opts o;
         nb_dot_default_opts(&o);
-        o.loss = g;
         o.clusters = true;
-        o.title = "y = x² + 3 and the ops that compute dy/dx = 2x; backward through them gives d²y/dx² = 2";
-        if (!status && dot) {
-            if (nb_dot_save(tp, dot, &o) != NB_OK) status = 1;
-            else printf("graph of y and dy/dx written to %s\n", dot);
-        }
-        if (!status && html) {
-            if (nb_backward_html(g, html, "The derivative is a graph too: the backward pass of dy/dx", &o) != NB_OK)
-                status = 1;
-            else printf("backward stepper of dy/dx written to %s\n", html);
-        }
+        o.title = "y = x² + 3 at x = 5 and the ops that compute y′ = dy/dx = 2x; backward through them gives "
+                  "d²y/dx² = 2";
         if (status) fprintf(stderr, "newton: %s\n", nb_last_error());
+        else status = write_pictures(tp, g, &o, dot, html);
     }
     nb_tensor_free(gd);
     nb_tensor_free(nx);
