@@ -1,39 +1,77 @@
 #!/usr/bin/env bash
-# Builds the gallery (make docs): each lesson's graph and backward stepper
-# page, and an index page linking them, in DIR (default build/docs).
+# Builds the gallery (make docs) in DIR (default build/docs): for each lesson,
+# its backward stepper page and its whole graph (an SVG shown inside a page
+# that scales it to the window, so no picture is wider than the screen), and
+# an index page for students.
 set -eu
 bin=${1:-build}/examples
 out=${2:-build/docs}
 mkdir -p "$out"
+
 "$bin/gradient_descent" --steps 3 --dot "$out/gradient_descent.dot" --html "$out/gradient_descent.html" > /dev/null
 "$bin/forward3" --dot "$out/forward3.dot" --html "$out/forward3.html" > /dev/null
 "$bin/logreg" --epochs 200 --dot "$out/logreg.dot" --html "$out/logreg.html" > /dev/null
+"$bin/newton" --dot "$out/newton.dot" --html "$out/newton.html" > /dev/null
+"$bin/custom_op" --dot "$out/custom_op.dot" --html "$out/custom_op.html" > /dev/null
 "$bin/demo" --out "$out/demo" > /dev/null 2>&1
 cp "$out/demo/graph.dot" "$out/demo.dot"
 cp "$out/demo/backward.html" "$out/demo.html"
-lessons="gradient_descent forward3 logreg demo"
+lessons="gradient_descent forward3 logreg demo newton custom_op"
 if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   "$bin/mlp" --epochs 1 --train-limit 2000 --hidden 32 --save "$out/mlp.nbp" \
     --dot "$out/mlp.dot" --html "$out/mlp.html" > /dev/null 2>&1
-  lessons="$lessons mlp"
+  lessons="gradient_descent forward3 logreg mlp demo newton custom_op"
 fi
-for l in $lessons; do dot -Tsvg "$out/$l.dot" -o "$out/$l.svg"; done
+
+describe() {
+  case $1 in
+    gradient_descent) echo "Gradient descent on y = x&sup2; + 3: the derivative 2x, and why x walks 5, 4, 3.2, ..." ;;
+    forward3) echo "A three-layer network, three nodes a layer: backpropagating its error E" ;;
+    logreg) echo "Logistic regression, one sigmoid neuron: A = &sigma;(W X&#7488; + b) and its cost C" ;;
+    mlp) echo "A multi-layer perceptron on Fashion-MNIST: layers, shapes (n[l], m) and the gradient of each layer" ;;
+    demo) echo "A two-layer tanh network on two spirals, on three points whose numbers you can check by hand" ;;
+    newton) echo "Newton's method: the derivative is a graph too, and backward through it gives the second derivative" ;;
+    custom_op) echo "Softplus defined as a new op: what your own op looks like in the pictures" ;;
+  esac
+}
+
+head_html() { # title
+  echo '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+  echo '<meta name="viewport" content="width=device-width">'
+  echo "<title>$1</title>"
+  echo '<style>body{font-family:Helvetica,Arial,sans-serif;margin:1.5em;font-size:18px;line-height:1.4}'
+  echo 'img{max-width:100%;height:auto;display:block;margin:1em 0}li{margin:0.7em 0}'
+  echo 'main{max-width:60em}</style></head><body>'
+}
+
+for l in $lessons; do
+  dot -Tsvg "$out/$l.dot" -o "$out/$l.svg"
+  {
+    head_html "$(describe "$l" | sed 's/<[^>]*>//g')"
+    echo "<p><a href=\"index.html\">&larr; all lessons</a> &middot; <a href=\"$l.html\">backward, step by step</a></p>"
+    echo "<h1>$(describe "$l")</h1>"
+    echo "<img src=\"$l.svg\" alt=\"the graph of the lesson $l\">"
+    # for tests/browser.sh: how wide the page is against the window
+    echo '<pre id="fit" hidden></pre><script>window.addEventListener("load", function () {'
+    echo '  document.getElementById("fit").textContent = "page " + document.documentElement.scrollWidth +'
+    echo '    " window " + window.innerWidth; });</script>'
+    echo '</body></html>'
+  } > "$out/$l.graph.html"
+done
+
 {
-  echo '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>nabla gallery</title>'
-  echo '<style>body{font-family:Helvetica,Arial,sans-serif;margin:2em;max-width:70em}'
-  echo 'li{margin:0.6em 0}</style></head><body><h1>nabla: the lessons, drawn</h1>'
-  echo '<p>Each lesson of the seed articles as a graph (values, gradients and the chain rule on the'
-  echo 'edges) and as a page that steps through its backward pass.</p><ul>'
+  head_html "nabla: backpropagation, drawn"
+  echo '<main><h1>Backpropagation, drawn</h1>'
+  echo '<p>Each lesson is a small program. Its graph shows every value, every gradient and, on each'
+  echo 'edge, the chain rule that carries the gradient back: upstream &times; local = contribution.'
+  echo 'The step-by-step page walks the backward pass one operation at a time, in the order the'
+  echo 'computer does it (arrow keys, or the buttons; + and &minus; zoom).</p><ul>'
   for l in $lessons; do
-    case $l in
-      gradient_descent) what="Gradient descent on y = x&sup2; + 3 (seed 003)" ;;
-      forward3) what="The three-layer network of seed 004, backpropagating its error" ;;
-      logreg) what="Logistic regression, one sigmoid neuron (seed 003)" ;;
-      demo) what="The demo: a two-layer tanh network on two spirals" ;;
-      mlp) what="The multi-layer perceptron of seeds 000 and 001 on Fashion-MNIST" ;;
-    esac
-    echo "<li>$what: <a href=\"$l.html\">backward, step by step</a> &middot; <a href=\"$l.svg\">graph</a></li>"
+    echo "<li>$(describe "$l"):<br><a href=\"$l.html\">backward, step by step</a> &middot;"
+    echo "<a href=\"$l.graph.html\">the whole graph</a></li>"
   done
-  echo '</ul><p><img src="demo/boundary.png" alt="the demo decision boundary" width="300"></p></body></html>'
+  echo '</ul><p>What the two-spirals network learned:</p>'
+  echo '<img src="demo/boundary.png" alt="the decision boundary of the two-spirals network" width="300">'
+  echo '</main></body></html>'
 } > "$out/index.html"
 echo "gallery written to $out/index.html"

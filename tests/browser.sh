@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Opens a backward stepper page in headless Chromium (Debian's package),
-# steps through it with the arrow key, and checks that the highlighted op
-# changes at each step, in reverse tape order, starting from none.
+# Opens every lesson's backward stepper in headless Chromium (Debian's
+# package) at a projector's 1024x768 and checks, through the page's own
+# #selftest mode (which steps with the arrow key and reports what it saw):
+#   - the highlighted op changes at each step, in reverse tape order,
+#     starting from none;
+#   - the drawing keeps its size and every shape its place in every frame;
+#   - the address follows as #frame=N, and #frame=2 opens on frame 2;
+#   - no text is smaller than 14 px at the default zoom.
 # Skips (exit 0) when Chromium is not installed.
 set -u
 bin=${1:-build}/examples
@@ -12,28 +17,92 @@ if [ -z "$browser" ]; then
 fi
 tmp=$(mktemp -d /tmp/nabla-browser.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-"$bin/forward3" --html "$tmp/page.html" > /dev/null || { echo "browser: 0 passed, 1 failed"; exit 1; }
-# The page's #selftest mode presses ArrowRight once per frame and records
-# "frame:highlighted-op" read from the SVG that is showing.
-result=$(timeout 120 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-  --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$tmp/profile" --virtual-time-budget=10000 --dump-dom \
-  "file://$tmp/page.html#selftest" 2>/dev/null | sed -n 's/.*<pre id="selftest">\([^<]*\)<\/pre>.*/\1/p')
-echo "stepper: $result"
-# expected: "frames N 0:none 1:opK 2:opJ ..." with K > J > ... and N frames
-if awk -v r="$result" 'BEGIN {
-    n = split(r, f, " ");
-    if (f[1] != "frames" || f[3] != "0:none" || n != f[2] + 2) exit 1;
-    last = 1e9;
-    for (i = 4; i <= n; i++) {
-      split(f[i], p, ":");
-      if (p[1] != i - 3 || substr(p[2], 1, 2) != "op") exit 1;
-      op = substr(p[2], 3) + 0;
-      if (op >= last) exit 1;
-      last = op;
-    }
-  }'; then
-  echo "browser: 1 passed, 0 failed"
+data=${NABLA_FASHION_DIR:-/usr/share/datasets/fashion-mnist}
+passed=0 failed=0 skipped=0
+
+# The lessons' pages.
+"$bin/gradient_descent" --html "$tmp/gradient_descent.html" > /dev/null
+"$bin/forward3" --html "$tmp/forward3.html" > /dev/null
+"$bin/logreg" --epochs 20 --html "$tmp/logreg.html" > /dev/null
+"$bin/newton" --html "$tmp/newton.html" > /dev/null
+"$bin/custom_op" --html "$tmp/custom_op.html" > /dev/null
+"$bin/demo" --epochs 3 --out "$tmp/demo" --html "$tmp/demo.html" > /dev/null 2>&1
+pages="gradient_descent forward3 logreg newton custom_op demo"
+if [ -e "$data/train-images-idx3-ubyte.gz" ]; then
+  "$bin/mlp" --data "$data" --epochs 1 --train-limit 64 --hidden 16 --html "$tmp/mlp.html" > /dev/null 2>&1
+  pages="$pages mlp"
 else
-  echo "browser: 0 passed, 1 failed"; exit 1
+  echo "browser: mlp skipped (no Fashion-MNIST in $data: apt-get install dataset-fashion-mnist)"
+  skipped=$((skipped + 1))
 fi
+
+for page in $pages; do
+  if [ ! -s "$tmp/$page.html" ]; then
+    echo "browser: $page: no page was written"
+    failed=$((failed + 1))
+    continue
+  fi
+  result=$(timeout 120 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync --window-size=1024,768 \
+    --user-data-dir="$tmp/profile" --virtual-time-budget=10000 --dump-dom \
+    "file://$tmp/$page.html#selftest,frame=2" 2>/dev/null |
+    sed -n 's/.*<pre id="selftest">\([^<]*\)<\/pre>.*/\1/p')
+  # expected: "frames N 0:none 1:opK 2:opJ ... same-layout true hash true
+  # text-px X start 2", with K > J > ...
+  why=$(awk -v r="$result" 'BEGIN {
+      n = split(r, f, " ");
+      if (f[1] != "frames" || n < 4) { print "no self-test report"; exit }
+      frames = f[2];
+      if (f[3] != "0:none") { print "frame 0 highlights an op"; exit }
+      last = 1e9;
+      for (i = 4; i < 3 + frames; i++) {
+        split(f[i], p, ":");
+        if (p[1] != i - 3 || substr(p[2], 1, 2) != "op") { print "frame " i - 3 " highlights " p[2]; exit }
+        op = substr(p[2], 3) + 0;
+        if (op >= last) { print "op" op " lit after op" last ": not reverse tape order"; exit }
+        last = op;
+      }
+      for (; i < n; i += 2) v[f[i]] = f[i + 1];
+      if (v["same-layout"] != "true") { print "the layout moved between frames"; exit }
+      if (v["hash"] != "true") { print "the address did not follow as #frame=N"; exit }
+      if (v["text-px"] + 0 < 14) { print "text is " v["text-px"] " px high, under 14"; exit }
+      if (v["start"] != "2") { print "#frame=2 opened on frame " v["start"]; exit }
+    }')
+  if [ -z "$why" ]; then
+    echo "browser: $page: $result"
+    passed=$((passed + 1))
+  else
+    echo "browser: $page: FAILED: $why (report: ${result:-none})"
+    failed=$((failed + 1))
+  fi
+done
+# The gallery (make docs): no internal words, and no graph wider than the
+# 1024-pixel window.
+if scripts_dir=$(dirname "$0")/../scripts && "$scripts_dir/gallery.sh" "${1:-build}" "$tmp/docs" > /dev/null 2>&1; then
+  why=""
+  if grep -il 'seed 0\|seed0' "$tmp/docs"/*.html > /dev/null; then
+    why="internal words in $(grep -il 'seed 0\|seed0' "$tmp/docs"/*.html | xargs -n1 basename | tr '\n' ' ')"
+  fi
+  for g in "$tmp/docs"/*.graph.html; do
+    [ -n "$why" ] && break
+    fit=$(timeout 120 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+      --disable-background-networking --disable-component-update --disable-sync --window-size=1024,768 \
+      --user-data-dir="$tmp/profile" --virtual-time-budget=10000 --dump-dom "file://$g" 2>/dev/null |
+      sed -n 's/.*<pre id="fit" hidden="">\([^<]*\)<\/pre>.*/\1/p')
+    # "page W window V"
+    set -- $fit
+    if [ "${1:-}" != page ] || [ "${2:-0}" -gt "${4:-0}" ]; then why="$(basename "$g"): ${fit:-no report}"; fi
+  done
+  if [ -z "$why" ]; then
+    echo "browser: gallery: $(ls "$tmp/docs"/*.graph.html | wc -l) graph pages fit 1024 px, no internal words"
+    passed=$((passed + 1))
+  else
+    echo "browser: gallery: FAILED: $why"
+    failed=$((failed + 1))
+  fi
+else
+  echo "browser: gallery: FAILED: scripts/gallery.sh did not finish"
+  failed=$((failed + 1))
+fi
+echo "browser: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
