@@ -565,7 +565,7 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
         if (w > 1.6 * h && w > 1000) {
             nb_free(svg);
             svg = NULL;
-            st = layout_svg(&fm, ops, rankdir = "TB", &svg);
+            st = layout_svg(&fm, ops, "TB", &svg); /* wide: top to bottom reads better on a screen */
         }
     }
     FILE *f = st == NB_OK ? fopen(path, "w") : NULL;

@@ -49,7 +49,7 @@ void nb_text_printf(nb_text *t, const char *fmt, ...) {
     char small[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start above
     va_end(ap);
     if (n < 0) return;
     if ((size_t)n < sizeof small) {
@@ -159,7 +159,7 @@ void nb_picture_free(nb_picture *p) {
 
 nb_status nb_picture_check_opts(const nb_dot_opts *o, const char *what) {
     const char *r = o->rankdir;
-    if (r && strcmp(r, "LR") && strcmp(r, "TB") && strcmp(r, "RL") && strcmp(r, "BT")) {
+    if (r && strcmp(r, "LR") != 0 && strcmp(r, "TB") != 0 && strcmp(r, "RL") != 0 && strcmp(r, "BT") != 0) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "%s: rankdir is \"%.16s\"; expected \"LR\", \"TB\", \"RL\" or \"BT\"",
                      what, r);
         return NB_ERR_ARG;
