@@ -259,6 +259,38 @@ static void test_conv_with_relu_fused(void **state) {
     }
 }
 
+/* The bias's gradient is summed in the weight gradient's pass over the
+ * examples; with the weights frozen it takes the same pass alone.  Either
+ * way, for L = Σ R · y, dL/dbias[o] = Σ over n, positions of R[n, o, :],
+ * summed here in plain loops; and a second use of the bias adds to it. */
+static void test_conv_bias_gradient_with_weights_frozen(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 23);
+    for (int frozen = 0; frozen < 2; frozen++) {
+        nb_tape *tp = nb_tape_new();
+        nb_tensor *x = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(10, 2, 7, 7), -1, 1);
+        nb_tensor *w = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(3, 2, 3, 3), -1, 1);
+        nb_tensor *b = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(3), -1, 1);
+        nb_requires_grad(w, !frozen);
+        nb_requires_grad(b, true);
+        nb_tensor *y = nb_conv2d(tp, x, w, b, &(nb_conv_opts){.padding = {1, 1}});
+        nb_tensor *R = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(10, 3, 7, 7), -1, 1);
+        /* L = Σ R · y + 2 Σ b: the second use adds 2 to each channel */
+        nb_tensor *L = nb_add(tp, nb_sum(tp, nb_mul(tp, y, R)), nb_scale(tp, nb_sum(tp, b), 2));
+        assert_int_equal(nb_backward(L), NB_OK);
+        for (size_t o = 0; o < 3; o++) {
+            double expect = 2;
+            for (size_t n = 0; n < 10; n++)
+                for (size_t p = 0; p < 49; p++) expect += nb_get(R, (n * 3 + o) * 49 + p);
+            assert_close(nb_grad_get(b, o), expect, 1e-12);
+        }
+        assert_int_equal(nb_has_grad(w), !frozen);
+        nb_tensor_free(x), nb_tensor_free(w), nb_tensor_free(b), nb_tensor_free(R);
+        nb_tape_free(tp);
+    }
+}
+
 /* Third order: F = Σ R' · dL/dx + Σ R'' · dL/dw, with the gradients built
  * as ops (create_graph), checked by gradgradcheck: that differentiates the
  * backward's own ops (input_grad, weight_grad) twice more. */
@@ -526,6 +558,7 @@ int main(void) {
         cmocka_unit_test(test_conv_second_derivatives),
         cmocka_unit_test(test_conv_third_derivatives),
         cmocka_unit_test(test_conv_with_relu_fused),
+        cmocka_unit_test(test_conv_bias_gradient_with_weights_frozen),
         cmocka_unit_test(test_pooling_against_pytorch),
         cmocka_unit_test(test_pooling_gradients),
         cmocka_unit_test(test_batch_norm_against_pytorch),

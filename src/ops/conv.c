@@ -158,6 +158,11 @@ typedef struct {
     size_t part_bytes, parts;
     char *partials;           /* weight gradient: chunks partial sums */
     size_t chunks;
+    char *bias_grad;          /* weight kernel: dL/dbias too, or NULL */
+    bool bias_acc;
+    char *input_grad;         /* weight kernel: dL/dx too, or NULL */
+    bool input_acc;
+    char *bias_partials;      /* chunks x O partial sums of dL/dbias */
     const char *relu_out;     /* fused relu: y, whose zeros mask G (backward kernels) */
     char *masked;             /* parts x masked_bytes: each part's masked G */
     size_t masked_bytes;
@@ -220,32 +225,69 @@ static void forward_part(void *ctx, size_t begin, size_t end) {
         }
 }
 
+/* dL/dx of example n, group grp, (+)= from its block G and the weights w
+ * (Og, K): the one product wᵀ · G, folded back by col2im (col is the
+ * part's scratch). */
+static void input_grad_block(const conv_geom *g, nb_dtype dt, const char *G, const char *w, char *col, char *gx_all,
+                             size_t n, size_t grp, bool acc) {
+    size_t bytes = nb_dtype_size(dt), P = positions(g), K = patch(g), Cg = in_group(g), Og = out_group(g);
+    char *gx = gx_all + (n * g->C + grp * Cg) * g->H * g->W * bytes;
+    w += grp * Og * K * bytes;
+    if (!unfolds(g)) { /* dL/dx = wᵀ · G directly */
+        nb_gemm(dt, true, false, Cg, P, Og, 1.0, w, K, G, P, acc ? 1 : 0, gx);
+        return;
+    }
+    nb_gemm(dt, true, false, K, P, Og, 1.0, w, K, G, P, 0, col); /* dL/dcol = wᵀ · G */
+    if (!acc) memset(gx, 0, Cg * g->H * g->W * bytes);
+    col2im(g, dt, col, gx);
+}
+
 /* dL/dx (N, C, H, W) from G = a (N, O, P) and w = b, for examples begin..end. */
 static void input_grad_part(void *ctx, size_t begin, size_t end) {
     const conv_job *j = ctx;
     const conv_geom *g = j->g;
-    size_t bytes = nb_dtype_size(j->dt), P = positions(g), K = patch(g), Cg = in_group(g), Og = out_group(g);
     size_t part = part_of(begin, g->N, j->parts);
     char *col = j->scratch + part * j->part_bytes;
     for (size_t n = begin; n < end; n++)
-        for (size_t grp = 0; grp < g->groups; grp++) {
-            const char *G = g_block(j, j->a, n, grp, part), *w = j->b + grp * Og * K * bytes;
-            char *gx = j->out + (n * g->C + grp * Cg) * g->H * g->W * bytes;
-            if (!unfolds(g)) { /* dL/dx = wᵀ · G directly */
-                nb_gemm(j->dt, true, false, Cg, P, Og, 1.0, w, K, G, P, j->acc ? 1 : 0, gx);
-                continue;
-            }
-            nb_gemm(j->dt, true, false, K, P, Og, 1.0, w, K, G, P, 0, col); /* dL/dcol = wᵀ · G */
-            if (!j->acc) memset(gx, 0, Cg * g->H * g->W * bytes);
-            col2im(g, j->dt, col, gx);
-        }
+        for (size_t grp = 0; grp < g->groups; grp++)
+            input_grad_block(g, j->dt, g_block(j, j->a, n, grp, part), j->b, col, j->out, n, grp, j->acc);
 }
 
-/* dL/dw (O, K) from x = a and G = b (N, O, P): chunks begin..end of the
- * examples, each summed in order into its own partial.  The partials hold
- * the transpose, dL/dwᵀ (K, Og) per group, = col (K, P) · Gᵀ (P, Og): the
- * same sums, in the product's faster shape for a tall col (measured with
- * OpenBLAS's AVX-512 kernels on 3x3x32 patches: 96 against 72 GFLOP/s). */
+/* The sums of G's rows (rows x P), into sums[0..rows) (set when first,
+ * else added): each row in LANES interleaved partial sums, added together
+ * at the end, a fixed order that the compiler can vectorise, where one
+ * running sum would wait on each add (1.8 ms against 0.2 for a
+ * (64, 32, 26, 26) gradient).  Not NB_VECTOR_CLONES: see the GCC bug
+ * described there. */
+enum { LANES = 16 };
+
+static void add_row_sums(nb_dtype dt, const char *G, size_t rows, size_t P, char *sums, bool first) {
+    size_t whole = P / LANES * LANES;
+    NB_DISPATCH(dt, {
+        const T *g = (const T *)(const void *)G;
+        T *out = (T *)(void *)sums;
+        for (size_t r = 0; r < rows; r++) {
+            const T *row = g + r * P;
+            T lane[LANES] = {0}, s = 0;
+            for (size_t p = 0; p < whole; p += LANES)
+                for (size_t k = 0; k < LANES; k++) lane[k] += row[p + k];
+            for (size_t p = whole; p < P; p++) lane[p - whole] += row[p];
+            for (size_t k = 0; k < LANES; k++) s += lane[k];
+            out[r] = first ? s : out[r] + s;
+        }
+    });
+}
+
+/* dL/dw (O, K) from x = a and G = b (N, O, P), and dL/dbias (O) and dL/dx
+ * (from the weights in `bias`'s place) if asked:
+ * chunks begin..end of the examples, each summed in order into its own
+ * partial.  The partials hold the transpose, dL/dwᵀ (K, Og) per group,
+ * = col (K, P) · Gᵀ (P, Og): the same sums, in the product's faster shape
+ * for a tall col (measured with OpenBLAS's AVX-512 kernels on 3x3x32
+ * patches: 96 against 72 GFLOP/s).  The bias's sums are taken from each
+ * example's block of G while it is in cache, and so is dL/dx (its own
+ * example's alone, so the same bits as input_grad_part): G is read, and
+ * masked for the fused relu, once for the three instead of three times. */
 static void weight_grad_part(void *ctx, size_t begin, size_t end) {
     const conv_job *j = ctx;
     const conv_geom *g = j->g;
@@ -253,19 +295,37 @@ static void weight_grad_part(void *ctx, size_t begin, size_t end) {
     size_t part = part_of(begin, j->chunks, j->parts);
     char *col = j->scratch + part * j->part_bytes;
     for (size_t c = begin; c < end; c++) {
-        char *partial = j->partials + c * g->O * K * bytes;
+        char *partial = j->out ? j->partials + c * g->O * K * bytes : NULL;
+        char *bias_partial = j->bias_grad ? j->bias_partials + c * g->O * bytes : NULL;
         bool first = true;
         for (size_t n = nb_part_begin(g->N, c, j->chunks); n < nb_part_begin(g->N, c + 1, j->chunks); n++) {
             for (size_t grp = 0; grp < g->groups; grp++) {
                 const char *x = j->a + (n * g->C + grp * Cg) * g->H * g->W * bytes;
                 const char *G = g_block(j, j->b, n, grp, part);
-                if (unfolds(g)) im2col(g, j->dt, x, col);
-                nb_gemm(j->dt, false, true, K, Og, P, 1.0, unfolds(g) ? col : x, P, G, P, first ? 0 : 1,
-                        partial + grp * K * Og * bytes);
+                if (partial) {
+                    if (unfolds(g)) im2col(g, j->dt, x, col);
+                    nb_gemm(j->dt, false, true, K, Og, P, 1.0, unfolds(g) ? col : x, P, G, P, first ? 0 : 1,
+                            partial + grp * K * Og * bytes);
+                }
+                if (bias_partial) add_row_sums(j->dt, G, Og, P, bias_partial + grp * Og * bytes, first);
+                if (j->input_grad) input_grad_block(g, j->dt, G, j->bias, col, j->input_grad, n, grp, j->input_acc);
             }
             first = false;
         }
     }
+}
+
+/* dL/dbias (+)= the chunks' partial sums, added in chunk order. */
+static void add_bias_partials(const conv_job *j) {
+    NB_DISPATCH(j->dt, {
+        const T *parts = (const T *)(const void *)j->bias_partials;
+        T *out = (T *)(void *)j->bias_grad;
+        for (size_t o = 0; o < j->g->O; o++) {
+            T s = parts[o];
+            for (size_t c = 1; c < j->chunks; c++) s += parts[c * j->g->O + o];
+            out[o] = j->bias_acc ? out[o] + s : s;
+        }
+    });
 }
 
 /* out (O, K) (+)= the chunks' partials (K, Og per group), transposed back
@@ -297,46 +357,71 @@ static size_t parts_for(size_t items, double flops) {
 
 enum { KERNEL_FORWARD, KERNEL_INPUT_GRAD, KERNEL_WEIGHT_GRAD };
 
+/* The other gradients the weight kernel can take in the same pass. */
+typedef struct {
+    void *bias_grad;  /* dL/dbias, or NULL */
+    bool bias_acc;
+    void *input_grad; /* dL/dx, or NULL */
+    bool input_acc;
+    const void *w;    /* the weights, for dL/dx */
+} more_grads;
+
 /* Runs one of the three kernels; false (tape errored) if working memory
- * could not be had. */
-static bool run_kernel(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b, const void *bias,
-                       void *out, bool acc) {
+ * could not be had.  The weight kernel also takes the gradients `more`
+ * asks for, and out may then be NULL (no weight gradient). */
+static bool run_kernel_with(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b,
+                            const void *bias, void *out, bool acc, const more_grads *more) {
     const conv_geom *g = e->saved;
     size_t bytes = nb_dtype_size(dt), K = patch(g), P = positions(g);
     double flops = 2.0 * (double)g->N * (double)g->O * (double)K * (double)P;
-    conv_job j = {g, dt, a, b, bias, out, acc, NULL, 0, 1, NULL, 1, NULL, NULL, 0};
+    void *bias_grad = more ? more->bias_grad : NULL;
+    conv_job j = {g,    dt,        a,    b,    more && more->input_grad ? more->w : bias,
+                  out,  acc,       NULL, 0,    1,
+                  NULL, 1,         bias_grad, more && more->bias_acc, more ? more->input_grad : NULL,
+                  more && more->input_acc, NULL, NULL, NULL, 0};
     if (g->relu && kernel != KERNEL_FORWARD) { /* backward of the fused op: G masked by y */
         j.relu_out = e->out->data;
         j.masked_bytes = (out_group(g) * P * bytes + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN;
     }
-    size_t col_bytes = unfolds(g) ? (K * P * bytes + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN : 0;
+    bool uses_col = out || kernel != KERNEL_WEIGHT_GRAD || j.input_grad;
+    size_t col_bytes = unfolds(g) && uses_col ? (K * P * bytes + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN : 0;
     if (kernel == KERNEL_WEIGHT_GRAD) {
-        if (g->N == 0) { /* no examples: a zero gradient */
-            if (!acc) memset(out, 0, g->O * K * bytes);
-            return true;
+        if (g->N == 0) { /* no examples: zero gradients */
+            if (out && !acc) memset(out, 0, g->O * K * bytes);
+            if (bias_grad && !j.bias_acc) memset(bias_grad, 0, g->O * bytes);
+            return true; /* and dL/dx has no element */
         }
         j.chunks = g->N < WEIGHT_CHUNKS ? g->N : WEIGHT_CHUNKS;
-        j.parts = parts_for(j.chunks, flops);
+        j.parts = parts_for(j.chunks, out || j.input_grad ? flops : 0);
     } else {
         j.parts = parts_for(g->N, flops);
     }
-    size_t partial_bytes = kernel == KERNEL_WEIGHT_GRAD ? j.chunks * g->O * K * bytes : 0;
+    size_t partial_bytes = kernel == KERNEL_WEIGHT_GRAD && out ? j.chunks * g->O * K * bytes : 0;
+    size_t bias_bytes = bias_grad ? (j.chunks * g->O * bytes + NB_ALIGN - 1) / NB_ALIGN * NB_ALIGN : 0;
     j.part_bytes = col_bytes;
-    if (col_bytes || partial_bytes || j.masked_bytes) {
-        char *mem = nb_tape_scratch(e->out->tape, j.parts * (col_bytes + j.masked_bytes) + partial_bytes, e);
+    if (col_bytes || partial_bytes || j.masked_bytes || bias_bytes) {
+        char *mem =
+            nb_tape_scratch(e->out->tape, j.parts * (col_bytes + j.masked_bytes) + bias_bytes + partial_bytes, e);
         if (!mem) return false;
         j.scratch = mem;
         j.masked = mem + j.parts * col_bytes;
-        j.partials = j.masked + j.parts * j.masked_bytes;
+        j.bias_partials = j.masked + j.parts * j.masked_bytes;
+        j.partials = j.bias_partials + bias_bytes;
     }
     switch (kernel) {
     case KERNEL_FORWARD: nb_parallel_parts(g->N, (int)j.parts, forward_part, &j); break;
     case KERNEL_INPUT_GRAD: nb_parallel_parts(g->N, (int)j.parts, input_grad_part, &j); break;
     default:
         nb_parallel_parts(j.chunks, (int)j.parts, weight_grad_part, &j);
-        nb_parallel(g->O, 1 + NB_PARALLEL_GRAIN / K, add_partials, &j);
+        if (out) nb_parallel(g->O, 1 + NB_PARALLEL_GRAIN / K, add_partials, &j);
+        if (bias_grad) add_bias_partials(&j);
     }
     return true;
+}
+
+static bool run_kernel(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b, const void *bias,
+                       void *out, bool acc) {
+    return run_kernel_with(e, kernel, dt, a, b, bias, out, acc, NULL);
 }
 
 /* ---------------------------------------------------------------- the ops */
@@ -376,70 +461,23 @@ static void conv_forward(nb_entry *e) {
         memset(e->out->data, 0, e->out->size * nb_dtype_size(x->dtype));
 }
 
-/* dL/dbias[o] (+)= Σ over examples and positions of G[n, o, :], for
- * channels begin..end. */
-typedef struct {
-    const conv_geom *g;
-    nb_dtype dt;
-    const void *G, *relu_out; /* relu_out: the fused relu's y, or NULL */
-    void *gb;
-    bool acc;
-} bias_job;
-
-/* The sums run in LANES interleaved partial sums, added together at the
- * end: a fixed order (the same on any thread count) that the compiler can
- * vectorise, where one running sum would wait on each add (1.8 ms against
- * 0.2 for a (64, 32, 26, 26) gradient).  Not NB_VECTOR_CLONES: see the
- * GCC bug described there. */
-enum { LANES = 16 };
-
-static void bias_grad_part(void *ctx, size_t begin, size_t end) {
-    const bias_job *j = ctx;
-    size_t P = positions(j->g), whole = P / LANES * LANES;
-    NB_DISPATCH(j->dt, {
-        const T *G = j->G;
-        T *gb = j->gb;
-        for (size_t o = begin; o < end; o++) {
-            T lane[LANES] = {0}, s = 0;
-            for (size_t n = 0; n < j->g->N; n++) {
-                const T *row = G + (n * j->g->O + o) * P;
-                const T *y = j->relu_out ? (const T *)j->relu_out + (n * j->g->O + o) * P : row;
-                if (!j->relu_out) {
-                    for (size_t p = 0; p < whole; p += LANES)
-                        for (size_t k = 0; k < LANES; k++) lane[k] += row[p + k];
-                    for (size_t p = whole; p < P; p++) lane[p - whole] += row[p];
-                } else { /* G times relu's derivative, as in g_block */
-                    for (size_t p = 0; p < whole; p += LANES)
-                        for (size_t k = 0; k < LANES; k++) lane[k] += row[p + k] * (y[p + k] > 0 ? (T)1 : (T)0);
-                    for (size_t p = whole; p < P; p++) lane[p - whole] += row[p] * (y[p] > 0 ? (T)1 : (T)0);
-                }
-            }
-            for (size_t k = 0; k < LANES; k++) s += lane[k];
-            gb[o] = j->acc ? gb[o] + s : s;
-        }
-    });
-}
-
 static void conv_backward(nb_entry *e) {
     nb_tape *tp = e->out->tape;
     nb_tensor *x = e->in[0], *w = e->in[1];
-    const conv_geom *g = geom(e);
-    bool acc;
-    if (x->requires_grad) {
-        void *gx = nb_grad_target(tp, x, &acc);
-        if (!gx || !run_kernel(e, KERNEL_INPUT_GRAD, x->dtype, e->out->grad, w->data, NULL, gx, acc))
-            return;
+    more_grads more = {NULL, false, NULL, false, w->data};
+    void *gw = NULL;
+    bool acc_w = false;
+    if (x->requires_grad && !(more.input_grad = nb_grad_target(tp, x, &more.input_acc))) return;
+    if (w->requires_grad && !(gw = nb_grad_target(tp, w, &acc_w))) return;
+    if (e->flag0 && e->in[2]->requires_grad && !(more.bias_grad = nb_grad_target(tp, e->in[2], &more.bias_acc)))
+        return;
+    if (!gw && !more.bias_grad) { /* dL/dx alone */
+        if (more.input_grad)
+            run_kernel(e, KERNEL_INPUT_GRAD, x->dtype, e->out->grad, w->data, NULL, more.input_grad, more.input_acc);
+        return;
     }
-    if (w->requires_grad) {
-        void *gw = nb_grad_target(tp, w, &acc);
-        if (!gw || !run_kernel(e, KERNEL_WEIGHT_GRAD, x->dtype, x->data, e->out->grad, NULL, gw, acc))
-            return;
-    }
-    if (e->flag0 && e->in[2]->requires_grad) {
-        bias_job j = {g, x->dtype, e->out->grad, g->relu ? e->out->data : NULL, NULL, false};
-        if (!(j.gb = nb_grad_target(tp, e->in[2], &j.acc))) return;
-        nb_parallel(g->O, 1 + NB_PARALLEL_GRAIN / (g->N * positions(g) + 1), bias_grad_part, &j);
-    }
+    /* dL/dw, dL/dbias and dL/dx in one pass over the examples (see weight_grad_part) */
+    run_kernel_with(e, KERNEL_WEIGHT_GRAD, x->dtype, x->data, e->out->grad, NULL, gw, acc_w, &more);
 }
 
 /* The three maps of the top of the file, and the bias's: G summed over
