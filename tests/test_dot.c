@@ -438,8 +438,20 @@ static void test_frames_after_backward_do_not_double(void **state) {
     int fd = mkstemp(page);
     assert_true(fd >= 0);
     close(fd);
-    assert_int_equal(nb_backward_html(loss, page, "t", NULL), NB_OK);
+    nb_dot_opts o;
+    nb_dot_default_opts(&o);
+    o.title = "the step's title";
+    assert_int_equal(nb_backward_html(loss, page, o.title, &o), NB_OK);
     assert_close(nb_grad_get(m.b, 0), db, 1e-12);
+    /* The page's heading carries the title; the drawing does not repeat it
+     * (in Graphviz's serif font, over the graph). */
+    f = fopen(page, "r");
+    static char html[1 << 17];
+    size_t got = fread(html, 1, sizeof html - 1, f);
+    html[got] = '\0';
+    fclose(f);
+    assert_int_equal(count_of(html, "the step&#39;s title") + count_of(html, "the step's title"), 2);
+    assert_message_has(html, "<h1>the step");
     unlink(page);
     nb_tape_free(tp);
     nb_tensor_free(m.W);

@@ -91,11 +91,13 @@ nb_status nb_dot_emit(const nb_picture *p, FILE *f, const nb_dot_layout *l) {
     const nb_tape *tp = p->tp;
     const nb_dot_opts *o = p->o;
     size_t hl = l->highlight;
-    fprintf(f, "digraph nabla {\n  rankdir=%s;\n  node [fontname=\"Helvetica\", fontsize=%d];\n"
+    /* graph: the title's and the clusters' labels, in the nodes' font */
+    fprintf(f, "digraph nabla {\n  rankdir=%s;\n  graph [fontname=\"Helvetica\"];\n"
+               "  node [fontname=\"Helvetica\", fontsize=%d];\n"
                "  edge [fontname=\"Helvetica\", fontsize=%d];\n",
             l->rankdir ? l->rankdir : "LR", l->node_fontsize ? l->node_fontsize : 11,
             l->edge_fontsize ? l->edge_fontsize : 9);
-    if (o->title) {
+    if (o->title && !l->no_title) {
         fputs("  labelloc=t; label=\"", f);
         put_escaped(f, o->title);
         fputs("\";\n", f);
@@ -193,7 +195,7 @@ nb_status nb_dot_write(nb_tape *tp, FILE *f, const nb_dot_opts *opts) {
     if (st == NB_OK) st = still_labels(&p, &s);
     if (st == NB_OK) {
         nb_dot_layout l = {s.labels, s.labels + p.n_nodes, s.labels + p.n_nodes + tp->n_entries, o.highlight,
-                           o.rankdir, true, false, 0, 0};
+                           o.rankdir, true, false, 0, 0, false};
         st = nb_dot_emit(&p, f, &l);
         if (st != NB_OK) nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_write: write error");
     } else {

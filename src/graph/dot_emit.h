@@ -19,6 +19,7 @@ typedef struct {
     bool legend;                    /* a legend cluster (still pictures) */
     bool classes;                   /* SVG classes for the stepper's script */
     int node_fontsize, edge_fontsize; /* points; 0 for 11 and 9 */
+    bool no_title;                  /* the stepper: the page's heading says it */
 } nb_dot_layout;
 
 nb_status nb_dot_emit(const nb_picture *p, FILE *f, const nb_dot_layout *l);

@@ -182,7 +182,7 @@ static nb_status write_frame(const film *fm, const char *const *ops, size_t k, c
                              int fontsize, FILE *f) {
     const frame *fr = &fm->frames[k];
     nb_dot_layout l = {(const char *const *)fr->labels, ops, (const char *const *)fr->labels + fm->pic.n_nodes,
-                       fr->entry, rankdir, !classes, classes, fontsize, fontsize};
+                       fr->entry, rankdir, !classes, classes, fontsize, fontsize, false};
     return nb_dot_emit(&fm->pic, f, &l);
 }
 
@@ -291,7 +291,7 @@ static nb_status layout_svg(const film *fm, const char *const *ops, const char *
     if (!f) st = NB_ERR_NOMEM;
     if (st == NB_OK) {
         nb_dot_layout l = {(const char *const *)labels, ops, (const char *const *)labels + fm->pic.n_nodes, 0,
-                           rankdir, false, true, 14, 14};
+                           rankdir, false, true, 14, 14, true};
         st = nb_dot_emit(&fm->pic, f, &l);
         fclose(f);
     }
