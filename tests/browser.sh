@@ -6,7 +6,8 @@
 #     starting from none;
 #   - the drawing keeps its size and every shape its place in every frame;
 #   - the address follows as #frame=N, and #frame=2 opens on frame 2;
-#   - no text is smaller than 14 px at the default zoom.
+#   - no text is smaller than 14 px at the default zoom;
+#   - no grey edge (no gradient: data, targets) is ever lit.
 # Skips (exit 0) when Chromium is not installed.
 set -u
 bin=${1:-build}/examples
@@ -48,7 +49,7 @@ for page in $pages; do
     "file://$tmp/$page.html#selftest,frame=2" 2>/dev/null |
     sed -n 's/.*<pre id="selftest">\([^<]*\)<\/pre>.*/\1/p')
   # expected: "frames N 0:none 1:opK 2:opJ ... same-layout true hash true
-  # text-px X start 2", with K > J > ...
+  # text-px X start 2 grey-lit 0", with K > J > ...
   why=$(awk -v r="$result" 'BEGIN {
       n = split(r, f, " ");
       if (f[1] != "frames" || n < 4) { print "no self-test report"; exit }
@@ -67,6 +68,7 @@ for page in $pages; do
       if (v["hash"] != "true") { print "the address did not follow as #frame=N"; exit }
       if (v["text-px"] + 0 < 14) { print "text is " v["text-px"] " px high, under 14"; exit }
       if (v["start"] != "2") { print "#frame=2 opened on frame " v["start"]; exit }
+      if (v["grey-lit"] != "0") { print v["grey-lit"] " grey edges were lit"; exit }
     }')
   if [ -z "$why" ]; then
     echo "browser: $page: $result"
