@@ -63,6 +63,11 @@ static int parabola(const char *dot, const char *html) {
         if (nb_grad(y, &nx, 1, &g, true) != NB_OK) status = 1;
         nb_scope_end(tp);
         nb_tensor_set_name(g, "y′"); /* y′ = dy/dx, a tensor like any other */
+        /* nb_grad's ops come unnamed; walk back from y′ and name the product
+         * square's backward made as a class writes it: y′ = 2x · 1 (the
+         * seed, dy/dy = 1) */
+        for (int k = 0; k < nb_tensor_n_inputs(g); k++)
+            if (!strcmp(nb_tensor_op(nb_tensor_input(g, k)), "scale")) nb_tensor_set_name(nb_tensor_input(g, k), "2x");
         nb_tape_set_explain(tp, true);
         if (!status && nb_backward(g) != NB_OK) status = 1; /* d²y/dx² = 2, on the edges */
         nb_dot_opts o;

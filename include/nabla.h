@@ -281,6 +281,15 @@ void nb_tape_set_anomaly_mode(nb_tape *tp, bool on);
 nb_status nb_scope_begin(nb_tape *tp, const char *name);
 void nb_scope_end(nb_tape *tp);
 
+/* The recorded graph, walked back from a result (micrograd's _op and
+ * _prev): the name of the op that made t ("" for a leaf, an errored tensor
+ * or one from before a reset), how many inputs it took, and the k-th of
+ * them (NULL out of range).  For teaching, and for naming the tensors that
+ * nb_grad records with create_graph so that pictures can show them. */
+const char *nb_tensor_op(const nb_tensor *t);
+int nb_tensor_n_inputs(const nb_tensor *t);
+nb_tensor *nb_tensor_input(const nb_tensor *t, int k);
+
 /* Called once per tape entry that backward processes, after the entry's
  * backward ran (for step-by-step pictures). */
 typedef void (*nb_backward_hook)(nb_tape *tp, size_t entry_index, void *user);

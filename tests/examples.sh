@@ -191,7 +191,7 @@ check "newton" bash -c "'$bin/newton' --dot '$tmp/newton.dot' --html '$tmp/newto
   grep -Eq '^ +1 \| +4\.000000 \| +0\.000000$' '$tmp/last' &&
   grep -Eq '^ +2 \| +3\.200000 \| +0\.000000$' '$tmp/last' &&
   awk '/comes within 1e-6/ {ok = (\$(NF-1) > 100)} END {exit !ok}' '$tmp/last' &&
-  dot -Tsvg '$tmp/newton.dot' -o /dev/null && grep -q 'label=\"y′\\\\nvalue 10\\\\ngrad 1\"' '$tmp/newton.dot' && grep -q '<svg' '$tmp/newton.html'"
+  dot -Tsvg '$tmp/newton.dot' -o /dev/null && grep -q 'label=\"y′\\\\nvalue 10\\\\ngrad 1\"' '$tmp/newton.dot' && grep -q 'label=\"2x\\\\nvalue 10' '$tmp/newton.dot' && grep -q '<svg' '$tmp/newton.html'"
 
 # demo: trains, gradient-checks, and writes its pictures
 check "demo" bash -c "'$bin/demo' --epochs 200 --out '$tmp/demo' > '$tmp/last' 2>&1 &&

@@ -254,6 +254,41 @@ static void test_inputs_changed_after_use_are_refused(void **state) {
 
 /* A chain of a million ops, forward and backward, with no recursion.
  * y = ((x * c) + 1) * c + 1 ...: dy/dx = c^(ops/2). */
+/* The graph walked back from a result, as micrograd's _op and _prev:
+ * y = tanh(a * b + c); the gradient's own ops, recorded by nb_grad, too. */
+static void test_walking_the_graph(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *a = nb_scalar(NULL, NB_F64, 2), *b = nb_scalar(NULL, NB_F64, 3), *c = nb_scalar(NULL, NB_F64, -5);
+    nb_requires_grad(a, true);
+    nb_tensor *ab = nb_mul(tp, a, b), *z = nb_add(tp, ab, c), *y = nb_tanh(tp, z);
+    assert_string_equal(nb_tensor_op(y), "tanh");
+    assert_int_equal(nb_tensor_n_inputs(y), 1);
+    assert_ptr_equal(nb_tensor_input(y, 0), z);
+    assert_string_equal(nb_tensor_op(z), "add");
+    assert_ptr_equal(nb_tensor_input(z, 0), ab);
+    assert_ptr_equal(nb_tensor_input(z, 1), c);
+    assert_null(nb_tensor_input(z, 2));
+    assert_null(nb_tensor_input(z, -1));
+    assert_ptr_equal(nb_tensor_input(ab, 1), b);
+    /* leaves, NULL */
+    assert_string_equal(nb_tensor_op(a), "");
+    assert_int_equal(nb_tensor_n_inputs(a), 0);
+    assert_null(nb_tensor_input(a, 0));
+    assert_string_equal(nb_tensor_op(NULL), "");
+    /* dy/da = (1 - y²) b, recorded as ops: its last op is a product */
+    nb_tensor *g;
+    assert_int_equal(nb_grad(y, &a, 1, &g, true), NB_OK);
+    assert_true(nb_tensor_n_inputs(g) >= 1);
+    assert_true(strlen(nb_tensor_op(g)) > 0);
+    /* after a reset, the tensors of the last step made nothing any more */
+    nb_tape_reset(tp);
+    assert_string_equal(nb_tensor_op(y), "");
+    assert_null(nb_tensor_input(y, 0));
+    nb_tensor_free(a), nb_tensor_free(b), nb_tensor_free(c);
+    nb_tape_free(tp);
+}
+
 static void test_million_op_chain(void **state) {
     (void)state;
     enum { OPS = 1000000 };
@@ -348,6 +383,7 @@ int main(void) {
         cmocka_unit_test(test_tensors_kept_across_reset_are_refused),
         cmocka_unit_test(test_hidden_state_carried_across_reset),
         cmocka_unit_test(test_inputs_changed_after_use_are_refused),
+        cmocka_unit_test(test_walking_the_graph),
         cmocka_unit_test(test_million_op_chain),
         cmocka_unit_test(test_million_op_dag),
         cmocka_unit_test(test_warm_training_loop_does_not_allocate),

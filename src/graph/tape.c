@@ -179,3 +179,26 @@ nb_tensor *nb_check_slow(nb_tape *tp, const nb_op *op, const char *file, int lin
     return failed;
 }
 
+
+/* ---------------------------------------------------------------- walking */
+
+/* The entry that made t, or NULL (a leaf, errored, or stale). */
+static const nb_entry *maker(const nb_tensor *t) {
+    if (!t || t->status != NB_OK || !nb_recorded(t)) return NULL;
+    return &t->tape->entries[t->entry - 1];
+}
+
+const char *nb_tensor_op(const nb_tensor *t) {
+    const nb_entry *e = maker(t);
+    return e ? e->op->name : "";
+}
+
+int nb_tensor_n_inputs(const nb_tensor *t) {
+    const nb_entry *e = maker(t);
+    return e ? e->n_in : 0;
+}
+
+nb_tensor *nb_tensor_input(const nb_tensor *t, int k) {
+    const nb_entry *e = maker(t);
+    return e && k >= 0 && k < e->n_in ? nb_entry_input(e, k) : NULL;
+}
