@@ -48,6 +48,26 @@
 extern "C" {
 #endif
 
+/* Runs the statements once with T bound to the C type of dtype dt (float
+ * for NB_F32, double for NB_F64), so that a kernel is written once for both:
+ *   NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+ *       const T *x = nb_op_input_data(c, 0);
+ *       T *y = nb_op_output_data(c);
+ *       for (size_t i = 0; i < nb_op_size(c); i++) y[i] = x[i] > 0 ? x[i] : 0;
+ *   });
+ * (with <tgmath.h>, exp() and the others pick the float or double function
+ * from T).  The built-in ops use it too. */
+#define NB_FOR_DTYPE(dt, ...)      \
+    do {                           \
+        if ((dt) == NB_F32) {      \
+            typedef float T;       \
+            __VA_ARGS__            \
+        } else {                   \
+            typedef double T;      \
+            __VA_ARGS__            \
+        }                          \
+    } while (0)
+
 /* One recorded call of an op: what the callbacks are given. */
 typedef struct nb_op_call nb_op_call;
 

@@ -504,19 +504,9 @@ static inline bool nb_needs_grad(const nb_entry *e, int i) {
 #define NB_F(t) ((float *)(t)->data)
 #define NB_D(t) ((double *)(t)->data)
 
-/* Runs BODY once with T bound to the C type of dtype dt, so that a kernel is
- * written once for float and double (with <tgmath.h>, exp() etc. pick the
- * float or double function from T). */
-#define NB_DISPATCH(dt, ...)                                                                 \
-    do {                                                                                      \
-        if ((dt) == NB_F32) {                                                                 \
-            typedef float T;                                                                  \
-            __VA_ARGS__                                                                        \
-        } else {                                                                              \
-            typedef double T;                                                                 \
-            __VA_ARGS__                                                                        \
-        }                                                                                     \
-    } while (0)
+/* Runs BODY once with T bound to the C type of dtype dt: nabla_op.h's
+ * NB_FOR_DTYPE, under the name the library's kernels use. */
+#define NB_DISPATCH(dt, ...) NB_FOR_DTYPE(dt, __VA_ARGS__)
 
 /* For the loaders: whether path can be read as a file (not missing, not a
  * directory), with the error (NB_ERR_IO, naming `who` and the path) set if

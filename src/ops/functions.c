@@ -17,20 +17,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Runs BODY with T the C type of the op's dtype (as src/internal.h's
- * NB_DISPATCH; repeated here so that this file needs the public headers
- * only). */
-#define FOR_DTYPE(dt, ...)                 \
-    do {                                   \
-        if ((dt) == NB_F32) {              \
-            typedef float T;               \
-            __VA_ARGS__                    \
-        } else {                           \
-            typedef double T;              \
-            __VA_ARGS__                    \
-        }                                  \
-    } while (0)
-
 /* The axis normalised (negative counts from the end) and the (outer, n,
  * inner) view around it; false, with the error recorded, if out of range. */
 typedef struct {
@@ -99,7 +85,7 @@ static nb_tensor *reduce(nb_tape *tp, const nb_op_def *def, nb_tensor *x, int ax
 static void logsumexp_forward(nb_op_call *c) {
     const axis_params *p = nb_op_params(c);
     // cppcheck-suppress invalidFunctionArg ; log(sum) with sum >= 1 (see below)
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *x = nb_op_input_data(c, 0);
         T *y = nb_op_output_data(c);
         for (size_t o = 0; o < p->outer; o++)
@@ -123,7 +109,7 @@ static void logsumexp_backward(nb_op_call *c) {
     bool acc;
     void *gx_ = nb_op_grad_input(c, 0, &acc);
     if (!gx_) return;
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *x = nb_op_input_data(c, 0), *y = nb_op_output_data(c), *g = nb_op_grad_output(c);
         T *gx = gx_;
         for (size_t o = 0; o < p->outer; o++)
@@ -156,7 +142,7 @@ nb_tensor *nb_logsumexp_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, con
  *   dy/dx_k = 2 (x_k - μ) / (n - c)   (the terms through μ sum to zero) */
 static void var_forward(nb_op_call *c) {
     const axis_params *p = nb_op_params(c);
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *x = nb_op_input_data(c, 0);
         T *y = nb_op_output_data(c);
         for (size_t o = 0; o < p->outer; o++)
@@ -176,7 +162,7 @@ static void var_backward(nb_op_call *c) {
     bool acc;
     void *gx_ = nb_op_grad_input(c, 0, &acc);
     if (!gx_) return;
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *x = nb_op_input_data(c, 0), *g = nb_op_grad_output(c);
         T *gx = gx_;
         for (size_t o = 0; o < p->outer; o++)
@@ -229,7 +215,7 @@ nb_tensor *nb_var_axis_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, int 
  * first one, and a NaN wins (as PyTorch's max, which propagates NaN). */
 static size_t arg_extreme(const void *x, nb_dtype dt, const axis_params *p, size_t o, size_t i, bool larger) {
     size_t best = 0;
-    FOR_DTYPE(dt, {
+    NB_FOR_DTYPE(dt, {
         const T *row = (const T *)x + o * p->n * p->inner + i;
         for (size_t k = 1; k < p->n && row[best * p->inner] == row[best * p->inner]; k++) {
             T v = row[k * p->inner], b = row[best * p->inner];
@@ -245,7 +231,7 @@ static void extreme_forward(nb_op_call *c, bool larger) {
     const axis_params *p = nb_op_params(c);
     size_t *where = nb_op_save(c, p->outer * p->inner * sizeof *where);
     if (!where) return;
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *x = nb_op_input_data(c, 0);
         T *y = nb_op_output_data(c);
         for (size_t o = 0; o < p->outer; o++)
@@ -266,7 +252,7 @@ static void extreme_backward(nb_op_call *c) {
     bool acc;
     void *gx_ = nb_op_grad_input(c, 0, &acc);
     if (!gx_) return;
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *g = nb_op_grad_output(c);
         T *gx = gx_;
         if (!acc) memset(gx, 0, nb_tensor_size(nb_op_input(c, 0)) * sizeof(T));
@@ -298,7 +284,7 @@ static const nb_op_def min_op = {.name = "min", .forward = min_forward, .backwar
 
 static void arg_forward(nb_op_call *c, bool larger) {
     const axis_params *p = nb_op_params(c);
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *x = nb_op_input_data(c, 0);
         T *y = nb_op_output_data(c);
         for (size_t o = 0; o < p->outer; o++)
@@ -341,7 +327,7 @@ static void layer_norm_forward(nb_op_call *c) {
     const norm_params *p = nb_op_params(c);
     nb_tensor *x = nb_op_input(c, 0);
     size_t D = nb_tensor_dim(x, -1), rows = nb_tensor_size(x) / D;
-    FOR_DTYPE(nb_tensor_dtype(x), {
+    NB_FOR_DTYPE(nb_tensor_dtype(x), {
         T *stats = nb_op_save(c, 2 * rows * sizeof(T)); /* μ and r per row */
         if (!stats) return;
         const T *xs = nb_op_input_data(c, 0);
@@ -375,7 +361,7 @@ static void layer_norm_backward(nb_op_call *c) {
     void *gg_ = p->gamma >= 0 ? nb_op_grad_input(c, p->gamma, &acc_g) : NULL;
     void *gb_ = p->beta >= 0 ? nb_op_grad_input(c, p->beta, &acc_b) : NULL;
     if (nb_tape_status(nb_op_tape(c)) != NB_OK) return;
-    FOR_DTYPE(nb_tensor_dtype(x), {
+    NB_FOR_DTYPE(nb_tensor_dtype(x), {
         const T *xs = nb_op_input_data(c, 0), *dy = nb_op_grad_output(c), *stats = nb_op_saved(c);
         const T *gamma = p->gamma >= 0 ? nb_op_input_data(c, p->gamma) : NULL;
         T *gx = gx_, *gg = gg_, *gb = gb_;
@@ -479,7 +465,7 @@ typedef struct {
 static void dropout_forward(nb_op_call *c) {
     const dropout_params *p = nb_op_params(c);
     size_t n = nb_op_size(c);
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         T *mask = nb_op_save(c, n * sizeof(T));
         if (!mask) return;
         const T *x = nb_op_input_data(c, 0);
@@ -504,7 +490,7 @@ static void dropout_backward(nb_op_call *c) {
     bool acc;
     void *gx_ = nb_op_grad_input(c, 0, &acc);
     if (!gx_) return;
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *g = nb_op_grad_output(c), *mask = nb_op_saved(c);
         T *gx = gx_;
         for (size_t i = 0; i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] * mask[i] : g[i] * mask[i];
@@ -517,7 +503,7 @@ static void dropout_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
     nb_tensor *x = nb_op_input(c, 0);
     nb_tensor *m = constant_like(tp, c, x); /* the saved mask, as a tensor */
     if (nb_tensor_status(m) != NB_OK) return;
-    FOR_DTYPE(nb_tensor_dtype(x), {
+    NB_FOR_DTYPE(nb_tensor_dtype(x), {
         const T *saved = nb_op_saved(c);
         for (size_t i = 0; i < nb_tensor_size(x); i++) nb_set(m, i, (double)saved[i]);
     });
@@ -572,7 +558,7 @@ static void robust_forward(nb_op_call *c) {
     const robust_params *p = nb_op_params(c);
     size_t n = nb_tensor_size(nb_op_input(c, 0));
     double total = 0, slope;
-    FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *pred = nb_op_input_data(c, 0), *target = nb_op_input_data(c, 1);
         for (size_t i = 0; i < n; i++) total += robust_h(p, (double)pred[i] - (double)target[i], &slope);
         *(T *)nb_op_output_data(c) = (T)(total / (double)n);
@@ -586,7 +572,7 @@ static void robust_backward(nb_op_call *c) {
         bool acc;
         void *g_ = nb_op_grad_input(c, which, &acc);
         if (!g_) continue;
-        FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
+        NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
             const T *pred = nb_op_input_data(c, 0), *target = nb_op_input_data(c, 1);
             T scale = *(const T *)nb_op_grad_output(c) / (T)n * (which ? -1 : 1), *g = g_;
             for (size_t i = 0; i < n; i++) {
