@@ -91,3 +91,36 @@ const char *test_path(const char *name) {
     snprintf(p, sizeof path[0], "%s/%s", test_dir, name);
     return p;
 }
+
+typedef struct {
+    op_apply_fn f;
+    const void *arg;
+} op_case;
+
+static nb_tensor *weighted_by_random(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n;
+    const op_case *c = user;
+    nb_tensor *y = c->f(tp, in, c->arg);
+    if (nb_tensor_ndim(y) == 0) return y;
+    nb_rng rng;
+    nb_rng_seed(&rng, 77);
+    nb_tensor *R = nb_rand_uniform(tp, &rng, NB_F64, nb_tensor_ndim(y), nb_tensor_shape(y), -1, 1);
+    return nb_sum(tp, nb_mul(tp, y, R));
+}
+
+void assert_op_gradcheck_(op_apply_fn f, const void *arg, nb_tensor *const *in, int n, const char *file, int line) {
+    op_case c = {f, arg};
+    assert_gradcheck_(weighted_by_random, in, n, &c, file, line);
+}
+
+int random_shape(nb_rng *rng, size_t *shape) {
+    int nd = 1 + (int)(nb_rng_next(rng) % 4);
+    for (int d = 0; d < nd; d++) shape[d] = 1 + nb_rng_next(rng) % 4;
+    return nd;
+}
+
+void expect_values(const nb_tensor *t, const double *v, size_t n, double tol) {
+    assert_ok(t);
+    assert_int_equal(nb_tensor_size(t), n);
+    for (size_t i = 0; i < n; i++) assert_close(nb_get(t, i), v[i], tol * (1 + fabs(v[i])));
+}

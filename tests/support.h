@@ -38,6 +38,22 @@ void assert_gradcheck_(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void
 nb_tensor *random_input(nb_rng *rng, int ndim, const size_t *shape, double lo, double hi,
                         bool away_from_zero);
 
+/* An op under test, applied to inputs in with an argument of its own. */
+typedef nb_tensor *(*op_apply_fn)(nb_tape *tp, nb_tensor *const *in, const void *arg);
+
+/* Gradient-checks f through sum(f(in) · R), R fixed random weights (a
+ * scalar result is checked as it is): every output element gets its own
+ * upstream gradient, so a wrong element cannot hide in a sum. */
+#define assert_op_gradcheck(f, arg, in, n) assert_op_gradcheck_(f, arg, in, n, __FILE__, __LINE__)
+void assert_op_gradcheck_(op_apply_fn f, const void *arg, nb_tensor *const *in, int n, const char *file, int line);
+
+/* A random shape of 1 to 4 dimensions of sizes 1 to 4, into shape; returns
+ * the number of dimensions. */
+int random_shape(nb_rng *rng, size_t *shape);
+
+/* t holds the n values v, each within tol · (1 + |v|). */
+void expect_values(const nb_tensor *t, const double *v, size_t n, double tol);
+
 /* The same check one order up (nb_gradgradcheck); `what` names the case
  * in the failure message. */
 void assert_gradgradcheck(nb_gradcheck_fn fn, nb_tensor *const *inputs, int n, void *user, const char *what);
