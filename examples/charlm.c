@@ -509,10 +509,10 @@ int main(int argc, char **argv) {
         nb_tensor *target = nb_from_array(small, NB_F32, NB_SHAPE(3), ((double[]){8, 9, END}));
         nb_tensor *loss = nb_softmax_cross_entropy(small, unroll(small, &m, hi, 3, 1, &s), target, 1);
         nb_tensor_set_name(loss, "loss");
-        if (nb_backward(loss) == NB_OK && nb_dot_save(small, dot, NULL) == NB_OK)
-            printf("graph written to %s\n", dot);
-        else
-            fprintf(stderr, "charlm: %s\n", nb_last_error());
+        nb_dot_opts o;
+        nb_dot_default_opts(&o);
+        if (nb_backward(loss) != NB_OK) fprintf(stderr, "charlm: %s\n", nb_last_error());
+        else write_pictures(small, loss, &o, dot, NULL);
         nb_params_zero_grad(m.ps);
         nb_tape_free(small);
     }

@@ -205,16 +205,16 @@ static int draw_step(network *net, nb_tensor *X, nb_tensor *y, nb_rng *rng, cons
     nb_tensor_set_name(loss, "loss");
     nb_dot_opts o;
     nb_dot_default_opts(&o);
-    o.loss = loss;
-    o.title = "a convolutional network, one training step on 2 images";
+    o.title = "a convolutional network, one training step on 2 images, before its update";
     o.clusters = true;
-    nb_status st = nb_backward(loss);
-    if (st == NB_OK) st = nb_dot_save(tp, path, &o);
-    if (st != NB_OK) fprintf(stderr, "cnn: %s\n", nb_last_error());
-    else printf("graph written to %s\n", path);
+    int failed = 1;
+    if (nb_backward(loss) != NB_OK)
+        fprintf(stderr, "cnn: %s\n", nb_last_error());
+    else
+        failed = write_pictures(tp, loss, &o, path, NULL);
     nb_params_zero_grad(net->ps);
     nb_tape_free(tp);
-    return st != NB_OK;
+    return failed;
 }
 
 int main(int argc, char **argv) {

@@ -222,11 +222,13 @@ int main(int argc, char **argv) {
         nb_tensor_set_name(loss, "E");
         nb_dot_opts o;
         nb_dot_default_opts(&o);
-        o.loss = loss;
         o.clusters = true;
         o.show_values = false;
-        if (nb_backward(loss) != NB_OK || nb_dot_save(tp, dot, &o) != NB_OK) goto fail;
-        printf("graph written to %s\n", dot);
+        if (nb_backward(loss) != NB_OK) goto fail;
+        if (write_pictures(tp, loss, &o, dot, NULL) != 0) { /* it printed why */
+            status = 1;
+            goto done;
+        }
     }
     goto done;
 fail:
