@@ -96,7 +96,18 @@ int nb_get_threads(void);
 nb_tape *nb_tape_new(void);
 void nb_tape_free(nb_tape *tp);
 /* Forgets every recorded entry and every tensor on the tape, keeping the
- * memory for the next step.  Clears the tape's error. */
+ * memory for the next step.  Clears the tape's error.
+ *
+ * The contract for tensors kept across a reset (or past nb_tape_free):
+ * such a tensor is stale, however many resets ago it was made, and every
+ * call refuses it.  Ops, nb_backward, nb_grad and the other calls taking
+ * tensors return NB_ERR_STATE (ops an errored tensor, the message naming
+ * the op, the input and, while the tape still knows it, where the tensor
+ * was made); nb_tensor_status() returns NB_ERR_STATE; accessors return
+ * NaN, NULL, 0 or "" and writers do nothing.  A stale pointer never equals
+ * a tensor made since: no tensor header address is ever given out twice in
+ * a process (Linux; the guarantee holds until a process has made about
+ * 10^12 tape tensors, after which the oldest addresses are reused). */
 void nb_tape_reset(nb_tape *tp);
 /* The first error raised on the tape since it was made or reset. */
 nb_status nb_tape_status(const nb_tape *tp);

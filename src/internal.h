@@ -30,6 +30,11 @@ enum { NB_SGD_NO = 0, NB_SGD_CANDIDATE, NB_SGD_ONE_READER, NB_SGD_MANY_READERS }
  * gradient not kept; until nb_zero_grad, nothing can be added to it. */
 enum { NB_GRAD_NONE = 0, NB_GRAD_ZERO, NB_GRAD_SET, NB_GRAD_APPLIED };
 
+/* Where a tensor lives.  Zero is no tensor: the header of a tensor whose
+ * tape was reset or freed may read as zeros (src/tensor/headers.c), and must
+ * be refused as stale, never taken for a heap tensor. */
+enum { NB_HOME_NONE = 0, NB_HOME_HEAP, NB_HOME_TAPE };
+
 /* 72 bytes, plus 8 per dimension: a tape records one per op, and every byte
  * here costs time in graphs of many small ops (measured: 32 more bytes took
  * a 1-element op from 19 to 28 ns, as each op writes fresh memory). */
@@ -39,7 +44,7 @@ struct nb_tensor {
     uint8_t status;        /* nb_status: NB_OK, or why this is an errored nil tensor */
     uint8_t grad_state;    /* NB_GRAD_*: NONE means no gradient reached it */
     bool requires_grad;
-    bool on_tape;          /* memory owned by `tape`'s arena */
+    uint8_t home;          /* NB_HOME_*: on the heap or on `tape`; NONE for a retired header */
     bool is_leaf;          /* made by the user, not by an op */
     uint8_t sgd;           /* NB_SGD_*: during nb_backward_sgd only */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
@@ -49,7 +54,7 @@ struct nb_tensor {
     size_t size;           /* product of shape; 1 for 0-d */
     void *data;
     void *grad;            /* same dtype and size as data, or NULL */
-    nb_tape *tape;         /* tape that owns it (on_tape) */
+    nb_tape *tape;         /* tape that owns it (home TAPE) */
     size_t entry;          /* index+1 of the entry that produced it; 0 for leaves */
     char *name;            /* "" or a copy: heap tensors carry NB_NAME_MAX bytes for
                               it after the shape; tape tensors copy into the arena */
@@ -170,6 +175,38 @@ static inline void *nb_arena_alloc(nb_arena *a, size_t bytes, size_t align) {
 void nb_arena_reset(nb_arena *a);
 void nb_arena_free(nb_arena *a);
 
+/* ---------------------------------------------------------------- headers */
+
+/* The memory of a tape's tensor headers (and names, and tiny values):
+ * addresses that are never given to a second header, so that a tensor kept
+ * across any number of resets is recognised (src/tensor/headers.c). */
+#define NB_GENERATIONS_PER_WINDOW 4
+#define NB_MAX_FULL_WINDOWS 40
+typedef struct { char *base; size_t size; } nb_window;
+typedef struct {
+    char *base;                /* the window headers are bumped out of */
+    size_t size, used;
+    size_t generation_start;   /* where the current generation began in it */
+    size_t generation_bytes;   /* what the generation took in windows it filled */
+    size_t largest_generation; /* bytes: the most any generation took */
+    nb_window full[NB_MAX_FULL_WINDOWS]; /* filled by this generation, retired at the reset */
+    int n_full;
+} nb_headers;
+void nb_headers_init(nb_headers *h);
+void *nb_headers_alloc_slow(nb_headers *h, size_t bytes);
+static inline void *nb_headers_alloc(nb_headers *h, size_t bytes) {
+    bytes = (bytes + NB_SMALL_ALIGN - 1) & ~(size_t)(NB_SMALL_ALIGN - 1);
+    if (h->size - h->used < bytes || !bytes) return nb_headers_alloc_slow(h, bytes ? bytes : NB_SMALL_ALIGN);
+    void *p = h->base + h->used;
+    h->used += bytes;
+    return p;
+}
+/* Ends a generation: the headers made so far become stale (recognisably);
+ * `move` forces their addresses to be retired now. */
+void nb_headers_reset(nb_headers *h, bool move);
+void nb_headers_free(nb_headers *h);
+size_t nb_headers_memory(const nb_headers *h);
+
 /* ---------------------------------------------------------------- tape */
 
 /* An op is an nb_op_def (include/nabla_op.h): the same definition for the
@@ -231,12 +268,10 @@ typedef struct {
 
 struct nb_tape {
     nb_arena arena;        /* values, gradients, saved data */
-    /* Tensor headers and names, in two arenas taking turns: the headers of
-     * the generation before stay intact through the next one, so that a
-     * tensor kept across nb_tape_reset is recognised and refused. */
-    nb_arena headers[2];
-    nb_arena *current_headers; /* headers[generation & 1] */
-    uint32_t generation;   /* resets since the tape was made */
+    /* Tensor headers and names, at addresses never reused (see nb_headers),
+     * so that a tensor kept across nb_tape_reset is recognised and refused. */
+    nb_headers headers;
+    uint32_t generation;   /* resets since the tape was made (mod 2^32) */
     nb_entry *entries;
     size_t n_entries, cap_entries;
     bool grad_enabled;
@@ -268,11 +303,13 @@ struct nb_tape {
  * op and call site) when memory runs out. */
 void *nb_tape_scratch(nb_tape *tp, size_t bytes, const nb_op_call *e);
 
-/* Does the tensor still exist?  Tape tensors cease to at nb_tape_reset (and
- * their header is kept until the reset after, so that this can tell). */
+/* Does the tensor still exist?  Tape tensors cease to at nb_tape_reset; a
+ * header is then either intact with an old generation or retired (zeros:
+ * home NONE), never another tensor's (see nb_headers). */
 static inline bool nb_alive(const nb_tensor *t) {
-    return !t->on_tape || t->generation == t->tape->generation;
+    return t->home == NB_HOME_HEAP || (t->home == NB_HOME_TAPE && t->generation == t->tape->generation);
 }
+static inline bool nb_on_tape(const nb_tensor *t) { return t->home == NB_HOME_TAPE; }
 
 /* ---------------------------------------------------------------- errors */
 
@@ -280,7 +317,7 @@ static inline bool nb_alive(const nb_tensor *t) {
  * or if it is left over from before nb_tape_reset().) */
 static inline bool nb_recorded(const nb_tensor *out) {
     const nb_tape *tp = out->tape;
-    return out->on_tape && tp && nb_alive(out) && out->entry >= 1 && out->entry <= tp->n_entries &&
+    return nb_on_tape(out) && tp && nb_alive(out) && out->entry >= 1 && out->entry <= tp->n_entries &&
            tp->entries[out->entry - 1].out == out;
 }
 
@@ -324,6 +361,9 @@ void nb_split_axis(const nb_tensor *t, int axis, size_t *outer, size_t *n, size_
 /* ---------------------------------------------------------------- memory */
 
 void *nb_malloc(size_t bytes);
+/* Counts an allocation made otherwise (a mapping); false if the tests want
+ * this one to fail (nb_test_fail_allocation). */
+bool nb_allocation_allowed(void);
 void *nb_realloc(void *p, size_t bytes);
 void *nb_malloc_aligned(size_t bytes);
 void nb_free(void *p);
@@ -345,9 +385,7 @@ nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *s
 void *nb_tape_alloc(nb_tape *tp, size_t bytes);
 /* Room for a tensor header (or a name) in the current generation's header
  * arena. */
-static inline void *nb_header_alloc(nb_tape *tp, size_t bytes) {
-    return nb_arena_alloc(tp->current_headers, bytes, NB_SMALL_ALIGN);
-}
+static inline void *nb_header_alloc(nb_tape *tp, size_t bytes) { return nb_headers_alloc(&tp->headers, bytes); }
 
 /* Doubles the tape's entry array; false (and the tape errored) on failure. */
 bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line);
@@ -389,7 +427,7 @@ static inline nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file
     bool fine = tp != NULL;
     for (int i = 0; fine && i < n; i++)
         fine = in[i] && in[i]->status == NB_OK &&
-               (!in[i]->on_tape || (in[i]->tape == tp && in[i]->generation == tp->generation)) &&
+               (in[i]->home == NB_HOME_HEAP || (in[i]->tape == tp && in[i]->generation == tp->generation)) &&
                in[i]->dtype == in[0]->dtype;
     return fine ? NULL : nb_check_slow(tp, op, file, line, n, in);
 }

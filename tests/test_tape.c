@@ -4,6 +4,8 @@
  * and that a warm training loop allocates nothing.
  */
 #include "support.h"
+#include "nabla_train.h"
+#include "internal.h" /* the generation count, for its wrap */
 
 #include <math.h>
 #include <string.h>
@@ -169,6 +171,197 @@ static void test_tensors_kept_across_reset_are_refused(void **state) {
     y = nb_add_scalar(tp, heap, 1);
     assert_ok(y);
     assert_close(nb_get(y, 0), 1 + exp(1.0), 1e-12);
+    nb_tensor_free(heap);
+    nb_tape_free(tp);
+}
+
+/* One step of a small graph, the same every time (as a training loop's):
+ * under the old header arenas, which took turns, step k + 2 put its tensors
+ * at step k's addresses.  `made` gets every tensor the step makes. */
+static nb_tensor *same_step(nb_tape *tp, double value, nb_tensor **made, size_t *n_made) {
+    nb_tensor *a = nb_full(tp, NB_F64, NB_SHAPE(1), value);
+    nb_tensor *b = nb_scale(tp, a, 1.0);
+    nb_tensor *c = nb_exp(tp, nb_full(tp, NB_F64, NB_SHAPE(64), 0.0)); /* values in the main arena */
+    nb_tensor_set_name(c, "c");
+    nb_tensor *t[] = {a, b, c};
+    for (size_t i = 0; i < 3; i++) made[(*n_made)++] = t[i];
+    return b;
+}
+
+/* The number of mappings of this process (each line of /proc/self/maps). */
+static size_t mappings(void) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    size_t n = 0;
+    int c;
+    if (!f) return 0;
+    while ((c = fgetc(f)) != EOF) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+/* However many resets have passed, a tensor kept from before one is refused
+ * and is never the same pointer as a tensor made since: the header arenas
+ * used to take turns, so two resets later the stale pointer was a live
+ * tensor of the new step, and y·0.5 gave 8 (the new tensor's 16 halved)
+ * instead of refusing.  Checked after 1, 2, 3, ... resets, across steps
+ * that outgrow the header window (a big graph once), across the moves of
+ * the window to fresh addresses, and for a tape that was freed; the
+ * process's mappings and the tape's memory stay flat meanwhile. */
+static void test_stale_tensors_are_refused_however_many_resets(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *made[8];
+    size_t n_made = 0;
+    nb_tensor *kept = same_step(tp, 4.0, made, &n_made); /* b = 4 */
+    nb_tensor *kept_big = made[2];
+    assert_close(nb_get(kept, 0), 4.0, 0);
+    const size_t checks[] = {1, 2, 3, 4, 7, 8, 9, 16, 100, 257, 1000, 3000, 6000};
+    size_t next = 0, maps_warm = 0, memory_warm = 0;
+    for (size_t reset = 1; reset <= 6000; reset++) {
+        nb_tape_reset(tp);
+        if (reset == 50) /* a step far larger than the others: the window grows */
+            for (int k = 0; k < 20000; k++) nb_full(tp, NB_F64, NB_SHAPE(1), k);
+        n_made = 0;
+        same_step(tp, 16.0, made, &n_made);
+        if (reset == 500) {
+            maps_warm = mappings();
+            memory_warm = nb_tape_memory(tp);
+        }
+        if (next < sizeof checks / sizeof *checks && reset == checks[next]) {
+            next++;
+            for (size_t i = 0; i < n_made; i++) {
+                assert_ptr_not_equal(made[i], kept);
+                assert_ptr_not_equal(made[i], kept_big);
+            }
+            nb_tensor *y = nb_scale(tp, kept, 0.5);
+            assert_int_equal(nb_tensor_status(y), NB_ERR_STATE);
+            assert_message_has(nb_tape_error(tp), "scale: input 1", "reset", "nb_copy(NULL");
+            assert_int_equal(nb_tensor_status(nb_add(tp, made[2], kept_big)), NB_ERR_STATE);
+            assert_int_equal(nb_tensor_status(kept), NB_ERR_STATE);
+            assert_true(isnan(nb_get(kept, 0)));
+            assert_null(nb_tensor_const_data(kept_big));
+            assert_string_equal(nb_tensor_name(kept_big), "");
+            assert_int_not_equal(nb_backward(kept), NB_OK);
+            nb_tensor *g;
+            assert_int_equal(nb_grad(nb_sum(tp, made[2]), &kept_big, 1, &g, false), NB_ERR_STATE);
+        }
+    }
+    assert_int_equal(next, sizeof checks / sizeof *checks);
+    /* 5500 more resets moved the header window about 20 times: no new mapping
+     * stays behind for each move, and no memory is added */
+    assert_true(mappings() <= maps_warm + 2);
+    assert_int_equal(nb_tape_memory(tp), memory_warm);
+
+    /* A tape freed, another made: the first one's tensors are refused too. */
+    nb_tape_free(tp);
+    tp = nb_tape_new();
+    n_made = 0;
+    same_step(tp, 16.0, made, &n_made);
+    assert_int_equal(nb_tensor_status(nb_mul(tp, made[1], kept)), NB_ERR_STATE);
+    assert_message_has(nb_tape_error(tp), "mul: input 2", "reset (or freed)");
+    nb_tape_free(tp);
+}
+
+/* The generation count is 32 bits: when it wraps, every header older is
+ * retired, so that a tensor kept from generation g is not taken for live
+ * when the count comes back to g.  (The count is set near the wrap through
+ * the internals, rather than by four billion resets.) */
+static void test_generation_count_wrapping_around(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    tp->generation = 3;
+    nb_tensor *kept = nb_full(tp, NB_F64, NB_SHAPE(1), 4.0);
+    tp->generation = UINT32_MAX - 1;
+    nb_tape_reset(tp); /* UINT32_MAX */
+    nb_tape_reset(tp); /* 0: wraps */
+    for (int i = 0; i < 3; i++) nb_tape_reset(tp);
+    assert_int_equal(tp->generation, 3);
+    nb_tensor *fresh = nb_full(tp, NB_F64, NB_SHAPE(1), 16.0);
+    assert_ptr_not_equal(fresh, kept);
+    assert_int_equal(nb_tensor_status(kept), NB_ERR_STATE);
+    assert_int_equal(nb_tensor_status(nb_scale(tp, kept, 0.5)), NB_ERR_STATE);
+    nb_tape_free(tp);
+}
+
+static nb_tensor *sum_of(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n;
+    (void)user;
+    return nb_sum(tp, in[0]);
+}
+
+/* A tensor whose tape is gone is refused by every call that takes a tensor,
+ * without reading through its header (which, retired, reads as zeros: a
+ * NULL name, tape and data), and a heap tensor next to it is unharmed. */
+static void test_tensor_of_a_freed_tape_everywhere(void **state) {
+    (void)state;
+    nb_tape *gone = nb_tape_new();
+    nb_tensor *t = nb_exp(gone, nb_full(gone, NB_F64, NB_SHAPE(2, 3), 0.0));
+    nb_tensor_set_name(t, "t");
+    nb_tape_free(gone);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *heap = nb_full(NULL, NB_F64, NB_SHAPE(2, 3), 1.0);
+    size_t at[2] = {0, 0}, counts[9];
+    double out[6] = {7};
+    assert_int_equal(nb_tensor_status(t), NB_ERR_STATE);
+    assert_int_equal(nb_tensor_size(t), 0);
+    assert_int_equal(nb_tensor_ndim(t), 0);
+    assert_null(nb_tensor_shape(t));
+    assert_int_equal(nb_tensor_dim(t, 0), 0);
+    assert_string_equal(nb_tensor_name(t), "");
+    assert_string_equal(nb_tensor_op(t), "");
+    assert_int_equal(nb_tensor_n_inputs(t), 0);
+    assert_null(nb_tensor_input(t, 0));
+    assert_false(nb_tensor_requires_grad(t));
+    assert_null(nb_tensor_data(t));
+    assert_null(nb_tensor_const_data(t));
+    assert_null(nb_grad_data(t));
+    assert_false(nb_has_grad(t));
+    assert_true(isnan(nb_get(t, 0)));
+    assert_true(isnan(nb_get_at(t, at)));
+    assert_true(isnan(nb_item(t)));
+    assert_true(isnan(nb_grad_get(t, 0)));
+    nb_set(t, 0, 1);
+    nb_set_at(t, at, 1);
+    nb_tensor_set_name(t, "renamed");
+    nb_requires_grad(t, true);
+    nb_zero_grad(t);
+    nb_zero_grads(&t, 1);
+    nb_tensor_free(t);
+    nb_to_f64(t, out);
+    char shape[32];
+    assert_string_equal(nb_shape_string(t, shape, sizeof shape), "(errored)");
+    FILE *devnull = fopen("/dev/null", "w");
+    nb_print(devnull, t);
+    nb_print_grad(devnull, t);
+    fclose(devnull);
+    assert_int_not_equal(nb_backward(t), NB_OK);
+    assert_int_not_equal(nb_backward_seed(nb_sum(tp, heap), t), NB_OK);
+    nb_tensor *g;
+    assert_int_not_equal(nb_grad(t, &heap, 1, &g, false), NB_OK);
+    assert_int_not_equal(nb_grad(nb_sum(tp, heap), &t, 1, &g, true), NB_OK);
+    assert_int_equal(nb_tensor_status(nb_copy(tp, t)), NB_ERR_STATE);
+    assert_int_equal(nb_tensor_status(nb_copy(NULL, t)), NB_ERR_STATE);
+    nb_tensor *both[2] = {heap, t};
+    assert_int_equal(nb_tensor_status(nb_concat(tp, both, 2, 0)), NB_ERR_STATE);
+    nb_gradcheck_opts o;
+    nb_gradcheck_default_opts(&o);
+    assert_false(nb_gradcheck(sum_of, &t, 1, NULL, &o).passed);
+    assert_false(nb_gradgradcheck(sum_of, &t, 1, NULL, &o).passed);
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    assert_int_not_equal(nb_init_tensor(t, NB_INIT_GLOROT_UNIFORM, 3, 2, &rng), NB_OK);
+    assert_int_not_equal(nb_standardize(t, NULL, 0), NB_OK);
+    assert_int_not_equal(nb_standardize(heap, &t, 1), NB_OK);
+    assert_true(isnan(nb_accuracy(t, heap, 1)) || nb_accuracy(t, heap, 1) < 0);
+    assert_true(isnan(nb_accuracy_binary(heap, t, 0.5)) || nb_accuracy_binary(heap, t, 0.5) < 0);
+    assert_int_not_equal(nb_confusion_matrix(t, heap, 1, 3, counts), NB_OK);
+    assert_int_equal(nb_tensor_status(nb_gather_rows(tp, t, at, 1)), NB_ERR_STATE);
+    nb_params *ps = nb_params_new();
+    assert_int_equal(nb_tensor_status(nb_params_add(ps, "t", t)), NB_ERR_STATE);
+    nb_params_free(ps);
+    assert_int_not_equal(nb_backward_html(t, test_path("gone.html"), "gone", NULL), NB_OK);
+    /* the heap tensor is as it was */
+    assert_close(nb_get(heap, 5), 1.0, 0);
     nb_tensor_free(heap);
     nb_tape_free(tp);
 }
@@ -381,6 +574,9 @@ int main(void) {
         cmocka_unit_test(test_backward_with_seed),
         cmocka_unit_test(test_backward_after_reset_is_an_error),
         cmocka_unit_test(test_tensors_kept_across_reset_are_refused),
+        cmocka_unit_test(test_stale_tensors_are_refused_however_many_resets),
+        cmocka_unit_test(test_tensor_of_a_freed_tape_everywhere),
+        cmocka_unit_test(test_generation_count_wrapping_around),
         cmocka_unit_test(test_hidden_state_carried_across_reset),
         cmocka_unit_test(test_inputs_changed_after_use_are_refused),
         cmocka_unit_test(test_walking_the_graph),

@@ -19,19 +19,19 @@ static void shuffle(size_t *idx, size_t n, nb_rng *rng) {
 }
 
 nb_status nb_standardize(nb_tensor *train, nb_tensor *const *others, int n_others) {
-    if (!train || train->status != NB_OK || train->ndim != 2) {
+    if (nb_tensor_status(train) != NB_OK || train->ndim != 2) {
         nb_set_error(NULL, NB_ERR_SHAPE, NULL, 0, "nb_standardize: the training table must be a 2-D (rows, features) tensor");
         return NB_ERR_SHAPE;
     }
     size_t rows = train->shape[0], cols = train->shape[1];
     for (int k = 0; k < n_others; k++)
-        if (!others[k] || others[k]->status != NB_OK || others[k]->ndim != 2 || others[k]->shape[1] != cols) {
+        if (nb_tensor_status(others[k]) != NB_OK || others[k]->ndim != 2 || others[k]->shape[1] != cols) {
             char shape[128] = "NULL";
-            if (others[k]) nb_format_shape(others[k]->ndim, others[k]->shape, shape, sizeof shape);
+            if (nb_tensor_status(others[k]) == NB_OK) nb_format_shape(others[k]->ndim, others[k]->shape, shape, sizeof shape);
             nb_set_error(NULL, NB_ERR_SHAPE, NULL, 0,
                          "nb_standardize: table %d has shape %s; it must be 2-D with %zu features like the "
                          "training table",
-                         k + 1, others[k] && others[k]->status == NB_OK ? shape : "NULL or errored", cols);
+                         k + 1, nb_tensor_status(others[k]) == NB_OK ? shape : "NULL, errored or stale", cols);
             return NB_ERR_SHAPE;
         }
     for (size_t c = 0; c < cols; c++) {

@@ -16,7 +16,7 @@
 
 void *nb_grad_alloc(nb_tape *tp, nb_tensor *t) {
     size_t bytes = t->size * nb_dtype_size(t->dtype);
-    t->grad = t->on_tape ? nb_tape_alloc(tp, bytes) : nb_malloc_aligned(bytes);
+    t->grad = nb_on_tape(t) ? nb_tape_alloc(tp, bytes) : nb_malloc_aligned(bytes);
     if (!t->grad) nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "nb_backward: cannot allocate a %zu-byte gradient", bytes);
     return t->grad;
 }
@@ -274,7 +274,7 @@ nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, 
     /* Candidates: leaf parameters with no gradient waiting to be added to. */
     for (size_t i = 0; i < n; i++) {
         nb_tensor *p = params[i];
-        if (p && p->status == NB_OK && p->is_leaf && !p->on_tape && p->requires_grad &&
+        if (p && p->status == NB_OK && p->is_leaf && p->home == NB_HOME_HEAP && p->requires_grad &&
             (p->grad_state == NB_GRAD_NONE || p->grad_state == NB_GRAD_ZERO))
             p->sgd = NB_SGD_CANDIDATE;
     }

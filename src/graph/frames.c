@@ -103,7 +103,7 @@ static void film_free(film *fm) {
 /* Runs the backward pass from loss and films it. */
 static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const char *what) {
     memset(fm, 0, sizeof *fm);
-    if (!loss || loss->status != NB_OK || !loss->on_tape || !nb_recorded(loss)) {
+    if (!loss || loss->status != NB_OK || !nb_on_tape(loss) || !nb_recorded(loss)) {
         nb_set_error(NULL, NB_ERR_STATE, NULL, 0, "%s: the loss must be a valid tensor recorded on a tape", what);
         return NB_ERR_STATE;
     }

@@ -58,7 +58,7 @@ static nb_status check_call(const char *what, nb_tensor *out, const nb_tensor *s
         return NB_ERR_SHAPE;
     }
     if (seed && (seed->status != NB_OK || !nb_alive(seed) || seed->size != out->size || seed->dtype != out->dtype ||
-                 (seed->on_tape && seed->tape != tp))) {
+                 (nb_on_tape(seed) && seed->tape != tp))) {
         nb_status st = seed->status != NB_OK ? seed->status : seed->dtype != out->dtype ? NB_ERR_DTYPE
                        : seed->size != out->size ? NB_ERR_SHAPE : NB_ERR_STATE;
         nb_set_error(NULL, st, file, line, "%s: the seed %s %s does not fit the output %s %s", what,
@@ -68,7 +68,7 @@ static nb_status check_call(const char *what, nb_tensor *out, const nb_tensor *s
     }
     for (int i = 0; i < n; i++) {
         const nb_tensor *w = wrt[i];
-        if (!w || w->status != NB_OK || !nb_alive(w) || (w->on_tape && w->tape != tp) || w->dtype != out->dtype) {
+        if (!w || w->status != NB_OK || !nb_alive(w) || (nb_on_tape(w) && w->tape != tp) || w->dtype != out->dtype) {
             nb_status st = !w ? NB_ERR_NULL : w->status != NB_OK ? w->status : !nb_alive(w) ? NB_ERR_STATE
                            : w->dtype != out->dtype ? NB_ERR_DTYPE : NB_ERR_STATE;
             nb_set_error(NULL, st, file, line, "%s: tensor %d to differentiate with respect to is %s", what, i + 1,
@@ -132,7 +132,7 @@ typedef struct {
 } grad_map;
 
 static nb_tensor **slot_for(nb_tape *tp, grad_map *m, nb_tensor *t) {
-    if (t->on_tape && t->tape == tp && t->entry >= 1 && t->entry <= m->entries && tp->entries[t->entry - 1].out == t)
+    if (nb_on_tape(t) && t->tape == tp && t->entry >= 1 && t->entry <= m->entries && tp->entries[t->entry - 1].out == t)
         return &m->of_entry[t->entry - 1];
     for (size_t i = 0; i < m->n_leaves; i++)
         if (m->leaf[i] == t) return &m->leaf_grad[i];

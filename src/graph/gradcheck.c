@@ -172,10 +172,11 @@ static nb_gradcheck_result check(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
     }
     bool any_marked = false;
     for (int i = 0; i < n; i++) {
-        if (!inputs[i] || inputs[i]->status != NB_OK) {
-            r.status = inputs[i] ? inputs[i]->status : NB_ERR_NULL;
+        if (nb_tensor_status(inputs[i]) != NB_OK) {
+            r.status = nb_tensor_status(inputs[i]);
             snprintf(r.message, sizeof r.message, "%s: input %d is %s", name, i,
-                     inputs[i] ? "an errored tensor" : "NULL");
+                     !inputs[i] ? "NULL" : inputs[i]->status != NB_OK ? "an errored tensor"
+                                                                       : "a tensor from before nb_tape_reset");
             return r;
         }
         any_marked |= inputs[i]->requires_grad;

@@ -19,9 +19,7 @@ nb_tape *nb_tape_new(void) {
     }
     memset(tp, 0, sizeof *tp);
     nb_arena_init(&tp->arena);
-    nb_arena_init(&tp->headers[0]);
-    nb_arena_init(&tp->headers[1]);
-    tp->current_headers = &tp->headers[0];
+    nb_headers_init(&tp->headers);
     tp->grad_enabled = true;
     tp->training = true;
     tp->current_scope = -1;
@@ -31,8 +29,7 @@ nb_tape *nb_tape_new(void) {
 void nb_tape_free(nb_tape *tp) {
     if (!tp) return;
     nb_arena_free(&tp->arena);
-    nb_arena_free(&tp->headers[0]);
-    nb_arena_free(&tp->headers[1]);
+    nb_headers_free(&tp->headers); /* retired: its tensors stay recognisable */
     nb_free(tp->entries);
     nb_free(tp->scopes);
     nb_free(tp->scratch);
@@ -42,12 +39,13 @@ void nb_tape_free(nb_tape *tp) {
 void nb_tape_reset(nb_tape *tp) {
     if (!tp) return;
     /* Tape tensors cease to exist; heap leaves hold no link into the tape.
-     * The new generation's headers go to the other header arena, so the old
-     * ones stay readable (and recognisably old) until the next reset. */
+     * Their headers stay where they are, recognisably old (by generation,
+     * or retired to zeros), and no new header takes their addresses.  When
+     * the generation count wraps, every header older is retired, so that
+     * no old generation number can come back. */
     nb_arena_reset(&tp->arena);
     tp->generation++;
-    tp->current_headers = &tp->headers[tp->generation & 1];
-    nb_arena_reset(tp->current_headers);
+    nb_headers_reset(&tp->headers, tp->generation == 0);
     tp->n_entries = 0;
     tp->n_scopes = 0;
     tp->current_scope = -1;
@@ -60,7 +58,7 @@ const char *nb_tape_error(const nb_tape *tp) { return tp ? tp->error : "the tape
 size_t nb_tape_size(const nb_tape *tp) { return tp ? tp->n_entries : 0; }
 
 size_t nb_tape_memory(const nb_tape *tp) {
-    return tp ? tp->arena.total + tp->headers[0].total + tp->headers[1].total + tp->cap_entries * sizeof(nb_entry) +
+    return tp ? tp->arena.total + nb_headers_memory(&tp->headers) + tp->cap_entries * sizeof(nb_entry) +
                     tp->scratch_bytes
               : 0;
 }
@@ -142,7 +140,7 @@ nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *s
                           const char *op, const char *file, int line) {
     nb_tensor *t = nb_header_alloc(tp, nb_header_bytes(ndim));
     if (!t) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op);
-    *t = (nb_tensor){.dtype = src->dtype, .ndim = (uint8_t)ndim, .status = NB_OK, .on_tape = true, .tape = tp,
+    *t = (nb_tensor){.dtype = src->dtype, .ndim = (uint8_t)ndim, .status = NB_OK, .home = NB_HOME_TAPE, .tape = tp,
                      .generation = tp->generation, .size = src->size, .data = src->data, .name = nb_unnamed};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     return t;

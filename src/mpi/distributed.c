@@ -447,7 +447,7 @@ static void find_readers(nb_dist *d, const nb_tape *tp, size_t last) {
         const nb_entry *en = &tp->entries[e];
         for (int k = 0; k < en->n_in; k++) {
             const nb_tensor *x = nb_entry_input(en, k);
-            if (!x->is_leaf || x->on_tape) continue;
+            if (!x->is_leaf || x->home != NB_HOME_HEAP) continue;
             size_t i = param_index(d, x);
             if (i != SIZE_MAX && d->readers[i].entry == 0) d->readers[i].entry = e + 1;
         }

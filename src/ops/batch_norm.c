@@ -214,7 +214,7 @@ static nb_tensor *check_running(nb_tape *tp, const char *what, const nb_tensor *
     if (t->status != NB_OK) return nb_nil(t->status);
     nb_format_shape(t->ndim, t->shape, st, sizeof st);
     nb_format_shape(x->ndim, x->shape, sx, sizeof sx);
-    if (t->on_tape)
+    if (nb_on_tape(t))
         return nb_fail(tp, NB_ERR_ARG, file, line,
                        "batch_norm: %s lives on a tape; running statistics are heap tensors (tape NULL) that "
                        "persist across steps", what);

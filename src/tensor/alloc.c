@@ -29,6 +29,8 @@ void nb_test_fail_allocation(uint64_t nth) {
 
 bool nb_test_allocation_failed(void) { return atomic_load(&failed_one); }
 
+bool nb_allocation_allowed(void) { return allowed(); }
+
 void *nb_malloc(size_t bytes) { return allowed() ? malloc(bytes ? bytes : 1) : NULL; }
 
 void *nb_realloc(void *p, size_t bytes) { return allowed() ? realloc(p, bytes ? bytes : 1) : NULL; }

@@ -28,7 +28,7 @@ const char *nb_status_string(nb_status status) {
 
 /* One immutable nil tensor per status.  Its data is NULL and its size 0, so
  * nothing can be read or written through it. */
-#define NIL(var, st) static nb_tensor var = {.status = st, .is_leaf = true, .name = nb_unnamed}
+#define NIL(var, st) static nb_tensor var = {.status = st, .is_leaf = true, .home = NB_HOME_HEAP, .name = nb_unnamed}
 NIL(nil_null, NB_ERR_NULL);
 NIL(nil_shape, NB_ERR_SHAPE);
 NIL(nil_dtype, NB_ERR_DTYPE);
@@ -104,7 +104,7 @@ nb_tensor *nb_check_inputs(nb_tape *tp, const char *op, const char *file, int li
                              nb_status_string(in[i]->status));
             return nb_nil(in[i]->status);
         }
-        if (in[i]->on_tape && in[i]->tape != tp)
+        if (nb_on_tape(in[i]) && in[i]->tape != tp)
             return nb_fail(tp, NB_ERR_STATE, file, line,
                            "%s: input %d belongs to another tape", op, i + 1);
         if (!nb_alive(in[i])) return nb_fail_stale(tp, op, i, in[i], file, line);
@@ -113,11 +113,17 @@ nb_tensor *nb_check_inputs(nb_tape *tp, const char *op, const char *file, int li
 }
 
 nb_tensor *nb_fail_stale(nb_tape *tp, const char *op, int i, const nb_tensor *t, const char *file, int line) {
+    if (t->home == NB_HOME_NONE) /* a retired header: nothing is left to say what it was */
+        return nb_fail(tp, NB_ERR_STATE, file, line,
+                       "%s: input %d is a tensor of a tape that was reset (or freed) since it was made; "
+                       "a tape's tensors last until its next reset; to keep values across steps copy them "
+                       "to the heap with nb_copy(NULL, t) before the reset",
+                       op, i + 1);
     char shape[128], name[NB_NAME_MAX + 3] = "", made[256] = "made";
     if (t->name && t->name[0]) snprintf(name, sizeof name, "'%s' ", t->name);
     /* Say where, if the entry that made it is not yet overwritten by this
      * step's (its output is then still t: no tensor of this step can have
-     * t's address, which is in the other header arena). */
+     * t's address, since header addresses are never reused). */
     const nb_tape *owner = t->tape;
     if (t->entry > owner->n_entries && t->entry <= owner->cap_entries && owner->entries[t->entry - 1].out == t) {
         const nb_entry *e = &owner->entries[t->entry - 1];

@@ -86,7 +86,7 @@ static void print_values(FILE *out, const nb_tensor *t, const void *values, cons
 
 void nb_print(FILE *out, const nb_tensor *t) {
     if (!out) return;
-    if (!t || t->status != NB_OK) {
+    if (nb_tensor_status(t) != NB_OK) { /* errored, or gone with a reset */
         fprintf(out, "errored tensor (%s)\n", nb_status_string(nb_tensor_status(t)));
         return;
     }
@@ -95,7 +95,7 @@ void nb_print(FILE *out, const nb_tensor *t) {
 
 void nb_print_grad(FILE *out, nb_tensor *t) {
     if (!out) return;
-    if (!t || t->status != NB_OK) {
+    if (nb_tensor_status(t) != NB_OK) { /* errored, or gone with a reset */
         fprintf(out, "errored tensor (%s)\n", nb_status_string(nb_tensor_status(t)));
         return;
     }

@@ -33,7 +33,7 @@ _Atomic bool nb_write_clock_seen;
 
 /* The tensor that t is a view of (reshape, detach), or NULL. */
 static nb_tensor *view_source(const nb_tensor *t) {
-    if (!t->on_tape || !t->entry || !nb_alive(t) || t->entry > t->tape->n_entries) return NULL;
+    if (!nb_on_tape(t) || !t->entry || !nb_alive(t) || t->entry > t->tape->n_entries) return NULL;
     const nb_entry *e = &t->tape->entries[t->entry - 1];
     return e->out == t && e->op->view ? e->in[0] : NULL;
 }
@@ -113,7 +113,7 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     char *name;
     if (tp && data_bytes <= SMALL_VALUES) { /* one block in the header arena */
         size_t offset = data_offset(header, data_bytes);
-        t = nb_arena_alloc(tp->current_headers, offset + data_bytes, NB_SMALL_ALIGN);
+        t = nb_header_alloc(tp, offset + data_bytes);
         data = t ? (char *)t + offset : NULL;
         name = nb_unnamed;
     } else if (tp) { /* the header there, the values in the tape's main arena */
@@ -136,7 +136,7 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     /* A compound literal rather than memset: for a header this small the
      * compiler's plain stores beat memset's start-up cost (measured). */
     *t = (nb_tensor){.dtype = (uint8_t)dt, .ndim = (uint8_t)ndim, .size = size, .data = data,
-                     .status = NB_OK, .is_leaf = true, .on_tape = tp != NULL, .tape = tp, .name = name,
+                     .status = NB_OK, .is_leaf = true, .home = tp ? NB_HOME_TAPE : NB_HOME_HEAP, .tape = tp, .name = name,
                      .generation = tp ? tp->generation : 0};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     return t;
@@ -202,7 +202,7 @@ nb_tensor *nb_copy_(nb_tape *tp, const nb_tensor *src, const char *file, int lin
 }
 
 void nb_tensor_free(nb_tensor *t) {
-    if (!t || t->status != NB_OK || t->on_tape) return;
+    if (!t || t->status != NB_OK || t->home != NB_HOME_HEAP) return;
     nb_set_grad_state(t, NB_GRAD_NONE);
     nb_free(t->grad);
     nb_free(t);
@@ -213,7 +213,9 @@ void nb_tensor_free(nb_tensor *t) {
 /* A usable tensor: not NULL, not errored, not gone with a tape reset. */
 static bool ok(const nb_tensor *t) { return t && t->status == NB_OK && nb_alive(t); }
 
-nb_status nb_tensor_status(const nb_tensor *t) { return t ? t->status : NB_ERR_NULL; }
+nb_status nb_tensor_status(const nb_tensor *t) {
+    return !t ? NB_ERR_NULL : t->status != NB_OK ? (nb_status)t->status : nb_alive(t) ? NB_OK : NB_ERR_STATE;
+}
 nb_dtype nb_tensor_dtype(const nb_tensor *t) { return ok(t) ? t->dtype : NB_F32; }
 int nb_tensor_ndim(const nb_tensor *t) { return ok(t) ? t->ndim : 0; }
 size_t nb_tensor_size(const nb_tensor *t) { return ok(t) ? t->size : 0; }
@@ -258,7 +260,7 @@ void nb_tensor_set_name(nb_tensor *t, const char *name) {
     if (!ok(t)) return;
     if (!name) name = "";
     size_t len = nb_utf8_prefix(name, NB_NAME_MAX - 1);
-    char *copy = !t->on_tape ? t->name : len ? nb_header_alloc(t->tape, len + 1) : nb_unnamed;
+    char *copy = !nb_on_tape(t) ? t->name : len ? nb_header_alloc(t->tape, len + 1) : nb_unnamed;
     if (!copy) return;
     if (copy != nb_unnamed) {
         memcpy(copy, name, len);

@@ -68,10 +68,11 @@ nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t) {
         st = NB_ERR_NULL;
         nb_set_error(NULL, st, NULL, 0, "nb_params_add: %s is NULL",
                      !ps ? "the parameter set" : !name ? "the name" : "the tensor");
-    } else if (t->status != NB_OK) {
-        st = t->status;
-        nb_set_error(NULL, st, NULL, 0, "nb_params_add: parameter '%s' is an errored tensor", name);
-    } else if (t->on_tape) {
+    } else if (nb_tensor_status(t) != NB_OK) {
+        st = nb_tensor_status(t);
+        nb_set_error(NULL, st, NULL, 0, "nb_params_add: parameter '%s' is %s", name,
+                     t->status != NB_OK ? "an errored tensor" : "a tape tensor from before nb_tape_reset");
+    } else if (t->home != NB_HOME_HEAP) {
         st = NB_ERR_ARG;
         nb_set_error(NULL, st, NULL, 0,
                      "nb_params_add: parameter '%s' lives on a tape; parameters must be heap "
@@ -147,10 +148,13 @@ void nb_params_zero_grad(nb_params *ps) {
 /* ---------------------------------------------------------------- init */
 
 nb_status nb_init_tensor(nb_tensor *t, nb_init init, size_t fan_in, size_t fan_out, nb_rng *rng) {
-    if (!t || t->status != NB_OK || (!rng && init != NB_INIT_ZEROS)) {
-        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_init_tensor: %s",
-                     !rng ? "the generator is NULL" : "the tensor is NULL or errored");
-        return NB_ERR_NULL;
+    if (nb_tensor_status(t) != NB_OK || (!rng && init != NB_INIT_ZEROS)) {
+        nb_status st = nb_tensor_status(t) == NB_ERR_STATE ? NB_ERR_STATE : NB_ERR_NULL;
+        nb_set_error(NULL, st, NULL, 0, "nb_init_tensor: %s",
+                     !rng && nb_tensor_status(t) == NB_OK ? "the generator is NULL"
+                     : st == NB_ERR_STATE ? "the tensor is from before nb_tape_reset"
+                                          : "the tensor is NULL or errored");
+        return st;
     }
     if (init != NB_INIT_ZEROS && (fan_in == 0 || (fan_out == 0 && init <= NB_INIT_GLOROT_NORMAL))) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_init_tensor: fan_in %zu and fan_out %zu must be positive",
