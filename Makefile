@@ -179,6 +179,7 @@ test-plain: tests lib examples
 	@scripts/run-tests.sh "plain" $(TESTS)
 	@$(if $(HAVE_MPI),tests/mpi.sh $(BUILD),echo "mpi: skipped (apt-get install libopenmpi-dev openmpi-bin)")
 	@tests/examples.sh $(BUILD)
+	@tests/headers.sh $(BUILD)
 	@tests/browser.sh $(BUILD)
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
 	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check

@@ -33,6 +33,7 @@
 #include <stdio.h>
 
 #ifdef __cplusplus
+#include <initializer_list>
 extern "C" {
 #endif
 
@@ -64,8 +65,15 @@ typedef struct nb_tape nb_tape;
 
 /* Builds the (ndim, shape) argument pair from a list of sizes:
  * nb_zeros(NULL, NB_F32, NB_SHAPE(2, 3)). */
+#ifndef __cplusplus
 #define NB_SHAPE(...) \
     (int)(sizeof((size_t[]){__VA_ARGS__}) / sizeof(size_t)), (const size_t[]){__VA_ARGS__}
+#else /* C++ has no compound literals: the array of a temporary initializer list,
+         alive until the end of the call it is written in */
+#define NB_SHAPE(...)                                                   \
+    static_cast<int>(std::initializer_list<size_t>{__VA_ARGS__}.size()), \
+        std::initializer_list<size_t>{__VA_ARGS__}.begin()
+#endif
 /* The shape of a 0-dimensional tensor (a scalar). */
 #define NB_SCALAR 0, NULL
 
@@ -196,7 +204,7 @@ void nb_to_f64(const nb_tensor *t, double *out);
 /* Gradients.  A leaf tensor (one the user made) requires a gradient when
  * marked so: parameters and inputs to differentiate with respect to.  An op's
  * result requires one when any input does (outside a no-grad region). */
-void nb_requires_grad(nb_tensor *t, bool requires);
+void nb_requires_grad(nb_tensor *t, bool on);
 bool nb_tensor_requires_grad(const nb_tensor *t);
 /* d loss / d t after nb_backward(), or NULL if none was computed. */
 void *nb_grad_data(nb_tensor *t);

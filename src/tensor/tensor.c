@@ -324,8 +324,8 @@ void nb_to_f64(const nb_tensor *t, double *out) {
 
 /* ---------------------------------------------------------------- gradients */
 
-void nb_requires_grad(nb_tensor *t, bool requires) {
-    if (ok(t) && t->is_leaf) t->requires_grad = requires;
+void nb_requires_grad(nb_tensor *t, bool on) {
+    if (ok(t) && t->is_leaf) t->requires_grad = on;
 }
 
 bool nb_tensor_requires_grad(const nb_tensor *t) { return ok(t) && t->requires_grad; }
