@@ -40,8 +40,12 @@
  *     rank when one cannot read the file; a rank that stops answering (a
  *     killed process) makes the others return NB_ERR_STATE after `timeout`
  *     seconds instead of waiting for ever.  MPI's error handler on the
- *     communicator is set to return, so MPI's own errors become nb_status
- *     values too.  The library never aborts: call nb_dist_abort to end
+ *     library's communicator is set to return, so MPI's own errors become
+ *     nb_status values too (Open MPI reports errors found while testing
+ *     non-blocking collectives on MPI_COMM_WORLD: its handler is set to
+ *     return for the length of each test, then given back as it was).
+ *     After such an error the ranks may be out of step, and later steps
+ *     are refused.  The library never aborts: call nb_dist_abort to end
  *     every rank.
  */
 #ifndef NABLA_MPI_H
@@ -66,9 +70,10 @@ typedef struct {
 void nb_dist_default_opts(nb_dist_opts *opts);
 
 /* Collective: every rank calls it with parameter sets of the same names,
- * shapes and dtypes (checked: a mismatch is an error on every rank, naming
- * the parameter); rank 0's values are then broadcast to the others.  NULL
- * on error (nb_last_error says why). */
+ * shapes and dtypes and the same bucket_bytes (checked: a mismatch is an
+ * error on every rank, naming the parameter or the buckets); rank 0's
+ * values are then broadcast to the others.  NULL on error (nb_last_error
+ * says why). */
 nb_dist *nb_dist_new(nb_params *ps, const nb_dist_opts *opts);
 /* Waits for any all-reduce still under way, then frees. */
 void nb_dist_free(nb_dist *d);

@@ -32,6 +32,17 @@ check_ends() { # NAME FLAG PATTERN
 }
 check_ends "a rank that stops answering" --stall "rank 0 of 2 had no answer from the other ranks for 2 s"
 check_ends "a rank that is killed" --kill "signal 9|exited on signal|killed"
+# Ranks on different paths: collectives that do not match come back as
+# errors on both ranks (MPI's default handler would end the job at once).
+check_both() { # NAME FLAG
+  local start=$(date +%s)
+  timeout 60 "${mpirun[@]}" -np 2 "$bin" "$2" > "$tmp/out" 2>&1
+  local took=$(( $(date +%s) - start ))
+  if [ $took -le 20 ] && grep -q "^rank 0 returned: nb_dist" "$tmp/out" && grep -q "^rank 1 returned: nb_dist" "$tmp/out"; then
+    passed=$((passed + 1)); echo "ok: $1 (both ranks returned an error, after $took s)"
+  else failed=$((failed + 1)); echo "FAIL: $1 (after $took s)"; sed 's/^/    /' "$tmp/out" | tail -20; fi
+}
+check_both "ranks whose collectives do not match" --paths
 
 echo "mpi: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

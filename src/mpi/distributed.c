@@ -90,14 +90,35 @@ static nb_status mpi_failed(int code, const char *who, const char *what) {
     return NB_ERR_IO;
 }
 
+/* MPI_Testall, with errors returned rather than fatal.  Open MPI reports
+ * the errors of non-blocking collectives found while testing them on
+ * MPI_COMM_WORLD, not on the request's communicator (whose handler,
+ * ERRORS_RETURN, nb_dist_new set), and that one's default handler ends
+ * the job: it returns errors for the length of the call, and is given back
+ * as it was. */
+static int test_all(int n, MPI_Request *requests, int *done) {
+    MPI_Errhandler was;
+    bool swapped = MPI_Comm_get_errhandler(MPI_COMM_WORLD, &was) == MPI_SUCCESS &&
+                   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN) == MPI_SUCCESS;
+    int code = MPI_Testall(n, requests, done, MPI_STATUSES_IGNORE);
+    if (swapped) {
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, was);
+        MPI_Errhandler_free(&was);
+    }
+    return code;
+}
+
 /* Waits for n requests, at most d->timeout seconds; NB_ERR_STATE (the
  * others not answering) past it. */
 static nb_status wait_all(nb_dist *d, int n, MPI_Request *requests, const char *who, const char *what) {
     double start = now();
     for (;;) {
         int done = 0;
-        int code = MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE);
-        if (code != MPI_SUCCESS) return mpi_failed(code, who, what);
+        int code = test_all(n, requests, &done);
+        if (code != MPI_SUCCESS) { /* the ranks may be out of step now: later steps are refused */
+            d->broken = true;
+            return mpi_failed(code, who, what);
+        }
         if (done) break;
         if (now() - start > d->timeout) {
             d->broken = true;
@@ -278,6 +299,17 @@ static bool plan_buckets(nb_dist *d, size_t bucket_bytes) {
     return true;
 }
 
+/* The bucket plan as a number, to compare across ranks. */
+static unsigned long long bucket_plan_hash(const nb_dist *d) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t b = 0; b < d->n_buckets; b++) {
+        const bucket *k = &d->buckets[b];
+        uint64_t fields[4] = {k->first, k->count, k->elements, (uint64_t)k->dtype};
+        for (int f = 0; f < 4; f++) h = (h ^ fields[f]) * 1099511628211ULL;
+    }
+    return h;
+}
+
 nb_dist *nb_dist_new(nb_params *ps, const nb_dist_opts *opts) {
     static const char who[] = "nb_dist_new";
     int initialized = 0;
@@ -366,6 +398,21 @@ nb_dist *nb_dist_new(nb_params *ps, const nb_dist_opts *opts) {
     }
     nb_free(mine);
     nb_free(first);
+    /* The same buckets everywhere: all-reduces of different lengths would
+     * not match (MPI_ERR_TRUNCATE). */
+    if (st == NB_OK) {
+        unsigned long long plan[3] = {d->n_buckets, bucket_plan_hash(d), o.bucket_bytes};
+        err = MPI_Bcast(plan, 3, MPI_UNSIGNED_LONG_LONG, 0, d->comm);
+        if (err != MPI_SUCCESS) st = mpi_failed(err, who, "comparing the gradient buckets");
+        else if (plan[0] != d->n_buckets || plan[1] != bucket_plan_hash(d)) {
+            st = NB_ERR_VALUE;
+            nb_set_error(NULL, st, NULL, 0,
+                         "%s: this rank cuts the gradients into %zu buckets (bucket_bytes %zu), rank 0 into %llu "
+                         "(bucket_bytes %llu); every rank must use the same bucket_bytes",
+                         who, d->n_buckets, o.bucket_bytes, plan[0], plan[2]);
+        }
+        st = agree(d, st, who, "comparing the gradient buckets");
+    }
     /* Every rank starts from rank 0's values. */
     for (size_t i = 0; st == NB_OK && i < d->n; i++) {
         nb_tensor *p = d->params[i];
@@ -428,9 +475,12 @@ static void on_progress(nb_tape *tp, size_t index, void *user) {
         d->buckets[d->bucket_of[d->readers[d->next_reader++].param]].pending--;
     if (job->st == NB_OK) job->st = start_ready(d);
     /* give MPI a chance to move the buckets already sent */
-    for (size_t k = 0; k < d->next_bucket; k++) {
-        int done;
-        MPI_Test(&d->buckets[k].request, &done, MPI_STATUS_IGNORE);
+    for (size_t k = 0; k < d->next_bucket && job->st == NB_OK; k++) {
+        int done, code = test_all(1, &d->buckets[k].request, &done);
+        if (code != MPI_SUCCESS) {
+            d->broken = true;
+            job->st = mpi_failed(code, "nb_dist_backward", "sending the gradients");
+        }
     }
 }
 
@@ -470,7 +520,8 @@ nb_status nb_dist_backward(nb_dist *d, nb_tensor *loss, size_t examples) {
     }
     if (d->broken) {
         nb_set_error(NULL, NB_ERR_STATE, NULL, 0,
-                     "%s: an earlier collective timed out; the ranks are out of step (end them with nb_dist_abort)", who);
+                     "%s: an earlier collective failed or timed out; the ranks are out of step (end them with "
+                     "nb_dist_abort)", who);
         return NB_ERR_STATE;
     }
     nb_status st = NB_OK;

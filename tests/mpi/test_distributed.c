@@ -12,6 +12,9 @@
  *   - a rank that cannot read a file, or whose backward fails in anomaly
  *     mode, makes every rank return an error naming it, and training goes
  *     on after;
+ *   - ranks with different bucket_bytes fail in nb_dist_new, naming it;
+ *   - with --paths, the ranks' collectives do not match: each returns an
+ *     error (MPI's, or the timeout's) instead of MPI ending the job;
  *   - with --stall, rank 1 stops answering: the others give up after the
  *     timeout with a message; with --kill, rank 1 dies (SIGKILL) and the
  *     job ends (tests/mpi.sh checks what is said, and the time).
@@ -224,6 +227,28 @@ static void check_failures_reach_every_rank(nb_tensor *X, nb_tensor *y) {
     nb_params_free(m.ps);
 }
 
+/* Ranks that cut the gradients into different buckets would start
+ * all-reduces of different lengths (MPI_ERR_TRUNCATE, and MPI's default
+ * handler ends the job): nb_dist_new compares the plans and every rank
+ * returns an error naming the difference.  Errors of MPI itself are
+ * returned, never fatal: a collective on a communicator the ranks do not
+ * agree on comes back as an error too. */
+static void check_mismatched_buckets(void) {
+    model m = model_new(NB_F64, 7);
+    nb_dist_opts o;
+    nb_dist_default_opts(&o);
+    o.bucket_bytes = rank == 1 ? 64 : (size_t)256 << 10;
+    nb_dist *d = nb_dist_new(m.ps, &o);
+    check(!d && strstr(nb_last_error(), "bucket") && strstr(nb_last_error(), "rank 0"),
+          "ranks with different bucket_bytes: nb_dist_new fails on every rank, naming the buckets");
+    nb_dist_free(d);
+    o.bucket_bytes = 64;
+    d = nb_dist_new(m.ps, &o);
+    check(d != NULL, "then the same bucket_bytes everywhere works");
+    nb_dist_free(d);
+    nb_params_free(m.ps);
+}
+
 /* --stall: rank 1 stops answering; rank 0 must give up after the timeout,
  * say so, and end the job.  --kill: rank 1 dies in the middle of training. */
 static int stall(nb_tensor *X, nb_tensor *y, bool kill_it) {
@@ -246,6 +271,29 @@ static int stall(nb_tensor *X, nb_tensor *y, bool kill_it) {
     return 1;
 }
 
+/* --paths: the ranks take different paths (rank 0 saves while rank 1 runs
+ * backward), so their collectives do not match: each rank must get an
+ * error back, from MPI (truncated message) or from the timeout, and print
+ * it; MPI's default handler must not end the job. */
+static int different_paths(nb_tensor *X, nb_tensor *y) {
+    model m = model_new(NB_F64, 7);
+    nb_dist_opts o;
+    nb_dist_default_opts(&o);
+    o.timeout = 2;
+    nb_dist *d = nb_dist_new(m.ps, &o);
+    nb_tape *tp = nb_tape_new();
+    size_t rows[4] = {0, 1, 2, 3};
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/nabla-mpi-paths-%d.nbp", (int)getppid());
+    nb_status st = rank == 0 ? nb_dist_save(d, path) : nb_dist_backward(d, loss_of(tp, &m, X, y, rows, 4), 4);
+    printf("rank %d returned: %s\n", rank, st == NB_OK ? "no error" : nb_last_error());
+    fflush(stdout);
+    if (rank == 0) unlink(path);
+    MPI_Barrier(MPI_COMM_WORLD); /* both have said what they got */
+    nb_dist_abort(d, 3);         /* the ranks are out of step: end the job */
+    return 1;
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -258,9 +306,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < N; i++) nb_set(y, i, (double)(nb_rng_next(&rng) % CLASSES));
     if (argc > 1 && (!strcmp(argv[1], "--stall") || !strcmp(argv[1], "--kill")))
         return stall(X, y, !strcmp(argv[1], "--kill"));
+    if (argc > 1 && !strcmp(argv[1], "--paths")) return different_paths(X, y);
     check_against_one_process(X, y);
     check_shares_cover_the_epoch();
     check_failures_reach_every_rank(X, y);
+    check_mismatched_buckets();
     nb_tensor_free(X);
     nb_tensor_free(y);
     if (rank == 0) printf("mpi, %d ranks: %d failed\n", size, failures);
