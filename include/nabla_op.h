@@ -94,7 +94,8 @@ typedef struct nb_op_def {
      * alone: pictures then show the chain rule element by element. */
     bool elementwise;
     /* The output shares input 0's storage (a view): forward does nothing.
-     * A write through either is seen by the other's version check. */
+     * A write through either is seen by the other's version check.  Its
+     * shape must hold exactly input 0's number of elements, in its dtype. */
     bool view;
     /* Higher-order derivatives (nb_grad with create_graph): builds, with
      * ordinary ops on the call's tape, the tensors dL/d input i from the

@@ -10,6 +10,7 @@
  */
 #include "support.h"
 #include "nabla_train.h"
+#include "nabla_op.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -669,6 +670,31 @@ static nb_status gradcheck_null_result(void) {
     return r.status;
 }
 
+/* ------------------------------------------------------------ custom ops */
+
+/* y = x (forward copies), dL/dx = G; a view of x. */
+static void copy_forward(nb_op_call *c) {
+    memcpy(nb_op_output_data(c), nb_op_input_data(c, 0), nb_op_size(c) * sizeof(double));
+}
+static void identity_backward(nb_op_call *c) {
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    const double *g = nb_op_grad_output(c);
+    for (size_t i = 0; gx && i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] : g[i];
+}
+static const nb_op_def custom_view = {.name = "custom_view", .forward = copy_forward, .backward = identity_backward,
+                                      .view = true};
+static nb_status view_shape(int ndim, const size_t *shape, nb_dtype dt) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_ones(tp, NB_F64, NB_SHAPE(8));
+    nb_status st = nb_tensor_status(nb_op(tp, &custom_view, &x, 1, dt, ndim, shape, NULL, 0));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status view_overflow(void) { return view_shape(2, (size_t[]){4, ((size_t)1 << 62) + 2}, NB_F64); }
+static nb_status view_count(void) { return view_shape(2, (size_t[]){3, 3}, NB_F64); }
+static nb_status view_dtype(void) { return view_shape(1, (size_t[]){8}, NB_F32); }
+
 /* ------------------------------------------------------------ files that are not files */
 
 static nb_status render_full_disk(void) {
@@ -1097,6 +1123,11 @@ static const bad_input catalogue[] = {
      {"nb_gather_rows", "before nb_tape_reset", SITE}},
     {"gradcheck of a function that returns NULL", gradcheck_null_result, NB_ERR_NULL,
      {"nb_gradcheck", "returned NULL"}},
+    /* custom ops (nabla_op.h) */
+    {"custom view of (4, 2^62 + 2), whose count wraps to 8", view_overflow, NB_ERR_SHAPE,
+     {"custom_view", "(4, 4611686018427387906)", "more elements than memory can address", SITE}},
+    {"custom view of 9 elements for 8", view_count, NB_ERR_SHAPE, {"custom_view", "(3, 3)", "has 9", "(8,)", SITE}},
+    {"custom view of another dtype", view_dtype, NB_ERR_DTYPE, {"custom_view", "float64", "float32", SITE}},
     /* files that are not files */
     {"render: a full disk (/dev/full)", render_full_disk, NB_ERR_IO, {"nb_dot_render", "/dev/full", "No space left"}},
     {"params: saving over a FIFO", params_save_fifo, NB_ERR_IO, {"nb_params_save", "model.fifo", "a FIFO", "regular"}},

@@ -310,6 +310,97 @@ static void test_misuse(void **state) {
     nb_tape_free(tp);
 }
 
+/* ---------------------------------------------------------------- views of many inputs */
+
+/* y = x0 seen with another shape (a view: forward does nothing); the other
+ * inputs ride along, as options passed as tensors would.  dL/dx0 = G. */
+static void first_view_forward(nb_op_call *c) { (void)c; }
+static void first_view_backward(nb_op_call *c) {
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    const double *g = nb_op_grad_output(c);
+    if (!gx) return;
+    for (size_t i = 0; i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] : g[i];
+}
+static const nb_op_def first_view = {.name = "first_view", .forward = first_view_forward,
+                                     .backward = first_view_backward, .derivative = {"G"}, .view = true};
+
+/* An entry of more than 3 inputs keeps them in an array of their own; the
+ * view's source is still input 0, and a write through the view reaches it
+ * (and nothing else). */
+static void test_view_with_many_inputs(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(6), ((double[]){1, 2, 3, 4, 5, 6}));
+    nb_requires_grad(x, true);
+    nb_tensor *in[5] = {x, nb_ones(tp, NB_F64, NB_SHAPE(2)), nb_ones(tp, NB_F64, NB_SHAPE(3)),
+                        nb_ones(tp, NB_F64, NB_SHAPE(1)), nb_ones(tp, NB_F64, NB_SHAPE(4))};
+    nb_tensor *v = nb_op(tp, &first_view, in, 5, NB_F64, NB_SHAPE(2, 3), NULL, 0);
+    assert_ok(v);
+    assert_close(nb_get(v, 4), 5, 0);
+    nb_tensor *loss = nb_sum(tp, nb_square(tp, v));
+    /* d sum(v²)/dx = 2x, through the view */
+    assert_int_equal(nb_backward(loss), NB_OK);
+    assert_close(nb_grad_get(x, 5), 12, 0);
+    nb_set(v, 0, 7); /* a write through the view is a write of x... */
+    assert_close(nb_get(x, 0), 7, 0);
+    for (int k = 0; k < 5; k++) assert_ptr_equal(nb_tensor_input(v, k), in[k]); /* ...and of nothing else */
+    assert_int_equal(nb_backward(loss), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "changed after the op used it");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(nb_dot_write(tp, f, NULL), NB_OK);
+    fclose(f);
+    assert_message_has(buf, "first_view");
+    free(buf);
+    /* a write to the source is seen through the view too */
+    nb_tape_reset(tp);
+    in[1] = in[2] = in[3] = in[4] = nb_ones(tp, NB_F64, NB_SHAPE(1));
+    v = nb_op(tp, &first_view, in, 5, NB_F64, NB_SHAPE(3, 2), NULL, 0);
+    loss = nb_sum(tp, nb_square(tp, v));
+    nb_set(x, 1, 0);
+    assert_int_equal(nb_backward(loss), NB_ERR_STATE);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* A view's shape must hold its input's count exactly, counted without
+ * wrapping: (4, 2^62 + 2) has 2^64 + 8 elements, not 8. */
+static void test_view_shapes_are_checked(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_ones(tp, NB_F64, NB_SHAPE(8));
+    size_t wraps[2] = {4, ((size_t)1 << 62) + 2}, nine[9] = {1, 1, 1, 1, 1, 1, 1, 2, 4};
+    assert_int_equal(nb_tensor_status(nb_op(tp, &first_view, &x, 1, NB_F64, 2, wraps, NULL, 0)), NB_ERR_SHAPE);
+    assert_message_has(nb_tape_error(tp), "first_view", "(4, 4611686018427387906)", "more elements than memory",
+                       "test_custom_op.c:");
+    struct { int ndim; const size_t *shape; nb_dtype dt; nb_status st; const char *says; } bad[] = {
+        {2, (const size_t[]){3, 3}, NB_F64, NB_ERR_SHAPE, "(3, 3)"},        /* 9 elements for 8 */
+        {2, (const size_t[]){0, 8}, NB_F64, NB_ERR_SHAPE, "empty"},
+        {-1, NULL, NB_F64, NB_ERR_ARG, "-1 dimensions"},
+        {9, nine, NB_F64, NB_ERR_ARG, "9 dimensions"},
+        {2, NULL, NB_F64, NB_ERR_NULL, "NULL"},
+        {1, (const size_t[]){8}, NB_F32, NB_ERR_DTYPE, "float32"},           /* a view keeps its input's dtype */
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        nb_tape_reset(tp);
+        x = nb_ones(tp, NB_F64, NB_SHAPE(8));
+        nb_tensor *v = nb_op(tp, &first_view, &x, 1, bad[k].dt, bad[k].ndim, bad[k].shape, NULL, 0);
+        assert_int_equal(nb_tensor_status(v), bad[k].st);
+        assert_message_has(nb_tape_error(tp), "first_view", bad[k].says);
+    }
+    /* and the output shapes of ops that are not views */
+    for (size_t k = 0; k < 5; k++) {
+        nb_tape_reset(tp);
+        x = nb_ones(tp, NB_F64, NB_SHAPE(8));
+        nb_tensor *y = nb_op(tp, &my_softplus, &x, 1, NB_F64, bad[k].ndim, k ? bad[k].shape : wraps, NULL, 0);
+        assert_int_equal(nb_tensor_status(y), k ? bad[k].st : NB_ERR_SHAPE);
+        assert_message_has(nb_tape_error(tp), "my_softplus", k ? bad[k].says : "more elements than memory");
+    }
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_custom_op_matches_the_composition),
@@ -318,6 +409,8 @@ int main(void) {
         cmocka_unit_test(test_pictures_anomaly_no_grad_and_memory),
         cmocka_unit_test(test_custom_op_on_threads),
         cmocka_unit_test(test_misuse),
+        cmocka_unit_test(test_view_with_many_inputs),
+        cmocka_unit_test(test_view_shapes_are_checked),
     };
     return cmocka_run_group_tests_name("custom ops", tests, NULL, NULL);
 }

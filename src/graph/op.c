@@ -14,6 +14,43 @@
 #include <stdarg.h>
 #include <string.h>
 
+/* A view's shape: as nb_tensor_alloc checks an output's (dimensions, NULL,
+ * empty, a count that overflows), then the count, which must be its
+ * input's.  NULL when it can be, else the errored tensor. */
+static nb_tensor *check_view(nb_tape *tp, const nb_op_def *def, const nb_tensor *src, nb_dtype dtype, int ndim,
+                             const size_t *shape, const char *file, int line) {
+    char want[128], have[128];
+    if (!src)
+        return nb_fail(tp, NB_ERR_ARG, file, line, "%s: a view needs an input (input 1, whose storage it shares)",
+                       def->name);
+    if (ndim < 0 || ndim > NB_MAX_DIMS)
+        return nb_fail(tp, NB_ERR_ARG, file, line, "%s: %d dimensions (allowed: 0 to %d)", def->name, ndim,
+                       NB_MAX_DIMS);
+    if (ndim > 0 && !shape)
+        return nb_fail(tp, NB_ERR_NULL, file, line, "%s: shape is NULL for %d dimensions", def->name, ndim);
+    nb_format_shape(ndim, shape, want, sizeof want);
+    nb_format_shape(src->ndim, src->shape, have, sizeof have);
+    if (dtype != src->dtype)
+        return nb_fail(tp, NB_ERR_DTYPE, file, line, "%s: a view keeps its input's dtype (%s), not %s", def->name,
+                       src->dtype == NB_F32 ? "float32" : "float64", dtype == NB_F32 ? "float32" : "float64");
+    size_t size = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0)
+            return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                           "%s: view shape %s has an empty dimension (size 0 at axis %d); empty tensors are not "
+                           "supported", def->name, want, d);
+        if (__builtin_mul_overflow(size, shape[d], &size))
+            return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                           "%s: view shape %s has more elements than memory can address (input 1 %s has %zu)",
+                           def->name, want, have, src->size);
+    }
+    if (size != src->size)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "%s: a view must have its input's number of elements: shape %s has %zu, input 1 %s has %zu",
+                       def->name, want, size, have, src->size);
+    return NULL;
+}
+
 nb_tensor *nb_op_(nb_tape *tp, const nb_op_def *def, nb_tensor *const *inputs, int n_inputs, nb_dtype dtype,
                   int ndim, const size_t *shape, const void *params, size_t params_bytes, const char *file,
                   int line) {
@@ -38,11 +75,7 @@ nb_tensor *nb_op_(nb_tape *tp, const nb_op_def *def, nb_tensor *const *inputs, i
     nb_entry *e;
     if (def->view) { /* the output is input 0 with another shape: check that it can be */
         nb_tensor *src = n_inputs ? inputs[0] : NULL;
-        size_t size = 1;
-        for (int d = 0; d < ndim && shape; d++) size *= shape[d];
-        if (!src || src->dtype != dtype || src->size != size || ndim < 0 || ndim > NB_MAX_DIMS || (ndim && !shape))
-            return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                           "%s: a view must have its input's dtype and number of elements", def->name);
+        if ((failed = check_view(tp, def, src, dtype, ndim, shape, file, line))) return failed;
         nb_tensor *out = nb_result_view(tp, src, ndim, shape, def->name, file, line);
         if (out->status != NB_OK) return out;
         if (!(e = nb_record(tp, def, out, n_inputs, inputs, file, line))) return nb_nil(NB_ERR_NOMEM);
