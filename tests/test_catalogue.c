@@ -670,7 +670,7 @@ static nb_status gradcheck_null_result(void) {
     return r.status;
 }
 
-/* ------------------------------------------------------------ custom ops */
+/* ------------------------------------------------------------ custom ops and passes inside passes */
 
 /* y = x (forward copies), dL/dx = G; a view of x. */
 static void copy_forward(nb_op_call *c) {
@@ -684,6 +684,13 @@ static void identity_backward(nb_op_call *c) {
 }
 static const nb_op_def custom_view = {.name = "custom_view", .forward = copy_forward, .backward = identity_backward,
                                       .view = true};
+static void resetting_forward(nb_op_call *c) { nb_tape_reset(nb_op_tape(c)); }
+static const nb_op_def custom_reset = {.name = "custom_reset", .forward = resetting_forward,
+                                       .backward = identity_backward};
+static void flagless_backward(nb_op_call *c) { nb_op_grad_input(c, 0, NULL); }
+static const nb_op_def custom_flagless = {.name = "custom_flagless", .forward = copy_forward,
+                                          .backward = flagless_backward};
+
 static nb_status view_shape(int ndim, const size_t *shape, nb_dtype dt) {
     nb_tape *tp = nb_tape_new();
     nb_tensor *x = nb_ones(tp, NB_F64, NB_SHAPE(8));
@@ -694,6 +701,21 @@ static nb_status view_shape(int ndim, const size_t *shape, nb_dtype dt) {
 static nb_status view_overflow(void) { return view_shape(2, (size_t[]){4, ((size_t)1 << 62) + 2}, NB_F64); }
 static nb_status view_count(void) { return view_shape(2, (size_t[]){3, 3}, NB_F64); }
 static nb_status view_dtype(void) { return view_shape(1, (size_t[]){8}, NB_F32); }
+
+static nb_status forward_resets(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = V(tp, 2);
+    nb_status st = nb_tensor_status(nb_op(tp, &custom_reset, &x, 1, NB_F32, NB_SHAPE(2), NULL, 0));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status grad_input_flagless(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(tp, 2);
+    nb_status st = nb_backward(nb_sum(tp, nb_op(tp, &custom_flagless, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0)));
+    nb_tape_free(tp);
+    return st;
+}
 
 /* ------------------------------------------------------------ files that are not files */
 
@@ -1123,11 +1145,14 @@ static const bad_input catalogue[] = {
      {"nb_gather_rows", "before nb_tape_reset", SITE}},
     {"gradcheck of a function that returns NULL", gradcheck_null_result, NB_ERR_NULL,
      {"nb_gradcheck", "returned NULL"}},
-    /* custom ops (nabla_op.h) */
+    /* custom ops (nabla_op.h) and passes inside passes */
     {"custom view of (4, 2^62 + 2), whose count wraps to 8", view_overflow, NB_ERR_SHAPE,
      {"custom_view", "(4, 4611686018427387906)", "more elements than memory can address", SITE}},
     {"custom view of 9 elements for 8", view_count, NB_ERR_SHAPE, {"custom_view", "(3, 3)", "has 9", "(8,)", SITE}},
     {"custom view of another dtype", view_dtype, NB_ERR_DTYPE, {"custom_view", "float64", "float32", SITE}},
+    {"custom forward that resets its tape", forward_resets, NB_ERR_STATE, {"custom_reset", "forward", "reset", SITE}},
+    {"nb_op_grad_input with no accumulate flag", grad_input_flagless, NB_ERR_NULL,
+     {"custom_flagless", "nb_op_grad_input", "NULL", SITE}},
     /* files that are not files */
     {"render: a full disk (/dev/full)", render_full_disk, NB_ERR_IO, {"nb_dot_render", "/dev/full", "No space left"}},
     {"params: saving over a FIFO", params_save_fifo, NB_ERR_IO, {"nb_params_save", "model.fifo", "a FIFO", "regular"}},

@@ -105,11 +105,16 @@ static nb_status numeric_grads(nb_tensor *out, const nb_tensor *seed, nb_tensor 
             nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_grad: out of memory setting the gradients aside");
             return NB_ERR_NOMEM;
         }
-        st = nb_backward_(out, seed, file, line);
+        /* Inside another pass (nested.c), the gradients are read before
+         * the outer pass's are put back. */
+        nb_pass_guard guard;
+        nb_pass_enter(tp, &guard);
+        st = nb_backward_pass(out, seed, file, line);
         for (int i = 0; st == NB_OK && i < n; i++) {
             grads[i] = copy_of_grad(tp, wrt[i], file, line);
             if (grads[i]->status != NB_OK) st = grads[i]->status;
         }
+        nb_pass_leave(tp, &guard);
         nb_restore_leaf_grads(&leaves);
         return st;
     }
