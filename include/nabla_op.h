@@ -123,10 +123,14 @@ typedef struct nb_op_def {
      * shape must hold exactly input 0's number of elements, in its dtype. */
     bool view;
     /* Higher-order derivatives (nb_grad with create_graph): builds, with
-     * ordinary ops on the call's tape, the tensors dL/d input i from the
-     * upstream gradient `grad` (a tensor of the output's shape), storing
-     * them in grad_in[i] (NULL for no gradient).  Without it, differentiating
-     * a backward through this op is refused with an error naming it. */
+     * ordinary ops on the call's tape (recording on; they stay), the
+     * tensors dL/d input i from the upstream gradient `grad` (a tensor of
+     * the output's shape), storing them in grad_in[i] (NULL for no
+     * gradient).  Each must have input i's shape and dtype and live on the
+     * call's tape (or the heap): anything else is refused, naming the op,
+     * and an errored one passes its error on.  Without backward_graph,
+     * differentiating a backward through this op is refused with an error
+     * naming it. */
     void (*backward_graph)(nb_op_call *call, nb_tensor *grad, nb_tensor **grad_in);
     /* For pictures: the call's parameters in a few words ("3×3, stride 2"),
      * written into buf (size bytes, NUL-terminated) and shown under the

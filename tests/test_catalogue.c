@@ -672,7 +672,8 @@ static nb_status gradcheck_null_result(void) {
 
 /* ------------------------------------------------------------ custom ops and passes inside passes */
 
-/* y = x (forward copies), dL/dx = G; a view of x. */
+/* y = x (forward copies), dL/dx = G; a view of x; and one whose
+ * backward_graph gives back what `bad_graph` says. */
 static void copy_forward(nb_op_call *c) {
     memcpy(nb_op_output_data(c), nb_op_input_data(c, 0), nb_op_size(c) * sizeof(double));
 }
@@ -682,8 +683,14 @@ static void identity_backward(nb_op_call *c) {
     const double *g = nb_op_grad_output(c);
     for (size_t i = 0; gx && i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] : g[i];
 }
+static nb_tensor *(*bad_graph)(nb_tape *tp, nb_tensor *G);
+static void bad_backward_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = bad_graph(nb_op_tape(c), G);
+}
 static const nb_op_def custom_view = {.name = "custom_view", .forward = copy_forward, .backward = identity_backward,
                                       .view = true};
+static const nb_op_def custom_graph = {.name = "custom_graph", .forward = copy_forward,
+                                       .backward = identity_backward, .backward_graph = bad_backward_graph};
 static void resetting_forward(nb_op_call *c) { nb_tape_reset(nb_op_tape(c)); }
 static const nb_op_def custom_reset = {.name = "custom_reset", .forward = resetting_forward,
                                        .backward = identity_backward};
@@ -716,6 +723,29 @@ static nb_status grad_input_flagless(void) {
     nb_tape_free(tp);
     return st;
 }
+
+static nb_tensor *sum_of(nb_tape *tp, nb_tensor *G) { return nb_sum(tp, G); }
+static nb_tensor *as_float32(nb_tape *tp, nb_tensor *G) { return nb_cast(tp, G, NB_F32); }
+static nb_tape *graph_other;
+static nb_tensor *on_other_tape(nb_tape *tp, nb_tensor *G) {
+    (void)tp;
+    return nb_copy(graph_other, G);
+}
+static nb_status graph_result(nb_tensor *(*bad)(nb_tape *, nb_tensor *)) {
+    nb_tape *tp = nb_tape_new();
+    graph_other = nb_tape_new();
+    bad_graph = bad;
+    nb_tensor *x = grad_leaf(NULL, 2), *g;
+    nb_tensor *p = nb_pad(tp, x, ((size_t[]){0, 1}));
+    nb_status st = nb_grad(nb_sum(tp, nb_op(tp, &custom_graph, &p, 1, NB_F64, NB_SHAPE(3), NULL, 0)), &x, 1, &g, true);
+    nb_tensor_free(x);
+    nb_tape_free(graph_other);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status graph_scalar(void) { return graph_result(sum_of); }
+static nb_status graph_dtype(void) { return graph_result(as_float32); }
+static nb_status graph_tape(void) { return graph_result(on_other_tape); }
 
 /* ------------------------------------------------------------ files that are not files */
 
@@ -1153,6 +1183,11 @@ static const bad_input catalogue[] = {
     {"custom forward that resets its tape", forward_resets, NB_ERR_STATE, {"custom_reset", "forward", "reset", SITE}},
     {"nb_op_grad_input with no accumulate flag", grad_input_flagless, NB_ERR_NULL,
      {"custom_flagless", "nb_op_grad_input", "NULL", SITE}},
+    {"backward_graph giving a () gradient for a (3,) input", graph_scalar, NB_ERR_SHAPE,
+     {"custom_graph", "input 1 (3,)", "()", "backward_graph", SITE}},
+    {"backward_graph giving a float32 gradient", graph_dtype, NB_ERR_DTYPE, {"custom_graph", "float32", SITE}},
+    {"backward_graph giving a gradient on another tape", graph_tape, NB_ERR_STATE,
+     {"custom_graph", "another tape", SITE}},
     /* files that are not files */
     {"render: a full disk (/dev/full)", render_full_disk, NB_ERR_IO, {"nb_dot_render", "/dev/full", "No space left"}},
     {"params: saving over a FIFO", params_save_fifo, NB_ERR_IO, {"nb_params_save", "model.fifo", "a FIFO", "regular"}},

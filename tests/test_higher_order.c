@@ -679,6 +679,95 @@ static void test_nested_pass_in_fused_sgd(void **state) {
     nb_tensor_free(X);
 }
 
+/* ---------------------------------------------------------------- what backward_graph gives back */
+
+/* y = 2x, with a backward_graph that gives back, by `lie`, the right
+ * gradient or a wrong one. */
+enum { HONEST, SCALAR, WRONG_SIZE, TRANSPOSED, OTHER_DTYPE, OTHER_TAPE, STALE, ERRORED, FOREIGN_ERROR };
+static int lie;
+static nb_tape *elsewhere;
+static nb_tensor *kept_from_before;
+static void doubling_forward(nb_op_call *c) {
+    const double *x = nb_op_input_data(c, 0);
+    double *y = nb_op_output_data(c);
+    for (size_t i = 0; i < nb_op_size(c); i++) y[i] = 2 * x[i];
+}
+static void doubling_backward(nb_op_call *c) {
+    const double *g = nb_op_grad_output(c);
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    for (size_t i = 0; gx && i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + 2 * g[i] : 2 * g[i];
+}
+static void doubling_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    switch (lie) {
+    case HONEST: grad_in[0] = nb_scale(tp, G, 2); break;
+    case SCALAR: grad_in[0] = nb_sum(tp, G); break;
+    case WRONG_SIZE: grad_in[0] = nb_ones(tp, NB_F64, NB_SHAPE(1)); break;
+    case TRANSPOSED: grad_in[0] = nb_ones(tp, NB_F64, NB_SHAPE(1, 3)); break;
+    case OTHER_DTYPE: grad_in[0] = nb_cast(tp, G, NB_F32); break;
+    case OTHER_TAPE: grad_in[0] = nb_ones(elsewhere, NB_F64, NB_SHAPE(3)); break;
+    case STALE: grad_in[0] = kept_from_before; break;
+    case ERRORED: grad_in[0] = nb_add(tp, G, nb_ones(tp, NB_F64, NB_SHAPE(2))); break;
+    default: grad_in[0] = nb_add(elsewhere, nb_ones(elsewhere, NB_F64, NB_SHAPE(3)), nb_ones(elsewhere, NB_F64,
+                                                                                           NB_SHAPE(2)));
+    }
+}
+static const nb_op_def doubling = {.name = "doubling", .forward = doubling_forward, .backward = doubling_backward,
+                                   .backward_graph = doubling_graph, .derivative = {"2"}};
+
+static void test_backward_graph_results_are_checked(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    elsewhere = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, -3}));
+    nb_requires_grad(x, true);
+    const nb_status expect[] = {NB_OK, NB_ERR_SHAPE, NB_ERR_SHAPE, NB_ERR_SHAPE, NB_ERR_DTYPE,
+                                NB_ERR_STATE, NB_ERR_STATE, NB_ERR_SHAPE, NB_ERR_SHAPE};
+    const char *says[] = {"", "()", "(1,)", "(1, 3)", "float32", "another tape", "before nb_tape_reset",
+                          "broadcast", "errored"};
+    for (lie = HONEST; lie <= FOREIGN_ERROR; lie++) {
+        nb_tape_reset(tp);
+        nb_tape_reset(elsewhere);
+        kept_from_before = nb_ones(tp, NB_F64, NB_SHAPE(3));
+        nb_tape_reset(tp);
+        /* L = sum(doubling(pad(x))): pad's backward reads a gradient of its output's (3,) */
+        nb_tensor *p = nb_pad(tp, x, ((size_t[]){0, 1}));
+        nb_tensor *L = nb_sum(tp, nb_op(tp, &doubling, &p, 1, NB_F64, NB_SHAPE(3), NULL, 0)), *g = NULL;
+        nb_status st = nb_grad(L, &x, 1, &g, true);
+        assert_int_equal(st, expect[lie]);
+        if (st == NB_OK) {
+            assert_close(nb_get(g, 0), 2, 0);
+            assert_close(nb_get(g, 1), 2, 0);
+            continue;
+        }
+        assert_message_has(nb_last_error(), lie == ERRORED ? "add" : "doubling", says[lie]);
+        if (lie < ERRORED) assert_message_has(nb_last_error(), "input 1", "(3,)", "test_higher_order.c:");
+        assert_int_equal(nb_tape_status(tp), expect[lie]);
+    }
+    nb_tensor_free(x);
+    nb_tape_free(elsewhere);
+    nb_tape_free(tp);
+}
+
+/* A seed for create_graph of the output's size but another shape: taken
+ * in the output's shape, as nb_backward_seed does. */
+static void test_seed_of_another_shape(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3, 1), ((double[]){1, 2, 3}));
+    nb_requires_grad(x, true);
+    nb_tensor *seed = nb_from_array(tp, NB_F64, NB_SHAPE(3), ((double[]){1, 10, 100})), *g[2];
+    for (int graph = 0; graph < 2; graph++) {
+        assert_int_equal(nb_grad_seed(nb_square(tp, x), seed, &x, 1, &g[graph], graph), NB_OK);
+        assert_int_equal(nb_tensor_ndim(g[graph]), 2);
+        for (size_t i = 0; i < 3; i++) assert_close(nb_get(g[graph], i), 2 * (i + 1) * pow(10, (double)i), 0);
+    }
+    assert_int_equal(nb_tensor_dim(g[1], 0), 3);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hessian_of_a_quadratic_form),
@@ -694,6 +783,8 @@ int main(void) {
         cmocka_unit_test(test_network_to_second_order),
         cmocka_unit_test(test_passes_inside_passes),
         cmocka_unit_test(test_nested_pass_in_fused_sgd),
+        cmocka_unit_test(test_backward_graph_results_are_checked),
+        cmocka_unit_test(test_seed_of_another_shape),
     };
     return cmocka_run_group_tests_name("higher order", tests, NULL, NULL);
 }

@@ -158,6 +158,45 @@ static nb_tensor **slot_for(nb_tape *tp, grad_map *m, nb_tensor *t) {
     return &m->leaf_grad[m->n_leaves++];
 }
 
+static bool same_shape(const nb_tensor *a, const nb_tensor *b) {
+    return a->ndim == b->ndim && memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0;
+}
+
+/* What an op's backward_graph gave as dL/d input k must be a gradient of
+ * that input: a live tensor of its shape and dtype, on this tape (or the
+ * heap).  An errored one passes its error on.  False, with the tape
+ * errored, if not. */
+static bool fits_input(nb_tape *tp, const nb_entry *e, int k, const nb_tensor *g, const char *file, int line) {
+    const nb_tensor *x = nb_entry_input(e, k);
+    char sx[128], sg[128];
+    nb_format_shape(x->ndim, x->shape, sx, sizeof sx);
+    const char *site = e->file ? e->file : "?";
+    if (g->status != NB_OK) {
+        if (tp->status == NB_OK) /* errored elsewhere (another tape): say so here */
+            nb_set_error(tp, g->status, file, line,
+                         "nb_grad: op %s (recorded at %s:%d) gave an errored gradient (%s) for its input %d %s",
+                         e->op->name, site, e->line, nb_status_string(g->status), k + 1, sx);
+        return false;
+    }
+    nb_status st = NB_OK;
+    char what[160];
+    if (g->on_tape && g->tape != tp)
+        st = NB_ERR_STATE, snprintf(what, sizeof what, "a gradient on another tape");
+    else if (!nb_alive(g))
+        st = NB_ERR_STATE, snprintf(what, sizeof what, "a gradient from before nb_tape_reset");
+    else if (g->dtype != x->dtype)
+        st = NB_ERR_DTYPE, snprintf(what, sizeof what, "a %s gradient", g->dtype == NB_F32 ? "float32" : "float64");
+    else if (!same_shape(g, x))
+        st = NB_ERR_SHAPE, snprintf(what, sizeof what, "a gradient of shape %s",
+                                    nb_format_shape(g->ndim, g->shape, sg, sizeof sg));
+    if (st == NB_OK) return true;
+    nb_set_error(tp, st, file, line,
+                 "nb_grad: op %s (recorded at %s:%d) gave %s for its %s input %d %s; its backward_graph must give "
+                 "each input's gradient in that input's shape and dtype, on the call's tape",
+                 e->op->name, site, e->line, what, x->dtype == NB_F32 ? "float32" : "float64", k + 1, sx);
+    return false;
+}
+
 static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *wrt, int n, nb_tensor **grads,
                              const char *file, int line) {
     nb_tape *tp = out->tape;
@@ -173,6 +212,10 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
     if (!seed) { /* d out/d out = 1, named so in pictures */
         seed = nb_full_(tp, out->dtype, out->ndim, out->shape, 1, file, line);
         nb_tensor_set_name(seed, "seed 1");
+    } else if (!same_shape(seed, out)) {
+        long shape[NB_MAX_DIMS]; /* of out's size, as nb_backward_seed takes it: in out's shape */
+        for (int d = 0; d < out->ndim; d++) shape[d] = (long)out->shape[d];
+        seed = nb_reshape_(tp, seed, out->ndim, shape, file, line);
     }
     m.of_entry[out->entry - 1] = seed;
     for (size_t i = m.entries; i-- > 0 && tp->status == NB_OK;) {
@@ -197,8 +240,7 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
         e.op->backward_graph(&e, G, grad_in);
         for (int k = 0; k < e.n_in && tp->status == NB_OK; k++) {
             nb_tensor *x = nb_entry_input(&e, k);
-            if (!grad_in[k] || !x->requires_grad) continue;
-            if (grad_in[k]->status != NB_OK) break; /* the tape has the error */
+            if (!grad_in[k] || !fits_input(tp, &e, k, grad_in[k], file, line) || !x->requires_grad) continue;
             nb_tensor **slot = slot_for(tp, &m, x);
             if (!slot) {
                 nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_grad: out of memory");
