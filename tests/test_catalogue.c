@@ -747,6 +747,40 @@ static nb_status graph_scalar(void) { return graph_result(sum_of); }
 static nb_status graph_dtype(void) { return graph_result(as_float32); }
 static nb_status graph_tape(void) { return graph_result(on_other_tape); }
 
+static nb_status stale_seed(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *seed = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    nb_tape_reset(tp);
+    nb_status st = nb_backward_seed(nb_square(tp, grad_leaf(tp, 2)), seed);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status stale_tangent(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *t = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    nb_tape_reset(tp);
+    nb_tensor *x = grad_leaf(tp, 2), *jt;
+    nb_status st = nb_jvp(nb_square(tp, x), &x, 1, &t, &jt);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status jvp_null_wrt(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(tp, 2), *none = NULL, *jt;
+    nb_status st = nb_jvp(nb_square(tp, x), &none, 1, &x, &jt);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status gradcheck_stale_input(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(tp, 2);
+    nb_tape_reset(tp);
+    nb_gradcheck_result r = nb_gradcheck(log_sum, &x, 1, NULL, NULL);
+    snprintf(gradcheck_message, sizeof gradcheck_message, "%s", r.message);
+    nb_tape_free(tp);
+    return r.status;
+}
+
 /* ------------------------------------------------------------ files that are not files */
 
 static nb_status render_full_disk(void) {
@@ -1188,6 +1222,13 @@ static const bad_input catalogue[] = {
     {"backward_graph giving a float32 gradient", graph_dtype, NB_ERR_DTYPE, {"custom_graph", "float32", SITE}},
     {"backward_graph giving a gradient on another tape", graph_tape, NB_ERR_STATE,
      {"custom_graph", "another tape", SITE}},
+    {"backward from a seed kept across nb_tape_reset", stale_seed, NB_ERR_STATE,
+     {"nb_backward", "seed", "before nb_tape_reset", SITE}},
+    {"jvp with a tangent kept across nb_tape_reset", stale_tangent, NB_ERR_STATE,
+     {"nb_jvp", "tangent 1", "before nb_tape_reset", SITE}},
+    {"jvp of a (2,) output with respect to NULL", jvp_null_wrt, NB_ERR_NULL, {"nb_jvp", "tensor 1", "NULL", SITE}},
+    {"gradcheck of an input kept across nb_tape_reset", gradcheck_stale_input, NB_ERR_STATE,
+     {"nb_gradcheck", "input 0", "before nb_tape_reset"}},
     /* files that are not files */
     {"render: a full disk (/dev/full)", render_full_disk, NB_ERR_IO, {"nb_dot_render", "/dev/full", "No space left"}},
     {"params: saving over a FIFO", params_save_fifo, NB_ERR_IO, {"nb_params_save", "model.fifo", "a FIFO", "regular"}},

@@ -768,6 +768,43 @@ static void test_seed_of_another_shape(void **state) {
     nb_tape_free(tp);
 }
 
+/* Tensors that are not op inputs but are read all the same: a seed, the
+ * tangents, gradcheck's inputs.  One kept across nb_tape_reset is refused. */
+static nb_tensor *square_sum(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n, (void)user;
+    return nb_sum(tp, nb_square(tp, in[0]));
+}
+static void test_stale_tensors_everywhere(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, 2}));
+    nb_requires_grad(x, true);
+    nb_tensor *old = nb_full(tp, NB_F64, NB_SHAPE(2), 100), *g;
+    nb_tape_reset(tp);
+    nb_tensor *fresh = nb_full(tp, NB_F64, NB_SHAPE(2), 100); /* the reused memory holds 100s again */
+    (void)fresh;
+    nb_tensor *y = nb_mul(tp, x, nb_ones(tp, NB_F64, NB_SHAPE(2)));
+    assert_int_equal(nb_backward_seed(y, old), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_backward", "seed", "before nb_tape_reset", "test_higher_order.c:");
+    assert_false(nb_has_grad(x));
+    assert_int_equal(nb_grad_seed(y, old, &x, 1, &g, false), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_grad", "seed");
+    assert_int_equal(nb_jvp(y, &x, 1, &old, &g), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_jvp", "tangent 1", "before nb_tape_reset");
+    nb_tensor *none = NULL; /* and the tensors of a non-scalar output's jvp are checked at all */
+    assert_int_equal(nb_jvp(y, &none, 1, &x, &g), NB_ERR_NULL);
+    assert_message_has(nb_last_error(), "nb_jvp", "tensor 1", "NULL");
+    assert_int_equal(nb_grad(nb_sum(tp, y), &old, 1, &g, false), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_grad", "before nb_tape_reset");
+    nb_gradcheck_opts o;
+    nb_gradcheck_default_opts(&o);
+    nb_gradcheck_result r = nb_gradcheck(square_sum, &old, 1, NULL, &o);
+    assert_int_equal(r.status, NB_ERR_STATE);
+    assert_message_has(r.message, "nb_gradcheck", "input 0", "before nb_tape_reset");
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hessian_of_a_quadratic_form),
@@ -785,6 +822,7 @@ int main(void) {
         cmocka_unit_test(test_nested_pass_in_fused_sgd),
         cmocka_unit_test(test_backward_graph_results_are_checked),
         cmocka_unit_test(test_seed_of_another_shape),
+        cmocka_unit_test(test_stale_tensors_everywhere),
     };
     return cmocka_run_group_tests_name("higher order", tests, NULL, NULL);
 }

@@ -267,6 +267,13 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
             nb_set_error(NULL, seed->status, file, line, "nb_backward: the seed is errored");
             return seed->status;
         }
+        if (!nb_alive(seed)) {
+            nb_set_error(NULL, NB_ERR_STATE, file, line,
+                         "nb_backward: the seed %s dates from before nb_tape_reset, which ended it (its memory "
+                         "now holds other values; copy a seed to keep across steps with nb_copy(NULL, t))",
+                         nb_format_shape(seed->ndim, seed->shape, seed_shape, sizeof seed_shape));
+            return NB_ERR_STATE;
+        }
         if (seed->size != out->size || seed->dtype != out->dtype) {
             nb_status st = seed->dtype != out->dtype ? NB_ERR_DTYPE : NB_ERR_SHAPE;
             nb_set_error(NULL, st, file, line,

@@ -57,7 +57,12 @@ static nb_status check_call(const char *what, nb_tensor *out, const nb_tensor *s
                      "%s: the output has shape %s; a non-scalar output needs a seed of that shape", what, so);
         return NB_ERR_SHAPE;
     }
-    if (seed && (seed->status != NB_OK || !nb_alive(seed) || seed->size != out->size || seed->dtype != out->dtype ||
+    if (seed && seed->status == NB_OK && !nb_alive(seed)) {
+        nb_set_error(NULL, NB_ERR_STATE, file, line, "%s: the seed %s dates from before nb_tape_reset, which ended it",
+                     what, nb_format_shape(seed->ndim, seed->shape, ss, sizeof ss));
+        return NB_ERR_STATE;
+    }
+    if (seed && (seed->status != NB_OK || seed->size != out->size || seed->dtype != out->dtype ||
                  (seed->on_tape && seed->tape != tp))) {
         nb_status st = seed->status != NB_OK ? seed->status : seed->dtype != out->dtype ? NB_ERR_DTYPE
                        : seed->size != out->size ? NB_ERR_SHAPE : NB_ERR_STATE;
@@ -311,17 +316,24 @@ nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const
  * u, so d/du (g(u) · v) = J v.  Two backward passes, no forward mode. */
 nb_status nb_jvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *tangents, nb_tensor **result,
                   const char *file, int line) {
-    nb_status st = check_call("nb_jvp", out, NULL, wrt, n, result, file, line);
-    if (st == NB_ERR_SHAPE) st = NB_OK; /* any output shape: the seed is made here */
-    for (int i = 0; st == NB_OK && i < n; i++)
-        if (!tangents || !tangents[i] || tangents[i]->status != NB_OK || tangents[i]->size != wrt[i]->size ||
-            tangents[i]->dtype != wrt[i]->dtype) {
-            st = NB_ERR_SHAPE;
+    /* any output shape: the seed is made here (out stands for it in the checks) */
+    nb_status st = check_call("nb_jvp", out, out && out->status == NB_OK ? out : NULL, wrt, n, result, file, line);
+    if (st != NB_OK || !out) return st; /* (check_call refuses a NULL out) */
+    nb_tape *tp = out->tape;
+    for (int i = 0; st == NB_OK && i < n; i++) {
+        const nb_tensor *t = tangents ? tangents[i] : NULL;
+        if (t && t->status == NB_OK && (!nb_alive(t) || (t->on_tape && t->tape != tp))) {
+            st = NB_ERR_STATE;
+            nb_set_error(NULL, st, file, line, "nb_jvp: tangent %d %s", i + 1,
+                         !nb_alive(t) ? "dates from before nb_tape_reset, which ended it" : "belongs to another tape");
+        } else if (!t || t->status != NB_OK || t->size != wrt[i]->size || t->dtype != wrt[i]->dtype) {
+            st = !t ? NB_ERR_NULL : t->status != NB_OK ? t->status : t->dtype != wrt[i]->dtype ? NB_ERR_DTYPE
+                                                                                               : NB_ERR_SHAPE;
             nb_set_error(NULL, st, file, line, "nb_jvp: tangent %d does not have the shape and dtype of tensor %d",
                          i + 1, i + 1);
         }
+    }
     if (st != NB_OK) return st;
-    nb_tape *tp = out->tape;
     nb_tensor *u = nb_full_(tp, out->dtype, out->ndim, out->shape, 0, file, line);
     nb_tensor **g = nb_tape_alloc(tp, (size_t)n * sizeof *g);
     if (u->status != NB_OK || !g) {

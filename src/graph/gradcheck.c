@@ -178,6 +178,12 @@ static nb_gradcheck_result check(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
                      inputs[i] ? "an errored tensor" : "NULL");
             return r;
         }
+        if (!nb_alive(inputs[i])) { /* its memory holds another step's values */
+            r.status = NB_ERR_STATE;
+            snprintf(r.message, sizeof r.message, "%s: input %d dates from before nb_tape_reset, which ended it",
+                     name, i);
+            return r;
+        }
         any_marked |= inputs[i]->requires_grad;
     }
 
