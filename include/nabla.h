@@ -310,7 +310,9 @@ int nb_tensor_n_inputs(const nb_tensor *t);
 nb_tensor *nb_tensor_input(const nb_tensor *t, int k);
 
 /* Called once per tape entry that backward processes, after the entry's
- * backward ran (for step-by-step pictures). */
+ * backward ran (for step-by-step pictures).  It may call nb_grad (a pass
+ * inside the pass, which the hook does not see); ops it records are taken
+ * off the tape when it returns, as a custom op's callbacks' (nabla_op.h). */
 typedef void (*nb_backward_hook)(nb_tape *tp, size_t entry_index, void *user);
 void nb_tape_set_backward_hook(nb_tape *tp, nb_backward_hook hook, void *user);
 

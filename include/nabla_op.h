@@ -38,6 +38,29 @@
  *
  * (examples/custom_op.c is this op for both dtypes, checked against the same
  * function composed of built-in ops.)
+ *
+ * What the callbacks may do, as in a PyTorch Function:
+ *  - Each gets a copy of the call, valid while it runs: keep what you need
+ *    (nb_op_save), not the nb_op_call pointer.
+ *  - forward and backward run with gradient recording off, and may record
+ *    ops on the call's tape (nb_op_tape): a softmax from built-in ops, a
+ *    recomputation.  Those ops are taken off the tape when the callback
+ *    returns: their results keep their values until nb_tape_reset, but they
+ *    are no part of the graph (backward does not go through them, pictures
+ *    do not show them).  To differentiate what a callback records, turn
+ *    recording on around it (nb_tape_set_grad_enabled(tp, true), then back).
+ *  - backward may ask for gradients of its own on the same tape: nb_grad,
+ *    nb_grad_seed (a vector-Jacobian product, as autograd.grad in a
+ *    Function's backward), with or without create_graph, and nb_backward.
+ *    The pass under way comes out as it was: its partial gradients, its
+ *    explain-mode numbers, its hooks (not called for the inner pass).  An
+ *    inner nb_backward adds into the leaves' gradients (as backward() does
+ *    in PyTorch); the op results' gradients it computes are gone when it
+ *    returns, so read those through nb_grad.  Inside
+ *    nb_optimizer_backward_step with plain SGD, the rest of that pass
+ *    computes ordinary gradients for the optimizer to apply.
+ *  - No callback may reset the tape: that ends the op's own result, and is
+ *    refused with NB_ERR_STATE naming the op.
  */
 #ifndef NABLA_OP_H
 #define NABLA_OP_H
@@ -81,10 +104,12 @@ typedef struct nb_op_def {
     void (*forward)(nb_op_call *call);
     /* Adds dL/d input into each input that needs a gradient, from the
      * output's gradient: for input i, take the buffer from
-     * nb_op_grad_input() and either set it (accumulate false: the first
-     * contribution this pass) or add to it (accumulate true).  NULL: no
-     * gradient flows through the op: its output requires none (an argmax,
-     * a mask). */
+     * nb_op_grad_input() and either set every element of it (accumulate
+     * false: the first contribution this pass) or add to it (accumulate
+     * true).  An input whose buffer it never takes gets nothing from this
+     * op (a zero contribution, as a None from a PyTorch Function).  NULL:
+     * no gradient flows through the op: its output requires none (an
+     * argmax, a mask). */
     void (*backward)(nb_op_call *call);
     /* For pictures: for an element-wise op, the local derivative dy/dx_i
      * ("σ(x)(1−σ(x))"); for the others, the whole vector-Jacobian product
@@ -94,13 +119,18 @@ typedef struct nb_op_def {
      * alone: pictures then show the chain rule element by element. */
     bool elementwise;
     /* The output shares input 0's storage (a view): forward does nothing.
-     * A write through either is seen by the other's version check. */
+     * A write through either is seen by the other's version check.  Its
+     * shape must hold exactly input 0's number of elements, in its dtype. */
     bool view;
     /* Higher-order derivatives (nb_grad with create_graph): builds, with
-     * ordinary ops on the call's tape, the tensors dL/d input i from the
-     * upstream gradient `grad` (a tensor of the output's shape), storing
-     * them in grad_in[i] (NULL for no gradient).  Without it, differentiating
-     * a backward through this op is refused with an error naming it. */
+     * ordinary ops on the call's tape (recording on; they stay), the
+     * tensors dL/d input i from the upstream gradient `grad` (a tensor of
+     * the output's shape), storing them in grad_in[i] (NULL for no
+     * gradient).  Each must have input i's shape and dtype and live on the
+     * call's tape (or the heap): anything else is refused, naming the op,
+     * and an errored one passes its error on.  Without backward_graph,
+     * differentiating a backward through this op is refused with an error
+     * naming it. */
     void (*backward_graph)(nb_op_call *call, nb_tensor *grad, nb_tensor **grad_in);
     /* For pictures: the call's parameters in a few words ("3×3, stride 2"),
      * written into buf (size bytes, NUL-terminated) and shown under the
@@ -153,14 +183,16 @@ const void *nb_op_params(const nb_op_call *call);
  * backward: nb_op_saved() gives the same memory. */
 void *nb_op_save(nb_op_call *call, size_t bytes);
 void *nb_op_saved(const nb_op_call *call);
-/* In backward: dL/d output, of the output's dtype and size. */
+/* In backward: dL/d output, of the output's dtype and size (NULL in the
+ * other callbacks). */
 const void *nb_op_grad_output(const nb_op_call *call);
 /* Whether input i takes a gradient (it or something it depends on was
  * marked with nb_requires_grad). */
 bool nb_op_needs_grad(const nb_op_call *call, int i);
-/* The buffer dL/d input i goes into (the input's dtype and size), and
- * whether to add into it (*accumulate) or overwrite it; NULL when input i
- * needs no gradient, or when memory ran out (then the tape is errored and
+/* In backward: the buffer dL/d input i goes into (the input's dtype and
+ * size), and whether to add into it (*accumulate) or overwrite it; NULL
+ * when input i needs no gradient or does not exist, outside backward, or
+ * when memory ran out or accumulate is NULL (then the tape is errored and
  * the backward should return). */
 void *nb_op_grad_input(nb_op_call *call, int i, bool *accumulate);
 /* Reports an error from a callback: the tape keeps it (the first one

@@ -248,7 +248,10 @@ struct nb_op_call {
     int scope;             /* index into the tape's scopes, or -1 */
     uint32_t stamp;        /* the write clock when recorded (see nb_newer) */
     bool flag0, flag1;
+    bool user;             /* recorded by nb_op(): its callbacks get a copy of the entry (src/graph/op.c) */
+    uint8_t phase;         /* on that copy: NB_IN_FORWARD or NB_IN_BACKWARD while one runs, else 0 */
 };
+enum { NB_IN_FORWARD = 1, NB_IN_BACKWARD };
 
 static inline nb_tensor *nb_entry_input(const nb_entry *e, int i) {
     return e->n_in <= NB_MAX_INPUTS ? e->in[i] : e->many[i];
@@ -294,6 +297,8 @@ struct nb_tape {
      * not turn off the shared gradients and the fused SGD update. */
     nb_backward_hook progress;
     void *progress_user;
+    int running;           /* backward passes under way (more than 1: passes inside passes) */
+    struct nb_nested *nested; /* the innermost pass inside another's, or NULL (see nb_pass_enter) */
 };
 
 /* Working memory for one entry's forward or backward, gone when it returns
@@ -457,6 +462,43 @@ static inline nb_tensor *nb_run(nb_entry *e) {
     return e->out->tape->anomaly ? nb_anomaly_forward(e->out->tape, e) : e->out;
 }
 
+/* A backward pass may run inside another on the same tape: a custom op's
+ * backward, or a backward hook, that calls nb_grad or nb_backward (as a
+ * PyTorch Function's backward may call autograd.grad).  Every pass runs
+ * between nb_pass_enter and nb_pass_leave; an inner one leaves the outer
+ * one's state as it found it: the op results' gradients it replaces
+ * (nb_grad_target, nb_grad_share) and the entries' explain-mode
+ * contributions are logged (nb_keep_for_outer) and put back, with the pass
+ * number, by nb_pass_leave (src/graph/backward.c). */
+typedef struct {
+    nb_tensor *t;          /* whose gradient; NULL: the contributions of `entry` */
+    void *was;             /* the gradient buffer, or the contributions */
+    size_t entry;
+    unsigned pass;
+    uint8_t state;
+} nb_kept;
+typedef struct nb_nested {
+    nb_kept *kept;
+    size_t n, cap;
+} nb_nested;
+typedef struct {
+    bool nested;
+    unsigned pass;         /* the outer pass's number */
+    nb_nested log, *outer;
+} nb_pass_guard;
+bool nb_keep_contributions_for_outer(nb_tape *tp, size_t entry);
+void nb_pass_enter(nb_tape *tp, nb_pass_guard *g);
+void nb_pass_leave(nb_tape *tp, nb_pass_guard *g);
+/* nb_backward_ without its nb_pass_enter/leave, for callers that read the
+ * gradients before they leave (nb_grad). */
+nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *file, int line);
+/* The callbacks of an entry recorded by nb_op (src/graph/op.c): backward,
+ * and describe for pictures (ops it records are taken off the tape again). */
+void nb_user_backward(nb_tape *tp, size_t i);
+/* Takes the entries from n on off the tape (those a callback recorded). */
+void nb_drop_entries(nb_tape *tp, size_t n);
+void nb_user_describe(const nb_tape *tp, size_t i, char *buf, size_t size);
+
 /* Backward from loss with plain SGD folded in: each parameter read by a
  * single entry whose backward knows how (matmul, linear) gets w -= lr dL/dw
  * applied by that backward directly (gemm with alpha = -lr, beta = 1) and no
@@ -497,9 +539,11 @@ static inline void nb_set_grad_state(nb_tensor *t, uint8_t state) {
     if (state == NB_GRAD_APPLIED) atomic_fetch_add_explicit(&nb_applied_count, 1, memory_order_relaxed);
     t->grad_state = state;
 }
+bool nb_keep_for_outer(nb_tape *tp, nb_tensor *t); /* see nb_pass_enter */
 static inline void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate) {
     *accumulate = false;
     if (!t->is_leaf && t->grad_pass != tp->pass) { /* left over from an earlier pass */
+        if (tp->nested && !nb_keep_for_outer(tp, t)) return NULL;
         t->grad = NULL;
         t->grad_state = NB_GRAD_NONE;
         t->grad_pass = tp->pass;

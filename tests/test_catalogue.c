@@ -10,6 +10,7 @@
  */
 #include "support.h"
 #include "nabla_train.h"
+#include "nabla_op.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -669,6 +670,117 @@ static nb_status gradcheck_null_result(void) {
     return r.status;
 }
 
+/* ------------------------------------------------------------ custom ops and passes inside passes */
+
+/* y = x (forward copies), dL/dx = G; a view of x; and one whose
+ * backward_graph gives back what `bad_graph` says. */
+static void copy_forward(nb_op_call *c) {
+    memcpy(nb_op_output_data(c), nb_op_input_data(c, 0), nb_op_size(c) * sizeof(double));
+}
+static void identity_backward(nb_op_call *c) {
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    const double *g = nb_op_grad_output(c);
+    for (size_t i = 0; gx && i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] : g[i];
+}
+static nb_tensor *(*bad_graph)(nb_tape *tp, nb_tensor *G);
+static void bad_backward_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    grad_in[0] = bad_graph(nb_op_tape(c), G);
+}
+static const nb_op_def custom_view = {.name = "custom_view", .forward = copy_forward, .backward = identity_backward,
+                                      .view = true};
+static const nb_op_def custom_graph = {.name = "custom_graph", .forward = copy_forward,
+                                       .backward = identity_backward, .backward_graph = bad_backward_graph};
+static void resetting_forward(nb_op_call *c) { nb_tape_reset(nb_op_tape(c)); }
+static const nb_op_def custom_reset = {.name = "custom_reset", .forward = resetting_forward,
+                                       .backward = identity_backward};
+static void flagless_backward(nb_op_call *c) { nb_op_grad_input(c, 0, NULL); }
+static const nb_op_def custom_flagless = {.name = "custom_flagless", .forward = copy_forward,
+                                          .backward = flagless_backward};
+
+static nb_status view_shape(int ndim, const size_t *shape, nb_dtype dt) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_ones(tp, NB_F64, NB_SHAPE(8));
+    nb_status st = nb_tensor_status(nb_op(tp, &custom_view, &x, 1, dt, ndim, shape, NULL, 0));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status view_overflow(void) { return view_shape(2, (size_t[]){4, ((size_t)1 << 62) + 2}, NB_F64); }
+static nb_status view_count(void) { return view_shape(2, (size_t[]){3, 3}, NB_F64); }
+static nb_status view_dtype(void) { return view_shape(1, (size_t[]){8}, NB_F32); }
+
+static nb_status forward_resets(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = V(tp, 2);
+    nb_status st = nb_tensor_status(nb_op(tp, &custom_reset, &x, 1, NB_F32, NB_SHAPE(2), NULL, 0));
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status grad_input_flagless(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(tp, 2);
+    nb_status st = nb_backward(nb_sum(tp, nb_op(tp, &custom_flagless, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0)));
+    nb_tape_free(tp);
+    return st;
+}
+
+static nb_tensor *sum_of(nb_tape *tp, nb_tensor *G) { return nb_sum(tp, G); }
+static nb_tensor *as_float32(nb_tape *tp, nb_tensor *G) { return nb_cast(tp, G, NB_F32); }
+static nb_tape *graph_other;
+static nb_tensor *on_other_tape(nb_tape *tp, nb_tensor *G) {
+    (void)tp;
+    return nb_copy(graph_other, G);
+}
+static nb_status graph_result(nb_tensor *(*bad)(nb_tape *, nb_tensor *)) {
+    nb_tape *tp = nb_tape_new();
+    graph_other = nb_tape_new();
+    bad_graph = bad;
+    nb_tensor *x = grad_leaf(NULL, 2), *g;
+    nb_tensor *p = nb_pad(tp, x, ((size_t[]){0, 1}));
+    nb_status st = nb_grad(nb_sum(tp, nb_op(tp, &custom_graph, &p, 1, NB_F64, NB_SHAPE(3), NULL, 0)), &x, 1, &g, true);
+    nb_tensor_free(x);
+    nb_tape_free(graph_other);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status graph_scalar(void) { return graph_result(sum_of); }
+static nb_status graph_dtype(void) { return graph_result(as_float32); }
+static nb_status graph_tape(void) { return graph_result(on_other_tape); }
+
+static nb_status stale_seed(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *seed = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    nb_tape_reset(tp);
+    nb_status st = nb_backward_seed(nb_square(tp, grad_leaf(tp, 2)), seed);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status stale_tangent(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *t = nb_ones(tp, NB_F64, NB_SHAPE(2));
+    nb_tape_reset(tp);
+    nb_tensor *x = grad_leaf(tp, 2), *jt;
+    nb_status st = nb_jvp(nb_square(tp, x), &x, 1, &t, &jt);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status jvp_null_wrt(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(tp, 2), *none = NULL, *jt;
+    nb_status st = nb_jvp(nb_square(tp, x), &none, 1, &x, &jt);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status gradcheck_stale_input(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(tp, 2);
+    nb_tape_reset(tp);
+    nb_gradcheck_result r = nb_gradcheck(log_sum, &x, 1, NULL, NULL);
+    snprintf(gradcheck_message, sizeof gradcheck_message, "%s", r.message);
+    nb_tape_free(tp);
+    return r.status;
+}
+
 /* ------------------------------------------------------------ files that are not files */
 
 static nb_status render_full_disk(void) {
@@ -1097,6 +1209,26 @@ static const bad_input catalogue[] = {
      {"nb_gather_rows", "before nb_tape_reset", SITE}},
     {"gradcheck of a function that returns NULL", gradcheck_null_result, NB_ERR_NULL,
      {"nb_gradcheck", "returned NULL"}},
+    /* custom ops (nabla_op.h) and passes inside passes */
+    {"custom view of (4, 2^62 + 2), whose count wraps to 8", view_overflow, NB_ERR_SHAPE,
+     {"custom_view", "(4, 4611686018427387906)", "more elements than memory can address", SITE}},
+    {"custom view of 9 elements for 8", view_count, NB_ERR_SHAPE, {"custom_view", "(3, 3)", "has 9", "(8,)", SITE}},
+    {"custom view of another dtype", view_dtype, NB_ERR_DTYPE, {"custom_view", "float64", "float32", SITE}},
+    {"custom forward that resets its tape", forward_resets, NB_ERR_STATE, {"custom_reset", "forward", "reset", SITE}},
+    {"nb_op_grad_input with no accumulate flag", grad_input_flagless, NB_ERR_NULL,
+     {"custom_flagless", "nb_op_grad_input", "NULL", SITE}},
+    {"backward_graph giving a () gradient for a (3,) input", graph_scalar, NB_ERR_SHAPE,
+     {"custom_graph", "input 1 (3,)", "()", "backward_graph", SITE}},
+    {"backward_graph giving a float32 gradient", graph_dtype, NB_ERR_DTYPE, {"custom_graph", "float32", SITE}},
+    {"backward_graph giving a gradient on another tape", graph_tape, NB_ERR_STATE,
+     {"custom_graph", "another tape", SITE}},
+    {"backward from a seed kept across nb_tape_reset", stale_seed, NB_ERR_STATE,
+     {"nb_backward", "seed", "before nb_tape_reset", SITE}},
+    {"jvp with a tangent kept across nb_tape_reset", stale_tangent, NB_ERR_STATE,
+     {"nb_jvp", "tangent 1", "before nb_tape_reset", SITE}},
+    {"jvp of a (2,) output with respect to NULL", jvp_null_wrt, NB_ERR_NULL, {"nb_jvp", "tensor 1", "NULL", SITE}},
+    {"gradcheck of an input kept across nb_tape_reset", gradcheck_stale_input, NB_ERR_STATE,
+     {"nb_gradcheck", "input 0", "before nb_tape_reset"}},
     /* files that are not files */
     {"render: a full disk (/dev/full)", render_full_disk, NB_ERR_IO, {"nb_dot_render", "/dev/full", "No space left"}},
     {"params: saving over a FIFO", params_save_fifo, NB_ERR_IO, {"nb_params_save", "model.fifo", "a FIFO", "regular"}},

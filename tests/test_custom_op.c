@@ -310,6 +310,261 @@ static void test_misuse(void **state) {
     nb_tape_free(tp);
 }
 
+/* ---------------------------------------------------------------- views of many inputs */
+
+/* y = x0 seen with another shape (a view: forward does nothing); the other
+ * inputs ride along, as options passed as tensors would.  dL/dx0 = G. */
+static void first_view_forward(nb_op_call *c) { (void)c; }
+static void first_view_backward(nb_op_call *c) {
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    const double *g = nb_op_grad_output(c);
+    if (!gx) return;
+    for (size_t i = 0; i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] : g[i];
+}
+static const nb_op_def first_view = {.name = "first_view", .forward = first_view_forward,
+                                     .backward = first_view_backward, .derivative = {"G"}, .view = true};
+
+/* An entry of more than 3 inputs keeps them in an array of their own; the
+ * view's source is still input 0, and a write through the view reaches it
+ * (and nothing else). */
+static void test_view_with_many_inputs(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(6), ((double[]){1, 2, 3, 4, 5, 6}));
+    nb_requires_grad(x, true);
+    nb_tensor *in[5] = {x, nb_ones(tp, NB_F64, NB_SHAPE(2)), nb_ones(tp, NB_F64, NB_SHAPE(3)),
+                        nb_ones(tp, NB_F64, NB_SHAPE(1)), nb_ones(tp, NB_F64, NB_SHAPE(4))};
+    nb_tensor *v = nb_op(tp, &first_view, in, 5, NB_F64, NB_SHAPE(2, 3), NULL, 0);
+    assert_ok(v);
+    assert_close(nb_get(v, 4), 5, 0);
+    nb_tensor *loss = nb_sum(tp, nb_square(tp, v));
+    /* d sum(v²)/dx = 2x, through the view */
+    assert_int_equal(nb_backward(loss), NB_OK);
+    assert_close(nb_grad_get(x, 5), 12, 0);
+    nb_set(v, 0, 7); /* a write through the view is a write of x... */
+    assert_close(nb_get(x, 0), 7, 0);
+    for (int k = 0; k < 5; k++) assert_ptr_equal(nb_tensor_input(v, k), in[k]); /* ...and of nothing else */
+    assert_int_equal(nb_backward(loss), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "changed after the op used it");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(nb_dot_write(tp, f, NULL), NB_OK);
+    fclose(f);
+    assert_message_has(buf, "first_view");
+    free(buf);
+    /* a write to the source is seen through the view too */
+    nb_tape_reset(tp);
+    in[1] = in[2] = in[3] = in[4] = nb_ones(tp, NB_F64, NB_SHAPE(1));
+    v = nb_op(tp, &first_view, in, 5, NB_F64, NB_SHAPE(3, 2), NULL, 0);
+    loss = nb_sum(tp, nb_square(tp, v));
+    nb_set(x, 1, 0);
+    assert_int_equal(nb_backward(loss), NB_ERR_STATE);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* A view's shape must hold its input's count exactly, counted without
+ * wrapping: (4, 2^62 + 2) has 2^64 + 8 elements, not 8. */
+static void test_view_shapes_are_checked(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_ones(tp, NB_F64, NB_SHAPE(8));
+    size_t wraps[2] = {4, ((size_t)1 << 62) + 2}, nine[9] = {1, 1, 1, 1, 1, 1, 1, 2, 4};
+    assert_int_equal(nb_tensor_status(nb_op(tp, &first_view, &x, 1, NB_F64, 2, wraps, NULL, 0)), NB_ERR_SHAPE);
+    assert_message_has(nb_tape_error(tp), "first_view", "(4, 4611686018427387906)", "more elements than memory",
+                       "test_custom_op.c:");
+    struct { int ndim; const size_t *shape; nb_dtype dt; nb_status st; const char *says; } bad[] = {
+        {2, (const size_t[]){3, 3}, NB_F64, NB_ERR_SHAPE, "(3, 3)"},        /* 9 elements for 8 */
+        {2, (const size_t[]){0, 8}, NB_F64, NB_ERR_SHAPE, "empty"},
+        {-1, NULL, NB_F64, NB_ERR_ARG, "-1 dimensions"},
+        {9, nine, NB_F64, NB_ERR_ARG, "9 dimensions"},
+        {2, NULL, NB_F64, NB_ERR_NULL, "NULL"},
+        {1, (const size_t[]){8}, NB_F32, NB_ERR_DTYPE, "float32"},           /* a view keeps its input's dtype */
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        nb_tape_reset(tp);
+        x = nb_ones(tp, NB_F64, NB_SHAPE(8));
+        nb_tensor *v = nb_op(tp, &first_view, &x, 1, bad[k].dt, bad[k].ndim, bad[k].shape, NULL, 0);
+        assert_int_equal(nb_tensor_status(v), bad[k].st);
+        assert_message_has(nb_tape_error(tp), "first_view", bad[k].says);
+    }
+    /* and the output shapes of ops that are not views */
+    for (size_t k = 0; k < 5; k++) {
+        nb_tape_reset(tp);
+        x = nb_ones(tp, NB_F64, NB_SHAPE(8));
+        nb_tensor *y = nb_op(tp, &my_softplus, &x, 1, NB_F64, bad[k].ndim, k ? bad[k].shape : wraps, NULL, 0);
+        assert_int_equal(nb_tensor_status(y), k ? bad[k].st : NB_ERR_SHAPE);
+        assert_message_has(nb_tape_error(tp), "my_softplus", k ? bad[k].says : "more elements than memory");
+    }
+    nb_tape_free(tp);
+}
+
+/* ---------------------------------------------------------------- callbacks that record ops */
+
+/* y = 2x, computed by 300 recorded ops (more than the tape's first 256
+ * entries: the entry array moves), the factor kept for backward; backward
+ * records 300 ops of its own before it writes dL/dx = 2 G.  Ops recorded in
+ * a callback are not differentiated through (as in a PyTorch Function). */
+static bool recorded_with_grad;
+static nb_tensor *by_ops(nb_tape *tp, nb_tensor *t) {
+    for (int k = 0; k < 300; k++) t = nb_scale(tp, t, 1);
+    recorded_with_grad |= nb_tensor_requires_grad(t);
+    return t;
+}
+static void twice_forward(nb_op_call *c) {
+    nb_tensor *t = by_ops(nb_op_tape(c), nb_scale(nb_op_tape(c), nb_op_input(c, 0), 2));
+    memcpy(nb_op_output_data(c), nb_tensor_const_data(t), nb_op_size(c) * sizeof(double));
+    double *factor = nb_op_save(c, sizeof *factor);
+    if (factor) *factor = 2;
+}
+static void twice_backward(nb_op_call *c) {
+    by_ops(nb_op_tape(c), nb_op_input(c, 0));
+    const double *factor = nb_op_saved(c), *g = nb_op_grad_output(c);
+    if (!factor) {
+        nb_op_fail(c, NB_ERR_STATE, "lost what its forward kept");
+        return;
+    }
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    if (!gx) return;
+    for (size_t i = 0; i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + *factor * g[i] : *factor * g[i];
+}
+static const nb_op_def twice = {.name = "twice", .forward = twice_forward, .backward = twice_backward,
+                                .derivative = {"2"}, .elementwise = true};
+
+/* describe() for pictures, computing its text with 300 recorded ops. */
+static void twice_describe(const nb_op_call *c, char *buf, size_t size) {
+    nb_tensor *t = by_ops(nb_op_tape(c), nb_op_input(c, 0));
+    snprintf(buf, size, "first input %g", nb_get(t, 0));
+}
+static const nb_op_def twice_described = {.name = "twice", .forward = twice_forward, .backward = twice_backward,
+                                          .describe = twice_describe, .derivative = {"2"}, .elementwise = true};
+
+static void reset_forward(nb_op_call *c) { nb_tape_reset(nb_op_tape(c)); }
+static void reset_hook(nb_tape *tp, size_t entry, void *user) {
+    (void)entry, (void)user;
+    nb_tape_reset(tp);
+}
+static const nb_op_def resets = {.name = "resets", .forward = reset_forward, .backward = first_view_backward};
+
+static void test_callbacks_that_record_ops(void **state) {
+    (void)state;
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, -2, 3}));
+    nb_requires_grad(x, true);
+    for (int round = 0; round < 3; round++) {
+        nb_tape *tp = nb_tape_new(); /* a fresh tape: the first op's entry is the one that moves */
+        nb_tape_set_anomaly_mode(tp, round == 1);
+        nb_tape_set_explain(tp, round == 2);
+        recorded_with_grad = false;
+        nb_tensor *y = nb_op(tp, &twice, &x, 1, NB_F64, NB_SHAPE(3), NULL, 0);
+        assert_ok(y);
+        assert_close(nb_get(y, 1), -4, 0);
+        assert_true(nb_tensor_requires_grad(y));
+        /* L = sum(y · y) = 4 sum(x²): dL/dx = 8x */
+        nb_zero_grad(x);
+        assert_int_equal(nb_backward(nb_sum(tp, nb_mul(tp, y, y))), NB_OK);
+        assert_false(recorded_with_grad);
+        for (size_t i = 0; i < 3; i++) assert_close(nb_grad_get(x, i), 8 * nb_get(x, i), 0);
+        assert_int_equal(nb_tape_status(tp), NB_OK);
+        nb_tape_free(tp);
+    }
+    /* describe records ops while the picture is drawn: the picture is of the
+     * graph (2 ops), and the tape keeps its size */
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *L = nb_sum(tp, nb_op(tp, &twice_described, &x, 1, NB_F64, NB_SHAPE(3), NULL, 0));
+    assert_int_equal(nb_backward(L), NB_OK);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(nb_dot_write(tp, f, NULL), NB_OK);
+    fclose(f);
+    assert_message_has(buf, "first input 1", "op1", "t2");
+    assert_null(strstr(buf, "op2"));
+    free(buf);
+    assert_int_equal(nb_tape_size(tp), 2);
+    char page[] = "/tmp/nabla-describe-XXXXXX";
+    int fd = mkstemp(page);
+    close(fd);
+    assert_int_equal(nb_backward_html(L, page, "describe", NULL), NB_OK);
+    unlink(page);
+    /* a forward, or a backward hook, that resets its own tape is refused */
+    nb_tape_reset(tp);
+    assert_int_equal(nb_tensor_status(nb_op(tp, &resets, &x, 1, NB_F64, NB_SHAPE(3), NULL, 0)), NB_ERR_STATE);
+    assert_message_has(nb_tape_error(tp), "resets", "reset", "test_custom_op.c:");
+    nb_tape_reset(tp);
+    nb_tape_set_backward_hook(tp, reset_hook, NULL);
+    assert_int_equal(nb_backward(nb_sum(tp, nb_exp(tp, x))), NB_ERR_STATE);
+    assert_message_has(nb_tape_error(tp), "hook", "reset");
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+}
+
+/* ---------------------------------------------------------------- first-order backward misuse */
+
+/* A backward that writes nothing: its inputs get no gradient from it (as a
+ * PyTorch Function returning None). */
+static void silent_backward(nb_op_call *c) { (void)c; }
+static const nb_op_def silent = {.name = "silent", .forward = softplus_forward, .backward = silent_backward};
+
+/* One that asks for buffers it may not have: input 1 takes no gradient, 7
+ * and -1 do not exist; and one that gives no flag for `accumulate`. */
+static int asked;
+static void greedy_backward(nb_op_call *c) {
+    bool acc = true;
+    asked = (nb_op_grad_input(c, 1, &acc) == NULL && !acc) + (nb_op_grad_input(c, 7, &acc) == NULL) +
+            (nb_op_grad_input(c, -1, &acc) == NULL);
+    softplus_backward(c);
+}
+static const nb_op_def greedy = {.name = "greedy", .forward = softplus_forward, .backward = greedy_backward};
+static void flagless_backward(nb_op_call *c) {
+    double *gx = nb_op_grad_input(c, 0, NULL);
+    if (gx) gx[0] = 1;
+}
+static const nb_op_def flagless = {.name = "flagless", .forward = softplus_forward, .backward = flagless_backward};
+
+/* And a forward that asks for gradients, which exist only in backward. */
+static void early_forward(nb_op_call *c) {
+    bool acc;
+    asked = (nb_op_grad_input(c, 0, &acc) == NULL) + (nb_op_grad_output(c) == NULL);
+    softplus_forward(c);
+}
+static const nb_op_def early = {.name = "early", .forward = early_forward, .backward = softplus_backward};
+
+static void test_backward_misuse(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){0, 1}));
+    nb_requires_grad(x, true);
+    nb_tensor *w = nb_exp(tp, x), *y;
+    assert_int_equal(nb_backward(nb_sum(tp, nb_op(tp, &silent, &w, 1, NB_F64, NB_SHAPE(2), NULL, 0))), NB_OK);
+    assert_false(nb_has_grad(x));
+    assert_int_equal(nb_grad(nb_sum(tp, nb_op(tp, &silent, &w, 1, NB_F64, NB_SHAPE(2), NULL, 0)), &x, 1, &y,
+                             false), NB_OK);
+    assert_close(nb_get(y, 0), 0, 0);
+    assert_close(nb_get(y, 1), 0, 0);
+    /* the buffers of inputs that take none: NULL, and the tape fine */
+    nb_tensor *pair[2] = {x, nb_ones(tp, NB_F64, NB_SHAPE(2))};
+    asked = 0;
+    assert_int_equal(nb_backward(nb_sum(tp, nb_op(tp, &greedy, pair, 2, NB_F64, NB_SHAPE(2), NULL, 0))), NB_OK);
+    assert_int_equal(asked, 3);
+    assert_close(nb_grad_get(x, 0), 0.5, 1e-15); /* σ(0) */
+    assert_int_equal(nb_backward(nb_sum(tp, nb_op(tp, &flagless, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0))),
+                     NB_ERR_NULL);
+    assert_message_has(nb_tape_error(tp), "flagless", "nb_op_grad_input", "NULL", "test_custom_op.c:");
+    nb_tape_reset(tp);
+    /* in forward, no gradient buffer is handed out (a leaf's would keep garbage) */
+    nb_zero_grad(x);
+    asked = 0;
+    y = nb_op(tp, &early, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0);
+    assert_int_equal(asked, 2);
+    assert_int_equal(nb_backward(nb_sum(tp, y)), NB_OK);
+    assert_close(nb_grad_get(x, 1), 1 / (1 + exp(-1.0)), 1e-15);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_custom_op_matches_the_composition),
@@ -318,6 +573,10 @@ int main(void) {
         cmocka_unit_test(test_pictures_anomaly_no_grad_and_memory),
         cmocka_unit_test(test_custom_op_on_threads),
         cmocka_unit_test(test_misuse),
+        cmocka_unit_test(test_view_with_many_inputs),
+        cmocka_unit_test(test_view_shapes_are_checked),
+        cmocka_unit_test(test_callbacks_that_record_ops),
+        cmocka_unit_test(test_backward_misuse),
     };
     return cmocka_run_group_tests_name("custom ops", tests, NULL, NULL);
 }

@@ -481,6 +481,132 @@ static void test_network_to_second_order(void **state) {
     for (int k = 0; k < 3; k++) nb_tensor_free(in[k]);
 }
 
+/* ---------------------------------------------------------------- what backward_graph gives back */
+
+/* y = 2x, with a backward_graph that gives back, by `lie`, the right
+ * gradient or a wrong one. */
+enum { HONEST, SCALAR, WRONG_SIZE, TRANSPOSED, OTHER_DTYPE, OTHER_TAPE, STALE, ERRORED, FOREIGN_ERROR };
+static int lie;
+static nb_tape *elsewhere;
+static nb_tensor *kept_from_before;
+static void doubling_forward(nb_op_call *c) {
+    const double *x = nb_op_input_data(c, 0);
+    double *y = nb_op_output_data(c);
+    for (size_t i = 0; i < nb_op_size(c); i++) y[i] = 2 * x[i];
+}
+static void doubling_backward(nb_op_call *c) {
+    const double *g = nb_op_grad_output(c);
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    for (size_t i = 0; gx && i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + 2 * g[i] : 2 * g[i];
+}
+static void doubling_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    switch (lie) {
+    case HONEST: grad_in[0] = nb_scale(tp, G, 2); break;
+    case SCALAR: grad_in[0] = nb_sum(tp, G); break;
+    case WRONG_SIZE: grad_in[0] = nb_ones(tp, NB_F64, NB_SHAPE(1)); break;
+    case TRANSPOSED: grad_in[0] = nb_ones(tp, NB_F64, NB_SHAPE(1, 3)); break;
+    case OTHER_DTYPE: grad_in[0] = nb_cast(tp, G, NB_F32); break;
+    case OTHER_TAPE: grad_in[0] = nb_ones(elsewhere, NB_F64, NB_SHAPE(3)); break;
+    case STALE: grad_in[0] = kept_from_before; break;
+    case ERRORED: grad_in[0] = nb_add(tp, G, nb_ones(tp, NB_F64, NB_SHAPE(2))); break;
+    default: grad_in[0] = nb_add(elsewhere, nb_ones(elsewhere, NB_F64, NB_SHAPE(3)), nb_ones(elsewhere, NB_F64,
+                                                                                           NB_SHAPE(2)));
+    }
+}
+static const nb_op_def doubling = {.name = "doubling", .forward = doubling_forward, .backward = doubling_backward,
+                                   .backward_graph = doubling_graph, .derivative = {"2"}};
+
+static void test_backward_graph_results_are_checked(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    elsewhere = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, -3}));
+    nb_requires_grad(x, true);
+    const nb_status expect[] = {NB_OK, NB_ERR_SHAPE, NB_ERR_SHAPE, NB_ERR_SHAPE, NB_ERR_DTYPE,
+                                NB_ERR_STATE, NB_ERR_STATE, NB_ERR_SHAPE, NB_ERR_SHAPE};
+    const char *says[] = {"", "()", "(1,)", "(1, 3)", "float32", "another tape", "before nb_tape_reset",
+                          "broadcast", "errored"};
+    for (lie = HONEST; lie <= FOREIGN_ERROR; lie++) {
+        nb_tape_reset(tp);
+        nb_tape_reset(elsewhere);
+        kept_from_before = nb_ones(tp, NB_F64, NB_SHAPE(3));
+        nb_tape_reset(tp);
+        /* L = sum(doubling(pad(x))): pad's backward reads a gradient of its output's (3,) */
+        nb_tensor *p = nb_pad(tp, x, ((size_t[]){0, 1}));
+        nb_tensor *L = nb_sum(tp, nb_op(tp, &doubling, &p, 1, NB_F64, NB_SHAPE(3), NULL, 0)), *g = NULL;
+        nb_status st = nb_grad(L, &x, 1, &g, true);
+        assert_int_equal(st, expect[lie]);
+        if (st == NB_OK) {
+            assert_close(nb_get(g, 0), 2, 0);
+            assert_close(nb_get(g, 1), 2, 0);
+            continue;
+        }
+        assert_message_has(nb_last_error(), lie == ERRORED ? "add" : "doubling", says[lie]);
+        if (lie < ERRORED) assert_message_has(nb_last_error(), "input 1", "(3,)", "test_higher_order.c:");
+        assert_int_equal(nb_tape_status(tp), expect[lie]);
+    }
+    nb_tensor_free(x);
+    nb_tape_free(elsewhere);
+    nb_tape_free(tp);
+}
+
+/* A seed for create_graph of the output's size but another shape: taken
+ * in the output's shape, as nb_backward_seed does. */
+static void test_seed_of_another_shape(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3, 1), ((double[]){1, 2, 3}));
+    nb_requires_grad(x, true);
+    nb_tensor *seed = nb_from_array(tp, NB_F64, NB_SHAPE(3), ((double[]){1, 10, 100})), *g[2];
+    for (int graph = 0; graph < 2; graph++) {
+        assert_int_equal(nb_grad_seed(nb_square(tp, x), seed, &x, 1, &g[graph], graph), NB_OK);
+        assert_int_equal(nb_tensor_ndim(g[graph]), 2);
+        for (size_t i = 0; i < 3; i++) assert_close(nb_get(g[graph], i), 2 * (i + 1) * pow(10, (double)i), 0);
+    }
+    assert_int_equal(nb_tensor_dim(g[1], 0), 3);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* Tensors that are not op inputs but are read all the same: a seed, the
+ * tangents, gradcheck's inputs.  One kept across nb_tape_reset is refused. */
+static nb_tensor *square_sum(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n, (void)user;
+    return nb_sum(tp, nb_square(tp, in[0]));
+}
+static void test_stale_tensors_everywhere(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, 2}));
+    nb_requires_grad(x, true);
+    nb_tensor *old = nb_full(tp, NB_F64, NB_SHAPE(2), 100), *g;
+    nb_tape_reset(tp);
+    nb_tensor *fresh = nb_full(tp, NB_F64, NB_SHAPE(2), 100); /* the reused memory holds 100s again */
+    (void)fresh;
+    nb_tensor *y = nb_mul(tp, x, nb_ones(tp, NB_F64, NB_SHAPE(2)));
+    assert_int_equal(nb_backward_seed(y, old), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_backward", "seed", "before nb_tape_reset", "test_higher_order.c:");
+    assert_false(nb_has_grad(x));
+    assert_int_equal(nb_grad_seed(y, old, &x, 1, &g, false), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_grad", "seed");
+    assert_int_equal(nb_jvp(y, &x, 1, &old, &g), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_jvp", "tangent 1", "before nb_tape_reset");
+    nb_tensor *none = NULL; /* and the tensors of a non-scalar output's jvp are checked at all */
+    assert_int_equal(nb_jvp(y, &none, 1, &x, &g), NB_ERR_NULL);
+    assert_message_has(nb_last_error(), "nb_jvp", "tensor 1", "NULL");
+    assert_int_equal(nb_grad(nb_sum(tp, y), &old, 1, &g, false), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_grad", "before nb_tape_reset");
+    nb_gradcheck_opts o;
+    nb_gradcheck_default_opts(&o);
+    nb_gradcheck_result r = nb_gradcheck(square_sum, &old, 1, NULL, &o);
+    assert_int_equal(r.status, NB_ERR_STATE);
+    assert_message_has(r.message, "nb_gradcheck", "input 0", "before nb_tape_reset");
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hessian_of_a_quadratic_form),
@@ -494,6 +620,9 @@ int main(void) {
         cmocka_unit_test(test_every_other_op_to_second_order),
         cmocka_unit_test(test_ops_with_parameters_to_second_order),
         cmocka_unit_test(test_network_to_second_order),
+        cmocka_unit_test(test_backward_graph_results_are_checked),
+        cmocka_unit_test(test_seed_of_another_shape),
+        cmocka_unit_test(test_stale_tensors_everywhere),
     };
     return cmocka_run_group_tests_name("higher order", tests, NULL, NULL);
 }

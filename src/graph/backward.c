@@ -35,7 +35,7 @@ void nb_fail_applied(nb_tape *tp, const nb_tensor *t, const char *file, int line
 
 bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out) {
     if (tp->explain || tp->hook || x->is_leaf || x->uses != 1 || x->size != out->size ||
-        x->dtype != out->dtype || nb_grad_live(x))
+        x->dtype != out->dtype || nb_grad_live(x) || (tp->nested && !nb_keep_for_outer(tp, x)))
         return false;
     x->grad = out->grad;
     x->grad_state = NB_GRAD_SET;
@@ -68,6 +68,10 @@ static bool snapshot_inputs(nb_tape *tp, const nb_entry *e, void ***before) {
 }
 
 static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) {
+    if (tp->nested && e->contrib && e->contrib->pass != tp->pass) { /* the outer pass's: keep them */
+        if (!nb_keep_contributions_for_outer(tp, (size_t)(e - tp->entries))) return false;
+        e->contrib = NULL;
+    }
     if (!e->contrib && !(e->contrib = nb_tape_alloc(tp, sizeof *e->contrib + (size_t)e->n_in * sizeof(void *))))
         return false;
     e->contrib->pass = tp->pass;
@@ -151,10 +155,75 @@ static bool unchanged_since_recorded(nb_tape *tp, const nb_entry *e) {
     return true;
 }
 
+/* A parameter whose SGD update was applied in an earlier backward, and not
+ * zeroed since, cannot take a gradient: is one among the inputs of the
+ * entries this pass will run (those whose output leads to `out` and needs a
+ * gradient)?  Exact, so that a pass inside a fused one (see nested.c) that
+ * does not reach an updated weight may run.  False (with the error) on
+ * refusal. */
+static bool no_applied_in_reach(nb_tape *tp, const nb_tensor *out, const char *file, int line) {
+    bool *reached = nb_tape_alloc(tp, out->entry);
+    if (!reached) {
+        nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_backward: out of memory");
+        return false;
+    }
+    memset(reached, 0, out->entry);
+    reached[out->entry - 1] = true;
+    for (size_t i = out->entry; i-- > 0;) {
+        const nb_entry *e = &tp->entries[i];
+        if (!reached[i] || !e->out->requires_grad) continue;
+        for (int k = 0; k < e->n_in; k++) {
+            const nb_tensor *x = nb_entry_input(e, k);
+            if (!x->requires_grad) continue;
+            if (x->grad_state == NB_GRAD_APPLIED) {
+                nb_fail_applied(NULL, x, file, line);
+                return false;
+            }
+            if (nb_on_tape(x) && x->tape == tp && x->entry >= 1 && x->entry <= i && tp->entries[x->entry - 1].out == x)
+                reached[x->entry - 1] = true;
+        }
+    }
+    return true;
+}
+
+/* Runs the user's code during a pass (a custom op's backward, the backward
+ * hook) with the pass's hooks out of the way: a pass it runs (nb_grad) is
+ * then neither shown to them nor filmed as this one.  A hook the callback
+ * sets stays.  The ops it records leave the tape when it returns. */
+static void run_user_code(nb_tape *tp, size_t i, bool hook) {
+    nb_backward_hook h = tp->hook, progress = tp->progress;
+    void *user = tp->hook_user, *progress_user = tp->progress_user;
+    tp->hook = tp->progress = NULL;
+    if (hook) {
+        size_t n = tp->n_entries;
+        uint32_t generation = tp->generation;
+        h(tp, i, user);
+        if (tp->generation == generation)
+            nb_drop_entries(tp, n); /* as a custom op's callbacks' (op.c) */
+        else /* the pass's tensors are gone: it cannot go on */
+            nb_set_error(tp, NB_ERR_STATE, NULL, 0,
+                         "nb_backward: the backward hook reset the tape (nb_tape_reset) during the pass");
+    } else {
+        nb_user_backward(tp, i);
+    }
+    if (!tp->hook) tp->hook = h, tp->hook_user = user;
+    tp->progress = progress, tp->progress_user = progress_user;
+}
+
 /* A mistaken call (no seed, a wrong seed, nothing to differentiate) is
  * reported through nb_last_error() but leaves the tape as it was, so the
  * caller can correct the call; failures during the pass error the tape. */
 nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, int line) {
+    nb_tape *tp = out && out->status == NB_OK ? out->tape : NULL;
+    if (!tp) return nb_backward_pass(out, seed, file, line); /* refused before anything runs */
+    nb_pass_guard guard;
+    nb_pass_enter(tp, &guard);
+    nb_status st = nb_backward_pass(out, seed, file, line);
+    nb_pass_leave(tp, &guard);
+    return st;
+}
+
+nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *file, int line) {
     char shape[128], seed_shape[128];
     if (!out) {
         nb_set_error(NULL, NB_ERR_NULL, file, line, "nb_backward: the output is NULL");
@@ -198,6 +267,13 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
             nb_set_error(NULL, seed->status, file, line, "nb_backward: the seed is errored");
             return seed->status;
         }
+        if (!nb_alive(seed)) {
+            nb_set_error(NULL, NB_ERR_STATE, file, line,
+                         "nb_backward: the seed %s dates from before nb_tape_reset, which ended it (its memory "
+                         "now holds other values; copy a seed to keep across steps with nb_copy(NULL, t))",
+                         nb_format_shape(seed->ndim, seed->shape, seed_shape, sizeof seed_shape));
+            return NB_ERR_STATE;
+        }
         if (seed->size != out->size || seed->dtype != out->dtype) {
             nb_status st = seed->dtype != out->dtype ? NB_ERR_DTYPE : NB_ERR_SHAPE;
             nb_set_error(NULL, st, file, line,
@@ -209,19 +285,9 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
         }
     }
 
-    /* A parameter whose SGD update was applied in an earlier backward, and
-     * not zeroed since, cannot take a gradient: refuse before changing any. */
-    if (atomic_load_explicit(&nb_applied_count, memory_order_relaxed) > 0)
-        for (size_t i = 0; i < out->entry; i++) {
-            const nb_entry *e = &tp->entries[i];
-            for (int k = 0; k < e->n_in; k++) {
-                const nb_tensor *x = nb_entry_input(e, k);
-                if (x->grad_state == NB_GRAD_APPLIED && x->requires_grad && e->out->requires_grad) {
-                    nb_fail_applied(NULL, x, file, line);
-                    return NB_ERR_STATE;
-                }
-            }
-        }
+    /* Refuse before changing any gradient. */
+    if (atomic_load_explicit(&nb_applied_count, memory_order_relaxed) > 0 && !no_applied_in_reach(tp, out, file, line))
+        return tp->status != NB_OK ? tp->status : NB_ERR_STATE;
 
     /* A new pass: gradients of op results from an earlier pass over the same
      * tape are now stale (nb_grad_live); leaf gradients add up across passes
@@ -254,14 +320,24 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
         if (e->stamp != clock && !unchanged_since_recorded(tp, e)) return tp->status;
         void **before = NULL;
         bool explained = !tp->explain || snapshot_inputs(tp, e, &before);
-        if (explained) e->op->backward(e);
+        if (explained && e->user) { /* the user's code: it may record ops (moving e), write, run passes */
+            run_user_code(tp, i, false);
+            e = &tp->entries[i];
+            clock = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
+        } else if (explained) {
+            e->op->backward(e);
+        }
         if (explained && tp->explain && tp->status == NB_OK) explained = record_contributions(tp, e, before);
         if (!explained)
             nb_set_error(tp, NB_ERR_NOMEM, e->file, e->line,
                          "nb_backward: out of memory recording the chain rule of %s", e->op->name);
         if (tp->status == NB_OK && tp->anomaly) nb_anomaly_backward(tp, e);
         if (tp->status != NB_OK) return tp->status;
-        if (tp->hook) tp->hook(tp, i, tp->hook_user);
+        if (tp->hook) {
+            run_user_code(tp, i, true);
+            if (tp->status != NB_OK) return tp->status;
+            clock = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
+        }
         if (tp->progress) tp->progress(tp, i, tp->progress_user);
     }
     return NB_OK;

@@ -57,7 +57,12 @@ static nb_status check_call(const char *what, nb_tensor *out, const nb_tensor *s
                      "%s: the output has shape %s; a non-scalar output needs a seed of that shape", what, so);
         return NB_ERR_SHAPE;
     }
-    if (seed && (seed->status != NB_OK || !nb_alive(seed) || seed->size != out->size || seed->dtype != out->dtype ||
+    if (seed && seed->status == NB_OK && !nb_alive(seed)) {
+        nb_set_error(NULL, NB_ERR_STATE, file, line, "%s: the seed %s dates from before nb_tape_reset, which ended it",
+                     what, nb_format_shape(seed->ndim, seed->shape, ss, sizeof ss));
+        return NB_ERR_STATE;
+    }
+    if (seed && (seed->status != NB_OK || seed->size != out->size || seed->dtype != out->dtype ||
                  (nb_on_tape(seed) && seed->tape != tp))) {
         nb_status st = seed->status != NB_OK ? seed->status : seed->dtype != out->dtype ? NB_ERR_DTYPE
                        : seed->size != out->size ? NB_ERR_SHAPE : NB_ERR_STATE;
@@ -105,11 +110,16 @@ static nb_status numeric_grads(nb_tensor *out, const nb_tensor *seed, nb_tensor 
             nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_grad: out of memory setting the gradients aside");
             return NB_ERR_NOMEM;
         }
-        st = nb_backward_(out, seed, file, line);
+        /* Inside another pass (nested.c), the gradients are read before
+         * the outer pass's are put back. */
+        nb_pass_guard guard;
+        nb_pass_enter(tp, &guard);
+        st = nb_backward_pass(out, seed, file, line);
         for (int i = 0; st == NB_OK && i < n; i++) {
             grads[i] = copy_of_grad(tp, wrt[i], file, line);
             if (grads[i]->status != NB_OK) st = grads[i]->status;
         }
+        nb_pass_leave(tp, &guard);
         nb_restore_leaf_grads(&leaves);
         return st;
     }
@@ -153,6 +163,45 @@ static nb_tensor **slot_for(nb_tape *tp, grad_map *m, nb_tensor *t) {
     return &m->leaf_grad[m->n_leaves++];
 }
 
+static bool same_shape(const nb_tensor *a, const nb_tensor *b) {
+    return a->ndim == b->ndim && memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0;
+}
+
+/* What an op's backward_graph gave as dL/d input k must be a gradient of
+ * that input: a live tensor of its shape and dtype, on this tape (or the
+ * heap).  An errored one passes its error on.  False, with the tape
+ * errored, if not. */
+static bool fits_input(nb_tape *tp, const nb_entry *e, int k, const nb_tensor *g, const char *file, int line) {
+    const nb_tensor *x = nb_entry_input(e, k);
+    char sx[128], sg[128];
+    nb_format_shape(x->ndim, x->shape, sx, sizeof sx);
+    const char *site = e->file ? e->file : "?";
+    if (g->status != NB_OK) {
+        if (tp->status == NB_OK) /* errored elsewhere (another tape): say so here */
+            nb_set_error(tp, g->status, file, line,
+                         "nb_grad: op %s (recorded at %s:%d) gave an errored gradient (%s) for its input %d %s",
+                         e->op->name, site, e->line, nb_status_string(g->status), k + 1, sx);
+        return false;
+    }
+    nb_status st = NB_OK;
+    char what[160];
+    if (nb_on_tape(g) && g->tape != tp)
+        st = NB_ERR_STATE, snprintf(what, sizeof what, "a gradient on another tape");
+    else if (!nb_alive(g))
+        st = NB_ERR_STATE, snprintf(what, sizeof what, "a gradient from before nb_tape_reset");
+    else if (g->dtype != x->dtype)
+        st = NB_ERR_DTYPE, snprintf(what, sizeof what, "a %s gradient", g->dtype == NB_F32 ? "float32" : "float64");
+    else if (!same_shape(g, x))
+        st = NB_ERR_SHAPE, snprintf(what, sizeof what, "a gradient of shape %s",
+                                    nb_format_shape(g->ndim, g->shape, sg, sizeof sg));
+    if (st == NB_OK) return true;
+    nb_set_error(tp, st, file, line,
+                 "nb_grad: op %s (recorded at %s:%d) gave %s for its %s input %d %s; its backward_graph must give "
+                 "each input's gradient in that input's shape and dtype, on the call's tape",
+                 e->op->name, site, e->line, what, x->dtype == NB_F32 ? "float32" : "float64", k + 1, sx);
+    return false;
+}
+
 static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *wrt, int n, nb_tensor **grads,
                              const char *file, int line) {
     nb_tape *tp = out->tape;
@@ -168,6 +217,10 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
     if (!seed) { /* d out/d out = 1, named so in pictures */
         seed = nb_full_(tp, out->dtype, out->ndim, out->shape, 1, file, line);
         nb_tensor_set_name(seed, "seed 1");
+    } else if (!same_shape(seed, out)) {
+        long shape[NB_MAX_DIMS]; /* of out's size, as nb_backward_seed takes it: in out's shape */
+        for (int d = 0; d < out->ndim; d++) shape[d] = (long)out->shape[d];
+        seed = nb_reshape_(tp, seed, out->ndim, shape, file, line);
     }
     m.of_entry[out->entry - 1] = seed;
     for (size_t i = m.entries; i-- > 0 && tp->status == NB_OK;) {
@@ -192,8 +245,7 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
         e.op->backward_graph(&e, G, grad_in);
         for (int k = 0; k < e.n_in && tp->status == NB_OK; k++) {
             nb_tensor *x = nb_entry_input(&e, k);
-            if (!grad_in[k] || !x->requires_grad) continue;
-            if (grad_in[k]->status != NB_OK) break; /* the tape has the error */
+            if (!grad_in[k] || !fits_input(tp, &e, k, grad_in[k], file, line) || !x->requires_grad) continue;
             nb_tensor **slot = slot_for(tp, &m, x);
             if (!slot) {
                 nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_grad: out of memory");
@@ -264,17 +316,24 @@ nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const
  * u, so d/du (g(u) · v) = J v.  Two backward passes, no forward mode. */
 nb_status nb_jvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *tangents, nb_tensor **result,
                   const char *file, int line) {
-    nb_status st = check_call("nb_jvp", out, NULL, wrt, n, result, file, line);
-    if (st == NB_ERR_SHAPE) st = NB_OK; /* any output shape: the seed is made here */
-    for (int i = 0; st == NB_OK && i < n; i++)
-        if (!tangents || !tangents[i] || tangents[i]->status != NB_OK || tangents[i]->size != wrt[i]->size ||
-            tangents[i]->dtype != wrt[i]->dtype) {
-            st = NB_ERR_SHAPE;
+    /* any output shape: the seed is made here (out stands for it in the checks) */
+    nb_status st = check_call("nb_jvp", out, out && out->status == NB_OK ? out : NULL, wrt, n, result, file, line);
+    if (st != NB_OK || !out) return st; /* (check_call refuses a NULL out) */
+    nb_tape *tp = out->tape;
+    for (int i = 0; st == NB_OK && i < n; i++) {
+        const nb_tensor *t = tangents ? tangents[i] : NULL;
+        if (t && t->status == NB_OK && (!nb_alive(t) || (nb_on_tape(t) && t->tape != tp))) {
+            st = NB_ERR_STATE;
+            nb_set_error(NULL, st, file, line, "nb_jvp: tangent %d %s", i + 1,
+                         !nb_alive(t) ? "dates from before nb_tape_reset, which ended it" : "belongs to another tape");
+        } else if (!t || t->status != NB_OK || t->size != wrt[i]->size || t->dtype != wrt[i]->dtype) {
+            st = !t ? NB_ERR_NULL : t->status != NB_OK ? t->status : t->dtype != wrt[i]->dtype ? NB_ERR_DTYPE
+                                                                                               : NB_ERR_SHAPE;
             nb_set_error(NULL, st, file, line, "nb_jvp: tangent %d does not have the shape and dtype of tensor %d",
                          i + 1, i + 1);
         }
+    }
     if (st != NB_OK) return st;
-    nb_tape *tp = out->tape;
     nb_tensor *u = nb_full_(tp, out->dtype, out->ndim, out->shape, 0, file, line);
     nb_tensor **g = nb_tape_alloc(tp, (size_t)n * sizeof *g);
     if (u->status != NB_OK || !g) {

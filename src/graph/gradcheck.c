@@ -176,7 +176,7 @@ static nb_gradcheck_result check(nb_gradcheck_fn fn, nb_tensor *const *inputs, i
             r.status = nb_tensor_status(inputs[i]);
             snprintf(r.message, sizeof r.message, "%s: input %d is %s", name, i,
                      !inputs[i] ? "NULL" : inputs[i]->status != NB_OK ? "an errored tensor"
-                                                                       : "a tensor from before nb_tape_reset");
+                                       : "a tensor that dates from before nb_tape_reset, which ended it");
             return r;
         }
         any_marked |= inputs[i]->requires_grad;

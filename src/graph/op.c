@@ -14,6 +14,109 @@
 #include <stdarg.h>
 #include <string.h>
 
+/* A view's shape: as nb_tensor_alloc checks an output's (dimensions, NULL,
+ * empty, a count that overflows), then the count, which must be its
+ * input's.  NULL when it can be, else the errored tensor. */
+static nb_tensor *check_view(nb_tape *tp, const nb_op_def *def, const nb_tensor *src, nb_dtype dtype, int ndim,
+                             const size_t *shape, const char *file, int line) {
+    char want[128], have[128];
+    if (!src)
+        return nb_fail(tp, NB_ERR_ARG, file, line, "%s: a view needs an input (input 1, whose storage it shares)",
+                       def->name);
+    if (ndim < 0 || ndim > NB_MAX_DIMS)
+        return nb_fail(tp, NB_ERR_ARG, file, line, "%s: %d dimensions (allowed: 0 to %d)", def->name, ndim,
+                       NB_MAX_DIMS);
+    if (ndim > 0 && !shape)
+        return nb_fail(tp, NB_ERR_NULL, file, line, "%s: shape is NULL for %d dimensions", def->name, ndim);
+    nb_format_shape(ndim, shape, want, sizeof want);
+    nb_format_shape(src->ndim, src->shape, have, sizeof have);
+    if (dtype != src->dtype)
+        return nb_fail(tp, NB_ERR_DTYPE, file, line, "%s: a view keeps its input's dtype (%s), not %s", def->name,
+                       src->dtype == NB_F32 ? "float32" : "float64", dtype == NB_F32 ? "float32" : "float64");
+    size_t size = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0)
+            return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                           "%s: view shape %s has an empty dimension (size 0 at axis %d); empty tensors are not "
+                           "supported", def->name, want, d);
+        if (__builtin_mul_overflow(size, shape[d], &size))
+            return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                           "%s: view shape %s has more elements than memory can address (input 1 %s has %zu)",
+                           def->name, want, have, src->size);
+    }
+    if (size != src->size)
+        return nb_fail(tp, NB_ERR_SHAPE, file, line,
+                       "%s: a view must have its input's number of elements: shape %s has %zu, input 1 %s has %zu",
+                       def->name, want, size, have, src->size);
+    return NULL;
+}
+
+/* The callbacks of an op recorded here get a copy of its entry, never the
+ * entry itself: ops they record can grow the tape's entry array, which
+ * then moves, and nothing may hold a pointer into it across a callback.
+ * They run with gradient recording off (as a PyTorch Function's forward and
+ * backward do), and the ops they record are taken off the tape when they
+ * return (nb_drop_entries): their results keep their values until the next
+ * reset, but are no part of the graph, which backward, nb_grad and the
+ * pictures walk as it was (a picture counts its entries before it draws
+ * them).  One that resets the tape ends the op's own result, and is
+ * refused. */
+void nb_drop_entries(nb_tape *tp, size_t n) {
+    /* (Their inputs keep the uses they counted: not a tensor of them may be
+     * read, since the callback may have freed the heap ones, and a use too
+     * many only keeps nb_grad_share from sharing a buffer.) */
+    if (n < tp->n_entries) tp->n_entries = n;
+}
+
+static bool reset_by(nb_tape *tp, uint32_t generation, const nb_op_call *call, const char *callback) {
+    if (tp->generation == generation) return false;
+    nb_set_error(tp, NB_ERR_STATE, call->file, call->line,
+                 "%s: its %s reset the tape (nb_tape_reset), which ended the op's own result and inputs",
+                 call->op->name, callback);
+    return true;
+}
+
+static nb_tensor *user_forward(nb_tape *tp, size_t i) {
+    nb_op_call call = tp->entries[i];
+    uint32_t generation = tp->generation;
+    bool was = tp->grad_enabled;
+    tp->grad_enabled = false;
+    call.phase = NB_IN_FORWARD;
+    call.op->forward(&call);
+    tp->grad_enabled = was;
+    if (reset_by(tp, generation, &call, "forward")) return nb_nil(NB_ERR_STATE);
+    nb_drop_entries(tp, i + 1);
+    nb_entry *e = &tp->entries[i];
+    e->state = call.state; /* what nb_op_save kept */
+    return tp->anomaly ? nb_anomaly_forward(tp, e) : e->out;
+}
+
+void nb_user_backward(nb_tape *tp, size_t i) {
+    nb_op_call call = tp->entries[i];
+    uint32_t generation = tp->generation;
+    bool was = tp->grad_enabled;
+    tp->grad_enabled = false;
+    size_t n = tp->n_entries;
+    call.phase = NB_IN_BACKWARD;
+    call.op->backward(&call);
+    tp->grad_enabled = was;
+    if (!reset_by(tp, generation, &call, "backward")) nb_drop_entries(tp, n);
+}
+
+/* For pictures, which read the tape as it is.  (The tape is the caller's,
+ * not const: the pictures only promise not to change it.) */
+void nb_user_describe(const nb_tape *picture_tape, size_t i, char *buf, size_t size) {
+    nb_tape *tp = (nb_tape *)picture_tape;
+    nb_op_call call = tp->entries[i];
+    size_t n = tp->n_entries;
+    uint32_t generation = tp->generation;
+    bool was = tp->grad_enabled;
+    tp->grad_enabled = false;
+    call.op->describe(&call, buf, size);
+    tp->grad_enabled = was;
+    if (!reset_by(tp, generation, &call, "describe")) nb_drop_entries(tp, n);
+}
+
 nb_tensor *nb_op_(nb_tape *tp, const nb_op_def *def, nb_tensor *const *inputs, int n_inputs, nb_dtype dtype,
                   int ndim, const size_t *shape, const void *params, size_t params_bytes, const char *file,
                   int line) {
@@ -38,11 +141,7 @@ nb_tensor *nb_op_(nb_tape *tp, const nb_op_def *def, nb_tensor *const *inputs, i
     nb_entry *e;
     if (def->view) { /* the output is input 0 with another shape: check that it can be */
         nb_tensor *src = n_inputs ? inputs[0] : NULL;
-        size_t size = 1;
-        for (int d = 0; d < ndim && shape; d++) size *= shape[d];
-        if (!src || src->dtype != dtype || src->size != size || ndim < 0 || ndim > NB_MAX_DIMS || (ndim && !shape))
-            return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                           "%s: a view must have its input's dtype and number of elements", def->name);
+        if ((failed = check_view(tp, def, src, dtype, ndim, shape, file, line))) return failed;
         nb_tensor *out = nb_result_view(tp, src, ndim, shape, def->name, file, line);
         if (out->status != NB_OK) return out;
         if (!(e = nb_record(tp, def, out, n_inputs, inputs, file, line))) return nb_nil(NB_ERR_NOMEM);
@@ -51,9 +150,10 @@ nb_tensor *nb_op_(nb_tape *tp, const nb_op_def *def, nb_tensor *const *inputs, i
     }
     e->saved = copy;
     e->state = NULL;
+    e->user = true;
     if (!def->backward) e->out->requires_grad = false; /* no gradient flows through it */
     nb_status before = tp->status;
-    nb_tensor *out = nb_run(e);
+    nb_tensor *out = user_forward(tp, tp->n_entries - 1);
     /* A forward that reported an error (nb_op_fail) gives no result.
      * (nb_run can change tp->status, which cppcheck does not see.) */
     // cppcheck-suppress incorrectLogicOperator
@@ -103,7 +203,12 @@ void *nb_op_save(nb_op_call *call, size_t bytes) {
     return call->state;
 }
 
-const void *nb_op_grad_output(const nb_op_call *call) { return call->out->grad; }
+/* Gradients exist in backward only: elsewhere (in forward, a gradient
+ * buffer handed out would be marked as written, and a leaf's kept, with
+ * whatever the arena held) there are none to give. */
+const void *nb_op_grad_output(const nb_op_call *call) {
+    return call->phase == NB_IN_BACKWARD ? call->out->grad : NULL;
+}
 
 bool nb_op_needs_grad(const nb_op_call *call, int i) {
     nb_tensor *x = nb_op_input(call, i);
@@ -111,9 +216,16 @@ bool nb_op_needs_grad(const nb_op_call *call, int i) {
 }
 
 void *nb_op_grad_input(nb_op_call *call, int i, bool *accumulate) {
+    nb_tape *tp = call->out->tape;
+    if (!accumulate) {
+        nb_set_error(tp, NB_ERR_NULL, call->file, call->line,
+                     "%s: nb_op_grad_input needs a flag to say whether to add into the buffer, and was given NULL",
+                     call->op->name);
+        return NULL;
+    }
     *accumulate = false;
-    if (!nb_op_needs_grad(call, i)) return NULL;
-    return nb_grad_target(call->out->tape, nb_entry_input(call, i), accumulate);
+    if (call->phase != NB_IN_BACKWARD || !nb_op_needs_grad(call, i)) return NULL;
+    return nb_grad_target(tp, nb_entry_input(call, i), accumulate);
 }
 
 void nb_op_fail(nb_op_call *call, nb_status status, const char *fmt, ...) {

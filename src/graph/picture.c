@@ -393,7 +393,10 @@ void nb_picture_op_label(const nb_picture *p, size_t entry, size_t backward_step
         nb_text_printf(out, "\naxis %d", e->axis);
     if (e->op->describe) {
         char text[128] = "";
-        e->op->describe(e, text, sizeof text);
+        if (e->user)
+            nb_user_describe(p->tp, entry, text, sizeof text); /* on a copy: it may record ops */
+        else
+            e->op->describe(e, text, sizeof text);
         if (text[0]) nb_text_printf(out, "\n%s", text);
     }
     if (backward_step) nb_text_printf(out, "\nbackward step %zu", backward_step);

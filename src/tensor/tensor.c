@@ -35,7 +35,7 @@ _Atomic bool nb_write_clock_seen;
 static nb_tensor *view_source(const nb_tensor *t) {
     if (!nb_on_tape(t) || !t->entry || !nb_alive(t) || t->entry > t->tape->n_entries) return NULL;
     const nb_entry *e = &t->tape->entries[t->entry - 1];
-    return e->out == t && e->op->view ? e->in[0] : NULL;
+    return e->out == t && e->op->view ? nb_entry_input(e, 0) : NULL; /* any number of inputs */
 }
 
 /* A write marks the tensor and, through views, the tensors whose storage it
