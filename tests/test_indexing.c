@@ -44,6 +44,12 @@ static void test_slice(void **state) {
     expect_values(nb_slice(tp, x, 1, -3, -1, 1), (double[]){1, 2, 5, 6, 9, 10}, 6, 1e-12);
     /* stop beyond the end is clamped, as in Python */
     expect_values(nb_slice(tp, x, 0, 2, 99, 1), (double[]){8, 9, 10, 11}, 4, 1e-12);
+    /* steps near LONG_MAX take the first position of the range (Python's
+     * x[:, ::sys.maxsize] is the first column); the count once overflowed */
+    expect_values(nb_slice(tp, x, 1, 0, NB_END, LONG_MAX), (double[]){0, 4, 8}, 3, 0);
+    expect_values(nb_slice(tp, x, 1, 1, NB_END, LONG_MAX - 1), (double[]){1, 5, 9}, 3, 0);
+    expect_values(nb_slice(tp, x, 0, -1, NB_END, LONG_MAX), (double[]){8, 9, 10, 11}, 4, 0);
+    expect_values(nb_slice(tp, x, 1, LONG_MIN, LONG_MAX, LONG_MAX), (double[]){0, 4, 8}, 3, 0);
     /* rows 1..2 along the first axis share x's storage */
     nb_tensor *rows = nb_slice(tp, x, 0, 1, 3, 1);
     assert_ptr_equal(nb_tensor_const_data(rows), (const double *)nb_tensor_const_data(x) + 4);

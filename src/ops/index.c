@@ -115,7 +115,9 @@ nb_tensor *nb_slice_(nb_tape *tp, nb_tensor *a, int axis, long start, long stop,
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
                        "slice: [%ld:%ld:%ld] of axis %d of %s selects nothing (empty tensors are not supported)",
                        start, stop == NB_END ? n : stop, step, axis, s);
-    size_t count = (size_t)((to - from + step - 1) / step), shape[NB_MAX_DIMS];
+    /* ceil((to - from) / step), written so that no step (up to LONG_MAX)
+     * overflows: to - from - 1 >= 0 here */
+    size_t count = (size_t)((to - from - 1) / step) + 1, shape[NB_MAX_DIMS];
     for (int d = 0; d < a->ndim; d++) shape[d] = d == ax ? count : a->shape[d];
     slice_params *p = nb_tape_alloc(tp, sizeof *p);
     if (!p) return nb_fail(tp, NB_ERR_NOMEM, file, line, "slice: out of memory");
