@@ -5,7 +5,8 @@
  * against PyTorch (torch.nn.functional, float64, the numbers printed here)
  * and hand computation; gradients against central differences on random
  * shapes, every axis, broadcasting and fan-out, in float64; the subgradient
- * conventions at kinks checked one by one.
+ * conventions at kinks (clamp's bounds, maximum's ties and NaNs,
+ * logsumexp's infinite rows) checked one by one, as PyTorch takes them.
  */
 #include "support.h"
 
@@ -132,6 +133,34 @@ static void test_maximum_and_minimum(void **state) {
         nb_tensor_free(in[0]);
         nb_tensor_free(in[1]);
     }
+}
+
+/* ---------------------------------------------------------------- clamp */
+
+/* At a bound clamp passes the gradient, as PyTorch's (x >= lo and x <= hi):
+ * torch.clamp(x, 0, 2) of x = (0, 2, 1, -1, 3) weighted by 1..5 gives the
+ * gradient (1, 2, 3, 0, 0) (it gave 0 at the bounds).  The same at first
+ * order and through create_graph, and in float32, where the bound is
+ * compared as the forward compares it, rounded to float (0.1f is on the
+ * bound 0.1, which as a double is below it). */
+static void test_clamp_at_its_bounds(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int graph = 0; graph < 2; graph++) {
+            nb_tensor *x = nb_from_array(NULL, dt, NB_SHAPE(5), ((double[]){0, 2, 1, -1, 3})), *g;
+            nb_requires_grad(x, true);
+            nb_tensor *w = nb_from_array(tp, dt, NB_SHAPE(5), ((double[]){1, 2, 3, 4, 5}));
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, nb_clamp(tp, x, 0, 2), w)), &x, 1, &g, graph), NB_OK);
+            expect_values(g, (double[]){1, 2, 3, 0, 0}, 5, 0);
+            nb_tensor *tenth = nb_from_array(NULL, dt, NB_SHAPE(2), ((double[]){0.1, -0.1}));
+            nb_requires_grad(tenth, true);
+            assert_int_equal(nb_grad(nb_sum(tp, nb_clamp(tp, tenth, -0.1, 0.1)), &tenth, 1, &g, graph), NB_OK);
+            expect_values(g, (double[]){1, 1}, 2, 0);
+            nb_tensor_free(tenth);
+            nb_tensor_free(x);
+        }
+    nb_tape_free(tp);
 }
 
 /* ---------------------------------------------------------------- reductions */
@@ -361,6 +390,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_functions_of_one_tensor),
         cmocka_unit_test(test_maximum_and_minimum),
+        cmocka_unit_test(test_clamp_at_its_bounds),
         cmocka_unit_test(test_reductions_along_an_axis),
         cmocka_unit_test(test_layer_norm),
         cmocka_unit_test(test_dropout),
