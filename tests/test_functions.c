@@ -118,6 +118,24 @@ static void test_maximum_and_minimum(void **state) {
     assert_true(isnan(nb_get(nb_maximum(tp, nan, one), 0)) && isnan(nb_get(nb_maximum(tp, one, nan), 0)));
     nb_tensor_free(a);
     nb_tensor_free(b);
+    /* By a NaN both sides get the whole gradient, as PyTorch's formula
+     * gives: a = (NaN, 1, 2, NaN), b = (1, NaN, 2, NaN), torch.maximum (and
+     * minimum) weighted by (1, 2, 3, 4) give both (1, 2, 1.5, 4), at first
+     * order and through create_graph. */
+    a = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){NAN, 1, 2, NAN}));
+    b = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){1, NAN, 2, NAN}));
+    nb_tensor *w = nb_from_array(tp, NB_F64, NB_SHAPE(4), ((double[]){1, 2, 3, 4})), *ab[2] = {a, b}, *g[2];
+    nb_requires_grad(a, true);
+    nb_requires_grad(b, true);
+    for (int larger = 0; larger < 2; larger++)
+        for (int graph = 0; graph < 2; graph++) {
+            nb_tensor *y = larger ? nb_maximum(tp, a, b) : nb_minimum(tp, a, b);
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, y, w)), ab, 2, g, graph), NB_OK);
+            expect_values(g[0], (double[]){1, 2, 1.5, 4}, 4, 0);
+            expect_values(g[1], (double[]){1, 2, 1.5, 4}, 4, 0);
+        }
+    nb_tensor_free(a);
+    nb_tensor_free(b);
     nb_tape_free(tp);
 
     nb_rng rng;
