@@ -225,6 +225,20 @@ static void test_reductions_along_an_axis(void **state) {
     const double only[4] = {0, 1, 0, 0};
     for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(t, i), only[i], 0);
     nb_tensor_free(t);
+    /* logsumexp's gradient, the softmax, where it has none: a row of all
+     * -inf gives NaN, as PyTorch's (it gave 0, a gradient that does not sum
+     * to 1); a +inf gets NaN and the finite elements 0 (torch.logsumexp of
+     * (inf, 1) gives (nan, 0)), at first order and through create_graph */
+    nb_tensor *inf = nb_from_array(NULL, NB_F64, NB_SHAPE(2, 2), ((double[]){-INFINITY, -INFINITY, INFINITY, 1}));
+    nb_requires_grad(inf, true);
+    for (int graph = 0; graph < 2; graph++) {
+        nb_tensor *g, *y = nb_logsumexp(tp, inf, 1, false);
+        assert_true(isinf(nb_get(y, 0)) && nb_get(y, 0) < 0 && isinf(nb_get(y, 1)) && nb_get(y, 1) > 0);
+        assert_int_equal(nb_grad(nb_sum(tp, y), &inf, 1, &g, graph), NB_OK);
+        assert_true(isnan(nb_get(g, 0)) && isnan(nb_get(g, 1)) && isnan(nb_get(g, 2)));
+        assert_close(nb_get(g, 3), 0, 0);
+    }
+    nb_tensor_free(inf);
     nb_tensor_free(x);
     nb_tape_free(tp);
 

@@ -81,7 +81,12 @@ static nb_tensor *reduce(nb_tape *tp, const nb_op_def *def, nb_tensor *x, int ax
 /* ---------------------------------------------------------------- logsumexp */
 
 /*   y = log sum_k e^{x_k} = m + log sum_k e^{x_k - m},  m = max_k x_k
- *   dy/dx_k = e^{x_k - y}  (the softmax) */
+ *   dy/dx_k = e^{x_k - y}  (the softmax)
+ * The derivative is computed as written everywhere, as PyTorch does: a row
+ * of all -inf (y = -inf) has no softmax (it would sum to 1, yet every term
+ * is 0/0), so its gradient is NaN, which anomaly mode reports, not a 0 that
+ * would pass unnoticed; a +inf gets NaN and the row's finite elements 0.
+ * The backward graph's G e^{x - y} gives the same. */
 static void logsumexp_forward(nb_op_call *c) {
     const axis_params *p = nb_op_params(c);
     // cppcheck-suppress invalidFunctionArg ; log(sum) with sum >= 1 (see below)
@@ -116,7 +121,7 @@ static void logsumexp_backward(nb_op_call *c) {
             for (size_t k = 0; k < p->n; k++)
                 for (size_t i = 0; i < p->inner; i++) {
                     size_t j = (o * p->n + k) * p->inner + i, r = o * p->inner + i;
-                    T d = isinf(y[r]) ? 0 : g[r] * exp(x[j] - y[r]);
+                    T d = g[r] * exp(x[j] - y[r]);
                     gx[j] = acc ? gx[j] + d : d;
                 }
     });
