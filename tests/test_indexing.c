@@ -239,6 +239,16 @@ static void test_where(void **state) {
     assert_int_equal(nb_backward(nb_sum(tp, masked)), NB_OK);
     expect_values(nb_scalar(tp, NB_F64, nb_grad_get(scores, 1)), (double[]){0}, 1, 1e-12);
     assert_close(nb_grad_get(scores, 0), 1, 0);
+    /* only a and b make the result need a gradient: none flows to the
+     * condition (PyTorch's is boolean) */
+    nb_tensor *c = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, 0}));
+    nb_requires_grad(c, true);
+    nb_tensor *a = nb_ones(tp, NB_F64, NB_SHAPE(2)), *b = nb_zeros(tp, NB_F64, NB_SHAPE(2));
+    assert_false(nb_tensor_requires_grad(nb_where(tp, c, a, b)));
+    assert_true(nb_tensor_requires_grad(nb_where(tp, c, scores, b)));
+    /* gather's index, alike */
+    assert_false(nb_tensor_requires_grad(nb_gather(tp, nb_ones(tp, NB_F64, NB_SHAPE(2, 2)), 1, nb_reshape(tp, c, NB_DIMS(2, 1)))));
+    nb_tensor_free(c);
     nb_tensor_free(scores);
     nb_tape_free(tp);
 

@@ -281,6 +281,7 @@ nb_tensor *nb_gather_(nb_tape *tp, nb_tensor *a, int axis, nb_tensor *index, con
     }
     nb_entry *e = nb_emit(tp, &gather_op, 2, in, a->dtype, index->ndim, index->shape, file, line, &failed);
     if (!e) return failed;
+    if (!a->requires_grad) e->out->requires_grad = false; /* the index takes none (PyTorch's is integral) */
     e->axis = ax;
     e->saved = from;
     return nb_run(e);
