@@ -265,7 +265,10 @@ nb_status nb_grad_(nb_tensor *out, nb_tensor *seed, nb_tensor *const *wrt, int n
                    bool create_graph, const char *file, int line);
 /* Hessian-vector product of a 1-element out: hv[i] = sum_j d²out/dwrt_i dwrt_j v_j,
  * the gradient of (d out/d wrt) · v; two backward passes, the first
- * recorded (a small constant times one gradient's cost). */
+ * recorded (a small constant times one gradient's cost).  v is a constant,
+ * even when it is one of wrt or depends on them (as in PyTorch's
+ * autograd.functional.hvp); with create_graph, hv can be differentiated
+ * with respect to wrt but not v. */
 #define nb_hvp(out, wrt, n, v, hv) nb_hvp_(out, wrt, n, v, hv, false, NB_SITE)
 nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *v, nb_tensor **hv,
                   bool create_graph, const char *file, int line);

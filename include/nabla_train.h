@@ -123,8 +123,10 @@ const char *nb_optimizer_name(nb_optimizer_kind kind);
 /* Parses "sgd", "momentum", "adam", "adamw", "rmsprop"; false if unknown. */
 bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind);
 
-/* Scales all gradients so that their global L2 norm is at most max_norm;
- * returns the norm before clipping. */
+/* Scales all gradients by min(1, max_norm / (norm + 1e-6)), as PyTorch's
+ * clip_grad_norm_, so that their global L2 norm is at most max_norm;
+ * returns the norm before clipping.  A max_norm that is not positive (or
+ * NaN) changes nothing and returns NaN, nb_last_error saying why. */
 double nb_clip_grad_norm(nb_params *ps, double max_norm);
 
 /* Learning-rate schedules, as a function of the step (or epoch) number. */

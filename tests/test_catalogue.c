@@ -915,6 +915,28 @@ OP_CASE(dropout_rng, nb_dropout(tp, M(tp, 2, 3), 0.5, NULL))
 OP_CASE(huber_delta, nb_huber(tp, V(tp, 3), V(tp, 3), 0))
 OP_CASE(huber_shapes, nb_huber(tp, V(tp, 3), V(tp, 4), 1))
 OP_CASE(smooth_l1_beta, nb_smooth_l1(tp, V(tp, 3), V(tp, 3), -1))
+/* a bound of 0 would zero the gradients; they must come through unchanged */
+static nb_status clip_zero(void) {
+    nb_params *ps = nb_params_new();
+    nb_tensor *w = nb_params_add(ps, "w", nb_ones(NULL, NB_F64, NB_SHAPE(2)));
+    nb_tape *tp = nb_tape_new();
+    nb_backward(nb_sum(tp, nb_scale(tp, w, 3)));
+    bool refused = isnan(nb_clip_grad_norm(ps, 0));
+    nb_status st = refused && nb_grad_get(w, 1) == 3 ? nb_last_status() : NB_OK;
+    nb_tape_free(tp);
+    nb_params_free(ps);
+    return st;
+}
+static nb_status hvp_stale_vector(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(NULL, 3), *hv;
+    nb_tensor *v = nb_scale(tp, x, 2);
+    nb_tape_reset(tp);
+    nb_status st = nb_hvp(nb_sum(tp, nb_square(tp, x)), &x, 1, &v, &hv);
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+    return st;
+}
 /* convolutions, pooling, batch norm */
 static nb_tensor *T4(nb_tape *tp, size_t a, size_t b, size_t c, size_t d) { return nb_ones(tp, NB_F32, NB_SHAPE(a, b, c, d)); }
 OP_CASE(conv_x_rank, nb_conv2d(tp, M(tp, 28, 28), T4(tp, 8, 1, 3, 3), NULL, NULL))
@@ -1192,6 +1214,10 @@ static const bad_input catalogue[] = {
     {"huber with delta 0", huber_delta, NB_ERR_ARG, {"huber", "delta = 0", "> 0", SITE}},
     {"huber of (3,) and (4,)", huber_shapes, NB_ERR_SHAPE, {"huber", "(3,)", "(4,)", SITE}},
     {"smooth_l1 with beta -1", smooth_l1_beta, NB_ERR_ARG, {"smooth_l1", "beta = -1", SITE}},
+    {"clip_grad_norm with max_norm 0", clip_zero, NB_ERR_ARG,
+     {"nb_clip_grad_norm", "max_norm 0", "must be positive", "left as they were"}},
+    {"hvp with a vector kept across nb_tape_reset", hvp_stale_vector, NB_ERR_STATE,
+     {"nb_hvp", "vector 1", "before nb_tape_reset", SITE}},
     /* stale and changed tensors */
     {"a tensor kept across nb_tape_reset", stale_input, NB_ERR_STATE,
      {"add: input 2 (3,)", "made by exp at tests/" SITE, "before nb_tape_reset", "nb_copy(NULL", SITE}},

@@ -5,7 +5,8 @@
  * against PyTorch (torch.nn.functional, float64, the numbers printed here)
  * and hand computation; gradients against central differences on random
  * shapes, every axis, broadcasting and fan-out, in float64; the subgradient
- * conventions at kinks checked one by one.
+ * conventions at kinks (clamp's bounds, maximum's ties and NaNs,
+ * logsumexp's infinite rows) checked one by one, as PyTorch takes them.
  */
 #include "support.h"
 
@@ -115,6 +116,25 @@ static void test_maximum_and_minimum(void **state) {
     nb_tensor *nan = nb_from_array(tp, NB_F64, NB_SHAPE(2), ((double[]){NAN, 1}));
     nb_tensor *one = nb_ones(tp, NB_F64, NB_SHAPE(2));
     assert_true(isnan(nb_get(nb_maximum(tp, nan, one), 0)) && isnan(nb_get(nb_maximum(tp, one, nan), 0)));
+    nb_tape_reset(tp); /* its entries name a and b */
+    nb_tensor_free(a);
+    nb_tensor_free(b);
+    /* By a NaN both sides get the whole gradient, as PyTorch's formula
+     * gives: a = (NaN, 1, 2, NaN), b = (1, NaN, 2, NaN), torch.maximum (and
+     * minimum) weighted by (1, 2, 3, 4) give both (1, 2, 1.5, 4), at first
+     * order and through create_graph. */
+    a = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){NAN, 1, 2, NAN}));
+    b = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){1, NAN, 2, NAN}));
+    nb_tensor *w = nb_from_array(tp, NB_F64, NB_SHAPE(4), ((double[]){1, 2, 3, 4})), *ab[2] = {a, b}, *g[2];
+    nb_requires_grad(a, true);
+    nb_requires_grad(b, true);
+    for (int larger = 0; larger < 2; larger++)
+        for (int graph = 0; graph < 2; graph++) {
+            nb_tensor *y = larger ? nb_maximum(tp, a, b) : nb_minimum(tp, a, b);
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, y, w)), ab, 2, g, graph), NB_OK);
+            expect_values(g[0], (double[]){1, 2, 1.5, 4}, 4, 0);
+            expect_values(g[1], (double[]){1, 2, 1.5, 4}, 4, 0);
+        }
     nb_tensor_free(a);
     nb_tensor_free(b);
     nb_tape_free(tp);
@@ -132,6 +152,35 @@ static void test_maximum_and_minimum(void **state) {
         nb_tensor_free(in[0]);
         nb_tensor_free(in[1]);
     }
+}
+
+/* ---------------------------------------------------------------- clamp */
+
+/* At a bound clamp passes the gradient, as PyTorch's (x >= lo and x <= hi):
+ * torch.clamp(x, 0, 2) of x = (0, 2, 1, -1, 3) weighted by 1..5 gives the
+ * gradient (1, 2, 3, 0, 0) (it gave 0 at the bounds).  The same at first
+ * order and through create_graph, and in float32, where the bound is
+ * compared as the forward compares it, rounded to float (0.1f is on the
+ * bound 0.1, which as a double is below it). */
+static void test_clamp_at_its_bounds(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int graph = 0; graph < 2; graph++) {
+            nb_tensor *x = nb_from_array(NULL, dt, NB_SHAPE(5), ((double[]){0, 2, 1, -1, 3})), *g;
+            nb_requires_grad(x, true);
+            nb_tensor *w = nb_from_array(tp, dt, NB_SHAPE(5), ((double[]){1, 2, 3, 4, 5}));
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, nb_clamp(tp, x, 0, 2), w)), &x, 1, &g, graph), NB_OK);
+            expect_values(g, (double[]){1, 2, 3, 0, 0}, 5, 0);
+            nb_tensor *tenth = nb_from_array(NULL, dt, NB_SHAPE(2), ((double[]){0.1, -0.1}));
+            nb_requires_grad(tenth, true);
+            assert_int_equal(nb_grad(nb_sum(tp, nb_clamp(tp, tenth, -0.1, 0.1)), &tenth, 1, &g, graph), NB_OK);
+            expect_values(g, (double[]){1, 1}, 2, 0);
+            nb_tape_reset(tp); /* its entries name x and tenth */
+            nb_tensor_free(tenth);
+            nb_tensor_free(x);
+        }
+    nb_tape_free(tp);
 }
 
 /* ---------------------------------------------------------------- reductions */
@@ -177,7 +226,22 @@ static void test_reductions_along_an_axis(void **state) {
     assert_int_equal(nb_backward(nb_max_axis(tp, t, 0, false)), NB_OK);
     const double only[4] = {0, 1, 0, 0};
     for (size_t i = 0; i < 4; i++) assert_close(nb_grad_get(t, i), only[i], 0);
+    nb_tape_reset(tp); /* its entries name t */
     nb_tensor_free(t);
+    /* logsumexp's gradient, the softmax, where it has none: a row of all
+     * -inf gives NaN, as PyTorch's (it gave 0, a gradient that does not sum
+     * to 1); a +inf gets NaN and the finite elements 0 (torch.logsumexp of
+     * (inf, 1) gives (nan, 0)), at first order and through create_graph */
+    nb_tensor *inf = nb_from_array(NULL, NB_F64, NB_SHAPE(2, 2), ((double[]){-INFINITY, -INFINITY, INFINITY, 1}));
+    nb_requires_grad(inf, true);
+    for (int graph = 0; graph < 2; graph++) {
+        nb_tensor *g, *y = nb_logsumexp(tp, inf, 1, false);
+        assert_true(isinf(nb_get(y, 0)) && nb_get(y, 0) < 0 && isinf(nb_get(y, 1)) && nb_get(y, 1) > 0);
+        assert_int_equal(nb_grad(nb_sum(tp, y), &inf, 1, &g, graph), NB_OK);
+        assert_true(isnan(nb_get(g, 0)) && isnan(nb_get(g, 1)) && isnan(nb_get(g, 2)));
+        assert_close(nb_get(g, 3), 0, 0);
+    }
+    nb_tensor_free(inf);
     nb_tensor_free(x);
     nb_tape_free(tp);
 
@@ -361,6 +425,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_functions_of_one_tensor),
         cmocka_unit_test(test_maximum_and_minimum),
+        cmocka_unit_test(test_clamp_at_its_bounds),
         cmocka_unit_test(test_reductions_along_an_axis),
         cmocka_unit_test(test_layer_norm),
         cmocka_unit_test(test_dropout),

@@ -164,6 +164,71 @@ static void test_hvp_jvp_and_jacobian(void **state) {
     nb_tape_free(tp);
 }
 
+/* v is a constant: for f = sum(x³) at x = (1, 2, 3), H = diag(6x), so with
+ * v = x itself H v = (6, 24, 54), as torch.autograd.functional.hvp(f, x, x)
+ * gives (differentiating through v too gave (9, 36, 81)); a v computed
+ * from x, 2x, gives (12, 48, 108).  With create_graph, hv = 6 x ⊙ v can be
+ * differentiated again with respect to x: d sum(hv)/dx = 6 v. */
+static void test_hvp_holds_v_constant(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, 2, 3}));
+    nb_tensor *ones = nb_ones(NULL, NB_F64, NB_SHAPE(3));
+    nb_requires_grad(x, true);
+    for (int graph = 0; graph < 2; graph++) {
+        nb_tape_reset(tp);
+        nb_tensor *hv, *twice = nb_scale(tp, x, 2), *d3;
+        assert_int_equal(nb_hvp_(nb_sum(tp, nb_pow(tp, x, 3)), &x, 1, &x, &hv, graph, __FILE__, __LINE__), NB_OK);
+        expect_values(hv, (double[]){6, 24, 54}, 3, 1e-15);
+        assert_int_equal(nb_hvp_(nb_sum(tp, nb_pow(tp, x, 3)), &x, 1, &twice, &hv, graph, __FILE__, __LINE__), NB_OK);
+        expect_values(hv, (double[]){12, 48, 108}, 3, 1e-15);
+        if (!graph) continue;
+        assert_int_equal(nb_hvp_(nb_sum(tp, nb_pow(tp, x, 3)), &x, 1, &ones, &hv, true, __FILE__, __LINE__), NB_OK);
+        assert_int_equal(nb_grad(nb_sum(tp, hv), &x, 1, &d3, false), NB_OK);
+        expect_values(d3, (double[]){6, 6, 6}, 3, 1e-15);
+    }
+    assert_false(nb_has_grad(x));
+    /* a vector from before nb_tape_reset is refused */
+    nb_tensor *stale = nb_scale(tp, x, 1), *hv;
+    nb_tape_reset(tp);
+    assert_int_equal(nb_hvp(nb_sum(tp, nb_pow(tp, x, 3)), &x, 1, &stale, &hv), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_hvp", "vector 1", "before nb_tape_reset");
+    nb_tensor_free(ones);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
+/* Smooth L1 with beta 0 is the L1 loss, mean |x - t|: for x = (0.5, -1, 2)
+ * and t = 0 the gradient is sign(x)/3 = (1/3, -1/3, 1/3) (PyTorch's
+ * F.smooth_l1_loss(x, t, beta=0)), the Hessian 0, and so every product
+ * built on them (they were NaN: the quadratic part scaled by 1/0). */
+static void test_smooth_l1_with_beta_0_to_second_order(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){0.5, -1, 2}));
+    nb_tensor *t = nb_zeros(NULL, NB_F64, NB_SHAPE(3)), *v = nb_ones(NULL, NB_F64, NB_SHAPE(3));
+    nb_requires_grad(x, true);
+    const double third = 1.0 / 3, sign[3] = {third, -third, third}, zeros[9] = {0};
+    nb_tensor *g, *gg, *hv, *jv;
+    for (int graph = 0; graph < 2; graph++) {
+        assert_int_equal(nb_grad(nb_smooth_l1(tp, x, t, 0), &x, 1, &g, graph), NB_OK);
+        expect_values(g, sign, 3, 1e-15);
+    }
+    expect_values(nb_hessian(nb_smooth_l1(tp, x, t, 0), x), zeros, 9, 0);
+    assert_int_equal(nb_hvp(nb_smooth_l1(tp, x, t, 0), &x, 1, &v, &hv), NB_OK);
+    expect_values(hv, zeros, 3, 0);
+    /* jvp of the gradient (the Hessian times v again), double backward */
+    assert_int_equal(nb_grad(nb_smooth_l1(tp, x, t, 0), &x, 1, &g, true), NB_OK);
+    assert_int_equal(nb_jvp(g, &x, 1, &v, &jv), NB_OK);
+    expect_values(jv, zeros, 3, 0);
+    assert_int_equal(nb_grad(nb_sum(tp, nb_square(tp, g)), &x, 1, &gg, false), NB_OK);
+    expect_values(gg, zeros, 3, 0);
+    nb_tensor_free(v);
+    nb_tensor_free(t);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 /* nb_grad of intermediates and unused tensors; its own gradient untouched */
 static void test_grad_semantics(void **state) {
     (void)state;
@@ -614,6 +679,8 @@ int main(void) {
         cmocka_unit_test(test_third_derivative_of_sin),
         cmocka_unit_test(test_newton_on_the_seed_parabola),
         cmocka_unit_test(test_hvp_jvp_and_jacobian),
+        cmocka_unit_test(test_hvp_holds_v_constant),
+        cmocka_unit_test(test_smooth_l1_with_beta_0_to_second_order),
         cmocka_unit_test(test_grad_semantics),
         cmocka_unit_test(test_custom_ops_and_second_derivatives),
         cmocka_unit_test(test_every_unary_op_to_second_order),

@@ -44,6 +44,12 @@ static void test_slice(void **state) {
     expect_values(nb_slice(tp, x, 1, -3, -1, 1), (double[]){1, 2, 5, 6, 9, 10}, 6, 1e-12);
     /* stop beyond the end is clamped, as in Python */
     expect_values(nb_slice(tp, x, 0, 2, 99, 1), (double[]){8, 9, 10, 11}, 4, 1e-12);
+    /* steps near LONG_MAX take the first position of the range (Python's
+     * x[:, ::sys.maxsize] is the first column); the count once overflowed */
+    expect_values(nb_slice(tp, x, 1, 0, NB_END, LONG_MAX), (double[]){0, 4, 8}, 3, 0);
+    expect_values(nb_slice(tp, x, 1, 1, NB_END, LONG_MAX - 1), (double[]){1, 5, 9}, 3, 0);
+    expect_values(nb_slice(tp, x, 0, -1, NB_END, LONG_MAX), (double[]){8, 9, 10, 11}, 4, 0);
+    expect_values(nb_slice(tp, x, 1, LONG_MIN, LONG_MAX, LONG_MAX), (double[]){0, 4, 8}, 3, 0);
     /* rows 1..2 along the first axis share x's storage */
     nb_tensor *rows = nb_slice(tp, x, 0, 1, 3, 1);
     assert_ptr_equal(nb_tensor_const_data(rows), (const double *)nb_tensor_const_data(x) + 4);
@@ -233,6 +239,16 @@ static void test_where(void **state) {
     assert_int_equal(nb_backward(nb_sum(tp, masked)), NB_OK);
     expect_values(nb_scalar(tp, NB_F64, nb_grad_get(scores, 1)), (double[]){0}, 1, 1e-12);
     assert_close(nb_grad_get(scores, 0), 1, 0);
+    /* only a and b make the result need a gradient: none flows to the
+     * condition (PyTorch's is boolean) */
+    nb_tensor *c = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, 0}));
+    nb_requires_grad(c, true);
+    nb_tensor *a = nb_ones(tp, NB_F64, NB_SHAPE(2)), *b = nb_zeros(tp, NB_F64, NB_SHAPE(2));
+    assert_false(nb_tensor_requires_grad(nb_where(tp, c, a, b)));
+    assert_true(nb_tensor_requires_grad(nb_where(tp, c, scores, b)));
+    /* gather's index, alike */
+    assert_false(nb_tensor_requires_grad(nb_gather(tp, nb_ones(tp, NB_F64, NB_SHAPE(2, 2)), 1, nb_reshape(tp, c, NB_DIMS(2, 1)))));
+    nb_tensor_free(c);
     nb_tensor_free(scores);
     nb_tape_free(tp);
 

@@ -500,6 +500,9 @@ static void test_loss_values(void **state) {
     /* The same in the seeds' layout: classes along axis 0, examples along 1. */
     nb_tensor *lgT = nb_transpose(tp, lg, 0, 1);
     assert_close(nb_item(nb_softmax_cross_entropy(tp, lgT, idx, 0)), expected, 1e-15);
+    /* class indices take no gradient, so alone they do not make the loss need one */
+    nb_requires_grad(idx, true);
+    assert_false(nb_tensor_requires_grad(nb_softmax_cross_entropy(tp, lg, idx, 1)));
 
     /* Finite at logits of +-1e4, in both dtypes. */
     for (int dt = NB_F32; dt <= NB_F64; dt++) {

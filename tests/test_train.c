@@ -321,9 +321,24 @@ static void test_clipping_and_schedules(void **state) {
     assert_int_equal(nb_backward(loss), NB_OK);
     assert_close(nb_clip_grad_norm(ps, 10), 5, 1e-12); /* under the limit: unchanged */
     assert_close(nb_grad_get(a, 0), 3, 0);
-    assert_close(nb_clip_grad_norm(ps, 1), 5, 1e-12);
+    /* at max_norm = the norm, PyTorch's factor max_norm / (norm + 1e-6):
+     * clip_grad_norm_ with max_norm 5 leaves 2.99999940000012 of 3 */
+    assert_close(nb_clip_grad_norm(ps, 5), 5, 1e-12);
+    assert_close(nb_grad_get(a, 0), 3 * 5 / (5 + 1e-6), 1e-15);
+    assert_close(nb_grad_get(b, 0), 4 * 5 / (5 + 1e-6), 1e-7);
+    assert_close(nb_clip_grad_norm(ps, 1), 5, 1e-6);
     assert_close(nb_grad_get(a, 0), 0.6, 1e-6);
     assert_close(nb_grad_get(b, 0), 0.8, 1e-6);
+    /* a bound that is not positive is refused, the gradients left alone
+     * (torch would zero them at 0 and flip them below) */
+    const double refused[3] = {0, -1, NAN};
+    for (int k = 0; k < 3; k++) {
+        double before = nb_grad_get(a, 0);
+        assert_true(isnan(nb_clip_grad_norm(ps, refused[k])));
+        assert_int_equal(nb_last_status(), NB_ERR_ARG);
+        assert_message_has(nb_last_error(), "nb_clip_grad_norm", "max_norm", "must be positive");
+        assert_close(nb_grad_get(a, 0), before, 0);
+    }
     nb_tape_free(tp);
     nb_params_free(ps);
 

@@ -285,25 +285,41 @@ static nb_tensor *inner(nb_tape *tp, nb_tensor *const *a, nb_tensor *const *b, i
     return s;
 }
 
-/* H v = d/dx (g(x) · v), g = d out/dx: two passes, the first recorded. */
+/* H v = d/dx (g(x) · v), g = d out/dx: two passes, the first recorded.  v
+ * is a constant: the second pass must not differentiate through it (with
+ * v = x, d/dx (g(x) · x) would add g(x) itself: (9, 36, 81) instead of
+ * H x = (6, 24, 54) for sum(x³) at (1, 2, 3)), so a v that requires a
+ * gradient enters the product detached, as torch.autograd.functional.hvp's
+ * does. */
 nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *v, nb_tensor **hv,
                   bool create_graph, const char *file, int line) {
     nb_status st = check_call("nb_hvp", out, NULL, wrt, n, hv, file, line);
-    for (int i = 0; st == NB_OK && i < n; i++)
-        if (!v || !v[i] || v[i]->status != NB_OK || v[i]->size != wrt[i]->size || v[i]->dtype != wrt[i]->dtype) {
-            st = NB_ERR_SHAPE;
-            nb_set_error(NULL, st, file, line, "nb_hvp: vector %d does not have the shape and dtype of tensor %d",
-                         i + 1, i + 1);
+    for (int i = 0; st == NB_OK && i < n; i++) {
+        const nb_tensor *u = v ? v[i] : NULL;
+        if (!u || u->status != NB_OK || u->size != wrt[i]->size || u->dtype != wrt[i]->dtype) {
+            st = !u ? NB_ERR_NULL : u->status != NB_OK ? u->status : u->dtype != wrt[i]->dtype ? NB_ERR_DTYPE
+                                                                                                : NB_ERR_SHAPE;
+            nb_set_error(NULL, st, file, line, "nb_hvp: vector %d %s", i + 1,
+                         !u ? "is NULL" : u->status != NB_OK ? "is an errored tensor"
+                                                             : "does not have the size and dtype of the tensor it "
+                                                               "multiplies");
+        } else if (!nb_alive(u) || (u->on_tape && u->tape != out->tape)) {
+            st = NB_ERR_STATE;
+            nb_set_error(NULL, st, file, line, "nb_hvp: vector %d is %s", i + 1,
+                         !nb_alive(u) ? "from before nb_tape_reset" : "on another tape");
         }
+    }
     if (st != NB_OK) return st;
     nb_tape *tp = out->tape;
-    nb_tensor **g = nb_tape_alloc(tp, (size_t)n * sizeof *g);
-    if (!g) {
+    nb_tensor **g = nb_tape_alloc(tp, (size_t)n * sizeof *g), **fixed = nb_tape_alloc(tp, (size_t)n * sizeof *fixed);
+    if (!g || !fixed) {
         nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_hvp: out of memory");
         return NB_ERR_NOMEM;
     }
+    for (int i = 0; i < n; i++) fixed[i] = v[i]->requires_grad ? nb_detach_(tp, v[i], file, line) : v[i];
+    if (tp->status != NB_OK) return tp->status;
     if ((st = nb_grad_(out, NULL, wrt, n, g, true, file, line)) != NB_OK) return st;
-    nb_tensor *s = inner(tp, g, v, n, file, line);
+    nb_tensor *s = inner(tp, g, fixed, n, file, line);
     if (tp->status != NB_OK) return tp->status;
     if (!s->requires_grad) { /* g does not depend on wrt: the Hessian is zero */
         for (int i = 0; i < n; i++) hv[i] = nb_full_(tp, wrt[i]->dtype, wrt[i]->ndim, wrt[i]->shape, 0, file, line);

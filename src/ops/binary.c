@@ -204,12 +204,17 @@ BINARY_BACKWARD(div, 1 / b, -y / b, false, false)
 
 /* y = maximum(a, b): dy/da = 1 where a > b, 0 where a < b; at a tie the
  * gradient is split, 1/2 each (PyTorch's convention).  A NaN on either
- * side gives NaN, as in PyTorch. */
+ * side gives NaN, as in PyTorch, and then both sides get the whole
+ * gradient, as PyTorch's formula does (G, masked to 0 only where the other
+ * side is strictly larger): 1 - [a<b] - ½[a=b].
+ * For minimum, the same with the order reversed. */
+/* The share of G that side `mine` gets (T is the element type in scope). */
+#define SHARE(mine, other, larger) \
+    ((((larger) ? (mine) < (other) : (mine) > (other))) ? (T)0 : (mine) == (other) ? (T)0.5 : (T)1)
 BINARY_FORWARD(maximum, a != a || a > b ? a : b)
-BINARY_BACKWARD(maximum, a > b ? 1 : a == b ? (T)0.5 : 0, b > a ? 1 : a == b ? (T)0.5 : 0, false, false)
-/* y = minimum(a, b): the same with the order reversed. */
+BINARY_BACKWARD(maximum, SHARE(a, b, true), SHARE(b, a, true), false, false)
 BINARY_FORWARD(minimum, a != a || a < b ? a : b)
-BINARY_BACKWARD(minimum, a < b ? 1 : a == b ? (T)0.5 : 0, b < a ? 1 : a == b ? (T)0.5 : 0, false, false)
+BINARY_BACKWARD(minimum, SHARE(a, b, false), SHARE(b, a, false), false, false)
 
 /* ---------------------------------------------------------------- backward graphs */
 
@@ -241,8 +246,8 @@ static void div_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
     finish(e, grad_in, ga, gb);
 }
 
-/* maximum and minimum: G times a constant mask (1, 1/2 at a tie, 0), whose
- * own derivative is 0, as PyTorch's. */
+/* maximum and minimum: G times a constant mask (1, 1/2 at a tie, 0; 1 by
+ * a NaN), whose own derivative is 0, as PyTorch's. */
 static nb_tensor *selection_mask(nb_entry *e, int which, bool larger) {
     nb_tape *tp = e->out->tape;
     nb_tensor *mask = nb_tensor_alloc(tp, e->out->dtype, e->out->ndim, e->out->shape, e->op->name, AT);
@@ -255,7 +260,7 @@ static nb_tensor *selection_mask(nb_entry *e, int which, bool larger) {
         T *m = mask->data;
         for (size_t i = 0; i < e->out->size; i++, nb_odometer_next(e->out->ndim, e->out->shape, idx, 2, off, strides)) {
             T mine = which ? B[off[1]] : A[off[0]], other = which ? A[off[0]] : B[off[1]];
-            m[i] = (larger ? mine > other : mine < other) ? 1 : mine == other ? (T)0.5 : 0;
+            m[i] = SHARE(mine, other, larger);
         }
     });
     return mask;

@@ -81,7 +81,12 @@ static nb_tensor *reduce(nb_tape *tp, const nb_op_def *def, nb_tensor *x, int ax
 /* ---------------------------------------------------------------- logsumexp */
 
 /*   y = log sum_k e^{x_k} = m + log sum_k e^{x_k - m},  m = max_k x_k
- *   dy/dx_k = e^{x_k - y}  (the softmax) */
+ *   dy/dx_k = e^{x_k - y}  (the softmax)
+ * The derivative is computed as written everywhere, as PyTorch does: a row
+ * of all -inf (y = -inf) has no softmax (it would sum to 1, yet every term
+ * is 0/0), so its gradient is NaN, which anomaly mode reports, not a 0 that
+ * would pass unnoticed; a +inf gets NaN and the row's finite elements 0.
+ * The backward graph's G e^{x - y} gives the same. */
 static void logsumexp_forward(nb_op_call *c) {
     const axis_params *p = nb_op_params(c);
     // cppcheck-suppress invalidFunctionArg ; log(sum) with sum >= 1 (see below)
@@ -116,7 +121,7 @@ static void logsumexp_backward(nb_op_call *c) {
             for (size_t k = 0; k < p->n; k++)
                 for (size_t i = 0; i < p->inner; i++) {
                     size_t j = (o * p->n + k) * p->inner + i, r = o * p->inner + i;
-                    T d = isinf(y[r]) ? 0 : g[r] * exp(x[j] - y[r]);
+                    T d = g[r] * exp(x[j] - y[r]);
                     gx[j] = acc ? gx[j] + d : d;
                 }
     });
@@ -586,7 +591,11 @@ static void robust_backward(nb_op_call *c) {
 }
 
 /* h'(d) as ops of d = p - t: d (or d/β) where |d| is inside, a constant
- * δ sign d (or sign d) outside; the region as a constant mask. */
+ * δ sign d (or sign d) outside: h' = d · m + c, with the constants m = 1
+ * (or 1/β) inside and 0 outside, c = 0 inside and h' outside.  1/β is
+ * taken only inside, where β > |d| >= 0: smooth L1 with β = 0 (the L1
+ * loss) has no inside, h' = sign d and h'' = 0 (scaling d by 1/β = inf and
+ * masking it by 0 gave inf · 0 = NaN). */
 static void robust_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
     nb_tape *tp = nb_op_tape(c);
     const robust_params *p = nb_op_params(c);
@@ -594,14 +603,13 @@ static void robust_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
     nb_tensor *inside = constant_like(tp, c, pred), *outside = constant_like(tp, c, pred);
     if (nb_tensor_status(inside) != NB_OK || nb_tensor_status(outside) != NB_OK) return;
     for (size_t i = 0; i < nb_tensor_size(pred); i++) {
-        double slope, di = nb_get(d, i);
+        double slope, di = nb_get(pred, i) - nb_get(nb_op_input(c, 1), i); /* in double, as robust_backward */
         robust_h(p, di, &slope);
         bool in = p->smooth ? fabs(di) < p->k : fabs(di) <= p->k;
-        nb_set(inside, i, in);
+        nb_set(inside, i, !in ? 0 : p->smooth ? 1 / p->k : 1);
         nb_set(outside, i, in ? 0 : slope);
     }
-    nb_tensor *quadratic = p->smooth ? nb_scale_(tp, d, 1 / p->k, SITE_OF(c)) : d;
-    nb_tensor *h1 = nb_add_(tp, nb_mul_(tp, quadratic, inside, SITE_OF(c)), outside, SITE_OF(c));
+    nb_tensor *h1 = nb_add_(tp, nb_mul_(tp, d, inside, SITE_OF(c)), outside, SITE_OF(c));
     nb_tensor *scaled = nb_mul_(tp, nb_scale_(tp, G, 1.0 / (double)nb_tensor_size(pred), SITE_OF(c)), h1, SITE_OF(c));
     if (nb_op_needs_grad(c, 0)) grad_in[0] = scaled;
     if (nb_op_needs_grad(c, 1)) grad_in[1] = nb_neg_(tp, scaled, SITE_OF(c));

@@ -115,7 +115,9 @@ nb_tensor *nb_slice_(nb_tape *tp, nb_tensor *a, int axis, long start, long stop,
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
                        "slice: [%ld:%ld:%ld] of axis %d of %s selects nothing (empty tensors are not supported)",
                        start, stop == NB_END ? n : stop, step, axis, s);
-    size_t count = (size_t)((to - from + step - 1) / step), shape[NB_MAX_DIMS];
+    /* ceil((to - from) / step), written so that no step (up to LONG_MAX)
+     * overflows: to - from - 1 >= 0 here */
+    size_t count = (size_t)((to - from - 1) / step) + 1, shape[NB_MAX_DIMS];
     for (int d = 0; d < a->ndim; d++) shape[d] = d == ax ? count : a->shape[d];
     slice_params *p = nb_tape_alloc(tp, sizeof *p);
     if (!p) return nb_fail(tp, NB_ERR_NOMEM, file, line, "slice: out of memory");
@@ -279,6 +281,7 @@ nb_tensor *nb_gather_(nb_tape *tp, nb_tensor *a, int axis, nb_tensor *index, con
     }
     nb_entry *e = nb_emit(tp, &gather_op, 2, in, a->dtype, index->ndim, index->shape, file, line, &failed);
     if (!e) return failed;
+    if (!a->requires_grad) e->out->requires_grad = false; /* the index takes none (PyTorch's is integral) */
     e->axis = ax;
     e->saved = from;
     return nb_run(e);
@@ -291,13 +294,16 @@ nb_tensor *nb_gather_(nb_tape *tp, nb_tensor *a, int axis, nb_tensor *index, con
  * y has elements):
  *   take: y[k] = x[from[k]]               dL/dx[j] = sum over k with from[k] = j of dL/dy[k]
  *   put:  y = zeros (x's shape); y[from[k]] += g[k]      dL/dg[k] = dL/dy[from[k]]
- * so take's backward graph is a put, and put's a take. */
+ * so take's backward graph is a put, and put's a take.  An offset NOWHERE
+ * (SIZE_MAX: max pooling's window wholly in the padding) names no element:
+ * take reads 0 there and put drops g[k]. */
+#define NOWHERE SIZE_MAX
 static void take_forward(nb_entry *e) {
     const size_t *from = e->saved;
     NB_DISPATCH(e->out->dtype, {
         const T *x = e->in[0]->data;
         T *y = e->out->data;
-        for (size_t k = 0; k < e->out->size; k++) y[k] = x[from[k]];
+        for (size_t k = 0; k < e->out->size; k++) y[k] = from[k] == NOWHERE ? 0 : x[from[k]];
     });
 }
 
@@ -307,7 +313,8 @@ static void put_forward(nb_entry *e) {
         const T *g = e->in[0]->data;
         T *y = e->out->data;
         memset(y, 0, e->out->size * sizeof(T));
-        for (size_t k = 0; k < e->in[0]->size; k++) y[from[k]] += g[k];
+        for (size_t k = 0; k < e->in[0]->size; k++)
+            if (from[k] != NOWHERE) y[from[k]] += g[k];
     });
 }
 
@@ -318,7 +325,8 @@ static void take_backward(nb_entry *e) {
     NB_DISPATCH(e->out->dtype, {
         const T *gy = e->out->grad;
         T *gx = gx_;
-        for (size_t k = 0; k < e->out->size; k++) gx[from[k]] += gy[k];
+        for (size_t k = 0; k < e->out->size; k++)
+            if (from[k] != NOWHERE) gx[from[k]] += gy[k];
     });
 }
 
@@ -330,7 +338,10 @@ static void put_backward(nb_entry *e) {
     NB_DISPATCH(e->out->dtype, {
         const T *gy = e->out->grad;
         T *gg = gg_;
-        for (size_t k = 0; k < e->in[0]->size; k++) gg[k] = acc ? gg[k] + gy[from[k]] : gy[from[k]];
+        for (size_t k = 0; k < e->in[0]->size; k++) {
+            T d = from[k] == NOWHERE ? 0 : gy[from[k]];
+            gg[k] = acc ? gg[k] + d : d;
+        }
     });
 }
 

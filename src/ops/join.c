@@ -183,5 +183,9 @@ nb_tensor *nb_where_(nb_tape *tp, nb_tensor *cond, nb_tensor *a, nb_tensor *b, c
                        nb_format_shapes(3, in, s, sizeof s));
     }
     nb_entry *e = nb_emit(tp, &where_op, 3, in, a->dtype, nd, shape, file, line, &failed);
-    return e ? nb_run(e) : failed;
+    if (!e) return failed;
+    /* No gradient flows to the condition, so it alone does not make the
+     * result need one (PyTorch's condition is boolean, without gradient). */
+    if (!a->requires_grad && !b->requires_grad) e->out->requires_grad = false;
+    return nb_run(e);
 }

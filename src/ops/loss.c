@@ -324,6 +324,8 @@ nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *
     if (!probs) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", name);
     nb_entry *e = nb_emit(tp, &softmax_ce_op, 2, in, logits->dtype, 0, NULL, file, line, &failed);
     if (!e) return failed;
+    /* class indices take no gradient (PyTorch's are integral) */
+    if (indices && !logits->requires_grad) e->out->requires_grad = false;
     e->axis = ax;
     e->flag0 = indices;
     e->saved = probs;

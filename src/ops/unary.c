@@ -155,8 +155,10 @@ static nb_tensor *scalar_like(nb_tape *tp, const nb_entry *e, double v) {
 static double relu_slope(double x, const nb_entry *e) { (void)e; return x > 0 ? 1 : 0; }
 static double leaky_slope(double x, const nb_entry *e) { return x > 0 ? 1 : e->scalar; }
 static double abs_slope(double x, const nb_entry *e) { (void)e; return x > 0 ? 1 : x < 0 ? -1 : 0; }
+/* clamp's bounds as the forward compares them: rounded to x's dtype */
+static double clamp_bound(const nb_entry *e, double v) { return e->out->dtype == NB_F32 ? (double)(float)v : v; }
 static double clamp_slope(double x, const nb_entry *e) {
-    return x > e->scalar && x < *(const double *)e->saved ? 1 : 0;
+    return x >= clamp_bound(e, e->scalar) && x <= clamp_bound(e, *(const double *)e->saved) ? 1 : 0;
 }
 
 static nb_tensor *neg_dydx(nb_tape *tp, const nb_entry *e) { return scalar_like(tp, e, -1); }
@@ -255,8 +257,10 @@ UNARY_API_S(add_scalar)
 UNARY_API_S(leaky_relu)
 UNARY_API_S(pow)
 
-/* clamp: y = min(max(x, lo), hi);  dy/dx = 1 for lo < x < hi, else 0.
- * lo is the entry's scalar, hi is kept in its saved slot. */
+/* clamp: y = min(max(x, lo), hi);  dy/dx = 1 for lo <= x <= hi, else 0:
+ * at a bound the gradient passes, as PyTorch's clamp_backward (x >= lo and
+ * x <= hi), and a NaN gets 0.  lo is the entry's scalar, hi is kept in its
+ * saved slot. */
 static void clamp_forward(nb_entry *e) {
     size_t n = e->out->size;
     const double hi = *(const double *)e->saved;
@@ -280,7 +284,7 @@ static void clamp_backward(nb_entry *e) {
         T *gx = gx_;
         const T lo_t = (T)e->scalar, hi_t = (T)hi;
         for (size_t i = 0; i < n; i++) {
-            T d = xs[i] > lo_t && xs[i] < hi_t ? gy[i] : 0;
+            T d = xs[i] >= lo_t && xs[i] <= hi_t ? gy[i] : 0;
             gx[i] = acc ? gx[i] + d : d;
         }
     });
@@ -290,7 +294,7 @@ static nb_tensor *clamp_dydx(nb_tape *tp, const nb_entry *e) { return constant_o
 static void clamp_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { unary_graph(e, G, grad_in, clamp_dydx); }
 
 static const nb_op clamp_op = {.name = "clamp", .forward = clamp_forward, .backward = clamp_backward,
-    .derivative = {"[lo<x<hi]"}, .elementwise = true, .backward_graph = clamp_graph};
+    .derivative = {"[lo≤x≤hi]"}, .elementwise = true, .backward_graph = clamp_graph};
 
 nb_tensor *nb_clamp_(nb_tape *tp, nb_tensor *a, double lo, double hi, const char *file, int line) {
     nb_tensor *failed = nb_check(tp, &clamp_op, file, line, 1, &a);

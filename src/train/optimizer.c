@@ -274,16 +274,26 @@ static double sum_of_squares(const nb_tensor *p) {
     return s;
 }
 
+/* PyTorch's clip_grad_norm_: every gradient times min(1, max_norm / (norm
+ * + 1e-6)), so that the clipped norm never exceeds max_norm (at norm =
+ * max_norm the factor is norm / (norm + 1e-6), just under 1).  A max_norm
+ * that is not positive is refused (torch would zero the gradients at 0 and
+ * flip them below), the gradients left as they are. */
 double nb_clip_grad_norm(nb_params *ps, double max_norm) {
+    if (!(max_norm > 0)) {
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
+                     "nb_clip_grad_norm: max_norm %g must be positive (it bounds the gradients' global L2 norm); "
+                     "the gradients are left as they were", max_norm);
+        return NAN;
+    }
     double sumsq = 0;
     size_t n = nb_params_count(ps);
     for (size_t i = 0; i < n; i++) {
         nb_tensor *p = nb_params_at(ps, i);
         if (nb_has_grad(p) && nb_grad_data(p)) sumsq += sum_of_squares(p);
     }
-    double norm = sqrt(sumsq);
-    if (!(max_norm > 0) || norm <= max_norm) return norm;
-    double scale = max_norm / (norm + 1e-6); /* as PyTorch: never exceed max_norm */
+    double norm = sqrt(sumsq), scale = max_norm / (norm + 1e-6);
+    if (!(scale < 1)) return norm; /* within the bound: a factor of 1 changes nothing (a NaN norm: NaN) */
     for (size_t i = 0; i < n; i++) {
         nb_tensor *p = nb_params_at(ps, i);
         void *g = nb_has_grad(p) ? nb_grad_data(p) : NULL;
