@@ -296,17 +296,17 @@ nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const
     nb_status st = check_call("nb_hvp", out, NULL, wrt, n, hv, file, line);
     for (int i = 0; st == NB_OK && i < n; i++) {
         const nb_tensor *u = v ? v[i] : NULL;
-        if (!u || u->status != NB_OK || u->size != wrt[i]->size || u->dtype != wrt[i]->dtype) {
+        if (u && u->status == NB_OK && (!nb_alive(u) || (nb_on_tape(u) && u->tape != out->tape))) {
+            st = NB_ERR_STATE;
+            nb_set_error(NULL, st, file, line, "nb_hvp: vector %d is %s", i + 1,
+                         !nb_alive(u) ? "from before nb_tape_reset" : "on another tape");
+        } else if (!u || u->status != NB_OK || u->size != wrt[i]->size || u->dtype != wrt[i]->dtype) {
             st = !u ? NB_ERR_NULL : u->status != NB_OK ? u->status : u->dtype != wrt[i]->dtype ? NB_ERR_DTYPE
                                                                                                 : NB_ERR_SHAPE;
             nb_set_error(NULL, st, file, line, "nb_hvp: vector %d %s", i + 1,
                          !u ? "is NULL" : u->status != NB_OK ? "is an errored tensor"
                                                              : "does not have the size and dtype of the tensor it "
                                                                "multiplies");
-        } else if (!nb_alive(u) || (u->on_tape && u->tape != out->tape)) {
-            st = NB_ERR_STATE;
-            nb_set_error(NULL, st, file, line, "nb_hvp: vector %d is %s", i + 1,
-                         !nb_alive(u) ? "from before nb_tape_reset" : "on another tape");
         }
     }
     if (st != NB_OK) return st;
