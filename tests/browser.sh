@@ -8,7 +8,9 @@
 #   - the address follows as #frame=N, and #frame=2 opens on frame 2;
 #   - no text is smaller than 14 px at the default zoom;
 #   - no grey edge (no gradient: data, targets) is ever lit.
-# Skips (exit 0) when Chromium is not installed.
+# Skips (exit 0) when Chromium is not installed.  Pages of hostile names
+# (their script runs, the names show literally) are opened by
+# tests/escape_check.py, which build/tests/test_escape runs.
 set -u
 bin=${1:-build}/examples
 browser=$(command -v chromium || command -v chromium-browser || true)

@@ -27,18 +27,8 @@ void nb_dot_default_opts(nb_dot_opts *opts) {
     opts->chain_rule = true;
 }
 
-/* Writes s with the characters that dot treats specially escaped, and the
- * lines joined by dot's "\n". */
-static void put_escaped(FILE *f, const char *s) {
-    for (; s && *s; s++) {
-        if (*s == '\n') {
-            fputs("\\n", f);
-            continue;
-        }
-        if (*s == '"' || *s == '\\') fputc('\\', f);
-        fputc(*s, f);
-    }
-}
+/* Writes s inside a dot string, the lines joined by dot's "\n". */
+static void put_escaped(FILE *f, const char *s) { nb_escape_file(f, NB_ESC_DOT, s); }
 
 /* Scopes are numbered in the order they were opened, which is a pre-order of
  * their tree, so a stack of open clusters nests them without recursion. */
@@ -51,8 +41,10 @@ static void put_clusters(FILE *f, const nb_picture *p) {
             depth--;
         }
         if (depth == 64) break; /* deeper than any picture can show */
+        char name[NB_ESC_LINE_MAX(NB_NAME_MAX)]; /* a name: one line */
+        nb_escape_buf(name, sizeof name, NB_ESC_LINE, tp->scopes[s].name);
         fprintf(f, "  subgraph cluster_scope%d {\n    label=\"", s);
-        put_escaped(f, tp->scopes[s].name);
+        put_escaped(f, name);
         fputs("\"; style=\"rounded,dashed\"; color=\"#999999\";\n   ", f);
         for (size_t i = 0; i < tp->n_entries; i++)
             if (tp->entries[i].scope == s) fprintf(f, " op%zu;", i);
@@ -71,10 +63,11 @@ static void put_legend(FILE *f, const nb_picture *p) {
         fprintf(f, "    legend_%s [shape=box, style=\"rounded,filled\", fillcolor=\"%s\", label=\"%s\"];\n",
                 nb_role_names[r], nb_role_colors[r], nb_role_names[r]);
     fputs("    legend_op [shape=ellipse, style=filled, fillcolor=\"#d9ead3\", label=\"op\"];\n", f);
-    fprintf(f, "    legend_edges [shape=note, label=\"edges: how the gradient comes back\\n∂output/∂input = the "
-               "local derivative,\\nthen upstream × local = contribution;\\n∂%s/∂input = the contribution "
-               "itself\\ngrey, dashed: no gradient flows\"];\n",
-            p->loss_name);
+    fputs("    legend_edges [shape=note, label=\"edges: how the gradient comes back\\n∂output/∂input = the "
+          "local derivative,\\nthen upstream × local = contribution;\\n∂",
+          f);
+    put_escaped(f, p->loss_name);
+    fputs("/∂input = the contribution itself\\ngrey, dashed: no gradient flows\"];\n", f);
     fputs("    legend_input -> legend_parameter -> legend_intermediate -> legend_loss -> legend_op -> legend_edges", f);
     if (p->o->n_checked) {
         fputs(" -> legend_check [style=invis];\n    legend_check [shape=box, style=\"rounded,filled\", "

@@ -312,35 +312,13 @@ static void svg_size(const char *svg, double *w, double *h) {
 
 /* ---------------------------------------------------------------- the page */
 
-static void put_html_escaped(FILE *f, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': fputs("&amp;", f); break;
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '"': fputs("&quot;", f); break;
-        default: fputc(*s, f);
-        }
-    }
-}
+static void put_html_escaped(FILE *f, const char *s) { nb_escape_file(f, NB_ESC_HTML, s); }
 
-/* A JSON string (UTF-8 passes through; "</" is broken up so that the text
- * cannot end the script element). */
+/* A JSON string inside the page's <script> element (no "<" in it, so
+ * that no text can end the element or open a comment there). */
 static void put_json_string(FILE *f, const char *s) {
     fputc('"', f);
-    for (char prev = 0; *s; prev = *s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else if (c == '/' && prev == '<')
-            fputs("\\/", f);
-        else
-            fputc(c, f);
-    }
+    nb_escape_file(f, NB_ESC_JSON, s);
     fputc('"', f);
 }
 
@@ -356,15 +334,17 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
         return true;
     }
     const nb_entry *e = &fm->pic.tp->entries[fr->entry - 1];
-    nb_text out = {0};
+    nb_text out = {0}, op = {0};
     nb_picture_name(&fm->pic, e->out, &out);
+    nb_text_put_user(&op, e->op->name);
     const char *y = out.s ? out.s : "";
     int w = snprintf(buf, n,
                      "Step %zu of %zu: backward through %s (which made %s). Each input's contribution is the "
                      "upstream gradient ∂%s/∂%s times the local derivative, added into that input's gradient.",
-                     index, fm->n - 1, e->op->name, y, loss, y);
-    bool named = !out.failed;
+                     index, fm->n - 1, op.s ? op.s : "", y, loss, y);
+    bool named = !out.failed && !op.failed;
     nb_text_free(&out);
+    nb_text_free(&op);
     if (w > 0 && (size_t)w < n && index + 1 == fm->n)
         snprintf(buf + w, n - (size_t)w, " Every gradient is now final.");
     return named;
@@ -397,7 +377,6 @@ static const char page_style[] =
     "</style>\n";
 
 static void put_legend_panel(FILE *f, const film *fm) {
-    const char *loss = fm->pic.loss_name;
     fputs("<aside>\n<h2>Colours</h2>\n", f);
     for (int r = 0; r <= NB_ROLE_LOSS; r++)
         fprintf(f, "<div><span class=\"swatch\" style=\"background:%s\"></span>%s%s</div>\n", nb_role_colors[r],
@@ -411,18 +390,20 @@ static void put_legend_panel(FILE *f, const film *fm) {
         fputs("<div><span class=\"swatch\" style=\"border:3px solid #6aa84f\"></span>gradcheck border: green "
               "&lt; 1e-4, orange &lt; 1e-3 (near the tolerance), red above (fails)</div>\n",
               f);
-    fprintf(f, "<h2>Edges</h2>\n<p>How the gradient comes back along an edge from an input into an op:</p>\n"
-               "<p><b>∂output/∂input = &hellip;</b> the local derivative, then element by element "
-               "<b>upstream &times; local = contribution</b>.</p>\n"
-               "<p><b>∂%s/∂input = &hellip;</b> the contribution made from the upstream gradient at once "
-               "(products, losses, reductions), then its values.</p>\n"
-               "<p>Grey dashed edges carry no gradient (data, targets).</p>\n"
-               "<h2>Gradients</h2>\n<p><b>not yet</b>: no contribution has arrived; <b>partial (k of n "
-               "uses)</b>: some have; otherwise final. A tensor used n times sums n contributions.</p>\n"
-               "<h2>Keys</h2>\n<p><kbd>&larr;</kbd> <kbd>&rarr;</kbd> step, <kbd>Home</kbd> <kbd>End</kbd>, "
-               "<kbd>+</kbd> <kbd>&minus;</kbd> zoom, <kbd>0</kbd> fit, <kbd>1</kbd> natural size; drag to "
-               "move, wheel to zoom.</p>\n</aside>\n",
-            loss);
+    fputs("<h2>Edges</h2>\n<p>How the gradient comes back along an edge from an input into an op:</p>\n"
+          "<p><b>∂output/∂input = &hellip;</b> the local derivative, then element by element "
+          "<b>upstream &times; local = contribution</b>.</p>\n<p><b>∂",
+          f);
+    put_html_escaped(f, fm->pic.loss_name);
+    fputs("/∂input = &hellip;</b> the contribution made from the upstream gradient at once "
+          "(products, losses, reductions), then its values.</p>\n"
+          "<p>Grey dashed edges carry no gradient (data, targets).</p>\n"
+          "<h2>Gradients</h2>\n<p><b>not yet</b>: no contribution has arrived; <b>partial (k of n "
+          "uses)</b>: some have; otherwise final. A tensor used n times sums n contributions.</p>\n"
+          "<h2>Keys</h2>\n<p><kbd>&larr;</kbd> <kbd>&rarr;</kbd> step, <kbd>Home</kbd> <kbd>End</kbd>, "
+          "<kbd>+</kbd> <kbd>&minus;</kbd> zoom, <kbd>0</kbd> fit, <kbd>1</kbd> natural size; drag to "
+          "move, wheel to zoom.</p>\n</aside>\n",
+          f);
 }
 
 /* The stepper: sets each frame's texts into the one laid-out SVG, moves the

@@ -64,6 +64,10 @@ void nb_text_printf(nb_text *t, const char *fmt, ...) {
     t->len += (size_t)n;
 }
 
+static void put_into_text(void *t, const char *s, size_t n) { nb_text_putn(t, s, n); }
+
+void nb_text_put_user(nb_text *t, const char *s) { nb_escape(NB_ESC_LINE, s, put_into_text, t); }
+
 void nb_text_free(nb_text *t) {
     nb_free(t->s);
     *t = (nb_text){NULL, 0, 0, false};
@@ -179,7 +183,7 @@ nb_status nb_picture_build(nb_picture *p, const nb_tape *tp, const nb_dot_opts *
     p->loss = o->loss;
     if (!p->loss && tp->n_entries && tp->entries[tp->n_entries - 1].out->size == 1)
         p->loss = tp->entries[tp->n_entries - 1].out;
-    p->loss_name = p->loss && p->loss->name[0] ? p->loss->name : "L";
+    nb_escape_buf(p->loss_name, sizeof p->loss_name, NB_ESC_LINE, p->loss && p->loss->name[0] ? p->loss->name : "L");
     size_t n = tp->n_entries;
     p->first_edge = nb_malloc((n + 1) * sizeof *p->first_edge);
     p->runs = nb_malloc((n ? n : 1) * sizeof *p->runs);
@@ -238,7 +242,7 @@ static double value_at(nb_dtype dt, const void *values, size_t i) {
 
 void nb_picture_name(const nb_picture *p, const nb_tensor *t, nb_text *out) {
     if (t->name[0]) {
-        nb_text_put(out, t->name);
+        nb_text_put_user(out, t->name);
         return;
     }
     const nb_pic_node *n = node_of(p, t);
@@ -264,7 +268,7 @@ static void put_shape(const nb_picture *p, const nb_tensor *t, nb_text *out) {
         const char *s = symbol_for(p, t, d);
         if (d) nb_text_put(out, ", ");
         if (s)
-            nb_text_put(out, s);
+            nb_text_put_user(out, s);
         else
             nb_text_printf(out, "%zu", t->shape[d]);
     }
@@ -385,7 +389,7 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
 void nb_picture_op_label(const nb_picture *p, size_t entry, size_t backward_step, nb_text *out) {
     const nb_entry *e = &p->tp->entries[entry];
     const char *name = e->op->name;
-    nb_text_put(out, name);
+    nb_text_put_user(out, name);
     /* The op's parameters, where it has any worth showing. */
     if (!strcmp(name, "scale") || !strcmp(name, "add_scalar") || !strcmp(name, "pow") || !strcmp(name, "leaky_relu"))
         nb_text_printf(out, " %.4g", e->scalar);
@@ -397,7 +401,11 @@ void nb_picture_op_label(const nb_picture *p, size_t entry, size_t backward_step
             nb_user_describe(p->tp, entry, text, sizeof text); /* on a copy: it may record ops */
         else
             e->op->describe(e, text, sizeof text);
-        if (text[0]) nb_text_printf(out, "\n%s", text);
+        text[sizeof text - 1] = '\0'; /* even if describe forgot it */
+        if (text[0]) {
+            nb_text_put(out, "\n");
+            nb_text_put_user(out, text);
+        }
     }
     if (backward_step) nb_text_printf(out, "\nbackward step %zu", backward_step);
 }
@@ -407,7 +415,7 @@ void nb_picture_op_label(const nb_picture *p, size_t entry, size_t backward_step
 /* The letters of the ops' formulas and what they stand for. */
 typedef struct {
     const char *by_letter[128];
-    char upstream[96];
+    char upstream[2 * NB_ESC_LINE_MAX(NB_NAME_MAX) + 8]; /* ∂loss/∂y */
     char count[24];     /* N, M or n of a loss or mean: the number it stands for */
     char scalar[24];    /* s of scale and leaky_relu, p of pow */
 } names;
@@ -415,8 +423,8 @@ typedef struct {
 static bool ascii_letter(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 
 /* Writes formula f with each standalone letter that has a name replaced by
- * it ("2x" becomes "2·X", "G · op(B)ᵀ" keeps "op"). */
-static void put_formula(const char *f, const names *nm, nb_text *out) {
+ * it ("2x" becomes "2·X", "G · op(B)ᵀ" keeps "op"); f is display text. */
+static void put_formula_text(const char *f, const names *nm, nb_text *out) {
     /* "1 · x" reads better as "x" (the upstream gradient of the loss's op). */
     if (!strncmp(f, "G · ", strlen("G · ")) && nm->by_letter['G'] && !strcmp(nm->by_letter['G'], "1"))
         f += strlen("G · ");
@@ -436,6 +444,15 @@ static void put_formula(const char *f, const names *nm, nb_text *out) {
             nb_text_put(out, "·");
         nb_text_put(out, r);
     }
+}
+
+/* The same for an op's formula as its definition gives it (the user's
+ * text: made display text of one line first). */
+static void put_formula(const char *formula, const names *nm, nb_text *out) {
+    nb_text f = {0};
+    nb_text_put_user(&f, formula);
+    put_formula_text(f.s ? f.s : "", nm, out);
+    text_drop(&f, out);
 }
 
 /* The names of an entry's inputs and output, for its formulas. */

@@ -5,14 +5,16 @@
  * edge at a given moment.  src/graph/dot.c writes a scene as Graphviz's
  * language; src/graph/frames.c films one through a backward pass.
  *
- * A label is a sequence of lines (plain UTF-8, escaped by the writer).  For
- * a filmed backward every item keeps the same number of lines in every
+ * A label is a sequence of lines (plain UTF-8, escaped by the writer); the
+ * strings a user set go in as display text of one line (nb_text_put_user).
+ * For a filmed backward every item keeps the same number of lines in every
  * frame (a gradient not yet known is "grad: not yet" and blank lines), so
  * that one layout serves all frames.
  */
 #ifndef NABLA_PICTURE_H
 #define NABLA_PICTURE_H
 
+#include "../escape.h"
 #include "../hash.h"
 
 /* A growing string; `failed` once memory ran out (then writes are ignored). */
@@ -25,6 +27,9 @@ typedef struct {
 void nb_text_put(nb_text *t, const char *s);
 void nb_text_putn(nb_text *t, const char *s, size_t n);
 void nb_text_printf(nb_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends a string the user set (a name, a symbol, an op's name, formula
+ * or description) as one line of display text (src/escape.h, NB_ESC_LINE). */
+void nb_text_put_user(nb_text *t, const char *s);
 void nb_text_free(nb_text *t);
 
 typedef struct {
@@ -47,7 +52,9 @@ typedef struct {
     const nb_tape *tp;
     const nb_dot_opts *o;
     const nb_tensor *loss;
-    const char *loss_name;  /* "E" when the loss is named E, else "L" */
+    /* "E" when the loss is named E, else "L"; as display text (a name of
+     * NB_NAME_MAX bytes may take 3 times as many: see src/escape.h) */
+    char loss_name[NB_ESC_LINE_MAX(NB_NAME_MAX)];
     nb_pic_node *by_tensor; /* uthash */
     nb_pic_node **nodes;    /* by id */
     size_t n_nodes, cap_nodes;

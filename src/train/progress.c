@@ -143,14 +143,19 @@ nb_status nb_progress_save_csv(const nb_progress *p, const char *path) {
 
 /* The plot, as a gnuplot script run with `gnuplot -c /dev/stdin IMAGE CSV`:
  * the file names reach gnuplot as arguments (ARG1, ARG2), never as text of
- * the script, so no byte of a name can become a command. */
+ * the script, so no byte of a name can become a command.  gnuplot itself
+ * runs an output named "|command" and reads data named "<command" from a
+ * command (and "-" from its input): a relative name goes in as ./name,
+ * which is the same file and never a command. */
 static const char plot_script[] =
+    "image = ARG1[1:1] eq '/' ? ARG1 : './'.ARG1\n"
+    "data = ARG2[1:1] eq '/' ? ARG2 : './'.ARG2\n"
     "set terminal @ARG3 size 900,420\n"
-    "set output ARG1\n"
+    "set output image\n"
     "set datafile separator ','\n"
     "set key top center horizontal\nset xlabel 'epoch'\nset ylabel 'loss'\nset y2label 'accuracy'\n"
     "set y2tics\nset ytics nomirror\nset grid\n"
-    "plot ARG2 using 1:2 with linespoints title 'loss' axes x1y1, '' using 1:3 with linespoints "
+    "plot data using 1:2 with linespoints title 'loss' axes x1y1, '' using 1:3 with linespoints "
     "title 'train accuracy' axes x1y2, '' using 1:4 with linespoints title 'test accuracy' axes x1y2\n";
 
 extern char **environ;

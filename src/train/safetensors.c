@@ -22,6 +22,7 @@
  */
 #include "nabla_train.h"
 #include "param_files.h"
+#include "../escape.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -47,22 +48,12 @@ typedef struct {
 
 /* ---------------------------------------------------------------- writing */
 
-/* Appends s as a JSON string (quoted, with ", \ and control bytes escaped). */
+static void put_bytes(void *w, const char *s, size_t n) { nb_bytes_put(w, s, n); }
+
+/* Appends s as a JSON string (quoted and escaped: src/escape.h). */
 static void put_json_string(nb_bytes *w, const char *s) {
     nb_bytes_put(w, "\"", 1);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        char esc[8];
-        if (*c == '"' || *c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)*c;
-            nb_bytes_put(w, esc, 2);
-        } else if (*c < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", *c);
-            nb_bytes_put(w, esc, 6);
-        } else {
-            nb_bytes_put(w, c, 1);
-        }
-    }
+    nb_escape(NB_ESC_JSON, s, put_bytes, w);
     nb_bytes_put(w, "\"", 1);
 }
 
