@@ -37,6 +37,12 @@
 
 #include "../examples/png.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) /* clang's spelling of __SANITIZE_ADDRESS__ */
+#define NB_TEST_ASAN 1
+#endif
+#endif
+
 /* ------------------------------------------------------------ process state */
 
 /* The library is linked in statically, so its calls of umask() and system()
@@ -84,7 +90,7 @@ static child_run in_child(nb_status (*call)(const char *), const char *path, mod
             struct rlimit r = {fsize, fsize};
             setrlimit(RLIMIT_FSIZE, &r);
         }
-#ifndef __SANITIZE_ADDRESS__
+#if !defined(__SANITIZE_ADDRESS__) && !defined(NB_TEST_ASAN) /* AddressSanitizer reserves terabytes */
         struct rlimit mem = {(rlim_t)2 << 30, (rlim_t)2 << 30}; /* the old loaders read /dev/zero until memory ran out */
         setrlimit(RLIMIT_AS, &mem);
 #endif

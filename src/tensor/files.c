@@ -74,20 +74,20 @@ static const char *brief(const char *path, char *buf, size_t n) {
     return buf;
 }
 
-/* False, with the error set, for a path the system cannot take: empty
+/* NB_OK, or the error set for a path the system cannot take: empty
  * (NB_ERR_ARG), or PATH_MAX bytes or more (NB_ERR_IO, as the system's own
  * ENAMETOOLONG). */
-static bool path_fits(const char *who, const char *path) {
+static nb_status path_fits(const char *who, const char *path) {
     size_t len = strlen(path);
     if (len == 0) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "%s: the path is empty", who);
-        return false;
+        return NB_ERR_ARG;
     }
-    if (len < PATH_MAX) return true;
+    if (len < PATH_MAX) return NB_OK;
     char b[160];
     nb_set_error(NULL, NB_ERR_IO, NULL, 0, "%s: the path %s is %zu bytes long, longer than the %d bytes a path may have",
                  who, brief(path, b, sizeof b), len, PATH_MAX - 1);
-    return false;
+    return NB_ERR_IO;
 }
 
 /* ---------------------------------------------------------------- readers */
@@ -97,7 +97,7 @@ int nb_open_input_fd(const char *who, const char *path, uint64_t *size) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "%s: the path is NULL", who);
         return -1;
     }
-    if (!path_fits(who, path)) return -1;
+    if (path_fits(who, path) != NB_OK) return -1;
     struct stat st;
     if (stat(path, &st) != 0) {
         nb_set_error(NULL, NB_ERR_IO, NULL, 0, "%s: cannot open %s: %s", who, path, strerror(errno));
@@ -251,7 +251,7 @@ static nb_status open_directory(nb_output *o, const char *path) {
     }
     memcpy(dir, slash ? path : ".", dir_len);
     dir[dir_len] = '\0';
-    strcpy(o->name, name);
+    memcpy(o->name, name, strlen(name) + 1);
     nb_status st = NB_OK;
     if (!name[0]) {
         st = NB_ERR_IO;
@@ -293,7 +293,8 @@ static nb_status open_output(nb_output *o, const char *path) {
         free(resolved);
         return NB_ERR_IO;
     }
-    nb_status s = path_fits(o->who, dest) ? open_directory(o, dest) : nb_last_status();
+    nb_status s = path_fits(o->who, dest);
+    if (s == NB_OK) s = open_directory(o, dest);
     free(resolved);
     if (s != NB_OK) return s;
     /* Again, through the directory now held: the file to replace, if any. */
@@ -353,7 +354,8 @@ nb_status nb_output_open(nb_output *o, const char *who, const char *path, bool d
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "%s: the path is NULL", who);
         return NB_ERR_NULL;
     }
-    nb_status st = path_fits(who, path) ? open_output(o, path) : nb_last_status();
+    nb_status st = path_fits(who, path);
+    if (st == NB_OK) st = open_output(o, path);
     if (st != NB_OK) nb_output_close(o, st);
     return st;
 }

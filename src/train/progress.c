@@ -174,7 +174,7 @@ static nb_status run_gnuplot(int image, int csv, bool svg, const char *csv_path,
     posix_spawn_file_actions_adddup2(&actions, img, 3);
     posix_spawn_file_actions_adddup2(&actions, dat, 4);
     char *argv[] = {"gnuplot", "-c", "/dev/stdin", "/dev/fd/3", "/dev/fd/4", svg ? "svg" : "pngcairo", NULL};
-    pid_t pid;
+    pid_t pid = -1;
     int err = img < 0 || dat < 0 ? errno : posix_spawnp(&pid, "gnuplot", &actions, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
     close(fds[0]);
