@@ -119,8 +119,8 @@ nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale) {
     if (bytes > most) {
         if (gz)
             t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
-                        "nb_idx_read: %s announces a %s tensor of %s values, %zu bytes, more than a gzip file of "
-                        "%llu bytes can hold (at most %llu)",
+                        "nb_idx_read: %s is truncated: a %s tensor of %s values needs %zu bytes of data, more "
+                        "than a gzip file of %llu bytes can hold (at most %llu)",
                         path, s, type->name, bytes, (unsigned long long)file_size, (unsigned long long)most);
         else
             t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
