@@ -144,10 +144,11 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 /* Lower-cased words of a to z and apostrophes, each once; others skipped. */
 static int read_words(const char *path, size_t limit, word_list *w) {
-    FILE *f = fopen(path, "r");
+    FILE *f = nb_file_open_read(path, NULL); /* a regular file (not a FIFO, not /dev/zero), read to its size */
     if (!f) {
-        fprintf(stderr, "charlm: cannot open %s: %s%s\n", path, strerror(errno),
-                errno == ENOENT ? " (install it with: apt-get install wamerican, or give --words FILE)" : "");
+        fprintf(stderr, "charlm: %s%s\n", nb_last_error(),
+                strstr(nb_last_error(), "No such file") ? " (install it with: apt-get install wamerican, or give --words FILE)"
+                                                        : "");
         return 1;
     }
     size_t cap = 0;
@@ -511,10 +512,12 @@ int main(int argc, char **argv) {
         nb_tensor_set_name(loss, "loss");
         nb_dot_opts o;
         nb_dot_default_opts(&o);
-        if (nb_backward(loss) != NB_OK) fprintf(stderr, "charlm: %s\n", nb_last_error());
-        else write_pictures(small, loss, &o, dot, NULL);
+        bool drawn = nb_backward(loss) == NB_OK;
+        if (!drawn) fprintf(stderr, "charlm: %s\n", nb_last_error());
+        else drawn = write_pictures(small, loss, &o, dot, NULL) == 0; /* it printed why not */
         nb_params_zero_grad(m.ps);
         nb_tape_free(small);
+        if (!drawn) goto done;
     }
     nb_optimizer_opts oo;
     nb_optimizer_defaults(&oo, NB_OPT_ADAM);

@@ -93,6 +93,15 @@ static inline double cli_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* DIR/FILE into buf of n bytes; false, with the reason printed, when it does
+ * not fit (a path cut short would name another file). */
+static inline bool cli_join(char *buf, size_t n, const char *program, const char *dir, const char *file) {
+    int w = snprintf(buf, n, "%s/%s", dir, file);
+    if (w >= 0 && (size_t)w < n) return true;
+    fprintf(stderr, "%s: the path %s/%s is too long (%d bytes, at most %zu)\n", program, dir, file, w, n - 1);
+    return false;
+}
+
 /* The pictures of one backward pass from loss, drawn with the same options
  * so that they agree: the still graph (for --dot; with the chain rule's
  * numbers when the pass ran in explain mode) and the page that steps

@@ -137,17 +137,18 @@ int main(int argc, char **argv) {
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
+    char boundary_path[4096], dot_path[4096], svg_path[4096], history_path[4096], html_path[4096];
+    if (!cli_join(boundary_path, sizeof boundary_path, "demo", out, "boundary.png") ||
+        !cli_join(dot_path, sizeof dot_path, "demo", out, "graph.dot") ||
+        !cli_join(svg_path, sizeof svg_path, "demo", out, "graph.svg") ||
+        !cli_join(history_path, sizeof history_path, "demo", out, "history.csv") ||
+        !cli_join(html_path, sizeof html_path, "demo", out, "backward.html"))
+        return 1;
     if (mkdir(out, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "demo: cannot create %s: %s\n", out, strerror(errno));
         return 1;
     }
-    char boundary_path[4096], dot_path[4096], svg_path[4096], history_path[4096], html_path[4096];
-    snprintf(boundary_path, sizeof boundary_path, "%s/boundary.png", out);
-    snprintf(dot_path, sizeof dot_path, "%s/graph.dot", out);
-    snprintf(svg_path, sizeof svg_path, "%s/graph.svg", out);
-    snprintf(history_path, sizeof history_path, "%s/history.csv", out);
-    snprintf(html_path, sizeof html_path, "%s", html ? html : "");
-    if (!html) snprintf(html_path, sizeof html_path, "%s/backward.html", out);
+    const char *page = html ? html : html_path;
 
     nb_rng rng;
     nb_rng_seed(&rng, (uint64_t)seed);
@@ -260,14 +261,14 @@ int main(int argc, char **argv) {
     dopts.checked_errors = errors;
     dopts.n_checked = 6;
     dopts.title = "The trained network on three points: values and gradients of one step, before its update";
-    if (write_pictures(tp, loss, &dopts, dot_path, html_path) != 0) goto done;
+    if (write_pictures(tp, loss, &dopts, dot_path, page) != 0) goto done;
     if (nb_dot_render(dot_path, svg_path, "svg") != NB_OK) {
         fprintf(stderr, "demo: %s\n", nb_last_error());
         goto done;
     }
 
     if (draw_boundary(tp, p, X, y, boundary_path) != 0) {
-        fprintf(stderr, "demo: cannot write %s: %s\n", boundary_path, strerror(errno));
+        fprintf(stderr, "demo: %s\n", nb_last_error());
         goto done;
     }
     if (nb_progress_save_csv(progress, history_path) != NB_OK) {
@@ -275,7 +276,7 @@ int main(int argc, char **argv) {
         goto done;
     }
     printf("Decision boundary: %s\nGraph: %s and %s\nBackward, step by step: %s\nHistory: %s\n",
-           boundary_path, dot_path, svg_path, html_path, history_path);
+           boundary_path, dot_path, svg_path, page, history_path);
     status = 0;
 done:
     nb_progress_free(progress);

@@ -6,6 +6,7 @@
 #ifndef NABLA_EXAMPLES_FASHION_H
 #define NABLA_EXAMPLES_FASHION_H
 
+#include "cli.h"
 #include "nabla_train.h"
 
 #include <stdio.h>
@@ -23,7 +24,7 @@ typedef struct {
 
 static inline nb_tensor *fashion_file(const char *program, const char *dir, const char *file, double scale) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (!cli_join(path, sizeof path, program, dir, file)) return nb_idx_read(NULL, NB_F32, scale); /* an errored nil */
     nb_tensor *t = nb_idx_read(path, NB_F32, scale);
     if (nb_tensor_status(t) != NB_OK)
         fprintf(stderr, "%s: %s\n%s", program, nb_last_error(),

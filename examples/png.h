@@ -7,6 +7,8 @@
 #ifndef NABLA_EXAMPLES_PNG_H
 #define NABLA_EXAMPLES_PNG_H
 
+#include "nabla.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,31 +21,33 @@ static inline void png_u32(unsigned char *b, unsigned long v) {
     b[3] = (unsigned char)v;
 }
 
-static inline int png_chunk(FILE *f, const char *type, const unsigned char *data, size_t len) {
-    unsigned char head[8], tail[4];
-    png_u32(head, (unsigned long)len);
-    memcpy(head + 4, type, 4);
-    uLong crc = crc32(crc32(0L, Z_NULL, 0), head + 4, 4);
-    if (len) crc = crc32(crc, data, (uInt)len);
-    png_u32(tail, crc);
-    return fwrite(head, 1, 8, f) == 8 && (!len || fwrite(data, 1, len, f) == len) && fwrite(tail, 1, 4, f) == 4;
+/* Appends a chunk (length, type, data, CRC) at out + *at. */
+static inline void png_chunk(unsigned char *out, size_t *at, const char *type, const unsigned char *data, size_t len) {
+    unsigned char *p = out + *at;
+    png_u32(p, (unsigned long)len);
+    memcpy(p + 4, type, 4);
+    if (len) memmove(p + 8, data, len); /* data may already be in place */
+    png_u32(p + 8 + len, crc32(crc32(0L, Z_NULL, 0), p + 4, (uInt)(4 + len)));
+    *at += 12 + len;
 }
 
-/* Writes rgb (height rows of width pixels, 3 bytes each); 0 on success. */
+/* Writes rgb (height rows of width pixels, 3 bytes each) to path, by
+ * nabla's file rules (nb_file_write: whole or not at all, a device or a
+ * directory refused); 0 on success, else -1 with nb_last_error() saying
+ * why. */
 static inline int png_write(const char *path, const unsigned char *rgb, unsigned width, unsigned height) {
     size_t row = 1 + 3 * (size_t)width, raw_len = row * height;
-    unsigned char *raw = malloc(raw_len);
     uLongf packed_len = compressBound((uLong)raw_len);
-    unsigned char *packed = malloc(packed_len);
-    FILE *f = fopen(path, "wb");
-    int ok = raw && packed && f;
+    unsigned char *raw = malloc(raw_len), *file = malloc(8 + 25 + 12 + packed_len + 12);
+    int ok = raw && file;
     if (ok) {
         for (unsigned y = 0; y < height; y++) {
             raw[y * row] = 0; /* filter: none */
             memcpy(raw + y * row + 1, rgb + (size_t)y * width * 3, 3 * (size_t)width);
         }
-        ok = compress2(packed, &packed_len, raw, (uLong)raw_len, 6) == Z_OK;
+        ok = compress2(file + 8 + 25 + 8, &packed_len, raw, (uLong)raw_len, 6) == Z_OK;
     }
+    nb_status st = NB_ERR_NOMEM;
     if (ok) {
         unsigned char ihdr[13];
         png_u32(ihdr, width);
@@ -51,13 +55,18 @@ static inline int png_write(const char *path, const unsigned char *rgb, unsigned
         ihdr[8] = 8;  /* bits per channel */
         ihdr[9] = 2;  /* colour type: RGB */
         ihdr[10] = ihdr[11] = ihdr[12] = 0; /* deflate, adaptive filters, no interlace */
-        ok = fwrite("\x89PNG\r\n\x1a\n", 1, 8, f) == 8 && png_chunk(f, "IHDR", ihdr, 13) &&
-             png_chunk(f, "IDAT", packed, packed_len) && png_chunk(f, "IEND", NULL, 0);
+        size_t at = 8;
+        memcpy(file, "\x89PNG\r\n\x1a\n", 8);
+        png_chunk(file, &at, "IHDR", ihdr, 13);
+        png_chunk(file, &at, "IDAT", file + at + 8, packed_len); /* compressed in place */
+        png_chunk(file, &at, "IEND", NULL, 0);
+        st = nb_file_write(path, file, at);
+    } else {
+        fprintf(stderr, "png_write: out of memory for %s\n", path);
     }
-    if (f && fclose(f) != 0) ok = 0;
     free(raw);
-    free(packed);
-    return ok ? 0 : -1;
+    free(file);
+    return st == NB_OK ? 0 : -1;
 }
 
 #endif

@@ -746,6 +746,23 @@ nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts
 nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
                            const nb_dot_opts *opts);
 
+/* ------------------------------------------------------------ files */
+
+/* The rules nabla's own writers and readers follow, for a program's own
+ * files.  nb_file_write writes n bytes to path atomically (a temporary file
+ * in the same directory, then a rename): a new file gets the mode the umask
+ * gives; an existing regular file, or the regular file a symbolic link
+ * names, is replaced and keeps its mode (the link stays a link); anything
+ * else (a directory, a FIFO, a device such as /dev/null) is refused and left
+ * alone, as is a path of PATH_MAX bytes or more.  A failed write returns
+ * NB_ERR_IO naming the file and leaves the old one as it was. */
+nb_status nb_file_write(const char *path, const void *data, size_t n);
+/* Opens a regular file for reading; NULL (nb_last_error() names the file)
+ * for a missing file, a directory, a FIFO or a device, at once, without
+ * blocking.  The stream ends at the size the file had, given in *size
+ * (which may be NULL).  Close it with fclose. */
+FILE *nb_file_open_read(const char *path, size_t *size);
+
 /* ------------------------------------------------------------ memory */
 
 /* Allocations nabla made since the process started (for checking that a warm

@@ -66,9 +66,14 @@ if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     grep -q 'reloaded model: test accuracy .* (the same)' '$tmp/last' &&
     awk '/^test accuracy:/ {ok = (\$3 >= 0.70)} END {exit !ok}' '$tmp/last' &&
     grep -q 'Ankle boot' '$tmp/last' && test -s '$tmp/h.csv' && dot -Tsvg '$tmp/mlp.dot' -o /dev/null"
+  check "mlp unwritable --history" bash -c "'$bin/mlp' --epochs 1 --train-limit 300 --hidden 8 \
+      --save '$tmp/mlp2.nbp' --history /nonexistent/h.csv > '$tmp/last' 2>&1; test \$? = 1 &&
+    grep -q 'nb_progress_save_csv: cannot write /nonexistent/h.csv' '$tmp/last'"
 else
   skipped=$((skipped + 1)); echo "skipped: mlp (apt-get install dataset-fashion-mnist)"
 fi
+check "mlp --plot without --history" bash -c "'$bin/mlp' --plot '$tmp/p.png' > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q 'needs --history' '$tmp/last'"
 # mlp over MPI: two processes train as one would, when nabla was built with
 # OpenMPI (not in the sanitizer build: OpenMPI's own allocations would be
 # reported as leaks)
@@ -160,6 +165,16 @@ check "charlm missing word list" bash -c "'$bin/charlm' --words /nonexistent/wor
 printf 'Zürich\n42\n' > "$tmp/words"
 check "charlm too few words" bash -c "'$bin/charlm' --words '$tmp/words' > '$tmp/last' 2>&1; test \$? = 1 &&
   grep -q 'has 0 usable words (a to z and apostrophes); at least 100 are needed' '$tmp/last'"
+# the word list must be a regular file (a FIFO would block, /dev/zero never end), and --dot must be written
+awk 'BEGIN { for (i = 0; i < 150; i++) { w = ""; n = 3 + i % 5; x = i; for (k = 0; k < n; k++) { w = w substr("abcdefghijklmnopqrstuvwxyz", x % 26 + 1, 1); x = int(x / 3) + k * 7 }; print w } }' > "$tmp/words150"
+mkfifo "$tmp/words.fifo"
+check "charlm word list a FIFO" bash -c "timeout 20 '$bin/charlm' --words '$tmp/words.fifo' > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'words.fifo is a FIFO, not a regular file' '$tmp/last'"
+check "charlm word list /dev/zero" bash -c "timeout 20 '$bin/charlm' --words /dev/zero > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q '/dev/zero is a character device' '$tmp/last'"
+check "charlm unwritable --dot" bash -c "'$bin/charlm' --words '$tmp/words150' --iters 1 --samples 0 \
+    --dot /nonexistent/charlm.dot > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'nb_dot_save: cannot write /nonexistent/charlm.dot' '$tmp/last'"
 check "charlm bad cell" bash -c "'$bin/charlm' --cell rnn > '$tmp/last' 2>&1; test \$? = 2 &&
   grep -q \"unknown cell 'rnn' (lstm or gru)\" '$tmp/last'"
 check "charlm --bench" bash -c "timeout 60 '$bin/charlm' --bench --hidden 16 --batch 4 > '$tmp/last' 2>&1 &&
@@ -199,6 +214,12 @@ check "demo" bash -c "'$bin/demo' --epochs 200 --out '$tmp/demo' > '$tmp/last' 2
   awk '/^Final loss/ {ok = (\$5 >= 0.95)} END {exit !ok}' '$tmp/last' &&
   head -c 4 '$tmp/demo/boundary.png' | od -c | grep -q 'P   N   G' &&
   grep -q '<svg' '$tmp/demo/graph.svg' && test -s '$tmp/demo/history.csv'"
+
+# --out paths that do not fit are refused, not cut short into other names
+long="$tmp"; while [ ${#long} -lt 4085 ]; do long="$long/$(printf 'd%.0s' $(seq 1 $((4085 - ${#long} - 1 > 200 ? 200 : 4085 - ${#long} - 1))))"; done
+mkdir -p "$long"
+check "demo --out too long" bash -c "'$bin/demo' --epochs 1 --out '$long' > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'boundary.png is too long' '$tmp/last' && test -z \"\$(ls '$long')\""
 
 # every example: --help, an unknown option, and --dot
 for ex in gradient_descent forward3 logreg mlp demo custom_op rnn attention newton cnn charlm; do

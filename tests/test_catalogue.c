@@ -783,8 +783,91 @@ static nb_status gradcheck_stale_input(void) {
 
 /* ------------------------------------------------------------ files that are not files */
 
-static nb_status render_full_disk(void) {
-    return nb_dot_render(write_text("full.dot", "digraph { a -> b }"), "/dev/full", "svg");
+/* Never /dev/full: a link of our own to /dev/null, which is only stat()ed. */
+static nb_status render_to_device(void) {
+    const char *link = test_path("null.svg");
+    unlink(link);
+    if (symlink("/dev/null", link) != 0) return NB_OK; /* would fail the row */
+    return nb_dot_render(write_text("device.dot", "digraph { a -> b }"), link, "svg");
+}
+static const char *fifo(const char *name) {
+    const char *path = test_path(name);
+    unlink(path);
+    mkfifo(path, 0600);
+    return path;
+}
+static nb_status dot_save_fifo(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_sum(tp, nb_square(tp, grad_leaf(tp, 2)));
+    nb_status st = nb_dot_save(tp, fifo("graph.fifo"), NULL);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status html_into_directory(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *loss = nb_sum(tp, nb_square(tp, grad_leaf(tp, 2)));
+    nb_status st = nb_backward_html(loss, test_dir, NULL, NULL);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status history_dangling_link(void) {
+    const char *link = test_path("history.csv");
+    unlink(link);
+    if (symlink("no/such/file.csv", link) != 0) return NB_OK;
+    nb_progress *p = nb_progress_new(stderr, 1, 1, false);
+    nb_status st = nb_progress_save_csv(p, link);
+    nb_progress_free(p);
+    return st;
+}
+/* Frames under a directory of 4090 bytes: it fits, DIR/frame_000.dot does not. */
+static nb_status frames_path_too_long(void) {
+    char dir[4200];
+    size_t n = (size_t)snprintf(dir, sizeof dir, "%s", test_dir);
+    while (n < 4090) {
+        size_t part = 4090 - n - 1 > 200 ? 200 : 4090 - n - 1;
+        dir[n++] = '/';
+        memset(dir + n, 'd', part);
+        dir[n += part] = '\0';
+        mkdir(dir, 0755);
+    }
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_backward_frames(nb_sum(tp, nb_square(tp, grad_leaf(tp, 2))), dir, NULL, NULL);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status file_write_empty_path(void) { return nb_file_write("", "x", 1); }
+static nb_status params_load_fifo(void) { return load_into(fifo("model.nbp"), "W", 2, NB_F64); }
+static nb_status safetensors_load_zero(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_status st = nb_params_load_safetensors(ps, "/dev/zero");
+    nb_params_free(ps);
+    return st;
+}
+static nb_status csv_dev_zero(void) {
+    nb_csv_opts o;
+    nb_csv_default_opts(&o);
+    o.target = "y";
+    nb_dataset d;
+    return nb_csv_read("/dev/zero", &o, &d);
+}
+static nb_status idx_fifo(void) { return idx_status(fifo("images.idx")); }
+static nb_status render_from_fifo(void) { return nb_dot_render(fifo("in.dot"), test_path("out.svg"), "svg"); }
+static nb_status file_open_directory(void) {
+    FILE *f = nb_file_open_read(test_dir, NULL);
+    if (f) fclose(f);
+    return f ? NB_OK : nb_last_status();
+}
+/* 1 MB of zeros packs into about 1 KB; the header announces 10 MB. */
+static nb_status idx_gzip_bomb(void) {
+    const char *path = test_path("bomb.idx.gz");
+    gzFile g = gzopen(path, "wb9");
+    if (!g) return NB_OK;
+    gzwrite(g, "\0\0\x08\x01\x00\x98\x96\x80", 8);
+    unsigned char *zeros = calloc(1, 1 << 20);
+    if (zeros) gzwrite(g, zeros, 1 << 20);
+    free(zeros);
+    gzclose(g);
+    return idx_status(path);
 }
 static nb_status params_save_fifo(void) {
     const char *path = test_path("model.fifo");
@@ -1256,7 +1339,24 @@ static const bad_input catalogue[] = {
     {"gradcheck of an input kept across nb_tape_reset", gradcheck_stale_input, NB_ERR_STATE,
      {"nb_gradcheck", "input 0", "before nb_tape_reset"}},
     /* files that are not files */
-    {"render: a full disk (/dev/full)", render_full_disk, NB_ERR_IO, {"nb_dot_render", "/dev/full", "No space left"}},
+    {"render: to a link to /dev/null", render_to_device, NB_ERR_IO,
+     {"nb_dot_render", "null.svg", "a symbolic link to a character device", "regular files only"}},
+    {"dot: saving over a FIFO", dot_save_fifo, NB_ERR_IO, {"nb_dot_save", "graph.fifo", "a FIFO", "regular"}},
+    {"stepper page: a directory", html_into_directory, NB_ERR_IO, {"nb_backward_html", "is a directory"}},
+    {"history: a dangling link", history_dangling_link, NB_ERR_IO,
+     {"nb_progress_save_csv", "history.csv", "symbolic link", "cannot be reached"}},
+    {"frames: paths longer than PATH_MAX", frames_path_too_long, NB_ERR_IO,
+     {"nb_backward_frames", "frame_000.dot", "longer than the 4095 bytes"}},
+    {"file write: an empty path", file_write_empty_path, NB_ERR_ARG, {"nb_file_write", "empty"}},
+    {"params: loading a FIFO", params_load_fifo, NB_ERR_IO, {"nb_params_load", "model.nbp", "a FIFO", "regular"}},
+    {"safetensors: loading /dev/zero", safetensors_load_zero, NB_ERR_IO,
+     {"nb_params_load_safetensors", "/dev/zero", "a character device"}},
+    {"CSV: /dev/zero", csv_dev_zero, NB_ERR_IO, {"nb_csv_read", "/dev/zero", "a character device"}},
+    {"IDX: a FIFO", idx_fifo, NB_ERR_IO, {"nb_idx_read", "images.idx", "a FIFO"}},
+    {"render: from a FIFO", render_from_fifo, NB_ERR_IO, {"nb_dot_render", "in.dot", "a FIFO"}},
+    {"file open: a directory", file_open_directory, NB_ERR_IO, {"nb_file_open_read", "is a directory"}},
+    {"IDX: a gzip bomb", idx_gzip_bomb, NB_ERR_VALUE,
+     {"nb_idx_read", "10000000 bytes", "more than a gzip file", "at most"}},
     {"params: saving over a FIFO", params_save_fifo, NB_ERR_IO, {"nb_params_save", "model.fifo", "a FIFO", "regular"}},
     {"params: loading a directory", params_load_dir, NB_ERR_IO, {"nb_params_load", "is a directory"}},
     {"IDX: a directory", idx_dir, NB_ERR_IO, {"nb_idx_read", "is a directory"}},

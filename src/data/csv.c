@@ -116,8 +116,8 @@ nb_status nb_csv_read(const char *path, const nb_csv_opts *opts_in, nb_dataset *
                      (int)opts.dtype, path);
         return NB_ERR_ARG;
     }
-    FILE *f = nb_fopen_regular(path, "nb_csv_read");
-    if (!f) return NB_ERR_IO;
+    FILE *f = nb_open_input("nb_csv_read", path, NULL); /* a regular file, read no further than its size */
+    if (!f) return nb_last_status();
     nb_status st = NB_OK;
     char *line = NULL, **fields = NULL, **header = NULL;
     size_t line_cap = 0, columns = 0, target = 0, line_no = 0, rows = 0, dropped = 0;

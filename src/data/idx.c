@@ -9,8 +9,8 @@
 #include "../internal.h"
 #include "nabla_train.h"
 
-#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
 typedef struct { int code; size_t width; const char *name; } idx_type;
@@ -58,11 +58,16 @@ nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale) {
     if (!path) return nb_fail(NULL, NB_ERR_NULL, NULL, 0, "nb_idx_read: the path is NULL");
     if (dt != NB_F32 && dt != NB_F64)
         return nb_fail(NULL, NB_ERR_ARG, NULL, 0, "nb_idx_read: unknown dtype %d for %s", (int)dt, path);
-    if (!nb_check_input_file(path, "nb_idx_read")) return nb_nil(NB_ERR_IO);
-    gzFile g = gzopen(path, "rb");
-    if (!g)
-        return nb_fail(NULL, NB_ERR_IO, NULL, 0, "nb_idx_read: cannot open %s: %s", path,
-                       errno ? strerror(errno) : "out of memory");
+    uint64_t file_size;
+    int fd = nb_open_input_fd("nb_idx_read", path, &file_size); /* a regular file, or refused at once */
+    if (fd < 0) return nb_nil(nb_last_status());
+    unsigned char start[2] = {0};
+    bool gz = pread(fd, start, 2, 0) == 2 && start[0] == 0x1f && start[1] == 0x8b;
+    gzFile g = gzdopen(fd, "rb");
+    if (!g) {
+        close(fd);
+        return nb_fail(NULL, NB_ERR_NOMEM, NULL, 0, "nb_idx_read: out of memory opening %s", path);
+    }
     nb_tensor *t = NULL;
     unsigned char *raw = NULL, header[4];
     if (!read_exact(g, header, 4)) {
@@ -103,10 +108,27 @@ nb_tensor *nb_idx_read(const char *path, nb_dtype dt, double scale) {
                     count == 0 ? "which is empty" : "more elements than memory can address");
         goto done;
     }
-    /* Read before allocating the tensor, growing the buffer as data arrives:
-     * a short file that announces a huge shape fails as truncated without
-     * asking for the memory its header claims. */
-    size_t bytes = count * type->width, have = 0, cap = 0;
+    /* No more than the file can hold: its size, or, compressed, 1032 times
+     * its size (deflate's largest ratio), so that neither a short file nor
+     * a gzip bomb makes the reader decompress or allocate what its header
+     * claims.  Within that, read before allocating the tensor, growing the
+     * buffer as data arrives. */
+    size_t bytes = count * type->width, have = 0, cap = 0, header_bytes = 4 + 4 * (size_t)ndim;
+    uint64_t most = gz ? (file_size > UINT64_MAX / 1032 ? UINT64_MAX : file_size * 1032)
+                       : (file_size > header_bytes ? file_size - header_bytes : 0);
+    if (bytes > most) {
+        if (gz)
+            t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
+                        "nb_idx_read: %s is truncated: a %s tensor of %s values needs %zu bytes of data, more "
+                        "than a gzip file of %llu bytes can hold (at most %llu)",
+                        path, s, type->name, bytes, (unsigned long long)file_size, (unsigned long long)most);
+        else
+            t = nb_fail(NULL, NB_ERR_VALUE, NULL, 0,
+                        "nb_idx_read: %s is truncated: a %s tensor of %s values needs %zu bytes of data, "
+                        "only %llu are there",
+                        path, s, type->name, bytes, (unsigned long long)most);
+        goto done;
+    }
     while (have < bytes) {
         if (have == cap) {
             size_t want = cap ? cap * 2 : (size_t)1 << 16;

@@ -15,7 +15,6 @@
  */
 #include "dot_emit.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -206,15 +205,8 @@ nb_status nb_dot_save(nb_tape *tp, const char *path, const nb_dot_opts *opts) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_dot_save: the path is NULL");
         return NB_ERR_NULL;
     }
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_save: cannot open %s for writing: %s", path, strerror(errno));
-        return NB_ERR_IO;
-    }
-    nb_status st = nb_dot_write(tp, f, opts);
-    if (fclose(f) != 0 && st == NB_OK) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_save: cannot write %s: %s", path, strerror(errno));
-        st = NB_ERR_IO;
-    }
-    return st;
+    nb_output out; /* atomic, as every writer: src/tensor/files.c */
+    nb_status st = nb_output_open(&out, "nb_dot_save", path, false);
+    if (st != NB_OK) return st;
+    return nb_output_close(&out, nb_dot_write(tp, out.f, opts));
 }

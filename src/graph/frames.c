@@ -15,7 +15,6 @@
  */
 #include "dot_emit.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,19 +204,21 @@ nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts
         st = NB_ERR_NOMEM;
         nb_set_error(NULL, st, NULL, 0, "nb_backward_frames: out of memory");
     }
-    for (size_t i = 0; i < fm.n && st == NB_OK; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/frame_%03zu.dot", dir, i);
-        FILE *f = fopen(path, "w");
-        if (!f || write_frame(&fm, ops, i, fm.opts.rankdir, false, 0, f) != NB_OK) {
-            st = NB_ERR_IO;
-            nb_set_error(NULL, st, NULL, 0, "nb_backward_frames: cannot write %s: %s", path, strerror(errno));
-        }
-        if (f && fclose(f) != 0 && st == NB_OK) {
-            st = NB_ERR_IO;
-            nb_set_error(NULL, st, NULL, 0, "nb_backward_frames: cannot write %s", path);
-        }
+    /* Each frame's path in full (nb_output_open refuses one that does not
+     * fit), each frame written atomically. */
+    size_t room = strlen(dir) + 32;
+    char *path = st == NB_OK ? nb_malloc(room) : NULL;
+    if (st == NB_OK && !path) {
+        st = NB_ERR_NOMEM;
+        nb_set_error(NULL, st, NULL, 0, "nb_backward_frames: out of memory");
     }
+    for (size_t i = 0; i < fm.n && st == NB_OK; i++) {
+        snprintf(path, room, "%s/frame_%03zu.dot", dir, i);
+        nb_output out;
+        st = nb_output_open(&out, "nb_backward_frames", path, false);
+        if (st == NB_OK) st = nb_output_close(&out, write_frame(&fm, ops, i, fm.opts.rankdir, false, 0, out.f));
+    }
+    nb_free(path);
     if (n_frames) *n_frames = st == NB_OK ? fm.n : 0;
     nb_free(ops);
     nb_text_free(&all);
@@ -553,11 +554,9 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
             st = layout_svg(&fm, ops, "TB", &svg); /* wide: top to bottom reads better on a screen */
         }
     }
-    FILE *f = st == NB_OK ? fopen(path, "w") : NULL;
-    if (st == NB_OK && !f) {
-        st = NB_ERR_IO;
-        nb_set_error(NULL, st, NULL, 0, "nb_backward_html: cannot write %s: %s", path, strerror(errno));
-    }
+    nb_output out; /* atomic, as every writer: src/tensor/files.c */
+    if (st == NB_OK) st = nb_output_open(&out, "nb_backward_html", path, false);
+    FILE *f = st == NB_OK ? out.f : NULL;
     if (f) {
         fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
               "<meta name=\"viewport\" content=\"width=device-width\">\n<title>",
@@ -620,11 +619,7 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
         fputs("\n]}\n</script>\n", f);
         fputs(page_script, f);
         fputs("</body>\n</html>\n", f);
-        if (fclose(f) != 0 && st == NB_OK) {
-            st = NB_ERR_IO;
-            nb_set_error(NULL, st, NULL, 0, "nb_backward_html: cannot write %s: %s", path, strerror(errno));
-        }
-        if (st != NB_OK) remove(path); /* no half page left behind */
+        st = nb_output_close(&out, st); /* no half page left behind, nothing else removed */
     }
     nb_free(svg);
     nb_free(ops);

@@ -10,12 +10,10 @@
  */
 #include "../internal.h"
 
-#include <errno.h>
 #include <gvc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static GVC_t *shared_context;
 static pthread_once_t context_once = PTHREAD_ONCE_INIT;
@@ -56,43 +54,13 @@ static bool known_format(GVC_t *gvc, const char *format) {
     return found;
 }
 
-/* Writes n bytes to path.  On failure, removes the file only if this call
- * created it as a regular file (never a device, a FIFO, or a file that was
- * there before). */
-static nb_status write_file(const char *out_path, const char *data, size_t n) {
-    struct stat before;
-    bool existed = stat(out_path, &before) == 0;
-    FILE *out = fopen(out_path, "wb");
-    if (!out) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_render: cannot create %s: %s", out_path, strerror(errno));
-        return NB_ERR_IO;
-    }
-    errno = 0;
-    bool written = fwrite(data, 1, n, out) == n;
-    int write_errno = errno;
-    if (fclose(out) != 0 && written) {
-        written = false;
-        write_errno = errno;
-    }
-    if (written) return NB_OK;
-    nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_render: cannot write %s: %s", out_path,
-                 strerror(write_errno ? write_errno : EIO));
-    struct stat after;
-    if (!existed && lstat(out_path, &after) == 0 && S_ISREG(after.st_mode)) remove(out_path);
-    return NB_ERR_IO;
-}
-
 nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *format) {
     if (!dot_path || !out_path || !format) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_dot_render: a path or the format is NULL");
         return NB_ERR_NULL;
     }
-    FILE *in = fopen(dot_path, "r");
-    if (!in) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_render: cannot open %s: %s", dot_path,
-                     strerror(errno));
-        return NB_ERR_IO;
-    }
+    FILE *in = nb_open_input("nb_dot_render", dot_path, NULL); /* a regular file, read no further than its size */
+    if (!in) return nb_last_status();
     pthread_once(&context_once, make_context);
     GVC_t *gvc = shared_context;
     if (!gvc) {
@@ -137,7 +105,7 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
             nb_set_error(NULL, st, NULL, 0, "nb_dot_render: Graphviz cannot render %s as %s: %s", dot_path, format,
                          graphviz_message());
         } else {
-            st = write_file(out_path, data, n);
+            st = nb_write_whole_file("nb_dot_render", out_path, data, n, false);
         }
         if (data) gvFreeRenderData(data);
         gvFreeLayout(gvc, g);

@@ -24,15 +24,6 @@ void nb_bytes_put_values(nb_bytes *w, const nb_tensor *t);
 /* The little-endian integer of `bytes` bytes at b. */
 uint64_t nb_get_uint_le(const unsigned char *b, int bytes);
 
-/* Writes buf to path through a temporary file in the same directory and a
- * rename (the old file or the new one, never half of one); a symbolic link
- * is followed and stays a link; a destination that is not a regular file is
- * refused.  Errors name `who` (the API call) and the file. */
-nb_status nb_save_whole_file(const char *who, const char *path, const unsigned char *buf, size_t len);
-/* The whole of a regular file, in memory freed with nb_free; NULL with the
- * error set (naming `who` and the file) and *st on failure. */
-unsigned char *nb_read_whole_file(const char *who, const char *path, size_t *len, nb_status *st);
-
 /* Loads a safetensors file already in memory into ps (all or nothing; see
  * src/train/safetensors.c); errors name `who` and path. */
 nb_status nb_safetensors_load_buffer(nb_params *ps, const char *who, const char *path, const unsigned char *buf,

@@ -226,7 +226,7 @@ nb_status nb_params_save(const nb_params *ps, const char *path) {
         st = NB_ERR_NOMEM;
         nb_set_error(NULL, st, NULL, 0, "nb_params_save: out of memory writing %s", path);
     } else {
-        st = nb_save_whole_file("nb_params_save", path, w.buf, w.len);
+        st = nb_write_whole_file("nb_params_save", path, w.buf, w.len, true);
     }
     nb_free(w.buf);
     return st;

@@ -5,14 +5,17 @@
  * pipe) only one plain line per epoch is written.  Each epoch's figures are
  * kept, to be saved as CSV and plotted with gnuplot.
  */
+#define _GNU_SOURCE /* pipe2 */
 #include "../internal.h"
 #include "nabla_train.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <spawn.h>
 #include <time.h>
@@ -122,11 +125,10 @@ nb_status nb_progress_save_csv(const nb_progress *p, const char *path) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_progress_save_csv: a NULL argument");
         return NB_ERR_NULL;
     }
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_save_csv: cannot write %s: %s", path, strerror(errno));
-        return NB_ERR_IO;
-    }
+    nb_output out; /* atomic, as every writer: src/tensor/files.c */
+    nb_status st = nb_output_open(&out, "nb_progress_save_csv", path, false);
+    if (st != NB_OK) return st;
+    FILE *f = out.f;
     fprintf(f, "epoch,loss,accuracy,test_accuracy,seconds\n");
     for (size_t i = 0; i < p->n_history; i++) {
         const epoch_record *r = &p->history[i];
@@ -134,75 +136,103 @@ nb_status nb_progress_save_csv(const nb_progress *p, const char *path) {
         if (!isnan(r->test_accuracy)) fprintf(f, "%.6g", r->test_accuracy);
         fprintf(f, ",%.3f\n", r->seconds);
     }
-    if (fclose(f) != 0) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_save_csv: cannot write %s: %s", path, strerror(errno));
+    return nb_output_close(&out, NB_OK);
+}
+
+/* The plot, as gnuplot commands given on its command line (-e, separated
+ * by semicolons),
+ * with the terminal's name before it.  gnuplot never sees the files'
+ * names: it writes the image to /dev/fd/3, the temporary file nabla made by
+ * its rules (src/tensor/files.c: the image replaces the old one whole, or
+ * not at all), and reads the history from /dev/fd/4, opened by nabla as a
+ * regular file.  So no byte of a name becomes a command, not even a
+ * leading '|' or '<', which gnuplot would run as a pipe; and no pipe to
+ * gnuplot can raise SIGPIPE in the caller if gnuplot dies early. */
+static const char plot_script[] =
+    " size 900,420; set output '/dev/fd/3'; set datafile separator ','; "
+    "set key top center horizontal; set xlabel 'epoch'; set ylabel 'loss'; set y2label 'accuracy'; "
+    "set y2tics; set ytics nomirror; set grid; "
+    "plot '/dev/fd/4' using 1:2 with linespoints title 'loss' axes x1y1, '' using 1:3 with linespoints "
+    "title 'train accuracy' axes x1y2, '' using 1:4 with linespoints title 'test accuracy' axes x1y2";
+
+extern char **environ;
+
+/* Runs gnuplot on the script with the image at its fd 3, the history at
+ * its fd 4 and /dev/null as its input.  posix_spawnp, not system():
+ * system() changes the process's signal dispositions while it waits, and
+ * a missing gnuplot is ENOENT. */
+static nb_status run_gnuplot(int image, int csv, bool svg, const char *csv_path, const char *image_path) {
+    char script[sizeof plot_script + 32];
+    snprintf(script, sizeof script, "set terminal %s%s", svg ? "svg" : "pngcairo", plot_script);
+    /* Out of the way of 0 to 4 first, so that no dup2 below clobbers another's source. */
+    int img = fcntl(image, F_DUPFD_CLOEXEC, 10), dat = fcntl(csv, F_DUPFD_CLOEXEC, 10);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, img, 3);
+    posix_spawn_file_actions_adddup2(&actions, dat, 4);
+    char *argv[] = {"gnuplot", "-e", script, NULL};
+    pid_t pid = -1;
+    int err = img < 0 || dat < 0 ? errno : posix_spawnp(&pid, "gnuplot", &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (img >= 0) close(img);
+    if (dat >= 0) close(dat);
+    if (err != 0) {
+        if (err == ENOENT) {
+            nb_set_error(NULL, NB_ERR_UNSUPPORTED, NULL, 0,
+                         "nb_progress_plot: gnuplot is not installed (apt-get install gnuplot-nox); "
+                         "the history is in %s", csv_path);
+            return NB_ERR_UNSUPPORTED;
+        }
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: cannot run gnuplot: %s", strerror(err));
+        return NB_ERR_IO;
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: gnuplot failed (status %d) plotting %s to %s",
+                     status, csv_path, image_path);
         return NB_ERR_IO;
     }
     return NB_OK;
 }
 
-/* The plot, as a gnuplot script run with `gnuplot -c /dev/stdin IMAGE CSV`:
- * the file names reach gnuplot as arguments (ARG1, ARG2), never as text of
- * the script, so no byte of a name can become a command.  gnuplot itself
- * runs an output named "|command" and reads data named "<command" from a
- * command (and "-" from its input): a relative name goes in as ./name,
- * which is the same file and never a command. */
-static const char plot_script[] =
-    "image = ARG1[1:1] eq '/' ? ARG1 : './'.ARG1\n"
-    "data = ARG2[1:1] eq '/' ? ARG2 : './'.ARG2\n"
-    "set terminal @ARG3 size 900,420\n"
-    "set output image\n"
-    "set datafile separator ','\n"
-    "set key top center horizontal\nset xlabel 'epoch'\nset ylabel 'loss'\nset y2label 'accuracy'\n"
-    "set y2tics\nset ytics nomirror\nset grid\n"
-    "plot data using 1:2 with linespoints title 'loss' axes x1y1, '' using 1:3 with linespoints "
-    "title 'train accuracy' axes x1y2, '' using 1:4 with linespoints title 'test accuracy' axes x1y2\n";
-
-extern char **environ;
+/* gnuplot exits with 0 when a write fails (a full disk): the image must end
+ * as its format does, a PNG with its IEND chunk, an SVG with </svg>.  NB_OK,
+ * or the error set, with the reason a further write gives if any. */
+static nb_status check_image(int fd, bool svg, const char *image_path) {
+    struct stat st;
+    unsigned char tail[16] = {0};
+    bool whole = fstat(fd, &st) == 0 && st.st_size >= 16 && pread(fd, tail, 16, st.st_size - 16) == 16;
+    if (whole && svg) {
+        whole = false;
+        for (int i = 0; i + 6 <= 16; i++) whole |= !memcmp(tail + i, "</svg>", 6);
+    } else if (whole) {
+        whole = !memcmp(tail + 8, "IEND\xAE\x42\x60\x82", 8);
+    }
+    if (whole) return NB_OK;
+    errno = 0; /* the temporary file is discarded: probing it changes nothing that stays */
+    int err = fstat(fd, &st) == 0 && pwrite(fd, "", 1, st.st_size) != 1 ? errno : 0;
+    nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: cannot write %s: %s", image_path,
+                 err ? strerror(err) : "gnuplot stopped before the image was whole");
+    return NB_ERR_IO;
+}
 
 nb_status nb_progress_plot(const char *csv_path, const char *image_path) {
     if (!csv_path || !image_path) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_progress_plot: a NULL path");
         return NB_ERR_NULL;
     }
-    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
-        nb_set_error(NULL, NB_ERR_UNSUPPORTED, NULL, 0,
-                     "nb_progress_plot: gnuplot is not installed (apt-get install gnuplot-nox); "
-                     "the history is in %s", csv_path);
-        return NB_ERR_UNSUPPORTED;
-    }
     size_t n = strlen(image_path);
     bool svg = n >= 4 && !strcmp(image_path + n - 4, ".svg");
-    int fds[2];
-    if (pipe(fds) != 0) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: cannot run gnuplot: %s", strerror(errno));
-        return NB_ERR_IO;
-    }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[0], STDIN_FILENO);
-    posix_spawn_file_actions_addclose(&actions, fds[1]);
-    char *argv[] = {"gnuplot", "-c", "/dev/stdin", (char *)image_path, (char *)csv_path,
-                    svg ? "svg" : "pngcairo", NULL};
-    pid_t pid;
-    int err = posix_spawnp(&pid, "gnuplot", &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(fds[0]);
-    if (err != 0) {
-        close(fds[1]);
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: cannot run gnuplot: %s", strerror(err));
-        return NB_ERR_IO;
-    }
-    /* A short script: it fits in the pipe, and gnuplot reads it to the end. */
-    bool sent = write(fds[1], plot_script, sizeof plot_script - 1) == (ssize_t)(sizeof plot_script - 1);
-    close(fds[1]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (!sent || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_progress_plot: gnuplot failed (status %d) plotting %s to %s",
-                     status, csv_path, image_path);
-        return NB_ERR_IO;
-    }
-    return NB_OK;
+    nb_output out;
+    nb_status st = nb_output_open(&out, "nb_progress_plot", image_path, false);
+    if (st != NB_OK) return st;
+    int csv = nb_open_input_fd("nb_progress_plot", csv_path, NULL);
+    if (csv < 0) return nb_output_close(&out, nb_last_status());
+    st = run_gnuplot(out.fd, csv, svg, csv_path, image_path);
+    close(csv);
+    if (st == NB_OK) st = check_image(out.fd, svg, image_path);
+    return nb_output_close(&out, st);
 }

@@ -128,7 +128,7 @@ nb_status nb_params_save_safetensors(const nb_params *ps, const char *path) {
         st = NB_ERR_NOMEM;
         nb_set_error(NULL, st, NULL, 0, "%s: out of memory writing %s", who, path);
     } else {
-        st = nb_save_whole_file(who, path, file.buf, file.len);
+        st = nb_write_whole_file(who, path, file.buf, file.len, true);
     }
     nb_free(header.buf);
     nb_free(file.buf);
