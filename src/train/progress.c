@@ -140,9 +140,8 @@ nb_status nb_progress_save_csv(const nb_progress *p, const char *path) {
 }
 
 /* The plot, as gnuplot commands given on its command line (-e, separated
- * by semicolons),
- * with the terminal's name before it.  gnuplot never sees the files'
- * names: it writes the image to /dev/fd/3, the temporary file nabla made by
+ * by semicolons), the terminal's name before them.  gnuplot never sees the
+ * files' names: it writes the image to /dev/fd/3, the temporary file nabla made by
  * its rules (src/tensor/files.c: the image replaces the old one whole, or
  * not at all), and reads the history from /dev/fd/4, opened by nabla as a
  * regular file.  So no byte of a name becomes a command, not even a
