@@ -113,9 +113,12 @@ void nb_tape_free(nb_tape *tp);
  * the op, the input and, while the tape still knows it, where the tensor
  * was made); nb_tensor_status() returns NB_ERR_STATE; accessors return
  * NaN, NULL, 0 or "" and writers do nothing.  A stale pointer never equals
- * a tensor made since: no tensor header address is ever given out twice in
- * a process (Linux; the guarantee holds until a process has made about
- * 10^12 tape tensors, after which the oldest addresses are reused). */
+ * a tensor made since: no tensor header address is given out twice in a
+ * process until its address space is used up (Linux; headers take about
+ * 100 bytes a tensor: some 10^12 tensors, or under an address-space limit
+ * (ulimit -v) about limit/100 bytes of them), after which the oldest
+ * addresses are used again: only a tensor kept for longer than that can
+ * go unnoticed. */
 void nb_tape_reset(nb_tape *tp);
 /* The first error raised on the tape since it was made or reset. */
 nb_status nb_tape_status(const nb_tape *tp);

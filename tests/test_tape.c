@@ -8,6 +8,10 @@
 #include "internal.h" /* the generation count, for its wrap */
 
 #include <math.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <string.h>
 
 typedef struct { size_t calls; size_t order[64]; } hook_log;
@@ -281,6 +285,57 @@ static void test_generation_count_wrapping_around(void **state) {
     assert_int_equal(nb_tensor_status(kept), NB_ERR_STATE);
     assert_int_equal(nb_tensor_status(nb_scale(tp, kept, 0.5)), NB_ERR_STATE);
     nb_tape_free(tp);
+}
+
+/* Under an address-space limit (ulimit -v), retired header addresses count
+ * against it, and the process runs out of them long before 10^12 tensors:
+ * the oldest block of addresses is then used again, so that a tensor kept
+ * from a few steps before is still refused (the header window used to be
+ * reused in place, and a tensor four steps old was a live one).  Run in a
+ * new process (this program again, NB_TEST_ADDRESS_LIMIT set): the limit
+ * belongs to the whole process, and must be there before the first tape. */
+static int stale_tensors_under_a_limit(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *kept[12] = {0}; /* the first tensor of each of the last 12 steps */
+    for (int step = 0; step < 1000; step++) { /* 20,000 tensors a step: 3 GB of headers in all */
+        nb_tape_reset(tp);
+        nb_tensor *first = nb_full(tp, NB_F64, NB_SHAPE(1), 16.0);
+        for (int k = 1; k < 20000; k++) nb_full(tp, NB_F64, NB_SHAPE(1), k);
+        if (nb_tensor_status(first) != NB_OK) return 4;
+        for (int age = 0; age < 12; age++) {
+            nb_tensor *old = kept[age];
+            if (old && (old == first || nb_tensor_status(old) != NB_ERR_STATE ||
+                        nb_tensor_status(nb_scale(tp, old, 0.5)) != NB_ERR_STATE))
+                return 5;
+        }
+        kept[step % 12] = first;
+    }
+    nb_tape_free(tp);
+    return 0;
+}
+
+static const char *self_path;
+
+static void test_stale_tensors_under_an_address_space_limit(void **state) {
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    skip(); /* the sanitizers' shadow memory cannot be mapped under an address-space limit */
+#endif
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit r = {(rlim_t)1536 << 20, (rlim_t)1536 << 20};
+        if (setrlimit(RLIMIT_AS, &r) != 0) _exit(3);
+        setenv("NB_TEST_ADDRESS_LIMIT", "1", 1);
+        setenv("OPENBLAS_NUM_THREADS", "1", 1); /* its buffers, under the limit */
+        execl(self_path, self_path, (char *)NULL);
+        _exit(2);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static nb_tensor *sum_of(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
@@ -566,7 +621,10 @@ static void test_warm_training_loop_does_not_allocate(void **state) {
     nb_tape_free(tp);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    self_path = argv[0];
+    if (getenv("NB_TEST_ADDRESS_LIMIT")) return stale_tensors_under_a_limit();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backward_skips_what_does_not_matter),
         cmocka_unit_test(test_gradients_accumulate_until_zeroed),
@@ -577,6 +635,7 @@ int main(void) {
         cmocka_unit_test(test_stale_tensors_are_refused_however_many_resets),
         cmocka_unit_test(test_tensor_of_a_freed_tape_everywhere),
         cmocka_unit_test(test_generation_count_wrapping_around),
+        cmocka_unit_test(test_stale_tensors_under_an_address_space_limit),
         cmocka_unit_test(test_hidden_state_carried_across_reset),
         cmocka_unit_test(test_inputs_changed_after_use_are_refused),
         cmocka_unit_test(test_walking_the_graph),

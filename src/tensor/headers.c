@@ -30,10 +30,14 @@
  * windows are retired too, so its tensors are recognised as well.
  *
  * The limit.  Addresses are used up at the rate headers are made (about
- * 100 bytes a tensor).  A 64-bit process has about 2^47 bytes of them, so
- * detection holds until a process has made some 10^12 tensors; reservations
- * are then refused and the windows are reused in place (the last
- * NB_GENERATIONS_PER_WINDOW resets stay detected).  Where mremap lacks
+ * 100 bytes a tensor), and retired ones stay mapped (no memory, but
+ * address space).  A 64-bit process has about 2^47 bytes of them, so
+ * detection holds until a process has made some 10^12 tensors.  Under an
+ * address-space limit (RLIMIT_AS, `ulimit -v`), retired headers count
+ * against it: when no reservation fits, the kernel's own choice of
+ * addresses is used, and only when no address at all can be mapped is a
+ * window reused in place (then the last NB_GENERATIONS_PER_WINDOW resets
+ * stay detected, and a tensor kept for longer may be taken for a new one).  Where mremap lacks
  * MREMAP_DONTUNMAP (kernels before 5.7, valgrind), windows are retired and
  * fresh ones mapped instead: the same guarantee, at the cost of the page
  * faults of fresh memory.
@@ -50,12 +54,27 @@
 
 #define MIN_WINDOW ((size_t)256 << 10)
 #define RESERVATION_MAX ((size_t)1 << 40)
+#define MIN_BLOCK ((size_t)64 << 20)
+#define MAX_BLOCKS 4096
 
 /* ---------------------------------------------------------------- addresses */
 
-static pthread_mutex_t reservation_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *reservation_next, *reservation_end;
-static bool reservation_refused; /* the address space is used up: reuse in place */
+/* Blocks of reserved addresses (PROT_NONE) that windows are cut from, in
+ * order.  `live` counts a block's windows that still hold headers (not
+ * retired).  When no new block can be reserved (an address-space limit:
+ * retired ranges count against it), the block retired longest ago, one
+ * with no live window, is used again from its start: a tensor kept across
+ * resets is then missed only if the process has since made more headers
+ * than its address space holds (about 100 bytes a tensor), never after a
+ * few resets. */
+typedef struct {
+    char *base;
+    size_t size, next; /* bytes, and the first not yet handed out */
+    long live;
+} block;
+static pthread_mutex_t blocks_lock = PTHREAD_MUTEX_INITIALIZER;
+static block blocks[MAX_BLOCKS];
+static int n_blocks, current_block = -1;
 static _Atomic bool no_dontunmap; /* mremap refused MREMAP_DONTUNMAP once: map fresh windows */
 
 static size_t page_size(void) {
@@ -69,42 +88,77 @@ static size_t page_size(void) {
     return p;
 }
 
-/* `bytes` of never-used addresses (reserved, PROT_NONE), or NULL when no
- * reservation can be had. */
-static char *fresh_addresses(size_t bytes) {
-    pthread_mutex_lock(&reservation_lock);
-    char *a = NULL;
-    if ((size_t)(reservation_end - reservation_next) < bytes && !reservation_refused) {
-        /* The tail of the old reservation stays reserved and unused. */
-        for (size_t r = RESERVATION_MAX; r >= bytes; r /= 2) {
-            void *p = mmap(NULL, r, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-            if (p != MAP_FAILED) {
-                reservation_next = p;
-                reservation_end = (char *)p + r;
-                break;
-            }
-            if (r < ((size_t)1 << 30)) { /* not even a GiB: stop asking */
-                reservation_refused = true;
-                break;
-            }
+/* A new block of at least `bytes`, as large as the address space allows up
+ * to RESERVATION_MAX; its index, or -1. */
+static int reserve_block(size_t bytes) {
+    if (n_blocks == MAX_BLOCKS) return -1;
+    size_t floor = bytes > MIN_BLOCK ? bytes : MIN_BLOCK;
+    for (size_t r = RESERVATION_MAX;; r /= 2) {
+        if (r < floor) r = bytes; /* last try: just what is asked */
+        void *p = mmap(NULL, r, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p != MAP_FAILED) {
+            blocks[n_blocks] = (block){p, r, 0, 0};
+            return n_blocks++;
+        }
+        if (r == bytes) return -1;
+    }
+}
+
+/* The block retired longest ago that can take `bytes` again, or -1. */
+static int reuse_block(size_t bytes) {
+    for (int k = 1; k <= n_blocks; k++) {
+        int b = (current_block + k) % n_blocks;
+        if (blocks[b].live == 0 && blocks[b].size >= bytes) {
+            blocks[b].next = 0;
+            return b;
         }
     }
-    if ((size_t)(reservation_end - reservation_next) >= bytes) {
-        a = reservation_next;
-        reservation_next += bytes;
+    return -1;
+}
+
+/* `bytes` of addresses no live header holds (reserved, PROT_NONE, or a
+ * retired range of the oldest block), or NULL. */
+static char *fresh_addresses(size_t bytes) {
+    pthread_mutex_lock(&blocks_lock);
+    char *a = NULL;
+    if (current_block < 0 || blocks[current_block].size - blocks[current_block].next < bytes) {
+        int b = reserve_block(bytes);
+        if (b < 0 && n_blocks) b = reuse_block(bytes);
+        if (b >= 0) current_block = b;
     }
-    pthread_mutex_unlock(&reservation_lock);
+    block *c = current_block >= 0 ? &blocks[current_block] : NULL;
+    if (c && c->size - c->next >= bytes) {
+        a = c->base + c->next;
+        c->next += bytes;
+        c->live++;
+    }
+    pthread_mutex_unlock(&blocks_lock);
     return a;
 }
 
+/* A window of a block is given back: retired, or never mapped. */
+static void release_addresses(const char *base) {
+    pthread_mutex_lock(&blocks_lock);
+    for (int b = 0; b < n_blocks; b++)
+        if (base >= blocks[b].base && base < blocks[b].base + blocks[b].size) {
+            blocks[b].live--;
+            break;
+        }
+    pthread_mutex_unlock(&blocks_lock);
+}
+
 /* A new window of `bytes` (a multiple of the page size), readable and
- * writable, or NULL. */
+ * writable, or NULL.  Outside the blocks (the kernel's choice) when no
+ * block has room. */
 static char *map_window(size_t bytes) {
     if (!nb_allocation_allowed()) return NULL;
     char *at = fresh_addresses(bytes);
     /* populated now, so that the first steps through it do not fault page by page */
     void *p = mmap(at, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | (at ? MAP_FIXED : 0),
                    -1, 0);
+    /* On failure the range stays counted as live: a failed MAP_FIXED may
+     * have unmapped it, and another mapping may take it, so its block must
+     * never be mapped over again. */
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -115,6 +169,7 @@ static void retire(char *base, size_t bytes) {
     void *p = mmap(base, bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     if (p == MAP_FAILED) madvise(base, bytes, MADV_DONTNEED); /* zeros all the same */
+    release_addresses(base);
 }
 
 /* The window's pages at fresh addresses (returned), its old range retired;
@@ -122,14 +177,17 @@ static void retire(char *base, size_t bytes) {
 static char *move_window(char *base, size_t bytes) {
 #ifdef MREMAP_DONTUNMAP
     if (!atomic_load_explicit(&no_dontunmap, memory_order_relaxed)) {
+        /* Without a block (an address-space limit refused one, and none
+         * can be used again), the kernel picks the addresses: never a
+         * retired range, which stays mapped. */
         char *to = fresh_addresses(bytes);
-        if (!to) return NULL;
-        void *p = mremap(base, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to);
+        void *p = to ? mremap(base, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to)
+                     : mremap(base, bytes, bytes, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
         if (p != MAP_FAILED) {
             retire(base, bytes);
             return p;
         }
-        if (errno != EINVAL) return NULL;
+        if (errno != EINVAL) return NULL; /* `to` stays counted as live: see map_window */
         atomic_store_explicit(&no_dontunmap, true, memory_order_relaxed);
         /* the addresses taken stay reserved, unused */
     }
