@@ -587,6 +587,12 @@ static nb_status render(const char *dot_name, const char *dot, const char *out_n
 }
 static nb_status render_not_dot(void) { return render("bad.dot", "this is not { a graph", "bad.svg", "svg"); }
 static nb_status render_format(void) { return render("ok.dot", "digraph { a -> b }", "ok.xyz", "no-such-format"); }
+/* Graphviz devices that do not render into the one output: vrml writes a
+ * PNG per node into the current directory (through any symlink there),
+ * x11 and xlib crash with no display, gtk calls exit(1). */
+static nb_status render_vrml(void) { return render("ok.dot", "digraph { a -> b }", "ok.wrl", "vrml"); }
+static nb_status render_x11(void) { return render("ok.dot", "digraph { a -> b }", "ok.x", "x11"); }
+static nb_status render_gtk(void) { return render("ok.dot", "digraph { a -> b }", "ok.gtk", "gtk:cairo"); }
 static nb_status render_unwritable(void) {
     return nb_dot_render(test_path("ok.dot"), "/nonexistent/graph.svg", "svg");
 }
@@ -1234,6 +1240,10 @@ static const bad_input catalogue[] = {
     {"render: a file that is not dot", render_not_dot, NB_ERR_VALUE,
      {"nb_dot_render", "bad.dot", "not a valid dot", "syntax error in line 1"}},
     {"render: an unknown format", render_format, NB_ERR_UNSUPPORTED, {"nb_dot_render", "'no-such-format'", "svg"}},
+    {"render: a device that writes files of its own (vrml)", render_vrml, NB_ERR_UNSUPPORTED,
+     {"nb_dot_render", "'vrml'", "svg"}},
+    {"render: a device that opens a window (x11)", render_x11, NB_ERR_UNSUPPORTED, {"nb_dot_render", "'x11'"}},
+    {"render: a device that opens a window (gtk)", render_gtk, NB_ERR_UNSUPPORTED, {"nb_dot_render", "'gtk:cairo'"}},
     {"render: an unwritable path", render_unwritable, NB_ERR_IO, {"nb_dot_render", "/nonexistent/graph.svg"}},
     {"scope: a NULL name", scope_null_name, NB_ERR_NULL, {"nb_scope_begin", "name is NULL"}},
     /* indexing, joining, functions */

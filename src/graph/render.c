@@ -40,11 +40,25 @@ static const char *graphviz_message(void) {
     return m[0] ? m : "no details";
 }
 
-/* Whether Graphviz has a device for the format ("png", or "png:cairo"). */
+/* The formats nb_dot_render offers: each renders the whole drawing into
+ * the one output, in memory.  Graphviz's other devices do not: x11, xlib
+ * and gtk open windows (with no display they crash, or call exit), vrml
+ * writes a PNG per node into the current directory, others write elsewhere
+ * or need a screen. */
+static const char *const single_file_formats[] = {"svg", "png", "pdf", "ps", "eps", "jpg", "jpeg", "gif",
+                                                  "bmp", "dot", "gv", "xdot", "plain", "plain-ext", "json",
+                                                  "canon"};
+
+/* Whether the format ("png", or "png:cairo") is one of those, and Graphviz
+ * has a device for it. */
 static bool known_format(GVC_t *gvc, const char *format) {
+    size_t len = strcspn(format, ":");
+    bool offered = false;
+    for (size_t i = 0; i < sizeof single_file_formats / sizeof *single_file_formats; i++)
+        offered |= strlen(single_file_formats[i]) == len && !strncmp(single_file_formats[i], format, len);
+    if (!offered) return false;
     int n = 0;
     char **devices = gvPluginList(gvc, "device", &n, NULL);
-    size_t len = strcspn(format, ":");
     bool found = false;
     for (int i = 0; i < n; i++) {
         found |= strlen(devices[i]) == len && !strncmp(devices[i], format, len);
@@ -75,8 +89,8 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
         fclose(in);
         pthread_mutex_unlock(&render_lock);
         nb_set_error(NULL, NB_ERR_UNSUPPORTED, NULL, 0,
-                     "nb_dot_render: Graphviz has no output format '%s' (try svg, png or pdf; `dot -T?` "
-                     "lists them)",
+                     "nb_dot_render: '%s' is not an output format it offers (svg, png, pdf, ps, eps, jpg, "
+                     "gif, bmp, dot, xdot, plain, json, as Graphviz's build has them)",
                      format);
         return NB_ERR_UNSUPPORTED;
     }
