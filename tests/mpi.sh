@@ -43,6 +43,7 @@ check_both() { # NAME FLAG
   else failed=$((failed + 1)); echo "FAIL: $1 (after $took s)"; sed 's/^/    /' "$tmp/out" | tail -20; fi
 }
 check_both "ranks whose collectives do not match" --paths
+check_ends "a rank that never sets up" --skip-setup "rank 0 returned: nb_dist_new: rank 0 of 2 had no answer"
 
 echo "mpi: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -336,9 +336,17 @@ nb_dist *nb_dist_new(nb_params *ps, const nb_dist_opts *opts) {
         return NULL;
     }
     *d = (nb_dist){.comm = MPI_COMM_NULL, .ps = ps, .sum = MPI_OP_NULL, .meta = MPI_OP_NULL, .timeout = o.timeout};
-    int err = MPI_Comm_dup(o.comm, &d->comm);
-    if (err != MPI_SUCCESS) {
-        mpi_failed(err, who, "duplicating the communicator");
+    /* Non-blocking, so that a rank that never comes here (or passes
+     * another communicator) makes the others give up after the timeout
+     * instead of waiting for ever. */
+    MPI_Request dup_request = MPI_REQUEST_NULL;
+    MPI_Comm_rank(o.comm, &d->rank); /* for messages, until the copy's own */
+    MPI_Comm_size(o.comm, &d->size);
+    int err = MPI_Comm_idup(o.comm, &d->comm, &dup_request);
+    nb_status duplicated = err != MPI_SUCCESS ? mpi_failed(err, who, "duplicating the communicator")
+                                              : wait_all(d, 1, &dup_request, who, "duplicating the communicator");
+    if (duplicated != NB_OK) {
+        d->comm = MPI_COMM_NULL; /* never complete: not a communicator to free */
         nb_dist_free(d);
         return NULL;
     }

@@ -15,6 +15,8 @@
  *   - ranks with different bucket_bytes fail in nb_dist_new, naming it;
  *   - with --paths, the ranks' collectives do not match: each returns an
  *     error (MPI's, or the timeout's) instead of MPI ending the job;
+ *   - with --skip-setup, rank 1 never calls nb_dist_new: rank 0's gives up
+ *     after the timeout;
  *   - with --stall, rank 1 stops answering: the others give up after the
  *     timeout with a message; with --kill, rank 1 dies (SIGKILL) and the
  *     job ends (tests/mpi.sh checks what is said, and the time).
@@ -294,6 +296,25 @@ static int different_paths(nb_tensor *X, nb_tensor *y) {
     return 1;
 }
 
+/* --skip-setup: rank 1 never calls nb_dist_new, whose first collective
+ * used to block rank 0 for ever (the timeout did not apply to it): rank 0
+ * must return an error after its 2 s timeout. */
+static int skipped_setup(void) {
+    model m = model_new(NB_F64, 7);
+    nb_dist_opts o;
+    nb_dist_default_opts(&o);
+    o.timeout = 2;
+    if (rank != 0) {
+        sleep(30); /* busy elsewhere: ended by rank 0's abort long before */
+        return 0;
+    }
+    nb_dist *d = nb_dist_new(m.ps, &o);
+    printf("rank 0 returned: %s\n", d ? "a nb_dist" : nb_last_error());
+    fflush(stdout);
+    MPI_Abort(MPI_COMM_WORLD, 3); /* its duplicate is pending: end the job */
+    return 1;
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -307,6 +328,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "--stall") || !strcmp(argv[1], "--kill")))
         return stall(X, y, !strcmp(argv[1], "--kill"));
     if (argc > 1 && !strcmp(argv[1], "--paths")) return different_paths(X, y);
+    if (argc > 1 && !strcmp(argv[1], "--skip-setup")) return skipped_setup();
     check_against_one_process(X, y);
     check_shares_cover_the_epoch();
     check_failures_reach_every_rank(X, y);
