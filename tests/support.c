@@ -124,3 +124,8 @@ void expect_values(const nb_tensor *t, const double *v, size_t n, double tol) {
     assert_int_equal(nb_tensor_size(t), n);
     for (size_t i = 0; i < n; i++) assert_close(nb_get(t, i), v[i], tol * (1 + fabs(v[i])));
 }
+
+nb_tensor *weighted_loss(nb_tape *tp, nb_tensor *y, nb_tensor *R) {
+    nb_tensor *r = nb_cast(tp, R, nb_tensor_dtype(y));
+    return nb_add(tp, nb_sum(tp, nb_mul(tp, r, y)), nb_scale(tp, nb_sum(tp, nb_mul(tp, r, nb_square(tp, y))), 0.1));
+}

@@ -51,6 +51,11 @@ void assert_op_gradcheck_(op_apply_fn f, const void *arg, nb_tensor *const *in, 
  * the number of dimensions. */
 int random_shape(nb_rng *rng, size_t *shape);
 
+/* A scalar of y that weighs every element with R (cast to y's dtype) and
+ * adds a square, so that a gradient check sees each element's own
+ * derivative, first and second: sum(R ⊙ y) + 0.1 sum(R ⊙ y²). */
+nb_tensor *weighted_loss(nb_tape *tp, nb_tensor *y, nb_tensor *R);
+
 /* t holds the n values v, each within tol · (1 + |v|). */
 void expect_values(const nb_tensor *t, const double *v, size_t n, double tol);
 

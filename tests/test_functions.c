@@ -212,6 +212,9 @@ static void test_reductions_along_an_axis(void **state) {
     expect_values(nb_logsumexp(tp, x, 1, false), (double[]){3.4076059644443806, 5.0091744845917345}, 2, 1e-15);
     expect_values(nb_var_axis(tp, x, -1, false, 1), (double[]){1, 10.333333333333334}, 2, 1e-15);
     expect_values(nb_var_axis(tp, x, 0, true, 0), (double[]){0.25, 2.25, 1}, 3, 1e-15);
+    /* a negative correction, as torch.var(x, 1, correction=-1) and -2 */
+    expect_values(nb_var_axis(tp, x, 1, false, -1), (double[]){0.5, 5.166666666666667}, 2, 1e-15);
+    expect_values(nb_var_axis(tp, x, 1, false, -2), (double[]){0.4, 4.133333333333334}, 2, 1e-15);
     nb_tensor *mx = nb_max_axis(tp, x, 1, true), *am = nb_argmax(tp, x, 1, false);
     assert_int_equal(nb_tensor_ndim(mx), 2);
     expect_values(mx, (double[]){3, 5}, 2, 0);

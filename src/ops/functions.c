@@ -204,7 +204,8 @@ nb_tensor *nb_var_axis_(nb_tape *tp, nb_tensor *x, int axis, bool keepdims, int 
     nb_tensor *failed = nb_op_check(tp, &var_op, &x, 1, file, line);
     if (failed) return failed;
     int nd = nb_tensor_ndim(x), ax = axis < 0 ? axis + nd : axis;
-    if (ax >= 0 && ax < nd && (correction < 0 || (size_t)correction >= nb_tensor_dim(x, ax))) {
+    /* A negative correction divides by more than n, as PyTorch allows. */
+    if (ax >= 0 && ax < nd && correction >= 0 && (size_t)correction >= nb_tensor_dim(x, ax)) {
         char s[128];
         return nb_op_error(tp, NB_ERR_ARG, file, line,
                            "var: correction %d along axis %d of %s leaves no degrees of freedom (it must be "

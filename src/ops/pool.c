@@ -377,13 +377,17 @@ static nb_tensor *plan(nb_tape *tp, const nb_op *op, nb_tensor *x, const nb_pool
         if (2 * *ps[k] > *ks[k])
             return nb_fail(tp, NB_ERR_ARG, file, line, "%s: padding %ld is more than half the kernel %ld (as PyTorch "
                            "requires, every window must reach into x)", name, *ps[k], *ks[k]);
+        /* PyTorch's count: floor (or ceil) of (padded - reach) / stride, plus 1;
+         * with ceil_mode a window may reach past the padding (it is clipped),
+         * so that one larger than the padded x still gives one output. */
         double reach = (double)*ds[k] * (double)(*ks[k] - 1) + 1, padded = (double)ins[k] + 2.0 * (double)*ps[k];
-        if (reach > padded)
+        double steps = (padded - reach) / (double)*ss[k], first = o->ceil_mode ? ceil(steps) : floor(steps);
+        if (first < 0)
             return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                           "%s: the window %d×%d (spanning %.0f) does not fit in x %s padded by %ld", name,
-                           o->kernel[0], o->kernel[1], reach, sx, *ps[k]);
-        double steps = (padded - reach) / (double)*ss[k];
-        size_t out = (size_t)(o->ceil_mode ? ceil(steps) : floor(steps)) + 1;
+                           "%s: the window %d×%d (spanning %.0f) does not fit in x %s padded by %ld%s", name,
+                           o->kernel[0], o->kernel[1], reach, sx, *ps[k], o->ceil_mode ? "" : " (ceil_mode allows "
+                           "a window that overhangs by less than the stride)");
+        size_t out = (size_t)first + 1;
         /* ceil_mode: the last window must start inside x or its left padding */
         if (o->ceil_mode && (long)(out - 1) * *ss[k] >= (long)ins[k] + *ps[k]) out--;
         *outs[k] = out;
