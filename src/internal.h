@@ -269,6 +269,13 @@ typedef struct {
     int parent;            /* enclosing scope, or -1 */
 } nb_scope;
 
+typedef struct {
+    const char *what;      /* "forward", "backward hook", ...; NULL when no user code runs */
+    const nb_op_call *call; /* the op call whose callback it is (a copy, valid while it runs), or NULL */
+    const char *who;       /* without a call: the API call that runs it ("nb_backward") */
+    bool may_reset;        /* only nb_tape_free is refused (nb_gradcheck's function) */
+} nb_user_code;
+
 struct nb_tape {
     nb_arena arena;        /* values, gradients, saved data */
     /* Tensor headers and names, at addresses never reused (see nb_headers),
@@ -299,7 +306,27 @@ struct nb_tape {
     void *progress_user;
     int running;           /* backward passes under way (more than 1: passes inside passes) */
     struct nb_nested *nested; /* the innermost pass inside another's, or NULL (see nb_pass_enter) */
+    nb_user_code user_code;   /* the user's callback running on the tape, if any (nb_user_enter) */
+    unsigned refused_resets;  /* nb_tape_reset/nb_tape_free calls refused so far (see nb_user_enter) */
 };
+
+/* The user's code that a call runs on a tape: a custom op's forward,
+ * backward, backward_graph or describe, or the backward hook.  While one
+ * runs, the call under way holds pointers into the tape's arena and entries
+ * (partial gradients, saved leaf gradients, the nested-pass log, the entry
+ * itself), so nb_tape_reset and nb_tape_free of that tape are refused: they
+ * do nothing, and the tape is errored (NB_ERR_STATE) naming the callback
+ * and its op; the call then fails with that error (src/graph/tape.c).
+ * (nb_gradcheck's function may reset the tape it is given, which holds
+ * nothing of nb_gradcheck's, but not free it.)  Callbacks nest (a backward
+ * that runs nb_grad runs other callbacks): each site saves the outer one
+ * and puts it back. */
+static inline nb_user_code nb_user_enter(nb_tape *tp, nb_user_code code) {
+    nb_user_code outer = tp->user_code;
+    tp->user_code = code;
+    return outer;
+}
+static inline void nb_user_leave(nb_tape *tp, nb_user_code outer) { tp->user_code = outer; }
 
 /* Working memory for one entry's forward or backward, gone when it returns
  * (convolutions' unfolded patches): one buffer per tape, grown when a call

@@ -194,15 +194,12 @@ static void run_user_code(nb_tape *tp, size_t i, bool hook) {
     nb_backward_hook h = tp->hook, progress = tp->progress;
     void *user = tp->hook_user, *progress_user = tp->progress_user;
     tp->hook = tp->progress = NULL;
-    if (hook) {
+    if (hook) { /* as a custom op's callbacks (op.c): a reset refused, the ops it records dropped */
         size_t n = tp->n_entries;
-        uint32_t generation = tp->generation;
+        nb_user_code outer = nb_user_enter(tp, (nb_user_code){.what = "backward hook", .who = "nb_backward"});
         h(tp, i, user);
-        if (tp->generation == generation)
-            nb_drop_entries(tp, n); /* as a custom op's callbacks' (op.c) */
-        else /* the pass's tensors are gone: it cannot go on */
-            nb_set_error(tp, NB_ERR_STATE, NULL, 0,
-                         "nb_backward: the backward hook reset the tape (nb_tape_reset) during the pass");
+        nb_user_leave(tp, outer);
+        nb_drop_entries(tp, n);
     } else {
         nb_user_backward(tp, i);
     }

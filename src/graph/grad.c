@@ -242,7 +242,11 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
             break;
         }
         memset(grad_in, 0, (size_t)e.n_in * sizeof *grad_in);
+        /* (the user's code, for a custom op: it may not reset the tape, which
+         * holds m and grad_in; see nb_user_enter) */
+        nb_user_code outer = nb_user_enter(tp, (nb_user_code){.what = "backward_graph", .call = &e});
         e.op->backward_graph(&e, G, grad_in);
+        nb_user_leave(tp, outer);
         for (int k = 0; k < e.n_in && tp->status == NB_OK; k++) {
             nb_tensor *x = nb_entry_input(&e, k);
             if (!grad_in[k] || !fits_input(tp, &e, k, grad_in[k], file, line) || !x->requires_grad) continue;

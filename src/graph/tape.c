@@ -26,8 +26,25 @@ nb_tape *nb_tape_new(void) {
     return tp;
 }
 
+/* From inside the user's code that the tape runs (see nb_user_enter), a
+ * reset or a free would pull the memory from under the call that runs it:
+ * refused, the tape left as it was and errored.  True if refused. */
+static bool refused_inside_callback(nb_tape *tp, const char *what) {
+    const nb_user_code *u = &tp->user_code;
+    bool freeing = !strcmp(what, "nb_tape_free");
+    if (!u->what || (u->may_reset && !freeing)) return false;
+    if (tp->refused_resets < UINT_MAX) tp->refused_resets++;
+    /* "rsq: its backward called ...", "nb_backward: the backward hook called ..." */
+    nb_set_error(tp, NB_ERR_STATE, u->call ? u->call->file : NULL, u->call ? u->call->line : 0,
+                 "%s: %s %s called %s on the tape that runs it, which is refused: the call under way still uses "
+                 "the tape's memory (the tape is left as it was: %s once that call has returned)",
+                 u->call ? u->call->op->name : u->who, u->call ? "its" : "the", u->what, what,
+                 freeing ? "free it" : "reset it");
+    return true;
+}
+
 void nb_tape_free(nb_tape *tp) {
-    if (!tp) return;
+    if (!tp || refused_inside_callback(tp, "nb_tape_free")) return;
     nb_arena_free(&tp->arena);
     nb_headers_free(&tp->headers); /* retired: its tensors stay recognisable */
     nb_free(tp->entries);
@@ -37,7 +54,7 @@ void nb_tape_free(nb_tape *tp) {
 }
 
 void nb_tape_reset(nb_tape *tp) {
-    if (!tp) return;
+    if (!tp || refused_inside_callback(tp, "nb_tape_reset")) return;
     /* Tape tensors cease to exist; heap leaves hold no link into the tape.
      * Their headers stay where they are, recognisably old (by generation,
      * or retired to zeros), and no new header takes their addresses.  When
