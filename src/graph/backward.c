@@ -351,11 +351,16 @@ nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, 
             (p->grad_state == NB_GRAD_NONE || p->grad_state == NB_GRAD_ZERO))
             p->sgd = NB_SGD_CANDIDATE;
     }
-    /* Count their readers among the entries that lead up to the loss. */
+    /* Count their readers among the entries that lead up to the loss.  An
+     * entry that reads a view reads its base's storage: it counts as a
+     * reader of the base (a view made in a callback has no entry of its own
+     * that reads the base, and an update applied in place would change
+     * what that entry's backward reads). */
     for (size_t i = 0; i < loss->entry; i++) {
         const nb_entry *e = &tp->entries[i];
         for (int k = 0; k < e->n_in; k++) {
             nb_tensor *x = nb_entry_input(e, k);
+            if (x->base) x = x->base;
             if (x->sgd != NB_SGD_NO) x->sgd = x->sgd == NB_SGD_CANDIDATE ? NB_SGD_ONE_READER : NB_SGD_MANY_READERS;
         }
     }

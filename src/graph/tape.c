@@ -158,7 +158,8 @@ nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *s
     nb_tensor *t = nb_header_alloc(tp, nb_header_bytes(ndim));
     if (!t) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op);
     *t = (nb_tensor){.dtype = src->dtype, .ndim = (uint8_t)ndim, .status = NB_OK, .home = NB_HOME_TAPE, .tape = tp,
-                     .generation = tp->generation, .size = src->size, .data = src->data, .name = nb_unnamed};
+                     .generation = tp->generation, .size = src->size, .data = src->data, .name = nb_unnamed,
+                     .base = src->base ? src->base : src};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     return t;
 }
@@ -177,6 +178,12 @@ bool nb_record_many(nb_tape *tp, nb_entry *e, nb_tensor *const *in) {
 
 bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line) {
     size_t cap = tp->cap_entries ? 2 * tp->cap_entries : 256;
+    if (cap > UINT32_MAX) cap = UINT32_MAX; /* a tensor keeps its entry's number in 32 bits */
+    if (cap <= tp->cap_entries) {
+        nb_set_error(tp, NB_ERR_NOMEM, file, line, "%s: the tape is full (%zu entries, the most it can hold)",
+                     op->name, tp->cap_entries);
+        return false;
+    }
     nb_entry *grown = nb_realloc(tp->entries, cap * sizeof *grown);
     if (!grown) {
         nb_set_error(tp, NB_ERR_NOMEM, file, line, "%s: cannot grow the tape to %zu entries", op->name, cap);
