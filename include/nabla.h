@@ -266,7 +266,9 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
  * With create_graph, the backward computation is recorded as ordinary ops,
  * so the gradients can be differentiated again, to any order (every
  * built-in op supports it; an op of your own needs a backward_graph, see
- * nabla_op.h).  Without it, the fast backward pass of nb_backward runs. */
+ * nabla_op.h).  Without it, the fast backward pass of nb_backward runs.
+ * On failure every grads[i] is an errored tensor, as are hv[i] of nb_hvp
+ * and result[0] of nb_jvp below. */
 #define nb_grad(out, wrt, n, grads, create_graph) nb_grad_(out, NULL, wrt, n, grads, create_graph, NB_SITE)
 #define nb_grad_seed(out, seed, wrt, n, grads, create_graph) \
     nb_grad_(out, seed, wrt, n, grads, create_graph, NB_SITE)
