@@ -33,7 +33,7 @@ static bool refused_inside_callback(nb_tape *tp, const char *what) {
     const nb_user_code *u = &tp->user_code;
     bool freeing = !strcmp(what, "nb_tape_free");
     if (!u->what || (u->may_reset && !freeing)) return false;
-    if (tp->refused_resets < UINT_MAX) tp->refused_resets++;
+    tp->refused_resets++; /* (compared for change only: wrapping is fine) */
     /* "rsq: its backward called ...", "nb_backward: the backward hook called ..." */
     nb_set_error(tp, NB_ERR_STATE, u->call ? u->call->file : NULL, u->call ? u->call->line : 0,
                  "%s: %s %s called %s on the tape that runs it, which is refused: the call under way still uses "
