@@ -102,9 +102,18 @@ int nb_get_threads(void);
 /* ------------------------------------------------------------------ tapes */
 
 nb_tape *nb_tape_new(void);
+/* Frees the tape and ends its tensors.  Refused, as nb_tape_reset is, from
+ * inside the user's code that the tape runs, and from nb_gradcheck's
+ * function on the tape it is given. */
 void nb_tape_free(nb_tape *tp);
 /* Forgets every recorded entry and every tensor on the tape, keeping the
  * memory for the next step.  Clears the tape's error.
+ *
+ * Refused while the tape runs the user's code (a custom op's callback,
+ * see nabla_op.h, or the backward hook): the call that runs it still uses
+ * the tape's memory, so the reset does nothing, the tape gets NB_ERR_STATE
+ * naming the callback, and that call (nb_op, nb_backward, nb_grad, a
+ * picture) returns the error.  Reset once it has returned.
  *
  * The contract for tensors kept across a reset (or past nb_tape_free):
  * such a tensor is stale, however many resets ago it was made, and every
@@ -260,7 +269,9 @@ nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, 
  * With create_graph, the backward computation is recorded as ordinary ops,
  * so the gradients can be differentiated again, to any order (every
  * built-in op supports it; an op of your own needs a backward_graph, see
- * nabla_op.h).  Without it, the fast backward pass of nb_backward runs. */
+ * nabla_op.h).  Without it, the fast backward pass of nb_backward runs.
+ * On failure every grads[i] is an errored tensor, as are hv[i] of nb_hvp
+ * and result[0] of nb_jvp below. */
 #define nb_grad(out, wrt, n, grads, create_graph) nb_grad_(out, NULL, wrt, n, grads, create_graph, NB_SITE)
 #define nb_grad_seed(out, seed, wrt, n, grads, create_graph) \
     nb_grad_(out, seed, wrt, n, grads, create_graph, NB_SITE)
@@ -318,7 +329,8 @@ nb_tensor *nb_tensor_input(const nb_tensor *t, int k);
 /* Called once per tape entry that backward processes, after the entry's
  * backward ran (for step-by-step pictures).  It may call nb_grad (a pass
  * inside the pass, which the hook does not see); ops it records are taken
- * off the tape when it returns, as a custom op's callbacks' (nabla_op.h). */
+ * off the tape when it returns, as a custom op's callbacks' (nabla_op.h).
+ * It may not reset or free the tape (refused: see nb_tape_reset). */
 typedef void (*nb_backward_hook)(nb_tape *tp, size_t entry_index, void *user);
 void nb_tape_set_backward_hook(nb_tape *tp, nb_backward_hook hook, void *user);
 
@@ -629,7 +641,9 @@ nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *
 
 /* Builds a scalar from inputs[0..n) on tape tp.  It must use only ops (no
  * reading of values to branch on) and may read `user` for fixed data; data
- * tensors should be nb_cast() to the inputs' dtype, which is float64. */
+ * tensors should be nb_cast() to the inputs' dtype, which is float64.  It
+ * may reset tp, but not free it (refused: nb_gradcheck goes on using it),
+ * and must return a tensor made since its last reset. */
 typedef nb_tensor *(*nb_gradcheck_fn)(nb_tape *tp, nb_tensor *const *inputs, int n,
                                       void *user);
 
@@ -690,7 +704,10 @@ typedef struct {
 } nb_dot_axis_symbol;
 
 typedef struct {
-    const nb_tensor *loss;     /* coloured as the loss; default: last entry's output */
+    /* coloured as the loss; default: last entry's output.  This and the
+     * tensors of `checked` must be live, on the tape drawn or the heap
+     * (else NB_ERR_STATE: one from before nb_tape_reset, or another tape's). */
+    const nb_tensor *loss;
     size_t max_values;         /* print values in full up to this size; default 12 */
     bool show_values;          /* default true */
     bool show_grads;           /* default true */

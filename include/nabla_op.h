@@ -59,8 +59,15 @@
  *    returns, so read those through nb_grad.  Inside
  *    nb_optimizer_backward_step with plain SGD, the rest of that pass
  *    computes ordinary gradients for the optimizer to apply.
- *  - No callback may reset the tape: that ends the op's own result, and is
- *    refused with NB_ERR_STATE naming the op.
+ *  - No callback may reset or free the tape it runs on (nor may a backward
+ *    hook): the call under way (nb_op, a backward pass, nb_grad, a
+ *    picture) still uses the tape's memory.  nb_tape_reset and
+ *    nb_tape_free called from inside one are refused: they do nothing, the
+ *    tape is errored with NB_ERR_STATE naming the op and the callback, and
+ *    that call returns the error (nb_op an errored tensor); reset the tape
+ *    once it has returned.
+ *  - A view recorded in a callback and kept shares its input's storage as
+ *    any view does: a write through either is seen by the version check.
  */
 #ifndef NABLA_OP_H
 #define NABLA_OP_H

@@ -37,27 +37,37 @@ enum { NB_HOME_NONE = 0, NB_HOME_HEAP, NB_HOME_TAPE };
 
 /* 72 bytes, plus 8 per dimension: a tape records one per op, and every byte
  * here costs time in graphs of many small ops (measured: 32 more bytes took
- * a 1-element op from 19 to 28 ns, as each op writes fresh memory). */
+ * a 1-element op from 19 to 28 ns, as each op writes fresh memory; `base`
+ * unpacked, rounding a 1-D header from 80 to 96 bytes, took a chain of (3,)
+ * ops from 30 to 32 ns, so home and sgd share a byte, uses is a byte and
+ * entry 32 bits: written once or never per op, they cost nothing packed). */
 struct nb_tensor {
     uint8_t dtype;         /* nb_dtype */
     uint8_t ndim;
     uint8_t status;        /* nb_status: NB_OK, or why this is an errored nil tensor */
     uint8_t grad_state;    /* NB_GRAD_*: NONE means no gradient reached it */
     bool requires_grad;
-    uint8_t home;          /* NB_HOME_*: on the heap or on `tape`; NONE for a retired header */
     bool is_leaf;          /* made by the user, not by an op */
-    uint8_t sgd;           /* NB_SGD_*: during nb_backward_sgd only */
+    uint8_t home : 2;      /* NB_HOME_*: on the heap or on `tape`; NONE for a retired header */
+    uint8_t sgd : 2;       /* NB_SGD_*: during nb_backward_sgd only */
+    uint8_t uses;          /* entries that read it (an input used twice counts twice), up to 255:
+                              only whether it is exactly 1 matters (nb_grad_share) */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
-    unsigned uses;         /* entries that read it (an input used twice counts twice) */
     uint32_t generation;   /* tape tensors: the tape's generation (resets) when made */
     uint32_t version;      /* the write clock when last written (see nb_mark_written) */
+    uint32_t entry;        /* index+1 of the entry that produced it; 0 for leaves (a tape
+                              holds fewer than 2^32 entries: nb_tape_grow) */
     size_t size;           /* product of shape; 1 for 0-d */
     void *data;
     void *grad;            /* same dtype and size as data, or NULL */
     nb_tape *tape;         /* tape that owns it (home TAPE) */
-    size_t entry;          /* index+1 of the entry that produced it; 0 for leaves */
     char *name;            /* "" or a copy: heap tensors carry NB_NAME_MAX bytes for
                               it after the shape; tape tensors copy into the arena */
+    /* A view (reshape, detach, a custom op's view): the tensor that owns
+     * the storage it shares, at the root of any chain of views; NULL for
+     * others.  Writes and version checks go through it (nb_mark_written),
+     * even for a view whose entry a callback's return took off the tape. */
+    nb_tensor *base;
     size_t shape[];        /* ndim sizes */
 };
 
@@ -269,6 +279,13 @@ typedef struct {
     int parent;            /* enclosing scope, or -1 */
 } nb_scope;
 
+typedef struct {
+    const char *what;      /* "forward", "backward hook", ...; NULL when no user code runs */
+    const nb_op_call *call; /* the op call whose callback it is (a copy, valid while it runs), or NULL */
+    const char *who;       /* without a call: the API call that runs it ("nb_backward") */
+    bool may_reset;        /* only nb_tape_free is refused (nb_gradcheck's function) */
+} nb_user_code;
+
 struct nb_tape {
     nb_arena arena;        /* values, gradients, saved data */
     /* Tensor headers and names, at addresses never reused (see nb_headers),
@@ -299,7 +316,27 @@ struct nb_tape {
     void *progress_user;
     int running;           /* backward passes under way (more than 1: passes inside passes) */
     struct nb_nested *nested; /* the innermost pass inside another's, or NULL (see nb_pass_enter) */
+    nb_user_code user_code;   /* the user's callback running on the tape, if any (nb_user_enter) */
+    unsigned refused_resets;  /* nb_tape_reset/nb_tape_free calls refused so far (see nb_user_enter) */
 };
+
+/* The user's code that a call runs on a tape: a custom op's forward,
+ * backward, backward_graph or describe, or the backward hook.  While one
+ * runs, the call under way holds pointers into the tape's arena and entries
+ * (partial gradients, saved leaf gradients, the nested-pass log, the entry
+ * itself), so nb_tape_reset and nb_tape_free of that tape are refused: they
+ * do nothing, and the tape is errored (NB_ERR_STATE) naming the callback
+ * and its op; the call then fails with that error (src/graph/tape.c).
+ * (nb_gradcheck's function may reset the tape it is given, which holds
+ * nothing of nb_gradcheck's, but not free it.)  Callbacks nest (a backward
+ * that runs nb_grad runs other callbacks): each site saves the outer one
+ * and puts it back. */
+static inline nb_user_code nb_user_enter(nb_tape *tp, nb_user_code code) {
+    nb_user_code outer = tp->user_code;
+    tp->user_code = code;
+    return outer;
+}
+static inline void nb_user_leave(nb_tape *tp, nb_user_code outer) { tp->user_code = outer; }
 
 /* Working memory for one entry's forward or backward, gone when it returns
  * (convolutions' unfolded patches): one buffer per tape, grown when a call
@@ -413,11 +450,11 @@ static inline nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, 
     for (int i = 0; i < n_in; i++) {
         if (n_in <= NB_MAX_INPUTS) e->in[i] = in[i];
         requires |= in[i]->requires_grad;
-        if (in[i]->uses < UINT_MAX) in[i]->uses++;
+        if (in[i]->uses < UINT8_MAX) in[i]->uses++;
     }
     out->is_leaf = false;
     out->requires_grad = requires && tp->grad_enabled;
-    out->entry = tp->n_entries; /* index + 1 */
+    out->entry = (uint32_t)tp->n_entries; /* index + 1 (fewer than 2^32: nb_tape_grow) */
     return e;
 }
 

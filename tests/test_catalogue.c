@@ -308,6 +308,33 @@ static nb_status gradcheck_nan(void) {
     return r.status;
 }
 
+static nb_tensor *stale_sum(nb_tape *tp, nb_tensor *const *x, int n, void *user) {
+    (void)n, (void)user;
+    nb_tensor *y = nb_sum(tp, nb_square(tp, x[0]));
+    nb_tape_reset(tp);
+    return y;
+}
+static nb_status gradcheck_stale_result(void) {
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, 2}));
+    nb_gradcheck_result r = nb_gradcheck(stale_sum, &x, 1, NULL, NULL);
+    snprintf(gradcheck_message, sizeof gradcheck_message, "%s", r.message);
+    nb_tensor_free(x);
+    return r.status;
+}
+
+static nb_tensor *freeing_sum(nb_tape *tp, nb_tensor *const *x, int n, void *user) {
+    (void)n, (void)user;
+    nb_tape_free(tp); /* nb_gradcheck's own tape */
+    return nb_sum(tp, nb_square(tp, x[0]));
+}
+static nb_status gradcheck_frees_tape(void) {
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, 2}));
+    nb_gradcheck_result r = nb_gradcheck(freeing_sum, &x, 1, NULL, NULL);
+    snprintf(gradcheck_message, sizeof gradcheck_message, "%s", r.message);
+    nb_tensor_free(x);
+    return r.status;
+}
+
 static nb_status gradcheck_null_input(void) {
     nb_tensor *x = NULL;
     nb_gradcheck_result r = nb_gradcheck(log_sum, &x, 1, NULL, NULL);
@@ -580,6 +607,31 @@ static nb_status dot_unwritable(void) {
     nb_tape_free(tp);
     return st;
 }
+/* The options' tensors: a loss from before a reset, a checked one of another tape. */
+static nb_status dot_stale_loss(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_dot_opts o;
+    nb_dot_default_opts(&o);
+    o.loss = nb_sum(tp, nb_square(tp, grad_leaf(tp, 2)));
+    nb_tape_reset(tp);
+    nb_sum(tp, nb_square(tp, grad_leaf(tp, 2)));
+    nb_status st = nb_dot_save(tp, test_path("stale.dot"), &o);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status html_checked_elsewhere(void) {
+    nb_tape *tp = nb_tape_new(), *other = nb_tape_new();
+    nb_tensor *elsewhere = nb_ones(other, NB_F64, NB_SHAPE(2));
+    nb_dot_opts o;
+    nb_dot_default_opts(&o);
+    o.checked = &elsewhere;
+    o.checked_errors = (double[]){1e-6};
+    o.n_checked = 1;
+    nb_status st = nb_backward_html(nb_sum(tp, nb_square(tp, grad_leaf(tp, 2))), test_path("c.html"), NULL, &o);
+    nb_tape_free(other);
+    nb_tape_free(tp);
+    return st;
+}
 static nb_status render(const char *dot_name, const char *dot, const char *out_name, const char *format) {
     char dot_path[160];
     snprintf(dot_path, sizeof dot_path, "%s", write_text(dot_name, dot));
@@ -700,6 +752,22 @@ static const nb_op_def custom_graph = {.name = "custom_graph", .forward = copy_f
 static void resetting_forward(nb_op_call *c) { nb_tape_reset(nb_op_tape(c)); }
 static const nb_op_def custom_reset = {.name = "custom_reset", .forward = resetting_forward,
                                        .backward = identity_backward};
+static void resetting_backward(nb_op_call *c) { nb_tape_reset(nb_op_tape(c)); }
+static void resetting_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    (void)G, (void)grad_in;
+    nb_tape_reset(nb_op_tape(c));
+}
+static void resetting_describe(const nb_op_call *c, char *buf, size_t size) {
+    (void)buf, (void)size;
+    nb_tape_reset(nb_op_tape(c));
+}
+static const nb_op_def backward_resets_op = {.name = "backward_resets", .forward = copy_forward,
+                                             .backward = resetting_backward, .backward_graph = resetting_graph,
+                                             .describe = resetting_describe};
+static void freeing_hook(nb_tape *tp, size_t entry, void *user) {
+    (void)entry, (void)user;
+    nb_tape_free(tp);
+}
 static void flagless_backward(nb_op_call *c) { nb_op_grad_input(c, 0, NULL); }
 static const nb_op_def custom_flagless = {.name = "custom_flagless", .forward = copy_forward,
                                           .backward = flagless_backward};
@@ -722,6 +790,23 @@ static nb_status forward_resets(void) {
     nb_tape_free(tp);
     return st;
 }
+/* 0: nb_backward, 1: nb_grad with create_graph, 2: nb_dot_save, 3: a hook that frees the tape */
+static nb_status callback_resets(int how) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(tp, 2), *g;
+    nb_tensor *L = nb_sum(tp, nb_op(tp, &backward_resets_op, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0));
+    if (how == 3) nb_tape_set_backward_hook(tp, freeing_hook, NULL);
+    nb_status st = how == 0 || how == 3 ? nb_backward(L)
+                   : how == 1           ? nb_grad(L, &x, 1, &g, true)
+                                        : nb_dot_save(tp, test_path("resets.dot"), NULL);
+    nb_tape_set_backward_hook(tp, NULL, NULL);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status backward_resets(void) { return callback_resets(0); }
+static nb_status backward_graph_resets(void) { return callback_resets(1); }
+static nb_status describe_resets(void) { return callback_resets(2); }
+static nb_status hook_frees(void) { return callback_resets(3); }
 static nb_status grad_input_flagless(void) {
     nb_tape *tp = nb_tape_new();
     nb_tensor *x = grad_leaf(tp, 2);
@@ -1144,6 +1229,10 @@ static const bad_input catalogue[] = {
     {"anomaly: exp(100) in float32", anomaly_exp_overflow, NB_ERR_VALUE, {"anomaly", "exp", "inf", "max 100", SITE}},
     {"gradcheck of a function that is NaN", gradcheck_nan, NB_ERR_VALUE, {"nb_gradcheck", "NaN"}},
     {"gradcheck of a NULL input", gradcheck_null_input, NB_ERR_NULL, {"nb_gradcheck", "input 0 is NULL"}},
+    {"gradcheck of a function that returns a tensor it reset", gradcheck_stale_result, NB_ERR_STATE,
+     {"nb_gradcheck", "the function returned", "before nb_tape_reset"}},
+    {"gradcheck of a function that frees its tape", gradcheck_frees_tape, NB_ERR_STATE,
+     {"nb_gradcheck: the function called nb_tape_free", "refused", "free it once"}},
     /* backward */
     {"backward from a (3,) output without a seed", backward_non_scalar, NB_ERR_SHAPE,
      {"nb_backward", "(3,)", "nb_backward_seed", SITE}},
@@ -1237,6 +1326,10 @@ static const bad_input catalogue[] = {
     {"threads: 1000", threads_too_many, NB_ERR_ARG, {"nb_set_threads", "1000 threads"}},
     /* graph export */
     {"dot: an unwritable path", dot_unwritable, NB_ERR_IO, {"/nonexistent/graph.dot"}},
+    {"dot: opts.loss kept across nb_tape_reset", dot_stale_loss, NB_ERR_STATE,
+     {"nb_dot_write", "opts.loss", "before nb_tape_reset"}},
+    {"stepper page: opts.checked holding another tape's tensor", html_checked_elsewhere, NB_ERR_STATE,
+     {"nb_backward_html", "opts.checked[0]", "another tape"}},
     {"render: a file that is not dot", render_not_dot, NB_ERR_VALUE,
      {"nb_dot_render", "bad.dot", "not a valid dot", "syntax error in line 1"}},
     {"render: an unknown format", render_format, NB_ERR_UNSUPPORTED, {"nb_dot_render", "'no-such-format'", "svg"}},
@@ -1334,6 +1427,14 @@ static const bad_input catalogue[] = {
     {"custom view of 9 elements for 8", view_count, NB_ERR_SHAPE, {"custom_view", "(3, 3)", "has 9", "(8,)", SITE}},
     {"custom view of another dtype", view_dtype, NB_ERR_DTYPE, {"custom_view", "float64", "float32", SITE}},
     {"custom forward that resets its tape", forward_resets, NB_ERR_STATE, {"custom_reset", "forward", "reset", SITE}},
+    {"custom backward that resets its tape", backward_resets, NB_ERR_STATE,
+     {"backward_resets: its backward", "nb_tape_reset", "refused", "left as it was", SITE}},
+    {"backward_graph that resets its tape", backward_graph_resets, NB_ERR_STATE,
+     {"backward_resets: its backward_graph", "nb_tape_reset", "refused", SITE}},
+    {"describe that resets its tape under nb_dot_save", describe_resets, NB_ERR_STATE,
+     {"nb_dot_write", "backward_resets: its describe", "nb_tape_reset", "refused", SITE}},
+    {"backward hook that frees its tape", hook_frees, NB_ERR_STATE,
+     {"nb_backward", "backward hook", "nb_tape_free", "refused", "free it once"}},
     {"nb_op_grad_input with no accumulate flag", grad_input_flagless, NB_ERR_NULL,
      {"custom_flagless", "nb_op_grad_input", "NULL", SITE}},
     {"backward_graph giving a () gradient for a (3,) input", graph_scalar, NB_ERR_SHAPE,

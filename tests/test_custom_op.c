@@ -7,6 +7,7 @@
  */
 #include "support.h"
 #include "nabla_op.h"
+#include "nabla_train.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -501,6 +502,90 @@ static void test_callbacks_that_record_ops(void **state) {
     nb_tensor_free(x);
 }
 
+/* ---------------------------------------------------------------- views made in callbacks */
+
+/* A forward that makes a view of a tensor, keeps it, and copies its input:
+ * the view's entry leaves the tape when the forward returns, but the view
+ * still shares the storage.  (Before, the view's link to that storage went
+ * with its entry: a write through either was unseen, and backward gave
+ * dL/dx = 200 instead of refusing; the fused SGD update wrote the storage
+ * under an op that read the view, which then gave a wrong gradient.) */
+static nb_tensor *kept_view, *view_of; /* view_of: what the forward views (NULL: its input) */
+static void keep_view_forward(nb_op_call *c) {
+    nb_tensor *x = view_of ? view_of : nb_op_input(c, 0);
+    kept_view = nb_reshape(nb_op_tape(c), x, 1, ((long[]){(long)nb_tensor_size(x)}));
+    memcpy(nb_op_output_data(c), nb_op_input_data(c, 0), nb_op_size(c) * sizeof(double));
+}
+static void keep_view_backward(nb_op_call *c) { (void)c; }
+static const nb_op_def keep_view = {.name = "keep_view", .forward = keep_view_forward, .backward = keep_view_backward};
+
+static void test_views_made_in_callbacks_share_their_storage(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, 2, 3}));
+    nb_requires_grad(x, true);
+    /* a write through the view, after square read x: refused as a write through x is */
+    view_of = NULL;
+    nb_op(tp, &keep_view, &x, 1, NB_F64, NB_SHAPE(3), NULL, 0);
+    nb_tensor *L = nb_sum(tp, nb_square(tp, x));
+    assert_true(nb_tensor_const_data(kept_view) == nb_tensor_const_data(x));
+    nb_set(kept_view, 0, 100);
+    assert_close(nb_get(x, 0), 100, 0);
+    assert_int_equal(nb_backward(L), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "square", "changed after the op used it");
+    assert_false(nb_has_grad(x));
+    /* a write through x, after mul read the view: dL/dw = view's values */
+    nb_tape_reset(tp);
+    nb_set(x, 0, 1);
+    nb_tensor *w = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, 1, 1}));
+    nb_requires_grad(w, true);
+    nb_op(tp, &keep_view, &x, 1, NB_F64, NB_SHAPE(3), NULL, 0);
+    L = nb_sum(tp, nb_mul(tp, kept_view, w));
+    nb_set(x, 0, 10);
+    assert_int_equal(nb_backward(L), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "mul", "changed after the op used it");
+    nb_set(x, 0, 1);
+    nb_tensor_free(w);
+    nb_tensor_free(x);
+
+    /* Plain SGD folded into backward: W is read by the matmul and, through
+     * the view V made in a forward, by the mul recorded before it (whose
+     * backward runs after the matmul's).  L = sum(V ⊙ y) + sum(X W): the
+     * step must be y -= lr W (W as it was) and W -= lr Xᵀ1, as with
+     * nb_backward and nb_optimizer_step. */
+    const double lr = 0.5, X0[6] = {1, 2, 3, 4, 5, 6}, W0[4] = {0.5, -1, 2, 0.25}, y0[4] = {1, 1, 1, 1};
+    nb_tensor *X = nb_from_array(NULL, NB_F64, NB_SHAPE(3, 2), X0);
+    nb_tensor *z = nb_from_array(NULL, NB_F64, NB_SHAPE(1), ((double[]){0}));
+    for (int fused = 0; fused < 2; fused++) {
+        nb_params *ps = nb_params_new();
+        nb_tensor *W = nb_params_add(ps, "W", nb_from_array(NULL, NB_F64, NB_SHAPE(2, 2), W0));
+        nb_tensor *y = nb_params_add(ps, "y", nb_from_array(NULL, NB_F64, NB_SHAPE(4), y0));
+        nb_optimizer_opts o;
+        nb_optimizer_defaults(&o, NB_OPT_SGD);
+        o.lr = lr;
+        nb_optimizer *opt = nb_optimizer_new(ps, &o);
+        nb_tape_reset(tp);
+        view_of = W;
+        nb_op(tp, &keep_view, &z, 1, NB_F64, NB_SHAPE(1), NULL, 0);
+        nb_tensor *E = nb_mul(tp, kept_view, y), *M = nb_matmul(tp, X, W);
+        L = nb_add(tp, nb_sum(tp, E), nb_sum(tp, M));
+        assert_int_equal(fused ? nb_optimizer_backward_step(opt, L)
+                               : (nb_backward(L) == NB_OK ? nb_optimizer_step(opt) : NB_ERR_STATE),
+                         NB_OK);
+        for (size_t i = 0; i < 4; i++) {
+            assert_close(nb_get(y, i), y0[i] - lr * W0[i], 1e-15);
+            double column = X0[i / 2] + X0[2 + i / 2] + X0[4 + i / 2]; /* dL/dW(r, c) = Σ_k X(k, r) */
+            assert_close(nb_get(W, i), W0[i] - lr * column, 1e-15);
+        }
+        nb_optimizer_free(opt);
+        nb_params_free(ps);
+    }
+    view_of = NULL;
+    nb_tensor_free(X);
+    nb_tensor_free(z);
+    nb_tape_free(tp);
+}
+
 /* ---------------------------------------------------------------- first-order backward misuse */
 
 /* A backward that writes nothing: its inputs get no gradient from it (as a
@@ -576,6 +661,7 @@ int main(void) {
         cmocka_unit_test(test_view_with_many_inputs),
         cmocka_unit_test(test_view_shapes_are_checked),
         cmocka_unit_test(test_callbacks_that_record_ops),
+        cmocka_unit_test(test_views_made_in_callbacks_share_their_storage),
         cmocka_unit_test(test_backward_misuse),
     };
     return cmocka_run_group_tests_name("custom ops", tests, NULL, NULL);

@@ -1,5 +1,6 @@
 /* Graphviz export: content, determinism, and Graphviz accepting the files. */
 #include "support.h"
+#include "nabla_op.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -574,6 +575,103 @@ static void test_graphviz_accepts_the_file(void **state) {
     nb_tensor_free(m.b);
 }
 
+/* The tensors the options name (the loss, the checked ones) are checked as
+ * every call checks its tensors: one from before nb_tape_reset, one of a
+ * freed tape (its header retired, reading as zeros) and one of another tape
+ * are refused by every writer, which writes nothing.  (Before, a retired
+ * or freed loss was a NULL dereference in nb_dot_save and nb_backward_html,
+ * and the others were drawn with NB_OK.)  A loss made inside a callback,
+ * whose entry is no longer its own, is drawn without reading past the
+ * tape. */
+static nb_tensor *made_in_forward;
+static void sum_forward(nb_op_call *c) {
+    nb_tensor *t = nb_op_input(c, 0);
+    for (int k = 0; k < 300; k++) t = nb_scale(nb_op_tape(c), t, 1); /* entries past the graph's */
+    made_in_forward = nb_sum(nb_op_tape(c), t);
+    memcpy(nb_op_output_data(c), nb_op_input_data(c, 0), nb_op_size(c) * sizeof(double));
+}
+static void identity_backward(nb_op_call *c) {
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    const double *g = nb_op_grad_output(c);
+    for (size_t i = 0; gx && i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] : g[i];
+}
+static const nb_op_def sums_in_forward = {.name = "sums_in_forward", .forward = sum_forward,
+                                          .backward = identity_backward};
+
+static void test_tensors_in_the_options_are_checked(void **state) {
+    (void)state;
+    char dir[] = "/tmp/nabla-opts-XXXXXX", path[128];
+    assert_non_null(mkdtemp(dir));
+    model m = make_model();
+    nb_tape *tp = nb_tape_new(), *other = nb_tape_new(), *gone = nb_tape_new();
+    nb_tensor *old = nb_scale(tp, m.W, 3);
+    nb_tape_reset(tp);
+    nb_tensor *freed = nb_scale(gone, m.W, 3), *elsewhere = nb_scale(other, m.W, 3);
+    nb_tape_free(gone);
+    nb_tensor *loss = build(tp, &m);
+    assert_int_equal(nb_backward(loss), NB_OK);
+    nb_tensor *bad[3] = {old, freed, elsewhere};
+    const char *why[3] = {"before nb_tape_reset", "before nb_tape_reset, or of a freed tape", "another tape"};
+    double errors[2] = {1e-6, 1e-6};
+    for (int kind = 0; kind < 3; kind++)
+        for (int field = 0; field < 2; field++)
+            for (int writer = 0; writer < 4; writer++) {
+                nb_dot_opts o;
+                nb_dot_default_opts(&o);
+                nb_tensor *checked[2] = {m.W, bad[kind]};
+                if (field == 0) {
+                    o.loss = bad[kind];
+                } else {
+                    o.checked = checked;
+                    o.checked_errors = errors;
+                    o.n_checked = 2;
+                }
+                nb_status st;
+                const char *who;
+                if (writer == 0) {
+                    char *buf = NULL;
+                    size_t len = 0;
+                    FILE *f = open_memstream(&buf, &len);
+                    st = nb_dot_write(tp, f, &o), who = "nb_dot_write";
+                    fclose(f);
+                    assert_int_equal(len, 0);
+                    free(buf);
+                } else if (writer == 1) {
+                    snprintf(path, sizeof path, "%s/g.dot", dir);
+                    st = nb_dot_save(tp, path, &o), who = "nb_dot_write";
+                } else if (writer == 2) {
+                    snprintf(path, sizeof path, "%s/g.html", dir);
+                    st = nb_backward_html(loss, path, "t", &o), who = "nb_backward_html";
+                } else {
+                    snprintf(path, sizeof path, "%s/frame_000.dot", dir);
+                    st = nb_backward_frames(loss, dir, &o, NULL), who = "nb_backward_frames";
+                }
+                assert_int_equal(st, NB_ERR_STATE);
+                assert_message_has(nb_last_error(), who, field ? "opts.checked[1]" : "opts.loss", why[kind]);
+                if (writer) assert_int_not_equal(access(path, F_OK), 0); /* nothing written */
+            }
+    /* a loss recorded by a custom op's forward: alive, on this tape, with an
+     * entry number past the tape's (its entry was dropped) */
+    nb_tape_reset(tp);
+    nb_tensor *y = nb_op(tp, &sums_in_forward, &m.W, 1, NB_F64, NB_SHAPE(3, 1), NULL, 0);
+    nb_tensor *L = nb_sum(tp, y);
+    nb_dot_opts o;
+    nb_dot_default_opts(&o);
+    o.loss = made_in_forward;
+    char *dot = dot_of(tp, &o);
+    assert_message_has(dot, "op1", "legend");
+    free(dot);
+    snprintf(path, sizeof path, "%s/p.html", dir);
+    assert_int_equal(nb_backward_html(L, path, "t", &o), NB_OK);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+    nb_tape_free(other);
+    nb_tape_free(tp);
+    nb_tensor_free(m.W);
+    nb_tensor_free(m.b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dot_content),
@@ -585,6 +683,7 @@ int main(void) {
         cmocka_unit_test(test_long_names_are_cut_between_characters),
         cmocka_unit_test(test_dot_is_deterministic),
         cmocka_unit_test(test_graphviz_accepts_the_file),
+        cmocka_unit_test(test_tensors_in_the_options_are_checked),
     };
     return cmocka_run_group_tests_name("dot", tests, NULL, NULL);
 }

@@ -672,6 +672,71 @@ static void test_stale_tensors_everywhere(void **state) {
     nb_tape_free(tp);
 }
 
+/* A call that fails leaves every one of its results an errored tensor, as
+ * nb_grad always did: nb_hvp and nb_jvp left hv[i] and result[0] as they
+ * were, so a caller reading them after a failure read whatever they held. */
+static void test_failed_calls_leave_errored_results(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new(), *other = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){1, 2}));
+    nb_tensor *y = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){3, 4, 5}));
+    nb_tensor *mark = nb_zeros(NULL, NB_F64, NB_SHAPE(1)); /* what the results held before */
+    nb_requires_grad(x, true);
+    nb_requires_grad(y, true);
+    nb_tensor *wrt[2] = {x, y}, *res[2];
+    for (int round = 0; round < 6; round++) {
+        nb_tape_reset(tp);
+        nb_tensor *f = nb_add(tp, nb_sum(tp, nb_square(tp, x)), nb_sum(tp, nb_exp(tp, y)));
+        nb_tensor *stale = nb_ones(other, NB_F64, NB_SHAPE(3)), *short_v = nb_ones(tp, NB_F64, NB_SHAPE(2));
+        nb_tape_reset(other);
+        nb_tensor *v[2] = {x, y};
+        nb_status st;
+        res[0] = res[1] = mark;
+        switch (round) {
+        case 0: /* an error on the tape */
+            nb_slice(tp, x, 0, 5, 6, 1);
+            st = nb_hvp(f, wrt, 2, v, res);
+            break;
+        case 1: /* the second vector does not fit y */
+            v[1] = short_v;
+            st = nb_hvp(f, wrt, 2, v, res);
+            break;
+        case 2: /* the second vector is NULL */
+            v[1] = NULL;
+            st = nb_hvp(f, wrt, 2, v, res);
+            break;
+        case 3: /* a non-scalar output */
+            st = nb_hvp(nb_square(tp, y), wrt, 2, v, res);
+            break;
+        case 4: /* a tangent from before nb_tape_reset */
+            v[1] = stale;
+            st = nb_jvp(f, wrt, 2, v, res);
+            break;
+        default: /* an error on the tape, for jvp */
+            nb_slice(tp, x, 0, 5, 6, 1);
+            st = nb_jvp(f, wrt, 2, v, res);
+            break;
+        }
+        assert_int_not_equal(st, NB_OK);
+        int results = round >= 4 ? 1 : 2; /* jvp: one result, J t */
+        for (int i = 0; i < results; i++) {
+            assert_true(res[i] != mark);
+            assert_int_equal(nb_tensor_status(res[i]), st);
+        }
+    }
+    /* and the dense ones return errored tensors */
+    nb_tape_reset(tp);
+    nb_tensor *f = nb_sum(tp, nb_square(tp, x));
+    nb_slice(tp, x, 0, 5, 6, 1);
+    assert_int_not_equal(nb_tensor_status(nb_jacobian(nb_square(tp, x), x)), NB_OK);
+    assert_int_not_equal(nb_tensor_status(nb_hessian(f, x)), NB_OK);
+    nb_tensor_free(mark);
+    nb_tensor_free(x);
+    nb_tensor_free(y);
+    nb_tape_free(other);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hessian_of_a_quadratic_form),
@@ -690,6 +755,7 @@ int main(void) {
         cmocka_unit_test(test_backward_graph_results_are_checked),
         cmocka_unit_test(test_seed_of_another_shape),
         cmocka_unit_test(test_stale_tensors_everywhere),
+        cmocka_unit_test(test_failed_calls_leave_errored_results),
     };
     return cmocka_run_group_tests_name("higher order", tests, NULL, NULL);
 }

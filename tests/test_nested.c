@@ -211,10 +211,172 @@ static void test_nested_pass_in_fused_sgd(void **state) {
     nb_tensor_free(X);
 }
 
+/* ---------------------------------------------------------------- callbacks that reset their tape */
+
+/* y = rsq(a) = a², whose callbacks (and a backward hook) can reset or free
+ * their tape, then fill the arena with values that look like pointers.
+ * Whatever call runs them, the reset is refused: the tape and its tensors
+ * stay as they were, and the call fails naming the op and the callback.
+ * (Before: a backward_graph resetting under nb_grad with create_graph, a
+ * backward or a hook under nb_grad or nb_backward_html, used the rewound
+ * arena as pointers and crashed; a describe under nb_dot_save returned
+ * NB_OK; a free was a use after free.)  The reset may also come after a
+ * pass inside the callback has run callbacks of its own. */
+enum { NOWHERE, IN_FORWARD, IN_BACKWARD, IN_BACKWARD_AFTER_INNER, IN_GRAPH, IN_DESCRIBE, IN_HOOK };
+static int reset_in, inner_depth;
+static bool free_instead;
+static void reset_here(nb_tape *tp) {
+    if (free_instead)
+        nb_tape_free(tp);
+    else
+        nb_tape_reset(tp);
+    for (int k = 0; k < 64; k++) nb_full(tp, NB_F64, NB_SHAPE(64), 1e-300);
+}
+static const nb_op_def rsq;
+static void rsq_forward(nb_op_call *c) {
+    const double *a = nb_op_input_data(c, 0);
+    double *y = nb_op_output_data(c);
+    for (size_t i = 0; i < nb_op_size(c); i++) y[i] = a[i] * a[i];
+    if (reset_in == IN_FORWARD) reset_here(nb_op_tape(c));
+}
+static void rsq_backward(nb_op_call *c) {
+    nb_tape *tp = nb_op_tape(c);
+    const double *a = nb_op_input_data(c, 0), *g = nb_op_grad_output(c);
+    bool acc;
+    double *ga = nb_op_grad_input(c, 0, &acc);
+    for (size_t i = 0; ga && i < nb_op_size(c); i++) ga[i] = (acc ? ga[i] : 0) + 2 * a[i] * g[i];
+    if (reset_in == IN_BACKWARD_AFTER_INNER && inner_depth == 0) { /* an inner pass through rsq's backward */
+        inner_depth++;
+        nb_tensor *x = nb_op_input(c, 0), *gx;
+        bool was = nb_tape_set_grad_enabled(tp, true);
+        nb_tensor *inner = nb_sum(tp, nb_op(tp, &rsq, &x, 1, NB_F64, nb_tensor_ndim(x), nb_tensor_shape(x), NULL, 0));
+        nb_tape_set_grad_enabled(tp, was);
+        nb_grad(inner, &x, 1, &gx, false);
+        inner_depth--;
+        reset_here(tp);
+    }
+    if (reset_in == IN_BACKWARD) reset_here(tp);
+}
+static void rsq_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = nb_op_tape(c);
+    if (reset_in == IN_GRAPH) reset_here(tp);
+    grad_in[0] = nb_mul(tp, G, nb_scale(tp, nb_op_input(c, 0), 2));
+}
+static void rsq_describe(const nb_op_call *c, char *buf, size_t size) {
+    if (reset_in == IN_DESCRIBE) reset_here(nb_op_tape(c));
+    snprintf(buf, size, "squares");
+}
+static const nb_op_def rsq = {.name = "rsq", .forward = rsq_forward, .backward = rsq_backward,
+                              .backward_graph = rsq_graph, .describe = rsq_describe, .derivative = {"2a"},
+                              .elementwise = true};
+static void rsq_hook(nb_tape *tp, size_t entry, void *user) {
+    (void)entry, (void)user;
+    if (reset_in == IN_HOOK) reset_here(tp);
+}
+
+/* L = sum(rsq(sin x) ⊙ x): dL/dx = 2 sin x cos x · x + sin² x. */
+static nb_tensor *rsq_loss(nb_tape *tp, nb_tensor *x) {
+    nb_tensor *a = nb_sin(tp, x);
+    return nb_sum(tp, nb_mul(tp, nb_op(tp, &rsq, &a, 1, NB_F64, NB_SHAPE(3), NULL, 0), x));
+}
+
+enum { BY_OP, BY_BACKWARD_CALL, BY_GRAD_CALL, BY_GRAD_GRAPH_CALL, BY_DOT_SAVE, BY_HTML, BY_FRAMES };
+static nb_status run_call(int call, nb_tape *tp, nb_tensor *x, nb_tensor *L, const char *dir) {
+    char path[128];
+    nb_tensor *g;
+    nb_status st;
+    switch (call) {
+    case BY_OP: return nb_tensor_status(rsq_loss(tp, x));
+    case BY_BACKWARD_CALL: return nb_backward(L);
+    case BY_GRAD_CALL: return nb_grad(L, &x, 1, &g, false);
+    case BY_GRAD_GRAPH_CALL: return nb_grad(L, &x, 1, &g, true);
+    case BY_DOT_SAVE:
+        snprintf(path, sizeof path, "%s/graph.dot", dir);
+        st = nb_dot_save(tp, path, NULL);
+        unlink(path);
+        return st;
+    case BY_HTML:
+        snprintf(path, sizeof path, "%s/page.html", dir);
+        st = nb_backward_html(L, path, "reset", NULL);
+        unlink(path);
+        return st;
+    default:
+        st = nb_backward_frames(L, dir, NULL, NULL);
+        for (int k = 0; k < 16; k++) {
+            snprintf(path, sizeof path, "%s/frame_%03d.dot", dir, k);
+            unlink(path);
+        }
+        return st;
+    }
+}
+
+static void test_callbacks_may_not_reset_their_tape(void **state) {
+    (void)state;
+    const struct { int where, call; const char *says; } cases[] = {
+        {IN_FORWARD, BY_OP, "rsq: its forward"},
+        {IN_BACKWARD, BY_BACKWARD_CALL, "rsq: its backward"},
+        {IN_BACKWARD, BY_GRAD_CALL, "rsq: its backward"},
+        {IN_BACKWARD, BY_HTML, "rsq: its backward"},
+        {IN_BACKWARD, BY_FRAMES, "rsq: its backward"},
+        {IN_BACKWARD_AFTER_INNER, BY_BACKWARD_CALL, "rsq: its backward"},
+        {IN_BACKWARD_AFTER_INNER, BY_GRAD_CALL, "rsq: its backward"},
+        {IN_GRAPH, BY_GRAD_GRAPH_CALL, "rsq: its backward_graph"},
+        {IN_DESCRIBE, BY_DOT_SAVE, "rsq: its describe"},
+        {IN_DESCRIBE, BY_HTML, "rsq: its describe"},
+        {IN_HOOK, BY_BACKWARD_CALL, "the backward hook"},
+        {IN_HOOK, BY_GRAD_CALL, "the backward hook"},
+    };
+    char dir[] = "/tmp/nabla-reset-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){0.5, -1, 2}));
+    nb_requires_grad(x, true);
+    double expect[3];
+    for (size_t i = 0; i < 3; i++) {
+        double v = nb_get(x, i);
+        expect[i] = 2 * sin(v) * cos(v) * v + sin(v) * sin(v);
+    }
+    for (size_t k = 0; k < 2 * sizeof cases / sizeof *cases; k++) {
+        int where = cases[k / 2].where, call = cases[k / 2].call;
+        free_instead = k % 2;
+        reset_in = NOWHERE;
+        nb_tape *tp = nb_tape_new();
+        nb_tape_set_backward_hook(tp, rsq_hook, NULL);
+        nb_zero_grad(x);
+        nb_tensor *L = rsq_loss(tp, x);
+        assert_int_equal(nb_backward(L), NB_OK); /* x's gradient, which the calls must leave */
+        double value = nb_item(L);
+        size_t entries = nb_tape_size(tp);
+        reset_in = where;
+        assert_int_equal(run_call(call, tp, x, L, dir), NB_ERR_STATE);
+        reset_in = NOWHERE;
+        assert_message_has(nb_tape_error(tp), cases[k / 2].says, free_instead ? "nb_tape_free" : "nb_tape_reset",
+                           "refused", "left as it was");
+        assert_message_has(nb_last_error(), free_instead ? "nb_tape_free" : "nb_tape_reset", "refused");
+        /* nothing was rewound: the tape's tensors live, with their values */
+        assert_int_equal(nb_tensor_status(L), NB_OK);
+        assert_close(nb_item(L), value, 0);
+        if (call != BY_OP && call != BY_GRAD_GRAPH_CALL) /* (those two record ops that stay) */
+            assert_int_equal(nb_tape_size(tp), entries);
+        if (call != BY_OP && call != BY_BACKWARD_CALL) /* nb_grad and the films give the leaves back */
+            for (size_t i = 0; i < 3; i++) assert_close(nb_grad_get(x, i), expect[i], 1e-14);
+        /* after the call, the reset is the user's to make */
+        nb_tape_reset(tp);
+        assert_int_equal(nb_tape_status(tp), NB_OK);
+        nb_tensor *g;
+        assert_int_equal(nb_grad(rsq_loss(tp, x), &x, 1, &g, k % 4 < 2), NB_OK);
+        for (size_t i = 0; i < 3; i++) assert_close(nb_get(g, i), expect[i], 1e-14);
+        nb_tape_free(tp);
+    }
+    free_instead = false;
+    nb_tensor_free(x);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_passes_inside_passes),
         cmocka_unit_test(test_nested_pass_in_fused_sgd),
+        cmocka_unit_test(test_callbacks_may_not_reset_their_tape),
     };
     return cmocka_run_group_tests_name("passes inside passes", tests, NULL, NULL);
 }

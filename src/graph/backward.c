@@ -194,15 +194,12 @@ static void run_user_code(nb_tape *tp, size_t i, bool hook) {
     nb_backward_hook h = tp->hook, progress = tp->progress;
     void *user = tp->hook_user, *progress_user = tp->progress_user;
     tp->hook = tp->progress = NULL;
-    if (hook) {
+    if (hook) { /* as a custom op's callbacks (op.c): a reset refused, the ops it records dropped */
         size_t n = tp->n_entries;
-        uint32_t generation = tp->generation;
+        nb_user_code outer = nb_user_enter(tp, (nb_user_code){.what = "backward hook", .who = "nb_backward"});
         h(tp, i, user);
-        if (tp->generation == generation)
-            nb_drop_entries(tp, n); /* as a custom op's callbacks' (op.c) */
-        else /* the pass's tensors are gone: it cannot go on */
-            nb_set_error(tp, NB_ERR_STATE, NULL, 0,
-                         "nb_backward: the backward hook reset the tape (nb_tape_reset) during the pass");
+        nb_user_leave(tp, outer);
+        nb_drop_entries(tp, n);
     } else {
         nb_user_backward(tp, i);
     }
@@ -354,11 +351,16 @@ nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, 
             (p->grad_state == NB_GRAD_NONE || p->grad_state == NB_GRAD_ZERO))
             p->sgd = NB_SGD_CANDIDATE;
     }
-    /* Count their readers among the entries that lead up to the loss. */
+    /* Count their readers among the entries that lead up to the loss.  An
+     * entry that reads a view reads its base's storage: it counts as a
+     * reader of the base (a view made in a callback has no entry of its own
+     * that reads the base, and an update applied in place would change
+     * what that entry's backward reads). */
     for (size_t i = 0; i < loss->entry; i++) {
         const nb_entry *e = &tp->entries[i];
         for (int k = 0; k < e->n_in; k++) {
             nb_tensor *x = nb_entry_input(e, k);
+            if (x->base) x = x->base;
             if (x->sgd != NB_SGD_NO) x->sgd = x->sgd == NB_SGD_CANDIDATE ? NB_SGD_ONE_READER : NB_SGD_MANY_READERS;
         }
     }

@@ -45,7 +45,7 @@ static void put_clusters(FILE *f, const nb_picture *p) {
         fprintf(f, "  subgraph cluster_scope%d {\n    label=\"", s);
         put_escaped(f, name);
         fputs("\"; style=\"rounded,dashed\"; color=\"#999999\";\n   ", f);
-        for (size_t i = 0; i < tp->n_entries; i++)
+        for (size_t i = 0; i < p->n_entries; i++)
             if (tp->entries[i].scope == s) fprintf(f, " op%zu;", i);
         for (size_t k = 0; k < p->n_nodes; k++)
             if (p->nodes[k]->scope == s) fprintf(f, " t%zu;", p->nodes[k]->id);
@@ -105,7 +105,7 @@ nb_status nb_dot_emit(const nb_picture *p, FILE *f, const nb_dot_layout *l) {
         put_escaped(f, l->node_labels[k]);
         fputs("\"];\n", f);
     }
-    for (size_t i = 0; i < tp->n_entries; i++) {
+    for (size_t i = 0; i < p->n_entries; i++) {
         bool lit = hl == i + 1;
         fprintf(f, "  op%zu [shape=ellipse, style=filled, fillcolor=\"%s\"%s%s, label=\"", i,
                 lit ? NB_HIGHLIGHT_COLOR : "#d9ead3", lit ? ", fontcolor=white, penwidth=2" : "",
@@ -144,7 +144,7 @@ typedef struct {
 } still;
 
 static nb_status still_labels(const nb_picture *p, still *s) {
-    size_t n = p->n_nodes + p->tp->n_entries + p->n_edges;
+    size_t n = p->n_nodes + p->n_entries + p->n_edges;
     s->at = nb_malloc((n ? n : 1) * sizeof *s->at);
     s->labels = nb_malloc((n ? n : 1) * sizeof *s->labels);
     if (!s->at || !s->labels) return NB_ERR_NOMEM;
@@ -154,7 +154,7 @@ static nb_status still_labels(const nb_picture *p, still *s) {
         nb_picture_node_label(p, i, NB_MOMENT_STATIC, &s->all);
         nb_text_putn(&s->all, "", 1);
     }
-    for (size_t i = 0; i < p->tp->n_entries; i++, k++) {
+    for (size_t i = 0; i < p->n_entries; i++, k++) {
         s->at[k] = s->all.len;
         nb_picture_op_label(p, i, 0, &s->all);
         nb_text_putn(&s->all, "", 1);
@@ -179,19 +179,22 @@ nb_status nb_dot_write(nb_tape *tp, FILE *f, const nb_dot_opts *opts) {
         o = *opts;
     else
         nb_dot_default_opts(&o);
-    nb_status st = nb_picture_check_opts(&o, "nb_dot_write");
+    nb_status st = nb_picture_check_opts(&o, tp, "nb_dot_write");
     if (st != NB_OK) return st;
+    nb_picture_mark mark = nb_picture_mark_tape(tp);
     nb_picture p;
     st = nb_picture_build(&p, tp, &o);
     still s = {{0}, NULL, NULL};
-    if (st == NB_OK) st = still_labels(&p, &s);
+    if (st == NB_OK) st = still_labels(&p, &s); /* (runs the ops' describe) */
+    if (st != NB_OK)
+        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_dot_write: out of memory");
+    else
+        st = nb_picture_callbacks_status(tp, mark, "nb_dot_write");
     if (st == NB_OK) {
-        nb_dot_layout l = {s.labels, s.labels + p.n_nodes, s.labels + p.n_nodes + tp->n_entries, o.highlight,
+        nb_dot_layout l = {s.labels, s.labels + p.n_nodes, s.labels + p.n_nodes + p.n_entries, o.highlight,
                            o.rankdir, true, false, 0, 0, false};
         st = nb_dot_emit(&p, f, &l);
         if (st != NB_OK) nb_set_error(NULL, NB_ERR_IO, NULL, 0, "nb_dot_write: write error");
-    } else {
-        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "nb_dot_write: out of memory");
     }
     nb_picture_free(&p);
     nb_text_free(&s.all);

@@ -112,7 +112,7 @@ static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const
     else
         nb_dot_default_opts(&fm->opts);
     if (!fm->opts.loss) fm->opts.loss = loss;
-    nb_status st = nb_picture_check_opts(&fm->opts, what);
+    nb_status st = nb_picture_check_opts(&fm->opts, tp, what);
     if (st != NB_OK) return st;
     fm->opts.show_grads = true;
     if (nb_picture_build(&fm->pic, tp, &fm->opts) != NB_OK ||
@@ -151,22 +151,25 @@ static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const
     return st;
 }
 
-/* The ops' labels (the same in every frame), as pointers into one text. */
-static const char **op_labels(const film *fm, nb_text *all) {
-    size_t n = fm->pic.tp->n_entries;
+/* The ops' labels (the same in every frame), as pointers into one text;
+ * NULL, with *st and the message set, when memory runs out or an op's
+ * describe fails (see nb_picture_callbacks_status). */
+static const char **op_labels(const film *fm, nb_text *all, const char *what, nb_status *st) {
+    nb_picture_mark mark = nb_picture_mark_tape(fm->pic.tp);
+    size_t n = fm->pic.n_entries;
     size_t *at = nb_malloc((n ? n : 1) * sizeof *at);
     const char **labels = nb_malloc((n ? n : 1) * sizeof *labels);
-    if (!at || !labels) {
-        nb_free(at);
-        nb_free(labels);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; at && labels && i < n; i++) {
         at[i] = all->len;
         nb_picture_op_label(&fm->pic, i, fm->step_of[i], all);
         nb_text_putn(all, "", 1);
     }
-    if (all->failed) {
+    *st = !at || !labels || all->failed ? NB_ERR_NOMEM : NB_OK;
+    if (*st != NB_OK)
+        nb_set_error(NULL, *st, NULL, 0, "%s: out of memory", what);
+    else
+        *st = nb_picture_callbacks_status(fm->pic.tp, mark, what);
+    if (*st != NB_OK) {
         nb_free(at);
         nb_free(labels);
         return NULL;
@@ -199,11 +202,7 @@ nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts
     nb_status st = shoot(loss, opts, &fm, "nb_backward_frames");
     if (st != NB_OK) return st;
     nb_text all = {0};
-    const char **ops = op_labels(&fm, &all);
-    if (!ops) {
-        st = NB_ERR_NOMEM;
-        nb_set_error(NULL, st, NULL, 0, "nb_backward_frames: out of memory");
-    }
+    const char **ops = op_labels(&fm, &all, "nb_backward_frames", &st);
     /* Each frame's path in full (nb_output_open refuses one that does not
      * fit), each frame written atomically. */
     size_t room = strlen(dir) + 32;
@@ -331,7 +330,7 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
         snprintf(buf, n,
                  "The forward pass: every value is computed and recorded on the tape (%zu entries); no gradient is "
                  "known yet. Backward starts from the loss %s with ∂%s/∂%s = 1 and walks the tape in reverse.",
-                 fm->pic.tp->n_entries, loss, loss, loss);
+                 fm->pic.n_entries, loss, loss, loss);
         return true;
     }
     const nb_entry *e = &fm->pic.tp->entries[fr->entry - 1];
@@ -535,12 +534,8 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
     nb_status st = shoot(loss, opts, &fm, "nb_backward_html");
     if (st != NB_OK) return st;
     nb_text all = {0};
-    const char **ops = op_labels(&fm, &all);
+    const char **ops = op_labels(&fm, &all, "nb_backward_html", &st);
     char *svg = NULL;
-    if (!ops) {
-        st = NB_ERR_NOMEM;
-        nb_set_error(NULL, st, NULL, 0, "nb_backward_html: out of memory");
-    }
     /* Left to right unless asked, or unless that is much wider than tall:
      * then top to bottom, which suits a screen better. */
     const char *rankdir = fm.opts.rankdir ? fm.opts.rankdir : "LR";

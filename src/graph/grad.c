@@ -242,7 +242,11 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
             break;
         }
         memset(grad_in, 0, (size_t)e.n_in * sizeof *grad_in);
+        /* (the user's code, for a custom op: it may not reset the tape, which
+         * holds m and grad_in; see nb_user_enter) */
+        nb_user_code outer = nb_user_enter(tp, (nb_user_code){.what = "backward_graph", .call = &e});
         e.op->backward_graph(&e, G, grad_in);
+        nb_user_leave(tp, outer);
         for (int k = 0; k < e.n_in && tp->status == NB_OK; k++) {
             nb_tensor *x = nb_entry_input(&e, k);
             if (!grad_in[k] || !fits_input(tp, &e, k, grad_in[k], file, line) || !x->requires_grad) continue;
@@ -264,13 +268,22 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
     return tp->status;
 }
 
+/* A call that fails leaves every one of its n results an errored tensor
+ * (none unset, none of a part that succeeded), so that a caller reading
+ * them after a failure reads errored tensors. */
+static nb_status results_on_failure(nb_status st, nb_tensor **results, int n) {
+    for (int i = 0; st != NB_OK && results && i < n; i++) results[i] = nb_nil(st);
+    return st;
+}
+
 nb_status nb_grad_(nb_tensor *out, nb_tensor *seed, nb_tensor *const *wrt, int n, nb_tensor **grads, bool create_graph,
                    const char *file, int line) {
     nb_status st = check_call("nb_grad", out, seed, wrt, n, grads, file, line);
     for (int i = 0; grads && i < n; i++) grads[i] = nb_nil(st == NB_OK ? NB_ERR_STATE : st);
     if (st != NB_OK) return st;
-    return create_graph ? graph_grads(out, seed, wrt, n, grads, file, line)
-                        : numeric_grads(out, seed, wrt, n, grads, file, line);
+    st = create_graph ? graph_grads(out, seed, wrt, n, grads, file, line)
+                      : numeric_grads(out, seed, wrt, n, grads, file, line);
+    return results_on_failure(st, grads, n);
 }
 
 /* ---------------------------------------------------------------- built on nb_grad */
@@ -291,8 +304,8 @@ static nb_tensor *inner(nb_tape *tp, nb_tensor *const *a, nb_tensor *const *b, i
  * H x = (6, 24, 54) for sum(x³) at (1, 2, 3)), so a v that requires a
  * gradient enters the product detached, as torch.autograd.functional.hvp's
  * does. */
-nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *v, nb_tensor **hv,
-                  bool create_graph, const char *file, int line) {
+static nb_status hvp(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *v, nb_tensor **hv,
+                     bool create_graph, const char *file, int line) {
     nb_status st = check_call("nb_hvp", out, NULL, wrt, n, hv, file, line);
     for (int i = 0; st == NB_OK && i < n; i++) {
         const nb_tensor *u = v ? v[i] : NULL;
@@ -328,10 +341,15 @@ nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const
     return nb_grad_(s, NULL, wrt, n, hv, create_graph, file, line);
 }
 
+nb_status nb_hvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *v, nb_tensor **hv,
+                  bool create_graph, const char *file, int line) {
+    return results_on_failure(hvp(out, wrt, n, v, hv, create_graph, file, line), hv, n);
+}
+
 /* J v by the double-vjp trick: with u a dummy seed, g(u) = Jᵀ u is linear in
  * u, so d/du (g(u) · v) = J v.  Two backward passes, no forward mode. */
-nb_status nb_jvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *tangents, nb_tensor **result,
-                  const char *file, int line) {
+static nb_status jvp(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *tangents, nb_tensor **result,
+                     const char *file, int line) {
     /* any output shape: the seed is made here (out stands for it in the checks) */
     nb_status st = check_call("nb_jvp", out, out && out->status == NB_OK ? out : NULL, wrt, n, result, file, line);
     if (st != NB_OK || !out) return st; /* (check_call refuses a NULL out) */
@@ -361,6 +379,11 @@ nb_status nb_jvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const
     nb_tensor *s = inner(tp, g, tangents, n, file, line);
     if (tp->status != NB_OK) return tp->status;
     return nb_grad_(s, NULL, &u, 1, result, false, file, line);
+}
+
+nb_status nb_jvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const *tangents, nb_tensor **result,
+                  const char *file, int line) {
+    return results_on_failure(jvp(out, wrt, n, tangents, result, file, line), result, 1); /* one result: J t */
 }
 
 /* Row i of the Jacobian is the gradient of out's element i: one backward

@@ -40,11 +40,21 @@ typedef struct {
     double **v;
 } problem;
 
+/* The user's function on a fresh tape, which it may reset but not free
+ * (refused: nb_gradcheck goes on using it). */
+static nb_tensor *run_fn(problem *pb) {
+    nb_tape_reset(pb->tp);
+    nb_user_code outer =
+        nb_user_enter(pb->tp, (nb_user_code){.what = "function", .who = pb->name, .may_reset = true});
+    nb_tensor *y = pb->fn(pb->tp, pb->x, pb->n, pb->user);
+    nb_user_leave(pb->tp, outer);
+    return y;
+}
+
 /* Runs the function on a fresh tape; returns its value or NaN (with the
  * message in *result). */
 static double evaluate(problem *pb, nb_tensor **out, nb_gradcheck_result *r) {
-    nb_tape_reset(pb->tp);
-    nb_tensor *y = pb->fn(pb->tp, pb->x, pb->n, pb->user);
+    nb_tensor *y = run_fn(pb);
     *out = y;
     if (nb_tape_status(pb->tp) != NB_OK) {
         r->status = nb_tape_status(pb->tp);
@@ -54,6 +64,13 @@ static double evaluate(problem *pb, nb_tensor **out, nb_gradcheck_result *r) {
     if (!y) {
         r->status = NB_ERR_NULL;
         snprintf(r->message, sizeof r->message, "%s: the function returned NULL instead of a tensor", pb->name);
+        return NAN;
+    }
+    if (y->status == NB_OK && !nb_alive(y)) {
+        r->status = NB_ERR_STATE;
+        snprintf(r->message, sizeof r->message,
+                 "%s: the function returned a tensor from before nb_tape_reset (or of a freed tape), which ended it",
+                 pb->name);
         return NAN;
     }
     if (y->status != NB_OK) {
@@ -102,8 +119,7 @@ static nb_status analytic_derivatives(problem *pb, double **analytic, nb_gradche
         return r->status;
     }
     if (r->status != NB_OK) return r->status;
-    nb_tape_reset(pb->tp);
-    y = pb->fn(pb->tp, pb->x, pb->n, pb->user); /* evaluate() checked it */
+    y = run_fn(pb); /* evaluate() checked it */
     nb_tensor **d = nb_tape_alloc(pb->tp, (size_t)pb->n * sizeof *d);
     nb_status st = d ? NB_OK : NB_ERR_NOMEM;
     if (st == NB_OK && pb->second_order) {

@@ -59,33 +59,44 @@ static nb_tensor *check_view(nb_tape *tp, const nb_op_def *def, const nb_tensor 
  * return (nb_drop_entries): their results keep their values until the next
  * reset, but are no part of the graph, which backward, nb_grad and the
  * pictures walk as it was (a picture counts its entries before it draws
- * them).  One that resets the tape ends the op's own result, and is
- * refused. */
+ * them).  A reset of the tape from inside one is refused (see
+ * nb_user_enter). */
 void nb_drop_entries(nb_tape *tp, size_t n) {
     /* (Their inputs keep the uses they counted: not a tensor of them may be
      * read, since the callback may have freed the heap ones, and a use too
-     * many only keeps nb_grad_share from sharing a buffer.) */
+     * many only keeps nb_grad_share from sharing a buffer.  A view among
+     * their results keeps its link to the storage it shares in its own
+     * header, so writes through it are still seen: see nb_tensor.base.) */
     if (n < tp->n_entries) tp->n_entries = n;
 }
 
-static bool reset_by(nb_tape *tp, uint32_t generation, const nb_op_call *call, const char *callback) {
-    if (tp->generation == generation) return false;
-    nb_set_error(tp, NB_ERR_STATE, call->file, call->line,
-                 "%s: its %s reset the tape (nb_tape_reset), which ended the op's own result and inputs",
-                 call->op->name, callback);
-    return true;
+/* Runs one callback of entry i (on a copy of it): recording off, the tape
+ * marked as running the user's code, the ops it records dropped after.
+ * False if it tried to reset or free the tape (refused, the tape errored). */
+typedef enum { FORWARD, BACKWARD, DESCRIBE } callback;
+static bool run_callback(nb_tape *tp, nb_op_call *call, callback which, char *buf, size_t size) {
+    static const char *const names[] = {"forward", "backward", "describe"};
+    size_t n = tp->n_entries;
+    unsigned refused = tp->refused_resets;
+    bool was = tp->grad_enabled;
+    tp->grad_enabled = false;
+    nb_user_code outer = nb_user_enter(tp, (nb_user_code){.what = names[which], .call = call});
+    if (which == FORWARD)
+        call->op->forward(call);
+    else if (which == BACKWARD)
+        call->op->backward(call);
+    else
+        call->op->describe(call, buf, size);
+    nb_user_leave(tp, outer);
+    tp->grad_enabled = was;
+    nb_drop_entries(tp, n);
+    return tp->refused_resets == refused;
 }
 
 static nb_tensor *user_forward(nb_tape *tp, size_t i) {
     nb_op_call call = tp->entries[i];
-    uint32_t generation = tp->generation;
-    bool was = tp->grad_enabled;
-    tp->grad_enabled = false;
     call.phase = NB_IN_FORWARD;
-    call.op->forward(&call);
-    tp->grad_enabled = was;
-    if (reset_by(tp, generation, &call, "forward")) return nb_nil(NB_ERR_STATE);
-    nb_drop_entries(tp, i + 1);
+    if (!run_callback(tp, &call, FORWARD, NULL, 0)) return nb_nil(NB_ERR_STATE);
     nb_entry *e = &tp->entries[i];
     e->state = call.state; /* what nb_op_save kept */
     return tp->anomaly ? nb_anomaly_forward(tp, e) : e->out;
@@ -93,14 +104,8 @@ static nb_tensor *user_forward(nb_tape *tp, size_t i) {
 
 void nb_user_backward(nb_tape *tp, size_t i) {
     nb_op_call call = tp->entries[i];
-    uint32_t generation = tp->generation;
-    bool was = tp->grad_enabled;
-    tp->grad_enabled = false;
-    size_t n = tp->n_entries;
     call.phase = NB_IN_BACKWARD;
-    call.op->backward(&call);
-    tp->grad_enabled = was;
-    if (!reset_by(tp, generation, &call, "backward")) nb_drop_entries(tp, n);
+    run_callback(tp, &call, BACKWARD, NULL, 0); /* a refusal errored the tape: the pass stops */
 }
 
 /* For pictures, which read the tape as it is.  (The tape is the caller's,
@@ -108,13 +113,7 @@ void nb_user_backward(nb_tape *tp, size_t i) {
 void nb_user_describe(const nb_tape *picture_tape, size_t i, char *buf, size_t size) {
     nb_tape *tp = (nb_tape *)picture_tape;
     nb_op_call call = tp->entries[i];
-    size_t n = tp->n_entries;
-    uint32_t generation = tp->generation;
-    bool was = tp->grad_enabled;
-    tp->grad_enabled = false;
-    call.op->describe(&call, buf, size);
-    tp->grad_enabled = was;
-    if (!reset_by(tp, generation, &call, "describe")) nb_drop_entries(tp, n);
+    run_callback(tp, &call, DESCRIBE, buf, size); /* the picture sees a refusal (nb_picture_callbacks_failed) */
 }
 
 nb_tensor *nb_op_(nb_tape *tp, const nb_op_def *def, nb_tensor *const *inputs, int n_inputs, nb_dtype dtype,

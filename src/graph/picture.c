@@ -161,7 +161,30 @@ void nb_picture_free(nb_picture *p) {
     memset(p, 0, sizeof *p);
 }
 
-nb_status nb_picture_check_opts(const nb_dot_opts *o, const char *what) {
+/* A tensor the options name (the loss, a checked one) must be one the
+ * picture can show: live, on the tape drawn or on the heap. */
+static nb_status check_opts_tensor(const nb_tensor *t, const nb_tape *tp, const char *what, const char *field,
+                                   const char *index) {
+    nb_status st = !t ? NB_ERR_NULL : t->status != NB_OK ? t->status : NB_ERR_STATE;
+    const char *why = !t ? "NULL" : t->status != NB_OK ? "an errored tensor"
+                      : !nb_alive(t) ? "a tensor from before nb_tape_reset, or of a freed tape, which ended it"
+                      : nb_on_tape(t) && t->tape != tp ? "a tensor of another tape than the one drawn" : NULL;
+    if (!why) return NB_OK;
+    nb_set_error(NULL, st, NULL, 0, "%s: opts.%s%s is %s", what, field, index, why);
+    return st;
+}
+
+nb_status nb_picture_check_opts(const nb_dot_opts *o, const nb_tape *tp, const char *what) {
+    if (o->loss) {
+        nb_status st = check_opts_tensor(o->loss, tp, what, "loss", "");
+        if (st != NB_OK) return st;
+    }
+    for (size_t k = 0; o->checked && k < o->n_checked; k++) {
+        char index[32];
+        snprintf(index, sizeof index, "[%zu]", k);
+        nb_status st = check_opts_tensor(o->checked[k], tp, what, "checked", index);
+        if (st != NB_OK) return st;
+    }
     const char *r = o->rankdir;
     if (r && strcmp(r, "LR") != 0 && strcmp(r, "TB") != 0 && strcmp(r, "RL") != 0 && strcmp(r, "BT") != 0) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "%s: rankdir is \"%.16s\"; expected \"LR\", \"TB\", \"RL\" or \"BT\"",
@@ -176,9 +199,24 @@ nb_status nb_picture_check_opts(const nb_dot_opts *o, const char *what) {
     return NB_OK;
 }
 
+nb_picture_mark nb_picture_mark_tape(const nb_tape *tp) { return (nb_picture_mark){tp->status, tp->refused_resets}; }
+
+nb_status nb_picture_callbacks_status(const nb_tape *tp, nb_picture_mark before, const char *what) {
+    if (before.status == NB_OK && tp->status != NB_OK) {
+        nb_set_error(NULL, tp->status, NULL, 0, "%s: %s", what, tp->error);
+        return tp->status;
+    }
+    if (tp->refused_resets == before.refused) return NB_OK;
+    nb_set_error(NULL, NB_ERR_STATE, NULL, 0,
+                 "%s: an op's describe called nb_tape_reset or nb_tape_free on the tape being drawn, which is "
+                 "refused (the tape is left as it was)", what);
+    return NB_ERR_STATE;
+}
+
 nb_status nb_picture_build(nb_picture *p, const nb_tape *tp, const nb_dot_opts *o) {
     memset(p, 0, sizeof *p);
     p->tp = tp;
+    p->n_entries = tp->n_entries;
     p->o = o;
     p->loss = o->loss;
     if (!p->loss && tp->n_entries && tp->entries[tp->n_entries - 1].out->size == 1)
@@ -211,7 +249,8 @@ nb_status nb_picture_build(nb_picture *p, const nb_tape *tp, const nb_dot_opts *
      * each tensor's gradient: the reverse sweep backward itself makes. */
     nb_pic_node *loss = p->loss ? node_of(p, p->loss) : NULL;
     if (loss && p->loss->requires_grad) loss->reached = true;
-    for (size_t i = loss ? p->loss->entry : 0; i-- > 0;) {
+    /* (a loss made inside a callback has an entry no longer its own) */
+    for (size_t i = loss && nb_recorded(p->loss) ? p->loss->entry : 0; i-- > 0;) {
         const nb_entry *e = &tp->entries[i];
         nb_pic_node *out = node_of(p, e->out);
         p->runs[i] = out && out->reached && e->out->requires_grad && e->op->backward;

@@ -50,6 +50,7 @@ typedef struct {
 
 typedef struct {
     const nb_tape *tp;
+    size_t n_entries;       /* the tape's, when the scene was built (callbacks record ops, then drop them) */
     const nb_dot_opts *o;
     const nb_tensor *loss;
     /* "E" when the loss is named E, else "L"; as display text (a name of
@@ -65,8 +66,20 @@ typedef struct {
     bool mixed_dtypes;
 } nb_picture;
 
-/* Checks the options a user gave (`what` names the call in the message). */
-nb_status nb_picture_check_opts(const nb_dot_opts *o, const char *what);
+/* Checks the options a user gave for a picture of tp (`what` names the
+ * call in the message), the tensors they name included. */
+nb_status nb_picture_check_opts(const nb_dot_opts *o, const nb_tape *tp, const char *what);
+/* A picture runs the user's code: custom ops' describe, and for a film a
+ * backward pass.  An error it raises on a tape that had none, or a reset
+ * or free of the tape that it tried (refused: see nb_user_enter), fails
+ * the picture: mark the tape before, and ask after (NB_OK, or the error,
+ * with the message set). */
+typedef struct {
+    nb_status status;
+    unsigned refused;
+} nb_picture_mark;
+nb_picture_mark nb_picture_mark_tape(const nb_tape *tp);
+nb_status nb_picture_callbacks_status(const nb_tape *tp, nb_picture_mark before, const char *what);
 /* Builds the scene of the tape; NB_ERR_NOMEM on failure (then freed). */
 nb_status nb_picture_build(nb_picture *p, const nb_tape *tp, const nb_dot_opts *o);
 void nb_picture_free(nb_picture *p);

@@ -26,8 +26,25 @@ nb_tape *nb_tape_new(void) {
     return tp;
 }
 
+/* From inside the user's code that the tape runs (see nb_user_enter), a
+ * reset or a free would pull the memory from under the call that runs it:
+ * refused, the tape left as it was and errored.  True if refused. */
+static bool refused_inside_callback(nb_tape *tp, const char *what) {
+    const nb_user_code *u = &tp->user_code;
+    bool freeing = !strcmp(what, "nb_tape_free");
+    if (!u->what || (u->may_reset && !freeing)) return false;
+    tp->refused_resets++; /* (compared for change only: wrapping is fine) */
+    /* "rsq: its backward called ...", "nb_backward: the backward hook called ..." */
+    nb_set_error(tp, NB_ERR_STATE, u->call ? u->call->file : NULL, u->call ? u->call->line : 0,
+                 "%s: %s %s called %s on the tape that runs it, which is refused: the call under way still uses "
+                 "the tape's memory (the tape is left as it was: %s once that call has returned)",
+                 u->call ? u->call->op->name : u->who, u->call ? "its" : "the", u->what, what,
+                 freeing ? "free it" : "reset it");
+    return true;
+}
+
 void nb_tape_free(nb_tape *tp) {
-    if (!tp) return;
+    if (!tp || refused_inside_callback(tp, "nb_tape_free")) return;
     nb_arena_free(&tp->arena);
     nb_headers_free(&tp->headers); /* retired: its tensors stay recognisable */
     nb_free(tp->entries);
@@ -37,7 +54,7 @@ void nb_tape_free(nb_tape *tp) {
 }
 
 void nb_tape_reset(nb_tape *tp) {
-    if (!tp) return;
+    if (!tp || refused_inside_callback(tp, "nb_tape_reset")) return;
     /* Tape tensors cease to exist; heap leaves hold no link into the tape.
      * Their headers stay where they are, recognisably old (by generation,
      * or retired to zeros), and no new header takes their addresses.  When
@@ -141,7 +158,8 @@ nb_tensor *nb_result_view(nb_tape *tp, nb_tensor *src, int ndim, const size_t *s
     nb_tensor *t = nb_header_alloc(tp, nb_header_bytes(ndim));
     if (!t) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op);
     *t = (nb_tensor){.dtype = src->dtype, .ndim = (uint8_t)ndim, .status = NB_OK, .home = NB_HOME_TAPE, .tape = tp,
-                     .generation = tp->generation, .size = src->size, .data = src->data, .name = nb_unnamed};
+                     .generation = tp->generation, .size = src->size, .data = src->data, .name = nb_unnamed,
+                     .base = src->base ? src->base : src};
     for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     return t;
 }
@@ -160,6 +178,12 @@ bool nb_record_many(nb_tape *tp, nb_entry *e, nb_tensor *const *in) {
 
 bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line) {
     size_t cap = tp->cap_entries ? 2 * tp->cap_entries : 256;
+    if (cap > UINT32_MAX) cap = UINT32_MAX; /* a tensor keeps its entry's number in 32 bits */
+    if (cap <= tp->cap_entries) {
+        nb_set_error(tp, NB_ERR_NOMEM, file, line, "%s: the tape is full (%zu entries, the most it can hold)",
+                     op->name, tp->cap_entries);
+        return false;
+    }
     nb_entry *grown = nb_realloc(tp->entries, cap * sizeof *grown);
     if (!grown) {
         nb_set_error(tp, NB_ERR_NOMEM, file, line, "%s: cannot grow the tape to %zu entries", op->name, cap);

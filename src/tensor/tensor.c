@@ -25,33 +25,29 @@ static size_t data_offset(size_t header_bytes, size_t data_bytes) {
     return (header_bytes + align - 1) & ~(align - 1);
 }
 
+/* The header's size is part of every op's cost (see internal.h). */
+_Static_assert(sizeof(void *) != 8 || sizeof(nb_tensor) == 72, "a tensor header is 72 bytes on 64-bit machines");
+
 /* The name of every unnamed tape tensor (never written: naming one copies). */
 char nb_unnamed[1];
 
 _Atomic uint32_t nb_write_clock;
 _Atomic bool nb_write_clock_seen;
 
-/* The tensor that t is a view of (reshape, detach), or NULL. */
-static nb_tensor *view_source(const nb_tensor *t) {
-    if (!nb_on_tape(t) || !t->entry || !nb_alive(t) || t->entry > t->tape->n_entries) return NULL;
-    const nb_entry *e = &t->tape->entries[t->entry - 1];
-    return e->out == t && e->op->view ? nb_entry_input(e, 0) : NULL; /* any number of inputs */
-}
-
-/* A write marks the tensor and, through views, the tensors whose storage it
- * shares; a check looks at a tensor and those same tensors, so a write seen
- * through any view of a storage is seen from every other. */
+/* A write marks the tensor and, if it is a view, the tensor that owns the
+ * storage it shares (its base); a check looks at the tensor and its base.
+ * Every view of a storage has the same base, so a write seen through any
+ * view of it is seen from every other, and from the base itself. */
 void nb_mark_written(nb_tensor *t) {
     if (atomic_exchange_explicit(&nb_write_clock_seen, false, memory_order_relaxed))
         atomic_fetch_add_explicit(&nb_write_clock, 1, memory_order_relaxed);
     uint32_t now = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
-    for (; t; t = view_source(t)) t->version = now;
+    t->version = now;
+    if (t->base) t->base->version = now;
 }
 
 bool nb_written_since(const nb_tensor *t, uint32_t stamp) {
-    for (; t; t = view_source(t))
-        if (nb_newer(t->version, stamp)) return true;
-    return false;
+    return nb_newer(t->version, stamp) || (t->base && nb_newer(t->base->version, stamp));
 }
 
 /* Checks ndim and shape and computes the element count; 0 on error (with
