@@ -120,7 +120,7 @@ deps-test:
 # Fuzzing with libFuzzer (clang): each target runs FUZZ_SECONDS from its
 # seed corpus in fuzz/corpus; a crash, leak or sanitizer report fails.
 FUZZ_SECONDS ?= 60
-FUZZERS := csv idx params safetensors
+FUZZERS := csv idx params safetensors graph
 fuzz: deps-fuzz
 	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT="-O1 -g" \
 	    SANITIZE="-fsanitize=fuzzer-no-link,address,undefined" lib
