@@ -321,6 +321,42 @@ static void test_layer_norm(void **state) {
     }
 }
 
+/* x as its own gamma and beta: layer_norm(x, x, x), (x, x, NULL) and
+ * (x, NULL, x) on a row, and (x, g, g).  The inputs share one gradient
+ * buffer; it took the gamma part and then overwrote it with x's (the graph
+ * fuzzer found d/dx0 = 3.1e-5 where central differences give 0.3015). */
+static nb_tensor *ap_layer_norm_aliased(nb_tape *tp, nb_tensor *const *in, const void *arg) {
+    int how = *(const int *)arg;
+    nb_tensor *x = nb_neg(tp, in[0]);
+    if (how == 3) return nb_layer_norm(tp, x, in[1], in[1], 1e-5);
+    return nb_layer_norm(tp, x, how != 2 ? x : NULL, how != 1 ? x : NULL, 1e-5);
+}
+
+static void test_layer_norm_aliased_inputs(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 35);
+    for (int how = 0; how < 4; how++) {
+        nb_tensor *in[2] = {random_input(&rng, 1, (size_t[]){4}, -1, 1, false),
+                            random_input(&rng, 1, (size_t[]){4}, 0.5, 2, false)};
+        assert_op_gradcheck(ap_layer_norm_aliased, &how, in, how == 3 ? 2 : 1);
+        nb_tensor_free(in[0]);
+        nb_tensor_free(in[1]);
+    }
+    /* By hand, x = (0.625, 0, 0.75, 0.75) as in the fuzzer's input:
+     * y = relu(LN(-x; γ = -x)), sum(y) = 1.24367 (float64). */
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){0.625, 0, 0.75, 0.75}));
+    nb_requires_grad(x, true);
+    int how = 1;
+    nb_tensor *loss = nb_sum(tp, nb_relu(tp, ap_layer_norm_aliased(tp, &x, &how)));
+    assert_close(nb_item(loss), 1.24367, 1e-5);
+    assert_int_equal(nb_backward(loss), NB_OK);
+    assert_true(fabs(nb_grad_get(x, 0) - 0.3015) < 1e-3);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 /* ---------------------------------------------------------------- dropout */
 
 static void test_dropout(void **state) {
@@ -431,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_clamp_at_its_bounds),
         cmocka_unit_test(test_reductions_along_an_axis),
         cmocka_unit_test(test_layer_norm),
+        cmocka_unit_test(test_layer_norm_aliased_inputs),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_robust_losses),
     };
