@@ -194,12 +194,18 @@ static size_t part_of(size_t begin, size_t n, size_t parts) {
     return 0;
 }
 
+/* A thread's part of the unfolding buffer; NULL where no unfolding is
+ * needed (1x1, stride 1, no padding), which has no buffer at all. */
+static char *scratch_part(const conv_job *j, size_t part) {
+    return j->scratch ? j->scratch + part * j->part_bytes : NULL;
+}
+
 /* y (N, O, P) = conv(x = a, w = b) + bias, for examples begin..end. */
 static void forward_part(void *ctx, size_t begin, size_t end) {
     const conv_job *j = ctx;
     const conv_geom *g = j->g;
     size_t bytes = nb_dtype_size(j->dt), P = positions(g), K = patch(g), Cg = in_group(g), Og = out_group(g);
-    char *col = j->scratch + part_of(begin, g->N, j->parts) * j->part_bytes;
+    char *col = scratch_part(j, part_of(begin, g->N, j->parts));
     for (size_t n = begin; n < end; n++)
         for (size_t grp = 0; grp < g->groups; grp++) {
             const char *x = j->a + (n * g->C + grp * Cg) * g->H * g->W * bytes;
@@ -247,7 +253,7 @@ static void input_grad_part(void *ctx, size_t begin, size_t end) {
     const conv_job *j = ctx;
     const conv_geom *g = j->g;
     size_t part = part_of(begin, g->N, j->parts);
-    char *col = j->scratch + part * j->part_bytes;
+    char *col = scratch_part(j, part);
     for (size_t n = begin; n < end; n++)
         for (size_t grp = 0; grp < g->groups; grp++)
             input_grad_block(g, j->dt, g_block(j, j->a, n, grp, part), j->b, col, j->out, n, grp, j->acc);
@@ -293,7 +299,7 @@ static void weight_grad_part(void *ctx, size_t begin, size_t end) {
     const conv_geom *g = j->g;
     size_t bytes = nb_dtype_size(j->dt), P = positions(g), K = patch(g), Cg = in_group(g), Og = out_group(g);
     size_t part = part_of(begin, j->chunks, j->parts);
-    char *col = j->scratch + part * j->part_bytes;
+    char *col = scratch_part(j, part);
     for (size_t c = begin; c < end; c++) {
         char *partial = j->out ? j->partials + c * g->O * K * bytes : NULL;
         char *bias_partial = j->bias_grad ? j->bias_partials + c * g->O * bytes : NULL;
