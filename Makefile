@@ -36,7 +36,7 @@ MPI_TESTS  := $(if $(HAVE_MPI),$(BUILD)/tests/mpi/test_distributed)
 # Quiet rules; `make V=1` shows the commands.
 Q := $(if $(V),,@)
 
-.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test deps-fuzz deps-static golden docs bench fuzz check-static \
+.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test deps-fuzz deps-static golden docs bench fuzz fuzz-build fuzz-replay check-static \
         install uninstall clean
 
 all: lib examples
@@ -119,15 +119,24 @@ deps-test:
 
 # Fuzzing with libFuzzer (clang): each target runs FUZZ_SECONDS from its
 # seed corpus in fuzz/corpus; a crash, leak or sanitizer report fails.
+# The library is built with ASan and UBSan (no recovery: a report stops the
+# run) and a cap of 256 MiB per allocation, so that a huge but valid
+# request is refused (NB_ERR_MEMORY) rather than ending the fuzzer.
+# `make fuzz-replay` (part of `make test`) runs every corpus input once.
 FUZZ_SECONDS ?= 60
 FUZZERS := csv idx params safetensors graph
-fuzz: deps-fuzz
+FUZZ_SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+fuzz-build: deps-fuzz
 	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT="-O1 -g" \
-	    SANITIZE="-fsanitize=fuzzer-no-link,address,undefined" lib
+	    SANITIZE="-fsanitize=fuzzer-no-link $(FUZZ_SANITIZE) -DNB_MAX_ALLOCATION='(256UL << 20)'" lib
 	@set -e; for f in $(FUZZERS); do \
-	    clang $(CPPFLAGS) -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined \
+	    clang $(CPPFLAGS) -std=c11 -O1 -g -fsanitize=fuzzer $(FUZZ_SANITIZE) \
 	        $(shell pkg-config --cflags $(PKGS) 2>/dev/null) fuzz/fuzz_$$f.c -o build/fuzz/fuzz_$$f \
 	        build/fuzz/libnabla.a $(LDLIBS); \
+	done
+
+fuzz: fuzz-build
+	@set -e; for f in $(FUZZERS); do \
 	    mkdir -p build/fuzz/corpus/$$f build/fuzz/artifacts; cp fuzz/corpus/$$f/* build/fuzz/corpus/$$f/; \
 	    echo "fuzzing $$f for $(FUZZ_SECONDS) s"; \
 	    if LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp build/fuzz/fuzz_$$f \
@@ -139,6 +148,19 @@ fuzz: deps-fuzz
 	        echo "fuzz: 0 passed, 1 failed"; exit 1; \
 	    fi; \
 	done; echo "fuzz: $(words $(FUZZERS)) passed, 0 failed"
+
+# Every seed and every input a fuzzer once failed on, run once (with clang;
+# skipped with a message without it).
+fuzz-replay:
+	@if scripts/deps.sh fuzz >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory fuzz-build >/dev/null || exit 1; \
+	    pass=0; for f in $(FUZZERS); do \
+	        if LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp build/fuzz/fuzz_$$f fuzz/corpus/$$f/* \
+	            > build/fuzz/$$f-replay.log 2>&1; then pass=$$((pass + 1)); \
+	        else tail -n 40 build/fuzz/$$f-replay.log; echo "fuzz-replay: $$f failed"; \
+	            echo "fuzz-replay: $$pass passed, 1 failed"; exit 1; fi; \
+	    done; echo "fuzz-replay: $$pass passed, 0 failed ($$(ls fuzz/corpus/*/* | wc -l) inputs)"; \
+	else echo "fuzz-replay: skipped (apt-get install clang libclang-rt-14-dev)"; fi
 
 deps-fuzz:
 	@scripts/deps.sh fuzz
@@ -174,6 +196,7 @@ deps-static:
 test: deps-test
 	@$(MAKE) --no-print-directory test-plain
 	@$(MAKE) --no-print-directory test-sanitize
+	@$(MAKE) --no-print-directory fuzz-replay
 
 test-plain: tests lib examples
 	@scripts/run-tests.sh "plain" $(TESTS)

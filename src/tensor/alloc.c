@@ -14,6 +14,16 @@ static _Atomic uint64_t fail_at;
 static _Atomic bool failed_one;
 _Thread_local bool nb_hash_oom;
 
+/* Fuzzing builds (make fuzz) cap a single allocation: a huge but valid
+ * request (an nb_pad of 2^31 a side) is then refused with NB_ERR_MEMORY,
+ * as on a machine without that memory, rather than ending the fuzzer with
+ * its out-of-memory report.  Other builds have no cap. */
+#ifdef NB_MAX_ALLOCATION
+#define too_big(bytes) ((bytes) > (size_t)(NB_MAX_ALLOCATION))
+#else
+#define too_big(bytes) false
+#endif
+
 /* Counts an allocation; false if this one is to fail. */
 static bool allowed(void) {
     uint64_t n = atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed) + 1;
@@ -31,13 +41,13 @@ bool nb_test_allocation_failed(void) { return atomic_load(&failed_one); }
 
 bool nb_allocation_allowed(void) { return allowed(); }
 
-void *nb_malloc(size_t bytes) { return allowed() ? malloc(bytes ? bytes : 1) : NULL; }
+void *nb_malloc(size_t bytes) { return allowed() && !too_big(bytes) ? malloc(bytes ? bytes : 1) : NULL; }
 
-void *nb_realloc(void *p, size_t bytes) { return allowed() ? realloc(p, bytes ? bytes : 1) : NULL; }
+void *nb_realloc(void *p, size_t bytes) { return allowed() && !too_big(bytes) ? realloc(p, bytes ? bytes : 1) : NULL; }
 
 /* NB_ALIGN-aligned memory, released with nb_free(). */
 void *nb_malloc_aligned(size_t bytes) {
-    if (!allowed()) return NULL;
+    if (!allowed() || too_big(bytes)) return NULL;
     void *p = NULL;
     if (posix_memalign(&p, NB_ALIGN, bytes ? bytes : 1) != 0) return NULL;
     return p;
