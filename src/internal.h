@@ -529,6 +529,9 @@ void nb_pass_leave(nb_tape *tp, nb_pass_guard *g);
 /* nb_backward_ without its nb_pass_enter/leave, for callers that read the
  * gradients before they leave (nb_grad). */
 nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *file, int line);
+/* False (the tape errored, the message starting with `what`) when an input
+ * or the output of entry e was written after e was recorded. */
+bool nb_entry_unchanged(nb_tape *tp, const nb_entry *e, const char *what);
 /* The callbacks of an entry recorded by nb_op (src/graph/op.c): backward,
  * and describe for pictures (ops it records are taken off the tape again). */
 void nb_user_backward(nb_tape *tp, size_t i);
