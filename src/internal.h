@@ -316,6 +316,7 @@ struct nb_tape {
     void *progress_user;
     int running;           /* backward passes under way (more than 1: passes inside passes) */
     struct nb_nested *nested; /* the innermost pass inside another's, or NULL (see nb_pass_enter) */
+    struct nb_saved_grads *aside; /* the leaf gradients set aside last, or NULL (see nb_save_leaf_grads) */
     nb_user_code user_code;   /* the user's callback running on the tape, if any (nb_user_enter) */
     unsigned refused_resets;  /* nb_tape_reset/nb_tape_free calls refused so far (see nb_user_enter) */
 };
@@ -529,6 +530,9 @@ void nb_pass_leave(nb_tape *tp, nb_pass_guard *g);
 /* nb_backward_ without its nb_pass_enter/leave, for callers that read the
  * gradients before they leave (nb_grad). */
 nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *file, int line);
+/* False (the tape errored, the message starting with `what`) when an input
+ * or the output of entry e was written after e was recorded. */
+bool nb_entry_unchanged(nb_tape *tp, const nb_entry *e, const char *what);
 /* The callbacks of an entry recorded by nb_op (src/graph/op.c): backward,
  * and describe for pictures (ops it records are taken off the tape again). */
 void nb_user_backward(nb_tape *tp, size_t i);
@@ -552,9 +556,18 @@ typedef struct {
     uint8_t state;
     void *copy; /* the gradient's values, when it had some */
 } nb_saved_grad;
-typedef struct {
+typedef struct nb_saved_grads {
     nb_saved_grad *leaves;
     size_t n, cap;
+    /* Sets aside nest (nb_grad inside a custom op's backward inside
+     * nb_grad): the tape keeps the innermost (nb_tape.aside), each the one
+     * it was made inside, and the tape's pass count when it was made, so
+     * that an nb_backward run inside the pass it belongs to adds into the
+     * gradients set aside rather than into the pass's own (see
+     * nb_backward_). */
+    nb_tape *tp;
+    struct nb_saved_grads *outer;
+    int running;
 } nb_saved_grads;
 bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv); /* false: out of memory */
 void nb_restore_leaf_grads(nb_saved_grads *sv);

@@ -737,6 +737,29 @@ static void test_failed_calls_leave_errored_results(void **state) {
     nb_tape_free(tp);
 }
 
+/* nb_grad with create_graph refuses, as nb_backward does, an input written
+ * after the op used it: its gradient ops read x as it is now, so for
+ * L = sum(e^x x) at x = (1, 2) with x[0] set to 3 afterwards, it gave
+ * dL/dx0 = e^1 (1 + 3) = 10.87 (neither 2e at the old x nor 4e^3 at the
+ * new one) with NB_OK. */
+static void test_create_graph_refuses_inputs_written_after_use(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_f64(NULL, NB_SHAPE(2), ((double[]){1, 2}));
+    nb_requires_grad(x, true);
+    nb_tensor *L = nb_sum(tp, nb_mul(tp, nb_exp(tp, x), x));
+    nb_tensor *g[1];
+    assert_int_equal(nb_grad(L, &x, 1, g, true), NB_OK); /* before any write: 2e, 3e^2 */
+    assert_close(nb_get(g[0], 0), 2 * exp(1.0), 1e-12);
+    assert_close(nb_get(g[0], 1), 3 * exp(2.0), 1e-12);
+    nb_set(x, 0, 3);
+    assert_int_equal(nb_grad(L, &x, 1, g, true), NB_ERR_STATE);
+    assert_int_equal(nb_tensor_status(g[0]), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "nb_grad", "an input (2,) of mul", "changed after the op used it");
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hessian_of_a_quadratic_form),
@@ -756,6 +779,7 @@ int main(void) {
         cmocka_unit_test(test_seed_of_another_shape),
         cmocka_unit_test(test_stale_tensors_everywhere),
         cmocka_unit_test(test_failed_calls_leave_errored_results),
+        cmocka_unit_test(test_create_graph_refuses_inputs_written_after_use),
     };
     return cmocka_run_group_tests_name("higher order", tests, NULL, NULL);
 }

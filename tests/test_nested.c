@@ -2,7 +2,8 @@
  * Passes inside passes: a custom op's backward that asks for a gradient of
  * its own on the same tape (nb_grad_seed for a vector-Jacobian product, as
  * a PyTorch Function's backward may call autograd.grad; with create_graph;
- * nb_backward), a backward hook that calls nb_grad, in explain mode, in a
+ * nb_backward, which adds into the leaves even under nb_grad), a backward
+ * hook that calls nb_grad, in explain mode, in a
  * filmed pass and inside nb_optimizer_backward_step's fused SGD.  The outer
  * pass must come out as if nothing had happened: the same gradients, and
  * the same pictures, as the function composed of built-in ops.
@@ -372,11 +373,73 @@ static void test_callbacks_may_not_reset_their_tape(void **state) {
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* y = x whose backward also runs nb_backward(sum(x ⊙ x)) on its input, a
+ * leaf: that adds 2x into x's own gradient, as backward() in a PyTorch
+ * Function's backward adds into .grad.  Under nb_grad the leaves' buffers
+ * hold nb_grad's partial gradients, set aside: nb_grad gave 8x instead of
+ * 6x for L = sum(y ⊙ 3x) (the inner 2x mixed in), and x's own gradient lost
+ * the 2x when nb_grad put it back. */
+static void identity_forward(nb_op_call *c) {
+    memcpy(nb_op_output_data(c), nb_op_input_data(c, 0), nb_op_size(c) * sizeof(double));
+}
+static void identity_backward(nb_op_call *c) {
+    nb_tape *tp = nb_op_tape(c);
+    nb_tensor *x = nb_op_input(c, 0);
+    bool was = nb_tape_set_grad_enabled(tp, true);
+    nb_status st = nb_backward(nb_sum(tp, nb_mul(tp, x, x)));
+    nb_tape_set_grad_enabled(tp, was);
+    if (st != NB_OK) nb_op_fail(c, st, "the inner pass failed: %s", nb_last_error());
+    const double *g = nb_op_grad_output(c);
+    bool acc;
+    double *d = nb_op_grad_input(c, 0, &acc);
+    for (size_t i = 0; d && i < nb_op_size(c); i++) d[i] = acc ? d[i] + g[i] : g[i];
+}
+static const nb_op_def identity_backward_inside = {.name = "identity_backward_inside", .forward = identity_forward,
+                                                   .backward = identity_backward};
+
+static void test_backward_inside_grad_adds_into_the_leaves(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_f64(NULL, NB_SHAPE(2), ((double[]){1, 2}));
+    nb_requires_grad(x, true);
+    nb_tensor *w = nb_from_f64(NULL, NB_SHAPE(2), ((double[]){5, 7})); /* a leaf the inner pass does not reach */
+    nb_requires_grad(w, true);
+    nb_backward(nb_sum(tp, nb_add(tp, x, w))); /* x and w start with gradient (1, 1) */
+    nb_tape_reset(tp);
+    nb_tensor *y = nb_op(tp, &identity_backward_inside, &x, 1, NB_F64, NB_SHAPE(2), NULL, 0);
+    nb_tensor *L = nb_sum(tp, nb_mul(tp, nb_mul(tp, y, nb_scale(tp, x, 3)), w)); /* dL/dx = 6 x w */
+    nb_tensor *g[2], *wrt[2] = {x, w};
+    assert_int_equal(nb_grad(L, wrt, 2, g, false), NB_OK);
+    assert_close(nb_get(g[0], 0), 30, 1e-12); /* 6 · 1 · 5 */
+    assert_close(nb_get(g[0], 1), 84, 1e-12); /* 6 · 2 · 7 */
+    assert_close(nb_get(g[1], 0), 3, 1e-12);  /* 3 x² */
+    assert_close(nb_get(g[1], 1), 12, 1e-12);
+    assert_close(nb_grad_get(x, 0), 1 + 2, 1e-12); /* its own, plus the inner pass's 2x */
+    assert_close(nb_grad_get(x, 1), 1 + 4, 1e-12);
+    assert_close(nb_grad_get(w, 0), 1, 1e-12);
+    assert_close(nb_grad_get(w, 1), 1, 1e-12);
+    /* The Jacobian of y ⊙ 3x ⊙ w runs two passes, each adding 2x */
+    nb_tensor *J = nb_jacobian(nb_mul(tp, nb_mul(tp, y, nb_scale(tp, x, 3)), w), x);
+    assert_ok(J);
+    double want[4] = {30, 0, 0, 84};
+    for (int i = 0; i < 4; i++) assert_close(nb_get(J, (size_t)i), want[i], 1e-12);
+    assert_close(nb_grad_get(x, 0), 3 + 2 * 2, 1e-12);
+    assert_close(nb_grad_get(x, 1), 5 + 2 * 4, 1e-12);
+    /* and under nb_backward, as before: 6xw + 2x on top of what x had */
+    assert_int_equal(nb_backward(L), NB_OK);
+    assert_close(nb_grad_get(x, 0), 7 + 30 + 2, 1e-12);
+    assert_close(nb_grad_get(x, 1), 13 + 84 + 4, 1e-12);
+    nb_tensor_free(x);
+    nb_tensor_free(w);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_passes_inside_passes),
         cmocka_unit_test(test_nested_pass_in_fused_sgd),
         cmocka_unit_test(test_callbacks_may_not_reset_their_tape),
+        cmocka_unit_test(test_backward_inside_grad_adds_into_the_leaves),
     };
     return cmocka_run_group_tests_name("passes inside passes", tests, NULL, NULL);
 }

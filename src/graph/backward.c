@@ -95,6 +95,7 @@ static bool record_contributions(nb_tape *tp, nb_entry *e, void *const *before) 
 /* The list and the copies live in the tape's arena: a warm loop that
  * computes nb_grad or draws backward passes allocates nothing. */
 void nb_restore_leaf_grads(nb_saved_grads *sv) {
+    if (sv->tp) sv->tp->aside = sv->outer; /* (sets are made and given back in nested order) */
     for (size_t i = 0; i < sv->n; i++) {
         nb_saved_grad *l = &sv->leaves[i];
         if (l->copy) memcpy(l->t->grad, l->copy, l->t->size * nb_dtype_size(l->t->dtype));
@@ -104,6 +105,10 @@ void nb_restore_leaf_grads(nb_saved_grads *sv) {
 
 bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
     memset(sv, 0, sizeof *sv);
+    sv->tp = tp;
+    sv->outer = tp->aside;
+    sv->running = tp->running;
+    tp->aside = sv;
     for (size_t i = 0; i < out->entry; i++) {
         const nb_entry *e = &tp->entries[i];
         for (int k = 0; k < e->n_in; k++) {
@@ -137,18 +142,20 @@ bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
 
 /* An entry's inputs and output must hold the values the op saw: a tensor
  * written (nb_set, nb_tensor_data, an optimizer step) after the entry was
- * recorded would give a wrong gradient.  False, with the tape errored. */
-static bool unchanged_since_recorded(nb_tape *tp, const nb_entry *e) {
+ * recorded would give a wrong gradient.  False, with the tape errored; `what`
+ * names the call (nb_backward, or nb_grad whose create_graph walk checks
+ * each entry the same way). */
+bool nb_entry_unchanged(nb_tape *tp, const nb_entry *e, const char *what) {
     for (int i = -1; i < e->n_in; i++) {
         const nb_tensor *x = i < 0 ? e->out : nb_entry_input(e, i);
         if (!nb_written_since(x, e->stamp)) continue;
         char shape[128], name[NB_NAME_MAX + 3] = "";
         if (x->name[0]) snprintf(name, sizeof name, "'%s' ", x->name);
         nb_set_error(tp, NB_ERR_STATE, e->file, e->line,
-                     "nb_backward: %s %s%s of %s was changed after the op used it (by nb_set, through "
+                     "%s: %s %s%s of %s was changed after the op used it (by nb_set, through "
                      "nb_tensor_data or by an optimizer step), so its gradient would be wrong; run the ops "
                      "again after changing a tensor",
-                     i < 0 ? "the result" : "an input", name, nb_format_shape(x->ndim, x->shape, shape, sizeof shape),
+                     what, i < 0 ? "the result" : "an input", name, nb_format_shape(x->ndim, x->shape, shape, sizeof shape),
                      e->op->name);
         return false;
     }
@@ -207,12 +214,73 @@ static void run_user_code(nb_tape *tp, size_t i, bool hook) {
     tp->progress = progress, tp->progress_user = progress_user;
 }
 
+/* dst += src, n elements of dtype dt. */
+static void add_into(nb_dtype dt, void *dst, const void *src, size_t n) {
+    NB_DISPATCH(dt, {
+        T *d = dst;
+        const T *s = src;
+        for (size_t i = 0; i < n; i++) d[i] += s[i];
+    });
+}
+
+/* An nb_backward inside a pass that set the leaves' gradients aside (a
+ * custom op's backward, or a backward hook, under nb_grad, nb_hvp, the
+ * Jacobians or a picture's pass): the leaves' buffers hold that pass's
+ * partial gradients of another output, and they are put back when it ends.
+ * Adding into them would give the outer nb_grad this pass's gradient too,
+ * and lose it from the leaves (x.x's 2x on top of nb_grad's 6x, and nothing
+ * in x's gradient afterwards).  So this pass sets the leaves aside in turn,
+ * runs from nothing, and adds what each leaf got into its own gradient: the
+ * one set aside first, outside every pass (or, for a leaf no pass set
+ * aside, the one it has). */
+static nb_status backward_inside_aside(nb_tape *tp, nb_tensor *out, const nb_tensor *seed, const char *file,
+                                       int line) {
+    nb_saved_grads mine;
+    nb_status st = NB_OK;
+    if (!nb_save_leaf_grads(tp, out, &mine)) {
+        nb_restore_leaf_grads(&mine);
+        nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_backward: out of memory setting the gradients aside");
+        return NB_ERR_NOMEM;
+    }
+    nb_pass_guard guard;
+    nb_pass_enter(tp, &guard);
+    st = nb_backward_pass(out, seed, file, line);
+    nb_pass_leave(tp, &guard);
+    for (size_t i = 0; st == NB_OK && i < mine.n; i++) {
+        nb_saved_grad *l = &mine.leaves[i], *own = l;
+        nb_tensor *t = l->t;
+        if (!t->grad || t->grad_state != NB_GRAD_SET) continue; /* nothing reached it */
+        for (nb_saved_grads *s = mine.outer; s; s = s->outer)
+            for (size_t j = 0; j < s->n; j++)
+                if (s->leaves[j].t == t) own = &s->leaves[j];
+        size_t bytes = t->size * nb_dtype_size(t->dtype);
+        if (own->state == NB_GRAD_APPLIED) {
+            nb_fail_applied(tp, t, file, line);
+            st = tp->status != NB_OK ? tp->status : NB_ERR_STATE;
+        } else if (own->copy) {
+            add_into(t->dtype, own->copy, t->grad, t->size);
+        } else if (own == l) { /* it had no gradient: this pass's, in its buffer, is it */
+            l->state = NB_GRAD_SET;
+        } else if ((own->copy = nb_tape_alloc(tp, bytes))) {
+            memcpy(own->copy, t->grad, bytes);
+            own->state = NB_GRAD_SET;
+        } else {
+            nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_backward: out of memory adding into the gradients");
+            st = NB_ERR_NOMEM;
+        }
+    }
+    nb_restore_leaf_grads(&mine);
+    return st;
+}
+
 /* A mistaken call (no seed, a wrong seed, nothing to differentiate) is
  * reported through nb_last_error() but leaves the tape as it was, so the
  * caller can correct the call; failures during the pass error the tape. */
 nb_status nb_backward_(nb_tensor *out, const nb_tensor *seed, const char *file, int line) {
     nb_tape *tp = out && out->status == NB_OK ? out->tape : NULL;
     if (!tp) return nb_backward_pass(out, seed, file, line); /* refused before anything runs */
+    if (tp->aside && tp->running > tp->aside->running && nb_recorded(out))
+        return backward_inside_aside(tp, out, seed, file, line);
     nb_pass_guard guard;
     nb_pass_enter(tp, &guard);
     nb_status st = nb_backward_pass(out, seed, file, line);
@@ -314,7 +382,7 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
             return tp->status;
         }
         /* (no write at all since the entry was recorded: nothing to check) */
-        if (e->stamp != clock && !unchanged_since_recorded(tp, e)) return tp->status;
+        if (e->stamp != clock && !nb_entry_unchanged(tp, e, "nb_backward")) return tp->status;
         void **before = NULL;
         bool explained = !tp->explain || snapshot_inputs(tp, e, &before);
         if (explained && e->user) { /* the user's code: it may record ops (moving e), write, run passes */

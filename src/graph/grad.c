@@ -229,6 +229,10 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
         /* A copy: the ops recorded below may move the entry array. */
         nb_entry e = tp->entries[i];
         if (!e.out->requires_grad) continue;
+        /* The ops below read the inputs' values as they are now: an input
+         * (or the output, which some backward_graphs reuse) written since
+         * the entry was recorded would mix old and new values. */
+        if (!nb_entry_unchanged(tp, &e, "nb_grad")) break;
         if (!e.op->backward_graph) {
             nb_set_error(tp, NB_ERR_UNSUPPORTED, file, line,
                          "nb_grad: op %s (recorded at %s:%d) has no differentiable backward (its nb_op_def has "
