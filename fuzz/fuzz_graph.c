@@ -300,14 +300,14 @@ static void step(program *pg, reader *r) {
     }
     case 34: out = nb_gather(tp, x, pick_int(r), heap_index(pg, r, b->t)); pg->smooth = false; break;
     case 35: {
-        size_t pads[8];
-        for (int i = 0; i < 8; i++) pads[i] = (size_t)pick_long(r);
+        size_t pads[2 * NB_MAX_DIMS]; /* nb_pad reads 2 ndim of them */
+        for (int i = 0; i < 2 * NB_MAX_DIMS; i++) pads[i] = (size_t)pick_long(r);
         out = nb_pad(tp, x, pads);
         break;
     }
     case 36: {
-        int axes[8];
-        for (int i = 0; i < 8; i++) axes[i] = pick_int(r);
+        int axes[NB_MAX_DIMS]; /* nb_permute reads ndim of them */
+        for (int i = 0; i < NB_MAX_DIMS; i++) axes[i] = pick_int(r);
         out = nb_permute(tp, x, axes);
         break;
     }
