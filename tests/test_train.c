@@ -39,6 +39,17 @@ static void test_params_by_name(void **state) {
     assert_message_has(nb_last_error(), "lives on a tape");
     assert_int_equal(nb_tensor_status(nb_params_add(ps, "", nb_zeros(NULL, NB_F32, NB_SHAPE(1)))), NB_ERR_ARG);
     nb_tape_free(tp);
+    /* A tensor the set holds, added again under its own name, or with a
+     * NULL or empty name, stays the set's: those refusals freed it, and the
+     * set then read and freed it again. */
+    nb_set(b, 1, 7);
+    const char *names[] = {"b1", NULL, "", "b2"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(nb_tensor_status(nb_params_add(ps, names[i], b)), NB_ERR_ARG);
+        assert_message_has(nb_last_error(), "is in the set already, as 'b1'");
+    }
+    assert_ptr_equal(nb_params_get(ps, "b1"), b);
+    assert_close(nb_get(b, 1), 7, 0);
     assert_int_equal(nb_params_count(ps), 2);
     nb_params_free(ps);
 }

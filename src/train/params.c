@@ -64,6 +64,18 @@ void nb_params_free(nb_params *ps) {
 
 nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t) {
     nb_status st = NB_OK;
+    /* First of all, since every refusal below frees t: a tensor the set
+     * holds already is the set's to free (once), whatever else is wrong
+     * with the call (its own name again, a NULL or empty name).  It would
+     * also be freed twice, and updated twice per step. */
+    for (size_t i = 0; ps && t && i < ps->count; i++)
+        if (ps->order[i]->t == t) {
+            nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
+                         "nb_params_add: the tensor for '%s' is in the set already, as '%s' (to tie "
+                         "weights, add the tensor once and use it in both places)",
+                         name ? name : "(NULL)", ps->order[i]->name);
+            return nb_nil(NB_ERR_ARG); /* not freed: the set owns it */
+        }
     if (!ps || !name || !t) {
         st = NB_ERR_NULL;
         nb_set_error(NULL, st, NULL, 0, "nb_params_add: %s is NULL",
@@ -86,17 +98,6 @@ nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t) {
         st = NB_ERR_ARG;
         nb_set_error(NULL, st, NULL, 0, "nb_params_add: a parameter named '%s' exists already",
                      name);
-    } else {
-        for (size_t i = 0; i < ps->count; i++)
-            if (ps->order[i]->t == t) {
-                /* The set owns its tensors; one tensor twice would be freed
-                 * twice, and updated twice per step. */
-                nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
-                             "nb_params_add: the tensor for '%s' is in the set already, as '%s' (to tie "
-                             "weights, add the tensor once and use it in both places)",
-                             name, ps->order[i]->name);
-                return nb_nil(NB_ERR_ARG); /* not freed: the set owns it */
-            }
     }
     if (st != NB_OK) {
         nb_tensor_free(t);
