@@ -95,6 +95,12 @@ static inline bool nb_newer(uint32_t version, uint32_t stamp) { return (int32_t)
 void nb_mark_written(nb_tensor *t);
 /* Was t, or a tensor it is a view of, written after `stamp` was taken? */
 bool nb_written_since(const nb_tensor *t, uint32_t stamp);
+/* Whether entry e's inputs and output still hold the values the op saw
+ * (nothing written since it was recorded); false, with the tape errored
+ * (NB_ERR_STATE, the message naming `pass`, the tensor and the op), if
+ * not.  Every backward pass, numeric or recorded, checks each entry it runs. */
+struct nb_op_call;
+bool nb_entry_unchanged(nb_tape *tp, const struct nb_op_call *e, const char *pass);
 
 /* Runs fn(ctx, begin, end) on [0, n) split into parts of at least `grain`
  * items, one per thread of nb_set_threads (the caller runs the first), and

@@ -138,17 +138,17 @@ bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
 /* An entry's inputs and output must hold the values the op saw: a tensor
  * written (nb_set, nb_tensor_data, an optimizer step) after the entry was
  * recorded would give a wrong gradient.  False, with the tape errored. */
-static bool unchanged_since_recorded(nb_tape *tp, const nb_entry *e) {
+bool nb_entry_unchanged(nb_tape *tp, const nb_entry *e, const char *pass) {
     for (int i = -1; i < e->n_in; i++) {
         const nb_tensor *x = i < 0 ? e->out : nb_entry_input(e, i);
         if (!nb_written_since(x, e->stamp)) continue;
         char shape[128], name[NB_NAME_MAX + 3] = "";
         if (x->name[0]) snprintf(name, sizeof name, "'%s' ", x->name);
         nb_set_error(tp, NB_ERR_STATE, e->file, e->line,
-                     "nb_backward: %s %s%s of %s was changed after the op used it (by nb_set, through "
+                     "%s: %s %s%s of %s was changed after the op used it (by nb_set, through "
                      "nb_tensor_data or by an optimizer step), so its gradient would be wrong; run the ops "
                      "again after changing a tensor",
-                     i < 0 ? "the result" : "an input", name, nb_format_shape(x->ndim, x->shape, shape, sizeof shape),
+                     pass, i < 0 ? "the result" : "an input", name, nb_format_shape(x->ndim, x->shape, shape, sizeof shape),
                      e->op->name);
         return false;
     }
@@ -314,7 +314,7 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
             return tp->status;
         }
         /* (no write at all since the entry was recorded: nothing to check) */
-        if (e->stamp != clock && !unchanged_since_recorded(tp, e)) return tp->status;
+        if (e->stamp != clock && !nb_entry_unchanged(tp, e, "nb_backward")) return tp->status;
         void **before = NULL;
         bool explained = !tp->explain || snapshot_inputs(tp, e, &before);
         if (explained && e->user) { /* the user's code: it may record ops (moving e), write, run passes */

@@ -229,6 +229,7 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
         /* A copy: the ops recorded below may move the entry array. */
         nb_entry e = tp->entries[i];
         if (!e.out->requires_grad) continue;
+        if (!nb_entry_unchanged(tp, &e, "nb_grad")) break; /* a value written since the op ran */
         if (!e.op->backward_graph) {
             nb_set_error(tp, NB_ERR_UNSUPPORTED, file, line,
                          "nb_grad: op %s (recorded at %s:%d) has no differentiable backward (its nb_op_def has "
