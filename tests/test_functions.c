@@ -424,6 +424,28 @@ static void test_robust_losses(void **state) {
     }
 }
 
+/* One tensor as x, γ and β (layer_norm(v, v, v)), or as γ and β: the
+ * gradients share its buffer, and x's, written last, overwrote γ's and β's
+ * (the gradient of sum(w ⊙ y) lost their parts).  Against central
+ * differences. */
+static nb_tensor *ln_aliased(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)n;
+    nb_tensor *w = nb_from_array(tp, NB_F64, NB_SHAPE(4), ((double[]){0.3, -1.2, 0.7, 2}));
+    nb_tensor *y = user ? nb_layer_norm(tp, in[1], in[0], in[0], 1e-3) : nb_layer_norm(tp, in[0], in[0], in[0], 1e-3);
+    return nb_sum(tp, nb_mul(tp, w, y));
+}
+
+static void test_layer_norm_aliased(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 19);
+    nb_tensor *in[2] = {random_input(&rng, NB_SHAPE(4), -2, 2, false), random_input(&rng, NB_SHAPE(3, 4), -2, 2, false)};
+    assert_gradcheck(ln_aliased, in, 1, NULL);
+    assert_gradcheck(ln_aliased, in, 2, "gamma and beta aliased");
+    nb_tensor_free(in[0]);
+    nb_tensor_free(in[1]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_functions_of_one_tensor),
@@ -433,6 +455,7 @@ int main(void) {
         cmocka_unit_test(test_layer_norm),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_robust_losses),
+        cmocka_unit_test(test_layer_norm_aliased),
     };
     return cmocka_run_group_tests_name("functions", tests, NULL, NULL);
 }

@@ -358,22 +358,21 @@ static void layer_norm_forward(nb_op_call *c) {
     });
 }
 
+/* x's gradient is written before γ's and β's buffers are asked for: when
+ * x is also γ or β (layer_norm(v, v, v)) the three share one buffer, whose
+ * first contribution sets it and the later ones add. */
 static void layer_norm_backward(nb_op_call *c) {
     const norm_params *p = nb_op_params(c);
     nb_tensor *x = nb_op_input(c, 0);
     size_t D = nb_tensor_dim(x, -1), rows = nb_tensor_size(x) / D;
     bool acc_x = false, acc_g = false, acc_b = false;
     void *gx_ = nb_op_grad_input(c, 0, &acc_x);
-    void *gg_ = p->gamma >= 0 ? nb_op_grad_input(c, p->gamma, &acc_g) : NULL;
-    void *gb_ = p->beta >= 0 ? nb_op_grad_input(c, p->beta, &acc_b) : NULL;
     if (nb_tape_status(nb_op_tape(c)) != NB_OK) return;
     NB_FOR_DTYPE(nb_tensor_dtype(x), {
         const T *xs = nb_op_input_data(c, 0), *dy = nb_op_grad_output(c), *stats = nb_op_saved(c);
         const T *gamma = p->gamma >= 0 ? nb_op_input_data(c, p->gamma) : NULL;
-        T *gx = gx_, *gg = gg_, *gb = gb_;
-        if (gg && !acc_g) memset(gg, 0, D * sizeof(T));
-        if (gb && !acc_b) memset(gb, 0, D * sizeof(T));
-        for (size_t r = 0; r < rows; r++) {
+        T *gx = gx_;
+        for (size_t r = 0; gx && r < rows; r++) {
             const T *row = xs + r * D, *g_row = dy + r * D;
             T mean = stats[2 * r], inv = stats[2 * r + 1];
             double mean_g = 0, mean_gx = 0;
@@ -381,15 +380,25 @@ static void layer_norm_backward(nb_op_call *c) {
                 T xhat = (row[j] - mean) * inv, g = g_row[j] * (gamma ? gamma[j] : 1);
                 mean_g += g;
                 mean_gx += g * xhat;
-                if (gg) gg[j] += g_row[j] * xhat;
-                if (gb) gb[j] += g_row[j];
             }
             mean_g /= (double)D;
             mean_gx /= (double)D;
-            for (size_t j = 0; gx && j < D; j++) {
+            for (size_t j = 0; j < D; j++) {
                 T xhat = (row[j] - mean) * inv, g = g_row[j] * (gamma ? gamma[j] : 1);
                 T d = inv * (g - (T)mean_g - xhat * (T)mean_gx);
                 gx[r * D + j] = acc_x ? gx[r * D + j] + d : d;
+            }
+        }
+        T *gg = p->gamma >= 0 ? nb_op_grad_input(c, p->gamma, &acc_g) : NULL;
+        if (gg && !acc_g) memset(gg, 0, D * sizeof(T));
+        T *gb = p->beta >= 0 ? nb_op_grad_input(c, p->beta, &acc_b) : NULL;
+        if (gb && !acc_b) memset(gb, 0, D * sizeof(T));
+        for (size_t r = 0; (gg || gb) && r < rows; r++) {
+            const T *row = xs + r * D, *g_row = dy + r * D;
+            T mean = stats[2 * r], inv = stats[2 * r + 1];
+            for (size_t j = 0; j < D; j++) {
+                if (gg) gg[j] += g_row[j] * ((row[j] - mean) * inv);
+                if (gb) gb[j] += g_row[j];
             }
         }
     });
