@@ -196,6 +196,8 @@ test-plain: tests lib examples
 	@tests/examples.sh $(BUILD)
 	@tests/headers.sh $(BUILD)
 	@tests/browser.sh $(BUILD)
+	@tests/op_table.sh
+	@tests/torch_diff.sh $(BUILD) 500 1
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
 	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check
 

@@ -14,7 +14,7 @@ Tolerances.  float64: max |nabla - torch| <= 1e-9 (1 + max |torch|) over a
 tensor (hvp and jvp 1e-8).  float32: nabla's float32 is held to torch's own
 float32 accuracy: the same graph is run in float64 from the same float32
 values, and nabla may differ from that by 10x torch-float32's error plus
-3e-5 (1 + max |torch|).
+1e-4 (5e-4 for second derivatives) times (1 + max |torch|).
 """
 import json
 import math
@@ -145,8 +145,8 @@ def op_apply(s, a, dtype):
         for d in reversed(range(x.dim())):
             flat += [p[2 * d], p[2 * d + 1]]
         return F.pad(x, flat) if flat else x
-    if op == "cast":
-        return x.to(DT[s["dtype"]])
+    if op == "cast":  # in the float64 rerun of a float32 graph, float64 throughout
+        return x.to(DT[s["dtype"]] if dtype != torch.float64 or s["dtype"] != "float32" or not s.get("rerun") else dtype)
     if op == "slice":
         idx = [slice(None)] * x.dim()
         idx[ax] = slice(s["start"], s["stop"], s["step"])
@@ -248,7 +248,7 @@ def run_graph(d, dtype):
     step_ids = [i for i in range(n_leaves + len(d["steps"])) if i not in vals]
     for k, s in enumerate(d["steps"]):
         a = [vals[i] if i >= 0 else None for i in s["a"]]
-        s = dict(s)
+        s = dict(s, rerun=DT[d["dtype"]] != dtype)
         if s["op"] == "dropout" and s["training"] and s["p"] > 0:
             s["mask"] = torch.tensor(s["mask"], dtype=dtype).reshape(a[0].shape)
         if s["op"] == "batch_norm":
@@ -361,7 +361,7 @@ def compare_graph(d, report):
         else:
             e32, _ = err(tolist(get(ref, key)), get(ref64, key))
             e, scale = err(nb, get(ref64, key))
-            tol = 10 * (e32 if math.isfinite(e32) else 0) + 3e-5 * scale
+            tol = 10 * (e32 if math.isfinite(e32) else 0) + (5e-4 if second else 1e-4) * scale
         if not e <= tol:
             shapes = " ".join("x".join(map(str, lf["value"]["shape"])) or "()" for lf in d["leaves"])
             report.append("%s: %s differs: max abs %.3g, rel %.3g (tolerance %.3g); leaves %s" %
@@ -424,7 +424,7 @@ def replay(d, dtype, where, report):
         loss.backward()
         if d["clip"]:
             n = torch.nn.utils.clip_grad_norm_([w], d["clip"]).item()
-            if report is not None and abs(n - d["norms"][it]) > (1e-9 if dtype == torch.float64 else 1e-4) * (1 + abs(n)):
+            if report is not None and abs(n - d["norms"][it]) > (1e-9 if dtype == torch.float64 else 1e-3) * (1 + abs(n)):
                 report.append("%s: gradient norm at step %d: nabla %.9g, torch %.9g" % (where, it, d["norms"][it], n))
                 return None
         opt.step()

@@ -91,7 +91,7 @@ int td_losses(td_graph *g, int x) {
     int t = td_leaf(g, nb_tensor_ndim(T(x)), nb_tensor_shape(T(x)), op == 1 || op == 2 ? TD_UNIT : TD_NORMAL, tgrad);
     if (t < 0) return -1;
     double h = op == 4 ? td_unif(g, 0.3, 2) : td_chance(g, 0.25) ? 0 : td_unif(g, 0.3, 2);
-    if (op >= 4 && td_chance(g, 0.3)) /* targets on the kink d = 0 */
+    if (op >= 4 && g->leaf[x] && td_chance(g, 0.3)) /* targets on the kink d = 0 (x a leaf, as for ties) */
         for (size_t i = 0; i < nb_tensor_size(T(x)); i++)
             if (td_chance(g, 0.4)) nb_set(T(t), i, nb_get(T(x), i));
     int a[2] = {x, t};

@@ -103,7 +103,8 @@ static int partner(td_graph *g, int x, td_kind kind, bool ties) {
     size_t shape[NB_MAX_DIMS];
     int ny = broadcast_partner(g, x, shape);
     int y = td_leaf(g, ny, shape, kind, true);
-    if (y < 0 || !ties || ny != nb_tensor_ndim(T(x)) || nb_tensor_size(T(y)) != nb_tensor_size(T(x))) return y;
+    /* ties only with a leaf: torch's own value of a computed x may differ in its last bit */
+    if (y < 0 || !ties || !g->leaf[x] || ny != nb_tensor_ndim(T(x)) || nb_tensor_size(T(y)) != nb_tensor_size(T(x))) return y;
     for (size_t i = 0; i < nb_tensor_size(T(x)); i++)
         if (td_chance(g, 0.3)) nb_set(T(y), i, nb_get(T(x), i));
     return y;

@@ -39,7 +39,10 @@ static int one_run(FILE *f, uint64_t seed, int run) {
     nb_tensor *c = nb_rand_normal(NULL, &rng, dt, 1, &n, 0, 1);
     nb_optimizer_opts o;
     nb_optimizer_defaults(&o, kind);
-    o.lr = kind == NB_OPT_ADAM || kind == NB_OPT_ADAMW ? unif(&rng, 0.001, 0.1) : unif(&rng, 0.001, 0.2);
+    /* Adam and RMSprop take steps of about lr whatever the gradient: larger
+     * ones end in a 2-cycle about the minimum, whose phase float32
+     * rounding can flip (seen once in 350 float32 RMSprop runs at lr 0.04) */
+    o.lr = kind == NB_OPT_SGD || kind == NB_OPT_MOMENTUM ? unif(&rng, 0.001, 0.2) : unif(&rng, 0.001, 0.02);
     if (kind == NB_OPT_MOMENTUM) o.momentum = unif(&rng, 0, 0.95);
     if (kind == NB_OPT_ADAM || kind == NB_OPT_ADAMW) o.beta1 = unif(&rng, 0.5, 0.95);
     if (kind != NB_OPT_SGD && kind != NB_OPT_MOMENTUM) o.beta2 = unif(&rng, 0.8, 0.999);
