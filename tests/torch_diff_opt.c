@@ -5,7 +5,8 @@
  * (A > 0), ITERS steps of zeroing, backward, optionally clipping the
  * gradient's norm, setting the learning rate from a schedule and
  * nb_optimizer_step; the line holds the options, w before and after, and
- * each step's learning rate and clipping norm.
+ * each step's learning rate, clipping norm and w after it (torch_diff.py
+ * takes each step from nabla's w before it).
  *
  * A refusal check: a call the README's differences table (or the header)
  * says nabla refuses, with the status nabla gave; torch_diff.py holds what
@@ -39,10 +40,7 @@ static int one_run(FILE *f, uint64_t seed, int run) {
     nb_tensor *c = nb_rand_normal(NULL, &rng, dt, 1, &n, 0, 1);
     nb_optimizer_opts o;
     nb_optimizer_defaults(&o, kind);
-    /* Adam and RMSprop take steps of about lr whatever the gradient: larger
-     * ones end in a 2-cycle about the minimum, whose phase float32
-     * rounding can flip (seen once in 350 float32 RMSprop runs at lr 0.04) */
-    o.lr = kind == NB_OPT_SGD || kind == NB_OPT_MOMENTUM ? unif(&rng, 0.001, 0.2) : unif(&rng, 0.001, 0.02);
+    o.lr = kind == NB_OPT_ADAM || kind == NB_OPT_ADAMW ? unif(&rng, 0.001, 0.1) : unif(&rng, 0.001, 0.2);
     if (kind == NB_OPT_MOMENTUM) o.momentum = unif(&rng, 0, 0.95);
     if (kind == NB_OPT_ADAM || kind == NB_OPT_ADAMW) o.beta1 = unif(&rng, 0.5, 0.95);
     if (kind != NB_OPT_SGD && kind != NB_OPT_MOMENTUM) o.beta2 = unif(&rng, 0.8, 0.999);
@@ -65,6 +63,10 @@ static int one_run(FILE *f, uint64_t seed, int run) {
     nb_optimizer *opt = nb_optimizer_new(ps, &o);
     nb_tape *tp = nb_tape_new();
     int bad = 0;
+    char *ws = NULL; /* each step's w after it */
+    size_t ws_len = 0;
+    FILE *wf = open_memstream(&ws, &ws_len);
+    if (!wf) bad = 1;
     fputs(",\"lrs\":[", f);
     char norms[ITERS * 26 + 4] = "";
     size_t nl = 0;
@@ -80,7 +82,14 @@ static int one_run(FILE *f, uint64_t seed, int run) {
         nb_optimizer_set_lr(opt, lr);
         fprintf(f, it ? ",%.17g" : "%.17g", lr);
         if (nb_optimizer_step(opt) != NB_OK) bad = 1;
+        if (wf) {
+            if (it) fputc(',', wf);
+            values(wf, w);
+        }
     }
+    if (wf) fclose(wf);
+    fprintf(f, "],\"ws\":[%s", ws ? ws : "");
+    free(ws);
     fprintf(f, "],\"norms\":[%s],\"w\":", norms);
     values(f, w);
     fprintf(f, ",\"ok\":%s}\n", bad || !opt ? "false" : "true");
