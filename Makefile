@@ -22,6 +22,8 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
 TEST_SUPPORT := tests/support.c
+TORCH_DIFF := $(BUILD)/tests/torch_diff
+TORCH_DIFF_SRC := tests/torch_diff.c tests/torch_diff_ops.c tests/torch_diff_nn.c tests/torch_diff_opt.c
 
 # Data-parallel training over MPI (include/nabla_mpi.h, libnabla_mpi):
 # built when OpenMPI's development files are installed (apt-get install
@@ -36,14 +38,14 @@ MPI_TESTS  := $(if $(HAVE_MPI),$(BUILD)/tests/mpi/test_distributed)
 # Quiet rules; `make V=1` shows the commands.
 Q := $(if $(V),,@)
 
-.PHONY: all lib examples tests test test-plain test-sanitize demo deps-build deps-test deps-fuzz deps-static golden docs bench fuzz fuzz-build fuzz-replay check-static \
+.PHONY: all lib examples tests torch-diff test test-plain test-sanitize demo deps-build deps-test deps-fuzz deps-static golden docs bench fuzz fuzz-build fuzz-replay check-static \
         install uninstall clean
 
 all: lib examples
 
 lib: $(BUILD)/libnabla.a $(BUILD)/libnabla.so $(MPI_LIBS_BUILT)
 examples: $(EXAMPLES)
-tests: $(TESTS) $(MPI_TESTS)
+tests: $(TESTS) $(MPI_TESTS) $(TORCH_DIFF)
 
 # The kernels may evaluate both sides of a select, which lets loops with
 # conditions (relu, clamping, the NaN checks of src/ops/expf.h) vectorise.
@@ -111,6 +113,19 @@ $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(BUILD)/libnabla.a 
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) -Isrc $(CFLAGS) $< $(TEST_SUPPORT) -o $@ $(BUILD)/libnabla.a \
 	    $(LDLIBS) $(TEST_LIBS)
+
+# The differential test against PyTorch (tests/torch_diff.sh): the
+# generator of random graphs, optimizer runs and refusals, which
+# tests/torch_diff.py rebuilds in torch.  GRAPHS and SEED for long runs.
+$(TORCH_DIFF): $(TORCH_DIFF_SRC) tests/torch_diff.h $(BUILD)/libnabla.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(TORCH_DIFF_SRC) -o $@ $(BUILD)/libnabla.a $(LDLIBS)
+
+GRAPHS ?= 20000
+SEED   ?= 1
+torch-diff: $(TORCH_DIFF)
+	@tests/torch_diff.sh $(BUILD) $(GRAPHS) $(SEED)
 
 deps-build:
 	@scripts/deps.sh build
@@ -204,6 +219,8 @@ test-plain: tests lib examples
 	@tests/examples.sh $(BUILD)
 	@tests/headers.sh $(BUILD)
 	@tests/browser.sh $(BUILD)
+	@tests/op_table.sh
+	@tests/torch_diff.sh $(BUILD) 500 1
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
 	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check
 

@@ -434,12 +434,38 @@ static void test_backward_inside_grad_adds_into_the_leaves(void **state) {
     nb_tape_free(tp);
 }
 
+/* nb_hvp and nb_jvp asked for in a no-grad region give the products, as
+ * torch's autograd.functional.hvp and jvp do (they enable gradients for
+ * their own passes); they gave zeros, the inner product g · v having been
+ * recorded as a constant.  y = sum(x³) at (1, 2, 3): H v = 6 x v; z = sin x:
+ * J t = cos(x) t.  The region stays a no-grad one. */
+static void test_products_in_a_no_grad_region(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, 2, 3}));
+    nb_requires_grad(x, true);
+    nb_tensor *y = nb_sum(tp, nb_mul(tp, nb_square(tp, x), x)), *z = nb_sin(tp, x);
+    nb_tensor *v = nb_from_array(tp, NB_F64, NB_SHAPE(3), ((double[]){1, -1, 0.5}));
+    nb_tensor *hv = NULL, *jv = NULL;
+    nb_tape_set_grad_enabled(tp, false);
+    assert_int_equal(nb_hvp(y, &x, 1, &v, &hv), NB_OK);
+    assert_int_equal(nb_jvp(z, &x, 1, &v, &jv), NB_OK);
+    for (size_t i = 0; i < 3; i++) {
+        assert_close(nb_get(hv, i), 6.0 * (double)(i + 1) * nb_get(v, i), 1e-12);
+        assert_close(nb_get(jv, i), cos((double)(i + 1)) * nb_get(v, i), 1e-12);
+    }
+    assert_false(nb_tape_set_grad_enabled(tp, true));
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_passes_inside_passes),
         cmocka_unit_test(test_nested_pass_in_fused_sgd),
         cmocka_unit_test(test_callbacks_may_not_reset_their_tape),
         cmocka_unit_test(test_backward_inside_grad_adds_into_the_leaves),
+        cmocka_unit_test(test_products_in_a_no_grad_region),
     };
     return cmocka_run_group_tests_name("passes inside passes", tests, NULL, NULL);
 }

@@ -658,6 +658,32 @@ static void test_mixed_model_gradcheck(void **state) {
     for (int i = 0; i < 4; i++) nb_tensor_free(in[i]);
 }
 
+/* relu keeps a NaN, with derivative 1 there, as PyTorch's relu (whose
+ * backward zeroes only x <= 0); it turned NaN into 0, hiding it.  The
+ * fused relu of a convolution does the same. */
+static void test_relu_keeps_nan(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(1, 1, 3), ((double[]){NAN, -1, 2}));
+    nb_requires_grad(x, true);
+    nb_tensor *y = nb_relu(tp, x);
+    assert_true(isnan(nb_get(y, 0)));
+    assert_int_equal(nb_backward_seed(y, nb_ones(tp, NB_F64, NB_SHAPE(1, 1, 3))), NB_OK);
+    assert_close(nb_grad_get(x, 0), 1, 0);
+    assert_close(nb_grad_get(x, 1), 0, 0);
+    assert_close(nb_grad_get(x, 2), 1, 0);
+    nb_tensor *w = nb_ones(tp, NB_F64, NB_SHAPE(1, 1, 1));
+    nb_tensor *c = nb_conv1d(tp, x, w, NULL, &(nb_conv_opts){.relu = true});
+    assert_true(isnan(nb_get(c, 0)));
+    assert_close(nb_get(c, 1), 0, 0);
+    nb_zero_grad(x);
+    assert_int_equal(nb_backward(nb_sum(tp, nb_slice(tp, c, 2, 0, NB_END, 1))), NB_OK);
+    assert_close(nb_grad_get(x, 0), 1, 0);
+    assert_close(nb_grad_get(x, 1), 0, 0);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unary_values),
@@ -675,7 +701,8 @@ int main(void) {
         cmocka_unit_test(test_loss_values),
         cmocka_unit_test(test_loss_gradients),
         cmocka_unit_test(test_float32_matches_float64),
-        cmocka_unit_test(test_mixed_model_gradcheck),
+        cmocka_unit_test(test_mixed_model_gradcheck),        cmocka_unit_test(test_relu_keeps_nan),
+
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }

@@ -130,6 +130,29 @@ static void test_backward_with_seed(void **state) {
     nb_tape_free(tp);
 }
 
+/* A value written between an op and its backward is refused by every pass,
+ * not only nb_backward: nb_grad with create_graph (and so nb_hvp and
+ * nb_jvp) ran with the new value (the gradient of sum(sin x) came out as
+ * cos(0.75) where the op had seen 0.5). */
+static void test_writes_refused_by_recorded_passes(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){0.5, 1}));
+    nb_requires_grad(x, true);
+    for (int call = 0; call < 4; call++) {
+        nb_tape_reset(tp);
+        nb_tensor *y = nb_sum(tp, nb_sin(tp, x)), *v = nb_ones(tp, NB_F64, NB_SHAPE(2)), *r = NULL;
+        nb_set(x, 0, nb_get(x, 0) + 0.25);
+        nb_status st = call == 0 ? nb_grad(y, &x, 1, &r, false) : call == 1 ? nb_grad(y, &x, 1, &r, true)
+                     : call == 2 ? nb_hvp(y, &x, 1, &v, &r) : nb_jvp(y, &x, 1, &v, &r);
+        assert_int_equal(st, NB_ERR_STATE);
+        assert_message_has(nb_last_error(), "changed after the op used it", "sin");
+        assert_int_equal(nb_tensor_status(r), NB_ERR_STATE);
+    }
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 static void test_backward_after_reset_is_an_error(void **state) {
     (void)state;
     nb_tape *tp = nb_tape_new();
@@ -631,6 +654,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_no_grad_region_and_detach),
         cmocka_unit_test(test_backward_with_seed),
         cmocka_unit_test(test_backward_after_reset_is_an_error),
+        cmocka_unit_test(test_writes_refused_by_recorded_passes),
         cmocka_unit_test(test_tensors_kept_across_reset_are_refused),
         cmocka_unit_test(test_stale_tensors_are_refused_however_many_resets),
         cmocka_unit_test(test_tensor_of_a_freed_tape_everywhere),

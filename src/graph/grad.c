@@ -336,7 +336,11 @@ static nb_status hvp(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *co
     for (int i = 0; i < n; i++) fixed[i] = v[i]->requires_grad ? nb_detach_(tp, v[i], file, line) : v[i];
     if (tp->status != NB_OK) return tp->status;
     if ((st = nb_grad_(out, NULL, wrt, n, g, true, file, line)) != NB_OK) return st;
+    /* g · v is recorded even in a no-grad region (as torch's hvp, which
+     * enables gradients): without it the second pass would see a constant */
+    bool was = nb_tape_set_grad_enabled(tp, true);
     nb_tensor *s = inner(tp, g, fixed, n, file, line);
+    nb_tape_set_grad_enabled(tp, was);
     if (tp->status != NB_OK) return tp->status;
     if (!s->requires_grad) { /* g does not depend on wrt: the Hessian is zero */
         for (int i = 0; i < n; i++) hv[i] = nb_full_(tp, wrt[i]->dtype, wrt[i]->ndim, wrt[i]->shape, 0, file, line);
@@ -380,7 +384,9 @@ static nb_status jvp(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *co
     }
     u->requires_grad = true;
     if ((st = nb_grad_(out, u, wrt, n, g, true, file, line)) != NB_OK) return st;
+    bool was = nb_tape_set_grad_enabled(tp, true); /* recorded in a no-grad region too, as in nb_hvp */
     nb_tensor *s = inner(tp, g, tangents, n, file, line);
+    nb_tape_set_grad_enabled(tp, was);
     if (tp->status != NB_OK) return tp->status;
     return nb_grad_(s, NULL, &u, 1, result, false, file, line);
 }

@@ -181,7 +181,7 @@ static const char *g_block(const conv_job *j, const char *G_all, size_t n, size_
         T *restrict m = (T *)(void *)out;
         /* G times relu's derivative, as nb_relu's backward computes it (a
          * product with 0 or 1: no branch, and the same bits) */
-        for (size_t i = 0; i < Og * P; i++) m[i] = G[i] * (y[i] > 0 ? (T)1 : (T)0);
+        for (size_t i = 0; i < Og * P; i++) m[i] = G[i] * (y[i] <= 0 ? (T)0 : (T)1);
     });
     return out;
 }
@@ -226,7 +226,7 @@ static void forward_part(void *ctx, size_t begin, size_t end) {
             if (g->relu)
                 NB_DISPATCH(j->dt, {
                     T *ys = (T *)(void *)y;
-                    for (size_t i = 0; i < Og * P; i++) ys[i] = ys[i] > 0 ? ys[i] : 0;
+                    for (size_t i = 0; i < Og * P; i++) ys[i] = ys[i] <= 0 ? 0 : ys[i]; /* NaN kept, as nb_relu */
                 });
         }
 }

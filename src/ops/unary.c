@@ -90,8 +90,10 @@ UNARY_OP(log,        log(x),                      1 / x,                      "1
 UNARY_OP(sigmoid,    1 / (1 + NB_EXP(-x)),        y * (1 - y),                "y(1-y)")
 UNARY_OP(tanh,       NB_TANH(x),                    1 - y * y,                  "1-y²")
 /* relu and leaky relu have a kink at 0; we take the derivative there as 0
- * (resp. s), like PyTorch. */
-UNARY_OP(relu,       x > 0 ? x : 0,               x > 0 ? 1 : 0,              "[x>0]")
+ * (resp. s), like PyTorch.  A NaN passes through relu with derivative 1,
+ * as in PyTorch (clamp_min keeps it; threshold_backward zeroes only
+ * x <= 0): a NaN is not hidden as a 0. */
+UNARY_OP(relu,       x <= 0 ? 0 : x,              x <= 0 ? 0 : 1,             "[x>0]")
 UNARY_OP(leaky_relu, x > 0 ? x : s * x,           x > 0 ? 1 : s,              "[x>0] + s[x≤0]")
 UNARY_OP(square,     x * x,                       2 * x,                      "2x")
 /* x^0 is 1 everywhere, so its derivative is 0, also at x = 0 (where
@@ -152,7 +154,7 @@ static nb_tensor *scalar_like(nb_tape *tp, const nb_entry *e, double v) {
 #define X e->in[0]
 #define Y e->out
 #define AT e->file, e->line
-static double relu_slope(double x, const nb_entry *e) { (void)e; return x > 0 ? 1 : 0; }
+static double relu_slope(double x, const nb_entry *e) { (void)e; return x <= 0 ? 0 : 1; }
 static double leaky_slope(double x, const nb_entry *e) { return x > 0 ? 1 : e->scalar; }
 static double abs_slope(double x, const nb_entry *e) { (void)e; return x > 0 ? 1 : x < 0 ? -1 : 0; }
 /* clamp's bounds as the forward compares them: rounded to x's dtype */
