@@ -569,7 +569,9 @@ typedef struct nb_saved_grads {
     struct nb_saved_grads *outer;
     int running;
 } nb_saved_grads;
-bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv); /* false: out of memory */
+/* False when out of memory, with nothing set aside (the tape not errored:
+ * the caller says what it was doing). */
+bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv);
 void nb_restore_leaf_grads(nb_saved_grads *sv);
 
 /* Whether this backward applies x's update itself (see nb_backward_sgd_). */

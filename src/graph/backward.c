@@ -103,7 +103,15 @@ void nb_restore_leaf_grads(nb_saved_grads *sv) {
     }
 }
 
+static bool save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv);
+
 bool nb_save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
+    if (save_leaf_grads(tp, out, sv)) return true;
+    nb_restore_leaf_grads(sv); /* the ones set aside before memory ran out */
+    return false;
+}
+
+static bool save_leaf_grads(nb_tape *tp, const nb_tensor *out, nb_saved_grads *sv) {
     memset(sv, 0, sizeof *sv);
     sv->tp = tp;
     sv->outer = tp->aside;
@@ -238,7 +246,6 @@ static nb_status backward_inside_aside(nb_tape *tp, nb_tensor *out, const nb_ten
     nb_saved_grads mine;
     nb_status st = NB_OK;
     if (!nb_save_leaf_grads(tp, out, &mine)) {
-        nb_restore_leaf_grads(&mine);
         nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_backward: out of memory setting the gradients aside");
         return NB_ERR_NOMEM;
     }

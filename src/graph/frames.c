@@ -127,7 +127,6 @@ static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const
      * gradients they had before (no doubling when nb_backward ran already). */
     nb_saved_grads leaves;
     if (!nb_save_leaf_grads(tp, loss, &leaves)) {
-        nb_restore_leaf_grads(&leaves);
         film_free(fm);
         nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "%s: out of memory keeping the gradients", what);
         return NB_ERR_NOMEM;

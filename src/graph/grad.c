@@ -106,7 +106,6 @@ static nb_status numeric_grads(nb_tensor *out, const nb_tensor *seed, nb_tensor 
     if (out->requires_grad) {
         nb_saved_grads leaves;
         if (!nb_save_leaf_grads(tp, out, &leaves)) {
-            nb_restore_leaf_grads(&leaves);
             nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_grad: out of memory setting the gradients aside");
             return NB_ERR_NOMEM;
         }
