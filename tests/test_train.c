@@ -321,6 +321,40 @@ static void test_optimizers_against_hand_computed_steps(void **state) {
     nb_params_free(ps);
 }
 
+/* In float32, 1 - beta was computed in float32: 1 - 0.999f is 1.3e-5 off
+ * 0.001, and for beta2 = 0.99817577 (RMSprop's alpha) 1.6e-5 off, so every
+ * second moment was biased by as much and a step 8e-6 too long (2.7e-5 on
+ * a step of 3.2; torch-diff's optimizer run 289, seed 2).  Against the step
+ * computed in double from the float32 gradient: one RMSprop step is
+ * lr g / sqrt((1 - a) g²) = lr / sqrt(1 - a) for g > 0; one Adam step from
+ * w = 1 (bias-corrected) is lr g / (|g| + eps) whatever 1 - beta is, so Adam
+ * is checked after two steps: m = (1-b1)(b1 g1 + g2), v = (1-b2)(b2 g1² + g2²). */
+static void test_float32_moments_use_one_minus_beta_in_double(void **state) {
+    (void)state;
+    const double a = 0.9981757723056979, b1 = 0.9, b2 = 0.999, lr = 0.1, g1 = 0.5, g2 = -1;
+    for (int kind = 0; kind < 2; kind++) {
+        nb_params *ps = nb_params_new();
+        nb_tensor *w = nb_params_add(ps, "w", nb_ones(NULL, NB_F32, NB_SHAPE(1)));
+        nb_optimizer_opts o;
+        nb_optimizer_defaults(&o, kind ? NB_OPT_ADAM : NB_OPT_RMSPROP);
+        o.lr = lr;
+        o.eps = 0;
+        o.beta2 = kind ? b2 : a;
+        nb_optimizer *opt = nb_optimizer_new(ps, &o);
+        assert_non_null(opt);
+        step_with_gradient(opt, ps, g1);
+        double want = 1 - lr / sqrt(1 - a);
+        if (kind) {
+            step_with_gradient(opt, ps, g2);
+            double m = (1 - b1) * (b1 * g1 + g2) / (1 - b1 * b1), v = (1 - b2) * (b2 * g1 * g1 + g2 * g2) / (1 - b2 * b2);
+            want = (1 - lr) - lr * m / sqrt(v);
+        }
+        assert_close(nb_item(w), want, 4e-7 * fabs(want) + 1e-7);
+        nb_optimizer_free(opt);
+        nb_params_free(ps);
+    }
+}
+
 static void test_clipping_and_schedules(void **state) {
     (void)state;
     nb_params *ps = nb_params_new();
@@ -555,6 +589,7 @@ int main(void) {
         cmocka_unit_test(test_damaged_files_are_refused),
         cmocka_unit_test(test_mismatched_models_are_refused),
         cmocka_unit_test(test_optimizers_against_hand_computed_steps),
+        cmocka_unit_test(test_float32_moments_use_one_minus_beta_in_double),
         cmocka_unit_test(test_clipping_and_schedules),
         cmocka_unit_test(test_adam_fits_a_line),
         cmocka_unit_test(test_sgd_inside_backward_matches_the_two_calls),

@@ -145,6 +145,11 @@ typedef struct {
         const T *restrict g = u->g;                                                        \
         const T lr = (T)o->lr, wd = (T)o->weight_decay, mu = (T)o->momentum;               \
         const T b1 = (T)o->beta1, b2 = (T)o->beta2, eps = (T)o->eps;                       \
+        /* 1 - b in double, rounded once (as torch, whose constants are                    \
+         * Python floats): in float32, 1 - 0.999f is 1.3e-5 off, which                     \
+         * biases every second moment by as much */                                        \
+        const T one_b1 = (T)(1 - o->beta1), one_b2 = (T)(1 - o->beta2);                    \
+        const T decay = (T)(1 - o->lr * o->weight_decay); /* AdamW's shrink */             \
         const T c1 = (T)(1 / u->bias1), c2 = (T)(1 / u->bias2);                            \
         switch (o->kind) {                                                                 \
         case NB_OPT_SGD:                                                                   \
@@ -165,23 +170,23 @@ typedef struct {
         case NB_OPT_ADAM:                                                                  \
             for (size_t j = begin; j < end; j++) {                                         \
                 T gj = g[j] + wd * w[j];                                                   \
-                s1[j] = b1 * s1[j] + (1 - b1) * gj;                                        \
-                s2[j] = b2 * s2[j] + (1 - b2) * gj * gj;                                   \
+                s1[j] = b1 * s1[j] + one_b1 * gj;                                          \
+                s2[j] = b2 * s2[j] + one_b2 * gj * gj;                                     \
                 w[j] -= lr * (s1[j] * c1) / (sqrt(s2[j] * c2) + eps);                      \
             }                                                                              \
             break;                                                                         \
         case NB_OPT_ADAMW:                                                                 \
             for (size_t j = begin; j < end; j++) {                                         \
-                T gj = g[j], wj = w[j] - lr * wd * w[j];                                   \
-                s1[j] = b1 * s1[j] + (1 - b1) * gj;                                        \
-                s2[j] = b2 * s2[j] + (1 - b2) * gj * gj;                                   \
+                T gj = g[j], wj = decay * w[j];                                            \
+                s1[j] = b1 * s1[j] + one_b1 * gj;                                          \
+                s2[j] = b2 * s2[j] + one_b2 * gj * gj;                                     \
                 w[j] = wj - lr * (s1[j] * c1) / (sqrt(s2[j] * c2) + eps);                  \
             }                                                                              \
             break;                                                                         \
         case NB_OPT_RMSPROP:                                                               \
             for (size_t j = begin; j < end; j++) {                                         \
                 T gj = g[j] + wd * w[j];                                                   \
-                s1[j] = b2 * s1[j] + (1 - b2) * gj * gj;                                   \
+                s1[j] = b2 * s1[j] + one_b2 * gj * gj;                                     \
                 w[j] -= lr * gj / (sqrt(s1[j]) + eps);                                     \
             }                                                                              \
             break;                                                                         \
