@@ -155,7 +155,7 @@ static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor
     case 5: return nb_sum_to(tp, x, nb_tensor_ndim(y), nb_tensor_shape(y));
     case 6: return nb_squeeze(tp, x, pick_int(r));
     case 7: return nb_unsqueeze(tp, x, pick_int(r));
-    case 8: return nb_detach(tp, x);
+    case 8: pg->smooth = false; return nb_detach(tp, x); /* its values move, its gradient is 0 */
     case 9: pg->smooth = false, pg->mixed = true; /* float32 inside: the two ways round differently */
         return nb_cast(tp, x, nb_tensor_dtype(x) == NB_F64 ? NB_F32 : NB_F64);
     case 10: *bad |= y_bad; return nb_matmul_t(tp, x, y, byte(r) & 1, byte(r) & 1);
@@ -200,6 +200,36 @@ static nb_tensor *custom_op(program *pg, reader *r, slot *a, bool *bad) {
     fz_cube_params p = {.forward_ops = byte(r) & 1 ? 300 : (int)(byte(r) % 4), .inner_grad = byte(r) & 1};
     return nb_op(pg->tp, &fz_cube, &a->t, 1, nb_tensor_dtype(a->t), nb_tensor_ndim(a->t), nb_tensor_shape(a->t),
                  &p, sizeof p);
+}
+
+/* NB_FUZZ_TRACE=1 prints each op of a replayed program (kind as in
+ * step's switch, operands' pool slots and shapes, the result): to read what
+ * a failing input does, `NB_FUZZ_TRACE=1 build/fuzz/fuzz_graph FILE`. */
+static void print_shape(const nb_tensor *t) {
+    if (!t) {
+        fprintf(stderr, "NULL");
+        return;
+    }
+    fprintf(stderr, "(");
+    for (int d = 0; d < nb_tensor_ndim(t); d++) fprintf(stderr, "%s%zu", d ? "," : "", nb_tensor_dim(t, d));
+    fprintf(stderr, ")%s", nb_tensor_dtype(t) == NB_F64 ? "f64" : "f32");
+}
+
+static void trace_step(const program *pg, unsigned kind, const slot *a, const slot *b, const slot *c,
+                       const nb_tensor *out) {
+    static int tracing = -1;
+    if (tracing < 0) tracing = getenv("NB_FUZZ_TRACE") != NULL;
+    if (!tracing) return;
+    fprintf(stderr, "op kind %u on slots %d %d %d: ", kind, (int)(a - pg->pool), (int)(b - pg->pool),
+            (int)(c - pg->pool));
+    print_shape(a->t);
+    fprintf(stderr, " ");
+    print_shape(b->t);
+    fprintf(stderr, " -> ");
+    print_shape(out);
+    if (out && nb_tensor_status(out) != NB_OK) fprintf(stderr, " refused: %s", nb_last_error());
+    else if (out && nb_tensor_size(out) > 0) fprintf(stderr, " [0] = %.6g", nb_get(out, 0));
+    fprintf(stderr, "\n");
 }
 
 /* One op decoded from the bytes, applied to the pool. */
@@ -341,6 +371,7 @@ static void step(program *pg, reader *r) {
         return;
     }
     keep(pg, out, bad);
+    trace_step(pg, kind, a, b, c, out);
 }
 
 /* Where a rerun of a program moves its leaves, for finite differences:
