@@ -117,7 +117,9 @@ nb_status nb_optimizer_step(nb_optimizer *opt);
  * (clipping, gradcheck, pictures).  The values are those of the two calls. */
 #define nb_optimizer_backward_step(opt, loss) nb_optimizer_backward_step_(opt, loss, NB_SITE)
 nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const char *file, int line);
-void nb_optimizer_set_lr(nb_optimizer *opt, double lr);
+/* Sets the learning rate; a NaN or negative one is refused (NB_ERR_ARG, the
+ * rate unchanged), as by nb_optimizer_new. */
+nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr);
 double nb_optimizer_lr(const nb_optimizer *opt);
 const char *nb_optimizer_name(nb_optimizer_kind kind);
 /* Parses "sgd", "momentum", "adam", "adamw", "rmsprop"; false if unknown. */

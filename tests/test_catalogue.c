@@ -532,6 +532,16 @@ static nb_status optimizer_lr(void) {
     nb_params_free(ps);
     return st;
 }
+static nb_status optimizer_set_lr_nan(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_SGD);
+    nb_optimizer *opt = nb_optimizer_new(ps, &o);
+    nb_status st = nb_optimizer_set_lr(opt, NAN);
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+    return st;
+}
 static nb_status optimizer_changed_params(void) {
     nb_params *ps = model("W", 2, NB_F64);
     nb_optimizer_opts o;
@@ -1313,6 +1323,7 @@ static const bad_input catalogue[] = {
     {"params: a tensor that lives on a tape", params_tape_tensor, NB_ERR_ARG, {"'W'", "lives on a tape"}},
     /* training toolkit */
     {"optimizer: a negative learning rate", optimizer_lr, NB_ERR_ARG, {"nb_optimizer_new", "-0.1"}},
+    {"optimizer: a NaN learning rate set later", optimizer_set_lr_nan, NB_ERR_ARG, {"nb_optimizer_set_lr", "nan"}},
     {"optimizer: parameters added after it was made", optimizer_changed_params, NB_ERR_STATE,
      {"nb_optimizer_step", "from 2 to 3 parameters"}},
     {"SGD backward step from a (3,) loss", sgd_step_non_scalar, NB_ERR_SHAPE, {"nb_backward", "(3,)", SITE}},

@@ -318,6 +318,17 @@ static void test_optimizers_against_hand_computed_steps(void **state) {
     nb_params *ps = nb_params_new();
     assert_null(nb_optimizer_new(ps, &bad));
     assert_message_has(nb_last_error(), "invalid options");
+    /* a rate set later follows the same rule: it was silently ignored */
+    nb_optimizer_opts good;
+    nb_optimizer_defaults(&good, NB_OPT_SGD);
+    nb_optimizer *opt = nb_optimizer_new(ps, &good);
+    assert_int_equal(nb_optimizer_set_lr(opt, 0.25), NB_OK);
+    assert_int_equal(nb_optimizer_set_lr(opt, NAN), NB_ERR_ARG);
+    assert_message_has(nb_last_error(), "nb_optimizer_set_lr", "nan", "stays 0.25");
+    assert_int_equal(nb_optimizer_set_lr(opt, -1), NB_ERR_ARG);
+    assert_close(nb_optimizer_lr(opt), 0.25, 0);
+    assert_int_equal(nb_optimizer_set_lr(NULL, 0.1), NB_ERR_NULL);
+    nb_optimizer_free(opt);
     nb_params_free(ps);
 }
 

@@ -113,8 +113,19 @@ out_of_memory:
     return NULL;
 }
 
-void nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
-    if (opt && lr >= 0) opt->o.lr = lr;
+nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
+    if (!opt) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_optimizer_set_lr: the optimizer is NULL");
+        return NB_ERR_NULL;
+    }
+    if (!(lr >= 0)) { /* as nb_optimizer_new (and torch.optim) */
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
+                     "nb_optimizer_set_lr: the learning rate must be a number >= 0, not %g (it stays %g)", lr,
+                     opt->o.lr);
+        return NB_ERR_ARG;
+    }
+    opt->o.lr = lr;
+    return NB_OK;
 }
 
 double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; }
