@@ -856,6 +856,19 @@ static nb_status stale_seed(void) {
     nb_tape_free(tp);
     return st;
 }
+/* A seed made on another live tape: refused, as every op and nb_grad_seed
+ * refuse another tape's tensor (nb_backward_seed read its values). */
+static nb_status foreign_seed(bool grad) {
+    nb_tape *tp = nb_tape_new(), *other = nb_tape_new();
+    nb_tensor *seed = nb_ones(other, NB_F64, NB_SHAPE(2)), *x = grad_leaf(tp, 2), *g = NULL;
+    nb_tensor *y = nb_square(tp, x);
+    nb_status st = grad ? nb_grad_seed(y, seed, &x, 1, &g, false) : nb_backward_seed(y, seed);
+    nb_tape_free(other);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status foreign_seed_backward(void) { return foreign_seed(false); }
+static nb_status foreign_seed_grad(void) { return foreign_seed(true); }
 static nb_status stale_tangent(void) {
     nb_tape *tp = nb_tape_new();
     nb_tensor *t = nb_ones(tp, NB_F64, NB_SHAPE(2));
@@ -1455,6 +1468,10 @@ static const bad_input catalogue[] = {
      {"custom_graph", "another tape", SITE}},
     {"backward from a seed kept across nb_tape_reset", stale_seed, NB_ERR_STATE,
      {"nb_backward", "seed", "before nb_tape_reset", SITE}},
+    {"backward with a seed on another tape", foreign_seed_backward, NB_ERR_STATE,
+     {"nb_backward", "seed (2,)", "another tape", "output (2,)", SITE}},
+    {"nb_grad_seed with a seed on another tape", foreign_seed_grad, NB_ERR_STATE,
+     {"nb_grad", "seed (2,)", "another tape", SITE}},
     {"jvp with a tangent kept across nb_tape_reset", stale_tangent, NB_ERR_STATE,
      {"nb_jvp", "tangent 1", "before nb_tape_reset", SITE}},
     {"jvp of a (2,) output with respect to NULL", jvp_null_wrt, NB_ERR_NULL, {"nb_jvp", "tensor 1", "NULL", SITE}},

@@ -346,6 +346,13 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
                          nb_format_shape(seed->ndim, seed->shape, seed_shape, sizeof seed_shape));
             return NB_ERR_STATE;
         }
+        if (nb_on_tape(seed) && seed->tape != out->tape) { /* as every op and nb_grad_seed */
+            nb_set_error(NULL, NB_ERR_STATE, file, line,
+                         "nb_backward: the seed %s belongs to another tape than the output %s (make it on the "
+                         "output's tape, or copy it with nb_copy(NULL, seed))",
+                         nb_format_shape(seed->ndim, seed->shape, seed_shape, sizeof seed_shape), shape);
+            return NB_ERR_STATE;
+        }
         if (seed->size != out->size || seed->dtype != out->dtype) {
             nb_status st = seed->dtype != out->dtype ? NB_ERR_DTYPE : NB_ERR_SHAPE;
             nb_set_error(NULL, st, file, line,

@@ -62,10 +62,15 @@ static nb_status check_call(const char *what, nb_tensor *out, const nb_tensor *s
                      what, nb_format_shape(seed->ndim, seed->shape, ss, sizeof ss));
         return NB_ERR_STATE;
     }
-    if (seed && (seed->status != NB_OK || seed->size != out->size || seed->dtype != out->dtype ||
-                 (nb_on_tape(seed) && seed->tape != tp))) {
-        nb_status st = seed->status != NB_OK ? seed->status : seed->dtype != out->dtype ? NB_ERR_DTYPE
-                       : seed->size != out->size ? NB_ERR_SHAPE : NB_ERR_STATE;
+    if (seed && seed->status == NB_OK && nb_on_tape(seed) && seed->tape != tp) {
+        nb_set_error(NULL, NB_ERR_STATE, file, line,
+                     "%s: the seed %s belongs to another tape than the output %s (make it on the output's tape, "
+                     "or copy it with nb_copy(NULL, seed))", what, nb_format_shape(seed->ndim, seed->shape, ss, sizeof ss),
+                     so);
+        return NB_ERR_STATE;
+    }
+    if (seed && (seed->status != NB_OK || seed->size != out->size || seed->dtype != out->dtype)) {
+        nb_status st = seed->status != NB_OK ? seed->status : seed->dtype != out->dtype ? NB_ERR_DTYPE : NB_ERR_SHAPE;
         nb_set_error(NULL, st, file, line, "%s: the seed %s %s does not fit the output %s %s", what,
                      seed->status == NB_OK ? nb_format_shape(seed->ndim, seed->shape, ss, sizeof ss) : "(errored)",
                      seed->dtype == NB_F32 ? "float32" : "float64", so, out->dtype == NB_F32 ? "float32" : "float64");
