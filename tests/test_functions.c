@@ -322,13 +322,19 @@ static void test_layer_norm(void **state) {
 }
 
 /* x as its own gamma and beta: layer_norm(x, x, x), (x, x, NULL) and
- * (x, NULL, x) on a row, and (x, g, g).  The inputs share one gradient
- * buffer; it took the gamma part and then overwrote it with x's (the graph
- * fuzzer found d/dx0 = 3.1e-5 where central differences give 0.3015). */
+ * (x, NULL, x) on a row, (x, g, g), and (x, x, b), (x, g, x) with the third
+ * input a tensor of its own.  The inputs share one gradient buffer; it took
+ * the gamma part and then overwrote it with x's (the graph fuzzer found
+ * d/dx0 = 3.1e-5 where central differences give 0.3015).  The first fix
+ * then added b's gradient into b's buffer as if it were shared too, onto
+ * whatever the buffer held (under ASan, whose fresh memory is 0xbe bytes,
+ * -1.8e-6; after an earlier pass, that pass's gradient). */
 static nb_tensor *ap_layer_norm_aliased(nb_tape *tp, nb_tensor *const *in, const void *arg) {
     int how = *(const int *)arg;
     nb_tensor *x = nb_neg(tp, in[0]);
     if (how == 3) return nb_layer_norm(tp, x, in[1], in[1], 1e-5);
+    if (how == 4) return nb_layer_norm(tp, x, x, in[1], 1e-5);
+    if (how == 5) return nb_layer_norm(tp, x, in[1], x, 1e-5);
     return nb_layer_norm(tp, x, how != 2 ? x : NULL, how != 1 ? x : NULL, 1e-5);
 }
 
@@ -336,10 +342,10 @@ static void test_layer_norm_aliased_inputs(void **state) {
     (void)state;
     nb_rng rng;
     nb_rng_seed(&rng, 35);
-    for (int how = 0; how < 4; how++) {
+    for (int how = 0; how < 6; how++) {
         nb_tensor *in[2] = {random_input(&rng, 1, (size_t[]){4}, -1, 1, false),
                             random_input(&rng, 1, (size_t[]){4}, 0.5, 2, false)};
-        assert_op_gradcheck(ap_layer_norm_aliased, &how, in, how == 3 ? 2 : 1);
+        assert_op_gradcheck(ap_layer_norm_aliased, &how, in, how >= 3 ? 2 : 1);
         nb_tensor_free(in[0]);
         nb_tensor_free(in[1]);
     }
@@ -353,6 +359,20 @@ static void test_layer_norm_aliased_inputs(void **state) {
     assert_close(nb_item(loss), 1.24367, 1e-5);
     assert_int_equal(nb_backward(loss), NB_OK);
     assert_true(fabs(nb_grad_get(x, 0) - 0.3015) < 1e-3);
+    /* (x, x, b): b's gradient is the sum of the seed, 1 per element, and a
+     * second pass of nb_grad must not add onto the first pass's */
+    nb_tensor *b = nb_from_array(NULL, NB_F64, NB_SHAPE(4), ((double[]){0.5, -1, 2, 0.25}));
+    nb_requires_grad(b, true);
+    how = 4;
+    nb_tensor *in[2] = {x, b}, *g[2];
+    nb_tensor *sum = nb_sum(tp, ap_layer_norm_aliased(tp, in, &how));
+    assert_int_equal(nb_backward(sum), NB_OK);
+    for (int pass = 0; pass < 2; pass++) {
+        assert_int_equal(nb_grad(sum, in, 2, g, false), NB_OK);
+        for (size_t j = 0; j < 4; j++) assert_close(nb_get(g[1], j), 1, 0);
+    }
+    for (size_t j = 0; j < 4; j++) assert_close(nb_grad_get(b, j), 1, 0);
+    nb_tensor_free(b);
     nb_tensor_free(x);
     nb_tape_free(tp);
 }

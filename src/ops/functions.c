@@ -371,15 +371,19 @@ static void layer_norm_backward(nb_op_call *c) {
         const T *xs = nb_op_input_data(c, 0), *dy = nb_op_grad_output(c), *stats = nb_op_saved(c);
         const T *gamma = p->gamma >= 0 ? nb_op_input_data(c, p->gamma) : NULL;
         T *gx = gx_, *gg = gg_, *gb = gb_;
-        /* x may be gamma or beta too (layer_norm(x, x, x) on a row): the
-         * inputs then share one gradient buffer, taken first as "set" and
-         * then as "add"; zero it once and add every part into it. */
+        /* x may be gamma or beta too (layer_norm(x, x, x) on a row), or
+         * gamma may be beta: such inputs share one gradient buffer, taken first
+         * as "set" and then as "add"; zero it once and add every part into
+         * it.  Only the buffers that are shared: another one's "set" stands
+         * (its memory holds whatever it held). */
         if (gx && (gx_ == gg_ || gx_ == gb_)) {
             if (!acc_x) memset(gx, 0, rows * D * sizeof(T));
-            acc_x = acc_g = acc_b = true;
+            acc_x = true;
+            acc_g |= gx_ == gg_;
+            acc_b |= gx_ == gb_;
         }
-        if (gg && gg_ == gb_ && !acc_g) {
-            memset(gg, 0, D * sizeof(T));
+        if (gg && gg_ == gb_) {
+            if (!acc_g) memset(gg, 0, D * sizeof(T));
             acc_g = acc_b = true;
         }
         if (gg && !acc_g) memset(gg, 0, D * sizeof(T));
