@@ -94,6 +94,11 @@ static void keep(program *pg, nb_tensor *t, bool any_bad) {
         pg->refused = true;
     } else if (any_bad) {
         broken("a stale tensor or another tape's was accepted");
+    } else {
+        /* An infinite value on the way (x / 0 whose inverse multiplies the
+         * loss by 0 again) makes a gradient inf · 0 = NaN where the loss
+         * is smooth, in IEEE arithmetic, as in torch: no finite differences. */
+        for (size_t j = 0; j < nb_tensor_size(t) && pg->smooth; j++) pg->smooth = isfinite(nb_get(t, j));
     }
     slot made = {t, pg->cur, false};
     for (int i = 0; i < pg->n; i++) /* an op may return its input (sum_to to the same shape) */
