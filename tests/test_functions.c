@@ -462,6 +462,26 @@ static void test_robust_losses(void **state) {
     nb_tensor_free(p);
     nb_tape_free(tp);
 
+    /* A NaN difference gives a NaN loss and NaN gradients, as torch's
+     * huber_loss and smooth_l1_loss (the slope of NaN was taken as 0, so the
+     * gradient hid the NaN), in both backward passes */
+    for (int smooth = 0; smooth < 2; smooth++) {
+        nb_tape *tq = nb_tape_new();
+        nb_tensor *pn = nb_from_array(NULL, NB_F64, NB_SHAPE(2), ((double[]){NAN, 1}));
+        nb_requires_grad(pn, true);
+        nb_tensor *tn = nb_zeros(tq, NB_F64, NB_SHAPE(2));
+        nb_tensor *l = smooth ? nb_smooth_l1(tq, pn, tn, 1) : nb_huber(tq, pn, tn, 1), *g[2];
+        assert_true(isnan(nb_item(l)));
+        assert_int_equal(nb_grad(l, &pn, 1, &g[0], false), NB_OK);
+        assert_int_equal(nb_grad(l, &pn, 1, &g[1], true), NB_OK);
+        for (int k = 0; k < 2; k++) {
+            assert_true(isnan(nb_get(g[k], 0)));
+            assert_close(nb_get(g[k], 1), 0.5, 1e-15); /* h'(1) / N */
+        }
+        nb_tensor_free(pn);
+        nb_tape_free(tq);
+    }
+
     nb_rng rng;
     nb_rng_seed(&rng, 35);
     for (int trial = 0; trial < 12; trial++) {

@@ -558,6 +558,10 @@ typedef struct {
 } robust_params;
 
 static double robust_h(const robust_params *p, double d, double *slope) {
+    if (isnan(d)) { /* NaN in, NaN out, its slope too (as torch; the tests below would give 0) */
+        *slope = d;
+        return d;
+    }
     double a = fabs(d), sign = d > 0 ? 1 : d < 0 ? -1 : 0;
     if (p->smooth) {
         if (a < p->k) {
