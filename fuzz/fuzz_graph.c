@@ -158,7 +158,12 @@ static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor
     case 1: return nb_var_axis(tp, x, pick_int(r), byte(r) & 1, pick_int(r));
     case 2: pg->smooth = false; return nb_min_axis(tp, x, pick_int(r), byte(r) & 1);
     case 3: return nb_mean_axis(tp, x, pick_int(r), byte(r) & 1);
-    case 4: pg->smooth = false; return nb_argmax(tp, x, pick_int(r), byte(r) & 1);
+    case 4: {
+        pg->smooth = false;
+        int axis = pick_int(r);
+        unsigned f = byte(r); /* bit 0 keepdims, bit 1 the arg-min */
+        return f & 2 ? nb_argmin(tp, x, axis, f & 1) : nb_argmax(tp, x, axis, f & 1);
+    }
     case 5: return nb_sum_to(tp, x, nb_tensor_ndim(y), nb_tensor_shape(y));
     case 6: return nb_squeeze(tp, x, pick_int(r));
     case 7: return nb_unsqueeze(tp, x, pick_int(r));
@@ -166,7 +171,12 @@ static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor
     case 9: pg->smooth = false, pg->mixed = true; /* float32 inside: the two ways round differently */
         return nb_cast(tp, x, nb_tensor_dtype(x) == NB_F64 ? NB_F32 : NB_F64);
     case 10: *bad |= y_bad; return nb_matmul_t(tp, x, y, byte(r) & 1, byte(r) & 1);
-    default: *bad |= y_bad; return nb_linear_t(tp, x, y, byte(r) & 1 ? NULL : x, byte(r) & 1, byte(r) & 1);
+    default: {
+        *bad |= y_bad;
+        nb_tensor *bias = byte(r) & 1 ? NULL : x;
+        bool ta = byte(r) & 1, tb = byte(r) & 1;
+        return ta || tb ? nb_linear_t(tp, x, y, bias, ta, tb) : nb_linear(tp, x, y, bias);
+    }
     }
 }
 
@@ -429,6 +439,10 @@ static void program_close(program *pg, nb_tensor **leaf, int n) {
 static double run(const uint8_t *data, size_t size, program *pg, nb_tensor **leaf, int *nleaf, nb_tensor **loss,
                   const perturbation *move) {
     reader r = {data, size};
+    if (size && data[size - 1] & 4) { /* the last byte's bit 2: evaluation (dropout, batch norm) */
+        nb_tape_set_training(pg->tapes[0], false);
+        nb_tape_set_training(pg->tapes[1], false);
+    }
     nb_dtype dt = byte(&r) & 1 ? NB_F64 : NB_F32;
     *nleaf = make_leaves(&r, dt, leaf, move);
     pg->n = *nleaf;
