@@ -197,7 +197,10 @@ const void *nb_op_grad_output(const nb_op_call *call);
  * marked with nb_requires_grad). */
 bool nb_op_needs_grad(const nb_op_call *call, int i);
 /* In backward: the buffer dL/d input i goes into (the input's dtype and
- * size), and whether to add into it (*accumulate) or overwrite it; NULL
+ * size), and whether to add into it (*accumulate) or overwrite it.  One
+ * tensor given as several inputs has one buffer: it comes zeroed, with
+ * *accumulate true for each of them, so their parts add up in any order of
+ * writing.  NULL
  * when input i needs no gradient or does not exist, outside backward, or
  * when memory ran out or accumulate is NULL (then the tape is errored and
  * the backward should return). */

@@ -211,6 +211,61 @@ static void test_many_inputs(void **state) {
     for (int k = 0; k < 3; k++) nb_tensor_free(in[k]);
 }
 
+/* y = a b, whose backward takes both buffers first and writes b's part
+ * before a's, as the contract allows.  Given (x, x), the two share one
+ * buffer, handed out as "set" for a and "add" for b: b's part went onto
+ * whatever the buffer held and a's "set" then wiped it, leaving dL/dx = x G
+ * where it is 2 x G (found by gradchecks of ops given one tensor twice). */
+static void product_forward(nb_op_call *c) {
+    const double *a = nb_op_input_data(c, 0), *b = nb_op_input_data(c, 1);
+    double *y = nb_op_output_data(c);
+    for (size_t i = 0; i < nb_op_size(c); i++) y[i] = a[i] * b[i];
+}
+static void product_backward(nb_op_call *c) {
+    const double *a = nb_op_input_data(c, 0), *b = nb_op_input_data(c, 1), *g = nb_op_grad_output(c);
+    bool acc_a, acc_b;
+    double *ga = nb_op_grad_input(c, 0, &acc_a), *gb = nb_op_grad_input(c, 1, &acc_b);
+    for (size_t i = 0; gb && i < nb_op_size(c); i++) gb[i] = acc_b ? gb[i] + g[i] * a[i] : g[i] * a[i];
+    for (size_t i = 0; ga && i < nb_op_size(c); i++) ga[i] = acc_a ? ga[i] + g[i] * b[i] : g[i] * b[i];
+}
+static const nb_op_def product = {.name = "product", .forward = product_forward, .backward = product_backward,
+                                  .derivative = {"b", "a"}, .elementwise = true};
+
+static nb_tensor *product_of(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    (void)user;
+    nb_tensor *xs[3] = {in[0], in[0], n > 1 ? in[1] : in[0]};
+    /* x o first, so that the backward of x x (later on the tape) runs first,
+     * on a fresh buffer */
+    nb_tensor *z = nb_op(tp, &product, xs + 1, 2, NB_F64, NB_SHAPE(3), NULL, 0);
+    nb_tensor *y = nb_op(tp, &product, xs, 2, NB_F64, NB_SHAPE(3), NULL, 0);
+    return nb_sum(tp, nb_mul(tp, nb_add(tp, y, z), nb_tanh(tp, y)));
+}
+
+static void test_one_tensor_as_several_inputs(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 19);
+    nb_tensor *in[2] = {random_input(&rng, NB_SHAPE(3), -1, 1, false), random_input(&rng, NB_SHAPE(3), -1, 1, false)};
+    assert_gradcheck(product_of, in, 2, NULL);
+    /* d sum(x x)/dx = 2 x, on every pass: after nb_backward, nb_grad
+     * twice (the leaves' gradients set aside, their buffers holding the
+     * first pass's values), then a second nb_backward adding to the first */
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *xx[2] = {in[0], in[0]}, *g[1];
+    nb_tensor *sum = nb_sum(tp, nb_op(tp, &product, xx, 2, NB_F64, NB_SHAPE(3), NULL, 0));
+    assert_int_equal(nb_backward(sum), NB_OK);
+    for (size_t i = 0; i < 3; i++) assert_close(nb_grad_get(in[0], i), 2 * nb_get(in[0], i), 1e-15);
+    for (int pass = 0; pass < 2; pass++) {
+        assert_int_equal(nb_grad(sum, in, 1, g, false), NB_OK);
+        for (size_t i = 0; i < 3; i++) assert_close(nb_get(g[0], i), 2 * nb_get(in[0], i), 1e-15);
+    }
+    assert_int_equal(nb_backward(sum), NB_OK);
+    for (size_t i = 0; i < 3; i++) assert_close(nb_grad_get(in[0], i), 4 * nb_get(in[0], i), 1e-15);
+    nb_tape_free(tp);
+    nb_tensor_free(in[0]);
+    nb_tensor_free(in[1]);
+}
+
 /* ---------------------------------------------------------------- what built-in ops get */
 
 static void test_pictures_anomaly_no_grad_and_memory(void **state) {
@@ -655,6 +710,7 @@ int main(void) {
         cmocka_unit_test(test_custom_op_matches_the_composition),
         cmocka_unit_test(test_custom_op_passes_gradcheck),
         cmocka_unit_test(test_many_inputs),
+        cmocka_unit_test(test_one_tensor_as_several_inputs),
         cmocka_unit_test(test_pictures_anomaly_no_grad_and_memory),
         cmocka_unit_test(test_custom_op_on_threads),
         cmocka_unit_test(test_misuse),

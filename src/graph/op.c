@@ -224,7 +224,25 @@ void *nb_op_grad_input(nb_op_call *call, int i, bool *accumulate) {
     }
     *accumulate = false;
     if (call->phase != NB_IN_BACKWARD || !nb_op_needs_grad(call, i)) return NULL;
-    return nb_grad_target(tp, nb_entry_input(call, i), accumulate);
+    nb_tensor *x = nb_entry_input(call, i);
+    void *g = nb_grad_target(tp, x, accumulate);
+    /* One tensor given as several inputs (an op of (x, x)) has one gradient
+     * buffer, and the first nb_op_grad_input of it says "set", the next
+     * "add".  A backward may take its buffers first and write them in
+     * another order (the contract allows it): the "set" of input 0 written
+     * after the "add" of input 1 would then wipe input 1's part, and the
+     * "add" would land on whatever the buffer held.  So a buffer shared by
+     * several inputs is zeroed when fresh, and every input adds into it:
+     * the order of the writes no longer matters.  (d/dx f(x, x) is the sum
+     * of the partial derivatives in each slot.) */
+    if (g && !*accumulate)
+        for (int j = 0; j < call->n_in; j++)
+            if (j != i && nb_entry_input(call, j) == x) {
+                memset(g, 0, x->size * nb_dtype_size(x->dtype));
+                *accumulate = true;
+                break;
+            }
+    return g;
 }
 
 void nb_op_fail(nb_op_call *call, nb_status status, const char *fmt, ...) {

@@ -372,20 +372,11 @@ static void layer_norm_backward(nb_op_call *c) {
         const T *gamma = p->gamma >= 0 ? nb_op_input_data(c, p->gamma) : NULL;
         T *gx = gx_, *gg = gg_, *gb = gb_;
         /* x may be gamma or beta too (layer_norm(x, x, x) on a row), or
-         * gamma may be beta: such inputs share one gradient buffer, taken first
-         * as "set" and then as "add"; zero it once and add every part into
-         * it.  Only the buffers that are shared: another one's "set" stands
-         * (its memory holds whatever it held). */
-        if (gx && (gx_ == gg_ || gx_ == gb_)) {
-            if (!acc_x) memset(gx, 0, rows * D * sizeof(T));
-            acc_x = true;
-            acc_g |= gx_ == gg_;
-            acc_b |= gx_ == gb_;
-        }
-        if (gg && gg_ == gb_) {
-            if (!acc_g) memset(gg, 0, D * sizeof(T));
-            acc_g = acc_b = true;
-        }
+         * gamma may be beta: such inputs share one gradient buffer, which
+         * nb_op_grad_input hands out zeroed and to be added to by each of
+         * them.  gamma's and beta's are sums over rows, built with +=: a
+         * buffer of their own that comes to be set is zeroed here (its
+         * memory holds whatever it held). */
         if (gg && !acc_g) memset(gg, 0, D * sizeof(T));
         if (gb && !acc_b) memset(gb, 0, D * sizeof(T));
         for (size_t r = 0; r < rows; r++) {
