@@ -114,6 +114,10 @@ $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(BUILD)/libnabla.a 
 	$(Q)$(CC) $(CPPFLAGS) -Isrc $(CFLAGS) $< $(TEST_SUPPORT) -o $@ $(BUILD)/libnabla.a \
 	    $(LDLIBS) $(TEST_LIBS)
 
+# The catalogue's parts (tests/test_catalogue*.c) share their row, runner
+# and helpers.
+$(filter $(BUILD)/tests/test_catalogue%,$(TESTS)): tests/catalogue.h
+
 # The differential test against PyTorch (tests/torch_diff.sh): the
 # generator of random graphs, optimizer runs and refusals, which
 # tests/torch_diff.py rebuilds in torch.  GRAPHS and SEED for long runs.
