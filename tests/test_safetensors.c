@@ -3,7 +3,7 @@
  * other, against bytes laid out by hand, against Python with only json and
  * numpy (tests/safetensors_interop.py), and against PyTorch's own model
  * and logits when python3-torch is installed.  The bad files are rows of
- * tests/test_catalogue.c.
+ * tests/test_catalogue_files.c.
  */
 #include "nabla_train.h"
 #include "support.h"
