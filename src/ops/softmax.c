@@ -13,30 +13,41 @@
 #include <tgmath.h>
 
 
+/* One row (or strided column) of n values: one exp per element, in a loop
+ * of its own so that it vectorises (the sum keeps its order: the same bits
+ * as summing as the exps are made).  The exps are kept in y and divided by
+ * their sum; log-softmax keeps them in y only until it writes x - lse. */
+#define SOFTMAX_ROW(T)                                                                                     \
+    NB_VECTOR_CLONES static void softmax_row_##T(const T *restrict x, T *restrict y, size_t n, size_t step, \
+                                                 bool log_form) {                                          \
+        T m = x[0];                                                                                        \
+        for (size_t k = 1; k < n; k++) m = x[k * step] > m ? x[k * step] : m;                              \
+        for (size_t k = 0; k < n; k++) y[k * step] = NB_EXP(x[k * step] - m);                              \
+        T sum = 0;                                                                                         \
+        for (size_t k = 0; k < n; k++) sum += y[k * step];                                                 \
+        if (log_form) {                                                                                    \
+            T lse = m + log(sum);                                                                          \
+            for (size_t k = 0; k < n; k++) y[k * step] = x[k * step] - lse;                                \
+        } else {                                                                                           \
+            for (size_t k = 0; k < n; k++) y[k * step] /= sum;                                             \
+        }                                                                                                  \
+    }
+SOFTMAX_ROW(float)
+SOFTMAX_ROW(double)
+
 static void softmax_forward(nb_entry *e) {
     const nb_tensor *x = e->in[0];
     size_t outer, n, inner;
     nb_split_axis(x, e->axis, &outer, &n, &inner);
     bool log_form = e->flag0;
-    NB_DISPATCH(x->dtype, {
-        const T *xs = x->data;
-        T *ys = e->out->data;
-        for (size_t o = 0; o < outer; o++)
-            for (size_t i = 0; i < inner; i++) {
-                const T *xr = xs + o * n * inner + i;
-                T *yr = ys + o * n * inner + i;
-                T m = xr[0];
-                for (size_t k = 1; k < n; k++) m = xr[k * inner] > m ? xr[k * inner] : m;
-                T sum = 0;
-                for (size_t k = 0; k < n; k++) sum += NB_EXP(xr[k * inner] - m);
-                if (log_form) {
-                    T lse = m + log(sum);
-                    for (size_t k = 0; k < n; k++) yr[k * inner] = xr[k * inner] - lse;
-                } else {
-                    for (size_t k = 0; k < n; k++) yr[k * inner] = NB_EXP(xr[k * inner] - m) / sum;
-                }
-            }
-    });
+    for (size_t o = 0; o < outer; o++)
+        for (size_t i = 0; i < inner; i++) {
+            size_t at = o * n * inner + i;
+            if (x->dtype == NB_F32)
+                softmax_row_float((const float *)x->data + at, (float *)e->out->data + at, n, inner, log_form);
+            else
+                softmax_row_double((const double *)x->data + at, (double *)e->out->data + at, n, inner, log_form);
+        }
 }
 
 static void softmax_backward(nb_entry *e) {
