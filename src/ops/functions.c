@@ -505,7 +505,11 @@ static void dropout_backward(nb_op_call *c) {
     NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
         const T *g = nb_op_grad_output(c), *mask = nb_op_saved(c);
         T *gx = gx_;
-        for (size_t i = 0; i < nb_op_size(c); i++) gx[i] = acc ? gx[i] + g[i] * mask[i] : g[i] * mask[i];
+        size_t n = nb_op_size(c);
+        if (acc) /* two loops, not a select per element: each vectorises */
+            for (size_t i = 0; i < n; i++) gx[i] += g[i] * mask[i];
+        else
+            for (size_t i = 0; i < n; i++) gx[i] = g[i] * mask[i];
     });
 }
 
