@@ -216,31 +216,38 @@ static void test_float_exp_is_within_2_ulp(void **state) {
     assert_true(nb_expf(-103.0f) > 0 && nb_expf(-104.5f) == 0);  /* gradual underflow */
 }
 
+/* The worst error, in ulp of the float nearest the exact value, of a
+ * function bounded by 1 (tanh, erf) over every 64th float of magnitude up
+ * to `top` (a bit pattern), both signs, against its double counterpart. */
+static double worst_ulp_to_one(float (*f)(float), double (*exact_f)(double), uint32_t top, float *worst_x) {
+    double worst = 0;
+    for (int negative = 0; negative < 2; negative++)
+        for (uint32_t bits = 0; bits <= top; bits += 64) {
+            uint32_t b = bits | (negative ? 0x80000000u : 0);
+            float x;
+            memcpy(&x, &b, sizeof x);
+            double exact = exact_f((double)x), ulp;
+            float nearest = (float)exact;
+            if (fabs(exact) < FLT_MIN)
+                ulp = 1.401298464324817e-45;
+            else if (fabsf(nearest) == 1.0f) /* the step below 1 */
+                ulp = 1.0 - (double)nextafterf(1.0f, 0);
+            else
+                ulp = fabs((double)nextafterf(nearest, INFINITY) - (double)nearest);
+            double err = fabs((double)f(x) - exact) / ulp;
+            if (err > worst) worst = err, *worst_x = x;
+        }
+    return worst;
+}
+
 /* The vectorised float tanh (src/ops/expf.h) against double-precision tanh:
  * within 2 ulp on every 64th float of magnitude up to 50 (both signs, 34
  * million values: the tiny ones, where tanh x = x, included), +-1 beyond,
  * NaN and the infinities. */
 static void test_float_tanh_is_within_2_ulp(void **state) {
     (void)state;
-    double worst = 0;
     float worst_x = 0;
-    for (int negative = 0; negative < 2; negative++)
-        for (uint32_t bits = 0; bits <= 0x42480000u /* 50 */; bits += 64) {
-            uint32_t b = bits | (negative ? 0x80000000u : 0);
-            float x;
-            memcpy(&x, &b, sizeof x);
-            double exact = tanh((double)x);
-            float y = nb_tanhf(x), nearest = (float)exact;
-            double a = fabs(exact), ulp;
-            if (a < FLT_MIN)
-                ulp = 1.401298464324817e-45;
-            else if (fabsf(nearest) == 1.0f) /* the step below 1 */
-                ulp = 1.0 - (double)nextafterf(1.0f, 0);
-            else
-                ulp = fabs((double)nextafterf(nearest, INFINITY) - (double)nearest);
-            double err = fabs((double)y - exact) / ulp;
-            if (err > worst) worst = err, worst_x = x;
-        }
+    double worst = worst_ulp_to_one(nb_tanhf, tanh, 0x42480000u /* 50 */, &worst_x);
     print_message("nb_tanhf: worst error %.3f ulp, at x = %.9g\n", worst, worst_x);
     assert_true(worst <= 2.0);
     assert_true(isnan(nb_tanhf(NAN)));
@@ -255,25 +262,8 @@ static void test_float_tanh_is_within_2_ulp(void **state) {
  * infinities and -0. */
 static void test_float_erf_is_within_2_ulp(void **state) {
     (void)state;
-    double worst = 0;
     float worst_x = 0;
-    for (int negative = 0; negative < 2; negative++)
-        for (uint32_t bits = 0; bits <= 0x41200000u /* 10 */; bits += 64) {
-            uint32_t b = bits | (negative ? 0x80000000u : 0);
-            float x;
-            memcpy(&x, &b, sizeof x);
-            double exact = erf((double)x);
-            float y = nb_erff(x), nearest = (float)exact;
-            double ulp;
-            if (fabs(exact) < FLT_MIN)
-                ulp = 1.401298464324817e-45;
-            else if (fabsf(nearest) == 1.0f) /* the step below 1 */
-                ulp = 1.0 - (double)nextafterf(1.0f, 0);
-            else
-                ulp = fabs((double)nextafterf(nearest, INFINITY) - (double)nearest);
-            double err = fabs((double)y - exact) / ulp;
-            if (err > worst) worst = err, worst_x = x;
-        }
+    double worst = worst_ulp_to_one(nb_erff, erf, 0x41200000u /* 10 */, &worst_x);
     print_message("nb_erff: worst error %.3f ulp, at x = %.9g\n", worst, worst_x);
     assert_true(worst <= 2.0);
     assert_true(isnan(nb_erff(NAN)));
