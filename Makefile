@@ -17,7 +17,7 @@ TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 LIB_SRC  := $(sort $(wildcard src/tensor/*.c src/graph/*.c src/ops/*.c src/train/*.c src/data/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-HEADERS  := include/nabla.h include/nabla_train.h include/nabla_op.h src/internal.h src/ops/expf.h src/train/param_files.h src/graph/picture.h src/graph/dot_emit.h src/escape.h
+HEADERS  := $(sort $(wildcard include/*.h src/*.h src/*/*.h))
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))

@@ -153,7 +153,7 @@ static nb_tensor *unary(program *pg, reader *r, nb_tensor *x) {
 /* Reductions and views beyond the first few. */
 static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor *y, bool y_bad, bool *bad) {
     nb_tape *tp = pg->tp;
-    switch (byte(r) % 12) {
+    switch (byte(r) % 13) {
     case 0: return nb_logsumexp(tp, x, pick_int(r), byte(r) & 1);
     case 1: return nb_var_axis(tp, x, pick_int(r), byte(r) & 1, pick_int(r));
     case 2: pg->smooth = false; return nb_min_axis(tp, x, pick_int(r), byte(r) & 1);
@@ -171,6 +171,16 @@ static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor
     case 9: pg->smooth = false, pg->mixed = true; /* float32 inside: the two ways round differently */
         return nb_cast(tp, x, nb_tensor_dtype(x) == NB_F64 ? NB_F32 : NB_F64);
     case 10: *bad |= y_bad; return nb_matmul_t(tp, x, y, byte(r) & 1, byte(r) & 1);
+    case 11: { /* x attends to y (keys and values) or to itself; y may be the mask instead */
+        static const double ps[] = {0, 0, 0.3, 1, -1, NAN}, scales[] = {0, 0, 0.5, -2, INFINITY};
+        unsigned f = byte(r);
+        nb_tensor *kv = f & 1 ? y : x;
+        nb_attention_opts o = {.causal = f & 2, .mask = f & 4 ? y : NULL, .mask_is_bool = f & 8,
+                               .dropout_p = ps[byte(r) % 6], .scale = scales[byte(r) % 5], .rng = &pg->rng};
+        *bad |= ((f & 1) || o.mask) && y_bad;
+        pg->smooth &= !(o.mask && o.mask_is_bool); /* the mask is y's sign pattern */
+        return nb_scaled_dot_product_attention(tp, x, kv, kv, &o);
+    }
     default: {
         *bad |= y_bad;
         nb_tensor *bias = byte(r) & 1 ? NULL : x;

@@ -602,6 +602,48 @@ nb_tensor *nb_avg_pool2d_(nb_tape *tp, nb_tensor *x, const nb_pool_opts *opts, c
 #define nb_dropout(tp, x, p, rng) nb_dropout_(tp, x, p, rng, NB_SITE)
 nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const char *file, int line);
 
+/* Scaled dot-product attention in one op, PyTorch's
+ * F.scaled_dot_product_attention: for q (..., L, E), k (..., S, E) and
+ * v (..., S, Ev) with the same leading axes,
+ *     out = dropout(softmax(scale q kᵀ + mask)) v          (..., L, Ev)
+ * computed in blocks with an online softmax (flash attention): the (L, S)
+ * matrix of weights is never kept, only each row's log-sum-exp, and
+ * backward recomputes the weights block by block.  Extra memory is O(L + S)
+ * per head.  With create_graph, backward is built of ordinary ops (the
+ * composed attention's), so second derivatives work.
+ *   causal:  query i sees the keys j <= i (top-left aligned, as PyTorch's
+ *            is_causal: for a query of 1 row against a KV cache, leave it
+ *            false);
+ *   mask:    broadcast to (..., L, S): with mask_is_bool, a nonzero entry
+ *            lets query i see key j; otherwise it is added to the scores
+ *            (and takes a gradient: d loss/d scores);
+ *   scale:   0 for 1/sqrt(E);
+ *   dropout_p, rng: while the tape is training, each weight is zeroed with
+ *            probability dropout_p and the others scaled by 1/(1 - p); one
+ *            draw of rng seeds the whole mask (so a seed repeats it), and
+ *            nb_attention_dropout_mask gives that mask as a tensor.
+ * A query that sees no key gets NaN, as softmax of nothing does in PyTorch.
+ * opts NULL: no mask, not causal, default scale, no dropout. */
+typedef struct nb_attention_opts {
+    bool causal;
+    nb_tensor *mask;
+    bool mask_is_bool;
+    double scale;
+    double dropout_p;
+    nb_rng *rng;
+} nb_attention_opts;
+#define nb_scaled_dot_product_attention(tp, q, k, v, opts) \
+    nb_scaled_dot_product_attention_(tp, q, k, v, opts, NB_SITE)
+nb_tensor *nb_scaled_dot_product_attention_(nb_tape *tp, nb_tensor *q, nb_tensor *k, nb_tensor *v,
+                                            const nb_attention_opts *opts, const char *file, int line);
+/* The dropout mask (..., L, S) of 0 and 1/(1 - p) that the attention of q
+ * and k with this dropout_p draws from rng in the state rng is in now (it
+ * makes the same single draw): to compose the same attention of ops, copy
+ * the generator before the call. */
+#define nb_attention_dropout_mask(tp, q, k, p, rng) nb_attention_dropout_mask_(tp, q, k, p, rng, NB_SITE)
+nb_tensor *nb_attention_dropout_mask_(nb_tape *tp, nb_tensor *q, nb_tensor *k, double p, nb_rng *rng,
+                                      const char *file, int line);
+
 /* Softmax and log-softmax along an axis, computed stably (the maximum is
  * subtracted first). */
 #define nb_softmax(tp, a, axis) nb_softmax_(tp, a, axis, false, NB_SITE)

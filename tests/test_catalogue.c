@@ -163,6 +163,26 @@ OP_CASE(dropout_rng, nb_dropout(tp, M(tp, 2, 3), 0.5, NULL))
 OP_CASE(huber_delta, nb_huber(tp, V(tp, 3), V(tp, 3), 0))
 OP_CASE(huber_shapes, nb_huber(tp, V(tp, 3), V(tp, 4), 1))
 OP_CASE(smooth_l1_beta, nb_smooth_l1(tp, V(tp, 3), V(tp, 3), -1))
+/* attention */
+static nb_tensor *attention(nb_tape *tp, nb_tensor *q, nb_tensor *k, nb_tensor *v, nb_attention_opts o) {
+    return nb_scaled_dot_product_attention(tp, q, k, v, &o);
+}
+OP_CASE(attention_q_rank, attention(tp, V(tp, 4), M(tp, 5, 4), M(tp, 5, 2), (nb_attention_opts){0}))
+OP_CASE(attention_leading, attention(tp, nb_ones(tp, NB_F32, NB_SHAPE(2, 3, 4)), nb_ones(tp, NB_F32, NB_SHAPE(3, 5, 4)),
+                                     nb_ones(tp, NB_F32, NB_SHAPE(3, 5, 2)), (nb_attention_opts){0}))
+OP_CASE(attention_rank, attention(tp, M(tp, 3, 4), nb_ones(tp, NB_F32, NB_SHAPE(2, 5, 4)), M(tp, 5, 2), (nb_attention_opts){0}))
+OP_CASE(attention_e, attention(tp, M(tp, 3, 4), M(tp, 5, 2), M(tp, 5, 2), (nb_attention_opts){0}))
+OP_CASE(attention_s, attention(tp, M(tp, 3, 4), M(tp, 5, 4), M(tp, 6, 2), (nb_attention_opts){0}))
+OP_CASE(attention_mask, attention(tp, M(tp, 3, 4), M(tp, 5, 4), M(tp, 5, 2), (nb_attention_opts){.mask = M(tp, 3, 6)}))
+OP_CASE(attention_mask_dtype, attention(tp, M(tp, 3, 4), M(tp, 5, 4), M(tp, 5, 2),
+                                        (nb_attention_opts){.mask = nb_ones(tp, NB_F64, NB_SHAPE(3, 5))}))
+OP_CASE(attention_scale, attention(tp, M(tp, 3, 4), M(tp, 5, 4), M(tp, 5, 2), (nb_attention_opts){.scale = INFINITY}))
+OP_CASE(attention_p, attention(tp, M(tp, 3, 4), M(tp, 5, 4), M(tp, 5, 2), (nb_attention_opts){.dropout_p = -0.5}))
+OP_CASE(attention_p_nan, attention(tp, M(tp, 3, 4), M(tp, 5, 4), M(tp, 5, 2), (nb_attention_opts){.dropout_p = NAN}))
+OP_CASE(attention_rng, attention(tp, M(tp, 3, 4), M(tp, 5, 4), M(tp, 5, 2), (nb_attention_opts){.dropout_p = 0.1}))
+OP_CASE(attention_null_v, attention(tp, M(tp, 3, 4), M(tp, 5, 4), NULL, (nb_attention_opts){0}))
+OP_CASE(attention_mask_rng, nb_attention_dropout_mask(tp, M(tp, 3, 4), M(tp, 5, 4), 0.5, NULL))
+OP_CASE(attention_mask_e, nb_attention_dropout_mask(tp, M(tp, 3, 4), M(tp, 5, 3), 0.5, NULL))
 /* convolutions, pooling, batch norm */
 static nb_tensor *T4(nb_tape *tp, size_t a, size_t b, size_t c, size_t d) { return nb_ones(tp, NB_F32, NB_SHAPE(a, b, c, d)); }
 OP_CASE(conv_x_rank, nb_conv2d(tp, M(tp, 28, 28), T4(tp, 8, 1, 3, 3), NULL, NULL))
@@ -329,6 +349,24 @@ static const bad_input catalogue[] = {
     {"huber with delta 0", huber_delta, NB_ERR_ARG, {"huber", "delta = 0", "> 0", SITE}},
     {"huber of (3,) and (4,)", huber_shapes, NB_ERR_SHAPE, {"huber", "(3,)", "(4,)", SITE}},
     {"smooth_l1 with beta -1", smooth_l1_beta, NB_ERR_ARG, {"smooth_l1", "beta = -1", SITE}},
+    {"attention of a 1-D q", attention_q_rank, NB_ERR_SHAPE, {"attention", "q (4,)", "at least 2 axes", SITE}},
+    {"attention with heads (2,) against (3,)", attention_leading, NB_ERR_SHAPE,
+     {"attention", "q (2, 3, 4)", "k (3, 5, 4)", "same leading axes", SITE}},
+    {"attention of a 2-D q and a 3-D k", attention_rank, NB_ERR_SHAPE, {"attention", "(3, 4)", "(2, 5, 4)", SITE}},
+    {"attention with E 4 against 2", attention_e, NB_ERR_SHAPE, {"attention", "last axis", "4 and 2", SITE}},
+    {"attention with 5 keys and 6 values", attention_s, NB_ERR_SHAPE, {"attention", "k (5, 4)", "v (6, 2)", "5 and 6", SITE}},
+    {"attention with a (3, 6) mask for (3, 5) weights", attention_mask, NB_ERR_SHAPE,
+     {"attention", "mask (3, 6)", "(3, 5)", SITE}},
+    {"attention with a float64 mask for float32 q", attention_mask_dtype, NB_ERR_DTYPE, {"attention", SITE}},
+    {"attention with scale inf", attention_scale, NB_ERR_ARG, {"attention", "scale inf", "not finite", SITE}},
+    {"attention with dropout_p -0.5", attention_p, NB_ERR_ARG, {"attention", "dropout_p = -0.5", "[0, 1]", SITE}},
+    {"attention with dropout_p NaN", attention_p_nan, NB_ERR_ARG, {"attention", "nan", "[0, 1]", SITE}},
+    {"attention with dropout but no generator", attention_rng, NB_ERR_NULL, {"attention", "rng is NULL", SITE}},
+    {"attention with v NULL", attention_null_v, NB_ERR_NULL, {"attention", SITE}},
+    {"attention_dropout_mask without a generator", attention_mask_rng, NB_ERR_NULL,
+     {"attention_dropout_mask", "rng is NULL", SITE}},
+    {"attention_dropout_mask with E 4 against 3", attention_mask_e, NB_ERR_SHAPE,
+     {"attention_dropout_mask", "4 and 3", SITE}},
 };
 
 static void test_every_bad_input_names_what_went_wrong(void **state) {

@@ -59,6 +59,8 @@ DIFFERENCES = {
     "subnormal": "row 14: optimizers flush subnormals: the runs' values stay far above them",
     "leaf_output": "row 15: an output that is a leaf (nb_dropout in evaluation, nb_sum_to to its own shape give "
                    "their input itself) is refused by nb_jvp (and nb_backward, nb_grad), NB_ERR_STATE",
+    "attention_dropout": "row 17: the fused attention's dropout mask is nabla's (a hash seeded by one draw): torch "
+                         "is given it (nb_attention_dropout_mask)",
     "cosine": "row 16: NB_SCHEDULE_COSINE stays at min_lr after total steps (torch's CosineAnnealingLR "
               "rises again): the runs stop before total",
 }
@@ -224,6 +226,17 @@ def op_apply(s, a, dtype):
         if not s["training"] or s["p"] == 0:
             return x
         return x * s["mask"] / (1 - s["p"])
+    if op == "attention":  # composed: torch 1.13 has no F.scaled_dot_product_attention
+        sc = a[0] @ a[1].transpose(-1, -2) * s["scale"]
+        if len(a) > 3:
+            sc = sc.masked_fill(a[3] == 0, float("-inf")) if s["bool"] else sc + a[3]
+        if s["causal"]:
+            L, S = sc.shape[-2], sc.shape[-1]
+            sc = sc.masked_fill(~torch.ones(L, S, dtype=torch.bool).tril(), float("-inf"))
+        w = torch.softmax(sc, -1)
+        if s["dmask"] is not None:  # DIFFERENCES["attention_dropout"]
+            w = w * torch.tensor(s["dmask"], dtype=dtype).reshape(w.shape) / (1 - s["p"])
+        return w @ a[2]
     if op == "mse":
         return F.mse_loss(a[0], a[1])
     if op == "bce":

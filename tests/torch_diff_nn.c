@@ -263,3 +263,58 @@ int td_batch_norm(td_graph *g) {
     return td_step(g, r, "batch_norm", 3, (int[]){x, gm, bt},
                    ",\"training\":%d,\"running\":%d,\"momentum\":%.17g,\"eps\":%.17g", train, running, momentum, eps);
 }
+
+/* The fused attention on fresh q, k, v: causal or not, a boolean or an
+ * additive mask in a broadcast form, a scale, dropout.  Every query sees
+ * key 0 (a boolean mask keeps its first column), so no row is NaN.  The
+ * dropout mask is nabla's own (README), given to torch as drawn: the
+ * generator is copied before the op and nb_attention_dropout_mask asked. */
+int td_attention(td_graph *g) {
+    nb_tape *tp = g->tp;
+    int nd = td_int(g, 0, 2);
+    size_t lead[2] = {(size_t)td_int(g, 1, 2), (size_t)td_int(g, 1, 2)}, sq[4], sk[4], sv[4];
+    size_t L = (size_t)td_int(g, 1, 5), S = (size_t)td_int(g, 1, 5), E = (size_t)td_int(g, 1, 4), Ev = (size_t)td_int(g, 1, 4);
+    for (int d = 0; d < nd; d++) sq[d] = sk[d] = sv[d] = lead[d];
+    sq[nd] = L, sq[nd + 1] = E, sk[nd] = S, sk[nd + 1] = E, sv[nd] = S, sv[nd + 1] = Ev;
+    int q = td_leaf(g, nd + 2, sq, TD_NORMAL, true), k = td_leaf(g, nd + 2, sk, TD_NORMAL, td_chance(g, 0.8));
+    int v = td_leaf(g, nd + 2, sv, TD_NORMAL, td_chance(g, 0.8)), m = -1;
+    nb_attention_opts o = {.causal = td_chance(g, 0.4), .scale = td_chance(g, 0.5) ? 0 : td_unif(g, 0.2, 1.5)};
+    int kind = td_int(g, 0, 2); /* none, boolean, additive */
+    if (kind) {
+        size_t ms[4];
+        int form = td_int(g, 0, 2), mn = 0; /* (..., L, S), (L, S), (S,) */
+        if (form == 0)
+            for (int d = 0; d < nd; d++) ms[mn++] = lead[d];
+        if (form <= 1) ms[mn++] = L;
+        ms[mn++] = S;
+        if (kind == 1) {
+            size_t n = 1;
+            for (int d = 0; d < mn; d++) n *= ms[d];
+            double cond[64];
+            for (size_t i = 0; i < n; i++) cond[i] = i % S == 0 || td_chance(g, 0.7);
+            m = td_leaf_values(g, mn, ms, cond, false);
+        } else {
+            m = td_leaf(g, mn, ms, TD_NORMAL, td_chance(g, 0.7));
+        }
+        if (m >= 0) o.mask = T(m), o.mask_is_bool = kind == 1;
+    }
+    if (g->failed) return -1;
+    bool drop = td_chance(g, 0.35);
+    char dmask[1200] = "null";
+    nb_rng copy = *g->rng;
+    if (drop) {
+        o.dropout_p = td_unif(g, 0.1, 0.6);
+        o.rng = g->rng;
+        copy = *g->rng;
+        nb_tensor *dm = nb_attention_dropout_mask(tp, T(q), T(k), o.dropout_p, &copy);
+        size_t len = 0;
+        for (size_t i = 0; nb_tensor_status(dm) == NB_OK && i < nb_tensor_size(dm) && len < sizeof dmask - 4; i++)
+            len += (size_t)snprintf(dmask + len, sizeof dmask - len, "%s%d", i ? "," : "[", nb_get(dm, i) != 0);
+        if (len) snprintf(dmask + len, sizeof dmask - len, "]");
+    }
+    double scale = o.scale != 0 ? o.scale : 1 / sqrt((double)E);
+    nb_tensor *r = nb_scaled_dot_product_attention(tp, T(q), T(k), T(v), &o);
+    return td_step(g, r, "attention", m >= 0 ? 4 : 3, (int[]){q, k, v, m},
+                   ",\"causal\":%d,\"bool\":%d,\"scale\":%.17g,\"p\":%.17g,\"dmask\":%s", o.causal, o.mask_is_bool,
+                   scale, o.dropout_p, dmask);
+}
