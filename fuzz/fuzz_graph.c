@@ -179,6 +179,8 @@ static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor
                                .dropout_p = ps[byte(r) % 6], .scale = scales[byte(r) % 5], .rng = &pg->rng};
         *bad |= ((f & 1) || o.mask) && y_bad;
         pg->smooth &= !(o.mask && o.mask_is_bool); /* the mask is y's sign pattern */
+        if (f & 16) /* the dropout mask alone, applied to the values */
+            return nb_matmul(tp, nb_attention_dropout_mask(tp, x, kv, o.dropout_p, o.rng), kv);
         return nb_scaled_dot_product_attention(tp, x, kv, kv, &o);
     }
     default: {
