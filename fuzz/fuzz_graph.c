@@ -173,8 +173,10 @@ static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor
     case 10: *bad |= y_bad; return nb_matmul_t(tp, x, y, byte(r) & 1, byte(r) & 1);
     default: {
         *bad |= y_bad;
-        nb_tensor *bias = byte(r) & 1 ? NULL : x;
+        unsigned f = byte(r); /* bit 0: no bias; bit 1: PyTorch's layout, y's row sums the bias */
+        nb_tensor *bias = f & 1 ? NULL : f & 2 ? nb_sum_axis(tp, y, -1, false) : x;
         bool ta = byte(r) & 1, tb = byte(r) & 1;
+        if (f & 2) return nb_linear_torch(tp, x, y, bias); /* x (..., k) of any rank, y (n, k) */
         return ta || tb ? nb_linear_t(tp, x, y, bias, ta, tb) : nb_linear(tp, x, y, bias);
     }
     }

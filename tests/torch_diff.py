@@ -245,6 +245,8 @@ def op_apply(s, a, dtype):
         if t.dim() < a[0].dim():
             t = t.detach().long()
         return F.cross_entropy(x, t)
+    if op == "linear_torch":
+        return F.linear(a[0], a[1], a[2])
     if op in ("matmul", "matmul_t", "linear", "linear_t"):
         A, B = a[0], a[1]
         if s.get("ta"):

@@ -105,21 +105,31 @@ int td_losses(td_graph *g, int x) {
 }
 
 /* matmul and matmul_t on matrices, stacks with broadcast batch axes and
- * vectors; linear and linear_t with a row or a column bias. */
+ * vectors; linear, linear_torch and linear_t with a row or a column bias,
+ * x with 0 to 3 leading axes (torch: F.linear for linear_torch, so that
+ * its (out, in) weight is PyTorch's own reading). */
 int td_matmul(td_graph *g) {
     nb_tape *tp = g->tp;
     size_t m = (size_t)td_int(g, 1, 4), k = (size_t)td_int(g, 1, 4), n = (size_t)td_int(g, 1, 4);
     bool ta = td_chance(g, 0.5), tb = td_chance(g, 0.5);
     int op = td_int(g, 0, 3);
     if (op >= 2) { /* linear */
-        if (op == 2) ta = tb = false;
-        int a = td_leaf(g, 2, ta ? (size_t[]){k, m} : (size_t[]){m, k}, TD_NORMAL, true);
+        bool torch = op == 2 && td_chance(g, 0.5);
+        if (op == 2) ta = false, tb = torch;
+        int lead = ta ? 1 : td_int(g, 0, 3); /* x (lead axes..., k) */
+        size_t sx[4];
+        for (int d = 0; d < lead; d++) sx[d] = d == lead - 1 ? m : (size_t)td_int(g, 1, 3);
+        sx[lead] = k;
+        if (lead == 0) m = 1;
+        int a = ta ? td_leaf(g, 2, (size_t[]){k, m}, TD_NORMAL, true) : td_leaf(g, lead + 1, sx, TD_NORMAL, true);
         int b = td_leaf(g, 2, tb ? (size_t[]){n, k} : (size_t[]){k, n}, TD_NORMAL, true);
-        int form = td_int(g, 0, 2);
+        /* (n,); (1, n) for a result of 2 axes or more; (m, 1) for a 2-D x */
+        int form = lead == 0 ? 0 : lead == 1 ? td_int(g, 0, 2) : td_int(g, 0, 1);
         int c = td_leaf(g, form == 0 ? 1 : 2, form == 0 ? (size_t[]){n} : form == 1 ? (size_t[]){1, n} : (size_t[]){m, 1},
                         TD_NORMAL, true);
         if (g->failed) return -1;
         int args[3] = {a, b, c};
+        if (torch) return td_step(g, nb_linear_torch(tp, T(a), T(b), T(c)), "linear_torch", 3, args, "%s", "");
         if (op == 2) return td_step(g, nb_linear(tp, T(a), T(b), T(c)), "linear", 3, args, "%s", "");
         return td_step(g, nb_linear_t(tp, T(a), T(b), T(c), ta, tb), "linear_t", 3, args, ",\"ta\":%d,\"tb\":%d", ta, tb);
     }
