@@ -479,6 +479,18 @@ nb_tensor *nb_permute_(nb_tape *tp, nb_tensor *a, const int *axes, const char *f
 nb_tensor *nb_broadcast_to_(nb_tape *tp, nb_tensor *a, int ndim, const size_t *shape, const char *file,
                             int line);
 nb_tensor *nb_pad_(nb_tape *tp, nb_tensor *a, const size_t *pads, const char *file, int line);
+/* Attention heads, one copy each way (src/ops/heads.c):
+ *   split_heads: x (..., T, H·hd) -> (..., H, T, hd), as x.view(..., T, H, hd).transpose(-3, -2);
+ *   split_qkv:   a fused projection (..., T, 3·H·hd) -> out[0..2] = q, k, v, each (..., H, T, hd)
+ *                (qkv.split(H·hd, -1), then each split into heads); returns the first error;
+ *   merge_heads: x (..., H, T, hd) -> (..., T, H·hd), the inverse. */
+#define nb_split_heads(tp, x, H) nb_split_heads_(tp, x, H, 1, 0, NB_SITE)
+#define nb_split_qkv(tp, qkv, H, out) nb_split_qkv_(tp, qkv, H, out, NB_SITE)
+#define nb_merge_heads(tp, x) nb_merge_heads_(tp, x, NB_SITE)
+/* part `part` of `parts` equal chunks of x's last axis, split into heads */
+nb_tensor *nb_split_heads_(nb_tape *tp, nb_tensor *x, int heads, int parts, int part, const char *file, int line);
+nb_status nb_split_qkv_(nb_tape *tp, nb_tensor *qkv, int heads, nb_tensor **out, const char *file, int line);
+nb_tensor *nb_merge_heads_(nb_tape *tp, nb_tensor *x, const char *file, int line);
 
 /* Indexing and joining.
  *   slice: elements start, start + step, ... before stop along an axis, as
