@@ -16,6 +16,7 @@
  */
 #include "support.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -44,6 +45,29 @@ OP_CASE(linear_nd_transposed, nb_linear_t(tp, X3(tp, 2, 3, 4), M(tp, 2, 5), V(tp
 OP_CASE(linear_null_weight, nb_linear_torch(tp, X3(tp, 2, 5, 3), NULL, V(tp, 4)))
 OP_CASE(linear_null_bias, nb_linear_torch(tp, X3(tp, 2, 5, 3), M(tp, 4, 3), NULL))
 OP_CASE(linear_mixed, nb_linear_torch(tp, X3(tp, 2, 5, 3), nb_ones(tp, NB_F64, NB_SHAPE(4, 3)), V(tp, 4)))
+OP_CASE(heads_vector, nb_split_heads(tp, V(tp, 6), 2))
+OP_CASE(heads_divide, nb_split_heads(tp, M(tp, 2, 6), 4))
+OP_CASE(heads_zero, nb_split_heads(tp, M(tp, 2, 6), 0))
+OP_CASE(heads_huge, nb_split_heads(tp, M(tp, 2, 6), INT_MAX))
+OP_CASE(heads_part, nb_split_heads_(tp, M(tp, 2, 6), 2, 3, 3, "test_catalogue.c", __LINE__))
+OP_CASE(heads_rank, nb_split_heads(tp, nb_ones(tp, NB_F32, 8, (size_t[8]){1, 1, 1, 1, 1, 1, 2, 4}), 2))
+OP_CASE(heads_null, nb_split_heads(tp, NULL, 2))
+OP_CASE(merge_matrix, nb_merge_heads(tp, M(tp, 2, 3)))
+static nb_status qkv_divide(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *out[3];
+    nb_status st = nb_split_qkv(tp, X3(tp, 2, 5, 8), 2, out);
+    for (int i = 0; i < 3 && st != NB_OK; i++)
+        if (nb_tensor_status(out[i]) != st) st = NB_OK; /* every part errored alike */
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status qkv_null_out(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_split_qkv(tp, X3(tp, 2, 5, 12), 2, NULL);
+    nb_tape_free(tp);
+    return st;
+}
 OP_CASE(mse_shapes, nb_mse(tp, M(tp, 2, 3), M(tp, 3, 2)))
 OP_CASE(bce_shapes, nb_bce(tp, nb_full(tp, NB_F32, NB_SHAPE(4), 0.5), V(tp, 3)))
 OP_CASE(bce_logits_shapes, nb_bce_logits(tp, M(tp, 4, 1), V(tp, 3)))
@@ -252,6 +276,18 @@ static const bad_input catalogue[] = {
     {"linear_torch with a NULL bias", linear_null_bias, NB_ERR_NULL, {"linear", "input 3 is NULL", SITE}},
     {"linear_torch of float32 x and a float64 weight", linear_mixed, NB_ERR_DTYPE,
      {"linear", "float32", "float64", SITE}},
+    {"split_heads of a vector", heads_vector, NB_ERR_SHAPE, {"split_heads", "(6,)", "(..., T, H·hd)", SITE}},
+    {"split_heads of 6 features into 4 heads", heads_divide, NB_ERR_SHAPE,
+     {"split_heads", "(2, 6)", "(6)", "not a multiple of 4 heads", SITE}},
+    {"split_heads into 0 heads", heads_zero, NB_ERR_ARG, {"split_heads", "0 heads", "at least 1", SITE}},
+    {"split_heads into INT_MAX heads", heads_huge, NB_ERR_SHAPE, {"split_heads", "2147483647 heads", SITE}},
+    {"split_heads, part 3 of 3", heads_part, NB_ERR_ARG, {"split_heads", "part 3 of 3", "[0, 3)", SITE}},
+    {"split_heads of an 8-D x", heads_rank, NB_ERR_SHAPE, {"split_heads", "2 to 7 axes", SITE}},
+    {"split_heads of NULL", heads_null, NB_ERR_NULL, {"split_heads", "input 1 is NULL", SITE}},
+    {"merge_heads of a matrix", merge_matrix, NB_ERR_SHAPE, {"merge_heads", "(2, 3)", "(..., H, T, hd)", SITE}},
+    {"split_qkv of 8 features into 3 × 2 heads", qkv_divide, NB_ERR_SHAPE,
+     {"split_qkv", "(2, 5, 8)", "not a multiple of 3 × 2 heads", SITE}},
+    {"split_qkv with a NULL out", qkv_null_out, NB_ERR_NULL, {"split_qkv", "out", "NULL", SITE}},
     {"mse of (2, 3) and (3, 2)", mse_shapes, NB_ERR_SHAPE, {"mse", "(2, 3)", "(3, 2)", "same shape", SITE}},
     {"bce of (4,) and (3,)", bce_shapes, NB_ERR_SHAPE, {"bce", "(4,)", "(3,)", SITE}},
     {"bce_logits of (4, 1) and (3,)", bce_logits_shapes, NB_ERR_SHAPE, {"bce_logits", "(4, 1)", "(3,)", SITE}},

@@ -273,3 +273,32 @@ int td_batch_norm(td_graph *g) {
     return td_step(g, r, "batch_norm", 3, (int[]){x, gm, bt},
                    ",\"training\":%d,\"running\":%d,\"momentum\":%.17g,\"eps\":%.17g", train, running, momentum, eps);
 }
+
+/* split_heads, split_qkv (one part, or all three used: q ⊙ k + v) and
+ * merge_heads, x with 0 to 3 leading axes (torch: unflatten and transpose,
+ * qkv.split, flatten). */
+int td_heads(td_graph *g) {
+    nb_tape *tp = g->tp;
+    int lead = td_int(g, 0, 3), H = td_int(g, 1, 3), hd = td_int(g, 1, 3), Tn = td_int(g, 1, 3), op = td_int(g, 0, 2);
+    size_t s[NB_MAX_DIMS];
+    for (int d = 0; d < lead; d++) s[d] = (size_t)td_int(g, 1, 3);
+    if (op == 2) { /* x (lead..., H, T, hd) */
+        s[lead] = (size_t)H, s[lead + 1] = (size_t)Tn, s[lead + 2] = (size_t)hd;
+        int x = td_leaf(g, lead + 3, s, TD_NORMAL, true);
+        if (g->failed) return -1;
+        return td_step(g, nb_merge_heads(tp, T(x)), "merge_heads", 1, &x, "%s", "");
+    }
+    s[lead] = (size_t)Tn, s[lead + 1] = (size_t)((op ? 3 : 1) * H * hd);
+    int x = td_leaf(g, lead + 2, s, TD_NORMAL, true);
+    if (g->failed) return -1;
+    if (op == 0) return td_step(g, nb_split_heads(tp, T(x), H), "split_heads", 1, &x, ",\"H\":%d", H);
+    nb_tensor *q[3];
+    nb_split_qkv(tp, T(x), H, q);
+    int id[3];
+    for (int i = 0; i < 3; i++) id[i] = td_step(g, q[i], "split_qkv", 1, &x, ",\"H\":%d,\"part\":%d", H, i);
+    if (g->failed) return -1;
+    if (td_chance(g, 0.4)) return id[td_int(g, 0, 2)];
+    int qk = td_step(g, nb_mul(tp, T(id[0]), T(id[1])), "mul", 2, (int[]){id[0], id[1]}, "%s", "");
+    if (qk < 0) return -1;
+    return td_step(g, nb_add(tp, T(qk), T(id[2])), "add", 2, (int[]){qk, id[2]}, "%s", "");
+}

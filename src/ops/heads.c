@@ -108,26 +108,30 @@ static void split_describe(const nb_op_call *e, char *buf, size_t size) {
 static const nb_op split_op = {.name = "split_heads", .forward = split_forward, .backward = split_backward,
                                .derivative = {"merge_heads(G)"}, .backward_graph = split_graph,
                                .describe = split_describe};
+static const nb_op qkv_op = {.name = "split_qkv", .forward = split_forward, .backward = split_backward,
+                             .derivative = {"merge_heads(G) in its third"}, .backward_graph = split_graph,
+                             .describe = split_describe};
 
-nb_tensor *nb_split_heads_(nb_tape *tp, nb_tensor *x, int heads, int parts, int part, const char *file, int line) {
-    nb_tensor *failed = nb_check(tp, &split_op, file, line, 1, &x);
+static nb_tensor *split(nb_tape *tp, const nb_op *op, nb_tensor *x, int heads, int parts, int part, const char *file,
+                        int line) {
+    nb_tensor *failed = nb_check(tp, op, file, line, 1, &x);
     if (failed) return failed;
     char sx[128];
     nb_format_shape(x->ndim, x->shape, sx, sizeof sx);
     if (x->ndim < 2 || x->ndim >= NB_MAX_DIMS)
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                       "split_heads: x %s must be (..., T, H·hd), with 2 to %d axes", sx, NB_MAX_DIMS - 1);
+                       "%s: x %s must be (..., T, H·hd), with 2 to %d axes", op->name, sx, NB_MAX_DIMS - 1);
     if (heads < 1 || parts < 1 || part < 0 || part >= parts)
         return nb_fail(tp, NB_ERR_ARG, file, line,
-                       "split_heads: %d heads, part %d of %d: heads and parts must be at least 1, the part in [0, %d)",
-                       heads, part, parts, parts);
+                       "%s: %d heads, part %d of %d: heads and parts must be at least 1, the part in [0, %d)",
+                       op->name, heads, part, parts, parts);
     size_t last = x->shape[x->ndim - 1], per = (size_t)parts * (size_t)heads;
     if (last % per)
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                       "split_heads: the last axis of %s (%zu) is not a multiple of %s%d heads", sx, last,
+                       "%s: the last axis of %s (%zu) is not a multiple of %s%d heads", op->name, sx, last,
                        parts > 1 ? (parts == 3 ? "3 × " : "parts × ") : "", heads);
     heads_plan *p = nb_tape_alloc(tp, sizeof *p);
-    if (!p) return nb_fail(tp, NB_ERR_NOMEM, file, line, "split_heads: out of memory");
+    if (!p) return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: out of memory", op->name);
     int nd = x->ndim;
     *p = (heads_plan){.T = x->shape[nd - 2], .parts = (size_t)parts, .part = (size_t)part, .H = (size_t)heads,
                       .hd = last / per};
@@ -135,17 +139,21 @@ nb_tensor *nb_split_heads_(nb_tape *tp, nb_tensor *x, int heads, int parts, int 
     size_t shape[NB_MAX_DIMS];
     for (int d = 0; d < nd - 2; d++) shape[d] = x->shape[d];
     shape[nd - 2] = p->H, shape[nd - 1] = p->T, shape[nd] = p->hd;
-    nb_entry *e = nb_emit(tp, &split_op, 1, &x, x->dtype, nd + 1, shape, file, line, &failed);
+    nb_entry *e = nb_emit(tp, op, 1, &x, x->dtype, nd + 1, shape, file, line, &failed);
     if (!e) return failed;
     e->saved = p;
     return nb_run(e);
+}
+
+nb_tensor *nb_split_heads_(nb_tape *tp, nb_tensor *x, int heads, int parts, int part, const char *file, int line) {
+    return split(tp, &split_op, x, heads, parts, part, file, line);
 }
 
 nb_status nb_split_qkv_(nb_tape *tp, nb_tensor *qkv, int heads, nb_tensor **out, const char *file, int line) {
     if (!out) return nb_tensor_status(nb_fail(tp, NB_ERR_NULL, file, line, "split_qkv: out (three tensors) is NULL"));
     nb_status st = NB_OK;
     for (int i = 0; i < 3; i++) {
-        out[i] = nb_split_heads_(tp, qkv, heads, 3, i, file, line);
+        out[i] = split(tp, &qkv_op, qkv, heads, 3, i, file, line);
         if (st == NB_OK) st = nb_tensor_status(out[i]);
     }
     return st;
