@@ -41,28 +41,30 @@ static size_t flat_at(const heads_plan *p, size_t r, size_t h, size_t t) {
 }
 static size_t split_at(const heads_plan *p, size_t r, size_t h, size_t t) { return ((r * p->H + h) * p->T + t) * p->hd; }
 
-/* Blocks begin..end of hd elements, in the destination's order. */
+/* Blocks begin..end of hd elements, in the destination's order: b = (r H +
+ * h) T + t into the split layout, b = (r T + t) H + h into the flat one;
+ * the indices are found once and then counted on. */
 NB_VECTOR_CLONES static void move_blocks(void *ctx, size_t begin, size_t end) {
     const heads_job *j = ctx;
     const heads_plan *p = j->p;
     size_t w = nb_dtype_size(j->dt), hd = p->hd;
+    size_t inner = j->to_split ? p->T : p->H, middle = j->to_split ? p->H : p->T;
+    size_t a = begin % inner, m = begin / inner % middle, r = begin / inner / middle;
     for (size_t b = begin; b < end; b++) {
-        size_t r, h, t;
-        if (j->to_split) /* b = (r H + h) T + t */
-            t = b % p->T, h = b / p->T % p->H, r = b / p->T / p->H;
-        else /* b = (r T + t) H + h */
-            h = b % p->H, t = b / p->H % p->T, r = b / p->H / p->T;
+        size_t h = j->to_split ? m : a, t = j->to_split ? a : m;
         size_t from = j->to_split ? flat_at(p, r, h, t) : split_at(p, r, h, t);
         size_t to = j->to_split ? split_at(p, r, h, t) : flat_at(p, r, h, t);
-        if (!j->acc) {
-            memcpy(j->dst + to * w, j->src + from * w, hd * w);
-            continue;
+        if (!j->acc) memcpy(j->dst + to * w, j->src + from * w, hd * w);
+        else
+            NB_DISPATCH(j->dt, {
+                const T *s = (const T *)j->src + from;
+                T *d = (T *)j->dst + to;
+                for (size_t i = 0; i < hd; i++) d[i] += s[i];
+            });
+        if (++a == inner) {
+            a = 0;
+            if (++m == middle) m = 0, r++;
         }
-        NB_DISPATCH(j->dt, {
-            const T *s = (const T *)j->src + from;
-            T *d = (T *)j->dst + to;
-            for (size_t i = 0; i < hd; i++) d[i] += s[i];
-        });
     }
 }
 
@@ -75,13 +77,32 @@ static void move(const heads_plan *p, nb_dtype dt, const void *src, void *dst, b
 
 static void split_forward(nb_entry *e) { move(e->saved, e->out->dtype, e->in[0]->data, e->out->data, true, false); }
 
+/* The first contribution to a part's x: zeros where the other parts go
+ * (they add theirs), rows begin..end of (R·T) rows. */
+typedef struct {
+    const heads_plan *p;
+    size_t w;
+    char *gx;
+} zero_job;
+
+static void zero_other_parts(void *ctx, size_t begin, size_t end) {
+    const zero_job *z = ctx;
+    size_t D = z->p->H * z->p->hd * z->w;
+    for (size_t row = begin; row < end; row++)
+        for (size_t q = 0; q < z->p->parts; q++)
+            if (q != z->p->part) memset(z->gx + (row * z->p->parts + q) * D, 0, D);
+}
+
 static void split_backward(nb_entry *e) {
     const heads_plan *p = e->saved;
     nb_tensor *x = e->in[0];
-    bool acc = true;
-    /* a part covers a slice of x: the other parts add into zeros */
-    void *gx = p->parts > 1 ? nb_grad_target_zeroed(e->out->tape, x) : nb_grad_target(e->out->tape, x, &acc);
+    bool acc;
+    void *gx = nb_grad_target(e->out->tape, x, &acc);
     if (!gx) return;
+    if (!acc && p->parts > 1) { /* this part is copied in, the others' places zeroed */
+        zero_job z = {p, nb_dtype_size(x->dtype), gx};
+        nb_parallel(p->rows * p->T, NB_PARALLEL_GRAIN / (p->H * p->hd * p->parts) + 1, zero_other_parts, &z);
+    }
     move(p, x->dtype, e->out->grad, gx, false, acc);
 }
 
