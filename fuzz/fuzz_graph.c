@@ -153,7 +153,7 @@ static nb_tensor *unary(program *pg, reader *r, nb_tensor *x) {
 /* Reductions and views beyond the first few. */
 static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor *y, bool y_bad, bool *bad) {
     nb_tape *tp = pg->tp;
-    switch (byte(r) % 13) {
+    switch (byte(r) % 15) {
     case 0: return nb_logsumexp(tp, x, pick_int(r), byte(r) & 1);
     case 1: return nb_var_axis(tp, x, pick_int(r), byte(r) & 1, pick_int(r));
     case 2: pg->smooth = false; return nb_min_axis(tp, x, pick_int(r), byte(r) & 1);
@@ -171,7 +171,20 @@ static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor
     case 9: pg->smooth = false, pg->mixed = true; /* float32 inside: the two ways round differently */
         return nb_cast(tp, x, nb_tensor_dtype(x) == NB_F64 ? NB_F32 : NB_F64);
     case 10: *bad |= y_bad; return nb_matmul_t(tp, x, y, byte(r) & 1, byte(r) & 1);
-    case 11: { /* x attends to y (keys and values) or to itself; y may be the mask instead */
+    case 11: { /* heads: split, the parts of a fused qkv (one, or q ⊙ k + v), merge */
+        int heads = pick_int(r);
+        unsigned f = byte(r);
+        if (f % 4 == 0) return nb_merge_heads(tp, x);
+        if (f % 4 == 1) return nb_merge_heads(tp, nb_split_heads(tp, x, heads));
+        nb_tensor *q[3];
+        nb_split_qkv(tp, x, heads, q);
+        return f % 4 == 2 ? q[f / 4 % 3] : nb_add(tp, nb_mul(tp, q[0], q[1]), q[2]);
+    }
+    case 12: { /* any heads, parts and part, extreme ones too */
+        int heads = pick_int(r), parts = pick_int(r), part = pick_int(r);
+        return nb_split_heads_(tp, x, heads, parts, part, __FILE__, __LINE__);
+    }
+    case 13: { /* x attends to y (keys and values) or to itself; y may be the mask instead */
         static const double ps[] = {0, 0, 0.3, 1, -1, NAN}, scales[] = {0, 0, 0.5, -2, INFINITY};
         unsigned f = byte(r);
         nb_tensor *kv = f & 1 ? y : x;
@@ -185,8 +198,10 @@ static nb_tensor *reduce_or_view(program *pg, reader *r, nb_tensor *x, nb_tensor
     }
     default: {
         *bad |= y_bad;
-        nb_tensor *bias = byte(r) & 1 ? NULL : x;
+        unsigned f = byte(r); /* bit 0: no bias; bit 1: PyTorch's layout, y's row sums the bias */
+        nb_tensor *bias = f & 1 ? NULL : f & 2 ? nb_sum_axis(tp, y, -1, false) : x;
         bool ta = byte(r) & 1, tb = byte(r) & 1;
+        if (f & 2) return nb_linear_torch(tp, x, y, bias); /* x (..., k) of any rank, y (n, k) */
         return ta || tb ? nb_linear_t(tp, x, y, bias, ta, tb) : nb_linear(tp, x, y, bias);
     }
     }

@@ -343,11 +343,19 @@ void nb_tape_set_backward_hook(nb_tape *tp, nb_backward_hook hook, void *user);
 nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
                       const char *file, int line);
 
-/* A layer's affine map in one op: op(a) . op(b) + bias, where bias is a row
- * ((n,) or (1, n), added to every row) or a column ((m, 1), added to every
- * column, as in the seeds' W . A + b).  The same result as nb_add(nb_matmul),
- * one pass cheaper (the bias goes in through gemm's beta). */
+/* A layer's affine map in one op: op(a) . op(b) + bias.  a is x of shape
+ * (..., in), any number of leading axes (one gemm: they are rows), and the
+ * result is (..., out); b is the (in, out) weight, or with trans_b PyTorch's
+ * (out, in) nn.Linear weight, which nb_linear_torch(tp, x, W, bias) reads as
+ * F.linear does: x Wᵀ + bias, so a state_dict loads without transposes.
+ * bias is a row ((out,), or (1, out) for an x of two axes or more, added to
+ * every row) or, for a 2-D x, a column ((m, 1), added to every column, as in
+ * the seeds' W . A + b).  trans_a reads a 2-D a transposed (refused for
+ * other ranks).  The same result as nb_add(nb_matmul), one pass cheaper (the
+ * bias goes in through gemm's beta); without a bias, nb_matmul_t(tp, x, W,
+ * false, true) is F.linear(x, W). */
 #define nb_linear(tp, a, b, bias) nb_linear_(tp, a, b, bias, false, false, NB_SITE)
+#define nb_linear_torch(tp, x, W, bias) nb_linear_(tp, x, W, bias, false, true, NB_SITE)
 #define nb_linear_t(tp, a, b, bias, ta, tb) nb_linear_(tp, a, b, bias, ta, tb, NB_SITE)
 nb_tensor *nb_linear_(nb_tape *tp, nb_tensor *a, nb_tensor *b, nb_tensor *bias, bool trans_a,
                       bool trans_b, const char *file, int line);
@@ -471,6 +479,18 @@ nb_tensor *nb_permute_(nb_tape *tp, nb_tensor *a, const int *axes, const char *f
 nb_tensor *nb_broadcast_to_(nb_tape *tp, nb_tensor *a, int ndim, const size_t *shape, const char *file,
                             int line);
 nb_tensor *nb_pad_(nb_tape *tp, nb_tensor *a, const size_t *pads, const char *file, int line);
+/* Attention heads, one copy each way (src/ops/heads.c):
+ *   split_heads: x (..., T, H·hd) -> (..., H, T, hd), as x.view(..., T, H, hd).transpose(-3, -2);
+ *   split_qkv:   a fused projection (..., T, 3·H·hd) -> out[0..2] = q, k, v, each (..., H, T, hd)
+ *                (qkv.split(H·hd, -1), then each split into heads); returns the first error;
+ *   merge_heads: x (..., H, T, hd) -> (..., T, H·hd), the inverse. */
+#define nb_split_heads(tp, x, H) nb_split_heads_(tp, x, H, 1, 0, NB_SITE)
+#define nb_split_qkv(tp, qkv, H, out) nb_split_qkv_(tp, qkv, H, out, NB_SITE)
+#define nb_merge_heads(tp, x) nb_merge_heads_(tp, x, NB_SITE)
+/* part `part` of `parts` equal chunks of x's last axis, split into heads */
+nb_tensor *nb_split_heads_(nb_tape *tp, nb_tensor *x, int heads, int parts, int part, const char *file, int line);
+nb_status nb_split_qkv_(nb_tape *tp, nb_tensor *qkv, int heads, nb_tensor **out, const char *file, int line);
+nb_tensor *nb_merge_heads_(nb_tape *tp, nb_tensor *x, const char *file, int line);
 
 /* Indexing and joining.
  *   slice: elements start, start + step, ... before stop along an axis, as

@@ -710,7 +710,11 @@ static inline void nb_odometer_next(int nd, const size_t *shape, size_t *idx, in
  * threads several on blocks of rows, bitwise the same (src/ops/matmul.c). */
 void nb_gemm(nb_dtype dt, bool tx, bool ty, size_t rows, size_t cols, size_t k, double alpha, const void *x,
              size_t ldx, const void *y, size_t ldy, double beta, void *c);
-/* The backward graph of matmul, linear's products and batched products. */
+/* The backward of a product op(A) · op(B) of a 2-D matmul or a linear
+ * (in[0], in[1]; flag0/flag1 the transposes), with nb_backward_sgd's fused
+ * updates (src/ops/matmul.c). */
+void nb_product_backward(nb_entry *e);
+/* The backward graph of matmul and batched products. */
 void nb_matmul_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in);
 /* nb_matmul of operands that are not both matrices (src/ops/batched.c). */
 nb_tensor *nb_matmul_batched(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,

@@ -16,6 +16,7 @@
  */
 #include "support.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -33,6 +34,40 @@ OP_CASE(matmul_batch, nb_matmul(tp, nb_ones(tp, NB_F32, NB_SHAPE(2, 3, 4)), nb_o
 OP_CASE(matmul_scalar, nb_matmul(tp, M(tp, 2, 3), nb_scalar(tp, NB_F32, 2)))
 OP_CASE(matmul_t_inner, nb_matmul_t(tp, M(tp, 3, 4), M(tp, 3, 2), false, true))
 OP_CASE(linear_bias, nb_linear(tp, M(tp, 2, 3), M(tp, 3, 4), V(tp, 3)))
+#define X3(tp, a, b, c) nb_ones(tp, NB_F32, NB_SHAPE(a, b, c))
+OP_CASE(linear_scalar_x, nb_linear(tp, nb_scalar(tp, NB_F32, 2), M(tp, 1, 4), V(tp, 4)))
+OP_CASE(linear_3d_weight, nb_linear(tp, M(tp, 2, 3), X3(tp, 1, 3, 4), V(tp, 4)))
+OP_CASE(linear_nd_inner, nb_linear_torch(tp, X3(tp, 2, 5, 3), M(tp, 4, 2), V(tp, 4)))
+OP_CASE(linear_nd_bias, nb_linear(tp, X3(tp, 2, 5, 3), M(tp, 3, 4), V(tp, 5)))
+OP_CASE(linear_nd_column, nb_linear(tp, X3(tp, 2, 5, 3), M(tp, 3, 4), M(tp, 5, 1)))
+OP_CASE(linear_vector_bias, nb_linear_torch(tp, V(tp, 3), M(tp, 4, 3), M(tp, 1, 4)))
+OP_CASE(linear_nd_transposed, nb_linear_t(tp, X3(tp, 2, 3, 4), M(tp, 2, 5), V(tp, 5), true, false))
+OP_CASE(linear_null_weight, nb_linear_torch(tp, X3(tp, 2, 5, 3), NULL, V(tp, 4)))
+OP_CASE(linear_null_bias, nb_linear_torch(tp, X3(tp, 2, 5, 3), M(tp, 4, 3), NULL))
+OP_CASE(linear_mixed, nb_linear_torch(tp, X3(tp, 2, 5, 3), nb_ones(tp, NB_F64, NB_SHAPE(4, 3)), V(tp, 4)))
+OP_CASE(heads_vector, nb_split_heads(tp, V(tp, 6), 2))
+OP_CASE(heads_divide, nb_split_heads(tp, M(tp, 2, 6), 4))
+OP_CASE(heads_zero, nb_split_heads(tp, M(tp, 2, 6), 0))
+OP_CASE(heads_huge, nb_split_heads(tp, M(tp, 2, 6), INT_MAX))
+OP_CASE(heads_part, nb_split_heads_(tp, M(tp, 2, 6), 2, 3, 3, "test_catalogue.c", __LINE__))
+OP_CASE(heads_rank, nb_split_heads(tp, nb_ones(tp, NB_F32, 8, (size_t[8]){1, 1, 1, 1, 1, 1, 2, 4}), 2))
+OP_CASE(heads_null, nb_split_heads(tp, NULL, 2))
+OP_CASE(merge_matrix, nb_merge_heads(tp, M(tp, 2, 3)))
+static nb_status qkv_divide(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *out[3];
+    nb_status st = nb_split_qkv(tp, X3(tp, 2, 5, 8), 2, out);
+    for (int i = 0; i < 3 && st != NB_OK; i++)
+        if (nb_tensor_status(out[i]) != st) st = NB_OK; /* every part errored alike */
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status qkv_null_out(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_status st = nb_split_qkv(tp, X3(tp, 2, 5, 12), 2, NULL);
+    nb_tape_free(tp);
+    return st;
+}
 OP_CASE(mse_shapes, nb_mse(tp, M(tp, 2, 3), M(tp, 3, 2)))
 OP_CASE(bce_shapes, nb_bce(tp, nb_full(tp, NB_F32, NB_SHAPE(4), 0.5), V(tp, 3)))
 OP_CASE(bce_logits_shapes, nb_bce_logits(tp, M(tp, 4, 1), V(tp, 3)))
@@ -245,6 +280,34 @@ static const bad_input catalogue[] = {
     {"matmul by a scalar", matmul_scalar, NB_ERR_SHAPE, {"matmul", "scalar", "nb_mul", SITE}},
     {"matmul (3, 4) . (3, 2)^T", matmul_t_inner, NB_ERR_SHAPE, {"matmul", "(3, 4)", "(3, 2)", SITE}},
     {"linear with a (3,) bias for 4 outputs", linear_bias, NB_ERR_SHAPE, {"linear", "(3,)", "4", SITE}},
+    {"linear of a scalar", linear_scalar_x, NB_ERR_SHAPE, {"linear", "at least one axis", "()", SITE}},
+    {"linear with a 3-D weight", linear_3d_weight, NB_ERR_SHAPE, {"linear", "2-D matrix", "(1, 3, 4)", SITE}},
+    {"linear_torch of (2, 5, 3) with a (4, 2) weight", linear_nd_inner, NB_ERR_SHAPE,
+     {"linear", "(2, 5, 3)", "3 features", "(4, 2)ᵀ has 2", SITE}},
+    {"linear of (2, 5, 3) with a (5,) bias for 4 outputs", linear_nd_bias, NB_ERR_SHAPE,
+     {"linear", "bias (5,)", "(4,) or (1, 4)", "(2, 5, 4) result", SITE}},
+    {"linear of (2, 5, 3) with a (5, 1) column bias", linear_nd_column, NB_ERR_SHAPE,
+     {"linear", "bias (5, 1)", "column bias is for a 2-D x", SITE}},
+    {"linear of a vector with a (1, 4) bias", linear_vector_bias, NB_ERR_SHAPE,
+     {"linear", "bias (1, 4)", "(4,) row", "(4,) result", SITE}},
+    {"linear_t transposing a 3-D x", linear_nd_transposed, NB_ERR_ARG,
+     {"linear", "only a 2-D x", "(2, 3, 4)", "nb_matmul_t", SITE}},
+    {"linear_torch with a NULL weight", linear_null_weight, NB_ERR_NULL, {"linear", "input 2 is NULL", SITE}},
+    {"linear_torch with a NULL bias", linear_null_bias, NB_ERR_NULL, {"linear", "input 3 is NULL", SITE}},
+    {"linear_torch of float32 x and a float64 weight", linear_mixed, NB_ERR_DTYPE,
+     {"linear", "float32", "float64", SITE}},
+    {"split_heads of a vector", heads_vector, NB_ERR_SHAPE, {"split_heads", "(6,)", "(..., T, H·hd)", SITE}},
+    {"split_heads of 6 features into 4 heads", heads_divide, NB_ERR_SHAPE,
+     {"split_heads", "(2, 6)", "(6)", "not a multiple of 4 heads", SITE}},
+    {"split_heads into 0 heads", heads_zero, NB_ERR_ARG, {"split_heads", "0 heads", "at least 1", SITE}},
+    {"split_heads into INT_MAX heads", heads_huge, NB_ERR_SHAPE, {"split_heads", "2147483647 heads", SITE}},
+    {"split_heads, part 3 of 3", heads_part, NB_ERR_ARG, {"split_heads", "part 3 of 3", "[0, 3)", SITE}},
+    {"split_heads of an 8-D x", heads_rank, NB_ERR_SHAPE, {"split_heads", "2 to 7 axes", SITE}},
+    {"split_heads of NULL", heads_null, NB_ERR_NULL, {"split_heads", "input 1 is NULL", SITE}},
+    {"merge_heads of a matrix", merge_matrix, NB_ERR_SHAPE, {"merge_heads", "(2, 3)", "(..., H, T, hd)", SITE}},
+    {"split_qkv of 8 features into 3 × 2 heads", qkv_divide, NB_ERR_SHAPE,
+     {"split_qkv", "(2, 5, 8)", "not a multiple of 3 × 2 heads", SITE}},
+    {"split_qkv with a NULL out", qkv_null_out, NB_ERR_NULL, {"split_qkv", "out", "NULL", SITE}},
     {"mse of (2, 3) and (3, 2)", mse_shapes, NB_ERR_SHAPE, {"mse", "(2, 3)", "(3, 2)", "same shape", SITE}},
     {"bce of (4,) and (3,)", bce_shapes, NB_ERR_SHAPE, {"bce", "(4,)", "(3,)", SITE}},
     {"bce_logits of (4, 1) and (3,)", bce_logits_shapes, NB_ERR_SHAPE, {"bce_logits", "(4, 1)", "(3,)", SITE}},

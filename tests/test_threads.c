@@ -146,10 +146,12 @@ static void test_results_do_not_depend_on_threads(void **state) {
 
 /* Products of random shapes (both dtypes, every transpose, with and without
  * a bias, an operand used twice so that its gradient accumulates through
- * beta = 1), forward and backward, on 1, 2 and 3 threads: the same bits. */
+ * beta = 1; linear's x with leading axes, (stack, m, k), and its bias's
+ * gradient), forward and backward, on 1, 2 and 3 threads: the same bits. */
 typedef struct {
     size_t m, n, k;
     bool ta, tb, bias;
+    size_t stack; /* 0: A a matrix; else A (stack, m, k) in a linear */
 } product_case;
 
 /* Runs the case; returns the output and both gradients as doubles. */
@@ -157,24 +159,28 @@ static double *run_product(const product_case *c, nb_dtype dt, int threads, uint
     assert_int_equal(nb_set_threads(threads), NB_OK);
     nb_rng rng;
     nb_rng_seed(&rng, seed);
-    nb_tensor *A = nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->ta ? c->k : c->m, c->ta ? c->m : c->k), -1, 1);
+    nb_tensor *A = c->stack ? nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->stack, c->m, c->k), -1, 1)
+                            : nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->ta ? c->k : c->m, c->ta ? c->m : c->k), -1, 1);
     nb_tensor *B = nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->tb ? c->n : c->k, c->tb ? c->k : c->n), -1, 1);
     nb_tensor *bias = nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->n), -1, 1);
-    nb_tensor *R = nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->m, c->n), -1, 1);
+    nb_tensor *R = c->stack ? nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->stack, c->m, c->n), -1, 1)
+                            : nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(c->m, c->n), -1, 1);
     nb_requires_grad(A, true);
     nb_requires_grad(B, true);
+    nb_requires_grad(bias, c->stack > 0);
     nb_tape *tp = nb_tape_new();
     nb_tensor *y = c->bias ? nb_linear_t(tp, A, B, bias, c->ta, c->tb) : nb_matmul_t(tp, A, B, c->ta, c->tb);
     /* A used a second time: its gradient gets a second product added */
     nb_tensor *again = nb_matmul_t(tp, A, B, c->ta, c->tb);
     nb_tensor *loss = nb_sum(tp, nb_mul(tp, nb_add(tp, y, nb_sigmoid(tp, again)), R));
     assert_int_equal(nb_backward(loss), NB_OK);
-    size_t sy = nb_tensor_size(y), sa = nb_tensor_size(A), sb = nb_tensor_size(B);
-    double *v = malloc((sy + sa + sb) * sizeof *v);
+    size_t sy = nb_tensor_size(y), sa = nb_tensor_size(A), sb = nb_tensor_size(B), sc = c->stack ? c->n : 0;
+    double *v = malloc((sy + sa + sb + sc) * sizeof *v);
     nb_to_f64(y, v);
     for (size_t i = 0; i < sa; i++) v[sy + i] = nb_grad_get(A, i);
     for (size_t i = 0; i < sb; i++) v[sy + sa + i] = nb_grad_get(B, i);
-    *count = sy + sa + sb;
+    for (size_t i = 0; i < sc; i++) v[sy + sa + sb + i] = nb_grad_get(bias, i);
+    *count = sy + sa + sb + sc;
     nb_tape_free(tp);
     nb_tensor_free(A);
     nb_tensor_free(B);
@@ -188,9 +194,11 @@ static void test_products_of_random_shapes_do_not_depend_on_threads(void **state
     nb_rng rng;
     nb_rng_seed(&rng, 11);
     uint64_t splits_before = nb_parallel_jobs();
-    for (int trial = 0; trial < 24; trial++) {
+    for (int trial = 0; trial < 32; trial++) {
         product_case c = {24 + nb_rng_next(&rng) % 500, 1 + nb_rng_next(&rng) % 300, 30 + nb_rng_next(&rng) % 400,
-                          nb_rng_next(&rng) & 1, nb_rng_next(&rng) & 1, nb_rng_next(&rng) & 1};
+                          nb_rng_next(&rng) & 1, nb_rng_next(&rng) & 1, nb_rng_next(&rng) & 1, 0};
+        if (trial >= 24) /* linear of a (stack, m, k) x: rows m·stack, odd counts too */
+            c.ta = false, c.bias = true, c.stack = 1 + nb_rng_next(&rng) % 3, c.m = 7 + nb_rng_next(&rng) % 200;
         for (int dt = NB_F32; dt <= NB_F64; dt++) {
             size_t n1, n;
             double *one = run_product(&c, (nb_dtype)dt, 1, (uint64_t)trial, &n1);
@@ -200,8 +208,8 @@ static void test_products_of_random_shapes_do_not_depend_on_threads(void **state
                 size_t differ = 0;
                 for (size_t i = 0; i < n; i++) differ += memcmp(&one[i], &many[i], sizeof(double)) != 0;
                 if (differ)
-                    print_error("%s (%zu, %zu, %zu)%s%s%s on %d threads, BLAS core %s: %zu of %zu values differ\n",
-                                dt == NB_F32 ? "float32" : "float64", c.m, c.n, c.k, c.ta ? " A transposed" : "",
+                    print_error("%s (%zu, %zu, %zu) stack %zu%s%s%s on %d threads, BLAS core %s: %zu of %zu values differ\n",
+                                dt == NB_F32 ? "float32" : "float64", c.m, c.n, c.k, c.stack, c.ta ? " A transposed" : "",
                                 c.tb ? " B transposed" : "", c.bias ? " with bias" : "", threads,
                                 openblas_get_corename(), differ, n);
                 assert_int_equal(differ, 0);

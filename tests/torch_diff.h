@@ -92,5 +92,6 @@ int td_conv(td_graph *g);
 int td_pool(td_graph *g);
 int td_batch_norm(td_graph *g);
 int td_attention(td_graph *g);
+int td_heads(td_graph *g);
 
 #endif

@@ -258,6 +258,15 @@ def op_apply(s, a, dtype):
         if t.dim() < a[0].dim():
             t = t.detach().long()
         return F.cross_entropy(x, t)
+    if op in ("split_heads", "split_qkv"):
+        x = a[0]
+        if op == "split_qkv":
+            x = x.split(x.shape[-1] // 3, dim=-1)[s["part"]]
+        return x.unflatten(-1, (s["H"], -1)).transpose(-3, -2)
+    if op == "merge_heads":
+        return a[0].transpose(-3, -2).flatten(-2)
+    if op == "linear_torch":
+        return F.linear(a[0], a[1], a[2])
     if op in ("matmul", "matmul_t", "linear", "linear_t"):
         A, B = a[0], a[1]
         if s.get("ta"):

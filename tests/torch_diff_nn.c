@@ -105,21 +105,31 @@ int td_losses(td_graph *g, int x) {
 }
 
 /* matmul and matmul_t on matrices, stacks with broadcast batch axes and
- * vectors; linear and linear_t with a row or a column bias. */
+ * vectors; linear, linear_torch and linear_t with a row or a column bias,
+ * x with 0 to 3 leading axes (torch: F.linear for linear_torch, so that
+ * its (out, in) weight is PyTorch's own reading). */
 int td_matmul(td_graph *g) {
     nb_tape *tp = g->tp;
     size_t m = (size_t)td_int(g, 1, 4), k = (size_t)td_int(g, 1, 4), n = (size_t)td_int(g, 1, 4);
     bool ta = td_chance(g, 0.5), tb = td_chance(g, 0.5);
     int op = td_int(g, 0, 3);
     if (op >= 2) { /* linear */
-        if (op == 2) ta = tb = false;
-        int a = td_leaf(g, 2, ta ? (size_t[]){k, m} : (size_t[]){m, k}, TD_NORMAL, true);
+        bool torch = op == 2 && td_chance(g, 0.5);
+        if (op == 2) ta = false, tb = torch;
+        int lead = ta ? 1 : td_int(g, 0, 3); /* x (lead axes..., k) */
+        size_t sx[4];
+        for (int d = 0; d < lead; d++) sx[d] = d == lead - 1 ? m : (size_t)td_int(g, 1, 3);
+        sx[lead] = k;
+        if (lead == 0) m = 1;
+        int a = ta ? td_leaf(g, 2, (size_t[]){k, m}, TD_NORMAL, true) : td_leaf(g, lead + 1, sx, TD_NORMAL, true);
         int b = td_leaf(g, 2, tb ? (size_t[]){n, k} : (size_t[]){k, n}, TD_NORMAL, true);
-        int form = td_int(g, 0, 2);
+        /* (n,); (1, n) for a result of 2 axes or more; (m, 1) for a 2-D x */
+        int form = lead == 0 ? 0 : lead == 1 ? td_int(g, 0, 2) : td_int(g, 0, 1);
         int c = td_leaf(g, form == 0 ? 1 : 2, form == 0 ? (size_t[]){n} : form == 1 ? (size_t[]){1, n} : (size_t[]){m, 1},
                         TD_NORMAL, true);
         if (g->failed) return -1;
         int args[3] = {a, b, c};
+        if (torch) return td_step(g, nb_linear_torch(tp, T(a), T(b), T(c)), "linear_torch", 3, args, "%s", "");
         if (op == 2) return td_step(g, nb_linear(tp, T(a), T(b), T(c)), "linear", 3, args, "%s", "");
         return td_step(g, nb_linear_t(tp, T(a), T(b), T(c), ta, tb), "linear_t", 3, args, ",\"ta\":%d,\"tb\":%d", ta, tb);
     }
@@ -317,4 +327,33 @@ int td_attention(td_graph *g) {
     return td_step(g, r, "attention", m >= 0 ? 4 : 3, (int[]){q, k, v, m},
                    ",\"causal\":%d,\"bool\":%d,\"scale\":%.17g,\"p\":%.17g,\"dmask\":%s", o.causal, o.mask_is_bool,
                    scale, o.dropout_p, dmask);
+}
+
+/* split_heads, split_qkv (one part, or all three used: q ⊙ k + v) and
+ * merge_heads, x with 0 to 3 leading axes (torch: unflatten and transpose,
+ * qkv.split, flatten). */
+int td_heads(td_graph *g) {
+    nb_tape *tp = g->tp;
+    int lead = td_int(g, 0, 3), H = td_int(g, 1, 3), hd = td_int(g, 1, 3), Tn = td_int(g, 1, 3), op = td_int(g, 0, 2);
+    size_t s[NB_MAX_DIMS];
+    for (int d = 0; d < lead; d++) s[d] = (size_t)td_int(g, 1, 3);
+    if (op == 2) { /* x (lead..., H, T, hd) */
+        s[lead] = (size_t)H, s[lead + 1] = (size_t)Tn, s[lead + 2] = (size_t)hd;
+        int x = td_leaf(g, lead + 3, s, TD_NORMAL, true);
+        if (g->failed) return -1;
+        return td_step(g, nb_merge_heads(tp, T(x)), "merge_heads", 1, &x, "%s", "");
+    }
+    s[lead] = (size_t)Tn, s[lead + 1] = (size_t)((op ? 3 : 1) * H * hd);
+    int x = td_leaf(g, lead + 2, s, TD_NORMAL, true);
+    if (g->failed) return -1;
+    if (op == 0) return td_step(g, nb_split_heads(tp, T(x), H), "split_heads", 1, &x, ",\"H\":%d", H);
+    nb_tensor *q[3];
+    nb_split_qkv(tp, T(x), H, q);
+    int id[3];
+    for (int i = 0; i < 3; i++) id[i] = td_step(g, q[i], "split_qkv", 1, &x, ",\"H\":%d,\"part\":%d", H, i);
+    if (g->failed) return -1;
+    if (td_chance(g, 0.4)) return id[td_int(g, 0, 2)];
+    int qk = td_step(g, nb_mul(tp, T(id[0]), T(id[1])), "mul", 2, (int[]){id[0], id[1]}, "%s", "");
+    if (qk < 0) return -1;
+    return td_step(g, nb_add(tp, T(qk), T(id[2])), "add", 2, (int[]){qk, id[2]}, "%s", "");
 }

@@ -1,7 +1,8 @@
 /*
- * Matrix product of 2-D tensors through CBLAS, and the fused product plus
- * bias (linear) at the end of the file: C = op(A) · op(B), where op(X)
- * is X or Xᵀ (no copy is made: CBLAS reads the operand transposed).
+ * Matrix product of 2-D tensors through CBLAS: C = op(A) · op(B), where
+ * op(X) is X or Xᵀ (no copy is made: CBLAS reads the operand transposed).
+ * The fused product plus bias (linear) is in linear.c and shares the
+ * backward here.
  *
  * With G = dL/dC of shape (m, n), the chain rule gives
  *     dL/d op(A) = G · op(B)ᵀ          dL/d op(B) = op(A)ᵀ · G
@@ -140,41 +141,56 @@ static bool target_for(nb_tape *tp, nb_tensor *x, bool apply, gemm_target *t) {
     return t->c != NULL;
 }
 
-/* flag0/flag1: A/B transposed.  A is stored (a0, a1), B (b0, b1). */
+/* The sizes of an entry's product op(A) (m, k) · op(B) (k, n), and how its
+ * operands are stored: B is a (b0, b1) matrix; A a (a0, a1) matrix, or for
+ * linear, not transposed, any (..., k) tensor, whose leading axes are the
+ * m rows of one matrix (tensors are contiguous).  C is (..., n), m·n. */
+typedef struct { size_t m, n, k, lda, ldb; } product_dims;
+
+static product_dims dims_of(const nb_entry *e) {
+    const nb_tensor *a = e->in[0], *b = e->in[1], *c = e->out;
+    product_dims d;
+    d.n = c->ndim ? c->shape[c->ndim - 1] : 1;
+    d.m = c->size / d.n;
+    d.lda = a->shape[a->ndim - 1];
+    d.k = e->flag0 ? a->shape[0] : d.lda;
+    d.ldb = b->shape[1];
+    return d;
+}
+
+/* flag0/flag1: A/B transposed. */
 static void matmul_forward(nb_entry *e) {
     const nb_tensor *a = e->in[0], *b = e->in[1];
-    bool ta = e->flag0, tb = e->flag1;
-    size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
-    gemm(a->dtype, ta, tb, m, n, k, a->data, a->shape[1], b->data, b->shape[1], false,
-         e->out->data);
+    product_dims d = dims_of(e);
+    gemm(a->dtype, e->flag0, e->flag1, d.m, d.n, d.k, a->data, d.lda, b->data, d.ldb, false, e->out->data);
 }
 
 /* dL/dA (m, k), or (k, m) when A is transposed, into t. */
 static void grad_a(const nb_entry *e, const gemm_target *t) {
     const nb_tensor *a = e->in[0], *b = e->in[1];
     bool ta = e->flag0, tb = e->flag1;
-    size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
+    product_dims d = dims_of(e);
     if (!ta) /* dA (m, k) = G (m, n) · op(B)ᵀ (n, k) */
-        nb_gemm(a->dtype, false, !tb, m, k, n, t->alpha, e->out->grad, n, b->data, b->shape[1], t->beta, t->c);
+        nb_gemm(a->dtype, false, !tb, d.m, d.k, d.n, t->alpha, e->out->grad, d.n, b->data, d.ldb, t->beta, t->c);
     else /* dA (k, m) = op(B) (k, n) · Gᵀ (n, m) */
-        nb_gemm(a->dtype, tb, true, k, m, n, t->alpha, b->data, b->shape[1], e->out->grad, n, t->beta, t->c);
+        nb_gemm(a->dtype, tb, true, d.k, d.m, d.n, t->alpha, b->data, d.ldb, e->out->grad, d.n, t->beta, t->c);
 }
 
 /* dL/dB (k, n), or (n, k) when B is transposed, into t. */
 static void grad_b(const nb_entry *e, const gemm_target *t) {
     const nb_tensor *a = e->in[0];
     bool ta = e->flag0, tb = e->flag1;
-    size_t m = e->out->shape[0], n = e->out->shape[1], k = ta ? a->shape[0] : a->shape[1];
+    product_dims d = dims_of(e);
     if (!tb) /* dB (k, n) = op(A)ᵀ (k, m) · G (m, n) */
-        nb_gemm(a->dtype, !ta, false, k, n, m, t->alpha, a->data, a->shape[1], e->out->grad, n, t->beta, t->c);
+        nb_gemm(a->dtype, !ta, false, d.k, d.n, d.m, t->alpha, a->data, d.lda, e->out->grad, d.n, t->beta, t->c);
     else /* dB (n, k) = Gᵀ (n, m) · op(A) (m, k) */
-        nb_gemm(a->dtype, true, ta, n, k, m, t->alpha, e->out->grad, n, a->data, a->shape[1], t->beta, t->c);
+        nb_gemm(a->dtype, true, ta, d.n, d.k, d.m, t->alpha, e->out->grad, d.n, a->data, d.lda, t->beta, t->c);
 }
 
 /* With nb_backward_sgd at most one operand has its update applied here (B
  * if both could), and it goes last, so that the other operand's gradient
  * reads its values from before the update. */
-static void matmul_backward(nb_entry *e) {
+void nb_product_backward(nb_entry *e) {
     nb_tape *tp = e->out->tape;
     nb_tensor *a = e->in[0], *b = e->in[1];
     bool apply_b = nb_sgd_fused(b), apply_a = nb_sgd_fused(a) && !apply_b;
@@ -193,7 +209,7 @@ static void matmul_backward(nb_entry *e) {
     }
 }
 
-static const nb_op matmul_op = {.name = "matmul", .forward = matmul_forward, .backward = matmul_backward,
+static const nb_op matmul_op = {.name = "matmul", .forward = matmul_forward, .backward = nb_product_backward,
     .derivative = {"G · op(B)ᵀ", "op(A)ᵀ · G"}, .elementwise = false, .backward_graph = nb_matmul_graph};
 
 nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, bool trans_b,
@@ -220,141 +236,5 @@ nb_tensor *nb_matmul_(nb_tape *tp, nb_tensor *a, nb_tensor *b, bool trans_a, boo
     if (!e) return failed;
     e->flag0 = trans_a;
     e->flag1 = trans_b;
-    return nb_run(e);
-}
-
-/* ---------------------------------------------------------------- linear */
-
-/*
- * linear: Y = op(A) · op(B) + bias, one op (PyTorch's addmm).  The bias is a
- * row (n,) or (1, n), added to every row, or a column (m, 1), added to every
- * column (the seeds' layout, W · A + b).  Forward fills Y with the bias and
- * lets gemm add the product (beta = 1), which saves the pass over Y that a
- * separate add makes.  Backward: the two products of matmul, and
- *     dL/dbias = G summed over the broadcast axis (rows or columns).
- * flag0/flag1: A/B transposed; axis: 0 for a row bias, 1 for a column bias.
- */
-/* Rows begin..end of the output filled with the bias. */
-NB_VECTOR_CLONES static void fill_with_bias(void *ctx, size_t begin, size_t end) {
-    const nb_entry *e = ctx;
-    size_t n = e->out->shape[1];
-    bool column = e->axis == 1;
-    NB_DISPATCH(e->out->dtype, {
-        T *y = e->out->data;
-        const T *c = e->in[2]->data;
-        for (size_t i = begin; i < end; i++)
-            for (size_t j = 0; j < n; j++) y[i * n + j] = column ? c[i] : c[j];
-    });
-}
-
-static void linear_forward(nb_entry *e) {
-    const nb_tensor *a = e->in[0], *b = e->in[1];
-    size_t m = e->out->shape[0], n = e->out->shape[1];
-    nb_parallel(m, NB_PARALLEL_GRAIN / n + 1, fill_with_bias, (void *)e);
-    bool ta = e->flag0, tb = e->flag1;
-    size_t k = ta ? a->shape[0] : a->shape[1];
-    gemm(a->dtype, ta, tb, m, n, k, a->data, a->shape[1], b->data, b->shape[1], true, e->out->data);
-}
-
-/* The bias gradient's entries begin..end: sums of G over the rows (a row
- * bias) or over the columns (a column bias), added to the buffer or
- * replacing it. */
-typedef struct {
-    const nb_entry *e;
-    void *gb;
-    bool acc;
-} bias_grad;
-
-NB_VECTOR_CLONES static void sum_for_bias(void *ctx, size_t begin, size_t end) {
-    const bias_grad *job = ctx;
-    const nb_entry *e = job->e;
-    size_t m = e->out->shape[0], n = e->out->shape[1];
-    NB_DISPATCH(e->out->dtype, {
-        const T *g = e->out->grad;
-        T *gb = job->gb;
-        if (!job->acc)
-            for (size_t j = begin; j < end; j++) gb[j] = 0;
-        if (e->axis == 1) /* column bias: entry i sums row i */
-            for (size_t i = begin; i < end; i++) {
-                T sum = 0;
-                for (size_t j = 0; j < n; j++) sum += g[i * n + j];
-                gb[i] += sum;
-            }
-        else /* row bias: entry j sums column j, a row at a time */
-            for (size_t i = 0; i < m; i++)
-                for (size_t j = begin; j < end; j++) gb[j] += g[i * n + j];
-    });
-}
-
-static void linear_backward(nb_entry *e) {
-    nb_tape *tp = e->out->tape;
-    matmul_backward(e); /* in[0] and in[1], exactly as for matmul */
-    if (tp->status != NB_OK) return;
-    nb_tensor *bias = e->in[2];
-    if (!bias->requires_grad) return;
-    bool apply = nb_sgd_fused(bias);
-    bias_grad job = {e, NULL, false};
-    if (!(job.gb = nb_grad_target(tp, bias, &job.acc))) return;
-    size_t m = e->out->shape[0], n = e->out->shape[1];
-    nb_parallel(bias->size, NB_PARALLEL_GRAIN / (e->axis == 1 ? n : m) + 1, sum_for_bias, &job);
-    if (!apply) return;
-    /* nb_backward_sgd: b -= lr dL/db here, and no gradient kept */
-    NB_DISPATCH(bias->dtype, {
-        T *values = bias->data, lr = (T)tp->sgd_lr;
-        const T *gb = job.gb;
-        for (size_t j = 0; j < bias->size; j++) values[j] -= lr * gb[j];
-    });
-    nb_set_grad_state(bias, NB_GRAD_APPLIED);
-    nb_mark_written(bias);
-}
-
-/* The product's graph as matmul's, and the bias's: G summed over the rows
- * (a row bias) or the columns (a column bias), in the bias's shape. */
-static void linear_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
-    nb_matmul_graph(e, G, grad_in);
-    nb_tensor *bias = e->in[2];
-    if (!bias->requires_grad) return;
-    nb_tape *tp = e->out->tape;
-    nb_tensor *g = nb_sum_axis_(tp, G, e->axis == 1 ? 1 : 0, e->axis == 1 || bias->ndim == 2, false, e->file, e->line);
-    grad_in[2] = g;
-}
-
-static const nb_op linear_op = {.name = "linear", .forward = linear_forward, .backward = linear_backward,
-    .derivative = {"G · op(B)ᵀ", "op(A)ᵀ · G", "G summed over the broadcast axis"}, .elementwise = false, .backward_graph = linear_graph};
-
-nb_tensor *nb_linear_(nb_tape *tp, nb_tensor *a, nb_tensor *b, nb_tensor *bias, bool trans_a,
-                      bool trans_b, const char *file, int line) {
-    nb_tensor *in[3] = {a, b, bias};
-    nb_tensor *failed = nb_check(tp, &linear_op, file, line, 3, in);
-    if (failed) return failed;
-    char sa[128], sb[128], sc[128];
-    nb_format_shape(a->ndim, a->shape, sa, sizeof sa);
-    nb_format_shape(b->ndim, b->shape, sb, sizeof sb);
-    nb_format_shape(bias->ndim, bias->shape, sc, sizeof sc);
-    if (a->ndim != 2 || b->ndim != 2)
-        return nb_fail(tp, NB_ERR_SHAPE, file, line, "linear: operands must be 2-D matrices, got %s and %s",
-                       sa, sb);
-    size_t m = trans_a ? a->shape[1] : a->shape[0], ka = trans_a ? a->shape[0] : a->shape[1];
-    size_t kb = trans_b ? b->shape[1] : b->shape[0], n = trans_b ? b->shape[0] : b->shape[1];
-    if (ka != kb)
-        return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                       "linear: inner sizes differ: %s%s has %zu columns, %s%s has %zu rows", sa,
-                       trans_a ? "ᵀ" : "", ka, sb, trans_b ? "ᵀ" : "", kb);
-    if (m > INT32_MAX || n > INT32_MAX || ka > INT32_MAX)
-        return nb_fail(tp, NB_ERR_SHAPE, file, line, "linear: %s · %s exceeds the sizes CBLAS can index", sa, sb);
-    /* A row bias (n,) or (1, n); a column bias (m, 1). */
-    bool row = (bias->ndim == 1 && bias->shape[0] == n) || (bias->ndim == 2 && bias->shape[0] == 1 && bias->shape[1] == n);
-    bool column = bias->ndim == 2 && bias->shape[0] == m && bias->shape[1] == 1;
-    if (!row && !column)
-        return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                       "linear: bias %s fits neither a row (%zu,) or (1, %zu) nor a column (%zu, 1) of the "
-                       "(%zu, %zu) product",
-                       sc, n, n, m, m, n);
-    size_t shape[2] = {m, n};
-    nb_entry *e = nb_emit(tp, &linear_op, 3, in, a->dtype, 2, shape, file, line, &failed);
-    if (!e) return failed;
-    e->flag0 = trans_a;
-    e->flag1 = trans_b;
-    e->axis = row ? 0 : 1;
     return nb_run(e);
 }
