@@ -34,7 +34,7 @@
 #ifndef BR
 enum { BR = 64, BC = 64 };
 #endif /* query rows and keys per block */
-enum { MASK_NONE, MASK_BOOL, MASK_ADD };
+enum { LANES = 16 }; /* partial sums in a row's reductions (attention_kernel.h) */
 
 typedef struct {
     int nd;                             /* leading (head) axes */

@@ -25,16 +25,29 @@
 /* The largest of s[0..n), or −inf (NaN is passed over here; it reaches the
  * result through e^(NaN − m)). */
 NB_VECTOR_CLONES static T FN(row_max)(const T *restrict s, size_t n) {
-    T m = -(T)INFINITY;
-    for (size_t c = 0; c < n; c++) m = s[c] > m ? s[c] : m;
+    T lane[LANES], m = -(T)INFINITY;
+    size_t c = 0;
+    for (int k = 0; k < LANES; k++) lane[k] = -(T)INFINITY;
+    for (; c + LANES <= n; c += LANES)
+        for (int k = 0; k < LANES; k++) lane[k] = s[c + k] > lane[k] ? s[c + k] : lane[k];
+    for (; c < n; c++) m = s[c] > m ? s[c] : m;
+    for (int k = 0; k < LANES; k++) m = lane[k] > m ? lane[k] : m;
     return m;
 }
 
-/* s := e^(s − ref), returning Σ s (in order, one exp per element). */
+/* s := e^(s − ref), returning Σ s, one exp per element.  The sum runs in
+ * LANES partial sums (element c into lane c mod LANES), added up at the
+ * end: an order fixed by the code, so every clone and thread gives the
+ * same bits, and the adds do not wait for each other (a single running
+ * sum made this loop a chain of dependent adds). */
 NB_VECTOR_CLONES static T FN(exp_row)(T *restrict s, size_t n, T ref) {
     for (size_t c = 0; c < n; c++) s[c] = NB_EXP(s[c] - ref);
-    T sum = 0;
-    for (size_t c = 0; c < n; c++) sum += s[c];
+    T lane[LANES] = {0}, sum = 0;
+    size_t c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int k = 0; k < LANES; k++) lane[k] += s[c + k];
+    for (int k = 0; k < LANES; k++) sum += lane[k];
+    for (; c < n; c++) sum += s[c];
     return sum;
 }
 
