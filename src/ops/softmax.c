@@ -14,23 +14,35 @@
 
 
 /* One row (or strided column) of n values: one exp per element, in a loop
- * of its own so that it vectorises (the sum keeps its order: the same bits
- * as summing as the exps are made).  The exps are kept in y and divided by
- * their sum; log-softmax keeps them in y only until it writes x - lse. */
-#define SOFTMAX_ROW(T)                                                                                     \
-    NB_VECTOR_CLONES static void softmax_row_##T(const T *restrict x, T *restrict y, size_t n, size_t step, \
-                                                 bool log_form) {                                          \
-        T m = x[0];                                                                                        \
-        for (size_t k = 1; k < n; k++) m = x[k * step] > m ? x[k * step] : m;                              \
-        for (size_t k = 0; k < n; k++) y[k * step] = NB_EXP(x[k * step] - m);                              \
-        T sum = 0;                                                                                         \
-        for (size_t k = 0; k < n; k++) sum += y[k * step];                                                 \
-        if (log_form) {                                                                                    \
-            T lse = m + log(sum);                                                                          \
-            for (size_t k = 0; k < n; k++) y[k * step] = x[k * step] - lse;                                \
-        } else {                                                                                           \
-            for (size_t k = 0; k < n; k++) y[k * step] /= sum;                                             \
-        }                                                                                                  \
+ * of its own so that it vectorises.  The maximum and the sum run in LANES
+ * partial results (element k into lane k mod LANES), combined at the end in
+ * a fixed order: the same bits in every clone and on any thread count, and
+ * no chain of dependent adds.  The exps are kept in y and divided by their
+ * sum; log-softmax keeps them in y only until it writes x - lse. */
+enum { LANES = 16 };
+#define SOFTMAX_ROW(T)                                                                                 \
+    NB_VECTOR_CLONES static void softmax_row_##T(const T *restrict x, T *restrict y, size_t n, size_t step,\
+                                                 bool log_form) {                                      \
+        T lane[LANES], m = x[0], sum = 0;                                                              \
+        size_t k = 0;                                                                                  \
+        for (int l = 0; l < LANES; l++) lane[l] = x[0];                                                \
+        for (; k + LANES <= n; k += LANES)                                                             \
+            for (int l = 0; l < LANES; l++)                                                            \
+                lane[l] = x[(k + l) * step] > lane[l] ? x[(k + l) * step] : lane[l];                   \
+        for (; k < n; k++) m = x[k * step] > m ? x[k * step] : m;                                      \
+        for (int l = 0; l < LANES; l++) m = lane[l] > m ? lane[l] : m;                                 \
+        for (k = 0; k < n; k++) y[k * step] = NB_EXP(x[k * step] - m);                                 \
+        for (int l = 0; l < LANES; l++) lane[l] = 0;                                                   \
+        for (k = 0; k + LANES <= n; k += LANES)                                                        \
+            for (int l = 0; l < LANES; l++) lane[l] += y[(k + l) * step];                              \
+        for (int l = 0; l < LANES; l++) sum += lane[l];                                                \
+        for (; k < n; k++) sum += y[k * step];                                                         \
+        if (log_form) {                                                                                \
+            T lse = m + log(sum);                                                                      \
+            for (k = 0; k < n; k++) y[k * step] = x[k * step] - lse;                                   \
+        } else {                                                                                       \
+            for (k = 0; k < n; k++) y[k * step] /= sum;                                                \
+        }                                                                                              \
     }
 SOFTMAX_ROW(float)
 SOFTMAX_ROW(double)
@@ -50,17 +62,19 @@ static void softmax_forward(nb_entry *e) {
         }
 }
 
-/* The gradient of one row: the dot product in its order, then the
- * element-wise part in loops without a branch (each vectorises). */
+/* The gradient of one row: the dot product in lanes as the sum above,
+ * then the element-wise part in loops without a branch (each vectorises). */
 #define SOFTMAX_GRAD_ROW(T)                                                                              \
     NB_VECTOR_CLONES static void softmax_grad_row_##T(const T *restrict y, const T *restrict g,        \
                                                       T *restrict gx, size_t n, size_t step,           \
                                                       bool log_form, bool acc) {                       \
-        T dot = 0;                                                                                       \
-        if (log_form)                                                                                    \
-            for (size_t k = 0; k < n; k++) dot += g[k * step];                                           \
-        else                                                                                             \
-            for (size_t k = 0; k < n; k++) dot += g[k * step] * y[k * step];                             \
+        T lane[LANES] = {0}, dot = 0;                                                                  \
+        size_t j = 0;                                                                                  \
+        for (; j + LANES <= n; j += LANES)                                                             \
+            for (int l = 0; l < LANES; l++)                                                            \
+                lane[l] += log_form ? g[(j + l) * step] : g[(j + l) * step] * y[(j + l) * step];       \
+        for (int l = 0; l < LANES; l++) dot += lane[l];                                                \
+        for (; j < n; j++) dot += log_form ? g[j * step] : g[j * step] * y[j * step];                  \
         if (log_form && acc)                                                                             \
             for (size_t k = 0; k < n; k++) gx[k * step] += g[k * step] - NB_EXP(y[k * step]) * dot;      \
         else if (log_form)                                                                               \
