@@ -264,7 +264,8 @@ struct nb_op_call {
 enum { NB_IN_FORWARD = 1, NB_IN_BACKWARD };
 
 static inline nb_tensor *nb_entry_input(const nb_entry *e, int i) {
-    return e->n_in <= NB_MAX_INPUTS ? e->in[i] : e->many[i];
+    /* i < NB_MAX_INPUTS always holds when in[] is used; said so for cppcheck */
+    return e->n_in <= NB_MAX_INPUTS && i < NB_MAX_INPUTS ? e->in[i] : e->many[i];
 }
 
 /* The picture's formula for input i (see nb_op_def.derivative). */

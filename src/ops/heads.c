@@ -57,8 +57,8 @@ NB_VECTOR_CLONES static void move_blocks(void *ctx, size_t begin, size_t end) {
         if (!j->acc) memcpy(j->dst + to * w, j->src + from * w, hd * w);
         else
             NB_DISPATCH(j->dt, {
-                const T *s = (const T *)j->src + from;
-                T *d = (T *)j->dst + to;
+                const T *s = (const T *)(const void *)j->src + from;
+                T *d = (T *)(void *)j->dst + to;
                 for (size_t i = 0; i < hd; i++) d[i] += s[i];
             });
         if (++a == inner) {
