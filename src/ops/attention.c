@@ -31,9 +31,12 @@
 #include <string.h>
 #include <stdio.h>
 
+/* Query rows and keys per block; size_t, so that products of them are never
+ * formed in int first. */
 #ifndef BR
-enum { BR = 64, BC = 64 };
-#endif /* query rows and keys per block */
+#define BR ((size_t)64)
+#define BC ((size_t)64)
+#endif
 enum { LANES = 16 }; /* partial sums in a row's reductions (attention_kernel.h) */
 
 typedef struct {
@@ -180,6 +183,7 @@ static void attention_backward(nb_entry *e) {
     attention_job j = {.plan = p, .dt = e->out->dtype, .out = e->out->data, .grad_out = e->out->grad};
     nb_tensor *in[4] = {NULL, NULL, NULL, NULL};
     for (int i = 0; i < e->n_in && i < 4; i++) in[i] = nb_entry_input(e, i);
+    if (!in[0] || !in[1] || !in[2]) return; /* recorded with q, k and v always */
     j.q = in[0]->data, j.k = in[1]->data, j.v = in[2]->data;
     j.mask = e->n_in > 3 ? in[3]->data : NULL;
     /* One tensor given as several inputs has one gradient: then every part

@@ -112,9 +112,9 @@ static void split_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
     nb_tensor *g = nb_merge_heads_(tp, G, e->file, e->line);
     if (p->parts > 1) { /* zeros around part p of the last axis */
         size_t pads[2 * NB_MAX_DIMS] = {0}, D = p->H * p->hd;
-        int nd = e->in[0]->ndim;
-        pads[2 * (nd - 1)] = p->part * D;
-        pads[2 * (nd - 1) + 1] = (p->parts - 1 - p->part) * D;
+        size_t last = (size_t)e->in[0]->ndim - 1;
+        pads[2 * last] = p->part * D;
+        pads[2 * last + 1] = (p->parts - 1 - p->part) * D;
         g = nb_pad_(tp, g, pads, e->file, e->line);
     }
     grad_in[0] = g;
