@@ -131,19 +131,56 @@ bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind);
  * NaN) changes nothing and returns NaN, nb_last_error saying why. */
 double nb_clip_grad_norm(nb_params *ps, double max_norm);
 
-/* Learning-rate schedules, as a function of the step (or epoch) number. */
-typedef enum { NB_SCHEDULE_CONSTANT, NB_SCHEDULE_STEP, NB_SCHEDULE_COSINE } nb_schedule_kind;
+/* Learning-rate schedules, as a function of the step (or epoch) number t.
+ * A linear warm-up (warmup > 0) composes with any kind: for t < warmup the
+ * rate is base_lr (warmup_start + (1 - warmup_start) t / warmup), rising
+ * from warmup_start x base_lr to base_lr; then the kind's decay runs on its
+ * own clock, t' = t - warmup:
+ *   CONSTANT:    base_lr
+ *   STEP:        base_lr gamma^floor(t' / step_size)        (torch's StepLR)
+ *   EXPONENTIAL: base_lr gamma^t'                     (torch's ExponentialLR)
+ *   COSINE:      min_lr + (base_lr - min_lr) (1 + cos(pi min(t', total) / total)) / 2
+ *                                          (torch's CosineAnnealingLR, T_max = total)
+ * Warm-up then decay is torch's SequentialLR([LambdaLR(lambda t:
+ * warmup_start + (1 - warmup_start) t / warmup) or LinearLR(warmup_start,
+ * total_iters=warmup), decay], milestones=[warmup]); with warmup_start 0
+ * the first step's rate is 0, as in Hugging Face's
+ * get_cosine_schedule_with_warmup (whose cosine has total = its
+ * num_training_steps - warmup).  Fields a kind does not use are ignored,
+ * so {NB_SCHEDULE_COSINE, 3e-4, .total = 9000, .warmup = 1000} works. */
+typedef enum {
+    NB_SCHEDULE_CONSTANT,
+    NB_SCHEDULE_STEP,
+    NB_SCHEDULE_COSINE,
+    NB_SCHEDULE_EXPONENTIAL
+} nb_schedule_kind;
 typedef struct {
     nb_schedule_kind kind;
     double base_lr;
-    long step_size;  /* STEP: multiply by gamma every step_size steps */
-    double gamma;
-    long total;      /* COSINE: steps from base_lr down to min_lr */
-    double min_lr;
+    long step_size;       /* STEP: multiply by gamma every step_size steps */
+    double gamma;         /* STEP, EXPONENTIAL */
+    long total;           /* COSINE: steps from base_lr down to min_lr */
+    double min_lr;        /* COSINE */
+    long warmup;          /* steps of linear warm-up before the decay (0: none) */
+    double warmup_start;  /* the factor of base_lr at step 0 of the warm-up, in [0, 1] */
 } nb_schedule;
-/*   STEP:   base_lr * gamma^floor(t / step_size)
- *   COSINE: min_lr + (base_lr - min_lr) (1 + cos(pi min(t, total) / total)) / 2 */
+/* The rate at step t (t < 0 counts as 0).  A schedule that makes no sense
+ * (a STEP with step_size <= 0, a COSINE with total <= 0, a negative or NaN
+ * rate or gamma, a negative warm-up, warmup_start outside [0, 1], an
+ * unknown kind) gives NaN, nb_last_error saying which field. */
 double nb_schedule_lr(const nb_schedule *s, long t);
+/* NB_OK, or NB_ERR_ARG (NB_ERR_NULL) with the message, for a schedule as
+ * nb_schedule_lr takes it. */
+nb_status nb_schedule_check(const nb_schedule *s);
+/* Attaches a copy of s to the optimizer (NULL detaches it): from then on
+ * each nb_optimizer_step (and nb_optimizer_backward_step) first sets the
+ * rate to the schedule's at t = the number of steps the optimizer has
+ * taken, so the n-th step (from 0) uses the rate of step n.  As torch's
+ * schedulers, it starts from the optimizer's rate when attached (its
+ * initial_lr), not from s->base_lr; a refused schedule (nb_schedule_check)
+ * leaves the optimizer as it was.  A checkpoint keeps the step count, so a
+ * resumed run continues the schedule where it stopped. */
+nb_status nb_optimizer_set_schedule(nb_optimizer *opt, const nb_schedule *s);
 
 /* ------------------------------------------------------------ data */
 

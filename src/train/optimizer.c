@@ -12,6 +12,7 @@
  */
 #include "../internal.h"
 #include "nabla_train.h"
+#include "toolkit.h"
 
 #include <tgmath.h>
 #include <string.h>
@@ -24,6 +25,9 @@ struct nb_optimizer {
     long t;                    /* steps taken */
     nb_tensor **tensors;       /* the parameters, for nb_backward_sgd_ */
     bool *started;             /* momentum: whether v was initialised */
+    bool scheduled;            /* the rate follows `schedule` from base_lr */
+    nb_schedule schedule;
+    double base_lr;
 };
 
 static const char *const kind_names[] = {"sgd", "momentum", "adam", "adamw", "rmsprop"};
@@ -129,6 +133,29 @@ nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
 }
 
 double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; }
+
+nb_status nb_optimizer_set_schedule(nb_optimizer *opt, const nb_schedule *s) {
+    if (!opt) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_optimizer_set_schedule: the optimizer is NULL");
+        return NB_ERR_NULL;
+    }
+    if (!s) {
+        opt->scheduled = false;
+        return NB_OK;
+    }
+    nb_status st = nb_schedule_check(s);
+    if (st != NB_OK) return st;
+    opt->schedule = *s;
+    opt->base_lr = opt->o.lr; /* torch's initial_lr: the rate when the scheduler was made */
+    opt->scheduled = true;
+    return NB_OK;
+}
+
+/* The rate of the step about to be taken, the step number being the
+ * optimizer's count of steps so far (restored by a checkpoint). */
+static void apply_schedule(nb_optimizer *opt) {
+    if (opt->scheduled) opt->o.lr = nb_schedule_lr_from(&opt->schedule, opt->base_lr, opt->t);
+}
 
 /* One parameter's update over elements begin..end: values w and gradient g,
  * state s1/s2, all of the parameter's dtype.  Large parameters are split
@@ -246,6 +273,7 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
                      opt->n, nb_params_count(opt->ps));
         return NB_ERR_STATE;
     }
+    apply_schedule(opt);
     const nb_optimizer_opts *o = &opt->o;
     opt->t++;
     /* Adam's bias corrections 1 - b^t. */
@@ -272,6 +300,7 @@ nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const 
         return NB_ERR_NULL;
     }
     if (nb_params_count(opt->ps) != opt->n) return nb_optimizer_step(opt); /* reports the change */
+    apply_schedule(opt); /* the fused update reads the rate first */
     bool fusable = opt->o.kind == NB_OPT_SGD && opt->o.weight_decay == 0;
     nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->o.lr, file, line)
                            : nb_backward_(loss, NULL, file, line);
@@ -320,21 +349,4 @@ double nb_clip_grad_norm(nb_params *ps, double max_norm) {
         });
     }
     return norm;
-}
-
-double nb_schedule_lr(const nb_schedule *s, long t) {
-    if (!s) return NAN;
-    if (t < 0) t = 0;
-    switch (s->kind) {
-    case NB_SCHEDULE_STEP:
-        return s->step_size > 0 ? s->base_lr * pow(s->gamma, floor((double)t / (double)s->step_size))
-                                : s->base_lr;
-    case NB_SCHEDULE_COSINE: {
-        if (s->total <= 0) return s->base_lr;
-        double progress = (double)(t < s->total ? t : s->total) / (double)s->total;
-        return s->min_lr + (s->base_lr - s->min_lr) * (1 + cos(3.14159265358979323846 * progress)) / 2;
-    }
-    default:
-        return s->base_lr;
-    }
 }
