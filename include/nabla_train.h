@@ -117,13 +117,39 @@ nb_status nb_optimizer_step(nb_optimizer *opt);
  * (clipping, gradcheck, pictures).  The values are those of the two calls. */
 #define nb_optimizer_backward_step(opt, loss) nb_optimizer_backward_step_(opt, loss, NB_SITE)
 nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const char *file, int line);
-/* Sets the learning rate; a NaN or negative one is refused (NB_ERR_ARG, the
- * rate unchanged), as by nb_optimizer_new. */
+/* Sets the learning rate (with a schedule attached, the rate it scales);
+ * a NaN or negative one is refused (NB_ERR_ARG, the rate unchanged), as by
+ * nb_optimizer_new. */
 nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr);
 double nb_optimizer_lr(const nb_optimizer *opt);
 const char *nb_optimizer_name(nb_optimizer_kind kind);
 /* Parses "sgd", "momentum", "adam", "adamw", "rmsprop"; false if unknown. */
 bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind);
+
+/* Checkpoints, for resuming exactly: the parameters, the optimizer's state
+ * and a generator in one file, which nb_checkpoint_load restores so that
+ * training goes on bit for bit as if it had never stopped (the same steps
+ * after a load as without one, on any thread count).  The state is every
+ * buffer (momentum's velocity, Adam's and AdamW's two moments, RMSprop's
+ * mean square), the step count, the options and rates, and the attached
+ * schedule (nb_optimizer_set_schedule).  opt and rng may be NULL (opt must
+ * be the optimizer of ps).
+ * The format follows the path as for nb_params_save: ".safetensors" writes
+ * safetensors, whose buffers are tensors named "__nabla__/BUFFER/PARAMETER"
+ * (PyTorch's buffer names: momentum_buffer, exp_avg, exp_avg_sq,
+ * square_avg) and whose scalars are metadata strings "nabla.*"; anything
+ * else writes nabla's own format (version 2, with the same names and
+ * metadata).  Saving is atomic, as nb_params_save.
+ * Loading reads either format and checks all of it before changing
+ * anything (nothing in memory changes on error): the files' rules of
+ * nb_params_load, then that the file holds an optimizer's state (a file of
+ * nb_params_save does not) of the same kind, every buffer with its
+ * parameter's dtype and shape, and valid numbers; with rng, that the file
+ * holds a generator.  nb_params_load reads a checkpoint's parameters alone,
+ * and PyTorch reads its safetensors as any other (skip the "__nabla__/"
+ * names when loading a state_dict). */
+nb_status nb_checkpoint_save(const nb_params *ps, const nb_optimizer *opt, const nb_rng *rng, const char *path);
+nb_status nb_checkpoint_load(nb_params *ps, nb_optimizer *opt, nb_rng *rng, const char *path);
 
 /* Scales all gradients by min(1, max_norm / (norm + 1e-6)), as PyTorch's
  * clip_grad_norm_, so that their global L2 norm is at most max_norm;
@@ -176,10 +202,12 @@ nb_status nb_schedule_check(const nb_schedule *s);
  * each nb_optimizer_step (and nb_optimizer_backward_step) first sets the
  * rate to the schedule's at t = the number of steps the optimizer has
  * taken, so the n-th step (from 0) uses the rate of step n.  As torch's
- * schedulers, it starts from the optimizer's rate when attached (its
- * initial_lr), not from s->base_lr; a refused schedule (nb_schedule_check)
- * leaves the optimizer as it was.  A checkpoint keeps the step count, so a
- * resumed run continues the schedule where it stopped. */
+ * schedulers, it scales the optimizer's own rate (the lr given to
+ * nb_optimizer_new or nb_optimizer_set_lr), not s->base_lr, and
+ * nb_optimizer_lr then gives the rate of the last step; a refused schedule
+ * (nb_schedule_check) leaves the optimizer as it was.  A checkpoint keeps
+ * the step count and the schedule, so a resumed run continues it where it
+ * stopped. */
 nb_status nb_optimizer_set_schedule(nb_optimizer *opt, const nb_schedule *s);
 
 /* ------------------------------------------------------------ data */

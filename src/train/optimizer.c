@@ -17,19 +17,6 @@
 #include <tgmath.h>
 #include <string.h>
 
-struct nb_optimizer {
-    nb_optimizer_opts o;
-    nb_params *ps;
-    size_t n;
-    void **state1, **state2;   /* per parameter, in its dtype: velocity or moments */
-    long t;                    /* steps taken */
-    nb_tensor **tensors;       /* the parameters, for nb_backward_sgd_ */
-    bool *started;             /* momentum: whether v was initialised */
-    bool scheduled;            /* the rate follows `schedule` from base_lr */
-    nb_schedule schedule;
-    double base_lr;
-};
-
 static const char *const kind_names[] = {"sgd", "momentum", "adam", "adamw", "rmsprop"};
 #define N_KINDS (int)(sizeof kind_names / sizeof *kind_names)
 
@@ -60,14 +47,35 @@ void nb_optimizer_defaults(nb_optimizer_opts *opts, nb_optimizer_kind kind) {
 void nb_optimizer_free(nb_optimizer *opt) {
     if (!opt) return;
     for (size_t i = 0; i < opt->n; i++) {
-        if (opt->state1) nb_free(opt->state1[i]);
-        if (opt->state2) nb_free(opt->state2[i]);
+        if (opt->state1) nb_tensor_free(opt->state1[i]);
+        if (opt->state2) nb_tensor_free(opt->state2[i]);
     }
     nb_free(opt->state1);
     nb_free(opt->state2);
     nb_free(opt->started);
     nb_free(opt->tensors);
     nb_free(opt);
+}
+
+nb_status nb_optimizer_opts_check(const char *who, const nb_optimizer_opts *o) {
+    if ((unsigned)o->kind >= N_KINDS || !(o->lr >= 0) || !(o->weight_decay >= 0) ||
+        !(o->momentum >= 0 && o->momentum < 1) || !(o->beta1 >= 0 && o->beta1 < 1) ||
+        !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps >= 0)) {
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
+                     "%s: invalid options (kind %d, lr %g, momentum %g, betas %g/%g, "
+                     "eps %g, weight decay %g)",
+                     who, (int)o->kind, o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay);
+        return NB_ERR_ARG;
+    }
+    return NB_OK;
+}
+
+/* Zeros like p; NULL when memory ran out. */
+static nb_tensor *state_tensor(const nb_tensor *p) {
+    nb_tensor *t = nb_zeros(NULL, p->dtype, p->ndim, p->shape);
+    if (nb_tensor_status(t) == NB_OK) return t;
+    nb_tensor_free(t);
+    return NULL;
 }
 
 nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
@@ -77,24 +85,17 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
         return NULL;
     }
     const nb_optimizer_opts *o = opts;
-    if ((unsigned)o->kind >= N_KINDS || !(o->lr >= 0) || !(o->weight_decay >= 0) ||
-        !(o->momentum >= 0 && o->momentum < 1) || !(o->beta1 >= 0 && o->beta1 < 1) ||
-        !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps >= 0)) {
-        nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
-                     "nb_optimizer_new: invalid options (kind %d, lr %g, momentum %g, betas %g/%g, "
-                     "eps %g, weight decay %g)",
-                     (int)o->kind, o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay);
-        return NULL;
-    }
+    if (nb_optimizer_opts_check("nb_optimizer_new", o) != NB_OK) return NULL;
     nb_optimizer *opt = nb_malloc(sizeof *opt);
     if (!opt) goto out_of_memory;
     memset(opt, 0, sizeof *opt);
     opt->o = *o;
+    opt->base_lr = o->lr;
     opt->ps = ps;
     size_t n = nb_params_count(ps);
     bool two = o->kind == NB_OPT_ADAM || o->kind == NB_OPT_ADAMW, one = o->kind != NB_OPT_SGD;
-    opt->state1 = nb_malloc((n ? n : 1) * sizeof(void *));
-    opt->state2 = nb_malloc((n ? n : 1) * sizeof(void *));
+    opt->state1 = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
+    opt->state2 = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
     opt->started = nb_malloc((n ? n : 1) * sizeof(bool));
     opt->tensors = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
     if (!opt->state1 || !opt->state2 || !opt->started || !opt->tensors) goto out_of_memory;
@@ -104,11 +105,10 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
         opt->started[i] = false;
         opt->n = i + 1;
         nb_tensor *p = nb_params_at(ps, i);
-        size_t bytes = nb_tensor_size(p) * (nb_tensor_dtype(p) == NB_F32 ? sizeof(float) : sizeof(double));
-        if (one && !(opt->state1[i] = nb_malloc(bytes))) goto out_of_memory;
-        if (two && !(opt->state2[i] = nb_malloc(bytes))) goto out_of_memory;
-        if (one) memset(opt->state1[i], 0, bytes);
-        if (two) memset(opt->state2[i], 0, bytes);
+        /* heap tensors of the parameter's dtype and shape, so that a
+         * checkpoint saves and loads them as it does the parameters */
+        if (one && !(opt->state1[i] = state_tensor(p))) goto out_of_memory;
+        if (two && !(opt->state2[i] = state_tensor(p))) goto out_of_memory;
     }
     return opt;
 out_of_memory:
@@ -128,7 +128,7 @@ nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
                      opt->o.lr);
         return NB_ERR_ARG;
     }
-    opt->o.lr = lr;
+    opt->o.lr = opt->base_lr = lr;
     return NB_OK;
 }
 
@@ -146,7 +146,6 @@ nb_status nb_optimizer_set_schedule(nb_optimizer *opt, const nb_schedule *s) {
     nb_status st = nb_schedule_check(s);
     if (st != NB_OK) return st;
     opt->schedule = *s;
-    opt->base_lr = opt->o.lr; /* torch's initial_lr: the rate when the scheduler was made */
     opt->scheduled = true;
     return NB_OK;
 }
@@ -282,7 +281,8 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
         nb_tensor *p = nb_params_at(opt->ps, i);
         if (!nb_has_grad(p)) continue; /* no gradient reached it */
         /* nb_grad_data makes a lazily zeroed gradient real: once, here. */
-        update_job u = {o, nb_tensor_data(p), opt->state1[i], opt->state2[i], nb_grad_data(p),
+        update_job u = {o, nb_tensor_data(p), opt->state1[i] ? opt->state1[i]->data : NULL,
+                        opt->state2[i] ? opt->state2[i]->data : NULL, nb_grad_data(p),
                         nb_tensor_dtype(p), !opt->started[i], bias1, bias2};
         opt->started[i] = true;
         nb_parallel(nb_tensor_size(p), NB_PARALLEL_GRAIN, update_range, &u);

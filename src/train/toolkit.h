@@ -4,10 +4,32 @@
 #ifndef NABLA_TOOLKIT_H
 #define NABLA_TOOLKIT_H
 
+#include "../internal.h"
 #include "nabla_train.h"
+
+/* An optimizer (src/train/optimizer.c), whose state a checkpoint
+ * (src/train/checkpoint.c) saves and restores. */
+struct nb_optimizer {
+    nb_optimizer_opts o;       /* o.lr: the rate of the last step (the next, before any) */
+    double base_lr;            /* the rate given by the user, which a schedule scales */
+    nb_params *ps;
+    size_t n;
+    /* Per parameter, heap tensors of its dtype and shape (NULL where the
+     * kind keeps none): momentum's velocity, Adam's first moment or
+     * RMSprop's mean square (state1); Adam's second moment (state2). */
+    nb_tensor **state1, **state2;
+    long t;                    /* steps taken */
+    nb_tensor **tensors;       /* the parameters, for nb_backward_sgd_ */
+    bool *started;             /* momentum: whether v was initialised */
+    bool scheduled;            /* the rate follows `schedule` from base_lr */
+    nb_schedule schedule;
+};
 
 /* nb_schedule_lr with another base rate (an optimizer's, per group); the
  * schedule has been checked (nb_schedule_check). */
 double nb_schedule_lr_from(const nb_schedule *s, double base, long t);
+
+/* NB_OK, or NB_ERR_ARG with "who: invalid options (...)". */
+nb_status nb_optimizer_opts_check(const char *who, const nb_optimizer_opts *o);
 
 #endif
