@@ -117,14 +117,48 @@ nb_status nb_optimizer_step(nb_optimizer *opt);
  * (clipping, gradcheck, pictures).  The values are those of the two calls. */
 #define nb_optimizer_backward_step(opt, loss) nb_optimizer_backward_step_(opt, loss, NB_SITE)
 nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const char *file, int line);
-/* Sets the learning rate (with a schedule attached, the rate it scales);
- * a NaN or negative one is refused (NB_ERR_ARG, the rate unchanged), as by
- * nb_optimizer_new. */
+/* Sets the learning rate of every group (with a schedule attached, the
+ * rate it scales); a NaN or negative one is refused (NB_ERR_ARG, the rates
+ * unchanged), as by nb_optimizer_new.  nb_optimizer_lr is group 0's rate
+ * of the last step (the next, before any). */
 nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr);
 double nb_optimizer_lr(const nb_optimizer *opt);
 const char *nb_optimizer_name(nb_optimizer_kind kind);
 /* Parses "sgd", "momentum", "adam", "adamw", "rmsprop"; false if unknown. */
 bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind);
+
+/* Parameter groups, as torch.optim's param_groups: each parameter is in one
+ * group, whose options its updates use (the rate, weight decay, betas,
+ * momentum, eps; every group has the optimizer's kind).  Group 0 has the
+ * options given to nb_optimizer_new and holds every parameter until a new
+ * group takes it: nb_optimizer_add_group moves the parameters named (each
+ * from the group it was in; their buffers stay) into a new group with
+ * `opts`, and returns its index (1, 2, ...), or -1 with nb_last_error
+ * saying why (an unknown or repeated name, another kind, invalid options),
+ * nothing moved.  A schedule scales each group's own rate, as torch's
+ * schedulers scale each group's initial_lr; nb_optimizer_set_lr sets every
+ * group's rate, nb_optimizer_set_group_lr one group's. */
+int nb_optimizer_add_group(nb_optimizer *opt, const char *const *names, size_t n, const nb_optimizer_opts *opts);
+/* The same for the parameters p for which member(p, user) is true. */
+int nb_optimizer_add_group_if(nb_optimizer *opt, bool (*member)(const nb_tensor *p, void *user), void *user,
+                              const nb_optimizer_opts *opts);
+/* The usual split for weight decay (GPT-2, BERT, timm): the parameters of
+ * fewer than 2 dimensions (biases, layer and batch norm weights and
+ * biases, scalars) go into a new group with group 0's options but no
+ * weight decay; matrices, convolution kernels and embeddings keep theirs.
+ * Returns the group's index, or -1 with the error.  Call it after making
+ * the optimizer, before the first step:
+ *   nb_optimizer *opt = nb_optimizer_new(ps, &adamw);
+ *   nb_optimizer_no_decay_group(opt); */
+int nb_optimizer_no_decay_group(nb_optimizer *opt);
+size_t nb_optimizer_group_count(const nb_optimizer *opt);
+/* The group of the parameter called name; -1 if it is not one. */
+int nb_optimizer_group_of(const nb_optimizer *opt, const char *name);
+/* A group's options, with its rate of the last step (the next, before
+ * any); NB_ERR_ARG for a group that does not exist. */
+nb_status nb_optimizer_group_opts(const nb_optimizer *opt, int group, nb_optimizer_opts *out);
+nb_status nb_optimizer_set_group_lr(nb_optimizer *opt, int group, double lr);
+double nb_optimizer_group_lr(const nb_optimizer *opt, int group); /* NaN for no such group */
 
 /* Checkpoints, for resuming exactly: the parameters, the optimizer's state
  * and a generator in one file, which nb_checkpoint_load restores so that
@@ -151,11 +185,14 @@ bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind);
 nb_status nb_checkpoint_save(const nb_params *ps, const nb_optimizer *opt, const nb_rng *rng, const char *path);
 nb_status nb_checkpoint_load(nb_params *ps, nb_optimizer *opt, nb_rng *rng, const char *path);
 
-/* Scales all gradients by min(1, max_norm / (norm + 1e-6)), as PyTorch's
+/* Scales all gradients of the set (every group of its optimizer) by min(1, max_norm / (norm + 1e-6)), as PyTorch's
  * clip_grad_norm_, so that their global L2 norm is at most max_norm;
  * returns the norm before clipping.  A max_norm that is not positive (or
  * NaN) changes nothing and returns NaN, nb_last_error saying why. */
 double nb_clip_grad_norm(nb_params *ps, double max_norm);
+/* The same over several sets at once: their global norm, as one
+ * clip_grad_norm_ over all their parameters (a set of NULL is skipped). */
+double nb_clip_grad_norm_sets(nb_params *const *sets, int n, double max_norm);
 
 /* Learning-rate schedules, as a function of the step (or epoch) number t.
  * A linear warm-up (warmup > 0) composes with any kind: for t < warmup the

@@ -82,8 +82,9 @@ done:
     return st;
 }
 
-/* A checkpoint of a momentum optimizer (buffers, metadata) and a
- * generator, in both formats, saved and loaded into a second model. */
+/* A checkpoint of a momentum optimizer with two parameter groups (buffers,
+ * metadata) and a generator, in both formats, saved and loaded into a
+ * second model. */
 static nb_status checkpoint(void) {
     nb_status st = NB_ERR_NOMEM;
     nb_params *ps[2] = {nb_params_new(), nb_params_new()};
@@ -98,7 +99,7 @@ static nb_status checkpoint(void) {
             goto done;
         nb_optimizer_opts o;
         nb_optimizer_defaults(&o, NB_OPT_MOMENTUM);
-        if (!(opt[i] = nb_optimizer_new(ps[i], &o))) goto done;
+        if (!(opt[i] = nb_optimizer_new(ps[i], &o)) || nb_optimizer_no_decay_group(opt[i]) != 1) goto done;
     }
     nb_schedule s = {NB_SCHEDULE_STEP, 0, 2, 0.5, 0, 0, 1, 0};
     if ((st = nb_optimizer_set_schedule(opt[0], &s)) != NB_OK) goto done;

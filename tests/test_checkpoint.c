@@ -6,9 +6,11 @@
  * 1 and 2 threads (and across them).  The steps use dropout (the generator
  * is saved too), a warm-up and cosine schedule and gradient clipping, and a
  * weight large enough to be split across threads.  Then the bad files:
- * truncated, another shape, no optimizer state, another kind, a missing or
- * mistyped buffer, bad numbers, no generator; each refused with a clear
- * message and nothing in memory changed.
+ * truncated, another shape, no optimizer state, another kind, other
+ * parameter groups, a missing or mistyped buffer, bad numbers, no
+ * generator; each refused with a clear message and nothing in memory
+ * changed.  The optimizers have three parameter groups of different
+ * options, which the checkpoint keeps.
  */
 #include "support.h"
 #include "nabla_train.h"
@@ -49,6 +51,11 @@ static void run_new(run *r, nb_optimizer_kind kind, uint64_t init_seed) {
     if (kind != NB_OPT_ADAMW) o.weight_decay = 0.001;
     r->opt = nb_optimizer_new(r->ps, &o);
     assert_non_null(r->opt);
+    /* three groups: W1; b1 and s without decay; W2 with options of its own */
+    assert_int_equal(nb_optimizer_no_decay_group(r->opt), 1);
+    nb_optimizer_opts o2 = o;
+    o2.lr *= 0.5, o2.beta1 = 0.8, o2.beta2 = 0.99, o2.momentum = 0.7, o2.weight_decay = 0.002;
+    assert_int_equal(nb_optimizer_add_group(r->opt, (const char *[]){"W2"}, 1, &o2), 2);
     nb_schedule s = {NB_SCHEDULE_COSINE, 0, 0, 0, STEPS - 3, 0.001, 3, 0.1};
     assert_int_equal(nb_optimizer_set_schedule(r->opt, &s), NB_OK);
     nb_rng_seed(&r->rng, 5);
@@ -303,14 +310,24 @@ static const char *crafted(const char *name, nb_named *extra, size_t n_extra, co
 
 static void put(nb_meta *m, const char *k, const char *v) { nb_meta_put(m, k, strlen(k), v, strlen(v)); }
 
+/* The metadata of run_new's Adam: 3 groups, W1 in 0, b1 and s in 1, W2 in 2. */
 static void adam_meta(nb_meta *m, const char *step_value) {
     put(m, "nabla.checkpoint", "1");
     put(m, "nabla.optimizer", "adam");
     put(m, "nabla.params", "4");
     put(m, "nabla.step", step_value);
-    const char *keys[] = {"nabla.lr", "nabla.base_lr", "nabla.momentum", "nabla.beta1", "nabla.beta2", "nabla.eps",
-                          "nabla.weight_decay"};
-    for (int i = 0; i < 7; i++) put(m, keys[i], i == 3 ? "0.9" : i == 4 ? "0.999" : "0.001");
+    put(m, "nabla.groups", "3");
+    const char *keys[] = {"lr", "base_lr", "momentum", "beta1", "beta2", "eps", "weight_decay"};
+    for (int g = 0; g < 3; g++)
+        for (int i = 0; i < 7; i++) {
+            char key[64];
+            snprintf(key, sizeof key, "nabla.group.%d.%s", g, keys[i]);
+            put(m, key, i == 3 ? "0.9" : i == 4 ? "0.999" : "0.001");
+        }
+    put(m, "nabla.group/W1", "0");
+    put(m, "nabla.group/b1", "1");
+    put(m, "nabla.group/W2", "2");
+    put(m, "nabla.group/s", "1");
 }
 
 /* Adam's eight buffers, zeros like the model's parameters; `drop` leaves
@@ -365,12 +382,29 @@ static void test_bad_checkpoints_are_refused(void **state) {
     nb_optimizer_opts o;
     nb_optimizer_defaults(&o, NB_OPT_ADAM);
     nb_optimizer *small_opt = nb_optimizer_new(small, &o);
+    nb_optimizer_no_decay_group(small_opt);
+    nb_optimizer_add_group(small_opt, (const char *[]){"W2"}, 1, &o);
     for (int e = 0; e < 2; e++) {
         assert_int_equal(load_fresh(test_path(e ? "plain.safetensors" : "plain.nbp"), NB_OPT_ADAM, false), NB_ERR_VALUE);
         assert_message_has(nb_last_error(), "holds no optimizer state", "nb_params_save");
         assert_int_equal(nb_checkpoint_load(small, small_opt, NULL, e ? sft : nbp), NB_ERR_VALUE);
         assert_message_has(nb_last_error(), "'W1'", "(32, 600)", "(16, 600)");
     }
+    /* other parameter groups: one group fewer, or W2 in another group */
+    nb_params *same = nb_params_new();
+    nb_params_add(same, "W1", nb_zeros(NULL, NB_F32, NB_SHAPE(32, HIDDEN)));
+    nb_params_add(same, "b1", nb_zeros(NULL, NB_F32, NB_SHAPE(HIDDEN)));
+    nb_params_add(same, "W2", nb_zeros(NULL, NB_F32, NB_SHAPE(HIDDEN, 1)));
+    nb_params_add(same, "s", nb_zeros(NULL, NB_F64, NB_SHAPE(1)));
+    nb_optimizer *two_groups = nb_optimizer_new(same, &o);
+    nb_optimizer_no_decay_group(two_groups);
+    assert_int_equal(nb_checkpoint_load(same, two_groups, NULL, nbp), NB_ERR_VALUE);
+    assert_message_has(nb_last_error(), "'nabla.groups' is '3'", "expected 2", "make the same groups first");
+    nb_optimizer_add_group(two_groups, (const char *[]){"W1"}, 1, &o);
+    assert_int_equal(nb_checkpoint_load(same, two_groups, NULL, sft), NB_ERR_VALUE);
+    assert_message_has(nb_last_error(), "'nabla.group/W1' is '0'", "expected 2, the group 'W1' is in here");
+    nb_optimizer_free(two_groups);
+    nb_params_free(same);
     /* a generator asked for, none saved */
     const char *no_rng = good_checkpoint("norng.nbp", NB_OPT_ADAM, false);
     assert_int_equal(load_fresh(no_rng, NB_OPT_ADAM, true), NB_ERR_VALUE);

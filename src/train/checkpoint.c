@@ -14,9 +14,11 @@
  *      nabla.optimizer    the kind ("adam"), nabla.params the parameter count
  *      nabla.step         the steps taken (Adam's bias corrections, the
  *                         schedule's position)
- *      nabla.lr, nabla.base_lr, nabla.momentum, nabla.beta1, nabla.beta2,
- *      nabla.eps, nabla.weight_decay   the options (the rate of the last
- *                         step, and the rate a schedule scales)
+ *      nabla.groups       the number of parameter groups, and for each group G:
+ *      nabla.group.G.lr, .base_lr, .momentum, .beta1, .beta2, .eps,
+ *      .weight_decay      its options (the rate of the last step, and the
+ *                         rate a schedule scales)
+ *      nabla.group/NAME   the group of parameter NAME
  *      nabla.started/NAME "0" or "1", momentum only: whether the velocity
  *                         of NAME has been set by a first step
  *      nabla.schedule     the attached schedule's fields, if any
@@ -62,7 +64,7 @@ static nb_named *state_tensors(const nb_optimizer *opt, const char *who, size_t 
         for (size_t i = 0; i < opt->n; i++) {
             nb_tensor *t = which == 0 ? opt->state1[i] : opt->state2[i];
             if (!t) continue;
-            snprintf(x[*n].name, sizeof x[*n].name, NB_RESERVED_PREFIX "%s/%s", buffer_name(opt->o.kind, which),
+            snprintf(x[*n].name, sizeof x[*n].name, NB_RESERVED_PREFIX "%s/%s", buffer_name(opt->kind, which),
                      nb_tensor_name(nb_params_at(opt->ps, i)));
             x[(*n)++].t = t;
         }
@@ -91,6 +93,14 @@ static void put_rng(nb_meta *m, const nb_rng *rng) {
     snprintf(text, sizeof text, "%016" PRIx64 " %016" PRIx64 " %016" PRIx64 " %016" PRIx64 " %d %.17g", rng->s[0],
              rng->s[1], rng->s[2], rng->s[3], rng->has_spare ? 1 : 0, rng->spare);
     put(m, "nabla.rng", text);
+}
+
+/* A group's option keys, in the order of group_fields. */
+static const char *const option_names[7] = {"lr", "base_lr", "momentum", "beta1", "beta2", "eps", "weight_decay"};
+
+static void group_fields(nb_opt_group *g, double **v) {
+    double *fields[7] = {&g->o.lr, &g->base_lr, &g->o.momentum, &g->o.beta1, &g->o.beta2, &g->o.eps, &g->o.weight_decay};
+    memcpy(v, fields, sizeof fields);
 }
 
 static bool ends_with(const char *path, const char *suffix) {
@@ -126,22 +136,26 @@ nb_status nb_checkpoint_save(const nb_params *ps, const nb_optimizer *opt, const
     nb_named *extra = NULL;
     if (opt) {
         if (!(extra = state_tensors(opt, who, &n_extra))) return NB_ERR_NOMEM;
-        const nb_optimizer_opts *o = &opt->o;
         put(&meta, "nabla.checkpoint", "1");
-        put(&meta, "nabla.optimizer", nb_optimizer_name(o->kind));
+        put(&meta, "nabla.optimizer", nb_optimizer_name(opt->kind));
         put_number(&meta, "nabla.params", (double)opt->n);
         put_number(&meta, "nabla.step", (double)opt->t);
-        put_number(&meta, "nabla.lr", o->lr);
-        put_number(&meta, "nabla.base_lr", opt->base_lr);
-        put_number(&meta, "nabla.momentum", o->momentum);
-        put_number(&meta, "nabla.beta1", o->beta1);
-        put_number(&meta, "nabla.beta2", o->beta2);
-        put_number(&meta, "nabla.eps", o->eps);
-        put_number(&meta, "nabla.weight_decay", o->weight_decay);
-        for (size_t i = 0; o->kind == NB_OPT_MOMENTUM && i < opt->n; i++) {
+        put_number(&meta, "nabla.groups", (double)opt->n_groups);
+        for (size_t g = 0; g < opt->n_groups; g++) {
+            double *v[7];
+            group_fields(&opt->groups[g], v);
+            for (int f = 0; f < 7; f++) {
+                char key[64];
+                snprintf(key, sizeof key, "nabla.group.%zu.%s", g, option_names[f]);
+                put_number(&meta, key, *v[f]);
+            }
+        }
+        for (size_t i = 0; i < opt->n; i++) {
             char key[NB_NAME_MAX + 16];
+            snprintf(key, sizeof key, "nabla.group/%s", nb_tensor_name(nb_params_at(ps, i)));
+            put_number(&meta, key, (double)opt->group_of[i]);
             snprintf(key, sizeof key, "nabla.started/%s", nb_tensor_name(nb_params_at(ps, i)));
-            put(&meta, key, opt->started[i] ? "1" : "0");
+            if (opt->kind == NB_OPT_MOMENTUM) put(&meta, key, opt->started[i] ? "1" : "0");
         }
         if (opt->scheduled) put_schedule(&meta, &opt->schedule);
     }
@@ -166,8 +180,7 @@ typedef struct {
     nb_params *ps;
     nb_optimizer *opt;
     nb_rng *rng;
-    nb_optimizer_opts o;
-    double base_lr;
+    nb_opt_group *groups;      /* as many as the optimizer's */
     long t;
     bool scheduled;
     nb_schedule schedule;
@@ -205,13 +218,13 @@ static nb_status check_metadata(void *user, const nb_meta *m) {
         if (strcmp(version, "1") != 0) return bad(c, "nabla.checkpoint", version, "1 (this nabla's checkpoints)");
         nb_optimizer_kind k;
         if (!kind || !nb_optimizer_parse(kind, &k)) return bad(c, "nabla.optimizer", kind, "an optimizer's name");
-        if (k != opt->o.kind) {
+        if (k != opt->kind) {
             nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
                          "%s: %s holds the state of a '%s' optimizer; this optimizer is '%s'", c->who, c->path, kind,
-                         nb_optimizer_name(opt->o.kind));
+                         nb_optimizer_name(opt->kind));
             return NB_ERR_VALUE;
         }
-        double params, step;
+        double params, step, groups;
         if (!number(m, "nabla.params", &params) || params != (double)opt->n) {
             char expected[64];
             snprintf(expected, sizeof expected, "%zu, the model's parameter count", opt->n);
@@ -220,23 +233,38 @@ static nb_status check_metadata(void *user, const nb_meta *m) {
         if (!number(m, "nabla.step", &step) || !(step >= 0 && step < 9e15 && step == floor(step)))
             return bad(c, "nabla.step", nb_meta_get(m, "nabla.step"), "a whole number of steps >= 0");
         c->t = (long)step;
-        c->o = opt->o;
-        struct { const char *key; double *v; } fields[] = {
-            {"nabla.lr", &c->o.lr}, {"nabla.base_lr", &c->base_lr}, {"nabla.momentum", &c->o.momentum},
-            {"nabla.beta1", &c->o.beta1}, {"nabla.beta2", &c->o.beta2}, {"nabla.eps", &c->o.eps},
-            {"nabla.weight_decay", &c->o.weight_decay},
-        };
-        for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
-            if (!number(m, fields[f].key, fields[f].v)) return bad(c, fields[f].key, nb_meta_get(m, fields[f].key), "a number");
-        nb_optimizer_opts base = c->o;
-        base.lr = c->base_lr;
-        if (nb_optimizer_opts_check(c->who, &c->o) != NB_OK || nb_optimizer_opts_check(c->who, &base) != NB_OK)
-            return NB_ERR_VALUE;
-        for (size_t i = 0; k == NB_OPT_MOMENTUM && i < opt->n; i++) {
-            char key[NB_NAME_MAX + 16];
-            snprintf(key, sizeof key, "nabla.started/%s", nb_tensor_name(nb_params_at(c->ps, i)));
+        if (!number(m, "nabla.groups", &groups) || groups != (double)opt->n_groups) {
+            char expected[96];
+            snprintf(expected, sizeof expected, "%zu, this optimizer's parameter groups (make the same groups first)",
+                     opt->n_groups);
+            return bad(c, "nabla.groups", nb_meta_get(m, "nabla.groups"), expected);
+        }
+        for (size_t g = 0; g < opt->n_groups; g++) {
+            double *v[7];
+            c->groups[g] = opt->groups[g];
+            group_fields(&c->groups[g], v);
+            for (int f = 0; f < 7; f++) {
+                char key[64];
+                snprintf(key, sizeof key, "nabla.group.%zu.%s", g, option_names[f]);
+                if (!number(m, key, v[f])) return bad(c, key, nb_meta_get(m, key), "a number");
+            }
+            nb_optimizer_opts base = c->groups[g].o;
+            base.lr = c->groups[g].base_lr;
+            if (nb_optimizer_opts_check(c->who, &c->groups[g].o) != NB_OK ||
+                nb_optimizer_opts_check(c->who, &base) != NB_OK)
+                return NB_ERR_VALUE;
+        }
+        for (size_t i = 0; i < opt->n; i++) {
+            char key[NB_NAME_MAX + 16], here[96];
+            const char *name = nb_tensor_name(nb_params_at(c->ps, i));
+            double g;
+            snprintf(key, sizeof key, "nabla.group/%s", name);
+            snprintf(here, sizeof here, "%zu, the group '%s' is in here", opt->group_of[i], name);
+            if (!number(m, key, &g) || g != (double)opt->group_of[i]) return bad(c, key, nb_meta_get(m, key), here);
+            snprintf(key, sizeof key, "nabla.started/%s", name);
             const char *v = nb_meta_get(m, key);
-            if (!v || (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)) return bad(c, key, v, "\"0\" or \"1\"");
+            if (k == NB_OPT_MOMENTUM && (!v || (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)))
+                return bad(c, key, v, "\"0\" or \"1\"");
         }
         const char *s = nb_meta_get(m, "nabla.schedule");
         c->scheduled = s != NULL;
@@ -268,8 +296,7 @@ static void commit(void *user, const nb_meta *m) {
     loading *c = user;
     nb_optimizer *opt = c->opt;
     if (opt) {
-        opt->o = c->o;
-        opt->base_lr = c->base_lr;
+        memcpy(opt->groups, c->groups, opt->n_groups * sizeof *opt->groups);
         opt->t = c->t;
         opt->scheduled = c->scheduled;
         if (c->scheduled) opt->schedule = c->schedule;
@@ -277,7 +304,7 @@ static void commit(void *user, const nb_meta *m) {
             char key[NB_NAME_MAX + 16];
             snprintf(key, sizeof key, "nabla.started/%s", nb_tensor_name(nb_params_at(c->ps, i)));
             const char *v = nb_meta_get(m, key);
-            opt->started[i] = opt->o.kind == NB_OPT_MOMENTUM ? v && v[0] == '1' : c->t > 0;
+            opt->started[i] = opt->kind == NB_OPT_MOMENTUM ? v && v[0] == '1' : c->t > 0;
         }
     }
     if (c->rng) *c->rng = c->rng_state;
@@ -294,9 +321,15 @@ nb_status nb_checkpoint_load(nb_params *ps, nb_optimizer *opt, nb_rng *rng, cons
         nb_named_sort(extra, n_extra);
     }
     loading c = {.who = who, .path = path, .ps = ps, .opt = opt, .rng = rng};
+    if (opt && !(c.groups = nb_malloc(opt->n_groups * sizeof *c.groups))) {
+        nb_free(extra);
+        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "%s: out of memory", who);
+        return NB_ERR_NOMEM;
+    }
     nb_file_extras x = {.extra = extra, .n_extra = n_extra, .skip_reserved = !opt, .check = check_metadata,
                         .commit = commit, .user = &c};
     st = nb_load_any(ps, &x, who, path);
+    nb_free(c.groups);
     nb_free(extra);
     return st;
 }

@@ -54,6 +54,8 @@ void nb_optimizer_free(nb_optimizer *opt) {
     nb_free(opt->state2);
     nb_free(opt->started);
     nb_free(opt->tensors);
+    nb_free(opt->groups);
+    nb_free(opt->group_of);
     nb_free(opt);
 }
 
@@ -89,8 +91,7 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
     nb_optimizer *opt = nb_malloc(sizeof *opt);
     if (!opt) goto out_of_memory;
     memset(opt, 0, sizeof *opt);
-    opt->o = *o;
-    opt->base_lr = o->lr;
+    opt->kind = o->kind;
     opt->ps = ps;
     size_t n = nb_params_count(ps);
     bool two = o->kind == NB_OPT_ADAM || o->kind == NB_OPT_ADAMW, one = o->kind != NB_OPT_SGD;
@@ -98,9 +99,15 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
     opt->state2 = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
     opt->started = nb_malloc((n ? n : 1) * sizeof(bool));
     opt->tensors = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
-    if (!opt->state1 || !opt->state2 || !opt->started || !opt->tensors) goto out_of_memory;
+    opt->group_of = nb_malloc((n ? n : 1) * sizeof(size_t));
+    opt->groups = nb_malloc(sizeof *opt->groups);
+    if (!opt->state1 || !opt->state2 || !opt->started || !opt->tensors || !opt->group_of || !opt->groups)
+        goto out_of_memory;
+    opt->groups[0] = (nb_opt_group){*o, o->lr};
+    opt->n_groups = 1;
     for (size_t i = 0; i < n; i++) {
         opt->tensors[i] = nb_params_at(ps, i);
+        opt->group_of[i] = 0;
         opt->state1[i] = opt->state2[i] = NULL;
         opt->started[i] = false;
         opt->n = i + 1;
@@ -125,14 +132,14 @@ nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
     if (!(lr >= 0)) { /* as nb_optimizer_new (and torch.optim) */
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
                      "nb_optimizer_set_lr: the learning rate must be a number >= 0, not %g (it stays %g)", lr,
-                     opt->o.lr);
+                     opt->groups[0].o.lr);
         return NB_ERR_ARG;
     }
-    opt->o.lr = opt->base_lr = lr;
+    for (size_t g = 0; g < opt->n_groups; g++) opt->groups[g].o.lr = opt->groups[g].base_lr = lr;
     return NB_OK;
 }
 
-double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; }
+double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->groups[0].o.lr : NAN; }
 
 nb_status nb_optimizer_set_schedule(nb_optimizer *opt, const nb_schedule *s) {
     if (!opt) {
@@ -153,7 +160,8 @@ nb_status nb_optimizer_set_schedule(nb_optimizer *opt, const nb_schedule *s) {
 /* The rate of the step about to be taken, the step number being the
  * optimizer's count of steps so far (restored by a checkpoint). */
 static void apply_schedule(nb_optimizer *opt) {
-    if (opt->scheduled) opt->o.lr = nb_schedule_lr_from(&opt->schedule, opt->base_lr, opt->t);
+    for (size_t g = 0; opt->scheduled && g < opt->n_groups; g++)
+        opt->groups[g].o.lr = nb_schedule_lr_from(&opt->schedule, opt->groups[g].base_lr, opt->t);
 }
 
 /* One parameter's update over elements begin..end: values w and gradient g,
@@ -273,13 +281,13 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
         return NB_ERR_STATE;
     }
     apply_schedule(opt);
-    const nb_optimizer_opts *o = &opt->o;
     opt->t++;
-    /* Adam's bias corrections 1 - b^t. */
-    double bias1 = 1 - pow(o->beta1, (double)opt->t), bias2 = 1 - pow(o->beta2, (double)opt->t);
     for (size_t i = 0; i < opt->n; i++) {
         nb_tensor *p = nb_params_at(opt->ps, i);
         if (!nb_has_grad(p)) continue; /* no gradient reached it */
+        const nb_optimizer_opts *o = &opt->groups[opt->group_of[i]].o;
+        /* Adam's bias corrections 1 - b^t, with the group's betas. */
+        double bias1 = 1 - pow(o->beta1, (double)opt->t), bias2 = 1 - pow(o->beta2, (double)opt->t);
         /* nb_grad_data makes a lazily zeroed gradient real: once, here. */
         update_job u = {o, nb_tensor_data(p), opt->state1[i] ? opt->state1[i]->data : NULL,
                         opt->state2[i] ? opt->state2[i]->data : NULL, nb_grad_data(p),
@@ -301,8 +309,11 @@ nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const 
     }
     if (nb_params_count(opt->ps) != opt->n) return nb_optimizer_step(opt); /* reports the change */
     apply_schedule(opt); /* the fused update reads the rate first */
-    bool fusable = opt->o.kind == NB_OPT_SGD && opt->o.weight_decay == 0;
-    nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->o.lr, file, line)
+    /* one rate for all: every group at the same rate, none decaying */
+    bool fusable = opt->kind == NB_OPT_SGD;
+    for (size_t g = 0; g < opt->n_groups; g++)
+        fusable = fusable && opt->groups[g].o.weight_decay == 0 && opt->groups[g].o.lr == opt->groups[0].o.lr;
+    nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->groups[0].o.lr, file, line)
                            : nb_backward_(loss, NULL, file, line);
     return st != NB_OK ? st : nb_optimizer_step(opt);
 }
@@ -324,29 +335,36 @@ static double sum_of_squares(const nb_tensor *p) {
  * max_norm the factor is norm / (norm + 1e-6), just under 1).  A max_norm
  * that is not positive is refused (torch would zero the gradients at 0 and
  * flip them below), the gradients left as they are. */
-double nb_clip_grad_norm(nb_params *ps, double max_norm) {
+double nb_clip_grad_norm(nb_params *ps, double max_norm) { return nb_clip_grad_norm_sets(&ps, 1, max_norm); }
+
+double nb_clip_grad_norm_sets(nb_params *const *sets, int n_sets, double max_norm) {
     if (!(max_norm > 0)) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
                      "nb_clip_grad_norm: max_norm %g must be positive (it bounds the gradients' global L2 norm); "
                      "the gradients are left as they were", max_norm);
         return NAN;
     }
-    double sumsq = 0;
-    size_t n = nb_params_count(ps);
-    for (size_t i = 0; i < n; i++) {
-        nb_tensor *p = nb_params_at(ps, i);
-        if (nb_has_grad(p) && nb_grad_data(p)) sumsq += sum_of_squares(p);
+    if (!sets && n_sets) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_clip_grad_norm_sets: sets is NULL");
+        return NAN;
     }
+    double sumsq = 0;
+    for (int s = 0; s < n_sets; s++) /* in a fixed order: the same sum on any thread count */
+        for (size_t i = 0; i < nb_params_count(sets[s]); i++) {
+            nb_tensor *p = nb_params_at(sets[s], i);
+            if (nb_has_grad(p) && nb_grad_data(p)) sumsq += sum_of_squares(p);
+        }
     double norm = sqrt(sumsq), scale = max_norm / (norm + 1e-6);
     if (!(scale < 1)) return norm; /* within the bound: a factor of 1 changes nothing (a NaN norm: NaN) */
-    for (size_t i = 0; i < n; i++) {
-        nb_tensor *p = nb_params_at(ps, i);
-        void *g = nb_has_grad(p) ? nb_grad_data(p) : NULL;
-        if (!g) continue;
-        NB_DISPATCH(p->dtype, {
-            T *gs = g, k = (T)scale;
-            for (size_t j = 0; j < p->size; j++) gs[j] *= k;
-        });
-    }
+    for (int s = 0; s < n_sets; s++)
+        for (size_t i = 0; i < nb_params_count(sets[s]); i++) {
+            nb_tensor *p = nb_params_at(sets[s], i);
+            void *g = nb_has_grad(p) ? nb_grad_data(p) : NULL;
+            if (!g) continue;
+            NB_DISPATCH(p->dtype, {
+                T *gs = g, k = (T)scale;
+                for (size_t j = 0; j < p->size; j++) gs[j] *= k;
+            });
+        }
     return norm;
 }

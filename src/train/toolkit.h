@@ -7,11 +7,21 @@
 #include "../internal.h"
 #include "nabla_train.h"
 
-/* An optimizer (src/train/optimizer.c), whose state a checkpoint
- * (src/train/checkpoint.c) saves and restores. */
+/* A parameter group: its options (o.kind is the optimizer's) and the rate
+ * a schedule scales.  o.lr is the rate of the last step (the next, before
+ * any). */
+typedef struct {
+    nb_optimizer_opts o;
+    double base_lr;
+} nb_opt_group;
+
+/* An optimizer (src/train/optimizer.c, its groups in src/train/groups.c),
+ * whose state a checkpoint (src/train/checkpoint.c) saves and restores. */
 struct nb_optimizer {
-    nb_optimizer_opts o;       /* o.lr: the rate of the last step (the next, before any) */
-    double base_lr;            /* the rate given by the user, which a schedule scales */
+    nb_optimizer_kind kind;
+    nb_opt_group *groups;      /* group 0 holds every parameter no other group took */
+    size_t n_groups;
+    size_t *group_of;          /* per parameter: its group */
     nb_params *ps;
     size_t n;
     /* Per parameter, heap tensors of its dtype and shape (NULL where the
@@ -21,7 +31,7 @@ struct nb_optimizer {
     long t;                    /* steps taken */
     nb_tensor **tensors;       /* the parameters, for nb_backward_sgd_ */
     bool *started;             /* momentum: whether v was initialised */
-    bool scheduled;            /* the rate follows `schedule` from base_lr */
+    bool scheduled;            /* the rates follow `schedule` from each group's base_lr */
     nb_schedule schedule;
 };
 
