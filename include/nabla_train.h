@@ -28,7 +28,64 @@ typedef enum {
     NB_INIT_GLOROT_NORMAL,  /* N(0, 2 / (fan_in + fan_out)) */
     NB_INIT_HE_UNIFORM,     /* U(-a, a), a = sqrt(6 / fan_in) */
     NB_INIT_HE_NORMAL,      /* N(0, 2 / fan_in) */
+    /* torch.nn.init's, with the options of nb_init_opts (nb_init_apply): */
+    NB_INIT_NORMAL,          /* normal_: N(mean, std^2); GPT-2's weights: std 0.02 */
+    NB_INIT_TRUNC_NORMAL,    /* trunc_normal_: N(mean, std^2) conditioned on [a, b] */
+    NB_INIT_UNIFORM,         /* uniform_: U(a, b) */
+    NB_INIT_XAVIER_UNIFORM,  /* xavier_uniform_: U(-B, B), B = gain sqrt(6 / (fan_in + fan_out)) */
+    NB_INIT_XAVIER_NORMAL,   /* xavier_normal_: N(0, gain^2 2 / (fan_in + fan_out)) */
+    NB_INIT_KAIMING_UNIFORM, /* kaiming_uniform_: U(-B, B), B = gain sqrt(3 / fan) */
+    NB_INIT_KAIMING_NORMAL,  /* kaiming_normal_: N(0, gain^2 / fan) */
 } nb_init;
+
+/* torch.nn.init.calculate_gain's nonlinearities and gains: linear, conv
+ * and sigmoid 1, tanh 5/3, relu sqrt(2), leaky_relu sqrt(2 / (1 + slope^2)),
+ * selu 3/4. */
+typedef enum {
+    NB_GAIN_LINEAR,
+    NB_GAIN_CONV,
+    NB_GAIN_SIGMOID,
+    NB_GAIN_TANH,
+    NB_GAIN_RELU,
+    NB_GAIN_LEAKY_RELU,
+    NB_GAIN_SELU
+} nb_nonlinearity;
+/* The gain (slope: leaky_relu's negative slope); NaN with the error for an
+ * unknown nonlinearity or a slope that is not finite. */
+double nb_init_gain(nb_nonlinearity nl, double slope);
+
+/* Which fan Kaiming's variance keeps: fan_in (the forward pass's, torch's
+ * default) or fan_out (the backward pass's). */
+typedef enum { NB_FAN_IN, NB_FAN_OUT } nb_fan_mode;
+/* How a weight's shape gives its fans.  OUT_IN is torch's layout: (out,
+ * in) for nn.Linear and nb_linear_torch, (out, in / groups, kh, kw) for
+ * convolutions, so fan_in = in x kh x kw and fan_out = out x kh x kw (torch's
+ * _calculate_fan_in_and_fan_out).  IN_OUT is (in, out), the weight of
+ * nb_matmul(x, W) and nb_linear. */
+typedef enum { NB_LAYOUT_OUT_IN, NB_LAYOUT_IN_OUT } nb_weight_layout;
+/* The fans of a weight of that shape (either pointer may be NULL); a shape
+ * of fewer than 2 dimensions is refused (NB_ERR_ARG), as torch refuses it. */
+nb_status nb_init_fans(int ndim, const size_t *shape, nb_weight_layout layout, size_t *fan_in, size_t *fan_out);
+
+typedef struct {
+    nb_init kind;
+    double mean, std;            /* NORMAL, TRUNC_NORMAL; defaults 0, 1 */
+    double a, b;                 /* TRUNC_NORMAL: the bounds, in the values' units as torch's a and b
+                                    (defaults -2, 2); UNIFORM: [a, b) (defaults 0, 1) */
+    double gain;                 /* XAVIER_*: default 1; nb_init_gain gives torch's for a nonlinearity */
+    nb_nonlinearity nonlinearity; /* KAIMING_*: whose gain; default leaky_relu, as torch */
+    double slope;                /* KAIMING_* with leaky_relu: torch's a; default 0 (the gain of relu);
+                                    sqrt(5) is nn.Linear's and nn.Conv2d's own init, B = 1 / sqrt(fan_in) */
+    nb_fan_mode mode;            /* KAIMING_*: default NB_FAN_IN */
+    nb_weight_layout layout;     /* XAVIER_*, KAIMING_*: default NB_LAYOUT_OUT_IN (torch's) */
+    size_t fan_in, fan_out;      /* if either is nonzero, these fans instead of the shape's */
+} nb_init_opts;
+/* torch's defaults for the kind (above). */
+void nb_init_defaults(nb_init_opts *o, nb_init kind);
+/* Fills t; NB_ERR_ARG naming the initialiser and the option for a std,
+ * bound, gain or fan that makes no sense, or fans asked of a shape of
+ * fewer than 2 dimensions. */
+nb_status nb_init_apply(nb_tensor *t, const nb_init_opts *o, nb_rng *rng);
 
 nb_params *nb_params_new(void);
 /* Frees the set and every tensor in it. */
@@ -44,11 +101,20 @@ nb_tensor *nb_params_add(nb_params *ps, const char *name, nb_tensor *t);
 nb_tensor *nb_params_create(nb_params *ps, const char *name, nb_dtype dt, int ndim,
                             const size_t *shape, nb_init init, size_t fan_in, size_t fan_out,
                             nb_rng *rng);
+/* Creates a parameter initialised by nb_init_apply, e.g. a GPT-2 weight:
+ *   nb_init_opts o;
+ *   nb_init_defaults(&o, NB_INIT_NORMAL);
+ *   o.std = 0.02;
+ *   nb_params_create_init(ps, "h.0.mlp.c_fc.weight", NB_F32, NB_SHAPE(768, 3072), &o, &rng); */
+nb_tensor *nb_params_create_init(nb_params *ps, const char *name, nb_dtype dt, int ndim, const size_t *shape,
+                                 const nb_init_opts *o, nb_rng *rng);
 nb_tensor *nb_params_get(const nb_params *ps, const char *name); /* NULL if absent */
 size_t nb_params_count(const nb_params *ps);
 nb_tensor *nb_params_at(const nb_params *ps, size_t i);
 void nb_params_zero_grad(nb_params *ps);
-/* Fills t according to init (see nb_init). */
+/* Fills t according to init (see nb_init); torch's initialisers take
+ * their defaults (nb_init_defaults) and the fans given, or the shape's
+ * (NB_LAYOUT_OUT_IN) when both are 0. */
 nb_status nb_init_tensor(nb_tensor *t, nb_init init, size_t fan_in, size_t fan_out, nb_rng *rng);
 
 /* Parameter files: a versioned binary format with a CRC-32 checksum, holding

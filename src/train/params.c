@@ -155,54 +155,6 @@ void nb_params_zero_grad(nb_params *ps) {
     for (size_t i = 0; ps && i < ps->count; i++) nb_zero_grad(ps->order[i]->t);
 }
 
-/* ---------------------------------------------------------------- init */
-
-nb_status nb_init_tensor(nb_tensor *t, nb_init init, size_t fan_in, size_t fan_out, nb_rng *rng) {
-    if (nb_tensor_status(t) != NB_OK || (!rng && init != NB_INIT_ZEROS)) {
-        nb_status st = nb_tensor_status(t) == NB_ERR_STATE ? NB_ERR_STATE : NB_ERR_NULL;
-        nb_set_error(NULL, st, NULL, 0, "nb_init_tensor: %s",
-                     !rng && nb_tensor_status(t) == NB_OK ? "the generator is NULL"
-                     : st == NB_ERR_STATE ? "the tensor is from before nb_tape_reset"
-                                          : "the tensor is NULL or errored");
-        return st;
-    }
-    if (init != NB_INIT_ZEROS && (fan_in == 0 || (fan_out == 0 && init <= NB_INIT_GLOROT_NORMAL))) {
-        nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_init_tensor: fan_in %zu and fan_out %zu must be positive",
-                     fan_in, fan_out);
-        return NB_ERR_ARG;
-    }
-    double glorot = 2.0 / (double)(fan_in + fan_out), he = 2.0 / (double)fan_in;
-    for (size_t i = 0; i < t->size; i++) {
-        double v = 0;
-        switch (init) {
-        case NB_INIT_ZEROS: v = 0; break;
-        /* A uniform U(-a, a) has variance a^2/3, so a = sqrt(3 var). */
-        case NB_INIT_GLOROT_UNIFORM: v = sqrt(3 * glorot) * (2 * nb_rng_uniform(rng) - 1); break;
-        case NB_INIT_GLOROT_NORMAL: v = sqrt(glorot) * nb_rng_normal(rng); break;
-        case NB_INIT_HE_UNIFORM: v = sqrt(3 * he) * (2 * nb_rng_uniform(rng) - 1); break;
-        case NB_INIT_HE_NORMAL: v = sqrt(he) * nb_rng_normal(rng); break;
-        default:
-            nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_init_tensor: unknown initialiser %d", (int)init);
-            return NB_ERR_ARG;
-        }
-        nb_set(t, i, v);
-    }
-    return NB_OK;
-}
-
-nb_tensor *nb_params_create(nb_params *ps, const char *name, nb_dtype dt, int ndim,
-                            const size_t *shape, nb_init init, size_t fan_in, size_t fan_out,
-                            nb_rng *rng) {
-    nb_tensor *t = nb_tensor_alloc(NULL, dt, ndim, shape, "nb_params_create", NULL, 0);
-    if (t->status != NB_OK) return t;
-    nb_status st = nb_init_tensor(t, init, fan_in, fan_out, rng);
-    if (st != NB_OK) {
-        nb_tensor_free(t);
-        return nb_nil(st);
-    }
-    return nb_params_add(ps, name, t);
-}
-
 /* Does path end with suffix? */
 static bool ends_with(const char *path, const char *suffix) {
     size_t n = strlen(path), k = strlen(suffix);
