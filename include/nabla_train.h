@@ -1,7 +1,8 @@
 /*
- * nabla's training toolkit: named parameters and their files, initialisers,
- * optimizers and learning-rate schedules, data loading (CSV, IDX/MNIST),
- * mini-batches and metrics, and feedback while training.
+ * nabla's training toolkit: named parameters and their files, initialisers
+ * (torch.nn.init's), optimizers with parameter groups, learning-rate
+ * schedules with warm-up, checkpoints that resume exactly, data loading
+ * (CSV, IDX/MNIST), mini-batches and metrics, and feedback while training.
  *
  * Errors follow the core library: nothing aborts; calls return an nb_status
  * (or an errored tensor) and nb_last_error() says what happened, naming the
@@ -189,6 +190,9 @@ nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const 
  * of the last step (the next, before any). */
 nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr);
 double nb_optimizer_lr(const nb_optimizer *opt);
+/* The steps taken (restored by nb_checkpoint_load): where a resumed loop
+ * starts; -1 for NULL. */
+long nb_optimizer_steps(const nb_optimizer *opt);
 const char *nb_optimizer_name(nb_optimizer_kind kind);
 /* Parses "sgd", "momentum", "adam", "adamw", "rmsprop"; false if unknown. */
 bool nb_optimizer_parse(const char *name, nb_optimizer_kind *kind);

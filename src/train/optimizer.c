@@ -141,6 +141,8 @@ nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
 
 double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->groups[0].o.lr : NAN; }
 
+long nb_optimizer_steps(const nb_optimizer *opt) { return opt ? opt->t : -1; }
+
 nb_status nb_optimizer_set_schedule(nb_optimizer *opt, const nb_schedule *s) {
     if (!opt) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_optimizer_set_schedule: the optimizer is NULL");
