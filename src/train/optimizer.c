@@ -52,6 +52,8 @@ void nb_optimizer_free(nb_optimizer *opt) {
     }
     nb_free(opt->state1);
     nb_free(opt->state2);
+    nb_free(opt->data1);
+    nb_free(opt->data2);
     nb_free(opt->started);
     nb_free(opt->tensors);
     nb_free(opt->groups);
@@ -100,8 +102,11 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
     opt->started = nb_malloc((n ? n : 1) * sizeof(bool));
     opt->tensors = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
     opt->group_of = nb_malloc((n ? n : 1) * sizeof(size_t));
+    opt->data1 = nb_malloc((n ? n : 1) * sizeof(void *));
+    opt->data2 = nb_malloc((n ? n : 1) * sizeof(void *));
     opt->groups = nb_malloc(sizeof *opt->groups);
-    if (!opt->state1 || !opt->state2 || !opt->started || !opt->tensors || !opt->group_of || !opt->groups)
+    if (!opt->state1 || !opt->state2 || !opt->started || !opt->tensors || !opt->group_of || !opt->groups ||
+        !opt->data1 || !opt->data2)
         goto out_of_memory;
     opt->groups[0] = (nb_opt_group){*o, o->lr};
     opt->n_groups = 1;
@@ -116,6 +121,8 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
          * checkpoint saves and loads them as it does the parameters */
         if (one && !(opt->state1[i] = state_tensor(p))) goto out_of_memory;
         if (two && !(opt->state2[i] = state_tensor(p))) goto out_of_memory;
+        opt->data1[i] = one ? opt->state1[i]->data : NULL;
+        opt->data2[i] = two ? opt->state2[i]->data : NULL;
     }
     return opt;
 out_of_memory:
@@ -291,8 +298,7 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
         /* Adam's bias corrections 1 - b^t, with the group's betas. */
         double bias1 = 1 - pow(o->beta1, (double)opt->t), bias2 = 1 - pow(o->beta2, (double)opt->t);
         /* nb_grad_data makes a lazily zeroed gradient real: once, here. */
-        update_job u = {o, nb_tensor_data(p), opt->state1[i] ? opt->state1[i]->data : NULL,
-                        opt->state2[i] ? opt->state2[i]->data : NULL, nb_grad_data(p),
+        update_job u = {o, nb_tensor_data(p), opt->data1[i], opt->data2[i], nb_grad_data(p),
                         nb_tensor_dtype(p), !opt->started[i], bias1, bias2};
         opt->started[i] = true;
         nb_parallel(nb_tensor_size(p), NB_PARALLEL_GRAIN, update_range, &u);

@@ -28,6 +28,7 @@ struct nb_optimizer {
      * kind keeps none): momentum's velocity, Adam's first moment or
      * RMSprop's mean square (state1); Adam's second moment (state2). */
     nb_tensor **state1, **state2;
+    void **data1, **data2;     /* their values (NULL where none), as the updates read them */
     long t;                    /* steps taken */
     nb_tensor **tensors;       /* the parameters, for nb_backward_sgd_ */
     bool *started;             /* momentum: whether v was initialised */
