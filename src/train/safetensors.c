@@ -96,9 +96,13 @@ nb_status nb_params_save_safetensors(const nb_params *ps, const char *path) {
 /* The i-th tensor written: the parameters, then the extras. */
 static const nb_tensor *saved_tensor(const nb_params *ps, const nb_file_extras *x, size_t i, const char **name) {
     size_t n = nb_params_count(ps);
-    const nb_tensor *t = i < n ? nb_params_at(ps, i) : x->extra[i - n].t;
-    *name = i < n ? nb_tensor_name(t) : x->extra[i - n].name;
-    return t;
+    if (i < n || !x) {
+        const nb_tensor *t = nb_params_at(ps, i);
+        *name = nb_tensor_name(t);
+        return t;
+    }
+    *name = x->extra[i - n].name;
+    return x->extra[i - n].t;
 }
 
 nb_status nb_safetensors_save(const char *who, const nb_params *ps, const nb_file_extras *x, const char *path) {
