@@ -82,6 +82,45 @@ done:
     return st;
 }
 
+/* A checkpoint of a momentum optimizer with two parameter groups (buffers,
+ * metadata) and a generator, in both formats, saved and loaded into a
+ * second model. */
+static nb_status checkpoint(void) {
+    nb_status st = NB_ERR_NOMEM;
+    nb_params *ps[2] = {nb_params_new(), nb_params_new()};
+    nb_optimizer *opt[2] = {NULL, NULL};
+    nb_tape *tp = nb_tape_new();
+    nb_rng rng;
+    nb_rng_seed(&rng, 3);
+    if (!ps[0] || !ps[1] || !tp) goto done;
+    for (int i = 0; i < 2; i++) {
+        if (nb_tensor_status(nb_params_add(ps[i], "W", nb_ones(NULL, NB_F32, NB_SHAPE(3, 4)))) ||
+            nb_tensor_status(nb_params_add(ps[i], "b", nb_ones(NULL, NB_F64, NB_SHAPE(4)))))
+            goto done;
+        nb_optimizer_opts o;
+        nb_optimizer_defaults(&o, NB_OPT_MOMENTUM);
+        if (!(opt[i] = nb_optimizer_new(ps[i], &o)) || nb_optimizer_no_decay_group(opt[i]) != 1) goto done;
+    }
+    nb_schedule s = {NB_SCHEDULE_STEP, 0, 2, 0.5, 0, 0, 1, 0};
+    if ((st = nb_optimizer_set_schedule(opt[0], &s)) != NB_OK) goto done;
+    if ((st = nb_backward(nb_sum(tp, nb_params_get(ps[0], "W")))) != NB_OK) goto done;
+    if ((st = nb_optimizer_step(opt[0])) != NB_OK) goto done;
+    const char *names[2] = {"c.nbp", "c.safetensors"};
+    for (int f = 0; f < 2 && st == NB_OK; f++) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", dir, names[f]);
+        if ((st = nb_checkpoint_save(ps[0], opt[0], &rng, path)) == NB_OK)
+            st = nb_checkpoint_load(ps[1], opt[1], &rng, path);
+    }
+done:
+    nb_tape_free(tp);
+    for (int i = 0; i < 2; i++) {
+        nb_optimizer_free(opt[i]);
+        nb_params_free(ps[i]);
+    }
+    return st;
+}
+
 static nb_status read_csv(void) {
     char path[128];
     snprintf(path, sizeof path, "%s/t.csv", dir);
@@ -175,6 +214,7 @@ static void fail_every_allocation(nb_status (*scenario)(void), const char *name)
 
 static void test_training_step(void **state) { (void)state; fail_every_allocation(training_step, "training step"); }
 static void test_save_and_load(void **state) { (void)state; fail_every_allocation(save_and_load, "save and load"); }
+static void test_checkpoint(void **state) { (void)state; fail_every_allocation(checkpoint, "checkpoint"); }
 static void test_csv(void **state) { (void)state; fail_every_allocation(read_csv, "csv"); }
 static void test_idx(void **state) { (void)state; fail_every_allocation(read_idx, "idx"); }
 static void test_pictures(void **state) { (void)state; fail_every_allocation(pictures, "pictures"); }
@@ -214,7 +254,7 @@ int main(void) {
         cmocka_unit_test(test_training_step), cmocka_unit_test(test_save_and_load),
         cmocka_unit_test(test_csv),           cmocka_unit_test(test_idx),
         cmocka_unit_test(test_pictures),      cmocka_unit_test(test_gradcheck_misuse),
-        cmocka_unit_test(test_gradcheck),
+        cmocka_unit_test(test_gradcheck),     cmocka_unit_test(test_checkpoint),
     };
     return cmocka_run_group_tests_name("allocation failure", tests, setup, teardown);
 }

@@ -585,6 +585,57 @@ static nb_status params_same_tensor_twice(void) {
     nb_params_free(ps); /* frees W once */
     return st;
 }
+/* Checkpoints: the model of W and b with an optimizer of `kind`. */
+static nb_status checkpoint_into(const char *path, nb_optimizer_kind kind, bool rng) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, kind);
+    nb_optimizer *opt = nb_optimizer_new(ps, &o);
+    nb_rng r;
+    nb_rng_seed(&r, 1);
+    nb_status st = nb_checkpoint_load(ps, opt, rng ? &r : NULL, path);
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+    return st;
+}
+static const char *adam_checkpoint(const char *name, bool rng) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_ADAM);
+    nb_optimizer *opt = nb_optimizer_new(ps, &o);
+    nb_rng r;
+    nb_rng_seed(&r, 1);
+    const char *path = test_path(name);
+    nb_checkpoint_save(ps, opt, rng ? &r : NULL, path);
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+    return path;
+}
+static nb_status checkpoint_plain_file(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_params_save(ps, test_path("plain.safetensors"));
+    nb_params_free(ps);
+    return checkpoint_into(test_path("plain.safetensors"), NB_OPT_ADAM, false);
+}
+static nb_status checkpoint_other_kind(void) {
+    return checkpoint_into(adam_checkpoint("adam.nbp", false), NB_OPT_MOMENTUM, false);
+}
+static nb_status checkpoint_no_rng(void) { return checkpoint_into(adam_checkpoint("norng.nbp", false), NB_OPT_ADAM, true); }
+static nb_status checkpoint_truncated(void) {
+    const char *path = adam_checkpoint("cut.safetensors", true);
+    FILE *f = fopen(path, "r+b");
+    if (!f) return NB_OK;
+    fseek(f, 0, SEEK_END);
+    int cut = ftruncate(fileno(f), ftell(f) - 8);
+    fclose(f);
+    return cut ? NB_OK : checkpoint_into(path, NB_OPT_ADAM, true);
+}
+static nb_status checkpoint_reserved_name(void) {
+    nb_params *ps = nb_params_new();
+    nb_status st = nb_tensor_status(nb_params_add(ps, "__nabla__/exp_avg/W", nb_zeros(NULL, NB_F32, NB_SHAPE(1))));
+    nb_params_free(ps);
+    return st;
+}
 static nb_status split_lying_struct(void) {
     nb_dataset d = {.X = nb_ones(NULL, NB_F32, NB_SHAPE(10, 2)), .y = nb_ones(NULL, NB_F64, NB_SHAPE(10, 1)),
                     .rows = 10, .features = 2};
@@ -739,6 +790,15 @@ static const bad_input catalogue[] = {
     {"CSV: the target column twice", csv_target_twice, NB_ERR_VALUE, {"twice.csv:1", "'y'", "twice", "columns 2 and 3"}},
     {"CSV: a NUL byte in a row", csv_nul_byte, NB_ERR_VALUE, {"nul.csv:2", "column 2", "NUL byte"}},
     {"frames into the directory \"\"", frames_empty_dir, NB_ERR_ARG, {"nb_backward_frames", "empty"}},
+    {"checkpoint: a parameter file has no optimizer state", checkpoint_plain_file, NB_ERR_VALUE,
+     {"nb_checkpoint_load", "plain.safetensors", "holds no optimizer state", "nb_params_save"}},
+    {"checkpoint: another optimizer's state", checkpoint_other_kind, NB_ERR_VALUE,
+     {"adam.nbp", "a 'adam' optimizer", "this optimizer is 'momentum'"}},
+    {"checkpoint: no generator saved", checkpoint_no_rng, NB_ERR_VALUE, {"norng.nbp", "'nabla.rng' is missing"}},
+    {"checkpoint: a truncated file", checkpoint_truncated, NB_ERR_VALUE,
+     {"cut.safetensors", "'__nabla__/exp_avg_sq/b'", "outside the", "truncated"}},
+    {"checkpoint: a parameter under the reserved prefix", checkpoint_reserved_name, NB_ERR_ARG,
+     {"nb_params_add", "'__nabla__/exp_avg/W'", "starts with '__nabla__/'"}},
     /* the toolkit's trust in its caller */
     {"params: one tensor added twice", params_same_tensor_twice, NB_ERR_ARG, {"'W_tied'", "already", "as 'W'"}},
     {"split: a dataset whose struct does not describe its tensors", split_lying_struct, NB_ERR_SHAPE,

@@ -398,13 +398,13 @@ static void test_clipping_and_schedules(void **state) {
     nb_tape_free(tp);
     nb_params_free(ps);
 
-    nb_schedule step = {NB_SCHEDULE_STEP, 0.1, 10, 0.5, 0, 0};
+    nb_schedule step = {NB_SCHEDULE_STEP, 0.1, 10, 0.5, 0, 0, 0, 0};
     assert_close(nb_schedule_lr(&step, 0), 0.1, 0);
     assert_close(nb_schedule_lr(&step, 9), 0.1, 0);
     assert_close(nb_schedule_lr(&step, 10), 0.05, 1e-15);
     assert_close(nb_schedule_lr(&step, 25), 0.025, 1e-15);
     /* cosine from 1 to 0.1 over 100 steps: halfway (1 + 0.1)/2 = 0.55 */
-    nb_schedule cosine = {NB_SCHEDULE_COSINE, 1, 0, 0, 100, 0.1};
+    nb_schedule cosine = {NB_SCHEDULE_COSINE, 1, 0, 0, 100, 0.1, 0, 0};
     assert_close(nb_schedule_lr(&cosine, 0), 1, 1e-15);
     assert_close(nb_schedule_lr(&cosine, 50), 0.55, 1e-15);
     assert_close(nb_schedule_lr(&cosine, 100), 0.1, 1e-15);

@@ -12,19 +12,10 @@
  */
 #include "../internal.h"
 #include "nabla_train.h"
+#include "toolkit.h"
 
 #include <tgmath.h>
 #include <string.h>
-
-struct nb_optimizer {
-    nb_optimizer_opts o;
-    nb_params *ps;
-    size_t n;
-    void **state1, **state2;   /* per parameter, in its dtype: velocity or moments */
-    long t;                    /* steps taken */
-    nb_tensor **tensors;       /* the parameters, for nb_backward_sgd_ */
-    bool *started;             /* momentum: whether v was initialised */
-};
 
 static const char *const kind_names[] = {"sgd", "momentum", "adam", "adamw", "rmsprop"};
 #define N_KINDS (int)(sizeof kind_names / sizeof *kind_names)
@@ -56,14 +47,39 @@ void nb_optimizer_defaults(nb_optimizer_opts *opts, nb_optimizer_kind kind) {
 void nb_optimizer_free(nb_optimizer *opt) {
     if (!opt) return;
     for (size_t i = 0; i < opt->n; i++) {
-        if (opt->state1) nb_free(opt->state1[i]);
-        if (opt->state2) nb_free(opt->state2[i]);
+        if (opt->state1) nb_tensor_free(opt->state1[i]);
+        if (opt->state2) nb_tensor_free(opt->state2[i]);
     }
     nb_free(opt->state1);
     nb_free(opt->state2);
+    nb_free(opt->data1);
+    nb_free(opt->data2);
     nb_free(opt->started);
     nb_free(opt->tensors);
+    nb_free(opt->groups);
+    nb_free(opt->group_of);
     nb_free(opt);
+}
+
+nb_status nb_optimizer_opts_check(const char *who, const nb_optimizer_opts *o) {
+    if ((unsigned)o->kind >= N_KINDS || !(o->lr >= 0) || !(o->weight_decay >= 0) ||
+        !(o->momentum >= 0 && o->momentum < 1) || !(o->beta1 >= 0 && o->beta1 < 1) ||
+        !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps >= 0)) {
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
+                     "%s: invalid options (kind %d, lr %g, momentum %g, betas %g/%g, "
+                     "eps %g, weight decay %g)",
+                     who, (int)o->kind, o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay);
+        return NB_ERR_ARG;
+    }
+    return NB_OK;
+}
+
+/* Zeros like p; NULL when memory ran out. */
+static nb_tensor *state_tensor(const nb_tensor *p) {
+    nb_tensor *t = nb_zeros(NULL, p->dtype, p->ndim, p->shape);
+    if (nb_tensor_status(t) == NB_OK) return t;
+    nb_tensor_free(t);
+    return NULL;
 }
 
 nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
@@ -73,38 +89,40 @@ nb_optimizer *nb_optimizer_new(nb_params *ps, const nb_optimizer_opts *opts) {
         return NULL;
     }
     const nb_optimizer_opts *o = opts;
-    if ((unsigned)o->kind >= N_KINDS || !(o->lr >= 0) || !(o->weight_decay >= 0) ||
-        !(o->momentum >= 0 && o->momentum < 1) || !(o->beta1 >= 0 && o->beta1 < 1) ||
-        !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps >= 0)) {
-        nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
-                     "nb_optimizer_new: invalid options (kind %d, lr %g, momentum %g, betas %g/%g, "
-                     "eps %g, weight decay %g)",
-                     (int)o->kind, o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay);
-        return NULL;
-    }
+    if (nb_optimizer_opts_check("nb_optimizer_new", o) != NB_OK) return NULL;
     nb_optimizer *opt = nb_malloc(sizeof *opt);
     if (!opt) goto out_of_memory;
     memset(opt, 0, sizeof *opt);
-    opt->o = *o;
+    opt->kind = o->kind;
     opt->ps = ps;
     size_t n = nb_params_count(ps);
     bool two = o->kind == NB_OPT_ADAM || o->kind == NB_OPT_ADAMW, one = o->kind != NB_OPT_SGD;
-    opt->state1 = nb_malloc((n ? n : 1) * sizeof(void *));
-    opt->state2 = nb_malloc((n ? n : 1) * sizeof(void *));
+    opt->state1 = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
+    opt->state2 = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
     opt->started = nb_malloc((n ? n : 1) * sizeof(bool));
     opt->tensors = nb_malloc((n ? n : 1) * sizeof(nb_tensor *));
-    if (!opt->state1 || !opt->state2 || !opt->started || !opt->tensors) goto out_of_memory;
+    opt->group_of = nb_malloc((n ? n : 1) * sizeof(size_t));
+    opt->data1 = nb_malloc((n ? n : 1) * sizeof(void *));
+    opt->data2 = nb_malloc((n ? n : 1) * sizeof(void *));
+    opt->groups = nb_malloc(sizeof *opt->groups);
+    if (!opt->state1 || !opt->state2 || !opt->started || !opt->tensors || !opt->group_of || !opt->groups ||
+        !opt->data1 || !opt->data2)
+        goto out_of_memory;
+    opt->groups[0] = (nb_opt_group){*o, o->lr};
+    opt->n_groups = 1;
     for (size_t i = 0; i < n; i++) {
         opt->tensors[i] = nb_params_at(ps, i);
+        opt->group_of[i] = 0;
         opt->state1[i] = opt->state2[i] = NULL;
         opt->started[i] = false;
         opt->n = i + 1;
         nb_tensor *p = nb_params_at(ps, i);
-        size_t bytes = nb_tensor_size(p) * (nb_tensor_dtype(p) == NB_F32 ? sizeof(float) : sizeof(double));
-        if (one && !(opt->state1[i] = nb_malloc(bytes))) goto out_of_memory;
-        if (two && !(opt->state2[i] = nb_malloc(bytes))) goto out_of_memory;
-        if (one) memset(opt->state1[i], 0, bytes);
-        if (two) memset(opt->state2[i], 0, bytes);
+        /* heap tensors of the parameter's dtype and shape, so that a
+         * checkpoint saves and loads them as it does the parameters */
+        if (one && !(opt->state1[i] = state_tensor(p))) goto out_of_memory;
+        if (two && !(opt->state2[i] = state_tensor(p))) goto out_of_memory;
+        opt->data1[i] = one ? opt->state1[i]->data : NULL;
+        opt->data2[i] = two ? opt->state2[i]->data : NULL;
     }
     return opt;
 out_of_memory:
@@ -121,14 +139,39 @@ nb_status nb_optimizer_set_lr(nb_optimizer *opt, double lr) {
     if (!(lr >= 0)) { /* as nb_optimizer_new (and torch.optim) */
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
                      "nb_optimizer_set_lr: the learning rate must be a number >= 0, not %g (it stays %g)", lr,
-                     opt->o.lr);
+                     opt->groups[0].o.lr);
         return NB_ERR_ARG;
     }
-    opt->o.lr = lr;
+    for (size_t g = 0; g < opt->n_groups; g++) opt->groups[g].o.lr = opt->groups[g].base_lr = lr;
     return NB_OK;
 }
 
-double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->o.lr : NAN; }
+double nb_optimizer_lr(const nb_optimizer *opt) { return opt ? opt->groups[0].o.lr : NAN; }
+
+long nb_optimizer_steps(const nb_optimizer *opt) { return opt ? opt->t : -1; }
+
+nb_status nb_optimizer_set_schedule(nb_optimizer *opt, const nb_schedule *s) {
+    if (!opt) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_optimizer_set_schedule: the optimizer is NULL");
+        return NB_ERR_NULL;
+    }
+    if (!s) {
+        opt->scheduled = false;
+        return NB_OK;
+    }
+    nb_status st = nb_schedule_check(s);
+    if (st != NB_OK) return st;
+    opt->schedule = *s;
+    opt->scheduled = true;
+    return NB_OK;
+}
+
+/* The rate of the step about to be taken, the step number being the
+ * optimizer's count of steps so far (restored by a checkpoint). */
+static void apply_schedule(nb_optimizer *opt) {
+    for (size_t g = 0; opt->scheduled && g < opt->n_groups; g++)
+        opt->groups[g].o.lr = nb_schedule_lr_from(&opt->schedule, opt->groups[g].base_lr, opt->t);
+}
 
 /* One parameter's update over elements begin..end: values w and gradient g,
  * state s1/s2, all of the parameter's dtype.  Large parameters are split
@@ -246,15 +289,16 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
                      opt->n, nb_params_count(opt->ps));
         return NB_ERR_STATE;
     }
-    const nb_optimizer_opts *o = &opt->o;
+    apply_schedule(opt);
     opt->t++;
-    /* Adam's bias corrections 1 - b^t. */
-    double bias1 = 1 - pow(o->beta1, (double)opt->t), bias2 = 1 - pow(o->beta2, (double)opt->t);
     for (size_t i = 0; i < opt->n; i++) {
         nb_tensor *p = nb_params_at(opt->ps, i);
         if (!nb_has_grad(p)) continue; /* no gradient reached it */
+        const nb_optimizer_opts *o = &opt->groups[opt->group_of[i]].o;
+        /* Adam's bias corrections 1 - b^t, with the group's betas. */
+        double bias1 = 1 - pow(o->beta1, (double)opt->t), bias2 = 1 - pow(o->beta2, (double)opt->t);
         /* nb_grad_data makes a lazily zeroed gradient real: once, here. */
-        update_job u = {o, nb_tensor_data(p), opt->state1[i], opt->state2[i], nb_grad_data(p),
+        update_job u = {o, nb_tensor_data(p), opt->data1[i], opt->data2[i], nb_grad_data(p),
                         nb_tensor_dtype(p), !opt->started[i], bias1, bias2};
         opt->started[i] = true;
         nb_parallel(nb_tensor_size(p), NB_PARALLEL_GRAIN, update_range, &u);
@@ -272,8 +316,12 @@ nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const 
         return NB_ERR_NULL;
     }
     if (nb_params_count(opt->ps) != opt->n) return nb_optimizer_step(opt); /* reports the change */
-    bool fusable = opt->o.kind == NB_OPT_SGD && opt->o.weight_decay == 0;
-    nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->o.lr, file, line)
+    apply_schedule(opt); /* the fused update reads the rate first */
+    /* one rate for all: every group at the same rate, none decaying */
+    bool fusable = opt->kind == NB_OPT_SGD;
+    for (size_t g = 0; g < opt->n_groups; g++)
+        fusable = fusable && opt->groups[g].o.weight_decay == 0 && opt->groups[g].o.lr == opt->groups[0].o.lr;
+    nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->groups[0].o.lr, file, line)
                            : nb_backward_(loss, NULL, file, line);
     return st != NB_OK ? st : nb_optimizer_step(opt);
 }
@@ -295,46 +343,36 @@ static double sum_of_squares(const nb_tensor *p) {
  * max_norm the factor is norm / (norm + 1e-6), just under 1).  A max_norm
  * that is not positive is refused (torch would zero the gradients at 0 and
  * flip them below), the gradients left as they are. */
-double nb_clip_grad_norm(nb_params *ps, double max_norm) {
+double nb_clip_grad_norm(nb_params *ps, double max_norm) { return nb_clip_grad_norm_sets(&ps, 1, max_norm); }
+
+double nb_clip_grad_norm_sets(nb_params *const *sets, int n_sets, double max_norm) {
     if (!(max_norm > 0)) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
                      "nb_clip_grad_norm: max_norm %g must be positive (it bounds the gradients' global L2 norm); "
                      "the gradients are left as they were", max_norm);
         return NAN;
     }
-    double sumsq = 0;
-    size_t n = nb_params_count(ps);
-    for (size_t i = 0; i < n; i++) {
-        nb_tensor *p = nb_params_at(ps, i);
-        if (nb_has_grad(p) && nb_grad_data(p)) sumsq += sum_of_squares(p);
+    if (!sets && n_sets) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_clip_grad_norm_sets: sets is NULL");
+        return NAN;
     }
+    double sumsq = 0;
+    for (int s = 0; s < n_sets; s++) /* in a fixed order: the same sum on any thread count */
+        for (size_t i = 0; i < nb_params_count(sets[s]); i++) {
+            nb_tensor *p = nb_params_at(sets[s], i);
+            if (nb_has_grad(p) && nb_grad_data(p)) sumsq += sum_of_squares(p);
+        }
     double norm = sqrt(sumsq), scale = max_norm / (norm + 1e-6);
     if (!(scale < 1)) return norm; /* within the bound: a factor of 1 changes nothing (a NaN norm: NaN) */
-    for (size_t i = 0; i < n; i++) {
-        nb_tensor *p = nb_params_at(ps, i);
-        void *g = nb_has_grad(p) ? nb_grad_data(p) : NULL;
-        if (!g) continue;
-        NB_DISPATCH(p->dtype, {
-            T *gs = g, k = (T)scale;
-            for (size_t j = 0; j < p->size; j++) gs[j] *= k;
-        });
-    }
+    for (int s = 0; s < n_sets; s++)
+        for (size_t i = 0; i < nb_params_count(sets[s]); i++) {
+            nb_tensor *p = nb_params_at(sets[s], i);
+            void *g = nb_has_grad(p) ? nb_grad_data(p) : NULL;
+            if (!g) continue;
+            NB_DISPATCH(p->dtype, {
+                T *gs = g, k = (T)scale;
+                for (size_t j = 0; j < p->size; j++) gs[j] *= k;
+            });
+        }
     return norm;
-}
-
-double nb_schedule_lr(const nb_schedule *s, long t) {
-    if (!s) return NAN;
-    if (t < 0) t = 0;
-    switch (s->kind) {
-    case NB_SCHEDULE_STEP:
-        return s->step_size > 0 ? s->base_lr * pow(s->gamma, floor((double)t / (double)s->step_size))
-                                : s->base_lr;
-    case NB_SCHEDULE_COSINE: {
-        if (s->total <= 0) return s->base_lr;
-        double progress = (double)(t < s->total ? t : s->total) / (double)s->total;
-        return s->min_lr + (s->base_lr - s->min_lr) * (1 + cos(3.14159265358979323846 * progress)) / 2;
-    }
-    default:
-        return s->base_lr;
-    }
 }

@@ -5,6 +5,8 @@
  */
 #include "param_files.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void nb_bytes_put(nb_bytes *w, const void *p, size_t n) {
@@ -49,4 +51,86 @@ uint64_t nb_get_uint_le(const unsigned char *b, int bytes) {
     uint64_t v = 0;
     for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | b[i];
     return v;
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+bool nb_is_reserved_name(const char *name, size_t len) {
+    size_t k = sizeof NB_RESERVED_PREFIX - 1;
+    return len >= k && !memcmp(name, NB_RESERVED_PREFIX, k);
+}
+
+void nb_meta_put(nb_meta *m, const char *key, size_t key_len, const char *value, size_t len) {
+    if (m->failed) return;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 16;
+        nb_meta_entry *grown = nb_realloc(m->e, cap * sizeof *grown);
+        if (!grown) {
+            m->failed = true;
+            return;
+        }
+        m->e = grown;
+        m->cap = cap;
+    }
+    char *k = nb_malloc(key_len + 1), *v = nb_malloc(len + 1);
+    if (!k || !v) {
+        nb_free(k);
+        nb_free(v);
+        m->failed = true;
+        return;
+    }
+    memcpy(k, key, key_len);
+    k[key_len] = '\0';
+    memcpy(v, value, len);
+    v[len] = '\0';
+    m->e[m->n++] = (nb_meta_entry){k, v};
+}
+
+const char *nb_meta_get(const nb_meta *m, const char *key) {
+    for (size_t i = 0; m && i < m->n; i++)
+        if (!strcmp(m->e[i].key, key)) return m->e[i].value;
+    return NULL;
+}
+
+void nb_meta_free(nb_meta *m) {
+    for (size_t i = 0; i < m->n; i++) {
+        nb_free(m->e[i].key);
+        nb_free(m->e[i].value);
+    }
+    nb_free(m->e);
+    memset(m, 0, sizeof *m);
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const nb_named *)a)->name, ((const nb_named *)b)->name);
+}
+
+void nb_named_sort(nb_named *x, size_t n) {
+    if (n) qsort(x, n, sizeof *x, by_name);
+}
+
+nb_tensor *nb_file_target(nb_params *ps, const nb_file_extras *x, const char *name, bool *skip) {
+    *skip = false;
+    if (!nb_is_reserved_name(name, strlen(name))) return nb_params_get(ps, name);
+    if (!x || x->skip_reserved) {
+        *skip = x != NULL;
+        return NULL;
+    }
+    nb_named key = {.t = NULL};
+    snprintf(key.name, sizeof key.name, "%s", name);
+    const nb_named *found = x->n_extra ? bsearch(&key, x->extra, x->n_extra, sizeof key, by_name) : NULL;
+    return found ? found->t : NULL;
+}
+
+nb_status nb_load_any(nb_params *ps, const nb_file_extras *x, const char *who, const char *path) {
+    size_t len = 0;
+    nb_status st;
+    unsigned char *buf = nb_read_whole_file(who, path, &len, &st);
+    if (!buf) return st;
+    /* Not nabla's magic, but a length and a '{': PyTorch users' format. */
+    bool safetensors = len >= 9 && memcmp(buf, "NBPARAMS", 8) != 0 && buf[8] == '{';
+    st = safetensors ? nb_safetensors_load_buffer(ps, x, who, path, buf, len)
+                     : nb_nbp_load_buffer(ps, x, who, path, buf, len);
+    nb_free(buf);
+    return st;
 }

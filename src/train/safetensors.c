@@ -19,6 +19,9 @@
  * are read and converted to the parameter's dtype, as load_state_dict
  * converts; other dtypes are refused by name.  Saving writes F32 or F64 as
  * the parameters are, padded so that the data starts at a multiple of 8.
+ * A checkpoint (src/train/checkpoint.c) adds its optimizer's state as more
+ * tensors, named under NB_RESERVED_PREFIX, and its scalars as metadata
+ * strings.
  */
 #include "nabla_train.h"
 #include "param_files.h"
@@ -38,12 +41,12 @@ static const size_t dtype_bytes[] = {2, 2, 4, 8};
 
 /* One tensor of the header. */
 typedef struct {
-    char name[NB_NAME_MAX];
+    char name[NB_FILE_NAME_MAX];
     st_dtype dtype;
     int ndim;
     size_t shape[NB_MAX_DIMS];
     uint64_t begin, end;       /* offsets in the data */
-    nb_tensor *param;          /* the parameter it loads into */
+    nb_tensor *param;          /* the parameter (or state) it loads into; NULL: passed over */
 } st_tensor;
 
 /* ---------------------------------------------------------------- writing */
@@ -87,13 +90,36 @@ nb_status nb_params_save_safetensors(const nb_params *ps, const char *path) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "%s: %s is NULL", who, ps ? "the path" : "the parameter set");
         return NB_ERR_NULL;
     }
+    return nb_safetensors_save(who, ps, NULL, path);
+}
+
+/* The i-th tensor written: the parameters, then the extras. */
+static const nb_tensor *saved_tensor(const nb_params *ps, const nb_file_extras *x, size_t i, const char **name) {
     size_t n = nb_params_count(ps);
+    if (i < n || !x) {
+        const nb_tensor *t = nb_params_at(ps, i);
+        *name = nb_tensor_name(t);
+        return t;
+    }
+    *name = x->extra[i - n].name;
+    return x->extra[i - n].t;
+}
+
+nb_status nb_safetensors_save(const char *who, const nb_params *ps, const nb_file_extras *x, const char *path) {
+    size_t n = nb_params_count(ps) + (x ? x->n_extra : 0);
     nb_bytes header = {0}, file = {0};
-    put_text(&header, "{\"__metadata__\":{\"format\":\"pt\"}");
+    put_text(&header, "{\"__metadata__\":{\"format\":\"pt\"");
+    for (size_t i = 0; x && x->meta && i < x->meta->n; i++) {
+        put_text(&header, ",");
+        put_json_string(&header, x->meta->e[i].key);
+        put_text(&header, ":");
+        put_json_string(&header, x->meta->e[i].value);
+    }
+    put_text(&header, "}");
     uint64_t offset = 0;
     for (size_t i = 0; i < n; i++) {
-        const nb_tensor *t = nb_params_at(ps, i);
-        const char *name = nb_tensor_name(t);
+        const char *name;
+        const nb_tensor *t = saved_tensor(ps, x, i, &name);
         size_t bad;
         if (!valid_utf8((const unsigned char *)name, strlen(name), &bad)) {
             nb_set_error(NULL, NB_ERR_ARG, NULL, 0,
@@ -122,7 +148,10 @@ nb_status nb_params_save_safetensors(const nb_params *ps, const char *path) {
     while (!header.failed && header.len % 8) put_text(&header, " "); /* the data starts 8-aligned */
     nb_bytes_put_uint(&file, header.len, 8);
     if (!header.failed) nb_bytes_put(&file, header.buf, header.len);
-    for (size_t i = 0; i < n; i++) nb_bytes_put_values(&file, nb_params_at(ps, i));
+    for (size_t i = 0; i < n; i++) {
+        const char *name;
+        nb_bytes_put_values(&file, saved_tensor(ps, x, i, &name));
+    }
     nb_status st;
     if (header.failed || file.failed) {
         st = NB_ERR_NOMEM;
@@ -283,14 +312,37 @@ static bool read_uint(json *j, uint64_t *v) {
     return true;
 }
 
-/* "__metadata__": an object of strings, read and set aside. */
-static bool read_metadata(json *j) {
+/* A string of any length, into memory of its own (nb_free it). */
+static char *read_whole_string(json *j, size_t *len) {
+    skip_space(j);
+    const unsigned char *at = j->p;
+    if (!read_string(j, NULL, 0, len)) return NULL;
+    char *s = nb_malloc(*len + 1);
+    if (!s) {
+        nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "%s: out of memory reading %s", j->who, j->path);
+        return NULL;
+    }
+    j->p = at;
+    read_string(j, s, *len + 1, len);
+    return s;
+}
+
+/* "__metadata__": an object of strings, kept in meta. */
+static bool read_metadata(json *j, nb_meta *meta) {
     if (!expect(j, '{', "'{' (the metadata is an object of strings)")) return false;
     if (accept(j, '}')) return true;
     do {
-        size_t len;
-        if (!read_string(j, NULL, 0, &len) || !expect(j, ':', "':'") || !read_string(j, NULL, 0, &len))
+        size_t key_len, len;
+        char *key = read_whole_string(j, &key_len), *value = NULL;
+        bool ok = key && expect(j, ':', "':'") && (value = read_whole_string(j, &len));
+        if (ok) nb_meta_put(meta, key, key_len, value, len);
+        nb_free(key);
+        nb_free(value);
+        if (!ok) return false;
+        if (meta->failed) {
+            nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "%s: out of memory reading %s", j->who, j->path);
             return false;
+        }
     } while (accept(j, ','));
     return expect(j, '}', "',' or '}'");
 }
@@ -366,7 +418,7 @@ static bool read_tensor(json *j, st_tensor *t) {
 }
 
 /* The header's tensors, in the file's order, into a growing array. */
-static nb_status read_header(json *j, st_tensor **out, size_t *count) {
+static nb_status read_header(json *j, nb_meta *meta, st_tensor **out, size_t *count) {
     size_t cap = 0;
     *out = NULL;
     *count = 0;
@@ -374,7 +426,7 @@ static nb_status read_header(json *j, st_tensor **out, size_t *count) {
     bool seen_metadata = false;
     if (!accept(j, '}')) {
         do {
-            char name[NB_NAME_MAX];
+            char name[NB_FILE_NAME_MAX];
             size_t len;
             skip_space(j);
             const unsigned char *at = j->p;
@@ -386,14 +438,14 @@ static nb_status read_header(json *j, st_tensor **out, size_t *count) {
                     return NB_ERR_VALUE;
                 }
                 seen_metadata = true;
-                if (!read_metadata(j)) return NB_ERR_VALUE;
+                if (!read_metadata(j, meta)) return nb_last_status();
                 continue;
             }
-            if (len >= NB_NAME_MAX || len == 0) {
+            if (len >= (nb_is_reserved_name(name, len) ? NB_FILE_NAME_MAX : NB_NAME_MAX) || len == 0) {
                 nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
                              "%s: %s: the tensor named at byte %zu ('%s%s') has a name of %zu bytes; nabla's names "
                              "have 1 to %d",
-                             j->who, j->path, (size_t)(at - j->start), name, len >= NB_NAME_MAX ? "..." : "", len,
+                             j->who, j->path, (size_t)(at - j->start), name, len >= NB_FILE_NAME_MAX ? "..." : "", len,
                              NB_NAME_MAX - 1);
                 return NB_ERR_VALUE;
             }
@@ -475,8 +527,9 @@ static int by_begin(const void *a, const void *b) {
 }
 
 /* Every check of the tensors against the data and the parameter set. */
-static nb_status check_tensors(const char *who, const char *path, nb_params *ps, st_tensor *ts, size_t n,
-                               uint64_t data_len) {
+static nb_status check_tensors(const char *who, const char *path, nb_params *ps, const nb_file_extras *x,
+                               st_tensor *ts, size_t n, uint64_t data_len) {
+    size_t matched = 0;
     char sf[128], sm[128];
     for (size_t i = 0; i < n; i++) {
         st_tensor *t = &ts[i];
@@ -502,34 +555,41 @@ static nb_status check_tensors(const char *who, const char *path, nb_params *ps,
                          (unsigned long long)(t->end - t->begin));
             return NB_ERR_VALUE;
         }
-        t->param = nb_params_get(ps, t->name);
+        bool skip, reserved = nb_is_reserved_name(t->name, strlen(t->name));
+        t->param = nb_file_target(ps, x, t->name, &skip);
+        if (!t->param && skip) continue; /* a checkpoint's state, passed over (it still tiles the data) */
         if (!t->param) {
-            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s has a tensor '%s' that the model does not", who, path,
-                         t->name);
+            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s has a tensor '%s' that the %s does not", who, path,
+                         t->name, reserved ? "optimizer" : "model");
             return NB_ERR_VALUE;
         }
+        matched++;
         const nb_tensor *p = t->param;
         bool same = p->ndim == t->ndim;
         for (int d = 0; same && d < t->ndim; d++) same = p->shape[d] == t->shape[d];
-        if (!same) {
-            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s: '%s' is %s in the file but %s in the model", who, path,
-                         t->name, nb_format_shape(t->ndim, t->shape, sf, sizeof sf),
-                         nb_format_shape(p->ndim, p->shape, sm, sizeof sm));
+        if (!same || (reserved && t->dtype != (p->dtype == NB_F32 ? ST_F32 : ST_F64))) {
+            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s: '%s' is %s%s%s in the file but %s%s%s in the %s", who,
+                         path, t->name, reserved ? dtype_names[t->dtype] : "", reserved ? " " : "",
+                         nb_format_shape(t->ndim, t->shape, sf, sizeof sf), reserved ? dtype_names[p->dtype == NB_F32 ? ST_F32 : ST_F64] : "",
+                         reserved ? " " : "", nb_format_shape(p->ndim, p->shape, sm, sizeof sm),
+                         reserved ? "optimizer" : "model");
             return NB_ERR_VALUE;
         }
     }
-    size_t count = nb_params_count(ps);
-    if (n < count) { /* every name in the file is a parameter, once: some parameter is missing */
-        for (size_t k = 0; k < count; k++) {
-            const nb_tensor *p = nb_params_at(ps, k);
+    size_t count = nb_params_count(ps), n_extra = x && !x->skip_reserved ? x->n_extra : 0;
+    if (matched < count + n_extra) { /* every name in the file is a target, once: some target is missing */
+        for (size_t k = 0; k < count + n_extra; k++) {
+            const nb_tensor *p = k < count ? nb_params_at(ps, k) : x->extra[k - count].t;
             bool found = false;
             for (size_t i = 0; i < n && !found; i++) found = ts[i].param == p;
-            if (!found) {
+            if (!found && k < count)
                 nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
                              "%s: %s holds %zu tensor%s and has no '%s', a parameter of the model (%zu parameters)",
                              who, path, n, n == 1 ? "" : "s", nb_tensor_name(p), count);
-                return NB_ERR_VALUE;
-            }
+            else if (!found)
+                nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s has no '%s', a part of the optimizer's state", who,
+                             path, x->extra[k - count].name);
+            if (!found) return NB_ERR_VALUE;
         }
     }
     /* The tensors must tile the data: sorted by offset, each begins where
@@ -562,8 +622,8 @@ static nb_status check_tensors(const char *who, const char *path, nb_params *ps,
     return st;
 }
 
-nb_status nb_safetensors_load_buffer(nb_params *ps, const char *who, const char *path, const unsigned char *buf,
-                                     size_t len) {
+nb_status nb_safetensors_load_buffer(nb_params *ps, const nb_file_extras *x, const char *who, const char *path,
+                                     const unsigned char *buf, size_t len) {
     if (len < 8) {
         nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s is truncated: %zu bytes, less than the 8 of the header's length",
                      who, path, len);
@@ -586,12 +646,15 @@ nb_status nb_safetensors_load_buffer(nb_params *ps, const char *who, const char 
     json j = {header, header, header + header_len, who, path};
     st_tensor *ts;
     size_t n;
-    nb_status st = read_header(&j, &ts, &n);
+    nb_meta meta = {0};
+    nb_status st = read_header(&j, &meta, &ts, &n);
     const unsigned char *data = header + header_len;
-    if (st == NB_OK) st = check_tensors(who, path, ps, ts, n, (uint64_t)(buf + len - data));
+    if (st == NB_OK && x && x->check) st = x->check(x->user, &meta);
+    if (st == NB_OK) st = check_tensors(who, path, ps, x, ts, n, (uint64_t)(buf + len - data));
     /* Only now, with every check passed, change the model. */
     for (size_t i = 0; st == NB_OK && i < n; i++) {
         nb_tensor *p = ts[i].param;
+        if (!p) continue;
         nb_mark_written(p);
         for (size_t k = 0; k < p->size; k++) {
             double v = file_value(data + ts[i].begin, ts[i].dtype, k);
@@ -601,6 +664,8 @@ nb_status nb_safetensors_load_buffer(nb_params *ps, const char *who, const char 
                 NB_D(p)[k] = v;
         }
     }
+    if (st == NB_OK && x && x->commit) x->commit(x->user, &meta);
+    nb_meta_free(&meta);
     nb_free(ts);
     return st;
 }
@@ -615,7 +680,8 @@ nb_status nb_params_load_safetensors(nb_params *ps, const char *path) {
     nb_status st;
     unsigned char *buf = nb_read_whole_file(who, path, &len, &st);
     if (!buf) return st;
-    st = nb_safetensors_load_buffer(ps, who, path, buf, len);
+    nb_file_extras params_only = {.skip_reserved = true}; /* a checkpoint's parameters alone */
+    st = nb_safetensors_load_buffer(ps, &params_only, who, path, buf, len);
     nb_free(buf);
     return st;
 }
