@@ -299,8 +299,14 @@ static void clamp_backward(nb_entry *e) {
     });
 }
 
-static nb_tensor *clamp_dydx(nb_tape *tp, const nb_entry *e) { return constant_of(tp, e, clamp_slope); }
-static void clamp_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { unary_graph(e, G, grad_in, clamp_dydx); }
+/* dL/dx = where(lo <= x <= hi, G, 0), not G ⊙ [lo≤x≤hi]: outside the
+ * bounds (and at a NaN x) no gradient passes, as in clamp_backward, even
+ * where G is inf or NaN (0 · inf would be NaN). */
+static void clamp_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    nb_tape *tp = e->out->tape;
+    nb_tensor *inside = constant_of(tp, e, clamp_slope);
+    grad_in[0] = nb_where_(tp, inside, G, scalar_like(tp, e, 0), e->file, e->line);
+}
 
 static const nb_op clamp_op = {.name = "clamp", .forward = clamp_forward, .backward = clamp_backward,
     .derivative = {"[lo≤x≤hi]"}, .elementwise = true, .backward_graph = clamp_graph};
