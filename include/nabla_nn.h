@@ -97,7 +97,8 @@ nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const c
  * matrix of weights is never kept, only each row's log-sum-exp, and
  * backward recomputes the weights block by block.  Extra memory is O(L + S)
  * per head.  With create_graph, backward is built of ordinary ops (the
- * composed attention's), so second derivatives work.
+ * composed attention's), so second derivatives work; that backward makes
+ * the (..., L, S) weights, as the composed attention does.
  *   causal:  query i sees the keys j <= i (top-left aligned, as PyTorch's
  *            is_causal: for a query of 1 row against a KV cache, leave it
  *            false);

@@ -454,6 +454,50 @@ static void test_infinite_upstream_gradient(void **state) {
             }
 }
 
+/* Out of memory, the nth allocation failing for each n in turn: an error
+ * every time; where the ops of create_graph's backward ran out, the message
+ * says it was attention's and of which q and k (it named a matmul or
+ * nb_full), and nb_attention_dropout_mask names itself. */
+static void test_out_of_memory_names_attention(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 47);
+    /* (L, S) matrices beyond the tape's first chunk of memory, so that they
+     * are allocations of their own */
+    nb_tensor *in[3] = {heap_random(&rng, NB_F64, NB_SHAPE(2, 300, 1), -1, 1), heap_random(&rng, NB_F64, NB_SHAPE(2, 290, 1), -1, 1),
+                        heap_random(&rng, NB_F64, NB_SHAPE(2, 290, 2), -1, 1)};
+    for (int i = 0; i < 3; i++) nb_requires_grad(in[i], true);
+    nb_attention_opts o = {.causal = true, .dropout_p = 0.5, .rng = &rng};
+    for (int graph = 0; graph < 2; graph++) {
+        int named = 0, failures = 0;
+        for (uint64_t n = 1;; n++) {
+            nb_tape *tp = nb_tape_new();
+            nb_tensor *y = nb_scaled_dot_product_attention(tp, in[0], in[1], in[2], &o), *g[3];
+            nb_tensor *loss = nb_sum(tp, y);
+            nb_test_fail_allocation(n);
+            nb_status st = graph ? nb_grad(loss, in, 3, g, true) : nb_tensor_status(nb_attention_dropout_mask(tp, in[0], in[1], 0.5, &rng));
+            bool failed = nb_test_allocation_failed();
+            nb_test_fail_allocation(0);
+            nb_tape_free(tp);
+            if (!failed) {
+                assert_int_equal(st, NB_OK);
+                break;
+            }
+            failures++;
+            assert_int_equal(st, NB_ERR_NOMEM);
+            const char *msg = nb_last_error();
+            if (graph && strstr(msg, "attention: out of memory for create_graph's backward")) {
+                assert_message_has(msg, "q (2, 300, 1)", "k (2, 290, 1)", "(..., 300, 290) weights");
+                named++;
+            }
+            if (!graph) assert_message_has(msg, "attention_dropout_mask", "(2, 300, 290) mask", "q (2, 300, 1)", "k (2, 290, 1)");
+        }
+        assert_true(failures > 0);
+        assert_true(!graph || named > 0);
+    }
+    for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+}
+
 /* The weights are never kept: forward and backward at L = S = 2048 take far
  * less than the 16 MiB of one head's (L, S) float32 matrix, and the
  * composed attention takes more than that. */
@@ -533,6 +577,7 @@ int main(void) {
         cmocka_unit_test(test_rows_without_keys_under_create_graph),
         cmocka_unit_test(test_causal_hidden_non_finite_values),
         cmocka_unit_test(test_infinite_upstream_gradient),
+        cmocka_unit_test(test_out_of_memory_names_attention),
         cmocka_unit_test(test_memory_grows_with_l_not_l_times_s),
         cmocka_unit_test(test_dropout_rate_seed_and_evaluation),
     };

@@ -267,13 +267,11 @@ static nb_tensor *scores_as_ops(nb_tape *tp, const attention_plan *p, nb_tensor 
  *     key has NaN weights, whose dS would reach every key's dK),
  *     dQ = scale dS K,  dK = scale dSᵀ Q,
  *     d mask = dS summed over the axes it was broadcast along. */
-static void attention_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
-    const attention_plan *p = e->saved;
+static void attention_graph_ops(nb_entry *e, const attention_plan *p, nb_tensor *q, nb_tensor *k, nb_tensor *v,
+                                nb_tensor *mask, nb_tensor *G, nb_tensor **grad_in) {
     nb_tape *tp = e->out->tape;
     const char *f = e->file;
     int ln = e->line;
-    nb_tensor *q = nb_entry_input(e, 0), *k = nb_entry_input(e, 1), *v = nb_entry_input(e, 2);
-    nb_tensor *mask = e->n_in > 3 ? nb_entry_input(e, 3) : NULL;
     nb_tensor *P = nb_softmax_(tp, scores_as_ops(tp, p, q, k, mask, f, ln), -1, false, f, ln);
     nb_tensor *M = NULL;
     if (p->dropout) {
@@ -290,6 +288,28 @@ static void attention_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
     if (k->requires_grad) grad_in[1] = nb_scale_(tp, nb_matmul_(tp, dS, q, true, false, f, ln), p->scale, f, ln);
     if (v->requires_grad) grad_in[2] = nb_matmul_(tp, M ? nb_mul_(tp, P, M, f, ln) : P, G, true, false, f, ln);
     if (mask && !p->mask_is_bool && mask->requires_grad) grad_in[3] = nb_sum_to_(tp, dS, mask->ndim, mask->shape, f, ln);
+}
+
+/* The backward graph, and a message that names this op when its (L, S)
+ * matrices do not fit in memory. */
+static void attention_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    const attention_plan *p = e->saved;
+    nb_tape *tp = e->out->tape;
+    const char *f = e->file;
+    int ln = e->line;
+    nb_tensor *q = nb_entry_input(e, 0), *k = nb_entry_input(e, 1), *v = nb_entry_input(e, 2);
+    nb_tensor *mask = e->n_in > 3 ? nb_entry_input(e, 3) : NULL;
+    bool was_ok = tp->status == NB_OK;
+    attention_graph_ops(e, p, q, k, v, mask, G, grad_in);
+    if (was_ok && tp->status == NB_ERR_NOMEM) { /* said by one of the ops: say what needed the memory */
+        char sq[128], sk[128];
+        nb_set_error(tp, NB_ERR_NOMEM, f, ln,
+                     "attention: out of memory for create_graph's backward of q %s and k %s, which is built of ops "
+                     "on the (..., %zu, %zu) weights (the fused backward keeps none)",
+                     nb_format_shape(q->ndim, q->shape, sq, sizeof sq), nb_format_shape(k->ndim, k->shape, sk, sizeof sk),
+                     p->L, p->S);
+        snprintf(tp->error, sizeof tp->error, "%s", nb_last_error()); /* the tape's first error: restated */
+    }
 }
 
 static void attention_describe(const nb_op_call *e, char *buf, size_t size) {
@@ -435,6 +455,15 @@ nb_tensor *nb_attention_dropout_mask_(nb_tape *tp, nb_tensor *q, nb_tensor *k, d
         (failed = plan_dropout(tp, "attention_dropout_mask", &plan, p, rng, file, line)))
         return failed;
     nb_tensor *m = weights_shaped(tp, &plan, q->dtype, 0, file, line);
+    if (nb_tensor_status(m) == NB_ERR_NOMEM) { /* said by nb_full: say it of this op */
+        char sq[128], sk[128], sm[128];
+        size_t shape[NB_MAX_DIMS + 2];
+        memcpy(shape, plan.batch, (size_t)plan.nd * sizeof *shape);
+        shape[plan.nd] = plan.L, shape[plan.nd + 1] = plan.S;
+        return nb_fail(tp, NB_ERR_NOMEM, file, line, "attention_dropout_mask: out of memory for the %s mask of q %s and k %s",
+                       nb_format_shape(plan.nd + 2, shape, sm, sizeof sm), nb_format_shape(q->ndim, q->shape, sq, sizeof sq),
+                       nb_format_shape(k->ndim, k->shape, sk, sizeof sk));
+    }
     if (nb_tensor_status(m) != NB_OK) return m;
     fill_dropout_mask(q->dtype, m->data, plan.heads, plan.L, plan.S, plan.seed, plan.drop_limit, p < 1 ? 1 / (1 - p) : 0);
     return m;
