@@ -240,6 +240,45 @@ static void test_aliased_inputs(void **state) {
     nb_tensor_free(R);
 }
 
+/* A mask broadcast along any subset of the four axes (B, H, L, S), and with
+ * fewer axes than the weights, boolean or additive (whose gradient is summed
+ * over the broadcast axes), causal or not: fused and composed agree. */
+static void test_mask_broadcast_on_every_axis(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 53);
+    const size_t full[4] = {2, 3, 70, 66};
+    for (int kind = BOOL_MASK; kind <= ADD_MASK; kind++)
+        for (int pattern = 0; pattern < 16; pattern++)
+            for (int drop_axes = 0; drop_axes < 3; drop_axes++) {
+                size_t shape[4];
+                for (int d = 0; d < 4; d++) shape[d] = pattern >> d & 1 ? 1 : full[d];
+                int nd = 4 - drop_axes; /* leading size-1 axes may go */
+                bool droppable = true;
+                for (int d = 0; d < drop_axes; d++) droppable &= shape[d] == 1;
+                if (!droppable) continue;
+                config c = {.nd = 2, .batch = {2, 3}, .L = 70, .S = 66, .E = 3, .Ev = 2, .causal = pattern % 3 == 0,
+                            .mask_kind = kind};
+                nb_tensor *in[4] = {heap_random(&rng, NB_F64, NB_SHAPE(2, 3, 70, 3), -1, 1),
+                                    heap_random(&rng, NB_F64, NB_SHAPE(2, 3, 66, 3), -1, 1),
+                                    heap_random(&rng, NB_F64, NB_SHAPE(2, 3, 66, 2), -1, 1),
+                                    heap_random(&rng, NB_F64, nd, shape + drop_axes, -1, 1)};
+                if (kind == BOOL_MASK)
+                    for (size_t i = 0; i < nb_tensor_size(in[3]); i++) nb_set(in[3], i, nb_get(in[3], i) > -0.6);
+                for (int i = 0; i < 4; i++) nb_requires_grad(in[i], i < 3 || kind == ADD_MASK);
+                nb_tensor *R = heap_random(&rng, NB_F64, NB_SHAPE(2, 3, 70, 2), -1, 1);
+                nb_attention_opts o = {.causal = c.causal, .mask = in[3], .mask_is_bool = kind == BOOL_MASK};
+                run_result a = run(true, in, 4, &o, &rng, R), b = run(false, in, 4, &o, &rng, R);
+                expect_same("out", a.out, b.out, a.n_out, 1e-12, &c);
+                const char *names[4] = {"dq", "dk", "dv", "dmask"};
+                for (int i = 0; i < (kind == ADD_MASK ? 4 : 3); i++) expect_same(names[i], a.grad[i], b.grad[i], a.n[i], 1e-12, &c);
+                free_result(&a);
+                free_result(&b);
+                for (int i = 0; i < 4; i++) nb_tensor_free(in[i]);
+                nb_tensor_free(R);
+            }
+}
+
 /* ---------------------------------------------------------------- the op's own derivatives */
 
 typedef struct {
@@ -571,6 +610,7 @@ int main(void) {
         cmocka_unit_test(test_fused_matches_composed_float64),
         cmocka_unit_test(test_fused_matches_composed_float32),
         cmocka_unit_test(test_aliased_inputs),
+        cmocka_unit_test(test_mask_broadcast_on_every_axis),
         cmocka_unit_test(test_gradcheck_and_gradgradcheck),
         cmocka_unit_test(test_threads_give_the_same_bits),
         cmocka_unit_test(test_rows_without_keys),
