@@ -114,11 +114,16 @@ static void FN(hide_row)(const attention_plan *p, const T *mask, size_t h, size_
         for (size_t c = i + 1 > j0 ? i + 1 - j0 : 0; c < bc; c++) ds[c] = 0;
 }
 
-/* Whether rows [0, n) of X (n · cols values) are all finite. */
-static bool FN(rows_finite)(const T *x, size_t n, size_t cols) {
-    bool finite = true;
-    for (size_t c = 0; c < n * cols; c++) finite &= isfinite(x[c]) != 0;
-    return finite;
+/* Whether x[0..n) are all finite: Σ x · 0 is 0 for finite values and NaN
+ * once one is inf or NaN, summed in LANES partial sums (so it vectorises). */
+NB_VECTOR_CLONES static bool FN(all_finite)(const T *restrict x, size_t n) {
+    T lane[LANES] = {0}, z = 0;
+    size_t c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int k = 0; k < LANES; k++) lane[k] += x[c + k] * 0;
+    for (int k = 0; k < LANES; k++) z += lane[k];
+    for (; c < n; c++) z += x[c] * 0;
+    return z == 0;
 }
 
 /* The keys a causal pass must visit even where every query is past them:
@@ -126,8 +131,9 @@ static bool FN(rows_finite)(const T *x, size_t n, size_t cols) {
  * A hidden key's weight is 0, and the composed ops still multiply it into
  * 0 · inf = NaN (P V, dS K, G Vᵀ), so only finite keys may be skipped. */
 static size_t FN(keys_to_visit)(const T *K, const T *V, size_t S, size_t E, size_t Ev) {
+    if (FN(all_finite)(K, S * E) && FN(all_finite)(V, S * Ev)) return 0;
     size_t j = S;
-    while (j > 0 && FN(rows_finite)(K + (j - 1) * E, 1, E) && FN(rows_finite)(V + (j - 1) * Ev, 1, Ev)) j--;
+    while (j > 0 && FN(all_finite)(K + (j - 1) * E, E) && FN(all_finite)(V + (j - 1) * Ev, Ev)) j--;
     return j;
 }
 
@@ -185,7 +191,7 @@ static void FN(backward_head)(const attention_job *j, size_t h, T *work) {
      * ±inf or NaN, and the composed Σ_j is NaN or gives inf − inf: dS is
      * NaN at every key, as D = NaN makes it (G·O could be ±inf instead). */
     for (size_t i = 0; i < L; i++)
-        d[i] = FN(rows_finite)(G + i * Ev, 1, Ev) ? FN(dot)(G + i * Ev, O + i * Ev, Ev) : (T)NAN;
+        d[i] = FN(all_finite)(G + i * Ev, Ev) ? FN(dot)(G + i * Ev, O + i * Ev, Ev) : (T)NAN;
     size_t visit = p->causal ? FN(keys_to_visit)(K, V, S, E, Ev) : S;
     for (size_t i0 = 0; i0 < L; i0 += BR) {
         size_t br = L - i0 < BR ? L - i0 : BR;
@@ -194,8 +200,8 @@ static void FN(backward_head)(const attention_job *j, size_t h, T *work) {
          * has NaN weights, which (P ⊙ M)ᵀ G spreads to every key's dV, and a
          * hidden weight's 0 times an inf or NaN in this block's G (dV) or Q
          * (dK), or in a later key's K (dQ) or V (dP), is NaN. */
-        bool finite = FN(rows_finite)(lse + i0, br, 1) && FN(rows_finite)(G + i0 * Ev, br, Ev) &&
-                      FN(rows_finite)(Q + i0 * E, br, E);
+        bool finite = FN(all_finite)(lse + i0, br) && FN(all_finite)(G + i0 * Ev, br * Ev) &&
+                      FN(all_finite)(Q + i0 * E, br * E);
         size_t end = p->causal && i0 + br < S && finite ? i0 + br : S;
         if (end < visit) end = visit;
         for (size_t j0 = 0; j0 < end; j0 += BC) {
