@@ -209,6 +209,25 @@ static void test_clamp_passes_no_gradient_outside(void **state) {
     nb_tape_free(tp);
 }
 
+/* relu passes no gradient where x <= 0, even an inf or NaN one, and passes
+ * it at a NaN x: torch.relu of x = (-1, 0, 2, nan) weighted by
+ * (inf, nan, 3, 2) gives (0, 0, 3, 2) (nabla's G · [x > 0] gave NaN, 0 · inf). */
+static void test_relu_passes_no_gradient_where_x_is_not_positive(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int graph = 0; graph < 2; graph++) {
+            nb_tensor *x = nb_from_array(NULL, dt, NB_SHAPE(4), ((double[]){-1, 0, 2, NAN})), *g;
+            nb_requires_grad(x, true);
+            nb_tensor *w = nb_from_array(tp, dt, NB_SHAPE(4), ((double[]){INFINITY, NAN, 3, 2}));
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, nb_relu(tp, x), w)), &x, 1, &g, graph), NB_OK);
+            expect_values(g, (double[]){0, 0, 3, 2}, 4, 0);
+            nb_tape_reset(tp);
+            nb_tensor_free(x);
+        }
+    nb_tape_free(tp);
+}
+
 /* ---------------------------------------------------------------- reductions */
 
 typedef struct {
@@ -532,6 +551,7 @@ int main(void) {
         cmocka_unit_test(test_maximum_and_minimum),
         cmocka_unit_test(test_clamp_at_its_bounds),
         cmocka_unit_test(test_clamp_passes_no_gradient_outside),
+        cmocka_unit_test(test_relu_passes_no_gradient_where_x_is_not_positive),
         cmocka_unit_test(test_reductions_along_an_axis),
         cmocka_unit_test(test_layer_norm),
         cmocka_unit_test(test_layer_norm_aliased_inputs),
