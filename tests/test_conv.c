@@ -256,7 +256,8 @@ static void test_conv_with_relu_fused(void **state) {
 }
 
 /* The fused relu passes no gradient where y <= 0 even when it is inf or
- * NaN there, as nb_relu (and PyTorch's threshold_backward): the upstream
+ * NaN there, and passes it where y is NaN, as nb_relu (and PyTorch's
+ * threshold_backward): the upstream
  * gradient is inf or NaN at every such place and the inputs' gradients are
  * those of conv then nb_relu, finite, at first order and with create_graph
  * (the fused backward made G · 0 = NaN). */
@@ -297,6 +298,25 @@ static void test_conv_relu_passes_no_infinite_gradient(void **state) {
             free(grads[1][i]);
         }
     }
+    /* A NaN in x makes NaN outputs, where relu passes G (NaN is not <= 0):
+     * dx is the same at first order and with create_graph (whose mask was
+     * y > 0, which blocked it). */
+    nb_set(in[0], 0, NAN);
+    double *dx[2];
+    for (int graph = 0; graph < 2; graph++) {
+        nb_tape *tp = nb_tape_new();
+        k.o.relu = true;
+        nb_tensor *y = conv_of(tp, &k, in[0], in[1], in[2]), *g[3];
+        assert_true(isnan(nb_get(y, 0)));
+        assert_int_equal(nb_grad(nb_sum(tp, y), in, n, g, graph), NB_OK);
+        dx[graph] = malloc(nb_tensor_size(in[0]) * sizeof(double));
+        for (size_t e = 0; e < nb_tensor_size(in[0]); e++) dx[graph][e] = nb_get(g[0], e);
+        nb_tape_free(tp);
+    }
+    for (size_t e = 0; e < nb_tensor_size(in[0]); e++)
+        assert_true(dx[0][e] == dx[1][e] || (isnan(dx[0][e]) && isnan(dx[1][e])));
+    free(dx[0]);
+    free(dx[1]);
     for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
 }
 
