@@ -126,8 +126,9 @@ nb_tensor *nb_scaled_dot_product_attention_(nb_tape *tp, nb_tensor *q, nb_tensor
                                             const nb_attention_opts *opts, const char *file, int line);
 /* The dropout mask (..., L, S) of 0 and 1/(1 - p) that the attention of q
  * and k with this dropout_p draws from rng in the state rng is in now (it
- * makes the same single draw): to compose the same attention of ops, copy
- * the generator before the call. */
+ * makes the same single draw; at p = 0 it gives ones and, as the attention,
+ * draws nothing, and rng may be NULL): to compose the same attention of
+ * ops, copy the generator before the call. */
 #define nb_attention_dropout_mask(tp, q, k, p, rng) nb_attention_dropout_mask_(tp, q, k, p, rng, NB_SITE)
 nb_tensor *nb_attention_dropout_mask_(nb_tape *tp, nb_tensor *q, nb_tensor *k, double p, nb_rng *rng,
                                       const char *file, int line);

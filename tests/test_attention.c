@@ -605,6 +605,33 @@ static void test_dropout_rate_seed_and_evaluation(void **state) {
     nb_tape_free(tp);
 }
 
+/* At p = 0 the attention draws nothing from its generator (and needs
+ * none), so nb_attention_dropout_mask, which makes the attention's draw,
+ * gives ones without drawing, and takes a NULL generator (it drew one value
+ * and refused NULL, so a generator shared with the composed attention
+ * drifted). */
+static void test_dropout_mask_of_p_zero_draws_nothing(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_rng rng, before;
+    nb_rng_seed(&rng, 59);
+    nb_tensor *q = heap_random(&rng, NB_F32, NB_SHAPE(2, 3, 4), -1, 1), *k = heap_random(&rng, NB_F32, NB_SHAPE(2, 5, 4), -1, 1);
+    nb_tensor *v = heap_random(&rng, NB_F32, NB_SHAPE(2, 5, 2), -1, 1);
+    before = rng;
+    nb_attention_opts o = {.dropout_p = 0, .rng = &rng};
+    assert_ok(nb_scaled_dot_product_attention(tp, q, k, v, &o));
+    assert_memory_equal(&before, &rng, sizeof rng);
+    nb_tensor *m = nb_attention_dropout_mask(tp, q, k, 0, &rng);
+    assert_memory_equal(&before, &rng, sizeof rng);
+    for (size_t i = 0; i < nb_tensor_size(m); i++) assert_true(nb_get(m, i) == 1);
+    assert_int_equal(nb_tensor_size(m), 2 * 3 * 5);
+    assert_ok(nb_attention_dropout_mask(tp, q, k, 0, NULL));
+    nb_tensor_free(q);
+    nb_tensor_free(k);
+    nb_tensor_free(v);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_matches_composed_float64),
@@ -620,6 +647,7 @@ int main(void) {
         cmocka_unit_test(test_out_of_memory_names_attention),
         cmocka_unit_test(test_memory_grows_with_l_not_l_times_s),
         cmocka_unit_test(test_dropout_rate_seed_and_evaluation),
+        cmocka_unit_test(test_dropout_mask_of_p_zero_draws_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

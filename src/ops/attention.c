@@ -451,9 +451,9 @@ nb_tensor *nb_attention_dropout_mask_(nb_tape *tp, nb_tensor *q, nb_tensor *k, d
     nb_tensor *failed = nb_check_inputs(tp, "attention_dropout_mask", file, line, 2, in);
     if (failed) return failed;
     attention_plan plan = {0};
-    if ((failed = plan_shapes(tp, "attention_dropout_mask", &plan, q, k, NULL, file, line)) ||
-        (failed = plan_dropout(tp, "attention_dropout_mask", &plan, p, rng, file, line)))
-        return failed;
+    if ((failed = plan_shapes(tp, "attention_dropout_mask", &plan, q, k, NULL, file, line))) return failed;
+    /* p = 0: ones, and no draw (nor generator), as the attention makes none */
+    if (p != 0 && (failed = plan_dropout(tp, "attention_dropout_mask", &plan, p, rng, file, line))) return failed;
     nb_tensor *m = weights_shaped(tp, &plan, q->dtype, 0, file, line);
     if (nb_tensor_status(m) == NB_ERR_NOMEM) { /* said by nb_full: say it of this op */
         char sq[128], sk[128], sm[128];
