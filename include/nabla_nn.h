@@ -97,7 +97,8 @@ nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const c
  * matrix of weights is never kept, only each row's log-sum-exp, and
  * backward recomputes the weights block by block.  Extra memory is O(L + S)
  * per head.  With create_graph, backward is built of ordinary ops (the
- * composed attention's), so second derivatives work.
+ * composed attention's), so second derivatives work; that backward makes
+ * the (..., L, S) weights, as the composed attention does.
  *   causal:  query i sees the keys j <= i (top-left aligned, as PyTorch's
  *            is_causal: for a query of 1 row against a KV cache, leave it
  *            false);
@@ -125,8 +126,9 @@ nb_tensor *nb_scaled_dot_product_attention_(nb_tape *tp, nb_tensor *q, nb_tensor
                                             const nb_attention_opts *opts, const char *file, int line);
 /* The dropout mask (..., L, S) of 0 and 1/(1 - p) that the attention of q
  * and k with this dropout_p draws from rng in the state rng is in now (it
- * makes the same single draw): to compose the same attention of ops, copy
- * the generator before the call. */
+ * makes the same single draw; at p = 0 it gives ones and, as the attention,
+ * draws nothing, and rng may be NULL): to compose the same attention of
+ * ops, copy the generator before the call. */
 #define nb_attention_dropout_mask(tp, q, k, p, rng) nb_attention_dropout_mask_(tp, q, k, p, rng, NB_SITE)
 nb_tensor *nb_attention_dropout_mask_(nb_tape *tp, nb_tensor *q, nb_tensor *k, double p, nb_rng *rng,
                                       const char *file, int line);

@@ -191,6 +191,42 @@ static nb_status gradient_check(void) {
     return st;
 }
 
+/* A transformer block's attention, twice on one tape (the second warm):
+ * an N-d nb_linear_torch to a fused qkv, nb_split_qkv, causal attention
+ * with a broadcast boolean mask and dropout, nb_merge_heads, nb_linear,
+ * then gradients with create_graph (the composed backward) and a backward
+ * through them, and nb_attention_dropout_mask. */
+static nb_status attention_block(void) {
+    nb_rng rng;
+    nb_rng_seed(&rng, 2);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(2, 5, 8), -1, 1);
+    nb_tensor *w = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(24, 8), -1, 1);
+    nb_tensor *b = nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(24), -1, 1);
+    nb_tensor *mask = nb_ones(NULL, NB_F64, NB_SHAPE(2, 1, 1, 5));
+    nb_tensor *params[3] = {x, w, b};
+    nb_status st = NB_ERR_NOMEM;
+    if (!tp || nb_tensor_status(x) || nb_tensor_status(w) || nb_tensor_status(b) || nb_tensor_status(mask)) goto done;
+    nb_set(mask, 7, 0);
+    for (int i = 0; i < 3; i++) nb_requires_grad(params[i], true);
+    for (int step = 0; step < 2 && (step == 0 || st == NB_OK); step++) {
+        nb_tape_reset(tp);
+        nb_tensor *qkv[3], *g[3];
+        nb_split_qkv(tp, nb_linear_torch(tp, x, w, b), 2, qkv);
+        nb_attention_opts o = {.causal = true, .mask = mask, .mask_is_bool = true, .dropout_p = 0.25, .rng = &rng};
+        nb_tensor *y = nb_merge_heads(tp, nb_scaled_dot_product_attention(tp, qkv[0], qkv[1], qkv[2], &o));
+        nb_tensor *loss = nb_sum(tp, nb_square(tp, nb_linear(tp, y, nb_transpose(tp, w, 0, 1), b)));
+        st = nb_grad(loss, params, 3, g, true);
+        if (st == NB_OK) st = nb_backward(nb_sum(tp, nb_square(tp, g[0])));
+        if (st == NB_OK) st = nb_tensor_status(nb_attention_dropout_mask(tp, qkv[0], qkv[1], 0.5, &rng));
+    }
+done:
+    nb_tape_free(tp);
+    for (int i = 0; i < 3; i++) nb_tensor_free(params[i]);
+    nb_tensor_free(mask);
+    return st;
+}
+
 /* Runs a scenario failing each allocation in turn. */
 static void fail_every_allocation(nb_status (*scenario)(void), const char *name) {
     uint64_t before = nb_alloc_count();
@@ -219,6 +255,7 @@ static void test_csv(void **state) { (void)state; fail_every_allocation(read_csv
 static void test_idx(void **state) { (void)state; fail_every_allocation(read_idx, "idx"); }
 static void test_pictures(void **state) { (void)state; fail_every_allocation(pictures, "pictures"); }
 static void test_gradcheck(void **state) { (void)state; fail_every_allocation(gradient_check, "gradcheck"); }
+static void test_attention_block(void **state) { (void)state; fail_every_allocation(attention_block, "attention block"); }
 
 static void test_gradcheck_misuse(void **state) {
     (void)state;
@@ -255,6 +292,7 @@ int main(void) {
         cmocka_unit_test(test_csv),           cmocka_unit_test(test_idx),
         cmocka_unit_test(test_pictures),      cmocka_unit_test(test_gradcheck_misuse),
         cmocka_unit_test(test_gradcheck),     cmocka_unit_test(test_checkpoint),
+        cmocka_unit_test(test_attention_block),
     };
     return cmocka_run_group_tests_name("allocation failure", tests, setup, teardown);
 }

@@ -80,6 +80,7 @@ static nb_tensor *composed(nb_tape *tp, nb_tensor *q, nb_tensor *k, nb_tensor *v
 /* Equal within tol relative to the larger magnitude, or both NaN. */
 static void expect_same(const char *what, const double *a, const double *b, size_t n, double tol, const config *c) {
     for (size_t i = 0; i < n; i++) {
+        if (a[i] == b[i]) continue; /* the same infinity too */
         bool nan_a = isnan(a[i]), nan_b = isnan(b[i]);
         double scale = fmax(1, fmax(fabs(a[i]), fabs(b[i])));
         if (nan_a == nan_b && (nan_a || fabs(a[i] - b[i]) <= tol * scale)) continue;
@@ -101,9 +102,10 @@ static void free_result(run_result *r) {
 }
 
 /* Runs fused or composed attention on the inputs, the loss sum(R ⊙ out),
- * and keeps the output and the inputs' gradients. */
-static run_result run(bool fused, nb_tensor **in, int n_in, const nb_attention_opts *o, const nb_rng *rng0,
-                      nb_tensor *R) {
+ * and keeps the output and the inputs' gradients: from nb_backward, or
+ * with graph from nb_grad with create_graph (the op's backward_graph). */
+static run_result run_(bool fused, bool graph, nb_tensor **in, int n_in, const nb_attention_opts *o,
+                       const nb_rng *rng0, nb_tensor *R) {
     nb_tape *tp = nb_tape_new();
     nb_rng rng = *rng0;
     nb_attention_opts opts = *o;
@@ -115,14 +117,39 @@ static run_result run(bool fused, nb_tensor **in, int n_in, const nb_attention_o
     run_result r = {.n_out = nb_tensor_size(out)};
     r.out = malloc((r.n_out + 1) * sizeof(double));
     nb_to_f64(out, r.out);
-    assert_int_equal(nb_backward(nb_sum(tp, nb_mul(tp, out, R))), NB_OK);
+    nb_tensor *loss = nb_sum(tp, nb_mul(tp, out, R)), *g[4] = {NULL};
+    if (graph)
+        assert_int_equal(nb_grad(loss, in, n_in, g, true), NB_OK);
+    else
+        assert_int_equal(nb_backward(loss), NB_OK);
     for (int i = 0; i < n_in; i++) {
         r.n[i] = nb_tensor_size(in[i]);
         r.grad[i] = malloc((r.n[i] + 1) * sizeof(double));
-        for (size_t e = 0; e < r.n[i]; e++) r.grad[i][e] = nb_grad_get(in[i], e);
+        for (size_t e = 0; e < r.n[i]; e++) r.grad[i][e] = graph ? nb_get(g[i], e) : nb_grad_get(in[i], e);
     }
     nb_tape_free(tp);
     return r;
+}
+
+static run_result run(bool fused, nb_tensor **in, int n_in, const nb_attention_opts *o, const nb_rng *rng0,
+                      nb_tensor *R) {
+    return run_(fused, false, in, n_in, o, rng0, R);
+}
+
+/* The fused op, its create_graph backward and the composed ops agree on
+ * the inputs: value and the gradients of q, k, v. */
+static void expect_all_agree(nb_tensor **in, const nb_attention_opts *o, nb_tensor *R, const config *c, double tol) {
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    run_result ref = run_(false, false, in, 3, o, &rng, R);
+    for (int graph = 0; graph < 2; graph++) {
+        run_result a = run_(true, graph, in, 3, o, &rng, R);
+        expect_same(graph ? "out (create_graph)" : "out", a.out, ref.out, a.n_out, tol, c);
+        const char *names[2][3] = {{"dq", "dk", "dv"}, {"dq (create_graph)", "dk (create_graph)", "dv (create_graph)"}};
+        for (int i = 0; i < 3; i++) expect_same(names[graph][i], a.grad[i], ref.grad[i], a.n[i], tol, c);
+        free_result(&a);
+    }
+    free_result(&ref);
 }
 
 static const size_t sizes[] = {1, 3, 63, 64, 65, 130};
@@ -211,6 +238,45 @@ static void test_aliased_inputs(void **state) {
     }
     nb_tensor_free(x);
     nb_tensor_free(R);
+}
+
+/* A mask broadcast along any subset of the four axes (B, H, L, S), and with
+ * fewer axes than the weights, boolean or additive (whose gradient is summed
+ * over the broadcast axes), causal or not: fused and composed agree. */
+static void test_mask_broadcast_on_every_axis(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 53);
+    const size_t full[4] = {2, 3, 70, 66};
+    for (int kind = BOOL_MASK; kind <= ADD_MASK; kind++)
+        for (int pattern = 0; pattern < 16; pattern++)
+            for (int drop_axes = 0; drop_axes < 3; drop_axes++) {
+                size_t shape[4];
+                for (int d = 0; d < 4; d++) shape[d] = pattern >> d & 1 ? 1 : full[d];
+                int nd = 4 - drop_axes; /* leading size-1 axes may go */
+                bool droppable = true;
+                for (int d = 0; d < drop_axes; d++) droppable &= shape[d] == 1;
+                if (!droppable) continue;
+                config c = {.nd = 2, .batch = {2, 3}, .L = 70, .S = 66, .E = 3, .Ev = 2, .causal = pattern % 3 == 0,
+                            .mask_kind = kind};
+                nb_tensor *in[4] = {heap_random(&rng, NB_F64, NB_SHAPE(2, 3, 70, 3), -1, 1),
+                                    heap_random(&rng, NB_F64, NB_SHAPE(2, 3, 66, 3), -1, 1),
+                                    heap_random(&rng, NB_F64, NB_SHAPE(2, 3, 66, 2), -1, 1),
+                                    heap_random(&rng, NB_F64, nd, shape + drop_axes, -1, 1)};
+                if (kind == BOOL_MASK)
+                    for (size_t i = 0; i < nb_tensor_size(in[3]); i++) nb_set(in[3], i, nb_get(in[3], i) > -0.6);
+                for (int i = 0; i < 4; i++) nb_requires_grad(in[i], i < 3 || kind == ADD_MASK);
+                nb_tensor *R = heap_random(&rng, NB_F64, NB_SHAPE(2, 3, 70, 2), -1, 1);
+                nb_attention_opts o = {.causal = c.causal, .mask = in[3], .mask_is_bool = kind == BOOL_MASK};
+                run_result a = run(true, in, 4, &o, &rng, R), b = run(false, in, 4, &o, &rng, R);
+                expect_same("out", a.out, b.out, a.n_out, 1e-12, &c);
+                const char *names[4] = {"dq", "dk", "dv", "dmask"};
+                for (int i = 0; i < (kind == ADD_MASK ? 4 : 3); i++) expect_same(names[i], a.grad[i], b.grad[i], a.n[i], 1e-12, &c);
+                free_result(&a);
+                free_result(&b);
+                for (int i = 0; i < 4; i++) nb_tensor_free(in[i]);
+                nb_tensor_free(R);
+            }
 }
 
 /* ---------------------------------------------------------------- the op's own derivatives */
@@ -321,6 +387,156 @@ static void test_rows_without_keys(void **state) {
     nb_tape_free(tp);
 }
 
+/* Rows that see no key, under create_graph too: their NaN weights stay in
+ * their own row of the output (and spread to every dv, as the composed
+ * (P ⊙ M)ᵀ G does), but the dS of a hidden key is 0, so dq and dk stay
+ * finite.  The create_graph backward made dS = P ⊙ (dP − D) without
+ * zeroing the hidden keys, and the NaN row reached every key's dk.  By a
+ * boolean mask (row 1 of both heads, and all of rows 64..69 to cross a
+ * block) and by causality with the mask (row 3 sees only later keys). */
+static void test_rows_without_keys_under_create_graph(void **state) {
+    (void)state;
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int causal = 0; causal < 2; causal++) {
+            nb_rng rng;
+            nb_rng_seed(&rng, 31);
+            config c = {.nd = 1, .batch = {2}, .L = 70, .S = 70, .E = 3, .Ev = 2, .causal = causal,
+                        .mask_kind = BOOL_MASK};
+            nb_tensor *in[3] = {heap_random(&rng, dt, NB_SHAPE(2, 70, 3), -1, 1),
+                                heap_random(&rng, dt, NB_SHAPE(2, 70, 3), -1, 1),
+                                heap_random(&rng, dt, NB_SHAPE(2, 70, 2), -1, 1)};
+            for (int i = 0; i < 3; i++) nb_requires_grad(in[i], true);
+            nb_tensor *R = heap_random(&rng, dt, NB_SHAPE(2, 70, 2), -1, 1);
+            nb_tensor *mask = nb_ones(NULL, dt, NB_SHAPE(70, 70));
+            for (size_t j = 0; j < 70; j++) nb_set(mask, 70 + j, 0);
+            for (size_t i = 64; i < 70; i++)
+                for (size_t j = 0; j < 70; j++) nb_set(mask, i * 70 + j, 0);
+            for (size_t j = 0; j <= 3; j++) nb_set(mask, 3 * 70 + j, 0);
+            nb_attention_opts o = {.causal = causal, .mask = mask, .mask_is_bool = true};
+            expect_all_agree(in, &o, R, &c, dt == NB_F64 ? 1e-12 : 2e-5);
+            nb_tape *tp = nb_tape_new();
+            nb_tensor *g[3];
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, nb_scaled_dot_product_attention(tp, in[0], in[1], in[2], &o), R)),
+                                     in, 3, g, true), NB_OK);
+            for (int i = 0; i < 2; i++)
+                for (size_t e = 0; e < nb_tensor_size(g[i]); e++) assert_true(isfinite(nb_get(g[i], e)));
+            assert_true(isnan(nb_get(g[2], 0)));
+            nb_tape_free(tp);
+            for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+            nb_tensor_free(R);
+            nb_tensor_free(mask);
+        }
+}
+
+/* Causal attention skips the blocks of keys every query of a block is
+ * before, but only where that gives what the composed ops give: a hidden
+ * key's weight is 0, and 0 · inf = NaN in P V (an inf in a hidden value),
+ * dS K (in a hidden key) and Pᵀ G, dSᵀ Q (in the block's upstream gradient
+ * or query).  Each such value, placed after every query of the first block
+ * (or in it), against the composed ops, which PyTorch's composed attention
+ * matches (a NaN there). */
+static void test_causal_hidden_non_finite_values(void **state) {
+    (void)state;
+    enum { IN_V, IN_K, IN_Q, IN_G };
+    const double bad[] = {INFINITY, NAN, -INFINITY};
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int where = IN_V; where <= IN_G; where++)
+            for (int b = 0; b < 3; b++) {
+                nb_rng rng;
+                nb_rng_seed(&rng, 37);
+                config c = {.nd = 1, .batch = {2}, .L = 130, .S = 150, .E = 3, .Ev = 2, .causal = true};
+                nb_tensor *in[3] = {heap_random(&rng, dt, NB_SHAPE(2, 130, 3), -1, 1),
+                                    heap_random(&rng, dt, NB_SHAPE(2, 150, 3), -1, 1),
+                                    heap_random(&rng, dt, NB_SHAPE(2, 150, 2), -1, 1)};
+                for (int i = 0; i < 3; i++) nb_requires_grad(in[i], true);
+                nb_tensor *R = heap_random(&rng, dt, NB_SHAPE(2, 130, 2), -1, 1);
+                /* head 1: key 100 (hidden from queries 0..63), key 140
+                 * (from all), query 5 or its upstream gradient */
+                if (where == IN_V) nb_set(in[2], (150 + 100) * 2 + 1, bad[b]);
+                if (where == IN_K) nb_set(in[1], (150 + 140) * 3 + 2, bad[b]);
+                if (where == IN_Q) nb_set(in[0], (130 + 5) * 3, bad[b]);
+                if (where == IN_G) nb_set(R, (130 + 5) * 2 + 1, bad[b]);
+                nb_attention_opts o = {.causal = true};
+                expect_all_agree(in, &o, R, &c, dt == NB_F64 ? 1e-12 : 2e-5);
+                for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+                nb_tensor_free(R);
+            }
+}
+
+/* An inf or NaN in the upstream gradient G: each dP_ij of its row is ±inf
+ * or NaN, and the composed Σ_j dP_ij P_ij of the softmax's backward is NaN
+ * or inf − inf, so the composed dS is NaN at every key of the row (0 at
+ * the hidden ones).  The fused backward took that sum as G·O, a single
+ * ±inf, and gave ±inf in dk where the composed ops (and PyTorch's) give
+ * NaN.  Without and with causality and a boolean mask, in one row or two. */
+static void test_infinite_upstream_gradient(void **state) {
+    (void)state;
+    const double bad[] = {INFINITY, -INFINITY, NAN};
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int form = 0; form < 3; form++)
+            for (int b = 0; b < 3; b++) {
+                nb_rng rng;
+                nb_rng_seed(&rng, 43 + (uint64_t)form);
+                config c = {.L = 70, .S = 67, .E = 3, .Ev = 2, .causal = form == 1, .mask_kind = form == 2 ? BOOL_MASK : NO_MASK};
+                nb_tensor *in[3] = {heap_random(&rng, dt, NB_SHAPE(70, 3), -1, 1), heap_random(&rng, dt, NB_SHAPE(67, 3), -1, 1),
+                                    heap_random(&rng, dt, NB_SHAPE(67, 2), -1, 1)};
+                for (int i = 0; i < 3; i++) nb_requires_grad(in[i], true);
+                nb_tensor *R = heap_random(&rng, dt, NB_SHAPE(70, 2), -1, 1), *mask = NULL;
+                nb_set(R, 5 * 2 + 1, bad[b]);
+                if (b == 0) nb_set(R, 66 * 2, bad[b]);
+                if (form == 2) mask = make_mask(&rng, &(config){.L = 70, .S = 67, .mask_kind = BOOL_MASK, .mask_form = 1}, dt);
+                nb_attention_opts o = {.causal = form == 1, .mask = mask, .mask_is_bool = form == 2};
+                expect_all_agree(in, &o, R, &c, dt == NB_F64 ? 1e-12 : 2e-5);
+                for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+                nb_tensor_free(R);
+                nb_tensor_free(mask);
+            }
+}
+
+/* Out of memory, the nth allocation failing for each n in turn: an error
+ * every time; where the ops of create_graph's backward ran out, the message
+ * says it was attention's and of which q and k (it named a matmul or
+ * nb_full), and nb_attention_dropout_mask names itself. */
+static void test_out_of_memory_names_attention(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 47);
+    /* (L, S) matrices beyond the tape's first chunk of memory, so that they
+     * are allocations of their own */
+    nb_tensor *in[3] = {heap_random(&rng, NB_F64, NB_SHAPE(2, 300, 1), -1, 1), heap_random(&rng, NB_F64, NB_SHAPE(2, 290, 1), -1, 1),
+                        heap_random(&rng, NB_F64, NB_SHAPE(2, 290, 2), -1, 1)};
+    for (int i = 0; i < 3; i++) nb_requires_grad(in[i], true);
+    nb_attention_opts o = {.causal = true, .dropout_p = 0.5, .rng = &rng};
+    for (int graph = 0; graph < 2; graph++) {
+        int named = 0, failures = 0;
+        for (uint64_t n = 1;; n++) {
+            nb_tape *tp = nb_tape_new();
+            nb_tensor *y = nb_scaled_dot_product_attention(tp, in[0], in[1], in[2], &o), *g[3];
+            nb_tensor *loss = nb_sum(tp, y);
+            nb_test_fail_allocation(n);
+            nb_status st = graph ? nb_grad(loss, in, 3, g, true) : nb_tensor_status(nb_attention_dropout_mask(tp, in[0], in[1], 0.5, &rng));
+            bool failed = nb_test_allocation_failed();
+            nb_test_fail_allocation(0);
+            nb_tape_free(tp);
+            if (!failed) {
+                assert_int_equal(st, NB_OK);
+                break;
+            }
+            failures++;
+            assert_int_equal(st, NB_ERR_NOMEM);
+            const char *msg = nb_last_error();
+            if (graph && strstr(msg, "attention: out of memory for create_graph's backward")) {
+                assert_message_has(msg, "q (2, 300, 1)", "k (2, 290, 1)", "(..., 300, 290) weights");
+                named++;
+            }
+            if (!graph) assert_message_has(msg, "attention_dropout_mask", "(2, 300, 290) mask", "q (2, 300, 1)", "k (2, 290, 1)");
+        }
+        assert_true(failures > 0);
+        assert_true(!graph || named > 0);
+    }
+    for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+}
+
 /* The weights are never kept: forward and backward at L = S = 2048 take far
  * less than the 16 MiB of one head's (L, S) float32 matrix, and the
  * composed attention takes more than that. */
@@ -389,16 +605,49 @@ static void test_dropout_rate_seed_and_evaluation(void **state) {
     nb_tape_free(tp);
 }
 
+/* At p = 0 the attention draws nothing from its generator (and needs
+ * none), so nb_attention_dropout_mask, which makes the attention's draw,
+ * gives ones without drawing, and takes a NULL generator (it drew one value
+ * and refused NULL, so a generator shared with the composed attention
+ * drifted). */
+static void test_dropout_mask_of_p_zero_draws_nothing(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_rng rng, before;
+    nb_rng_seed(&rng, 59);
+    nb_tensor *q = heap_random(&rng, NB_F32, NB_SHAPE(2, 3, 4), -1, 1), *k = heap_random(&rng, NB_F32, NB_SHAPE(2, 5, 4), -1, 1);
+    nb_tensor *v = heap_random(&rng, NB_F32, NB_SHAPE(2, 5, 2), -1, 1);
+    before = rng;
+    nb_attention_opts o = {.dropout_p = 0, .rng = &rng};
+    assert_ok(nb_scaled_dot_product_attention(tp, q, k, v, &o));
+    assert_memory_equal(&before, &rng, sizeof rng);
+    nb_tensor *m = nb_attention_dropout_mask(tp, q, k, 0, &rng);
+    assert_memory_equal(&before, &rng, sizeof rng);
+    for (size_t i = 0; i < nb_tensor_size(m); i++) assert_true(nb_get(m, i) == 1);
+    assert_int_equal(nb_tensor_size(m), 2 * 3 * 5);
+    assert_ok(nb_attention_dropout_mask(tp, q, k, 0, NULL));
+    nb_tensor_free(q);
+    nb_tensor_free(k);
+    nb_tensor_free(v);
+    nb_tape_free(tp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_matches_composed_float64),
         cmocka_unit_test(test_fused_matches_composed_float32),
         cmocka_unit_test(test_aliased_inputs),
+        cmocka_unit_test(test_mask_broadcast_on_every_axis),
         cmocka_unit_test(test_gradcheck_and_gradgradcheck),
         cmocka_unit_test(test_threads_give_the_same_bits),
         cmocka_unit_test(test_rows_without_keys),
+        cmocka_unit_test(test_rows_without_keys_under_create_graph),
+        cmocka_unit_test(test_causal_hidden_non_finite_values),
+        cmocka_unit_test(test_infinite_upstream_gradient),
+        cmocka_unit_test(test_out_of_memory_names_attention),
         cmocka_unit_test(test_memory_grows_with_l_not_l_times_s),
         cmocka_unit_test(test_dropout_rate_seed_and_evaluation),
+        cmocka_unit_test(test_dropout_mask_of_p_zero_draws_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

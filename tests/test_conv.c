@@ -255,6 +255,71 @@ static void test_conv_with_relu_fused(void **state) {
     }
 }
 
+/* The fused relu passes no gradient where y <= 0 even when it is inf or
+ * NaN there, and passes it where y is NaN, as nb_relu (and PyTorch's
+ * threshold_backward): the upstream
+ * gradient is inf or NaN at every such place and the inputs' gradients are
+ * those of conv then nb_relu, finite, at first order and with create_graph
+ * (the fused backward made G · 0 = NaN). */
+static void test_conv_relu_passes_no_infinite_gradient(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 19);
+    conv_case k = conv_cases[0];
+    nb_tensor *in[3];
+    conv_inputs(&k, &rng, &in[0], &in[1], &in[2]);
+    int n = k.bias ? 3 : 2;
+    for (int graph = 0; graph < 2; graph++) {
+        double *grads[2][3];
+        for (int fused = 0; fused < 2; fused++) {
+            nb_tape *tp = nb_tape_new();
+            k.o.relu = fused;
+            nb_tensor *y = conv_of(tp, &k, in[0], in[1], in[2]), *g[3];
+            if (!fused) y = nb_relu(tp, y);
+            nb_tensor *R = nb_rand_uniform(tp, &(nb_rng){{1, 2, 3, 4}, false, 0}, NB_F64, nb_tensor_ndim(y),
+                                           nb_tensor_shape(y), -1, 1);
+            size_t hidden = 0;
+            for (size_t e = 0; e < nb_tensor_size(y); e++)
+                if (nb_get(y, e) <= 0) nb_set(R, e, hidden++ % 2 ? NAN : INFINITY);
+            assert_true(hidden > 0);
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, y, R)), in, n, g, graph), NB_OK);
+            for (int i = 0; i < n; i++) {
+                grads[fused][i] = malloc(nb_tensor_size(in[i]) * sizeof(double));
+                for (size_t e = 0; e < nb_tensor_size(in[i]); e++) {
+                    grads[fused][i][e] = nb_get(g[i], e);
+                    assert_true(isfinite(grads[fused][i][e]));
+                }
+            }
+            nb_tape_free(tp);
+        }
+        for (int i = 0; i < n; i++) {
+            assert_memory_equal(grads[0][i], grads[1][i], nb_tensor_size(in[i]) * sizeof(double));
+            free(grads[0][i]);
+            free(grads[1][i]);
+        }
+    }
+    /* A NaN in x makes NaN outputs, where relu passes G (NaN is not <= 0):
+     * dx is the same at first order and with create_graph (whose mask was
+     * y > 0, which blocked it). */
+    nb_set(in[0], 0, NAN);
+    double *dx[2];
+    for (int graph = 0; graph < 2; graph++) {
+        nb_tape *tp = nb_tape_new();
+        k.o.relu = true;
+        nb_tensor *y = conv_of(tp, &k, in[0], in[1], in[2]), *g[3];
+        assert_true(isnan(nb_get(y, 0)));
+        assert_int_equal(nb_grad(nb_sum(tp, y), in, n, g, graph), NB_OK);
+        dx[graph] = malloc(nb_tensor_size(in[0]) * sizeof(double));
+        for (size_t e = 0; e < nb_tensor_size(in[0]); e++) dx[graph][e] = nb_get(g[0], e);
+        nb_tape_free(tp);
+    }
+    for (size_t e = 0; e < nb_tensor_size(in[0]); e++)
+        assert_true(dx[0][e] == dx[1][e] || (isnan(dx[0][e]) && isnan(dx[1][e])));
+    free(dx[0]);
+    free(dx[1]);
+    for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+}
+
 /* The bias's gradient is summed in the weight gradient's pass over the
  * examples; with the weights frozen it takes the same pass alone.  Either
  * way, for L = Σ R · y, dL/dbias[o] = Σ over n, positions of R[n, o, :],
@@ -449,6 +514,7 @@ int main(void) {
         cmocka_unit_test(test_conv_second_derivatives),
         cmocka_unit_test(test_conv_third_derivatives),
         cmocka_unit_test(test_conv_with_relu_fused),
+        cmocka_unit_test(test_conv_relu_passes_no_infinite_gradient),
         cmocka_unit_test(test_conv_bias_gradient_with_weights_frozen),
         cmocka_unit_test(test_batch_norm_against_pytorch),
         cmocka_unit_test(test_batch_norm_gradients),

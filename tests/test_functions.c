@@ -183,6 +183,51 @@ static void test_clamp_at_its_bounds(void **state) {
     nb_tape_free(tp);
 }
 
+/* Outside [lo, hi], and at a NaN x, clamp passes no gradient, even where
+ * the upstream gradient is inf or NaN: torch.clamp(x, -1, 1) of
+ * x = (-2, 0.5, 3, nan, 1) weighted by (inf, 2, nan, inf, -3) gives
+ * (0, 2, 0, 0, -3).  The create_graph backward made G · [lo≤x≤hi], and
+ * 0 · inf = NaN (the graph fuzzer's same_as_numeric found it). */
+static void test_clamp_passes_no_gradient_outside(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int graph = 0; graph < 2; graph++) {
+            nb_tensor *x = nb_from_array(NULL, dt, NB_SHAPE(5), ((double[]){-2, 0.5, 3, NAN, 1})), *g;
+            nb_requires_grad(x, true);
+            nb_tensor *w = nb_from_array(tp, dt, NB_SHAPE(5), ((double[]){INFINITY, 2, NAN, INFINITY, -3}));
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, nb_clamp(tp, x, -1, 1), w)), &x, 1, &g, graph), NB_OK);
+            expect_values(g, (double[]){0, 2, 0, 0, -3}, 5, 0);
+            if (graph) { /* and it is differentiated again: d(sum g)/dx is 0 */
+                nb_tensor *gg;
+                assert_int_equal(nb_grad(nb_sum(tp, nb_slice(tp, g, 0, 0, 3, 1)), &x, 1, &gg, false), NB_OK);
+                expect_values(gg, (double[]){0, 0, 0, 0, 0}, 5, 0);
+            }
+            nb_tape_reset(tp);
+            nb_tensor_free(x);
+        }
+    nb_tape_free(tp);
+}
+
+/* relu passes no gradient where x <= 0, even an inf or NaN one, and passes
+ * it at a NaN x: torch.relu of x = (-1, 0, 2, nan) weighted by
+ * (inf, nan, 3, 2) gives (0, 0, 3, 2) (nabla's G · [x > 0] gave NaN, 0 · inf). */
+static void test_relu_passes_no_gradient_where_x_is_not_positive(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    for (int dt = NB_F32; dt <= NB_F64; dt++)
+        for (int graph = 0; graph < 2; graph++) {
+            nb_tensor *x = nb_from_array(NULL, dt, NB_SHAPE(4), ((double[]){-1, 0, 2, NAN})), *g;
+            nb_requires_grad(x, true);
+            nb_tensor *w = nb_from_array(tp, dt, NB_SHAPE(4), ((double[]){INFINITY, NAN, 3, 2}));
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, nb_relu(tp, x), w)), &x, 1, &g, graph), NB_OK);
+            expect_values(g, (double[]){0, 0, 3, 2}, 4, 0);
+            nb_tape_reset(tp);
+            nb_tensor_free(x);
+        }
+    nb_tape_free(tp);
+}
+
 /* ---------------------------------------------------------------- reductions */
 
 typedef struct {
@@ -505,6 +550,8 @@ int main(void) {
         cmocka_unit_test(test_functions_of_one_tensor),
         cmocka_unit_test(test_maximum_and_minimum),
         cmocka_unit_test(test_clamp_at_its_bounds),
+        cmocka_unit_test(test_clamp_passes_no_gradient_outside),
+        cmocka_unit_test(test_relu_passes_no_gradient_where_x_is_not_positive),
         cmocka_unit_test(test_reductions_along_an_axis),
         cmocka_unit_test(test_layer_norm),
         cmocka_unit_test(test_layer_norm_aliased_inputs),

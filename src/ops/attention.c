@@ -127,14 +127,21 @@ static void set_or_add(nb_dtype dt, void *dst, const void *src, size_t n, bool a
  * backward). */
 static void forward_parts(void *ctx, size_t begin, size_t end) {
     const attention_job *j = ctx;
-    size_t blocks = (j->plan->L + BR - 1) / BR;
+    const attention_plan *p = j->plan;
+    size_t blocks = (p->L + BR - 1) / BR, w = nb_dtype_size(j->dt);
     for (size_t part = begin; part < end; part++) {
         void *work = j->work + part * j->work_bytes;
+        size_t head = SIZE_MAX, visit = p->S; /* the keys head must visit (keys_to_visit) */
         for (size_t u = nb_part_begin(j->units, part, j->parts); u < nb_part_begin(j->units, part + 1, j->parts); u++) {
+            if (u / blocks != head && p->causal) {
+                head = u / blocks;
+                const void *K = (const char *)j->k + head * p->S * p->E * w, *V = (const char *)j->v + head * p->S * p->Ev * w;
+                visit = j->dt == NB_F32 ? keys_to_visit_f(K, V, p->S, p->E, p->Ev) : keys_to_visit_d(K, V, p->S, p->E, p->Ev);
+            }
             if (j->dt == NB_F32)
-                forward_block_f(j, u / blocks, u % blocks, work);
+                forward_block_f(j, u / blocks, u % blocks, visit, work);
             else
-                forward_block_d(j, u / blocks, u % blocks, work);
+                forward_block_d(j, u / blocks, u % blocks, visit, work);
         }
     }
 }
@@ -232,34 +239,43 @@ static nb_tensor *weights_shaped(nb_tape *tp, const attention_plan *p, nb_dtype 
     return nb_full_(tp, dt, p->nd + 2, shape, value, file, line);
 }
 
-/* scale q kᵀ, masked, as ops: where(mask, S, −inf) or S + mask, then
- * where(j <= i, S, −inf) when causal. */
-static nb_tensor *scores_as_ops(nb_tape *tp, const attention_plan *p, nb_tensor *q, nb_tensor *k, nb_tensor *mask,
-                                const char *file, int line) {
-    nb_tensor *s = nb_scale_(tp, nb_matmul_(tp, q, k, false, true, file, line), p->scale, file, line);
-    nb_tensor *hidden = nb_full_(tp, q->dtype, 0, NULL, -INFINITY, file, line);
-    if (mask) s = p->mask_is_bool ? nb_where_(tp, mask, s, hidden, file, line) : nb_add_(tp, s, mask, file, line);
+/* x (..., L, S) with `fill` where a key is hidden, as ops: where(mask, x,
+ * fill) for a boolean mask, then where(j <= i, x, fill) when causal. */
+static nb_tensor *hide_as_ops(nb_tape *tp, const attention_plan *p, nb_tensor *x, nb_tensor *mask, double fill,
+                              const char *file, int line) {
+    nb_tensor *hidden = nb_full_(tp, x->dtype, 0, NULL, fill, file, line);
+    if (mask && p->mask_is_bool) x = nb_where_(tp, mask, x, hidden, file, line);
     if (p->causal) {
-        nb_tensor *seen = nb_full_(tp, q->dtype, 2, (size_t[]){p->L, p->S}, 0, file, line);
+        nb_tensor *seen = nb_full_(tp, x->dtype, 2, (size_t[]){p->L, p->S}, 0, file, line);
         if (nb_tensor_status(seen) != NB_OK) return seen;
         for (size_t i = 0; i < p->L; i++)
             for (size_t jj = 0; jj <= i && jj < p->S; jj++) nb_set(seen, i * p->S + jj, 1);
-        s = nb_where_(tp, seen, s, hidden, file, line);
+        x = nb_where_(tp, seen, x, hidden, file, line);
     }
-    return s;
+    return x;
+}
+
+/* scale q kᵀ, masked, as ops: S + mask for an additive mask, −inf where a
+ * key is hidden (hide_as_ops). */
+static nb_tensor *scores_as_ops(nb_tape *tp, const attention_plan *p, nb_tensor *q, nb_tensor *k, nb_tensor *mask,
+                                const char *file, int line) {
+    nb_tensor *s = nb_scale_(tp, nb_matmul_(tp, q, k, false, true, file, line), p->scale, file, line);
+    if (mask && !p->mask_is_bool) s = nb_add_(tp, s, mask, file, line);
+    return hide_as_ops(tp, p, s, mask, -INFINITY, file, line);
 }
 
 /* Backward as ops, the kernels' formulas on whole matrices:
  *     P = softmax(S), Pm = P ⊙ M,  dV = Pmᵀ G,  dP = (G Vᵀ) ⊙ M,
- *     dS = P ⊙ (dP − Σ_j dP ⊙ P),  dQ = scale dS K,  dK = scale dSᵀ Q,
+ *     dS = P ⊙ (dP − Σ_j dP ⊙ P),  0 where a key is hidden (as the
+ *     where() of the scores passes back nothing there: a row that saw no
+ *     key has NaN weights, whose dS would reach every key's dK),
+ *     dQ = scale dS K,  dK = scale dSᵀ Q,
  *     d mask = dS summed over the axes it was broadcast along. */
-static void attention_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
-    const attention_plan *p = e->saved;
+static void attention_graph_ops(nb_entry *e, const attention_plan *p, nb_tensor *q, nb_tensor *k, nb_tensor *v,
+                                nb_tensor *mask, nb_tensor *G, nb_tensor **grad_in) {
     nb_tape *tp = e->out->tape;
     const char *f = e->file;
     int ln = e->line;
-    nb_tensor *q = nb_entry_input(e, 0), *k = nb_entry_input(e, 1), *v = nb_entry_input(e, 2);
-    nb_tensor *mask = e->n_in > 3 ? nb_entry_input(e, 3) : NULL;
     nb_tensor *P = nb_softmax_(tp, scores_as_ops(tp, p, q, k, mask, f, ln), -1, false, f, ln);
     nb_tensor *M = NULL;
     if (p->dropout) {
@@ -271,11 +287,33 @@ static void attention_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
     nb_tensor *dP = nb_matmul_(tp, G, v, false, true, f, ln);
     if (M) dP = nb_mul_(tp, dP, M, f, ln);
     nb_tensor *row = nb_sum_axis_(tp, nb_mul_(tp, dP, P, f, ln), -1, true, false, f, ln);
-    nb_tensor *dS = nb_mul_(tp, P, nb_sub_(tp, dP, row, f, ln), f, ln);
+    nb_tensor *dS = hide_as_ops(tp, p, nb_mul_(tp, P, nb_sub_(tp, dP, row, f, ln), f, ln), mask, 0, f, ln);
     if (q->requires_grad) grad_in[0] = nb_scale_(tp, nb_matmul_(tp, dS, k, false, false, f, ln), p->scale, f, ln);
     if (k->requires_grad) grad_in[1] = nb_scale_(tp, nb_matmul_(tp, dS, q, true, false, f, ln), p->scale, f, ln);
     if (v->requires_grad) grad_in[2] = nb_matmul_(tp, M ? nb_mul_(tp, P, M, f, ln) : P, G, true, false, f, ln);
     if (mask && !p->mask_is_bool && mask->requires_grad) grad_in[3] = nb_sum_to_(tp, dS, mask->ndim, mask->shape, f, ln);
+}
+
+/* The backward graph, and a message that names this op when its (L, S)
+ * matrices do not fit in memory. */
+static void attention_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
+    const attention_plan *p = e->saved;
+    nb_tape *tp = e->out->tape;
+    const char *f = e->file;
+    int ln = e->line;
+    nb_tensor *q = nb_entry_input(e, 0), *k = nb_entry_input(e, 1), *v = nb_entry_input(e, 2);
+    nb_tensor *mask = e->n_in > 3 ? nb_entry_input(e, 3) : NULL;
+    bool was_ok = tp->status == NB_OK;
+    attention_graph_ops(e, p, q, k, v, mask, G, grad_in);
+    if (was_ok && tp->status == NB_ERR_NOMEM) { /* said by one of the ops: say what needed the memory */
+        char sq[128], sk[128];
+        nb_set_error(tp, NB_ERR_NOMEM, f, ln,
+                     "attention: out of memory for create_graph's backward of q %s and k %s, which is built of ops "
+                     "on the (..., %zu, %zu) weights (the fused backward keeps none)",
+                     nb_format_shape(q->ndim, q->shape, sq, sizeof sq), nb_format_shape(k->ndim, k->shape, sk, sizeof sk),
+                     p->L, p->S);
+        snprintf(tp->error, sizeof tp->error, "%s", nb_last_error()); /* the tape's first error: restated */
+    }
 }
 
 static void attention_describe(const nb_op_call *e, char *buf, size_t size) {
@@ -417,10 +455,19 @@ nb_tensor *nb_attention_dropout_mask_(nb_tape *tp, nb_tensor *q, nb_tensor *k, d
     nb_tensor *failed = nb_check_inputs(tp, "attention_dropout_mask", file, line, 2, in);
     if (failed) return failed;
     attention_plan plan = {0};
-    if ((failed = plan_shapes(tp, "attention_dropout_mask", &plan, q, k, NULL, file, line)) ||
-        (failed = plan_dropout(tp, "attention_dropout_mask", &plan, p, rng, file, line)))
-        return failed;
+    if ((failed = plan_shapes(tp, "attention_dropout_mask", &plan, q, k, NULL, file, line))) return failed;
+    /* p = 0: ones, and no draw (nor generator), as the attention makes none */
+    if (p != 0 && (failed = plan_dropout(tp, "attention_dropout_mask", &plan, p, rng, file, line))) return failed;
     nb_tensor *m = weights_shaped(tp, &plan, q->dtype, 0, file, line);
+    if (nb_tensor_status(m) == NB_ERR_NOMEM) { /* said by nb_full: say it of this op */
+        char sq[128], sk[128], sm[128];
+        size_t shape[NB_MAX_DIMS + 2];
+        memcpy(shape, plan.batch, (size_t)plan.nd * sizeof *shape);
+        shape[plan.nd] = plan.L, shape[plan.nd + 1] = plan.S;
+        return nb_fail(tp, NB_ERR_NOMEM, file, line, "attention_dropout_mask: out of memory for the %s mask of q %s and k %s",
+                       nb_format_shape(plan.nd + 2, shape, sm, sizeof sm), nb_format_shape(q->ndim, q->shape, sq, sizeof sq),
+                       nb_format_shape(k->ndim, k->shape, sk, sizeof sk));
+    }
     if (nb_tensor_status(m) != NB_OK) return m;
     fill_dropout_mask(q->dtype, m->data, plan.heads, plan.L, plan.S, plan.seed, plan.drop_limit, p < 1 ? 1 / (1 - p) : 0);
     return m;

@@ -12,7 +12,8 @@
  * softmax).  At the end O /= l, and lse = m + log l is kept for backward.
  *
  * Backward recomputes each block's weights P = e^(Sb − lse) and, with
- * G = dL/dO, D = dL/dO·O per row (Σ_j dP_ij P_ij, as O = (P ⊙ M) V):
+ * G = dL/dO, D = dL/dO·O per row (Σ_j dP_ij P_ij, as O = (P ⊙ M) V; NaN
+ * where G's row is not finite, as that sum is then):
  *     dV += (P ⊙ M)ᵀ G          dP = (G Vᵀ) ⊙ M
  *     dS = P ⊙ (dP − D)         dQ += scale dS K        dK += scale dSᵀ Q
  * where M is the dropout mask (0 or 1/(1 − p); 1 without dropout) and dS
@@ -113,9 +114,32 @@ static void FN(hide_row)(const attention_plan *p, const T *mask, size_t h, size_
         for (size_t c = i + 1 > j0 ? i + 1 - j0 : 0; c < bc; c++) ds[c] = 0;
 }
 
+/* Whether x[0..n) are all finite: Σ x · 0 is 0 for finite values and NaN
+ * once one is inf or NaN, summed in LANES partial sums (so it vectorises). */
+NB_VECTOR_CLONES static bool FN(all_finite)(const T *restrict x, size_t n) {
+    T lane[LANES] = {0}, z = 0;
+    size_t c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int k = 0; k < LANES; k++) lane[k] += x[c + k] * 0;
+    for (int k = 0; k < LANES; k++) z += lane[k];
+    for (; c < n; c++) z += x[c] * 0;
+    return z == 0;
+}
+
+/* The keys a causal pass must visit even where every query is past them:
+ * 1 + the last key whose row of K or V holds an inf or NaN (0 if none).
+ * A hidden key's weight is 0, and the composed ops still multiply it into
+ * 0 · inf = NaN (P V, dS K, G Vᵀ), so only finite keys may be skipped. */
+static size_t FN(keys_to_visit)(const T *K, const T *V, size_t S, size_t E, size_t Ev) {
+    if (FN(all_finite)(K, S * E) && FN(all_finite)(V, S * Ev)) return 0;
+    size_t j = S;
+    while (j > 0 && FN(all_finite)(K + (j - 1) * E, E) && FN(all_finite)(V + (j - 1) * Ev, Ev)) j--;
+    return j;
+}
+
 /* Query block qb of head h: its output rows and their log-sum-exps.
  * work holds BR·BC + 2·BR values. */
-static void FN(forward_block)(const attention_job *j, size_t h, size_t qb, T *work) {
+static void FN(forward_block)(const attention_job *j, size_t h, size_t qb, size_t visit, T *work) {
     const attention_plan *p = j->plan;
     size_t L = p->L, S = p->S, E = p->E, Ev = p->Ev;
     size_t i0 = qb * BR, br = L - i0 < BR ? L - i0 : BR;
@@ -126,7 +150,9 @@ static void FN(forward_block)(const attention_job *j, size_t h, size_t qb, T *wo
     T keep = p->dropout_p < 1 ? (T)(1 / (1 - p->dropout_p)) : 0;
     for (size_t r = 0; r < br; r++) m[r] = -(T)INFINITY, l[r] = 0;
     memset(O, 0, br * Ev * sizeof(T));
-    size_t end = p->causal && i0 + br < S ? i0 + br : S; /* later keys are hidden from every row */
+    /* later keys are hidden from every row: skipped if finite (visit) */
+    size_t end = p->causal && i0 + br < S ? i0 + br : S;
+    if (end < visit) end = visit;
     for (size_t j0 = 0; j0 < end; j0 += BC) {
         size_t bc = end - j0 < BC ? end - j0 : BC;
         block_product(DT, false, true, br, bc, E, p->scale, Q, E, K + j0 * E, E, 0, sb);
@@ -161,14 +187,23 @@ static void FN(backward_head)(const attention_job *j, size_t h, T *work) {
     T *dQ = d + L, *dK = dQ + L * E, *dV = dK + S * E;
     T keep = p->dropout_p < 1 ? (T)(1 / (1 - p->dropout_p)) : 0;
     memset(dQ, 0, (L * E + S * E + S * Ev) * sizeof(T));
-    for (size_t i = 0; i < L; i++) d[i] = FN(dot)(G + i * Ev, O + i * Ev, Ev);
+    /* D = G·O = Σ_j dP_ij P_ij; where G's row is not finite every dP_ij is
+     * ±inf or NaN, and the composed Σ_j is NaN or gives inf − inf: dS is
+     * NaN at every key, as D = NaN makes it (G·O could be ±inf instead). */
+    for (size_t i = 0; i < L; i++)
+        d[i] = FN(all_finite)(G + i * Ev, Ev) ? FN(dot)(G + i * Ev, O + i * Ev, Ev) : (T)NAN;
+    size_t visit = p->causal ? FN(keys_to_visit)(K, V, S, E, Ev) : S;
     for (size_t i0 = 0; i0 < L; i0 += BR) {
         size_t br = L - i0 < BR ? L - i0 : BR;
-        /* A row that saw no key has NaN weights, and the composed (P ⊙ M)ᵀ G
-         * spreads them to every key's dV, the causally hidden ones too. */
-        bool weights_nan = false;
-        for (size_t r = 0; r < br; r++) weights_nan |= !isfinite(lse[i0 + r]);
-        size_t end = p->causal && i0 + br < S && !weights_nan ? i0 + br : S;
+        /* The keys causality hides from the whole block are skipped only if
+         * the composed ops give them nothing either: a row that saw no key
+         * has NaN weights, which (P ⊙ M)ᵀ G spreads to every key's dV, and a
+         * hidden weight's 0 times an inf or NaN in this block's G (dV) or Q
+         * (dK), or in a later key's K (dQ) or V (dP), is NaN. */
+        bool finite = FN(all_finite)(lse + i0, br) && FN(all_finite)(G + i0 * Ev, br * Ev) &&
+                      FN(all_finite)(Q + i0 * E, br * E);
+        size_t end = p->causal && i0 + br < S && finite ? i0 + br : S;
+        if (end < visit) end = visit;
         for (size_t j0 = 0; j0 < end; j0 += BC) {
             size_t bc = end - j0 < BC ? end - j0 : BC;
             block_product(DT, false, true, br, bc, E, p->scale, Q + i0 * E, E, K + j0 * E, E, 0, sb);

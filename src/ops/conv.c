@@ -25,7 +25,7 @@
  * (H is the upstream gradient of each).  All three are ops below.
  *
  * With nb_conv_opts.relu the result is relu'd in the same pass, while each
- * example's block is still in cache, and backward masks G (G ⊙ [y > 0])
+ * example's block is still in cache, and backward masks G (0 where y <= 0)
  * an example at a time before the products: the two passes over memory of a
  * separate relu, forward and backward, are saved (relu' = 0 at 0, as
  * nb_relu).
@@ -179,9 +179,9 @@ static const char *g_block(const conv_job *j, const char *G_all, size_t n, size_
         const T *restrict G = (const T *)(const void *)G_all + at,
                            *restrict y = (const T *)(const void *)j->relu_out + at;
         T *restrict m = (T *)(void *)out;
-        /* G times relu's derivative, as nb_relu's backward computes it (a
-         * product with 0 or 1: no branch, and the same bits) */
-        for (size_t i = 0; i < Og * P; i++) m[i] = G[i] * (y[i] <= 0 ? (T)0 : (T)1);
+        /* G where relu passes it, as nb_relu's backward: 0 where y <= 0,
+         * also for an inf or NaN G (not 0 · inf), and G where y is NaN */
+        for (size_t i = 0; i < Og * P; i++) m[i] = y[i] <= 0 ? (T)0 : G[i];
     });
     return out;
 }
@@ -492,15 +492,15 @@ static void conv_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
     nb_tape *tp = e->out->tape;
     conv_geom plain = *geom(e);
     const conv_geom *g = &plain;
-    if (plain.relu) { /* G ⊙ [y > 0]: the mask is a constant (relu'' = 0) */
+    if (plain.relu) { /* where(y <= 0, 0, G), as the backward: the mask is a constant (relu'' = 0) */
         nb_tensor *mask = nb_tensor_alloc(tp, G->dtype, G->ndim, G->shape, e->op->name, e->file, e->line);
         if (mask->status != NB_OK) return;
         NB_DISPATCH(G->dtype, {
             const T *y = e->out->data;
             T *m = mask->data;
-            for (size_t i = 0; i < mask->size; i++) m[i] = y[i] > 0 ? 1 : 0;
+            for (size_t i = 0; i < mask->size; i++) m[i] = y[i] <= 0 ? 0 : 1; /* a NaN y passes G */
         });
-        G = nb_mul_(tp, G, mask, e->file, e->line);
+        G = nb_where_(tp, mask, G, nb_full_(tp, G->dtype, 0, NULL, 0, e->file, e->line), e->file, e->line);
         plain.relu = false; /* the backward's own ops are plain convolutions */
     }
     if (e->in[0]->requires_grad) grad_in[0] = input_grad_call(tp, g, G, e->in[1], e->file, e->line);
@@ -575,7 +575,7 @@ CONV_OPS(conv1d, "conv1d")
 static const adjoint_def *adjoint_of(const nb_entry *e) {
     return e->op == &conv2d_input_grad_op || e->op == &conv1d_input_grad_op ? &input_grad_def : &weight_grad_def;
 }
-/* With the relu fused (nb_conv_opts.relu): Ĝ = G ⊙ [y > 0] reaches the products. */
+/* With the relu fused (nb_conv_opts.relu): Ĝ = where(y <= 0, 0, G) reaches the products. */
 static const nb_op conv2d_relu_op = {.name = "conv2d + relu", .forward = conv_forward, .backward = conv_backward,
                                      .derivative = {"conv_transpose(Ĝ, W), Ĝ = G ⊙ [y > 0]",
                                                     "Σ over examples of Ĝ ⋆ x", "Ĝ summed over examples and positions"},

@@ -11,8 +11,13 @@
 #include <tgmath.h>
 
 /* Defines name_forward, name_backward and name_op from FORWARD (using x, s)
- * and DERIVATIVE (using x, y, s); FORMULA is the derivative for pictures. */
-#define UNARY_OP(fn, FORWARD, DERIVATIVE, FORMULA)                                        \
+ * and CHAIN, dL/dx from g = dL/dy (using g, x, y, s): g times the
+ * derivative (UNARY_OP), or for a gate (relu) g where it passes and 0
+ * elsewhere, so that an inf or NaN g is not passed as 0 · inf = NaN (the
+ * backward graph then is where(dy/dx, G, 0) too).  FORMULA is the
+ * derivative for pictures. */
+#define UNARY_OP(fn, FORWARD, DERIVATIVE, FORMULA) UNARY_OP_CHAIN(fn, FORWARD, g * (DERIVATIVE), FORMULA, false)
+#define UNARY_OP_CHAIN(fn, FORWARD, CHAIN, FORMULA, GATE)                                 \
     NB_VECTOR_CLONES static void fn##_forward_range(void *ctx, size_t begin, size_t end) { \
         const nb_entry *e = ctx;                                                            \
         NB_DISPATCH(e->out->dtype, {                                                        \
@@ -42,15 +47,15 @@
             /* two loops, not a select per element: each vectorises */                  \
             if (acc)                                                                        \
                 for (size_t i = begin; i < end; i++) {                                      \
-                    const T x = xs[i], y = ys[i];                                           \
+                    const T x = xs[i], y = ys[i], g = gy[i];                                \
                     (void)x, (void)y;                                                       \
-                    gx[i] += gy[i] * (DERIVATIVE);                                          \
+                    gx[i] += (CHAIN);                                                       \
                 }                                                                           \
             else                                                                            \
                 for (size_t i = begin; i < end; i++) {                                      \
-                    const T x = xs[i], y = ys[i];                                           \
+                    const T x = xs[i], y = ys[i], g = gy[i];                                \
                     (void)x, (void)y;                                                       \
-                    gx[i] = gy[i] * (DERIVATIVE);                                           \
+                    gx[i] = (CHAIN);                                                        \
                 }                                                                           \
         });                                                                                 \
     }                                                                                       \
@@ -62,7 +67,7 @@
     }                                                                                       \
     static nb_tensor *fn##_dydx(nb_tape *tp, const nb_entry *e);                            \
     static void fn##_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {               \
-        unary_graph(e, G, grad_in, fn##_dydx);                                              \
+        unary_graph(e, G, grad_in, fn##_dydx, GATE);                                        \
     }                                                                                       \
     static const nb_op fn##_op = {.name = #fn, .forward = fn##_forward, .backward = fn##_backward,      \
                                    .derivative = {FORMULA}, .elementwise = true,            \
@@ -70,12 +75,15 @@
 
 /* The backward graph of every op of the table: dL/dx = G ⊙ dy/dx, with
  * dy/dx built from ops on x and y (so that it can be differentiated again),
- * or NULL when it is 1. */
+ * or NULL when it is 1; for a gate (dy/dx 0 or 1) where(dy/dx, G, 0). */
 typedef nb_tensor *(*local_derivative)(nb_tape *tp, const nb_entry *e);
-static void unary_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in, local_derivative dydx) {
+static void unary_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in, local_derivative dydx, bool gate) {
     nb_tape *tp = e->out->tape;
     nb_tensor *d = dydx(tp, e);
-    grad_in[0] = d ? nb_mul_(tp, G, d, e->file, e->line) : G;
+    if (gate)
+        grad_in[0] = nb_where_(tp, d, G, nb_full_(tp, G->dtype, 0, NULL, 0, e->file, e->line), e->file, e->line);
+    else
+        grad_in[0] = d ? nb_mul_(tp, G, d, e->file, e->line) : G;
 }
 
 /* What the backward ranges share: the entry, the input's gradient buffer,
@@ -99,8 +107,10 @@ UNARY_OP(tanh,       NB_TANH(x),                    1 - y * y,                  
 /* relu and leaky relu have a kink at 0; we take the derivative there as 0
  * (resp. s), like PyTorch.  A NaN passes through relu with derivative 1,
  * as in PyTorch (clamp_min keeps it; threshold_backward zeroes only
- * x <= 0): a NaN is not hidden as a 0. */
-UNARY_OP(relu,       x <= 0 ? 0 : x,              x <= 0 ? 0 : 1,             "[x>0]")
+ * x <= 0): a NaN is not hidden as a 0.  relu is a gate, as PyTorch's
+ * threshold_backward, where(x <= 0, 0, g): no gradient where x <= 0, even
+ * an inf or NaN one. */
+UNARY_OP_CHAIN(relu, x <= 0 ? 0 : x,              x <= 0 ? 0 : g,             "[x>0]", true)
 UNARY_OP(leaky_relu, x > 0 ? x : s * x,           x > 0 ? 1 : s,              "[x>0] + s[x≤0]")
 UNARY_OP(square,     x * x,                       2 * x,                      "2x")
 /* x^0 is 1 everywhere, so its derivative is 0, also at x = 0 (where
@@ -299,8 +309,11 @@ static void clamp_backward(nb_entry *e) {
     });
 }
 
+/* dL/dx = where(lo <= x <= hi, G, 0), not G ⊙ [lo≤x≤hi]: outside the
+ * bounds (and at a NaN x) no gradient passes, as in clamp_backward, even
+ * where G is inf or NaN (0 · inf would be NaN). */
 static nb_tensor *clamp_dydx(nb_tape *tp, const nb_entry *e) { return constant_of(tp, e, clamp_slope); }
-static void clamp_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { unary_graph(e, G, grad_in, clamp_dydx); }
+static void clamp_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { unary_graph(e, G, grad_in, clamp_dydx, true); }
 
 static const nb_op clamp_op = {.name = "clamp", .forward = clamp_forward, .backward = clamp_backward,
     .derivative = {"[lo≤x≤hi]"}, .elementwise = true, .backward_graph = clamp_graph};
