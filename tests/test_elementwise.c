@@ -161,9 +161,105 @@ static void test_where_fast_paths_match_the_reference(void **state) {
     nb_set_threads(1);
 }
 
+/* ---------------------------------------------------------------- dropout */
+
+/* dropout(x) with x read twice (y = dropout(x) + x, so that dL/dx is added
+ * to), on `threads` threads: the result and dL/dx, as doubles. */
+static void dropout_run(nb_dtype dt, int nd, const size_t *shape, double p, int threads, double **y_out,
+                        double **g_out) {
+    assert_int_equal(nb_set_threads(threads), NB_OK);
+    nb_rng rng;
+    nb_rng_seed(&rng, 21);
+    nb_tensor *x = uniform(&rng, dt, nd, shape, 0.5, 2), *seed = uniform(&rng, dt, nd, shape, -1, 1);
+    nb_requires_grad(x, true);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *d = nb_dropout(tp, x, p, &rng), *y = nb_add(tp, d, x);
+    assert_ok(y);
+    assert_int_equal(nb_backward_seed(y, seed), NB_OK);
+    size_t n = nb_tensor_size(x);
+    double keep = 1 / (1 - p), dropped = 0;
+    *y_out = malloc(n * sizeof **y_out);
+    *g_out = malloc(n * sizeof **g_out);
+    for (size_t i = 0; i < n; i++) {
+        double xi = nb_get(x, i), di = nb_get(d, i), gi = nb_get(seed, i);
+        /* each element dropped or kept and scaled, its gradient the same mask plus x's own */
+        bool off = di == 0;
+        dropped += off;
+        if (!off) expect_near(di, dt == NB_F32 ? (double)((float)xi * (float)keep) : xi * keep, 0, "dropout y", i);
+        double m = off ? 0 : (dt == NB_F32 ? (double)(float)keep : keep);
+        double want = dt == NB_F32 ? (double)((float)(gi * m) + (float)gi) : gi * m + gi;
+        expect_near(nb_grad_get(x, i), want, tol_of(dt), "dropout dx", i);
+        (*y_out)[i] = di;
+        (*g_out)[i] = nb_grad_get(x, i);
+    }
+    /* the rate: within 5 standard deviations */
+    double sd = sqrt((double)n * p * (1 - p));
+    if (fabs(dropped - (double)n * p) > 5 * sd) {
+        print_error("dropout: %g of %zu dropped at p = %g\n", dropped, n, p);
+        fail();
+    }
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+    nb_tensor_free(seed);
+}
+
+static void test_dropout_is_the_same_on_any_thread_count(void **state) {
+    (void)state;
+    const size_t shapes[][3] = {{3, 257, 131}, {1, 1, 63}, {1, 5, 13}, {2, 64, 64}};
+    for (int d = 0; d < 2; d++)
+        for (size_t k = 0; k < 4; k++)
+            for (int pi = 0; pi < 2; pi++) {
+                nb_dtype dt = d ? NB_F64 : NB_F32;
+                double p = pi ? 0.1 : 0.6, *y1, *g1;
+                dropout_run(dt, 3, shapes[k], p, 1, &y1, &g1);
+                size_t n = shapes[k][0] * shapes[k][1] * shapes[k][2];
+                for (int threads = 2; threads <= 3; threads++) {
+                    double *y, *g;
+                    dropout_run(dt, 3, shapes[k], p, threads, &y, &g);
+                    assert_memory_equal(y1, y, n * sizeof *y);
+                    assert_memory_equal(g1, g, n * sizeof *g);
+                    free(y);
+                    free(g);
+                }
+                free(y1);
+                free(g1);
+            }
+    nb_set_threads(1);
+}
+
+/* The mask of a call does not depend on the shape (only on the flat index)
+ * or the dtype, and matches the fused attention's hash: the mask of
+ * nb_attention_dropout_mask for the same seed and p, flattened. */
+static void test_dropout_mask_is_the_attention_hash(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_ones(NULL, NB_F32, NB_SHAPE(2, 3, 37, 41)), *x64 = nb_ones(NULL, NB_F64, NB_SHAPE(2 * 3 * 37 * 41));
+    nb_tensor *q = nb_zeros(NULL, NB_F32, NB_SHAPE(2, 3, 37, 8)), *k = nb_zeros(NULL, NB_F32, NB_SHAPE(2, 3, 41, 8));
+    nb_rng r1, r2, r3;
+    nb_rng_seed(&r1, 99);
+    nb_rng_seed(&r2, 99);
+    nb_rng_seed(&r3, 99);
+    nb_tensor *a = nb_dropout(tp, x, 0.25, &r1), *b = nb_dropout(tp, x64, 0.25, &r2);
+    nb_tensor *m = nb_attention_dropout_mask(tp, q, k, 0.25, &r3);
+    assert_ok(a);
+    assert_ok(b);
+    assert_ok(m);
+    for (size_t i = 0; i < nb_tensor_size(x); i++) {
+        assert_true((nb_get(a, i) == 0) == (nb_get(b, i) == 0));
+        assert_true((nb_get(a, i) == 0) == (nb_get(m, i) == 0));
+    }
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+    nb_tensor_free(x64);
+    nb_tensor_free(q);
+    nb_tensor_free(k);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_where_fast_paths_match_the_reference),
+        cmocka_unit_test(test_dropout_is_the_same_on_any_thread_count),
+        cmocka_unit_test(test_dropout_mask_is_the_attention_hash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /*
  * Functions users reach for: logsumexp, variance, max and min along an axis
- * (and their arg-indices), layer norm, dropout, and the Huber and smooth-L1
- * losses.
+ * (and their arg-indices), layer norm, and the Huber and smooth-L1 losses
+ * (dropout, with its vectorised generator, is in dropout.c).
  *
  * This file is written with the public op interface (nabla.h and
  * nabla_op.h) alone, as a user's own op would be: each op is a static
@@ -459,85 +459,6 @@ nb_tensor *nb_layer_norm_(nb_tape *tp, nb_tensor *x, nb_tensor *gamma, nb_tensor
         return nb_op_error(tp, NB_ERR_ARG, file, line, "layer_norm: eps %g must be positive", eps);
     return nb_op_(tp, gamma || !beta ? &layer_norm_op : &layer_norm_beta_op, in, n, nb_tensor_dtype(x),
                   nb_tensor_ndim(x), nb_tensor_shape(x), &p, sizeof p, file, line);
-}
-
-/* ---------------------------------------------------------------- dropout */
-
-/* Training: each element is zeroed with probability p and the others are
- * scaled by 1/(1 - p), so that the expectation is x:
- *   y = x m,  m = 0 or 1/(1 - p),   dL/dx = m dL/dy
- * The mask is drawn from the caller's generator (seeded: the same seed
- * drops the same elements) and kept for backward.  Evaluation
- * (nb_tape_set_training(tp, false)) or p = 0: y is x itself. */
-typedef struct {
-    double p;
-    nb_rng *rng;
-} dropout_params;
-
-static void dropout_forward(nb_op_call *c) {
-    const dropout_params *p = nb_op_params(c);
-    size_t n = nb_op_size(c);
-    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
-        T *mask = nb_op_save(c, n * sizeof(T));
-        if (!mask) return;
-        const T *x = nb_op_input_data(c, 0);
-        T *y = nb_op_output_data(c), keep = p->p < 1 ? (T)(1 / (1 - p->p)) : 0;
-        /* Dropped when u < p for u = nb_rng_uniform's (r >> 11) 2^-53, that
-         * is when the integer r >> 11 < p 2^53, or < ceil(p 2^53): the same
-         * masks as a draw per element, from raw draws made in blocks. */
-        uint64_t raw[256], limit = (uint64_t)ceil(p->p * 0x1.0p53);
-        for (size_t start = 0; start < n; start += 256) {
-            size_t count = n - start < 256 ? n - start : 256;
-            nb_rng_fill(p->rng, raw, count);
-            for (size_t k = 0; k < count; k++) {
-                size_t i = start + k;
-                mask[i] = (raw[k] >> 11) < limit ? 0 : keep;
-                y[i] = x[i] * mask[i];
-            }
-        }
-    });
-}
-
-static void dropout_backward(nb_op_call *c) {
-    bool acc;
-    void *gx_ = nb_op_grad_input(c, 0, &acc);
-    if (!gx_) return;
-    NB_FOR_DTYPE(nb_tensor_dtype(nb_op_output(c)), {
-        const T *g = nb_op_grad_output(c), *mask = nb_op_saved(c);
-        T *gx = gx_;
-        size_t n = nb_op_size(c);
-        if (acc) /* two loops, not a select per element: each vectorises */
-            for (size_t i = 0; i < n; i++) gx[i] += g[i] * mask[i];
-        else
-            for (size_t i = 0; i < n; i++) gx[i] = g[i] * mask[i];
-    });
-}
-
-/* G times the same mask, a constant. */
-static void dropout_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
-    nb_tape *tp = nb_op_tape(c);
-    nb_tensor *x = nb_op_input(c, 0);
-    nb_tensor *m = constant_like(tp, c, x); /* the saved mask, as a tensor */
-    if (nb_tensor_status(m) != NB_OK) return;
-    NB_FOR_DTYPE(nb_tensor_dtype(x), {
-        const T *saved = nb_op_saved(c);
-        for (size_t i = 0; i < nb_tensor_size(x); i++) nb_set(m, i, (double)saved[i]);
-    });
-    grad_in[0] = nb_mul_(tp, G, m, SITE_OF(c));
-}
-
-static const nb_op_def dropout_op = {.name = "dropout", .forward = dropout_forward, .backward = dropout_backward,
-                                     .derivative = {"mask/(1−p)"}, .elementwise = true, .backward_graph = dropout_graph};
-
-nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const char *file, int line) {
-    nb_tensor *failed = nb_op_check(tp, &dropout_op, &x, 1, file, line);
-    if (failed) return failed;
-    if (!(p >= 0 && p <= 1)) return nb_op_error(tp, NB_ERR_ARG, file, line, "dropout: p = %g is not in [0, 1]", p);
-    if (p == 0 || !nb_tape_training(tp)) return x; /* evaluation needs no generator, as in PyTorch */
-    if (!rng) return nb_op_error(tp, NB_ERR_NULL, file, line, "dropout: the random generator is NULL");
-    dropout_params params = {p, rng};
-    return nb_op_(tp, &dropout_op, &x, 1, nb_tensor_dtype(x), nb_tensor_ndim(x), nb_tensor_shape(x), &params,
-                  sizeof params, file, line);
 }
 
 /* ---------------------------------------------------------------- Huber, smooth L1 */
