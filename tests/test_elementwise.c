@@ -255,11 +255,124 @@ static void test_dropout_mask_is_the_attention_hash(void **state) {
     nb_tensor_free(k);
 }
 
+/* ---------------------------------------------------------------- layer norm */
+
+typedef struct {
+    double *y, *gx, *gg, *gb;
+    size_t n, D;
+} norm_outcome;
+
+static void free_outcome(norm_outcome *o) {
+    free(o->y);
+    free(o->gx);
+    free(o->gg);
+    free(o->gb);
+}
+
+static double *values_of(const nb_tensor *t) {
+    double *v = malloc(nb_tensor_size(t) * sizeof *v);
+    nb_to_f64(t, v);
+    return v;
+}
+
+static double *grads_of(nb_tensor *t) {
+    if (!t) return NULL;
+    double *v = malloc(nb_tensor_size(t) * sizeof *v);
+    for (size_t i = 0; i < nb_tensor_size(t); i++) v[i] = nb_grad_get(t, i);
+    return v;
+}
+
+/* layer_norm(x, γ, β) (fused, or composed of ops) with x read twice
+ * (y = layer_norm(x) + x, so that dL/dx is added to), x out of a transpose
+ * when asked, on `threads` threads. */
+static norm_outcome norm_run(nb_dtype dt, size_t rows, size_t D, bool with_gamma, bool with_beta, bool composed,
+                             bool transposed, int threads) {
+    assert_int_equal(nb_set_threads(threads), NB_OK);
+    nb_rng rng;
+    nb_rng_seed(&rng, 31);
+    nb_tensor *leaf = transposed ? uniform(&rng, dt, 2, (size_t[]){D, rows}, -2, 3)
+                                 : uniform(&rng, dt, 2, (size_t[]){rows, D}, -2, 3);
+    nb_tensor *gamma = with_gamma ? uniform(&rng, dt, 1, &D, 0.5, 1.5) : NULL;
+    nb_tensor *beta = with_beta ? uniform(&rng, dt, 1, &D, -1, 1) : NULL;
+    nb_tensor *seed = uniform(&rng, dt, 2, (size_t[]){rows, D}, -1, 1);
+    nb_requires_grad(leaf, true);
+    if (gamma) nb_requires_grad(gamma, true);
+    if (beta) nb_requires_grad(beta, true);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = transposed ? nb_transpose(tp, leaf, 0, 1) : leaf, *y;
+    if (composed) {
+        nb_tensor *xc = nb_sub(tp, x, nb_mean_axis(tp, x, -1, true));
+        nb_tensor *r = nb_pow(tp, nb_add_scalar(tp, nb_mean_axis(tp, nb_square(tp, xc), -1, true), 1e-5), -0.5);
+        y = nb_mul(tp, xc, r);
+        if (gamma) y = nb_mul(tp, y, gamma);
+        if (beta) y = nb_add(tp, y, beta);
+    } else {
+        y = nb_layer_norm(tp, x, gamma, beta, 1e-5);
+    }
+    nb_tensor *out = nb_add(tp, y, x);
+    assert_ok(out);
+    assert_int_equal(nb_backward_seed(out, seed), NB_OK);
+    norm_outcome o = {values_of(y), grads_of(leaf), grads_of(gamma), grads_of(beta), rows * D, D};
+    if (transposed) { /* dL/dx in x's (rows, D) order */
+        double *g = malloc(o.n * sizeof *g);
+        for (size_t i = 0; i < rows; i++)
+            for (size_t k = 0; k < D; k++) g[i * D + k] = o.gx[k * rows + i];
+        free(o.gx);
+        o.gx = g;
+    }
+    nb_tape_free(tp);
+    nb_tensor_free(leaf);
+    nb_tensor_free(gamma);
+    nb_tensor_free(beta);
+    nb_tensor_free(seed);
+    return o;
+}
+
+static void expect_all_near(const double *got, const double *want, size_t n, double tol, const char *what) {
+    for (size_t i = 0; got && i < n; i++) expect_near(got[i], want[i], tol, what, i);
+}
+
+/* The fused op against the same function composed of ops (values and every
+ * gradient), and bit for bit the same on 1, 2 and 3 threads; rows across
+ * several chunks of the γ/β sums, odd D (the lanes' tails), transposed x. */
+static void test_layer_norm_rows_match_the_composed_ops(void **state) {
+    (void)state;
+    const size_t sizes[][2] = {{70, 131}, {3, 7}, {1, 1}, {33, 64}, {257, 517}, {40, 16}};
+    for (int d = 0; d < 2; d++)
+        for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
+            for (int v = 0; v < 4; v++) {
+                nb_dtype dt = d ? NB_F64 : NB_F32;
+                size_t rows = sizes[k][0], D = sizes[k][1];
+                bool g = v & 1, b = v & 2, tr = k % 2 == 0;
+                /* float32: the composed ops round differently (a mean over D, then
+                 * the square's mean); the gradients of γ and β add rows */
+                double tol = dt == NB_F32 ? 2e-4 * (1 + sqrt((double)rows)) : 1e-10;
+                norm_outcome fused = norm_run(dt, rows, D, g, b, false, tr, 1);
+                norm_outcome ref = norm_run(dt, rows, D, g, b, true, tr, 1);
+                expect_all_near(fused.y, ref.y, fused.n, tol, "layer_norm y");
+                expect_all_near(fused.gx, ref.gx, fused.n, tol, "layer_norm dx");
+                expect_all_near(fused.gg, ref.gg, D, tol, "layer_norm dgamma");
+                expect_all_near(fused.gb, ref.gb, D, tol, "layer_norm dbeta");
+                for (int threads = 2; threads <= 3; threads++) {
+                    norm_outcome more = norm_run(dt, rows, D, g, b, false, tr, threads);
+                    assert_memory_equal(fused.y, more.y, fused.n * sizeof(double));
+                    assert_memory_equal(fused.gx, more.gx, fused.n * sizeof(double));
+                    if (g) assert_memory_equal(fused.gg, more.gg, D * sizeof(double));
+                    if (b) assert_memory_equal(fused.gb, more.gb, D * sizeof(double));
+                    free_outcome(&more);
+                }
+                free_outcome(&fused);
+                free_outcome(&ref);
+            }
+    nb_set_threads(1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_where_fast_paths_match_the_reference),
         cmocka_unit_test(test_dropout_is_the_same_on_any_thread_count),
         cmocka_unit_test(test_dropout_mask_is_the_attention_hash),
+        cmocka_unit_test(test_layer_norm_rows_match_the_composed_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
