@@ -367,12 +367,88 @@ static void test_layer_norm_rows_match_the_composed_ops(void **state) {
     nb_set_threads(1);
 }
 
+/* ---------------------------------------------------------------- embedding */
+
+/* index_select(x, axis, ids) with repeated ids, against the reference
+ * gather and scatter-add; the bits of y and dL/dx on `threads` threads. */
+static void select_run(nb_dtype dt, int nd, const size_t *shape, int axis, size_t count, int threads, double **y_out,
+                       double **g_out) {
+    assert_int_equal(nb_set_threads(threads), NB_OK);
+    nb_rng rng;
+    nb_rng_seed(&rng, 41);
+    nb_tensor *x = uniform(&rng, dt, nd, shape, -1, 1);
+    nb_requires_grad(x, true);
+    size_t *ids = malloc(count * sizeof *ids), outer = 1, inner = 1, n = shape[axis];
+    for (int d = 0; d < axis; d++) outer *= shape[d];
+    for (int d = axis + 1; d < nd; d++) inner *= shape[d];
+    for (size_t k = 0; k < count; k++) ids[k] = k % 3 == 0 ? 1 : nb_rng_next(&rng) % n; /* row 1 many times */
+    size_t yshape[4];
+    for (int d = 0; d < nd; d++) yshape[d] = d == axis ? count : shape[d];
+    nb_tensor *seed = uniform(&rng, dt, nd, yshape, -1, 1);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *y = nb_index_select(tp, x, axis, ids, count);
+    assert_ok(y);
+    assert_int_equal(nb_backward_seed(y, seed), NB_OK);
+    double *want = calloc(nb_tensor_size(x), sizeof *want);
+    for (size_t o = 0; o < outer; o++)
+        for (size_t k = 0; k < count; k++)
+            for (size_t i = 0; i < inner; i++) {
+                size_t at = (o * count + k) * inner + i, from = (o * n + ids[k]) * inner + i;
+                if (nb_get(y, at) != nb_get(x, from)) {
+                    print_error("index_select: y[%zu] is not x[%zu]\n", at, from);
+                    fail();
+                }
+                want[from] += nb_get(seed, at);
+            }
+    double terms = (double)count / 3 + 1; /* row 1's gradient adds about count/3 slices */
+    for (size_t i = 0; i < nb_tensor_size(x); i++)
+        expect_near(nb_grad_get(x, i), want[i], tol_of(dt) * terms, "index_select dx", i);
+    *y_out = values_of(y);
+    *g_out = grads_of(x);
+    free(want);
+    free(ids);
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+    nb_tensor_free(seed);
+}
+
+static void test_embedding_gather_and_scatter_add(void **state) {
+    (void)state;
+    struct {
+        int nd, axis;
+        size_t shape[3], count;
+    } cases[] = {{2, 0, {300, 131}, 517}, {3, 1, {3, 50, 97}, 400}, {2, 1, {65, 7}, 9}, {1, 0, {5}, 3}};
+    for (int d = 0; d < 2; d++)
+        for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+            nb_dtype dt = d ? NB_F64 : NB_F32;
+            double *y1, *g1;
+            select_run(dt, cases[c].nd, cases[c].shape, cases[c].axis, cases[c].count, 1, &y1, &g1);
+            size_t nx = 1, ny = 1;
+            for (int k = 0; k < cases[c].nd; k++) {
+                nx *= cases[c].shape[k];
+                ny *= k == cases[c].axis ? cases[c].count : cases[c].shape[k];
+            }
+            for (int threads = 2; threads <= 3; threads++) {
+                double *y, *g;
+                select_run(dt, cases[c].nd, cases[c].shape, cases[c].axis, cases[c].count, threads, &y, &g);
+                assert_memory_equal(y1, y, ny * sizeof *y);
+                assert_memory_equal(g1, g, nx * sizeof *g);
+                free(y);
+                free(g);
+            }
+            free(y1);
+            free(g1);
+        }
+    nb_set_threads(1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_where_fast_paths_match_the_reference),
         cmocka_unit_test(test_dropout_is_the_same_on_any_thread_count),
         cmocka_unit_test(test_dropout_mask_is_the_attention_hash),
         cmocka_unit_test(test_layer_norm_rows_match_the_composed_ops),
+        cmocka_unit_test(test_embedding_gather_and_scatter_add),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
