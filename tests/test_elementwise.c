@@ -1,6 +1,6 @@
 /*
  * The element-wise kernels' fast paths (where, dropout, layer norm, the
- * embedding's gather and scatter-add) against references computed here
+ * embedding's gather and scatter-add, softmax) against references computed here
  * element by element in double, on odd sizes, broadcasting patterns and
  * inputs that come out of a transpose, in float32 and float64, and bit for
  * bit the same on 1, 2 and 3 threads (the sizes are big enough to split).
@@ -442,6 +442,73 @@ static void test_embedding_gather_and_scatter_add(void **state) {
     nb_set_threads(1);
 }
 
+/* ---------------------------------------------------------------- softmax */
+
+/* softmax or log-softmax along `axis` of a (3, 257, 131) tensor, rows split
+ * over `threads` threads; values and dL/dx (as doubles), checked against
+ * the definition computed here in double. */
+static void softmax_run(nb_dtype dt, int axis, bool log_form, int threads, double **y_out, double **g_out) {
+    assert_int_equal(nb_set_threads(threads), NB_OK);
+    nb_rng rng;
+    nb_rng_seed(&rng, 51);
+    const size_t shape[3] = {3, 257, 131};
+    nb_tensor *x = uniform(&rng, dt, 3, shape, -6, 6), *seed = uniform(&rng, dt, 3, shape, -1, 1);
+    nb_requires_grad(x, true);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *y = log_form ? nb_log_softmax(tp, x, axis) : nb_softmax(tp, x, axis);
+    assert_ok(y);
+    assert_int_equal(nb_backward_seed(y, seed), NB_OK);
+    size_t n = shape[axis], inner = 1, outer = 1;
+    for (int d = 0; d < axis; d++) outer *= shape[d];
+    for (int d = axis + 1; d < 3; d++) inner *= shape[d];
+    for (size_t o = 0; o < outer; o++)
+        for (size_t i = 0; i < inner; i++) {
+            double m = -INFINITY, sum = 0, dot = 0, gsum = 0;
+            for (size_t k = 0; k < n; k++) m = fmax(m, nb_get(x, (o * n + k) * inner + i));
+            for (size_t k = 0; k < n; k++) sum += exp(nb_get(x, (o * n + k) * inner + i) - m);
+            for (size_t k = 0; k < n; k++) {
+                size_t at = (o * n + k) * inner + i;
+                double p = exp(nb_get(x, at) - m) / sum;
+                dot += nb_get(seed, at) * p;
+                gsum += nb_get(seed, at);
+            }
+            for (size_t k = 0; k < n; k++) {
+                size_t at = (o * n + k) * inner + i;
+                double p = exp(nb_get(x, at) - m) / sum, g = nb_get(seed, at);
+                expect_near(nb_get(y, at), log_form ? log(p) : p, tol_of(dt) * 4, "softmax y", at);
+                expect_near(nb_grad_get(x, at), log_form ? g - p * gsum : p * (g - dot), tol_of(dt) * 64,
+                            "softmax dx", at);
+            }
+        }
+    *y_out = values_of(y);
+    *g_out = grads_of(x);
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+    nb_tensor_free(seed);
+}
+
+static void test_softmax_rows_on_any_thread_count(void **state) {
+    (void)state;
+    for (int d = 0; d < 2; d++)
+        for (int axis = 0; axis < 3; axis++)
+            for (int lf = 0; lf < 2; lf++) {
+                nb_dtype dt = d ? NB_F64 : NB_F32;
+                double *y1, *g1;
+                softmax_run(dt, axis, lf, 1, &y1, &g1);
+                for (int threads = 2; threads <= 3; threads++) {
+                    double *y, *g;
+                    softmax_run(dt, axis, lf, threads, &y, &g);
+                    assert_memory_equal(y1, y, 3 * 257 * 131 * sizeof *y);
+                    assert_memory_equal(g1, g, 3 * 257 * 131 * sizeof *g);
+                    free(y);
+                    free(g);
+                }
+                free(y1);
+                free(g1);
+            }
+    nb_set_threads(1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_where_fast_paths_match_the_reference),
@@ -449,6 +516,7 @@ int main(void) {
         cmocka_unit_test(test_dropout_mask_is_the_attention_hash),
         cmocka_unit_test(test_layer_norm_rows_match_the_composed_ops),
         cmocka_unit_test(test_embedding_gather_and_scatter_add),
+        cmocka_unit_test(test_softmax_rows_on_any_thread_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
