@@ -106,30 +106,35 @@ NB_VECTOR_CLONES static void norm_forward_range(void *ctx, size_t begin, size_t 
             for (size_t r = ch * CHUNK; r < last; r++) {                                        \
                 const T *restrict x = (const T *)j->x + r * D, *restrict dy = (const T *)j->dy + r * D; \
                 const T m = stats[2 * r], inv = stats[2 * r + 1];                               \
-                if (pg) {                                                                       \
-                    if (r == ch * CHUNK) {                                                      \
-                        for (size_t k = 0; k < D; k++) pg[k] = dy[k] * ((x[k] - m) * inv);      \
-                        for (size_t k = 0; k < D; k++) pb[k] = dy[k];                           \
-                    } else {                                                                    \
-                        for (size_t k = 0; k < D; k++) pg[k] += dy[k] * ((x[k] - m) * inv);     \
-                        for (size_t k = 0; k < D; k++) pb[k] += dy[k];                          \
-                    }                                                                           \
+                if (pg && r == ch * CHUNK) {                                                    \
+                    memset(pg, 0, D * sizeof(T));                                               \
+                    memset(pb, 0, D * sizeof(T));                                               \
                 }                                                                               \
-                if (!j->gx) continue;                                                           \
+                if (!j->gx && !pg) continue;                                                    \
+                /* one pass for the row's sums and the chunk's: dy x̂ and dy */                \
                 double lane_g[LANES] = {0}, lane_gx[LANES] = {0}, sg = 0, sgx = 0;              \
                 size_t k = 0;                                                                   \
                 for (; k + LANES <= D; k += LANES)                                              \
                     for (int l = 0; l < LANES; l++) {                                           \
-                        T g = dy[k + l] * (gamma ? gamma[k + l] : 1), xhat = (x[k + l] - m) * inv; \
+                        T d = dy[k + l], xhat = (x[k + l] - m) * inv, g = d * (gamma ? gamma[k + l] : 1); \
                         lane_g[l] += (double)g;                                                 \
                         lane_gx[l] += (double)(g * xhat);                                       \
+                        if (pg) {                                                               \
+                            pg[k + l] += d * xhat;                                              \
+                            pb[k + l] += d;                                                     \
+                        }                                                                       \
                     }                                                                           \
                 for (int l = 0; l < LANES; l++) sg += lane_g[l], sgx += lane_gx[l];             \
                 for (; k < D; k++) {                                                            \
-                    T g = dy[k] * (gamma ? gamma[k] : 1), xhat = (x[k] - m) * inv;              \
+                    T d = dy[k], xhat = (x[k] - m) * inv, g = d * (gamma ? gamma[k] : 1);       \
                     sg += (double)g;                                                            \
                     sgx += (double)(g * xhat);                                                  \
+                    if (pg) {                                                                   \
+                        pg[k] += d * xhat;                                                      \
+                        pb[k] += d;                                                             \
+                    }                                                                           \
                 }                                                                               \
+                if (!j->gx) continue;                                                           \
                 const T mean_g = (T)(sg / (double)D), mean_gx = (T)(sgx / (double)D);           \
                 T *restrict gx = (T *)j->gx + r * D;                                            \
                 if (j->acc_x)                                                                   \
