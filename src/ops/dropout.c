@@ -31,11 +31,12 @@ static inline uint64_t mix64(uint64_t z) { /* SplitMix64's output function */
     return z ^ (z >> 31);
 }
 
-/* Eight bytes, each 0 or 1, as the bits of a byte (byte k to bit k): the
- * multiply moves byte k's bit to bit 56 + k, with no carries. */
+/* Eight bytes, each 0 or 1, as the bits of a byte (byte k to bit k): with
+ * byte k at bits 8k of v (one load on a little-endian machine), the
+ * multiply moves its bit to bit 56 + k, with no carries. */
 static inline uint64_t pack8(const uint8_t *b) {
-    uint64_t v;
-    memcpy(&v, b, sizeof v);
+    uint64_t v = 0;
+    for (int k = 0; k < 8; k++) v |= (uint64_t)b[k] << (8 * k);
     return (v * 0x0102040810204080u) >> 56;
 }
 
@@ -53,7 +54,8 @@ typedef struct {
 /* Forward: each word's 64 draws (those past n too: they are pure), packed
  * into the word, then y = x · (dropped ? 0 : keep) for the word's elements. */
 #define DROPOUT_FORWARD(T)                                                                             \
-    static inline __attribute__((always_inline)) void dropout_words_##T(const dropout_job *j, size_t begin, size_t end) {             \
+    static inline __attribute__((always_inline)) void dropout_words_##T(const dropout_job *j, size_t begin,   \
+                                                                         size_t end) {                       \
         const T *restrict x = j->in;                                                                   \
         T *restrict y = j->out;                                                                        \
         const T keep = j->p->p < 1 ? (T)(1 / (1 - j->p->p)) : 0;                                       \
@@ -77,7 +79,8 @@ DROPOUT_FORWARD(double)
 
 /* Backward: dL/dx (+)= G · (bit ? 0 : keep), the bits unpacked in place. */
 #define DROPOUT_BACKWARD(T)                                                                            \
-    static inline __attribute__((always_inline)) void dropout_grad_words_##T(const dropout_job *j, size_t begin, size_t end) {        \
+    static inline __attribute__((always_inline)) void dropout_grad_words_##T(const dropout_job *j,           \
+                                                                              size_t begin, size_t end) {    \
         const T *restrict g = j->in;                                                                   \
         T *restrict gx = j->out;                                                                       \
         const T keep = j->p->p < 1 ? (T)(1 / (1 - j->p->p)) : 0;                                       \
