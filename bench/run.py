@@ -17,7 +17,13 @@ tables of ratios measured in the same run.
   6. The LSTM of examples/charlm.c at batch 32, 16 steps, 128 units, on 1
      and 2 threads: nabla's step (charlm --bench) beside PyTorch's nn.LSTM
      and its loop of nn.LSTMCell steps (bench/torch_lstm.py).
-  7. Data-parallel training over MPI, when nabla was built with OpenMPI: the
+  7. The element-wise kernels of a transformer (softmax, log-softmax, both
+     GELUs, where and masked fill, dropout, layer norm, the embedding's
+     gather and scatter-add), forward and backward at (2048, 512) and
+     (16*128, 128), float32, 1 thread: time, bytes moved per second and
+     the ratio to a memcpy of the same bytes (bench_elementwise, which
+     alternates each kernel with its memcpy and takes minima).
+  8. Data-parallel training over MPI, when nabla was built with OpenMPI: the
      MLP step at batch 256 on 1 and 2 processes of one thread each
      (mpirun ... mlp --bench --distributed), with the time spent waiting
      for the gradients' all-reduce.
@@ -135,6 +141,10 @@ def main():
     cnn_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
     print()
     lstm_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+    print()
+    sys.stdout.flush()
+    subprocess.run([os.path.join(args.build, "bench", "bench_elementwise"), "--reps", "10" if args.quick else "30"],
+                   check=True)
     print()
     mpi_table(args.build, 3 if args.quick else args.rounds)
 

@@ -83,9 +83,12 @@ nb_tensor *nb_max_pool2d_(nb_tape *tp, nb_tensor *x, const nb_pool_opts *opts, c
 nb_tensor *nb_avg_pool2d_(nb_tape *tp, nb_tensor *x, const nb_pool_opts *opts, const char *file, int line);
 
 /* Dropout: while the tape is training, each element is zeroed with
- * probability p (drawn from rng, so a seed repeats the mask) and the others
- * scaled by 1/(1 - p); in evaluation (nb_tape_set_training(tp, false)), or
- * with p = 0, x itself is returned. */
+ * probability p and the others scaled by 1/(1 - p); in evaluation
+ * (nb_tape_set_training(tp, false)), or with p = 0, x itself is returned.
+ * The mask: one draw s of rng (so a seed repeats the mask; rng moves on by
+ * that one draw) seeds a counter-based hash, and element i (row-major) is
+ * dropped when (splitmix64(s + i 0x9e3779b97f4a7c15) >> 11) 2^-53 < p
+ * (the hash of nb_scaled_dot_product_attention's dropout). */
 #define nb_dropout(tp, x, p, rng) nb_dropout_(tp, x, p, rng, NB_SITE)
 nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const char *file, int line);
 

@@ -452,11 +452,19 @@ static void test_dropout(void **state) {
     nb_rng_seed(&again, 5);
     nb_tensor *y2 = nb_dropout(tp, x, 0.3, &again);
     for (size_t i = 0; i < 10000; i++) assert_true(nb_get(y2, i) == nb_get(y, i));
-    /* element i is dropped exactly when the i-th draw of nb_rng_uniform is
-     * below p (the op draws in blocks), and the generator moved on by one
-     * draw per element */
+    /* element i is dropped exactly when u_i < p, u_i = splitmix64(s + i·φ)
+     * 2^-53 for the one draw s the op takes from the generator (which
+     * moves on by that draw alone); SplitMix64's output function written
+     * out here from its definition */
     nb_rng_seed(&again, 5);
-    for (size_t i = 0; i < 10000; i++) assert_true((nb_rng_uniform(&again) < 0.3) == (nb_get(y, i) == 0));
+    uint64_t s = nb_rng_next(&again);
+    for (size_t i = 0; i < 10000; i++) {
+        uint64_t z = s + i * 0x9e3779b97f4a7c15u;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+        z ^= z >> 31;
+        assert_true(((double)(z >> 11) * 0x1.0p-53 < 0.3) == (nb_get(y, i) == 0));
+    }
     assert_true(nb_rng_next(&again) == nb_rng_next(&rng));
     uint64_t one_by_one[300], filled[300];
     nb_rng a, b;

@@ -144,36 +144,64 @@ nb_tensor *nb_slice_(nb_tape *tp, nb_tensor *a, int axis, long start, long stop,
 /* ---------------------------------------------------------------- index_select */
 
 /* The entry keeps the axis in e->axis and the indices (size_t, as many as
- * the output's size along the axis) in its saved slot. */
+ * the output's size along the axis) in its saved slot.
+ *
+ * Forward copies slices (an embedding: rows of the table), split over
+ * threads by output slice.  Backward adds each slice of G into the slice
+ * of dL/dx it came from; threads split the slices' columns (the inner
+ * elements), each walking every slice in order, so that repeated indices
+ * are added in the same order on any thread count and no two threads
+ * write the same element. */
+typedef struct {
+    const nb_entry *e;
+    void *gx;
+    size_t outer, n, inner, count;
+} select_job;
+
+static void gather_range(void *ctx, size_t begin, size_t end) {
+    const select_job *j = ctx;
+    const size_t *idx = j->e->saved;
+    size_t w = nb_dtype_size(j->e->out->dtype);
+    for (size_t r = begin; r < end; r++) {
+        size_t o = r / j->count, k = r % j->count;
+        memcpy((char *)j->e->out->data + r * j->inner * w,
+               (const char *)j->e->in[0]->data + ((o * j->n + idx[k]) * j->inner) * w, j->inner * w);
+    }
+}
+
 static void index_select_forward(nb_entry *e) {
-    const nb_tensor *x = e->in[0];
-    const size_t *idx = e->saved;
-    size_t outer, n, inner, count = e->out->shape[e->axis];
-    nb_split_axis(x, e->axis, &outer, &n, &inner);
-    size_t w = nb_dtype_size(x->dtype);
-    for (size_t o = 0; o < outer; o++)
-        for (size_t k = 0; k < count; k++)
-            memcpy((char *)e->out->data + ((o * count + k) * inner) * w,
-                   (const char *)x->data + ((o * n + idx[k]) * inner) * w, inner * w);
+    select_job j = {.e = e};
+    j.count = e->out->shape[e->axis];
+    nb_split_axis(e->in[0], e->axis, &j.outer, &j.n, &j.inner);
+    size_t grain = j.inner >= NB_PARALLEL_GRAIN ? 1 : NB_PARALLEL_GRAIN / j.inner;
+    nb_parallel(j.outer * j.count, grain, gather_range, &j);
+}
+
+/* Columns [begin, end) of every slice: dL/dx[o, idx[k], i] += G[o, k, i]. */
+NB_VECTOR_CLONES static void scatter_range(void *ctx, size_t begin, size_t end) {
+    const select_job *j = ctx;
+    const size_t *idx = j->e->saved;
+    NB_DISPATCH(j->e->out->dtype, {
+        const T *gy = j->e->out->grad;
+        T *gx = j->gx;
+        for (size_t o = 0; o < j->outer; o++)
+            for (size_t k = 0; k < j->count; k++) {
+                T *restrict dst = gx + (o * j->n + idx[k]) * j->inner + begin;
+                const T *restrict src = gy + (o * j->count + k) * j->inner + begin;
+                for (size_t i = 0; i < end - begin; i++) dst[i] += src[i];
+            }
+    });
 }
 
 static void index_select_backward(nb_entry *e) {
-    nb_tensor *x = e->in[0];
-    const size_t *idx = e->saved;
-    void *gx_ = nb_grad_target_zeroed(e->out->tape, x);
-    if (!gx_) return;
-    size_t outer, n, inner, count = e->out->shape[e->axis];
-    nb_split_axis(x, e->axis, &outer, &n, &inner);
-    NB_DISPATCH(x->dtype, {
-        const T *gy = e->out->grad;
-        T *gx = gx_;
-        for (size_t o = 0; o < outer; o++)
-            for (size_t k = 0; k < count; k++) {
-                T *dst = gx + (o * n + idx[k]) * inner;
-                const T *src = gy + (o * count + k) * inner;
-                for (size_t i = 0; i < inner; i++) dst[i] += src[i];
-            }
-    });
+    select_job j = {.e = e};
+    if (!(j.gx = nb_grad_target_zeroed(e->out->tape, e->in[0]))) return;
+    j.count = e->out->shape[e->axis];
+    nb_split_axis(e->in[0], e->axis, &j.outer, &j.n, &j.inner);
+    /* parts of at least NB_PARALLEL_GRAIN elements, and of whole cache lines */
+    size_t slices = j.outer * j.count, grain = (NB_PARALLEL_GRAIN + slices - 1) / slices;
+    grain = grain < 16 ? 16 : (grain + 15) / 16 * 16;
+    nb_parallel(j.inner, grain, scatter_range, &j);
 }
 
 static void index_select_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in);

@@ -1,15 +1,11 @@
 /*
- * Joining tensors: concat along an existing axis, stack along a new one,
- * and where, which picks each element from one of two tensors.
+ * Joining tensors: concat along an existing axis, stack along a new one
+ * (where, which picks each element from one of two tensors, is in where.c).
  *
  * concat / stack: the output, viewed as (outer, N, inner) around the axis,
  * holds input k in positions [o_k, o_k + n_k) along it (n_k is input k's
  * size there; 1 for stack).  Backward hands each input its block of the
  * upstream gradient: dL/dx_k = dL/dy[:, o_k : o_k + n_k, :].
- *
- * where(c, a, b):  y = c != 0 ? a : b  (the three broadcast together)
- *   dL/da = G where c != 0, else 0;  dL/db = G where c == 0, else 0
- *   (summed over the axes a or b was broadcast along); c takes none.
  */
 #include "../internal.h"
 
@@ -117,75 +113,5 @@ nb_tensor *nb_concat_(nb_tape *tp, nb_tensor *const *tensors, int n, int axis, b
     if (!e) return failed;
     e->axis = ax;
     e->flag0 = stack;
-    return nb_run(e);
-}
-
-/* ---------------------------------------------------------------- where */
-
-static void where_forward(nb_entry *e) {
-    size_t strides[3][NB_MAX_DIMS], idx[NB_MAX_DIMS] = {0}, off[3] = {0};
-    for (int k = 0; k < 3; k++) nb_broadcast_strides(e->in[k], e->out->ndim, strides[k]);
-    NB_DISPATCH(e->out->dtype, {
-        const T *c = e->in[0]->data, *a = e->in[1]->data, *b = e->in[2]->data;
-        T *y = e->out->data;
-        for (size_t i = 0; i < e->out->size; i++, nb_odometer_next(e->out->ndim, e->out->shape, idx, 3, off, strides))
-            y[i] = c[off[0]] != 0 ? a[off[1]] : b[off[2]];
-    });
-}
-
-static void where_backward(nb_entry *e) {
-    for (int which = 1; which <= 2; which++) {
-        nb_tensor *x = e->in[which];
-        if (!x->requires_grad) continue;
-        void *gx_ = nb_grad_target_zeroed(e->out->tape, x);
-        if (!gx_) return;
-        size_t strides[3][NB_MAX_DIMS], idx[NB_MAX_DIMS] = {0}, off[3] = {0};
-        for (int k = 0; k < 3; k++) nb_broadcast_strides(e->in[k], e->out->ndim, strides[k]);
-        bool take = which == 1; /* a takes where c != 0, b where c == 0 */
-        NB_DISPATCH(e->out->dtype, {
-            const T *c = e->in[0]->data, *g = e->out->grad;
-            T *gx = gx_;
-            for (size_t i = 0; i < e->out->size;
-                 i++, nb_odometer_next(e->out->ndim, e->out->shape, idx, 3, off, strides))
-                if ((c[off[0]] != 0) == take) gx[off[which]] += g[i];
-        });
-    }
-}
-
-/* G where the condition picks a (else 0), and where it picks b, summed
- * back to each one's shape. */
-static void where_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
-    nb_tape *tp = e->out->tape;
-    nb_tensor *zero = nb_full_(tp, G->dtype, 0, NULL, 0, e->file, e->line);
-    for (int which = 1; which <= 2; which++) {
-        nb_tensor *x = e->in[which];
-        if (!x->requires_grad) continue;
-        nb_tensor *g = which == 1 ? nb_where_(tp, e->in[0], G, zero, e->file, e->line)
-                                  : nb_where_(tp, e->in[0], zero, G, e->file, e->line);
-        grad_in[which] = nb_sum_to_(tp, g, x->ndim, x->shape, e->file, e->line);
-    }
-}
-
-static const nb_op where_op = {.name = "where", .forward = where_forward, .backward = where_backward,
-                               .derivative = {"none (the condition)", "[c≠0]", "[c=0]"}, .elementwise = true, .backward_graph = where_graph};
-
-nb_tensor *nb_where_(nb_tape *tp, nb_tensor *cond, nb_tensor *a, nb_tensor *b, const char *file, int line) {
-    nb_tensor *in[3] = {cond, a, b};
-    nb_tensor *failed = nb_check(tp, &where_op, file, line, 3, in);
-    if (failed) return failed;
-    int nd;
-    size_t shape[NB_MAX_DIMS];
-    if (!nb_broadcast_shape(3, in, &nd, shape)) {
-        char s[400];
-        return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                       "where: the condition, a and b (%s) do not broadcast (aligned from the right, each size "
-                       "must be equal or 1)",
-                       nb_format_shapes(3, in, s, sizeof s));
-    }
-    nb_entry *e = nb_emit(tp, &where_op, 3, in, a->dtype, nd, shape, file, line, &failed);
-    if (!e) return failed;
-    /* No gradient flows to the condition, so it alone does not make the
-     * result need one (PyTorch's condition is boolean, without gradient). */
-    if (!a->requires_grad && !b->requires_grad) e->out->requires_grad = false;
     return nb_run(e);
 }

@@ -17,8 +17,9 @@
  * of its own so that it vectorises.  The maximum and the sum run in LANES
  * partial results (element k into lane k mod LANES), combined at the end in
  * a fixed order: the same bits in every clone and on any thread count, and
- * no chain of dependent adds.  The exps are kept in y and divided by their
- * sum; log-softmax keeps them in y only until it writes x - lse. */
+ * no chain of dependent adds.  The exps are kept in y (and summed in the
+ * same loop) and multiplied by the sum's reciprocal; log-softmax keeps them
+ * in y only until it writes x - lse. */
 enum { LANES = 16 };
 #define SOFTMAX_ROW(T)                                                                                 \
     NB_VECTOR_CLONES static void softmax_row_##T(const T *restrict x, T *restrict y, size_t n, size_t step,\
@@ -31,35 +32,56 @@ enum { LANES = 16 };
                 lane[l] = x[(k + l) * step] > lane[l] ? x[(k + l) * step] : lane[l];                   \
         for (; k < n; k++) m = x[k * step] > m ? x[k * step] : m;                                      \
         for (int l = 0; l < LANES; l++) m = lane[l] > m ? lane[l] : m;                                 \
-        for (k = 0; k < n; k++) y[k * step] = NB_EXP(x[k * step] - m);                                 \
         for (int l = 0; l < LANES; l++) lane[l] = 0;                                                   \
         for (k = 0; k + LANES <= n; k += LANES)                                                        \
-            for (int l = 0; l < LANES; l++) lane[l] += y[(k + l) * step];                              \
+            for (int l = 0; l < LANES; l++) {                                                          \
+                T e = NB_EXP(x[(k + l) * step] - m);                                                   \
+                y[(k + l) * step] = e;                                                                 \
+                lane[l] += e;                                                                          \
+            }                                                                                          \
         for (int l = 0; l < LANES; l++) sum += lane[l];                                                \
-        for (; k < n; k++) sum += y[k * step];                                                         \
+        for (; k < n; k++) sum += y[k * step] = NB_EXP(x[k * step] - m);                               \
         if (log_form) {                                                                                \
             T lse = m + log(sum);                                                                      \
             for (k = 0; k < n; k++) y[k * step] = x[k * step] - lse;                                   \
-        } else {                                                                                       \
-            for (k = 0; k < n; k++) y[k * step] /= sum;                                                \
+        } else { /* times the reciprocal, as PyTorch: a division per element is slow */               \
+            T inv = 1 / sum;                                                                           \
+            for (k = 0; k < n; k++) y[k * step] *= inv;                                                \
         }                                                                                              \
     }
 SOFTMAX_ROW(float)
 SOFTMAX_ROW(double)
 
-static void softmax_forward(nb_entry *e) {
-    const nb_tensor *x = e->in[0];
-    size_t outer, n, inner;
-    nb_split_axis(x, e->axis, &outer, &n, &inner);
+/* Rows [begin, end) of the (outer, inner) rows of n values, forward or
+ * backward; rows split over threads (each row is computed alone). */
+typedef struct {
+    const nb_entry *e;
+    size_t n, inner;
+    void *gx;
+    bool acc;
+} softmax_job;
+
+static size_t softmax_grain(size_t n) { return n >= NB_PARALLEL_GRAIN ? 1 : NB_PARALLEL_GRAIN / n; }
+
+static void softmax_rows(void *ctx, size_t begin, size_t end) {
+    const softmax_job *j = ctx;
+    const nb_entry *e = j->e;
     bool log_form = e->flag0;
-    for (size_t o = 0; o < outer; o++)
-        for (size_t i = 0; i < inner; i++) {
-            size_t at = o * n * inner + i;
-            if (x->dtype == NB_F32)
-                softmax_row_float((const float *)x->data + at, (float *)e->out->data + at, n, inner, log_form);
-            else
-                softmax_row_double((const double *)x->data + at, (double *)e->out->data + at, n, inner, log_form);
-        }
+    for (size_t r = begin; r < end; r++) {
+        size_t at = (r / j->inner) * j->n * j->inner + r % j->inner;
+        if (e->out->dtype == NB_F32)
+            softmax_row_float((const float *)e->in[0]->data + at, (float *)e->out->data + at, j->n, j->inner, log_form);
+        else
+            softmax_row_double((const double *)e->in[0]->data + at, (double *)e->out->data + at, j->n, j->inner,
+                               log_form);
+    }
+}
+
+static void softmax_forward(nb_entry *e) {
+    size_t outer;
+    softmax_job j = {.e = e};
+    nb_split_axis(e->in[0], e->axis, &outer, &j.n, &j.inner);
+    nb_parallel(outer * j.inner, softmax_grain(j.n), softmax_rows, &j);
 }
 
 /* The gradient of one row: the dot product in lanes as the sum above,
@@ -87,25 +109,27 @@ static void softmax_forward(nb_entry *e) {
 SOFTMAX_GRAD_ROW(float)
 SOFTMAX_GRAD_ROW(double)
 
-static void softmax_backward(nb_entry *e) {
-    nb_tape *tp = e->out->tape;
-    nb_tensor *x = e->in[0];
-    bool acc;
-    void *gx_ = nb_grad_target(tp, x, &acc);
-    if (!gx_) return;
-    size_t outer, n, inner;
-    nb_split_axis(x, e->axis, &outer, &n, &inner);
+static void softmax_grad_rows(void *ctx, size_t begin, size_t end) {
+    const softmax_job *j = ctx;
+    const nb_entry *e = j->e;
     bool log_form = e->flag0;
-    for (size_t o = 0; o < outer; o++)
-        for (size_t i = 0; i < inner; i++) {
-            size_t at = o * n * inner + i;
-            if (x->dtype == NB_F32)
-                softmax_grad_row_float((const float *)e->out->data + at, (const float *)e->out->grad + at,
-                                       (float *)gx_ + at, n, inner, log_form, acc);
-            else
-                softmax_grad_row_double((const double *)e->out->data + at, (const double *)e->out->grad + at,
-                                        (double *)gx_ + at, n, inner, log_form, acc);
-        }
+    for (size_t r = begin; r < end; r++) {
+        size_t at = (r / j->inner) * j->n * j->inner + r % j->inner;
+        if (e->out->dtype == NB_F32)
+            softmax_grad_row_float((const float *)e->out->data + at, (const float *)e->out->grad + at,
+                                   (float *)j->gx + at, j->n, j->inner, log_form, j->acc);
+        else
+            softmax_grad_row_double((const double *)e->out->data + at, (const double *)e->out->grad + at,
+                                    (double *)j->gx + at, j->n, j->inner, log_form, j->acc);
+    }
+}
+
+static void softmax_backward(nb_entry *e) {
+    softmax_job j = {.e = e};
+    if (!(j.gx = nb_grad_target(e->out->tape, e->in[0], &j.acc))) return;
+    size_t outer;
+    nb_split_axis(e->in[0], e->axis, &outer, &j.n, &j.inner);
+    nb_parallel(outer * j.inner, softmax_grain(j.n), softmax_grad_rows, &j);
 }
 
 /* As ops: softmax:      dx = y ⊙ (G − sum(G ⊙ y, axis))

@@ -133,18 +133,13 @@ UNARY_OP(expm1,      expm1(x),                    y + 1,                      "e
  * (softplus(-20) = 2.06e-9).  dy/dx = σ(x). */
 UNARY_OP(softplus,   fmax(x, (T)0) + log1p(NB_EXP(-fabs(x))), 1 / (1 + NB_EXP(-x)), "σ(x)")
 /* GELU, exact form: x Φ(x), Φ the standard normal CDF = (1 + erf(x/√2))/2.
- * dy/dx = Φ(x) + x φ(x), φ(x) = e^(-x²/2)/√(2π). */
-UNARY_OP(gelu,       x * (T)0.5 * (1 + NB_ERF(x * (T)0.70710678118654752)),
-                     (T)0.5 * (1 + NB_ERF(x * (T)0.70710678118654752)) + x * NB_EXP(-x * x / 2) * (T)0.39894228040143268,
-                     "Φ(x) + xφ(x)")
+ * dy/dx = Φ(x) + x φ(x), φ(x) = e^(-x²/2)/√(2π).  float32: Φ and φ from
+ * one exp (src/ops/expf.h); float64: libm's erf and exp. */
+UNARY_OP(gelu,       NB_GELU(x),                  NB_GELU_SLOPE(x),           "Φ(x) + xφ(x)")
 /* GELU, tanh form: x (1 + tanh u)/2, u = √(2/π)(x + 0.044715 x³).
- * dy/dx = (1 + tanh u)/2 + x (1 - tanh² u) √(2/π)(1 + 3·0.044715 x²)/2. */
-UNARY_OP(gelu_tanh,  x * (T)0.5 * (1 + NB_TANH((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))),
-                     (T)0.5 * (1 + NB_TANH((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) +
-                         (T)0.5 * x * (1 - NB_TANH((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x)) *
-                                               NB_TANH((T)0.79788456080286536 * (x + (T)0.044715 * x * x * x))) *
-                             (T)0.79788456080286536 * (1 + 3 * (T)0.044715 * x * x),
-                     "(1+tanh u)/2 + x(1−tanh²u)u′/2")
+ * dy/dx = (1 + tanh u)/2 + x (1 - tanh² u) √(2/π)(1 + 3·0.044715 x²)/2.
+ * float32: (1 + tanh u)/2 as σ(2u), one exp (src/ops/expf.h). */
+UNARY_OP(gelu_tanh,  NB_GELU_TANH(x),             NB_GELU_TANH_SLOPE(x),      "(1+tanh u)/2 + x(1−tanh²u)u′/2")
 
 /* ---------------------------------------------------------------- dy/dx as ops */
 
