@@ -434,33 +434,42 @@ static void test_rows_without_keys_under_create_graph(void **state) {
  * dS K (in a hidden key) and Pᵀ G, dSᵀ Q (in the block's upstream gradient
  * or query).  Each such value, placed after every query of the first block
  * (or in it), against the composed ops, which PyTorch's composed attention
- * matches (a NaN there). */
+ * matches (a NaN there); and the same values hidden by a boolean mask, and
+ * by causality with dropout. */
 static void test_causal_hidden_non_finite_values(void **state) {
     (void)state;
     enum { IN_V, IN_K, IN_Q, IN_G };
     const double bad[] = {INFINITY, NAN, -INFINITY};
     for (int dt = NB_F32; dt <= NB_F64; dt++)
         for (int where = IN_V; where <= IN_G; where++)
-            for (int b = 0; b < 3; b++) {
-                nb_rng rng;
-                nb_rng_seed(&rng, 37);
-                config c = {.nd = 1, .batch = {2}, .L = 130, .S = 150, .E = 3, .Ev = 2, .causal = true};
-                nb_tensor *in[3] = {heap_random(&rng, dt, NB_SHAPE(2, 130, 3), -1, 1),
-                                    heap_random(&rng, dt, NB_SHAPE(2, 150, 3), -1, 1),
-                                    heap_random(&rng, dt, NB_SHAPE(2, 150, 2), -1, 1)};
-                for (int i = 0; i < 3; i++) nb_requires_grad(in[i], true);
-                nb_tensor *R = heap_random(&rng, dt, NB_SHAPE(2, 130, 2), -1, 1);
-                /* head 1: key 100 (hidden from queries 0..63), key 140
-                 * (from all), query 5 or its upstream gradient */
-                if (where == IN_V) nb_set(in[2], (150 + 100) * 2 + 1, bad[b]);
-                if (where == IN_K) nb_set(in[1], (150 + 140) * 3 + 2, bad[b]);
-                if (where == IN_Q) nb_set(in[0], (130 + 5) * 3, bad[b]);
-                if (where == IN_G) nb_set(R, (130 + 5) * 2 + 1, bad[b]);
-                nb_attention_opts o = {.causal = true};
-                expect_all_agree(in, &o, R, &c, dt == NB_F64 ? 1e-12 : 2e-5);
-                for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
-                nb_tensor_free(R);
-            }
+            for (int b = 0; b < 3; b++)
+                for (int hide = 0; hide < 3; hide++) { /* causality; a boolean mask; causality and dropout */
+                    nb_rng rng;
+                    nb_rng_seed(&rng, 37);
+                    config c = {.nd = 1, .batch = {2}, .L = 130, .S = 150, .E = 3, .Ev = 2, .causal = hide != 1,
+                                .mask_kind = hide == 1 ? BOOL_MASK : NO_MASK, .dropout_p = hide == 2 ? 0.3 : 0};
+                    nb_tensor *mask = NULL;
+                    if (hide == 1) { /* keys 100 and 140 hidden from every query, 1 in 4 others at random */
+                        mask = make_mask(&rng, &(config){.L = 130, .S = 150, .mask_kind = BOOL_MASK, .mask_form = 1}, dt);
+                        for (size_t i = 0; i < 130; i++) nb_set(mask, i * 150 + 100, 0), nb_set(mask, i * 150 + 140, 0);
+                    }
+                    nb_tensor *in[3] = {heap_random(&rng, dt, NB_SHAPE(2, 130, 3), -1, 1),
+                                        heap_random(&rng, dt, NB_SHAPE(2, 150, 3), -1, 1),
+                                        heap_random(&rng, dt, NB_SHAPE(2, 150, 2), -1, 1)};
+                    for (int i = 0; i < 3; i++) nb_requires_grad(in[i], true);
+                    nb_tensor *R = heap_random(&rng, dt, NB_SHAPE(2, 130, 2), -1, 1);
+                    /* head 1: key 100 (hidden from queries 0..63), key 140
+                     * (from all), query 5 or its upstream gradient */
+                    if (where == IN_V) nb_set(in[2], (150 + 100) * 2 + 1, bad[b]);
+                    if (where == IN_K) nb_set(in[1], (150 + 140) * 3 + 2, bad[b]);
+                    if (where == IN_Q) nb_set(in[0], (130 + 5) * 3, bad[b]);
+                    if (where == IN_G) nb_set(R, (130 + 5) * 2 + 1, bad[b]);
+                    nb_attention_opts o = {.causal = c.causal, .mask = mask, .mask_is_bool = true, .dropout_p = c.dropout_p};
+                    expect_all_agree(in, &o, R, &c, dt == NB_F64 ? 1e-12 : 2e-5);
+                    for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+                    nb_tensor_free(R);
+                    nb_tensor_free(mask);
+                }
 }
 
 /* An inf or NaN in the upstream gradient G: each dP_ij of its row is ±inf
