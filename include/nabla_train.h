@@ -235,9 +235,11 @@ double nb_optimizer_group_lr(const nb_optimizer *opt, int group); /* NaN for no 
  * training goes on bit for bit as if it had never stopped (the same steps
  * after a load as without one, on any thread count).  The state is every
  * buffer (momentum's velocity, Adam's and AdamW's two moments, RMSprop's
- * mean square), the step count, the options and rates, and the attached
- * schedule (nb_optimizer_set_schedule).  opt and rng may be NULL (opt must
- * be the optimizer of ps).
+ * mean square), the step count, each parameter group's options and rates
+ * and each parameter's group, and the attached schedule
+ * (nb_optimizer_set_schedule; loading restores the saved one, or none).
+ * Make the same groups before loading: other groupings are refused.  opt
+ * and rng may be NULL (opt must be the optimizer of ps).
  * The format follows the path as for nb_params_save: ".safetensors" writes
  * safetensors, whose buffers are tensors named "__nabla__/BUFFER/PARAMETER"
  * (PyTorch's buffer names: momentum_buffer, exp_avg, exp_avg_sq,

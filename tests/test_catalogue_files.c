@@ -548,6 +548,18 @@ static nb_status params_save_fifo(void) {
     return st;
 }
 static nb_status params_load_dir(void) { return load_into(test_dir, "W", 2, NB_F64); }
+static nb_status checkpoint_into(const char *path, nb_optimizer_kind kind, bool rng);
+static nb_status checkpoint_load_fifo(void) { return checkpoint_into(fifo("run.safetensors"), NB_OPT_ADAM, false); }
+static nb_status checkpoint_save_fifo(void) {
+    nb_params *ps = model("W", 2, NB_F64);
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_ADAM);
+    nb_optimizer *opt = nb_optimizer_new(ps, &o);
+    nb_status st = nb_checkpoint_save(ps, opt, NULL, fifo("run.nbp"));
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+    return st;
+}
 static nb_status idx_dir(void) { return idx_status(test_dir); }
 static nb_status csv_dir(void) {
     nb_csv_opts o;
@@ -784,6 +796,9 @@ static const bad_input catalogue[] = {
      {"nb_idx_read", "10000000 bytes", "more than a gzip file", "at most"}},
     {"params: saving over a FIFO", params_save_fifo, NB_ERR_IO, {"nb_params_save", "model.fifo", "a FIFO", "regular"}},
     {"params: loading a directory", params_load_dir, NB_ERR_IO, {"nb_params_load", "is a directory"}},
+    {"checkpoint: loading a FIFO", checkpoint_load_fifo, NB_ERR_IO,
+     {"nb_checkpoint_load", "run.safetensors", "a FIFO", "regular"}},
+    {"checkpoint: saving over a FIFO", checkpoint_save_fifo, NB_ERR_IO, {"nb_checkpoint_save", "run.nbp", "a FIFO", "regular"}},
     {"IDX: a directory", idx_dir, NB_ERR_IO, {"nb_idx_read", "is a directory"}},
     {"CSV: a directory", csv_dir, NB_ERR_IO, {"nb_csv_read", "is a directory"}},
     {"CSV: an unknown dtype", csv_dtype, NB_ERR_ARG, {"nb_csv_read", "unknown dtype 9", "dtype.csv"}},

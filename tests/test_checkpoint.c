@@ -177,19 +177,20 @@ static void test_resume_is_bitwise(void **state) {
         straight((nb_optimizer_kind)kind, 2, &two);
         assert_memory_equal(want.v, two.v, want.n * sizeof(double));
         free(two.v);
-        /* threads before and after the break: 1/1, 2/2, 1/2; k = 5 (mid
-         * warm-up... and past it), in both formats */
+        /* threads before and after the break: 1/1, 2/2, 1/2; the break at
+         * k = 2 (within the 3 warm-up steps) and k = 5 (after them); both
+         * formats */
         const int threads[3][2] = {{1, 1}, {2, 2}, {1, 2}};
         for (int th = 0; th < 3; th++)
-            for (int e = 0; e < 2; e++) {
-                int k = e == 0 ? 5 : 2;
+            for (int e = 0; e < 4; e++) {
+                int k = e / 2 ? 5 : 2;
                 bits got;
-                resumed((nb_optimizer_kind)kind, threads[th][0], threads[th][1], exts[e], k, &got);
+                resumed((nb_optimizer_kind)kind, threads[th][0], threads[th][1], exts[e % 2], k, &got);
                 assert_int_equal(got.n, want.n);
                 for (size_t i = 0; i < want.n; i++)
                     if (memcmp(&got.v[i], &want.v[i], sizeof(double)) != 0)
                         fail_msg("%s, threads %d then %d, %s, k = %d: value %zu is %.17g resumed, %.17g straight",
-                                 nb_optimizer_name((nb_optimizer_kind)kind), threads[th][0], threads[th][1], exts[e],
+                                 nb_optimizer_name((nb_optimizer_kind)kind), threads[th][0], threads[th][1], exts[e % 2],
                                  k, i, got.v[i], want.v[i]);
                 free(got.v);
             }

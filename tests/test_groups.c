@@ -5,14 +5,18 @@
  * with that group's options: the same bits, for every kind, with a
  * schedule and clipping by the global norm over all of them.  Then the
  * usual split (nb_optimizer_no_decay_group), clipping across sets, the
- * rates and the refusals.
+ * rates and the refusals.  And against torch.optim itself with three
+ * param_groups, a SequentialLR warm-up and clip_grad_norm_
+ * (tests/groups_torch.py; skipped with a message without torch).
  */
 #include "support.h"
 #include "nabla_train.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #define STEPS 6
 
@@ -109,6 +113,118 @@ static void compare_kind(nb_optimizer_kind kind) {
 static void test_groups_update_as_separate_optimizers(void **state) {
     (void)state;
     for (int kind = NB_OPT_SGD; kind <= NB_OPT_RMSPROP; kind++) compare_kind((nb_optimizer_kind)kind);
+}
+
+/* ---------------------------------------------------------------- against torch */
+
+static size_t put_list(char *out, size_t cap, const nb_tensor *t) {
+    size_t n = 0;
+    for (size_t j = 0; j < nb_tensor_size(t); j++) n += (size_t)snprintf(out + n, cap - n, "%s%.17g", j ? "," : "[", nb_get(t, j));
+    return n + (size_t)snprintf(out + n, cap - n, "]");
+}
+
+static void against_torch(nb_optimizer_kind kind, bool *skipped) {
+    const char *pnames[3] = {"W1", "b1", "W2"};
+    nb_params *ps = nb_params_new();
+    nb_tensor *w[3], *A[3], *c[3];
+    nb_rng rng;
+    nb_rng_seed(&rng, 40 + (uint64_t)kind);
+    w[0] = nb_params_add(ps, pnames[0], nb_rand_normal(NULL, &rng, NB_F64, NB_SHAPE(3, 4), 0, 1));
+    w[1] = nb_params_add(ps, pnames[1], nb_rand_normal(NULL, &rng, NB_F64, NB_SHAPE(4), 0, 1));
+    w[2] = nb_params_add(ps, pnames[2], nb_rand_normal(NULL, &rng, NB_F64, NB_SHAPE(4, 2), 0, 1));
+    for (int i = 0; i < 3; i++) {
+        A[i] = nb_rand_uniform(NULL, &rng, NB_F64, nb_tensor_ndim(w[i]), nb_tensor_shape(w[i]), 0.2, 3);
+        c[i] = nb_rand_normal(NULL, &rng, NB_F64, nb_tensor_ndim(w[i]), nb_tensor_shape(w[i]), 0, 1);
+    }
+    const double lr[3] = {0.05, 0.02, 0.1}, wd[3] = {0.01, 0, 0.03}, mu[3] = {0.9, 0.5, 0.7}, b1[3] = {0.9, 0.8, 0.7},
+                 b2[3] = {0.999, 0.99, 0.95}, eps[3] = {1e-8, 1e-6, 1e-4};
+    char json[16384];
+    size_t n = (size_t)snprintf(json, sizeof json,
+                                "{\"optimizer\":\"%s\",\"steps\":8,\"clip\":1.5,\"warmup\":3,\"warmup_start\":0.2,"
+                                "\"gamma\":0.8,\"groups\":[",
+                                nb_optimizer_name(kind));
+    nb_optimizer *opt = NULL;
+    for (int g = 0; g < 3; g++) {
+        n += (size_t)snprintf(json + n, sizeof json - n,
+                              "%s{\"lr\":%.17g,\"weight_decay\":%.17g,\"momentum\":%.17g,\"beta1\":%.17g,"
+                              "\"beta2\":%.17g,\"eps\":%.17g}",
+                              g ? "," : "", lr[g], wd[g], mu[g], b1[g], b2[g], eps[g]);
+        nb_optimizer_opts o;
+        nb_optimizer_defaults(&o, kind);
+        o.lr = lr[g], o.weight_decay = wd[g], o.momentum = mu[g], o.beta1 = b1[g], o.beta2 = b2[g], o.eps = eps[g];
+        if (g == 0) opt = nb_optimizer_new(ps, &o);
+        else assert_int_equal(nb_optimizer_add_group(opt, &pnames[g], 1, &o), g);
+    }
+    n += (size_t)snprintf(json + n, sizeof json - n, "],\"params\":[");
+    for (int i = 0; i < 3; i++) {
+        n += (size_t)snprintf(json + n, sizeof json - n, "%s{\"group\":%d,\"w0\":", i ? "," : "", i);
+        n += put_list(json + n, sizeof json - n, w[i]);
+        n += (size_t)snprintf(json + n, sizeof json - n, ",\"A\":");
+        n += put_list(json + n, sizeof json - n, A[i]);
+        n += (size_t)snprintf(json + n, sizeof json - n, ",\"c\":");
+        n += put_list(json + n, sizeof json - n, c[i]);
+        n += (size_t)snprintf(json + n, sizeof json - n, "}");
+    }
+    n += (size_t)snprintf(json + n, sizeof json - n, "]}");
+    assert_true(n < sizeof json - 1);
+    nb_schedule s = {NB_SCHEDULE_EXPONENTIAL, .gamma = 0.8, .warmup = 3, .warmup_start = 0.2};
+    assert_int_equal(nb_optimizer_set_schedule(opt, &s), NB_OK);
+    for (int t = 0; t < 8; t++) {
+        nb_tape *tp = nb_tape_new();
+        nb_params_zero_grad(ps);
+        nb_tensor *loss = NULL;
+        for (int i = 0; i < 3; i++) {
+            nb_tensor *term = nb_scale(tp, nb_sum(tp, nb_mul(tp, A[i], nb_square(tp, nb_sub(tp, w[i], c[i])))), 0.5);
+            loss = loss ? nb_add(tp, loss, term) : term;
+        }
+        assert_int_equal(nb_backward(loss), NB_OK);
+        nb_clip_grad_norm(ps, 1.5);
+        assert_int_equal(nb_optimizer_step(opt), NB_OK);
+        nb_tape_free(tp);
+    }
+    char cmd[17000];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/groups_torch.py '%s' 2>&1", json);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char out[8192];
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = '\0';
+    int rc = pclose(p);
+    rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    if (rc == 3 || rc == 127) {
+        *skipped = true;
+    } else {
+        if (rc != 0) fail_msg("tests/groups_torch.py failed (%d):\n%s", rc, out);
+        char *at = out;
+        double worst = 0;
+        for (int i = 0; i < 3; i++)
+            for (size_t j = 0; j < nb_tensor_size(w[i]); j++) {
+                char *end;
+                double want = strtod(at, &end), v = nb_get(w[i], j);
+                if (end == at) fail_msg("tests/groups_torch.py: too few values:\n%s", out);
+                at = end;
+                worst = fmax(worst, fabs(v - want) / fmax(1, fabs(want)));
+                if (!(fabs(v - want) <= 1e-12 * fmax(1, fabs(want))))
+                    fail_msg("%s: %s[%zu] is %.17g, torch %.17g", nb_optimizer_name(kind), pnames[i], j, v, want);
+            }
+        print_message("%s, 3 groups: largest difference from torch %.2g\n", nb_optimizer_name(kind), worst);
+    }
+    for (int i = 0; i < 3; i++) {
+        nb_tensor_free(A[i]);
+        nb_tensor_free(c[i]);
+    }
+    nb_optimizer_free(opt);
+    nb_params_free(ps);
+}
+
+static void test_groups_against_torch(void **state) {
+    (void)state;
+    bool skipped = false;
+    for (int kind = NB_OPT_SGD; kind <= NB_OPT_RMSPROP && !skipped; kind++) against_torch((nb_optimizer_kind)kind, &skipped);
+    if (skipped) {
+        print_message("skipped: python3-torch is not installed (apt-get install python3-torch to run it)\n");
+        skip();
+    }
 }
 
 /* A transformer block's parameters: the usual split leaves the matrices
@@ -248,6 +364,7 @@ static void test_group_rates(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_groups_update_as_separate_optimizers),
+        cmocka_unit_test(test_groups_against_torch),
         cmocka_unit_test(test_no_decay_group),
         cmocka_unit_test(test_clipping_over_sets),
         cmocka_unit_test(test_group_rates),
