@@ -92,7 +92,8 @@ $(BUILD)/examples/mlp: CPPFLAGS += $(if $(HAVE_MPI),-DNB_WITH_MPI $(MPI_CFLAGS))
 $(BUILD)/examples/mlp: EXAMPLE_LIBS = $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a $(MPI_LIBS))
 $(BUILD)/examples/mlp: $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a include/nabla_mpi.h)
 
-$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h examples/fashion.h $(BUILD)/libnabla.a \
+$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h examples/fashion.h \
+                     examples/gpt_model.h examples/gpt_text.h $(BUILD)/libnabla.a \
                      $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
