@@ -1,8 +1,10 @@
 /*
  * A character-level GPT trained on fortunes: Debian's `fortunes` package
  * (English, by default) or, with --corpus zh, `fortunes-zh` (the Tang
- * dynasty's 300 poems and the Song dynasty's 100 lyrics, in classical
- * Chinese: a token is a character, a Unicode code point, not a byte).
+ * dynasty's 300 poems, the Song dynasty's 100 lyrics, and the package's
+ * classical sayings and verse, in Chinese: a token is a character, a
+ * Unicode code point, not a byte; the package's pages of the Debian
+ * reference manual, which are mostly tables and commands, are left out).
  *
  * The model (examples/gpt_model.h) is GPT-2's: token and position
  * embeddings, pre-norm blocks of causal self-attention (the fused op,
@@ -28,7 +30,7 @@
 static const char usage[] =
     "usage: gpt [options]\n"
     "Trains a character-level GPT on fortunes and writes new ones.\n"
-    "  --corpus NAME     en (default: Debian's fortunes) or zh (fortunes-zh: Tang and Song poems)\n"
+    "  --corpus NAME     en (default: Debian's fortunes) or zh (fortunes-zh: Tang and Song poems, sayings)\n"
     "  --text FILE       train on FILE instead (UTF-8; fortunes separated by lines of '%')\n"
     "  --layers L        blocks (default 4)\n"
     "  --dim D           width (default 128)\n"
@@ -50,7 +52,8 @@ static const char usage[] =
     "  --save FILE       save a checkpoint at the end: the parameters in FILE (PyTorch's format if it ends\n"
     "                    in .safetensors), the step and random state in FILE.train\n"
     "  --resume FILE     continue from a checkpoint that --save wrote\n"
-    "  --stop-at N       stop after step N of the --steps schedule (with --save: resume later)\n";
+    "  --stop-at N       stop after step N of the --steps schedule (with --save: resume later)\n"
+    "  --dot FILE        write the graph of one step on a window of 8 characters as Graphviz dot\n";
 
 /* The fortunes package's files (Debian 12), read in this order. */
 static const char *const english_files[] = {
@@ -59,14 +62,14 @@ static const char *const english_files[] = {
     "medicine", "men-women", "miscellaneous", "news", "paradoxum", "people", "perl", "pets", "platitudes",
     "politics", "pratchett", "science", "songs-poems", "sports", "startrek", "tao", "translate-me", "wisdom",
     "work", "zippy"};
-static const char *const chinese_files[] = {"tang300", "song100"};
+static const char *const chinese_files[] = {"tang300", "song100", "chinese"};
 #define FORTUNES "/usr/share/games/fortunes/"
 
 typedef struct {
     long layers, dim, heads, context, batch, steps, warmup, eval_chars, log_every, samples, sample_chars, seed,
         threads, stop_at;
     double lr, dropout, clip, temperature;
-    const char *corpus, *text, *save, *resume;
+    const char *corpus, *text, *save, *resume, *dot;
 } options;
 
 /* ------------------------------------------------------------ the text */
@@ -74,6 +77,7 @@ typedef struct {
 static int read_corpus(const options *o, corpus *c) {
     if (o->text) return corpus_read(c, o->text, NULL);
     bool zh = !strcmp(o->corpus, "zh");
+    c->min_chinese = zh ? 0.8 : 0;
     const char *const *files = zh ? chinese_files : english_files;
     size_t n = zh ? sizeof chinese_files / sizeof *chinese_files : sizeof english_files / sizeof *english_files;
     for (size_t i = 0; i < n; i++) {
@@ -253,6 +257,27 @@ static int load_checkpoint(gpt *m, train_state *s, long *step, nb_rng *rng, uint
     return 0;
 }
 
+/* ------------------------------------------------------------ the picture */
+
+/* The graph of the loss on the first 8 characters of the text (one
+ * window, no update), each block a cluster; 1 if it could not be written. */
+static int draw_graph(const gpt *m, const size_t *text, nb_rng rng, const char *path) {
+    size_t n = m->T < 8 ? m->T : 8;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *y = nb_empty(tp, NB_F32, NB_SHAPE(1, n));
+    for (size_t t = 0; t < n; t++) nb_set(y, t, (double)text[t + 1]);
+    nb_tensor *loss = nb_softmax_cross_entropy(tp, gpt_forward(tp, m, text, 1, n, &rng, NULL), y, 2);
+    nb_tensor_set_name(loss, "loss");
+    nb_dot_opts o;
+    nb_dot_default_opts(&o);
+    o.clusters = true;
+    int status = nb_backward(loss) == NB_OK ? write_pictures(tp, loss, &o, path, NULL) : 1; /* it printed why */
+    if (nb_tape_status(tp) != NB_OK) fprintf(stderr, "gpt: %s\n", nb_tape_error(tp));
+    nb_params_zero_grad(m->ps);
+    nb_tape_free(tp);
+    return status;
+}
+
 /* ------------------------------------------------------------ training */
 
 /* Linear warm-up to lr over `warmup` steps, then a cosine decay to lr/10
@@ -319,6 +344,7 @@ static bool parse(int argc, char **argv, options *o, int *exit_code) {
         else if (cli_is(&c, "--save")) o->save = cli_value(&c);
         else if (cli_is(&c, "--resume")) o->resume = cli_value(&c);
         else if (cli_is(&c, "--stop-at")) o->stop_at = cli_long(&c, 0, 100000000);
+        else if (cli_is(&c, "--dot")) o->dot = cli_value(&c);
         else cli_unknown(&c);
     }
     if (!c.failed && o->warmup >= o->steps) cli_fail(&c, "--warmup must be shorter than --steps%s%s", "", "");
@@ -328,10 +354,11 @@ static bool parse(int argc, char **argv, options *o, int *exit_code) {
 }
 
 int main(int argc, char **argv) {
-    options o = {4, 128, 4, 128, 16, 1200, 100, 32768, 100, 2, 300, 1, 1, 0, 2e-3, 0.1, 1.0, 0.8, "en", NULL, NULL, NULL};
+    options o = {4, 128, 4, 128, 16, 1200, 100, 32768, 100, 2, 300, 1, 1, 0, 2e-3, 0.1, 1.0, 0.8, "en", NULL, NULL, NULL, NULL};
     int status = 1;
     if (!parse(argc, argv, &o, &status)) return status;
     status = 1;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines as they come, into a pipe or a file too */
     if (nb_set_threads((int)o.threads) != NB_OK) {
         fprintf(stderr, "gpt: %s\n", nb_last_error());
         return 1;
@@ -360,8 +387,11 @@ int main(int argc, char **argv) {
     }
     printf("%zu fortunes from %s, %zu characters, a vocabulary of %zu; %zu fortunes held out (%zu characters), "
            "%zu characters to train on\n",
-           text.entries, o.text ? o.text : strcmp(o.corpus, "zh") ? "Debian's fortunes" : "fortunes-zh (tang300, song100)",
+           text.entries, o.text ? o.text : strcmp(o.corpus, "zh") ? "Debian's fortunes" : "fortunes-zh (tang300, song100, chinese)",
            text.n, voc.size, held, n_valid, n_train);
+    if (text.dropped)
+        printf("(%zu entries left out: less than %.0f%% of their characters Chinese)\n", text.dropped,
+               100 * text.min_chinese);
     if (n_train <= 2 * T + 1 || n_valid <= T + 1) {
         fprintf(stderr, "gpt: the text is too short for windows of %zu characters (training %zu, held out %zu)\n", T,
                 n_train, n_valid);
@@ -389,6 +419,7 @@ int main(int argc, char **argv) {
     uint32_t hash = vocabulary_hash(&voc);
     long step = 0, stop = o.stop_at && o.stop_at < o.steps ? o.stop_at : o.steps;
     if (o.resume && load_checkpoint(&m, &st, &step, &rng, hash, o.resume)) goto done;
+    if (o.dot && draw_graph(&m, train, rng, o.dot)) goto done;
     nb_optimizer_opts oo;
     nb_optimizer_defaults(&oo, NB_OPT_ADAMW); /* weight decay 0.01 */
     oo.beta2 = 0.99;

@@ -173,11 +173,15 @@ static inline nb_tensor *gpt_forward(nb_tape *tp, const gpt *m, const size_t *id
     x = nb_dropout(tp, nb_add(tp, x, nb_slice(tp, m->wpe, 0, (long)first, (long)(first + T), 1)), m->dropout, rng);
     for (size_t l = 0; l < m->L; l++) {
         const gpt_block *b = &m->block[l];
+        char scope[32];
+        snprintf(scope, sizeof scope, "block %zu", l + 1);
+        nb_scope_begin(tp, scope); /* a cluster in the picture (--dot) */
         nb_tensor *h = nb_layer_norm(tp, x, b->ln1_w, b->ln1_b, 1e-5);
         x = nb_add(tp, x, nb_dropout(tp, gpt_attention(tp, m, l, h, rng, cache), m->dropout, rng));
         h = nb_layer_norm(tp, x, b->ln2_w, b->ln2_b, 1e-5);
         h = nb_linear_torch(tp, nb_gelu(tp, nb_linear_torch(tp, h, b->fc_w, b->fc_b)), b->proj_w, b->proj_b);
         x = nb_add(tp, x, nb_dropout(tp, h, m->dropout, rng));
+        nb_scope_end(tp);
     }
     if (cache) cache->len += T;
     return nb_matmul_t(tp, nb_layer_norm(tp, x, m->lnf_w, m->lnf_b, 1e-5), m->wte, false, true);

@@ -27,6 +27,8 @@ typedef struct {
     size_t n, cap;
     size_t *start;        /* entry i is cp[start[i] .. start[i + 1]) */
     size_t entries, entries_cap;
+    double min_chinese;   /* keep only entries with this share of Chinese characters (0: all) */
+    size_t dropped;       /* entries that had less */
 } corpus;
 
 static inline void corpus_free(corpus *c) {
@@ -90,6 +92,27 @@ static inline size_t utf8_encode(uint32_t x, char *out) {
            out[2] = (char)(0x80 | (x >> 6 & 0x3F)), out[3] = (char)(0x80 | (x & 0x3F)), 4;
 }
 
+static inline bool is_chinese(uint32_t x) { /* CJK ideographs and punctuation, full-width forms */
+    return (x >= 0x4E00 && x <= 0x9FFF) || (x >= 0x3400 && x <= 0x4DBF) || (x >= 0x3000 && x <= 0x303F) ||
+           (x >= 0xFF00 && x <= 0xFFEF);
+}
+
+/* Is the entry cp[begin, n) worth keeping: not blank, and with at least
+ * min_chinese of its visible characters Chinese?  fortunes-zh's file
+ * "chinese" holds, beside classical sayings and poems, pages of the Debian
+ * reference manual (tables drawn with box characters, shell commands),
+ * which the share of Chinese characters tells apart. */
+static inline bool entry_kept(const corpus *c, size_t begin) {
+    size_t visible = 0, chinese = 0;
+    for (size_t j = begin; j < c->n; j++) {
+        uint32_t x = c->cp[j];
+        if (x == ' ' || x == '\n' || x == '\t' || x == 0xA0 || x == 0x3000) continue;
+        visible++;
+        chinese += is_chinese(x);
+    }
+    return visible > 0 && (double)chinese >= c->min_chinese * (double)visible;
+}
+
 /* Appends one file's entries; 1 with the reason printed on failure.  A file
  * without "%" lines is cut into entries of about 2000 characters at line
  * ends, so that any text can be split. */
@@ -126,10 +149,10 @@ static inline int corpus_read(corpus *c, const char *path, const char *install) 
         }
         if (line_start && has_separators && bytes[i] == '%' && (i + 1 == size || bytes[i + 1] == '\n')) {
             i += 2;
-            bool empty = true; /* an entry of blank space only is dropped */
-            for (size_t j = entry_begin; j < c->n && empty; j++) empty = c->cp[j] == ' ' || c->cp[j] == '\n' || c->cp[j] == '\t';
-            if (empty) c->n = entry_begin;
-            else ok = corpus_push(c, '%') && corpus_push(c, '\n') && corpus_mark(c);
+            if (!entry_kept(c, entry_begin)) {
+                c->dropped += c->n > entry_begin;
+                c->n = entry_begin;
+            } else ok = corpus_push(c, '%') && corpus_push(c, '\n') && corpus_mark(c);
             entry_begin = c->n;
             continue;
         }
@@ -144,6 +167,7 @@ static inline int corpus_read(corpus *c, const char *path, const char *install) 
         }
     }
     free(bytes);
+    if (ok && c->n > entry_begin && has_separators && !entry_kept(c, entry_begin)) c->dropped++, c->n = entry_begin;
     if (ok && c->n > entry_begin && has_separators) ok = corpus_push(c, '%') && corpus_push(c, '\n');
     if (ok && c->n == entry_begin) c->entries--; /* the file ended with its last entry */
     if (ok) c->start[c->entries] = c->n;

@@ -197,6 +197,10 @@ if [ -r /usr/share/games/fortunes/fortunes ] && [ -r /usr/share/games/fortunes/a
     grep -q 'resumed from .* at step 20' '$tmp/last' && ! grep -q '^step    20' '$tmp/last' &&
     test \"\$(grep '^step    21' '$tmp/last' | cut -c1-36)\" = \"\$(grep '^step    21' '$tmp/whole' | cut -c1-36)\" &&
     grep -q '^step    40' '$tmp/last'"
+  check "gpt --dot" bash -c "'$bin/gpt' $tiny --steps 1 --warmup 0 --samples 0 --dot '$tmp/gpt.dot' > '$tmp/last' 2>&1 &&
+    dot -Tsvg '$tmp/gpt.dot' -o /dev/null && grep -q 'label=\"block 2\"' '$tmp/gpt.dot' && grep -q 'attention' '$tmp/gpt.dot'"
+  check "gpt unwritable --dot" bash -c "'$bin/gpt' $tiny --steps 1 --warmup 0 --samples 0 --dot /nonexistent/gpt.dot > '$tmp/last' 2>&1;
+    test \$? = 1 && grep -q 'nb_dot_save: cannot write /nonexistent/gpt.dot' '$tmp/last'"
   check "gpt resume another model" bash -c "'$bin/gpt' $tiny --dim 16 --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
     test \$? = 1 && grep -q 'gpt.nbp was trained with a vocabulary of 113 characters .* --dim 32 .* --dim 16' '$tmp/last'"
   check "gpt resume without FILE.train" bash -c "rm '$tmp/gpt.nbp.train' && '$bin/gpt' $tiny --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
