@@ -201,6 +201,11 @@ if [ -r /usr/share/games/fortunes/fortunes ] && [ -r /usr/share/games/fortunes/a
     dot -Tsvg '$tmp/gpt.dot' -o /dev/null && grep -q 'label=\"block 2\"' '$tmp/gpt.dot' && grep -q 'attention' '$tmp/gpt.dot'"
   check "gpt unwritable --dot" bash -c "'$bin/gpt' $tiny --steps 1 --warmup 0 --samples 0 --dot /nonexistent/gpt.dot > '$tmp/last' 2>&1;
     test \$? = 1 && grep -q 'nb_dot_save: cannot write /nonexistent/gpt.dot' '$tmp/last'"
+  # large enough that products and element-wise ops are split between the threads
+  split="--steps 20 --warmup 5 --log-every 1 --eval-chars 2048 --layers 2 --dim 64 --heads 2 --context 64 --batch 8 --samples 1 --sample-chars 60"
+  check "gpt same numbers on 2 threads" bash -c "'$bin/gpt' $split > '$tmp/one' 2>&1 && '$bin/gpt' $split --threads 2 > '$tmp/two' 2>&1 &&
+    diff <(grep -v 'ms per step\\|per second\\|thread' '$tmp/one') <(grep -v 'ms per step\\|per second\\|thread' '$tmp/two') &&
+    diff <(grep '^step' '$tmp/one' | cut -c1-36) <(grep '^step' '$tmp/two' | cut -c1-36) && grep -q '^after 20 steps' '$tmp/two'"
   check "gpt resume another model" bash -c "'$bin/gpt' $tiny --dim 16 --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
     test \$? = 1 && grep -q 'gpt.nbp was trained with a vocabulary of 113 characters .* --dim 32 .* --dim 16' '$tmp/last'"
   check "gpt resume without FILE.train" bash -c "rm '$tmp/gpt.nbp.train' && '$bin/gpt' $tiny --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
