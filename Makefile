@@ -92,21 +92,23 @@ $(BUILD)/examples/mlp: CPPFLAGS += $(if $(HAVE_MPI),-DNB_WITH_MPI $(MPI_CFLAGS))
 $(BUILD)/examples/mlp: EXAMPLE_LIBS = $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a $(MPI_LIBS))
 $(BUILD)/examples/mlp: $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a include/nabla_mpi.h)
 
-$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h examples/fashion.h $(BUILD)/libnabla.a \
+$(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h examples/fashion.h \
+                     examples/gpt_model.h examples/gpt_text.h $(BUILD)/libnabla.a \
                      $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(EXAMPLE_LIBS) $(BUILD)/libnabla.a $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c bench/bench_common.h $(BUILD)/libnabla.a include/nabla.h include/nabla_train.h
+$(BUILD)/bench/%: bench/%.c bench/bench_common.h examples/gpt_model.h $(BUILD)/libnabla.a include/nabla.h include/nabla_train.h
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
 
 # Benchmarks beside their references (bare CBLAS, PyTorch when installed):
-# see bench/run.py.  `make bench QUICK=1` for a short run.
+# see bench/run.py.  `make bench QUICK=1` for a short run, `make bench ONLY=gpt`
+# for the GPT and attention tables alone.
 bench: deps-build $(BENCHES)
-	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,)
+	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,) $(if $(ONLY),--only $(ONLY),)
 
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -27,8 +27,14 @@ tables of ratios measured in the same run.
      MLP step at batch 256 on 1 and 2 processes of one thread each
      (mpirun ... mlp --bench --distributed), with the time spent waiting
      for the gradients' all-reduce.
+  8. The GPT of examples/gpt.c: one training step (forward, backward,
+     clipping, AdamW) at three sizes, nabla with the fused attention op,
+     nabla with attention composed of ops, and PyTorch (bench/torch_gpt.py),
+     alternated, on 1 and 2 threads, after checking that the three give the
+     same first loss from the same weights and batch; then causal attention
+     alone, forward and backward, with its peak memory (bench_gpt).
 
-    /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick]
+    /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick] [--only gpt]
 
 Needs only the standard library; the PyTorch columns appear when
 `import torch` works in /usr/bin/python3 (Debian's python3-torch), and say
@@ -114,11 +120,15 @@ def main():
     parser.add_argument("build")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["gpt"], help="run only these tables")
     args = parser.parse_args()
     with_torch = torch_available()
     if not with_torch:
         print("PyTorch reference skipped: `/usr/bin/python3 -c 'import torch'` fails "
               "(apt-get install python3-torch to include it)\n")
+    if args.only == "gpt":
+        gpt_tables(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+        return
     one = mlp_table(args.build, 1, args.rounds, args.quick, with_torch)
     print_mlp(f"MLP training step, float32, 1 thread, median of {args.rounds} alternating rounds", *one)
     two = mlp_table(args.build, 2, args.rounds, args.quick, with_torch)
@@ -147,6 +157,8 @@ def main():
                    check=True)
     print()
     mpi_table(args.build, 3 if args.quick else args.rounds)
+    print()
+    gpt_tables(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
 
 
 def mpi_table(build, rounds):
@@ -285,6 +297,86 @@ def hvp_table(build, reps, with_torch):
         else:
             row += f"{'skipped':>12} {'':>8} {'':>8} | {'':>18} | "
         print(row + allocs)
+
+
+GPT_CONFIGS = [("small", "2 blocks, d 64, 4 heads, context 64, batch 16"),
+               ("lesson", "4 blocks, d 128, 4 heads, context 128, batch 16"),
+               ("gpt2", "1 GPT-2-small block: d 768, 12 heads, context 256, batch 2")]
+
+
+def gpt_tables(build, rounds, quick, with_torch):
+    import tempfile
+    bench = os.path.join(build, "bench", "bench_gpt")
+    torch_gpt = os.path.join(HERE, "torch_gpt.py")
+    reps = ["--reps", "3"]
+    with tempfile.TemporaryDirectory() as weights:
+        print("GPT: the first loss and gradient norm from the same weights and batch (no dropout), and each "
+              "gradient's largest difference from PyTorch's")
+        for name, _ in GPT_CONFIGS:
+            row = run_csv([bench, "--config", name, "--write", weights])[0]
+            line = f"  {name:<6} nabla fused {row[2]} (norm {row[3]}), composed {row[4]} ({row[5]})"
+            if with_torch:
+                t = run_csv([TORCH_PYTHON, torch_gpt, "--config", name, "--weights", weights, "--reps", "1"],
+                            env=one_thread_env(1))[0]
+                worst = max(abs(float(row[i]) - float(t[j])) / abs(float(t[j])) for i, j in ((2, 2), (3, 3), (4, 2), (5, 3)))
+                line += (f", PyTorch {t[2]} ({t[3]}): largest relative difference {worst:.1e}; "
+                         f"gradients within {float(t[4]):.1e} of their largest entry ({t[5]})")
+                line += "" if worst < 1e-5 and float(t[4]) < 1e-4 else "  MISMATCH"
+            print(line)
+        print()
+        print(f"GPT training step (forward, backward, clipping, AdamW), float32, dropout 0.1, median of {rounds} "
+              "alternating rounds; CPU ms is the process's CPU time per step (all its threads), wall ms the clock's")
+        print(f"{'configuration':<58} {'thr':>3} | {'fused CPU':>9} {'wall':>7} | {'composed CPU':>12} {'wall':>7} | "
+              f"{'PyTorch CPU':>11} {'wall':>7} | {'PyTorch/fused':>13} {'PyTorch/composed':>16} | allocs/step")
+        for threads in (1, 2):
+            times = {}
+            for _ in range(rounds):
+                for name, _ in GPT_CONFIGS:
+                    for side in ("fused", "composed"):
+                        row = run_csv([bench, "--config", name, "--side", side, "--threads", str(threads)] + reps)[0]
+                        times.setdefault((name, side), []).append((float(row[3]), float(row[4]), float(row[5])))
+                    if with_torch:
+                        row = run_csv([TORCH_PYTHON, torch_gpt, "--config", name, "--weights", weights,
+                                       "--threads", str(threads)] + reps, env=one_thread_env(threads))[1]
+                        times.setdefault((name, "torch"), []).append((float(row[3]), float(row[4]), 0))
+            for name, label in GPT_CONFIGS:
+                med = {side: (statistics.median(w for w, _, _ in times[(name, side)]),
+                              statistics.median(c for _, c, _ in times[(name, side)]))
+                       for side in ("fused", "composed", "torch") if (name, side) in times}
+                allocs = max(a for _, _, a in times[(name, "fused")] + times[(name, "composed")])
+                row = (f"{label:<58} {threads:>3} | {med['fused'][1]:>9.1f} {med['fused'][0]:>7.1f} | "
+                       f"{med['composed'][1]:>12.1f} {med['composed'][0]:>7.1f} | ")
+                if "torch" in med:
+                    t = med["torch"]
+                    row += (f"{t[1]:>11.1f} {t[0]:>7.1f} | {t[1] / med['fused'][1]:>12.2f}x "
+                            f"{t[1] / med['composed'][1]:>15.2f}x | ")
+                else:
+                    row += f"{'skipped':>11} {'':>7} | {'':>13} {'':>16} | "
+                print(row + f"{allocs:g}")
+        print()
+    contexts = (512, 1024) if quick else (256, 512, 1024)
+    print(f"Causal attention alone, forward and backward, q k v of (4, 4, L, 64) float32, 1 thread, median of {rounds} "
+          "alternating rounds; peak MB: resident memory's peak during the first pass above what was resident before")
+    print(f"{'L':>5} | {'fused CPU ms':>12} {'peak MB':>7} | {'composed CPU ms':>15} {'peak MB':>7} | "
+          f"{'PyTorch CPU ms':>14} {'peak MB':>7} | {'PyTorch/fused':>13} {'composed/fused':>14}")
+    for L in contexts:
+        got = {}
+        for _ in range(rounds):
+            for side in ("fused", "composed"):
+                row = run_csv([bench, "--attention", str(L), "--side", side] + reps)[0]
+                got.setdefault(side, []).append((float(row[5]), float(row[6])))
+            if with_torch:
+                row = run_csv([TORCH_PYTHON, torch_gpt, "--attention", str(L)] + reps, env=one_thread_env(1))[0]
+                got.setdefault("torch", []).append((float(row[5]), float(row[6])))
+        med = {s: (statistics.median(c for c, _ in v), statistics.median(m for _, m in v)) for s, v in got.items()}
+        f, c = med["fused"], med["composed"]
+        row = f"{L:>5} | {f[0]:>12.1f} {f[1]:>7.1f} | {c[0]:>15.1f} {c[1]:>7.1f} | "
+        if "torch" in med:
+            t = med["torch"]
+            row += f"{t[0]:>14.1f} {t[1]:>7.1f} | {t[0] / f[0]:>12.2f}x {c[0] / f[0]:>13.2f}x"
+        else:
+            row += f"{'skipped':>14} {'':>7} | {'':>13} {c[0] / f[0]:>13.2f}x"
+        print(row)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,57 @@ check "charlm bad cell" bash -c "'$bin/charlm' --cell rnn > '$tmp/last' 2>&1; te
 check "charlm --bench" bash -c "timeout 60 '$bin/charlm' --bench --hidden 16 --batch 4 > '$tmp/last' 2>&1 &&
   grep -Eq 'ms per training step, 0 allocations after warm-up$' '$tmp/last'"
 
+# gpt: a character-level GPT on fortunes: the held-out loss falls from its
+# start, a checkpoint resumes at the step it stopped with the same loss the
+# uninterrupted run had there, and the KV cache writes the text that
+# recomputing the prefix writes
+tiny="--steps 40 --warmup 5 --log-every 1 --eval-chars 2048 --layers 2 --dim 32 --heads 2 --context 32 --batch 8"
+if [ -r /usr/share/games/fortunes/fortunes ] && [ -r /usr/share/games/fortunes/art ]; then
+  check "gpt loss falls, KV cache text" bash -c "'$bin/gpt' $tiny --samples 2 --sample-chars 80 > '$tmp/last' 2>&1 &&
+    grep -q 'a vocabulary of 113;' '$tmp/last' &&
+    awk '/^before training:/ {a = \$4} /^after 40 steps:/ {b = \$7} END {exit !(a > 4.5 && b < a - 0.8)}' '$tmp/last' &&
+    grep -q 'the same text both ways: yes (2 of 2 samples)' '$tmp/last' && test \$(grep -c '^sample [12] ' '$tmp/last') = 2"
+  check "gpt resume" bash -c "'$bin/gpt' $tiny --samples 0 > '$tmp/whole' 2>&1 &&
+    '$bin/gpt' $tiny --samples 0 --stop-at 20 --save '$tmp/gpt.nbp' > '$tmp/first' 2>&1 &&
+    grep -q '^checkpoint at step 20:' '$tmp/first' && ! grep -q '^step    21' '$tmp/first' &&
+    '$bin/gpt' $tiny --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1 &&
+    grep -q 'resumed from .* at step 20' '$tmp/last' && ! grep -q '^step    20' '$tmp/last' &&
+    test \"\$(grep '^step    21' '$tmp/last' | cut -c1-36)\" = \"\$(grep '^step    21' '$tmp/whole' | cut -c1-36)\" &&
+    grep -q '^step    40' '$tmp/last'"
+  check "gpt --dot" bash -c "'$bin/gpt' $tiny --steps 1 --warmup 0 --samples 0 --dot '$tmp/gpt.dot' > '$tmp/last' 2>&1 &&
+    dot -Tsvg '$tmp/gpt.dot' -o /dev/null && grep -q 'label=\"block 2\"' '$tmp/gpt.dot' && grep -q 'attention' '$tmp/gpt.dot'"
+  check "gpt unwritable --dot" bash -c "'$bin/gpt' $tiny --steps 1 --warmup 0 --samples 0 --dot /nonexistent/gpt.dot > '$tmp/last' 2>&1;
+    test \$? = 1 && grep -q 'nb_dot_save: cannot write /nonexistent/gpt.dot' '$tmp/last'"
+  # large enough that products and element-wise ops are split between the threads
+  split="--steps 20 --warmup 5 --log-every 1 --eval-chars 2048 --layers 2 --dim 64 --heads 2 --context 64 --batch 8 --samples 1 --sample-chars 60"
+  check "gpt same numbers on 2 threads" bash -c "'$bin/gpt' $split > '$tmp/one' 2>&1 && '$bin/gpt' $split --threads 2 > '$tmp/two' 2>&1 &&
+    diff <(grep -v 'ms per step\\|per second\\|thread' '$tmp/one') <(grep -v 'ms per step\\|per second\\|thread' '$tmp/two') &&
+    diff <(grep '^step' '$tmp/one' | cut -c1-36) <(grep '^step' '$tmp/two' | cut -c1-36) && grep -q '^after 20 steps' '$tmp/two'"
+  check "gpt resume another model" bash -c "'$bin/gpt' $tiny --dim 16 --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
+    test \$? = 1 && grep -q 'gpt.nbp was trained with a vocabulary of 113 characters .* --dim 32 .* --dim 16' '$tmp/last'"
+  check "gpt resume without FILE.train" bash -c "rm '$tmp/gpt.nbp.train' && '$bin/gpt' $tiny --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
+    test \$? = 1 && grep -q 'needs the FILE.train that --save wrote' '$tmp/last'"
+else
+  skipped=$((skipped + 1)); echo "skipped: gpt (apt-get install fortunes)"
+fi
+if [ -r /usr/share/games/fortunes/tang300 ]; then
+  check "gpt zh: characters, not bytes" bash -c "'$bin/gpt' --corpus zh $tiny --samples 1 --sample-chars 40 > '$tmp/last' 2>&1 &&
+    grep -o 'a vocabulary of [0-9]*' '$tmp/last' | awk '{exit !(\$4 > 2000)}' &&
+    awk '/^before training:/ {a = \$4} /^after 40 steps:/ {b = \$7} END {exit !(b < a - 0.5)}' '$tmp/last' &&
+    grep -q 'the same text both ways: yes' '$tmp/last'"
+else
+  skipped=$((skipped + 1)); echo "skipped: gpt --corpus zh (apt-get install fortunes-zh)"
+fi
+check "gpt missing text" bash -c "'$bin/gpt' --text /nonexistent/fortunes > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'cannot open /nonexistent/fortunes' '$tmp/last'"
+printf 'one\n%%\ntwo\n%%\n' > "$tmp/two.txt"
+check "gpt text too short" bash -c "'$bin/gpt' --text '$tmp/two.txt' > '$tmp/last' 2>&1; test \$? = 1 &&
+  grep -q 'too short for windows of 128 characters' '$tmp/last'"
+check "gpt bad corpus" bash -c "'$bin/gpt' --corpus fr > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"unknown corpus 'fr' (en or zh)\" '$tmp/last'"
+check "gpt heads must divide the width" bash -c "'$bin/gpt' --dim 30 --heads 4 > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q 'heads must divide --dim' '$tmp/last'"
+
 # custom_op: softplus defined with nabla_op.h, against built-in ops and central differences
 check "custom_op" bash -c "'$bin/custom_op' > '$tmp/last' &&
   grep -q 'gradcheck passed' '$tmp/last' &&
@@ -222,7 +273,7 @@ check "demo --out too long" bash -c "'$bin/demo' --epochs 1 --out '$long' > '$tm
   grep -q 'boundary.png is too long' '$tmp/last' && test -z \"\$(ls '$long')\""
 
 # every example: --help, an unknown option, and --dot
-for ex in gradient_descent forward3 logreg mlp demo custom_op rnn attention newton cnn charlm; do
+for ex in gradient_descent forward3 logreg mlp demo custom_op rnn attention newton cnn charlm gpt; do
   check "$ex --help" bash -c "'$bin/$ex' --help | grep -q '^usage: $ex'"
   check "$ex bad option" bash -c "'$bin/$ex' --no-such-option > '$tmp/last' 2>&1; test \$? = 2 &&
     grep -q 'unknown option --no-such-option' '$tmp/last'"
