@@ -197,6 +197,80 @@ static void test_chain_rule_on_edges(void **state) {
     nb_tape_free(tp);
 }
 
+/* A summarised element-wise edge shows the local derivative's own values
+ * (here σ's, s(1−s), which lies in (0, 0.25]) and then the contribution's,
+ * upstream × local: E = Σ w·σ(x) over 20 elements, so upstream = w and the
+ * contribution w·s(1−s); w has zeros, where the local derivative cannot be
+ * read off the contribution, and negative weights, which made the
+ * contribution's minimum (once shown as the local derivative's) negative.
+ * Then relu's indicator [x > 0]: 0 and 1, never negative. */
+static void test_summarised_local_derivative(void **state) {
+    (void)state;
+    enum { N = 20 };
+    double xv[N], wv[N];
+    for (int i = 0; i < N; i++) {
+        xv[i] = -3 + 0.3 * i;
+        wv[i] = i % 5 == 0 ? 0 : (i % 2 ? -1.5 : 0.5 + 0.1 * i);
+    }
+    nb_tape *tp = nb_tape_new();
+    nb_tape_set_explain(tp, true);
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(N), xv);
+    nb_tensor *w = nb_from_array(tp, NB_F64, NB_SHAPE(N), wv);
+    nb_tensor_set_name(x, "x");
+    nb_tensor_set_name(w, "w");
+    nb_requires_grad(x, true);
+    nb_tensor *s = nb_sigmoid(tp, x);
+    nb_tensor_set_name(s, "s");
+    nb_tensor *wx = nb_mul(tp, s, w);
+    nb_tensor_set_name(wx, "ws");
+    nb_tensor *E = nb_sum(tp, wx);
+    nb_tensor_set_name(E, "E");
+    assert_int_equal(nb_backward(E), NB_OK);
+    double lmin = INFINITY, lmax = -INFINITY, lsum = 0, cmin = INFINITY, cmax = -INFINITY, csum = 0;
+    int used = 0;
+    for (int i = 0; i < N; i++) {
+        double si = 1 / (1 + exp(-xv[i])), local = si * (1 - si), c = wv[i] * local;
+        cmin = fmin(cmin, c), cmax = fmax(cmax, c), csum += c;
+        if (wv[i] == 0) continue;
+        lmin = fmin(lmin, local), lmax = fmax(lmax, local), lsum += local, used++;
+    }
+    char expect[400];
+    snprintf(expect, sizeof expect,
+             "label=\"∂s/∂x = s(1-s)\\n= min %.4g, mean %.4g, max %.4g (over the %d of %d where the upstream "
+             "gradient is not 0)\\n∂E/∂x = upstream × local: min %.4g, mean %.4g, max %.4g\"",
+             lmin, lsum / used, lmax, used, N, cmin, csum / N, cmax);
+    char *dot = dot_of(tp, NULL);
+    assert_message_has(dot, expect);
+    free(dot);
+
+    nb_tape_reset(tp);
+    w = nb_from_array(tp, NB_F64, NB_SHAPE(N), wv);
+    nb_tensor_set_name(w, "w");
+    nb_tensor *r = nb_relu(tp, x);
+    nb_tensor_set_name(r, "r");
+    nb_tensor *wr = nb_mul(tp, r, w);
+    nb_tensor_set_name(wr, "wr");
+    E = nb_sum(tp, wr);
+    nb_tensor_set_name(E, "E");
+    nb_zero_grad(x);
+    assert_int_equal(nb_backward(E), NB_OK);
+    used = 0, lsum = 0, cmin = INFINITY, cmax = -INFINITY, csum = 0;
+    for (int i = 0; i < N; i++) {
+        double local = xv[i] > 0, c = wv[i] * local;
+        cmin = fmin(cmin, c), cmax = fmax(cmax, c), csum += c;
+        if (wv[i] != 0) lsum += local, used++;
+    }
+    snprintf(expect, sizeof expect,
+             "\\n= min 0, mean %.4g, max 1 (over the %d of %d where the upstream gradient is not 0)\\n"
+             "∂E/∂x = upstream × local: min %.4g, mean %.4g, max %.4g\"",
+             lsum / used, used, N, cmin, csum / N, cmax);
+    dot = dot_of(tp, NULL);
+    assert_message_has(dot, "label=\"∂r/∂x = [x>0]", expect);
+    free(dot);
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+}
+
 /* Course notation (symbols by size and per tensor axis), scopes as
  * clusters, the gradcheck overlay as a border and a highlighted entry. */
 static void test_layers_overlay_and_highlight(void **state) {
@@ -676,6 +750,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dot_content),
         cmocka_unit_test(test_chain_rule_on_edges),
+        cmocka_unit_test(test_summarised_local_derivative),
         cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_backward_frames),
         cmocka_unit_test(test_frames_mark_partial_and_final),

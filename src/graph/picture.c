@@ -320,13 +320,18 @@ static size_t value_lines(const nb_picture *p, const nb_tensor *t) {
     return t->size / t->shape[t->ndim - 1];
 }
 
+/* A summary's numbers. */
+static void put_stats(nb_text *out, double min, double mean, double max) {
+    nb_text_printf(out, "min %.4g, mean %.4g, max %.4g", min, mean, max);
+}
+
 /* "[0.9, 0.1]" in full (a matrix a row a line, `prefix` before the first),
  * or "min a, mean b, max c" for large tensors. */
 static void put_values(const nb_picture *p, const nb_tensor *t, const void *values, const char *prefix, nb_text *out) {
     nb_text_put(out, prefix);
     if (t->size > p->o->max_values) {
         nb_stats s = nb_compute_stats(t->dtype, t->size, values);
-        nb_text_printf(out, "min %.4g, mean %.4g, max %.4g", s.min, s.mean, s.max);
+        put_stats(out, s.min, s.mean, s.max);
         if (s.nonfinite) nb_text_printf(out, " (%zu not finite)", s.nonfinite);
         return;
     }
@@ -609,12 +614,38 @@ static void put_edge_formula(const nb_picture *p, const nb_pic_edge *ed, nb_text
     text_drop(&x, out);
 }
 
-/* How many number lines the edge has once its op's backward ran. */
+/* How many number lines the edge has once its op's backward ran: an
+ * element-wise op's edge shows every element's product, or, summarised,
+ * the local derivative's summary and the contribution's. */
 static size_t number_lines(const nb_picture *p, const nb_pic_edge *ed) {
     const nb_entry *e = &p->tp->entries[ed->entry];
     const nb_tensor *x = nb_entry_input(e, ed->slot), *y = e->out;
-    if (e->op->elementwise && x->size == y->size && x->size <= p->o->max_values) return x->size;
+    if (e->op->elementwise && x->size == y->size) return x->size <= p->o->max_values ? x->size : 2;
     return value_lines(p, x) + (e->op->elementwise && x->size != y->size ? 1 : 0);
+}
+
+/* The summary of an element-wise op's local derivative ∂y/∂x, from what
+ * backward recorded: contribution c = upstream g × local, so local = c/g
+ * wherever g is a finite non-zero (elsewhere the contribution says nothing
+ * of it, and those elements are left out, saying how many). */
+static void put_local_summary(const nb_tensor *x, const nb_tensor *y, const void *g, const void *c, nb_text *out) {
+    double min = INFINITY, max = -INFINITY, sum = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < x->size; i++) {
+        double gi = value_at(y->dtype, g, i), local = value_at(x->dtype, c, i) / gi + 0.0; /* 0/-g: 0, not -0 */
+        if (gi == 0 || !isfinite(gi) || !isfinite(local)) continue;
+        if (local < min) min = local;
+        if (local > max) max = local;
+        sum += local;
+        n++;
+    }
+    if (!n) {
+        nb_text_put(out, "= (not known: the upstream gradient is 0 or not finite everywhere)");
+        return;
+    }
+    nb_text_put(out, "= ");
+    put_stats(out, min, sum / (double)n, max);
+    if (n < x->size) nb_text_printf(out, " (over the %zu of %zu where the upstream gradient is not 0)", n, x->size);
 }
 
 void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_text *out) {
@@ -645,6 +676,19 @@ void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_tex
         return;
     }
     nb_text_put(out, "\n");
-    put_values(p, x, c, "= ", out);
-    if (e->op->elementwise && x->size != y->size) nb_text_put(out, "\n(summed over the broadcast axes)");
+    if (!e->op->elementwise) { /* the formula is the contribution's: its values */
+        put_values(p, x, c, "= ", out);
+        return;
+    }
+    if (x->size == y->size && g) { /* summarised: the local derivative's own values, then the contribution's */
+        put_local_summary(x, y, g, c, out);
+        nb_text_put(out, "\n");
+    }
+    nb_text t = {0};
+    nb_text_printf(&t, "∂%s/∂", p->loss_name);
+    nb_picture_name(p, x, &t);
+    nb_text_put(&t, x->size == y->size && g ? " = upstream × local: " : " = ");
+    put_values(p, x, c, t.s ? t.s : "", out);
+    text_drop(&t, out);
+    if (x->size != y->size) nb_text_put(out, "\n(summed over the broadcast axes)");
 }
