@@ -198,6 +198,14 @@ check "rnn bad cell" bash -c "'$bin/rnn' --cell lstm > '$tmp/last' 2>&1; test \$
 # attention: one causal self-attention block reverses and sorts digits
 check "attention reverse" bash -c "'$bin/attention' --iters 300 > '$tmp/last' &&
   awk '/^test:/ {ok = (\$3 >= 0.99)} END {exit !ok}' '$tmp/last'"
+# its picture: every tensor named, the formulas in those names (no tape ids,
+# no definitions pasted in), the masked scores summarised without the fill
+# (12 positions: 12·11/2 = 66 masked)
+check "attention --dot labels" bash -c "'$bin/attention' --iters 5 --dot '$tmp/attention.dot' > /dev/null &&
+  grep -qF '∂loss/∂V = Aᵀ · ∂loss/∂AV' '$tmp/attention.dot' && grep -qF '∂loss/∂A = ∂loss/∂AV · Vᵀ' '$tmp/attention.dot' &&
+  grep -qF '∂S/∂S_unmasked = [mask≠0]' '$tmp/attention.dot' &&
+  grep -qF '(the 66 masked to -1e+09 left out)' '$tmp/attention.dot' &&
+  ! grep -Eq 'label=\"t[0-9]+\\\\n|∂t[0-9]+|· t[0-9]+|softmax\\(S\\)ᵀ' '$tmp/attention.dot' && dot -Tsvg '$tmp/attention.dot' -o /dev/null"
 check "attention sort" bash -c "'$bin/attention' --task sort --iters 1200 > '$tmp/last' &&
   awk '/^test:/ {ok = (\$3 >= 0.95)} END {exit !ok}' '$tmp/last'"
 

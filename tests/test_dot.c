@@ -271,6 +271,41 @@ static void test_summarised_local_derivative(void **state) {
     nb_tensor_free(x);
 }
 
+/* A masked tensor, where(mask, s, -1e9), is summarised over the values
+ * the mask lets through, saying how many fills were left out (its mean
+ * was once -4.6e8, the fill's); the where edge names the condition. */
+static void test_masked_summary(void **state) {
+    (void)state;
+    enum { T = 4 };
+    double sv[T * T], mv[T * T], min = INFINITY, max = -INFINITY, sum = 0;
+    int kept = 0;
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++) {
+            sv[i * T + j] = 0.25 * i - 0.5 * j + 0.125;
+            mv[i * T + j] = j <= i;
+            if (j > i) continue;
+            min = fmin(min, sv[i * T + j]), max = fmax(max, sv[i * T + j]), sum += sv[i * T + j], kept++;
+        }
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *s = nb_from_array(NULL, NB_F32, NB_SHAPE(T, T), sv);
+    nb_tensor_set_name(s, "s");
+    nb_requires_grad(s, true);
+    nb_tensor *mask = nb_from_array(tp, NB_F32, NB_SHAPE(T, T), mv);
+    nb_tensor_set_name(mask, "mask");
+    nb_tensor *S = nb_where(tp, mask, s, nb_scalar(tp, NB_F32, -1e9));
+    nb_tensor_set_name(S, "S");
+    nb_tensor *E = nb_sum(tp, nb_softmax(tp, S, 1));
+    nb_tensor_set_name(E, "E");
+    char expect[200];
+    snprintf(expect, sizeof expect, "label=\"S\\n(4, 4)\\nvalue min %.4g, mean %.4g, max %.4g (the %d masked to -1e+09 "
+             "left out)", min, sum / kept, max, T * T - kept);
+    char *dot = dot_of(tp, NULL);
+    assert_message_has(dot, expect, "∂S/∂s = [mask≠0]");
+    free(dot);
+    nb_tape_free(tp);
+    nb_tensor_free(s);
+}
+
 /* Course notation (symbols by size and per tensor axis), scopes as
  * clusters, the gradcheck overlay as a border and a highlighted entry. */
 static void test_layers_overlay_and_highlight(void **state) {
@@ -751,6 +786,7 @@ int main(void) {
         cmocka_unit_test(test_dot_content),
         cmocka_unit_test(test_chain_rule_on_edges),
         cmocka_unit_test(test_summarised_local_derivative),
+        cmocka_unit_test(test_masked_summary),
         cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_backward_frames),
         cmocka_unit_test(test_frames_mark_partial_and_final),

@@ -320,6 +320,21 @@ static size_t value_lines(const nb_picture *p, const nb_tensor *t) {
     return t->size / t->shape[t->ndim - 1];
 }
 
+/* Is t a masked tensor, where(cond, a, fill) with a constant fill (one
+ * value that takes no gradient)?  Then *fill is it. */
+static bool masked_fill(const nb_picture *p, const nb_tensor *t, double *fill) {
+    for (size_t i = 0; i < p->n_entries; i++) {
+        const nb_entry *e = &p->tp->entries[i];
+        if (e->out != t) continue;
+        if (strcmp(e->op->name, "where") != 0 || e->n_in != 3) return false;
+        const nb_tensor *b = nb_entry_input(e, 2);
+        if (b->size != 1 || b->requires_grad || nb_entry_input(e, 1)->size != t->size) return false;
+        *fill = value_at(b->dtype, b->data, 0);
+        return true;
+    }
+    return false;
+}
+
 /* A summary's numbers. */
 static void put_stats(nb_text *out, double min, double mean, double max) {
     nb_text_printf(out, "min %.4g, mean %.4g, max %.4g", min, mean, max);
@@ -329,6 +344,23 @@ static void put_stats(nb_text *out, double min, double mean, double max) {
  * or "min a, mean b, max c" for large tensors. */
 static void put_values(const nb_picture *p, const nb_tensor *t, const void *values, const char *prefix, nb_text *out) {
     nb_text_put(out, prefix);
+    double fill;
+    if (t->size > p->o->max_values && values == t->data && masked_fill(p, t, &fill)) {
+        /* A mask's fill (-1e9 where attention may not look) is no value of
+         * the data: summarise the others, and say how many were left out. */
+        double min = INFINITY, max = -INFINITY, sum = 0;
+        size_t n = 0, masked = 0, nonfinite = 0;
+        for (size_t i = 0; i < t->size; i++) {
+            double v = value_at(t->dtype, values, i);
+            if (v == fill) masked++;
+            else if (!isfinite(v)) nonfinite++;
+            else min = fmin(min, v), max = fmax(max, v), sum += v, n++;
+        }
+        if (n) put_stats(out, min, sum / (double)n, max);
+        nb_text_printf(out, n ? " (the %zu masked to %.4g left out)" : "all %zu masked to %.4g", masked, fill);
+        if (nonfinite) nb_text_printf(out, " (%zu not finite)", nonfinite);
+        return;
+    }
     if (t->size > p->o->max_values) {
         nb_stats s = nb_compute_stats(t->dtype, t->size, values);
         put_stats(out, s.min, s.mean, s.max);
@@ -517,6 +549,7 @@ static void fill_names(const nb_picture *p, const nb_entry *e, nb_text *in0, nb_
         snprintf(nm->scalar, sizeof nm->scalar, "%.4g", e->scalar);
         if (!strcmp(e->op->name, "scale") || !strcmp(e->op->name, "leaky_relu")) nm->by_letter['s'] = nm->scalar;
         if (!strcmp(e->op->name, "pow")) nm->by_letter['p'] = nm->scalar;
+        if (!strcmp(e->op->name, "where")) nm->by_letter['c'] = a; /* [c≠0]: the condition */
     } else {
         /* The loss itself: its upstream gradient is ∂E/∂E = 1. */
         if (e->out == p->loss) snprintf(nm->upstream, sizeof nm->upstream, "1");
