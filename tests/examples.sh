@@ -246,6 +246,20 @@ check "golden gradient_descent.dot" bash -c "'$bin/gradient_descent' --steps 2 -
   cmp '$tmp/gd.dot' '$golden/gradient_descent.dot'"
 check "golden forward3.dot" bash -c "'$bin/forward3' --dot '$tmp/f3.dot' > /dev/null && cmp '$tmp/f3.dot' '$golden/forward3.dot'"
 
+# every "upstream × local = contribution" a calculator can check: the exact
+# product of the printed factors rounds to the printed product (forward3, and
+# a logistic regression on 10 rows, whose 8 training examples are shown in full)
+awk 'BEGIN { srand(3); print "age,chol,thalach,target";
+  for (i = 0; i < 10; i++) { a = 30 + 40 * rand(); c = 150 + 200 * rand(); t = 90 + 100 * rand();
+    z = 0.08 * (a - 50) - 0.05 * (t - 140) + 0.4 * (rand() - 0.5);
+    printf "%.1f,%.1f,%.1f,%d\n", a, c, t, (z > 0) } }' > "$tmp/heart10.csv"
+check "forward3 products a calculator agrees with" bash -c "'$bin/forward3' --dot '$tmp/p3.dot' --html '$tmp/p3.html' > /dev/null &&
+  python3 '$(dirname "$0")/check_products.py' '$tmp/p3.dot' '$tmp/p3.html'"
+check "small logreg products a calculator agrees with" bash -c "'$bin/logreg' --csv '$tmp/heart10.csv' --epochs 20 \
+    --dot '$tmp/lr10.dot' --html '$tmp/lr10.html' > /dev/null &&
+  python3 '$(dirname "$0")/check_products.py' '$tmp/lr10.dot' '$tmp/lr10.html' > '$tmp/products' &&
+  grep -q 'lr10.dot: 8 products checked' '$tmp/products'"
+
 # --html: a self-contained stepper page, one laid-out SVG and the frames'
 # texts as JSON (tests/browser.sh steps through them in Chromium)
 for ex in gradient_descent forward3 logreg custom_op; do

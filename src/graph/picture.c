@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- text */
@@ -681,6 +682,25 @@ static void put_local_summary(const nb_tensor *x, const nb_tensor *y, const void
     if (n < x->size) nb_text_printf(out, " (over the %zu of %zu where the upstream gradient is not 0)", n, x->size);
 }
 
+/* "upstream × local = contribution", printed so that a calculator agrees:
+ * the contribution at 4 significant digits, as every gradient is printed,
+ * and the factors with the fewest digits, 4 or more, at which their exact
+ * product rounds to it (0.4842 × 0.1988 is 0.09626, not the 0.09625 of the
+ * unrounded factors: 0.4842022 × 0.1987868 = 0.09625).  Should no number of
+ * digits do (a product on a rounding tie), the product printed is that of
+ * the printed factors. */
+static void put_product(nb_text *out, double a, double b, double c) {
+    char fa[32], fb[32], fc[32], fp[32];
+    snprintf(fc, sizeof fc, "%.4g", c);
+    for (int d = 4; d <= 17; d++) {
+        snprintf(fa, sizeof fa, "%.*g", d, a);
+        snprintf(fb, sizeof fb, "%.*g", d, b);
+        snprintf(fp, sizeof fp, "%.4g", strtod(fa, NULL) * strtod(fb, NULL));
+        if (!strcmp(fp, fc)) break;
+    }
+    nb_text_printf(out, "\n%s × %s = %s", fa, fb, fp);
+}
+
 void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_text *out) {
     const nb_pic_edge *ed = &p->edges[edge];
     if (!p->o->chain_rule || !nb_picture_edge_has_gradient(p, edge)) return; /* nothing flows back */
@@ -702,7 +722,7 @@ void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_tex
         for (size_t i = 0; i < x->size; i++) {
             double gi = value_at(y->dtype, g, i), ci = value_at(x->dtype, c, i);
             if (gi != 0)
-                nb_text_printf(out, "\n%.4g × %.4g = %.4g", gi, ci / gi, ci);
+                put_product(out, gi, ci / gi, ci);
             else
                 nb_text_printf(out, "\n0 × · = %.4g", ci);
         }
