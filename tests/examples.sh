@@ -260,6 +260,12 @@ check "small logreg products a calculator agrees with" bash -c "'$bin/logreg' --
   python3 '$(dirname "$0")/check_products.py' '$tmp/lr10.dot' '$tmp/lr10.html' > '$tmp/products' &&
   grep -q 'lr10.dot: 8 products checked' '$tmp/products'"
 
+# logreg names m, the number its formulas use, and ends the sigmoid's edge
+# with seed 003's ∂C/∂Z = (A−Y)/m (generated data: 242 training rows)
+check "logreg --dot names m" bash -c "'$bin/logreg' --epochs 5 --dot '$tmp/lrm.dot' > /dev/null &&
+  grep -qF 'm = 242 examples of n = 13 features' '$tmp/lrm.dot' && grep -qF '(A−Y)/(A(1−A)·242)' '$tmp/lrm.dot' &&
+  grep -qF '\\n∂C/∂Z = (A−Y)/m, m = 242\"]' '$tmp/lrm.dot'"
+
 # --html: a self-contained stepper page, one laid-out SVG and the frames'
 # texts as JSON (tests/browser.sh steps through them in Chromium)
 for ex in gradient_descent forward3 logreg custom_op; do

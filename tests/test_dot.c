@@ -306,6 +306,67 @@ static void test_masked_summary(void **state) {
     nb_tensor_free(s);
 }
 
+/* Logistic regression, Z = W Xᵀ + b, A = σ(Z), C = bce(A, Y) on m = 4
+ * examples: the sigmoid's edge ends with seed 003's result ∂C/∂Z = (A−Y)/m,
+ * m named; Z's gradient is checked against (A−Y)/4 by hand, so the line
+ * states a true thing.  Without a symbol for the examples it is N; when A
+ * is used again, the result does not hold and is not shown. */
+static void test_sigmoid_bce_result(void **state) {
+    (void)state;
+    const double xv[8] = {0.5, -1, 1.5, 2, -0.5, 0.25, 1, -2}, yv[4] = {1, 0, 1, 0};
+    nb_tensor *W = nb_from_array(NULL, NB_F64, NB_SHAPE(1, 2), ((double[]){0.3, -0.7}));
+    nb_tensor *b = nb_from_array(NULL, NB_F64, NB_SHAPE(1, 1), ((double[]){0.1}));
+    nb_tensor_set_name(W, "W");
+    nb_tensor_set_name(b, "b");
+    nb_requires_grad(W, true);
+    nb_requires_grad(b, true);
+    nb_tape *tp = nb_tape_new();
+    for (int again = 0; again < 2; again++) {
+        nb_tape_reset(tp);
+        nb_tape_set_explain(tp, true);
+        nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(4, 2), xv), *Y = nb_from_array(tp, NB_F64, NB_SHAPE(1, 4), yv);
+        nb_tensor_set_name(X, "X");
+        nb_tensor_set_name(Y, "Y");
+        nb_tensor *Z = nb_linear_t(tp, W, X, b, false, true);
+        nb_tensor_set_name(Z, "Z");
+        nb_tensor *A = nb_sigmoid(tp, Z);
+        nb_tensor_set_name(A, "A");
+        nb_tensor *C = nb_bce(tp, A, Y);
+        if (again) C = nb_add(tp, C, nb_sum(tp, A)); /* A used twice */
+        nb_tensor_set_name(C, "C");
+        nb_zero_grad(W);
+        nb_zero_grad(b);
+        assert_int_equal(nb_backward(C), NB_OK);
+        const nb_dot_axis_symbol symbols[] = {{"A", 1, "m"}};
+        nb_dot_opts o;
+        nb_dot_default_opts(&o);
+        o.axis_symbols = symbols;
+        o.n_axis_symbols = 1;
+        char *dot = dot_of(tp, &o), *plain = dot_of(tp, NULL);
+        if (again) {
+            assert_null(strstr(dot, "(A−Y)/m"));
+        } else {
+            char expect[160] = "grad [";
+            for (int i = 0; i < 4; i++) {
+                double z = 0.3 * xv[2 * i] - 0.7 * xv[2 * i + 1] + 0.1, a = 1 / (1 + exp(-z));
+                snprintf(expect + strlen(expect), sizeof expect - strlen(expect), i ? ", %.4g" : "%.4g",
+                         (a - yv[i]) / 4);
+            }
+            strcat(expect, "]");
+            char *z_label = node_label(dot, "Z");
+            assert_message_has(z_label, expect);
+            free(z_label);
+            assert_message_has(dot, "\\n∂C/∂Z = (A−Y)/m, m = 4\"]");
+            assert_message_has(plain, "\\n∂C/∂Z = (A−Y)/N, N = 4\"]");
+        }
+        free(dot);
+        free(plain);
+    }
+    nb_tape_free(tp);
+    nb_tensor_free(W);
+    nb_tensor_free(b);
+}
+
 /* Course notation (symbols by size and per tensor axis), scopes as
  * clusters, the gradcheck overlay as a border and a highlighted entry. */
 static void test_layers_overlay_and_highlight(void **state) {
@@ -787,6 +848,7 @@ int main(void) {
         cmocka_unit_test(test_chain_rule_on_edges),
         cmocka_unit_test(test_summarised_local_derivative),
         cmocka_unit_test(test_masked_summary),
+        cmocka_unit_test(test_sigmoid_bce_result),
         cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_backward_frames),
         cmocka_unit_test(test_frames_mark_partial_and_final),

@@ -648,6 +648,44 @@ static void put_edge_formula(const nb_picture *p, const nb_pic_edge *ed, nb_text
     text_drop(&x, out);
 }
 
+/* Is e a sigmoid whose output A goes into one op alone, the bce that makes
+ * the loss C from A and targets Y?  Then the edge into it can say the
+ * pair's known result ∂C/∂Z = (A−Y)/N: A(1−A) cancels.  Its bce entry, or
+ * NULL. */
+static const nb_entry *sigmoid_into_bce(const nb_picture *p, const nb_entry *e) {
+    if (strcmp(e->op->name, "sigmoid") != 0) return NULL;
+    const nb_entry *bce = NULL;
+    for (size_t i = 0; i < p->n_entries; i++) {
+        const nb_entry *u = &p->tp->entries[i];
+        for (int k = 0; k < u->n_in; k++) {
+            if (nb_entry_input(u, k) != e->out) continue;
+            if (bce || k != 0 || strcmp(u->op->name, "bce") != 0 || u->n_in != 2 || u->out != p->loss) return NULL;
+            bce = u;
+        }
+    }
+    return bce;
+}
+
+/* The line "∂C/∂Z = (A−Y)/m, m = 242" for such a pair, with the count's
+ * symbol when the options give A's examples one (the course's m), else N. */
+static void put_sigmoid_bce(const nb_picture *p, const nb_entry *e, const nb_entry *bce, nb_text *out) {
+    const nb_tensor *A = e->out;
+    const char *count = NULL;
+    for (int d = 0; d < A->ndim && !count; d++)
+        if (A->shape[d] == A->size) count = symbol_for(p, A, d);
+    nb_text_printf(out, "\n∂%s/∂", p->loss_name);
+    nb_picture_name(p, nb_entry_input(e, 0), out);
+    nb_text_put(out, " = (");
+    nb_picture_name(p, A, out);
+    nb_text_put(out, "−");
+    nb_picture_name(p, nb_entry_input(bce, 1), out);
+    nb_text_put(out, ")/");
+    nb_text_put_user(out, count ? count : "N");
+    nb_text_put(out, ", ");
+    nb_text_put_user(out, count ? count : "N");
+    nb_text_printf(out, " = %zu", A->size);
+}
+
 /* How many number lines the edge has once its op's backward ran: an
  * element-wise op's edge shows every element's product, or, summarised,
  * the local derivative's summary and the contribution's. */
@@ -701,9 +739,20 @@ static void put_product(nb_text *out, double a, double b, double c) {
     nb_text_printf(out, "\n%s × %s = %s", fa, fb, fp);
 }
 
+static void edge_lines(const nb_picture *p, size_t edge, nb_moment m, nb_text *out);
+
 void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_text *out) {
-    const nb_pic_edge *ed = &p->edges[edge];
     if (!p->o->chain_rule || !nb_picture_edge_has_gradient(p, edge)) return; /* nothing flows back */
+    edge_lines(p, edge, m, out);
+    /* last, after the numbers it sums up (a film's frames keep it in place) */
+    const nb_entry *e = &p->tp->entries[p->edges[edge].entry];
+    const nb_entry *bce = sigmoid_into_bce(p, e);
+    if (bce) put_sigmoid_bce(p, e, bce, out);
+}
+
+/* The formula, then the numbers once backward ran. */
+static void edge_lines(const nb_picture *p, size_t edge, nb_moment m, nb_text *out) {
+    const nb_pic_edge *ed = &p->edges[edge];
     const nb_entry *e = &p->tp->entries[ed->entry];
     const nb_tensor *x = nb_entry_input(e, ed->slot), *y = e->out;
     put_edge_formula(p, ed, out);
