@@ -265,6 +265,10 @@ check "small logreg products a calculator agrees with" bash -c "'$bin/logreg' --
 check "logreg --dot names m" bash -c "'$bin/logreg' --epochs 5 --dot '$tmp/lrm.dot' > /dev/null &&
   grep -qF 'm = 242 examples of n = 13 features' '$tmp/lrm.dot' && grep -qF '(A−Y)/(A(1−A)·242)' '$tmp/lrm.dot' &&
   grep -qF '\\n∂C/∂Z = (A−Y)/m, m = 242\"]' '$tmp/lrm.dot'"
+# no rounding noise as data: the standardised X's mean is 0, the labels are counted
+check "logreg --dot shows no noise" bash -c "'$bin/logreg' --epochs 5 --dot '$tmp/lrn.dot' > /dev/null &&
+  grep -Eq 'label=\"X\\\\n\(m, n\)\\\\nvalue min -[0-9.]+, mean 0, max [0-9.]+\"' '$tmp/lrn.dot' &&
+  grep -Eq 'label=\"y\\\\n\(m, 1\)\\\\nvalue counts 0×[0-9]+, 1×[0-9]+\"' '$tmp/lrn.dot' && ! grep -q -- '-0[],]' '$tmp/lrn.dot'"
 
 # --html: a self-contained stepper page, one laid-out SVG and the frames'
 # texts as JSON (tests/browser.sh steps through them in Chromium)

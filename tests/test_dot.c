@@ -103,12 +103,12 @@ static void test_dot_content(void **state) {
     free(w_label);
     free(before);
     free(after);
-    /* Large tensors are summarised. */
+    /* Large tensors are summarised (data of whole numbers as counts). */
     nb_tape_reset(tp);
     nb_tensor *big = nb_zeros(tp, NB_F32, NB_SHAPE(10, 10));
-    nb_sigmoid(tp, big);
+    nb_sigmoid(tp, nb_add_scalar(tp, big, 0.25));
     char *summary = dot_of(tp, NULL);
-    assert_message_has(summary, "(10, 10)", "min 0, mean 0, max 0", "min 0.5, mean 0.5, max 0.5");
+    assert_message_has(summary, "(10, 10)", "value counts 0×100", "min 0.25, mean 0.25, max 0.25");
     free(summary);
     /* Mixed dtypes are the one case that names them. */
     nb_tape_reset(tp);
@@ -365,6 +365,65 @@ static void test_sigmoid_bce_result(void **state) {
     nb_tape_free(tp);
     nb_tensor_free(W);
     nb_tensor_free(b);
+}
+
+/* Rounding noise is not shown as data: -0 prints as 0 (values, gradients,
+ * summaries), a mean below 5e-5 of the values' scale as 0 (a genuine one
+ * of 1e-3 of it stays), and whole-number data of few values (class
+ * labels) as counts rather than a mean; with more values, the summary. */
+static void test_noise_is_not_data(void **state) {
+    (void)state;
+    enum { N = 13 };
+    double zeros[N], noise[N], small_mean[N], labels[20], many[20];
+    for (int i = 0; i < N; i++) {
+        zeros[i] = -0.0;
+        noise[i] = i - 6 + (i == 3 ? 1e-12 : 0);       /* mean 7.7e-14, scale 6 */
+        small_mean[i] = i - 6 + (i == 3 ? 0.078 : 0);  /* mean 0.006, scale 6 */
+    }
+    size_t count[3] = {0};
+    for (int i = 0; i < 20; i++) {
+        labels[i] = (i * 7) % 3;
+        count[(i * 7) % 3]++;
+        many[i] = i % 13;
+    }
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(N), zeros), *x2 = nb_from_array(NULL, NB_F64, NB_SHAPE(2), zeros);
+    nb_tensor_set_name(x, "x");
+    nb_tensor_set_name(x2, "x2");
+    nb_requires_grad(x, true);
+    nb_requires_grad(x2, true);
+    nb_tensor *minus0 = nb_from_array(tp, NB_F64, NB_SHAPE(N), zeros);
+    nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(N), noise), *Xm = nb_from_array(tp, NB_F64, NB_SHAPE(N), small_mean);
+    nb_tensor *y = nb_from_array(tp, NB_F64, NB_SHAPE(20), labels), *k = nb_from_array(tp, NB_F64, NB_SHAPE(20), many);
+    nb_tensor_set_name(X, "X");
+    nb_tensor_set_name(Xm, "Xm");
+    nb_tensor_set_name(y, "y");
+    nb_tensor_set_name(k, "k");
+    nb_tensor *E = nb_add(tp, nb_sum(tp, nb_mul(tp, x, minus0)), nb_sum(tp, nb_mul(tp, x2, nb_slice(tp, minus0, 0, 0, 2, 1))));
+    E = nb_add(tp, E, nb_add(tp, nb_add(tp, nb_sum(tp, X), nb_sum(tp, Xm)), nb_add(tp, nb_sum(tp, y), nb_sum(tp, k))));
+    nb_tensor_set_name(E, "E");
+    assert_int_equal(nb_backward(E), NB_OK); /* x's gradient: -0 · 1 = -0 */
+    assert_true(signbit(((const double *)nb_grad_data(x))[0]));
+    char counts[80], mean[80];
+    snprintf(counts, sizeof counts, "label=\"y\\n(20,)\\nvalue counts 0×%zu, 1×%zu, 2×%zu\"", count[0], count[1],
+             count[2]);
+    double m = 0;
+    for (int i = 0; i < N; i++) m += small_mean[i];
+    snprintf(mean, sizeof mean, "label=\"Xm\\n(13,)\\nvalue min -6, mean %.4g, max 6\"", m / N);
+    char whole[80];
+    double mk = 0;
+    for (int i = 0; i < 20; i++) mk += many[i];
+    snprintf(whole, sizeof whole, "label=\"k\\n(20,)\\nvalue min 0, mean %.4g, max 12\"", mk / 20);
+    char *dot = dot_of(tp, NULL);
+    assert_message_has(dot, "label=\"x\\n(13,)\\nvalue min 0, mean 0, max 0\\ngrad min 0, mean 0, max 0\"",
+                       "label=\"x2\\n(2,)\\nvalue [0, 0]\\ngrad [0, 0]\"",
+                       "label=\"X\\n(13,)\\nvalue min -6, mean 0, max 6\"", mean, counts, whole);
+    assert_null(strstr(dot, "-0,"));
+    assert_null(strstr(dot, "-0]"));
+    free(dot);
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+    nb_tensor_free(x2);
 }
 
 /* Course notation (symbols by size and per tensor axis), scopes as
@@ -849,6 +908,7 @@ int main(void) {
         cmocka_unit_test(test_summarised_local_derivative),
         cmocka_unit_test(test_masked_summary),
         cmocka_unit_test(test_sigmoid_bce_result),
+        cmocka_unit_test(test_noise_is_not_data),
         cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_backward_frames),
         cmocka_unit_test(test_frames_mark_partial_and_final),
