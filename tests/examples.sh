@@ -24,6 +24,13 @@ check "gradient_descent from 5" bash -c "'$bin/gradient_descent' > '$tmp/last' &
   grep -Eq '^ +1 +4\.000000 +19\.000000 +8\.000000$' '$tmp/last'"
 check "gradient_descent from -6" bash -c "'$bin/gradient_descent' --x0 -6 --steps 1 > '$tmp/last' &&
   grep -Eq '^ +1 +-4\.800000 +26\.040000 +-9\.600000$' '$tmp/last'"
+# --steps 0 draws the article's first step: x = 5, dy/dx = 2x = 10, y = 28
+check "gradient_descent --steps 0" bash -c "'$bin/gradient_descent' --steps 0 --dot '$tmp/gd0.dot' --html '$tmp/gd0.html' > '$tmp/last' &&
+  grep -Eq '^ +0 +5\.000000 +28\.000000 +10\.000000$' '$tmp/last' && test \$(grep -Ec '^ +[0-9]+ ' '$tmp/last') = 1 &&
+  grep -qF 'step 0 at x = 5, before its update' '$tmp/gd0.dot' && grep -qF 'label=\"x\\nvalue 5\\ngrad 10\"' '$tmp/gd0.dot' &&
+  grep -qF '∂u/∂x = 2·x\\n1 × 10 = 10' '$tmp/gd0.dot' && grep -q 'id=\"frames\"' '$tmp/gd0.html'"
+check "gradient_descent --steps -1" bash -c "'$bin/gradient_descent' --steps -1 > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"invalid value '-1' for --steps\" '$tmp/last'"
 
 # forward3: seed 004's numbers
 check "forward3 values" bash -c "'$bin/forward3' > '$tmp/last' &&
