@@ -2,14 +2,17 @@
 """Checks every "a × b = c" in the given picture files (.dot, or a stepper's
 HTML, whose frames hold the same labels) as a calculator would: the exact
 product of the printed factors, a·b, must round to the printed c, that is
-lie within half a unit of c's last printed digit.  Prints the ones that do
-not and exits 1; exits 2 when a file has no product at all."""
+lie within half a unit of c's last printed digit.  Likewise a fan-out's
+"grad g ... = a + b - c (3 uses)": the terms' exact sum must round to g.
+Prints the ones that do not and exits 1; exits 2 when a file has no
+product at all."""
 import re
 import sys
 from decimal import Decimal
 
 NUM = r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?"
 PRODUCT = re.compile(r"(%s) × (%s) = (%s)" % (NUM, NUM, NUM))
+SUM = re.compile(r"grad (%s)[^\\]*\\n= (%s(?: [-+] %s)*) \(\d+ uses\)" % (NUM, NUM, NUM))
 
 
 def half_unit(text):
@@ -29,6 +32,19 @@ def main():
                 exact = Decimal(a) * Decimal(b)
                 if abs(exact - Decimal(c)) > half_unit(c):
                     print("%s: %s × %s = %s, but the product is %s" % (path, a, b, c, exact))
+                    bad += 1
+            f.seek(0)
+            for total, terms in SUM.findall(f.read()):
+                found += 1
+                exact = Decimal(0)
+                sign = 1
+                for piece in terms.split(" "):
+                    if piece in "+-":
+                        sign = -1 if piece == "-" else 1
+                    else:
+                        exact += sign * Decimal(piece)
+                if abs(exact - Decimal(total)) > half_unit(total):
+                    print("%s: = %s makes %s, not the gradient %s" % (path, terms, exact, total))
                     bad += 1
         if not found:
             print("%s: no products" % path)

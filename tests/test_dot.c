@@ -170,6 +170,22 @@ static void test_chain_rule_on_edges(void **state) {
     free(dot);
     nb_tensor_free(one);
 
+    /* A fan-out's sum holds on a calculator: E = a·w + a·w with a = 0.12344
+     * gives ∂E/∂w = 0.24688, printed 0.2469; terms at 4 digits would read
+     * 0.1234 + 0.1234 = 0.2468, so they get 5. */
+    nb_tape_reset(tp);
+    nb_tensor *a1 = nb_scalar(tp, NB_F64, 0.12344), *a2 = nb_scalar(tp, NB_F64, 0.12344);
+    nb_tensor *w2 = nb_scalar(NULL, NB_F64, 2);
+    nb_tensor_set_name(w2, "w");
+    nb_requires_grad(w2, true);
+    nb_tensor *sum = nb_add(tp, nb_mul(tp, a1, w2), nb_mul(tp, a2, w2));
+    nb_tensor_set_name(sum, "E");
+    assert_int_equal(nb_backward(sum), NB_OK);
+    dot = dot_of(tp, NULL);
+    assert_message_has(dot, "label=\"w\\nvalue 2\\ngrad 0.2469\\n= 0.12344 + 0.12344 (2 uses)\"");
+    free(dot);
+    nb_tensor_free(w2);
+
     /* Matrices: the contribution in the lesson's names, then its values. */
     nb_tape_reset(tp);
     nb_tensor *W = nb_ones(NULL, NB_F64, NB_SHAPE(2, 2)), *X = nb_ones(tp, NB_F64, NB_SHAPE(2, 3));

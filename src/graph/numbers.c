@@ -159,3 +159,33 @@ void nb_picture_product(nb_text *out, double a, double b, double c) {
     nb_text_printf(out, "\n%s × %s = %s", fa, fb, fp);
 }
 
+
+/* A fan-out's gradient as the sum of what each use added, "= 1 + 0.3932",
+ * printed so that a calculator agrees with the gradient beside it (4
+ * digits): the terms with the fewest digits, 4 or more, whose exact sum
+ * rounds to it (0.1234 + 0.1234 would not make 0.2469; 0.12344 + 0.12344
+ * does).  When none do (a gradient that also holds earlier passes'), at 4. */
+void nb_picture_sum(nb_text *out, const double *terms, size_t n, double total) {
+    char want[32], got[32], term[4][32];
+    snprintf(want, sizeof want, "%.4g", total + 0.0);
+    int digits = 4;
+    for (int d = 4; d <= 17 && n <= 4; d++) {
+        double sum = 0;
+        for (size_t k = 0; k < n; k++) {
+            snprintf(term[k], sizeof term[k], "%.*g", d, fabs(terms[k]));
+            sum += terms[k] < 0 ? -strtod(term[k], NULL) : strtod(term[k], NULL);
+        }
+        snprintf(got, sizeof got, "%.4g", sum + 0.0);
+        if (!strcmp(got, want)) {
+            digits = d;
+            break;
+        }
+    }
+    for (size_t k = 0; k < n && k < 4; k++) {
+        double v = terms[k] + 0.0;
+        if (k == 0)
+            nb_text_printf(out, "= %.*g", digits, v);
+        else /* "a - 1.4", not "a + -1.4" */
+            nb_text_printf(out, v < 0 ? " - %.*g" : " + %.*g", digits, fabs(v));
+    }
+}

@@ -376,13 +376,10 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
         if (n->uses >= 2 && o->chain_rule && (m != NB_MOMENT_STATIC || all_added)) {
             nb_text_put(out, "\n");
             if (all_added && t->size == 1 && n->uses <= 4) {
-                for (size_t k = 0; k < so_far; k++) {
-                    double v = nb_picture_value(t->dtype, first[k], 0);
-                    if (k == 0)
-                        nb_text_printf(out, "= %.4g", v);
-                    else /* "a - 1.4", not "a + -1.4" */
-                        nb_text_printf(out, v < 0 ? " - %.4g" : " + %.4g", fabs(v));
-                }
+                double terms[4];
+                for (size_t k = 0; k < so_far; k++) terms[k] = nb_picture_value(t->dtype, first[k], 0);
+                const void *total = m == NB_MOMENT_STATIC ? nb_grad_data(t) : t->grad;
+                nb_picture_sum(out, terms, so_far, nb_picture_value(t->dtype, total, 0));
                 nb_text_printf(out, " (%zu uses)", n->uses);
             } else if (all_added) {
                 nb_text_printf(out, "= the sum of its %zu uses", n->uses);

@@ -115,6 +115,9 @@ void nb_picture_values(const nb_picture *p, const nb_tensor *t, const void *valu
 void nb_picture_local_summary(const nb_tensor *x, const nb_tensor *y, const void *g, const void *c, nb_text *out);
 /* "\na × b = c": upstream × local = contribution. */
 void nb_picture_product(nb_text *out, double a, double b, double c);
+/* "= a + b - c": the n terms (n <= 4) of a gradient whose value, printed
+ * beside, is total. */
+void nb_picture_sum(nb_text *out, const double *terms, size_t n, double total);
 
 /* Does the edge carry a gradient (its tensor needs one and the op sends it)? */
 bool nb_picture_edge_has_gradient(const nb_picture *p, size_t edge);
