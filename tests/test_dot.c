@@ -340,7 +340,8 @@ static void test_sigmoid_bce_result(void **state) {
     for (int again = 0; again < 2; again++) {
         nb_tape_reset(tp);
         nb_tape_set_explain(tp, true);
-        nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(4, 2), xv), *Y = nb_from_array(tp, NB_F64, NB_SHAPE(1, 4), yv);
+        nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(4, 2), xv);
+        nb_tensor *Y = nb_from_array(tp, NB_F64, NB_SHAPE(1, 4), yv);
         nb_tensor_set_name(X, "X");
         nb_tensor_set_name(Y, "Y");
         nb_tensor *Z = nb_linear_t(tp, W, X, b, false, true);
@@ -403,19 +404,22 @@ static void test_noise_is_not_data(void **state) {
         many[i] = i % 13;
     }
     nb_tape *tp = nb_tape_new();
-    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(N), zeros), *x2 = nb_from_array(NULL, NB_F64, NB_SHAPE(2), zeros);
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(N), zeros);
+    nb_tensor *x2 = nb_from_array(NULL, NB_F64, NB_SHAPE(2), zeros);
     nb_tensor_set_name(x, "x");
     nb_tensor_set_name(x2, "x2");
     nb_requires_grad(x, true);
     nb_requires_grad(x2, true);
     nb_tensor *minus0 = nb_from_array(tp, NB_F64, NB_SHAPE(N), zeros);
-    nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(N), noise), *Xm = nb_from_array(tp, NB_F64, NB_SHAPE(N), small_mean);
+    nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(N), noise);
+    nb_tensor *Xm = nb_from_array(tp, NB_F64, NB_SHAPE(N), small_mean);
     nb_tensor *y = nb_from_array(tp, NB_F64, NB_SHAPE(20), labels), *k = nb_from_array(tp, NB_F64, NB_SHAPE(20), many);
     nb_tensor_set_name(X, "X");
     nb_tensor_set_name(Xm, "Xm");
     nb_tensor_set_name(y, "y");
     nb_tensor_set_name(k, "k");
-    nb_tensor *E = nb_add(tp, nb_sum(tp, nb_mul(tp, x, minus0)), nb_sum(tp, nb_mul(tp, x2, nb_slice(tp, minus0, 0, 0, 2, 1))));
+    nb_tensor *E = nb_sum(tp, nb_mul(tp, x, minus0));
+    E = nb_add(tp, E, nb_sum(tp, nb_mul(tp, x2, nb_slice(tp, minus0, 0, 0, 2, 1))));
     E = nb_add(tp, E, nb_add(tp, nb_add(tp, nb_sum(tp, X), nb_sum(tp, Xm)), nb_add(tp, nb_sum(tp, y), nb_sum(tp, k))));
     nb_tensor_set_name(E, "E");
     assert_int_equal(nb_backward(E), NB_OK); /* x's gradient: -0 · 1 = -0 */
