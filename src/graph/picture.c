@@ -19,7 +19,6 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- text */
@@ -379,7 +378,7 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
                 double terms[4];
                 for (size_t k = 0; k < so_far; k++) terms[k] = nb_picture_value(t->dtype, first[k], 0);
                 const void *total = m == NB_MOMENT_STATIC ? nb_grad_data(t) : t->grad;
-                nb_picture_sum(out, terms, so_far, nb_picture_value(t->dtype, total, 0));
+                nb_picture_sum(out, terms, so_far, total ? nb_picture_value(t->dtype, total, 0) : NAN);
                 nb_text_printf(out, " (%zu uses)", n->uses);
             } else if (all_added) {
                 nb_text_printf(out, "= the sum of its %zu uses", n->uses);
@@ -668,8 +667,11 @@ static void edge_lines(const nb_picture *p, size_t edge, nb_moment m, nb_text *o
         nb_picture_values(p, x, c, "= ", out);
         return;
     }
-    if (x->size == y->size && g) { /* summarised: the local derivative's own values, then the contribution's */
-        nb_picture_local_summary(x, y, g, c, out);
+    if (x->size == y->size) { /* summarised: the local derivative's own values, then the contribution's */
+        if (g)
+            nb_picture_local_summary(x, y, g, c, out);
+        else
+            nb_text_put(out, "= (not known: no upstream gradient)");
         nb_text_put(out, "\n");
     }
     nb_text t = {0};
