@@ -65,29 +65,39 @@ static nb_status block_init(block *m, nb_rng *rng) {
     return nb_tensor_status(m->mask);
 }
 
+/* Names a tensor of the picture (the block drawn on one sequence): every
+ * tensor has a short name, so that the formulas on its edges read
+ * "∂loss/∂V = Aᵀ · ∂loss/∂AV" and never paste a tape id or a definition. */
+static nb_tensor *named(nb_tensor *t, bool name, const char *what) {
+    if (name) nb_tensor_set_name(t, what);
+    return t;
+}
+
 /* Logits (B, T, digits) for token ids (B T of them, row by row). */
 static nb_tensor *forward(nb_tape *tp, const block *m, const size_t *tokens, size_t B, bool name) {
     long T = (long)m->T, d = (long)m->d;
     nb_scope_begin(tp, "embedding");
-    nb_tensor *x = nb_reshape(tp, nb_index_select(tp, m->E_tok, 0, tokens, B * m->T), NB_DIMS((long)B, T, d));
-    x = nb_add(tp, x, m->E_pos);
+    nb_tensor *x = named(nb_index_select(tp, m->E_tok, 0, tokens, B * m->T), name, "E_tok[tokens]");
+    x = named(nb_reshape(tp, x, NB_DIMS((long)B, T, d)), name, "X_tok");
+    x = named(nb_add(tp, x, m->E_pos), name, "x");
     nb_scope_end(tp);
     nb_scope_begin(tp, "attention");
-    nb_tensor *Q = nb_matmul(tp, x, m->W_q), *K = nb_matmul(tp, x, m->W_k), *V = nb_matmul(tp, x, m->W_v);
-    nb_tensor *S = nb_scale(tp, nb_matmul_t(tp, Q, K, false, true), 1 / sqrt((double)d));
-    S = nb_where(tp, m->mask, S, nb_scalar(tp, NB_F32, -1e9)); /* causal: no look at later positions */
-    nb_tensor *A = nb_softmax(tp, S, 2);
-    nb_tensor *h = nb_add(tp, x, nb_matmul(tp, nb_matmul(tp, A, V), m->W_o));
+    nb_tensor *Q = named(nb_matmul(tp, x, m->W_q), name, "Q"), *K = named(nb_matmul(tp, x, m->W_k), name, "K"),
+              *V = named(nb_matmul(tp, x, m->W_v), name, "V");
+    nb_tensor *S = named(nb_matmul_t(tp, Q, K, false, true), name, "QKᵀ");
+    S = named(nb_scale(tp, S, 1 / sqrt((double)d)), name, "S_unmasked");
+    /* causal: no look at later positions */
+    S = named(nb_where(tp, named(m->mask, name, "mask"), S, named(nb_scalar(tp, NB_F32, -1e9), name, "fill")), name,
+              "S");
+    nb_tensor *A = named(nb_softmax(tp, S, 2), name, "A");
+    nb_tensor *h = named(nb_matmul(tp, A, V), name, "AV");
+    h = named(nb_add(tp, x, named(nb_matmul(tp, h, m->W_o), name, "AVW_o")), name, "h");
     nb_scope_end(tp);
     nb_scope_begin(tp, "feed-forward");
-    h = nb_add(tp, h, nb_matmul(tp, nb_relu(tp, nb_matmul(tp, h, m->W_1)), m->W_2));
-    nb_tensor *logits = nb_matmul(tp, h, m->W_out);
+    nb_tensor *R = named(nb_relu(tp, named(nb_matmul(tp, h, m->W_1), name, "hW_1")), name, "R");
+    h = named(nb_add(tp, h, named(nb_matmul(tp, R, m->W_2), name, "RW_2")), name, "h′");
+    nb_tensor *logits = named(nb_matmul(tp, h, m->W_out), name, "logits");
     nb_scope_end(tp);
-    if (name) {
-        nb_tensor_set_name(S, "S = QKᵀ/√d, masked");
-        nb_tensor_set_name(A, "A = softmax(S)");
-        nb_tensor_set_name(logits, "logits");
-    }
     return logits;
 }
 
@@ -109,8 +119,9 @@ static void make_batch(nb_rng *rng, size_t L, bool sort, size_t B, size_t *token
 }
 
 /* The loss on the answer positions: logits[:, L:, :] against the answers. */
-static nb_tensor *loss_of(nb_tape *tp, const block *m, nb_tensor *logits, nb_tensor *answers) {
-    return nb_softmax_cross_entropy(tp, nb_slice(tp, logits, 1, (long)m->L, NB_END, 1), answers, 2);
+static nb_tensor *loss_of(nb_tape *tp, const block *m, nb_tensor *logits, nb_tensor *answers, bool name) {
+    nb_tensor *answer_logits = named(nb_slice(tp, logits, 1, (long)m->L, NB_END, 1), name, "logits[L:]");
+    return nb_softmax_cross_entropy(tp, answer_logits, answers, 2);
 }
 
 int main(int argc, char **argv) {
@@ -157,7 +168,7 @@ int main(int argc, char **argv) {
         make_batch(&rng, m.L, sort, (size_t)batch, tokens, answers);
         nb_tape_reset(tp);
         nb_params_zero_grad(m.ps);
-        nb_tensor *loss = loss_of(tp, &m, forward(tp, &m, tokens, (size_t)batch, false), answers);
+        nb_tensor *loss = loss_of(tp, &m, forward(tp, &m, tokens, (size_t)batch, false), answers, false);
         if (nb_backward(loss) != NB_OK || nb_optimizer_step(opt) != NB_OK) goto fail;
         if (it % (iters / 10 > 0 ? iters / 10 : 1) == 0 || it == 1)
             printf("step %6ld  loss %.4f\n", it, nb_item(loss));
@@ -182,12 +193,15 @@ int main(int argc, char **argv) {
     status = 0;
     if (dot) { /* the block on one sequence, with its attention weights */
         nb_tape_reset(tp);
-        nb_tensor *one = nb_slice(tp, test_answers, 0, 0, 1, 1);
-        nb_tensor *loss = loss_of(tp, &m, forward(tp, &m, test_tokens, 1, true), one);
+        nb_tensor_set_name(test_answers, "answers");
+        nb_tensor *one = named(nb_slice(tp, test_answers, 0, 0, 1, 1), true, "y");
+        nb_tensor *loss = loss_of(tp, &m, forward(tp, &m, test_tokens, 1, true), one, true);
         nb_tensor_set_name(loss, "loss");
         nb_dot_opts o;
         nb_dot_default_opts(&o);
         o.clusters = true;
+        o.title = "One causal self-attention block on one sequence: S = QKᵀ/√d, masked (fill -1e9 where j > i), "
+                  "A = softmax(S), h = x + AV W_o, h′ = h + relu(h W_1) W_2";
         if (nb_backward(loss) != NB_OK) goto fail;
         if (write_pictures(tp, loss, &o, dot, NULL) != 0) { /* it printed why */
             status = 1;

@@ -11,7 +11,7 @@ static const char usage[] =
     "Minimises y = x^2 + 3 by gradient descent and prints x, y and dy/dx at each step.\n"
     "  --x0 X      starting point (default 5)\n"
     "  --lr RATE   learning rate (default 0.1)\n"
-    "  --steps N   number of steps (default 10)\n"
+    "  --steps N   number of steps (default 10; 0 draws the starting point, before any step)\n"
     "  --dot FILE  write the graph of the last step as Graphviz dot\n"
     "  --html FILE write a page that steps through the last step's backward pass\n";
 
@@ -24,7 +24,7 @@ int main(int argc, char **argv) {
         if (cli_help(&c)) return 0;
         else if (cli_is(&c, "--x0")) x0 = cli_double(&c, -1e6, 1e6);
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 10);
-        else if (cli_is(&c, "--steps")) steps = cli_long(&c, 1, 1000000);
+        else if (cli_is(&c, "--steps")) steps = cli_long(&c, 0, 1000000); /* 0: the article's first picture, x = 5 */
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
         else if (cli_is(&c, "--html")) html = cli_value(&c);
         else cli_unknown(&c);

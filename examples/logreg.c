@@ -109,11 +109,11 @@ int main(int argc, char **argv) {
             /* The course's sizes: m examples (the columns of Z), n features. */
             const nb_dot_axis_symbol symbols[] = {{"X", 0, "m"}, {"X", 1, "n"}, {"W", 1, "n"},
                                                   {"Z", 1, "m"}, {"A", 1, "m"}, {"y", 0, "m"}, {"Y", 1, "m"}};
-            char title[160];
+            char title[240];
             snprintf(title, sizeof title,
-                     "Logistic regression, A = σ(W Xᵀ + b): training step %ld of %ld, values and gradients before "
-                     "its update",
-                     epoch + 1, epochs);
+                     "Logistic regression, A = σ(W Xᵀ + b), m = %zu examples of n = %zu features: training step %ld "
+                     "of %ld, values and gradients before its update",
+                     train.rows, n, epoch + 1, epochs);
             nb_dot_opts o;
             nb_dot_default_opts(&o);
             o.title = title;

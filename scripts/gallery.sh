@@ -8,7 +8,7 @@ bin=${1:-build}/examples
 out=${2:-build/docs}
 mkdir -p "$out"
 
-"$bin/gradient_descent" --steps 3 --dot "$out/gradient_descent.dot" --html "$out/gradient_descent.html" > /dev/null
+"$bin/gradient_descent" --steps 0 --dot "$out/gradient_descent.dot" --html "$out/gradient_descent.html" > /dev/null
 "$bin/forward3" --dot "$out/forward3.dot" --html "$out/forward3.html" > /dev/null
 "$bin/logreg" --epochs 200 --dot "$out/logreg.dot" --html "$out/logreg.html" > /dev/null
 "$bin/newton" --dot "$out/newton.dot" --html "$out/newton.html" > /dev/null
@@ -25,7 +25,7 @@ fi
 
 describe() {
   case $1 in
-    gradient_descent) echo "Gradient descent on y = x&sup2; + 3: the derivative 2x, and why x walks 5, 4, 3.2, ..." ;;
+    gradient_descent) echo "Gradient descent on y = x&sup2; + 3: the derivative 2x at the first step, x = 5, and why x walks 5, 4, 3.2, ..." ;;
     forward3) echo "A three-layer network, three nodes a layer: backpropagating its error E" ;;
     logreg) echo "Logistic regression, one sigmoid neuron: A = &sigma;(W X&#7488; + b) and its cost C" ;;
     mlp) echo "A multi-layer perceptron on Fashion-MNIST: layers, shapes (n[l], m) and the gradient of each layer" ;;

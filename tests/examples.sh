@@ -24,6 +24,13 @@ check "gradient_descent from 5" bash -c "'$bin/gradient_descent' > '$tmp/last' &
   grep -Eq '^ +1 +4\.000000 +19\.000000 +8\.000000$' '$tmp/last'"
 check "gradient_descent from -6" bash -c "'$bin/gradient_descent' --x0 -6 --steps 1 > '$tmp/last' &&
   grep -Eq '^ +1 +-4\.800000 +26\.040000 +-9\.600000$' '$tmp/last'"
+# --steps 0 draws the article's first step: x = 5, dy/dx = 2x = 10, y = 28
+check "gradient_descent --steps 0" bash -c "'$bin/gradient_descent' --steps 0 --dot '$tmp/gd0.dot' --html '$tmp/gd0.html' > '$tmp/last' &&
+  grep -Eq '^ +0 +5\.000000 +28\.000000 +10\.000000$' '$tmp/last' && test \$(grep -Ec '^ +[0-9]+ ' '$tmp/last') = 1 &&
+  grep -qF 'step 0 at x = 5, before its update' '$tmp/gd0.dot' && grep -qF 'label=\"x\\nvalue 5\\ngrad 10\"' '$tmp/gd0.dot' &&
+  grep -qF '∂u/∂x = 2·x\\n1 × 10 = 10' '$tmp/gd0.dot' && grep -q 'id=\"frames\"' '$tmp/gd0.html'"
+check "gradient_descent --steps -1" bash -c "'$bin/gradient_descent' --steps -1 > '$tmp/last' 2>&1; test \$? = 2 &&
+  grep -q \"invalid value '-1' for --steps\" '$tmp/last'"
 
 # forward3: seed 004's numbers
 check "forward3 values" bash -c "'$bin/forward3' > '$tmp/last' &&
@@ -249,6 +256,14 @@ check "rnn bad cell" bash -c "'$bin/rnn' --cell lstm > '$tmp/last' 2>&1; test \$
 # attention: one causal self-attention block reverses and sorts digits
 check "attention reverse" bash -c "'$bin/attention' --iters 300 > '$tmp/last' &&
   awk '/^test:/ {ok = (\$3 >= 0.99)} END {exit !ok}' '$tmp/last'"
+# its picture: every tensor named, the formulas in those names (no tape ids,
+# no definitions pasted in), the masked scores summarised without the fill
+# (12 positions: 12·11/2 = 66 masked)
+check "attention --dot labels" bash -c "'$bin/attention' --iters 5 --dot '$tmp/attention.dot' > /dev/null &&
+  grep -qF '∂loss/∂V = Aᵀ · ∂loss/∂AV' '$tmp/attention.dot' && grep -qF '∂loss/∂A = ∂loss/∂AV · Vᵀ' '$tmp/attention.dot' &&
+  grep -qF '∂S/∂S_unmasked = [mask≠0]' '$tmp/attention.dot' &&
+  grep -qF '(the 66 masked to -1e+09 left out)' '$tmp/attention.dot' &&
+  ! grep -Eq 'label=\"t[0-9]+\\\\n|∂t[0-9]+|· t[0-9]+|softmax\\(S\\)ᵀ' '$tmp/attention.dot' && dot -Tsvg '$tmp/attention.dot' -o /dev/null"
 check "attention sort" bash -c "'$bin/attention' --task sort --iters 1200 > '$tmp/last' &&
   awk '/^test:/ {ok = (\$3 >= 0.95)} END {exit !ok}' '$tmp/last'"
 
@@ -288,6 +303,30 @@ golden=$(dirname "$0")/golden
 check "golden gradient_descent.dot" bash -c "'$bin/gradient_descent' --steps 2 --dot '$tmp/gd.dot' > /dev/null &&
   cmp '$tmp/gd.dot' '$golden/gradient_descent.dot'"
 check "golden forward3.dot" bash -c "'$bin/forward3' --dot '$tmp/f3.dot' > /dev/null && cmp '$tmp/f3.dot' '$golden/forward3.dot'"
+
+# every "upstream × local = contribution" a calculator can check: the exact
+# product of the printed factors rounds to the printed product (forward3, and
+# a logistic regression on 10 rows, whose 8 training examples are shown in full)
+awk 'BEGIN { srand(3); print "age,chol,thalach,target";
+  for (i = 0; i < 10; i++) { a = 30 + 40 * rand(); c = 150 + 200 * rand(); t = 90 + 100 * rand();
+    z = 0.08 * (a - 50) - 0.05 * (t - 140) + 0.4 * (rand() - 0.5);
+    printf "%.1f,%.1f,%.1f,%d\n", a, c, t, (z > 0) } }' > "$tmp/heart10.csv"
+check "forward3 products a calculator agrees with" bash -c "'$bin/forward3' --dot '$tmp/p3.dot' --html '$tmp/p3.html' > /dev/null &&
+  python3 '$(dirname "$0")/check_products.py' '$tmp/p3.dot' '$tmp/p3.html'"
+check "small logreg products a calculator agrees with" bash -c "'$bin/logreg' --csv '$tmp/heart10.csv' --epochs 20 \
+    --dot '$tmp/lr10.dot' --html '$tmp/lr10.html' > /dev/null &&
+  python3 '$(dirname "$0")/check_products.py' '$tmp/lr10.dot' '$tmp/lr10.html' > '$tmp/products' &&
+  grep -q 'lr10.dot: 8 products checked' '$tmp/products'"
+
+# logreg names m, the number its formulas use, and ends the sigmoid's edge
+# with seed 003's ∂C/∂Z = (A−Y)/m (generated data: 242 training rows)
+check "logreg --dot names m" bash -c "'$bin/logreg' --epochs 5 --dot '$tmp/lrm.dot' > /dev/null &&
+  grep -qF 'm = 242 examples of n = 13 features' '$tmp/lrm.dot' && grep -qF '(A−Y)/(A(1−A)·242)' '$tmp/lrm.dot' &&
+  grep -qF '\\n∂C/∂Z = (A−Y)/m, m = 242\"]' '$tmp/lrm.dot'"
+# no rounding noise as data: the standardised X's mean is 0, the labels are counted
+check "logreg --dot shows no noise" bash -c "'$bin/logreg' --epochs 5 --dot '$tmp/lrn.dot' > /dev/null &&
+  grep -Eq 'label=\"X\\\\n\(m, n\)\\\\nvalue min -[0-9.]+, mean 0, max [0-9.]+\"' '$tmp/lrn.dot' &&
+  grep -Eq 'label=\"y\\\\n\(m, 1\)\\\\nvalue counts 0×[0-9]+, 1×[0-9]+\"' '$tmp/lrn.dot' && ! grep -q -- '-0[],]' '$tmp/lrn.dot'"
 
 # --html: a self-contained stepper page, one laid-out SVG and the frames'
 # texts as JSON (tests/browser.sh steps through them in Chromium)

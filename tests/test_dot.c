@@ -103,12 +103,12 @@ static void test_dot_content(void **state) {
     free(w_label);
     free(before);
     free(after);
-    /* Large tensors are summarised. */
+    /* Large tensors are summarised (data of whole numbers as counts). */
     nb_tape_reset(tp);
     nb_tensor *big = nb_zeros(tp, NB_F32, NB_SHAPE(10, 10));
-    nb_sigmoid(tp, big);
+    nb_sigmoid(tp, nb_add_scalar(tp, big, 0.25));
     char *summary = dot_of(tp, NULL);
-    assert_message_has(summary, "(10, 10)", "min 0, mean 0, max 0", "min 0.5, mean 0.5, max 0.5");
+    assert_message_has(summary, "(10, 10)", "value counts 0×100", "min 0.25, mean 0.25, max 0.25");
     free(summary);
     /* Mixed dtypes are the one case that names them. */
     nb_tape_reset(tp);
@@ -170,6 +170,22 @@ static void test_chain_rule_on_edges(void **state) {
     free(dot);
     nb_tensor_free(one);
 
+    /* A fan-out's sum holds on a calculator: E = a·w + a·w with a = 0.12344
+     * gives ∂E/∂w = 0.24688, printed 0.2469; terms at 4 digits would read
+     * 0.1234 + 0.1234 = 0.2468, so they get 5. */
+    nb_tape_reset(tp);
+    nb_tensor *a1 = nb_scalar(tp, NB_F64, 0.12344), *a2 = nb_scalar(tp, NB_F64, 0.12344);
+    nb_tensor *w2 = nb_scalar(NULL, NB_F64, 2);
+    nb_tensor_set_name(w2, "w");
+    nb_requires_grad(w2, true);
+    nb_tensor *sum = nb_add(tp, nb_mul(tp, a1, w2), nb_mul(tp, a2, w2));
+    nb_tensor_set_name(sum, "E");
+    assert_int_equal(nb_backward(sum), NB_OK);
+    dot = dot_of(tp, NULL);
+    assert_message_has(dot, "label=\"w\\nvalue 2\\ngrad 0.2469\\n= 0.12344 + 0.12344 (2 uses)\"");
+    free(dot);
+    nb_tensor_free(w2);
+
     /* Matrices: the contribution in the lesson's names, then its values. */
     nb_tape_reset(tp);
     nb_tensor *W = nb_ones(NULL, NB_F64, NB_SHAPE(2, 2)), *X = nb_ones(tp, NB_F64, NB_SHAPE(2, 3));
@@ -195,6 +211,239 @@ static void test_chain_rule_on_edges(void **state) {
     nb_tensor_free(W);
     nb_tensor_free(w);
     nb_tape_free(tp);
+}
+
+/* A summarised element-wise edge shows the local derivative's own values
+ * (here σ's, s(1−s), which lies in (0, 0.25]) and then the contribution's,
+ * upstream × local: E = Σ w·σ(x) over 20 elements, so upstream = w and the
+ * contribution w·s(1−s); w has zeros, where the local derivative cannot be
+ * read off the contribution, and negative weights, which made the
+ * contribution's minimum (once shown as the local derivative's) negative.
+ * Then relu's indicator [x > 0]: 0 and 1, never negative. */
+static void test_summarised_local_derivative(void **state) {
+    (void)state;
+    enum { N = 20 };
+    double xv[N], wv[N];
+    for (int i = 0; i < N; i++) {
+        xv[i] = -3 + 0.3 * i;
+        wv[i] = i % 5 == 0 ? 0 : (i % 2 ? -1.5 : 0.5 + 0.1 * i);
+    }
+    nb_tape *tp = nb_tape_new();
+    nb_tape_set_explain(tp, true);
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(N), xv);
+    nb_tensor *w = nb_from_array(tp, NB_F64, NB_SHAPE(N), wv);
+    nb_tensor_set_name(x, "x");
+    nb_tensor_set_name(w, "w");
+    nb_requires_grad(x, true);
+    nb_tensor *s = nb_sigmoid(tp, x);
+    nb_tensor_set_name(s, "s");
+    nb_tensor *wx = nb_mul(tp, s, w);
+    nb_tensor_set_name(wx, "ws");
+    nb_tensor *E = nb_sum(tp, wx);
+    nb_tensor_set_name(E, "E");
+    assert_int_equal(nb_backward(E), NB_OK);
+    double lmin = INFINITY, lmax = -INFINITY, lsum = 0, cmin = INFINITY, cmax = -INFINITY, csum = 0;
+    int used = 0;
+    for (int i = 0; i < N; i++) {
+        double si = 1 / (1 + exp(-xv[i])), local = si * (1 - si), c = wv[i] * local;
+        cmin = fmin(cmin, c), cmax = fmax(cmax, c), csum += c;
+        if (wv[i] == 0) continue;
+        lmin = fmin(lmin, local), lmax = fmax(lmax, local), lsum += local, used++;
+    }
+    char expect[400];
+    snprintf(expect, sizeof expect,
+             "label=\"∂s/∂x = s(1-s)\\n= min %.4g, mean %.4g, max %.4g (over the %d of %d where the upstream "
+             "gradient is not 0)\\n∂E/∂x = upstream × local: min %.4g, mean %.4g, max %.4g\"",
+             lmin, lsum / used, lmax, used, N, cmin, csum / N, cmax);
+    char *dot = dot_of(tp, NULL);
+    assert_message_has(dot, expect);
+    free(dot);
+
+    nb_tape_reset(tp);
+    w = nb_from_array(tp, NB_F64, NB_SHAPE(N), wv);
+    nb_tensor_set_name(w, "w");
+    nb_tensor *r = nb_relu(tp, x);
+    nb_tensor_set_name(r, "r");
+    nb_tensor *wr = nb_mul(tp, r, w);
+    nb_tensor_set_name(wr, "wr");
+    E = nb_sum(tp, wr);
+    nb_tensor_set_name(E, "E");
+    nb_zero_grad(x);
+    assert_int_equal(nb_backward(E), NB_OK);
+    used = 0, lsum = 0, cmin = INFINITY, cmax = -INFINITY, csum = 0;
+    for (int i = 0; i < N; i++) {
+        double local = xv[i] > 0, c = wv[i] * local;
+        cmin = fmin(cmin, c), cmax = fmax(cmax, c), csum += c;
+        if (wv[i] != 0) lsum += local, used++;
+    }
+    snprintf(expect, sizeof expect,
+             "\\n= min 0, mean %.4g, max 1 (over the %d of %d where the upstream gradient is not 0)\\n"
+             "∂E/∂x = upstream × local: min %.4g, mean %.4g, max %.4g\"",
+             lsum / used, used, N, cmin, csum / N, cmax);
+    dot = dot_of(tp, NULL);
+    assert_message_has(dot, "label=\"∂r/∂x = [x>0]", expect);
+    free(dot);
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+}
+
+/* A masked tensor, where(mask, s, -1e9), is summarised over the values
+ * the mask lets through, saying how many fills were left out (its mean
+ * was once -4.6e8, the fill's); the where edge names the condition. */
+static void test_masked_summary(void **state) {
+    (void)state;
+    enum { T = 4 };
+    double sv[T * T], mv[T * T], min = INFINITY, max = -INFINITY, sum = 0;
+    int kept = 0;
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++) {
+            sv[i * T + j] = 0.25 * i - 0.5 * j + 0.125;
+            mv[i * T + j] = j <= i;
+            if (j > i) continue;
+            min = fmin(min, sv[i * T + j]), max = fmax(max, sv[i * T + j]), sum += sv[i * T + j], kept++;
+        }
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *s = nb_from_array(NULL, NB_F32, NB_SHAPE(T, T), sv);
+    nb_tensor_set_name(s, "s");
+    nb_requires_grad(s, true);
+    nb_tensor *mask = nb_from_array(tp, NB_F32, NB_SHAPE(T, T), mv);
+    nb_tensor_set_name(mask, "mask");
+    nb_tensor *S = nb_where(tp, mask, s, nb_scalar(tp, NB_F32, -1e9));
+    nb_tensor_set_name(S, "S");
+    nb_tensor *E = nb_sum(tp, nb_softmax(tp, S, 1));
+    nb_tensor_set_name(E, "E");
+    char expect[200];
+    snprintf(expect, sizeof expect, "label=\"S\\n(4, 4)\\nvalue min %.4g, mean %.4g, max %.4g (the %d masked to -1e+09 "
+             "left out)", min, sum / kept, max, T * T - kept);
+    char *dot = dot_of(tp, NULL);
+    assert_message_has(dot, expect, "∂S/∂s = [mask≠0]");
+    free(dot);
+    nb_tape_free(tp);
+    nb_tensor_free(s);
+}
+
+/* Logistic regression, Z = W Xᵀ + b, A = σ(Z), C = bce(A, Y) on m = 4
+ * examples: the sigmoid's edge ends with seed 003's result ∂C/∂Z = (A−Y)/m,
+ * m named; Z's gradient is checked against (A−Y)/4 by hand, so the line
+ * states a true thing.  Without a symbol for the examples it is N; when A
+ * is used again, the result does not hold and is not shown. */
+static void test_sigmoid_bce_result(void **state) {
+    (void)state;
+    const double xv[8] = {0.5, -1, 1.5, 2, -0.5, 0.25, 1, -2}, yv[4] = {1, 0, 1, 0};
+    nb_tensor *W = nb_from_array(NULL, NB_F64, NB_SHAPE(1, 2), ((double[]){0.3, -0.7}));
+    nb_tensor *b = nb_from_array(NULL, NB_F64, NB_SHAPE(1, 1), ((double[]){0.1}));
+    nb_tensor_set_name(W, "W");
+    nb_tensor_set_name(b, "b");
+    nb_requires_grad(W, true);
+    nb_requires_grad(b, true);
+    nb_tape *tp = nb_tape_new();
+    for (int again = 0; again < 2; again++) {
+        nb_tape_reset(tp);
+        nb_tape_set_explain(tp, true);
+        nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(4, 2), xv);
+        nb_tensor *Y = nb_from_array(tp, NB_F64, NB_SHAPE(1, 4), yv);
+        nb_tensor_set_name(X, "X");
+        nb_tensor_set_name(Y, "Y");
+        nb_tensor *Z = nb_linear_t(tp, W, X, b, false, true);
+        nb_tensor_set_name(Z, "Z");
+        nb_tensor *A = nb_sigmoid(tp, Z);
+        nb_tensor_set_name(A, "A");
+        nb_tensor *C = nb_bce(tp, A, Y);
+        if (again) C = nb_add(tp, C, nb_sum(tp, A)); /* A used twice */
+        nb_tensor_set_name(C, "C");
+        nb_zero_grad(W);
+        nb_zero_grad(b);
+        assert_int_equal(nb_backward(C), NB_OK);
+        const nb_dot_axis_symbol symbols[] = {{"A", 1, "m"}};
+        nb_dot_opts o;
+        nb_dot_default_opts(&o);
+        o.axis_symbols = symbols;
+        o.n_axis_symbols = 1;
+        char *dot = dot_of(tp, &o), *plain = dot_of(tp, NULL);
+        if (again) {
+            assert_null(strstr(dot, "(A−Y)/m"));
+        } else {
+            char expect[160] = "grad [";
+            for (int i = 0; i < 4; i++) {
+                double z = 0.3 * xv[2 * i] - 0.7 * xv[2 * i + 1] + 0.1, a = 1 / (1 + exp(-z));
+                snprintf(expect + strlen(expect), sizeof expect - strlen(expect), i ? ", %.4g" : "%.4g",
+                         (a - yv[i]) / 4);
+            }
+            strcat(expect, "]");
+            char *z_label = node_label(dot, "Z");
+            assert_message_has(z_label, expect);
+            free(z_label);
+            assert_message_has(dot, "\\n∂C/∂Z = (A−Y)/m, m = 4\"]");
+            assert_message_has(plain, "\\n∂C/∂Z = (A−Y)/N, N = 4\"]");
+        }
+        free(dot);
+        free(plain);
+    }
+    nb_tape_free(tp);
+    nb_tensor_free(W);
+    nb_tensor_free(b);
+}
+
+/* Rounding noise is not shown as data: -0 prints as 0 (values, gradients,
+ * summaries), a mean below 5e-5 of the values' scale as 0 (a genuine one
+ * of 1e-3 of it stays), and whole-number data of few values (class
+ * labels) as counts rather than a mean; with more values, the summary. */
+static void test_noise_is_not_data(void **state) {
+    (void)state;
+    enum { N = 13 };
+    double zeros[N], noise[N], small_mean[N], labels[20], many[20];
+    for (int i = 0; i < N; i++) {
+        zeros[i] = -0.0;
+        noise[i] = i - 6 + (i == 3 ? 1e-12 : 0);       /* mean 7.7e-14, scale 6 */
+        small_mean[i] = i - 6 + (i == 3 ? 0.078 : 0);  /* mean 0.006, scale 6 */
+    }
+    size_t count[3] = {0};
+    for (int i = 0; i < 20; i++) {
+        labels[i] = (i * 7) % 3;
+        count[(i * 7) % 3]++;
+        many[i] = i % 13;
+    }
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_array(NULL, NB_F64, NB_SHAPE(N), zeros);
+    nb_tensor *x2 = nb_from_array(NULL, NB_F64, NB_SHAPE(2), zeros);
+    nb_tensor_set_name(x, "x");
+    nb_tensor_set_name(x2, "x2");
+    nb_requires_grad(x, true);
+    nb_requires_grad(x2, true);
+    nb_tensor *minus0 = nb_from_array(tp, NB_F64, NB_SHAPE(N), zeros);
+    nb_tensor *X = nb_from_array(tp, NB_F64, NB_SHAPE(N), noise);
+    nb_tensor *Xm = nb_from_array(tp, NB_F64, NB_SHAPE(N), small_mean);
+    nb_tensor *y = nb_from_array(tp, NB_F64, NB_SHAPE(20), labels), *k = nb_from_array(tp, NB_F64, NB_SHAPE(20), many);
+    nb_tensor_set_name(X, "X");
+    nb_tensor_set_name(Xm, "Xm");
+    nb_tensor_set_name(y, "y");
+    nb_tensor_set_name(k, "k");
+    nb_tensor *E = nb_sum(tp, nb_mul(tp, x, minus0));
+    E = nb_add(tp, E, nb_sum(tp, nb_mul(tp, x2, nb_slice(tp, minus0, 0, 0, 2, 1))));
+    E = nb_add(tp, E, nb_add(tp, nb_add(tp, nb_sum(tp, X), nb_sum(tp, Xm)), nb_add(tp, nb_sum(tp, y), nb_sum(tp, k))));
+    nb_tensor_set_name(E, "E");
+    assert_int_equal(nb_backward(E), NB_OK); /* x's gradient: -0 · 1 = -0 */
+    assert_true(signbit(((const double *)nb_grad_data(x))[0]));
+    char counts[80], mean[80];
+    snprintf(counts, sizeof counts, "label=\"y\\n(20,)\\nvalue counts 0×%zu, 1×%zu, 2×%zu\"", count[0], count[1],
+             count[2]);
+    double m = 0;
+    for (int i = 0; i < N; i++) m += small_mean[i];
+    snprintf(mean, sizeof mean, "label=\"Xm\\n(13,)\\nvalue min -6, mean %.4g, max 6\"", m / N);
+    char whole[80];
+    double mk = 0;
+    for (int i = 0; i < 20; i++) mk += many[i];
+    snprintf(whole, sizeof whole, "label=\"k\\n(20,)\\nvalue min 0, mean %.4g, max 12\"", mk / 20);
+    char *dot = dot_of(tp, NULL);
+    assert_message_has(dot, "label=\"x\\n(13,)\\nvalue min 0, mean 0, max 0\\ngrad min 0, mean 0, max 0\"",
+                       "label=\"x2\\n(2,)\\nvalue [0, 0]\\ngrad [0, 0]\"",
+                       "label=\"X\\n(13,)\\nvalue min -6, mean 0, max 6\"", mean, counts, whole);
+    assert_null(strstr(dot, "-0,"));
+    assert_null(strstr(dot, "-0]"));
+    free(dot);
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+    nb_tensor_free(x2);
 }
 
 /* Course notation (symbols by size and per tensor axis), scopes as
@@ -676,6 +925,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dot_content),
         cmocka_unit_test(test_chain_rule_on_edges),
+        cmocka_unit_test(test_summarised_local_derivative),
+        cmocka_unit_test(test_masked_summary),
+        cmocka_unit_test(test_sigmoid_bce_result),
+        cmocka_unit_test(test_noise_is_not_data),
         cmocka_unit_test(test_layers_overlay_and_highlight),
         cmocka_unit_test(test_backward_frames),
         cmocka_unit_test(test_frames_mark_partial_and_final),

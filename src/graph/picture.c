@@ -11,7 +11,8 @@
  * gradient, A and B or a and b the inputs, x the input, y the output, p and
  * t a loss's prediction and target), which are replaced by those names.
  * Tensors that take no gradient (data, targets, class labels) get edges
- * with no formula: nothing flows back along them.
+ * with no formula: nothing flows back along them.  How the numbers are
+ * printed (summaries, products) is src/graph/numbers.c.
  */
 #include "picture.h"
 
@@ -275,10 +276,6 @@ bool nb_picture_edge_has_gradient(const nb_picture *p, size_t edge) {
 
 /* ---------------------------------------------------------------- pieces of text */
 
-static double value_at(nb_dtype dt, const void *values, size_t i) {
-    return dt == NB_F32 ? ((const float *)values)[i] : ((const double *)values)[i];
-}
-
 void nb_picture_name(const nb_picture *p, const nb_tensor *t, nb_text *out) {
     if (t->name[0]) {
         nb_text_put_user(out, t->name);
@@ -314,34 +311,6 @@ static void put_shape(const nb_picture *p, const nb_tensor *t, nb_text *out) {
     nb_text_put(out, t->ndim == 1 ? ",)" : ")");
 }
 
-/* How many lines put_values writes for t. */
-static size_t value_lines(const nb_picture *p, const nb_tensor *t) {
-    if (t->size > p->o->max_values || t->ndim < 2) return 1;
-    return t->size / t->shape[t->ndim - 1];
-}
-
-/* "[0.9, 0.1]" in full (a matrix a row a line, `prefix` before the first),
- * or "min a, mean b, max c" for large tensors. */
-static void put_values(const nb_picture *p, const nb_tensor *t, const void *values, const char *prefix, nb_text *out) {
-    nb_text_put(out, prefix);
-    if (t->size > p->o->max_values) {
-        nb_stats s = nb_compute_stats(t->dtype, t->size, values);
-        nb_text_printf(out, "min %.4g, mean %.4g, max %.4g", s.min, s.mean, s.max);
-        if (s.nonfinite) nb_text_printf(out, " (%zu not finite)", s.nonfinite);
-        return;
-    }
-    if (t->ndim == 0) { /* a scalar: its number alone, as the lessons write it */
-        nb_text_printf(out, "%.4g", value_at(t->dtype, values, 0));
-        return;
-    }
-    size_t row = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->size;
-    for (size_t i = 0; i < t->size; i++) {
-        if (i % row == 0) nb_text_put(out, i ? "]\n[" : "[");
-        nb_text_printf(out, i % row ? ", %.4g" : "%.4g", value_at(t->dtype, values, i));
-    }
-    nb_text_put(out, "]");
-}
-
 static void put_blank_lines(nb_text *out, size_t n) {
     for (size_t i = 0; i < n; i++) nb_text_put(out, "\n");
 }
@@ -375,17 +344,17 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
     }
     if (o->show_values) {
         nb_text_put(out, "\n");
-        put_values(p, t, t->data, "value ", out);
+        nb_picture_values(p, t, t->data, "value ", out);
     }
     bool grad_lines = o->show_grads && t->requires_grad && (n->reached || m == NB_MOMENT_STATIC);
     if (grad_lines) {
-        size_t rows = value_lines(p, t);
+        size_t rows = nb_picture_value_lines(p, t);
         const void *first[4];
         size_t so_far = m == NB_MOMENT_FORWARD ? 0 : contributions(p, node, first, 4);
         nb_text_put(out, "\n");
         if (m == NB_MOMENT_STATIC) {
             if (nb_has_grad(t))
-                put_values(p, t, nb_grad_data(t), "grad ", out);
+                nb_picture_values(p, t, nb_grad_data(t), "grad ", out);
             else
                 nb_text_put(out, "grad: not computed");
         } else {
@@ -394,7 +363,7 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
                 nb_text_put(out, "grad: not yet");
                 put_blank_lines(out, rows - 1);
             } else {
-                put_values(p, t, t->grad, "grad ", out);
+                nb_picture_values(p, t, t->grad, "grad ", out);
                 if (seeded) nb_text_printf(out, " (∂%s/∂%s = 1)", p->loss_name, p->loss_name);
                 else if (so_far < n->uses) nb_text_printf(out, " (partial: %zu of %zu uses)", so_far, n->uses);
                 else nb_text_put(out, " (final)"); /* every use has added its part */
@@ -406,13 +375,10 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
         if (n->uses >= 2 && o->chain_rule && (m != NB_MOMENT_STATIC || all_added)) {
             nb_text_put(out, "\n");
             if (all_added && t->size == 1 && n->uses <= 4) {
-                for (size_t k = 0; k < so_far; k++) {
-                    double v = value_at(t->dtype, first[k], 0);
-                    if (k == 0)
-                        nb_text_printf(out, "= %.4g", v);
-                    else /* "a - 1.4", not "a + -1.4" */
-                        nb_text_printf(out, v < 0 ? " - %.4g" : " + %.4g", fabs(v));
-                }
+                double terms[4];
+                for (size_t k = 0; k < so_far; k++) terms[k] = nb_picture_value(t->dtype, first[k], 0);
+                const void *total = m == NB_MOMENT_STATIC ? nb_grad_data(t) : t->grad;
+                nb_picture_sum(out, terms, so_far, total ? nb_picture_value(t->dtype, total, 0) : NAN);
                 nb_text_printf(out, " (%zu uses)", n->uses);
             } else if (all_added) {
                 nb_text_printf(out, "= the sum of its %zu uses", n->uses);
@@ -512,6 +478,7 @@ static void fill_names(const nb_picture *p, const nb_entry *e, nb_text *in0, nb_
         snprintf(nm->scalar, sizeof nm->scalar, "%.4g", e->scalar);
         if (!strcmp(e->op->name, "scale") || !strcmp(e->op->name, "leaky_relu")) nm->by_letter['s'] = nm->scalar;
         if (!strcmp(e->op->name, "pow")) nm->by_letter['p'] = nm->scalar;
+        if (!strcmp(e->op->name, "where")) nm->by_letter['c'] = a; /* [c≠0]: the condition */
     } else {
         /* The loss itself: its upstream gradient is ∂E/∂E = 1. */
         if (e->out == p->loss) snprintf(nm->upstream, sizeof nm->upstream, "1");
@@ -609,17 +576,68 @@ static void put_edge_formula(const nb_picture *p, const nb_pic_edge *ed, nb_text
     text_drop(&x, out);
 }
 
-/* How many number lines the edge has once its op's backward ran. */
+/* Is e a sigmoid whose output A goes into one op alone, the bce that makes
+ * the loss C from A and targets Y?  Then the edge into it can say the
+ * pair's known result ∂C/∂Z = (A−Y)/N: A(1−A) cancels.  Its bce entry, or
+ * NULL. */
+static const nb_entry *sigmoid_into_bce(const nb_picture *p, const nb_entry *e) {
+    if (strcmp(e->op->name, "sigmoid") != 0) return NULL;
+    const nb_entry *bce = NULL;
+    for (size_t i = 0; i < p->n_entries; i++) {
+        const nb_entry *u = &p->tp->entries[i];
+        for (int k = 0; k < u->n_in; k++) {
+            if (nb_entry_input(u, k) != e->out) continue;
+            if (bce || k != 0 || strcmp(u->op->name, "bce") != 0 || u->n_in != 2 || u->out != p->loss) return NULL;
+            bce = u;
+        }
+    }
+    return bce;
+}
+
+/* The line "∂C/∂Z = (A−Y)/m, m = 242" for such a pair, with the count's
+ * symbol when the options give A's examples one (the course's m), else N. */
+static void put_sigmoid_bce(const nb_picture *p, const nb_entry *e, const nb_entry *bce, nb_text *out) {
+    const nb_tensor *A = e->out;
+    const char *count = NULL;
+    for (int d = 0; d < A->ndim && !count; d++)
+        if (A->shape[d] == A->size) count = symbol_for(p, A, d);
+    nb_text_printf(out, "\n∂%s/∂", p->loss_name);
+    nb_picture_name(p, nb_entry_input(e, 0), out);
+    nb_text_put(out, " = (");
+    nb_picture_name(p, A, out);
+    nb_text_put(out, "−");
+    nb_picture_name(p, nb_entry_input(bce, 1), out);
+    nb_text_put(out, ")/");
+    nb_text_put_user(out, count ? count : "N");
+    nb_text_put(out, ", ");
+    nb_text_put_user(out, count ? count : "N");
+    nb_text_printf(out, " = %zu", A->size);
+}
+
+/* How many number lines the edge has once its op's backward ran: an
+ * element-wise op's edge shows every element's product, or, summarised,
+ * the local derivative's summary and the contribution's. */
 static size_t number_lines(const nb_picture *p, const nb_pic_edge *ed) {
     const nb_entry *e = &p->tp->entries[ed->entry];
     const nb_tensor *x = nb_entry_input(e, ed->slot), *y = e->out;
-    if (e->op->elementwise && x->size == y->size && x->size <= p->o->max_values) return x->size;
-    return value_lines(p, x) + (e->op->elementwise && x->size != y->size ? 1 : 0);
+    if (e->op->elementwise && x->size == y->size) return x->size <= p->o->max_values ? x->size : 2;
+    return nb_picture_value_lines(p, x) + (e->op->elementwise && x->size != y->size ? 1 : 0);
 }
 
+static void edge_lines(const nb_picture *p, size_t edge, nb_moment m, nb_text *out);
+
 void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_text *out) {
-    const nb_pic_edge *ed = &p->edges[edge];
     if (!p->o->chain_rule || !nb_picture_edge_has_gradient(p, edge)) return; /* nothing flows back */
+    edge_lines(p, edge, m, out);
+    /* last, after the numbers it sums up (a film's frames keep it in place) */
+    const nb_entry *e = &p->tp->entries[p->edges[edge].entry];
+    const nb_entry *bce = sigmoid_into_bce(p, e);
+    if (bce) put_sigmoid_bce(p, e, bce, out);
+}
+
+/* The formula, then the numbers once backward ran. */
+static void edge_lines(const nb_picture *p, size_t edge, nb_moment m, nb_text *out) {
+    const nb_pic_edge *ed = &p->edges[edge];
     const nb_entry *e = &p->tp->entries[ed->entry];
     const nb_tensor *x = nb_entry_input(e, ed->slot), *y = e->out;
     put_edge_formula(p, ed, out);
@@ -636,15 +654,31 @@ void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_tex
     if (e->op->elementwise && x->size == y->size && x->size <= p->o->max_values && g) {
         /* upstream × local = contribution, element by element */
         for (size_t i = 0; i < x->size; i++) {
-            double gi = value_at(y->dtype, g, i), ci = value_at(x->dtype, c, i);
+            double gi = nb_picture_value(y->dtype, g, i), ci = nb_picture_value(x->dtype, c, i);
             if (gi != 0)
-                nb_text_printf(out, "\n%.4g × %.4g = %.4g", gi, ci / gi, ci);
+                nb_picture_product(out, gi, ci / gi, ci);
             else
                 nb_text_printf(out, "\n0 × · = %.4g", ci);
         }
         return;
     }
     nb_text_put(out, "\n");
-    put_values(p, x, c, "= ", out);
-    if (e->op->elementwise && x->size != y->size) nb_text_put(out, "\n(summed over the broadcast axes)");
+    if (!e->op->elementwise) { /* the formula is the contribution's: its values */
+        nb_picture_values(p, x, c, "= ", out);
+        return;
+    }
+    if (x->size == y->size) { /* summarised: the local derivative's own values, then the contribution's */
+        if (g)
+            nb_picture_local_summary(x, y, g, c, out);
+        else
+            nb_text_put(out, "= (not known: no upstream gradient)");
+        nb_text_put(out, "\n");
+    }
+    nb_text t = {0};
+    nb_text_printf(&t, "∂%s/∂", p->loss_name);
+    nb_picture_name(p, x, &t);
+    nb_text_put(&t, x->size == y->size && g ? " = upstream × local: " : " = ");
+    nb_picture_values(p, x, c, t.s ? t.s : "", out);
+    text_drop(&t, out);
+    if (x->size != y->size) nb_text_put(out, "\n(summed over the broadcast axes)");
 }

@@ -98,6 +98,27 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
 void nb_picture_op_label(const nb_picture *p, size_t entry, size_t backward_step, nb_text *out);
 void nb_picture_edge_label(const nb_picture *p, size_t edge, nb_moment m, nb_text *out);
 
+/* ---- numbers (src/graph/numbers.c) */
+/* Element i as a double, -0 as 0: a label never shows "-0" (+ 0.0 makes -0
+ * into 0 and leaves every other number as it is). */
+static inline double nb_picture_value(nb_dtype dt, const void *values, size_t i) {
+    return (dt == NB_F32 ? ((const float *)values)[i] : ((const double *)values)[i]) + 0.0;
+}
+/* How many lines nb_picture_values writes for t. */
+size_t nb_picture_value_lines(const nb_picture *p, const nb_tensor *t);
+/* t's values (its data, its gradient, a contribution: of t's shape) after
+ * `prefix`: in full, a matrix a row a line, or summarised on one line. */
+void nb_picture_values(const nb_picture *p, const nb_tensor *t, const void *values, const char *prefix,
+                       nb_text *out);
+/* "= min a, mean b, max c" of an element-wise op's local derivative ∂y/∂x,
+ * from the upstream gradient g (y's shape) and x's contribution c. */
+void nb_picture_local_summary(const nb_tensor *x, const nb_tensor *y, const void *g, const void *c, nb_text *out);
+/* "\na × b = c": upstream × local = contribution. */
+void nb_picture_product(nb_text *out, double a, double b, double c);
+/* "= a + b - c": the n terms (n <= 4) of a gradient whose value, printed
+ * beside, is total. */
+void nb_picture_sum(nb_text *out, const double *terms, size_t n, double total);
+
 /* Does the edge carry a gradient (its tensor needs one and the op sends it)? */
 bool nb_picture_edge_has_gradient(const nb_picture *p, size_t edge);
 
