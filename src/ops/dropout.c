@@ -66,7 +66,7 @@ typedef struct {
             for (int l = 0; l < 64; l++)                                                               \
                 dropped[l] = (mix64(seed + (base + (uint64_t)l) * 0x9e3779b97f4a7c15u) >> 11) < limit;  \
             uint64_t word = 0;                                                                         \
-            for (int k = 0; k < 8; k++) word |= pack8(dropped + 8 * k) << (8 * k);                     \
+            for (int k = 0; k < 8; k++) word |= pack8(dropped + 8 * (size_t)k) << (8 * k);             \
             j->bits[w] = word;                                                                         \
             if (count == 64)                                                                           \
                 for (int l = 0; l < 64; l++) y[base + l] = x[base + l] * (dropped[l] ? 0 : keep);      \
@@ -91,8 +91,8 @@ DROPOUT_FORWARD(double)
                 /* in halves of 32 bits, shifted as wide as the lanes of T */                          \
                 for (int h = 0; h < 2; h++) {                                                          \
                     const uint32_t half = (uint32_t)(word >> (32 * h));                                \
-                    const T *restrict gh = g + base + 32 * h;                                          \
-                    T *restrict out = gx + base + 32 * h;                                              \
+                    const T *restrict gh = g + base + 32 * (size_t)h;                                  \
+                    T *restrict out = gx + base + 32 * (size_t)h;                                      \
                     if (j->acc)                                                                        \
                         for (uint32_t l = 0; l < 32; l++) out[l] += gh[l] * ((half >> l) & 1u ? 0 : keep); \
                     else                                                                               \

@@ -57,7 +57,10 @@ double nb_schedule_lr_from(const nb_schedule *s, double base, long t) {
         return base * (s->warmup_start + (1 - s->warmup_start) * (double)t / (double)s->warmup);
     t -= s->warmup;
     switch (s->kind) {
-    case NB_SCHEDULE_STEP: return base * pow(s->gamma, (double)(t / s->step_size));
+    case NB_SCHEDULE_STEP: { /* StepLR: gamma to the number of whole periods */
+        long periods = t / s->step_size;
+        return base * pow(s->gamma, (double)periods);
+    }
     case NB_SCHEDULE_EXPONENTIAL: return base * pow(s->gamma, (double)t);
     case NB_SCHEDULE_COSINE: {
         double progress = (double)(t < s->total ? t : s->total) / (double)s->total;
