@@ -50,6 +50,7 @@ void nb_tape_free(nb_tape *tp) {
     nb_free(tp->entries);
     nb_free(tp->scopes);
     nb_free(tp->scratch);
+    nb_free(tp->no_grad_marks);
     nb_free(tp);
 }
 
