@@ -139,6 +139,7 @@ static void test_scopes_free_each_batch(void **state) {
     /* A result of an ended scope is refused as stale. */
     assert_int_equal(nb_tensor_status(stale), NB_ERR_STATE);
     assert_int_equal(nb_tensor_status(nb_exp(tp, stale)), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "exp", "no-grad scope that has ended");
     /* The mode alone keeps results until the reset: memory grows. */
     nb_tape_reset(tp);
     nb_tape_no_grad(tp, true);
