@@ -312,6 +312,12 @@ struct nb_tape {
     int no_grad_depth;     /* nb_no_grad_begin calls not yet ended */
     struct nb_no_grad_mark *no_grad_marks; /* NB_NO_GRAD_DEPTH of them, when a scope was begun */
     unsigned kept_allocs;  /* gradients and names given to tape tensors, ever (see nb_no_grad_end) */
+    /* While a no-grad scope is open, `headers` is the scopes' own store and
+     * this the tape's (swapped at the outermost begin and end), so that an
+     * end can retire the scope's headers by moving that window's pages to
+     * fresh addresses, as a reset does (src/graph/no_grad.c). */
+    nb_headers other_headers;
+    bool scope_store_kept; /* the scopes' store holds headers of a scope that kept its tensors */
     nb_status status;
     char error[512];
     nb_backward_hook hook;

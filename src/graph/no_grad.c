@@ -13,9 +13,12 @@
  * Its values still live in the tape's arena until the reset.  A scope,
  * nb_no_grad_begin ... nb_no_grad_end, also gives them back at its end:
  * the arena is rewound to where it stood at the begin, and the headers
- * made since are retired (zeroed: refused as stale by every call, their
- * addresses never given out again, their pages handed back to the
- * kernel).  Evaluating batch after batch inside scopes therefore holds
+ * made since are retired (refused as stale by every call, their addresses
+ * never given out again).  Scopes make their headers in a store of their
+ * own (swapped in at the outermost begin), whose window the outermost end
+ * moves to fresh addresses as a reset does (the old range reads as zeros:
+ * no tensor), so the pages are reused and memory stays flat however many
+ * scopes run; an inner scope's end zeroes its part instead.  Evaluating batch after batch inside scopes therefore holds
  * one batch's intermediates at a time.  The rewind is safe only when
  * nothing made before the scope points into what it gives back, so it is
  * skipped (the results are then kept until the reset, as with
@@ -66,6 +69,12 @@ bool nb_tape_no_grad(nb_tape *tp, bool on) {
 
 bool nb_tape_no_grad_mode(const nb_tape *tp) { return tp && tp->no_record && !tp->grad_enabled; }
 
+static void swap_stores(nb_tape *tp) {
+    nb_headers t = tp->headers;
+    tp->headers = tp->other_headers;
+    tp->other_headers = t;
+}
+
 nb_status nb_no_grad_begin(nb_tape *tp) {
     if (!tp) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_no_grad_begin: the tape is NULL");
@@ -81,6 +90,7 @@ nb_status nb_no_grad_begin(nb_tape *tp) {
         nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "nb_no_grad_begin: out of memory");
         return NB_ERR_NOMEM;
     }
+    if (tp->no_grad_depth == 0) swap_stores(tp);
     const nb_headers *h = &tp->headers;
     tp->no_grad_marks[tp->no_grad_depth++] = (struct nb_no_grad_mark){
         .no_record = tp->no_record, .grad_enabled = tp->grad_enabled, .generation = tp->generation,
@@ -100,19 +110,23 @@ nb_status nb_no_grad_end(nb_tape *tp) {
         nb_set_error(tp, NB_ERR_STATE, NULL, 0, "nb_no_grad_end: no nb_no_grad_begin is open on this tape");
         return NB_ERR_STATE;
     }
-    if (tp->user_code.what) { /* a callback's call holds memory of the tape: keep everything */
-        const struct nb_no_grad_mark *m = &tp->no_grad_marks[--tp->no_grad_depth];
-        tp->no_record = m->no_record;
-        tp->grad_enabled = m->grad_enabled;
-        return NB_OK;
-    }
     const struct nb_no_grad_mark *m = &tp->no_grad_marks[--tp->no_grad_depth];
     tp->no_record = m->no_record;
     tp->grad_enabled = m->grad_enabled;
-    if (m->generation == tp->generation && m->n_entries == tp->n_entries && m->pass == tp->pass &&
-        m->kept_allocs == tp->kept_allocs && tp->running == 0) {
+    /* Inside a callback (a custom op's forward), the call under way may
+     * hold memory the scope gave it (nb_op_save): keep everything. */
+    bool safe = !tp->user_code.what && m->generation == tp->generation && m->n_entries == tp->n_entries &&
+                m->pass == tp->pass && m->kept_allocs == tp->kept_allocs && tp->running == 0;
+    if (safe) {
         nb_arena_rewind(&tp->arena, m->chunk, m->chunk_used);
-        nb_headers_retire_since(&tp->headers, m->window, m->window_used, m->n_full);
+        if (tp->no_grad_depth == 0 && !tp->scope_store_kept)
+            nb_headers_reset(&tp->headers, true); /* the whole store: its pages to fresh addresses */
+        else
+            nb_headers_retire_since(&tp->headers, m->window, m->window_used, m->n_full);
+    } else {
+        tp->kept_allocs++; /* the enclosing scopes keep theirs too */
+        tp->scope_store_kept = true;
     }
+    if (tp->no_grad_depth == 0) swap_stores(tp);
     return NB_OK;
 }
