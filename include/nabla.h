@@ -162,7 +162,8 @@ bool nb_tape_no_grad_mode(const nb_tape *tp);
  * it cannot free them safely, when inside it an entry was recorded
  * (nb_grad, nb_hvp), a backward pass ran, a tape tensor got a gradient or
  * a name, or the tape was reset.  Scopes nest up to 16 deep.  Errors:
- * NB_ERR_NULL, NB_ERR_STATE (an end without a begin, too deep). */
+ * NB_ERR_NULL, NB_ERR_STATE (an end without a begin, too deep), NB_ERR_NOMEM
+ * (the first begin on a tape allocates its marks). */
 nb_status nb_no_grad_begin(nb_tape *tp);
 nb_status nb_no_grad_end(nb_tape *tp);
 /* Training or evaluation: in evaluation (training false) dropout passes
