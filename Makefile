@@ -227,6 +227,7 @@ test-plain: tests lib examples
 	@tests/browser.sh $(BUILD)
 	@tests/op_table.sh
 	@tests/torch_diff.sh $(BUILD) 500 1
+	@tests/install.sh $(BUILD)
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
 	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check
 
@@ -251,22 +252,26 @@ demo: deps-build $(BUILD)/examples/demo
 	@mkdir -p $(BUILD)/demo
 	$(BUILD)/examples/demo --out $(BUILD)/demo
 
+# After the copy, scripts/install-loader.sh runs ldconfig for a prefix in
+# the loader's path (as root, without DESTDIR) or says how to link and run
+# against any other prefix (an rpath, LD_LIBRARY_PATH, nabla-static.pc).
+NB_VERSION = $(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0
 	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)|' \
-	    nabla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla-static.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla-static.pc
 ifneq ($(HAVE_MPI),)
 	install -m 644 include/nabla_mpi.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libnabla_mpi.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0
 	ln -sf libnabla_mpi.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)|' \
-	    nabla_mpi.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla_mpi.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc
 endif
+	@scripts/install-loader.sh "$(DESTDIR)" "$(PREFIX)/lib"
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_nn.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
@@ -275,7 +280,7 @@ uninstall:
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla.a \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0 \
-	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla-static.pc
 
 clean:
 	rm -rf build

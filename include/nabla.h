@@ -136,6 +136,36 @@ size_t nb_tape_size(const nb_tape *tp); /* number of recorded entries */
 /* Turns recording of gradients on or off (a no-grad region); returns the
  * previous setting.  Ops still run, but their results require no gradient. */
 bool nb_tape_set_grad_enabled(nb_tape *tp, bool enabled);
+/* No-grad mode, as torch.no_grad (for evaluation and inference): ops run
+ * and give the same values, bit for bit, but record nothing for backward,
+ * so the tape's entries do not grow.  Their results require no gradient
+ * and are leaves (torch: requires_grad False, is_leaf True, no grad_fn);
+ * nb_backward and nb_grad from one are refused (NB_ERR_STATE, saying it
+ * was computed in no-grad mode).  Parameters are read, never changed: their
+ * gradients stay as they were.  nb_tape_no_grad(tp, true) also turns
+ * gradients off (nb_tape_set_grad_enabled(tp, false)), false turns both
+ * back on; returns whether the mode was on.  Results stay on the tape until
+ * nb_tape_reset, as any result.  nb_grad and nb_hvp still record what
+ * they need. */
+bool nb_tape_no_grad(nb_tape *tp, bool on);
+bool nb_tape_no_grad_mode(const nb_tape *tp);
+/* A no-grad scope: nb_no_grad_begin turns no-grad mode on, and
+ * nb_no_grad_end puts the previous modes back and frees every tensor made
+ * on the tape since the begin (their memory is reused by the next ops;
+ * they become stale: any later use is refused with NB_ERR_STATE, as after
+ * a reset), while the tape's other tensors live on.  So
+ *     for each batch { nb_no_grad_begin(tp); y = model(tp, x); read y;
+ *                      nb_no_grad_end(tp); }
+ * holds one batch's intermediates at a time without resetting the tape
+ * (copy a result you keep to the heap with nb_copy(NULL, y) before the
+ * end).  The end keeps the scope's tensors (until the reset) instead, as
+ * it cannot free them safely, when inside it an entry was recorded
+ * (nb_grad, nb_hvp), a backward pass ran, a tape tensor got a gradient or
+ * a name, or the tape was reset.  Scopes nest up to 16 deep.  Errors:
+ * NB_ERR_NULL, NB_ERR_STATE (an end without a begin, too deep), NB_ERR_NOMEM
+ * (the first begin on a tape allocates its marks). */
+nb_status nb_no_grad_begin(nb_tape *tp);
+nb_status nb_no_grad_end(nb_tape *tp);
 /* Training or evaluation: in evaluation (training false) dropout passes
  * its input through.  Returns the previous setting; training by default. */
 bool nb_tape_set_training(nb_tape *tp, bool training);

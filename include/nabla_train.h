@@ -133,7 +133,13 @@ nb_status nb_params_load(nb_params *ps, const char *path);
  * own files, loaded with the same checks (every parameter present by name
  * with its shape, no other tensor, the data tiled exactly; nothing changes
  * on error).  F16, BF16, F32 and F64 tensors are read and converted to the
- * parameters' dtypes.  PyTorch's nn.Linear stores its weight as (out, in):
+ * parameters' dtypes.  I64, I32, I16, I8, U8 and BOOL tensors are read
+ * exactly: each value must be exactly a value of the parameter's dtype
+ * (float32: integers up to 2^24 in magnitude, float64: up to 2^53, and
+ * larger multiples of powers of two) and a BOOL byte 0 or 1, or the load
+ * is refused (NB_ERR_VALUE naming the tensor, element and value).  Batch
+ * norm's running statistics and num_batches_tracked go in the parameter
+ * set with gradients off (nb_requires_grad(t, false)).  PyTorch's nn.Linear stores its weight as (out, in):
  * use it with nb_matmul_t(x, W) or nb_linear_t.  nb_params_save writes this
  * format when the path ends in ".safetensors", and nb_params_load reads
  * either format, telling them apart by their first bytes. */

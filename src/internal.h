@@ -50,6 +50,7 @@ struct nb_tensor {
     bool is_leaf;          /* made by the user, not by an op */
     uint8_t home : 2;      /* NB_HOME_*: on the heap or on `tape`; NONE for a retired header */
     uint8_t sgd : 2;       /* NB_SGD_*: during nb_backward_sgd only */
+    uint8_t no_grad : 1;   /* an op's result made in no-grad mode (nb_tape_no_grad): no entry */
     uint8_t uses;          /* entries that read it (an input used twice counts twice), up to 255:
                               only whether it is exactly 1 matters (nb_grad_share) */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
@@ -183,6 +184,9 @@ static inline void *nb_arena_alloc(nb_arena *a, size_t bytes, size_t align) {
     return p ? p : nb_arena_alloc_slow(a, bytes, align);
 }
 void nb_arena_reset(nb_arena *a);
+/* Gives back everything allocated since the arena's current chunk held
+ * `used` bytes in chunk `at` (NULL: since the start): nb_no_grad_end. */
+void nb_arena_rewind(nb_arena *a, nb_chunk *at, size_t used);
 void nb_arena_free(nb_arena *a);
 
 /* ---------------------------------------------------------------- headers */
@@ -214,6 +218,11 @@ static inline void *nb_headers_alloc(nb_headers *h, size_t bytes) {
 /* Ends a generation: the headers made so far become stale (recognisably);
  * `move` forces their addresses to be retired now. */
 void nb_headers_reset(nb_headers *h, bool move);
+/* Retires (zeroes: no tensor) every header made since the window was
+ * `base` with `used` bytes taken and `n_full` windows filled (nb_no_grad_end);
+ * their addresses are not given out again.  Whole pages are handed back to
+ * the kernel (they read as zeros). */
+void nb_headers_retire_since(nb_headers *h, const char *base, size_t used, int n_full);
 void nb_headers_free(nb_headers *h);
 size_t nb_headers_memory(const nb_headers *h);
 
@@ -296,6 +305,19 @@ struct nb_tape {
     nb_entry *entries;
     size_t n_entries, cap_entries;
     bool grad_enabled;
+    /* No-grad mode (nb_tape_no_grad, nb_no_grad_begin): ops run but their
+     * entries are dropped as soon as they have run, while grad_enabled is
+     * false (nb_grad and nb_hvp turn it on for what they record). */
+    bool no_record;
+    int no_grad_depth;     /* nb_no_grad_begin calls not yet ended */
+    struct nb_no_grad_mark *no_grad_marks; /* NB_NO_GRAD_DEPTH of them, when a scope was begun */
+    unsigned kept_allocs;  /* gradients and names given to tape tensors, ever (see nb_no_grad_end) */
+    /* While a no-grad scope is open, `headers` is the scopes' own store and
+     * this the tape's (swapped at the outermost begin and end), so that an
+     * end can retire the scope's headers by moving that window's pages to
+     * fresh addresses, as a reset does (src/graph/no_grad.c). */
+    nb_headers other_headers;
+    bool scope_store_kept; /* the scopes' store holds headers of a scope that kept its tensors */
     nb_status status;
     char error[512];
     nb_backward_hook hook;
@@ -496,9 +518,18 @@ nb_tensor *nb_anomaly_forward(nb_tape *tp, const nb_entry *e);
  * on a NaN or infinity. */
 bool nb_anomaly_backward(nb_tape *tp, const nb_entry *e);
 
+/* In no-grad mode: takes e, the tape's last entry, off the tape once its
+ * forward has run; its result becomes a leaf that requires no gradient (as
+ * a result made under torch.no_grad), marked no_grad (src/graph/no_grad.c). */
+void nb_forget_entry(nb_tape *tp, nb_entry *e);
+static inline bool nb_recording_nothing(const nb_tape *tp) { return tp->no_record && !tp->grad_enabled; }
+
 static inline nb_tensor *nb_run(nb_entry *e) {
     e->op->forward(e);
-    return e->out->tape->anomaly ? nb_anomaly_forward(e->out->tape, e) : e->out;
+    nb_tape *tp = e->out->tape;
+    nb_tensor *out = tp->anomaly ? nb_anomaly_forward(tp, e) : e->out;
+    if (nb_recording_nothing(tp)) nb_forget_entry(tp, e);
+    return out;
 }
 
 /* A backward pass may run inside another on the same tape: a custom op's

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 
@@ -179,6 +180,106 @@ static void test_pytorch_weights_give_pytorch_logits(void **state) {
     nb_params_free(io);
 }
 
+/* PyTorch's conv + BatchNorm2d + ReLU + Linear after three training
+ * batches: its state_dict, running statistics and num_batches_tracked (an
+ * int64 0-d tensor) included, loads with every key matched, into float32
+ * tensors and num_batches_tracked into a float64 scalar (or a float32 one:
+ * 3 is exact in both), and gives PyTorch's eval-mode logits. */
+static void test_pytorch_batch_norm_state_dict(void **state) {
+    (void)state;
+    char args[512], out[4096];
+    snprintf(args, sizeof args, "torch_bn %s %s", test_path("bn-model.safetensors"), test_path("bn-io.safetensors"));
+    int rc = run_python(args, out, sizeof out);
+    if (rc == 3) {
+        print_message("skipped: python3-torch is not installed (apt-get install python3-torch to run it)\n");
+        skip();
+    }
+    if (rc != 0) fail_msg("tests/safetensors_interop.py torch_bn failed:\n%s", out);
+    for (int as = 0; as < 2; as++) {
+        nb_dtype counter = as == 0 ? NB_F64 : NB_F32;
+        nb_params *model = nb_params_new(), *io = nb_params_new();
+        nb_tensor *w = nb_params_add(model, "0.weight", nb_zeros(NULL, NB_F32, NB_SHAPE(4, 2, 3, 3)));
+        nb_tensor *gamma = nb_params_add(model, "1.weight", nb_zeros(NULL, NB_F32, NB_SHAPE(4)));
+        nb_tensor *beta = nb_params_add(model, "1.bias", nb_zeros(NULL, NB_F32, NB_SHAPE(4)));
+        nb_tensor *mean = nb_params_add(model, "1.running_mean", nb_zeros(NULL, NB_F32, NB_SHAPE(4)));
+        nb_tensor *var = nb_params_add(model, "1.running_var", nb_zeros(NULL, NB_F32, NB_SHAPE(4)));
+        nb_tensor *tracked = nb_params_add(model, "1.num_batches_tracked", nb_zeros(NULL, counter, NB_SCALAR));
+        /* Buffers: in the parameter set (so they load and save), gradients off. */
+        nb_requires_grad(mean, false);
+        nb_requires_grad(var, false);
+        nb_requires_grad(tracked, false);
+        nb_tensor *W = nb_params_add(model, "4.weight", nb_zeros(NULL, NB_F32, NB_SHAPE(3, 36)));
+        nb_tensor *b = nb_params_add(model, "4.bias", nb_zeros(NULL, NB_F32, NB_SHAPE(3)));
+        nb_tensor *X = nb_params_add(io, "X", nb_zeros(NULL, NB_F32, NB_SHAPE(4, 2, 5, 5)));
+        nb_tensor *logits = nb_params_add(io, "logits", nb_zeros(NULL, NB_F32, NB_SHAPE(4, 3)));
+        if (nb_params_load(model, test_path("bn-model.safetensors")) != NB_OK) fail_msg("%s", nb_last_error());
+        assert_int_equal(nb_params_load(io, test_path("bn-io.safetensors")), NB_OK);
+        assert_true(nb_item(tracked) == 3);
+        nb_tape *tp = nb_tape_new();
+        nb_tape_set_training(tp, false); /* model.eval(): the running statistics */
+        nb_tensor *h = nb_relu(tp, nb_batch_norm(tp, nb_conv2d(tp, X, w, NULL, NULL), gamma, beta, mean, var, 0.1, 1e-5));
+        nb_tensor *y = nb_linear_t(tp, nb_reshape(tp, h, 2, ((const long[]){4, 36})), W, b, false, true);
+        assert_ok(y);
+        for (size_t i = 0; i < 12; i++) assert_close(nb_get(y, i), nb_get(logits, i), 1e-5);
+        nb_tape_free(tp);
+        nb_params_free(model);
+        nb_params_free(io);
+    }
+}
+
+/* Loads FILE (written by safetensors_interop.py ints) into W (2, 3) float32
+ * and b (3,) float64, first filled with 7; returns the status. */
+static nb_status load_ints(const char *file, nb_params **ps, nb_tensor **W, nb_tensor **b) {
+    *ps = nb_params_new();
+    *W = nb_params_add(*ps, "W", nb_full(NULL, NB_F32, NB_SHAPE(2, 3), 7));
+    *b = nb_params_add(*ps, "b", nb_full(NULL, NB_F64, NB_SHAPE(3), 7));
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", test_path("ints"), file);
+    return nb_params_load(*ps, path);
+}
+
+/* Integer and bool tensors written by numpy load exactly where every value
+ * fits (float32 up to 2^24 and larger multiples of powers of two, float64
+ * up to 2^53 and -2^63); a value that does not, a bool byte of 2, or too
+ * few bytes is refused, naming it, and changes nothing. */
+static void test_integer_and_bool_dtypes(void **state) {
+    (void)state;
+    char args[512], out[4096];
+    if (mkdir(test_path("ints"), 0700) != 0) fail_msg("mkdir %s", test_path("ints"));
+    snprintf(args, sizeof args, "ints %s", test_path("ints"));
+    if (run_python(args, out, sizeof out) != 0)
+        fail_msg("tests/safetensors_interop.py ints failed (needs /usr/bin/python3 and python3-numpy):\n%s", out);
+    nb_params *ps;
+    nb_tensor *W, *b;
+    struct { const char *file; double W[6], b[3]; } good[] = {
+        {"i32-i64.safetensors", {1, -2, 3, 16777216, -16777216, 0}, {9007199254740992.0, -9007199254740992.0, -9223372036854775808.0}},
+        {"i16-i8.safetensors", {-32768, 32767, 1024, -1, 0, 1}, {-128, 127, -5}},
+        {"u8-bool.safetensors", {0, 255, 7, 128, 1, 254}, {1, 0, 1}},
+        {"f32-big.safetensors", {1099511627776.0, -4611686018427387904.0, 3, 0, 0, 16777218}, {0, 0, 0}},
+    };
+    for (size_t f = 0; f < sizeof good / sizeof good[0]; f++) {
+        if (load_ints(good[f].file, &ps, &W, &b) != NB_OK) fail_msg("%s: %s", good[f].file, nb_last_error());
+        for (size_t i = 0; i < 6; i++) assert_true(nb_get(W, i) == good[f].W[i]);
+        for (size_t i = 0; i < 3; i++) assert_true(nb_get(b, i) == good[f].b[i]);
+        nb_params_free(ps);
+    }
+    struct { const char *file; const char *says[3]; } bad[] = {
+        {"i64-inexact.safetensors", {"'b' is I64", "element 1, 9007199254740993", "float64"}},
+        {"i64-max.safetensors", {"'b' is I64", "element 2, 9223372036854775807", "2^53"}},
+        {"i32-inexact.safetensors", {"'W' is I32", "element 4, 16777217", "make the parameter float64"}},
+        {"bool-2.safetensors", {"'b' is BOOL", "element 1 is the byte 2", "0 or 1"}},
+        {"i64-short.safetensors", {"'b' is I64 (3,)", "needs 24 bytes", "span 16"}},
+        {"i16-as-i32.safetensors", {"'W' is I32 (2, 3)", "needs 24 bytes", "span 12"}},
+    };
+    for (size_t f = 0; f < sizeof bad / sizeof bad[0]; f++) {
+        assert_int_equal(load_ints(bad[f].file, &ps, &W, &b), NB_ERR_VALUE);
+        assert_message_has(nb_last_error(), bad[f].file, bad[f].says[0], bad[f].says[1], bad[f].says[2]);
+        for (size_t i = 0; i < 6; i++) assert_true(nb_get(W, i) == 7);
+        for (size_t i = 0; i < 3; i++) assert_true(nb_get(b, i) == 7);
+        nb_params_free(ps);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -186,6 +287,8 @@ int main(void) {
         cmocka_unit_test(test_python_reads_what_nabla_writes),
         cmocka_unit_test(test_nabla_reads_what_python_writes),
         cmocka_unit_test(test_pytorch_weights_give_pytorch_logits),
+        cmocka_unit_test(test_pytorch_batch_norm_state_dict),
+        cmocka_unit_test(test_integer_and_bool_dtypes),
     };
     return cmocka_run_group_tests_name("safetensors", tests, test_dir_setup, test_dir_teardown);
 }

@@ -16,6 +16,7 @@
 
 void *nb_grad_alloc(nb_tape *tp, nb_tensor *t) {
     size_t bytes = t->size * nb_dtype_size(t->dtype);
+    if (nb_on_tape(t)) t->tape->kept_allocs++;
     t->grad = nb_on_tape(t) ? nb_tape_alloc(tp, bytes) : nb_malloc_aligned(bytes);
     if (!t->grad) nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "nb_backward: cannot allocate a %zu-byte gradient", bytes);
     return t->grad;
@@ -306,6 +307,13 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
                      "nb_backward: the output is an errored tensor (%s)",
                      nb_status_string(out->status));
         return out->status;
+    }
+    if (out->no_grad && nb_alive(out)) {
+        nb_set_error(NULL, NB_ERR_STATE, file, line,
+                     "nb_backward: the output was computed in no-grad mode (nb_tape_no_grad or "
+                     "nb_no_grad_begin), which records no graph to go back through; compute it with "
+                     "gradients on");
+        return NB_ERR_STATE;
     }
     if (!nb_recorded(out)) {
         nb_set_error(NULL, NB_ERR_STATE, file, line,

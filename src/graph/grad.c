@@ -40,6 +40,12 @@ static nb_status check_call(const char *what, nb_tensor *out, const nb_tensor *s
                      nb_status_string(out->status));
         return out->status;
     }
+    if (out->no_grad && nb_alive(out)) {
+        nb_set_error(NULL, NB_ERR_STATE, file, line,
+                     "%s: the output was computed in no-grad mode (nb_tape_no_grad or nb_no_grad_begin), which "
+                     "records no graph to go back through; compute it with gradients on", what);
+        return NB_ERR_STATE;
+    }
     if (!nb_recorded(out)) {
         nb_set_error(NULL, NB_ERR_STATE, file, line,
                      "%s: the output was not produced by an op on a live tape (it is a leaf, or it dates from "

@@ -99,7 +99,9 @@ static nb_tensor *user_forward(nb_tape *tp, size_t i) {
     if (!run_callback(tp, &call, FORWARD, NULL, 0)) return nb_nil(NB_ERR_STATE);
     nb_entry *e = &tp->entries[i];
     e->state = call.state; /* what nb_op_save kept */
-    return tp->anomaly ? nb_anomaly_forward(tp, e) : e->out;
+    nb_tensor *out = tp->anomaly ? nb_anomaly_forward(tp, e) : e->out;
+    if (nb_recording_nothing(tp)) nb_forget_entry(tp, e);
+    return out;
 }
 
 void nb_user_backward(nb_tape *tp, size_t i) {

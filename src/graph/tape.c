@@ -20,6 +20,7 @@ nb_tape *nb_tape_new(void) {
     memset(tp, 0, sizeof *tp);
     nb_arena_init(&tp->arena);
     nb_headers_init(&tp->headers);
+    nb_headers_init(&tp->other_headers);
     tp->grad_enabled = true;
     tp->training = true;
     tp->current_scope = -1;
@@ -47,9 +48,11 @@ void nb_tape_free(nb_tape *tp) {
     if (!tp || refused_inside_callback(tp, "nb_tape_free")) return;
     nb_arena_free(&tp->arena);
     nb_headers_free(&tp->headers); /* retired: its tensors stay recognisable */
+    nb_headers_free(&tp->other_headers);
     nb_free(tp->entries);
     nb_free(tp->scopes);
     nb_free(tp->scratch);
+    nb_free(tp->no_grad_marks);
     nb_free(tp);
 }
 
@@ -63,6 +66,8 @@ void nb_tape_reset(nb_tape *tp) {
     nb_arena_reset(&tp->arena);
     tp->generation++;
     nb_headers_reset(&tp->headers, tp->generation == 0);
+    nb_headers_reset(&tp->other_headers, tp->generation == 0); /* (no-grad scopes' store, or the tape's) */
+    tp->scope_store_kept = false;
     tp->n_entries = 0;
     tp->n_scopes = 0;
     tp->current_scope = -1;
@@ -75,7 +80,7 @@ const char *nb_tape_error(const nb_tape *tp) { return tp ? tp->error : "the tape
 size_t nb_tape_size(const nb_tape *tp) { return tp ? tp->n_entries : 0; }
 
 size_t nb_tape_memory(const nb_tape *tp) {
-    return tp ? tp->arena.total + nb_headers_memory(&tp->headers) + tp->cap_entries * sizeof(nb_entry) +
+    return tp ? tp->arena.total + nb_headers_memory(&tp->headers) + nb_headers_memory(&tp->other_headers) + tp->cap_entries * sizeof(nb_entry) +
                     tp->scratch_bytes
               : 0;
 }

@@ -156,6 +156,7 @@ nb_tensor *nb_detach_(nb_tape *tp, nb_tensor *a, const char *file, int line) {
     nb_entry *e = nb_record(tp, &detach_op, out, 1, &a, file, line);
     if (!e) return nb_nil(NB_ERR_NOMEM);
     out->requires_grad = false; /* the point of detach */
+    if (nb_recording_nothing(tp)) nb_forget_entry(tp, e);
     return out;
 }
 

@@ -76,3 +76,15 @@ void nb_arena_free(nb_arena *a) {
     }
     nb_arena_init(a);
 }
+
+void nb_arena_rewind(nb_arena *a, nb_chunk *at, size_t used) {
+    if (!at) {
+        nb_arena_reset(a);
+        return;
+    }
+    /* Chunks after `at` were empty then (they come from earlier steps, or
+     * were added since): empty again. */
+    for (nb_chunk *c = at->next; c; c = c->next) c->used = 0;
+    at->used = used;
+    a->current = at;
+}

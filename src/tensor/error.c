@@ -115,9 +115,10 @@ nb_tensor *nb_check_inputs(nb_tape *tp, const char *op, const char *file, int li
 nb_tensor *nb_fail_stale(nb_tape *tp, const char *op, int i, const nb_tensor *t, const char *file, int line) {
     if (t->home == NB_HOME_NONE) /* a retired header: nothing is left to say what it was */
         return nb_fail(tp, NB_ERR_STATE, file, line,
-                       "%s: input %d is a tensor of a tape that was reset (or freed) since it was made; "
-                       "a tape's tensors last until its next reset; to keep values across steps copy them "
-                       "to the heap with nb_copy(NULL, t) before the reset",
+                       "%s: input %d is a tensor of a tape that was reset (or freed) since it was made, or "
+                       "of a no-grad scope that has ended (nb_no_grad_end); a tape's tensors last until its "
+                       "next reset; to keep values across steps copy them to the heap with nb_copy(NULL, t) "
+                       "before the reset",
                        op, i + 1);
     char shape[128], name[NB_NAME_MAX + 3] = "", made[256] = "made";
     if (t->name && t->name[0]) snprintf(name, sizeof name, "'%s' ", t->name);

@@ -264,3 +264,32 @@ size_t nb_headers_memory(const nb_headers *h) {
     for (int i = 0; i < h->n_full; i++) total += h->full[i].size;
     return total;
 }
+
+/* Zeroes [from, to): whole pages by handing them back (they read as
+ * zeros after), the ends by writing. */
+static void zero_range(char *from, char *to) {
+    if (to <= from) return;
+    uintptr_t page = page_size(), a = ((uintptr_t)from + page - 1) / page * page, b = (uintptr_t)to / page * page;
+    if (a < b && madvise((void *)a, b - a, MADV_DONTNEED) == 0) {
+        memset(from, 0, (size_t)((char *)a - from));
+        memset((char *)b, 0, (size_t)(to - (char *)b));
+    } else {
+        memset(from, 0, (size_t)(to - from));
+    }
+}
+
+void nb_headers_retire_since(nb_headers *h, const char *base, size_t used, int n_full) {
+    if (!base) { /* no window then: all of this generation's headers */
+        for (int i = 0; i < h->n_full; i++) zero_range(h->full[i].base, h->full[i].base + h->full[i].size);
+        if (h->base) zero_range(h->base + h->generation_start, h->base + h->used);
+        return;
+    }
+    if (n_full == h->n_full) { /* the same window */
+        zero_range((char *)base + used, h->base + h->used);
+        return;
+    }
+    /* The window of the mark was filled since, and others after it. */
+    zero_range(h->full[n_full].base + used, h->full[n_full].base + h->full[n_full].size);
+    for (int i = n_full + 1; i < h->n_full; i++) zero_range(h->full[i].base, h->full[i].base + h->full[i].size);
+    zero_range(h->base, h->base + h->used);
+}

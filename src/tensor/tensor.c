@@ -256,6 +256,7 @@ void nb_tensor_set_name(nb_tensor *t, const char *name) {
     if (!ok(t)) return;
     if (!name) name = "";
     size_t len = nb_utf8_prefix(name, NB_NAME_MAX - 1);
+    if (nb_on_tape(t)) t->tape->kept_allocs++; /* (see nb_no_grad_end) */
     char *copy = !nb_on_tape(t) ? t->name : len ? nb_header_alloc(t->tape, len + 1) : nb_unnamed;
     if (!copy) return;
     if (copy != nb_unnamed) {

@@ -17,7 +17,10 @@
  * shape (PyTorch's load_state_dict with strict=True), and nothing in memory
  * changes unless the whole file checks out.  F16, BF16, F32 and F64 tensors
  * are read and converted to the parameter's dtype, as load_state_dict
- * converts; other dtypes are refused by name.  Saving writes F32 or F64 as
+ * converts; I64, I32, I16, I8, U8 and BOOL tensors (batch norm's
+ * num_batches_tracked, masks, counts) are read into a parameter only where
+ * each value is exactly a value of its dtype, and refused, naming the
+ * value, where one is not; other dtypes are refused by name.  Saving writes F32 or F64 as
  * the parameters are, padded so that the data starts at a multiple of 8.
  * A checkpoint (src/train/checkpoint.c) adds its optimizer's state as more
  * tensors, named under NB_RESERVED_PREFIX, and its scalars as metadata
@@ -35,9 +38,14 @@
 /* The largest header read: the reference implementation's limit too. */
 #define MAX_HEADER_BYTES ((uint64_t)100 * 1000 * 1000)
 
-typedef enum { ST_F16, ST_BF16, ST_F32, ST_F64, ST_OTHER } st_dtype;
-static const char *const dtype_names[] = {"F16", "BF16", "F32", "F64"};
-static const size_t dtype_bytes[] = {2, 2, 4, 8};
+/* The floating-point dtypes, then the integer ones (PyTorch's int64,
+ * int32, int16, int8, uint8 and bool: batch norm's num_batches_tracked is
+ * I64), which are read into float parameters only where every value is
+ * exact (see exact_integer). */
+typedef enum { ST_F16, ST_BF16, ST_F32, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL, ST_OTHER } st_dtype;
+static const char *const dtype_names[] = {"F16", "BF16", "F32", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"};
+static const size_t dtype_bytes[] = {2, 2, 4, 8, 8, 4, 2, 1, 1, 1};
+static bool integer_dtype(st_dtype dt) { return dt >= ST_I64 && dt <= ST_BOOL; }
 
 /* One tensor of the header. */
 typedef struct {
@@ -366,7 +374,8 @@ static bool read_tensor(json *j, st_tensor *t) {
                     if (len < sizeof dt && !strcmp(dt, dtype_names[k])) t->dtype = (st_dtype)k;
                 if (t->dtype == ST_OTHER) {
                     nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
-                                 "%s: %s: tensor '%s' has dtype %s; nabla reads F16, BF16, F32 and F64", j->who,
+                                 "%s: %s: tensor '%s' has dtype %s; nabla reads F16, BF16, F32, F64, I64, I32, I16, "
+                                 "I8, U8 and BOOL", j->who,
                                  j->path, t->name, len < sizeof dt ? dt : "(a long string)");
                     return false;
                 }
@@ -495,8 +504,30 @@ static float half_to_float(uint16_t h) {
     return f;
 }
 
+/* Element k of an integer tensor's data in the file, sign-extended. */
+static int64_t file_integer(const unsigned char *data, st_dtype dt, size_t k) {
+    uint64_t bits = nb_get_uint_le(data + k * dtype_bytes[dt], (int)dtype_bytes[dt]);
+    switch (dt) {
+    case ST_I32: return (int32_t)(uint32_t)bits;
+    case ST_I16: return (int16_t)(uint16_t)bits;
+    case ST_I8: return (int8_t)(uint8_t)bits;
+    case ST_U8: case ST_BOOL: return (int64_t)bits;
+    default: return (int64_t)bits; /* I64: two's complement */
+    }
+}
+
+/* Whether v is a value of a parameter of dtype `to`, exactly: float64
+ * holds every integer up to 2^53 in magnitude, float32 up to 2^24, and
+ * some larger ones (multiples of powers of two).  (A value that rounds to
+ * 2^63 is out of int64's range, hence not v.) */
+static bool exact_integer(int64_t v, nb_dtype to) {
+    double d = to == NB_F32 ? (double)(float)v : (double)v;
+    return d < 9223372036854775808.0 && (int64_t)d == v;
+}
+
 /* Element k of a tensor's data in the file, as a double. */
 static double file_value(const unsigned char *data, st_dtype dt, size_t k) {
+    if (integer_dtype(dt)) return (double)file_integer(data, dt, k);
     uint64_t bits = nb_get_uint_le(data + k * dtype_bytes[dt], (int)dtype_bytes[dt]);
     switch (dt) {
     case ST_F16: return half_to_float((uint16_t)bits);
@@ -526,9 +557,35 @@ static int by_begin(const void *a, const void *b) {
     return (x->end > y->end) - (x->end < y->end);
 }
 
+/* An integer tensor loads into a float parameter only if every value is
+ * exact there (and a BOOL's bytes are 0 or 1, as PyTorch writes them):
+ * otherwise it is refused, naming the first value that is not. */
+static nb_status check_integers(const char *who, const char *path, const st_tensor *t, const unsigned char *data) {
+    const nb_tensor *p = t->param;
+    for (size_t k = 0; k < p->size; k++) {
+        int64_t v = file_integer(data + t->begin, t->dtype, k);
+        if (t->dtype == ST_BOOL && v > 1) {
+            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
+                         "%s: %s: '%s' is BOOL but its element %zu is the byte %lld (a bool is 0 or 1)", who, path,
+                         t->name, k, (long long)v);
+            return NB_ERR_VALUE;
+        }
+        if (!exact_integer(v, p->dtype)) {
+            nb_set_error(NULL, NB_ERR_VALUE, NULL, 0,
+                         "%s: %s: '%s' is %s and its element %zu, %lld, is not exactly a %s value "
+                         "(float32 holds integers exactly up to 2^24, float64 up to 2^53)%s",
+                         who, path, t->name, dtype_names[t->dtype], k, (long long)v,
+                         p->dtype == NB_F32 ? "float32" : "float64",
+                         p->dtype == NB_F32 ? "; make the parameter float64" : "");
+            return NB_ERR_VALUE;
+        }
+    }
+    return NB_OK;
+}
+
 /* Every check of the tensors against the data and the parameter set. */
 static nb_status check_tensors(const char *who, const char *path, nb_params *ps, const nb_file_extras *x,
-                               st_tensor *ts, size_t n, uint64_t data_len) {
+                               st_tensor *ts, size_t n, const unsigned char *data, uint64_t data_len) {
     size_t matched = 0;
     char sf[128], sm[128];
     for (size_t i = 0; i < n; i++) {
@@ -575,6 +632,7 @@ static nb_status check_tensors(const char *who, const char *path, nb_params *ps,
                          reserved ? "optimizer" : "model");
             return NB_ERR_VALUE;
         }
+        if (integer_dtype(t->dtype) && check_integers(who, path, t, data) != NB_OK) return NB_ERR_VALUE;
     }
     size_t count = nb_params_count(ps), n_extra = x && !x->skip_reserved ? x->n_extra : 0;
     if (matched < count + n_extra) { /* every name in the file is a target, once: some target is missing */
@@ -650,7 +708,7 @@ nb_status nb_safetensors_load_buffer(nb_params *ps, const nb_file_extras *x, con
     nb_status st = read_header(&j, &meta, &ts, &n);
     const unsigned char *data = header + header_len;
     if (st == NB_OK && x && x->check) st = x->check(x->user, &meta);
-    if (st == NB_OK) st = check_tensors(who, path, ps, x, ts, n, (uint64_t)(buf + len - data));
+    if (st == NB_OK) st = check_tensors(who, path, ps, x, ts, n, data, (uint64_t)(buf + len - data));
     /* Only now, with every check passed, change the model. */
     for (size_t i = 0; st == NB_OK && i < n; i++) {
         nb_tensor *p = ts[i].param;

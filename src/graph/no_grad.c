@@ -1,0 +1,132 @@
+/*
+ * No-grad mode, as torch.no_grad: ops compute their results but record
+ * nothing for backward.
+ *
+ * An op records its entry as usual (its forward reads its inputs and
+ * parameters from the entry), runs, and in this mode is then taken off the
+ * tape again (nb_forget_entry): the next op's entry takes the same slot, so
+ * the entry array does not grow however many ops run.  The result is a
+ * leaf that requires no gradient (torch: requires_grad False, is_leaf True,
+ * no grad_fn), marked so that nb_backward and nb_grad through it say why
+ * they refuse.
+ *
+ * Its values still live in the tape's arena until the reset.  A scope,
+ * nb_no_grad_begin ... nb_no_grad_end, also gives them back at its end:
+ * the arena is rewound to where it stood at the begin, and the headers
+ * made since are retired (refused as stale by every call, their addresses
+ * never given out again).  Scopes make their headers in a store of their
+ * own (swapped in at the outermost begin), whose window the outermost end
+ * moves to fresh addresses as a reset does (the old range reads as zeros:
+ * no tensor), so the pages are reused and memory stays flat however many
+ * scopes run; an inner scope's end zeroes its part instead.  Evaluating batch after batch inside scopes therefore holds
+ * one batch's intermediates at a time.  The rewind is safe only when
+ * nothing made before the scope points into what it gives back, so it is
+ * skipped (the results are then kept until the reset, as with
+ * nb_tape_no_grad) when, inside the scope, an entry was recorded (nb_grad,
+ * nb_hvp and custom ops' own recordings turn gradients on), a backward
+ * pass ran, a tape tensor got a gradient buffer or a name, or the tape
+ * was reset.
+ */
+#include "../internal.h"
+
+#include <string.h>
+
+#define NB_NO_GRAD_DEPTH 16
+
+struct nb_no_grad_mark {
+    bool no_record, grad_enabled; /* the modes to restore */
+    uint32_t generation;
+    size_t n_entries;
+    unsigned pass, kept_allocs;
+    nb_chunk *chunk;               /* the arena's current chunk and its fill */
+    size_t chunk_used;
+    const char *window;            /* the headers' window, its fill, and windows filled */
+    size_t window_used;
+    int n_full;
+};
+
+void nb_forget_entry(nb_tape *tp, nb_entry *e) {
+    if (tp->n_entries == 0 || e != &tp->entries[tp->n_entries - 1]) return; /* (only the last: never otherwise) */
+    for (int i = 0; i < e->n_in; i++) {
+        nb_tensor *x = nb_entry_input(e, i);
+        if (x->uses > 0 && x->uses < UINT8_MAX) x->uses--;
+    }
+    nb_tensor *out = e->out;
+    out->entry = 0;
+    out->is_leaf = true;
+    out->requires_grad = false;
+    out->no_grad = 1;
+    tp->n_entries--;
+}
+
+bool nb_tape_no_grad(nb_tape *tp, bool on) {
+    if (!tp) return false;
+    bool was = tp->no_record;
+    tp->no_record = on;
+    tp->grad_enabled = !on;
+    return was;
+}
+
+bool nb_tape_no_grad_mode(const nb_tape *tp) { return tp && tp->no_record && !tp->grad_enabled; }
+
+static void swap_stores(nb_tape *tp) {
+    nb_headers t = tp->headers;
+    tp->headers = tp->other_headers;
+    tp->other_headers = t;
+}
+
+nb_status nb_no_grad_begin(nb_tape *tp) {
+    if (!tp) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_no_grad_begin: the tape is NULL");
+        return NB_ERR_NULL;
+    }
+    if (tp->no_grad_depth == NB_NO_GRAD_DEPTH) {
+        nb_set_error(tp, NB_ERR_STATE, NULL, 0,
+                     "nb_no_grad_begin: %d scopes are already open on this tape, the most it nests "
+                     "(each nb_no_grad_begin needs its nb_no_grad_end)", NB_NO_GRAD_DEPTH);
+        return NB_ERR_STATE;
+    }
+    if (!tp->no_grad_marks && !(tp->no_grad_marks = nb_malloc(NB_NO_GRAD_DEPTH * sizeof *tp->no_grad_marks))) {
+        nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "nb_no_grad_begin: out of memory");
+        return NB_ERR_NOMEM;
+    }
+    if (tp->no_grad_depth == 0) swap_stores(tp);
+    const nb_headers *h = &tp->headers;
+    tp->no_grad_marks[tp->no_grad_depth++] = (struct nb_no_grad_mark){
+        .no_record = tp->no_record, .grad_enabled = tp->grad_enabled, .generation = tp->generation,
+        .n_entries = tp->n_entries, .pass = tp->pass, .kept_allocs = tp->kept_allocs,
+        .chunk = tp->arena.current, .chunk_used = tp->arena.current ? tp->arena.current->used : 0,
+        .window = h->base, .window_used = h->used, .n_full = h->n_full};
+    nb_tape_no_grad(tp, true);
+    return NB_OK;
+}
+
+nb_status nb_no_grad_end(nb_tape *tp) {
+    if (!tp) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_no_grad_end: the tape is NULL");
+        return NB_ERR_NULL;
+    }
+    if (tp->no_grad_depth == 0) {
+        nb_set_error(tp, NB_ERR_STATE, NULL, 0, "nb_no_grad_end: no nb_no_grad_begin is open on this tape");
+        return NB_ERR_STATE;
+    }
+    const struct nb_no_grad_mark *m = &tp->no_grad_marks[--tp->no_grad_depth];
+    tp->no_record = m->no_record;
+    tp->grad_enabled = m->grad_enabled;
+    /* Inside a callback (a custom op's forward), the call under way may
+     * hold memory the scope gave it (nb_op_save): keep everything. */
+    bool safe = !tp->user_code.what && m->generation == tp->generation && m->n_entries == tp->n_entries &&
+                m->pass == tp->pass && m->kept_allocs == tp->kept_allocs && tp->running == 0;
+    if (safe) {
+        nb_arena_rewind(&tp->arena, m->chunk, m->chunk_used);
+        if (tp->no_grad_depth == 0 && !tp->scope_store_kept)
+            nb_headers_reset(&tp->headers, true); /* the whole store: its pages to fresh addresses */
+        else
+            nb_headers_retire_since(&tp->headers, m->window, m->window_used, m->n_full);
+    } else {
+        tp->kept_allocs++; /* the enclosing scopes keep theirs too */
+        tp->scope_store_kept = true;
+    }
+    if (tp->no_grad_depth == 0) swap_stores(tp);
+    return NB_OK;
+}
