@@ -9,12 +9,15 @@
  * The model (examples/gpt_model.h) is GPT-2's: token and position
  * embeddings, pre-norm blocks of causal self-attention (the fused op,
  * nb_scaled_dot_product_attention) and a GELU MLP, a last layer norm, and
- * the embedding again as the output layer (weight tying).  Training:
- * windows of the context's length at random places in the training text,
- * cross-entropy of each next character, AdamW with a linear warm-up then a
- * cosine decay of the learning rate, the gradients' global norm clipped,
- * dropout after the embeddings, on the attention weights and on each
- * block's two outputs.
+ * the embedding again as the output layer (weight tying), its weights
+ * drawn from N(0, 0.02²) as GPT-2's.  Training: windows of the context's
+ * length at random places in the training text, cross-entropy of each next
+ * character, AdamW (no weight decay on the biases and the norms' gains)
+ * with the toolkit's schedule, a linear warm-up then a cosine decay, the
+ * gradients' global norm clipped, dropout after the embeddings, on the
+ * attention weights and on each block's two outputs.  A checkpoint
+ * (--save, --resume) holds all the state training has, so that a resumed
+ * run prints the losses of the run that never stopped, bit for bit.
  *
  * A tenth of the fortunes (chosen by the seed) is held out.  The program
  * reports nats per character on the training and held-out text beside a
