@@ -9,12 +9,15 @@
  * The model (examples/gpt_model.h) is GPT-2's: token and position
  * embeddings, pre-norm blocks of causal self-attention (the fused op,
  * nb_scaled_dot_product_attention) and a GELU MLP, a last layer norm, and
- * the embedding again as the output layer (weight tying).  Training:
- * windows of the context's length at random places in the training text,
- * cross-entropy of each next character, AdamW with a linear warm-up then a
- * cosine decay of the learning rate, the gradients' global norm clipped,
- * dropout after the embeddings, on the attention weights and on each
- * block's two outputs.
+ * the embedding again as the output layer (weight tying), its weights
+ * drawn from N(0, 0.02²) as GPT-2's.  Training: windows of the context's
+ * length at random places in the training text, cross-entropy of each next
+ * character, AdamW (no weight decay on the biases and the norms' gains)
+ * with the toolkit's schedule, a linear warm-up then a cosine decay, the
+ * gradients' global norm clipped, dropout after the embeddings, on the
+ * attention weights and on each block's two outputs.  A checkpoint
+ * (--save, --resume) holds all the state training has, so that a resumed
+ * run prints the losses of the run that never stopped, bit for bit.
  *
  * A tenth of the fortunes (chosen by the seed) is held out.  The program
  * reports nats per character on the training and held-out text beside a
@@ -49,9 +52,11 @@ static const char usage[] =
     "  --temperature T   sampling temperature (default 0.8)\n"
     "  --seed S          seed of the split, initialisation, batches, dropout and sampling (default 1)\n"
     "  --threads N       threads (default 1)\n"
-    "  --save FILE       save a checkpoint at the end: the parameters in FILE (PyTorch's format if it ends\n"
-    "                    in .safetensors), the step and random state in FILE.train\n"
-    "  --resume FILE     continue from a checkpoint that --save wrote\n"
+    "  --save FILE       save a checkpoint at the end: the parameters, AdamW's moments, the step, the schedule\n"
+    "                    and the random state in FILE (PyTorch's format if it ends in .safetensors, else\n"
+    "                    nabla's), the model's sizes in FILE.config\n"
+    "  --resume FILE     continue from a checkpoint that --save wrote, exactly as if never stopped (give the\n"
+    "                    first run's options: the schedule is this run's --lr, --warmup and --steps)\n"
     "  --stop-at N       stop after step N of the --steps schedule (with --save: resume later)\n"
     "  --dot FILE        write the graph of one step on a window of 8 characters as Graphviz dot\n";
 
@@ -178,83 +183,80 @@ static bool generate(nb_tape *tp, const gpt *m, size_t *seq, size_t len, size_t 
 
 /* ------------------------------------------------------------ checkpoints */
 
-/* What continuing needs besides the parameters, as float64 tensors (exact:
- * the generator's 64-bit words are kept as 32-bit halves).  nabla's
- * optimizer does not expose AdamW's moments, so they are not saved: after a
- * resume they start again from zero. */
-typedef struct {
-    nb_params *ps;
-    nb_tensor *step, *rng, *config;
-} train_state;
-
-static bool state_new(train_state *s) {
-    s->ps = nb_params_new();
-    if (!s->ps) return false;
-    s->step = nb_params_add(s->ps, "step", nb_zeros(NULL, NB_F64, NB_SHAPE(1)));
-    s->rng = nb_params_add(s->ps, "rng", nb_zeros(NULL, NB_F64, NB_SHAPE(10)));
-    s->config = nb_params_add(s->ps, "config", nb_zeros(NULL, NB_F64, NB_SHAPE(6)));
-    return nb_params_count(s->ps) == 3;
-}
-
-static void state_config(const gpt *m, uint32_t vocab_hash, double *c) {
+/* A checkpoint is nb_checkpoint_save's file: the parameters, AdamW's two
+ * moments of each, the steps taken, the schedule and the generator of the
+ * batches and dropout, so that a resumed run goes on bit for bit as the
+ * uninterrupted one.  (The samples' generator is seeded afresh each run:
+ * training does not draw from it.)  Beside it, FILE.config holds what the
+ * parameters' shapes do not tell: the heads and the vocabulary's
+ * fingerprint, with the sizes, to refuse another model's checkpoint with
+ * its reason. */
+static nb_params *config_new(const gpt *m, uint32_t vocab_hash) {
+    nb_params *ps = nb_params_new();
+    nb_tensor *c = ps ? nb_params_add(ps, "config", nb_zeros(NULL, NB_F64, NB_SHAPE(6))) : NULL;
     double values[6] = {(double)m->V, (double)m->T, (double)m->d, (double)m->H, (double)m->L, (double)vocab_hash};
-    memcpy(c, values, sizeof values);
+    for (int i = 0; c && nb_tensor_status(c) == NB_OK && i < 6; i++) nb_set(c, (size_t)i, values[i]);
+    if (!c || nb_tensor_status(c) != NB_OK) {
+        fprintf(stderr, "gpt: %s\n", nb_last_error());
+        nb_params_free(ps);
+        return NULL;
+    }
+    return ps;
 }
 
-static int save_checkpoint(const gpt *m, train_state *s, long step, const nb_rng *rng, uint32_t hash, const char *path) {
-    double *r = nb_tensor_data(s->rng), *c = nb_tensor_data(s->config);
-    nb_set(s->step, 0, (double)step);
-    for (int i = 0; i < 4; i++) r[2 * i] = (double)(rng->s[i] >> 32), r[2 * i + 1] = (double)(rng->s[i] & 0xFFFFFFFFu);
-    r[8] = rng->has_spare, r[9] = rng->spare;
-    state_config(m, hash, c);
-    char state_path[4096];
-    int w = snprintf(state_path, sizeof state_path, "%s.train", path);
-    if (w < 0 || (size_t)w >= sizeof state_path) {
-        fprintf(stderr, "gpt: the path %s is too long\n", path);
-        return 1;
-    }
-    if (nb_params_save(m->ps, path) != NB_OK || nb_params_save(s->ps, state_path) != NB_OK) {
+static bool config_path(const char *path, char *out, size_t size) {
+    int w = snprintf(out, size, "%s.config", path);
+    if (w >= 0 && (size_t)w < size) return true;
+    fprintf(stderr, "gpt: the path %s is too long\n", path);
+    return false;
+}
+
+static int save_checkpoint(const gpt *m, const nb_optimizer *opt, const nb_rng *rng, uint32_t hash, const char *path) {
+    char cpath[4096];
+    nb_params *config = config_new(m, hash);
+    if (!config || !config_path(path, cpath, sizeof cpath)) return nb_params_free(config), 1;
+    nb_status st = nb_checkpoint_save(m->ps, opt, rng, path);
+    if (st == NB_OK) st = nb_params_save(config, cpath);
+    nb_params_free(config);
+    if (st != NB_OK) {
         fprintf(stderr, "gpt: %s\n", nb_last_error());
         return 1;
     }
-    printf("checkpoint at step %ld: parameters in %s, step and random state in %s (AdamW's moments are not saved:\n"
-           "nabla's optimizer has no call that exposes them, so a resumed run starts them from zero)\n",
-           step, path, state_path);
+    printf("checkpoint at step %ld in %s (parameters, AdamW's moments, step, schedule and random state), the "
+           "model's sizes in %s\n",
+           nb_optimizer_steps(opt), path, cpath);
     return 0;
 }
 
-static int load_checkpoint(gpt *m, train_state *s, long *step, nb_rng *rng, uint32_t hash, const char *path) {
-    char state_path[4096];
-    int w = snprintf(state_path, sizeof state_path, "%s.train", path);
-    if (w < 0 || (size_t)w >= sizeof state_path) {
-        fprintf(stderr, "gpt: the path %s is too long\n", path);
-        return 1;
+static int load_checkpoint(gpt *m, nb_optimizer *opt, nb_rng *rng, uint32_t hash, const char *path) {
+    char cpath[4096];
+    nb_params *want = config_new(m, hash), *saved = config_new(m, hash);
+    int status = 1;
+    if (!want || !saved || !config_path(path, cpath, sizeof cpath)) goto done;
+    if (nb_params_load(saved, cpath) != NB_OK) {
+        fprintf(stderr, "gpt: %s (--resume needs the FILE.config that --save wrote beside FILE)\n", nb_last_error());
+        goto done;
     }
-    if (nb_params_load(s->ps, state_path) != NB_OK) {
-        fprintf(stderr, "gpt: %s (--resume needs the FILE.train that --save wrote beside FILE)\n", nb_last_error());
-        return 1;
-    }
-    double want[6];
-    state_config(m, hash, want);
-    const double *c = nb_tensor_const_data(s->config), *r = nb_tensor_const_data(s->rng);
-    if (memcmp(want, c, sizeof want)) {
+    const double *c = nb_tensor_const_data(nb_params_get(saved, "config"));
+    if (memcmp(c, nb_tensor_const_data(nb_params_get(want, "config")), 6 * sizeof *c)) {
         fprintf(stderr,
                 "gpt: %s was trained with a vocabulary of %.0f characters (fingerprint %.0f), --context %.0f "
                 "--dim %.0f --heads %.0f --layers %.0f; this run has %zu characters (fingerprint %u), --context %zu "
                 "--dim %zu --heads %zu --layers %zu\n",
                 path, c[0], c[5], c[1], c[2], c[3], c[4], m->V, hash, m->T, m->d, m->H, m->L);
-        return 1;
+        goto done;
     }
-    if (nb_params_load(m->ps, path) != NB_OK) {
+    if (nb_checkpoint_load(m->ps, opt, rng, path) != NB_OK) {
         fprintf(stderr, "gpt: %s\n", nb_last_error());
-        return 1;
+        goto done;
     }
-    *step = (long)nb_get(s->step, 0);
-    for (int i = 0; i < 4; i++) rng->s[i] = (uint64_t)r[2 * i] << 32 | (uint64_t)r[2 * i + 1];
-    rng->has_spare = r[8] != 0, rng->spare = r[9];
-    printf("resumed from %s at step %ld (parameters, step and random state; AdamW's moments start from zero)\n",
-           path, *step);
-    return 0;
+    printf("resumed from %s at step %ld (parameters, AdamW's moments, step, schedule and random state)\n", path,
+           nb_optimizer_steps(opt));
+    status = 0;
+done:
+    nb_params_free(want);
+    nb_params_free(saved);
+    return status;
 }
 
 /* ------------------------------------------------------------ the picture */
@@ -280,12 +282,32 @@ static int draw_graph(const gpt *m, const size_t *text, nb_rng rng, const char *
 
 /* ------------------------------------------------------------ training */
 
-/* Linear warm-up to lr over `warmup` steps, then a cosine decay to lr/10
- * at the last step (nb_schedule's cosine, counted from the warm-up's end). */
-static double learning_rate(const options *o, long step) {
-    if (step <= o->warmup) return o->lr * (double)step / (double)(o->warmup + 1);
-    nb_schedule s = {.kind = NB_SCHEDULE_COSINE, .base_lr = o->lr, .total = o->steps - o->warmup, .min_lr = o->lr / 10};
-    return nb_schedule_lr(&s, step - o->warmup);
+/* AdamW (betas 0.9, 0.99, weight decay 0.01 on the matrices and
+ * embeddings, none on the biases and the norms' gains: the no-decay group),
+ * its rate rising linearly over the warm-up's steps from lr/(warmup+1) to
+ * lr·warmup/(warmup+1), then lr decaying along a cosine to lr/10 at the
+ * last step: the toolkit's schedule, which the optimizer follows by itself
+ * (the step count is in the checkpoint; the schedule, saved there too, is
+ * set again from this run's options after a resume). */
+static nb_status set_schedule(nb_optimizer *opt, const options *o) {
+    nb_schedule s = {.kind = NB_SCHEDULE_COSINE, .base_lr = o->lr, .total = o->steps - o->warmup,
+                     .min_lr = o->lr / 10, .warmup = o->warmup, .warmup_start = 1.0 / (double)(o->warmup + 1)};
+    nb_status st = nb_optimizer_set_lr(opt, o->lr);
+    return st == NB_OK ? nb_optimizer_set_schedule(opt, &s) : st;
+}
+
+static nb_optimizer *make_optimizer(const gpt *m, const options *o) {
+    nb_optimizer_opts oo;
+    nb_optimizer_defaults(&oo, NB_OPT_ADAMW); /* weight decay 0.01 */
+    oo.beta2 = 0.99;
+    oo.lr = o->lr;
+    nb_optimizer *opt = nb_optimizer_new(m->ps, &oo);
+    if (!opt || nb_optimizer_no_decay_group(opt) < 0 || set_schedule(opt, o) != NB_OK) {
+        fprintf(stderr, "gpt: %s\n", nb_last_error());
+        nb_optimizer_free(opt);
+        return NULL;
+    }
+    return opt;
 }
 
 typedef struct {
@@ -367,7 +389,6 @@ int main(int argc, char **argv) {
     vocabulary voc = {0};
     bigram big = {0};
     gpt m = {.T = (size_t)o.context, .d = (size_t)o.dim, .H = (size_t)o.heads, .L = (size_t)o.layers, .dropout = o.dropout};
-    train_state st = {0};
     gpt_cache cache = {0};
     batch bt = {NULL, NULL};
     nb_tape *tp = nb_tape_new();
@@ -415,22 +436,23 @@ int main(int argc, char **argv) {
            n_valid_w * T, bigram_best, k_best, add_one);
 
     m.V = voc.size;
-    if (gpt_init(&m, &init_rng) != NB_OK || !state_new(&st)) goto done;
+    if (gpt_init(&m, &init_rng) != NB_OK || !(opt = make_optimizer(&m, &o))) goto done;
     uint32_t hash = vocabulary_hash(&voc);
-    long step = 0, stop = o.stop_at && o.stop_at < o.steps ? o.stop_at : o.steps;
-    if (o.resume && load_checkpoint(&m, &st, &step, &rng, hash, o.resume)) goto done;
-    if (o.dot && draw_graph(&m, train, rng, o.dot)) goto done;
-    nb_optimizer_opts oo;
-    nb_optimizer_defaults(&oo, NB_OPT_ADAMW); /* weight decay 0.01 */
-    oo.beta2 = 0.99;
-    bt.ids = malloc((size_t)o.batch * T * sizeof *bt.ids);
-    bt.targets = nb_zeros(NULL, NB_F32, NB_SHAPE((size_t)o.batch, T));
-    if (!(opt = nb_optimizer_new(m.ps, &oo)) || !bt.ids || nb_tensor_status(bt.targets)) {
+    if (o.resume && load_checkpoint(&m, opt, &rng, hash, o.resume)) goto done;
+    if (o.resume && set_schedule(opt, &o) != NB_OK) { /* this run's --lr, --warmup and --steps */
         fprintf(stderr, "gpt: %s\n", nb_last_error());
         goto done;
     }
+    long step = nb_optimizer_steps(opt), stop = o.stop_at && o.stop_at < o.steps ? o.stop_at : o.steps;
+    if (o.dot && draw_graph(&m, train, rng, o.dot)) goto done;
+    bt.ids = malloc((size_t)o.batch * T * sizeof *bt.ids);
+    bt.targets = nb_zeros(NULL, NB_F32, NB_SHAPE((size_t)o.batch, T));
+    if (!bt.ids || nb_tensor_status(bt.targets)) {
+        fprintf(stderr, "gpt: out of memory\n");
+        goto done;
+    }
     printf("GPT: %zu blocks, width %zu, %zu heads, context %zu, %zu parameters; batch %ld, AdamW (betas 0.9, 0.99, "
-           "weight decay 0.01), lr %g after %ld warm-up steps, cosine to %g at step %ld, clip %g, dropout %g, %ld "
+           "weight decay 0.01 but none on biases and norms), lr %g after %ld warm-up steps, cosine to %g at step %ld, clip %g, dropout %g, %ld "
            "thread%s\n",
            m.L, m.d, m.H, m.T, gpt_count(&m), o.batch, o.lr, o.warmup, o.lr / 10, o.steps, o.clip, o.dropout,
            o.threads, o.threads > 1 ? "s" : "");
@@ -443,19 +465,20 @@ int main(int argc, char **argv) {
     long since = 0, first = step;
     while (step < stop) {
         step++;
-        if (nb_optimizer_set_lr(opt, learning_rate(&o, step)) != NB_OK) goto done;
         double loss = train_step(tp, &m, opt, &o, &bt, train, n_train, &rng);
         if (isnan(loss)) goto done;
         recent += loss, since++;
         if (step % o.log_every == 0 || step == stop) {
             double s = cli_seconds() - started;
-            printf("step %5ld  training loss %.6f  lr %.2e  %.1f s, %.0f ms per step\n", step, recent / (double)since,
-                   learning_rate(&o, step), s, 1e3 * s / (double)(step - first));
+            /* 8 decimals: float32 losses above 1/4 that differ print differently,
+             * so that comparing the lines (tests/examples.sh) compares the values */
+            printf("step %5ld  training loss %.8f  lr %.2e  %.1f s, %.0f ms per step\n", step, recent / (double)since,
+                   nb_optimizer_lr(opt), s, 1e3 * s / (double)(step - first));
             fflush(stdout);
             recent = 0, since = 0;
         }
     }
-    if (o.save && save_checkpoint(&m, &st, step, &rng, hash, o.save)) goto done;
+    if (o.save && save_checkpoint(&m, opt, &rng, hash, o.save)) goto done;
     double train_nats = model_nats(tp, &m, train, train_starts, n_train_w, (size_t)o.batch, &rng);
     double valid_nats = model_nats(tp, &m, valid, valid_starts, n_valid_w, (size_t)o.batch, &rng);
     if (isnan(train_nats) || isnan(valid_nats)) goto done;
@@ -507,7 +530,6 @@ done:
     gpt_cache_free(&cache, &m);
     nb_optimizer_free(opt);
     nb_params_free(m.ps);
-    nb_params_free(st.ps);
     nb_tape_free(tp);
     nb_tensor_free(bt.targets);
     free(bt.ids);

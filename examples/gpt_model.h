@@ -52,12 +52,21 @@ typedef struct {
     size_t len;                                       /* tokens cached */
 } gpt_cache;
 
-/* A parameter filled from N(0, std²), or with `value` when std is 0. */
+/* A weight drawn from N(0, std²) by the toolkit's initialiser (torch's
+ * normal_), as GPT-2 draws its weights. */
 static inline nb_tensor *gpt_param(nb_params *ps, const char *name, int ndim, const size_t *shape, double std,
-                            double value, nb_rng *rng) {
-    nb_tensor *t = nb_params_create(ps, name, NB_F32, ndim, shape, NB_INIT_ZEROS, 1, 1, rng);
+                                   nb_rng *rng) {
+    nb_init_opts o;
+    nb_init_defaults(&o, NB_INIT_NORMAL);
+    o.std = std;
+    return nb_params_create_init(ps, name, NB_F32, ndim, shape, &o, rng);
+}
+
+/* A bias (0) or a norm's gain (1): no random numbers drawn. */
+static inline nb_tensor *gpt_constant(nb_params *ps, const char *name, int ndim, const size_t *shape, double value) {
+    nb_tensor *t = nb_params_create(ps, name, NB_F32, ndim, shape, NB_INIT_ZEROS, 1, 1, NULL);
     float *w = nb_tensor_status(t) == NB_OK ? nb_tensor_data(t) : NULL;
-    for (size_t i = 0; w && i < nb_tensor_size(t); i++) w[i] = (float)(std > 0 ? std * nb_rng_normal(rng) : value);
+    for (size_t i = 0; w && i < nb_tensor_size(t); i++) w[i] = (float)value;
     return t;
 }
 
@@ -73,28 +82,28 @@ static inline nb_status gpt_init(gpt *m, nb_rng *rng) {
     if (!(m->ps = nb_params_new())) return NB_ERR_NOMEM;
     nb_params *ps = m->ps;
     double resid = 0.02 / sqrt(2.0 * (double)m->L);
-    m->wte = gpt_param(ps, "wte.weight", NB_SHAPE(V, d), 0.02, 0, rng);
-    m->wpe = gpt_param(ps, "wpe.weight", NB_SHAPE(T, d), 0.02, 0, rng);
+    m->wte = gpt_param(ps, "wte.weight", NB_SHAPE(V, d), 0.02, rng);
+    m->wpe = gpt_param(ps, "wpe.weight", NB_SHAPE(T, d), 0.02, rng);
     for (size_t l = 0; l < m->L; l++) {
         gpt_block *b = &m->block[l];
         char name[64];
 #define GPT_NAME(s) (snprintf(name, sizeof name, "h.%zu.%s", l, s), name)
-        b->ln1_w = gpt_param(ps, GPT_NAME("ln_1.weight"), NB_SHAPE(d), 0, 1, rng);
-        b->ln1_b = gpt_param(ps, GPT_NAME("ln_1.bias"), NB_SHAPE(d), 0, 0, rng);
-        b->qkv_w = gpt_param(ps, GPT_NAME("attn.c_attn.weight"), NB_SHAPE(3 * d, d), 0.02, 0, rng);
-        b->qkv_b = gpt_param(ps, GPT_NAME("attn.c_attn.bias"), NB_SHAPE(3 * d), 0, 0, rng);
-        b->o_w = gpt_param(ps, GPT_NAME("attn.c_proj.weight"), NB_SHAPE(d, d), resid, 0, rng);
-        b->o_b = gpt_param(ps, GPT_NAME("attn.c_proj.bias"), NB_SHAPE(d), 0, 0, rng);
-        b->ln2_w = gpt_param(ps, GPT_NAME("ln_2.weight"), NB_SHAPE(d), 0, 1, rng);
-        b->ln2_b = gpt_param(ps, GPT_NAME("ln_2.bias"), NB_SHAPE(d), 0, 0, rng);
-        b->fc_w = gpt_param(ps, GPT_NAME("mlp.c_fc.weight"), NB_SHAPE(4 * d, d), 0.02, 0, rng);
-        b->fc_b = gpt_param(ps, GPT_NAME("mlp.c_fc.bias"), NB_SHAPE(4 * d), 0, 0, rng);
-        b->proj_w = gpt_param(ps, GPT_NAME("mlp.c_proj.weight"), NB_SHAPE(d, 4 * d), resid, 0, rng);
-        b->proj_b = gpt_param(ps, GPT_NAME("mlp.c_proj.bias"), NB_SHAPE(d), 0, 0, rng);
+        b->ln1_w = gpt_constant(ps, GPT_NAME("ln_1.weight"), NB_SHAPE(d), 1);
+        b->ln1_b = gpt_constant(ps, GPT_NAME("ln_1.bias"), NB_SHAPE(d), 0);
+        b->qkv_w = gpt_param(ps, GPT_NAME("attn.c_attn.weight"), NB_SHAPE(3 * d, d), 0.02, rng);
+        b->qkv_b = gpt_constant(ps, GPT_NAME("attn.c_attn.bias"), NB_SHAPE(3 * d), 0);
+        b->o_w = gpt_param(ps, GPT_NAME("attn.c_proj.weight"), NB_SHAPE(d, d), resid, rng);
+        b->o_b = gpt_constant(ps, GPT_NAME("attn.c_proj.bias"), NB_SHAPE(d), 0);
+        b->ln2_w = gpt_constant(ps, GPT_NAME("ln_2.weight"), NB_SHAPE(d), 1);
+        b->ln2_b = gpt_constant(ps, GPT_NAME("ln_2.bias"), NB_SHAPE(d), 0);
+        b->fc_w = gpt_param(ps, GPT_NAME("mlp.c_fc.weight"), NB_SHAPE(4 * d, d), 0.02, rng);
+        b->fc_b = gpt_constant(ps, GPT_NAME("mlp.c_fc.bias"), NB_SHAPE(4 * d), 0);
+        b->proj_w = gpt_param(ps, GPT_NAME("mlp.c_proj.weight"), NB_SHAPE(d, 4 * d), resid, rng);
+        b->proj_b = gpt_constant(ps, GPT_NAME("mlp.c_proj.bias"), NB_SHAPE(d), 0);
 #undef GPT_NAME
     }
-    m->lnf_w = gpt_param(ps, "ln_f.weight", NB_SHAPE(d), 0, 1, rng);
-    m->lnf_b = gpt_param(ps, "ln_f.bias", NB_SHAPE(d), 0, 0, rng);
+    m->lnf_w = gpt_constant(ps, "ln_f.weight", NB_SHAPE(d), 1);
+    m->lnf_b = gpt_constant(ps, "ln_f.bias", NB_SHAPE(d), 0);
     if (nb_params_count(ps) != 4 + 12 * m->L) {
         fprintf(stderr, "gpt: %s\n", nb_last_error());
         return nb_last_status() ? nb_last_status() : NB_ERR_NOMEM;

@@ -188,22 +188,26 @@ check "charlm --bench" bash -c "timeout 60 '$bin/charlm' --bench --hidden 16 --b
   grep -Eq 'ms per training step, 0 allocations after warm-up$' '$tmp/last'"
 
 # gpt: a character-level GPT on fortunes: the held-out loss falls from its
-# start, a checkpoint resumes at the step it stopped with the same loss the
-# uninterrupted run had there, and the KV cache writes the text that
-# recomputing the prefix writes
+# start, a checkpoint resumes exactly (every later step's loss, the held-out
+# figures and the samples are those of the uninterrupted run, on 1 thread
+# and when resumed on 2), and the KV cache writes the text that recomputing
+# the prefix writes
 tiny="--steps 40 --warmup 5 --log-every 1 --eval-chars 2048 --layers 2 --dim 32 --heads 2 --context 32 --batch 8"
+# the steps after $1 in the output $2 (their number and loss, printed with
+# 8 decimals), the held-out figures and the samples' text
+after_step() { awk -v k="$1" '/^step / {if ($2 > k) print $2, $5; next} /^sampling:/ {next} /^after / || /^sample / || s {print} /^sample / {s = 1}' "$2"; }
+export -f after_step
 if [ -r /usr/share/games/fortunes/fortunes ] && [ -r /usr/share/games/fortunes/art ]; then
   check "gpt loss falls, KV cache text" bash -c "'$bin/gpt' $tiny --samples 2 --sample-chars 80 > '$tmp/last' 2>&1 &&
     grep -q 'a vocabulary of 113;' '$tmp/last' &&
     awk '/^before training:/ {a = \$4} /^after 40 steps:/ {b = \$7} END {exit !(a > 4.5 && b < a - 0.8)}' '$tmp/last' &&
     grep -q 'the same text both ways: yes (2 of 2 samples)' '$tmp/last' && test \$(grep -c '^sample [12] ' '$tmp/last') = 2"
-  check "gpt resume" bash -c "'$bin/gpt' $tiny --samples 0 > '$tmp/whole' 2>&1 &&
+  check "gpt resume: every later step" bash -c "'$bin/gpt' $tiny --samples 1 --sample-chars 80 > '$tmp/whole' 2>&1 &&
     '$bin/gpt' $tiny --samples 0 --stop-at 20 --save '$tmp/gpt.nbp' > '$tmp/first' 2>&1 &&
-    grep -q '^checkpoint at step 20:' '$tmp/first' && ! grep -q '^step    21' '$tmp/first' &&
-    '$bin/gpt' $tiny --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1 &&
-    grep -q 'resumed from .* at step 20' '$tmp/last' && ! grep -q '^step    20' '$tmp/last' &&
-    test \"\$(grep '^step    21' '$tmp/last' | cut -c1-36)\" = \"\$(grep '^step    21' '$tmp/whole' | cut -c1-36)\" &&
-    grep -q '^step    40' '$tmp/last'"
+    grep -q '^checkpoint at step 20 ' '$tmp/first' && ! grep -q '^step    21' '$tmp/first' &&
+    '$bin/gpt' $tiny --samples 1 --sample-chars 80 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1 &&
+    grep -q 'resumed from .* at step 20 ' '$tmp/last' && ! grep -q '^step    20' '$tmp/last' &&
+    test \$(after_step 20 '$tmp/last' | grep -c '^[0-9]') = 20 && diff <(after_step 20 '$tmp/whole') <(after_step 20 '$tmp/last')"
   check "gpt --dot" bash -c "'$bin/gpt' $tiny --steps 1 --warmup 0 --samples 0 --dot '$tmp/gpt.dot' > '$tmp/last' 2>&1 &&
     dot -Tsvg '$tmp/gpt.dot' -o /dev/null && grep -q 'label=\"block 2\"' '$tmp/gpt.dot' && grep -q 'attention' '$tmp/gpt.dot'"
   check "gpt unwritable --dot" bash -c "'$bin/gpt' $tiny --steps 1 --warmup 0 --samples 0 --dot /nonexistent/gpt.dot > '$tmp/last' 2>&1;
@@ -212,11 +216,16 @@ if [ -r /usr/share/games/fortunes/fortunes ] && [ -r /usr/share/games/fortunes/a
   split="--steps 20 --warmup 5 --log-every 1 --eval-chars 2048 --layers 2 --dim 64 --heads 2 --context 64 --batch 8 --samples 1 --sample-chars 60"
   check "gpt same numbers on 2 threads" bash -c "'$bin/gpt' $split > '$tmp/one' 2>&1 && '$bin/gpt' $split --threads 2 > '$tmp/two' 2>&1 &&
     diff <(grep -v 'ms per step\\|per second\\|thread' '$tmp/one') <(grep -v 'ms per step\\|per second\\|thread' '$tmp/two') &&
-    diff <(grep '^step' '$tmp/one' | cut -c1-36) <(grep '^step' '$tmp/two' | cut -c1-36) && grep -q '^after 20 steps' '$tmp/two'"
-  check "gpt resume another model" bash -c "'$bin/gpt' $tiny --dim 16 --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
-    test \$? = 1 && grep -q 'gpt.nbp was trained with a vocabulary of 113 characters .* --dim 32 .* --dim 16' '$tmp/last'"
-  check "gpt resume without FILE.train" bash -c "rm '$tmp/gpt.nbp.train' && '$bin/gpt' $tiny --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
-    test \$? = 1 && grep -q 'needs the FILE.train that --save wrote' '$tmp/last'"
+    diff <(after_step 0 '$tmp/one') <(after_step 0 '$tmp/two') && grep -q '^after 20 steps' '$tmp/two'"
+  check "gpt resume on 2 threads, safetensors" bash -c "'$bin/gpt' $split --samples 0 --stop-at 7 --save '$tmp/gpt.safetensors' > '$tmp/first' 2>&1 &&
+    '$bin/gpt' $split --threads 2 --resume '$tmp/gpt.safetensors' > '$tmp/last' 2>&1 && grep -q 'resumed from .* at step 7 ' '$tmp/last' &&
+    test \$(after_step 7 '$tmp/last' | grep -c '^[0-9]') = 13 && diff <(after_step 7 '$tmp/one') <(after_step 7 '$tmp/last')"
+  check "gpt resume another model" bash -c "'$bin/gpt' $tiny --heads 4 --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
+    test \$? = 1 && grep -q 'gpt.nbp was trained with a vocabulary of 113 characters .* --heads 2 .* --heads 4' '$tmp/last'"
+  check "gpt resume a cut checkpoint" bash -c "head -c 100000 '$tmp/gpt.nbp' > '$tmp/cut.nbp' && cp '$tmp/gpt.nbp.config' '$tmp/cut.nbp.config' &&
+    '$bin/gpt' $tiny --samples 0 --resume '$tmp/cut.nbp' > '$tmp/last' 2>&1; test \$? = 1 && grep -q 'nb_checkpoint_load: .*cut.nbp' '$tmp/last'"
+  check "gpt resume without FILE.config" bash -c "rm '$tmp/gpt.nbp.config' && '$bin/gpt' $tiny --samples 0 --resume '$tmp/gpt.nbp' > '$tmp/last' 2>&1;
+    test \$? = 1 && grep -q 'needs the FILE.config that --save wrote' '$tmp/last'"
 else
   skipped=$((skipped + 1)); echo "skipped: gpt (apt-get install fortunes)"
 fi
