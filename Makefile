@@ -120,8 +120,8 @@ $(BUILD)/bench/adolc_projectile: bench/adolc_projectile.cpp bench/projectile.h
 
 # Benchmarks beside their references (bare CBLAS, PyTorch when installed):
 # see bench/run.py.  `make bench QUICK=1` for a short run, `make bench ONLY=gpt`
-# (or ONLY=scalar: the projectile beside ADOL-C)
-# for the GPT and attention tables alone.
+# for the GPT and attention tables alone, `make bench ONLY=scalar` for the
+# projectile beside ADOL-C.
 bench: deps-build $(BENCHES) $(ADOLC_BENCH)
 	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,) $(if $(ONLY),--only $(ONLY),)
 
