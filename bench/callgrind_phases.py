@@ -19,10 +19,10 @@ import tempfile
 PHASES = [
     ("argument checks", r"^(nb_check|nb_check_slow|checked_size|binary_same_shape|nb_broadcast_shape|"
                         r"nb_check_inputs|nb_check_same_dtype)$"),
-    ("tensor header", r"^(nb_tensor_alloc|nb_result|nb_header_bytes|data_offset|nb_scalar_result)$"),
-    ("arena allocation", r"^(nb_headers_alloc|nb_headers_alloc_slow|nb_header_alloc|nb_arena_alloc|"
+    ("tensor header", r"^(nb_tensor_alloc|nb_result|nb_result_like|nb_header_bytes|data_offset|nb_scalar_result)$"),
+    ("arena allocation", r"^(nb_headers_alloc|nb_headers_alloc_slow|nb_has_grad_slot|nb_header_alloc|nb_arena_alloc|"
                          r"nb_chunk_bump|nb_arena_alloc_slow|nb_tape_alloc|nb_grad_alloc|nb_grad_block)$"),
-    ("tape entry", r"^(nb_record|nb_emit|nb_clock_for_recording|nb_tape_grow|nb_record_many)$"),
+    ("tape entry", r"^(nb_record|nb_emit|nb_emit_like|nb_clock_for_recording|nb_tape_grow|nb_record_many)$"),
     ("op entry point", r"^(binary|unary|unary_scalar|nb_\w+_)$"),
     ("forward kernel", r"^(nb_run|nb_parallel|nb_parallel_for|\w+_forward|\w+_forward_range|"
                        r"UNARY_OP\w*|BINARY_FORWARD|scalar_forward\w*)$"),

@@ -50,6 +50,8 @@ struct nb_tensor {
     bool is_leaf;          /* made by the user, not by an op */
     uint8_t home : 2;      /* NB_HOME_*: on the heap or on `tape`; NONE for a retired header */
     uint8_t sgd : 2;       /* NB_SGD_*: during nb_backward_sgd only */
+    uint8_t grad_slot : 1; /* a 1-element tape tensor's first gradient took the slot after its
+                              value (nb_grad_alloc); later ones come from the arena */
     uint8_t uses;          /* entries that read it (an input used twice counts twice), up to 255:
                               only whether it is exactly 1 matters (nb_grad_share) */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
@@ -431,6 +433,32 @@ void *nb_tape_alloc(nb_tape *tp, size_t bytes);
  * arena. */
 static inline void *nb_header_alloc(nb_tape *tp, size_t bytes) { return nb_headers_alloc(&tp->headers, bytes); }
 
+/* A 1-element tape tensor keeps its value right after its header, in a
+ * block of header + NB_SLOT_BYTES: the value, then its first gradient (the
+ * slot; a gradient allocated per op in bulk with the op's header). */
+#define NB_SLOT_BYTES 16
+static inline bool nb_has_grad_slot(const nb_tensor *t) {
+    return t->home == NB_HOME_TAPE && t->size == 1 && !t->grad_slot &&
+           t->data == (const char *)t + nb_header_bytes(t->ndim);
+}
+/* An op result of x's dtype and shape: for a 1-element x, made here (no
+ * shape to check: x's is valid), else by nb_result. */
+static inline nb_tensor *nb_result_like(nb_tape *tp, const nb_tensor *x, const char *op, const char *file,
+                                        int line) {
+    if (x->size == 1) {
+        size_t header = nb_header_bytes(x->ndim);
+        nb_tensor *t = nb_header_alloc(tp, header + NB_SLOT_BYTES);
+        if (t) {
+            *t = (nb_tensor){.dtype = x->dtype, .ndim = x->ndim, .size = 1, .data = (char *)t + header,
+                             .status = NB_OK, .home = NB_HOME_TAPE, .tape = tp, .name = nb_unnamed,
+                             .generation = tp->generation};
+            for (int d = 0; d < x->ndim; d++) t->shape[d] = 1;
+            return t;
+        }
+    }
+    return nb_result(tp, x->dtype, x->ndim, x->shape, op, file, line);
+}
+
 /* Doubles the tape's entry array; false (and the tape errored) on failure. */
 bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line);
 
@@ -481,6 +509,18 @@ static inline nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file
 static inline nb_entry *nb_emit(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in, nb_dtype dt,
                                 int ndim, const size_t *shape, const char *file, int line, nb_tensor **failed) {
     nb_tensor *out = nb_result(tp, dt, ndim, shape, op->name, file, line);
+    if (out->status != NB_OK) {
+        *failed = out;
+        return NULL;
+    }
+    nb_entry *e = nb_record(tp, op, out, n_in, in, file, line);
+    if (!e) *failed = nb_nil(NB_ERR_NOMEM);
+    return e;
+}
+/* The same for an op whose result has the dtype and shape of input `like`. */
+static inline nb_entry *nb_emit_like(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in,
+                                     const nb_tensor *like, const char *file, int line, nb_tensor **failed) {
+    nb_tensor *out = nb_result_like(tp, like, op->name, file, line);
     if (out->status != NB_OK) {
         *failed = out;
         return NULL;

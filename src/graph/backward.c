@@ -15,6 +15,10 @@
 #include <string.h>
 
 void *nb_grad_alloc(nb_tape *tp, nb_tensor *t) {
+    if (nb_has_grad_slot(t)) { /* never reused: a later gradient comes from the arena */
+        t->grad_slot = 1;
+        return t->grad = (char *)t->data + sizeof(double);
+    }
     size_t bytes = t->size * nb_dtype_size(t->dtype);
     t->grad = nb_on_tape(t) ? nb_tape_alloc(tp, bytes) : nb_malloc_aligned(bytes);
     if (!t->grad) nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "nb_backward: cannot allocate a %zu-byte gradient", bytes);

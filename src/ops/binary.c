@@ -60,9 +60,10 @@ static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *o
     p->nd = m + 1;
 }
 
-/* No broadcasting at all: both inputs have the output's size. */
+/* No broadcasting at all: both inputs have the output's size (always so
+ * for a 1-element output). */
 static bool same_shapes(const nb_entry *e) {
-    return e->in[0]->size == e->out->size && e->in[1]->size == e->out->size;
+    return e->out->size == 1 || (e->in[0]->size == e->out->size && e->in[1]->size == e->out->size);
 }
 
 /* Visits the output row by row (a row runs along the last merged dimension);
@@ -289,13 +290,15 @@ static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *
     nb_tensor *in[2] = {a, b};
     nb_tensor *failed = nb_check(tp, op, file, line, 2, in);
     if (failed) return failed;
-    int nd = a->ndim;
-    size_t shape[NB_MAX_DIMS];
     bool same = a->ndim == b->ndim;
-    for (int d = 0; same && d < nd; d++) same = a->shape[d] == b->shape[d];
-    if (same) /* the common case: nothing to broadcast */
-        for (int d = 0; d < nd; d++) shape[d] = a->shape[d];
-    else if (!nb_broadcast_shape(2, in, &nd, shape)) {
+    for (int d = 0; same && d < a->ndim; d++) same = a->shape[d] == b->shape[d];
+    if (same) { /* the common case: nothing to broadcast */
+        nb_entry *e = nb_emit_like(tp, op, 2, in, a, file, line, &failed);
+        return e ? nb_run(e) : failed;
+    }
+    int nd;
+    size_t shape[NB_MAX_DIMS];
+    if (!nb_broadcast_shape(2, in, &nd, shape)) {
         char sa[128], sb[128];
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
                        "%s: shapes %s and %s do not broadcast (aligned from the right, each "
