@@ -473,8 +473,23 @@ static inline nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, 
                                   const char *file, int line) {
     if (tp->n_entries == tp->cap_entries && !nb_tape_grow(tp, op, file, line)) return NULL;
     nb_entry *e = &tp->entries[tp->n_entries++];
-    *e = (nb_entry){.op = op, .out = out, .n_in = n_in, .file = file, .line = line, .scope = tp->current_scope,
-                    .stamp = nb_clock_for_recording()};
+    /* Field by field: a compound literal here became `rep stosq` over the
+     * 96 bytes, whose start-up cost on every op exceeded the stores (the
+     * projectile: bench_scalar, bench/callgrind_phases.py). */
+    e->op = op;
+    e->out = out;
+    e->in[0] = e->in[1] = e->in[2] = NULL;
+    e->scalar = 0;
+    e->saved = NULL;
+    e->file = file;
+    e->contrib = NULL;
+    e->n_in = n_in;
+    e->axis = 0;
+    e->line = line;
+    e->scope = tp->current_scope;
+    e->stamp = nb_clock_for_recording();
+    e->flag0 = e->flag1 = e->user = false;
+    e->phase = 0;
     if (n_in > NB_MAX_INPUTS && !nb_record_many(tp, e, in)) return NULL;
     bool requires = false;
     for (int i = 0; i < n_in; i++) {
@@ -649,13 +664,7 @@ static inline void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate) 
     t->grad_state = NB_GRAD_SET;
     return t->grad;
 }
-/* For an input x whose gradient is exactly the output's (local derivative 1,
- * same shape): when x is an op result read by this entry alone, x simply
- * shares the output's gradient buffer and true is returned, so the caller
- * skips the copy.  Not in explain mode or with a backward hook, where the
- * pictures need every gradient in its own buffer. */
-bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out);
-/* Same, but the buffer is zeroed first when fresh, so callers always add
+/* nb_grad_target, but the buffer is zeroed first when fresh, so callers always add
  * (used when contributions scatter, as in broadcasting). */
 void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t);
 /* Does t hold a gradient from the current backward pass?  An op result's
@@ -664,6 +673,22 @@ void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t);
 static inline bool nb_grad_live(const nb_tensor *t) {
     if (!t->grad || t->grad_state == NB_GRAD_NONE || t->grad_state == NB_GRAD_APPLIED) return false;
     return t->is_leaf || !t->tape || t->grad_pass == t->tape->pass;
+}
+
+/* For an input x whose gradient is exactly the output's (local derivative 1,
+ * same shape): when x is an op result read by this entry alone, x simply
+ * shares the output's gradient buffer and true is returned, so the caller
+ * skips the copy.  Not in explain mode or with a backward hook, where the
+ * pictures need every gradient in its own buffer.  (Inline: scalar code
+ * runs it for most adds.) */
+static inline bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out) {
+    if (tp->explain || tp->hook || x->is_leaf || x->uses != 1 || x->size != out->size ||
+        x->dtype != out->dtype || nb_grad_live(x) || (tp->nested && !nb_keep_for_outer(tp, x)))
+        return false;
+    x->grad = out->grad;
+    x->grad_state = NB_GRAD_SET;
+    x->grad_pass = tp->pass;
+    return true;
 }
 
 /* The entry's recorded contribution of input k, if from the latest pass. */

@@ -37,16 +37,6 @@ void nb_fail_applied(nb_tape *tp, const nb_tensor *t, const char *file, int line
                  t->name, nb_format_shape(t->ndim, t->shape, shape, sizeof shape));
 }
 
-bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out) {
-    if (tp->explain || tp->hook || x->is_leaf || x->uses != 1 || x->size != out->size ||
-        x->dtype != out->dtype || nb_grad_live(x) || (tp->nested && !nb_keep_for_outer(tp, x)))
-        return false;
-    x->grad = out->grad;
-    x->grad_state = NB_GRAD_SET;
-    x->grad_pass = tp->pass;
-    return true;
-}
-
 void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t) {
     bool accumulate;
     void *g = nb_grad_target(tp, t, &accumulate);

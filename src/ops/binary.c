@@ -60,10 +60,9 @@ static void make_plan(const nb_tensor *a, const nb_tensor *b, const nb_tensor *o
     p->nd = m + 1;
 }
 
-/* No broadcasting at all: both inputs have the output's size (always so
- * for a 1-element output). */
+/* No broadcasting at all: both inputs have the output's size. */
 static bool same_shapes(const nb_entry *e) {
-    return e->out->size == 1 || (e->in[0]->size == e->out->size && e->in[1]->size == e->out->size);
+    return e->in[0]->size == e->out->size && e->in[1]->size == e->out->size;
 }
 
 /* Visits the output row by row (a row runs along the last merged dimension);
@@ -110,7 +109,18 @@ static bool same_shapes(const nb_entry *e) {
 
 /* Defines the forward of an op from EXPR in terms of a and b. */
 #define BINARY_FORWARD(name, EXPR)                                                          \
+    static void name##_forward_any(nb_entry *e);                                            \
     static void name##_forward(nb_entry *e) {                                               \
+        if (e->out->size != 1) {                                                            \
+            name##_forward_any(e);                                                          \
+            return;                                                                         \
+        }                                                                                   \
+        NB_DISPATCH(e->out->dtype, { /* scalar code: one element, nothing to plan */        \
+            const T a = *(const T *)e->in[0]->data, b = *(const T *)e->in[1]->data;        \
+            *(T *)e->out->data = (EXPR);                                                    \
+        });                                                                                 \
+    }                                                                                       \
+    static void name##_forward_any(nb_entry *e) {                                           \
         bcast_plan p;                                                                       \
         bool same = same_shapes(e);                                                         \
         if (!same) make_plan(e->in[0], e->in[1], e->out, &p);                               \
@@ -141,7 +151,32 @@ static bool same_shapes(const nb_entry *e) {
  * was not broadcast gets each element once and may be overwritten on the
  * first contribution; a broadcast one collects sums and is zeroed first. */
 #define BINARY_BACKWARD(name, DA, DB, ONE_A, ONE_B)                                         \
+    static void name##_backward_any(nb_entry *e);                                           \
     static void name##_backward(nb_entry *e) {                                              \
+        if (e->out->size != 1) {                                                            \
+            name##_backward_any(e);                                                         \
+            return;                                                                         \
+        }                                                                                   \
+        /* scalar code: one element, the same arithmetic as the loop below */               \
+        nb_tape *tp = e->out->tape;                                                         \
+        for (int which = 0; which < 2; which++) {                                           \
+            nb_tensor *x = e->in[which];                                                    \
+            if (!x->requires_grad) continue;                                                \
+            if ((which ? ONE_B : ONE_A) && nb_grad_share(tp, x, e->out)) continue;          \
+            bool acc;                                                                       \
+            void *gx_ = nb_grad_target(tp, x, &acc);                                        \
+            if (!gx_) return;                                                               \
+            NB_DISPATCH(e->out->dtype, {                                                    \
+                const T a = *(const T *)e->in[0]->data, b = *(const T *)e->in[1]->data;    \
+                const T y = *(const T *)e->out->data;                                       \
+                (void)a, (void)b, (void)y;                                                  \
+                const T d = *(const T *)e->out->grad * (which == 0 ? (DA) : (DB));          \
+                T *GX = gx_;                                                                \
+                *GX = acc ? *GX + d : d;                                                    \
+            });                                                                             \
+        }                                                                                   \
+    }                                                                                       \
+    static void name##_backward_any(nb_entry *e) {                                          \
         nb_tape *tp = e->out->tape;                                                         \
         bcast_plan p;                                                                       \
         bool same = same_shapes(e);                                                         \
