@@ -379,6 +379,10 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
     else
         *(double *)g = 1.0;
 
+    /* Plain: no explain mode, anomaly mode, hook or progress callback, so a
+     * built-in op's backward is all there is to run (only the user's code
+     * can change that: worked out again after it runs). */
+    bool plain = !tp->explain && !tp->anomaly && !tp->hook && !tp->progress;
     for (size_t i = last; i-- > 0;) {
         nb_entry *e = &tp->entries[i];
         /* Skip entries that lead to no parameter, and those that do not lead
@@ -391,6 +395,11 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
         }
         /* (no write at all since the entry was recorded: nothing to check) */
         if (e->stamp != clock && !nb_entry_unchanged(tp, e, "nb_backward")) return tp->status;
+        if (plain && !e->user) {
+            e->op->backward(e);
+            if (tp->status != NB_OK) return tp->status;
+            continue;
+        }
         void **before = NULL;
         bool explained = !tp->explain || snapshot_inputs(tp, e, &before);
         if (explained && e->user) { /* the user's code: it may record ops (moving e), write, run passes */
@@ -412,6 +421,7 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
             clock = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
         }
         if (tp->progress) tp->progress(tp, i, tp->progress_user);
+        plain = !tp->explain && !tp->anomaly && !tp->hook && !tp->progress;
     }
     return NB_OK;
 }
