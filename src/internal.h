@@ -50,8 +50,7 @@ struct nb_tensor {
     bool is_leaf;          /* made by the user, not by an op */
     uint8_t home : 2;      /* NB_HOME_*: on the heap or on `tape`; NONE for a retired header */
     uint8_t sgd : 2;       /* NB_SGD_*: during nb_backward_sgd only */
-    uint8_t grad_slot : 1; /* a 1-element tape tensor's first gradient took the slot after its
-                              value (nb_grad_alloc); later ones come from the arena */
+    uint8_t grad_slot : 1; /* its first gradient took the slot after its value (NB_SLOT_BYTES) */
     uint8_t uses;          /* entries that read it (an input used twice counts twice), up to 255:
                               only whether it is exactly 1 matters (nb_grad_share) */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
@@ -445,18 +444,18 @@ static inline bool nb_has_grad_slot(const nb_tensor *t) {
  * shape to check: x's is valid), else by nb_result. */
 static inline nb_tensor *nb_result_like(nb_tape *tp, const nb_tensor *x, const char *op, const char *file,
                                         int line) {
-    if (x->size == 1) {
-        size_t header = nb_header_bytes(x->ndim);
-        nb_tensor *t = nb_header_alloc(tp, header + NB_SLOT_BYTES);
-        if (t) {
-            *t = (nb_tensor){.dtype = x->dtype, .ndim = x->ndim, .size = 1, .data = (char *)t + header,
-                             .status = NB_OK, .home = NB_HOME_TAPE, .tape = tp, .name = nb_unnamed,
-                             .generation = tp->generation};
-            for (int d = 0; d < x->ndim; d++) t->shape[d] = 1;
-            return t;
-        }
+    if (x->size != 1) return nb_result(tp, x->dtype, x->ndim, x->shape, op, file, line);
+    size_t header = nb_header_bytes(x->ndim);
+    nb_tensor *t = nb_header_alloc(tp, header + NB_SLOT_BYTES);
+    if (!t) { /* as nb_tensor_alloc says it */
+        char buf[128];
+        return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: cannot allocate %zu bytes for %s", op,
+                       header + nb_dtype_size(x->dtype), nb_format_shape(x->ndim, x->shape, buf, sizeof buf));
     }
-    return nb_result(tp, x->dtype, x->ndim, x->shape, op, file, line);
+    *t = (nb_tensor){.dtype = x->dtype, .ndim = x->ndim, .size = 1, .data = (char *)t + header, .status = NB_OK,
+                     .home = NB_HOME_TAPE, .tape = tp, .name = nb_unnamed, .generation = tp->generation};
+    for (int d = 0; d < x->ndim; d++) t->shape[d] = 1;
+    return t;
 }
 
 /* Doubles the tape's entry array; false (and the tape errored) on failure. */
@@ -473,20 +472,10 @@ static inline nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, 
                                   const char *file, int line) {
     if (tp->n_entries == tp->cap_entries && !nb_tape_grow(tp, op, file, line)) return NULL;
     nb_entry *e = &tp->entries[tp->n_entries++];
-    /* Field by field: a compound literal here became `rep stosq` over the
-     * 96 bytes, whose start-up cost on every op exceeded the stores (the
-     * projectile: bench_scalar, bench/callgrind_phases.py). */
-    e->op = op;
-    e->out = out;
-    e->in[0] = e->in[1] = e->in[2] = NULL;
-    e->scalar = 0;
-    e->saved = NULL;
-    e->file = file;
-    e->contrib = NULL;
-    e->n_in = n_in;
-    e->axis = 0;
-    e->line = line;
-    e->scope = tp->current_scope;
+    /* Field by field: a compound literal became a `rep stosq` per op. */
+    e->op = op, e->out = out, e->in[0] = e->in[1] = e->in[2] = NULL;
+    e->scalar = 0, e->saved = NULL, e->file = file, e->contrib = NULL;
+    e->n_in = n_in, e->axis = 0, e->line = line, e->scope = tp->current_scope;
     e->stamp = nb_clock_for_recording();
     e->flag0 = e->flag1 = e->user = false;
     e->phase = 0;
