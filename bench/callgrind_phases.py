@@ -6,6 +6,9 @@ source is) into the phases of an op's life, by the function the line
 belongs to.  Instruction counts do not depend on the machine's load.
 
     /usr/bin/python3 bench/callgrind_phases.py BUILD_DIR [--steps N] [--by-function]
+
+With ADOL-C's benchmark built (BUILD_DIR/bench/adolc_projectile), also
+prints its instructions per gradient, counted the same way.
 """
 import argparse
 import collections
@@ -90,9 +93,9 @@ def self_costs(path):
     return costs
 
 
-def run(build, reps, steps, out):
+def run(build, reps, steps, out, program="bench_scalar"):
     cmd = ["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no",
-           f"--callgrind-out-file={out}", os.path.join(build, "bench", "bench_scalar"), "--reps", str(reps),
+           f"--callgrind-out-file={out}", os.path.join(build, "bench", program), "--reps", str(reps),
            "--steps", str(steps)]
     subprocess.run(cmd, check=True, capture_output=True)
     return self_costs(out)
@@ -128,7 +131,13 @@ def main():
     for phase, _ in PHASES + [("other", "")]:
         if phases[phase]:
             print(f"  {phase:<24} {phases[phase]:7.1f}  {100 * phases[phase] / total:5.1f}%")
-    print(f"  {'total':<24} {total:7.1f}")
+    print(f"  {'total':<24} {total:7.1f}   ({total * ops / 1e6:.1f} M a gradient)")
+    if os.path.exists(os.path.join(args.build, "bench", "adolc_projectile")):
+        with tempfile.TemporaryDirectory() as tmp:
+            a = run(args.build, r1, args.steps, os.path.join(tmp, "a"), "adolc_projectile")
+            b = run(args.build, r2, args.steps, os.path.join(tmp, "b"), "adolc_projectile")
+        adolc = (sum(b.values()) - sum(a.values())) / (r2 - r1)
+        print(f"ADOL-C, retaping: {adolc / 1e6:.1f} M instructions a gradient, {adolc / ops:.1f} per nabla op")
     if args.by_function:
         print("\nBy function (own instructions per op, inlined code where its source is):")
         for (src, fn), n in per_op.most_common():
