@@ -11,10 +11,13 @@ static inline double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* CPU time of the process: immune to time the machine gives to others. */
-static inline double cpu_now(void) {
+/* CPU time of the calling thread, for single-threaded benchmarks: immune
+ * to time the machine gives to others, and to OpenBLAS's idle threads,
+ * which spin (sched_yield) for a while after the library loads and would
+ * count in the process's CPU time. */
+static inline double thread_cpu_seconds(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 

@@ -4,8 +4,8 @@
  * respect to the launch angle and speed on every run (retaped, as
  * bench/adolc_projectile.cpp does with ADOL-C).  Prints the gradient to 17
  * digits, checks it against central differences of the plain-double
- * function, and times a gradient (reset, record, backward) in CPU time,
- * median of R runs on a warm tape.
+ * function, and times a gradient (reset, record, backward) in the thread's
+ * CPU time, median of R runs on a warm tape.
  *
  *   bench_scalar [--reps R] [--steps N] [--csv]
  * --csv prints one line: nabla,ms per gradient,ns per op,ops,df/dtheta,df/ds
@@ -58,13 +58,13 @@ int main(int argc, char **argv) {
         nb_tape_reset(tp);
         nb_zero_grad(theta);
         nb_zero_grad(speed);
-        double t0 = cpu_now();
+        double t0 = thread_cpu_seconds();
         nb_tensor *out = projectile(tp, theta, speed, steps);
         if (nb_backward(out) != NB_OK) {
             fprintf(stderr, "bench_scalar: %s\n", nb_last_error());
             return 1;
         }
-        double t1 = cpu_now();
+        double t1 = thread_cpu_seconds();
         if (r >= 0) ms[r] = (t1 - t0) * 1e3;
         f = nb_item(out);
         g[0] = nb_grad_get(theta, 0);
@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
         printf("nabla,%.6f,%.3f,%zu,%.17g,%.17g\n", med, med * 1e6 / (double)ops, ops, g[0], g[1]);
     } else {
         printf("Projectile, %d steps, %zu ops, retaped each run: %.3f ms per gradient, %.1f ns per op "
-               "(CPU time, median of %d)\n", steps, ops, med, med * 1e6 / (double)ops, reps);
+               "(thread CPU time, median of %d)\n", steps, ops, med, med * 1e6 / (double)ops, reps);
         printf("f = %.17g\ndf/dtheta = %.17g (central differences %.17g, rel %.1e)\n"
                "df/dspeed = %.17g (central differences %.17g, rel %.1e)\n", f, g[0], fd[0],
                fabs(g[0] - fd[0]) / fabs(fd[0]), g[1], fd[1], fabs(g[1] - fd[1]) / fabs(fd[1]));

@@ -171,24 +171,26 @@ def main():
 def scalar_table(build, rounds, quick):
     """The projectile of bench/projectile.h, retaped for every gradient, in
     nabla (bench_scalar) and ADOL-C (adolc_projectile), alternated; CPU
-    time, median over the rounds of each run's median."""
+    time of the thread (OpenBLAS's idle threads, spinning after it loads, are
+    not counted; they are not started either: one thread), median over the
+    rounds of each run's median."""
     reps = "5" if quick else "11"
     nabla_cmd = [os.path.join(build, "bench", "bench_scalar"), "--csv", "--reps", reps]
     adolc_bin = os.path.join(build, "bench", "adolc_projectile")
     have_adolc = os.path.exists(adolc_bin)
     nabla, adolc, ops, grads = [], [], 0, {}
     for _ in range(rounds):
-        row = run_csv(nabla_cmd)[0]
+        row = run_csv(nabla_cmd, env=one_thread_env(1))[0]
         nabla.append(float(row[1]))
         ops = int(row[3])
         grads["nabla"] = (row[4], row[5])
         if have_adolc:
-            row = run_csv([adolc_bin, "--csv", "--reps", reps])[0]
+            row = run_csv([adolc_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
             adolc.append(float(row[1]))
             grads["ADOL-C"] = (row[2], row[3])
     n = statistics.median(nabla)
     print(f"Scalar code: the projectile with drag, 10,000 Euler steps, {ops} ops of 0-d float64 tensors, "
-          f"retaped for every gradient (CPU time, median of {rounds} alternating rounds)")
+          f"retaped for every gradient (thread CPU time, median of {rounds} alternating rounds)")
     print(f"{'':<8} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
     print(f"{'nabla':<8} {n:>11.3f} {n * 1e6 / ops:>7.1f} | {grads['nabla'][0]}, {grads['nabla'][1]}")
     if not have_adolc:
