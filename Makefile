@@ -104,10 +104,25 @@ $(BUILD)/bench/%: bench/%.c bench/bench_common.h examples/gpt_model.h $(BUILD)/l
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
 
+# ADOL-C, the reference of bench_scalar (bench/adolc_projectile.cpp): built
+# when Debian's libadolc-dev is installed (apt-get install libadolc-dev), a
+# bench-only dependency; bench/run.py says the column is skipped otherwise.
+CXX        ?= c++
+HAVE_ADOLC := $(wildcard /usr/include/adolc/adolc.h)
+ADOLC_BENCH := $(if $(HAVE_ADOLC),$(BUILD)/bench/adolc_projectile)
+
+$(BUILD)/bench/bench_scalar: bench/projectile.h
+
+$(BUILD)/bench/adolc_projectile: bench/adolc_projectile.cpp bench/projectile.h
+	@mkdir -p $(dir $@)
+	@echo "  CXX     $@"
+	$(Q)$(CXX) -std=c++17 $(OPT) -Wall -Wextra -Werror -Ibench $< -o $@ -ladolc
+
 # Benchmarks beside their references (bare CBLAS, PyTorch when installed):
 # see bench/run.py.  `make bench QUICK=1` for a short run, `make bench ONLY=gpt`
-# for the GPT and attention tables alone.
-bench: deps-build $(BENCHES)
+# for the GPT and attention tables alone, `make bench ONLY=scalar` for the
+# projectile beside ADOL-C.
+bench: deps-build $(BENCHES) $(ADOLC_BENCH)
 	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,) $(if $(ONLY),--only $(ONLY),)
 
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(BUILD)/libnabla.a $(HEADERS)

@@ -5,7 +5,9 @@ tables of ratios measured in the same run.
      floor) and against PyTorch (bench/torch_mlp.py), on 1 thread and, at
      batch 256, on 2.  nabla and PyTorch are run alternately, ROUNDS times,
      and each figure is the median over the rounds.
-  2. The tape's cost per tiny op (bench_tape).
+  2. The tape's cost per tiny op (bench_tape), and scalar code: a
+     projectile with drag (bench_scalar) beside ADOL-C retaping the same
+     function (bench/adolc_projectile.cpp, when libadolc-dev is installed).
   3. Second derivatives: a Hessian-vector product against one gradient of
      the same MLP loss (bench_hvp), beside PyTorch's (bench/torch_hvp.py).
   4. The optimizers: the 784-128-10 step at batch 64 with each optimizer,
@@ -120,12 +122,15 @@ def main():
     parser.add_argument("build")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["gpt"], help="run only these tables")
+    parser.add_argument("--only", choices=["gpt", "scalar"], help="run only these tables")
     args = parser.parse_args()
     with_torch = torch_available()
     if not with_torch:
         print("PyTorch reference skipped: `/usr/bin/python3 -c 'import torch'` fails "
               "(apt-get install python3-torch to include it)\n")
+    if args.only == "scalar":
+        scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
+        return
     if args.only == "gpt":
         gpt_tables(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
         return
@@ -144,6 +149,8 @@ def main():
     subprocess.run([os.path.join(args.build, "bench", "bench_tape"), "--reps", "3" if args.quick else "7"],
                    check=True)
     print()
+    scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
+    print()
     hvp_table(args.build, 7 if args.quick else 30, with_torch)
     print()
     optimizer_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
@@ -159,6 +166,41 @@ def main():
     mpi_table(args.build, 3 if args.quick else args.rounds)
     print()
     gpt_tables(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+
+
+def scalar_table(build, rounds, quick):
+    """The projectile of bench/projectile.h, retaped for every gradient, in
+    nabla (bench_scalar) and ADOL-C (adolc_projectile), alternated; CPU
+    time of the thread (OpenBLAS's idle threads, spinning after it loads, are
+    not counted; they are not started either: one thread), median over the
+    rounds of each run's median."""
+    reps = "5" if quick else "11"
+    nabla_cmd = [os.path.join(build, "bench", "bench_scalar"), "--csv", "--reps", reps]
+    adolc_bin = os.path.join(build, "bench", "adolc_projectile")
+    have_adolc = os.path.exists(adolc_bin)
+    nabla, adolc, ops, grads = [], [], 0, {}
+    for _ in range(rounds):
+        row = run_csv(nabla_cmd, env=one_thread_env(1))[0]
+        nabla.append(float(row[1]))
+        ops = int(row[3])
+        grads["nabla"] = (row[4], row[5])
+        if have_adolc:
+            row = run_csv([adolc_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
+            adolc.append(float(row[1]))
+            grads["ADOL-C"] = (row[2], row[3])
+    n = statistics.median(nabla)
+    print(f"Scalar code: the projectile with drag, 10,000 Euler steps, {ops} ops of 0-d float64 tensors, "
+          f"retaped for every gradient (thread CPU time, median of {rounds} alternating rounds)")
+    print(f"{'':<8} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
+    print(f"{'nabla':<8} {n:>11.3f} {n * 1e6 / ops:>7.1f} | {grads['nabla'][0]}, {grads['nabla'][1]}")
+    if not have_adolc:
+        print("ADOL-C   skipped: libadolc-dev is not installed (apt-get install libadolc-dev, then make bench)")
+        return
+    a = statistics.median(adolc)
+    same = "the same digits" if grads["ADOL-C"] == grads["nabla"] else "DIFFERENT"
+    print(f"{'ADOL-C':<8} {a:>11.3f} {a * 1e6 / ops:>7.1f} | {grads['ADOL-C'][0]}, {grads['ADOL-C'][1]} "
+          f"({same})")
+    print(f"nabla/ADOL-C: {n / a:.2f}x (ns/op for both: the time over nabla's op count)")
 
 
 def mpi_table(build, rounds):

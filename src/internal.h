@@ -51,6 +51,7 @@ struct nb_tensor {
     uint8_t home : 2;      /* NB_HOME_*: on the heap or on `tape`; NONE for a retired header */
     uint8_t sgd : 2;       /* NB_SGD_*: during nb_backward_sgd only */
     uint8_t no_grad : 1;   /* an op's result made in no-grad mode (nb_tape_no_grad): no entry */
+    uint8_t grad_slot : 1; /* its first gradient took the slot after its value (NB_SLOT_BYTES) */
     uint8_t uses;          /* entries that read it (an input used twice counts twice), up to 255:
                               only whether it is exactly 1 matters (nb_grad_share) */
     unsigned grad_pass;    /* the backward pass that wrote grad (op results only) */
@@ -453,6 +454,32 @@ void *nb_tape_alloc(nb_tape *tp, size_t bytes);
  * arena. */
 static inline void *nb_header_alloc(nb_tape *tp, size_t bytes) { return nb_headers_alloc(&tp->headers, bytes); }
 
+/* A 1-element tape tensor keeps its value right after its header, in a
+ * block of header + NB_SLOT_BYTES: the value, then its first gradient (the
+ * slot; a gradient allocated per op in bulk with the op's header). */
+#define NB_SLOT_BYTES 16
+static inline bool nb_has_grad_slot(const nb_tensor *t) {
+    return t->home == NB_HOME_TAPE && t->size == 1 && !t->grad_slot &&
+           t->data == (const char *)t + nb_header_bytes(t->ndim);
+}
+/* An op result of x's dtype and shape: for a 1-element x, made here (no
+ * shape to check: x's is valid), else by nb_result. */
+static inline nb_tensor *nb_result_like(nb_tape *tp, const nb_tensor *x, const char *op, const char *file,
+                                        int line) {
+    if (x->size != 1) return nb_result(tp, x->dtype, x->ndim, x->shape, op, file, line);
+    size_t header = nb_header_bytes(x->ndim);
+    nb_tensor *t = nb_header_alloc(tp, header + NB_SLOT_BYTES);
+    if (!t) { /* as nb_tensor_alloc says it */
+        char buf[128];
+        return nb_fail(tp, NB_ERR_NOMEM, file, line, "%s: cannot allocate %zu bytes for %s", op,
+                       header + nb_dtype_size(x->dtype), nb_format_shape(x->ndim, x->shape, buf, sizeof buf));
+    }
+    *t = (nb_tensor){.dtype = x->dtype, .ndim = x->ndim, .size = 1, .data = (char *)t + header, .status = NB_OK,
+                     .home = NB_HOME_TAPE, .tape = tp, .name = nb_unnamed, .generation = tp->generation};
+    for (int d = 0; d < x->ndim; d++) t->shape[d] = 1;
+    return t;
+}
+
 /* Doubles the tape's entry array; false (and the tape errored) on failure. */
 bool nb_tape_grow(nb_tape *tp, const nb_op *op, const char *file, int line);
 
@@ -467,8 +494,13 @@ static inline nb_entry *nb_record(nb_tape *tp, const nb_op *op, nb_tensor *out, 
                                   const char *file, int line) {
     if (tp->n_entries == tp->cap_entries && !nb_tape_grow(tp, op, file, line)) return NULL;
     nb_entry *e = &tp->entries[tp->n_entries++];
-    *e = (nb_entry){.op = op, .out = out, .n_in = n_in, .file = file, .line = line, .scope = tp->current_scope,
-                    .stamp = nb_clock_for_recording()};
+    /* Field by field: a compound literal became a `rep stosq` per op. */
+    e->op = op, e->out = out, e->in[0] = e->in[1] = e->in[2] = NULL;
+    e->scalar = 0, e->saved = NULL, e->file = file, e->contrib = NULL;
+    e->n_in = n_in, e->axis = 0, e->line = line, e->scope = tp->current_scope;
+    e->stamp = nb_clock_for_recording();
+    e->flag0 = e->flag1 = e->user = false;
+    e->phase = 0;
     if (n_in > NB_MAX_INPUTS && !nb_record_many(tp, e, in)) return NULL;
     bool requires = false;
     for (int i = 0; i < n_in; i++) {
@@ -503,6 +535,18 @@ static inline nb_tensor *nb_check(nb_tape *tp, const nb_op *op, const char *file
 static inline nb_entry *nb_emit(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in, nb_dtype dt,
                                 int ndim, const size_t *shape, const char *file, int line, nb_tensor **failed) {
     nb_tensor *out = nb_result(tp, dt, ndim, shape, op->name, file, line);
+    if (out->status != NB_OK) {
+        *failed = out;
+        return NULL;
+    }
+    nb_entry *e = nb_record(tp, op, out, n_in, in, file, line);
+    if (!e) *failed = nb_nil(NB_ERR_NOMEM);
+    return e;
+}
+/* The same for an op whose result has the dtype and shape of input `like`. */
+static inline nb_entry *nb_emit_like(nb_tape *tp, const nb_op *op, int n_in, nb_tensor *const *in,
+                                     const nb_tensor *like, const char *file, int line, nb_tensor **failed) {
+    nb_tensor *out = nb_result_like(tp, like, op->name, file, line);
     if (out->status != NB_OK) {
         *failed = out;
         return NULL;
@@ -640,13 +684,7 @@ static inline void *nb_grad_target(nb_tape *tp, nb_tensor *t, bool *accumulate) 
     t->grad_state = NB_GRAD_SET;
     return t->grad;
 }
-/* For an input x whose gradient is exactly the output's (local derivative 1,
- * same shape): when x is an op result read by this entry alone, x simply
- * shares the output's gradient buffer and true is returned, so the caller
- * skips the copy.  Not in explain mode or with a backward hook, where the
- * pictures need every gradient in its own buffer. */
-bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out);
-/* Same, but the buffer is zeroed first when fresh, so callers always add
+/* nb_grad_target, but the buffer is zeroed first when fresh, so callers always add
  * (used when contributions scatter, as in broadcasting). */
 void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t);
 /* Does t hold a gradient from the current backward pass?  An op result's
@@ -655,6 +693,22 @@ void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t);
 static inline bool nb_grad_live(const nb_tensor *t) {
     if (!t->grad || t->grad_state == NB_GRAD_NONE || t->grad_state == NB_GRAD_APPLIED) return false;
     return t->is_leaf || !t->tape || t->grad_pass == t->tape->pass;
+}
+
+/* For an input x whose gradient is exactly the output's (local derivative 1,
+ * same shape): when x is an op result read by this entry alone, x simply
+ * shares the output's gradient buffer and true is returned, so the caller
+ * skips the copy.  Not in explain mode or with a backward hook, where the
+ * pictures need every gradient in its own buffer.  (Inline: scalar code
+ * runs it for most adds.) */
+static inline bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out) {
+    if (tp->explain || tp->hook || x->is_leaf || x->uses != 1 || x->size != out->size ||
+        x->dtype != out->dtype || nb_grad_live(x) || (tp->nested && !nb_keep_for_outer(tp, x)))
+        return false;
+    x->grad = out->grad;
+    x->grad_state = NB_GRAD_SET;
+    x->grad_pass = tp->pass;
+    return true;
 }
 
 /* The entry's recorded contribution of input k, if from the latest pass. */

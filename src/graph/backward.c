@@ -15,6 +15,10 @@
 #include <string.h>
 
 void *nb_grad_alloc(nb_tape *tp, nb_tensor *t) {
+    if (nb_has_grad_slot(t)) { /* never reused: a later gradient comes from the arena */
+        t->grad_slot = 1;
+        return t->grad = (char *)t->data + sizeof(double);
+    }
     size_t bytes = t->size * nb_dtype_size(t->dtype);
     if (nb_on_tape(t)) t->tape->kept_allocs++;
     t->grad = nb_on_tape(t) ? nb_tape_alloc(tp, bytes) : nb_malloc_aligned(bytes);
@@ -32,16 +36,6 @@ void nb_fail_applied(nb_tape *tp, const nb_tensor *t, const char *file, int line
                  "since; adding to it cannot give what nb_backward + nb_optimizer_step would. Zero the "
                  "gradients between steps (nb_params_zero_grad), or use nb_backward + nb_optimizer_step",
                  t->name, nb_format_shape(t->ndim, t->shape, shape, sizeof shape));
-}
-
-bool nb_grad_share(nb_tape *tp, nb_tensor *x, nb_tensor *out) {
-    if (tp->explain || tp->hook || x->is_leaf || x->uses != 1 || x->size != out->size ||
-        x->dtype != out->dtype || nb_grad_live(x) || (tp->nested && !nb_keep_for_outer(tp, x)))
-        return false;
-    x->grad = out->grad;
-    x->grad_state = NB_GRAD_SET;
-    x->grad_pass = tp->pass;
-    return true;
 }
 
 void *nb_grad_target_zeroed(nb_tape *tp, nb_tensor *t) {
@@ -393,6 +387,10 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
     else
         *(double *)g = 1.0;
 
+    /* Plain: no explain mode, anomaly mode, hook or progress callback, so a
+     * built-in op's backward is all there is to run (only the user's code
+     * can change that: worked out again after it runs). */
+    bool plain = !tp->explain && !tp->anomaly && !tp->hook && !tp->progress;
     for (size_t i = last; i-- > 0;) {
         nb_entry *e = &tp->entries[i];
         /* Skip entries that lead to no parameter, and those that do not lead
@@ -405,6 +403,11 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
         }
         /* (no write at all since the entry was recorded: nothing to check) */
         if (e->stamp != clock && !nb_entry_unchanged(tp, e, "nb_backward")) return tp->status;
+        if (plain && !e->user) {
+            e->op->backward(e);
+            if (tp->status != NB_OK) return tp->status;
+            continue;
+        }
         void **before = NULL;
         bool explained = !tp->explain || snapshot_inputs(tp, e, &before);
         if (explained && e->user) { /* the user's code: it may record ops (moving e), write, run passes */
@@ -426,6 +429,7 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
             clock = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
         }
         if (tp->progress) tp->progress(tp, i, tp->progress_user);
+        plain = !tp->explain && !tp->anomaly && !tp->hook && !tp->progress;
     }
     return NB_OK;
 }

@@ -8,6 +8,10 @@
  */
 #include "../internal.h"
 
+/* nb_record (src/internal.h) sets every field of an entry one by one: a
+ * field added to struct nb_op_call must be set there too. */
+_Static_assert(sizeof(void *) != 8 || sizeof(nb_entry) == 96, "an entry is 96 bytes: nb_record sets each field");
+
 #include <limits.h>
 #include <string.h>
 

@@ -109,7 +109,18 @@ static bool same_shapes(const nb_entry *e) {
 
 /* Defines the forward of an op from EXPR in terms of a and b. */
 #define BINARY_FORWARD(name, EXPR)                                                          \
+    static void name##_forward_any(nb_entry *e);                                            \
     static void name##_forward(nb_entry *e) {                                               \
+        if (e->out->size != 1) {                                                            \
+            name##_forward_any(e);                                                          \
+            return;                                                                         \
+        }                                                                                   \
+        NB_DISPATCH(e->out->dtype, { /* scalar code: one element, nothing to plan */        \
+            const T a = *(const T *)e->in[0]->data, b = *(const T *)e->in[1]->data;        \
+            *(T *)e->out->data = (EXPR);                                                    \
+        });                                                                                 \
+    }                                                                                       \
+    static void name##_forward_any(nb_entry *e) {                                           \
         bcast_plan p;                                                                       \
         bool same = same_shapes(e);                                                         \
         if (!same) make_plan(e->in[0], e->in[1], e->out, &p);                               \
@@ -140,7 +151,32 @@ static bool same_shapes(const nb_entry *e) {
  * was not broadcast gets each element once and may be overwritten on the
  * first contribution; a broadcast one collects sums and is zeroed first. */
 #define BINARY_BACKWARD(name, DA, DB, ONE_A, ONE_B)                                         \
+    static void name##_backward_any(nb_entry *e);                                           \
     static void name##_backward(nb_entry *e) {                                              \
+        if (e->out->size != 1) {                                                            \
+            name##_backward_any(e);                                                         \
+            return;                                                                         \
+        }                                                                                   \
+        /* scalar code: one element, the same arithmetic as the loop below */               \
+        nb_tape *tp = e->out->tape;                                                         \
+        for (int which = 0; which < 2; which++) {                                           \
+            nb_tensor *x = e->in[which];                                                    \
+            if (!x->requires_grad) continue;                                                \
+            if ((which ? ONE_B : ONE_A) && nb_grad_share(tp, x, e->out)) continue;          \
+            bool acc;                                                                       \
+            void *gx_ = nb_grad_target(tp, x, &acc);                                        \
+            if (!gx_) return;                                                               \
+            NB_DISPATCH(e->out->dtype, {                                                    \
+                const T a = *(const T *)e->in[0]->data, b = *(const T *)e->in[1]->data;    \
+                const T y = *(const T *)e->out->data;                                       \
+                (void)a, (void)b, (void)y;                                                  \
+                const T d = *(const T *)e->out->grad * (which == 0 ? (DA) : (DB));          \
+                T *GX = gx_;                                                                \
+                *GX = acc ? *GX + d : d;                                                    \
+            });                                                                             \
+        }                                                                                   \
+    }                                                                                       \
+    static void name##_backward_any(nb_entry *e) {                                          \
         nb_tape *tp = e->out->tape;                                                         \
         bcast_plan p;                                                                       \
         bool same = same_shapes(e);                                                         \
@@ -289,13 +325,15 @@ static nb_tensor *binary(nb_tape *tp, const nb_op *op, nb_tensor *a, nb_tensor *
     nb_tensor *in[2] = {a, b};
     nb_tensor *failed = nb_check(tp, op, file, line, 2, in);
     if (failed) return failed;
-    int nd = a->ndim;
-    size_t shape[NB_MAX_DIMS];
     bool same = a->ndim == b->ndim;
-    for (int d = 0; same && d < nd; d++) same = a->shape[d] == b->shape[d];
-    if (same) /* the common case: nothing to broadcast */
-        for (int d = 0; d < nd; d++) shape[d] = a->shape[d];
-    else if (!nb_broadcast_shape(2, in, &nd, shape)) {
+    for (int d = 0; same && d < a->ndim; d++) same = a->shape[d] == b->shape[d];
+    if (same) { /* the common case: nothing to broadcast */
+        nb_entry *e = nb_emit_like(tp, op, 2, in, a, file, line, &failed);
+        return e ? nb_run(e) : failed;
+    }
+    int nd;
+    size_t shape[NB_MAX_DIMS];
+    if (!nb_broadcast_shape(2, in, &nd, shape)) {
         char sa[128], sb[128];
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
                        "%s: shapes %s and %s do not broadcast (aligned from the right, each "

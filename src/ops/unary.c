@@ -32,6 +32,14 @@
         });                                                                                 \
     }                                                                                       \
     static void fn##_forward(nb_entry *e) {                                                \
+        if (e->out->size == 1) { /* scalar code: no split, no clone to pick */              \
+            NB_DISPATCH(e->out->dtype, {                                                    \
+                const T x = *(const T *)e->in[0]->data, s = (T)e->scalar;                   \
+                (void)s;                                                                    \
+                *(T *)e->out->data = (FORWARD);                                             \
+            });                                                                             \
+            return;                                                                         \
+        }                                                                                   \
         nb_parallel(e->out->size, NB_PARALLEL_GRAIN, fn##_forward_range, (void *)e);      \
     }                                                                                       \
     NB_VECTOR_CLONES static void fn##_backward_range(void *ctx, size_t begin, size_t end) {\
@@ -63,6 +71,16 @@
         nb_tape *tp = e->out->tape;                                                       \
         unary_grad u = {e, NULL, false};                                                    \
         if (!(u.gx = nb_grad_target(tp, e->in[0], &u.acc))) return;                         \
+        if (e->out->size == 1) {                                                            \
+            NB_DISPATCH(e->out->dtype, {                                                    \
+                const T x = *(const T *)e->in[0]->data, y = *(const T *)e->out->data;       \
+                const T g = *(const T *)e->out->grad, s = (T)e->scalar;                     \
+                T *gx = u.gx;                                                               \
+                (void)x, (void)y, (void)s;                                                  \
+                *gx = u.acc ? *gx + (CHAIN) : (CHAIN);                                      \
+            });                                                                             \
+            return;                                                                         \
+        }                                                                                   \
         nb_parallel(e->out->size, NB_PARALLEL_GRAIN, fn##_backward_range, &u);            \
     }                                                                                       \
     static nb_tensor *fn##_dydx(nb_tape *tp, const nb_entry *e);                            \
@@ -233,7 +251,7 @@ static nb_tensor *unary(nb_tape *tp, const nb_op *op, nb_tensor *a, double s, co
                         int line) {
     nb_tensor *failed = nb_check(tp, op, file, line, 1, &a);
     if (failed) return failed;
-    nb_entry *e = nb_emit(tp, op, 1, &a, a->dtype, a->ndim, a->shape, file, line, &failed);
+    nb_entry *e = nb_emit_like(tp, op, 1, &a, a, file, line, &failed);
     if (!e) return failed;
     e->scalar = s;
     return nb_run(e);

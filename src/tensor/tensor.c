@@ -109,7 +109,8 @@ nb_tensor *nb_tensor_alloc(nb_tape *tp, nb_dtype dt, int ndim, const size_t *sha
     char *name;
     if (tp && data_bytes <= SMALL_VALUES) { /* one block in the header arena */
         size_t offset = data_offset(header, data_bytes);
-        t = nb_header_alloc(tp, offset + data_bytes);
+        /* (one element: its gradient's slot too; see NB_SLOT_BYTES) */
+        t = nb_header_alloc(tp, offset + (size == 1 ? NB_SLOT_BYTES : data_bytes));
         data = t ? (char *)t + offset : NULL;
         name = nb_unnamed;
     } else if (tp) { /* the header there, the values in the tape's main arena */

@@ -1,0 +1,101 @@
+/*
+ * Scalar code on the tape (issue 23): the projectile of bench/projectile.h
+ * written with 0-d tensors, 17 ops a step, recorded and differentiated with
+ * respect to the launch angle and speed on every run (retaped, as
+ * bench/adolc_projectile.cpp does with ADOL-C).  Prints the gradient to 17
+ * digits, checks it against central differences of the plain-double
+ * function, and times a gradient (reset, record, backward) in the thread's
+ * CPU time, median of R runs on a warm tape.
+ *
+ *   bench_scalar [--reps R] [--steps N] [--csv]
+ * --csv prints one line: nabla,ms per gradient,ns per op,ops,df/dtheta,df/ds
+ */
+#include "bench_common.h"
+#include "nabla.h"
+#include "projectile.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static nb_tensor *projectile(nb_tape *tp, nb_tensor *theta, nb_tensor *speed, int steps) {
+    nb_tensor *vx = nb_mul(tp, speed, nb_cos(tp, theta)), *vy = nb_mul(tp, speed, nb_sin(tp, theta));
+    nb_tensor *x = nb_scalar(tp, NB_F64, 0), *y = nb_scalar(tp, NB_F64, 0);
+    for (int i = 0; i < steps; i++) {
+        nb_tensor *v = nb_sqrt(tp, nb_add(tp, nb_mul(tp, vx, vx), nb_mul(tp, vy, vy)));
+        nb_tensor *kv = nb_scale(tp, v, -PROJ_K);
+        nb_tensor *ax = nb_mul(tp, kv, vx), *ay = nb_add_scalar(tp, nb_mul(tp, kv, vy), -PROJ_G);
+        x = nb_add(tp, x, nb_scale(tp, vx, PROJ_DT));
+        y = nb_add(tp, y, nb_scale(tp, vy, PROJ_DT));
+        vx = nb_add(tp, vx, nb_scale(tp, ax, PROJ_DT));
+        vy = nb_add(tp, vy, nb_scale(tp, ay, PROJ_DT));
+    }
+    return nb_add(tp, x, y);
+}
+
+int main(int argc, char **argv) {
+    int reps = 11, steps = PROJ_STEPS;
+    bool csv = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--csv")) csv = true;
+        else {
+            fprintf(stderr, "usage: bench_scalar [--reps R] [--steps N] [--csv]\n");
+            return 2;
+        }
+    }
+    if (reps < 1 || reps > 1000) reps = 11;
+    if (steps < 1) steps = PROJ_STEPS;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *theta = nb_scalar(NULL, NB_F64, PROJ_THETA), *speed = nb_scalar(NULL, NB_F64, PROJ_SPEED);
+    nb_requires_grad(theta, true);
+    nb_requires_grad(speed, true);
+    double *ms = malloc((size_t)reps * sizeof *ms), f = 0, g[2] = {0, 0};
+    size_t ops = 0;
+    for (int r = -2; r < reps; r++) { /* two warm-up runs: both header arenas */
+        nb_tape_reset(tp);
+        nb_zero_grad(theta);
+        nb_zero_grad(speed);
+        double t0 = thread_cpu_seconds();
+        nb_tensor *out = projectile(tp, theta, speed, steps);
+        if (nb_backward(out) != NB_OK) {
+            fprintf(stderr, "bench_scalar: %s\n", nb_last_error());
+            return 1;
+        }
+        double t1 = thread_cpu_seconds();
+        if (r >= 0) ms[r] = (t1 - t0) * 1e3;
+        f = nb_item(out);
+        g[0] = nb_grad_get(theta, 0);
+        g[1] = nb_grad_get(speed, 0);
+        ops = nb_tape_size(tp);
+    }
+    qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
+    double med = ms[reps / 2], fd[2];
+    projectile_fd(PROJ_THETA, PROJ_SPEED, steps, fd);
+    double plain = projectile_f(PROJ_THETA, PROJ_SPEED, steps);
+    if (f != plain) {
+        fprintf(stderr, "bench_scalar: f = %.17g on the tape, %.17g in plain doubles\n", f, plain);
+        return 1;
+    }
+    for (int k = 0; k < 2; k++)
+        if (!(fabs(g[k] - fd[k]) <= 1e-5 * fabs(fd[k]))) {
+            fprintf(stderr, "bench_scalar: gradient %d is %.17g, central differences %.17g\n", k, g[k], fd[k]);
+            return 1;
+        }
+    if (csv) {
+        printf("nabla,%.6f,%.3f,%zu,%.17g,%.17g\n", med, med * 1e6 / (double)ops, ops, g[0], g[1]);
+    } else {
+        printf("Projectile, %d steps, %zu ops, retaped each run: %.3f ms per gradient, %.1f ns per op "
+               "(thread CPU time, median of %d)\n", steps, ops, med, med * 1e6 / (double)ops, reps);
+        printf("f = %.17g\ndf/dtheta = %.17g (central differences %.17g, rel %.1e)\n"
+               "df/dspeed = %.17g (central differences %.17g, rel %.1e)\n", f, g[0], fd[0],
+               fabs(g[0] - fd[0]) / fabs(fd[0]), g[1], fd[1], fabs(g[1] - fd[1]) / fabs(fd[1]));
+    }
+    free(ms);
+    nb_tensor_free(theta);
+    nb_tensor_free(speed);
+    nb_tape_free(tp);
+    return 0;
+}
