@@ -49,19 +49,9 @@ static void tape(short tag, int steps, const double in[2], double *f) {
 }
 
 int main(int argc, char **argv) {
-    int reps = 11, steps = PROJ_STEPS;
-    bool csv = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--csv")) csv = true;
-        else {
-            fprintf(stderr, "usage: adolc_projectile [--reps R] [--steps N] [--csv]\n");
-            return 2;
-        }
-    }
-    if (reps < 1 || reps > 1000) reps = 11;
-    if (steps < 1) steps = PROJ_STEPS;
+    int reps, steps;
+    bool csv;
+    if (!projectile_options(argc, argv, "adolc_projectile", &reps, &steps, &csv)) return 2;
     const double in[2] = {PROJ_THETA, PROJ_SPEED};
     double f = 0, g[2] = {0, 0};
     std::vector<double> ms;

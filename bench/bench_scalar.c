@@ -35,19 +35,9 @@ static nb_tensor *projectile(nb_tape *tp, nb_tensor *theta, nb_tensor *speed, in
 }
 
 int main(int argc, char **argv) {
-    int reps = 11, steps = PROJ_STEPS;
-    bool csv = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--csv")) csv = true;
-        else {
-            fprintf(stderr, "usage: bench_scalar [--reps R] [--steps N] [--csv]\n");
-            return 2;
-        }
-    }
-    if (reps < 1 || reps > 1000) reps = 11;
-    if (steps < 1) steps = PROJ_STEPS;
+    int reps, steps;
+    bool csv;
+    if (!projectile_options(argc, argv, "bench_scalar", &reps, &steps, &csv)) return 2;
     nb_tape *tp = nb_tape_new();
     nb_tensor *theta = nb_scalar(NULL, NB_F64, PROJ_THETA), *speed = nb_scalar(NULL, NB_F64, PROJ_SPEED);
     nb_requires_grad(theta, true);

@@ -10,6 +10,10 @@
 #define NABLA_BENCH_PROJECTILE_H
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define PROJ_STEPS 10000
 #define PROJ_DT 1e-3
@@ -38,6 +42,24 @@ static inline void projectile_fd(double theta, double speed, int steps, double g
     double ht = 1e-6 * theta, hs = 1e-6 * speed;
     g[0] = (projectile_f(theta + ht, speed, steps) - projectile_f(theta - ht, speed, steps)) / (2 * ht);
     g[1] = (projectile_f(theta, speed + hs, steps) - projectile_f(theta, speed - hs, steps)) / (2 * hs);
+}
+
+/* Both programs' options: --reps R (1 to 1000, else 11), --steps N (>= 1,
+ * else PROJ_STEPS), --csv.  false (the usage printed) on anything else. */
+static inline bool projectile_options(int argc, char **argv, const char *prog, int *reps, int *steps, bool *csv) {
+    *reps = 11, *steps = PROJ_STEPS, *csv = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) *reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) *steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--csv")) *csv = true;
+        else {
+            fprintf(stderr, "usage: %s [--reps R] [--steps N] [--csv]\n", prog);
+            return false;
+        }
+    }
+    if (*reps < 1 || *reps > 1000) *reps = 11;
+    if (*steps < 1) *steps = PROJ_STEPS;
+    return true;
 }
 
 #endif
