@@ -93,7 +93,8 @@ void nb_restore_leaf_grads(nb_saved_grads *sv) {
     if (sv->tp) sv->tp->aside = sv->outer; /* (sets are made and given back in nested order) */
     for (size_t i = 0; i < sv->n; i++) {
         nb_saved_grad *l = &sv->leaves[i];
-        if (l->copy) memcpy(l->t->grad, l->copy, l->t->size * nb_dtype_size(l->t->dtype));
+        if (l->copy && l->t->grad) /* a copy was made of a gradient that exists */
+            memcpy(l->t->grad, l->copy, l->t->size * nb_dtype_size(l->t->dtype));
         nb_set_grad_state(l->t, l->state);
     }
 }
