@@ -495,6 +495,32 @@ static void test_hostile_generator_and_schedule(void **state) {
     }
 }
 
+/* A metadata key twice ("nabla.step" 1, then 7): nabla took the first,
+ * Python's json the last, so the two read one file differently.  Refused
+ * by both formats' readers, nothing changed. */
+static void test_metadata_key_twice_is_refused(void **state) {
+    (void)state;
+    nb_named x[8];
+    for (int format = 0; format < 2; format++) {
+        nb_meta m = {0};
+        adam_meta(&m, "1");
+        put(&m, "nabla.step", "7");
+        size_t n = adam_buffers(x, -1, -1);
+        run r;
+        run_new(&r, NB_OPT_ADAM, 1);
+        nb_file_extras extras = {.extra = x, .n_extra = n, .meta = &m};
+        char path[128];
+        snprintf(path, sizeof path, "%s", test_path(format ? "twice.safetensors" : "twice.nbp"));
+        assert_int_equal(format ? nb_safetensors_save("test", r.ps, &extras, path) : nb_nbp_save("test", r.ps, &extras, path),
+                         NB_OK);
+        run_free(&r);
+        for (size_t i = 0; i < n; i++) nb_tensor_free(x[i].t);
+        nb_meta_free(&m);
+        assert_int_equal(load_fresh(path, NB_OPT_ADAM, false), NB_ERR_VALUE);
+        assert_message_has(nb_last_error(), "nb_checkpoint_load", "'nabla.step' twice");
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_is_bitwise),
@@ -502,6 +528,7 @@ int main(void) {
         cmocka_unit_test(test_safetensors_checkpoint_reads_in_python),
         cmocka_unit_test(test_bad_checkpoints_are_refused),
         cmocka_unit_test(test_hostile_generator_and_schedule),
+        cmocka_unit_test(test_metadata_key_twice_is_refused),
     };
     return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }
