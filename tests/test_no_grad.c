@@ -248,12 +248,37 @@ static void test_scope_end_under_an_address_space_limit(void **state) {
     nb_tensor_free(w);
 }
 
+/* A warm training loop that evaluates in scopes every step (a recorded
+ * step, backward, then three scopes, then the reset) calls no malloc. */
+static void test_warm_loop_with_scopes_calls_no_malloc(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 12);
+    model m = model_new(&rng);
+    nb_tape *tp = nb_tape_new();
+    uint64_t before = 0;
+    for (int step = 0; step < 20; step++) {
+        if (step == 8) before = nb_alloc_count();
+        assert_int_equal(nb_backward(nb_mean(tp, forward(tp, &m, batch(tp, &rng)))), NB_OK);
+        for (int e = 0; e < 3; e++) {
+            assert_int_equal(nb_no_grad_begin(tp), NB_OK);
+            assert_ok(forward(tp, &m, batch(tp, &rng)));
+            assert_int_equal(nb_no_grad_end(tp), NB_OK);
+        }
+        nb_tape_reset(tp);
+    }
+    assert_int_equal(nb_alloc_count() - before, 0);
+    nb_tape_free(tp);
+    model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_grad_mode),
         cmocka_unit_test(test_scopes_free_each_batch),
         cmocka_unit_test(test_scopes_that_cannot_free),
         cmocka_unit_test(test_scope_end_under_an_address_space_limit),
+        cmocka_unit_test(test_warm_loop_with_scopes_calls_no_malloc),
     };
     return cmocka_run_group_tests_name("no_grad", tests, NULL, NULL);
 }
