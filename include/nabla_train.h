@@ -122,8 +122,9 @@ nb_status nb_init_tensor(nb_tensor *t, nb_init init, size_t fan_in, size_t fan_o
  * each parameter's name, dtype, shape and values.  Saving writes a temporary
  * file and renames it over `path`, so an interrupted save leaves the old
  * file intact.  Loading checks everything (magic, version, checksum, that
- * every name, dtype and shape matches the set) before changing any value: on
- * error the parameters in memory are untouched. */
+ * every name, dtype and shape matches the set, and that no metadata key is
+ * there twice) before changing any value: on error the parameters in
+ * memory are untouched. */
 nb_status nb_params_save(const nb_params *ps, const char *path);
 nb_status nb_params_load(nb_params *ps, const char *path);
 

@@ -218,7 +218,8 @@ static inline void *nb_headers_alloc(nb_headers *h, size_t bytes) {
     return p;
 }
 /* Ends a generation: the headers made so far become stale (recognisably);
- * `move` forces their addresses to be retired now. */
+ * `move` forces their addresses to be retired now (moved, or zeroed in
+ * place when no fresh addresses can be had). */
 void nb_headers_reset(nb_headers *h, bool move);
 /* Retires (zeroes: no tensor) every header made since the window was
  * `base` with `used` bytes taken and `n_full` windows filled (nb_no_grad_end);

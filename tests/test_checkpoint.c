@@ -462,12 +462,73 @@ static void test_bad_checkpoints_are_refused(void **state) {
     nb_params_free(ps);
 }
 
+/* Numbers a saver never writes, which the parsers used to take: a
+ * generator of four zero words (xoshiro's stuck state: every draw 0), hex
+ * words written as "-1", a schedule kind past int (scanf's %d wrapped it
+ * to kind 0) and a step count past long (saturated).  Refused, nothing
+ * changed (load_fresh checks). */
+static void test_hostile_generator_and_schedule(void **state) {
+    (void)state;
+    const char *rngs[] = {"0000000000000000 0000000000000000 0000000000000000 0000000000000000 0 0",
+                          "-1 -1 -1 -1 0 0", "0000000000000001 1 2 3 0 0"};
+    const char *schedules[] = {"4294967296 0.001 1 0.5 0 0 0 0", "0 0.001 99999999999999999999999 0.5 0 0 0 0",
+                               "0 0.001 1 0.5 0 0 0 0 ", "0 0.001  1 0.5 0 0 0 0"};
+    nb_named x[8];
+    for (int k = 0; k < 3 + 4 + 1; k++) {
+        nb_meta m = {0};
+        adam_meta(&m, "1");
+        if (k < 3) put(&m, "nabla.rng", rngs[k]);
+        else put(&m, "nabla.rng", "0123456789abcdef 0000000000000000 0000000000000000 0000000000000000 1 0.5");
+        if (k >= 3 && k < 7) put(&m, "nabla.schedule", schedules[k - 3]);
+        if (k == 7) put(&m, "nabla.schedule", "0 0.001 1 0.5 0 0 0 0"); /* a good one: loads */
+        size_t n = adam_buffers(x, -1, -1);
+        const char *path = crafted("hostile.safetensors", x, n, &m);
+        for (size_t i = 0; i < n; i++) nb_tensor_free(x[i].t);
+        nb_meta_free(&m);
+        nb_status st = load_fresh(path, NB_OPT_ADAM, true);
+        if (k == 7) {
+            assert_int_equal(st, NB_OK);
+            continue;
+        }
+        assert_int_equal(st, NB_ERR_VALUE);
+        assert_message_has(nb_last_error(), "nb_checkpoint_load", k < 3 ? "'nabla.rng'" : "'nabla.schedule'");
+    }
+}
+
+/* A metadata key twice ("nabla.step" 1, then 7): nabla took the first,
+ * Python's json the last, so the two read one file differently.  Refused
+ * by both formats' readers, nothing changed. */
+static void test_metadata_key_twice_is_refused(void **state) {
+    (void)state;
+    nb_named x[8];
+    for (int format = 0; format < 2; format++) {
+        nb_meta m = {0};
+        adam_meta(&m, "1");
+        put(&m, "nabla.step", "7");
+        size_t n = adam_buffers(x, -1, -1);
+        run r;
+        run_new(&r, NB_OPT_ADAM, 1);
+        nb_file_extras extras = {.extra = x, .n_extra = n, .meta = &m};
+        char path[128];
+        snprintf(path, sizeof path, "%s", test_path(format ? "twice.safetensors" : "twice.nbp"));
+        assert_int_equal(format ? nb_safetensors_save("test", r.ps, &extras, path) : nb_nbp_save("test", r.ps, &extras, path),
+                         NB_OK);
+        run_free(&r);
+        for (size_t i = 0; i < n; i++) nb_tensor_free(x[i].t);
+        nb_meta_free(&m);
+        assert_int_equal(load_fresh(path, NB_OPT_ADAM, false), NB_ERR_VALUE);
+        assert_message_has(nb_last_error(), "nb_checkpoint_load", "'nabla.step' twice");
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_is_bitwise),
         cmocka_unit_test(test_parameters_alone_do_not_resume),
         cmocka_unit_test(test_safetensors_checkpoint_reads_in_python),
         cmocka_unit_test(test_bad_checkpoints_are_refused),
+        cmocka_unit_test(test_hostile_generator_and_schedule),
+        cmocka_unit_test(test_metadata_key_twice_is_refused),
     };
     return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

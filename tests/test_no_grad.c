@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <sys/resource.h>
 
 typedef struct {
     nb_tensor *w1, *b1, *g, *beta, *w2, *b2;
@@ -210,11 +211,74 @@ static void test_scopes_that_cannot_free(void **state) {
     model_free(&m);
 }
 
+/* Under an address-space limit (ulimit -v) the end of a scope cannot move
+ * the scopes' header store to fresh addresses; its tensors must still be
+ * refused as stale afterwards, never read as live from memory the next
+ * scope reuses (they were: status OK, and the values of later tensors). */
+static void test_scope_end_under_an_address_space_limit(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *w = nb_full(NULL, NB_F32, NB_SHAPE(3), 2.0);
+    nb_tensor *kept = nb_add(tp, w, w); /* 4 */
+    for (int k = 0; k < 5; k++) { /* warm: the store and the arena exist */
+        assert_int_equal(nb_no_grad_begin(tp), NB_OK);
+        assert_ok(nb_add(tp, kept, kept));
+        assert_int_equal(nb_no_grad_end(tp), NB_OK);
+    }
+    struct rlimit was, low;
+    assert_int_equal(getrlimit(RLIMIT_AS, &was), 0);
+    low = was;
+    low.rlim_cur = (rlim_t)1 << 20; /* below what is mapped already: no mapping can grow */
+    assert_int_equal(setrlimit(RLIMIT_AS, &low), 0);
+    nb_no_grad_begin(tp);
+    nb_tensor *s = nb_add(tp, kept, kept); /* 8 */
+    nb_no_grad_end(tp);
+    nb_status after_end = nb_tensor_status(s);
+    nb_no_grad_begin(tp);
+    nb_tensor *later = nb_mul(tp, kept, kept); /* 16, in the memory s had */
+    double read = nb_get(s, 0), later_value = nb_get(later, 0);
+    nb_no_grad_end(tp);
+    assert_int_equal(setrlimit(RLIMIT_AS, &was), 0);
+    assert_int_equal(after_end, NB_ERR_STATE);
+    assert_true(isnan(read));
+    assert_true(later_value == 16);
+    assert_true(nb_get(kept, 0) == 4);
+    assert_ok(nb_add(tp, kept, kept));
+    nb_tape_free(tp);
+    nb_tensor_free(w);
+}
+
+/* A warm training loop that evaluates in scopes every step (a recorded
+ * step, backward, then three scopes, then the reset) calls no malloc. */
+static void test_warm_loop_with_scopes_calls_no_malloc(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 12);
+    model m = model_new(&rng);
+    nb_tape *tp = nb_tape_new();
+    uint64_t before = 0;
+    for (int step = 0; step < 20; step++) {
+        if (step == 8) before = nb_alloc_count();
+        assert_int_equal(nb_backward(nb_mean(tp, forward(tp, &m, batch(tp, &rng)))), NB_OK);
+        for (int e = 0; e < 3; e++) {
+            assert_int_equal(nb_no_grad_begin(tp), NB_OK);
+            assert_ok(forward(tp, &m, batch(tp, &rng)));
+            assert_int_equal(nb_no_grad_end(tp), NB_OK);
+        }
+        nb_tape_reset(tp);
+    }
+    assert_int_equal(nb_alloc_count() - before, 0);
+    nb_tape_free(tp);
+    model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_grad_mode),
         cmocka_unit_test(test_scopes_free_each_batch),
         cmocka_unit_test(test_scopes_that_cannot_free),
+        cmocka_unit_test(test_scope_end_under_an_address_space_limit),
+        cmocka_unit_test(test_warm_loop_with_scopes_calls_no_malloc),
     };
     return cmocka_run_group_tests_name("no_grad", tests, NULL, NULL);
 }

@@ -222,6 +222,19 @@ void *nb_headers_alloc_slow(nb_headers *h, size_t bytes) {
     return w;
 }
 
+/* Zeroes [from, to): whole pages by handing them back (they read as
+ * zeros after), the ends by writing. */
+static void zero_range(char *from, char *to) {
+    if (to <= from) return;
+    uintptr_t page = page_size(), a = ((uintptr_t)from + page - 1) / page * page, b = (uintptr_t)to / page * page;
+    if (a < b && madvise((void *)a, b - a, MADV_DONTNEED) == 0) {
+        memset(from, 0, (size_t)((char *)a - from));
+        memset((char *)b, 0, (size_t)(to - (char *)b));
+    } else {
+        memset(from, 0, (size_t)(to - from));
+    }
+}
+
 void nb_headers_reset(nb_headers *h, bool move) {
     size_t bytes = h->generation_bytes + (h->used - h->generation_start), page = page_size();
     if (bytes > h->largest_generation) h->largest_generation = bytes;
@@ -246,8 +259,14 @@ void nb_headers_reset(nb_headers *h, bool move) {
         if (w) {
             h->base = w;
             h->used = 0;
-        } else if (h->size - h->used < h->largest_generation) {
-            h->used = 0; /* no fresh addresses left: reuse in place */
+        } else {
+            /* No fresh addresses (an address-space limit): a move that
+             * was asked for retires the headers where they are, as zeros
+             * (no tensor), so that none can pass for live: a no-grad
+             * scope's end relies on it, as its tensors' generation stays
+             * current, and so does a wrapped generation count. */
+            if (move) zero_range(h->base, h->base + h->used);
+            if (h->size - h->used < h->largest_generation) h->used = 0; /* no room left: reuse in place */
         }
     }
     h->generation_start = h->used;
@@ -263,19 +282,6 @@ size_t nb_headers_memory(const nb_headers *h) {
     size_t total = h->size;
     for (int i = 0; i < h->n_full; i++) total += h->full[i].size;
     return total;
-}
-
-/* Zeroes [from, to): whole pages by handing them back (they read as
- * zeros after), the ends by writing. */
-static void zero_range(char *from, char *to) {
-    if (to <= from) return;
-    uintptr_t page = page_size(), a = ((uintptr_t)from + page - 1) / page * page, b = (uintptr_t)to / page * page;
-    if (a < b && madvise((void *)a, b - a, MADV_DONTNEED) == 0) {
-        memset(from, 0, (size_t)((char *)a - from));
-        memset((char *)b, 0, (size_t)(to - (char *)b));
-    } else {
-        memset(from, 0, (size_t)(to - from));
-    }
 }
 
 void nb_headers_retire_since(nb_headers *h, const char *base, size_t used, int n_full) {

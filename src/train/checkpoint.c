@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,43 @@ static bool number(const nb_meta *m, const char *key, double *v) {
     return *end == '\0' && errno != ERANGE;
 }
 
+/* The schedule's 8 fields as put_schedule writes them, separated by one
+ * space: integers in range (strtol, never an overflowing scanf) and
+ * numbers; false if anything else. */
+static bool schedule_fields(const char *s, long *kind, nb_schedule *sc) {
+    long *integers[4] = {kind, &sc->step_size, &sc->total, &sc->warmup};
+    double *numbers[4] = {&sc->base_lr, &sc->gamma, &sc->min_lr, &sc->warmup_start};
+    for (int f = 0; f < 8; f++) {
+        char *end;
+        if (f > 0 && *s++ != ' ') return false;
+        if (!*s || *s == ' ') return false;
+        errno = 0;
+        if (f % 2 == 0) *integers[f / 2] = strtol(s, &end, 10);
+        else *numbers[f / 2] = strtod(s, &end);
+        if (end == s || errno == ERANGE) return false;
+        s = end;
+    }
+    return *s == '\0';
+}
+
+/* A generator's four state words as put_rng writes them: 16 hex digits
+ * each, then a space; false if not, or if all four are zero (xoshiro's one
+ * state that never leaves zero, which no seed gives). */
+static bool generator_words(const char *s, uint64_t w[4]) {
+    for (int k = 0; k < 4; k++, s += 17) {
+        w[k] = 0;
+        for (int i = 0; i < 16; i++) {
+            char ch = s[i];
+            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                    : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+            if (d < 0) return false;
+            w[k] = w[k] << 4 | (uint64_t)d;
+        }
+        if (s[16] != ' ') return false;
+    }
+    return (w[0] | w[1] | w[2] | w[3]) != 0;
+}
+
 static nb_status check_metadata(void *user, const nb_meta *m) {
     loading *c = user;
     nb_optimizer *opt = c->opt;
@@ -270,11 +308,9 @@ static nb_status check_metadata(void *user, const nb_meta *m) {
         c->scheduled = s != NULL;
         if (s) {
             nb_schedule *sc = &c->schedule;
-            int kind_code, used = 0;
-            if (sscanf(s, "%d %lg %ld %lg %ld %lg %ld %lg%n", &kind_code, &sc->base_lr, &sc->step_size, &sc->gamma,
-                       &sc->total, &sc->min_lr, &sc->warmup, &sc->warmup_start, &used) != 8 ||
-                s[used] != '\0')
-                return bad(c, "nabla.schedule", s, "a schedule's 8 fields");
+            long kind_code = -1;
+            if (!schedule_fields(s, &kind_code, sc)) return bad(c, "nabla.schedule", s, "a schedule's 8 fields");
+            if (kind_code < 0 || kind_code > INT_MAX) return bad(c, "nabla.schedule", s, "a valid schedule");
             sc->kind = (nb_schedule_kind)kind_code;
             if (nb_schedule_check(sc) != NB_OK) return bad(c, "nabla.schedule", s, "a valid schedule");
         }
@@ -283,9 +319,8 @@ static nb_status check_metadata(void *user, const nb_meta *m) {
         const char *s = nb_meta_get(m, "nabla.rng");
         nb_rng *r = &c->rng_state;
         int spare = 0, used = 0;
-        if (!s || sscanf(s, "%16" SCNx64 " %16" SCNx64 " %16" SCNx64 " %16" SCNx64 " %d %lg%n", &r->s[0], &r->s[1],
-                         &r->s[2], &r->s[3], &spare, &r->spare, &used) != 6 ||
-            s[used] != '\0' || (spare != 0 && spare != 1) || !isfinite(r->spare))
+        if (!s || !generator_words(s, r->s) || sscanf(s + 4 * 17, "%d %lg%n", &spare, &r->spare, &used) != 2 ||
+            s[4 * 17 + used] != '\0' || (spare != 0 && spare != 1) || !isfinite(r->spare))
             return bad(c, "nabla.rng", s, "a generator's state (saved with one: nb_checkpoint_save's rng)");
         r->has_spare = spare == 1;
     }

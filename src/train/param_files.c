@@ -92,6 +92,18 @@ const char *nb_meta_get(const nb_meta *m, const char *key) {
     return NULL;
 }
 
+static int by_key(const void *a, const void *b) {
+    return strcmp(((const nb_meta_entry *)a)->key, ((const nb_meta_entry *)b)->key);
+}
+
+const char *nb_meta_duplicate(nb_meta *m) {
+    if (m->n < 2) return NULL;
+    qsort(m->e, m->n, sizeof *m->e, by_key); /* (a read file's order matters to no one) */
+    for (size_t i = 1; i < m->n; i++)
+        if (!strcmp(m->e[i - 1].key, m->e[i].key)) return m->e[i].key;
+    return NULL;
+}
+
 void nb_meta_free(nb_meta *m) {
     for (size_t i = 0; i < m->n; i++) {
         nb_free(m->e[i].key);

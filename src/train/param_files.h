@@ -52,6 +52,10 @@ typedef struct {
 /* Copies key and the value's `len` bytes (it may hold no NUL). */
 void nb_meta_put(nb_meta *m, const char *key, size_t key_len, const char *value, size_t len);
 const char *nb_meta_get(const nb_meta *m, const char *key); /* NULL if absent */
+/* A key that a file's metadata holds twice (readers refuse those: which
+ * one counts differs between readers, Python's json taking the last), or
+ * NULL; sorts the entries by key. */
+const char *nb_meta_duplicate(nb_meta *m);
 void nb_meta_free(nb_meta *m);
 
 /* A named tensor that is not a parameter (one of an optimizer's buffers). */

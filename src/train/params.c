@@ -262,6 +262,12 @@ static nb_status read_metadata(reader *r, nb_meta *meta) {
         nb_set_error(NULL, NB_ERR_NOMEM, NULL, 0, "%s: out of memory reading %s", r->who, r->path);
         return NB_ERR_NOMEM;
     }
+    const char *twice = nb_meta_duplicate(meta);
+    if (twice) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s: the metadata holds the key '%.80s' twice", r->who, r->path,
+                     twice);
+        return NB_ERR_VALUE;
+    }
     return NB_OK;
 }
 

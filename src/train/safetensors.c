@@ -352,7 +352,14 @@ static bool read_metadata(json *j, nb_meta *meta) {
             return false;
         }
     } while (accept(j, ','));
-    return expect(j, '}', "',' or '}'");
+    if (!expect(j, '}', "',' or '}'")) return false;
+    const char *twice = nb_meta_duplicate(meta);
+    if (twice) {
+        nb_set_error(NULL, NB_ERR_VALUE, NULL, 0, "%s: %s: the metadata holds the key '%.80s' twice", j->who, j->path,
+                     twice);
+        return false;
+    }
+    return true;
 }
 
 /* One tensor's object: dtype, shape and data_offsets, each once. */
