@@ -319,8 +319,9 @@ static nb_status check_metadata(void *user, const nb_meta *m) {
         const char *s = nb_meta_get(m, "nabla.rng");
         nb_rng *r = &c->rng_state;
         int spare = 0, used = 0;
-        if (!s || !generator_words(s, r->s) || sscanf(s + 4 * 17, "%d %lg%n", &spare, &r->spare, &used) != 2 ||
-            s[4 * 17 + used] != '\0' || (spare != 0 && spare != 1) || !isfinite(r->spare))
+        const size_t words = (size_t)4 * 17; /* four words of 16 hex digits, each with a space */
+        if (!s || !generator_words(s, r->s) || sscanf(s + words, "%d %lg%n", &spare, &r->spare, &used) != 2 ||
+            s[words + (size_t)used] != '\0' || (spare != 0 && spare != 1) || !isfinite(r->spare))
             return bad(c, "nabla.rng", s, "a generator's state (saved with one: nb_checkpoint_save's rng)");
         r->has_spare = spare == 1;
     }
