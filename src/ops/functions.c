@@ -271,8 +271,10 @@ static void extreme_backward(nb_op_call *c) {
     });
 }
 
-/* G at the winning positions: G times a constant one-hot mask (the second
- * derivative of max is 0 where it is defined, as PyTorch takes it). */
+/* G at the winning positions, chosen by a constant one-hot mask with where()
+ * (not G times the mask: an inf in G would give 0 · inf = NaN where the
+ * eager backward passes 0); the second derivative of max is 0 where it is
+ * defined, as PyTorch takes it. */
 static void extreme_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
     nb_tape *tp = nb_op_tape(c);
     const axis_params *p = nb_op_params(c);
@@ -281,7 +283,8 @@ static void extreme_graph(nb_op_call *c, nb_tensor *G, nb_tensor **grad_in) {
     if (nb_tensor_status(mask) != NB_OK) return;
     for (size_t o = 0; o < p->outer; o++)
         for (size_t i = 0; i < p->inner; i++) nb_set(mask, (o * p->n + where[o * p->inner + i]) * p->inner + i, 1);
-    grad_in[0] = nb_mul_(tp, keep_axis(tp, c, G), mask, SITE_OF(c));
+    nb_tensor *zero = nb_full_(tp, nb_tensor_dtype(G), 0, NULL, 0, SITE_OF(c));
+    grad_in[0] = nb_where_(tp, mask, keep_axis(tp, c, G), zero, SITE_OF(c));
 }
 
 static const nb_op_def max_op = {.name = "max", .forward = max_forward, .backward = extreme_backward,
