@@ -93,13 +93,13 @@ $(BUILD)/examples/mlp: EXAMPLE_LIBS = $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a $
 $(BUILD)/examples/mlp: $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a include/nabla_mpi.h)
 
 $(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h examples/fashion.h \
-                     examples/gpt_model.h examples/gpt_text.h $(BUILD)/libnabla.a \
+                     examples/gpt_model.h examples/gpt_text.h examples/silu_op.h $(BUILD)/libnabla.a \
                      $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(EXAMPLE_LIBS) $(BUILD)/libnabla.a $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c bench/bench_common.h examples/gpt_model.h $(BUILD)/libnabla.a include/nabla.h include/nabla_train.h
+$(BUILD)/bench/%: bench/%.c bench/bench_common.h examples/gpt_model.h examples/silu_op.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
@@ -125,7 +125,7 @@ $(BUILD)/bench/adolc_projectile: bench/adolc_projectile.cpp bench/projectile.h
 bench: deps-build $(BENCHES) $(ADOLC_BENCH)
 	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,) $(if $(ONLY),--only $(ONLY),)
 
-$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(BUILD)/libnabla.a $(HEADERS)
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h examples/silu_op.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) -Isrc $(CFLAGS) $< $(TEST_SUPPORT) -o $@ $(BUILD)/libnabla.a \
@@ -273,7 +273,7 @@ demo: deps-build $(BUILD)/examples/demo
 NB_VERSION = $(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0
 	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
