@@ -24,7 +24,9 @@ tables of ratios measured in the same run.
      gather and scatter-add), forward and backward at (2048, 512) and
      (16*128, 128), float32, 1 thread: time, bytes moved per second and
      the ratio to a memcpy of the same bytes (bench_elementwise, which
-     alternates each kernel with its memcpy and takes minima).
+     alternates each kernel with its memcpy and takes minima); then a
+     custom op (SiLU) written plainly and with include/nabla_kernel.h
+     against the two built-in ops it replaces (bench_custom_op).
   8. Data-parallel training over MPI, when nabla was built with OpenMPI: the
      MLP step at batch 256 on 1 and 2 processes of one thread each
      (mpirun ... mlp --bench --distributed), with the time spent waiting
@@ -162,6 +164,10 @@ def main():
     sys.stdout.flush()
     subprocess.run([os.path.join(args.build, "bench", "bench_elementwise"), "--reps", "10" if args.quick else "30"],
                    check=True)
+    print()
+    for extra in ([], ["--f64"], ["--n", "8192"]):
+        subprocess.run([os.path.join(args.build, "bench", "bench_custom_op"), "--reps", "10" if args.quick else "30"]
+                       + extra, check=True, env=one_thread_env(1))
     print()
     mpi_table(args.build, 3 if args.quick else args.rounds)
     print()
