@@ -290,7 +290,7 @@ endif
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_nn.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
-	      $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.a \
+	      $(DESTDIR)$(PREFIX)/include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.a \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0 \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla.a \
