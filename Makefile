@@ -4,6 +4,7 @@
 
 CC       ?= cc
 PREFIX   ?= /usr/local
+LIBDIR   ?= $(PREFIX)/lib
 BUILD    ?= build
 OPT      ?= -O3 -g
 SANITIZE ?=
@@ -39,7 +40,7 @@ MPI_TESTS  := $(if $(HAVE_MPI),$(BUILD)/tests/mpi/test_distributed)
 Q := $(if $(V),,@)
 
 .PHONY: all lib examples tests torch-diff test test-plain test-sanitize demo deps-build deps-test deps-fuzz deps-static golden docs bench fuzz fuzz-build fuzz-replay check-static \
-        install uninstall clean
+        install uninstall clean deb
 
 all: lib examples
 
@@ -71,7 +72,7 @@ $(BUILD)/libnabla.a: $(LIB_OBJ)
 
 $(BUILD)/libnabla.so: $(LIB_OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla.so.0 -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libnabla.so.0 -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libnabla_mpi.a: $(MPI_OBJ)
 	@rm -f $@
@@ -80,7 +81,7 @@ $(BUILD)/libnabla_mpi.a: $(MPI_OBJ)
 
 $(BUILD)/libnabla_mpi.so: $(MPI_OBJ) $(BUILD)/libnabla.so
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla_mpi.so.0 -o $@ $(MPI_OBJ) -L$(BUILD) -lnabla $(MPI_LIBS) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libnabla_mpi.so.0 -o $@ $(MPI_OBJ) -L$(BUILD) -lnabla $(MPI_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/mpi/%: tests/mpi/%.c $(BUILD)/libnabla_mpi.a $(BUILD)/libnabla.a include/nabla_mpi.h $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -243,6 +244,7 @@ test-plain: tests lib examples
 	@tests/op_table.sh
 	@tests/torch_diff.sh $(BUILD) 500 1
 	@tests/install.sh $(BUILD)
+	@tests/deb.sh $(BUILD)
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
 	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check
 
@@ -272,30 +274,36 @@ demo: deps-build $(BUILD)/examples/demo
 # against any other prefix (an rpath, LD_LIBRARY_PATH, nabla-static.pc).
 NB_VERSION = $(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)
 install: lib
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0
-	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla-static.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla-static.pc
+	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(LIBDIR)/libnabla.so.0
+	ln -sf libnabla.so.0 $(DESTDIR)$(LIBDIR)/libnabla.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/nabla.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla-static.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/nabla-static.pc
 ifneq ($(HAVE_MPI),)
 	install -m 644 include/nabla_mpi.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(BUILD)/libnabla_mpi.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(BUILD)/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0
-	ln -sf libnabla_mpi.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla_mpi.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc
+	install -m 644 $(BUILD)/libnabla_mpi.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libnabla_mpi.so $(DESTDIR)$(LIBDIR)/libnabla_mpi.so.0
+	ln -sf libnabla_mpi.so.0 $(DESTDIR)$(LIBDIR)/libnabla_mpi.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla_mpi.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/nabla_mpi.pc
 endif
-	@scripts/install-loader.sh "$(DESTDIR)" "$(PREFIX)/lib"
+	@scripts/install-loader.sh "$(DESTDIR)" "$(LIBDIR)"
+
+# Debian packages (debian/): libnabla0, libnabla-mpi0 and libnabla-dev in
+# $(BUILD)/deb, checked by lintian (scripts/deb.sh; tests/deb.sh installs
+# and uses them).
+deb:
+	@scripts/deb.sh $(BUILD)
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_nn.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
-	      $(DESTDIR)$(PREFIX)/include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.a \
-	      $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0 \
-	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc \
-	      $(DESTDIR)$(PREFIX)/lib/libnabla.a \
-	      $(DESTDIR)$(PREFIX)/lib/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0 \
-	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla-static.pc
+	      $(DESTDIR)$(PREFIX)/include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(LIBDIR)/libnabla_mpi.a \
+	      $(DESTDIR)$(LIBDIR)/libnabla_mpi.so $(DESTDIR)$(LIBDIR)/libnabla_mpi.so.0 \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/nabla_mpi.pc \
+	      $(DESTDIR)$(LIBDIR)/libnabla.a \
+	      $(DESTDIR)$(LIBDIR)/libnabla.so $(DESTDIR)$(LIBDIR)/libnabla.so.0 \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/nabla.pc $(DESTDIR)$(LIBDIR)/pkgconfig/nabla-static.pc
 
 clean:
 	rm -rf build
