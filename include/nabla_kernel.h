@@ -26,6 +26,10 @@
  * the compiler vectorises a loop over restrict-free plain arrays when it
  * can see that they do not overlap the output, so read the pointers first.
  *
+ * NB_EXP, NB_TANH and NB_ERF pick the float32 function for a float and
+ * libm's for a double (C11 _Generic); C++ has no _Generic: call nb_expf,
+ * nb_tanhf and nb_erff for floats there.
+ *
  * nb_kernel_for(n, fn, ctx) runs fn(ctx, begin, end) over [0, n): in one
  * call on the calling thread below 2 · NB_KERNEL_GRAIN elements (no thread
  * hand-off for small tensors), else split over nb_set_threads threads, as
