@@ -142,7 +142,7 @@ static bool run_again(nb_tape *tp, const recompute_call *ck, nb_tensor **r, cons
         const nb_tensor *y = r[k], *was = ck->outputs[k];
         char a[128], b[128];
         if (y->dtype != was->dtype || y->ndim != was->ndim ||
-            memcmp(y->shape, was->shape, (size_t)y->ndim * sizeof *y->shape)) {
+            memcmp(y->shape, was->shape, (size_t)y->ndim * sizeof *y->shape) != 0) {
             nb_set_error(tp, NB_ERR_STATE, ck->file, ck->line,
                          "%s: the function given to nb_recompute gave output %d as %s %s when run again for "
                          "backward, and %s %s when first run", what, k + 1, dtype_name(y->dtype),
@@ -152,7 +152,7 @@ static bool run_again(nb_tape *tp, const recompute_call *ck, nb_tensor **r, cons
         }
         size_t w = nb_dtype_size(y->dtype);
         for (size_t i = 0; i < y->size; i++) {
-            if (!memcmp((const char *)y->data + i * w, (const char *)was->data + i * w, w)) continue;
+            if (memcmp((const char *)y->data + i * w, (const char *)was->data + i * w, w) == 0) continue;
             double now = y->dtype == NB_F32 ? NB_F(y)[i] : NB_D(y)[i], then = was->dtype == NB_F32 ? NB_F(was)[i]
                                                                                                    : NB_D(was)[i];
             nb_set_error(tp, NB_ERR_STATE, ck->file, ck->line,
@@ -306,15 +306,16 @@ static void recompute_graph(nb_op_call *call, nb_tensor *G, nb_tensor **grad_in)
     (void)G; /* the token's: zero */
     recompute_call *ck = call->saved;
     nb_tape *tp = call->out->tape;
-    nb_tensor **r = nb_tape_alloc(tp, (size_t)(ck->n_out + ck->n_in) * sizeof *r), **g = r + ck->n_out;
+    nb_tensor **r = nb_tape_alloc(tp, (size_t)ck->n_out * sizeof *r);
+    nb_tensor **g = nb_tape_alloc(tp, (size_t)ck->n_in * sizeof *g);
     size_t mark = tp->n_entries;
-    if (!r)
+    if (!r || !g)
         nb_set_error(tp, NB_ERR_NOMEM, ck->file, ck->line, "nb_grad: out of memory recomputing");
     else if (run_again(tp, ck, r, "nb_grad") && reads_only_inputs(tp, ck, mark, "nb_grad"))
         /* the walk over fn's entries alone: the inputs' gradients through fn, as its direct entries give them */
         nb_grad_graph_partial(tp, r, ck->upstream, ck->n_out, mark, ck->inputs, ck->n_in, g, ck->file, ck->line);
     for (int k = 0; k < ck->n_out; k++) ck->upstream[k] = NULL; /* taken (each walk gives them anew) */
-    for (int i = 0; tp->status == NB_OK && i < ck->n_in; i++)
+    for (int i = 0; g && tp->status == NB_OK && i < ck->n_in; i++)
         grad_in[i] = ck->inputs[i]->requires_grad ? g[i] : NULL;
 }
 
