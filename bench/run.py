@@ -186,12 +186,18 @@ def scalar_table(build, rounds, quick):
     nabla_cmd = [os.path.join(build, "bench", "bench_scalar"), "--csv", "--reps", reps]
     adolc_bin = os.path.join(build, "bench", "adolc_projectile")
     have_adolc = os.path.exists(adolc_bin)
-    nabla, adolc, ops, grads = [], [], 0, {}
+    hpp_bin = os.path.join(build, "bench", "bench_scalar_hpp")
+    have_hpp = os.path.exists(hpp_bin)
+    nabla, hpp, adolc, ops, grads = [], [], [], 0, {}
     for _ in range(rounds):
         row = run_csv(nabla_cmd, env=one_thread_env(1))[0]
         nabla.append(float(row[1]))
         ops = int(row[3])
         grads["nabla"] = (row[4], row[5])
+        if have_hpp:
+            row = run_csv([hpp_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
+            hpp.append(float(row[1]))
+            grads["nabla.hpp"] = (row[4], row[5])
         if have_adolc:
             row = run_csv([adolc_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
             adolc.append(float(row[1]))
@@ -201,6 +207,11 @@ def scalar_table(build, rounds, quick):
           f"retaped for every gradient (thread CPU time, median of {rounds} alternating rounds)")
     print(f"{'':<8} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
     print(f"{'nabla':<8} {n:>11.3f} {n * 1e6 / ops:>7.1f} | {grads['nabla'][0]}, {grads['nabla'][1]}")
+    if hpp:  # the same function through include/nabla.hpp's operators
+        h = statistics.median(hpp)
+        same = "the same digits" if grads["nabla.hpp"] == grads["nabla"] else "DIFFERENT"
+        print(f"{'C++ hpp':<8} {h:>11.3f} {h * 1e6 / ops:>7.1f} | {grads['nabla.hpp'][0]}, {grads['nabla.hpp'][1]} "
+              f"({same}; {h / n:.2f}x the C API's time)")
     if not have_adolc:
         print("ADOL-C   skipped: libadolc-dev is not installed (apt-get install libadolc-dev, then make bench)")
         return
