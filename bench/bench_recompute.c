@@ -12,9 +12,10 @@
  * shrinks, so this is its peak), the process's peak RSS, the entries
  * recorded, and the gradients (to 17 digits, to compare the modes).
  *
- *   bench_recompute --what projectile|mlp [--per K] [--steps N] [--layers L]
- *                   [--width W] [--batch B] [--reps R] [--csv]
- * --per 0 (the default) records everything.  --csv prints one line:
+ *   bench_recompute --what projectile|mlp [--per K] [--inner J] [--steps N]
+ *                   [--layers L] [--width W] [--batch B] [--reps R] [--csv]
+ * --per 0 (the default) records everything; --inner J makes each MLP
+ * segment of checkpoints of J layers (nested checkpoints).  --csv prints one line:
  *   what,per,n,ms,tape bytes,max rss KB,entries,g0,g1
  */
 #include "bench_common.h"
@@ -66,8 +67,10 @@ static nb_tensor *projectile(nb_tape *tp, nb_tensor *theta, nb_tensor *speed, in
 
 /* ---------------------------------------------------------------- MLP */
 
-typedef struct {
+typedef struct layer_range {
     int first, count;
+    int inner;                      /* > 0: the segment is itself made of checkpoints of this many layers */
+    struct layer_range *parts;      /* theirs, [count / inner + 1] */
 } layer_range;
 
 static nb_tensor *layers(nb_tape *tp, nb_tensor *h, nb_tensor *const *W, nb_tensor *const *b, int count) {
@@ -77,21 +80,33 @@ static nb_tensor *layers(nb_tape *tp, nb_tensor *h, nb_tensor *const *W, nb_tens
 
 /* inputs: h, then each layer's W and b */
 static nb_status mlp_segment(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
-    const layer_range *r = ctx;
-    nb_tensor *W[256], *b[256];
-    for (int l = 0; l < r->count; l++) W[l] = in[1 + 2 * l], b[l] = in[2 + 2 * l];
-    out[0] = layers(tp, in[0], W, b, r->count);
+    layer_range *r = ctx;
+    if (!r->inner) {
+        nb_tensor *W[256], *b[256];
+        for (int l = 0; l < r->count; l++) W[l] = in[1 + 2 * l], b[l] = in[2 + 2 * l];
+        out[0] = layers(tp, in[0], W, b, r->count);
+        return NB_OK;
+    }
+    nb_tensor *h = in[0], *part[1 + 2 * 256];
+    for (int first = 0, s = 0; first < r->count; first += r->inner, s++) {
+        r->parts[s] = (layer_range){first, r->count - first < r->inner ? r->count - first : r->inner, 0, NULL};
+        part[0] = h;
+        memcpy(part + 1, in + 1 + 2 * first, (size_t)(2 * r->parts[s].count) * sizeof *part);
+        nb_status st = nb_recompute(tp, mlp_segment, &r->parts[s], part, 1 + 2 * r->parts[s].count, &h, 1, NULL);
+        if (st != NB_OK) return st;
+    }
+    out[0] = h;
     return NB_OK;
 }
 
-static nb_tensor *mlp_loss(nb_tape *tp, nb_tensor **W, nb_tensor **b, nb_tensor *x, int L, int per,
-                           layer_range *ranges, nb_tensor **in) {
+static nb_tensor *mlp_loss(nb_tape *tp, nb_tensor **W, nb_tensor **b, nb_tensor *x, int L, int per, int inner,
+                           layer_range *ranges, layer_range *parts, nb_tensor **in) {
     nb_tensor *h = x;
     if (!per) {
         h = layers(tp, h, W, b, L);
     } else {
         for (int first = 0, s = 0; first < L; first += per, s++) {
-            ranges[s] = (layer_range){first, L - first < per ? L - first : per};
+            ranges[s] = (layer_range){first, L - first < per ? L - first : per, inner, parts + (size_t)s * 257};
             in[0] = h;
             for (int l = 0; l < ranges[s].count; l++) in[1 + 2 * l] = W[first + l], in[2 + 2 * l] = b[first + l];
             if (nb_recompute(tp, mlp_segment, &ranges[s], in, 1 + 2 * ranges[s].count, &h, 1, NULL) != NB_OK)
@@ -111,11 +126,12 @@ static long max_rss_kb(void) {
 
 int main(int argc, char **argv) {
     const char *what = "projectile";
-    int per = 0, n = 100000, L = 32, width = 512, batch = 256, reps = 5;
+    int per = 0, inner = 0, n = 100000, L = 32, width = 512, batch = 256, reps = 5;
     bool csv = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--what") && i + 1 < argc) what = argv[++i];
         else if (!strcmp(argv[i], "--per") && i + 1 < argc) per = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--inner") && i + 1 < argc) inner = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) n = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc) L = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--width") && i + 1 < argc) width = atoi(argv[++i]);
@@ -123,13 +139,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--csv")) csv = true;
         else {
-            fprintf(stderr, "usage: bench_recompute --what projectile|mlp [--per K] [--steps N] [--layers L] "
-                            "[--width W] [--batch B] [--reps R] [--csv]\n");
+            fprintf(stderr, "usage: bench_recompute --what projectile|mlp [--per K] [--inner J] [--steps N] "
+                            "[--layers L] [--width W] [--batch B] [--reps R] [--csv]\n");
             return 2;
         }
     }
     bool mlp = !strcmp(what, "mlp");
-    if ((!mlp && strcmp(what, "projectile")) || per < 0 || n < 1 || L < 1 || L > 256 || width < 1 || batch < 1 ||
+    if ((!mlp && strcmp(what, "projectile")) || per < 0 || inner < 0 || n < 1 || L < 1 || L > 256 || width < 1 ||
+        batch < 1 ||
         reps < 1 || reps > 1000) {
         fprintf(stderr, "bench_recompute: bad arguments\n");
         return 2;
@@ -140,6 +157,7 @@ int main(int argc, char **argv) {
     nb_tensor *theta = nb_scalar(NULL, NB_F64, PROJ_THETA), *speed = nb_scalar(NULL, NB_F64, PROJ_SPEED);
     nb_tensor *W[256], *b[256], *x = NULL, *in[1 + 2 * 256];
     layer_range ranges[256];
+    layer_range *parts = malloc(256 * 257 * sizeof *parts);
     int *lengths = malloc(((size_t)n / (per ? (size_t)per : 1) + 2) * sizeof *lengths);
     if (mlp) {
         for (int l = 0; l < L; l++) {
@@ -158,7 +176,7 @@ int main(int argc, char **argv) {
     for (int r = -1; r < reps; r++) { /* one warm-up run */
         nb_tape_reset(tp);
         double t0 = thread_cpu_seconds();
-        nb_tensor *out = mlp ? mlp_loss(tp, W, b, x, L, per, ranges, in)
+        nb_tensor *out = mlp ? mlp_loss(tp, W, b, x, L, per, inner, ranges, parts, in)
                              : projectile(tp, theta, speed, n, per, lengths);
         entries = nb_tape_size(tp);
         if (nb_backward(out) != NB_OK) {
@@ -188,6 +206,7 @@ int main(int argc, char **argv) {
                g[1]);
     free(ms);
     free(lengths);
+    free(parts);
     if (mlp) {
         for (int l = 0; l < L; l++) nb_tensor_free(W[l]), nb_tensor_free(b[l]);
         nb_tensor_free(x);

@@ -60,7 +60,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (csv)
-        std::printf("nabla.hpp,%.6f,%.3f,%zu,%.17g,%.17g\n", med, med * 1e6 / static_cast<double>(ops), ops, g[0], g[1]);
+        std::printf("nabla.hpp,%.6f,%.3f,%zu,%.17g,%.17g\n", med, med * 1e6 / static_cast<double>(ops), ops, g[0],
+                    g[1]);
     else
         std::printf("Projectile through nabla.hpp, %d steps, %zu ops: %.3f ms per gradient, %.1f ns per op; "
                     "df/dtheta = %.17g, df/dspeed = %.17g\n", steps, ops, med, med * 1e6 / static_cast<double>(ops),

@@ -241,6 +241,8 @@ def recompute_table(build, rounds, quick):
         ("MLP 32x512, batch 256, everything kept", ["--what", "mlp"], None),
         ("  in segments of 4 layers", ["--what", "mlp", "--per", "4"], 3),
         ("  in segments of 8 layers", ["--what", "mlp", "--per", "8"], 3),
+        ("  in segments of 16 layers", ["--what", "mlp", "--per", "16"], 3),
+        ("  in 16s made of checkpoints of 4 (nested)", ["--what", "mlp", "--per", "16", "--inner", "4"], 3),
     ]
     results = [{"ms": [], "tape": 0, "rss": 0, "grads": None} for _ in rows]
     for _ in range(rounds):

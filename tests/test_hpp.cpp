@@ -24,7 +24,8 @@ extern "C" { // (cmocka.h declares only part of its API so)
 }
 
 static void expect_same(double got, double want, const char *what) {
-    if (std::memcmp(&got, &want, sizeof got) != 0) fail_msg("%s: %.17g through the header, %.17g in C", what, got, want);
+    if (std::memcmp(&got, &want, sizeof got) != 0)
+        fail_msg("%s: %.17g through the header, %.17g in C", what, got, want);
 }
 
 // ---------------------------------------------------------------- the projectile

@@ -9,6 +9,7 @@
  * on, and a warm loop with no allocation.
  */
 #include "support.h"
+#include "internal.h" /* the arena's size, for nested checkpoints */
 #include "nabla_train.h"
 
 #include <math.h>
@@ -765,6 +766,61 @@ static void test_fused_sgd_weight_read_twice(void **state) {
     assert_memory_equal(w[0], w[1], sizeof w[0]);
 }
 
+/* Nested checkpoints in the recomputation: segments of 1000 steps made of
+ * checkpoints of 100, the same bits as segments of 1000.  (The memory:
+ * a scalar's value lives beside its header, and an inner region's headers
+ * are retired in place, their pages handed back but their addresses not
+ * reused, so the headers' windows grow over an outer recomputation; the
+ * arena, where tensors of more than one element keep their values, is
+ * given back by each inner region: bench_recompute's nested MLP row.) */
+static nb_status segment_of_segments(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    static int hundred = 100;
+    (void)ctx;
+    for (int k = 0; k < 4; k++) out[k] = in[k];
+    for (int i = 0; i < 10; i++) {
+        nb_tensor *s[4] = {out[0], out[1], out[2], out[3]};
+        nb_status st = nb_recompute(tp, projectile_segment, &hundred, s, 4, out, 4, NULL);
+        if (st != NB_OK) return st;
+    }
+    return NB_OK;
+}
+
+static void test_nested_checkpoints_in_the_recomputation(void **state) {
+    (void)state;
+    nb_tensor *theta = nb_scalar(NULL, NB_F64, 0.7), *speed = nb_scalar(NULL, NB_F64, 20);
+    nb_requires_grad(theta, true);
+    nb_requires_grad(speed, true);
+    size_t memory[2], headers[2];
+    double g[2][2];
+    for (int c = 0; c < 2; c++) {
+        nb_tape *tp = nb_tape_new();
+        nb_zero_grad(theta);
+        nb_zero_grad(speed);
+        nb_tensor *f;
+        if (c == 0) {
+            f = projectile(tp, theta, speed, 10000, 1000);
+        } else {
+            nb_tensor *s[4] = {nb_scalar(tp, NB_F64, 0), nb_scalar(tp, NB_F64, 0),
+                               nb_mul(tp, speed, nb_cos(tp, theta)), nb_mul(tp, speed, nb_sin(tp, theta))};
+            for (int k = 0; k < 10; k++) {
+                nb_tensor *in[4] = {s[0], s[1], s[2], s[3]};
+                assert_int_equal(nb_recompute(tp, segment_of_segments, NULL, in, 4, s, 4, NULL), NB_OK);
+            }
+            f = nb_add(tp, s[0], s[1]);
+        }
+        assert_int_equal(nb_backward(f), NB_OK);
+        memory[c] = tp->arena.total;
+        headers[c] = nb_headers_memory(&tp->headers) + nb_headers_memory(&tp->other_headers);
+        g[c][0] = nb_grad_get(theta, 0), g[c][1] = nb_grad_get(speed, 0);
+        nb_tape_free(tp);
+    }
+    print_message("projectile, 10^4 steps: arena %zu bytes (headers' windows %zu) in segments of 1000, %zu (%zu) in "
+                  "segments of 10 checkpoints of 100\n", memory[0], headers[0], memory[1], headers[1]);
+    assert_memory_equal(g[0], g[1], sizeof g[0]);
+    nb_tensor_free(theta);
+    nb_tensor_free(speed);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp_gradients_bitwise),
@@ -778,6 +834,7 @@ int main(void) {
         cmocka_unit_test(test_warm_loop_calls_no_malloc),
         cmocka_unit_test(test_fused_sgd_and_modes),
         cmocka_unit_test(test_fused_sgd_weight_read_twice),
+        cmocka_unit_test(test_nested_checkpoints_in_the_recomputation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

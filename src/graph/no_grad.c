@@ -141,10 +141,14 @@ nb_status nb_no_grad_end(nb_tape *tp) {
     const struct nb_no_grad_mark *m = &tp->no_grad_marks[--tp->no_grad_depth];
     tp->no_record = m->no_record;
     tp->grad_enabled = m->grad_enabled;
-    /* Inside a callback (a custom op's forward), the call under way may
-     * hold memory the scope gave it (nb_op_save): keep everything. */
-    bool safe = !tp->user_code.what && m->generation == tp->generation && m->n_entries == tp->n_entries &&
-                m->pass == tp->pass && m->kept_allocs == tp->kept_allocs && tp->running == 0;
+    /* Inside a callback (a custom op's forward), or a backward pass, the
+     * call under way may hold memory the scope gave it (nb_op_save, a
+     * gradient): keep everything.  Not inside nb_recompute's function,
+     * whose call (a backward pass's too) holds nothing made since the
+     * function began (src/graph/recompute.c). */
+    bool free_to = !tp->user_code.what ? tp->running == 0 : tp->user_code.scopes_free;
+    bool safe = free_to && m->generation == tp->generation && m->n_entries == tp->n_entries && m->pass == tp->pass &&
+                m->kept_allocs == tp->kept_allocs;
     if (safe) {
         free_since(tp, m);
     } else {

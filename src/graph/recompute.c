@@ -86,8 +86,11 @@ static nb_status run_fn(nb_tape *tp, const recompute_call *ck, nb_tensor *const 
                         const char *what) {
     int depth = tp->no_grad_depth;
     for (int k = 0; k < ck->n_out; k++) out[k] = NULL;
-    /* (the user's code: a reset of the tape from inside it is refused, as from a custom op's callback) */
-    nb_user_code outer = nb_user_enter(tp, (nb_user_code){.what = "function", .who = "nb_recompute"});
+    /* The user's code: a reset of the tape from inside it is refused, as from a custom op's callback; the
+     * scopes it opens free their tensors (nested checkpoints, in the recomputation too: nothing this call
+     * holds was made since fn began). */
+    nb_user_code outer =
+        nb_user_enter(tp, (nb_user_code){.what = "function", .who = "nb_recompute", .scopes_free = true});
     nb_status st = ck->fn(tp, inputs, out, ck->ctx);
     nb_user_leave(tp, outer);
     if (tp->status != NB_OK) return tp->status; /* an op in fn failed: its message stands */
