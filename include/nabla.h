@@ -338,7 +338,9 @@ nb_tensor *nb_hessian_(nb_tensor *out, nb_tensor *x, const char *file, int line)
  * fn again, recording, in a scratch region of the tape, backpropagates
  * through what it recorded and frees it: the tape holds one call's
  * intermediates at a time.  Values and gradients are bitwise those of
- * calling fn directly.  The rules:
+ * calling fn directly (with create_graph: the first derivatives of inputs
+ * used only inside fn; the others, and second derivatives, to rounding,
+ * as their sums associate otherwise).  The rules:
  *  - inputs are every tensor fn reads whose gradient is wanted, parameters
  *    included: backward refuses (NB_ERR_ARG, naming the tensor and the op
  *    that read it) a tensor that requires a gradient read some other way
