@@ -22,6 +22,10 @@ HEADERS  := $(sort $(wildcard include/*.h src/*.h src/*/*.h))
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
+# The C++ layer's test (include/nabla.hpp), as C++17, C++20, and C++11
+# without exceptions (errors then flow as in C): see its rule below.
+HPP_TESTS := $(addprefix $(BUILD)/tests/,test_hpp test_hpp_cxx20 test_hpp_noexcept)
+TESTS    += $(HPP_TESTS)
 TEST_SUPPORT := tests/support.c
 TORCH_DIFF := $(BUILD)/tests/torch_diff
 TORCH_DIFF_SRC := tests/torch_diff.c tests/torch_diff_ops.c tests/torch_diff_nn.c tests/torch_diff_opt.c
@@ -114,6 +118,14 @@ ADOLC_BENCH := $(if $(HAVE_ADOLC),$(BUILD)/bench/adolc_projectile)
 
 $(BUILD)/bench/bench_scalar: bench/projectile.h
 
+# The same projectile through include/nabla.hpp (C++17), timed beside it.
+$(BUILD)/bench/bench_scalar_hpp: bench/bench_scalar_hpp.cpp bench/projectile.h bench/bench_common.h include/nabla.hpp \
+                                 $(BUILD)/libnabla.a
+	@mkdir -p $(dir $@)
+	@echo "  CXX     $@"
+	$(Q)$(CXX) -std=c++17 $(CPPFLAGS) $(OPT) -pedantic -Wall -Wextra -Werror -Ibench $< -o $@ $(BUILD)/libnabla.a \
+	    $(LDLIBS)
+
 $(BUILD)/bench/adolc_projectile: bench/adolc_projectile.cpp bench/projectile.h
 	@mkdir -p $(dir $@)
 	@echo "  CXX     $@"
@@ -123,7 +135,7 @@ $(BUILD)/bench/adolc_projectile: bench/adolc_projectile.cpp bench/projectile.h
 # see bench/run.py.  `make bench QUICK=1` for a short run, `make bench ONLY=gpt`
 # for the GPT and attention tables alone, `make bench ONLY=scalar` for the
 # projectile beside ADOL-C.
-bench: deps-build $(BENCHES) $(ADOLC_BENCH)
+bench: deps-build $(BENCHES) $(BUILD)/bench/bench_scalar_hpp $(ADOLC_BENCH)
 	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,) $(if $(ONLY),--only $(ONLY),)
 
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h examples/silu_op.h $(BUILD)/libnabla.a $(HEADERS)
@@ -131,6 +143,15 @@ $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h examples/silu_op.h $
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) -Isrc $(CFLAGS) $< $(TEST_SUPPORT) -o $@ $(BUILD)/libnabla.a \
 	    $(LDLIBS) $(TEST_LIBS)
+
+$(BUILD)/tests/test_hpp: HPP_STD := -std=c++17
+$(BUILD)/tests/test_hpp_cxx20: HPP_STD := -std=c++20
+$(BUILD)/tests/test_hpp_noexcept: HPP_STD := -std=c++11 -fno-exceptions
+$(HPP_TESTS): tests/test_hpp.cpp include/nabla.hpp $(BUILD)/libnabla.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "  CXX     $@"
+	$(Q)$(CXX) $(HPP_STD) $(CPPFLAGS) $(OPT) $(SANITIZE) -pedantic -Wall -Wextra -Werror $< -o $@ \
+	    $(BUILD)/libnabla.a $(LDLIBS) $(TEST_LIBS)
 
 # The catalogue's parts (tests/test_catalogue*.c) share their row, runner
 # and helpers.
@@ -275,7 +296,8 @@ demo: deps-build $(BUILD)/examples/demo
 NB_VERSION = $(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(LIBDIR)/pkgconfig
-	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_kernel.h \
+	    include/nabla.hpp $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(LIBDIR)/libnabla.so.0
 	ln -sf libnabla.so.0 $(DESTDIR)$(LIBDIR)/libnabla.so
@@ -298,7 +320,7 @@ deb:
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_nn.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
-	      $(DESTDIR)$(PREFIX)/include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(LIBDIR)/libnabla_mpi.a \
+	      $(DESTDIR)$(PREFIX)/include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/nabla.hpp $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(LIBDIR)/libnabla_mpi.a \
 	      $(DESTDIR)$(LIBDIR)/libnabla_mpi.so $(DESTDIR)$(LIBDIR)/libnabla_mpi.so.0 \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/nabla_mpi.pc \
 	      $(DESTDIR)$(LIBDIR)/libnabla.a \

@@ -7,7 +7,10 @@ tables of ratios measured in the same run.
      and each figure is the median over the rounds.
   2. The tape's cost per tiny op (bench_tape), and scalar code: a
      projectile with drag (bench_scalar) beside ADOL-C retaping the same
-     function (bench/adolc_projectile.cpp, when libadolc-dev is installed).
+     function (bench/adolc_projectile.cpp, when libadolc-dev is installed);
+     then recomputation (nb_recompute, bench_recompute): the projectile in
+     segments of sqrt(n) steps and a deep MLP in segments of layers against
+     keeping everything, in time, tape memory and peak RSS.
   3. Second derivatives: a Hessian-vector product against one gradient of
      the same MLP loss (bench_hvp), beside PyTorch's (bench/torch_hvp.py).
   4. The optimizers: the 784-128-10 step at batch 64 with each optimizer,
@@ -124,7 +127,7 @@ def main():
     parser.add_argument("build")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["gpt", "scalar"], help="run only these tables")
+    parser.add_argument("--only", choices=["gpt", "scalar", "recompute"], help="run only these tables")
     args = parser.parse_args()
     with_torch = torch_available()
     if not with_torch:
@@ -132,6 +135,9 @@ def main():
               "(apt-get install python3-torch to include it)\n")
     if args.only == "scalar":
         scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
+        return
+    if args.only == "recompute":
+        recompute_table(args.build, 1 if args.quick else args.rounds, args.quick)
         return
     if args.only == "gpt":
         gpt_tables(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
@@ -152,6 +158,8 @@ def main():
                    check=True)
     print()
     scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
+    print()
+    recompute_table(args.build, 1 if args.quick else args.rounds, args.quick)
     print()
     hvp_table(args.build, 7 if args.quick else 30, with_torch)
     print()
@@ -184,12 +192,18 @@ def scalar_table(build, rounds, quick):
     nabla_cmd = [os.path.join(build, "bench", "bench_scalar"), "--csv", "--reps", reps]
     adolc_bin = os.path.join(build, "bench", "adolc_projectile")
     have_adolc = os.path.exists(adolc_bin)
-    nabla, adolc, ops, grads = [], [], 0, {}
+    hpp_bin = os.path.join(build, "bench", "bench_scalar_hpp")
+    have_hpp = os.path.exists(hpp_bin)
+    nabla, hpp, adolc, ops, grads = [], [], [], 0, {}
     for _ in range(rounds):
         row = run_csv(nabla_cmd, env=one_thread_env(1))[0]
         nabla.append(float(row[1]))
         ops = int(row[3])
         grads["nabla"] = (row[4], row[5])
+        if have_hpp:
+            row = run_csv([hpp_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
+            hpp.append(float(row[1]))
+            grads["nabla.hpp"] = (row[4], row[5])
         if have_adolc:
             row = run_csv([adolc_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
             adolc.append(float(row[1]))
@@ -199,6 +213,11 @@ def scalar_table(build, rounds, quick):
           f"retaped for every gradient (thread CPU time, median of {rounds} alternating rounds)")
     print(f"{'':<8} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
     print(f"{'nabla':<8} {n:>11.3f} {n * 1e6 / ops:>7.1f} | {grads['nabla'][0]}, {grads['nabla'][1]}")
+    if hpp:  # the same function through include/nabla.hpp's operators
+        h = statistics.median(hpp)
+        same = "the same digits" if grads["nabla.hpp"] == grads["nabla"] else "DIFFERENT"
+        print(f"{'C++ hpp':<8} {h:>11.3f} {h * 1e6 / ops:>7.1f} | {grads['nabla.hpp'][0]}, {grads['nabla.hpp'][1]} "
+              f"({same}; {h / n:.2f}x the C API's time)")
     if not have_adolc:
         print("ADOL-C   skipped: libadolc-dev is not installed (apt-get install libadolc-dev, then make bench)")
         return
@@ -207,6 +226,58 @@ def scalar_table(build, rounds, quick):
     print(f"{'ADOL-C':<8} {a:>11.3f} {a * 1e6 / ops:>7.1f} | {grads['ADOL-C'][0]}, {grads['ADOL-C'][1]} "
           f"({same})")
     print(f"nabla/ADOL-C: {n / a:.2f}x (ns/op for both: the time over nabla's op count)")
+
+
+def recompute_table(build, rounds, quick):
+    """nb_recompute against keeping every intermediate: each configuration
+    in a process of its own (its peak RSS is its own), the modes of a row
+    alternated, ROUNDS times; thread CPU time per gradient (median of the
+    runs' medians), nb_tape_memory (the tape never shrinks: its peak) and
+    the peak RSS (the largest over the rounds)."""
+    exe = os.path.join(build, "bench", "bench_recompute")
+    reps = "3" if quick else "5"
+    n = 10000 if quick else 100000
+    big = 100000 if quick else 1000000
+    rows = [  # (label, arguments, the row it is compared with)
+        (f"projectile {n:,} steps, everything kept", ["--what", "projectile", "--steps", str(n)], None),
+        (f"  in segments of {int(n ** 0.5)} steps", ["--what", "projectile", "--steps", str(n), "--per",
+                                                    str(int(n ** 0.5))], 0),
+        (f"projectile {big:,} steps, in segments of {int(big ** 0.5)}",
+         ["--what", "projectile", "--steps", str(big), "--per", str(int(big ** 0.5))], None),
+        ("MLP 32x512, batch 256, everything kept", ["--what", "mlp"], None),
+        ("  in segments of 4 layers", ["--what", "mlp", "--per", "4"], 3),
+        ("  in segments of 8 layers", ["--what", "mlp", "--per", "8"], 3),
+        ("  in segments of 16 layers", ["--what", "mlp", "--per", "16"], 3),
+        ("  in 16s made of checkpoints of 4 (nested)", ["--what", "mlp", "--per", "16", "--inner", "4"], 3),
+    ]
+    results = [{"ms": [], "tape": 0, "rss": 0, "grads": None} for _ in rows]
+    for _ in range(rounds):
+        for i, (_, args, _) in enumerate(rows):
+            row = run_csv([exe, "--csv", "--reps", reps] + args, env=one_thread_env(1))[0]
+            r = results[i]
+            r["ms"].append(float(row[3]))
+            r["tape"] = max(r["tape"], int(row[4]))
+            r["rss"] = max(r["rss"], int(row[5]))
+            r["entries"] = int(row[6])
+            r["grads"] = (row[7], row[8])
+    print(f"Recomputation (nb_recompute) against keeping everything: 1 thread, thread CPU time per gradient "
+          f"(median of {rounds} alternating rounds), tape memory (nb_tape_memory, its peak) and peak RSS")
+    print(f"{'':<44} {'ms':>9} {'time':>6} | {'tape MB':>8} {'RSS MB':>7} {'memory':>7} | {'entries':>9} | gradients")
+    for i, (label, _, ref) in enumerate(rows):
+        r = results[i]
+        ms = statistics.median(r["ms"])
+        if ref is None:
+            cost, saved, same = "", "", ""
+        else:
+            base = results[ref]
+            cost = f"{ms / statistics.median(base['ms']):.2f}x"
+            saved = f"{r['tape'] / base['tape']:.3f}x"
+            same = " (the same bits)" if r["grads"] == base["grads"] else " (DIFFERENT)"
+        print(f"{label:<44} {ms:>9.2f} {cost:>6} | {r['tape'] / 1e6:>8.1f} {r['rss'] / 1e3:>7.1f} {saved:>7} | "
+              f"{r['entries']:>9,} | {r['grads'][0]}, {r['grads'][1]}{same}")
+    kept = results[0]["tape"] / n
+    print(f"(the projectile's {big:,} steps kept whole would take about {kept * big / 1e9:.1f} GB of tape: "
+          f"{kept:.0f} bytes a step; in segments its tape grows as sqrt(n))")
 
 
 def mpi_table(build, rounds):

@@ -293,6 +293,7 @@ typedef struct {
     const nb_op_call *call; /* the op call whose callback it is (a copy, valid while it runs), or NULL */
     const char *who;       /* without a call: the API call that runs it ("nb_backward") */
     bool may_reset;        /* only nb_tape_free is refused (nb_gradcheck's function) */
+    bool scopes_free;      /* no-grad scopes opened inside free their tensors (nb_recompute's function) */
 } nb_user_code;
 
 struct nb_tape {

@@ -26,6 +26,10 @@ for h in nabla.h nabla_nn.h nabla_train.h nabla_op.h nabla_kernel.h nabla_mpi.h;
     check "$h as $std" sh -c "echo '#include <$h>' | c++ -x c++ -std=$std $warn -Iinclude $mpi_flags -fsyntax-only -"
   done
 done
+for std in c++11 c++17 c++20; do # the C++ layer, with and without exceptions
+  check "nabla.hpp as $std" sh -c "echo '#include <nabla.hpp>' | c++ -x c++ -std=$std $warn -Iinclude -fsyntax-only -"
+  check "nabla.hpp as $std, no exceptions" sh -c "echo '#include <nabla.hpp>' | c++ -x c++ -std=$std -fno-exceptions $warn -Iinclude -fsyntax-only -"
+done
 libs="$(pkg-config --libs openblas libgvc zlib) -lm"
 mkdir -p "$build/headers"
 for std in c++11 c++17 c++20; do
