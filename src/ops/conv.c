@@ -38,6 +38,7 @@
  * added in order: the same bits on any number of threads.
  */
 #include "../internal.h"
+#include "winograd.h"
 
 #include <string.h>
 
@@ -372,12 +373,40 @@ typedef struct {
     const void *w;    /* the weights, for dL/dx */
 } more_grads;
 
+/* The forward (x = a, w = b) or the input gradient (G = a, w = b) by
+ * Winograd (src/ops/winograd.c) where it applies and is faster: 1 done, 0
+ * not taken, -1 out of memory. */
+static int winograd(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b, const void *bias,
+                    void *out, bool acc) {
+    const conv_geom *g = e->saved;
+    nb_winograd_geom wg = {g->N, g->C, g->H, g->W, g->O, g->KH, g->KW, g->OH, g->OW,
+                           g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups, g->one_d};
+    bool fwd = kernel == KERNEL_FORWARD;
+    nb_winograd_call c = {fwd ? NB_WINOGRAD_FORWARD : NB_WINOGRAD_INPUT_GRAD, dt, a, b, fwd ? bias : NULL,
+                          g->relu && !fwd ? e->out->data : NULL, g->relu && fwd, out, acc};
+    return nb_winograd_run(e, &wg, &c);
+}
+
 /* Runs one of the three kernels; false (tape errored) if working memory
  * could not be had.  The weight kernel also takes the gradients `more`
  * asks for, and out may then be NULL (no weight gradient). */
 static bool run_kernel_with(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b,
                             const void *bias, void *out, bool acc, const more_grads *more) {
     const conv_geom *g = e->saved;
+    more_grads rest;
+    if (kernel != KERNEL_WEIGHT_GRAD) {
+        int done = winograd(e, kernel, dt, a, b, bias, out, acc);
+        if (done) return done > 0;
+    } else if (more && more->input_grad) { /* dL/dx by Winograd, then the rest in one pass */
+        int done = winograd(e, KERNEL_INPUT_GRAD, dt, b, more->w, NULL, more->input_grad, more->input_acc);
+        if (done < 0) return false;
+        if (done) {
+            rest = *more;
+            rest.input_grad = NULL;
+            more = &rest;
+            if (!out && !rest.bias_grad) return true;
+        }
+    }
     size_t bytes = nb_dtype_size(dt), K = patch(g), P = positions(g);
     double flops = 2.0 * (double)g->N * (double)g->O * (double)K * (double)P;
     void *bias_grad = more ? more->bias_grad : NULL;
