@@ -6,10 +6,19 @@
  * alone, written here without nabla.
  *
  *   bench_cnn [--threads N] [--batch B] [--reps R] [--quick] [--csv] [--side n|b]
+ *   bench_cnn --winograd [--reps R] [--quick]
  *
  * With N threads, nabla uses its own; the floor splits the batch into N
  * parts, one thread each, making single-threaded CBLAS calls (as nabla
  * does).  CSV: batch,threads,nabla_ms,floor_ms,allocs.
+ *
+ * --winograd: the 3x3 convolutions of the CNN lesson and of a ResNet-style
+ * block, alone, by the general path (unfolding and CBLAS) and by Winograd
+ * F(2x2, 3x3) and F(4x4, 3x3) (src/ops/winograd.c, forced with its test
+ * switch), alternated, on 1 thread, in the thread's CPU time: the forward,
+ * the forward and dL/dx, and the forward and all gradients; the median of
+ * R rounds.  CSV: shape,path,forward_ms,input_grad_ms,backward_ms,allocs
+ * (input_grad_ms and backward_ms: the time beyond the forward's).
  */
 #include "bench_common.h"
 #include "nabla.h"
@@ -215,22 +224,121 @@ static void bare_step(bare *b) {
                 b->flat, FLAT);
 }
 
+/* ------------------------------------------------------------ Winograd against the general path */
+
+/* src/ops/winograd.h, for tests and benchmarks: 0 the dispatch rule, 1
+ * Winograd wherever it applies, -1 never; tile 2 or 4 (0: the default). */
+void nb_winograd_set(int mode, int tile);
+
+typedef struct {
+    const char *name;
+    size_t N, C, O, H;
+    int pad;
+    bool relu;
+} conv_shape;
+
+static const conv_shape wino_shapes[] = {
+    {"lesson conv1 (64, 1->32, 28x28)", 64, 1, 32, 28, 0, true},
+    {"lesson conv2 (64, 32->32, 26x26)", 64, 32, 32, 26, 0, true},
+    {"resnet (16, 64->64, 32x32, pad 1)", 16, 64, 64, 32, 1, false},
+    {"resnet (16, 128->128, 16x16, pad 1)", 16, 128, 128, 16, 1, false},
+    {"resnet (16, 256->256, 8x8, pad 1)", 16, 256, 256, 8, 1, false},
+    {"(16, 8->8, 32x32, pad 1)", 16, 8, 8, 32, 1, false},
+    {"(16, 16->16, 32x32, pad 1)", 16, 16, 16, 32, 1, false},
+    {"(16, 32->32, 16x16, pad 1)", 16, 32, 32, 16, 1, false},
+    {"(16, 32->32, 12x12, pad 1)", 16, 32, 32, 12, 1, false},
+    {"(16, 32->32, 8x8, pad 1)", 16, 32, 32, 8, 1, false},
+    {"(16, 128->128, 12x12, pad 1)", 16, 128, 128, 12, 1, false},
+};
+
+/* Thread CPU seconds per call of: the forward (what 0), the forward and
+ * dL/dx (1), the forward and every gradient (2), at least `seconds` long. */
+static double time_conv(const conv_shape *k, nb_tensor *x, nb_tensor *w, nb_tensor *b, int what, double seconds) {
+    nb_tape *tp = nb_tape_new();
+    nb_requires_grad(x, what >= 1);
+    nb_requires_grad(w, what == 2);
+    nb_requires_grad(b, what == 2);
+    nb_conv_opts o = {.padding = {k->pad, k->pad}, .relu = k->relu};
+    long calls = 0;
+    double t0 = thread_cpu_seconds();
+    do {
+        nb_tape_reset(tp);
+        nb_tensor *y = nb_conv2d(tp, x, w, b, &o);
+        if (what) {
+            nb_zero_grad(x);
+            nb_zero_grad(w);
+            nb_zero_grad(b);
+            if (nb_backward(nb_sum(tp, nb_mul(tp, y, y))) != NB_OK) fprintf(stderr, "bench_cnn: %s\n", nb_last_error());
+        } else if (nb_tensor_status(y) != NB_OK) {
+            fprintf(stderr, "bench_cnn: %s\n", nb_last_error());
+        }
+        calls++;
+    } while (calls < 3 || thread_cpu_seconds() - t0 < seconds);
+    double per = (thread_cpu_seconds() - t0) / (double)calls;
+    nb_tape_free(tp);
+    return per;
+}
+
+static int winograd_table(int reps, bool quick) {
+    const int modes[3][2] = {{-1, 0}, {1, 2}, {1, 4}};
+    const char *names[3] = {"general", "F(2x2)", "F(4x4)"};
+    double seconds = quick ? 0.1 : 0.3;
+    nb_rng r;
+    nb_rng_seed(&r, 3);
+    for (size_t s = 0; s < sizeof wino_shapes / sizeof *wino_shapes; s++) {
+        const conv_shape *k = &wino_shapes[s];
+        nb_tensor *x = nb_rand_uniform(NULL, &r, NB_F32, NB_SHAPE(k->N, k->C, k->H, k->H), -1, 1);
+        nb_tensor *w = nb_rand_uniform(NULL, &r, NB_F32, NB_SHAPE(k->O, k->C, 3, 3), -0.1, 0.1);
+        nb_tensor *b = nb_rand_uniform(NULL, &r, NB_F32, NB_SHAPE(k->O), -0.1, 0.1);
+        double t[3][3][64];
+        uint64_t allocs = 0;
+        for (int m = 0; m < 3; m++) { /* warm: the tape's working memory grown */
+            nb_winograd_set(modes[m][0], modes[m][1]);
+            time_conv(k, x, w, b, 2, 0);
+        }
+        for (int rep = 0; rep < reps; rep++)
+            for (int m = 0; m < 3; m++) { /* alternated, so drifts hit the three alike */
+                nb_winograd_set(modes[m][0], modes[m][1]);
+                uint64_t before = nb_alloc_count();
+                for (int what = 0; what < 3; what++) t[m][what][rep] = time_conv(k, x, w, b, what, seconds);
+                allocs += nb_alloc_count() - before;
+            }
+        for (int m = 0; m < 3; m++) {
+            double med[3];
+            for (int what = 0; what < 3; what++) {
+                qsort(t[m][what], (size_t)reps, sizeof(double), cmp_double);
+                med[what] = 1e3 * t[m][what][reps / 2];
+            }
+            /* allocations per round of the three timings: a tape each, made and freed here */
+            printf("%s,%s,%.4f,%.4f,%.4f,%llu\n", k->name, names[m], med[0], med[1] - med[0], med[2] - med[0],
+                   (unsigned long long)(allocs / (uint64_t)reps / 3));
+        }
+        nb_tensor_free(x);
+        nb_tensor_free(w);
+        nb_tensor_free(b);
+    }
+    nb_winograd_set(0, 0);
+    return 0;
+}
+
 /* ------------------------------------------------------------ driver */
 
 int main(int argc, char **argv) {
     int threads = 1, reps = 5;
     size_t batch = 64;
-    bool quick = false, csv = false;
+    bool quick = false, csv = false, winograd = false;
     char side = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--winograd")) winograd = true;
         else if (!strcmp(argv[i], "--csv")) csv = true;
         else if (!strcmp(argv[i], "--side") && i + 1 < argc) side = argv[++i][0];
         else {
-            fprintf(stderr, "usage: bench_cnn [--threads N] [--batch B] [--reps R] [--quick] [--csv] [--side n|b]\n");
+            fprintf(stderr, "usage: bench_cnn [--threads N] [--batch B] [--reps R] [--quick] [--csv] [--side n|b]\n"
+                            "       bench_cnn --winograd [--reps R] [--quick]\n");
             return 2;
         }
     }
@@ -244,6 +352,7 @@ int main(int argc, char **argv) {
     }
     bare_threads = threads;
     openblas_set_num_threads(1);
+    if (winograd) return winograd_table(reps, quick);
     net n;
     bare b;
     net_init(&n, batch);

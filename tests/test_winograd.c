@@ -10,8 +10,9 @@
  * path (its results, bit for bit); the dispatch rule; a warm training loop
  * that calls no malloc.
  *
- * WINOGRAD_REPORT=1 prints the largest error ratio seen per tile size (how
- * the bounds were measured).
+ * WINOGRAD_REPORT=1 prints the largest error ratio seen per tile size, and
+ * WINOGRAD_TRIALS=n runs n random geometries instead of 12 (how the bounds
+ * were measured: 400 trials).
  */
 #include "support.h"
 #include "nabla_nn.h"
@@ -347,7 +348,8 @@ static void test_winograd_random_geometries(void **state) {
     (void)state;
     nb_rng rng;
     nb_rng_seed(&rng, 43);
-    for (int t = 0; t < 12; t++) {
+    int trials = getenv("WINOGRAD_TRIALS") ? atoi(getenv("WINOGRAD_TRIALS")) : 12;
+    for (int t = 0; t < trials; t++) {
         wcase k = {1 + nb_rng_next(&rng) % 3, 1 + nb_rng_next(&rng) % 40, 1 + nb_rng_next(&rng) % 24,
                    1 + nb_rng_next(&rng) % 19, 1 + nb_rng_next(&rng) % 19, (int)(nb_rng_next(&rng) % 3), true, false};
         if (k.H + 2 * (size_t)k.pad < 3) k.H = 3;
@@ -358,22 +360,31 @@ static void test_winograd_random_geometries(void **state) {
 }
 
 /* Winograd is taken: its results differ from the general path's in the
- * last bits somewhere; the dispatch rule takes it for 16 channels and
- * more, at 8 x 8 outputs and more, and not below. */
+ * last bits somewhere; the dispatch rule of src/ops/winograd.c takes
+ * F(4x4) for 16 channels on 16 x 16 outputs (16 tiles), or 64 channels on
+ * 12 x 12 (9 tiles), F(2x2) for 32 channels on 8 x 8, and neither for 8
+ * channels, 16 channels on 8 x 8 or 12 x 12, or 32 channels on 7 x 7. */
 static void test_winograd_dispatch(void **state) {
     (void)state;
     nb_rng rng;
     nb_rng_seed(&rng, 44);
-    const wcase big = {2, 16, 16, 10, 10, 1, false, false}, thin = {2, 8, 16, 10, 10, 1, false, false},
-                small = {2, 16, 16, 7, 7, 0, false, false};
-    const wcase *all[3] = {&big, &thin, &small};
-    for (int c = 0; c < 3; c++) {
-        inputs in = make_inputs(all[c], &rng, 1, 1);
-        result automatic = run(all[c], in.x, in.w, in.b, in.R, 0, 0), on = run(all[c], in.x, in.w, in.b, in.R, 1, 0),
-               off = run(all[c], in.x, in.w, in.b, in.R, -1, 0);
+    const struct {
+        wcase k;
+        int tile;
+    } all[] = {
+        {{2, 16, 16, 16, 16, 1, false, false}, 4}, {{1, 64, 64, 12, 12, 1, true, false}, 4},
+        {{2, 32, 40, 8, 8, 1, false, false}, 2},   {{2, 8, 16, 16, 16, 1, false, false}, 0},
+        {{2, 16, 16, 8, 8, 1, false, false}, 0},   {{1, 16, 16, 12, 12, 1, false, false}, 0},
+        {{2, 32, 32, 7, 7, 1, false, false}, 0},
+    };
+    for (size_t c = 0; c < sizeof all / sizeof *all; c++) {
+        const wcase *k = &all[c].k;
+        inputs in = make_inputs(k, &rng, 1, 1);
+        result automatic = run(k, in.x, in.w, in.b, in.R, 0, 0), off = run(k, in.x, in.w, in.b, in.R, -1, 0);
+        result on = run(k, in.x, in.w, in.b, in.R, 1, all[c].tile ? all[c].tile : 4);
         assert_false(same_bits(on.y, off.y, in.ny));
         assert_false(same_bits(on.dx, off.dx, in.nx));
-        const result *want = c == 0 ? &on : &off;
+        const result *want = all[c].tile ? &on : &off;
         assert_true(same_bits(automatic.y, want->y, in.ny));
         assert_true(same_bits(automatic.dx, want->dx, in.nx));
         result_free(&automatic);

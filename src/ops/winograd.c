@@ -23,39 +23,55 @@
  *   the forward, y = conv(x, w) with padding p;
  *   the input gradient, dL/dx = conv(G, w'), w'[c, o] = w[o, c] turned by
  *   180 degrees, with padding 2 - p (a full convolution of G).
- * The weight gradient stays on conv.c's unfolding and CBLAS product: it is
- * a sum over every tile of every example, which Winograd's transforms can
- * make too (the adjoint of the forward's), but on the shapes measured it
- * was not needed to reach the products' time (docs/performance.md).
- * The result is the same convolution, so the backward graph
- * (create_graph) is conv.c's, unchanged.
+ * The weight gradient stays on conv.c's unfolding and CBLAS product (not
+ * measured against a Winograd version, which is not written: it would be
+ * the forward's adjoint, dU[e] = Σ over tiles of (A G Aᵀ)[e] · V[e]ᵀ, then
+ * dw = Gᵀ dU G).  The result is the same convolution, so the backward
+ * graph (create_graph) is conv.c's, unchanged.
+ *
+ * The tile and the dispatch rule (tile_for below) were measured with
+ * `bench_cnn --winograd` (docs/performance.md): F(4x4) on planes of 16
+ * tiles or more, F(2x2) on smaller ones, the general path below 16
+ * channels.
  *
  * Error.  The transforms add and scale values before the products, so a
  * result is not the definition's sum rounded once.  Against the
- * convolution computed in float64, every output satisfies
- *     |y - y_exact| <= BOUND Σ |w| |x|        (the sum over its window)
- * with BOUND = 5e-6 for F(4x4, 3x3), the tile taken (F(2x2, 3x3): 1e-6;
- * unfolding and CBLAS: 4e-7), measured on random inputs, with large
- * magnitudes too, and checked by tests/test_winograd.c.  F(4x4)'s larger
- * constants (up to 8 in A, 5 in B) cost about 5x F(2x2)'s error for 4x
- * fewer products than the definition's (F(2x2): 2.25x).
+ * convolution computed in float64, measured on random inputs (uniform,
+ * also scaled by up to 1e15, and of mixed scales) by tests/test_winograd.c,
+ * which checks these bounds:
+ *   per output, |y - y_exact| <= B Σ |w| |x| over its window, with
+ *   B = 5e-6 for F(4x4) (3.4e-6 seen), 1e-6 for F(2x2) (3.6e-7 seen), and
+ *   4e-7 for the general path (2.2e-7 seen), where the window's values are
+ *   of the size of its tile's (dense x, padding 0 or 1);
+ *   in general, |y - y_exact| <= B' Σ_c Σ_taps |w| max |x| over the
+ *   tile's (m + 2)² input patch, B' = 3e-6 for F(4x4) (2.0e-6 seen) and
+ *   3e-7 for F(2x2) (8.5e-8 seen): a tile mixes its patch's values, so an
+ *   output whose own window is mostly zeros (the corners of dL/dx's full
+ *   convolution, or G masked by a relu) has the error of its neighbours'
+ *   magnitudes (there, per window, F(4x4) reached 1.5e-5).
+ * F(4x4)'s larger constants (up to 8 in A, 5 in B) cost about 10x F(2x2)'s
+ * error, for 4x fewer multiplications than the definition's (F(2x2):
+ * 2.25x).
  *
  * Special values: the transforms mix the values of a tile, so an inf in x
  * can become inf - inf = NaN in outputs where the definition gives ±inf,
  * and values near FLT_MAX can overflow in a transform where the
  * definition does not.  So Winograd runs only when x (or G) and w are
- * finite and |x|max |w|max (m + 2)² Cin times the transforms' gains stays
- * below FLT_MAX; otherwise the call takes the general path, and the
+ * finite and |x|max |w|max Cin times the transforms' gains (4 x 36100 for
+ * F(4x4)) stays below FLT_MAX; otherwise the call takes the general path, and the
  * results are its own, special values included.
  *
  * float64 keeps the general path: its users ask for the definition's
  * accuracy (gradient checks), which Winograd's rounding would cost.
  *
+ * The checks cost one read of x (or G) and w; both results stay finite
+ * in float32 when they pass.
+ *
  * Threads: the examples are cut into blocks of a size set by the geometry
- * alone (about TILES_PER_BLOCK tiles), and nabla's threads take whole
- * blocks; a block's products are the same CBLAS calls on any thread
- * count, and every output is written by one block: the same bits on any
- * number of threads.  The transforms use only +, - and products by
+ * alone (BLOCK_BYTES), and nabla's threads take whole blocks; a block's
+ * products are the same CBLAS calls on any thread count (nb_gemm's own
+ * split of rows gives the same bits), and every output is written by one
+ * block: the same bits on any number of threads.  The transforms use only +, - and products by
  * constants, which every function clone computes alike.
  */
 #include "winograd.h"
@@ -109,18 +125,19 @@ INLINE void output_1d(int m, const float *s, float *y) {
 
 /* u = G g, g of 3 values, u of m + 2 (in double: the weights' transform is
  * made once a call, and rounded once). */
-static void weight_1d(int m, const double *g, double *u) {
+INLINE void weight_1d(int m, const double *g, double *u) {
     if (m == 2) {
         u[0] = g[0];
-        u[1] = (g[0] + g[1] + g[2]) / 2;
-        u[2] = (g[0] - g[1] + g[2]) / 2;
+        u[1] = (g[0] + g[1] + g[2]) * 0.5;
+        u[2] = (g[0] - g[1] + g[2]) * 0.5;
         u[3] = g[2];
     } else {
-        u[0] = g[0] / 4;
-        u[1] = -(g[0] + g[1] + g[2]) / 6;
-        u[2] = -(g[0] - g[1] + g[2]) / 6;
-        u[3] = g[0] / 24 + g[1] / 12 + g[2] / 6;
-        u[4] = g[0] / 24 - g[1] / 12 + g[2] / 6;
+        double even = g[0] + g[2], even4 = g[0] * (1.0 / 24) + g[2] * (1.0 / 6), odd4 = g[1] * (1.0 / 12);
+        u[0] = g[0] * 0.25;
+        u[1] = -(even + g[1]) * (1.0 / 6);
+        u[2] = -(even - g[1]) * (1.0 / 6);
+        u[3] = even4 + odd4;
+        u[4] = even4 - odd4;
         u[5] = g[2];
     }
 }
@@ -136,12 +153,13 @@ typedef struct {
     size_t R, L;                /* the padded rows and columns the tiles read: TH m + 2, TW m + 2 */
     size_t N, per_block, blocks;
     size_t V_floats, M_floats, work_floats; /* a part's buffers, for a full block */
+    size_t at_floats;           /* the tiles' offsets (see input_plane), shared */
 } plan;
 
-/* About this many tiles per block of examples: measured (bench_cnn
- * --winograd) against 64 to 1024 on the ResNet block and the CNN lesson's
- * second layer; the buffers of a block stay within the L2 cache. */
-enum { TILES_PER_BLOCK = 256 };
+/* A block of examples holds as many as fit their transformed inputs and
+ * products (V and M) in this many bytes, about Zen 4's L2 cache (1 MB),
+ * or one: measured (bench_cnn --winograd) against 0.5 to 4 MB. */
+enum { BLOCK_BYTES = 1280 * 1024 };
 
 static bool mul_to(size_t *r, size_t a, size_t b) { return !__builtin_mul_overflow(a, b, r); }
 static bool mul3(size_t *r, size_t a, size_t b, size_t c) { return mul_to(r, a, b) && mul_to(r, *r, c); }
@@ -166,138 +184,261 @@ static bool make_plan(plan *p, int m, const nb_winograd_geom *g, int kind) {
         return false;
     p->R += 2;
     p->L += 2;
-    p->per_block = (TILES_PER_BLOCK + p->tiles - 1) / p->tiles;
+    size_t example_bytes; /* V and M of one example */
+    if (!mul3(&example_bytes, a2 * sizeof(float), p->Cin + p->Cout, p->tiles)) return false;
+    p->per_block = BLOCK_BYTES / example_bytes;
+    if (p->per_block < 1) p->per_block = 1;
     if (p->per_block > p->N) p->per_block = p->N ? p->N : 1;
     p->blocks = (p->N + p->per_block - 1) / p->per_block;
     if (!mul_to(&Tb, p->per_block, p->tiles) || Tb > INT32_MAX || p->Cin > INT32_MAX || p->Cout > INT32_MAX)
         return false;
     if (!mul3(&v, a2, p->Cin, Tb) || !mul3(&mm, a2, p->Cout, Tb)) return false;
-    /* the row pass's a x R x TW values and a line of L; the output's a x TH m x TW and a line of TW m */
-    if (!mul3(&in_work, (size_t)p->a, p->R, p->TW) || !mul3(&out_work, (size_t)p->a, p->R, p->TW)) return false;
-    in_work += p->L;
-    out_work += p->L;
+    /* the input's padded plane (R x L) and a lines of L for each row of tiles; the output's a lines a
+     * row of tiles and m more; then the tiles' offsets in the lines (as many size_t) */
+    size_t lines, rows;
+    if (!mul_to(&in_work, p->R, p->L) || !mul3(&lines, p->TH, (size_t)p->a, p->L) ||
+        !mul_to(&rows, (size_t)m, p->L) || in_work > SIZE_MAX / 8 || lines > SIZE_MAX / 8 || rows > SIZE_MAX / 8 ||
+        p->tiles > SIZE_MAX / 8 / sizeof(size_t))
+        return false;
+    in_work = align_floats(in_work) + align_floats(lines);
+    out_work = align_floats(lines) + align_floats(rows);
+    p->at_floats = align_floats(p->tiles * sizeof(size_t) / sizeof(float));
     p->V_floats = align_floats(v);
     p->M_floats = align_floats(mm);
     p->work_floats = align_floats(in_work > out_work ? in_work : out_work);
-    return p->V_floats >= v && p->M_floats >= mm; /* no wrap in the rounding */
+    return p->V_floats >= v && p->M_floats >= mm && p->work_floats < SIZE_MAX / 4; /* no wrap in the rounding */
 }
 
 /* ---------------------------------------------------------------- the transforms of a plane */
 
-/* V[e vstride + ty TW + tx] for the a² elements e = (row i, column j) of
- * every tile's Bᵀ d B, from the plane x (Hin x Win, ph and pw zeros
- * around it), masked where mask (the fused relu's y) is <= 0. */
-INLINE void input_plane(int m, const plan *p, const float *restrict x, const float *restrict mask,
-                        float *restrict V, size_t vstride, float *restrict work) {
-    const int a = m + 2;
-    size_t R = p->R, TW = p->TW, L = p->L;
-    float *restrict rows = work, *restrict line = work + (size_t)a * R * TW;
-    for (size_t r = 0; r < R; r++) { /* along the rows: rows[(j R + r) TW + tx] = (d Bᵀ)[r, j] */
-        long ih = (long)r - p->ph;
-        if (ih < 0 || ih >= (long)p->Hin) {
-            for (int j = 0; j < a; j++)
-                for (size_t tx = 0; tx < TW; tx++) rows[((size_t)j * R + r) * TW + tx] = 0;
-            continue;
-        }
-        const float *src = x + (size_t)ih * p->Win, *msrc = mask ? mask + (size_t)ih * p->Win : NULL;
-        size_t lead = (size_t)p->pw, width = p->Win < L - lead ? p->Win : L - lead;
-        for (size_t i = 0; i < lead; i++) line[i] = 0;
-        if (msrc)
-            for (size_t i = 0; i < width; i++) line[lead + i] = msrc[i] <= 0 ? 0 : src[i];
-        else
-            for (size_t i = 0; i < width; i++) line[lead + i] = src[i];
-        for (size_t i = lead + width; i < L; i++) line[i] = 0;
-        for (size_t tx = 0; tx < TW; tx++) {
-            float d[6], v[6];
-            for (int j = 0; j < a; j++) d[j] = line[tx * (size_t)m + (size_t)j];
-            input_1d(m, d, v);
-            for (int j = 0; j < a; j++) rows[((size_t)j * R + r) * TW + tx] = v[j];
+/* The plane transforms go in two passes.  The input's: down the columns
+ * for every row of tiles (loops over a padded row's L values, contiguous),
+ * then across, over CHUNK tiles of the plane at once, gathered into small
+ * local arrays so that the arithmetic is a loop of constant length over
+ * independent lanes, written to V contiguously.  The output's the other
+ * way round.  Separate restrict pointers per stream let the compiler
+ * vectorise each loop.  at[t] (in the work buffer) is where tile t starts
+ * in the lines of its row of tiles: ty a L + tx m. */
+enum { CHUNK = 16 };
+
+/* o_k[q] = (Bᵀ (r_0 .. r_{a-1}))_k [q] for q < n: the transform down a column, for n columns. */
+INLINE void input_down(int m, const float *restrict r0, const float *restrict r1, const float *restrict r2,
+                       const float *restrict r3, const float *restrict r4, const float *restrict r5,
+                       float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3,
+                       float *restrict o4, float *restrict o5, size_t n) {
+    for (size_t q = 0; q < n; q++) {
+        float d[6] = {r0[q], r1[q], r2[q], r3[q], m == 4 ? r4[q] : 0, m == 4 ? r5[q] : 0}, v[6];
+        input_1d(m, d, v);
+        o0[q] = v[0];
+        o1[q] = v[1];
+        o2[q] = v[2];
+        o3[q] = v[3];
+        if (m == 4) {
+            o4[q] = v[4];
+            o5[q] = v[5];
         }
     }
-    for (size_t ty = 0; ty < p->TH; ty++) /* along the columns */
-        for (int j = 0; j < a; j++) {
-            const float *restrict col = rows + ((size_t)j * R + ty * (size_t)m) * TW;
-            float *restrict out = V + (size_t)j * vstride + ty * TW;
-            for (size_t tx = 0; tx < TW; tx++) {
-                float d[6], v[6];
-                for (int i = 0; i < a; i++) d[i] = col[(size_t)i * TW + tx];
-                input_1d(m, d, v);
-                for (int i = 0; i < a; i++) out[(size_t)i * (size_t)a * vstride + tx] = v[i];
-            }
+}
+
+/* CHUNK lanes of Bᵀ d: o_j[t] from d[.][t]. */
+INLINE void input_lanes(int m, const float (*restrict d)[CHUNK], float *restrict o0, float *restrict o1,
+                        float *restrict o2, float *restrict o3, float *restrict o4, float *restrict o5) {
+    for (size_t t = 0; t < CHUNK; t++) {
+        float dt[6] = {d[0][t], d[1][t], d[2][t], d[3][t], d[4][t], d[5][t]}, vt[6];
+        input_1d(m, dt, vt);
+        o0[t] = vt[0];
+        o1[t] = vt[1];
+        o2[t] = vt[2];
+        o3[t] = vt[3];
+        if (m == 4) {
+            o4[t] = vt[4];
+            o5[t] = vt[5];
         }
+    }
+}
+
+/* Row k of tiles t0 .. t0 + count (Bᵀ d of each, from the lines) across:
+ * into V's a rows (out[j] + t for element (k, j)); straight there for a
+ * whole chunk.  (Copies are loops the compiler keeps as loops: a memcpy of
+ * a few values is slower.) */
+INLINE void input_across(int m, const float *restrict lines, const size_t *restrict at, size_t t0, size_t count,
+                         float (*restrict d)[CHUNK], float *const *out) {
+    const int a = m + 2;
+    float v[6][CHUNK];
+    for (size_t t = 0; t < count; t++)
+        for (int j = 0; j < a; j++) d[j][t] = lines[at[t0 + t] + (size_t)j];
+    float *o[6];
+    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v[j];
+    input_lanes(m, (const float(*)[CHUNK])d, o[0], o[1], o[2], o[3], o[4], o[5]);
+    if (count < CHUNK)
+        for (int j = 0; j < a; j++)
+            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[j][t];
+}
+
+/* V[e vstride + t] for the a² elements e = (row i, column j) of every
+ * tile's Bᵀ d B, from the plane x (Hin x Win, ph and pw zeros around it),
+ * masked where mask (the fused relu's y) is <= 0. */
+INLINE void input_plane(int m, const plan *p, const float *restrict x, const float *restrict mask,
+                        float *restrict V, size_t vstride, float *restrict work, const size_t *restrict at) {
+    const int a = m + 2;
+    size_t R = p->R, L = p->L;
+    float *restrict padded = work, *restrict lines = work + align_floats(R * L);
+    for (size_t r = 0; r < R; r++) { /* the plane with its zeros, R x L */
+        float *restrict dst = padded + r * L;
+        long ih = (long)r - p->ph;
+        if (ih < 0 || ih >= (long)p->Hin) {
+            for (size_t i = 0; i < L; i++) dst[i] = 0;
+            continue;
+        }
+        const float *restrict src = x + (size_t)ih * p->Win;
+        size_t lead = (size_t)p->pw, width = p->Win < L - lead ? p->Win : L - lead;
+        for (size_t i = 0; i < lead; i++) dst[i] = 0;
+        if (mask) {
+            const float *restrict msrc = mask + (size_t)ih * p->Win;
+            for (size_t i = 0; i < width; i++) dst[lead + i] = msrc[i] <= 0 ? 0 : src[i];
+        } else {
+            for (size_t i = 0; i < width; i++) dst[lead + i] = src[i];
+        }
+        for (size_t i = lead + width; i < L; i++) dst[i] = 0;
+    }
+    for (size_t ty = 0; ty < p->TH; ty++) { /* down: lines[(ty a + k) L + q] */
+        const float *top = padded + ty * (size_t)m * L;
+        float *ln = lines + ty * (size_t)a * L;
+        input_down(m, top, top + L, top + 2 * L, top + 3 * L, top + (m == 4 ? 4 : 0) * L, top + (m == 4 ? 5 : 0) * L,
+                   ln, ln + L, ln + 2 * L, ln + 3 * L, ln + (m == 4 ? 4 : 0) * L, ln + (m == 4 ? 5 : 0) * L, L);
+    }
+    float d[6][CHUNK] = {{0}}; /* lanes past the last tile keep old values, never stored */
+    for (int k = 0; k < a; k++) { /* across, row k of every tile's Bᵀ d: elements (k, j) */
+        float *out[6];
+        for (int j = 0; j < a; j++) out[j] = V + (size_t)(k * a + j) * vstride;
+        for (size_t t0 = 0; t0 < p->tiles; t0 += CHUNK)
+            input_across(m, lines + (size_t)k * L, at, t0, p->tiles - t0 < CHUNK ? p->tiles - t0 : CHUNK, d, out);
+    }
+}
+
+/* CHUNK lanes of Aᵀ s: v[i][t] from s_j[t]. */
+INLINE void output_lanes(int m, const float *restrict s0, const float *restrict s1, const float *restrict s2,
+                         const float *restrict s3, const float *restrict s4, const float *restrict s5,
+                         float (*restrict v)[CHUNK]) {
+    for (size_t t = 0; t < CHUNK; t++) {
+        float st[6] = {s0[t], s1[t], s2[t], s3[t], m == 4 ? s4[t] : 0, m == 4 ? s5[t] : 0}, vt[4];
+        output_1d(m, st, vt);
+        for (int j = 0; j < m; j++) v[j][t] = vt[j];
+    }
+}
+
+/* Row i of M's tiles t0 .. t0 + count (in[j] + t for element (i, j))
+ * across, Aᵀ: into the lines of their rows of tiles (m values a tile);
+ * read straight from M for a whole chunk. */
+INLINE void output_across(int m, const float *const *in, const size_t *restrict at, size_t t0, size_t count,
+                          float (*restrict s)[CHUNK], float *restrict lines) {
+    const int a = m + 2;
+    float v[4][CHUNK];
+    const float *src[6];
+    for (int j = 0; j < 6; j++) {
+        src[j] = j < a ? in[j] + t0 : in[0] + t0;
+        if (count < CHUNK && j < a) {
+            for (size_t t = 0; t < count; t++) s[j][t] = src[j][t];
+            src[j] = s[j];
+        }
+    }
+    if (count < CHUNK)
+        for (int j = a; j < 6; j++) src[j] = s[0];
+    output_lanes(m, src[0], src[1], src[2], src[3], src[4], src[5], v);
+    for (size_t t = 0; t < count; t++)
+        for (int j = 0; j < m; j++) lines[at[t0 + t] + (size_t)j] = v[j][t];
+}
+
+/* o_i[q] = (Aᵀ (l_0 .. l_{a-1}))_i [q] for q < n: the transform down a column. */
+INLINE void output_down(int m, const float *restrict l0, const float *restrict l1, const float *restrict l2,
+                        const float *restrict l3, const float *restrict l4, const float *restrict l5,
+                        float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3, size_t n) {
+    for (size_t q = 0; q < n; q++) {
+        float s[6] = {l0[q], l1[q], l2[q], l3[q], m == 4 ? l4[q] : 0, m == 4 ? l5[q] : 0}, v[4];
+        output_1d(m, s, v);
+        o0[q] = v[0];
+        o1[q] = v[1];
+        if (m == 4) {
+            o2[q] = v[2];
+            o3[q] = v[3];
+        }
+    }
 }
 
 /* The plane y (Hout x Wout) (+)= Aᵀ M A of its tiles, M[e mstride + t],
  * plus the bias, relu'd if asked. */
 INLINE void output_plane(int m, const plan *p, const float *restrict M, size_t mstride, float *restrict y, float bias,
-                         bool relu, bool acc, float *restrict work) {
+                         bool relu, bool acc, float *restrict work, const size_t *restrict at) {
     const int a = m + 2;
-    size_t TW = p->TW, RH = p->TH * (size_t)m;
-    float *restrict cols = work, *restrict line = work + (size_t)a * p->R * TW;
-    for (size_t ty = 0; ty < p->TH; ty++) /* along the columns: cols[(j RH + ty m + i) TW + tx] = (Aᵀ M)[i, j] */
-        for (int j = 0; j < a; j++) {
-            const float *restrict in = M + (size_t)j * mstride + ty * TW;
-            float *restrict out = cols + ((size_t)j * RH + ty * (size_t)m) * TW;
-            for (size_t tx = 0; tx < TW; tx++) {
-                float s[6], v[4];
-                for (int i = 0; i < a; i++) s[i] = in[(size_t)i * (size_t)a * mstride + tx];
-                output_1d(m, s, v);
-                for (int i = 0; i < m; i++) out[(size_t)i * TW + tx] = v[i];
+    size_t L = p->L;
+    float *restrict lines = work, *restrict rows = work + align_floats(p->TH * (size_t)a * L);
+    float s[6][CHUNK] = {{0}};
+    for (int i = 0; i < a; i++) { /* across, row i of every tile's M A: lines[(ty a + i) L + tx m + j] */
+        const float *in[6];
+        for (int j = 0; j < a; j++) in[j] = M + (size_t)(i * a + j) * mstride;
+        for (size_t t0 = 0; t0 < p->tiles; t0 += CHUNK)
+            output_across(m, in, at, t0, p->tiles - t0 < CHUNK ? p->tiles - t0 : CHUNK, s, lines + (size_t)i * L);
+    }
+    for (size_t ty = 0; ty < p->TH; ty++) { /* down, then the valid rows into y */
+        const float *ln = lines + ty * (size_t)a * L;
+        float *ro[4];
+        for (int i = 0; i < 4; i++) ro[i] = rows + (size_t)(i < m ? i : 0) * L;
+        output_down(m, ln, ln + L, ln + 2 * L, ln + 3 * L, ln + (m == 4 ? 4 : 0) * L, ln + (m == 4 ? 5 : 0) * L, ro[0],
+                    ro[1], ro[2], ro[3], p->Wout);
+        for (int i = 0; i < m && ty * (size_t)m + (size_t)i < p->Hout; i++) {
+            const float *restrict src = ro[i];
+            float *restrict dst = y + (ty * (size_t)m + (size_t)i) * p->Wout;
+            for (size_t q = 0; q < p->Wout; q++) {
+                float v = src[q] + bias;
+                v = acc ? dst[q] + v : v;
+                dst[q] = relu && v <= 0 ? 0 : v; /* NaN kept, as nb_relu */
             }
-        }
-    for (size_t r = 0; r < p->Hout; r++) { /* along the rows, then the valid part of the row into y */
-        for (size_t tx = 0; tx < TW; tx++) {
-            float s[6], v[4];
-            for (int j = 0; j < a; j++) s[j] = cols[((size_t)j * RH + r) * TW + tx];
-            output_1d(m, s, v);
-            for (int j = 0; j < m; j++) line[tx * (size_t)m + (size_t)j] = v[j];
-        }
-        float *restrict dst = y + r * p->Wout;
-        for (size_t i = 0; i < p->Wout; i++) {
-            float v = line[i] + bias;
-            v = acc ? dst[i] + v : v;
-            dst[i] = relu && v <= 0 ? 0 : v; /* NaN kept, as nb_relu */
         }
     }
 }
 
 NB_VECTOR_CLONES static void input_plane_2(const plan *p, const float *x, const float *mask, float *V, size_t vstride,
-                                           float *work) {
-    input_plane(2, p, x, mask, V, vstride, work);
+                                           float *work, const size_t *at) {
+    input_plane(2, p, x, mask, V, vstride, work, at);
 }
 NB_VECTOR_CLONES static void input_plane_4(const plan *p, const float *x, const float *mask, float *V, size_t vstride,
-                                           float *work) {
-    input_plane(4, p, x, mask, V, vstride, work);
+                                           float *work, const size_t *at) {
+    input_plane(4, p, x, mask, V, vstride, work, at);
 }
 NB_VECTOR_CLONES static void output_plane_2(const plan *p, const float *M, size_t mstride, float *y, float bias,
-                                            bool relu, bool acc, float *work) {
-    output_plane(2, p, M, mstride, y, bias, relu, acc, work);
+                                            bool relu, bool acc, float *work, const size_t *at) {
+    output_plane(2, p, M, mstride, y, bias, relu, acc, work, at);
 }
 NB_VECTOR_CLONES static void output_plane_4(const plan *p, const float *M, size_t mstride, float *y, float bias,
-                                            bool relu, bool acc, float *work) {
-    output_plane(4, p, M, mstride, y, bias, relu, acc, work);
+                                            bool relu, bool acc, float *work, const size_t *at) {
+    output_plane(4, p, M, mstride, y, bias, relu, acc, work, at);
 }
 
 /* U[e (Cout Cin) + co Cin + ci] = (G g Gᵀ)[e] of the kernel g that takes
  * input plane ci to output plane co: w[co, ci] for the forward, w[ci, co]
  * turned by 180 degrees for dL/dx. */
-static void transform_weights(const plan *p, bool turned, const float *w, float *U) {
-    size_t a = (size_t)p->a, plane = p->Cout * p->Cin;
+INLINE void transform_weights_m(int m, const plan *p, bool turned, const float *restrict w, float *restrict U) {
+    const int a = m + 2;
+    size_t plane = p->Cout * p->Cin;
     for (size_t co = 0; co < p->Cout; co++)
         for (size_t ci = 0; ci < p->Cin; ci++) {
             const float *k = turned ? w + (ci * p->Cout + co) * 9 : w + (co * p->Cin + ci) * 9;
-            double g[3][3], rows[3][6], u[6][6], col[3], out[6];
+            double g[3][3], rows[3][6], col[3], u[6];
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) g[i][j] = turned ? k[(2 - i) * 3 + (2 - j)] : k[i * 3 + j];
-            for (int i = 0; i < 3; i++) weight_1d(p->m, g[i], rows[i]); /* g Gᵀ */
-            for (size_t j = 0; j < a; j++) {                             /* G (g Gᵀ) */
+            for (int i = 0; i < 3; i++) weight_1d(m, g[i], rows[i]); /* g Gᵀ */
+            float *dst = U + co * p->Cin + ci;
+            for (int j = 0; j < a; j++) { /* G (g Gᵀ), a column at a time */
                 for (int i = 0; i < 3; i++) col[i] = rows[i][j];
-                weight_1d(p->m, col, out);
-                for (size_t i = 0; i < a; i++) u[i][j] = out[i];
+                weight_1d(m, col, u);
+                for (int i = 0; i < a; i++) dst[(size_t)(i * a + j) * plane] = (float)u[i];
             }
-            for (size_t i = 0; i < a; i++)
-                for (size_t j = 0; j < a; j++) U[(i * a + j) * plane + co * p->Cin + ci] = (float)u[i][j];
         }
+}
+
+static void transform_weights(const plan *p, bool turned, const float *w, float *U) {
+    if (p->m == 2) transform_weights_m(2, p, turned, w, U);
+    else transform_weights_m(4, p, turned, w, U);
 }
 
 /* ---------------------------------------------------------------- the blocks */
@@ -305,6 +446,7 @@ static void transform_weights(const plan *p, bool turned, const float *w, float 
 typedef struct {
     const plan *p;
     const float *in, *mask, *U, *bias;
+    const size_t *at; /* the tiles' offsets in the lines of the transforms */
     float *out;
     bool relu, acc;
     float *parts_mem; /* parts x (V, M, work) */
@@ -332,8 +474,8 @@ static void blocks_part(void *ctx, size_t begin, size_t end) {
                 size_t at = (n * p->Cin + c) * in_plane;
                 const float *mask = j->mask ? j->mask + at : NULL;
                 float *dst = V + c * T + (n - n0) * p->tiles;
-                if (p->m == 2) input_plane_2(p, j->in + at, mask, dst, p->Cin * T, work);
-                else input_plane_4(p, j->in + at, mask, dst, p->Cin * T, work);
+                if (p->m == 2) input_plane_2(p, j->in + at, mask, dst, p->Cin * T, work, j->at);
+                else input_plane_4(p, j->in + at, mask, dst, p->Cin * T, work, j->at);
             }
         for (size_t e = 0; e < a2; e++)
             nb_gemm(NB_F32, false, false, p->Cout, T, p->Cin, 1.0, j->U + e * p->Cout * p->Cin, p->Cin,
@@ -342,8 +484,8 @@ static void blocks_part(void *ctx, size_t begin, size_t end) {
             for (size_t o = 0; o < p->Cout; o++) {
                 const float *src = M + o * T + (n - n0) * p->tiles;
                 float *y = j->out + (n * p->Cout + o) * out_plane, bias = j->bias ? j->bias[o] : 0;
-                if (p->m == 2) output_plane_2(p, src, p->Cout * T, y, bias, j->relu, j->acc, work);
-                else output_plane_4(p, src, p->Cout * T, y, bias, j->relu, j->acc, work);
+                if (p->m == 2) output_plane_2(p, src, p->Cout * T, y, bias, j->relu, j->acc, work, j->at);
+                else output_plane_4(p, src, p->Cout * T, y, bias, j->relu, j->acc, work, j->at);
             }
     }
 }
@@ -373,21 +515,31 @@ static bool finite_bounded(const plan *p, const float *in, const float *w, doubl
     return gain * (double)p->Cin * (double)mx * (double)mw < (double)FLT_MAX;
 }
 
-/* The dispatch rule, from bench_cnn --winograd (docs/performance.md):
- * Winograd where both channel counts are at least 16 and the output planes
- * have at least 8 x 8 values; below that the transforms cost more than the
- * products save. */
-static bool faster(const plan *p) {
-    return p->Cin >= 16 && p->Cout >= 16 && p->Hout * p->Wout >= 64;
+/* The dispatch rule, from bench_cnn --winograd (docs/performance.md): the
+ * output tile for a call, or 0 for the general path.  F(4x4) where both
+ * channel counts are 16 or more and an output plane holds 16 tiles of 4 x 4
+ * or more (outputs of 13 x 13 and up), or 9 with 64 channels and more;
+ * F(2x2) on smaller planes of 8 x 8 and up with 32 channels and more
+ * (there F(4x4)'s few tiles a plane leave its transforms' lanes idle).
+ * Below 16 channels the transforms cost more than the products save (the
+ * CNN lesson's first layer, C = 1: 4x slower). */
+static int tile_for(size_t Cin, size_t Cout, size_t Hout, size_t Wout) {
+    size_t channels = Cin < Cout ? Cin : Cout, tiles4 = ((Hout + 3) / 4) * ((Wout + 3) / 4);
+    if (channels >= 16 && (tiles4 >= 16 || (tiles4 >= 9 && channels >= 64))) return 4;
+    if (channels >= 32 && Hout >= 8 && Wout >= 8) return 2;
+    return 0;
 }
 
 int nb_winograd_run(const nb_op_call *e, const nb_winograd_geom *g, const nb_winograd_call *c) {
     if (forced_mode < 0 || c->dt != NB_F32 || g->one_d || g->groups != 1 || g->KH != 3 || g->KW != 3 || g->sh != 1 ||
         g->sw != 1 || g->dh != 1 || g->dw != 1 || g->ph < 0 || g->ph > 2 || g->pw < 0 || g->pw > 2 || g->N == 0)
         return 0;
-    int m = forced_tile ? forced_tile : 4;
+    bool fwd = c->kind == NB_WINOGRAD_FORWARD;
+    int m = forced_mode == 0 ? tile_for(fwd ? g->C : g->O, fwd ? g->O : g->C, fwd ? g->OH : g->H, fwd ? g->OW : g->W)
+                             : 4;
+    if (forced_tile) m = forced_mode || m ? forced_tile : 0;
     plan p;
-    if (!make_plan(&p, m, g, c->kind) || (forced_mode == 0 && !faster(&p))) return 0;
+    if (!m || !make_plan(&p, m, g, c->kind)) return 0;
     /* the transforms' gains: |V| <= b² |x|max, |U| <= gw² |w|max, |Y| <= a'² Cin |U||V| (row sums of |Bᵀ|, |G|, |Aᵀ|) */
     double gain = m == 2 ? 2.0 * 2 * 1.5 * 1.5 * 3 * 3 : 10.0 * 10 * 1 * 1 * 19 * 19;
     if (!finite_bounded(&p, c->in, c->w, 4 * gain)) return 0;
@@ -395,8 +547,8 @@ int nb_winograd_run(const nb_op_call *e, const nb_winograd_geom *g, const nb_win
     size_t threads = (size_t)nb_get_threads();
     double flops = 2.0 * (double)p.N * (double)p.Cout * (double)p.Cin * (double)(p.tiles * a2);
     size_t parts = flops < 2e5 ? 1 : p.blocks < threads ? p.blocks : threads;
-    if (!mul3(&U_floats, a2, p.Cout, p.Cin)) return 0;
-    U_floats = align_floats(U_floats);
+    if (!mul3(&U_floats, a2, p.Cout, p.Cin) || U_floats > SIZE_MAX / 8) return 0;
+    U_floats = align_floats(U_floats) + p.at_floats; /* U, then the tiles' offsets */
     per_part = p.V_floats + p.M_floats + p.work_floats;
     if (per_part < p.V_floats || !mul_to(&floats, per_part, parts) || floats + U_floats < floats ||
         !mul_to(&bytes, floats + U_floats, sizeof(float)))
@@ -404,7 +556,9 @@ int nb_winograd_run(const nb_op_call *e, const nb_winograd_geom *g, const nb_win
     float *mem = nb_tape_scratch(e->out->tape, bytes, e);
     if (!mem) return -1;
     transform_weights(&p, c->kind == NB_WINOGRAD_INPUT_GRAD, c->w, mem);
-    job j = {&p, c->in, c->relu_out, mem, c->bias, c->out, c->relu, c->acc, mem + U_floats, parts};
+    size_t *at = (size_t *)(void *)(mem + U_floats - p.at_floats);
+    for (size_t t = 0; t < p.tiles; t++) at[t] = t / p.TW * (size_t)p.a * p.L + t % p.TW * (size_t)p.m;
+    job j = {&p, c->in, c->relu_out, mem, c->bias, at, c->out, c->relu, c->acc, mem + U_floats, parts};
     nb_parallel_parts(p.blocks, (int)parts, blocks_part, &j);
     return 1;
 }
