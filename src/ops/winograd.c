@@ -490,6 +490,210 @@ static void blocks_part(void *ctx, size_t begin, size_t end) {
     }
 }
 
+/* ---------------------------------------------------------------- the weight gradient */
+
+/* The forward's adjoint in w: with Ĝ = A G Aᵀ for each m x m tile of G
+ * (zeros past the plane), dU[e] = Σ over every tile of every example of
+ * Ĝ[e] V[e]ᵀ, one product (O, tiles) · (tiles, C) per e and block, and
+ * dL/dw = Gᵀ dU G for each (filter, channel). */
+
+/* ĝ = A s: s of m values, ĝ of m + 2. */
+INLINE void grad_1d(int m, const float *s, float *v) {
+    if (m == 2) {
+        v[0] = s[0];
+        v[1] = s[0] + s[1];
+        v[2] = s[0] - s[1];
+        v[3] = -s[1];
+    } else {
+        float even = s[0] + s[2], odd = s[1] + s[3], even4 = s[0] + 4 * s[2], odd4 = 2 * s[1] + 8 * s[3];
+        v[0] = s[0];
+        v[1] = even + odd;
+        v[2] = even - odd;
+        v[3] = even4 + odd4;
+        v[4] = even4 - odd4;
+        v[5] = s[3];
+    }
+}
+
+/* g = Gᵀ u: u of m + 2 values, g of 3 (double, as the weights' transform). */
+INLINE void weight_adjoint_1d(int m, const double *u, double *g) {
+    if (m == 2) {
+        g[0] = u[0] + (u[1] + u[2]) * 0.5;
+        g[1] = (u[1] - u[2]) * 0.5;
+        g[2] = (u[1] + u[2]) * 0.5 + u[3];
+    } else {
+        g[0] = u[0] * 0.25 - (u[1] + u[2]) * (1.0 / 6) + (u[3] + u[4]) * (1.0 / 24);
+        g[1] = (u[2] - u[1]) * (1.0 / 6) + (u[3] - u[4]) * (1.0 / 12);
+        g[2] = (u[3] + u[4] - u[1] - u[2]) * (1.0 / 6) + u[5];
+    }
+}
+
+/* o_k[q] = (A (r_0 .. r_{m-1}))_k [q] for q < n: down a column of G. */
+INLINE void grad_down(int m, const float *restrict r0, const float *restrict r1, const float *restrict r2,
+                      const float *restrict r3, float *restrict o0, float *restrict o1, float *restrict o2,
+                      float *restrict o3, float *restrict o4, float *restrict o5, size_t n) {
+    for (size_t q = 0; q < n; q++) {
+        float s[4] = {r0[q], r1[q], m == 4 ? r2[q] : 0, m == 4 ? r3[q] : 0}, v[6];
+        grad_1d(m, s, v);
+        o0[q] = v[0];
+        o1[q] = v[1];
+        o2[q] = v[2];
+        o3[q] = v[3];
+        if (m == 4) {
+            o4[q] = v[4];
+            o5[q] = v[5];
+        }
+    }
+}
+
+/* Row k of tiles t0 .. t0 + count of A G (from the lines) across, A: into
+ * Ĝ's a rows (out[j] + t for element (k, j)). */
+INLINE void grad_across(int m, const float *restrict lines, const size_t *restrict at, size_t t0, size_t count,
+                        float (*restrict s)[CHUNK], float *const *out) {
+    const int a = m + 2;
+    float v[6][CHUNK];
+    for (size_t t = 0; t < count; t++)
+        for (int j = 0; j < m; j++) s[j][t] = lines[at[t0 + t] + (size_t)j];
+    float *o[6];
+    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v[j];
+    for (size_t t = 0; t < CHUNK; t++) {
+        float st[4] = {s[0][t], s[1][t], s[2][t], s[3][t]}, vt[6];
+        grad_1d(m, st, vt);
+        for (int j = 0; j < a; j++) o[j][t] = vt[j];
+    }
+    if (count < CHUNK)
+        for (int j = 0; j < a; j++)
+            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[j][t];
+}
+
+/* Ĝ[e stride + t] for every tile of the plane G (Hout x Wout), masked
+ * where mask (the fused relu's y) is <= 0. */
+INLINE void grad_plane(int m, const plan *p, const float *restrict G, const float *restrict mask, float *restrict Gh,
+                       size_t stride, float *restrict work, const size_t *restrict at) {
+    const int a = m + 2;
+    size_t L = p->L, rows = p->TH * (size_t)m;
+    float *restrict padded = work, *restrict lines = work + align_floats(p->R * L);
+    for (size_t r = 0; r < rows; r++) { /* the plane with zeros past its end, TH m x L */
+        float *restrict dst = padded + r * L;
+        size_t width = r < p->Hout ? p->Wout : 0;
+        const float *restrict src = G + r * p->Wout;
+        if (mask) {
+            const float *restrict msrc = mask + r * p->Wout;
+            for (size_t i = 0; i < width; i++) dst[i] = msrc[i] <= 0 ? 0 : src[i];
+        } else {
+            for (size_t i = 0; i < width; i++) dst[i] = src[i];
+        }
+        for (size_t i = width; i < L; i++) dst[i] = 0;
+    }
+    for (size_t ty = 0; ty < p->TH; ty++) {
+        const float *top = padded + ty * (size_t)m * L;
+        float *ln = lines + ty * (size_t)a * L;
+        grad_down(m, top, top + L, top + (m == 4 ? 2 : 0) * L, top + (m == 4 ? 3 : 0) * L, ln, ln + L, ln + 2 * L,
+                  ln + 3 * L, ln + (m == 4 ? 4 : 0) * L, ln + (m == 4 ? 5 : 0) * L, p->TW * (size_t)m);
+    }
+    float s[4][CHUNK] = {{0}};
+    for (int k = 0; k < a; k++) {
+        float *out[6];
+        for (int j = 0; j < a; j++) out[j] = Gh + (size_t)(k * a + j) * stride;
+        for (size_t t0 = 0; t0 < p->tiles; t0 += CHUNK)
+            grad_across(m, lines + (size_t)k * L, at, t0, p->tiles - t0 < CHUNK ? p->tiles - t0 : CHUNK, s, out);
+    }
+}
+
+NB_VECTOR_CLONES static void grad_plane_2(const plan *p, const float *G, const float *mask, float *Gh, size_t stride,
+                                          float *work, const size_t *at) {
+    grad_plane(2, p, G, mask, Gh, stride, work, at);
+}
+NB_VECTOR_CLONES static void grad_plane_4(const plan *p, const float *G, const float *mask, float *Gh, size_t stride,
+                                          float *work, const size_t *at) {
+    grad_plane(4, p, G, mask, Gh, stride, work, at);
+}
+
+/* The weight gradient's sum over examples is made in this many chunks of
+ * blocks (fewer for fewer blocks), each chunk's partial dU summed in
+ * order by one thread, the partials then added in order: the same bits on
+ * any thread count, as conv.c's. */
+enum { GRAD_CHUNKS = 8 };
+
+typedef struct {
+    const plan *p;
+    const float *x, *G, *mask;
+    const size_t *at;
+    float *partials; /* chunks x a² O C */
+    size_t chunks, partial_floats;
+    float *parts_mem;
+    size_t parts;
+} grad_job;
+
+static void grad_chunks_part(void *ctx, size_t begin, size_t end) {
+    const grad_job *j = ctx;
+    const plan *p = j->p;
+    size_t a2 = (size_t)p->a * (size_t)p->a, part = part_of(begin, j->chunks, j->parts);
+    float *V = j->parts_mem + part * (p->V_floats + p->M_floats + p->work_floats), *Gh = V + p->V_floats,
+          *work = Gh + p->M_floats;
+    size_t in_plane = p->Hin * p->Win, out_plane = p->Hout * p->Wout;
+    for (size_t c = begin; c < end; c++) {
+        float *dU = j->partials + c * j->partial_floats;
+        bool first = true;
+        for (size_t b = nb_part_begin(p->blocks, c, j->chunks); b < nb_part_begin(p->blocks, c + 1, j->chunks); b++) {
+            size_t n0 = b * p->per_block, n1 = n0 + p->per_block < p->N ? n0 + p->per_block : p->N;
+            size_t T = (n1 - n0) * p->tiles;
+            for (size_t n = n0; n < n1; n++) {
+                for (size_t ch = 0; ch < p->Cin; ch++) {
+                    float *dst = V + ch * T + (n - n0) * p->tiles;
+                    const float *x = j->x + (n * p->Cin + ch) * in_plane;
+                    if (p->m == 2) input_plane_2(p, x, NULL, dst, p->Cin * T, work, j->at);
+                    else input_plane_4(p, x, NULL, dst, p->Cin * T, work, j->at);
+                }
+                for (size_t o = 0; o < p->Cout; o++) {
+                    size_t at = (n * p->Cout + o) * out_plane;
+                    const float *mask = j->mask ? j->mask + at : NULL;
+                    float *dst = Gh + o * T + (n - n0) * p->tiles;
+                    if (p->m == 2) grad_plane_2(p, j->G + at, mask, dst, p->Cout * T, work, j->at);
+                    else grad_plane_4(p, j->G + at, mask, dst, p->Cout * T, work, j->at);
+                }
+            }
+            for (size_t e = 0; e < a2; e++) /* dU[e] (O, C) (+)= Ĝ[e] (O, T) · V[e]ᵀ (T, C) */
+                nb_gemm(NB_F32, false, true, p->Cout, p->Cin, T, 1.0, Gh + e * p->Cout * T, T, V + e * p->Cin * T, T,
+                        first ? 0 : 1, dU + e * p->Cout * p->Cin);
+            first = false;
+        }
+    }
+}
+
+typedef struct {
+    const plan *p;
+    float *partials;
+    size_t chunks, partial_floats;
+    float *out;
+    bool acc;
+} grad_finish;
+
+/* dL/dw[o, c] (+)= Gᵀ dU G, dU the partials added in chunk order, for
+ * filters begin..end. */
+static void grad_finish_part(void *ctx, size_t begin, size_t end) {
+    const grad_finish *f = ctx;
+    const plan *p = f->p;
+    size_t a = (size_t)p->a, plane = p->Cout * p->Cin;
+    for (size_t o = begin; o < end; o++)
+        for (size_t c = 0; c < p->Cin; c++) {
+            double u[6][6], rows[6][3], col[6], g[3];
+            for (size_t e = 0; e < a * a; e++) {
+                size_t at = e * plane + o * p->Cin + c;
+                float sum = f->partials[at];
+                for (size_t k = 1; k < f->chunks; k++) sum += f->partials[k * f->partial_floats + at];
+                u[e / a][e % a] = sum;
+            }
+            for (size_t i = 0; i < a; i++) weight_adjoint_1d(p->m, u[i], rows[i]); /* dU G */
+            float *dst = f->out + (o * p->Cin + c) * 9;
+            for (int l = 0; l < 3; l++) { /* Gᵀ (dU G), a column at a time */
+                for (size_t i = 0; i < a; i++) col[i] = rows[i][l];
+                weight_adjoint_1d(p->m, col, g);
+                for (int k = 0; k < 3; k++) dst[k * 3 + l] = f->acc ? dst[k * 3 + l] + (float)g[k] : (float)g[k];
+            }
+        }
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 /* The largest |v| of n values as its bits (magnitudes order as unsigned
@@ -505,14 +709,15 @@ NB_VECTOR_CLONES static uint32_t largest_magnitude(const float *v, size_t n) {
     return most;
 }
 
-static bool finite_bounded(const plan *p, const float *in, const float *w, double gain) {
-    size_t n_in = p->N * p->Cin * p->Hin * p->Win, n_w = p->Cin * p->Cout * 9; /* the tensors' sizes: no overflow */
-    uint32_t bx = largest_magnitude(in, n_in), bw = largest_magnitude(w, n_w);
-    if (bx >= 0x7f800000u || bw >= 0x7f800000u) return false;
-    float mx, mw;
-    memcpy(&mx, &bx, sizeof mx);
-    memcpy(&mw, &bw, sizeof mw);
-    return gain * (double)p->Cin * (double)mx * (double)mw < (double)FLT_MAX;
+/* Are the n_a values of a and n_b of b finite, with |a|max |b|max gain
+ * below FLT_MAX? */
+static bool finite_bounded(const float *a, size_t n_a, const float *b, size_t n_b, double gain) {
+    uint32_t ba = largest_magnitude(a, n_a), bb = largest_magnitude(b, n_b);
+    if (ba >= 0x7f800000u || bb >= 0x7f800000u) return false;
+    float ma, mb;
+    memcpy(&ma, &ba, sizeof ma);
+    memcpy(&mb, &bb, sizeof mb);
+    return gain * (double)ma * (double)mb < (double)FLT_MAX;
 }
 
 /* The dispatch rule, from bench_cnn --winograd (docs/performance.md): the
@@ -530,19 +735,55 @@ static int tile_for(size_t Cin, size_t Cout, size_t Hout, size_t Wout) {
     return 0;
 }
 
+/* The weight gradient (c->in = x, c->w = G): blocks in chunks, then the
+ * partials' sum and the weights' adjoint transform. */
+static int run_weight_grad(const nb_op_call *e, const plan *p, const nb_winograd_call *c) {
+    size_t a2 = (size_t)p->a * (size_t)p->a, partial, per_part, threads = (size_t)nb_get_threads(), floats, bytes;
+    size_t chunks = p->blocks < GRAD_CHUNKS ? p->blocks : GRAD_CHUNKS;
+    double flops = 2.0 * (double)p->N * (double)p->Cout * (double)p->Cin * (double)(p->tiles * a2);
+    size_t parts = flops < 2e5 ? 1 : chunks < threads ? chunks : threads;
+    if (!mul3(&partial, a2, p->Cout, p->Cin) || partial > SIZE_MAX / 64) return 0;
+    partial = align_floats(partial);
+    per_part = p->V_floats + p->M_floats + p->work_floats;
+    if (!mul_to(&floats, per_part, parts) || floats > SIZE_MAX / 8 || !mul_to(&bytes, partial, chunks) ||
+        bytes > SIZE_MAX / 8)
+        return 0;
+    floats += bytes + p->at_floats;
+    if (!mul_to(&bytes, floats, sizeof(float))) return 0;
+    float *mem = nb_tape_scratch(e->out->tape, bytes, e);
+    if (!mem) return -1;
+    size_t *at = (size_t *)(void *)mem;
+    for (size_t t = 0; t < p->tiles; t++) at[t] = t / p->TW * (size_t)p->a * p->L + t % p->TW * (size_t)p->m;
+    float *partials = mem + p->at_floats;
+    grad_job j = {p, c->in, c->w, c->relu_out, at, partials, chunks, partial, partials + chunks * partial, parts};
+    nb_parallel_parts(chunks, (int)parts, grad_chunks_part, &j);
+    grad_finish f = {p, partials, chunks, partial, c->out, c->acc};
+    nb_parallel(p->Cout, 1 + NB_PARALLEL_GRAIN / (p->Cin * a2), grad_finish_part, &f);
+    return 1;
+}
+
 int nb_winograd_run(const nb_op_call *e, const nb_winograd_geom *g, const nb_winograd_call *c) {
     if (forced_mode < 0 || c->dt != NB_F32 || g->one_d || g->groups != 1 || g->KH != 3 || g->KW != 3 || g->sh != 1 ||
         g->sw != 1 || g->dh != 1 || g->dw != 1 || g->ph < 0 || g->ph > 2 || g->pw < 0 || g->pw > 2 || g->N == 0)
         return 0;
-    bool fwd = c->kind == NB_WINOGRAD_FORWARD;
-    int m = forced_mode == 0 ? tile_for(fwd ? g->C : g->O, fwd ? g->O : g->C, fwd ? g->OH : g->H, fwd ? g->OW : g->W)
+    bool in_grad = c->kind == NB_WINOGRAD_INPUT_GRAD;
+    int m = forced_mode == 0 ? tile_for(in_grad ? g->O : g->C, in_grad ? g->C : g->O, in_grad ? g->H : g->OH,
+                                        in_grad ? g->W : g->OW)
                              : 4;
     if (forced_tile) m = forced_mode || m ? forced_tile : 0;
     plan p;
-    if (!m || !make_plan(&p, m, g, c->kind)) return 0;
-    /* the transforms' gains: |V| <= b² |x|max, |U| <= gw² |w|max, |Y| <= a'² Cin |U||V| (row sums of |Bᵀ|, |G|, |Aᵀ|) */
+    /* the weight gradient's tiles are the forward's */
+    if (!m || !make_plan(&p, m, g, in_grad ? NB_WINOGRAD_INPUT_GRAD : NB_WINOGRAD_FORWARD)) return 0;
+    size_t n_in = p.N * p.Cin * p.Hin * p.Win; /* x's or G's size */
+    if (c->kind == NB_WINOGRAD_WEIGHT_GRAD) {
+        /* |V| <= b² |x|max, |Ĝ| <= a² |G|max (column sums of |Aᵀ|: 15, 2), dU <= N tiles |V||Ĝ|, dw <= gw² |dU| */
+        double gain = (m == 2 ? 4.0 * 4 * 4 : 100.0 * 225 * 2.8) * (double)p.N * (double)p.tiles;
+        if (!finite_bounded(c->in, n_in, c->w, p.N * p.Cout * p.Hout * p.Wout, 4 * gain)) return 0;
+        return run_weight_grad(e, &p, c);
+    }
+    /* |V| <= b² |x|max, |U| <= gw² |w|max, |Y| <= a'² Cin |U||V| (row sums of |Bᵀ|, |G|, |Aᵀ|) */
     double gain = m == 2 ? 2.0 * 2 * 1.5 * 1.5 * 3 * 3 : 10.0 * 10 * 1 * 1 * 19 * 19;
-    if (!finite_bounded(&p, c->in, c->w, 4 * gain)) return 0;
+    if (!finite_bounded(c->in, n_in, c->w, p.Cin * p.Cout * 9, 4 * gain * (double)p.Cin)) return 0;
     size_t a2 = (size_t)p.a * (size_t)p.a, U_floats, per_part, floats, bytes;
     size_t threads = (size_t)nb_get_threads();
     double flops = 2.0 * (double)p.N * (double)p.Cout * (double)p.Cin * (double)(p.tiles * a2);
@@ -555,7 +796,7 @@ int nb_winograd_run(const nb_op_call *e, const nb_winograd_geom *g, const nb_win
         return 0;
     float *mem = nb_tape_scratch(e->out->tape, bytes, e);
     if (!mem) return -1;
-    transform_weights(&p, c->kind == NB_WINOGRAD_INPUT_GRAD, c->w, mem);
+    transform_weights(&p, in_grad, c->w, mem);
     size_t *at = (size_t *)(void *)(mem + U_floats - p.at_floats);
     for (size_t t = 0; t < p.tiles; t++) at[t] = t / p.TW * (size_t)p.a * p.L + t % p.TW * (size_t)p.m;
     job j = {&p, c->in, c->relu_out, mem, c->bias, at, c->out, c->relu, c->acc, mem + U_floats, parts};

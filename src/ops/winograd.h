@@ -15,14 +15,15 @@ typedef struct {
     bool one_d;
 } nb_winograd_geom;
 
-enum { NB_WINOGRAD_FORWARD, NB_WINOGRAD_INPUT_GRAD };
+enum { NB_WINOGRAD_FORWARD, NB_WINOGRAD_INPUT_GRAD, NB_WINOGRAD_WEIGHT_GRAD };
 
 typedef struct {
     int kind;               /* NB_WINOGRAD_FORWARD: out (N, O, OH, OW) = conv(in = x, w) [+ bias], [relu'd];
-                             * NB_WINOGRAD_INPUT_GRAD: out (N, C, H, W) = dL/dx from in = G (N, O, OH, OW) */
+                             * NB_WINOGRAD_INPUT_GRAD: out (N, C, H, W) = dL/dx from in = G (N, O, OH, OW);
+                             * NB_WINOGRAD_WEIGHT_GRAD: out (O, C, 3, 3) = dL/dw from in = x and w = G */
     nb_dtype dt;
     const void *in, *w, *bias; /* bias: forward only, or NULL */
-    const void *relu_out;   /* input gradient of the fused conv + relu: y, whose values <= 0 zero G; or NULL */
+    const void *relu_out;   /* gradients of the fused conv + relu: y, whose values <= 0 zero G; or NULL */
     bool relu;              /* forward: relu the result */
     void *out;
     bool acc;               /* add into out */
