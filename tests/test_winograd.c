@@ -485,16 +485,18 @@ static void test_winograd_dispatch(void **state) {
     }
 }
 
-/* The same bits on 1 and 2 threads: several blocks (batch 9 of 16 x 16,
- * 16 tiles of 4 x 4 each), and batch 1, one block, where the products
- * split their rows over the threads instead (at 4 MFLOP and more). */
+/* The same bits on 1 and 2 threads: several blocks (batch 9 of 16 x 15,
+ * 16 tiles of 4 x 4 each), batch 1, one block, where the products split
+ * their rows over the threads instead (at 4 MFLOP and more), and batch 40,
+ * whose weight gradient sums two chunks of 512 tiles or more. */
 static void test_winograd_thread_invariance(void **state) {
     (void)state;
     nb_rng rng;
     nb_rng_seed(&rng, 45);
-    const wcase many = {9, 24, 56, 16, 15, 1, true, false}, one = {1, 32, 64, 127, 129, 1, true, true};
-    const wcase *all[2] = {&many, &one};
-    for (int c = 0; c < 2; c++)
+    const wcase many = {9, 24, 56, 16, 15, 1, true, false}, one = {1, 32, 64, 127, 129, 1, true, true},
+                chunks = {40, 16, 16, 16, 16, 1, false, false};
+    const wcase *all[3] = {&many, &one, &chunks};
+    for (int c = 0; c < 3; c++)
         for (int tile = 2; tile <= 4; tile += 2) {
             inputs in = make_inputs(all[c], &rng, 1, 1);
             assert_int_equal(nb_set_threads(1), NB_OK);
@@ -539,13 +541,59 @@ static void test_winograd_special_values(void **state) {
             for (size_t i = 0; i < in.ny; i++) any |= !isfinite(off.y[i]);
             assert_true(any);
         }
-        /* the forward takes x and w; dL/dx takes G and w */
+        /* the forward takes x and w; dL/dx takes G and w; dL/dw takes x and G */
         if (trial != 4) assert_true(same_bits(on.y, off.y, in.ny));
         if (trial == 3 || trial == 4) assert_true(same_bits(on.dx, off.dx, in.nx));
+        if (trial != 3 && trial != 5) assert_true(same_bits(on.dw, off.dw, in.nw));
         result_free(&on);
         result_free(&off);
         inputs_free(&in);
     }
+}
+
+/* Second derivatives through create_graph: the backward graph's ops (the
+ * input and weight gradients as ops, and their own backward) go through
+ * Winograd too, and agree with the general path's within float32's
+ * rounding: d/dw of |dL/dx|² and d/dx of |dL/dw|² for L = Σ R ⊙ relu(conv). */
+static void test_winograd_second_order(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 48);
+    const wcase k = {2, 16, 16, 14, 13, 1, true, true};
+    inputs in = make_inputs(&k, &rng, 1, 1);
+    float *got[2][2];
+    for (int path = 0; path < 2; path++) {
+        nb_winograd_set(path ? -1 : 1, 0);
+        nb_tape *tp = nb_tape_new();
+        nb_tensor *X = nb_from_f32(NULL, NB_SHAPE(k.N, k.C, k.H, k.W), in.x);
+        nb_tensor *Wt = nb_from_f32(NULL, NB_SHAPE(k.O, k.C, 3, 3), in.w);
+        nb_requires_grad(X, true);
+        nb_requires_grad(Wt, true);
+        nb_tensor *y = nb_conv2d(tp, X, Wt, NULL, &(nb_conv_opts){.padding = {1, 1}, .relu = true});
+        nb_tensor *loss = nb_sum(tp, nb_mul(tp, y, nb_from_f32(tp, 4, nb_tensor_shape(y), in.R)));
+        nb_tensor *g[2];
+        assert_int_equal(nb_grad(loss, ((nb_tensor *[]){X, Wt}), 2, g, true), NB_OK);
+        for (int i = 0; i < 2; i++) { /* d/d(the other) of |g[i]|² */
+            nb_tensor *other = i ? X : Wt, *h;
+            assert_int_equal(nb_grad(nb_sum(tp, nb_mul(tp, g[i], g[i])), &other, 1, &h, false), NB_OK);
+            got[path][i] = copy_floats(nb_tensor_const_data(h), nb_tensor_size(h));
+        }
+        nb_tensor_free(X);
+        nb_tensor_free(Wt);
+        nb_tape_free(tp);
+    }
+    nb_winograd_set(0, 0);
+    const size_t sizes[2] = {in.nw, in.nx};
+    for (int i = 0; i < 2; i++) {
+        double most = 0;
+        for (size_t j = 0; j < sizes[i]; j++) most = fmax(most, fabs(got[1][i][j]));
+        assert_true(most > 0);
+        for (size_t j = 0; j < sizes[i]; j++) assert_true(fabs(got[0][i][j] - got[1][i][j]) <= 1e-4 * most);
+        assert_false(same_bits(got[0][i], got[1][i], sizes[i])); /* Winograd was taken */
+        free(got[0][i]);
+        free(got[1][i]);
+    }
+    inputs_free(&in);
 }
 
 /* A warm training loop through Winograd's forward and input gradient
@@ -587,6 +635,7 @@ int main(void) {
         cmocka_unit_test(test_winograd_dispatch),
         cmocka_unit_test(test_winograd_thread_invariance),
         cmocka_unit_test(test_winograd_special_values),
+        cmocka_unit_test(test_winograd_second_order),
         cmocka_unit_test(test_winograd_warm_loop_allocates_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,16 +18,17 @@
  * rows and then along the columns, so that their loops run over a row of
  * tiles and vectorise.
  *
- * Both products of src/ops/conv.c that are 3x3 convolutions of stride 1
- * go through it:
+ * The three products of src/ops/conv.c go through it:
  *   the forward, y = conv(x, w) with padding p;
  *   the input gradient, dL/dx = conv(G, w'), w'[c, o] = w[o, c] turned by
- *   180 degrees, with padding 2 - p (a full convolution of G).
- * The weight gradient stays on conv.c's unfolding and CBLAS product (not
- * measured against a Winograd version, which is not written: it would be
- * the forward's adjoint, dU[e] = Σ over tiles of (A G Aᵀ)[e] · V[e]ᵀ, then
- * dw = Gᵀ dU G).  The result is the same convolution, so the backward
- * graph (create_graph) is conv.c's, unchanged.
+ *   180 degrees, with padding 2 - p (a full convolution of G);
+ *   the weight gradient, the forward's adjoint in w: with Ĝ = A G Aᵀ for
+ *   each m x m tile of G, dU[e] = Σ over the tiles of every example of
+ *   Ĝ[e] V[e]ᵀ (one product (O, tiles) · (tiles, C) per e and block), and
+ *   dL/dw = Gᵀ dU G.
+ * (dL/dbias stays in conv.c's pass over G.)  The result is the same
+ * convolution, so the backward graph (create_graph) is conv.c's,
+ * unchanged, and runs through here too.
  *
  * The tile and the dispatch rule (tile_for below) were measured with
  * `bench_cnn --winograd` (docs/performance.md): F(4x4) on planes of 16
@@ -37,18 +38,21 @@
  * Error.  The transforms add and scale values before the products, so a
  * result is not the definition's sum rounded once.  Against the
  * convolution computed in float64, measured on random inputs (uniform,
- * also scaled by up to 1e15, and of mixed scales) by tests/test_winograd.c,
- * which checks these bounds:
+ * also scaled by up to 1e15, and of mixed scales; 3000 random geometries)
+ * by tests/test_winograd.c, which checks these bounds:
  *   per output, |y - y_exact| <= B Σ |w| |x| over its window, with
- *   B = 5e-6 for F(4x4) (3.4e-6 seen), 1e-6 for F(2x2) (3.6e-7 seen), and
- *   4e-7 for the general path (2.2e-7 seen), where the window's values are
- *   of the size of its tile's (dense x, padding 0 or 1);
+ *   B = 1e-5 for F(4x4) (6.8e-6 seen), 1e-6 for F(2x2) (4.7e-7 seen), and
+ *   6e-7 for the general path (3.3e-7 seen), where the window's values
+ *   are of the size of its tile's (dense x, padding 0 or 1);
  *   in general, |y - y_exact| <= B' Σ_c Σ_taps |w| max |x| over the
- *   tile's (m + 2)² input patch, B' = 3e-6 for F(4x4) (2.0e-6 seen) and
- *   3e-7 for F(2x2) (8.5e-8 seen): a tile mixes its patch's values, so an
+ *   tile's (m + 2)² input patch, B' = 6e-6 for F(4x4) (3.8e-6 seen) and
+ *   5e-7 for F(2x2) (2.2e-7 seen): a tile mixes its patch's values, so an
  *   output whose own window is mostly zeros (the corners of dL/dx's full
  *   convolution, or G masked by a relu) has the error of its neighbours'
- *   magnitudes (there, per window, F(4x4) reached 1.5e-5).
+ *   magnitudes (there, per window, F(4x4) reached 8e-3);
+ *   dL/dw: |dw - dw_exact| <= B'' Σ_n Σ_tiles (Σ_tile |G|) max |x| over
+ *   the tile's patch, B'' = 3e-6 for F(4x4) (1.6e-6 seen), 1e-6 for
+ *   F(2x2) (4.3e-7 seen).
  * F(4x4)'s larger constants (up to 8 in A, 5 in B) cost about 10x F(2x2)'s
  * error, for 4x fewer multiplications than the definition's (F(2x2):
  * 2.25x).
@@ -56,10 +60,11 @@
  * Special values: the transforms mix the values of a tile, so an inf in x
  * can become inf - inf = NaN in outputs where the definition gives ±inf,
  * and values near FLT_MAX can overflow in a transform where the
- * definition does not.  So Winograd runs only when x (or G) and w are
- * finite and |x|max |w|max Cin times the transforms' gains (4 x 36100 for
- * F(4x4)) stays below FLT_MAX; otherwise the call takes the general path, and the
- * results are its own, special values included.
+ * definition does not.  So Winograd runs only when its two operands (x
+ * or G, and w or G) are finite and the product of their largest
+ * magnitudes, the sum's length and the transforms' gains (4 x 36100 Cin
+ * for F(4x4)'s forward) stays below FLT_MAX; otherwise the call takes the
+ * general path, and the results are its own, special values included.
  *
  * float64 keeps the general path: its users ask for the definition's
  * accuracy (gradient checks), which Winograd's rounding would cost.
@@ -165,8 +170,9 @@ static bool mul_to(size_t *r, size_t a, size_t b) { return !__builtin_mul_overfl
 static bool mul3(size_t *r, size_t a, size_t b, size_t c) { return mul_to(r, a, b) && mul_to(r, *r, c); }
 static size_t align_floats(size_t n) { return (n + 15) / 16 * 16; } /* 64 bytes */
 
-/* Sizes of the call; false when one overflows or exceeds what CBLAS indexes. */
-static bool make_plan(plan *p, int m, const nb_winograd_geom *g, int kind) {
+/* Sizes of the call, with blocks of at least min_tiles tiles (or the
+ * batch); false when one overflows or exceeds what CBLAS indexes. */
+static bool make_plan(plan *p, int m, const nb_winograd_geom *g, int kind, size_t min_tiles) {
     bool fwd = kind == NB_WINOGRAD_FORWARD;
     *p = (plan){.m = m, .a = m + 2, .N = g->N};
     p->Cin = fwd ? g->C : g->O;
@@ -187,6 +193,7 @@ static bool make_plan(plan *p, int m, const nb_winograd_geom *g, int kind) {
     size_t example_bytes; /* V and M of one example */
     if (!mul3(&example_bytes, a2 * sizeof(float), p->Cin + p->Cout, p->tiles)) return false;
     p->per_block = BLOCK_BYTES / example_bytes;
+    if (p->per_block < (min_tiles + p->tiles - 1) / p->tiles) p->per_block = (min_tiles + p->tiles - 1) / p->tiles;
     if (p->per_block < 1) p->per_block = 1;
     if (p->per_block > p->N) p->per_block = p->N ? p->N : 1;
     p->blocks = (p->N + p->per_block - 1) / p->per_block;
@@ -262,17 +269,16 @@ INLINE void input_lanes(int m, const float (*restrict d)[CHUNK], float *restrict
  * whole chunk.  (Copies are loops the compiler keeps as loops: a memcpy of
  * a few values is slower.) */
 INLINE void input_across(int m, const float *restrict lines, const size_t *restrict at, size_t t0, size_t count,
-                         float (*restrict d)[CHUNK], float *const *out) {
-    const int a = m + 2;
-    float v[6][CHUNK];
+                         float (*restrict d)[CHUNK], float *restrict v, float *const *out) {
+    const int a = m + 2; /* v: 6 CHUNK values, the lanes of a partial chunk */
     for (size_t t = 0; t < count; t++)
         for (int j = 0; j < a; j++) d[j][t] = lines[at[t0 + t] + (size_t)j];
     float *o[6];
-    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v[j];
+    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v + j * CHUNK;
     input_lanes(m, (const float(*)[CHUNK])d, o[0], o[1], o[2], o[3], o[4], o[5]);
     if (count < CHUNK)
         for (int j = 0; j < a; j++)
-            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[j][t];
+            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[j * CHUNK + (int)t];
 }
 
 /* V[e vstride + t] for the a² elements e = (row i, column j) of every
@@ -307,12 +313,12 @@ INLINE void input_plane(int m, const plan *p, const float *restrict x, const flo
         input_down(m, top, top + L, top + 2 * L, top + 3 * L, top + (m == 4 ? 4 : 0) * L, top + (m == 4 ? 5 : 0) * L,
                    ln, ln + L, ln + 2 * L, ln + 3 * L, ln + (m == 4 ? 4 : 0) * L, ln + (m == 4 ? 5 : 0) * L, L);
     }
-    float d[6][CHUNK] = {{0}}; /* lanes past the last tile keep old values, never stored */
+    float d[6][CHUNK] = {{0}}, spare[6 * CHUNK] = {0}; /* lanes past the last tile keep old values, never stored */
     for (int k = 0; k < a; k++) { /* across, row k of every tile's Bᵀ d: elements (k, j) */
         float *out[6];
         for (int j = 0; j < a; j++) out[j] = V + (size_t)(k * a + j) * vstride;
         for (size_t t0 = 0; t0 < p->tiles; t0 += CHUNK)
-            input_across(m, lines + (size_t)k * L, at, t0, p->tiles - t0 < CHUNK ? p->tiles - t0 : CHUNK, d, out);
+            input_across(m, lines + (size_t)k * L, at, t0, p->tiles - t0 < CHUNK ? p->tiles - t0 : CHUNK, d, spare, out);
     }
 }
 
@@ -549,13 +555,12 @@ INLINE void grad_down(int m, const float *restrict r0, const float *restrict r1,
 /* Row k of tiles t0 .. t0 + count of A G (from the lines) across, A: into
  * Ĝ's a rows (out[j] + t for element (k, j)). */
 INLINE void grad_across(int m, const float *restrict lines, const size_t *restrict at, size_t t0, size_t count,
-                        float (*restrict s)[CHUNK], float *const *out) {
-    const int a = m + 2;
-    float v[6][CHUNK];
+                        float (*restrict s)[CHUNK], float *restrict v, float *const *out) {
+    const int a = m + 2; /* v: 6 CHUNK values, the lanes of a partial chunk */
     for (size_t t = 0; t < count; t++)
         for (int j = 0; j < m; j++) s[j][t] = lines[at[t0 + t] + (size_t)j];
     float *o[6];
-    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v[j];
+    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v + j * CHUNK;
     for (size_t t = 0; t < CHUNK; t++) {
         float st[4] = {s[0][t], s[1][t], s[2][t], s[3][t]}, vt[6];
         grad_1d(m, st, vt);
@@ -563,7 +568,7 @@ INLINE void grad_across(int m, const float *restrict lines, const size_t *restri
     }
     if (count < CHUNK)
         for (int j = 0; j < a; j++)
-            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[j][t];
+            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[j * CHUNK + (int)t];
 }
 
 /* Ĝ[e stride + t] for every tile of the plane G (Hout x Wout), masked
@@ -591,12 +596,12 @@ INLINE void grad_plane(int m, const plan *p, const float *restrict G, const floa
         grad_down(m, top, top + L, top + (m == 4 ? 2 : 0) * L, top + (m == 4 ? 3 : 0) * L, ln, ln + L, ln + 2 * L,
                   ln + 3 * L, ln + (m == 4 ? 4 : 0) * L, ln + (m == 4 ? 5 : 0) * L, p->TW * (size_t)m);
     }
-    float s[4][CHUNK] = {{0}};
+    float s[4][CHUNK] = {{0}}, spare[6 * CHUNK] = {0};
     for (int k = 0; k < a; k++) {
         float *out[6];
         for (int j = 0; j < a; j++) out[j] = Gh + (size_t)(k * a + j) * stride;
         for (size_t t0 = 0; t0 < p->tiles; t0 += CHUNK)
-            grad_across(m, lines + (size_t)k * L, at, t0, p->tiles - t0 < CHUNK ? p->tiles - t0 : CHUNK, s, out);
+            grad_across(m, lines + (size_t)k * L, at, t0, p->tiles - t0 < CHUNK ? p->tiles - t0 : CHUNK, s, spare, out);
     }
 }
 
@@ -612,8 +617,12 @@ NB_VECTOR_CLONES static void grad_plane_4(const plan *p, const float *G, const f
 /* The weight gradient's sum over examples is made in this many chunks of
  * blocks (fewer for fewer blocks), each chunk's partial dU summed in
  * order by one thread, the partials then added in order: the same bits on
- * any thread count, as conv.c's. */
+ * any thread count, as conv.c's.  Its blocks hold GRAD_TILES tiles or more
+ * (the products' inner size: at 32, the 128-channel 16 x 16 convolution's
+ * weight gradient took 33 ms, at 512 12 ms, the general path 16 ms):
+ * measured against 128 and 2048. */
 enum { GRAD_CHUNKS = 8 };
+enum { GRAD_TILES = 512 };
 
 typedef struct {
     const plan *p;
@@ -677,7 +686,7 @@ static void grad_finish_part(void *ctx, size_t begin, size_t end) {
     size_t a = (size_t)p->a, plane = p->Cout * p->Cin;
     for (size_t o = begin; o < end; o++)
         for (size_t c = 0; c < p->Cin; c++) {
-            double u[6][6], rows[6][3], col[6], g[3];
+            double u[6][6] = {{0}}, rows[6][3] = {{0}}, col[6] = {0}, g[3];
             for (size_t e = 0; e < a * a; e++) {
                 size_t at = e * plane + o * p->Cin + c;
                 float sum = f->partials[at];
@@ -773,7 +782,9 @@ int nb_winograd_run(const nb_op_call *e, const nb_winograd_geom *g, const nb_win
     if (forced_tile) m = forced_mode || m ? forced_tile : 0;
     plan p;
     /* the weight gradient's tiles are the forward's */
-    if (!m || !make_plan(&p, m, g, in_grad ? NB_WINOGRAD_INPUT_GRAD : NB_WINOGRAD_FORWARD)) return 0;
+    bool w_grad = c->kind == NB_WINOGRAD_WEIGHT_GRAD;
+    if (!m || !make_plan(&p, m, g, in_grad ? NB_WINOGRAD_INPUT_GRAD : NB_WINOGRAD_FORWARD, w_grad ? GRAD_TILES : 0))
+        return 0;
     size_t n_in = p.N * p.Cin * p.Hin * p.Win; /* x's or G's size */
     if (c->kind == NB_WINOGRAD_WEIGHT_GRAD) {
         /* |V| <= b² |x|max, |Ĝ| <= a² |G|max (column sums of |Aᵀ|: 15, 2), dU <= N tiles |V||Ĝ|, dw <= gw² |dU| */
