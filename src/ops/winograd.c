@@ -733,14 +733,16 @@ static bool finite_bounded(const float *a, size_t n_a, const float *b, size_t n_
  * output tile for a call, or 0 for the general path.  F(4x4) where both
  * channel counts are 16 or more and an output plane holds 16 tiles of 4 x 4
  * or more (outputs of 13 x 13 and up), or 9 with 64 channels and more;
- * F(2x2) on smaller planes of 8 x 8 and up with 32 channels and more
+ * F(2x2) on the planes of 8 x 8 to 11 x 11 with 32 channels and more
  * (there F(4x4)'s few tiles a plane leave its transforms' lanes idle).
  * Below 16 channels the transforms cost more than the products save (the
- * CNN lesson's first layer, C = 1: 4x slower). */
+ * CNN lesson's first layer, C = 1: 4x slower), and 32 channels on 12 x 12
+ * planes break even.  The weight gradient follows the forward's geometry,
+ * dL/dx its own (its output is x). */
 static int tile_for(size_t Cin, size_t Cout, size_t Hout, size_t Wout) {
     size_t channels = Cin < Cout ? Cin : Cout, tiles4 = ((Hout + 3) / 4) * ((Wout + 3) / 4);
     if (channels >= 16 && (tiles4 >= 16 || (tiles4 >= 9 && channels >= 64))) return 4;
-    if (channels >= 32 && Hout >= 8 && Wout >= 8) return 2;
+    if (channels >= 32 && Hout >= 8 && Wout >= 8 && tiles4 < 9) return 2;
     return 0;
 }
 
