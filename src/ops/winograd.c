@@ -274,11 +274,11 @@ INLINE void input_across(int m, const float *restrict lines, const size_t *restr
     for (size_t t = 0; t < count; t++)
         for (int j = 0; j < a; j++) d[j][t] = lines[at[t0 + t] + (size_t)j];
     float *o[6];
-    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v + j * CHUNK;
+    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v + (size_t)j * CHUNK;
     input_lanes(m, (const float(*)[CHUNK])d, o[0], o[1], o[2], o[3], o[4], o[5]);
     if (count < CHUNK)
         for (int j = 0; j < a; j++)
-            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[j * CHUNK + (int)t];
+            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[(size_t)j * CHUNK + t];
 }
 
 /* V[e vstride + t] for the a² elements e = (row i, column j) of every
@@ -560,7 +560,7 @@ INLINE void grad_across(int m, const float *restrict lines, const size_t *restri
     for (size_t t = 0; t < count; t++)
         for (int j = 0; j < m; j++) s[j][t] = lines[at[t0 + t] + (size_t)j];
     float *o[6];
-    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v + j * CHUNK;
+    for (int j = 0; j < 6; j++) o[j] = count == CHUNK && j < a ? out[j] + t0 : v + (size_t)j * CHUNK;
     for (size_t t = 0; t < CHUNK; t++) {
         float st[4] = {s[0][t], s[1][t], s[2][t], s[3][t]}, vt[6];
         grad_1d(m, st, vt);
@@ -568,7 +568,7 @@ INLINE void grad_across(int m, const float *restrict lines, const size_t *restri
     }
     if (count < CHUNK)
         for (int j = 0; j < a; j++)
-            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[j * CHUNK + (int)t];
+            for (size_t t = 0; t < count; t++) out[j][t0 + t] = v[(size_t)j * CHUNK + t];
 }
 
 /* Ĝ[e stride + t] for every tile of the plane G (Hout x Wout), masked
