@@ -409,6 +409,8 @@ static const wcase cases[] = {
     {70, 2, 3, 6, 6, 1, true, false},   /* several blocks of examples (6 x 6: 4 tiles of 4 x 4 each) */
     {2, 16, 20, 17, 15, 1, true, true}, /* the fused relu */
     {1, 48, 40, 10, 12, 1, true, false}, /* larger channel counts */
+    {1, 300, 6, 6, 7, 1, false, false},  /* many input channels: long sums */
+    {2, 5, 260, 5, 6, 0, true, false},   /* many filters */
 };
 
 static void test_winograd_against_the_definition(void **state) {

@@ -32,8 +32,9 @@
  *
  * The tile and the dispatch rule (tile_for below) were measured with
  * `bench_cnn --winograd` (docs/performance.md): F(4x4) on planes of 16
- * tiles or more, F(2x2) on smaller ones, the general path below 16
- * channels.
+ * tiles of 4 x 4 or more (9 with 64 channels), F(2x2) on 8 x 8 to 11 x 11
+ * planes with 32 channels, the general path below 16 channels and
+ * elsewhere.
  *
  * Error.  The transforms add and scale values before the products, so a
  * result is not the definition's sum rounded once.  Against the
