@@ -19,6 +19,12 @@ tables of ratios measured in the same run.
   5. The CNN of examples/cnn.c (KANN's Fashion-MNIST network) at batch 64
      on 1 and 2 threads: nabla's step, its unfolding and products alone
      (bench_cnn), and PyTorch's step (bench/torch_cnn.py).
+     Then Winograd (src/ops/winograd.c): the 3x3 convolutions of the CNN
+     lesson and of ResNet-style blocks alone, by the general path
+     (unfolding and CBLAS), F(2x2, 3x3), F(4x4, 3x3) and the dispatch rule
+     (bench_cnn --winograd, thread CPU time, alternated), and the lesson's
+     step on 1 thread with and without Winograd (thread CPU time,
+     alternated rounds).
   6. The LSTM of examples/charlm.c at batch 32, 16 steps, 128 units, on 1
      and 2 threads: nabla's step (charlm --bench) beside PyTorch's nn.LSTM
      and its loop of nn.LSTMCell steps (bench/torch_lstm.py).
@@ -166,6 +172,8 @@ def main():
     optimizer_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
     print()
     cnn_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+    print()
+    winograd_table(args.build, 3 if args.quick else args.rounds, args.quick)
     print()
     lstm_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
     print()
@@ -332,6 +340,40 @@ def cnn_table(build, rounds, quick, with_torch):
         else:
             row += f"{'skipped':>10} {'':>14} | "
         print(row + str(allocs))
+
+
+def winograd_table(build, rounds, quick):
+    bench = os.path.join(build, "bench", "bench_cnn")
+    extra = ["--quick"] if quick else []
+    rows = run_csv([bench, "--winograd", "--reps", str(rounds)] + extra)
+    print(f"3x3 convolutions alone, float32, 1 thread, thread CPU ms, median of {rounds} alternated rounds: forward, "
+          "dL/dx, and the rest of the backward (dL/dw, dL/dbias); "
+          "'rule' is the dispatch rule's choice")
+    paths = ["general", "F(2x2)", "F(4x4)", "rule"]
+    head = f"{'batch x channels x plane':<38}"
+    for p in paths:
+        head += f" | {p + ' fwd':>12} {'dx':>6} {'rest':>6}"
+    print(head + " | speed-up fwd, all | allocs")
+    by_shape = {}
+    for row in rows:
+        by_shape.setdefault(row[0], {})[row[1]] = [float(v) for v in row[2:5]] + [int(row[5])]
+    for shape, got in by_shape.items():
+        line = f"{shape:<38}"
+        for p in paths:
+            f, dx, rest, _ = got[p]
+            line += f" | {f:>12.3f} {dx:>6.3f} {rest:>6.3f}"
+        g, r = got["general"], got["rule"]
+        line += (f" | {g[0] / r[0]:>7.2f}x {(g[0] + g[2]) / (r[0] + r[2]):>7.2f}x | "
+                 f"{max(v[3] for v in got.values())}")
+        print(line)
+    ours, general = [], []
+    for _ in range(rounds):
+        for flag, into in (([], ours), (["--general"], general)):
+            row = run_csv([bench, "--csv", "--reps", "3", "--side", "n", "--threads", "1"] + flag + extra)[0]
+            into.append(float(row[5]))
+    n, g = statistics.median(ours), statistics.median(general)
+    print(f"The CNN lesson's step, batch 64, 1 thread, thread CPU ms: {n:.3f} with Winograd, {g:.3f} without "
+          f"({g / n:.2f}x)")
 
 
 def lstm_table(build, rounds, quick, with_torch):

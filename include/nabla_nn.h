@@ -52,9 +52,12 @@ typedef struct {
 /* Cross-correlation, as PyTorch's F.conv2d: x (N, C, H, W), w (O, C/groups,
  * KH, KW), bias (O,) or NULL; the result is (N, O, OH, OW) with
  * OH = (H + 2 padding - dilation (KH - 1) - 1) / stride + 1 (rounded down).
- * The products go through CBLAS on unfolded patches (im2col), split over
- * nabla's threads by examples, with results that do not depend on the
- * thread count.  conv1d: x (N, C, L), w (O, C/groups, K). */
+ * The products go through CBLAS on unfolded patches (im2col), or for
+ * float32 3x3 stride-1 convolutions of 16 channels and more through
+ * Winograd's F(4x4, 3x3) or F(2x2, 3x3) (src/ops/winograd.c: its error
+ * bound and dispatch rule), split over nabla's threads by examples, with
+ * results that do not depend on the thread count.  conv1d: x (N, C, L),
+ * w (O, C/groups, K). */
 #define nb_conv2d(tp, x, w, bias, ...) nb_conv2d_(tp, x, w, bias, __VA_ARGS__, NB_SITE) /* opts */
 #define nb_conv1d(tp, x, w, bias, ...) nb_conv1d_(tp, x, w, bias, __VA_ARGS__, NB_SITE) /* opts */
 nb_tensor *nb_conv2d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,

@@ -38,6 +38,7 @@
  * added in order: the same bits on any number of threads.
  */
 #include "../internal.h"
+#include "winograd.h"
 
 #include <string.h>
 
@@ -372,12 +373,44 @@ typedef struct {
     const void *w;    /* the weights, for dL/dx */
 } more_grads;
 
+/* The forward (x = a, w = b), the input gradient (G = a, w = b) or the
+ * weight gradient (x = a, G = b) by Winograd (src/ops/winograd.c) where it
+ * applies and is faster: 1 done, 0 not taken, -1 out of memory. */
+static int winograd(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b, const void *bias,
+                    void *out, bool acc) {
+    const conv_geom *g = e->saved;
+    nb_winograd_geom wg = {g->N, g->C, g->H, g->W, g->O, g->KH, g->KW, g->OH, g->OW,
+                           g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups, g->one_d};
+    bool fwd = kernel == KERNEL_FORWARD;
+    int kind = fwd ? NB_WINOGRAD_FORWARD : kernel == KERNEL_INPUT_GRAD ? NB_WINOGRAD_INPUT_GRAD : NB_WINOGRAD_WEIGHT_GRAD;
+    nb_winograd_call c = {kind, dt, a, b, fwd ? bias : NULL, g->relu && !fwd ? e->out->data : NULL, g->relu && fwd,
+                          out, acc};
+    return nb_winograd_run(e, &wg, &c);
+}
+
 /* Runs one of the three kernels; false (tape errored) if working memory
  * could not be had.  The weight kernel also takes the gradients `more`
  * asks for, and out may then be NULL (no weight gradient). */
 static bool run_kernel_with(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b,
                             const void *bias, void *out, bool acc, const more_grads *more) {
     const conv_geom *g = e->saved;
+    more_grads rest;
+    if (kernel != KERNEL_WEIGHT_GRAD) {
+        int done = winograd(e, kernel, dt, a, b, bias, out, acc);
+        if (done) return done > 0;
+    } else { /* dL/dx and dL/dw by Winograd where it applies, then the rest in one pass */
+        rest = more ? *more : (more_grads){NULL, false, NULL, false, NULL};
+        int done = rest.input_grad ? winograd(e, KERNEL_INPUT_GRAD, dt, b, rest.w, NULL, rest.input_grad,
+                                              rest.input_acc)
+                                   : 0;
+        if (done < 0) return false;
+        if (done) rest.input_grad = NULL;
+        done = out ? winograd(e, KERNEL_WEIGHT_GRAD, dt, a, b, NULL, out, acc) : 0;
+        if (done < 0) return false;
+        if (done) out = NULL;
+        if (!out && !rest.input_grad && !rest.bias_grad) return true;
+        more = &rest;
+    }
     size_t bytes = nb_dtype_size(dt), K = patch(g), P = positions(g);
     double flops = 2.0 * (double)g->N * (double)g->O * (double)K * (double)P;
     void *bias_grad = more ? more->bias_grad : NULL;
