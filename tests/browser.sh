@@ -30,12 +30,23 @@ passed=0 failed=0 skipped=0
 "$bin/newton" --html "$tmp/newton.html" > /dev/null
 "$bin/custom_op" --html "$tmp/custom_op.html" > /dev/null
 "$bin/demo" --epochs 3 --out "$tmp/demo" --html "$tmp/demo.html" > /dev/null 2>&1
-pages="gradient_descent forward3 logreg newton custom_op demo"
+"$bin/rnn" --iters 20 --html "$tmp/rnn.html" > /dev/null
+"$bin/attention" --iters 5 --html "$tmp/attention.html" > /dev/null
+pages="gradient_descent forward3 logreg newton custom_op demo rnn attention"
 if [ -e "$data/train-images-idx3-ubyte.gz" ]; then
   "$bin/mlp" --data "$data" --epochs 1 --train-limit 64 --hidden 16 --html "$tmp/mlp.html" > /dev/null 2>&1
-  pages="$pages mlp"
+  "$bin/cnn" --data "$data" --epochs 1 --train-limit 64 --test-limit 100 --save "$tmp/cnn.nbp" \
+    --html "$tmp/cnn.html" > /dev/null 2>&1
+  pages="$pages mlp cnn"
 else
-  echo "browser: mlp skipped (no Fashion-MNIST in $data: apt-get install dataset-fashion-mnist)"
+  echo "browser: mlp and cnn skipped (no Fashion-MNIST in $data: apt-get install dataset-fashion-mnist)"
+  skipped=$((skipped + 2))
+fi
+if [ -r /usr/share/dict/words ]; then
+  "$bin/charlm" --iters 1 --samples 0 --limit 2000 --html "$tmp/charlm.html" > /dev/null
+  pages="$pages charlm"
+else
+  echo "browser: charlm skipped (apt-get install wamerican)"
   skipped=$((skipped + 1))
 fi
 
