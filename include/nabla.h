@@ -704,7 +704,8 @@ nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts
  * one SVG laid out once from the frame with the most text, so that nothing
  * moves between frames, whose labels change as you step (buttons, slider,
  * arrow keys; #frame=N in the address); pan and zoom (wheel, drag, + and -,
- * fit, 1:1); the legend in a side panel; 14-pixel text at natural size. */
+ * fit, 1:1), never with text under 14 px: a graph too large to fit at that
+ * size is followed step by step; the legend in a panel that opens on asking. */
 nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
                            const nb_dot_opts *opts);
 

@@ -6,7 +6,14 @@
 #     starting from none;
 #   - the drawing keeps its size and every shape its place in every frame;
 #   - the address follows as #frame=N, and #frame=2 opens on frame 2;
-#   - no text is smaller than 14 px at the default zoom;
+#   - no text is drawn under 14 px in any frame, at the views the page's
+#     camera chose (its font's size on the screen, and its box's height);
+#   - in every frame the camera keeps in view an input that has just received
+#     its contribution (the op itself is reported: a far parameter's long
+#     edge may leave it out);
+#   - the view (the graph) has at least 80% of the window, the legend hidden;
+#   - "fit" never goes under 14 px, and enlarges a small graph
+#     (gradient_descent);
 #   - no grey edge (no gradient: data, targets) is ever lit.
 # Skips (exit 0) when Chromium is not installed.  Pages of hostile names
 # (their script runs, the names show literally) are opened by
@@ -62,8 +69,9 @@ for page in $pages; do
     "file://$tmp/$page.html#selftest,frame=2" 2>/dev/null |
     sed -n 's/.*<pre id="selftest">\([^<]*\)<\/pre>.*/\1/p')
   # expected: "frames N 0:none 1:opK 2:opJ ... same-layout true hash true
-  # text-px X start 2 grey-lit 0", with K > J > ...
-  why=$(awk -v r="$result" 'BEGIN {
+  # text-px X font-px F op-seen A/S got-seen S/S view-share V fit-px P
+  # start 2 grey-lit 0", with K > J > ...
+  why=$(awk -v r="$result" -v page="$page" 'BEGIN {
       n = split(r, f, " ");
       if (f[1] != "frames" || n < 4) { print "no self-test report"; exit }
       frames = f[2];
@@ -80,6 +88,12 @@ for page in $pages; do
       if (v["same-layout"] != "true") { print "the layout moved between frames"; exit }
       if (v["hash"] != "true") { print "the address did not follow as #frame=N"; exit }
       if (v["text-px"] + 0 < 14) { print "text is " v["text-px"] " px high, under 14"; exit }
+      if (v["font-px"] + 0 < 14) { print "a font is drawn at " v["font-px"] " px, under 14"; exit }
+      split(v["got-seen"], g, "/");
+      if (g[2] != frames - 1 || g[1] != g[2]) { print "an input that just received its gradient was out of view (" v["got-seen"] " frames)"; exit }
+      if (v["view-share"] + 0 < 0.8) { print "the graph has " v["view-share"] " of the window, under 0.8"; exit }
+      if (v["fit-px"] + 0 < 14) { print "fit draws text at " v["fit-px"] " px"; exit }
+      if (page == "gradient_descent" && v["fit-px"] + 0 <= 14) { print "fit did not enlarge a small graph (" v["fit-px"] " px)"; exit }
       if (v["start"] != "2") { print "#frame=2 opened on frame " v["start"]; exit }
       if (v["grey-lit"] != "0") { print v["grey-lit"] " grey edges were lit"; exit }
     }')

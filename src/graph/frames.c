@@ -9,11 +9,13 @@
  * moment.  Every item has the same number of lines in every frame, so the
  * page lays the graph out once, with each line as long as it is in any
  * frame, and its script swaps the texts from frame to frame: nothing moves
- * or shrinks as you step.  The page shows the graph at its natural size
- * (text of 14 px: readable on a projector of 1024 x 768) and pans and zooms
- * rather than shrinking it to the window.
+ * or shrinks as you step.  The page never draws text under 14 px (readable
+ * on a projector of 1024 x 768): a graph that fits at that size is fitted
+ * to the window, enlarged if small, and one that does not is followed step
+ * by step (src/graph/page.c).
  */
 #include "dot_emit.h"
+#include "page.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,6 +311,14 @@ static void svg_size(const char *svg, double *w, double *h) {
     *h = hs ? atof(hs + 8) : 0;
 }
 
+/* The scale at which a drawing of w x h px fills the view of a 1024 x 768
+ * window under the browser's bars and the page's controls, about 1000 x
+ * 520 px (headless Chromium's window of that size shows 1024 x 625). */
+static double fit_scale(double w, double h) {
+    double sw = w > 0 ? 1000 / w : 0, sh = h > 0 ? 520 / h : 0;
+    return sw < sh ? sw : sh;
+}
+
 /* ---------------------------------------------------------------- the page */
 
 static void put_html_escaped(FILE *f, const char *s) { nb_escape_file(f, NB_ESC_HTML, s); }
@@ -349,32 +359,6 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
     return named;
 }
 
-static const char page_style[] =
-    "<style>\n"
-    "html, body { margin: 0; height: 100%; }\n"
-    "body { font: 16px/1.35 Helvetica, Arial, sans-serif; color: #222; display: flex; flex-direction: column; }\n"
-    "header { padding: 0.4em 0.8em; border-bottom: 1px solid #ddd; }\n"
-    "h1 { font-size: 1.25em; margin: 0.1em 0 0.3em; }\n"
-    "#controls { display: flex; flex-wrap: wrap; gap: 0.4em; align-items: center; }\n"
-    "#controls button { font-size: 16px; padding: 0.15em 0.6em; }\n"
-    "#slider { flex: 1; min-width: 8em; max-width: 30em; }\n"
-    "#caption { margin: 0.3em 0 0; min-height: 2.7em; }\n"
-    "main { flex: 1; display: flex; min-height: 0; }\n"
-    "#view { flex: 1; overflow: hidden; position: relative; cursor: grab; background: #fff; }\n"
-    "#view.dragging { cursor: grabbing; }\n"
-    "#canvas { position: absolute; left: 0; top: 0; transform-origin: 0 0; }\n"
-    "aside { width: 15em; overflow: auto; border-left: 1px solid #ddd; padding: 0.5em 0.8em; font-size: 15px; }\n"
-    "aside h2 { font-size: 1em; margin: 0.5em 0 0.3em; }\n"
-    ".swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #888; border-radius: 3px;"
-    " vertical-align: -0.15em; margin-right: 0.4em; }\n"
-    "kbd { border: 1px solid #aaa; border-radius: 3px; padding: 0 0.3em; }\n"
-    "g.hl > ellipse { fill: " NB_HIGHLIGHT_COLOR "; stroke: #1c4587; stroke-width: 2; }\n"
-    "g.hl.node > text { fill: #fff; font-weight: bold; }\n"
-    "g.hl.edge > path { stroke: " NB_HIGHLIGHT_COLOR "; stroke-width: 2.5; }\n"
-    "g.hl.edge > polygon { fill: " NB_HIGHLIGHT_COLOR "; stroke: " NB_HIGHLIGHT_COLOR "; }\n"
-    "g.hl.edge > text { fill: #1c4587; }\n"
-    "</style>\n";
-
 static void put_legend_panel(FILE *f, const film *fm) {
     fputs("<aside>\n<h2>Colours</h2>\n", f);
     for (int r = 0; r <= NB_ROLE_LOSS; r++)
@@ -400,128 +384,11 @@ static void put_legend_panel(FILE *f, const film *fm) {
           "<h2>Gradients</h2>\n<p><b>not yet</b>: no contribution has arrived; <b>partial (k of n "
           "uses)</b>: some have; otherwise final. A tensor used n times sums n contributions.</p>\n"
           "<h2>Keys</h2>\n<p><kbd>&larr;</kbd> <kbd>&rarr;</kbd> step, <kbd>Home</kbd> <kbd>End</kbd>, "
-          "<kbd>+</kbd> <kbd>&minus;</kbd> zoom, <kbd>0</kbd> fit, <kbd>1</kbd> natural size; drag to "
-          "move, wheel to zoom.</p>\n</aside>\n",
+          "<kbd>+</kbd> <kbd>&minus;</kbd> zoom, <kbd>0</kbd> fit, <kbd>1</kbd> natural size, <kbd>L</kbd> this "
+          "panel; drag to move, wheel to zoom. Text is never drawn under 14 px: a graph too large for that "
+          "is followed step by step.</p>\n</aside>\n",
           f);
 }
-
-/* The stepper: sets each frame's texts into the one laid-out SVG, moves the
- * highlight, keeps #frame=N in the address, pans and zooms.  #selftest
- * steps through every frame by key presses and writes what it saw (for the
- * browser test): the highlighted op, whether the drawing kept its size and
- * every shape its place, whether the address followed, the smallest text
- * height at 1:1, and the frame it opened on (#selftest,frame=2 opens on 2). */
-static const char page_script[] =
-    "<script>\n(function () {\n"
-    "  var data = JSON.parse(document.getElementById('frames').textContent);\n"
-    "  var svg = document.querySelector('#canvas svg'), view = document.getElementById('view');\n"
-    "  var canvas = document.getElementById('canvas');\n"
-    "  var groups = {};\n"
-    "  svg.querySelectorAll('g.node, g.edge').forEach(function (g) {\n"
-    "    var t = g.querySelector('title'); if (t) groups[t.textContent] = g;\n"
-    "  });\n"
-    "  var slider = document.getElementById('slider'), i = 0, scale = 1, x = 0, y = 0;\n"
-    "  slider.max = data.frames.length - 1;\n"
-    "  function place() { canvas.style.transform = 'translate(' + x + 'px,' + y + 'px) scale(' + scale + ')'; }\n"
-    "  function setText(id, text) {\n"
-    "    var g = groups[id]; if (!g) return;\n"
-    "    var lines = text.split('\\n'), t = g.querySelectorAll('text');\n"
-    "    for (var k = 0; k < t.length; k++) t[k].textContent = k < lines.length ? lines[k] : '';\n"
-    "  }\n"
-    "  function visible(g) {\n"
-    "    var r = g.getBoundingClientRect(), v = view.getBoundingClientRect();\n"
-    "    return r.left >= v.left && r.right <= v.right && r.top >= v.top && r.bottom <= v.bottom;\n"
-    "  }\n"
-    "  function show(k) {\n"
-    "    i = Math.max(0, Math.min(data.frames.length - 1, k));\n"
-    "    var fr = data.frames[i];\n"
-    "    data.nodes.forEach(function (id, n) { setText(id, fr.labels[n]); });\n"
-    "    data.edges.forEach(function (id, n) { setText(id, fr.labels[data.nodes.length + n]); });\n"
-    "    svg.querySelectorAll('g.hl').forEach(function (g) { g.classList.remove('hl'); });\n"
-    "    if (fr.op) {\n"
-    "      Object.keys(groups).forEach(function (id) {\n"
-    "        var edge = id.endsWith('->' + fr.op) || id.indexOf(fr.op + '->') === 0;\n"
-    "        /* no gradient flows on a grey edge: it stays grey */\n"
-    "        if ((id === fr.op || edge) && !groups[id].classList.contains('nograd'))\n"
-    "          groups[id].classList.add('hl');\n"
-    "      });\n"
-    "      var g = groups[fr.op];\n"
-    "      if (g && !visible(g) && !document.body.hasAttribute('data-selftest')) {\n"
-    "        var r = g.getBoundingClientRect(), v = view.getBoundingClientRect();\n"
-    "        x += v.left + v.width / 2 - (r.left + r.width / 2); y += v.top + v.height / 2 - (r.top + r.height / 2);\n"
-    "        place();\n"
-    "      }\n"
-    "    }\n"
-    "    slider.value = i;\n"
-    "    document.getElementById('caption').textContent = fr.caption;\n"
-    "    document.getElementById('counter').textContent = 'frame ' + i + ' of ' + (data.frames.length - 1);\n"
-    "    document.body.setAttribute('data-frame', i);\n"
-    "    if (history.replaceState) history.replaceState(null, '', '#frame=' + i);\n"
-    "  }\n"
-    "  function zoom(f, cx, cy) {\n"
-    "    var v = view.getBoundingClientRect();\n"
-    "    if (cx === undefined) { cx = v.width / 2; cy = v.height / 2; }\n"
-    "    x = cx - (cx - x) * f; y = cy - (cy - y) * f; scale *= f; place();\n"
-    "  }\n"
-    "  function fit() {\n"
-    "    var v = view.getBoundingClientRect(), w = svg.width.baseVal.value, h = svg.height.baseVal.value;\n"
-    "    scale = Math.min(v.width / w, v.height / h, 1); x = (v.width - w * scale) / 2; y = 0; place();\n"
-    "  }\n"
-    "  function natural() { scale = 1; x = 0; y = 0; place(); }\n"
-    "  document.getElementById('prev').onclick = function () { show(i - 1); };\n"
-    "  document.getElementById('next').onclick = function () { show(i + 1); };\n"
-    "  document.getElementById('zin').onclick = function () { zoom(1.25); };\n"
-    "  document.getElementById('zout').onclick = function () { zoom(0.8); };\n"
-    "  document.getElementById('fit').onclick = fit;\n"
-    "  document.getElementById('one').onclick = natural;\n"
-    "  slider.oninput = function () { show(+slider.value); };\n"
-    "  document.addEventListener('keydown', function (e) {\n"
-    "    if (e.key === 'ArrowRight') show(i + 1); else if (e.key === 'ArrowLeft') show(i - 1);\n"
-    "    else if (e.key === 'Home') show(0); else if (e.key === 'End') show(data.frames.length - 1);\n"
-    "    else if (e.key === '+' || e.key === '=') zoom(1.25); else if (e.key === '-') zoom(0.8);\n"
-    "    else if (e.key === '0') fit(); else if (e.key === '1') natural();\n"
-    "  });\n"
-    "  view.addEventListener('wheel', function (e) {\n"
-    "    e.preventDefault(); var v = view.getBoundingClientRect();\n"
-    "    zoom(e.deltaY < 0 ? 1.1 : 1 / 1.1, e.clientX - v.left, e.clientY - v.top);\n"
-    "  }, {passive: false});\n"
-    "  var drag = null;\n"
-    "  view.addEventListener('mousedown', function (e) { drag = [e.clientX - x, e.clientY - y]; view.classList.add('dragging'); });\n"
-    "  window.addEventListener('mouseup', function () { drag = null; view.classList.remove('dragging'); });\n"
-    "  window.addEventListener('mousemove', function (e) { if (drag) { x = e.clientX - drag[0]; y = e.clientY - drag[1]; place(); } });\n"
-    "  if (location.hash.indexOf('selftest') >= 0) document.body.setAttribute('data-selftest', '');\n"
-    "  var wanted = /frame=(\\d+)/.exec(location.hash);\n"
-    "  place();\n"
-    "  show(wanted ? +wanted[1] : 0);\n"
-    "  if (document.body.hasAttribute('data-selftest')) {\n"
-    "    function shapes() {\n"
-    "      var out = [];\n"
-    "      svg.querySelectorAll('g.node > ellipse, g.node > path, g.node > polygon').forEach(function (s) {\n"
-    "        var b = s.getBBox(); out.push([b.x, b.y, b.width, b.height].map(Math.round).join(','));\n"
-    "      });\n"
-    "      return out.join(';') + '|' + svg.getAttribute('width') + 'x' + svg.getAttribute('height');\n"
-    "    }\n"
-    "    var first = shapes(), same = true, seen = [], smallest = 1e9, hashes = [], start = i, greyLit = 0;\n"
-    "    show(0);\n"
-    "    for (var k = 0; k < data.frames.length; k++) {\n"
-    "      hashes.push(location.hash);\n"
-    "      var lit = svg.querySelector('g.node.hl > title');\n"
-    "      seen.push(document.body.getAttribute('data-frame') + ':' + (lit ? lit.textContent : 'none'));\n"
-    "      if (shapes() !== first) same = false;\n"
-    "      greyLit += svg.querySelectorAll('g.hl.nograd').length;\n"
-    "      svg.querySelectorAll('text').forEach(function (t) {\n"
-    "        if (t.textContent.trim()) smallest = Math.min(smallest, t.getBoundingClientRect().height);\n"
-    "      });\n"
-    "      document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}));\n"
-    "    }\n"
-    "    var hashOk = hashes.every(function (h, k) { return h === '#frame=' + k; });\n"
-    "    var out = document.getElementById('selftest');\n"
-    "    out.textContent = 'frames ' + data.frames.length + ' ' + seen.join(' ') + ' same-layout ' + same +\n"
-    "      ' hash ' + hashOk + ' text-px ' + Math.round(smallest * 10) / 10 + ' start ' + start +\n"
-    "      ' grey-lit ' + greyLit;\n"
-    "    out.hidden = false;\n"
-    "  }\n"
-    "})();\n</script>\n";
 
 nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title, const nb_dot_opts *opts) {
     if (!path) {
@@ -535,17 +402,24 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
     nb_text all = {0};
     const char **ops = op_labels(&fm, &all, "nb_backward_html", &st);
     char *svg = NULL;
-    /* Left to right unless asked, or unless that is much wider than tall:
-     * then top to bottom, which suits a screen better. */
+    /* Unless asked: the direction in which the whole graph fits a 1024 x 768
+     * window's view (fit_scale) at the larger
+     * scale, if either fits with its text at 14 px or more; else left to
+     * right, or top to bottom when that is much wider than tall (the
+     * camera then follows the steps down the page). */
     const char *rankdir = fm.opts.rankdir ? fm.opts.rankdir : "LR";
     if (st == NB_OK) st = layout_svg(&fm, ops, rankdir, &svg);
     if (st == NB_OK && !fm.opts.rankdir) {
-        double w, h;
+        char *down = NULL;
+        double w, h, wd, hd;
         svg_size(svg, &w, &h);
-        if (w > 1.6 * h && w > 1000) {
-            nb_free(svg);
-            svg = NULL;
-            st = layout_svg(&fm, ops, "TB", &svg); /* wide: top to bottom reads better on a screen */
+        st = layout_svg(&fm, ops, "TB", &down);
+        if (st == NB_OK) {
+            svg_size(down, &wd, &hd);
+            double across = fit_scale(w, h), along = fit_scale(wd, hd);
+            bool take_down = across >= 1 || along >= 1 ? along > across : w > 1.6 * h && w > 1000;
+            nb_free(take_down ? svg : down);
+            if (take_down) svg = down;
         }
     }
     nb_output out; /* atomic, as every writer: src/tensor/files.c */
@@ -557,14 +431,15 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
               f);
         put_html_escaped(f, title);
         fputs("</title>\n", f);
-        fputs(page_style, f);
+        fputs(nb_page_style, f);
         fputs("</head>\n<body>\n<header>\n<h1>", f);
         put_html_escaped(f, title);
         fputs("</h1>\n<div id=\"controls\"><button id=\"prev\">&#9664; previous</button><input type=\"range\" "
               "id=\"slider\" min=\"0\" value=\"0\"><button id=\"next\">next &#9654;</button><span id=\"counter\">"
               "</span><button id=\"zout\" title=\"zoom out (-)\">&minus;</button><button id=\"zin\" title=\"zoom in "
               "(+)\">+</button><button id=\"fit\" title=\"fit the window (0)\">fit</button><button id=\"one\" "
-              "title=\"natural size (1)\">1:1</button></div>\n<p id=\"caption\"></p>\n</header>\n<main>\n"
+              "title=\"natural size (1)\">1:1</button><button id=\"legend\" title=\"colours, edges and keys (L)\">legend"
+              "</button></div>\n<p id=\"caption\"></p>\n</header>\n<main>\n"
               "<div id=\"view\"><div id=\"canvas\">\n",
               f);
         /* The SVG inline, without its XML declaration, in pixels: 14-point
@@ -611,7 +486,7 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
             fputs("]}", f);
         }
         fputs("\n]}\n</script>\n", f);
-        fputs(page_script, f);
+        fputs(nb_page_script, f);
         fputs("</body>\n</html>\n", f);
         st = nb_output_close(&out, st); /* no half page left behind, nothing else removed */
     }
