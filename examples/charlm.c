@@ -91,14 +91,24 @@ static nb_tensor *gate(nb_tape *tp, nb_tensor *all, size_t k, size_t H) {
 }
 
 /* t, named for the pictures when step > 0: `pattern` with the step where
- * it says %1$zu and the step before where it says %2$zu ("h<%1$zu>" is
- * h<3>), in the notation of time steps x<t>, h<t> numbered from 1. */
+ * it says # and the step before where it says ## ("[x<#>, h<##>]" is
+ * [x<3>, h<2>]), in the notation of time steps x<t>, h<t> numbered from 1. */
 static nb_tensor *named(nb_tensor *t, size_t step, const char *pattern) {
-    if (step) {
-        char name[128]; /* a picture's few steps fit NB_NAME_MAX */
-        snprintf(name, sizeof name, pattern, step, step - 1);
-        nb_tensor_set_name(t, name);
+    if (!step) return t;
+    char name[128]; /* a picture's names fit NB_NAME_MAX */
+    size_t n = 0;
+    for (const char *c = pattern; *c && n + 21 < sizeof name;) {
+        if (*c != '#') {
+            name[n++] = *c++;
+            continue;
+        }
+        bool before = c[1] == '#';
+        int w = snprintf(name + n, sizeof name - n, "%zu", before ? step - 1 : step);
+        n += w > 0 ? (size_t)w : 0;
+        c += before ? 2 : 1;
     }
+    name[n] = '\0';
+    nb_tensor_set_name(t, name);
     return t;
 }
 
@@ -107,30 +117,30 @@ static nb_tensor *named(nb_tensor *t, size_t step, const char *pattern) {
 static state cell_step(nb_tape *tp, const model *m, nb_tensor *xw, state s, size_t t) {
     size_t H = m->H;
     if (!m->gru) {
-        nb_tensor *hw = named(nb_matmul(tp, s.h, m->W_h), t, "HW<%1$zu>");
-        nb_tensor *z = named(nb_add(tp, xw, hw), t, "Z<%1$zu>");
-        nb_tensor *i = named(nb_sigmoid(tp, named(gate(tp, z, 0, H), t, "Z_i<%1$zu>")), t, "i<%1$zu>");
-        nb_tensor *f = named(nb_sigmoid(tp, named(gate(tp, z, 1, H), t, "Z_f<%1$zu>")), t, "f<%1$zu>");
-        nb_tensor *g = named(nb_tanh(tp, named(gate(tp, z, 2, H), t, "Z_g<%1$zu>")), t, "g<%1$zu>");
-        nb_tensor *o = named(nb_sigmoid(tp, named(gate(tp, z, 3, H), t, "Z_o<%1$zu>")), t, "o<%1$zu>");
-        nb_tensor *kept = named(nb_mul(tp, f, s.c), t, "f<%1$zu>⊙c<%2$zu>");
-        nb_tensor *added = named(nb_mul(tp, i, g), t, "i<%1$zu>⊙g<%1$zu>");
-        nb_tensor *c = named(nb_add(tp, kept, added), t, "c<%1$zu>");
-        nb_tensor *h = nb_mul(tp, o, named(nb_tanh(tp, c), t, "tanh(c<%1$zu>)"));
-        return (state){named(h, t, "h<%1$zu>"), c};
+        nb_tensor *hw = named(nb_matmul(tp, s.h, m->W_h), t, "HW<#>");
+        nb_tensor *z = named(nb_add(tp, xw, hw), t, "Z<#>");
+        nb_tensor *i = named(nb_sigmoid(tp, named(gate(tp, z, 0, H), t, "Z_i<#>")), t, "i<#>");
+        nb_tensor *f = named(nb_sigmoid(tp, named(gate(tp, z, 1, H), t, "Z_f<#>")), t, "f<#>");
+        nb_tensor *g = named(nb_tanh(tp, named(gate(tp, z, 2, H), t, "Z_g<#>")), t, "g<#>");
+        nb_tensor *o = named(nb_sigmoid(tp, named(gate(tp, z, 3, H), t, "Z_o<#>")), t, "o<#>");
+        nb_tensor *kept = named(nb_mul(tp, f, s.c), t, "f<#>⊙c<##>");
+        nb_tensor *added = named(nb_mul(tp, i, g), t, "i<#>⊙g<#>");
+        nb_tensor *c = named(nb_add(tp, kept, added), t, "c<#>");
+        nb_tensor *h = nb_mul(tp, o, named(nb_tanh(tp, c), t, "tanh(c<#>)"));
+        return (state){named(h, t, "h<#>"), c};
     }
-    nb_tensor *hw = named(nb_linear(tp, s.h, m->W_h, m->b_h), t, "HW<%1$zu>");
-    nb_tensor *xw_rz = named(nb_slice(tp, xw, 1, 0, (long)(2 * H), 1), t, "XW_rz<%1$zu>");
-    nb_tensor *hw_rz = named(nb_slice(tp, hw, 1, 0, (long)(2 * H), 1), t, "HW_rz<%1$zu>");
-    nb_tensor *rz = named(nb_sigmoid(tp, named(nb_add(tp, xw_rz, hw_rz), t, "Z_rz<%1$zu>")), t, "rz<%1$zu>");
-    nb_tensor *r = named(gate(tp, rz, 0, H), t, "r<%1$zu>"), *zg = named(gate(tp, rz, 1, H), t, "z<%1$zu>");
-    nb_tensor *hw_n = named(gate(tp, hw, 2, H), t, "HW_n<%1$zu>");
-    nb_tensor *reset = named(nb_mul(tp, r, hw_n), t, "r<%1$zu>⊙HW_n<%1$zu>");
-    nb_tensor *zn = named(nb_add(tp, named(gate(tp, xw, 2, H), t, "XW_n<%1$zu>"), reset), t, "Z_n<%1$zu>");
-    nb_tensor *n = named(nb_tanh(tp, zn), t, "n<%1$zu>");
+    nb_tensor *hw = named(nb_linear(tp, s.h, m->W_h, m->b_h), t, "HW<#>");
+    nb_tensor *xw_rz = named(nb_slice(tp, xw, 1, 0, (long)(2 * H), 1), t, "XW_rz<#>");
+    nb_tensor *hw_rz = named(nb_slice(tp, hw, 1, 0, (long)(2 * H), 1), t, "HW_rz<#>");
+    nb_tensor *rz = named(nb_sigmoid(tp, named(nb_add(tp, xw_rz, hw_rz), t, "Z_rz<#>")), t, "rz<#>");
+    nb_tensor *r = named(gate(tp, rz, 0, H), t, "r<#>"), *zg = named(gate(tp, rz, 1, H), t, "z<#>");
+    nb_tensor *hw_n = named(gate(tp, hw, 2, H), t, "HW_n<#>");
+    nb_tensor *reset = named(nb_mul(tp, r, hw_n), t, "r<#>⊙HW_n<#>");
+    nb_tensor *zn = named(nb_add(tp, named(gate(tp, xw, 2, H), t, "XW_n<#>"), reset), t, "Z_n<#>");
+    nb_tensor *n = named(nb_tanh(tp, zn), t, "n<#>");
     /* h = (1 - z) n + z h = n + z (h - n) */
-    nb_tensor *change = named(nb_sub(tp, s.h, n), t, "h<%2$zu>−n<%1$zu>");
-    return (state){named(nb_add(tp, n, named(nb_mul(tp, zg, change), t, "z⊙(h−n)<%1$zu>")), t, "h<%1$zu>"), NULL};
+    nb_tensor *change = named(nb_sub(tp, s.h, n), t, "h<##>−n<#>");
+    return (state){named(nb_add(tp, n, named(nb_mul(tp, zg, change), t, "z⊙(h−n)<#>")), t, "h<#>"), NULL};
 }
 
 static state zero_state(nb_tape *tp, const model *m, nb_dtype dt, size_t B) {
@@ -154,7 +164,7 @@ static nb_tensor *unroll(nb_tape *tp, const model *m, const size_t *symbols, siz
         char scope[32];
         snprintf(scope, sizeof scope, "step %zu", step);
         if (name) nb_scope_begin(tp, scope); /* a cluster per step in the pictures */
-        nb_tensor *xw_t = named(nb_slice(tp, xw, 0, (long)(t * B), (long)((t + 1) * B), 1), step, "XW<%1$zu>");
+        nb_tensor *xw_t = named(nb_slice(tp, xw, 0, (long)(t * B), (long)((t + 1) * B), 1), step, "XW<#>");
         *s = cell_step(tp, m, xw_t, *s, step);
         hs[t] = s->h;
         if (name) nb_scope_end(tp);

@@ -59,14 +59,24 @@ static nb_status cell_init(cell *m, nb_dtype dt, nb_rng *rng) {
 }
 
 /* t, named for the pictures when step > 0: `pattern` with the step where
- * it says %1$zu and the step before where it says %2$zu ("h<%1$zu>" is
- * h<3>), in the notation of time steps x<t>, h<t> numbered from 1. */
+ * it says # and the step before where it says ## ("[x<#>, h<##>]" is
+ * [x<3>, h<2>]), in the notation of time steps x<t>, h<t> numbered from 1. */
 static nb_tensor *named(nb_tensor *t, size_t step, const char *pattern) {
-    if (step) {
-        char name[128]; /* a picture's few steps fit NB_NAME_MAX */
-        snprintf(name, sizeof name, pattern, step, step - 1);
-        nb_tensor_set_name(t, name);
+    if (!step) return t;
+    char name[128]; /* a picture's names fit NB_NAME_MAX */
+    size_t n = 0;
+    for (const char *c = pattern; *c && n + 21 < sizeof name;) {
+        if (*c != '#') {
+            name[n++] = *c++;
+            continue;
+        }
+        bool before = c[1] == '#';
+        int w = snprintf(name + n, sizeof name - n, "%zu", before ? step - 1 : step);
+        n += w > 0 ? (size_t)w : 0;
+        c += before ? 2 : 1;
     }
+    name[n] = '\0';
+    nb_tensor_set_name(t, name);
     return t;
 }
 
@@ -74,21 +84,21 @@ static nb_tensor *named(nb_tensor *t, size_t step, const char *pattern) {
  * `step` (1, 2, ...; 0 for none) every tensor named. */
 static nb_tensor *step(nb_tape *tp, const cell *m, nb_tensor *x, nb_tensor *h, size_t t) {
     nb_tensor *xh[2] = {x, h};
-    nb_tensor *joined = named(nb_concat(tp, xh, 2, 1), t, "[x<%1$zu>, h<%2$zu>]");
+    nb_tensor *joined = named(nb_concat(tp, xh, 2, 1), t, "[x<#>, h<##>]");
     if (!m->gru)
-        return named(nb_tanh(tp, named(nb_linear(tp, joined, m->W_h, m->b_h), t, "Z<%1$zu>")), t, "h<%1$zu>");
+        return named(nb_tanh(tp, named(nb_linear(tp, joined, m->W_h, m->b_h), t, "Z<#>")), t, "h<#>");
     long H = (long)m->hidden;
-    nb_tensor *zr = named(nb_sigmoid(tp, named(nb_linear(tp, joined, m->W_zr, m->b_zr), t, "Z_zr<%1$zu>")), t,
-                          "zr<%1$zu>");
-    nb_tensor *z = named(nb_slice(tp, zr, 1, 0, H, 1), t, "z<%1$zu>");
-    nb_tensor *r = named(nb_slice(tp, zr, 1, H, 2 * H, 1), t, "r<%1$zu>");
-    nb_tensor *xrh[2] = {x, named(nb_mul(tp, r, h), t, "r<%1$zu>⊙h<%2$zu>")};
-    nb_tensor *joined2 = named(nb_concat(tp, xrh, 2, 1), t, "[x<%1$zu>, r⊙h<%2$zu>]");
+    nb_tensor *zr = named(nb_sigmoid(tp, named(nb_linear(tp, joined, m->W_zr, m->b_zr), t, "Z_zr<#>")), t,
+                          "zr<#>");
+    nb_tensor *z = named(nb_slice(tp, zr, 1, 0, H, 1), t, "z<#>");
+    nb_tensor *r = named(nb_slice(tp, zr, 1, H, 2 * H, 1), t, "r<#>");
+    nb_tensor *xrh[2] = {x, named(nb_mul(tp, r, h), t, "r<#>⊙h<##>")};
+    nb_tensor *joined2 = named(nb_concat(tp, xrh, 2, 1), t, "[x<#>, r⊙h<##>]");
     nb_tensor *candidate =
-        named(nb_tanh(tp, named(nb_linear(tp, joined2, m->W_h, m->b_h), t, "Z_h<%1$zu>")), t, "ĥ<%1$zu>");
+        named(nb_tanh(tp, named(nb_linear(tp, joined2, m->W_h, m->b_h), t, "Z_h<#>")), t, "ĥ<#>");
     /* h = h + z (ĥ - h), the same as (1 - z) h + z ĥ with one op fewer */
-    nb_tensor *change = named(nb_sub(tp, candidate, h), t, "ĥ<%1$zu>−h<%2$zu>");
-    return named(nb_add(tp, h, named(nb_mul(tp, z, change), t, "z⊙(ĥ−h)<%1$zu>")), t, "h<%1$zu>");
+    nb_tensor *change = named(nb_sub(tp, candidate, h), t, "ĥ<#>−h<##>");
+    return named(nb_add(tp, h, named(nb_mul(tp, z, change), t, "z⊙(ĥ−h)<#>")), t, "h<#>");
 }
 
 /* The answers (B, 1) for sequences X (B, T, 2), unrolled over T steps;
@@ -100,8 +110,8 @@ static nb_tensor *run(nb_tape *tp, const cell *m, nb_tensor *X, bool name) {
         char scope[32];
         snprintf(scope, sizeof scope, "step %zu", t + 1);
         nb_scope_begin(tp, scope);
-        nb_tensor *x = named(nb_slice(tp, X, 1, (long)t, (long)t + 1, 1), name ? t + 1 : 0, "X<%1$zu>");
-        x = named(nb_squeeze(tp, x, 1), name ? t + 1 : 0, "x<%1$zu>");
+        nb_tensor *x = named(nb_slice(tp, X, 1, (long)t, (long)t + 1, 1), name ? t + 1 : 0, "X<#>");
+        x = named(nb_squeeze(tp, x, 1), name ? t + 1 : 0, "x<#>");
         h = step(tp, m, x, h, name ? t + 1 : 0);
         nb_scope_end(tp);
     }
