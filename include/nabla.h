@@ -700,7 +700,9 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
  * (if not NULL) receives their number. */
 nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts *opts,
                              size_t *n_frames);
-/* Writes one self-contained HTML page (no network needed) for a projector:
+/* Writes one self-contained HTML page (no network needed) for a projector,
+ * whose frames play the forward pass first, an op a frame (each result
+ * "not yet computed" until its op's frame), then the backward frames:
  * one SVG laid out once from the frame with the most text, so that nothing
  * moves between frames, whose labels change as you step (buttons, slider,
  * arrow keys; #frame=N in the address); pan and zoom (wheel, drag, + and -,

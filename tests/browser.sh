@@ -2,8 +2,9 @@
 # Opens every lesson's backward stepper in headless Chromium (Debian's
 # package) at a projector's 1024x768 and checks, through the page's own
 # #selftest mode (which steps with the arrow key and reports what it saw):
-#   - the highlighted op changes at each step, in reverse tape order,
-#     starting from none;
+#   - the forward pass comes first, an op a frame in tape order starting
+#     from none, with the value that just appeared in view; then backward,
+#     the highlighted op changing at each step in reverse tape order;
 #   - the drawing keeps its size and every shape its place in every frame;
 #   - the address follows as #frame=N, and #frame=2 opens on frame 2;
 #   - no text is drawn under 14 px in any frame, at the views the page's
@@ -68,29 +69,37 @@ for page in $pages; do
     --user-data-dir="$tmp/profile" --virtual-time-budget=10000 --dump-dom \
     "file://$tmp/$page.html#selftest,frame=2" 2>/dev/null |
     sed -n 's/.*<pre id="selftest">\([^<]*\)<\/pre>.*/\1/p')
-  # expected: "frames N 0:none 1:opK 2:opJ ... same-layout true hash true
-  # text-px X font-px F op-seen A/S got-seen S/S view-share V fit-px P
-  # start 2 grey-lit 0", with K > J > ...
+  # expected: "frames N 0:none 1:op0 ... F-1:opF-2 F:opK F+1:opJ ...
+  # same-layout true hash true text-px X font-px F forward F made-seen F/F
+  # op-seen A/S got-seen S/S view-share V fit-px P start 2 grey-lit 0",
+  # with K > J > ...
   why=$(awk -v r="$result" -v page="$page" 'BEGIN {
       n = split(r, f, " ");
       if (f[1] != "frames" || n < 4) { print "no self-test report"; exit }
       frames = f[2];
       if (f[3] != "0:none") { print "frame 0 highlights an op"; exit }
+      for (i = 3 + frames; i < n; i += 2) v[f[i]] = f[i + 1];
+      forward = v["forward"] + 0;
+      if (forward < 2) { print "no frames of the forward pass"; exit }
+      if (v["made-seen"] != forward "/" forward) { print "a value that just appeared was out of view (" v["made-seen"] ")"; exit }
       last = 1e9;
       for (i = 4; i < 3 + frames; i++) {
         split(f[i], p, ":");
         if (p[1] != i - 3 || substr(p[2], 1, 2) != "op") { print "frame " i - 3 " highlights " p[2]; exit }
         op = substr(p[2], 3) + 0;
+        if (i - 3 < forward) { # the forward pass: op k - 1 in frame k
+          if (op != i - 4) { print "forward frame " i - 3 " lights op" op ": not tape order"; exit }
+          continue;
+        }
         if (op >= last) { print "op" op " lit after op" last ": not reverse tape order"; exit }
         last = op;
       }
-      for (; i < n; i += 2) v[f[i]] = f[i + 1];
       if (v["same-layout"] != "true") { print "the layout moved between frames"; exit }
       if (v["hash"] != "true") { print "the address did not follow as #frame=N"; exit }
       if (v["text-px"] + 0 < 14) { print "text is " v["text-px"] " px high, under 14"; exit }
       if (v["font-px"] + 0 < 14) { print "a font is drawn at " v["font-px"] " px, under 14"; exit }
       split(v["got-seen"], g, "/");
-      if (g[2] != frames - 1 || g[1] != g[2]) { print "an input that just received its gradient was out of view (" v["got-seen"] " frames)"; exit }
+      if (g[2] != frames - forward || g[1] != g[2]) { print "an input that just received its gradient was out of view (" v["got-seen"] " frames)"; exit }
       if (v["view-share"] + 0 < 0.8) { print "the graph has " v["view-share"] " of the window, under 0.8"; exit }
       if (v["fit-px"] + 0 < 14) { print "fit draws text at " v["fit-px"] " px"; exit }
       if (page == "gradient_descent" && v["fit-px"] + 0 <= 14) { print "fit did not enlarge a small graph (" v["fit-px"] " px)"; exit }

@@ -383,6 +383,12 @@ else
   skipped=$((skipped + 2)); echo "skipped: cnn and mlp pictures (apt-get install dataset-fashion-mnist)"
 fi
 
+# the stepper plays the forward pass first, an op a frame: forward3's values
+# appear at their ops, as numpy computes seed 004's network (/usr/bin/python3:
+# Debian's, with python3-numpy)
+check "forward3 --html: the forward pass, frame by frame, against numpy" bash -c "'$bin/forward3' --html '$tmp/fwd.html' > /dev/null &&
+  /usr/bin/python3 '$(dirname "$0")/check_forward_frames.py' '$tmp/fwd.html'"
+
 check "demo --html" bash -c "'$bin/demo' --epochs 3 --out '$tmp/d2' --html '$tmp/demo.html' > /dev/null 2>&1 &&
   grep -q 'id=\"frames\"' '$tmp/demo.html' && grep -q 'layer 1' '$tmp/demo.html'"
 

@@ -22,7 +22,8 @@
 #include <string.h>
 
 typedef struct {
-    size_t entry;          /* 1 + entry index; 0 for the first frame */
+    size_t entry;          /* 1 + the index of the entry it shows; 0 for none */
+    bool forward;          /* a frame of the forward pass: entries up to `entry` computed */
     char **labels;         /* nodes, then edges (ops do not change) */
 } frame;
 
@@ -33,6 +34,7 @@ typedef struct {
     size_t n, cap;
     size_t *step_of;       /* per entry: its backward step (1, 2, ...), 0 if it does not run */
     size_t steps;
+    size_t forward;        /* frames of the forward pass, before the backward ones (the page's) */
     nb_status status;
 } film;
 
@@ -52,8 +54,10 @@ static char *label_text(const film *fm, size_t item, nb_moment m) {
     return t.failed ? (nb_free(t.s), NULL) : t.s;
 }
 
-/* Records every item's text at this moment as one more frame. */
-static void take(film *fm, size_t entry) {
+/* Records every item's text at this moment as one more frame: of the
+ * forward pass (entries up to `entry` computed), or of backward (after
+ * entry's backward; entry 0: before it starts). */
+static void take(film *fm, size_t entry, bool forward) {
     if (fm->status != NB_OK) return;
     if (fm->n == fm->cap) {
         size_t cap = fm->cap ? 2 * fm->cap : 32;
@@ -68,6 +72,7 @@ static void take(film *fm, size_t entry) {
     frame *fr = &fm->frames[fm->n];
     size_t n = items(fm);
     fr->entry = entry;
+    fr->forward = forward;
     fr->labels = nb_malloc((n ? n : 1) * sizeof *fr->labels);
     if (!fr->labels) {
         fm->status = NB_ERR_NOMEM;
@@ -75,7 +80,7 @@ static void take(film *fm, size_t entry) {
     }
     fm->n++;
     for (size_t i = 0; i < n; i++)
-        if (!(fr->labels[i] = label_text(fm, i, entry ? NB_MOMENT_BACKWARD : NB_MOMENT_FORWARD))) {
+        if (!(fr->labels[i] = label_text(fm, i, entry && !forward ? NB_MOMENT_BACKWARD : NB_MOMENT_FORWARD))) {
             for (size_t k = 0; k < i; k++) nb_free(fr->labels[k]);
             nb_free(fr->labels);
             fr->labels = NULL;
@@ -83,12 +88,12 @@ static void take(film *fm, size_t entry) {
             fm->status = NB_ERR_NOMEM;
             return;
         }
-    if (entry) fm->step_of[entry - 1] = ++fm->steps;
+    if (entry && !forward) fm->step_of[entry - 1] = ++fm->steps;
 }
 
 static void after_entry(nb_tape *tp, size_t entry, void *user) {
     (void)tp;
-    take(user, entry + 1);
+    take(user, entry + 1, false);
 }
 
 static void film_free(film *fm) {
@@ -101,8 +106,10 @@ static void film_free(film *fm) {
     nb_picture_free(&fm->pic);
 }
 
-/* Runs the backward pass from loss and films it. */
-static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const char *what) {
+/* Runs the backward pass from loss and films it; with `forward`, the
+ * forward pass first, an entry a frame (its values are on the tape already:
+ * each frame shows those computed so far). */
+static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const char *what, bool forward) {
     memset(fm, 0, sizeof *fm);
     if (!loss || loss->status != NB_OK || !nb_on_tape(loss) || !nb_recorded(loss)) {
         nb_set_error(NULL, NB_ERR_STATE, NULL, 0, "%s: the loss must be a valid tensor recorded on a tape", what);
@@ -137,7 +144,16 @@ static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const
     void *saved_user = tp->hook_user;
     bool saved_explain = tp->explain;
     tp->explain = true;
-    take(fm, 0);
+    if (forward) {
+        for (size_t k = 0; k <= fm->pic.n_entries; k++) {
+            fm->pic.computed = k;
+            take(fm, k, true);
+        }
+        fm->pic.computed = SIZE_MAX;
+        fm->forward = fm->n;
+    } else {
+        take(fm, 0, false);
+    }
     tp->hook = after_entry;
     tp->hook_user = fm;
     st = fm->status == NB_OK ? nb_backward(loss) : fm->status;
@@ -200,7 +216,7 @@ nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts
         return NB_ERR_ARG;
     }
     film fm;
-    nb_status st = shoot(loss, opts, &fm, "nb_backward_frames");
+    nb_status st = shoot(loss, opts, &fm, "nb_backward_frames", false);
     if (st != NB_OK) return st;
     nb_text all = {0};
     const char **ops = op_labels(&fm, &all, "nb_backward_frames", &st);
@@ -336,10 +352,16 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
     const frame *fr = &fm->frames[index];
     const char *loss = fm->pic.loss_name;
     if (fr->entry == 0) {
-        snprintf(buf, n,
-                 "The forward pass: every value is computed and recorded on the tape (%zu entries); no gradient is "
-                 "known yet. Backward starts from the loss %s with ∂%s/∂%s = 1 and walks the tape in reverse.",
-                 fm->pic.n_entries, loss, loss, loss);
+        if (fr->forward)
+            snprintf(buf, n,
+                     "The forward pass starts from the data and the parameters: no op has run yet. Each step "
+                     "computes one op's result from its inputs and records it on the tape (%zu entries).",
+                     fm->pic.n_entries);
+        else
+            snprintf(buf, n,
+                     "The forward pass: every value is computed and recorded on the tape (%zu entries); no gradient "
+                     "is known yet. Backward starts from the loss %s with ∂%s/∂%s = 1 and walks the tape in reverse.",
+                     fm->pic.n_entries, loss, loss, loss);
         return true;
     }
     const nb_entry *e = &fm->pic.tp->entries[fr->entry - 1];
@@ -347,15 +369,26 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
     nb_picture_name(&fm->pic, e->out, &out);
     nb_text_put_user(&op, e->op->name);
     const char *y = out.s ? out.s : "";
-    int w = snprintf(buf, n,
-                     "Step %zu of %zu: backward through %s (which made %s). Each input's contribution is the "
-                     "upstream gradient ∂%s/∂%s times the local derivative, added into that input's gradient.",
-                     index, fm->n - 1, op.s ? op.s : "", y, loss, y);
+    int w;
+    if (fr->forward) {
+        w = snprintf(buf, n, "Forward step %zu of %zu: %s computes %s from its inputs, recorded on the tape.",
+                     fr->entry, fm->pic.n_entries, op.s ? op.s : "", y);
+        if (w > 0 && (size_t)w < n && fr->entry == fm->pic.n_entries)
+            snprintf(buf + w, n - (size_t)w,
+                     " Backward starts from the loss %s with ∂%s/∂%s = 1 and walks the tape in reverse.",
+                     loss, loss, loss);
+    } else {
+        size_t step = fm->step_of[fr->entry - 1];
+        w = snprintf(buf, n,
+                     "Backward step %zu of %zu: through %s (which made %s). Each input's contribution, the "
+                     "upstream ∂%s/∂%s times the local derivative, adds into its gradient.",
+                     step, fm->steps, op.s ? op.s : "", y, loss, y);
+        if (w > 0 && (size_t)w < n && step == fm->steps)
+            snprintf(buf + w, n - (size_t)w, " Every gradient is now final.");
+    }
     bool named = !out.failed && !op.failed;
     nb_text_free(&out);
     nb_text_free(&op);
-    if (w > 0 && (size_t)w < n && index + 1 == fm->n)
-        snprintf(buf + w, n - (size_t)w, " Every gradient is now final.");
     return named;
 }
 
@@ -397,7 +430,7 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
     }
     if (!title) title = "Backpropagation, step by step";
     film fm;
-    nb_status st = shoot(loss, opts, &fm, "nb_backward_html");
+    nb_status st = shoot(loss, opts, &fm, "nb_backward_html", true);
     if (st != NB_OK) return st;
     nb_text all = {0};
     const char **ops = op_labels(&fm, &all, "nb_backward_html", &st);
@@ -478,6 +511,7 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
                 fprintf(f, ", \"op\": \"op%zu\"", fm.frames[k].entry - 1);
             else
                 fputs(", \"op\": null", f);
+            fputs(fm.frames[k].forward ? ", \"phase\": \"forward\"" : ", \"phase\": \"backward\"", f);
             fputs(", \"labels\": [", f);
             for (size_t i = 0; i < items(&fm); i++) {
                 if (i) fputs(", ", f);

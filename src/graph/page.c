@@ -11,7 +11,8 @@
  * step's result), the op whose backward just ran, that input's edge label
  * with its numbers (upstream × local = contribution), the other inputs
  * that received one and their labels, and the output whose gradient was
- * the upstream.
+ * the upstream.  In a frame of the forward pass: the value that just
+ * appeared, its op, and the inputs it was computed from.
  * It moves only when one of them is out of view.  The legend panel is
  * hidden unless asked for (the "legend" button, or L), and the title takes
  * one line (click it for all of it), so the graph gets most of the screen.
@@ -29,7 +30,7 @@ const char nb_page_style[] =
     "#controls { display: flex; flex-wrap: wrap; gap: 0.4em; align-items: center; }\n"
     "#controls button { font-size: 16px; padding: 0.15em 0.6em; }\n"
     "#slider { flex: 1; min-width: 8em; max-width: 30em; }\n"
-    "#caption { margin: 0.25em 0 0; min-height: 2.7em; }\n"
+    "#caption { margin: 0.25em 0 0; height: 2.7em; overflow-y: auto; }\n" /* 2 lines: the view keeps its size */
     "main { flex: 1; display: flex; min-height: 0; }\n"
     "#view { flex: 1; overflow: hidden; position: relative; cursor: grab; background: #fff; }\n"
     "#view.dragging { cursor: grabbing; }\n"
@@ -49,7 +50,9 @@ const char nb_page_style[] =
     "</style>\n";
 
 /* #selftest steps through every frame by key presses and writes what it saw
- * (for tests/browser.sh): the highlighted op; whether the drawing kept its
+ * (for tests/browser.sh): the highlighted op; how many frames are of the
+ * forward pass, and in how many of them the value that just appeared was in
+ * view (made-seen); whether the drawing kept its
  * size and every shape its place; whether the address followed; the
  * smallest text at the views the camera chose, as its box's height
  * (text-px) and as its font's size on the screen (font-px); in how many
@@ -110,6 +113,12 @@ const char nb_page_script[] =
     "      Object.keys(groups).forEach(function (id) { if (first && id.indexOf(first + '->') === 0) out.push(groups[id.slice(first.length + 2)]); });\n"
     "      return out;\n"
     "    }\n"
+    "    if (fr.phase === 'forward') { /* the value that just appeared, its op, the inputs it came from */\n"
+    "      Object.keys(groups).forEach(function (id) { if (id.indexOf(op + '->') === 0) out.push(groups[id.slice(op.length + 2)]); });\n"
+    "      out.push(groups[op]);\n"
+    "      Object.keys(groups).forEach(function (id) { if (id.endsWith('->' + op)) out.push(groups[id.slice(0, id.length - op.length - 2)]); });\n"
+    "      return out;\n"
+    "    }\n"
     "    /* the input nearest to the op first: the step's result must be seen */\n"
     "    var ob = box(groups[op]), got = [];\n"
     "    Object.keys(groups).forEach(function (id) {\n"
@@ -154,7 +163,7 @@ const char nb_page_script[] =
     "    follow(fr);\n"
     "    slider.value = i;\n"
     "    document.getElementById('caption').textContent = fr.caption;\n"
-    "    document.getElementById('counter').textContent = 'frame ' + i + ' of ' + (data.frames.length - 1);\n"
+    "    document.getElementById('counter').textContent = 'frame ' + i + ' of ' + (data.frames.length - 1) + ' (' + fr.phase + ')';\n"
     "    document.body.setAttribute('data-frame', i);\n"
     "    if (history.replaceState) history.replaceState(null, '', '#frame=' + i);\n"
     "  }\n"
@@ -226,7 +235,7 @@ const char nb_page_script[] =
     "      return least;\n"
     "    }\n"
     "    var first = shapes(), same = true, seen = [], smallest = 1e9, font = 1e9, hashes = [], start = i, greyLit = 0;\n"
-    "    var opSeen = 0, gotSeen = 0, steps = 0;\n"
+    "    var opSeen = 0, gotSeen = 0, steps = 0, forward = 0, madeSeen = 0;\n"
     "    show(0); fit();\n"
     "    var fitPx = fontPx();\n"
     "    for (var k = 0; k < data.frames.length; k++) {\n"
@@ -240,7 +249,11 @@ const char nb_page_script[] =
     "      });\n"
     "      font = Math.min(font, fontPx());\n"
     "      var fr = data.frames[k];\n"
-    "      if (fr.op) {\n"
+    "      if (fr.phase === 'forward') {\n"
+    "        forward++;\n"
+    "        var made = fr.op && Object.keys(groups).filter(function (id) { return id.indexOf(fr.op + '->') === 0; })[0];\n"
+    "        if (!fr.op || (made && onScreen(groups[made.slice(fr.op.length + 2)]))) madeSeen++;\n"
+    "      } else if (fr.op) {\n"
     "        steps++;\n"
     "        if (groups[fr.op] && onScreen(groups[fr.op])) opSeen++;\n"
     "        var got = Object.keys(groups).some(function (id) {\n"
@@ -258,6 +271,7 @@ const char nb_page_script[] =
     "    var out = document.getElementById('selftest');\n"
     "    out.textContent = 'frames ' + data.frames.length + ' ' + seen.join(' ') + ' same-layout ' + same +\n"
     "      ' hash ' + hashOk + ' text-px ' + Math.round(smallest * 10) / 10 + ' font-px ' + Math.round(font * 10) / 10 +\n"
+    "      ' forward ' + forward + ' made-seen ' + madeSeen + '/' + forward +\n"
     "      ' op-seen ' + opSeen + '/' + steps + ' got-seen ' + gotSeen + '/' + steps +\n"
     "      ' view-share ' + Math.round(share * 100) / 100 + ' fit-px ' + Math.round(fitPx * 10) / 10 +\n"
     "      ' start ' + start + ' grey-lit ' + greyLit;\n"

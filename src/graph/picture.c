@@ -220,6 +220,7 @@ nb_status nb_picture_build(nb_picture *p, const nb_tape *tp, const nb_dot_opts *
     p->n_entries = tp->n_entries;
     p->o = o;
     p->loss = o->loss;
+    p->computed = SIZE_MAX;
     if (!p->loss && tp->n_entries && tp->entries[tp->n_entries - 1].out->size == 1)
         p->loss = tp->entries[tp->n_entries - 1].out;
     nb_escape_buf(p->loss_name, sizeof p->loss_name, NB_ESC_LINE, p->loss && p->loss->name[0] ? p->loss->name : "L");
@@ -344,7 +345,12 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
     }
     if (o->show_values) {
         nb_text_put(out, "\n");
-        nb_picture_values(p, t, t->data, "value ", out);
+        if (nb_recorded(t) && t->entry > p->computed) { /* a forward film, before its op (entry: 1 + index) */
+            nb_text_put(out, "value: not yet computed");
+            put_blank_lines(out, nb_picture_value_lines(p, t) - 1);
+        } else {
+            nb_picture_values(p, t, t->data, "value ", out);
+        }
     }
     bool grad_lines = o->show_grads && t->requires_grad && (n->reached || m == NB_MOMENT_STATIC);
     if (grad_lines) {

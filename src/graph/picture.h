@@ -64,6 +64,9 @@ typedef struct {
     size_t *first_edge;     /* per entry: its first edge; first_edge[n_entries] = n_edges */
     bool *runs;             /* per entry: backward from the loss runs it */
     bool mixed_dtypes;
+    /* A film of the forward pass: the entries computed so far (the results
+     * of later ones show "value: not yet computed"); SIZE_MAX: all. */
+    size_t computed;
 } nb_picture;
 
 /* Checks the options a user gave for a picture of tp (`what` names the
