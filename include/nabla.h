@@ -678,6 +678,11 @@ typedef struct {
      * bottom); NULL for the default, which for nb_backward_html is "TB" when
      * the graph is much wider than tall. */
     const char *rankdir;
+    /* > 0: the learning rate η of plain gradient descent, and
+     * nb_backward_html's page ends with the update: each parameter's
+     * w ← w − η·∂L/∂w with its numbers ("x ← 5 − 0.1 × 10 = 4").  Default 0:
+     * no update frame (other optimizers' steps are not w − η·g). */
+    double learning_rate;
 } nb_dot_opts;
 
 void nb_dot_default_opts(nb_dot_opts *opts);

@@ -83,8 +83,13 @@ for page in $pages; do
       if (forward < 2) { print "no frames of the forward pass"; exit }
       if (v["made-seen"] != forward "/" forward) { print "a value that just appeared was out of view (" v["made-seen"] ")"; exit }
       last = 1e9;
+      update = v["update"] + 0;
       for (i = 4; i < 3 + frames; i++) {
         split(f[i], p, ":");
+        if (i - 3 >= frames - update) { # the update frame ends it, no op lit
+          if (p[2] != "none") { print "the update frame " i - 3 " lights " p[2]; exit }
+          continue;
+        }
         if (p[1] != i - 3 || substr(p[2], 1, 2) != "op") { print "frame " i - 3 " highlights " p[2]; exit }
         op = substr(p[2], 3) + 0;
         if (i - 3 < forward) { # the forward pass: op k - 1 in frame k
@@ -99,7 +104,7 @@ for page in $pages; do
       if (v["text-px"] + 0 < 14) { print "text is " v["text-px"] " px high, under 14"; exit }
       if (v["font-px"] + 0 < 14) { print "a font is drawn at " v["font-px"] " px, under 14"; exit }
       split(v["got-seen"], g, "/");
-      if (g[2] != frames - forward || g[1] != g[2]) { print "an input that just received its gradient was out of view (" v["got-seen"] " frames)"; exit }
+      if (g[2] != frames - forward - update || g[1] != g[2]) { print "an input that just received its gradient was out of view (" v["got-seen"] " frames)"; exit }
       if (v["view-share"] + 0 < 0.8) { print "the graph has " v["view-share"] " of the window, under 0.8"; exit }
       if (v["fit-px"] + 0 < 14) { print "fit draws text at " v["fit-px"] " px"; exit }
       if (page == "gradient_descent" && v["fit-px"] + 0 <= 14) { print "fit did not enlarge a small graph (" v["fit-px"] " px)"; exit }

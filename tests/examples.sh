@@ -389,6 +389,18 @@ fi
 check "forward3 --html: the forward pass, frame by frame, against numpy" bash -c "'$bin/forward3' --html '$tmp/fwd.html' > /dev/null &&
   /usr/bin/python3 '$(dirname "$0")/check_forward_frames.py' '$tmp/fwd.html'"
 
+# with a learning rate the page ends with the update, w ← w − η·grad, with
+# numbers a calculator agrees with: gradient descent's step 2 goes to the x
+# that the program's step 3 starts from (2.56), the article's first step
+# from 5 to 4, logreg's weights (shown in full on 10 rows) by plain SGD
+check "gradient_descent --html ends with the update" bash -c "'$bin/gradient_descent' --steps 2 --html '$tmp/gdu.html' > /dev/null &&
+  grep -qF 'update x ← 3.2 − 0.1 × 6.4 = 2.56' '$tmp/gdu.html' && '$bin/gradient_descent' --steps 3 | grep -Eq '^ +3 +2\.560000 ' &&
+  python3 '$(dirname "$0")/check_update.py' '$tmp/gdu.html' 0.1 > /dev/null &&
+  '$bin/gradient_descent' --steps 0 --html '$tmp/gdu0.html' > /dev/null && grep -qF 'update x ← 5 − 0.1 × 10 = 4' '$tmp/gdu0.html'"
+check "logreg --html ends with the update" bash -c "'$bin/logreg' --csv '$tmp/heart10.csv' --epochs 20 --html '$tmp/lru.html' > /dev/null &&
+  python3 '$(dirname "$0")/check_update.py' '$tmp/lru.html' 0.5 > '$tmp/last' && grep -q '4 updated numbers checked' '$tmp/last' &&
+  ! python3 '$(dirname "$0")/check_update.py' '$tmp/lru.html' 0.4 > /dev/null"
+
 check "demo --html" bash -c "'$bin/demo' --epochs 3 --out '$tmp/d2' --html '$tmp/demo.html' > /dev/null 2>&1 &&
   grep -q 'id=\"frames\"' '$tmp/demo.html' && grep -q 'layer 1' '$tmp/demo.html'"
 

@@ -21,9 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef enum { PHASE_FORWARD, PHASE_BACKWARD, PHASE_UPDATE } phase;
+static const char *const phase_names[] = {"forward", "backward", "update"};
+
 typedef struct {
     size_t entry;          /* 1 + the index of the entry it shows; 0 for none */
-    bool forward;          /* a frame of the forward pass: entries up to `entry` computed */
+    phase phase;           /* forward: entries up to `entry` computed; update: w ← w − η·g shown */
     char **labels;         /* nodes, then edges (ops do not change) */
 } frame;
 
@@ -55,9 +58,9 @@ static char *label_text(const film *fm, size_t item, nb_moment m) {
 }
 
 /* Records every item's text at this moment as one more frame: of the
- * forward pass (entries up to `entry` computed), or of backward (after
- * entry's backward; entry 0: before it starts). */
-static void take(film *fm, size_t entry, bool forward) {
+ * forward pass (entries up to `entry` computed), of backward (after entry's
+ * backward; entry 0: before it starts), or the update after it. */
+static void take(film *fm, size_t entry, phase ph) {
     if (fm->status != NB_OK) return;
     if (fm->n == fm->cap) {
         size_t cap = fm->cap ? 2 * fm->cap : 32;
@@ -72,7 +75,7 @@ static void take(film *fm, size_t entry, bool forward) {
     frame *fr = &fm->frames[fm->n];
     size_t n = items(fm);
     fr->entry = entry;
-    fr->forward = forward;
+    fr->phase = ph;
     fr->labels = nb_malloc((n ? n : 1) * sizeof *fr->labels);
     if (!fr->labels) {
         fm->status = NB_ERR_NOMEM;
@@ -80,7 +83,8 @@ static void take(film *fm, size_t entry, bool forward) {
     }
     fm->n++;
     for (size_t i = 0; i < n; i++)
-        if (!(fr->labels[i] = label_text(fm, i, entry && !forward ? NB_MOMENT_BACKWARD : NB_MOMENT_FORWARD))) {
+        if (!(fr->labels[i] = label_text(fm, i, ph == PHASE_UPDATE || (entry && ph == PHASE_BACKWARD) ? NB_MOMENT_BACKWARD
+                                                                                    : NB_MOMENT_FORWARD))) {
             for (size_t k = 0; k < i; k++) nb_free(fr->labels[k]);
             nb_free(fr->labels);
             fr->labels = NULL;
@@ -88,12 +92,12 @@ static void take(film *fm, size_t entry, bool forward) {
             fm->status = NB_ERR_NOMEM;
             return;
         }
-    if (entry && !forward) fm->step_of[entry - 1] = ++fm->steps;
+    if (entry && ph == PHASE_BACKWARD) fm->step_of[entry - 1] = ++fm->steps;
 }
 
 static void after_entry(nb_tape *tp, size_t entry, void *user) {
     (void)tp;
-    take(user, entry + 1, false);
+    take(user, entry + 1, PHASE_BACKWARD);
 }
 
 static void film_free(film *fm) {
@@ -147,16 +151,21 @@ static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const
     if (forward) {
         for (size_t k = 0; k <= fm->pic.n_entries; k++) {
             fm->pic.computed = k;
-            take(fm, k, true);
+            take(fm, k, PHASE_FORWARD);
         }
         fm->pic.computed = SIZE_MAX;
         fm->forward = fm->n;
     } else {
-        take(fm, 0, false);
+        take(fm, 0, PHASE_BACKWARD);
     }
     tp->hook = after_entry;
     tp->hook_user = fm;
     st = fm->status == NB_OK ? nb_backward(loss) : fm->status;
+    if (st == NB_OK && forward && fm->opts.learning_rate > 0) { /* before the leaves' gradients go back */
+        tp->hook = saved_hook;
+        fm->pic.updated = true;
+        take(fm, 0, PHASE_UPDATE);
+    }
     tp->hook = saved_hook;
     tp->hook_user = saved_user;
     tp->explain = saved_explain;
@@ -352,7 +361,12 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
     const frame *fr = &fm->frames[index];
     const char *loss = fm->pic.loss_name;
     if (fr->entry == 0) {
-        if (fr->forward)
+        if (fr->phase == PHASE_UPDATE)
+            snprintf(buf, n,
+                     "The update: each parameter takes a step against its gradient, w ← w − η·∂%s/∂w with η = %g "
+                     "(gradient descent). The next iteration's forward pass starts from the new values.",
+                     loss, fm->opts.learning_rate);
+        else if (fr->phase == PHASE_FORWARD)
             snprintf(buf, n,
                      "The forward pass starts from the data and the parameters: no op has run yet. Each step "
                      "computes one op's result from its inputs and records it on the tape (%zu entries).",
@@ -370,7 +384,7 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
     nb_text_put_user(&op, e->op->name);
     const char *y = out.s ? out.s : "";
     int w;
-    if (fr->forward) {
+    if (fr->phase == PHASE_FORWARD) {
         w = snprintf(buf, n, "Forward step %zu of %zu: %s computes %s from its inputs, recorded on the tape.",
                      fr->entry, fm->pic.n_entries, op.s ? op.s : "", y);
         if (w > 0 && (size_t)w < n && fr->entry == fm->pic.n_entries)
@@ -511,7 +525,14 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
                 fprintf(f, ", \"op\": \"op%zu\"", fm.frames[k].entry - 1);
             else
                 fputs(", \"op\": null", f);
-            fputs(fm.frames[k].forward ? ", \"phase\": \"forward\"" : ", \"phase\": \"backward\"", f);
+            fprintf(f, ", \"phase\": \"%s\"", phase_names[fm.frames[k].phase]);
+            if (fm.frames[k].phase == PHASE_UPDATE) { /* the camera's targets: the parameters */
+                fputs(", \"show\": [", f);
+                for (size_t i = 0, shown = 0; i < fm.pic.n_nodes; i++)
+                    if (nb_picture_role(&fm.pic, fm.pic.nodes[i]->t) == NB_ROLE_PARAM)
+                        fprintf(f, "%s\"t%zu\"", shown++ ? ", " : "", i);
+                fputc(']', f);
+            }
             fputs(", \"labels\": [", f);
             for (size_t i = 0; i < items(&fm); i++) {
                 if (i) fputs(", ", f);

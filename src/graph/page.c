@@ -12,7 +12,8 @@
  * with its numbers (upstream × local = contribution), the other inputs
  * that received one and their labels, and the output whose gradient was
  * the upstream.  In a frame of the forward pass: the value that just
- * appeared, its op, and the inputs it was computed from.
+ * appeared, its op, and the inputs it was computed from; in the update
+ * frame, the parameters.
  * It moves only when one of them is out of view.  The legend panel is
  * hidden unless asked for (the "legend" button, or L), and the title takes
  * one line (click it for all of it), so the graph gets most of the screen.
@@ -52,7 +53,7 @@ const char nb_page_style[] =
 /* #selftest steps through every frame by key presses and writes what it saw
  * (for tests/browser.sh): the highlighted op; how many frames are of the
  * forward pass, and in how many of them the value that just appeared was in
- * view (made-seen); whether the drawing kept its
+ * view (made-seen); how many update frames end it; whether the drawing kept its
  * size and every shape its place; whether the address followed; the
  * smallest text at the views the camera chose, as its box's height
  * (text-px) and as its font's size on the screen (font-px); in how many
@@ -108,6 +109,7 @@ const char nb_page_script[] =
     "  /* the groups of the step's numbers, in the order they matter */\n"
     "  function targets(fr) {\n"
     "    var op = fr.op, out = [];\n"
+    "    if (fr.show) return fr.show.map(function (id) { return groups[id]; }); /* the update: the parameters */\n"
     "    if (!op) { /* the forward pass: where backward will start, the loss */\n"
     "      var first = data.frames.length > 1 ? data.frames[1].op : null;\n"
     "      Object.keys(groups).forEach(function (id) { if (first && id.indexOf(first + '->') === 0) out.push(groups[id.slice(first.length + 2)]); });\n"
@@ -235,7 +237,7 @@ const char nb_page_script[] =
     "      return least;\n"
     "    }\n"
     "    var first = shapes(), same = true, seen = [], smallest = 1e9, font = 1e9, hashes = [], start = i, greyLit = 0;\n"
-    "    var opSeen = 0, gotSeen = 0, steps = 0, forward = 0, madeSeen = 0;\n"
+    "    var opSeen = 0, gotSeen = 0, steps = 0, forward = 0, madeSeen = 0, update = 0;\n"
     "    show(0); fit();\n"
     "    var fitPx = fontPx();\n"
     "    for (var k = 0; k < data.frames.length; k++) {\n"
@@ -249,6 +251,7 @@ const char nb_page_script[] =
     "      });\n"
     "      font = Math.min(font, fontPx());\n"
     "      var fr = data.frames[k];\n"
+    "      if (fr.phase === 'update') update++;\n"
     "      if (fr.phase === 'forward') {\n"
     "        forward++;\n"
     "        var made = fr.op && Object.keys(groups).filter(function (id) { return id.indexOf(fr.op + '->') === 0; })[0];\n"
@@ -271,7 +274,7 @@ const char nb_page_script[] =
     "    var out = document.getElementById('selftest');\n"
     "    out.textContent = 'frames ' + data.frames.length + ' ' + seen.join(' ') + ' same-layout ' + same +\n"
     "      ' hash ' + hashOk + ' text-px ' + Math.round(smallest * 10) / 10 + ' font-px ' + Math.round(font * 10) / 10 +\n"
-    "      ' forward ' + forward + ' made-seen ' + madeSeen + '/' + forward +\n"
+    "      ' forward ' + forward + ' made-seen ' + madeSeen + '/' + forward + ' update ' + update +\n"
     "      ' op-seen ' + opSeen + '/' + steps + ' got-seen ' + gotSeen + '/' + steps +\n"
     "      ' view-share ' + Math.round(share * 100) / 100 + ' fit-px ' + Math.round(fitPx * 10) / 10 +\n"
     "      ' start ' + start + ' grey-lit ' + greyLit;\n"

@@ -192,6 +192,11 @@ nb_status nb_picture_check_opts(const nb_dot_opts *o, const nb_tape *tp, const c
                      what, r);
         return NB_ERR_ARG;
     }
+    if (!(o->learning_rate >= 0 && o->learning_rate <= 1e300)) { /* NaN fails too */
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "%s: learning_rate is %g; expected a finite number >= 0 (0: no update)",
+                     what, o->learning_rate);
+        return NB_ERR_ARG;
+    }
     if (o->n_checked && (!o->checked || !o->checked_errors)) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "%s: n_checked is %zu but checked or checked_errors is NULL", what,
                      o->n_checked);
@@ -221,6 +226,7 @@ nb_status nb_picture_build(nb_picture *p, const nb_tape *tp, const nb_dot_opts *
     p->o = o;
     p->loss = o->loss;
     p->computed = SIZE_MAX;
+    p->updated = false;
     if (!p->loss && tp->n_entries && tp->entries[tp->n_entries - 1].out->size == 1)
         p->loss = tp->entries[tp->n_entries - 1].out;
     nb_escape_buf(p->loss_name, sizeof p->loss_name, NB_ESC_LINE, p->loss && p->loss->name[0] ? p->loss->name : "L");
@@ -391,6 +397,9 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
             }
         }
     }
+    /* A film's update frame: the step of gradient descent, after backward */
+    if (o->learning_rate > 0 && m != NB_MOMENT_STATIC && nb_picture_role(p, t) == NB_ROLE_PARAM && t->requires_grad)
+        nb_picture_update(p, t, p->updated && nb_grad_live(t) ? t->grad : NULL, out);
     const double *err = nb_picture_checked(p, t);
     if (err) nb_text_printf(out, "\ngradcheck: worst rel. error %.2g", *err);
 }
