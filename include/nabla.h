@@ -721,6 +721,11 @@ typedef struct {
      * bottom); NULL for the default, which for nb_backward_html is "TB" when
      * the graph is much wider than tall. */
     const char *rankdir;
+    /* > 0: the learning rate η of plain gradient descent, and
+     * nb_backward_html's page ends with the update: each parameter's
+     * w ← w − η·∂L/∂w with its numbers ("x ← 5 − 0.1 × 10 = 4").  Default 0:
+     * no update frame (other optimizers' steps are not w − η·g). */
+    double learning_rate;
 } nb_dot_opts;
 
 void nb_dot_default_opts(nb_dot_opts *opts);
@@ -743,11 +748,14 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
  * (if not NULL) receives their number. */
 nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts *opts,
                              size_t *n_frames);
-/* Writes one self-contained HTML page (no network needed) for a projector:
+/* Writes one self-contained HTML page (no network needed) for a projector,
+ * whose frames play the forward pass first, an op a frame (each result
+ * "not yet computed" until its op's frame), then the backward frames:
  * one SVG laid out once from the frame with the most text, so that nothing
  * moves between frames, whose labels change as you step (buttons, slider,
  * arrow keys; #frame=N in the address); pan and zoom (wheel, drag, + and -,
- * fit, 1:1); the legend in a side panel; 14-pixel text at natural size. */
+ * fit, 1:1), never with text under 14 px: a graph too large to fit at that
+ * size is followed step by step; the legend in a panel that opens on asking. */
 nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
                            const nb_dot_opts *opts);
 
