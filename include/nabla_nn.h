@@ -104,9 +104,9 @@ typedef struct {
  * 1/scale for the source positions, not in/out).  nearest1d: x (N, C, L).
  * Backward adds each output's gradient back into the elements it was made
  * from. */
-#define nb_upsample_nearest2d(tp, x, opts) nb_upsample_nearest2d_(tp, x, opts, NB_SITE)
-#define nb_upsample_nearest1d(tp, x, opts) nb_upsample_nearest1d_(tp, x, opts, NB_SITE)
-#define nb_upsample_bilinear2d(tp, x, opts) nb_upsample_bilinear2d_(tp, x, opts, NB_SITE)
+#define nb_upsample_nearest2d(tp, x, ...) nb_upsample_nearest2d_(tp, x, __VA_ARGS__, NB_SITE) /* opts */
+#define nb_upsample_nearest1d(tp, x, ...) nb_upsample_nearest1d_(tp, x, __VA_ARGS__, NB_SITE) /* opts */
+#define nb_upsample_bilinear2d(tp, x, ...) nb_upsample_bilinear2d_(tp, x, __VA_ARGS__, NB_SITE) /* opts */
 nb_tensor *nb_upsample_nearest2d_(nb_tape *tp, nb_tensor *x, const nb_upsample_opts *opts, const char *file,
                                   int line);
 nb_tensor *nb_upsample_nearest1d_(nb_tape *tp, nb_tensor *x, const nb_upsample_opts *opts, const char *file,

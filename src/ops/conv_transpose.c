@@ -170,17 +170,10 @@ static nb_tensor *plan(nb_tape *tp, const nb_op *op, bool one_d, nb_tensor *x, n
                            name, o.stride[k], o.padding[k], o.output_padding[k], o.dilation[k]);
     if (o.groups < 0) return nb_fail(tp, NB_ERR_ARG, file, line, "%s: groups %d must be positive", name, o.groups);
     size_t groups = o.groups ? (size_t)o.groups : 1, cin = x->shape[1];
-    for (int d = 2; d < nd; d++)
-        if (x->shape[d] == 0)
-            return nb_fail(tp, NB_ERR_SHAPE, file, line,
-                           "%s: x %s has an empty spatial axis; only the batch may be empty", name, sx);
     if (w->shape[0] != cin)
         return nb_fail(tp, NB_ERR_SHAPE, file, line,
                        "%s: the weight %s is for %zu input channels (its first axis); x %s has %zu", name, sw,
                        w->shape[0], sx, cin);
-    if (cin == 0 || w->shape[1] == 0)
-        return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: x %s and the weight %s need at least one channel each",
-                       name, sx, sw);
     if (cin % groups)
         return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: groups %zu must divide the %zu input channels of x %s",
                        name, groups, cin, sx);
@@ -209,8 +202,6 @@ static nb_tensor *plan(nb_tape *tp, const nb_op *op, bool one_d, nb_tensor *x, n
         op_[a] = o.output_padding[k];
     }
     for (int a = 0; a < 2; a++) {
-        if (ks[a] == 0)
-            return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: the weight %s has an empty kernel", name, sw);
         if (op_[a] >= (s[a] > d[a] ? s[a] : d[a]))
             return nb_fail(tp, NB_ERR_ARG, file, line,
                            "%s: output padding %ld must be smaller than the stride %ld or the dilation %ld", name,
