@@ -290,8 +290,9 @@ static nb_tensor *upsample(nb_tape *tp, int kind, nb_tensor *x, const nb_upsampl
     if (__builtin_mul_overflow(g.N, g.C, &g.planes) ||
         __builtin_mul_overflow(g.planes, g.OH, &elements) || __builtin_mul_overflow(elements, g.OW, &elements) ||
         g.OH > ((size_t)1 << 40) || g.OW > ((size_t)1 << 40))
-        return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: the output of x %s (%zu x %zu per plane) overflows", name,
-                       sx, g.OH, g.OW);
+        return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: the output of x %s (%.3g x %.3g per plane) overflows",
+                       name, sx, scales && g.scale[0] > 0 ? floor((double)g.H * g.scale[0]) : (double)g.OH,
+                       scales ? floor((double)g.W * g.scale[1]) : (double)g.OW);
     /* The tables, in the arena with the geometry: 2 indices and 2 weights per output index. */
     size_t count = 2 * (g.OH + g.OW);
     char *mem = nb_tape_alloc(tp, sizeof(up_geom) + count * (sizeof(size_t) + sizeof(double)));
