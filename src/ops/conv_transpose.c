@@ -235,7 +235,7 @@ static nb_tensor *plan(nb_tape *tp, const nb_op *op, bool one_d, nb_tensor *x, n
 
 static nb_tensor *transpose_call(nb_tape *tp, const nb_op *op, bool one_d, nb_tensor *x, nb_tensor *w,
                                  nb_tensor *bias, const nb_conv_transpose_opts *opts, const char *file, int line) {
-    transpose_geom t;
+    transpose_geom t = {0};
     nb_tensor *failed = plan(tp, op, one_d, x, w, bias, opts, &t, file, line);
     if (failed) return failed;
     transpose_geom *kept = nb_tape_alloc(tp, sizeof *kept);
