@@ -241,7 +241,6 @@ OP_CASE(ct_output_padding, CT(T4(tp, 1, 2, 4, 4), T4(tp, 2, 3, 3, 3), NULL, .str
 OP_CASE(ct_too_small, CT(T4(tp, 1, 2, 2, 3), T4(tp, 2, 3, 2, 2), NULL, .padding = {3, 3}))
 OP_CASE(ct_huge_stride, CT(T4(tp, 1, 2, 3, 3), T4(tp, 2, 3, 2, 2), NULL, .stride = {INT_MAX, INT_MAX},
                            .dilation = {INT_MAX, INT_MAX}))
-OP_CASE(ct_huge_one_axis, CT(T4(tp, 1, 2, 3, 3), T4(tp, 2, 3, 2, 2), NULL, .stride = {INT_MAX, 1}))
 OP_CASE(ct_dtypes, CT(T4(tp, 1, 2, 4, 4), nb_ones(tp, NB_F64, NB_SHAPE(2, 3, 3, 3)), NULL, .groups = 0))
 OP_CASE(ct_null_weight, CT(T4(tp, 1, 2, 4, 4), NULL, NULL, .groups = 0))
 OP_CASE(ct1d_rank, nb_conv_transpose1d(tp, T4(tp, 1, 2, 4, 4), X3(tp, 2, 3, 3), NULL, NULL))
@@ -259,7 +258,6 @@ OP_CASE(up_scale_negative, UP(nb_upsample_bilinear2d, T4(tp, 1, 1, 4, 4), .scale
 OP_CASE(up_zero_out, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 3, 3), .scale = {0.2, 0.2}))
 OP_CASE(up_huge_scale, UP(nb_upsample_bilinear2d, T4(tp, 1, 1, 3, 3), .scale = {1e30, 2}))
 OP_CASE(up_huge_size, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 3, 3), .size = {SIZE_MAX / 2, SIZE_MAX / 2}))
-OP_CASE(up_big_size, UP(nb_upsample_nearest2d, T4(tp, 2, 3, 3, 3), .size = {1 << 20, 1 << 20}))
 OP_CASE(up_align_nearest, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 4, 4), .size = {8, 8}, .align_corners = true))
 OP_CASE(up1d_rank, UP(nb_upsample_nearest1d, T4(tp, 1, 1, 4, 4), .size = {8}))
 OP_CASE(up_null_x, UP(nb_upsample_nearest1d, NULL, .size = {8}))
@@ -439,8 +437,6 @@ static const bad_input catalogue[] = {
      {"conv_transpose2d", "output size of -3", "at least 1", SITE}},
     {"conv_transpose2d with stride and dilation INT_MAX", ct_huge_stride, NB_ERR_SHAPE,
      {"conv_transpose2d", "(1, 2, 3, 3)", "more than memory can hold", SITE}},
-    {"conv_transpose2d with stride INT_MAX on one axis", ct_huge_one_axis, NB_ERR_NOMEM,
-     {"conv_transpose2d", "(1, 3, 4294967296, 4)", SITE}},
     {"conv_transpose2d of float32 x and float64 weight", ct_dtypes, NB_ERR_DTYPE, {"conv_transpose2d", "float64", SITE}},
     {"conv_transpose2d with a NULL weight", ct_null_weight, NB_ERR_NULL, {"conv_transpose2d", SITE}},
     {"conv_transpose1d of a 4-D x", ct1d_rank, NB_ERR_SHAPE, {"conv_transpose1d", "(N, C_in, L)", SITE}},
@@ -464,7 +460,6 @@ static const bad_input catalogue[] = {
     {"upsample_bilinear2d by 1e30", up_huge_scale, NB_ERR_SHAPE, {"upsample_bilinear2d", "(1, 1, 3, 3)", "3e+30 x 6", "overflows", SITE}},
     {"upsample_nearest2d to SIZE_MAX / 2 a side", up_huge_size, NB_ERR_SHAPE,
      {"upsample_nearest2d", "(1, 1, 3, 3)", "9.22e+18 x 9.22e+18", "overflows", SITE}},
-    {"upsample_nearest2d to 2^20 a side", up_big_size, NB_ERR_NOMEM, {"upsample_nearest2d", "(2, 3, 1048576, 1048576)", SITE}},
     {"upsample_nearest2d with align_corners", up_align_nearest, NB_ERR_ARG,
      {"upsample_nearest2d", "align_corners", "bilinear", SITE}},
     {"upsample_nearest1d of a 4-D x", up1d_rank, NB_ERR_SHAPE, {"upsample_nearest1d", "(N, C, L)", SITE}},
