@@ -84,6 +84,7 @@ static const ct_case cases[] = {
     {3, 1, 5, 4, 1, 4, 1, {.stride = {3, 1}, .padding = {2, 0}}, true, false},                /* rectangular kernel */
     {2, 4, 1, 5, 2, 1, 3, {.stride = {2}, .padding = {1}, .output_padding = {1}, .groups = 2}, true, true}, /* 1-D */
     {1, 2, 1, 4, 3, 1, 2, {.dilation = {3}, .stride = {3}, .padding = {4}}, false, true},    /* 1-D dilated */
+    {2, 2, 3, 2, 4, 1, 1, {.dilation = {2, 3}, .output_padding = {1, 2}}, true, false},     /* 1x1, output padding */
 };
 #define N_CASES (sizeof cases / sizeof *cases)
 
@@ -209,6 +210,29 @@ static void test_against_pytorch(void **state) {
         for (size_t i = 0; i < 18; i++) assert_close(nb_get(y1, i), torch1[i], tol);
         nb_tape_free(tp);
     }
+}
+
+/* A 1x1 kernel with stride 1 and output padding 1 (allowed by dilation 2):
+ * the output is one row and column larger than x, the last ones zero.
+ * PyTorch 1.13: F.conv_transpose2d(x, w, dilation=2, output_padding=1),
+ * x = (arange(18) % 7 - 3) / 4 as (1, 2, 3, 3), w = (arange(6) % 5 - 2) / 3
+ * as (2, 3, 1, 1), float64: channel 1 below. */
+static void test_one_by_one_with_output_padding(void **state) {
+    (void)state;
+    const double torch1[16] = {0.083333333333333343, 0.16666666666666666, 0.25, 0, 0.33333333333333331,
+                               0.41666666666666663, -0.66666666666666663, 0, -0.58333333333333326,
+                               0.083333333333333343, 0.16666666666666666, 0, 0, 0, 0, 0};
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_zeros(tp, NB_F64, NB_SHAPE(1, 2, 3, 3)), *w = nb_zeros(tp, NB_F64, NB_SHAPE(2, 3, 1, 1));
+    for (size_t i = 0; i < 18; i++) nb_set(x, i, ((double)(i % 7) - 3) / 4);
+    for (size_t i = 0; i < 6; i++) nb_set(w, i, ((double)(i % 5) - 2) / 3);
+    nb_tensor *y = nb_conv_transpose2d(tp, x, w, NULL,
+                                       &(nb_conv_transpose_opts){.dilation = {2, 2}, .output_padding = {1, 1}});
+    assert_ok(y);
+    assert_int_equal(nb_tensor_dim(y, 2), 4);
+    assert_int_equal(nb_tensor_dim(y, 3), 4);
+    for (size_t i = 0; i < 16; i++) assert_close(nb_get(y, 16 + i), torch1[i], 1e-15);
+    nb_tape_free(tp);
 }
 
 /* loss = Σ R y + 0.1 Σ R y², R fixed random; with fan-out x also goes
@@ -420,6 +444,7 @@ int main(void) {
         cmocka_unit_test(test_matches_the_definition),
         cmocka_unit_test(test_is_the_input_gradient_of_conv2d),
         cmocka_unit_test(test_against_pytorch),
+        cmocka_unit_test(test_one_by_one_with_output_padding),
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_random_shapes),
         cmocka_unit_test(test_second_derivatives),

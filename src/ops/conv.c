@@ -46,8 +46,12 @@ static size_t in_group(const conv_geom *g) { return g->C / g->groups; }   /* Cg 
 static size_t out_group(const conv_geom *g) { return g->O / g->groups; }  /* Og */
 static size_t patch(const conv_geom *g) { return in_group(g) * g->KH * g->KW; } /* rows of col */
 static size_t positions(const conv_geom *g) { return g->OH * g->OW; }     /* columns of col */
+/* col is x itself when each tap reads x in place: a 1x1 kernel, stride 1,
+ * no padding, and (for conv_transpose.c, whose output padding can make x
+ * larger than y) x and y of the same size. */
 static bool unfolds(const conv_geom *g) {
-    return !(g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0);
+    return !(g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 && g->OH == g->H &&
+             g->OW == g->W);
 }
 
 /* The weight gradient's sum over examples is made in this many chunks (or
