@@ -5,12 +5,13 @@
  * input gradient of nb_conv2d (what a transposed convolution is), and
  * against numbers PyTorch 1.13 printed for the same inputs; gradients
  * against central differences (float64) with fan-out; second and third
- * derivatives with nb_gradgradcheck; the same bits on 1 and 2 threads; the
- * picture label.  Bad input is in tests/test_catalogue.c.
+ * derivatives with nb_gradgradcheck; the same bits on 1 and 2 threads; a
+ * warm step without allocations (with the upsamplings); the picture label.  Bad input is in tests/test_catalogue.c.
  */
 #include "support.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,6 +415,36 @@ static void test_same_bits_on_any_thread_count(void **state) {
     free(one), free(two);
 }
 
+/* A decoder's warm training step (transposed convolution, bilinear
+ * upsampling, backward, create_graph's gradient too) allocates nothing:
+ * the geometry, the upsampling's tables and the working memory come from
+ * the tape. */
+static void test_warm_steps_allocate_nothing(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 28);
+    nb_tensor *x = nb_rand_normal(NULL, &rng, NB_F32, NB_SHAPE(4, 6, 5, 5), 0, 1);
+    nb_tensor *w = nb_rand_normal(NULL, &rng, NB_F32, NB_SHAPE(6, 3, 4, 4), 0, 0.2);
+    nb_tensor *b = nb_zeros(NULL, NB_F32, NB_SHAPE(3));
+    nb_requires_grad(w, true), nb_requires_grad(b, true);
+    nb_tape *tp = nb_tape_new();
+    uint64_t before = 0;
+    for (int step = 0; step < 12; step++) {
+        if (step == 6) before = nb_alloc_count();
+        nb_tape_reset(tp);
+        nb_zero_grad(w), nb_zero_grad(b);
+        nb_tensor *y = nb_conv_transpose2d(tp, x, w, b, &(nb_conv_transpose_opts){.stride = {2, 2}, .padding = {1, 1}});
+        y = nb_upsample_bilinear2d(tp, nb_tanh(tp, y), &(nb_upsample_opts){.scale = {1.5, 1.5}});
+        y = nb_upsample_nearest2d(tp, y, &(nb_upsample_opts){.size = {20, 17}});
+        nb_tensor *loss = nb_mean(tp, nb_square(tp, y)), *g;
+        assert_int_equal(nb_grad(loss, &w, 1, &g, true), NB_OK);
+        assert_int_equal(nb_backward(nb_add(tp, loss, nb_sum(tp, nb_square(tp, g)))), NB_OK);
+    }
+    assert_int_equal(nb_alloc_count() - before, 0);
+    nb_tape_free(tp);
+    nb_tensor_free(x), nb_tensor_free(w), nb_tensor_free(b);
+}
+
 static void test_picture_label(void **state) {
     (void)state;
     nb_tape *tp = nb_tape_new();
@@ -450,6 +481,7 @@ int main(void) {
         cmocka_unit_test(test_second_derivatives),
         cmocka_unit_test(test_third_derivatives),
         cmocka_unit_test(test_same_bits_on_any_thread_count),
+        cmocka_unit_test(test_warm_steps_allocate_nothing),
         cmocka_unit_test(test_picture_label),
     };
     return cmocka_run_group_tests_name("conv_transpose", tests, NULL, NULL);

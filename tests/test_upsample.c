@@ -4,7 +4,7 @@
  * down, float32 and float64); exact cases (the same size is a copy,
  * nearest by 2 repeats each element, align_corners keeps the corners);
  * gradients against central differences (float64) on random shapes with
- * fan-out, second derivatives; the gradient where PyTorch's nearest
+ * fan-out, second and third derivatives; the gradient where PyTorch's nearest
  * backward disagrees with its forward (README's table of differences); the
  * same bits on 1 and 2 threads; the picture label.  Bad input is in
  * tests/test_catalogue.c.
@@ -196,6 +196,43 @@ static void test_random_gradients(void **state) {
     }
 }
 
+/* Third order: F = Σ R' · dL/dx with the gradient built as ops
+ * (create_graph), checked by gradgradcheck: that differentiates the
+ * adjoint op (the backward's) twice more, through the upsampling again. */
+typedef struct {
+    up_user inner;
+    nb_tensor *Rx;
+} third_user;
+
+static nb_tensor *gradient_dot(nb_tape *tp, nb_tensor *const *in, int n, void *user) {
+    const third_user *u = user;
+    nb_tensor *loss = up_loss(tp, in, n, (void *)&u->inner), *g;
+    assert_int_equal(nb_grad(loss, in, 1, &g, true), NB_OK);
+    return nb_sum(tp, nb_mul(tp, nb_square(tp, g), u->Rx));
+}
+
+static void test_third_derivatives(void **state) {
+    (void)state;
+    nb_rng rng;
+    nb_rng_seed(&rng, 34);
+    const nb_upsample_opts opts[3] = {{.scale = {1.5, 2.5}}, {.size = {5}}, {.size = {4, 3}, .align_corners = true}};
+    for (int mode = NEAREST2D; mode <= BILINEAR2D; mode++) {
+        bool one = mode == NEAREST1D;
+        nb_tensor *x = random_input(&rng, one ? 3 : 4, one ? (size_t[]){2, 2, 3} : (size_t[]){1, 2, 3, 2}, -1, 1, false);
+        nb_tape *tp = nb_tape_new();
+        nb_tensor *y = up(tp, mode, x, &opts[mode]);
+        assert_ok(y);
+        third_user u = {{mode, opts[mode], nb_rand_uniform(NULL, &rng, NB_F64, nb_tensor_ndim(y), nb_tensor_shape(y), -1, 1),
+                         true},
+                        nb_rand_uniform(NULL, &rng, NB_F64, nb_tensor_ndim(x), nb_tensor_shape(x), -1, 1)};
+        nb_tape_free(tp);
+        char what[64];
+        snprintf(what, sizeof what, "upsample mode %d, third order", mode);
+        assert_gradgradcheck(gradient_dot, &x, 1, &u, what);
+        nb_tensor_free(x), nb_tensor_free(u.inner.R), nb_tensor_free(u.Rx);
+    }
+}
+
 /* A result and gradient big enough to split over threads, as values. */
 static void run_big(int threads, int mode, nb_dtype dt, double *out, size_t n_out) {
     nb_set_threads(threads);
@@ -260,6 +297,7 @@ int main(void) {
         cmocka_unit_test(test_exact_cases),
         cmocka_unit_test(test_nearest_gradient_is_its_forwards),
         cmocka_unit_test(test_random_gradients),
+        cmocka_unit_test(test_third_derivatives),
         cmocka_unit_test(test_same_bits_on_any_thread_count),
         cmocka_unit_test(test_picture_label),
     };
