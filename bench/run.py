@@ -47,7 +47,7 @@ tables of ratios measured in the same run.
      same first loss from the same weights and batch; then causal attention
      alone, forward and backward, with its peak memory (bench_gpt).
 
-    /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick] [--only gpt]
+    /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick] [--only gpt|scalar|recompute|cnn]
 
 Needs only the standard library; the PyTorch columns appear when
 `import torch` works in /usr/bin/python3 (Debian's python3-torch), and say
@@ -133,7 +133,7 @@ def main():
     parser.add_argument("build")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["gpt", "scalar", "recompute"], help="run only these tables")
+    parser.add_argument("--only", choices=["gpt", "scalar", "recompute", "cnn"], help="run only these tables")
     args = parser.parse_args()
     with_torch = torch_available()
     if not with_torch:
@@ -144,6 +144,10 @@ def main():
         return
     if args.only == "recompute":
         recompute_table(args.build, 1 if args.quick else args.rounds, args.quick)
+        return
+    if args.only == "cnn":
+        cnn_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+        winograd_table(args.build, 3 if args.quick else args.rounds, args.quick)
         return
     if args.only == "gpt":
         gpt_tables(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
