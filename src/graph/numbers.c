@@ -107,9 +107,9 @@ void nb_picture_values(const nb_picture *p, const nb_tensor *t, const void *valu
         return;
     }
     size_t row = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->size;
-    for (size_t i = 0; i < t->size; i++) {
-        if (i % row == 0) nb_text_put(out, i ? "]\n[" : "[");
-        nb_text_printf(out, i % row ? ", %.4g" : "%.4g", nb_picture_value(t->dtype, values, i));
+    for (size_t i = 0, column = 0; i < t->size; i++, column = column + 1 == row ? 0 : column + 1) {
+        if (column == 0) nb_text_put(out, i ? "]\n[" : "[");
+        nb_text_printf(out, column ? ", %.4g" : "%.4g", nb_picture_value(t->dtype, values, i));
     }
     nb_text_put(out, "]");
 }
