@@ -116,7 +116,7 @@ CXX        ?= c++
 HAVE_ADOLC := $(wildcard /usr/include/adolc/adolc.h)
 ADOLC_BENCH := $(if $(HAVE_ADOLC),$(BUILD)/bench/adolc_projectile)
 
-$(BUILD)/bench/bench_scalar: bench/projectile.h
+$(BUILD)/bench/bench_scalar $(BUILD)/bench/bench_recompute $(BUILD)/tests/test_recompute $(HPP_TESTS): bench/projectile.h bench/projectile_tape.h
 
 # The same projectile through include/nabla.hpp (C++17), timed beside it.
 $(BUILD)/bench/bench_scalar_hpp: bench/bench_scalar_hpp.cpp bench/projectile.h bench/bench_common.h include/nabla.hpp \

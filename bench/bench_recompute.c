@@ -20,7 +20,7 @@
  */
 #include "bench_common.h"
 #include "nabla.h"
-#include "projectile.h"
+#include "projectile_tape.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -30,23 +30,9 @@
 
 /* ---------------------------------------------------------------- projectile */
 
-static void steps(nb_tape *tp, nb_tensor **s, int n) {
-    nb_tensor *x = s[0], *y = s[1], *vx = s[2], *vy = s[3];
-    for (int i = 0; i < n; i++) {
-        nb_tensor *v = nb_sqrt(tp, nb_add(tp, nb_mul(tp, vx, vx), nb_mul(tp, vy, vy)));
-        nb_tensor *kv = nb_scale(tp, v, -PROJ_K);
-        nb_tensor *ax = nb_mul(tp, kv, vx), *ay = nb_add_scalar(tp, nb_mul(tp, kv, vy), -PROJ_G);
-        x = nb_add(tp, x, nb_scale(tp, vx, PROJ_DT));
-        y = nb_add(tp, y, nb_scale(tp, vy, PROJ_DT));
-        vx = nb_add(tp, vx, nb_scale(tp, ax, PROJ_DT));
-        vy = nb_add(tp, vy, nb_scale(tp, ay, PROJ_DT));
-    }
-    s[0] = x, s[1] = y, s[2] = vx, s[3] = vy;
-}
-
 static nb_status segment(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
     for (int k = 0; k < 4; k++) out[k] = in[k];
-    steps(tp, out, *(const int *)ctx);
+    projectile_steps(tp, out, *(const int *)ctx);
     return NB_OK;
 }
 
@@ -54,7 +40,7 @@ static nb_tensor *projectile(nb_tape *tp, nb_tensor *theta, nb_tensor *speed, in
     nb_tensor *s[4] = {nb_scalar(tp, NB_F64, 0), nb_scalar(tp, NB_F64, 0), nb_mul(tp, speed, nb_cos(tp, theta)),
                        nb_mul(tp, speed, nb_sin(tp, theta))};
     if (!per) {
-        steps(tp, s, n);
+        projectile_steps(tp, s, n);
     } else {
         for (int done = 0, k = 0; done < n; done += lengths[k++]) {
             lengths[k] = n - done < per ? n - done : per;

@@ -12,27 +12,12 @@
  */
 #include "bench_common.h"
 #include "nabla.h"
-#include "projectile.h"
+#include "projectile_tape.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static nb_tensor *projectile(nb_tape *tp, nb_tensor *theta, nb_tensor *speed, int steps) {
-    nb_tensor *vx = nb_mul(tp, speed, nb_cos(tp, theta)), *vy = nb_mul(tp, speed, nb_sin(tp, theta));
-    nb_tensor *x = nb_scalar(tp, NB_F64, 0), *y = nb_scalar(tp, NB_F64, 0);
-    for (int i = 0; i < steps; i++) {
-        nb_tensor *v = nb_sqrt(tp, nb_add(tp, nb_mul(tp, vx, vx), nb_mul(tp, vy, vy)));
-        nb_tensor *kv = nb_scale(tp, v, -PROJ_K);
-        nb_tensor *ax = nb_mul(tp, kv, vx), *ay = nb_add_scalar(tp, nb_mul(tp, kv, vy), -PROJ_G);
-        x = nb_add(tp, x, nb_scale(tp, vx, PROJ_DT));
-        y = nb_add(tp, y, nb_scale(tp, vy, PROJ_DT));
-        vx = nb_add(tp, vx, nb_scale(tp, ax, PROJ_DT));
-        vy = nb_add(tp, vy, nb_scale(tp, ay, PROJ_DT));
-    }
-    return nb_add(tp, x, y);
-}
 
 int main(int argc, char **argv) {
     int reps, steps;
@@ -49,7 +34,7 @@ int main(int argc, char **argv) {
         nb_zero_grad(theta);
         nb_zero_grad(speed);
         double t0 = thread_cpu_seconds();
-        nb_tensor *out = projectile(tp, theta, speed, steps);
+        nb_tensor *out = projectile_tape(tp, theta, speed, steps);
         if (nb_backward(out) != NB_OK) {
             fprintf(stderr, "bench_scalar: %s\n", nb_last_error());
             return 1;

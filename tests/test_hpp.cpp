@@ -7,6 +7,7 @@
 // sanitizer build checks it).  The Makefile builds it as C++17 (test_hpp),
 // C++20 (test_hpp_cxx20) and C++11 without exceptions (test_hpp_noexcept).
 #include <nabla.hpp>
+#include "../bench/projectile_tape.h"
 
 #include <cmath>
 #include <cstdio>
@@ -30,22 +31,7 @@ static void expect_same(double got, double want, const char *what) {
 
 // ---------------------------------------------------------------- the projectile
 
-static const double DT = 1e-3, K = 0.02, G = 9.81;
-
-static nb_tensor *projectile_c(nb_tape *tp, nb_tensor *theta, nb_tensor *speed, int n) {
-    nb_tensor *vx = nb_mul(tp, speed, nb_cos(tp, theta)), *vy = nb_mul(tp, speed, nb_sin(tp, theta));
-    nb_tensor *x = nb_scalar(tp, NB_F64, 0), *y = nb_scalar(tp, NB_F64, 0);
-    for (int i = 0; i < n; i++) {
-        nb_tensor *v = nb_sqrt(tp, nb_add(tp, nb_mul(tp, vx, vx), nb_mul(tp, vy, vy)));
-        nb_tensor *kv = nb_scale(tp, v, -K);
-        nb_tensor *ax = nb_mul(tp, kv, vx), *ay = nb_add_scalar(tp, nb_mul(tp, kv, vy), -G);
-        x = nb_add(tp, x, nb_scale(tp, vx, DT));
-        y = nb_add(tp, y, nb_scale(tp, vy, DT));
-        vx = nb_add(tp, vx, nb_scale(tp, ax, DT));
-        vy = nb_add(tp, vy, nb_scale(tp, ay, DT));
-    }
-    return nb_add(tp, x, y);
-}
+static const double DT = PROJ_DT, K = PROJ_K, G = PROJ_G;
 
 static nb::tensor projectile_hpp(const nb::tensor &theta, const nb::tensor &speed, int n) {
     nb::tensor vx = speed * cos(theta), vy = speed * sin(theta);
@@ -75,7 +61,7 @@ static void test_projectile_bitwise(void **) {
     nb_tensor *ct = nb_scalar(NULL, NB_F64, 0.7), *cs = nb_scalar(NULL, NB_F64, 20);
     nb_requires_grad(ct, true);
     nb_requires_grad(cs, true);
-    nb_tensor *cf = projectile_c(ctp, ct, cs, 1000);
+    nb_tensor *cf = projectile_tape(ctp, ct, cs, 1000);
     assert_int_equal(nb_backward(cf), NB_OK);
     expect_same(f_hpp, nb_item(cf), "f");
     expect_same(g_theta, nb_grad_get(ct, 0), "df/dtheta");

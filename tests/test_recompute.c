@@ -11,6 +11,7 @@
 #include "support.h"
 #include "internal.h" /* the arena's size, for nested checkpoints */
 #include "nabla_train.h"
+#include "../bench/projectile_tape.h"
 
 #include <math.h>
 #include <string.h>
@@ -149,28 +150,10 @@ static void test_mlp_gradients_bitwise(void **state) {
 
 /* ---------------------------------------------------------------- the projectile */
 
-#define DT 1e-3
-#define DRAG 0.02
-#define GRAVITY 9.81
-
-/* bench/projectile.h's step, 17 ops. */
-static void steps(nb_tape *tp, nb_tensor **s, int n) {
-    nb_tensor *x = s[0], *y = s[1], *vx = s[2], *vy = s[3];
-    for (int i = 0; i < n; i++) {
-        nb_tensor *v = nb_sqrt(tp, nb_add(tp, nb_mul(tp, vx, vx), nb_mul(tp, vy, vy)));
-        nb_tensor *kv = nb_scale(tp, v, -DRAG);
-        nb_tensor *ax = nb_mul(tp, kv, vx), *ay = nb_add_scalar(tp, nb_mul(tp, kv, vy), -GRAVITY);
-        x = nb_add(tp, x, nb_scale(tp, vx, DT));
-        y = nb_add(tp, y, nb_scale(tp, vy, DT));
-        vx = nb_add(tp, vx, nb_scale(tp, ax, DT));
-        vy = nb_add(tp, vy, nb_scale(tp, ay, DT));
-    }
-    s[0] = x, s[1] = y, s[2] = vx, s[3] = vy;
-}
-
+/* bench/projectile_tape.h's steps, 17 ops each. */
 static nb_status projectile_segment(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
     for (int k = 0; k < 4; k++) out[k] = in[k];
-    steps(tp, out, *(const int *)ctx);
+    projectile_steps(tp, out, *(const int *)ctx);
     return NB_OK;
 }
 
@@ -179,7 +162,7 @@ static nb_tensor *projectile(nb_tape *tp, nb_tensor *theta, nb_tensor *speed, in
     nb_tensor *s[4] = {nb_scalar(tp, NB_F64, 0), nb_scalar(tp, NB_F64, 0), nb_mul(tp, speed, nb_cos(tp, theta)),
                        nb_mul(tp, speed, nb_sin(tp, theta))};
     if (!per) {
-        steps(tp, s, n);
+        projectile_steps(tp, s, n);
     } else {
         static int lengths[10001]; /* one a segment, read again in backward */
         for (int done = 0, k = 0; done < n; done += lengths[k++]) {
