@@ -90,6 +90,8 @@ static void check_replay(const model *m, int rounds, uint64_t seed) {
         nb_rng_seed(&rng, seed + 100 + (uint64_t)r);
         if (nb_graph_forward(g) != NB_OK) fail_msg("forward: %s", nb_last_error());
         if (nb_graph_backward(g, 0) != NB_OK) fail_msg("backward: %s", nb_last_error());
+        if (r % 2 && nb_graph_backward(g, 0) != NB_OK) /* leaf gradients add up */
+            fail_msg("backward: %s", nb_last_error());
         size_t na = 0;
         for (int k = 0; k < n_out; k++) {
             memcpy(a + na, nb_tensor_const_data(out[k]), bytes_of(out[k]));
@@ -102,6 +104,7 @@ static void check_replay(const model *m, int rounds, uint64_t seed) {
         nb_rng_seed(&rng, seed + 100 + (uint64_t)r);
         assert_int_equal(m->f(fresh, m->in, m->params, &rng, eager), n_out);
         assert_int_equal(nb_backward(eager[0]), NB_OK);
+        if (r % 2) assert_int_equal(nb_backward(eager[0]), NB_OK);
         size_t nb = 0;
         for (int k = 0; k < n_out; k++) {
             memcpy(b + nb, nb_tensor_const_data(eager[k]), bytes_of(eager[k]));
@@ -151,6 +154,79 @@ static void test_projectile(void **state) {
     check_replay(&m, 5, 1);
     nb_tensor_free(in[0]);
     nb_tensor_free(in[1]);
+}
+
+/* Every op of scalar code's compact replay (src/graph/replay_scalar.c),
+ * with an input read twice by one op (x * x, x + x), a constant leaf on the
+ * tape and one on the heap that take no gradient. */
+static int scalar_ops(nb_tape *tp, nb_tensor *const *in, nb_tensor *const *p, nb_rng *rng, nb_tensor **out) {
+    (void)rng;
+    nb_tensor *a = in[0], *b = in[1], *c = nb_scalar(tp, NB_F64, 0.75);
+    nb_tensor *t = nb_div(tp, nb_sub(tp, a, b), nb_add(tp, nb_mul(tp, b, b), c));
+    t = nb_neg(tp, nb_square(tp, t));
+    t = nb_log(tp, nb_add_scalar(tp, nb_exp(tp, nb_scale(tp, t, 0.1)), 2));
+    t = nb_sigmoid(tp, nb_mul(tp, nb_tanh(tp, t), nb_tanh(tp, t)));
+    nb_tensor *u = nb_sqrt(tp, nb_add(tp, nb_square(tp, nb_sin(tp, a)), nb_mul(tp, nb_cos(tp, p[0]), p[0])));
+    nb_tensor *twice = nb_add(tp, a, a);
+    out[0] = nb_add(tp, nb_add(tp, t, nb_mul(tp, u, twice)), nb_mul(tp, nb_sub(tp, b, b), a));
+    out[1] = u;
+    out[2] = twice;
+    return 3;
+}
+
+static void test_scalar_ops(void **state) {
+    (void)state;
+    nb_tensor *in[2] = {nb_scalar(NULL, NB_F64, 0.7), nb_scalar(NULL, NB_F64, -1.3)};
+    nb_tensor *constant = nb_scalar(NULL, NB_F64, 2.5);
+    nb_requires_grad(in[0], true);
+    nb_requires_grad(in[1], true);
+    model m = {scalar_ops, 2, 1, in, &constant, false, 0};
+    check_replay(&m, 6, 13);
+    nb_tensor_free(in[0]);
+    nb_tensor_free(in[1]);
+    nb_tensor_free(constant);
+}
+
+/* Scalar code's replay keeps the checks of the others: a write between
+ * forward and backward, ops recorded after the capture. */
+static void test_scalar_refusals(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_scalar(NULL, NB_F64, 3);
+    nb_requires_grad(x, true);
+    nb_tensor *h = nb_mul(tp, x, x);
+    nb_tensor *y = nb_sin(tp, h);
+    nb_graph *g = nb_graph_capture(tp, &x, 1, &y, 1);
+    assert_non_null(g);
+    nb_set(x, 0, 2);
+    assert_int_equal(nb_graph_backward(g, 0), NB_ERR_STATE); /* x written since its ops ran */
+    assert_int_equal(nb_graph_forward(g), NB_OK);
+    assert_true(nb_item(h) == 4 && nb_item(y) == sin(4.0));
+    nb_set(h, 0, 5);
+    assert_int_equal(nb_graph_backward(g, 0), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "written", "mul");
+    assert_int_equal(nb_graph_forward(g), NB_OK);
+    nb_zero_grad(x);
+    assert_int_equal(nb_graph_backward(g, 0), NB_OK);
+    double half = 1 * cos(4.0) * 2; /* sin's chain, then mul's, once per side of x * x */
+    assert_true(nb_grad_get(x, 0) == half + half);
+    /* an op recorded after the capture reads y: a replay marks y written, so it is refused */
+    nb_tensor *later = nb_scale(tp, y, 2);
+    assert_int_equal(nb_graph_forward(g), NB_OK);
+    assert_int_not_equal(nb_backward(later), NB_OK);
+    assert_message_has(nb_last_error(), "changed after the op used it");
+    nb_graph_free(g);
+    /* eager backward after a replay whose input was written: refused, not wrong */
+    nb_tape_reset(tp);
+    y = nb_sin(tp, nb_mul(tp, x, x));
+    g = nb_graph_capture(tp, &x, 1, &y, 1);
+    nb_set(x, 0, 1);
+    assert_int_equal(nb_graph_forward(g), NB_OK);
+    assert_int_not_equal(nb_backward(y), NB_OK);
+    assert_message_has(nb_last_error(), "changed after the op used it");
+    nb_graph_free(g);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
 }
 
 /* An MLP with most of what a replay must get right: a linear layer, relu,
@@ -561,6 +637,8 @@ static void test_capture_allocation_failures(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_projectile),
+        cmocka_unit_test(test_scalar_ops),
+        cmocka_unit_test(test_scalar_refusals),
         cmocka_unit_test(test_mlp_f64),
         cmocka_unit_test(test_mlp_f32),
         cmocka_unit_test(test_cnn_attention),

@@ -36,4 +36,16 @@ void nb_sgd_end(nb_tape *tp, nb_tensor *const *params, size_t n);
  * are set (src/train/optimizer.c). */
 bool nb_optimizer_fusable(nb_optimizer *opt, double *lr, nb_tensor *const **params, size_t *n);
 
+/* Scalar code's replay (src/graph/replay_scalar.c): a compact program for
+ * a graph of built-in element-wise ops on single float64 elements.
+ * nb_scalar_compile gives NULL when the graph is not one (or, *nomem set,
+ * when memory ran out); it moves the results' values into its arrays. */
+typedef struct nb_scalar_program nb_scalar_program;
+nb_scalar_program *nb_scalar_compile(nb_tape *tp, const uint32_t *fwd, size_t n, nb_tensor *const *outputs,
+                                     int n_outputs, bool *nomem);
+void nb_scalar_free(nb_scalar_program *p);
+void nb_scalar_forward(nb_scalar_program *p);
+nb_status nb_scalar_backward(nb_scalar_program *p, int k);
+bool nb_scalar_intact(const nb_scalar_program *p, nb_tensor *const *outputs);
+
 #endif /* NABLA_REPLAY_H */
