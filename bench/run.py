@@ -7,7 +7,10 @@ tables of ratios measured in the same run.
      and each figure is the median over the rounds.
   2. The tape's cost per tiny op (bench_tape), and scalar code: a
      projectile with drag (bench_scalar) beside ADOL-C retaping the same
-     function (bench/adolc_projectile.cpp, when libadolc-dev is installed).
+     function (bench/adolc_projectile.cpp, when libadolc-dev is installed),
+     and both replaying a tape recorded once (--replay); then training
+     steps recorded once and replayed beside recorded anew (bench_replay:
+     a tiny MLP, the 784-128-10 MLP and the CNN at small batches).
   3. Second derivatives: a Hessian-vector product against one gradient of
      the same MLP loss (bench_hvp), beside PyTorch's (bench/torch_hvp.py).
   4. The optimizers: the 784-128-10 step at batch 64 with each optimizer,
@@ -122,14 +125,16 @@ def main():
     parser.add_argument("build")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["gpt", "scalar"], help="run only these tables")
+    parser.add_argument("--only", choices=["gpt", "scalar", "replay"], help="run only these tables")
     args = parser.parse_args()
     with_torch = torch_available()
     if not with_torch:
         print("PyTorch reference skipped: `/usr/bin/python3 -c 'import torch'` fails "
               "(apt-get install python3-torch to include it)\n")
-    if args.only == "scalar":
+    if args.only in ("scalar", "replay"):
         scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
+        print()
+        replay_table(args.build, args.quick)
         return
     if args.only == "gpt":
         gpt_tables(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
@@ -151,6 +156,8 @@ def main():
     print()
     scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
     print()
+    replay_table(args.build, args.quick)
+    print()
     hvp_table(args.build, 7 if args.quick else 30, with_torch)
     print()
     optimizer_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
@@ -169,38 +176,51 @@ def main():
 
 
 def scalar_table(build, rounds, quick):
-    """The projectile of bench/projectile.h, retaped for every gradient, in
-    nabla (bench_scalar) and ADOL-C (adolc_projectile), alternated; CPU
-    time of the thread (OpenBLAS's idle threads, spinning after it loads, are
-    not counted; they are not started either: one thread), median over the
-    rounds of each run's median."""
+    """The projectile of bench/projectile.h in nabla (bench_scalar) and
+    ADOL-C (adolc_projectile), retaped for every gradient, then recorded
+    once and replayed (--replay: nabla's captured graph, ADOL-C's gradient()
+    on its tape), the four alternated; CPU time of the thread (OpenBLAS's
+    idle threads, spinning after it loads, are not counted; they are not
+    started either: one thread), median over the rounds of each run's
+    median."""
     reps = "5" if quick else "11"
-    nabla_cmd = [os.path.join(build, "bench", "bench_scalar"), "--csv", "--reps", reps]
     adolc_bin = os.path.join(build, "bench", "adolc_projectile")
     have_adolc = os.path.exists(adolc_bin)
-    nabla, adolc, ops, grads = [], [], 0, {}
+    runs = [("nabla", [os.path.join(build, "bench", "bench_scalar")]),
+            ("nabla replay", [os.path.join(build, "bench", "bench_scalar"), "--replay"])]
+    if have_adolc:
+        runs += [("ADOL-C", [adolc_bin]), ("ADOL-C replay", [adolc_bin, "--replay"])]
+    ms, grads, ops = {name: [] for name, _ in runs}, {}, 0
     for _ in range(rounds):
-        row = run_csv(nabla_cmd, env=one_thread_env(1))[0]
-        nabla.append(float(row[1]))
-        ops = int(row[3])
-        grads["nabla"] = (row[4], row[5])
-        if have_adolc:
-            row = run_csv([adolc_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
-            adolc.append(float(row[1]))
-            grads["ADOL-C"] = (row[2], row[3])
-    n = statistics.median(nabla)
+        for name, cmd in runs:
+            row = run_csv(cmd + ["--csv", "--reps", reps], env=one_thread_env(1))[0]
+            ms[name].append(float(row[1]))
+            grads[name] = (row[-2], row[-1])
+            if name == "nabla":
+                ops = int(row[3])
+    med = {name: statistics.median(v) for name, v in ms.items()}
     print(f"Scalar code: the projectile with drag, 10,000 Euler steps, {ops} ops of 0-d float64 tensors, "
-          f"retaped for every gradient (thread CPU time, median of {rounds} alternating rounds)")
-    print(f"{'':<8} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
-    print(f"{'nabla':<8} {n:>11.3f} {n * 1e6 / ops:>7.1f} | {grads['nabla'][0]}, {grads['nabla'][1]}")
+          f"retaped for every gradient, and recorded once then replayed (thread CPU time, median of {rounds} "
+          f"alternating rounds)")
+    print(f"{'':<14} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
+    for name, _ in runs:
+        same = "" if name == "nabla" else (" (the same digits)" if grads[name] == grads["nabla"] else " (DIFFERENT)")
+        print(f"{name:<14} {med[name]:>11.3f} {med[name] * 1e6 / ops:>7.1f} | {grads[name][0]}, {grads[name][1]}{same}")
     if not have_adolc:
         print("ADOL-C   skipped: libadolc-dev is not installed (apt-get install libadolc-dev, then make bench)")
         return
-    a = statistics.median(adolc)
-    same = "the same digits" if grads["ADOL-C"] == grads["nabla"] else "DIFFERENT"
-    print(f"{'ADOL-C':<8} {a:>11.3f} {a * 1e6 / ops:>7.1f} | {grads['ADOL-C'][0]}, {grads['ADOL-C'][1]} "
-          f"({same})")
-    print(f"nabla/ADOL-C: {n / a:.2f}x (ns/op for both: the time over nabla's op count)")
+    print(f"retaped: nabla/ADOL-C {med['nabla'] / med['ADOL-C']:.2f}x; replayed: nabla/ADOL-C "
+          f"{med['nabla replay'] / med['ADOL-C replay']:.2f}x (ns/op for all: the time over nabla's op count)")
+
+
+def replay_table(build, quick):
+    """Training steps recorded once and replayed (nb_graph_capture) beside
+    the same steps recorded anew, alternated inside bench_replay, thread
+    CPU time, medians; the two copies of each network must end bitwise
+    equal."""
+    sys.stdout.flush()
+    cmd = [os.path.join(build, "bench", "bench_replay")] + (["--quick", "--reps", "3"] if quick else ["--reps", "7"])
+    subprocess.run(cmd, check=True, env=one_thread_env(1))
 
 
 def mpi_table(build, rounds):
