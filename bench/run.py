@@ -201,7 +201,7 @@ def scalar_table(build, rounds, quick):
     med = {name: statistics.median(v) for name, v in ms.items()}
     print(f"Scalar code: the projectile with drag, 10,000 Euler steps, {ops} ops of 0-d float64 tensors, "
           f"retaped for every gradient, and recorded once then replayed (thread CPU time, median of {rounds} "
-          f"alternating rounds)")
+          f"alternating rounds), {cpu_name()}")
     print(f"{'':<14} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
     for name, _ in runs:
         same = "" if name == "nabla" else (" (the same digits)" if grads[name] == grads["nabla"] else " (DIFFERENT)")
@@ -213,11 +213,23 @@ def scalar_table(build, rounds, quick):
           f"{med['nabla replay'] / med['ADOL-C replay']:.2f}x (ns/op for all: the time over nabla's op count)")
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU unknown"
+
+
 def replay_table(build, quick):
     """Training steps recorded once and replayed (nb_graph_capture) beside
     the same steps recorded anew, alternated inside bench_replay, thread
     CPU time, medians; the two copies of each network must end bitwise
     equal."""
+    print(f"On {cpu_name()}:")
     sys.stdout.flush()
     cmd = [os.path.join(build, "bench", "bench_replay")] + (["--quick", "--reps", "3"] if quick else ["--reps", "7"])
     subprocess.run(cmd, check=True, env=one_thread_env(1))
