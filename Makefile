@@ -273,7 +273,7 @@ demo: deps-build $(BUILD)/examples/demo
 NB_VERSION = $(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_graph.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0
 	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
@@ -290,6 +290,7 @@ endif
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_nn.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
+	      $(DESTDIR)$(PREFIX)/include/nabla_graph.h \
 	      $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.a \
 	      $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0 \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc \

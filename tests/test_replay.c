@@ -600,11 +600,10 @@ static void test_training_sgd(void **state) { (void)state; training_case(NB_OPT_
 static void test_training_adam(void **state) { (void)state; training_case(NB_OPT_ADAM); }
 
 /* Every allocation of a capture failing in turn: refused, nothing leaked,
- * the tape still usable. */
-static void test_capture_allocation_failures(void **state) {
-    (void)state;
+ * the tape still usable (a graph of (3,) tensors, and scalar code's). */
+static void capture_allocation_failures(bool scalar) {
     nb_tape *tp = nb_tape_new();
-    nb_tensor *x = nb_from_f64(NULL, NB_SHAPE(3), ((double[]){1, 2, 3}));
+    nb_tensor *x = scalar ? nb_scalar(NULL, NB_F64, 0.5) : nb_from_f64(NULL, NB_SHAPE(3), ((double[]){1, 2, 3}));
     nb_requires_grad(x, true);
     nb_tensor *loss = nb_sum(tp, nb_mul(tp, nb_exp(tp, x), x));
     uint64_t before = nb_alloc_count();
@@ -633,6 +632,8 @@ static void test_capture_allocation_failures(void **state) {
     nb_tensor_free(x);
     nb_tape_free(tp);
 }
+static void test_capture_allocation_failures(void **state) { (void)state; capture_allocation_failures(false); }
+static void test_scalar_allocation_failures(void **state) { (void)state; capture_allocation_failures(true); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -651,6 +652,7 @@ int main(void) {
         cmocka_unit_test(test_training_sgd),
         cmocka_unit_test(test_training_adam),
         cmocka_unit_test(test_capture_allocation_failures),
+        cmocka_unit_test(test_scalar_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

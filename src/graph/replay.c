@@ -247,7 +247,7 @@ static nb_status build(nb_graph *g, const bool *reached, size_t last, nb_tensor 
         g->fwd[g->n_fwd++] = (uint32_t)i;
     }
     if (n_guards && !(g->guards = nb_malloc(n_guards * sizeof *g->guards))) goto nomem;
-    for (size_t k = 0; k < g->n_fwd; k++)
+    for (size_t k = 0; g->guards && k < g->n_fwd; k++)
         if (nb_is_guard(&tp->entries[g->fwd[k]])) g->guards[g->n_guards++] = g->fwd[k];
     for (size_t i = last; i-- > 0;) {
         nb_tensor *t = tp->entries[i].out;
