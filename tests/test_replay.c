@@ -521,6 +521,23 @@ static void test_no_malloc(void **state) {
         assert_int_equal(nb_graph_backward_step(g, 0, opt), NB_OK);
     }
     assert_int_equal(nb_alloc_count() - before, 0);
+    /* and scalar code's compact replay */
+    nb_tensor *sx[2] = {nb_scalar(NULL, NB_F64, 0.7), nb_scalar(NULL, NB_F64, 20)}, *sout[2];
+    nb_requires_grad(sx[0], true);
+    nb_requires_grad(sx[1], true);
+    projectile(tp, sin, NULL, NULL, sout);
+    nb_graph *sg = nb_graph_capture(tp, sin, 2, sout, 2);
+    assert_non_null(sg);
+    for (int step = 0; step < 12; step++) {
+        if (step == 2) before = nb_alloc_count();
+        nb_set(sx[0], 0, 0.7 + 0.01 * step);
+        assert_int_equal(nb_graph_forward(sg), NB_OK);
+        assert_int_equal(nb_graph_backward(sg, 0), NB_OK);
+    }
+    assert_int_equal(nb_alloc_count() - before, 0);
+    nb_graph_free(sg);
+    nb_tensor_free(sx[0]);
+    nb_tensor_free(sx[1]);
     nb_graph_free(g);
     nb_optimizer_free(opt);
     nb_params_free(ps);
