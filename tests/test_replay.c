@@ -525,8 +525,8 @@ static void test_no_malloc(void **state) {
     nb_tensor *sx[2] = {nb_scalar(NULL, NB_F64, 0.7), nb_scalar(NULL, NB_F64, 20)}, *sout[2];
     nb_requires_grad(sx[0], true);
     nb_requires_grad(sx[1], true);
-    projectile(tp, sin, NULL, NULL, sout);
-    nb_graph *sg = nb_graph_capture(tp, sin, 2, sout, 2);
+    projectile(tp, sx, NULL, NULL, sout);
+    nb_graph *sg = nb_graph_capture(tp, sx, 2, sout, 2);
     assert_non_null(sg);
     for (int step = 0; step < 12; step++) {
         if (step == 2) before = nb_alloc_count();
