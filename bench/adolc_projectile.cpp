@@ -76,9 +76,11 @@ int main(int argc, char **argv) {
     double med = ms[ms.size() / 2];
     if (csv)
         printf("%s,%.6f,%.17g,%.17g\n", replay ? "adolc-replay" : "adolc", med, g[0], g[1]);
-    else
-        printf("ADOL-C, %d steps, %s: %.3f ms per gradient (thread CPU time, median of %d)\n"
-               "df/dtheta = %.17g\ndf/dspeed = %.17g\n", steps, replay ? "taped once, replayed each run" : "retaped each run",
-               med, reps, g[0], g[1]);
+    else {
+        printf("ADOL-C, %d steps, %s: %.3f ms per gradient (thread CPU time, median of %d)\n", steps,
+               replay ? "taped once, replayed each run" : "retaped each run", med, reps);
+        if (!replay) printf("f = %.17g\n", f); /* (a replay's gradient() gives no value) */
+        printf("df/dtheta = %.17g\ndf/dspeed = %.17g\n", g[0], g[1]);
+    }
     return 0;
 }

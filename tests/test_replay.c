@@ -229,6 +229,34 @@ static void test_scalar_refusals(void **state) {
     nb_tape_free(tp);
 }
 
+/* A graph captured inside a no-grad scope keeps its memory when the scope
+ * ends (the scope gives back the arena only when nothing was kept). */
+static void test_no_grad_scope(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_scalar(NULL, NB_F64, 1.5);
+    nb_requires_grad(x, true);
+    nb_tensor *y = nb_sin(tp, nb_mul(tp, x, x));
+    assert_int_equal(nb_no_grad_begin(tp), NB_OK);
+    nb_graph *g = nb_graph_capture(tp, &x, 1, &y, 1);
+    assert_non_null(g);
+    assert_int_equal(nb_no_grad_end(tp), NB_OK);
+    nb_tensor *later[16]; /* in arena memory a rewind would hand out again */
+    for (int i = 0; i < 16; i++) later[i] = nb_full(tp, NB_F64, NB_SHAPE(8), 7.0);
+    nb_set(x, 0, 2);
+    assert_int_equal(nb_graph_forward(g), NB_OK);
+    assert_true(nb_item(y) == sin(4.0));
+    nb_zero_grad(x);
+    assert_int_equal(nb_graph_backward(g, 0), NB_OK);
+    for (int i = 0; i < 16; i++) /* the replay wrote into the graph's memory only */
+        for (size_t k = 0; k < 8; k++) assert_true(nb_get(later[i], k) == 7.0);
+    double half = 1 * cos(4.0) * 2;
+    assert_true(nb_grad_get(x, 0) == half + half);
+    nb_graph_free(g);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 /* An MLP with most of what a replay must get right: a linear layer, relu,
  * a view (reshape), fan-out (h read three times), a concat of four inputs
  * (kept outside the entry), layer_norm (memory saved in forward), dropout
@@ -657,6 +685,7 @@ int main(void) {
         cmocka_unit_test(test_projectile),
         cmocka_unit_test(test_scalar_ops),
         cmocka_unit_test(test_scalar_refusals),
+        cmocka_unit_test(test_no_grad_scope),
         cmocka_unit_test(test_mlp_f64),
         cmocka_unit_test(test_mlp_f32),
         cmocka_unit_test(test_cnn_attention),

@@ -324,6 +324,7 @@ nb_graph *nb_graph_capture_(nb_tape *tp, nb_tensor *const *inputs, int n_inputs,
     bool nomem = false;
     if (plain && !(g->scalar = nb_scalar_compile(tp, g->fwd, g->n_fwd, outputs, n_outputs, &nomem)) && nomem)
         goto nomem;
+    tp->kept_allocs++; /* the graph keeps tape memory: a no-grad scope's end must not take it back */
     nb_free(reached);
     nb_free(read);
     return g;
