@@ -9,6 +9,7 @@
 #include "nabla.h"
 #include "nabla_graph.h"
 #include "nabla_nn.h"
+#include "nabla_op.h"
 #include "nabla_train.h"
 #include "support.h"
 
@@ -227,6 +228,68 @@ static void test_scalar_refusals(void **state) {
     nb_graph_free(g);
     nb_tensor_free(x);
     nb_tape_free(tp);
+}
+
+/* A custom op that keeps memory for backward (nb_op_save): how much it
+ * asks for is set from outside, to see a replay refuse a forward that asks
+ * for more than its recording kept. */
+static size_t extra_saved;
+static void keep_sign_forward(nb_op_call *c) {
+    const double *x = nb_op_input_data(c, 0);
+    double *y = nb_op_output_data(c);
+    unsigned char *sign = nb_op_save(c, nb_op_size(c) + extra_saved);
+    if (!sign) return;
+    for (size_t i = 0; i < nb_op_size(c); i++) {
+        sign[i] = x[i] > 0;
+        y[i] = sign[i] ? x[i] : 0.5 * x[i];
+    }
+}
+static void keep_sign_backward(nb_op_call *c) {
+    const double *g = nb_op_grad_output(c);
+    const unsigned char *sign = nb_op_saved(c);
+    bool acc;
+    double *gx = nb_op_grad_input(c, 0, &acc);
+    if (!gx) return;
+    for (size_t i = 0; i < nb_op_size(c); i++) {
+        double d = g[i] * (sign[i] ? 1 : 0.5);
+        gx[i] = acc ? gx[i] + d : d;
+    }
+}
+static const nb_op_def keep_sign = {.name = "keep_sign", .forward = keep_sign_forward,
+                                    .backward = keep_sign_backward, .derivative = {"1 or ½"}};
+
+static int custom(nb_tape *tp, nb_tensor *const *in, nb_tensor *const *p, nb_rng *rng, nb_tensor **out) {
+    (void)rng;
+    nb_tensor *h = nb_mul(tp, in[0], p[0]);
+    nb_tensor *y = nb_op(tp, &keep_sign, &h, 1, NB_F64, nb_tensor_ndim(h), nb_tensor_shape(h), NULL, 0);
+    out[0] = nb_sum(tp, nb_mul(tp, y, y));
+    return 1;
+}
+
+static void test_custom_op(void **state) {
+    (void)state;
+    nb_tensor *x = nb_from_f64(NULL, NB_SHAPE(4), ((double[]){1, -2, 3, -0.5}));
+    nb_tensor *w = nb_from_f64(NULL, NB_SHAPE(4), ((double[]){0.5, 1, -1, 2}));
+    nb_requires_grad(w, true);
+    model m = {custom, 1, 1, &x, &w, false, 0};
+    check_replay(&m, 4, 17);
+    /* a replayed forward that asks for more than it kept is refused */
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *out;
+    custom(tp, &x, &w, NULL, &out);
+    nb_graph *g = nb_graph_capture(tp, &x, 1, &out, 1);
+    assert_non_null(g);
+    uint64_t before = nb_alloc_count();
+    assert_int_equal(nb_graph_forward(g), NB_OK);
+    assert_int_equal(nb_alloc_count(), before);
+    extra_saved = 64;
+    assert_int_equal(nb_graph_forward(g), NB_ERR_STATE);
+    assert_message_has(nb_last_error(), "keep_sign", "nb_op_save", "68 bytes", "kept 4");
+    extra_saved = 0;
+    nb_graph_free(g);
+    nb_tape_free(tp);
+    nb_tensor_free(x);
+    nb_tensor_free(w);
 }
 
 /* A graph captured inside a no-grad scope keeps its memory when the scope
@@ -686,6 +749,7 @@ int main(void) {
         cmocka_unit_test(test_scalar_ops),
         cmocka_unit_test(test_scalar_refusals),
         cmocka_unit_test(test_no_grad_scope),
+        cmocka_unit_test(test_custom_op),
         cmocka_unit_test(test_mlp_f64),
         cmocka_unit_test(test_mlp_f32),
         cmocka_unit_test(test_cnn_attention),
