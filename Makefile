@@ -4,6 +4,7 @@
 
 CC       ?= cc
 PREFIX   ?= /usr/local
+LIBDIR   ?= $(PREFIX)/lib
 BUILD    ?= build
 OPT      ?= -O3 -g
 SANITIZE ?=
@@ -21,6 +22,10 @@ HEADERS  := $(sort $(wildcard include/*.h src/*.h src/*/*.h))
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 TESTS    := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
+# The C++ layer's test (include/nabla.hpp), as C++17, C++20, and C++11
+# without exceptions (errors then flow as in C): see its rule below.
+HPP_TESTS := $(addprefix $(BUILD)/tests/,test_hpp test_hpp_cxx20 test_hpp_noexcept)
+TESTS    += $(HPP_TESTS)
 TEST_SUPPORT := tests/support.c
 TORCH_DIFF := $(BUILD)/tests/torch_diff
 TORCH_DIFF_SRC := tests/torch_diff.c tests/torch_diff_ops.c tests/torch_diff_nn.c tests/torch_diff_opt.c
@@ -39,7 +44,7 @@ MPI_TESTS  := $(if $(HAVE_MPI),$(BUILD)/tests/mpi/test_distributed)
 Q := $(if $(V),,@)
 
 .PHONY: all lib examples tests torch-diff test test-plain test-sanitize demo deps-build deps-test deps-fuzz deps-static golden docs bench fuzz fuzz-build fuzz-replay check-static \
-        install uninstall clean
+        install uninstall clean deb
 
 all: lib examples
 
@@ -71,7 +76,7 @@ $(BUILD)/libnabla.a: $(LIB_OBJ)
 
 $(BUILD)/libnabla.so: $(LIB_OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla.so.0 -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libnabla.so.0 -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libnabla_mpi.a: $(MPI_OBJ)
 	@rm -f $@
@@ -80,7 +85,7 @@ $(BUILD)/libnabla_mpi.a: $(MPI_OBJ)
 
 $(BUILD)/libnabla_mpi.so: $(MPI_OBJ) $(BUILD)/libnabla.so
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libnabla_mpi.so.0 -o $@ $(MPI_OBJ) -L$(BUILD) -lnabla $(MPI_LIBS) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libnabla_mpi.so.0 -o $@ $(MPI_OBJ) -L$(BUILD) -lnabla $(MPI_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/mpi/%: tests/mpi/%.c $(BUILD)/libnabla_mpi.a $(BUILD)/libnabla.a include/nabla_mpi.h $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -93,13 +98,13 @@ $(BUILD)/examples/mlp: EXAMPLE_LIBS = $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a $
 $(BUILD)/examples/mlp: $(if $(HAVE_MPI),$(BUILD)/libnabla_mpi.a include/nabla_mpi.h)
 
 $(BUILD)/examples/%: examples/%.c examples/cli.h examples/png.h examples/heart.h examples/fashion.h \
-                     examples/gpt_model.h examples/gpt_text.h $(BUILD)/libnabla.a \
+                     examples/gpt_model.h examples/gpt_text.h examples/silu_op.h $(BUILD)/libnabla.a \
                      $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(EXAMPLE_LIBS) $(BUILD)/libnabla.a $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c bench/bench_common.h examples/gpt_model.h $(BUILD)/libnabla.a include/nabla.h include/nabla_train.h
+$(BUILD)/bench/%: bench/%.c bench/bench_common.h examples/gpt_model.h examples/silu_op.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(BUILD)/libnabla.a $(LDLIBS)
@@ -113,6 +118,14 @@ ADOLC_BENCH := $(if $(HAVE_ADOLC),$(BUILD)/bench/adolc_projectile)
 
 $(BUILD)/bench/bench_scalar: bench/projectile.h
 
+# The same projectile through include/nabla.hpp (C++17), timed beside it.
+$(BUILD)/bench/bench_scalar_hpp: bench/bench_scalar_hpp.cpp bench/projectile.h bench/bench_common.h include/nabla.hpp \
+                                 $(BUILD)/libnabla.a
+	@mkdir -p $(dir $@)
+	@echo "  CXX     $@"
+	$(Q)$(CXX) -std=c++17 $(CPPFLAGS) $(OPT) -pedantic -Wall -Wextra -Werror -Ibench $< -o $@ $(BUILD)/libnabla.a \
+	    $(LDLIBS)
+
 $(BUILD)/bench/adolc_projectile: bench/adolc_projectile.cpp bench/projectile.h
 	@mkdir -p $(dir $@)
 	@echo "  CXX     $@"
@@ -122,14 +135,23 @@ $(BUILD)/bench/adolc_projectile: bench/adolc_projectile.cpp bench/projectile.h
 # see bench/run.py.  `make bench QUICK=1` for a short run, `make bench ONLY=gpt`
 # for the GPT and attention tables alone, `make bench ONLY=scalar` for the
 # projectile beside ADOL-C.
-bench: deps-build $(BENCHES) $(ADOLC_BENCH)
+bench: deps-build $(BENCHES) $(BUILD)/bench/bench_scalar_hpp $(ADOLC_BENCH)
 	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,) $(if $(ONLY),--only $(ONLY),)
 
-$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(BUILD)/libnabla.a $(HEADERS)
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h examples/silu_op.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) -Isrc $(CFLAGS) $< $(TEST_SUPPORT) -o $@ $(BUILD)/libnabla.a \
 	    $(LDLIBS) $(TEST_LIBS)
+
+$(BUILD)/tests/test_hpp: HPP_STD := -std=c++17
+$(BUILD)/tests/test_hpp_cxx20: HPP_STD := -std=c++20
+$(BUILD)/tests/test_hpp_noexcept: HPP_STD := -std=c++11 -fno-exceptions
+$(HPP_TESTS): tests/test_hpp.cpp include/nabla.hpp $(BUILD)/libnabla.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "  CXX     $@"
+	$(Q)$(CXX) $(HPP_STD) $(CPPFLAGS) $(OPT) $(SANITIZE) -pedantic -Wall -Wextra -Werror $< -o $@ \
+	    $(BUILD)/libnabla.a $(LDLIBS) $(TEST_LIBS)
 
 # The catalogue's parts (tests/test_catalogue*.c) share their row, runner
 # and helpers.
@@ -243,6 +265,7 @@ test-plain: tests lib examples
 	@tests/op_table.sh
 	@tests/torch_diff.sh $(BUILD) 500 1
 	@tests/install.sh $(BUILD)
+	@tests/deb.sh $(BUILD)
 	@$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
 	@scripts/check-readme.sh $(BUILD) $(CURDIR)/$(BUILD)/install-check
 
@@ -272,31 +295,37 @@ demo: deps-build $(BUILD)/examples/demo
 # against any other prefix (an rpath, LD_LIBRARY_PATH, nabla-static.pc).
 NB_VERSION = $(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)
 install: lib
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_graph.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0
-	ln -sf libnabla.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla-static.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla-static.pc
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_kernel.h include/nabla_graph.h \
+	    include/nabla.hpp $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(LIBDIR)/libnabla.so.0
+	ln -sf libnabla.so.0 $(DESTDIR)$(LIBDIR)/libnabla.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/nabla.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla-static.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/nabla-static.pc
 ifneq ($(HAVE_MPI),)
 	install -m 644 include/nabla_mpi.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(BUILD)/libnabla_mpi.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(BUILD)/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0
-	ln -sf libnabla_mpi.so.0 $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla_mpi.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc
+	install -m 644 $(BUILD)/libnabla_mpi.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libnabla_mpi.so $(DESTDIR)$(LIBDIR)/libnabla_mpi.so.0
+	ln -sf libnabla_mpi.so.0 $(DESTDIR)$(LIBDIR)/libnabla_mpi.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(NB_VERSION)|' nabla_mpi.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/nabla_mpi.pc
 endif
-	@scripts/install-loader.sh "$(DESTDIR)" "$(PREFIX)/lib"
+	@scripts/install-loader.sh "$(DESTDIR)" "$(LIBDIR)"
+
+# Debian packages (debian/): libnabla0, libnabla-mpi0 and libnabla-dev in
+# $(BUILD)/deb, checked by lintian (scripts/deb.sh; tests/deb.sh installs
+# and uses them).
+deb:
+	@scripts/deb.sh $(BUILD)
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_nn.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
-	      $(DESTDIR)$(PREFIX)/include/nabla_graph.h \
-	      $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.a \
-	      $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so $(DESTDIR)$(PREFIX)/lib/libnabla_mpi.so.0 \
-	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla_mpi.pc \
-	      $(DESTDIR)$(PREFIX)/lib/libnabla.a \
-	      $(DESTDIR)$(PREFIX)/lib/libnabla.so $(DESTDIR)$(PREFIX)/lib/libnabla.so.0 \
-	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/nabla-static.pc
+	      $(DESTDIR)$(PREFIX)/include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/nabla_graph.h $(DESTDIR)$(PREFIX)/include/nabla.hpp $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(LIBDIR)/libnabla_mpi.a \
+	      $(DESTDIR)$(LIBDIR)/libnabla_mpi.so $(DESTDIR)$(LIBDIR)/libnabla_mpi.so.0 \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/nabla_mpi.pc \
+	      $(DESTDIR)$(LIBDIR)/libnabla.a \
+	      $(DESTDIR)$(LIBDIR)/libnabla.so $(DESTDIR)$(LIBDIR)/libnabla.so.0 \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/nabla.pc $(DESTDIR)$(LIBDIR)/pkgconfig/nabla-static.pc
 
 clean:
 	rm -rf build

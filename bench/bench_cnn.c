@@ -5,11 +5,25 @@
  * its floor: the same step's unfolding (im2col, col2im) and CBLAS products
  * alone, written here without nabla.
  *
- *   bench_cnn [--threads N] [--batch B] [--reps R] [--quick] [--csv] [--side n|b]
+ *   bench_cnn [--threads N] [--batch B] [--reps R] [--quick] [--csv] [--side n|b] [--general]
+ *   bench_cnn --winograd [--reps R] [--quick]
  *
  * With N threads, nabla uses its own; the floor splits the batch into N
  * parts, one thread each, making single-threaded CBLAS calls (as nabla
- * does).  CSV: batch,threads,nabla_ms,floor_ms,allocs.
+ * does).  CSV: batch,threads,nabla_ms,floor_ms,allocs,nabla_cpu_ms (the
+ * last: the calling thread's CPU time per step, the whole step's on 1
+ * thread, immune to the machine's other load).  --general: nabla
+ * without Winograd (src/ops/winograd.c), all on unfolding and CBLAS.
+ *
+ * --winograd: the 3x3 convolutions of the CNN lesson and of a ResNet-style
+ * block, alone, by the general path (unfolding and CBLAS) and by Winograd
+ * F(2x2, 3x3) and F(4x4, 3x3) (src/ops/winograd.c, forced with its test
+ * switch), and by the dispatch rule, alternated, on 1 thread, in the
+ * thread's CPU time: the forward, the forward and dL/dx, and the forward
+ * and all gradients; the median of R rounds.  CSV:
+ * shape,path,forward_ms,input_grad_ms,backward_ms,allocs (input_grad_ms
+ * and backward_ms: the time beyond the forward's; allocs: per timing after
+ * the first, which makes its tape).
  */
 #include "bench_common.h"
 #include "nabla.h"
@@ -215,22 +229,124 @@ static void bare_step(bare *b) {
                 b->flat, FLAT);
 }
 
+/* ------------------------------------------------------------ Winograd against the general path */
+
+/* src/ops/winograd.h, for tests and benchmarks: 0 the dispatch rule, 1
+ * Winograd wherever it applies, -1 never; tile 2 or 4 (0: the default). */
+void nb_winograd_set(int mode, int tile);
+
+typedef struct {
+    const char *name;
+    size_t N, C, O, H;
+    int pad;
+    bool relu;
+} conv_shape;
+
+static const conv_shape wino_shapes[] = {
+    {"lesson conv1: 64 x 1->32 x 28x28", 64, 1, 32, 28, 0, true},
+    {"lesson conv2: 64 x 32->32 x 26x26", 64, 32, 32, 26, 0, true},
+    {"resnet: 16 x 64->64 x 32x32 pad 1", 16, 64, 64, 32, 1, false},
+    {"resnet: 16 x 128->128 x 16x16 pad 1", 16, 128, 128, 16, 1, false},
+    {"resnet: 16 x 256->256 x 8x8 pad 1", 16, 256, 256, 8, 1, false},
+    {"16 x 8->8 x 32x32 pad 1", 16, 8, 8, 32, 1, false},
+    {"16 x 16->16 x 32x32 pad 1", 16, 16, 16, 32, 1, false},
+    {"16 x 32->32 x 16x16 pad 1", 16, 32, 32, 16, 1, false},
+    {"16 x 32->32 x 12x12 pad 1", 16, 32, 32, 12, 1, false},
+    {"16 x 32->32 x 8x8 pad 1", 16, 32, 32, 8, 1, false},
+    {"16 x 128->128 x 12x12 pad 1", 16, 128, 128, 12, 1, false},
+};
+
+/* Thread CPU seconds per call of: the forward (what 0), the forward and
+ * dL/dx (1), the forward and every gradient (2), at least `seconds` long;
+ * the allocations after the first call are added to *allocs. */
+static double time_conv(nb_tape *tp, const conv_shape *k, nb_tensor *x, nb_tensor *w, nb_tensor *b, int what,
+                        double seconds, uint64_t *allocs) {
+    nb_requires_grad(x, what >= 1);
+    nb_requires_grad(w, what == 2);
+    nb_requires_grad(b, what == 2);
+    nb_conv_opts o = {.padding = {k->pad, k->pad}, .relu = k->relu};
+    long calls = 0;
+    uint64_t before = 0;
+    double t0 = 0;
+    do {
+        if (calls == 1) { /* the first call warms the tape: not timed */
+            before = nb_alloc_count();
+            t0 = thread_cpu_seconds();
+        }
+        nb_tape_reset(tp);
+        nb_tensor *y = nb_conv2d(tp, x, w, b, &o);
+        if (what) {
+            nb_zero_grad(x);
+            nb_zero_grad(w);
+            nb_zero_grad(b);
+            if (nb_backward(nb_sum(tp, nb_mul(tp, y, y))) != NB_OK) fprintf(stderr, "bench_cnn: %s\n", nb_last_error());
+        } else if (nb_tensor_status(y) != NB_OK) {
+            fprintf(stderr, "bench_cnn: %s\n", nb_last_error());
+        }
+        calls++;
+    } while (calls < 4 || thread_cpu_seconds() - t0 < seconds);
+    *allocs += nb_alloc_count() - before;
+    return (thread_cpu_seconds() - t0) / (double)(calls - 1);
+}
+
+static int winograd_table(int reps, bool quick) {
+    enum { PATHS = 4 };
+    const int modes[PATHS][2] = {{-1, 0}, {1, 2}, {1, 4}, {0, 0}};
+    const char *names[PATHS] = {"general", "F(2x2)", "F(4x4)", "rule"};
+    double seconds = quick ? 0.1 : 0.3;
+    nb_rng r;
+    nb_rng_seed(&r, 3);
+    nb_tape *tp = nb_tape_new();
+    for (size_t s = 0; s < sizeof wino_shapes / sizeof *wino_shapes; s++) {
+        const conv_shape *k = &wino_shapes[s];
+        nb_tensor *x = nb_rand_uniform(NULL, &r, NB_F32, NB_SHAPE(k->N, k->C, k->H, k->H), -1, 1);
+        nb_tensor *w = nb_rand_uniform(NULL, &r, NB_F32, NB_SHAPE(k->O, k->C, 3, 3), -0.1, 0.1);
+        nb_tensor *b = nb_rand_uniform(NULL, &r, NB_F32, NB_SHAPE(k->O), -0.1, 0.1);
+        double t[PATHS][3][64];
+        uint64_t allocs = 0;
+        for (int rep = 0; rep < reps; rep++)
+            for (int m = 0; m < PATHS; m++) { /* alternated, so drifts hit the paths alike */
+                nb_winograd_set(modes[m][0], modes[m][1]);
+                for (int what = 0; what < 3; what++) t[m][what][rep] = time_conv(tp, k, x, w, b, what, seconds, &allocs);
+            }
+        for (int m = 0; m < PATHS; m++) {
+            double med[3];
+            for (int what = 0; what < 3; what++) {
+                qsort(t[m][what], (size_t)reps, sizeof(double), cmp_double);
+                med[what] = 1e3 * t[m][what][reps / 2];
+            }
+            printf("%s,%s,%.4f,%.4f,%.4f,%llu\n", k->name, names[m], med[0], med[1] - med[0], med[2] - med[0],
+                   (unsigned long long)allocs);
+        }
+        nb_tensor_free(x);
+        nb_tensor_free(w);
+        nb_tensor_free(b);
+    }
+    nb_tape_free(tp);
+    nb_winograd_set(0, 0);
+    return 0;
+}
+
 /* ------------------------------------------------------------ driver */
 
 int main(int argc, char **argv) {
     int threads = 1, reps = 5;
     size_t batch = 64;
-    bool quick = false, csv = false;
+    bool quick = false, csv = false, winograd = false, general = false;
     char side = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--winograd")) winograd = true;
+        else if (!strcmp(argv[i], "--general")) general = true;
         else if (!strcmp(argv[i], "--csv")) csv = true;
         else if (!strcmp(argv[i], "--side") && i + 1 < argc) side = argv[++i][0];
         else {
-            fprintf(stderr, "usage: bench_cnn [--threads N] [--batch B] [--reps R] [--quick] [--csv] [--side n|b]\n");
+            fprintf(stderr, "usage: bench_cnn [--threads N] [--batch B] [--reps R] [--quick] [--csv] [--side n|b] "
+                            "[--general]\n"
+                            "       bench_cnn --winograd [--reps R] [--quick]\n");
             return 2;
         }
     }
@@ -244,11 +360,13 @@ int main(int argc, char **argv) {
     }
     bare_threads = threads;
     openblas_set_num_threads(1);
+    if (winograd) return winograd_table(reps, quick);
+    if (general) nb_winograd_set(-1, 0);
     net n;
     bare b;
     net_init(&n, batch);
     bare_init(&b, batch, threads);
-    double seconds = quick ? 0.3 : 1.0, nt[64], bt[64];
+    double seconds = quick ? 0.3 : 1.0, nt[64], bt[64], nc[64];
     for (int w = 0; w < 3; w++) {
         if (side != 'b' && nabla_step(&n)) return 1;
         if (side != 'n') bare_step(&b);
@@ -264,18 +382,21 @@ int main(int argc, char **argv) {
         bt[r] = steps ? (now() - t0) / (double)steps : 0;
         steps = 0;
         t0 = now();
+        double c0 = thread_cpu_seconds();
         while (side != 'b' && (steps < 2 || now() - t0 < seconds)) {
             if (nabla_step(&n)) return 1;
             steps++;
         }
         nt[r] = steps ? (now() - t0) / (double)steps : 0;
+        nc[r] = steps ? (thread_cpu_seconds() - c0) / (double)steps : 0;
     }
     uint64_t allocs = nb_alloc_count() - before;
     qsort(nt, (size_t)reps, sizeof *nt, cmp_double);
     qsort(bt, (size_t)reps, sizeof *bt, cmp_double);
+    qsort(nc, (size_t)reps, sizeof *nc, cmp_double);
     double nms = 1e3 * nt[reps / 2], bms = 1e3 * bt[reps / 2];
     if (csv)
-        printf("%zu,%d,%.4f,%.4f,%llu\n", batch, threads, nms, bms, (unsigned long long)allocs);
+        printf("%zu,%d,%.4f,%.4f,%llu,%.4f\n", batch, threads, nms, bms, (unsigned long long)allocs, 1e3 * nc[reps / 2]);
     else
         printf("CNN step, batch %zu, %d thread%s: nabla %.3f ms, its unfolding and products alone %.3f ms (%.2fx); "
                "%llu allocations after warm-up\n",

@@ -10,7 +10,10 @@ tables of ratios measured in the same run.
      function (bench/adolc_projectile.cpp, when libadolc-dev is installed),
      and both replaying a tape recorded once (--replay); then training
      steps recorded once and replayed beside recorded anew (bench_replay:
-     a tiny MLP, the 784-128-10 MLP and the CNN at small batches).
+     a tiny MLP, the 784-128-10 MLP and the CNN at small batches); then
+     recomputation (nb_recompute, bench_recompute): the projectile in
+     segments of sqrt(n) steps and a deep MLP in segments of layers against
+     keeping everything, in time, tape memory and peak RSS.
   3. Second derivatives: a Hessian-vector product against one gradient of
      the same MLP loss (bench_hvp), beside PyTorch's (bench/torch_hvp.py).
   4. The optimizers: the 784-128-10 step at batch 64 with each optimizer,
@@ -19,6 +22,12 @@ tables of ratios measured in the same run.
   5. The CNN of examples/cnn.c (KANN's Fashion-MNIST network) at batch 64
      on 1 and 2 threads: nabla's step, its unfolding and products alone
      (bench_cnn), and PyTorch's step (bench/torch_cnn.py).
+     Then Winograd (src/ops/winograd.c): the 3x3 convolutions of the CNN
+     lesson and of ResNet-style blocks alone, by the general path
+     (unfolding and CBLAS), F(2x2, 3x3), F(4x4, 3x3) and the dispatch rule
+     (bench_cnn --winograd, thread CPU time, alternated), and the lesson's
+     step on 1 thread with and without Winograd (thread CPU time,
+     alternated rounds).
   6. The LSTM of examples/charlm.c at batch 32, 16 steps, 128 units, on 1
      and 2 threads: nabla's step (charlm --bench) beside PyTorch's nn.LSTM
      and its loop of nn.LSTMCell steps (bench/torch_lstm.py).
@@ -27,7 +36,9 @@ tables of ratios measured in the same run.
      gather and scatter-add), forward and backward at (2048, 512) and
      (16*128, 128), float32, 1 thread: time, bytes moved per second and
      the ratio to a memcpy of the same bytes (bench_elementwise, which
-     alternates each kernel with its memcpy and takes minima).
+     alternates each kernel with its memcpy and takes minima); then a
+     custom op (SiLU) written plainly and with include/nabla_kernel.h
+     against the two built-in ops it replaces (bench_custom_op).
   8. Data-parallel training over MPI, when nabla was built with OpenMPI: the
      MLP step at batch 256 on 1 and 2 processes of one thread each
      (mpirun ... mlp --bench --distributed), with the time spent waiting
@@ -39,7 +50,7 @@ tables of ratios measured in the same run.
      same first loss from the same weights and batch; then causal attention
      alone, forward and backward, with its peak memory (bench_gpt).
 
-    /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick] [--only gpt]
+    /usr/bin/python3 bench/run.py BUILD_DIR [--rounds N] [--quick] [--only gpt|scalar|recompute|cnn]
 
 Needs only the standard library; the PyTorch columns appear when
 `import torch` works in /usr/bin/python3 (Debian's python3-torch), and say
@@ -125,7 +136,7 @@ def main():
     parser.add_argument("build")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["gpt", "scalar", "replay"], help="run only these tables")
+    parser.add_argument("--only", choices=["gpt", "scalar", "replay", "recompute", "cnn"], help="run only these tables")
     args = parser.parse_args()
     with_torch = torch_available()
     if not with_torch:
@@ -135,6 +146,13 @@ def main():
         scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
         print()
         replay_table(args.build, args.quick)
+        return
+    if args.only == "recompute":
+        recompute_table(args.build, 1 if args.quick else args.rounds, args.quick)
+        return
+    if args.only == "cnn":
+        cnn_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
+        winograd_table(args.build, 3 if args.quick else args.rounds, args.quick)
         return
     if args.only == "gpt":
         gpt_tables(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
@@ -158,17 +176,25 @@ def main():
     print()
     replay_table(args.build, args.quick)
     print()
+    recompute_table(args.build, 1 if args.quick else args.rounds, args.quick)
+    print()
     hvp_table(args.build, 7 if args.quick else 30, with_torch)
     print()
     optimizer_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
     print()
     cnn_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
     print()
+    winograd_table(args.build, 3 if args.quick else args.rounds, args.quick)
+    print()
     lstm_table(args.build, 3 if args.quick else args.rounds, args.quick, with_torch)
     print()
     sys.stdout.flush()
     subprocess.run([os.path.join(args.build, "bench", "bench_elementwise"), "--reps", "10" if args.quick else "30"],
                    check=True)
+    print()
+    for extra in ([], ["--f64"], ["--n", "8192"]):
+        subprocess.run([os.path.join(args.build, "bench", "bench_custom_op"), "--reps", "10" if args.quick else "30"]
+                       + extra, check=True, env=one_thread_env(1))
     print()
     mpi_table(args.build, 3 if args.quick else args.rounds)
     print()
@@ -188,6 +214,9 @@ def scalar_table(build, rounds, quick):
     have_adolc = os.path.exists(adolc_bin)
     runs = [("nabla", [os.path.join(build, "bench", "bench_scalar")]),
             ("nabla replay", [os.path.join(build, "bench", "bench_scalar"), "--replay"])]
+    hpp_bin = os.path.join(build, "bench", "bench_scalar_hpp")
+    if os.path.exists(hpp_bin):  # the same function through include/nabla.hpp's operators
+        runs.append(("C++ hpp", [hpp_bin]))
     if have_adolc:
         runs += [("ADOL-C", [adolc_bin]), ("ADOL-C replay", [adolc_bin, "--replay"])]
     ms, grads, ops = {name: [] for name, _ in runs}, {}, 0
@@ -205,7 +234,9 @@ def scalar_table(build, rounds, quick):
     print(f"{'':<14} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
     for name, _ in runs:
         same = "" if name == "nabla" else (" (the same digits)" if grads[name] == grads["nabla"] else " (DIFFERENT)")
-        print(f"{name:<14} {med[name]:>11.3f} {med[name] * 1e6 / ops:>7.1f} | {grads[name][0]}, {grads[name][1]}{same}")
+        ratio = f" ({med[name] / med['nabla']:.2f}x the C API's time)" if name == "C++ hpp" else ""
+        print(f"{name:<14} {med[name]:>11.3f} {med[name] * 1e6 / ops:>7.1f} | {grads[name][0]}, {grads[name][1]}"
+              f"{same}{ratio}")
     if not have_adolc:
         print("ADOL-C   skipped: libadolc-dev is not installed (apt-get install libadolc-dev, then make bench)")
         return
@@ -233,6 +264,58 @@ def replay_table(build, quick):
     sys.stdout.flush()
     cmd = [os.path.join(build, "bench", "bench_replay")] + (["--quick", "--reps", "3"] if quick else ["--reps", "7"])
     subprocess.run(cmd, check=True, env=one_thread_env(1))
+
+
+def recompute_table(build, rounds, quick):
+    """nb_recompute against keeping every intermediate: each configuration
+    in a process of its own (its peak RSS is its own), the modes of a row
+    alternated, ROUNDS times; thread CPU time per gradient (median of the
+    runs' medians), nb_tape_memory (the tape never shrinks: its peak) and
+    the peak RSS (the largest over the rounds)."""
+    exe = os.path.join(build, "bench", "bench_recompute")
+    reps = "3" if quick else "5"
+    n = 10000 if quick else 100000
+    big = 100000 if quick else 1000000
+    rows = [  # (label, arguments, the row it is compared with)
+        (f"projectile {n:,} steps, everything kept", ["--what", "projectile", "--steps", str(n)], None),
+        (f"  in segments of {int(n ** 0.5)} steps", ["--what", "projectile", "--steps", str(n), "--per",
+                                                    str(int(n ** 0.5))], 0),
+        (f"projectile {big:,} steps, in segments of {int(big ** 0.5)}",
+         ["--what", "projectile", "--steps", str(big), "--per", str(int(big ** 0.5))], None),
+        ("MLP 32x512, batch 256, everything kept", ["--what", "mlp"], None),
+        ("  in segments of 4 layers", ["--what", "mlp", "--per", "4"], 3),
+        ("  in segments of 8 layers", ["--what", "mlp", "--per", "8"], 3),
+        ("  in segments of 16 layers", ["--what", "mlp", "--per", "16"], 3),
+        ("  in 16s made of checkpoints of 4 (nested)", ["--what", "mlp", "--per", "16", "--inner", "4"], 3),
+    ]
+    results = [{"ms": [], "tape": 0, "rss": 0, "grads": None} for _ in rows]
+    for _ in range(rounds):
+        for i, (_, args, _) in enumerate(rows):
+            row = run_csv([exe, "--csv", "--reps", reps] + args, env=one_thread_env(1))[0]
+            r = results[i]
+            r["ms"].append(float(row[3]))
+            r["tape"] = max(r["tape"], int(row[4]))
+            r["rss"] = max(r["rss"], int(row[5]))
+            r["entries"] = int(row[6])
+            r["grads"] = (row[7], row[8])
+    print(f"Recomputation (nb_recompute) against keeping everything: 1 thread, thread CPU time per gradient "
+          f"(median of {rounds} alternating rounds), tape memory (nb_tape_memory, its peak) and peak RSS")
+    print(f"{'':<44} {'ms':>9} {'time':>6} | {'tape MB':>8} {'RSS MB':>7} {'memory':>7} | {'entries':>9} | gradients")
+    for i, (label, _, ref) in enumerate(rows):
+        r = results[i]
+        ms = statistics.median(r["ms"])
+        if ref is None:
+            cost, saved, same = "", "", ""
+        else:
+            base = results[ref]
+            cost = f"{ms / statistics.median(base['ms']):.2f}x"
+            saved = f"{r['tape'] / base['tape']:.3f}x"
+            same = " (the same bits)" if r["grads"] == base["grads"] else " (DIFFERENT)"
+        print(f"{label:<44} {ms:>9.2f} {cost:>6} | {r['tape'] / 1e6:>8.1f} {r['rss'] / 1e3:>7.1f} {saved:>7} | "
+              f"{r['entries']:>9,} | {r['grads'][0]}, {r['grads'][1]}{same}")
+    kept = results[0]["tape"] / n
+    print(f"(the projectile's {big:,} steps kept whole would take about {kept * big / 1e9:.1f} GB of tape: "
+          f"{kept:.0f} bytes a step; in segments its tape grows as sqrt(n))")
 
 
 def mpi_table(build, rounds):
@@ -287,6 +370,40 @@ def cnn_table(build, rounds, quick, with_torch):
         else:
             row += f"{'skipped':>10} {'':>14} | "
         print(row + str(allocs))
+
+
+def winograd_table(build, rounds, quick):
+    bench = os.path.join(build, "bench", "bench_cnn")
+    extra = ["--quick"] if quick else []
+    rows = run_csv([bench, "--winograd", "--reps", str(rounds)] + extra)
+    print(f"3x3 convolutions alone, float32, 1 thread, thread CPU ms, median of {rounds} alternated rounds: forward, "
+          "dL/dx, and the rest of the backward (dL/dw, dL/dbias); "
+          "'rule' is the dispatch rule's choice")
+    paths = ["general", "F(2x2)", "F(4x4)", "rule"]
+    head = f"{'batch x channels x plane':<38}"
+    for p in paths:
+        head += f" | {p + ' fwd':>12} {'dx':>6} {'rest':>6}"
+    print(head + " | speed-up fwd, all | allocs")
+    by_shape = {}
+    for row in rows:
+        by_shape.setdefault(row[0], {})[row[1]] = [float(v) for v in row[2:5]] + [int(row[5])]
+    for shape, got in by_shape.items():
+        line = f"{shape:<38}"
+        for p in paths:
+            f, dx, rest, _ = got[p]
+            line += f" | {f:>12.3f} {dx:>6.3f} {rest:>6.3f}"
+        g, r = got["general"], got["rule"]
+        line += (f" | {g[0] / r[0]:>7.2f}x {(g[0] + g[2]) / (r[0] + r[2]):>7.2f}x | "
+                 f"{max(v[3] for v in got.values())}")
+        print(line)
+    ours, general = [], []
+    for _ in range(rounds):
+        for flag, into in (([], ours), (["--general"], general)):
+            row = run_csv([bench, "--csv", "--reps", "3", "--side", "n", "--threads", "1"] + flag + extra)[0]
+            into.append(float(row[5]))
+    n, g = statistics.median(ours), statistics.median(general)
+    print(f"The CNN lesson's step, batch 64, 1 thread, thread CPU ms: {n:.3f} with Winograd, {g:.3f} without "
+          f"({g / n:.2f}x)")
 
 
 def lstm_table(build, rounds, quick, with_torch):

@@ -26,7 +26,7 @@
 
 static const char usage[] =
     "usage: attention [--task reverse|sort] [--length L] [--dim D] [--iters N] [--batch B] [--lr RATE]\n"
-    "                 [--seed S] [--dot FILE]\n"
+    "                 [--seed S] [--dot FILE] [--html FILE]\n"
     "Trains one causal self-attention block to reverse (or sort) sequences of digits.\n"
     "  --task NAME   reverse (default) or sort\n"
     "  --length L    digits per sequence (default 6)\n"
@@ -35,7 +35,8 @@ static const char usage[] =
     "  --batch B     sequences per step (default 64)\n"
     "  --lr RATE     Adam's learning rate (default 0.003)\n"
     "  --seed S      random seed (default 1)\n"
-    "  --dot FILE    write the graph of the block on one short sequence as Graphviz dot\n";
+    "  --dot FILE    write the graph of the block on one short sequence as Graphviz dot\n"
+    "  --html FILE   write a page that steps through that graph's backward pass\n";
 
 enum { DIGITS = 10, SEP = 10 };
 
@@ -128,7 +129,7 @@ int main(int argc, char **argv) {
     long L = 6, d = 32, iters = 2000, batch = 64, seed = 1;
     double lr = 0.003;
     bool sort = false;
-    const char *dot = NULL;
+    const char *dot = NULL, *html = NULL;
     cli c = cli_start(argc, argv, usage);
     while (cli_next(&c) && !c.failed) {
         if (cli_help(&c)) return 0;
@@ -143,6 +144,7 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 10);
         else if (cli_is(&c, "--seed")) seed = cli_long(&c, 0, 1L << 62);
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
@@ -191,7 +193,7 @@ int main(int argc, char **argv) {
     printf("test: accuracy %.3f per digit, %.3f of sequences entirely right (%zu new sequences)\n",
            (double)right / (double)(test_n * m.L), (double)whole / (double)test_n, test_n);
     status = 0;
-    if (dot) { /* the block on one sequence, with its attention weights */
+    if (dot || html) { /* the block on one sequence, with its attention weights */
         nb_tape_reset(tp);
         nb_tensor_set_name(test_answers, "answers");
         nb_tensor *one = named(nb_slice(tp, test_answers, 0, 0, 1, 1), true, "y");
@@ -203,7 +205,7 @@ int main(int argc, char **argv) {
         o.title = "One causal self-attention block on one sequence: S = QKᵀ/√d, masked (fill -1e9 where j > i), "
                   "A = softmax(S), h = x + AV W_o, h′ = h + relu(h W_1) W_2";
         if (nb_backward(loss) != NB_OK) goto fail;
-        if (write_pictures(tp, loss, &o, dot, NULL) != 0) { /* it printed why */
+        if (write_pictures(tp, loss, &o, dot, html) != 0) { /* it printed why */
             status = 1;
             goto done;
         }

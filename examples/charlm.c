@@ -46,7 +46,8 @@ static const char usage[] =
     "  --threads N       threads for products and large element-wise ops (default 1)\n"
     "  --limit N         use only the first N words of the list (default all)\n"
     "  --save FILE       save the trained parameters (a name ending in .safetensors writes PyTorch's format)\n"
-    "  --dot FILE        write the graph of a 3-step cell as Graphviz dot\n"
+    "  --dot FILE        write the graph of the cell unrolled over 3 characters as Graphviz dot\n"
+    "  --html FILE       write a page that steps through its backward pass, through time\n"
     "  --bench           time training steps on random text (no files needed)\n";
 
 enum { VOCAB = 28, END = 0, APOSTROPHE = 27, MAX_WORD = 40 };
@@ -89,23 +90,57 @@ static nb_tensor *gate(nb_tape *tp, nb_tensor *all, size_t k, size_t H) {
     return nb_slice(tp, all, 1, (long)(k * H), (long)((k + 1) * H), 1);
 }
 
-/* One step: the new state from xw = x_t W_x + b_x (B, G) and the old state. */
-static state cell_step(nb_tape *tp, const model *m, nb_tensor *xw, state s) {
+/* t, named for the pictures when step > 0: `pattern` with the step where
+ * it says # and the step before where it says ## ("[x<#>, h<##>]" is
+ * [x<3>, h<2>]), in the notation of time steps x<t>, h<t> numbered from 1. */
+static nb_tensor *named(nb_tensor *t, size_t step, const char *pattern) {
+    if (!step) return t;
+    char name[128]; /* a picture's names fit NB_NAME_MAX */
+    size_t n = 0;
+    for (const char *c = pattern; *c && n + 21 < sizeof name;) {
+        if (*c != '#') {
+            name[n++] = *c++;
+            continue;
+        }
+        bool before = c[1] == '#';
+        int w = snprintf(name + n, sizeof name - n, "%zu", before ? step - 1 : step);
+        n += w > 0 ? (size_t)w : 0;
+        c += before ? 2 : 1;
+    }
+    name[n] = '\0';
+    nb_tensor_set_name(t, name);
+    return t;
+}
+
+/* One step: the new state from xw = x_t W_x + b_x (B, G) and the old
+ * state; with `t` (1, 2, ...; 0 for none) every tensor named. */
+static state cell_step(nb_tape *tp, const model *m, nb_tensor *xw, state s, size_t t) {
     size_t H = m->H;
     if (!m->gru) {
-        nb_tensor *z = nb_add(tp, xw, nb_matmul(tp, s.h, m->W_h));
-        nb_tensor *i = nb_sigmoid(tp, gate(tp, z, 0, H)), *f = nb_sigmoid(tp, gate(tp, z, 1, H));
-        nb_tensor *g = nb_tanh(tp, gate(tp, z, 2, H)), *o = nb_sigmoid(tp, gate(tp, z, 3, H));
-        nb_tensor *c = nb_add(tp, nb_mul(tp, f, s.c), nb_mul(tp, i, g));
-        return (state){nb_mul(tp, o, nb_tanh(tp, c)), c};
+        nb_tensor *hw = named(nb_matmul(tp, s.h, m->W_h), t, "HW<#>");
+        nb_tensor *z = named(nb_add(tp, xw, hw), t, "Z<#>");
+        nb_tensor *i = named(nb_sigmoid(tp, named(gate(tp, z, 0, H), t, "Z_i<#>")), t, "i<#>");
+        nb_tensor *f = named(nb_sigmoid(tp, named(gate(tp, z, 1, H), t, "Z_f<#>")), t, "f<#>");
+        nb_tensor *g = named(nb_tanh(tp, named(gate(tp, z, 2, H), t, "Z_g<#>")), t, "g<#>");
+        nb_tensor *o = named(nb_sigmoid(tp, named(gate(tp, z, 3, H), t, "Z_o<#>")), t, "o<#>");
+        nb_tensor *kept = named(nb_mul(tp, f, s.c), t, "f<#>⊙c<##>");
+        nb_tensor *added = named(nb_mul(tp, i, g), t, "i<#>⊙g<#>");
+        nb_tensor *c = named(nb_add(tp, kept, added), t, "c<#>");
+        nb_tensor *h = nb_mul(tp, o, named(nb_tanh(tp, c), t, "tanh(c<#>)"));
+        return (state){named(h, t, "h<#>"), c};
     }
-    nb_tensor *hw = nb_linear(tp, s.h, m->W_h, m->b_h);
-    nb_tensor *rz = nb_sigmoid(tp, nb_add(tp, nb_slice(tp, xw, 1, 0, (long)(2 * H), 1),
-                                          nb_slice(tp, hw, 1, 0, (long)(2 * H), 1)));
-    nb_tensor *r = gate(tp, rz, 0, H), *zg = gate(tp, rz, 1, H);
-    nb_tensor *n = nb_tanh(tp, nb_add(tp, gate(tp, xw, 2, H), nb_mul(tp, r, gate(tp, hw, 2, H))));
+    nb_tensor *hw = named(nb_linear(tp, s.h, m->W_h, m->b_h), t, "HW<#>");
+    nb_tensor *xw_rz = named(nb_slice(tp, xw, 1, 0, (long)(2 * H), 1), t, "XW_rz<#>");
+    nb_tensor *hw_rz = named(nb_slice(tp, hw, 1, 0, (long)(2 * H), 1), t, "HW_rz<#>");
+    nb_tensor *rz = named(nb_sigmoid(tp, named(nb_add(tp, xw_rz, hw_rz), t, "Z_rz<#>")), t, "rz<#>");
+    nb_tensor *r = named(gate(tp, rz, 0, H), t, "r<#>"), *zg = named(gate(tp, rz, 1, H), t, "z<#>");
+    nb_tensor *hw_n = named(gate(tp, hw, 2, H), t, "HW_n<#>");
+    nb_tensor *reset = named(nb_mul(tp, r, hw_n), t, "r<#>⊙HW_n<#>");
+    nb_tensor *zn = named(nb_add(tp, named(gate(tp, xw, 2, H), t, "XW_n<#>"), reset), t, "Z_n<#>");
+    nb_tensor *n = named(nb_tanh(tp, zn), t, "n<#>");
     /* h = (1 - z) n + z h = n + z (h - n) */
-    return (state){nb_add(tp, n, nb_mul(tp, zg, nb_sub(tp, s.h, n))), NULL};
+    nb_tensor *change = named(nb_sub(tp, s.h, n), t, "h<##>−n<#>");
+    return (state){named(nb_add(tp, n, named(nb_mul(tp, zg, change), t, "z⊙(h−n)<#>")), t, "h<#>"), NULL};
 }
 
 static state zero_state(nb_tape *tp, const model *m, nb_dtype dt, size_t B) {
@@ -116,16 +151,26 @@ static state zero_state(nb_tape *tp, const model *m, nb_dtype dt, size_t B) {
 
 /* Scores (T B, VOCAB) of the characters that follow symbols[t B + b]
  * (time-major: the B windows' characters at step t, then at t + 1), the
- * state running from *s, which receives the last one. */
-static nb_tensor *unroll(nb_tape *tp, const model *m, const size_t *symbols, size_t T, size_t B, state *s) {
+ * state running from *s, which receives the last one; with `name` (for
+ * the pictures) every tensor named. */
+static nb_tensor *unroll(nb_tape *tp, const model *m, const size_t *symbols, size_t T, size_t B, state *s,
+                         bool name) {
     /* every step's input projection in one product */
-    nb_tensor *xw = nb_linear(tp, nb_index_select(tp, m->embed, 0, symbols, T * B), m->W_x, m->b_x);
+    nb_tensor *x = named(nb_index_select(tp, m->embed, 0, symbols, T * B), name, "x (embeddings)");
+    nb_tensor *xw = named(nb_linear(tp, x, m->W_x, m->b_x), name, "XW");
     nb_tensor *hs[256];
     for (size_t t = 0; t < T; t++) {
-        *s = cell_step(tp, m, nb_slice(tp, xw, 0, (long)(t * B), (long)((t + 1) * B), 1), *s);
+        size_t step = name ? t + 1 : 0;
+        char scope[32];
+        snprintf(scope, sizeof scope, "step %zu", step);
+        if (name) nb_scope_begin(tp, scope); /* a cluster per step in the pictures */
+        nb_tensor *xw_t = named(nb_slice(tp, xw, 0, (long)(t * B), (long)((t + 1) * B), 1), step, "XW<#>");
+        *s = cell_step(tp, m, xw_t, *s, step);
         hs[t] = s->h;
+        if (name) nb_scope_end(tp);
     }
-    return nb_linear(tp, nb_concat(tp, hs, (int)T, 0), m->W_out, m->b_out);
+    nb_tensor *all = named(nb_concat(tp, hs, (int)T, 0), name, "h<1..T>");
+    return named(nb_linear(tp, all, m->W_out, m->b_out), name, "scores");
 }
 
 /* ------------------------------------------------------------ the text */
@@ -255,7 +300,7 @@ static double model_nats(nb_tape *tp, const model *m, const size_t *text, size_t
             }
         state s = {h, m->gru ? NULL : c};
         nb_tensor *target_view = nb_slice(tp, targets, 0, 0, (long)(steps * B), 1);
-        nb_tensor *loss = nb_softmax_cross_entropy(tp, unroll(tp, m, inputs, steps, B, &s), target_view, 1);
+        nb_tensor *loss = nb_softmax_cross_entropy(tp, unroll(tp, m, inputs, steps, B, &s, false), target_view, 1);
         nb_tape_set_grad_enabled(tp, was);
         if (nb_tape_status(tp) != NB_OK) {
             fprintf(stderr, "charlm: %s\n", nb_tape_error(tp));
@@ -285,7 +330,7 @@ static void invent(nb_tape *tp, const model *m, nb_rng *rng, double temperature,
         nb_tape_reset(tp);
         bool was = nb_tape_set_grad_enabled(tp, false);
         s = (state){h, m->gru ? NULL : c};
-        nb_tensor *p = nb_softmax(tp, nb_scale(tp, unroll(tp, m, &symbol, 1, 1, &s), 1 / temperature), 1);
+        nb_tensor *p = nb_softmax(tp, nb_scale(tp, unroll(tp, m, &symbol, 1, 1, &s, false), 1 / temperature), 1);
         nb_tape_set_grad_enabled(tp, was);
         if (nb_tape_status(tp) != NB_OK) break;
         double u = nb_rng_uniform(rng), sum = 0;
@@ -323,7 +368,7 @@ static nb_tensor *check_loss(nb_tape *tp, nb_tensor *const *params, int n, void 
     for (int k = 0, i = 0; k < n; i++)
         if (*slots[i]) *slots[i] = params[k++];
     state s = zero_state(tp, &m, NB_F64, d->B);
-    return nb_softmax_cross_entropy(tp, unroll(tp, &m, d->symbols, d->T, d->B, &s), nb_cast(tp, d->targets, NB_F64), 1);
+    return nb_softmax_cross_entropy(tp, unroll(tp, &m, d->symbols, d->T, d->B, &s, false), nb_cast(tp, d->targets, NB_F64), 1);
 }
 
 /* A 3-step cell with 3 units on 2 windows: every parameter's gradient
@@ -382,7 +427,7 @@ static double train_step(nb_tape *tp, model *m, nb_optimizer *opt, const batch *
     nb_tape_reset(tp);
     nb_params_zero_grad(m->ps);
     state s = zero_state(tp, m, NB_F32, bt->B);
-    nb_tensor *loss = nb_softmax_cross_entropy(tp, unroll(tp, m, bt->inputs, bt->T, bt->B, &s), bt->targets, 1);
+    nb_tensor *loss = nb_softmax_cross_entropy(tp, unroll(tp, m, bt->inputs, bt->T, bt->B, &s, false), bt->targets, 1);
     nb_status st = nb_backward(loss);
     if (st == NB_OK && clip > 0) nb_clip_grad_norm(m->ps, clip);
     if (st == NB_OK) st = nb_optimizer_step(opt);
@@ -394,7 +439,7 @@ static double train_step(nb_tape *tp, model *m, nb_optimizer *opt, const batch *
 }
 
 int main(int argc, char **argv) {
-    const char *words_path = "/usr/share/dict/words", *save = NULL, *dot = NULL;
+    const char *words_path = "/usr/share/dict/words", *save = NULL, *dot = NULL, *html = NULL;
     long hidden = 128, embed = 32, T = 16, B = 32, iters = 3000, samples = 12, seed = 1, threads = 1, limit = 0;
     double lr = 3e-3, clip = 5, temperature = 0.8;
     bool gru = false, bench = false;
@@ -420,6 +465,7 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--limit")) limit = cli_long(&c, 100, 100000000);
         else if (cli_is(&c, "--save")) save = cli_value(&c);
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else if (cli_is(&c, "--bench")) bench = true;
         else cli_unknown(&c);
     }
@@ -503,18 +549,36 @@ int main(int argc, char **argv) {
         fprintf(stderr, "charlm: %s\n", nb_last_error());
         goto done;
     }
-    if (dot) {
+    if (dot || html) {
+        /* The pictures: the cell unrolled over the 3 characters of "\nhi",
+         * predicting "hi\n", before training; one cluster per step, top to
+         * bottom.  Three steps show the gradient through time whole: the
+         * middle step receives it through h<2> and c<2> from the step after
+         * and passes it to the step before; each weight sums 3 uses. */
         nb_tape *small = nb_tape_new();
         state s = zero_state(small, &m, NB_F32, 1);
+        nb_tensor_set_name(s.h, "h<0>");
+        if (s.c) nb_tensor_set_name(s.c, "c<0>");
         size_t hi[3] = {END, 8, 9}; /* "\nhi" */
         nb_tensor *target = nb_from_array(small, NB_F32, NB_SHAPE(3), ((double[]){8, 9, END}));
-        nb_tensor *loss = nb_softmax_cross_entropy(small, unroll(small, &m, hi, 3, 1, &s), target, 1);
+        nb_tensor_set_name(target, "next characters");
+        nb_tensor *loss = nb_softmax_cross_entropy(small, unroll(small, &m, hi, 3, 1, &s, true), target, 1);
         nb_tensor_set_name(loss, "loss");
         nb_dot_opts o;
         nb_dot_default_opts(&o);
+        o.clusters = true;
+        o.show_values = false;
+        o.rankdir = "TB";
+        char title[320];
+        snprintf(title, sizeof title,
+                 "An %s cell (%zu units) reads \"\\nhi\" one character a step and predicts the next, \"hi\\n\": "
+                 "the gradient through time before training; x holds the 3 characters' embeddings, XW<t> = "
+                 "x<t> W_x + b_x, h<t>%s the state after step t",
+                 gru ? "GRU" : "LSTM", m.H, gru ? " is" : " and c<t> are");
+        o.title = title;
         bool drawn = nb_backward(loss) == NB_OK;
         if (!drawn) fprintf(stderr, "charlm: %s\n", nb_last_error());
-        else drawn = write_pictures(small, loss, &o, dot, NULL) == 0; /* it printed why not */
+        else drawn = write_pictures(small, loss, &o, dot, html) == 0; /* it printed why not */
         nb_params_zero_grad(m.ps);
         nb_tape_free(small);
         if (!drawn) goto done;

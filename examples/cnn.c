@@ -43,6 +43,7 @@ static const char usage[] =
     "                     .safetensors writes PyTorch's format), then reload them into a new\n"
     "                     model and check its accuracy\n"
     "  --dot FILE         write the graph of one training step (a batch of 2) as Graphviz dot\n"
+    "  --html FILE        write a page that steps through that step's backward pass\n"
     "  --bench            time training steps on random images (no files needed)\n";
 
 typedef struct {
@@ -73,33 +74,46 @@ static nb_status network_init(network *net, nb_rng *rng) {
     return nb_params_count(ps) == 8 ? NB_OK : NB_ERR_NOMEM;
 }
 
-/* Class scores (B, 10) for images x (B, 1, 28, 28).  Each convolution
+/* t, named `name` when `on` (the pictures: every tensor named, none left
+ * to show as its place on the tape). */
+static nb_tensor *named(nb_tensor *t, bool on, const char *name) {
+    if (on) nb_tensor_set_name(t, name);
+    return t;
+}
+
+/* Class scores Z[4] (B, 10) for images X (B, 1, 28, 28).  Each convolution
  * applies its relu in the same op (nb_conv_opts.relu: the values and
- * gradients of nb_relu after it, without its two passes over memory). */
-static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *x, nb_rng *rng) {
+ * gradients of nb_relu after it, without its two passes over memory).
+ * With `name`, every tensor gets its name in the course's notation: layer l
+ * computes A[l] from the layer before with W[l] and b[l]; P is pooled, D
+ * dropped out, F flattened. */
+static nb_tensor *network_forward(nb_tape *tp, const network *net, nb_tensor *x, nb_rng *rng, bool name) {
     const nb_conv_opts relu = {.relu = true};
     nb_scope_begin(tp, "convolutions");
-    nb_tensor *h = nb_conv2d(tp, x, net->c1w, net->c1b, &relu);   /* (B, F, 26, 26) */
-    h = nb_conv2d(tp, h, net->c2w, net->c2b, &relu);              /* (B, F, 24, 24) */
-    h = nb_max_pool2d(tp, h, &(nb_pool_opts){.kernel = {2, 2}});              /* (B, F, 12, 12) */
-    h = nb_dropout(tp, h, net->dropout, rng);
+    nb_tensor *h = named(nb_conv2d(tp, x, net->c1w, net->c1b, &relu), name, "A[1]"); /* (B, F, 26, 26) */
+    h = named(nb_conv2d(tp, h, net->c2w, net->c2b, &relu), name, "A[2]");             /* (B, F, 24, 24) */
+    h = named(nb_max_pool2d(tp, h, &(nb_pool_opts){.kernel = {2, 2}}), name, "P[2]"); /* (B, F, 12, 12) */
+    h = named(nb_dropout(tp, h, net->dropout, rng), name, "D[2]");
     nb_scope_end(tp);
     nb_scope_begin(tp, "dense");
-    h = nb_reshape(tp, h, NB_DIMS((long)nb_tensor_dim(x, 0), -1));            /* (B, F 144) */
-    h = nb_relu(tp, nb_linear_t(tp, h, net->f1w, net->f1b, false, true));     /* x Wᵀ + b, as nn.Linear */
-    h = nb_dropout(tp, h, net->dropout, rng);
-    h = nb_linear_t(tp, h, net->f2w, net->f2b, false, true);
+    h = named(nb_reshape(tp, h, NB_DIMS((long)nb_tensor_dim(x, 0), -1)), name, "F[2]"); /* (B, F 144) */
+    h = named(nb_linear_t(tp, h, net->f1w, net->f1b, false, true), name, "Z[3]"); /* x Wᵀ + b, as nn.Linear */
+    h = named(nb_relu(tp, h), name, "A[3]");
+    h = named(nb_dropout(tp, h, net->dropout, rng), name, "D[3]");
+    h = named(nb_linear_t(tp, h, net->f2w, net->f2b, false, true), name, "Z[4]");
     nb_scope_end(tp);
     return h;
 }
 
-static nb_tensor *network_loss(nb_tape *tp, const network *net, nb_tensor *scores, nb_tensor *labels) {
-    if (!net->bce) return nb_softmax_cross_entropy(tp, scores, labels, 1);
+static nb_tensor *network_loss(nb_tape *tp, const network *net, nb_tensor *scores, nb_tensor *labels, bool name) {
+    if (!net->bce) return named(nb_softmax_cross_entropy(tp, scores, labels, 1), name, "E");
     /* 10 sigmoid outputs against one-hot targets, as KANN trains */
     size_t B = nb_tensor_dim(scores, 0);
     nb_tensor *onehot = nb_zeros(tp, NB_F32, NB_SHAPE(B, 10));
     for (size_t i = 0; i < B && nb_tensor_status(onehot) == NB_OK; i++) nb_set(onehot, i * 10 + (size_t)nb_get(labels, i), 1);
-    return nb_scale(tp, nb_bce_logits(tp, scores, onehot), 10); /* a sum over the outputs, a mean over examples */
+    named(onehot, name, "Y (one-hot)");
+    nb_tensor *mean = named(nb_bce_logits(tp, scores, onehot), name, "E/10");
+    return named(nb_scale(tp, mean, 10), name, "E"); /* a sum over the outputs, a mean over examples */
 }
 
 /* The rows' images as a batch (count, 1, 28, 28). */
@@ -116,7 +130,7 @@ static double evaluate(nb_tape *tp, const network *net, nb_tensor *X, nb_tensor 
         for (size_t i = 0; i < count; i++) rows[i] = start + i;
         nb_tape_reset(tp);
         bool was = nb_tape_set_grad_enabled(tp, false);
-        nb_tensor *scores = network_forward(tp, net, image_batch(tp, X, rows, count), NULL);
+        nb_tensor *scores = network_forward(tp, net, image_batch(tp, X, rows, count), NULL, false);
         nb_tensor *labels = nb_gather_rows(tp, y, rows, count);
         nb_tape_set_grad_enabled(tp, was);
         if (nb_tape_status(tp) != NB_OK) {
@@ -134,8 +148,8 @@ static double evaluate(nb_tape *tp, const network *net, nb_tensor *X, nb_tensor 
 static double train_step(nb_tape *tp, network *net, nb_optimizer *opt, nb_tensor *x, nb_tensor *labels, nb_rng *rng,
                          double *accuracy) {
     nb_params_zero_grad(net->ps);
-    nb_tensor *scores = network_forward(tp, net, x, rng);
-    nb_tensor *loss = network_loss(tp, net, scores, labels);
+    nb_tensor *scores = network_forward(tp, net, x, rng, false);
+    nb_tensor *loss = network_loss(tp, net, scores, labels, false);
     if (nb_optimizer_backward_step(opt, loss) != NB_OK) {
         fprintf(stderr, "\ncnn: %s\n", nb_tape_status(tp) ? nb_tape_error(tp) : nb_last_error());
         return NAN;
@@ -193,32 +207,45 @@ done:
     return status;
 }
 
-/* --dot: one step on the first two training images, drawn. */
-static int draw_step(network *net, nb_tensor *X, nb_tensor *y, nb_rng *rng, const char *path) {
+/* --dot and --html: one step on the first two training images, drawn.  The
+ * pictures call the parameters by the course's names, W[l] and b[l] of
+ * layer l (the dense layers' W[l] are (n[l], n[l-1]), as the course writes
+ * them); the files keep PyTorch's names, which the title maps them to. */
+static int draw_step(network *net, nb_tensor *X, nb_tensor *y, nb_rng *rng, const char *dot, const char *html) {
+    nb_tensor *params[8] = {net->c1w, net->c1b, net->c2w, net->c2b, net->f1w, net->f1b, net->f2w, net->f2b};
+    static const char *const course[8] = {"W[1]", "b[1]", "W[2]", "b[2]", "W[3]", "b[3]", "W[4]", "b[4]"};
+    char saved[8][NB_NAME_MAX];
+    for (int k = 0; k < 8; k++) {
+        snprintf(saved[k], sizeof saved[k], "%s", nb_tensor_name(params[k]));
+        nb_tensor_set_name(params[k], course[k]);
+    }
     nb_tape *tp = nb_tape_new();
     size_t rows[2] = {0, 1};
     nb_tape_set_explain(tp, true);
-    nb_tensor *x = image_batch(tp, X, rows, 2), *labels = nb_gather_rows(tp, y, rows, 2);
-    nb_tensor_set_name(x, "images");
-    nb_tensor_set_name(labels, "labels");
-    nb_tensor *loss = network_loss(tp, net, network_forward(tp, net, x, rng), labels);
-    nb_tensor_set_name(loss, "loss");
+    nb_tensor *images = named(nb_gather_rows(tp, X, rows, 2), true, "images");
+    nb_tensor *x = named(nb_reshape(tp, images, NB_DIMS(2, 1, 28, 28)), true, "X");
+    nb_tensor *labels = named(nb_gather_rows(tp, y, rows, 2), true, "labels");
+    nb_tensor *loss = network_loss(tp, net, network_forward(tp, net, x, rng, true), labels, true);
     nb_dot_opts o;
     nb_dot_default_opts(&o);
-    o.title = "a convolutional network, one training step on 2 images, before its update";
+    o.title = "A convolutional network, one training step on 2 images, before its update: A[1] = relu(W[1] ⋆ X + "
+              "b[1]), A[2] = relu(W[2] ⋆ A[1] + b[2]), P[2] its 2×2 maxima, D[2] = dropout(P[2]) flattened to F[2]; "
+              "Z[3] = F[2] W[3]ᵀ + b[3], A[3] = relu(Z[3]), D[3] = dropout(A[3]); scores Z[4] = D[3] W[4]ᵀ + b[4]. "
+              "(The files call W[1], b[1] conv1.weight, conv1.bias; W[3] fc1.weight, and so on.)";
     o.clusters = true;
     int failed = 1;
     if (nb_backward(loss) != NB_OK)
         fprintf(stderr, "cnn: %s\n", nb_last_error());
     else
-        failed = write_pictures(tp, loss, &o, path, NULL);
+        failed = write_pictures(tp, loss, &o, dot, html);
     nb_params_zero_grad(net->ps);
     nb_tape_free(tp);
+    for (int k = 0; k < 8; k++) nb_tensor_set_name(params[k], saved[k]);
     return failed;
 }
 
 int main(int argc, char **argv) {
-    const char *data = FASHION_DIR, *save = "build/cnn.nbp", *dot = NULL;
+    const char *data = FASHION_DIR, *save = "build/cnn.nbp", *dot = NULL, *html = NULL;
     long batch = 64, epochs = 5, seed = 1, threads = 1, limit = 0, test_limit = 0;
     bool bench = false;
     double lr = 1e-3;
@@ -248,6 +275,7 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--test-limit")) test_limit = cli_long(&c, 1, 10000);
         else if (cli_is(&c, "--save")) save = cli_value(&c);
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else if (cli_is(&c, "--bench")) bench = true;
         else cli_unknown(&c);
     }
@@ -281,7 +309,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cnn: cannot make the network: %s\n", nb_last_error());
         goto done;
     }
-    if (dot && draw_step(&net, X, y, &rng, dot)) goto done;
+    if ((dot || html) && draw_step(&net, X, y, &rng, dot, html)) goto done;
     if (!(opt = make_optimizer(&net, kind, lr))) goto done;
     if (nb_batcher_init(&batches, n_train, (size_t)batch, &rng) != NB_OK) {
         fprintf(stderr, "cnn: %s\n", nb_last_error());

@@ -60,6 +60,7 @@ int main(int argc, char **argv) {
             nb_dot_opts o;
             nb_dot_default_opts(&o);
             o.title = title;
+            o.learning_rate = lr; /* the page ends with this step's update, x ← x − lr·dy/dx */
             status = write_pictures(tp, y, &o, dot, html);
             break;
         }

@@ -119,6 +119,7 @@ int main(int argc, char **argv) {
             o.title = title;
             o.axis_symbols = symbols;
             o.n_axis_symbols = sizeof symbols / sizeof symbols[0];
+            o.learning_rate = lr; /* plain SGD: the page ends with the update W ← W − lr·∂C/∂W */
             status = write_pictures(tp, loss, &o, dot, html);
             if (status) {
                 nb_optimizer_free(opt);

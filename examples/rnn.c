@@ -24,7 +24,7 @@
 
 static const char usage[] =
     "usage: rnn [--cell gru|elman] [--steps T] [--hidden H] [--iters N] [--batch B] [--lr RATE] [--seed S]\n"
-    "           [--dot FILE]\n"
+    "           [--dot FILE] [--html FILE]\n"
     "Trains a recurrent network on the adding problem and reports its accuracy on fresh sequences.\n"
     "  --cell NAME   gru (default) or elman\n"
     "  --steps T     sequence length (default 20)\n"
@@ -33,7 +33,8 @@ static const char usage[] =
     "  --batch B     sequences per step (default 64)\n"
     "  --lr RATE     Adam's learning rate (default 0.01)\n"
     "  --seed S      random seed (default 1)\n"
-    "  --dot FILE    write the graph of a 3-step network as Graphviz dot\n";
+    "  --dot FILE    write the graph of the trained cell unrolled over 3 steps as Graphviz dot\n"
+    "  --html FILE   write a page that steps through its backward pass, through time\n";
 
 typedef struct {
     bool gru;
@@ -57,32 +58,64 @@ static nb_status cell_init(cell *m, nb_dtype dt, nb_rng *rng) {
     return nb_params_count(m->ps) == (m->gru ? 6u : 4u) ? NB_OK : nb_last_status();
 }
 
-/* One step of the cell: h from x_t (B, 2) and the previous h (B, H). */
-static nb_tensor *step(nb_tape *tp, const cell *m, nb_tensor *x, nb_tensor *h) {
-    nb_tensor *xh[2] = {x, h};
-    if (!m->gru) return nb_tanh(tp, nb_linear(tp, nb_concat(tp, xh, 2, 1), m->W_h, m->b_h));
-    long H = (long)m->hidden;
-    nb_tensor *zr = nb_sigmoid(tp, nb_linear(tp, nb_concat(tp, xh, 2, 1), m->W_zr, m->b_zr));
-    nb_tensor *z = nb_slice(tp, zr, 1, 0, H, 1), *r = nb_slice(tp, zr, 1, H, 2 * H, 1);
-    nb_tensor *xrh[2] = {x, nb_mul(tp, r, h)};
-    nb_tensor *candidate = nb_tanh(tp, nb_linear(tp, nb_concat(tp, xrh, 2, 1), m->W_h, m->b_h));
-    /* h = h + z (ĥ - h), the same as (1 - z) h + z ĥ with one op fewer */
-    return nb_add(tp, h, nb_mul(tp, z, nb_sub(tp, candidate, h)));
+/* t, named for the pictures when step > 0: `pattern` with the step where
+ * it says # and the step before where it says ## ("[x<#>, h<##>]" is
+ * [x<3>, h<2>]), in the notation of time steps x<t>, h<t> numbered from 1. */
+static nb_tensor *named(nb_tensor *t, size_t step, const char *pattern) {
+    if (!step) return t;
+    char name[128]; /* a picture's names fit NB_NAME_MAX */
+    size_t n = 0;
+    for (const char *c = pattern; *c && n + 21 < sizeof name;) {
+        if (*c != '#') {
+            name[n++] = *c++;
+            continue;
+        }
+        bool before = c[1] == '#';
+        int w = snprintf(name + n, sizeof name - n, "%zu", before ? step - 1 : step);
+        n += w > 0 ? (size_t)w : 0;
+        c += before ? 2 : 1;
+    }
+    name[n] = '\0';
+    nb_tensor_set_name(t, name);
+    return t;
 }
 
-/* The answers (B, 1) for sequences X (B, T, 2), unrolled over T steps. */
-static nb_tensor *run(nb_tape *tp, const cell *m, nb_tensor *X) {
+/* One step of the cell: h from x_t (B, 2) and the previous h (B, H); with
+ * `step` (1, 2, ...; 0 for none) every tensor named. */
+static nb_tensor *step(nb_tape *tp, const cell *m, nb_tensor *x, nb_tensor *h, size_t t) {
+    nb_tensor *xh[2] = {x, h};
+    nb_tensor *joined = named(nb_concat(tp, xh, 2, 1), t, "[x<#>, h<##>]");
+    if (!m->gru)
+        return named(nb_tanh(tp, named(nb_linear(tp, joined, m->W_h, m->b_h), t, "Z<#>")), t, "h<#>");
+    long H = (long)m->hidden;
+    nb_tensor *zr = named(nb_sigmoid(tp, named(nb_linear(tp, joined, m->W_zr, m->b_zr), t, "Z_zr<#>")), t,
+                          "zr<#>");
+    nb_tensor *z = named(nb_slice(tp, zr, 1, 0, H, 1), t, "z<#>");
+    nb_tensor *r = named(nb_slice(tp, zr, 1, H, 2 * H, 1), t, "r<#>");
+    nb_tensor *xrh[2] = {x, named(nb_mul(tp, r, h), t, "r<#>⊙h<##>")};
+    nb_tensor *joined2 = named(nb_concat(tp, xrh, 2, 1), t, "[x<#>, r⊙h<##>]");
+    nb_tensor *candidate =
+        named(nb_tanh(tp, named(nb_linear(tp, joined2, m->W_h, m->b_h), t, "Z_h<#>")), t, "ĥ<#>");
+    /* h = h + z (ĥ - h), the same as (1 - z) h + z ĥ with one op fewer */
+    nb_tensor *change = named(nb_sub(tp, candidate, h), t, "ĥ<#>−h<##>");
+    return named(nb_add(tp, h, named(nb_mul(tp, z, change), t, "z⊙(ĥ−h)<#>")), t, "h<#>");
+}
+
+/* The answers (B, 1) for sequences X (B, T, 2), unrolled over T steps;
+ * with `name` (for the pictures) every tensor named. */
+static nb_tensor *run(nb_tape *tp, const cell *m, nb_tensor *X, bool name) {
     size_t B = nb_tensor_dim(X, 0), T = nb_tensor_dim(X, 1);
-    nb_tensor *h = nb_zeros(tp, nb_tensor_dtype(X), NB_SHAPE(B, m->hidden));
+    nb_tensor *h = named(nb_zeros(tp, nb_tensor_dtype(X), NB_SHAPE(B, m->hidden)), name, "h<0>");
     for (size_t t = 0; t < T; t++) {
         char scope[32];
         snprintf(scope, sizeof scope, "step %zu", t + 1);
         nb_scope_begin(tp, scope);
-        nb_tensor *x = nb_squeeze(tp, nb_slice(tp, X, 1, (long)t, (long)t + 1, 1), 1);
-        h = step(tp, m, x, h);
+        nb_tensor *x = named(nb_slice(tp, X, 1, (long)t, (long)t + 1, 1), name ? t + 1 : 0, "X<#>");
+        x = named(nb_squeeze(tp, x, 1), name ? t + 1 : 0, "x<#>");
+        h = step(tp, m, x, h, name ? t + 1 : 0);
         nb_scope_end(tp);
     }
-    return nb_linear(tp, h, m->w_out, m->c_out);
+    return named(nb_linear(tp, h, m->w_out, m->c_out), name, "ŷ");
 }
 
 /* B sequences of the adding problem: X (B, T, 2) and their sums y (B, 1). */
@@ -115,7 +148,7 @@ static nb_tensor *check_loss(nb_tape *tp, nb_tensor *const *params, int n, void 
     cell m = *d->m;
     nb_tensor **slots[6] = {&m.W_zr, &m.b_zr, &m.W_h, &m.b_h, &m.w_out, &m.c_out};
     for (int k = 0, i = m.gru ? 0 : 2; k < n; k++, i++) *slots[i] = params[k];
-    return nb_mse(tp, run(tp, &m, d->X), d->y);
+    return nb_mse(tp, run(tp, &m, d->X, false), d->y);
 }
 
 static int gradient_through_time(bool gru, uint64_t seed) {
@@ -151,7 +184,7 @@ int main(int argc, char **argv) {
     long T = 20, H = 32, iters = 3000, batch = 64, seed = 1;
     double lr = 0.01;
     bool gru = true;
-    const char *dot = NULL;
+    const char *dot = NULL, *html = NULL;
     cli c = cli_start(argc, argv, usage);
     while (cli_next(&c) && !c.failed) {
         if (cli_help(&c)) return 0;
@@ -166,6 +199,7 @@ int main(int argc, char **argv) {
         else if (cli_is(&c, "--lr")) lr = cli_double(&c, 0, 10);
         else if (cli_is(&c, "--seed")) seed = cli_long(&c, 0, 1L << 62);
         else if (cli_is(&c, "--dot")) dot = cli_value(&c);
+        else if (cli_is(&c, "--html")) html = cli_value(&c);
         else cli_unknown(&c);
     }
     if (c.failed) return 2;
@@ -191,7 +225,7 @@ int main(int argc, char **argv) {
         make_batch(&rng, X, y);
         nb_tape_reset(tp);
         nb_params_zero_grad(m.ps);
-        nb_tensor *loss = nb_mse(tp, run(tp, &m, X), y);
+        nb_tensor *loss = nb_mse(tp, run(tp, &m, X, false), y);
         if (nb_backward(loss) != NB_OK) goto fail;
         nb_clip_grad_norm(m.ps, 1.0);
         if (nb_optimizer_step(opt) != NB_OK) goto fail;
@@ -202,7 +236,7 @@ int main(int argc, char **argv) {
     make_batch(&rng, Xt, yt);
     nb_tape_reset(tp);
     bool was = nb_tape_set_grad_enabled(tp, false);
-    nb_tensor *answer = run(tp, &m, Xt);
+    nb_tensor *answer = run(tp, &m, Xt, false);
     nb_tape_set_grad_enabled(tp, was);
     if (nb_tape_status(tp) != NB_OK) goto fail;
     size_t right = 0;
@@ -215,17 +249,35 @@ int main(int argc, char **argv) {
     printf("test: mean squared error %.4f, accuracy %.3f (answers within 0.05 of the sum, 1000 new sequences)\n",
            sq / 1000, (double)right / 1000);
     status = 0;
-    if (dot) { /* the graph of a 3-step network, one cluster per step */
+    if (dot || html) {
+        /* The pictures: the trained cell on 2 new sequences of 3 steps, one
+         * cluster per step, laid out top to bottom so that time runs down
+         * the page.  Three steps are the fewest that show backpropagation
+         * through time whole: the middle step gets its gradient through
+         * h<2> from the step after it and passes it on to the step before,
+         * and each weight, used once a step, sums 3 contributions (its
+         * "3 uses").  More steps only repeat the middle one. */
         nb_tape_reset(tp);
-        nb_tensor *small = nb_slice(tp, nb_slice(tp, Xt, 0, 0, 2, 1), 1, 0, 3, 1);
-        nb_tensor *loss = nb_mse(tp, run(tp, &m, small), nb_slice(tp, yt, 0, 0, 2, 1));
+        nb_tensor *small = nb_zeros(tp, NB_F32, NB_SHAPE(2, 3, 2)), *sums = nb_zeros(tp, NB_F32, NB_SHAPE(2, 1));
+        if (nb_tape_status(tp) != NB_OK) goto fail;
+        make_batch(&rng, small, sums);
+        nb_tensor_set_name(small, "X");
+        nb_tensor_set_name(sums, "y");
+        nb_tensor *loss = nb_mse(tp, run(tp, &m, small, true), sums);
         nb_tensor_set_name(loss, "E");
         nb_dot_opts o;
         nb_dot_default_opts(&o);
         o.clusters = true;
         o.show_values = false;
+        o.rankdir = "TB";
+        char title[256];
+        snprintf(title, sizeof title,
+                 "A %s cell unrolled over 3 time steps (2 sequences of the adding problem, %zu units), the gradient "
+                 "through time before an update; h<t> is the state after step t, x<t> the input at step t",
+                 gru ? "GRU" : "Elman", m.hidden);
+        o.title = title;
         if (nb_backward(loss) != NB_OK) goto fail;
-        if (write_pictures(tp, loss, &o, dot, NULL) != 0) { /* it printed why */
+        if (write_pictures(tp, loss, &o, dot, html) != 0) { /* it printed why */
             status = 1;
             goto done;
         }

@@ -311,7 +311,19 @@ static void step(program *pg, reader *r) {
     case 19: case 20: {
         nb_pool_opts o = {.kernel = {pick_int(r), pick_int(r)}, .stride = {pick_int(r), pick_int(r)},
                           .padding = {pick_int(r), pick_int(r)}, .dilation = {pick_int(r), pick_int(r)},
-                          .ceil_mode = byte(r) & 1, .exclude_pad = byte(r) & 1};
+                          .ceil_mode = byte(r) & 1};
+        unsigned last = byte(r);
+        o.exclude_pad = last & 1;
+        if (last >= 0xd0) { /* an upsampling instead, its sizes or scales from the same numbers */
+            nb_upsample_opts u = {.align_corners = o.dilation[0] & 1};
+            for (int k = 0; k < 2; k++)
+                if (o.ceil_mode) u.scale[k] = o.stride[k] * 0.75;
+                else u.size[k] = (size_t)(long)o.kernel[k];
+            out = kind == 20                        ? nb_upsample_bilinear2d(tp, as_image(tp, x, 4), &u)
+                  : o.padding[0] & 1 ? nb_upsample_nearest1d(tp, as_image(tp, x, 3), &u)
+                                                    : nb_upsample_nearest2d(tp, as_image(tp, x, 4), &u);
+            break;
+        }
         if (kind == 19) o.dilation[0] = o.dilation[1] = 0;
         nb_tensor *x4 = as_image(tp, x, 4);
         out = kind == 19 ? nb_avg_pool2d(tp, x4, &o) : nb_max_pool2d(tp, x4, &o);
@@ -359,8 +371,19 @@ static void step(program *pg, reader *r) {
     }
     case 31: case 32: {
         nb_conv_opts o = {.stride = {pick_int(r), pick_int(r)}, .padding = {pick_int(r), pick_int(r)},
-                          .dilation = {pick_int(r), pick_int(r)}, .groups = pick_int(r), .relu = byte(r) == 7};
+                          .dilation = {pick_int(r), pick_int(r)}, .groups = pick_int(r)};
+        unsigned mode = byte(r);
+        o.relu = mode == 7;
         nb_tensor *bias = byte(r) & 1 ? c->t : NULL;
+        if (mode >= 0xc0) { /* a transposed convolution, its output padding from the same numbers */
+            nb_conv_transpose_opts t = {.stride = {o.stride[0], o.stride[1]}, .padding = {o.padding[0], o.padding[1]},
+                                        .dilation = {o.dilation[0], o.dilation[1]}, .groups = o.groups,
+                                        .output_padding = {(int)(mode & 1), (int)(mode >> 1 & 1)}};
+            out = kind == 31 ? nb_conv_transpose2d(tp, as_image(tp, x, 4), as_image(tp, b->t, 4), bias, &t)
+                             : nb_conv_transpose1d(tp, as_image(tp, x, 3), as_image(tp, b->t, 3), bias, &t);
+            bad = bias ? bad3 : bad2;
+            break;
+        }
         out = kind == 31 ? nb_conv2d(tp, as_image(tp, x, 4), as_image(tp, b->t, 4), bias, &o)
                          : nb_conv1d(tp, as_image(tp, x, 3), as_image(tp, b->t, 3), bias, &o);
         pg->smooth &= !o.relu;

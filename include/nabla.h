@@ -330,6 +330,49 @@ nb_status nb_jvp_(nb_tensor *out, nb_tensor *const *wrt, int n, nb_tensor *const
 nb_tensor *nb_jacobian_(nb_tensor *out, nb_tensor *x, const char *file, int line);
 nb_tensor *nb_hessian_(nb_tensor *out, nb_tensor *x, const char *file, int line);
 
+/* Recomputation (checkpointing, torch.utils.checkpoint): memory traded for
+ * time.  nb_recompute runs fn(tp, inputs, outputs, ctx), which fills
+ * outputs[0..n_outputs) from inputs[0..n_inputs) with ops on tp, keeping
+ * none of its intermediates (it runs in a no-grad scope), and records one
+ * entry for the call and one per output instead of fn's ops.  Backward runs
+ * fn again, recording, in a scratch region of the tape, backpropagates
+ * through what it recorded and frees it: the tape holds one call's
+ * intermediates at a time.  Values and gradients are bitwise those of
+ * calling fn directly (with create_graph: the first derivatives of inputs
+ * used only inside fn; the others, and second derivatives, to rounding,
+ * as their sums associate otherwise).  The rules:
+ *  - inputs are every tensor fn reads whose gradient is wanted, parameters
+ *    included: backward refuses (NB_ERR_ARG, naming the tensor and the op
+ *    that read it) a tensor that requires a gradient read some other way
+ *    (through ctx), whose gradient would be lost;
+ *  - fn must compute the same values when run again: the generators it
+ *    draws from (dropout) go in opts->rngs, whose states are kept at the
+ *    call, set back for the recomputation and then restored (torch's
+ *    preserve_rng_state); the tape's training flag is kept too.  Results
+ *    that come out different, or fn failing when run again, error the tape
+ *    (NB_ERR_STATE), and backward returns the error;
+ *  - fn returns NB_OK, or an error status; an op failing inside it errors
+ *    the tape as usual.  Either way nb_recompute returns the error and
+ *    every outputs[k] is an errored tensor;
+ *  - with gradients off (no input requires one, nb_tape_no_grad,
+ *    nb_tape_set_grad_enabled false), fn simply runs, recorded as ever;
+ *  - nb_grad with create_graph runs fn again on the tape (its ops stay, as
+ *    the gradient's graph goes through them) and differentiates it with
+ *    create_graph;
+ *  - fn may call the library again: nb_recompute (nested checkpoints),
+ *    nb_grad, no-grad scopes it also ends.
+ * opts NULL: no generators. */
+typedef nb_status (*nb_recompute_fn)(nb_tape *tp, nb_tensor *const *inputs, nb_tensor **outputs, void *ctx);
+typedef struct {
+    nb_rng *const *rngs; /* the generators fn draws from */
+    int n_rngs;
+} nb_recompute_opts;
+#define nb_recompute(tp, fn, ctx, inputs, n_inputs, outputs, n_outputs, opts) \
+    nb_recompute_(tp, fn, ctx, inputs, n_inputs, outputs, n_outputs, opts, NB_SITE)
+nb_status nb_recompute_(nb_tape *tp, nb_recompute_fn fn, void *ctx, nb_tensor *const *inputs, int n_inputs,
+                        nb_tensor **outputs, int n_outputs, const nb_recompute_opts *opts, const char *file,
+                        int line);
+
 /* Explain mode: backward keeps, for every edge from an input to an op, what
  * the op added into that input's gradient (upstream gradient times local
  * derivative), so that pictures can show the chain rule's numbers.  Costs
@@ -678,6 +721,11 @@ typedef struct {
      * bottom); NULL for the default, which for nb_backward_html is "TB" when
      * the graph is much wider than tall. */
     const char *rankdir;
+    /* > 0: the learning rate η of plain gradient descent, and
+     * nb_backward_html's page ends with the update: each parameter's
+     * w ← w − η·∂L/∂w with its numbers ("x ← 5 − 0.1 × 10 = 4").  Default 0:
+     * no update frame (other optimizers' steps are not w − η·g). */
+    double learning_rate;
 } nb_dot_opts;
 
 void nb_dot_default_opts(nb_dot_opts *opts);
@@ -700,11 +748,14 @@ nb_status nb_dot_render(const char *dot_path, const char *out_path, const char *
  * (if not NULL) receives their number. */
 nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts *opts,
                              size_t *n_frames);
-/* Writes one self-contained HTML page (no network needed) for a projector:
+/* Writes one self-contained HTML page (no network needed) for a projector,
+ * whose frames play the forward pass first, an op a frame (each result
+ * "not yet computed" until its op's frame), then the backward frames:
  * one SVG laid out once from the frame with the most text, so that nothing
  * moves between frames, whose labels change as you step (buttons, slider,
  * arrow keys; #frame=N in the address); pan and zoom (wheel, drag, + and -,
- * fit, 1:1); the legend in a side panel; 14-pixel text at natural size. */
+ * fit, 1:1), never with text under 14 px: a graph too large to fit at that
+ * size is followed step by step; the legend in a panel that opens on asking. */
 nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
                            const nb_dot_opts *opts);
 

@@ -52,15 +52,70 @@ typedef struct {
 /* Cross-correlation, as PyTorch's F.conv2d: x (N, C, H, W), w (O, C/groups,
  * KH, KW), bias (O,) or NULL; the result is (N, O, OH, OW) with
  * OH = (H + 2 padding - dilation (KH - 1) - 1) / stride + 1 (rounded down).
- * The products go through CBLAS on unfolded patches (im2col), split over
- * nabla's threads by examples, with results that do not depend on the
- * thread count.  conv1d: x (N, C, L), w (O, C/groups, K). */
+ * The products go through CBLAS on unfolded patches (im2col), or for
+ * float32 3x3 stride-1 convolutions of 16 channels and more through
+ * Winograd's F(4x4, 3x3) or F(2x2, 3x3) (src/ops/winograd.c: its error
+ * bound and dispatch rule), split over nabla's threads by examples, with
+ * results that do not depend on the thread count.  conv1d: x (N, C, L),
+ * w (O, C/groups, K). */
 #define nb_conv2d(tp, x, w, bias, ...) nb_conv2d_(tp, x, w, bias, __VA_ARGS__, NB_SITE) /* opts */
 #define nb_conv1d(tp, x, w, bias, ...) nb_conv1d_(tp, x, w, bias, __VA_ARGS__, NB_SITE) /* opts */
 nb_tensor *nb_conv2d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,
                       const char *file, int line);
 nb_tensor *nb_conv1d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, const nb_conv_opts *opts,
                       const char *file, int line);
+
+/* The options of a transposed convolution: pairs are (height, width), and
+ * conv_transpose1d reads the first of each; a zero means the default. */
+typedef struct {
+    int stride[2];         /* default 1 */
+    int padding[2];        /* taken off both sides of the output; default 0 */
+    int output_padding[2]; /* added at the bottom and right of the output; default 0;
+                              must be smaller than the stride or the dilation */
+    int dilation[2];       /* default 1 */
+    int groups;            /* default 1 */
+} nb_conv_transpose_opts;
+
+/* Transposed convolution, as PyTorch's F.conv_transpose2d: the adjoint of
+ * nb_conv2d (its input gradient), x (N, C_in, H, W), w (C_in, C_out/groups,
+ * KH, KW) (PyTorch's layout), bias (C_out,) or NULL; the result is
+ * (N, C_out, OH, OW) with
+ *     OH = (H - 1) stride - 2 padding + dilation (KH - 1) + output_padding + 1.
+ * Made of nb_conv2d's products and folding, with the same thread
+ * independence.  conv_transpose1d: x (N, C_in, L), w (C_in, C_out/groups, K). */
+#define nb_conv_transpose2d(tp, x, w, bias, ...) nb_conv_transpose2d_(tp, x, w, bias, __VA_ARGS__, NB_SITE) /* opts */
+#define nb_conv_transpose1d(tp, x, w, bias, ...) nb_conv_transpose1d_(tp, x, w, bias, __VA_ARGS__, NB_SITE) /* opts */
+nb_tensor *nb_conv_transpose2d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias,
+                                const nb_conv_transpose_opts *opts, const char *file, int line);
+nb_tensor *nb_conv_transpose1d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias,
+                                const nb_conv_transpose_opts *opts, const char *file, int line);
+
+/* The options of an upsampling: pairs are (height, width), and the 1-D
+ * ops read the first of each.  Give either the output's size or a scale
+ * factor (PyTorch's size and scale_factor), one of them for every axis and
+ * zeros in the other. */
+typedef struct {
+    size_t size[2];     /* the output's size */
+    double scale[2];    /* or a scale factor: output size floor(in · scale) */
+    bool align_corners; /* bilinear only: the corners' centres line up (PyTorch's align_corners) */
+} nb_upsample_opts;
+
+/* Upsampling (or downsampling) of x (N, C, H, W), as PyTorch's
+ * F.interpolate with mode "nearest" or "bilinear" (recompute_scale_factor
+ * unset): the same indices and weights, from the same arithmetic (nearest's
+ * in float, as PyTorch's CPU kernels; a scale factor given is used as
+ * 1/scale for the source positions, not in/out).  nearest1d: x (N, C, L).
+ * Backward adds each output's gradient back into the elements it was made
+ * from. */
+#define nb_upsample_nearest2d(tp, x, ...) nb_upsample_nearest2d_(tp, x, __VA_ARGS__, NB_SITE) /* opts */
+#define nb_upsample_nearest1d(tp, x, ...) nb_upsample_nearest1d_(tp, x, __VA_ARGS__, NB_SITE) /* opts */
+#define nb_upsample_bilinear2d(tp, x, ...) nb_upsample_bilinear2d_(tp, x, __VA_ARGS__, NB_SITE) /* opts */
+nb_tensor *nb_upsample_nearest2d_(nb_tape *tp, nb_tensor *x, const nb_upsample_opts *opts, const char *file,
+                                  int line);
+nb_tensor *nb_upsample_nearest1d_(nb_tape *tp, nb_tensor *x, const nb_upsample_opts *opts, const char *file,
+                                  int line);
+nb_tensor *nb_upsample_bilinear2d_(nb_tape *tp, nb_tensor *x, const nb_upsample_opts *opts, const char *file,
+                                   int line);
 
 /* The options of a pooling: pairs are (height, width); kernel is required,
  * the rest default as in PyTorch when zero. */

@@ -5,6 +5,7 @@
 #   scripts/deps.sh test    that, plus the test framework, numpy, a word list and OpenMPI
 #   scripts/deps.sh fuzz    that, plus clang and libFuzzer
 #   scripts/deps.sh static  that, plus clang, cppcheck, clang-tidy and valgrind
+#   scripts/deps.sh deb     that, plus OpenMPI and Debian's packaging tools (make deb)
 set -u
 what=${1:-build}
 
@@ -25,6 +26,10 @@ if [ "$what" = test ]; then
   checks+=("libcmocka-dev:pkg-config --exists cmocka" "python3-numpy:/usr/bin/python3 -c 'import numpy'"
            "wamerican:test -r /usr/share/dict/words"
            "libopenmpi-dev:pkg-config --exists ompi-c" "openmpi-bin:command -v mpirun")
+fi
+if [ "$what" = deb ]; then
+  checks+=("libopenmpi-dev:pkg-config --exists ompi-c" "dpkg-dev:command -v dpkg-buildpackage"
+           "debhelper:command -v dh" "lintian:command -v lintian")
 fi
 if [ "$what" = static ]; then
   checks+=("clang:command -v clang" "cppcheck:command -v cppcheck" "clang-tidy:command -v clang-tidy"

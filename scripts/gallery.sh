@@ -16,12 +16,22 @@ mkdir -p "$out"
 "$bin/demo" --out "$out/demo" > /dev/null 2>&1
 cp "$out/demo/graph.dot" "$out/demo.dot"
 cp "$out/demo/backward.html" "$out/demo.html"
-lessons="gradient_descent forward3 logreg demo newton custom_op"
+"$bin/rnn" --iters 300 --dot "$out/rnn.dot" --html "$out/rnn.html" > /dev/null
+"$bin/attention" --iters 300 --dot "$out/attention.dot" --html "$out/attention.html" > /dev/null
+lessons="gradient_descent forward3 logreg"
 if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   "$bin/mlp" --epochs 1 --train-limit 2000 --hidden 32 --save "$out/mlp.nbp" \
     --dot "$out/mlp.dot" --html "$out/mlp.html" > /dev/null 2>&1
-  lessons="gradient_descent forward3 logreg mlp demo newton custom_op"
+  "$bin/cnn" --epochs 1 --train-limit 640 --test-limit 500 --save "$out/cnn.nbp" \
+    --dot "$out/cnn.dot" --html "$out/cnn.html" > /dev/null 2>&1
+  lessons="$lessons mlp cnn"
 fi
+lessons="$lessons demo rnn attention"
+if [ -r /usr/share/dict/words ]; then
+  "$bin/charlm" --iters 1 --samples 0 --limit 5000 --dot "$out/charlm.dot" --html "$out/charlm.html" > /dev/null
+  lessons="$lessons charlm"
+fi
+lessons="$lessons newton custom_op"
 
 describe() {
   case $1 in
@@ -29,6 +39,10 @@ describe() {
     forward3) echo "A three-layer network, three nodes a layer: backpropagating its error E" ;;
     logreg) echo "Logistic regression, one sigmoid neuron: A = &sigma;(W X&#7488; + b) and its cost C" ;;
     mlp) echo "A multi-layer perceptron on Fashion-MNIST: layers, shapes (n[l], m) and the gradient of each layer" ;;
+    cnn) echo "A convolutional network on Fashion-MNIST: A[l] from W[l] and b[l], layer by layer, on 2 images" ;;
+    rnn) echo "A GRU unrolled over 3 time steps: the gradient through time, each weight summing its 3 uses" ;;
+    attention) echo "One causal self-attention block: scores S = QK&#7488;, the mask, A = softmax(S), and their gradients" ;;
+    charlm) echo "An LSTM reading &quot;hi&quot; one character a step: the gradient through its gates and its cell state" ;;
     demo) echo "A two-layer tanh network on two spirals, on three points whose numbers you can check by hand" ;;
     newton) echo "Newton's method: the derivative is a graph too, and backward through it gives the second derivative" ;;
     custom_op) echo "Softplus defined as a new op: what your own op looks like in the pictures" ;;

@@ -7,6 +7,7 @@
 
 #include "nabla.h"
 #include "nabla_op.h"
+#include "nabla_kernel.h" /* NB_KERNEL, the clones of the element-wise kernels */
 #include "files.h" /* the readers' and writers' helpers (src/tensor/files.c) */
 
 #include <limits.h>
@@ -132,15 +133,10 @@ static inline void nb_parallel(size_t n, size_t grain, nb_range_fn fn, void *ctx
  * in the fused conv + relu's bias gradient, which is not cloned;
  * tests/test_conv.c compares that gradient bit for bit with the unfused
  * one.  Keep such loops out of cloned functions. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__) && !defined(NB_NO_CLONES)
-#define NB_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NB_VECTOR_CLONES
-#endif
+#define NB_VECTOR_CLONES NB_KERNEL /* include/nabla_kernel.h, which users' kernels get too */
 
 /* Element-wise kernels split only above this many elements per thread. */
-#define NB_PARALLEL_GRAIN 16384
+#define NB_PARALLEL_GRAIN NB_KERNEL_GRAIN
 
 /* Bytes of a tensor's header with its shape, rounded for what follows. */
 static inline size_t nb_header_bytes(int ndim) {
@@ -297,6 +293,7 @@ typedef struct {
     const nb_op_call *call; /* the op call whose callback it is (a copy, valid while it runs), or NULL */
     const char *who;       /* without a call: the API call that runs it ("nb_backward") */
     bool may_reset;        /* only nb_tape_free is refused (nb_gradcheck's function) */
+    bool scopes_free;      /* no-grad scopes opened inside free their tensors (nb_recompute's function) */
 } nb_user_code;
 
 struct nb_tape {

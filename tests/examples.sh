@@ -345,6 +345,62 @@ for ex in gradient_descent forward3 logreg custom_op; do
     ! grep -Eq '(src|href)=\"https?:' '$tmp/$ex.html'"
 done
 
+# every tensor a student sees is named: no label, caption or SVG text of the
+# cnn, rnn, charlm, mlp and attention pictures calls one by its place on the
+# tape ("t50", "which made t5"); node ids (t5 -> op3) are not read
+names="python3 '$(dirname "$0")/check_names.py'"
+printf 'digraph { t5 [label="X"]; op0 [label="linear"]; t5 -> op0 [label="∂E/∂t5 = 1"]; }\n' > "$tmp/unnamed.dot"
+printf 'digraph { t5 [label="X"]; op0 [label="linear"]; t5 -> op0 [label="∂E/∂X = 1, at t=5"]; }\n' > "$tmp/named.dot"
+check "check_names finds a tape name, passes ids" bash -c "$names '$tmp/unnamed.dot' > '$tmp/last'; test \$? = 1 &&
+  grep -qF 't5 in' '$tmp/last' && $names '$tmp/named.dot' > /dev/null"
+for cell in gru elman; do
+  check "rnn --cell $cell pictures: every tensor named" bash -c "'$bin/rnn' --cell $cell --iters 20 --dot '$tmp/rnn-$cell.dot' \
+      --html '$tmp/rnn-$cell.html' > /dev/null && $names '$tmp/rnn-$cell.dot' '$tmp/rnn-$cell.html' > '$tmp/last' &&
+    grep -qF 'h<3>' '$tmp/rnn-$cell.dot' && grep -qF 'x<1>' '$tmp/rnn-$cell.dot' && grep -q 'label=\"step 3\"' '$tmp/rnn-$cell.dot' &&
+    grep -q 'id=\"frames\"' '$tmp/rnn-$cell.html' && dot -Tsvg '$tmp/rnn-$cell.dot' -o /dev/null"
+done
+check "attention --html: every tensor named" bash -c "'$bin/attention' --iters 5 --dot '$tmp/att.dot' --html '$tmp/att.html' > /dev/null &&
+  $names '$tmp/att.dot' '$tmp/att.html' > /dev/null && grep -q 'id=\"frames\"' '$tmp/att.html'"
+if [ -r /usr/share/dict/words ]; then
+  for cell in lstm gru; do
+    check "charlm --cell $cell pictures: every tensor named" bash -c "'$bin/charlm' --cell $cell --iters 1 --samples 0 --limit 2000 \
+        --dot '$tmp/charlm-$cell.dot' --html '$tmp/charlm-$cell.html' > /dev/null &&
+      $names '$tmp/charlm-$cell.dot' '$tmp/charlm-$cell.html' > /dev/null && grep -qF 'h<3>' '$tmp/charlm-$cell.dot' &&
+      grep -q 'id=\"frames\"' '$tmp/charlm-$cell.html' && dot -Tsvg '$tmp/charlm-$cell.dot' -o /dev/null"
+  done
+else
+  skipped=$((skipped + 1)); echo "skipped: charlm pictures (apt-get install wamerican)"
+fi
+if [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  check "cnn pictures: every tensor named, the files keep PyTorch's names" bash -c "'$bin/cnn' --epochs 1 --train-limit 64 \
+      --test-limit 100 --save '$tmp/cnn-names.safetensors' --dot '$tmp/cnn-names.dot' --html '$tmp/cnn-names.html' > '$tmp/cnn-out' 2>&1 &&
+    $names '$tmp/cnn-names.dot' '$tmp/cnn-names.html' > /dev/null && grep -qF 'label=\"W[1]\\n(32, 1, 3, 3)' '$tmp/cnn-names.dot' &&
+    grep -qF '∂E/∂A[1] = conv_transpose(Ĝ, W[2])' '$tmp/cnn-names.dot' && grep -q 'conv1.weight' '$tmp/cnn-names.safetensors' &&
+    ! grep -q 'W\[1\]' '$tmp/cnn-names.safetensors' && grep -q '(the same)' '$tmp/cnn-out'"
+  check "mlp pictures: every tensor named" bash -c "'$bin/mlp' --epochs 1 --train-limit 64 --hidden 16 --dot '$tmp/mlp-names.dot' \
+      --html '$tmp/mlp-names.html' > /dev/null 2>&1 && $names '$tmp/mlp-names.dot' '$tmp/mlp-names.html' > /dev/null"
+else
+  skipped=$((skipped + 2)); echo "skipped: cnn and mlp pictures (apt-get install dataset-fashion-mnist)"
+fi
+
+# the stepper plays the forward pass first, an op a frame: forward3's values
+# appear at their ops, as numpy computes seed 004's network (/usr/bin/python3:
+# Debian's, with python3-numpy)
+check "forward3 --html: the forward pass, frame by frame, against numpy" bash -c "'$bin/forward3' --html '$tmp/fwd.html' > /dev/null &&
+  /usr/bin/python3 '$(dirname "$0")/check_forward_frames.py' '$tmp/fwd.html'"
+
+# with a learning rate the page ends with the update, w ← w − η·grad, with
+# numbers a calculator agrees with: gradient descent's step 2 goes to the x
+# that the program's step 3 starts from (2.56), the article's first step
+# from 5 to 4, logreg's weights (shown in full on 10 rows) by plain SGD
+check "gradient_descent --html ends with the update" bash -c "'$bin/gradient_descent' --steps 2 --html '$tmp/gdu.html' > /dev/null &&
+  grep -qF 'update x ← 3.2 − 0.1 × 6.4 = 2.56' '$tmp/gdu.html' && '$bin/gradient_descent' --steps 3 | grep -Eq '^ +3 +2\.560000 ' &&
+  python3 '$(dirname "$0")/check_update.py' '$tmp/gdu.html' 0.1 > /dev/null &&
+  '$bin/gradient_descent' --steps 0 --html '$tmp/gdu0.html' > /dev/null && grep -qF 'update x ← 5 − 0.1 × 10 = 4' '$tmp/gdu0.html'"
+check "logreg --html ends with the update" bash -c "'$bin/logreg' --csv '$tmp/heart10.csv' --epochs 20 --html '$tmp/lru.html' > /dev/null &&
+  python3 '$(dirname "$0")/check_update.py' '$tmp/lru.html' 0.5 > '$tmp/last' && grep -q '4 updated numbers checked' '$tmp/last' &&
+  ! python3 '$(dirname "$0")/check_update.py' '$tmp/lru.html' 0.4 > /dev/null"
+
 check "demo --html" bash -c "'$bin/demo' --epochs 3 --out '$tmp/d2' --html '$tmp/demo.html' > /dev/null 2>&1 &&
   grep -q 'id=\"frames\"' '$tmp/demo.html' && grep -q 'layer 1' '$tmp/demo.html'"
 

@@ -17,7 +17,7 @@ check() { # name, command...
   local name=$1; shift
   if out=$("$@" 2>&1); then passed=$((passed + 1)); else failed=$((failed + 1)); echo "headers: $name failed:"; echo "$out" | head -20; fi
 }
-for h in nabla.h nabla_nn.h nabla_train.h nabla_op.h nabla_graph.h nabla_mpi.h; do
+for h in nabla.h nabla_nn.h nabla_train.h nabla_op.h nabla_kernel.h nabla_graph.h nabla_mpi.h; do
   if [ "$h" = nabla_mpi.h ] && [ -z "$mpi_flags" ]; then echo "headers: $h skipped (no OpenMPI)"; continue; fi
   for std in c11 c17; do
     check "$h as $std" sh -c "echo '#include <$h>' | cc -x c -std=$std $warn -Iinclude $mpi_flags -fsyntax-only -"
@@ -25,6 +25,10 @@ for h in nabla.h nabla_nn.h nabla_train.h nabla_op.h nabla_graph.h nabla_mpi.h; 
   for std in c++11 c++17 c++20; do
     check "$h as $std" sh -c "echo '#include <$h>' | c++ -x c++ -std=$std $warn -Iinclude $mpi_flags -fsyntax-only -"
   done
+done
+for std in c++11 c++17 c++20; do # the C++ layer, with and without exceptions
+  check "nabla.hpp as $std" sh -c "echo '#include <nabla.hpp>' | c++ -x c++ -std=$std $warn -Iinclude -fsyntax-only -"
+  check "nabla.hpp as $std, no exceptions" sh -c "echo '#include <nabla.hpp>' | c++ -x c++ -std=$std -fno-exceptions $warn -Iinclude -fsyntax-only -"
 done
 libs="$(pkg-config --libs openblas libgvc zlib) -lm"
 mkdir -p "$build/headers"

@@ -229,6 +229,38 @@ OP_CASE(conv_kernel_too_big, nb_conv2d(tp, T4(tp, 1, 1, 4, 4), T4(tp, 1, 1, 3, 3
 OP_CASE(conv_negative, nb_conv2d(tp, T4(tp, 1, 1, 4, 4), T4(tp, 1, 1, 3, 3), NULL, &(nb_conv_opts){.stride = {-1, 1}}))
 OP_CASE(conv_dtypes, nb_conv2d(tp, T4(tp, 1, 1, 4, 4), nb_ones(tp, NB_F64, NB_SHAPE(1, 1, 3, 3)), NULL, NULL))
 OP_CASE(conv1d_rank, nb_conv1d(tp, T4(tp, 1, 1, 4, 4), nb_ones(tp, NB_F32, NB_SHAPE(1, 1, 3)), NULL, NULL))
+#define CT(x, w, b, ...) nb_conv_transpose2d(tp, x, w, b, &(nb_conv_transpose_opts){__VA_ARGS__})
+OP_CASE(ct_x_rank, CT(M(tp, 28, 28), T4(tp, 1, 8, 3, 3), NULL, .groups = 0))
+OP_CASE(ct_w_rank, CT(T4(tp, 1, 2, 4, 4), X3(tp, 2, 3, 3), NULL, .groups = 0))
+OP_CASE(ct_channels, CT(T4(tp, 1, 2, 4, 4), T4(tp, 3, 4, 3, 3), NULL, .groups = 0))
+OP_CASE(ct_groups, CT(T4(tp, 1, 3, 4, 4), T4(tp, 3, 2, 3, 3), NULL, .groups = 2))
+OP_CASE(ct_groups_negative, CT(T4(tp, 1, 2, 4, 4), T4(tp, 2, 2, 3, 3), NULL, .groups = -1))
+OP_CASE(ct_bias, CT(T4(tp, 1, 2, 4, 4), T4(tp, 2, 3, 3, 3), V(tp, 3), .groups = 2))
+OP_CASE(ct_negative, CT(T4(tp, 1, 2, 4, 4), T4(tp, 2, 3, 3, 3), NULL, .stride = {1, 0}, .padding = {0, -2}))
+OP_CASE(ct_output_padding, CT(T4(tp, 1, 2, 4, 4), T4(tp, 2, 3, 3, 3), NULL, .stride = {2, 2}, .output_padding = {1, 2}))
+OP_CASE(ct_too_small, CT(T4(tp, 1, 2, 2, 3), T4(tp, 2, 3, 2, 2), NULL, .padding = {3, 3}))
+OP_CASE(ct_huge_stride, CT(T4(tp, 1, 2, 3, 3), T4(tp, 2, 3, 2, 2), NULL, .stride = {INT_MAX, INT_MAX},
+                           .dilation = {INT_MAX, INT_MAX}))
+OP_CASE(ct_dtypes, CT(T4(tp, 1, 2, 4, 4), nb_ones(tp, NB_F64, NB_SHAPE(2, 3, 3, 3)), NULL, .groups = 0))
+OP_CASE(ct_null_weight, CT(T4(tp, 1, 2, 4, 4), NULL, NULL, .groups = 0))
+OP_CASE(ct1d_rank, nb_conv_transpose1d(tp, T4(tp, 1, 2, 4, 4), X3(tp, 2, 3, 3), NULL, NULL))
+OP_CASE(ct1d_output_padding, nb_conv_transpose1d(tp, X3(tp, 1, 2, 4), X3(tp, 2, 3, 3), NULL,
+                                                 &(nb_conv_transpose_opts){.stride = {3}, .dilation = {2},
+                                                                           .output_padding = {3}}))
+#define UP(f, x, ...) f(tp, x, &(nb_upsample_opts){__VA_ARGS__})
+OP_CASE(up_rank, UP(nb_upsample_nearest2d, M(tp, 4, 4), .size = {8, 8}))
+OP_CASE(up_null_opts, nb_upsample_bilinear2d(tp, T4(tp, 1, 1, 4, 4), NULL))
+OP_CASE(up_both, UP(nb_upsample_bilinear2d, T4(tp, 1, 1, 4, 4), .size = {8, 8}, .scale = {2, 2}))
+OP_CASE(up_neither, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 4, 4), .align_corners = false))
+OP_CASE(up_mixed, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 4, 4), .size = {8, 0}, .scale = {0, 2}))
+OP_CASE(up_scale_nan, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 4, 4), .scale = {2, NAN}))
+OP_CASE(up_scale_negative, UP(nb_upsample_bilinear2d, T4(tp, 1, 1, 4, 4), .scale = {-2, 2}))
+OP_CASE(up_zero_out, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 3, 3), .scale = {0.2, 0.2}))
+OP_CASE(up_huge_scale, UP(nb_upsample_bilinear2d, T4(tp, 1, 1, 3, 3), .scale = {1e30, 2}))
+OP_CASE(up_huge_size, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 3, 3), .size = {SIZE_MAX / 2, SIZE_MAX / 2}))
+OP_CASE(up_align_nearest, UP(nb_upsample_nearest2d, T4(tp, 1, 1, 4, 4), .size = {8, 8}, .align_corners = true))
+OP_CASE(up1d_rank, UP(nb_upsample_nearest1d, T4(tp, 1, 1, 4, 4), .size = {8}))
+OP_CASE(up_null_x, UP(nb_upsample_nearest1d, NULL, .size = {8}))
 OP_CASE(pool_opts, nb_max_pool2d(tp, T4(tp, 1, 1, 4, 4), NULL))
 OP_CASE(pool_kernel, nb_max_pool2d(tp, T4(tp, 1, 1, 4, 4), &(nb_pool_opts){.kernel = {0, 2}}))
 OP_CASE(pool_padding, nb_avg_pool2d(tp, T4(tp, 1, 1, 4, 4), &(nb_pool_opts){.kernel = {2, 2}, .padding = {2, 2}}))
@@ -387,6 +419,51 @@ static const bad_input catalogue[] = {
     {"conv2d with stride -1", conv_negative, NB_ERR_ARG, {"conv2d", "stride -1", "not be negative", SITE}},
     {"conv2d of float32 x and float64 weight", conv_dtypes, NB_ERR_DTYPE, {"conv2d", "float64", SITE}},
     {"conv1d of a 4-D x", conv1d_rank, NB_ERR_SHAPE, {"conv1d", "(N, C, L)", SITE}},
+    {"conv_transpose2d of a matrix", ct_x_rank, NB_ERR_SHAPE, {"conv_transpose2d", "x is (28, 28)", "(N, C_in, H, W)", SITE}},
+    {"conv_transpose2d with a 3-D weight", ct_w_rank, NB_ERR_SHAPE,
+     {"conv_transpose2d", "weight is (2, 3, 3)", "(C_in, C_out / groups, KH, KW)", SITE}},
+    {"conv_transpose2d with a weight for 3 input channels on 2", ct_channels, NB_ERR_SHAPE,
+     {"conv_transpose2d", "(3, 4, 3, 3)", "3 input channels", "has 2", SITE}},
+    {"conv_transpose2d with groups 2 on 3 channels", ct_groups, NB_ERR_SHAPE,
+     {"conv_transpose2d", "groups 2", "3 input channels", SITE}},
+    {"conv_transpose2d with groups -1", ct_groups_negative, NB_ERR_ARG, {"conv_transpose2d", "groups -1", SITE}},
+    {"conv_transpose2d with a bias for 3 of 6 output channels", ct_bias, NB_ERR_SHAPE,
+     {"conv_transpose2d", "bias is (3,)", "(6,)", "groups 2", SITE}},
+    {"conv_transpose2d with padding -2", ct_negative, NB_ERR_ARG,
+     {"conv_transpose2d", "padding -2", "not be negative", SITE}},
+    {"conv_transpose2d with output padding 2 for stride 2", ct_output_padding, NB_ERR_ARG,
+     {"conv_transpose2d", "output padding 2", "smaller than the stride 2 or the dilation 1", SITE}},
+    {"conv_transpose2d whose padding leaves no output", ct_too_small, NB_ERR_SHAPE,
+     {"conv_transpose2d", "output size of -3", "at least 1", SITE}},
+    {"conv_transpose2d with stride and dilation INT_MAX", ct_huge_stride, NB_ERR_SHAPE,
+     {"conv_transpose2d", "(1, 2, 3, 3)", "more than memory can hold", SITE}},
+    {"conv_transpose2d of float32 x and float64 weight", ct_dtypes, NB_ERR_DTYPE, {"conv_transpose2d", "float64", SITE}},
+    {"conv_transpose2d with a NULL weight", ct_null_weight, NB_ERR_NULL, {"conv_transpose2d", SITE}},
+    {"conv_transpose1d of a 4-D x", ct1d_rank, NB_ERR_SHAPE, {"conv_transpose1d", "(N, C_in, L)", SITE}},
+    {"conv_transpose1d with output padding 3 for stride 3", ct1d_output_padding, NB_ERR_ARG,
+     {"conv_transpose1d", "output padding 3", "stride 3", "dilation 2", SITE}},
+    {"upsample_nearest2d of a matrix", up_rank, NB_ERR_SHAPE, {"upsample_nearest2d", "x is (4, 4)", "(N, C, H, W)", SITE}},
+    {"upsample_bilinear2d without options", up_null_opts, NB_ERR_ARG,
+     {"upsample_bilinear2d", "output size or a scale factor", SITE}},
+    {"upsample_bilinear2d with a size and a scale", up_both, NB_ERR_ARG,
+     {"upsample_bilinear2d", "either an output size or a scale factor", "size 8, 8, scale 2, 2", SITE}},
+    {"upsample_nearest2d with neither a size nor a scale", up_neither, NB_ERR_ARG,
+     {"upsample_nearest2d", "either an output size or a scale factor", SITE}},
+    {"upsample_nearest2d with a size for one axis, a scale for the other", up_mixed, NB_ERR_ARG,
+     {"upsample_nearest2d", "both axes", "size 8, 0, scale 0, 2", SITE}},
+    {"upsample_nearest2d with scale NaN", up_scale_nan, NB_ERR_ARG,
+     {"upsample_nearest2d", "scale factor nan", "positive and finite", SITE}},
+    {"upsample_bilinear2d with scale -2", up_scale_negative, NB_ERR_ARG,
+     {"upsample_bilinear2d", "scale factor -2", SITE}},
+    {"upsample_nearest2d by 0.2 of 3 rows", up_zero_out, NB_ERR_SHAPE,
+     {"upsample_nearest2d", "(1, 1, 3, 3)", "output size of 0", "scale 0.2", SITE}},
+    {"upsample_bilinear2d by 1e30", up_huge_scale, NB_ERR_SHAPE, {"upsample_bilinear2d", "(1, 1, 3, 3)", "3e+30 x 6", "overflows", SITE}},
+    {"upsample_nearest2d to SIZE_MAX / 2 a side", up_huge_size, NB_ERR_SHAPE,
+     {"upsample_nearest2d", "(1, 1, 3, 3)", "9.22e+18 x 9.22e+18", "overflows", SITE}},
+    {"upsample_nearest2d with align_corners", up_align_nearest, NB_ERR_ARG,
+     {"upsample_nearest2d", "align_corners", "bilinear", SITE}},
+    {"upsample_nearest1d of a 4-D x", up1d_rank, NB_ERR_SHAPE, {"upsample_nearest1d", "(N, C, L)", SITE}},
+    {"upsample_nearest1d of NULL", up_null_x, NB_ERR_NULL, {"upsample_nearest1d", SITE}},
     {"max_pool2d without options", pool_opts, NB_ERR_NULL, {"max_pool2d", "options are NULL", SITE}},
     {"max_pool2d with kernel 0", pool_kernel, NB_ERR_ARG, {"max_pool2d", "kernel 0", SITE}},
     {"avg_pool2d padding 2 for kernel 2", pool_padding, NB_ERR_ARG, {"avg_pool2d", "padding 2", "half the kernel", SITE}},

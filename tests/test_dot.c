@@ -702,6 +702,24 @@ static void test_frames_after_backward_do_not_double(void **state) {
     fclose(f);
     assert_int_equal(count_of(html, "the step&#39;s title") + count_of(html, "the step's title"), 2);
     assert_message_has(html, "<h1>the step");
+    /* A learning rate that is not a finite number >= 0 is refused, naming
+     * it, and writes no page; a good one ends the page with the update. */
+    const double bad_rates[] = {-0.1, NAN, INFINITY};
+    for (int k = 0; k < 3; k++) {
+        o.learning_rate = bad_rates[k];
+        unlink(page);
+        assert_int_equal(nb_backward_html(loss, page, o.title, &o), NB_ERR_ARG);
+        assert_message_has(nb_last_error(), "nb_backward_html", "learning_rate", "finite number >= 0");
+        assert_int_equal(access(page, F_OK), -1);
+    }
+    o.learning_rate = 0.25;
+    assert_int_equal(nb_backward_html(loss, page, o.title, &o), NB_OK);
+    f = fopen(page, "r");
+    got = fread(html, 1, sizeof html - 1, f);
+    html[got] = '\0';
+    fclose(f);
+    assert_message_has(html, "\"phase\": \"update\"", "w ← w − η·∂", "η = 0.25");
+    assert_close(nb_grad_get(m.b, 0), db, 1e-12); /* the gradients left as they were */
     unlink(page);
     nb_tape_free(tp);
     nb_tensor_free(m.W);

@@ -135,6 +135,31 @@ static void test_maximum_and_minimum(void **state) {
             expect_values(g[0], (double[]){1, 2, 1.5, 4}, 4, 0);
             expect_values(g[1], (double[]){1, 2, 1.5, 4}, 4, 0);
         }
+    nb_tape_reset(tp);
+    nb_tensor_free(a);
+    nb_tensor_free(b);
+    /* An infinite upstream gradient reaches only the winning side: torch's
+     * maximum(a, b) for a = (1, 3, 2), b = (2, 1, 2), seeded (inf, -inf,
+     * inf), gives a (0, -inf, inf) and b (inf, 0, inf); minimum gives a
+     * (inf, 0, inf) and b (0, -inf, inf) (0, not 0 · inf = NaN, on the
+     * losing side), at first order and through create_graph. */
+    a = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){1, 3, 2}));
+    b = nb_from_array(NULL, NB_F64, NB_SHAPE(3), ((double[]){2, 1, 2}));
+    nb_requires_grad(a, true);
+    nb_requires_grad(b, true);
+    ab[0] = a, ab[1] = b;
+    nb_tensor *seed = nb_from_array(tp, NB_F64, NB_SHAPE(3), ((double[]){INFINITY, -INFINITY, INFINITY}));
+    for (int larger = 0; larger < 2; larger++)
+        for (int graph = 0; graph < 2; graph++) {
+            nb_tensor *y = larger ? nb_maximum(tp, a, b) : nb_minimum(tp, a, b);
+            assert_int_equal(nb_grad_seed(y, seed, ab, 2, g, graph), NB_OK);
+            const double win_a[3] = {0, -INFINITY, INFINITY}, win_b[3] = {INFINITY, 0, INFINITY};
+            for (size_t i = 0; i < 3; i++) {
+                /* a tie gives inf / 2 = inf to each side */
+                assert_true(nb_get(g[0], i) == (larger ? win_a[i] : win_b[i]));
+                assert_true(nb_get(g[1], i) == (larger ? win_b[i] : win_a[i]));
+            }
+        }
     nb_tensor_free(a);
     nb_tensor_free(b);
     nb_tape_free(tp);

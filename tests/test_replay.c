@@ -292,6 +292,26 @@ static void test_custom_op(void **state) {
     nb_tensor_free(w);
 }
 
+/* A checkpoint's function runs outside the tape: a graph holding one is refused. */
+static nb_status square_fn(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)ctx;
+    out[0] = nb_square(tp, in[0]);
+    return NB_OK;
+}
+
+static void test_checkpoint_refused(void **state) {
+    (void)state;
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = nb_from_f64(NULL, NB_SHAPE(2), ((double[]){1, 2})), *h;
+    nb_requires_grad(x, true);
+    assert_int_equal(nb_recompute(tp, square_fn, NULL, &x, 1, &h, 1, NULL), NB_OK);
+    nb_tensor *y = nb_sum(tp, h);
+    assert_null(nb_graph_capture(tp, &x, 1, &y, 1));
+    assert_message_has(nb_last_error(), "nb_graph_capture", "checkpoint", "nb_recompute", "test_replay.c");
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+}
+
 /* A graph captured inside a no-grad scope keeps its memory when the scope
  * ends (the scope gives back the arena only when nothing was kept). */
 static void test_no_grad_scope(void **state) {
@@ -750,6 +770,7 @@ int main(void) {
         cmocka_unit_test(test_scalar_refusals),
         cmocka_unit_test(test_no_grad_scope),
         cmocka_unit_test(test_custom_op),
+        cmocka_unit_test(test_checkpoint_refused),
         cmocka_unit_test(test_mlp_f64),
         cmocka_unit_test(test_mlp_f32),
         cmocka_unit_test(test_cnn_attention),

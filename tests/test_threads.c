@@ -224,33 +224,38 @@ static void test_products_of_random_shapes_do_not_depend_on_threads(void **state
 }
 
 /* A small CNN (a padded 3x3 convolution, relu, max pooling, a 1x1
- * convolution, batch norm, average pooling), forward and backward: the
+ * convolution, batch norm, average pooling, then a transposed convolution
+ * and a bilinear upsampling, as a decoder's), forward and backward: the
  * output and every gradient the same bits on 1, 2 and 3 threads, for a
  * batch smaller and one larger than the weight gradient's chunk count. */
 static double *run_cnn(nb_dtype dt, int threads, size_t batch, size_t *count) {
     assert_int_equal(nb_set_threads(threads), NB_OK);
     nb_rng rng;
     nb_rng_seed(&rng, 5);
-    nb_tensor *in[6] = {
+    nb_tensor *in[8] = {
         nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(batch, 3, 14, 14), -1, 1),
         nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(24, 3, 3, 3), -0.5, 0.5),
         nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(24), -0.1, 0.1),
         nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(8, 24, 1, 1), -0.5, 0.5),
         nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(8), 0.5, 1.5),
         nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(8), -0.5, 0.5),
+        nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(8, 4, 3, 3), -0.5, 0.5),
+        nb_rand_uniform(NULL, &rng, dt, NB_SHAPE(4), -0.1, 0.1),
     };
-    for (int k = 0; k < 6; k++) nb_requires_grad(in[k], true);
+    for (int k = 0; k < 8; k++) nb_requires_grad(in[k], true);
     nb_tape *tp = nb_tape_new();
     nb_tensor *h = nb_relu(tp, nb_conv2d(tp, in[0], in[1], in[2], &(nb_conv_opts){.padding = {1, 1}}));
     h = nb_max_pool2d(tp, h, &(nb_pool_opts){.kernel = {2, 2}});
     h = nb_batch_norm(tp, nb_conv2d(tp, h, in[3], NULL, NULL), in[4], in[5], NULL, NULL, 0.1, 1e-5);
     h = nb_avg_pool2d(tp, nb_tanh(tp, h), &(nb_pool_opts){.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}});
+    h = nb_conv_transpose2d(tp, h, in[6], in[7], &(nb_conv_transpose_opts){.stride = {2, 2}, .output_padding = {1, 0}});
+    h = nb_upsample_bilinear2d(tp, h, &(nb_upsample_opts){.scale = {1.5, 1.5}});
     assert_int_equal(nb_backward(nb_sum(tp, nb_square(tp, h))), NB_OK);
     *count = nb_tensor_size(h);
-    for (int k = 0; k < 6; k++) *count += nb_tensor_size(in[k]);
+    for (int k = 0; k < 8; k++) *count += nb_tensor_size(in[k]);
     double *v = malloc(*count * sizeof *v), *at = v + nb_tensor_size(h);
     nb_to_f64(h, v);
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < 8; k++) {
         for (size_t i = 0; i < nb_tensor_size(in[k]); i++) at[i] = nb_grad_get(in[k], i);
         at += nb_tensor_size(in[k]);
         nb_tensor_free(in[k]);

@@ -211,9 +211,10 @@ static void build(td_graph *g) {
     int x = -1, steps = td_int(g, 1, 3);
     static int (*const chain[])(td_graph *, int) = {td_unary,    td_binary, td_reduce, td_shapes,
                                                    td_indexing, td_norms,  td_losses};
-    static int (*const source[])(td_graph *) = {td_matmul, td_conv, td_pool, td_batch_norm, td_attention, td_heads};
+    static int (*const source[])(td_graph *) = {td_matmul,    td_conv,  td_pool,           td_batch_norm,
+                                                td_attention, td_heads, td_conv_transpose, td_upsample};
     for (int s = 0; s < steps && !g->failed && !g->no_grad; s++) {
-        if (s == 0 && td_chance(g, 0.35)) x = source[td_int(g, 0, 5)](g);
+        if (s == 0 && td_chance(g, 0.35)) x = source[td_int(g, 0, 7)](g);
         else x = chain[td_int(g, 0, 6)](g, x);
         if (x < 0) return;
     }

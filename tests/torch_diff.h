@@ -93,5 +93,7 @@ int td_pool(td_graph *g);
 int td_batch_norm(td_graph *g);
 int td_attention(td_graph *g);
 int td_heads(td_graph *g);
+int td_conv_transpose(td_graph *g);
+int td_upsample(td_graph *g);
 
 #endif

@@ -281,6 +281,19 @@ def op_apply(s, a, dtype):
                   dilation=s["dilation"][0] if one else s["dilation"], groups=s["groups"])
         y = (F.conv1d if one else F.conv2d)(a[0], a[1], a[2], **kw)
         return torch.relu(y) if s["relu"] else y
+    if op in ("conv_transpose1d", "conv_transpose2d"):
+        one = op == "conv_transpose1d"
+        pick = (lambda v: v[0]) if one else (lambda v: v)
+        return (F.conv_transpose1d if one else F.conv_transpose2d)(
+            a[0], a[1], a[2], stride=pick(s["stride"]), padding=pick(s["padding"]),
+            output_padding=pick(s["output_padding"]), groups=s["groups"], dilation=pick(s["dilation"]))
+    if op.startswith("upsample_"):
+        dims = 1 if op == "upsample_nearest1d" else 2
+        mode = "bilinear" if op == "upsample_bilinear2d" else "nearest"
+        kw = dict(align_corners=bool(s["align_corners"])) if mode == "bilinear" else {}
+        if s["factor"][0]:
+            return F.interpolate(x, scale_factor=tuple(s["factor"][:dims]), mode=mode, **kw)
+        return F.interpolate(x, size=tuple(s["out_size"][:dims]), mode=mode, **kw)
     if op in ("max_pool2d", "avg_pool2d"):
         k = s["kernel"]
         st = [v if v else k[i] for i, v in enumerate(s["stride"])]

@@ -196,6 +196,80 @@ int td_conv(td_graph *g) {
     }
 }
 
+/* Transposed convolutions, 2-D or 1-D: stride, padding (up to past the
+ * kernel), output padding below max(stride, dilation), dilation, groups. */
+int td_conv_transpose(td_graph *g) {
+    nb_tape *tp = g->tp;
+    bool two = td_chance(g, 0.6);
+    for (;;) {
+        int groups = td_int(g, 1, 3), cpg = td_int(g, 1, 2), opg = td_int(g, 1, 2);
+        nb_conv_transpose_opts o = {.groups = groups};
+        long in[2], k[2];
+        bool ok = true;
+        for (int a = 0; a < (two ? 2 : 1); a++) {
+            in[a] = td_int(g, 1, 5);
+            k[a] = td_int(g, 1, 3);
+            o.stride[a] = td_int(g, 1, 3);
+            o.dilation[a] = td_int(g, 1, 2);
+            o.padding[a] = td_int(g, 0, 3);
+            int most = (o.stride[a] > o.dilation[a] ? o.stride[a] : o.dilation[a]) - 1;
+            o.output_padding[a] = td_chance(g, 0.4) ? td_int(g, 0, most) : 0;
+            long out = (in[a] - 1) * o.stride[a] - 2 * o.padding[a] + o.dilation[a] * (k[a] - 1) +
+                       o.output_padding[a] + 1;
+            ok = ok && out > 0;
+        }
+        if (!ok) continue;
+        size_t N = (size_t)td_int(g, 1, 2), C = (size_t)(groups * cpg), O = (size_t)(groups * opg);
+        int x = two ? td_leaf(g, 4, (size_t[]){N, C, (size_t)in[0], (size_t)in[1]}, TD_NORMAL, true)
+                    : td_leaf(g, 3, (size_t[]){N, C, (size_t)in[0]}, TD_NORMAL, true);
+        int w = two ? td_leaf(g, 4, (size_t[]){C, (size_t)opg, (size_t)k[0], (size_t)k[1]}, TD_NORMAL, true)
+                    : td_leaf(g, 3, (size_t[]){C, (size_t)opg, (size_t)k[0]}, TD_NORMAL, td_chance(g, 0.9));
+        int b = td_chance(g, 0.6) ? td_leaf(g, 1, &O, TD_NORMAL, true) : -1;
+        if (g->failed) return -1;
+        nb_tensor *r = two ? nb_conv_transpose2d(tp, T(x), T(w), b < 0 ? NULL : T(b), &o)
+                           : nb_conv_transpose1d(tp, T(x), T(w), b < 0 ? NULL : T(b), &o);
+        return td_step(g, r, two ? "conv_transpose2d" : "conv_transpose1d", 3, (int[]){x, w, b},
+                       ",\"stride\":[%d,%d],\"padding\":[%d,%d],\"output_padding\":[%d,%d],\"dilation\":[%d,%d],"
+                       "\"groups\":%d",
+                       o.stride[0], o.stride[1], o.padding[0], o.padding[1], o.output_padding[0],
+                       o.output_padding[1], o.dilation[0], o.dilation[1], o.groups);
+    }
+}
+
+/* Upsampling: nearest (1-D or 2-D) or bilinear (align_corners either way),
+ * by an output size (smaller or larger) or a scale factor. */
+int td_upsample(td_graph *g) {
+    nb_tape *tp = g->tp;
+    int mode = td_int(g, 0, 2); /* nearest2d, nearest1d, bilinear2d */
+    bool one = mode == 1;
+    nb_upsample_opts o = {.align_corners = mode == 2 && td_chance(g, 0.5)};
+    size_t in[2];
+    bool by_scale = td_chance(g, 0.5);
+    static const double scales[] = {0.5, 0.7, 1, 1.3, 1.5, 2, 2.5, 3, 0.34};
+    for (int a = 0; a < (one ? 1 : 2); a++) {
+        in[a] = (size_t)td_int(g, 1, 5);
+        for (;;) {
+            if (by_scale) o.scale[a] = scales[td_int(g, 0, 8)];
+            else o.size[a] = (size_t)td_int(g, 1, 9);
+            double out = floor((double)in[a] * o.scale[a]);
+            /* PyTorch's nearest backward copies (out = in) or halves (out =
+             * 2 in) indices there, against its forward: README's table */
+            bool torch_bug = mode != 2 && (out == (double)in[a] || out == 2.0 * (double)in[a]);
+            if (!by_scale || (out >= 1 && !torch_bug)) break;
+        }
+    }
+    size_t N = (size_t)td_int(g, 1, 2), C = (size_t)td_int(g, 1, 3);
+    int x = one ? td_leaf(g, 3, (size_t[]){N, C, in[0]}, TD_NORMAL, true)
+                : td_leaf(g, 4, (size_t[]){N, C, in[0], in[1]}, TD_NORMAL, true);
+    if (x < 0) return -1;
+    nb_tensor *r = mode == 0 ? nb_upsample_nearest2d(tp, T(x), &o)
+                   : one     ? nb_upsample_nearest1d(tp, T(x), &o)
+                             : nb_upsample_bilinear2d(tp, T(x), &o);
+    return td_step(g, r, mode == 0 ? "upsample_nearest2d" : one ? "upsample_nearest1d" : "upsample_bilinear2d", 1, &x,
+                   ",\"out_size\":[%zu,%zu],\"factor\":[%.17g,%.17g],\"align_corners\":%d", o.size[0], o.size[1],
+                   o.scale[0], o.scale[1], o.align_corners);
+}
+
 /* A window wholly in the padding (README: nabla gives -inf and no
  * gradient, torch reads outside the row): such max poolings are left out. */
 static bool window_in_padding(long in, long k, long s, long p, long d, long o) {

@@ -12,6 +12,7 @@
  */
 #include "../internal.h"
 #include "replay.h"
+#include "recompute.h"
 
 #include <string.h>
 
@@ -377,7 +378,6 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
      * until nb_zero_grad. */
     size_t last = out->entry; /* entries after this one cannot lead to `out` */
     tp->pass++;
-    uint32_t clock = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
 
     bool accumulate;
     void *g = nb_grad_target(tp, out, &accumulate);
@@ -389,11 +389,16 @@ nb_status nb_backward_pass(nb_tensor *out, const nb_tensor *seed, const char *fi
     else
         *(double *)g = 1.0;
 
+    return nb_backward_entries(tp, 0, last);
+}
+
+nb_status nb_backward_entries(nb_tape *tp, size_t first, size_t last) {
+    uint32_t clock = atomic_load_explicit(&nb_write_clock, memory_order_relaxed);
     /* Plain: no explain mode, anomaly mode, hook or progress callback, so a
      * built-in op's backward is all there is to run (only the user's code
      * can change that: worked out again after it runs). */
     bool plain = !tp->explain && !tp->anomaly && !tp->hook && !tp->progress;
-    for (size_t i = last; i-- > 0;) {
+    for (size_t i = last; i-- > first;) {
         nb_entry *e = &tp->entries[i];
         /* Skip entries that lead to no parameter, and those that do not lead
          * to `out` (no gradient reached their output). */

@@ -9,18 +9,24 @@
  * moment.  Every item has the same number of lines in every frame, so the
  * page lays the graph out once, with each line as long as it is in any
  * frame, and its script swaps the texts from frame to frame: nothing moves
- * or shrinks as you step.  The page shows the graph at its natural size
- * (text of 14 px: readable on a projector of 1024 x 768) and pans and zooms
- * rather than shrinking it to the window.
+ * or shrinks as you step.  The page never draws text under 14 px (readable
+ * on a projector of 1024 x 768): a graph that fits at that size is fitted
+ * to the window, enlarged if small, and one that does not is followed step
+ * by step (src/graph/page.c).
  */
 #include "dot_emit.h"
+#include "page.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+typedef enum { PHASE_FORWARD, PHASE_BACKWARD, PHASE_UPDATE } phase;
+static const char *const phase_names[] = {"forward", "backward", "update"};
+
 typedef struct {
-    size_t entry;          /* 1 + entry index; 0 for the first frame */
+    size_t entry;          /* 1 + the index of the entry it shows; 0 for none */
+    phase phase;           /* forward: entries up to `entry` computed; update: w ← w − η·g shown */
     char **labels;         /* nodes, then edges (ops do not change) */
 } frame;
 
@@ -31,6 +37,7 @@ typedef struct {
     size_t n, cap;
     size_t *step_of;       /* per entry: its backward step (1, 2, ...), 0 if it does not run */
     size_t steps;
+    size_t forward;        /* frames of the forward pass, before the backward ones (the page's) */
     nb_status status;
 } film;
 
@@ -50,8 +57,10 @@ static char *label_text(const film *fm, size_t item, nb_moment m) {
     return t.failed ? (nb_free(t.s), NULL) : t.s;
 }
 
-/* Records every item's text at this moment as one more frame. */
-static void take(film *fm, size_t entry) {
+/* Records every item's text at this moment as one more frame: of the
+ * forward pass (entries up to `entry` computed), of backward (after entry's
+ * backward; entry 0: before it starts), or the update after it. */
+static void take(film *fm, size_t entry, phase ph) {
     if (fm->status != NB_OK) return;
     if (fm->n == fm->cap) {
         size_t cap = fm->cap ? 2 * fm->cap : 32;
@@ -66,6 +75,7 @@ static void take(film *fm, size_t entry) {
     frame *fr = &fm->frames[fm->n];
     size_t n = items(fm);
     fr->entry = entry;
+    fr->phase = ph;
     fr->labels = nb_malloc((n ? n : 1) * sizeof *fr->labels);
     if (!fr->labels) {
         fm->status = NB_ERR_NOMEM;
@@ -73,7 +83,8 @@ static void take(film *fm, size_t entry) {
     }
     fm->n++;
     for (size_t i = 0; i < n; i++)
-        if (!(fr->labels[i] = label_text(fm, i, entry ? NB_MOMENT_BACKWARD : NB_MOMENT_FORWARD))) {
+        if (!(fr->labels[i] = label_text(fm, i, ph == PHASE_UPDATE || (entry && ph == PHASE_BACKWARD) ? NB_MOMENT_BACKWARD
+                                                                                    : NB_MOMENT_FORWARD))) {
             for (size_t k = 0; k < i; k++) nb_free(fr->labels[k]);
             nb_free(fr->labels);
             fr->labels = NULL;
@@ -81,12 +92,12 @@ static void take(film *fm, size_t entry) {
             fm->status = NB_ERR_NOMEM;
             return;
         }
-    if (entry) fm->step_of[entry - 1] = ++fm->steps;
+    if (entry && ph == PHASE_BACKWARD) fm->step_of[entry - 1] = ++fm->steps;
 }
 
 static void after_entry(nb_tape *tp, size_t entry, void *user) {
     (void)tp;
-    take(user, entry + 1);
+    take(user, entry + 1, PHASE_BACKWARD);
 }
 
 static void film_free(film *fm) {
@@ -99,8 +110,10 @@ static void film_free(film *fm) {
     nb_picture_free(&fm->pic);
 }
 
-/* Runs the backward pass from loss and films it. */
-static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const char *what) {
+/* Runs the backward pass from loss and films it; with `forward`, the
+ * forward pass first, an entry a frame (its values are on the tape already:
+ * each frame shows those computed so far). */
+static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const char *what, bool forward) {
     memset(fm, 0, sizeof *fm);
     if (!loss || loss->status != NB_OK || !nb_on_tape(loss) || !nb_recorded(loss)) {
         nb_set_error(NULL, NB_ERR_STATE, NULL, 0, "%s: the loss must be a valid tensor recorded on a tape", what);
@@ -135,10 +148,24 @@ static nb_status shoot(nb_tensor *loss, const nb_dot_opts *opts, film *fm, const
     void *saved_user = tp->hook_user;
     bool saved_explain = tp->explain;
     tp->explain = true;
-    take(fm, 0);
+    if (forward) {
+        for (size_t k = 0; k <= fm->pic.n_entries; k++) {
+            fm->pic.computed = k;
+            take(fm, k, PHASE_FORWARD);
+        }
+        fm->pic.computed = SIZE_MAX;
+        fm->forward = fm->n;
+    } else {
+        take(fm, 0, PHASE_BACKWARD);
+    }
     tp->hook = after_entry;
     tp->hook_user = fm;
     st = fm->status == NB_OK ? nb_backward(loss) : fm->status;
+    if (st == NB_OK && forward && fm->opts.learning_rate > 0) { /* before the leaves' gradients go back */
+        tp->hook = saved_hook;
+        fm->pic.updated = true;
+        take(fm, 0, PHASE_UPDATE);
+    }
     tp->hook = saved_hook;
     tp->hook_user = saved_user;
     tp->explain = saved_explain;
@@ -198,7 +225,7 @@ nb_status nb_backward_frames(nb_tensor *loss, const char *dir, const nb_dot_opts
         return NB_ERR_ARG;
     }
     film fm;
-    nb_status st = shoot(loss, opts, &fm, "nb_backward_frames");
+    nb_status st = shoot(loss, opts, &fm, "nb_backward_frames", false);
     if (st != NB_OK) return st;
     nb_text all = {0};
     const char **ops = op_labels(&fm, &all, "nb_backward_frames", &st);
@@ -309,6 +336,14 @@ static void svg_size(const char *svg, double *w, double *h) {
     *h = hs ? atof(hs + 8) : 0;
 }
 
+/* The scale at which a drawing of w x h px fills the view of a 1024 x 768
+ * window under the browser's bars and the page's controls, about 1000 x
+ * 520 px (headless Chromium's window of that size shows 1024 x 625). */
+static double fit_scale(double w, double h) {
+    double sw = w > 0 ? 1000 / w : 0, sh = h > 0 ? 520 / h : 0;
+    return sw < sh ? sw : sh;
+}
+
 /* ---------------------------------------------------------------- the page */
 
 static void put_html_escaped(FILE *f, const char *s) { nb_escape_file(f, NB_ESC_HTML, s); }
@@ -326,10 +361,21 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
     const frame *fr = &fm->frames[index];
     const char *loss = fm->pic.loss_name;
     if (fr->entry == 0) {
-        snprintf(buf, n,
-                 "The forward pass: every value is computed and recorded on the tape (%zu entries); no gradient is "
-                 "known yet. Backward starts from the loss %s with ∂%s/∂%s = 1 and walks the tape in reverse.",
-                 fm->pic.n_entries, loss, loss, loss);
+        if (fr->phase == PHASE_UPDATE)
+            snprintf(buf, n,
+                     "The update: each parameter takes a step against its gradient, w ← w − η·∂%s/∂w with η = %g "
+                     "(gradient descent). The next iteration's forward pass starts from the new values.",
+                     loss, fm->opts.learning_rate);
+        else if (fr->phase == PHASE_FORWARD)
+            snprintf(buf, n,
+                     "The forward pass starts from the data and the parameters: no op has run yet. Each step "
+                     "computes one op's result from its inputs and records it on the tape (%zu entries).",
+                     fm->pic.n_entries);
+        else
+            snprintf(buf, n,
+                     "The forward pass: every value is computed and recorded on the tape (%zu entries); no gradient "
+                     "is known yet. Backward starts from the loss %s with ∂%s/∂%s = 1 and walks the tape in reverse.",
+                     fm->pic.n_entries, loss, loss, loss);
         return true;
     }
     const nb_entry *e = &fm->pic.tp->entries[fr->entry - 1];
@@ -337,43 +383,28 @@ static bool caption(char *buf, size_t n, const film *fm, size_t index) {
     nb_picture_name(&fm->pic, e->out, &out);
     nb_text_put_user(&op, e->op->name);
     const char *y = out.s ? out.s : "";
-    int w = snprintf(buf, n,
-                     "Step %zu of %zu: backward through %s (which made %s). Each input's contribution is the "
-                     "upstream gradient ∂%s/∂%s times the local derivative, added into that input's gradient.",
-                     index, fm->n - 1, op.s ? op.s : "", y, loss, y);
+    int w;
+    if (fr->phase == PHASE_FORWARD) {
+        w = snprintf(buf, n, "Forward step %zu of %zu: %s computes %s from its inputs, recorded on the tape.",
+                     fr->entry, fm->pic.n_entries, op.s ? op.s : "", y);
+        if (w > 0 && (size_t)w < n && fr->entry == fm->pic.n_entries)
+            snprintf(buf + w, n - (size_t)w,
+                     " Backward starts from the loss %s with ∂%s/∂%s = 1 and walks the tape in reverse.",
+                     loss, loss, loss);
+    } else {
+        size_t step = fm->step_of[fr->entry - 1];
+        w = snprintf(buf, n,
+                     "Backward step %zu of %zu: through %s (which made %s). Each input's contribution, the "
+                     "upstream ∂%s/∂%s times the local derivative, adds into its gradient.",
+                     step, fm->steps, op.s ? op.s : "", y, loss, y);
+        if (w > 0 && (size_t)w < n && step == fm->steps)
+            snprintf(buf + w, n - (size_t)w, " Every gradient is now final.");
+    }
     bool named = !out.failed && !op.failed;
     nb_text_free(&out);
     nb_text_free(&op);
-    if (w > 0 && (size_t)w < n && index + 1 == fm->n)
-        snprintf(buf + w, n - (size_t)w, " Every gradient is now final.");
     return named;
 }
-
-static const char page_style[] =
-    "<style>\n"
-    "html, body { margin: 0; height: 100%; }\n"
-    "body { font: 16px/1.35 Helvetica, Arial, sans-serif; color: #222; display: flex; flex-direction: column; }\n"
-    "header { padding: 0.4em 0.8em; border-bottom: 1px solid #ddd; }\n"
-    "h1 { font-size: 1.25em; margin: 0.1em 0 0.3em; }\n"
-    "#controls { display: flex; flex-wrap: wrap; gap: 0.4em; align-items: center; }\n"
-    "#controls button { font-size: 16px; padding: 0.15em 0.6em; }\n"
-    "#slider { flex: 1; min-width: 8em; max-width: 30em; }\n"
-    "#caption { margin: 0.3em 0 0; min-height: 2.7em; }\n"
-    "main { flex: 1; display: flex; min-height: 0; }\n"
-    "#view { flex: 1; overflow: hidden; position: relative; cursor: grab; background: #fff; }\n"
-    "#view.dragging { cursor: grabbing; }\n"
-    "#canvas { position: absolute; left: 0; top: 0; transform-origin: 0 0; }\n"
-    "aside { width: 15em; overflow: auto; border-left: 1px solid #ddd; padding: 0.5em 0.8em; font-size: 15px; }\n"
-    "aside h2 { font-size: 1em; margin: 0.5em 0 0.3em; }\n"
-    ".swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #888; border-radius: 3px;"
-    " vertical-align: -0.15em; margin-right: 0.4em; }\n"
-    "kbd { border: 1px solid #aaa; border-radius: 3px; padding: 0 0.3em; }\n"
-    "g.hl > ellipse { fill: " NB_HIGHLIGHT_COLOR "; stroke: #1c4587; stroke-width: 2; }\n"
-    "g.hl.node > text { fill: #fff; font-weight: bold; }\n"
-    "g.hl.edge > path { stroke: " NB_HIGHLIGHT_COLOR "; stroke-width: 2.5; }\n"
-    "g.hl.edge > polygon { fill: " NB_HIGHLIGHT_COLOR "; stroke: " NB_HIGHLIGHT_COLOR "; }\n"
-    "g.hl.edge > text { fill: #1c4587; }\n"
-    "</style>\n";
 
 static void put_legend_panel(FILE *f, const film *fm) {
     fputs("<aside>\n<h2>Colours</h2>\n", f);
@@ -400,128 +431,11 @@ static void put_legend_panel(FILE *f, const film *fm) {
           "<h2>Gradients</h2>\n<p><b>not yet</b>: no contribution has arrived; <b>partial (k of n "
           "uses)</b>: some have; otherwise final. A tensor used n times sums n contributions.</p>\n"
           "<h2>Keys</h2>\n<p><kbd>&larr;</kbd> <kbd>&rarr;</kbd> step, <kbd>Home</kbd> <kbd>End</kbd>, "
-          "<kbd>+</kbd> <kbd>&minus;</kbd> zoom, <kbd>0</kbd> fit, <kbd>1</kbd> natural size; drag to "
-          "move, wheel to zoom.</p>\n</aside>\n",
+          "<kbd>+</kbd> <kbd>&minus;</kbd> zoom, <kbd>0</kbd> fit, <kbd>1</kbd> natural size, <kbd>L</kbd> this "
+          "panel; drag to move, wheel to zoom. Text is never drawn under 14 px: a graph too large for that "
+          "is followed step by step.</p>\n</aside>\n",
           f);
 }
-
-/* The stepper: sets each frame's texts into the one laid-out SVG, moves the
- * highlight, keeps #frame=N in the address, pans and zooms.  #selftest
- * steps through every frame by key presses and writes what it saw (for the
- * browser test): the highlighted op, whether the drawing kept its size and
- * every shape its place, whether the address followed, the smallest text
- * height at 1:1, and the frame it opened on (#selftest,frame=2 opens on 2). */
-static const char page_script[] =
-    "<script>\n(function () {\n"
-    "  var data = JSON.parse(document.getElementById('frames').textContent);\n"
-    "  var svg = document.querySelector('#canvas svg'), view = document.getElementById('view');\n"
-    "  var canvas = document.getElementById('canvas');\n"
-    "  var groups = {};\n"
-    "  svg.querySelectorAll('g.node, g.edge').forEach(function (g) {\n"
-    "    var t = g.querySelector('title'); if (t) groups[t.textContent] = g;\n"
-    "  });\n"
-    "  var slider = document.getElementById('slider'), i = 0, scale = 1, x = 0, y = 0;\n"
-    "  slider.max = data.frames.length - 1;\n"
-    "  function place() { canvas.style.transform = 'translate(' + x + 'px,' + y + 'px) scale(' + scale + ')'; }\n"
-    "  function setText(id, text) {\n"
-    "    var g = groups[id]; if (!g) return;\n"
-    "    var lines = text.split('\\n'), t = g.querySelectorAll('text');\n"
-    "    for (var k = 0; k < t.length; k++) t[k].textContent = k < lines.length ? lines[k] : '';\n"
-    "  }\n"
-    "  function visible(g) {\n"
-    "    var r = g.getBoundingClientRect(), v = view.getBoundingClientRect();\n"
-    "    return r.left >= v.left && r.right <= v.right && r.top >= v.top && r.bottom <= v.bottom;\n"
-    "  }\n"
-    "  function show(k) {\n"
-    "    i = Math.max(0, Math.min(data.frames.length - 1, k));\n"
-    "    var fr = data.frames[i];\n"
-    "    data.nodes.forEach(function (id, n) { setText(id, fr.labels[n]); });\n"
-    "    data.edges.forEach(function (id, n) { setText(id, fr.labels[data.nodes.length + n]); });\n"
-    "    svg.querySelectorAll('g.hl').forEach(function (g) { g.classList.remove('hl'); });\n"
-    "    if (fr.op) {\n"
-    "      Object.keys(groups).forEach(function (id) {\n"
-    "        var edge = id.endsWith('->' + fr.op) || id.indexOf(fr.op + '->') === 0;\n"
-    "        /* no gradient flows on a grey edge: it stays grey */\n"
-    "        if ((id === fr.op || edge) && !groups[id].classList.contains('nograd'))\n"
-    "          groups[id].classList.add('hl');\n"
-    "      });\n"
-    "      var g = groups[fr.op];\n"
-    "      if (g && !visible(g) && !document.body.hasAttribute('data-selftest')) {\n"
-    "        var r = g.getBoundingClientRect(), v = view.getBoundingClientRect();\n"
-    "        x += v.left + v.width / 2 - (r.left + r.width / 2); y += v.top + v.height / 2 - (r.top + r.height / 2);\n"
-    "        place();\n"
-    "      }\n"
-    "    }\n"
-    "    slider.value = i;\n"
-    "    document.getElementById('caption').textContent = fr.caption;\n"
-    "    document.getElementById('counter').textContent = 'frame ' + i + ' of ' + (data.frames.length - 1);\n"
-    "    document.body.setAttribute('data-frame', i);\n"
-    "    if (history.replaceState) history.replaceState(null, '', '#frame=' + i);\n"
-    "  }\n"
-    "  function zoom(f, cx, cy) {\n"
-    "    var v = view.getBoundingClientRect();\n"
-    "    if (cx === undefined) { cx = v.width / 2; cy = v.height / 2; }\n"
-    "    x = cx - (cx - x) * f; y = cy - (cy - y) * f; scale *= f; place();\n"
-    "  }\n"
-    "  function fit() {\n"
-    "    var v = view.getBoundingClientRect(), w = svg.width.baseVal.value, h = svg.height.baseVal.value;\n"
-    "    scale = Math.min(v.width / w, v.height / h, 1); x = (v.width - w * scale) / 2; y = 0; place();\n"
-    "  }\n"
-    "  function natural() { scale = 1; x = 0; y = 0; place(); }\n"
-    "  document.getElementById('prev').onclick = function () { show(i - 1); };\n"
-    "  document.getElementById('next').onclick = function () { show(i + 1); };\n"
-    "  document.getElementById('zin').onclick = function () { zoom(1.25); };\n"
-    "  document.getElementById('zout').onclick = function () { zoom(0.8); };\n"
-    "  document.getElementById('fit').onclick = fit;\n"
-    "  document.getElementById('one').onclick = natural;\n"
-    "  slider.oninput = function () { show(+slider.value); };\n"
-    "  document.addEventListener('keydown', function (e) {\n"
-    "    if (e.key === 'ArrowRight') show(i + 1); else if (e.key === 'ArrowLeft') show(i - 1);\n"
-    "    else if (e.key === 'Home') show(0); else if (e.key === 'End') show(data.frames.length - 1);\n"
-    "    else if (e.key === '+' || e.key === '=') zoom(1.25); else if (e.key === '-') zoom(0.8);\n"
-    "    else if (e.key === '0') fit(); else if (e.key === '1') natural();\n"
-    "  });\n"
-    "  view.addEventListener('wheel', function (e) {\n"
-    "    e.preventDefault(); var v = view.getBoundingClientRect();\n"
-    "    zoom(e.deltaY < 0 ? 1.1 : 1 / 1.1, e.clientX - v.left, e.clientY - v.top);\n"
-    "  }, {passive: false});\n"
-    "  var drag = null;\n"
-    "  view.addEventListener('mousedown', function (e) { drag = [e.clientX - x, e.clientY - y]; view.classList.add('dragging'); });\n"
-    "  window.addEventListener('mouseup', function () { drag = null; view.classList.remove('dragging'); });\n"
-    "  window.addEventListener('mousemove', function (e) { if (drag) { x = e.clientX - drag[0]; y = e.clientY - drag[1]; place(); } });\n"
-    "  if (location.hash.indexOf('selftest') >= 0) document.body.setAttribute('data-selftest', '');\n"
-    "  var wanted = /frame=(\\d+)/.exec(location.hash);\n"
-    "  place();\n"
-    "  show(wanted ? +wanted[1] : 0);\n"
-    "  if (document.body.hasAttribute('data-selftest')) {\n"
-    "    function shapes() {\n"
-    "      var out = [];\n"
-    "      svg.querySelectorAll('g.node > ellipse, g.node > path, g.node > polygon').forEach(function (s) {\n"
-    "        var b = s.getBBox(); out.push([b.x, b.y, b.width, b.height].map(Math.round).join(','));\n"
-    "      });\n"
-    "      return out.join(';') + '|' + svg.getAttribute('width') + 'x' + svg.getAttribute('height');\n"
-    "    }\n"
-    "    var first = shapes(), same = true, seen = [], smallest = 1e9, hashes = [], start = i, greyLit = 0;\n"
-    "    show(0);\n"
-    "    for (var k = 0; k < data.frames.length; k++) {\n"
-    "      hashes.push(location.hash);\n"
-    "      var lit = svg.querySelector('g.node.hl > title');\n"
-    "      seen.push(document.body.getAttribute('data-frame') + ':' + (lit ? lit.textContent : 'none'));\n"
-    "      if (shapes() !== first) same = false;\n"
-    "      greyLit += svg.querySelectorAll('g.hl.nograd').length;\n"
-    "      svg.querySelectorAll('text').forEach(function (t) {\n"
-    "        if (t.textContent.trim()) smallest = Math.min(smallest, t.getBoundingClientRect().height);\n"
-    "      });\n"
-    "      document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}));\n"
-    "    }\n"
-    "    var hashOk = hashes.every(function (h, k) { return h === '#frame=' + k; });\n"
-    "    var out = document.getElementById('selftest');\n"
-    "    out.textContent = 'frames ' + data.frames.length + ' ' + seen.join(' ') + ' same-layout ' + same +\n"
-    "      ' hash ' + hashOk + ' text-px ' + Math.round(smallest * 10) / 10 + ' start ' + start +\n"
-    "      ' grey-lit ' + greyLit;\n"
-    "    out.hidden = false;\n"
-    "  }\n"
-    "})();\n</script>\n";
 
 nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title, const nb_dot_opts *opts) {
     if (!path) {
@@ -530,22 +444,29 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
     }
     if (!title) title = "Backpropagation, step by step";
     film fm;
-    nb_status st = shoot(loss, opts, &fm, "nb_backward_html");
+    nb_status st = shoot(loss, opts, &fm, "nb_backward_html", true);
     if (st != NB_OK) return st;
     nb_text all = {0};
     const char **ops = op_labels(&fm, &all, "nb_backward_html", &st);
     char *svg = NULL;
-    /* Left to right unless asked, or unless that is much wider than tall:
-     * then top to bottom, which suits a screen better. */
+    /* Unless asked: the direction in which the whole graph fits a 1024 x 768
+     * window's view (fit_scale) at the larger
+     * scale, if either fits with its text at 14 px or more; else left to
+     * right, or top to bottom when that is much wider than tall (the
+     * camera then follows the steps down the page). */
     const char *rankdir = fm.opts.rankdir ? fm.opts.rankdir : "LR";
     if (st == NB_OK) st = layout_svg(&fm, ops, rankdir, &svg);
     if (st == NB_OK && !fm.opts.rankdir) {
-        double w, h;
+        char *down = NULL;
+        double w, h, wd, hd;
         svg_size(svg, &w, &h);
-        if (w > 1.6 * h && w > 1000) {
-            nb_free(svg);
-            svg = NULL;
-            st = layout_svg(&fm, ops, "TB", &svg); /* wide: top to bottom reads better on a screen */
+        st = layout_svg(&fm, ops, "TB", &down);
+        if (st == NB_OK) {
+            svg_size(down, &wd, &hd);
+            double across = fit_scale(w, h), along = fit_scale(wd, hd);
+            bool take_down = across >= 1 || along >= 1 ? along > across : w > 1.6 * h && w > 1000;
+            nb_free(take_down ? svg : down);
+            if (take_down) svg = down;
         }
     }
     nb_output out; /* atomic, as every writer: src/tensor/files.c */
@@ -557,14 +478,15 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
               f);
         put_html_escaped(f, title);
         fputs("</title>\n", f);
-        fputs(page_style, f);
+        fputs(nb_page_style, f);
         fputs("</head>\n<body>\n<header>\n<h1>", f);
         put_html_escaped(f, title);
         fputs("</h1>\n<div id=\"controls\"><button id=\"prev\">&#9664; previous</button><input type=\"range\" "
               "id=\"slider\" min=\"0\" value=\"0\"><button id=\"next\">next &#9654;</button><span id=\"counter\">"
               "</span><button id=\"zout\" title=\"zoom out (-)\">&minus;</button><button id=\"zin\" title=\"zoom in "
               "(+)\">+</button><button id=\"fit\" title=\"fit the window (0)\">fit</button><button id=\"one\" "
-              "title=\"natural size (1)\">1:1</button></div>\n<p id=\"caption\"></p>\n</header>\n<main>\n"
+              "title=\"natural size (1)\">1:1</button><button id=\"legend\" title=\"colours, edges and keys (L)\">legend"
+              "</button></div>\n<p id=\"caption\"></p>\n</header>\n<main>\n"
               "<div id=\"view\"><div id=\"canvas\">\n",
               f);
         /* The SVG inline, without its XML declaration, in pixels: 14-point
@@ -603,6 +525,14 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
                 fprintf(f, ", \"op\": \"op%zu\"", fm.frames[k].entry - 1);
             else
                 fputs(", \"op\": null", f);
+            fprintf(f, ", \"phase\": \"%s\"", phase_names[fm.frames[k].phase]);
+            if (fm.frames[k].phase == PHASE_UPDATE) { /* the camera's targets: the parameters */
+                fputs(", \"show\": [", f);
+                for (size_t i = 0, shown = 0; i < fm.pic.n_nodes; i++)
+                    if (nb_picture_role(&fm.pic, fm.pic.nodes[i]->t) == NB_ROLE_PARAM)
+                        fprintf(f, "%s\"t%zu\"", shown++ ? ", " : "", i);
+                fputc(']', f);
+            }
             fputs(", \"labels\": [", f);
             for (size_t i = 0; i < items(&fm); i++) {
                 if (i) fputs(", ", f);
@@ -611,7 +541,7 @@ nb_status nb_backward_html(nb_tensor *loss, const char *path, const char *title,
             fputs("]}", f);
         }
         fputs("\n]}\n</script>\n", f);
-        fputs(page_script, f);
+        fputs(nb_page_script, f);
         fputs("</body>\n</html>\n", f);
         st = nb_output_close(&out, st); /* no half page left behind, nothing else removed */
     }

@@ -22,6 +22,7 @@
  * Hessians row by row, for small inputs.
  */
 #include "../internal.h"
+#include "recompute.h"
 
 #include <string.h>
 
@@ -145,15 +146,16 @@ static nb_status numeric_grads(nb_tensor *out, const nb_tensor *seed, nb_tensor 
 /* dL/d t for the tensors reached so far: op results by their entry, the
  * others (leaves) in a list. */
 typedef struct {
-    nb_tensor **of_entry;   /* [original entries] */
-    size_t entries;
+    nb_tensor **of_entry;   /* [entries - first]: the results of entries first.. */
+    size_t first, entries;
     nb_tensor **leaf, **leaf_grad;
     size_t n_leaves, cap_leaves;
 } grad_map;
 
 static nb_tensor **slot_for(nb_tape *tp, grad_map *m, nb_tensor *t) {
-    if (nb_on_tape(t) && t->tape == tp && t->entry >= 1 && t->entry <= m->entries && tp->entries[t->entry - 1].out == t)
-        return &m->of_entry[t->entry - 1];
+    if (nb_on_tape(t) && t->tape == tp && t->entry > m->first && t->entry <= m->entries &&
+        tp->entries[t->entry - 1].out == t)
+        return &m->of_entry[t->entry - 1 - m->first];
     for (size_t i = 0; i < m->n_leaves; i++)
         if (m->leaf[i] == t) return &m->leaf_grad[i];
     if (m->n_leaves == m->cap_leaves) {
@@ -216,14 +218,6 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
                              const char *file, int line) {
     nb_tape *tp = out->tape;
     bool was = nb_tape_set_grad_enabled(tp, true); /* the gradient ops must record gradients */
-    grad_map m = {.entries = out->entry};
-    m.of_entry = nb_tape_alloc(tp, m.entries * sizeof *m.of_entry);
-    if (!m.of_entry) {
-        nb_tape_set_grad_enabled(tp, was);
-        nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_grad: out of memory");
-        return NB_ERR_NOMEM;
-    }
-    memset(m.of_entry, 0, m.entries * sizeof *m.of_entry);
     if (!seed) { /* d out/d out = 1, named so in pictures */
         seed = nb_full_(tp, out->dtype, out->ndim, out->shape, 1, file, line);
         nb_tensor_set_name(seed, "seed 1");
@@ -232,9 +226,37 @@ static nb_status graph_grads(nb_tensor *out, nb_tensor *seed, nb_tensor *const *
         for (int d = 0; d < out->ndim; d++) shape[d] = (long)out->shape[d];
         seed = nb_reshape_(tp, seed, out->ndim, shape, file, line);
     }
-    m.of_entry[out->entry - 1] = seed;
-    for (size_t i = m.entries; i-- > 0 && tp->status == NB_OK;) {
-        nb_tensor *G = m.of_entry[i];
+    nb_status st = tp->status == NB_OK ? nb_grad_graph_partial(tp, &out, &seed, 1, 0, wrt, n, grads, file, line)
+                                       : tp->status;
+    nb_tape_set_grad_enabled(tp, was);
+    return st;
+}
+
+nb_status nb_grad_graph_partial(nb_tape *tp, nb_tensor *const *outs, nb_tensor *const *seeds, int n_outs,
+                                size_t first, nb_tensor *const *wrt, int n, nb_tensor **grads, const char *file,
+                                int line) {
+    bool was = nb_tape_set_grad_enabled(tp, true); /* the gradient ops must record gradients */
+    grad_map m = {.first = first, .entries = first};
+    for (int k = 0; k < n_outs; k++)
+        if (outs[k]->entry > m.entries && nb_recorded(outs[k])) m.entries = outs[k]->entry;
+    m.of_entry = nb_tape_alloc(tp, (m.entries - first) * sizeof *m.of_entry);
+    if (!m.of_entry) {
+        nb_tape_set_grad_enabled(tp, was);
+        nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_grad: out of memory");
+        return NB_ERR_NOMEM;
+    }
+    memset(m.of_entry, 0, (m.entries - first) * sizeof *m.of_entry);
+    for (int k = 0; k < n_outs && tp->status == NB_OK; k++) {
+        if (!seeds[k] || !outs[k]->requires_grad) continue;
+        nb_tensor **slot = slot_for(tp, &m, outs[k]);
+        if (!slot) {
+            nb_set_error(tp, NB_ERR_NOMEM, file, line, "nb_grad: out of memory");
+            break;
+        }
+        *slot = *slot ? nb_add_(tp, *slot, seeds[k], file, line) : seeds[k];
+    }
+    for (size_t i = m.entries; i-- > first && tp->status == NB_OK;) {
+        nb_tensor *G = m.of_entry[i - first];
         if (!G) continue;
         /* A copy: the ops recorded below may move the entry array. */
         nb_entry e = tp->entries[i];

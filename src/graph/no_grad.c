@@ -28,6 +28,7 @@
  * was reset.
  */
 #include "../internal.h"
+#include "recompute.h"
 
 #include <string.h>
 
@@ -43,6 +44,9 @@ struct nb_no_grad_mark {
     const char *window;            /* the headers' window, its fill, and windows filled */
     size_t window_used;
     int n_full;
+    bool scratch;                  /* a recomputation's region (nb_scratch_begin), not a scope */
+    bool guarded;                  /* opened by nb_recompute, which alone ends it */
+    bool store_kept;               /* the tape's scope_store_kept then */
 };
 
 void nb_forget_entry(nb_tape *tp, nb_entry *e) {
@@ -75,28 +79,50 @@ static void swap_stores(nb_tape *tp) {
     tp->other_headers = t;
 }
 
-nb_status nb_no_grad_begin(nb_tape *tp) {
-    if (!tp) {
-        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_no_grad_begin: the tape is NULL");
-        return NB_ERR_NULL;
-    }
+/* Room for one more mark: NB_OK, or the error (on the tape) of `what`. */
+static nb_status room_for_mark(nb_tape *tp, const char *what) {
     if (tp->no_grad_depth == NB_NO_GRAD_DEPTH) {
         nb_set_error(tp, NB_ERR_STATE, NULL, 0,
-                     "nb_no_grad_begin: %d scopes are already open on this tape, the most it nests "
-                     "(each nb_no_grad_begin needs its nb_no_grad_end)", NB_NO_GRAD_DEPTH);
+                     "%s: %d scopes (no-grad scopes and recomputations, nb_recompute) are already open on this "
+                     "tape, the most it nests (each nb_no_grad_begin needs its nb_no_grad_end)", what,
+                     NB_NO_GRAD_DEPTH);
         return NB_ERR_STATE;
     }
     if (!tp->no_grad_marks && !(tp->no_grad_marks = nb_malloc(NB_NO_GRAD_DEPTH * sizeof *tp->no_grad_marks))) {
-        nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "nb_no_grad_begin: out of memory");
+        nb_set_error(tp, NB_ERR_NOMEM, NULL, 0, "%s: out of memory", what);
         return NB_ERR_NOMEM;
     }
+    return NB_OK;
+}
+
+static void push_mark(nb_tape *tp, bool scratch, bool guarded) {
     if (tp->no_grad_depth == 0) swap_stores(tp);
     const nb_headers *h = &tp->headers;
     tp->no_grad_marks[tp->no_grad_depth++] = (struct nb_no_grad_mark){
         .no_record = tp->no_record, .grad_enabled = tp->grad_enabled, .generation = tp->generation,
         .n_entries = tp->n_entries, .pass = tp->pass, .kept_allocs = tp->kept_allocs,
         .chunk = tp->arena.current, .chunk_used = tp->arena.current ? tp->arena.current->used : 0,
-        .window = h->base, .window_used = h->used, .n_full = h->n_full};
+        .window = h->base, .window_used = h->used, .n_full = h->n_full, .scratch = scratch, .guarded = guarded,
+        .store_kept = tp->scope_store_kept};
+}
+
+/* Gives back the arena and retires the headers made since mark m. */
+static void free_since(nb_tape *tp, const struct nb_no_grad_mark *m) {
+    nb_arena_rewind(&tp->arena, m->chunk, m->chunk_used);
+    if (tp->no_grad_depth == 0 && !tp->scope_store_kept)
+        nb_headers_reset(&tp->headers, true); /* the whole store: its pages to fresh addresses */
+    else
+        nb_headers_retire_since(&tp->headers, m->window, m->window_used, m->n_full);
+}
+
+nb_status nb_no_grad_begin(nb_tape *tp) {
+    if (!tp) {
+        nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_no_grad_begin: the tape is NULL");
+        return NB_ERR_NULL;
+    }
+    nb_status st = room_for_mark(tp, "nb_no_grad_begin");
+    if (st != NB_OK) return st;
+    push_mark(tp, false, false);
     nb_tape_no_grad(tp, true);
     return NB_OK;
 }
@@ -106,27 +132,69 @@ nb_status nb_no_grad_end(nb_tape *tp) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "nb_no_grad_end: the tape is NULL");
         return NB_ERR_NULL;
     }
-    if (tp->no_grad_depth == 0) {
-        nb_set_error(tp, NB_ERR_STATE, NULL, 0, "nb_no_grad_end: no nb_no_grad_begin is open on this tape");
+    if (tp->no_grad_depth == 0 || tp->no_grad_marks[tp->no_grad_depth - 1].guarded) {
+        nb_set_error(tp, NB_ERR_STATE, NULL, 0, "nb_no_grad_end: no nb_no_grad_begin is open on this tape%s",
+                     tp->no_grad_depth ? " inside the function that nb_recompute runs (it must end the scopes "
+                                         "it begins, and only those)" : "");
         return NB_ERR_STATE;
     }
     const struct nb_no_grad_mark *m = &tp->no_grad_marks[--tp->no_grad_depth];
     tp->no_record = m->no_record;
     tp->grad_enabled = m->grad_enabled;
-    /* Inside a callback (a custom op's forward), the call under way may
-     * hold memory the scope gave it (nb_op_save): keep everything. */
-    bool safe = !tp->user_code.what && m->generation == tp->generation && m->n_entries == tp->n_entries &&
-                m->pass == tp->pass && m->kept_allocs == tp->kept_allocs && tp->running == 0;
+    /* Inside a callback (a custom op's forward), or a backward pass, the
+     * call under way may hold memory the scope gave it (nb_op_save, a
+     * gradient): keep everything.  Not inside nb_recompute's function,
+     * whose call (a backward pass's too) holds nothing made since the
+     * function began (src/graph/recompute.c). */
+    bool free_to = !tp->user_code.what ? tp->running == 0 : tp->user_code.scopes_free;
+    bool safe = free_to && m->generation == tp->generation && m->n_entries == tp->n_entries && m->pass == tp->pass &&
+                m->kept_allocs == tp->kept_allocs;
     if (safe) {
-        nb_arena_rewind(&tp->arena, m->chunk, m->chunk_used);
-        if (tp->no_grad_depth == 0 && !tp->scope_store_kept)
-            nb_headers_reset(&tp->headers, true); /* the whole store: its pages to fresh addresses */
-        else
-            nb_headers_retire_since(&tp->headers, m->window, m->window_used, m->n_full);
+        free_since(tp, m);
     } else {
         tp->kept_allocs++; /* the enclosing scopes keep theirs too */
         tp->scope_store_kept = true;
     }
     if (tp->no_grad_depth == 0) swap_stores(tp);
     return NB_OK;
+}
+
+/* Ends the scopes opened above the innermost guarded mark (a function
+ * that left them open is refused; they must not outlive it). */
+static void end_scopes_above_guard(nb_tape *tp) {
+    while (tp->no_grad_depth > 0 && !tp->no_grad_marks[tp->no_grad_depth - 1].guarded) nb_no_grad_end(tp);
+}
+
+/* A recomputation's region (src/graph/recompute.c) frees what was made in
+ * it, whatever was recorded or run there: the recomputation takes its
+ * entries off the tape, and every gradient it gave a tensor made before
+ * was allocated before the region began.  A scope inside that kept its
+ * tensors kept them inside the region, which frees them all: the store is
+ * then as kept as it was at the begin. */
+nb_status nb_scratch_begin(nb_tape *tp) {
+    nb_status st = room_for_mark(tp, "nb_backward (recomputing the function of nb_recompute)");
+    if (st == NB_OK) push_mark(tp, true, true);
+    return st;
+}
+
+nb_status nb_no_grad_begin_guarded(nb_tape *tp) {
+    nb_status st = nb_no_grad_begin(tp);
+    if (st == NB_OK) tp->no_grad_marks[tp->no_grad_depth - 1].guarded = true;
+    return st;
+}
+
+void nb_no_grad_end_guarded(nb_tape *tp) {
+    end_scopes_above_guard(tp);
+    if (tp->no_grad_depth == 0 || !tp->no_grad_marks[tp->no_grad_depth - 1].guarded) return; /* (never) */
+    tp->no_grad_marks[tp->no_grad_depth - 1].guarded = false;
+    nb_no_grad_end(tp);
+}
+
+void nb_scratch_end(nb_tape *tp) {
+    end_scopes_above_guard(tp);
+    if (tp->no_grad_depth == 0 || !tp->no_grad_marks[tp->no_grad_depth - 1].scratch) return; /* (never) */
+    const struct nb_no_grad_mark *m = &tp->no_grad_marks[--tp->no_grad_depth];
+    tp->scope_store_kept = m->store_kept;
+    free_since(tp, m);
+    if (tp->no_grad_depth == 0) swap_stores(tp);
 }

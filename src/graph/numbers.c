@@ -160,6 +160,48 @@ void nb_picture_product(nb_text *out, double a, double b, double c) {
 }
 
 
+void nb_picture_update(const nb_picture *p, const nb_tensor *t, const void *g, nb_text *out) {
+    double lr = p->o->learning_rate;
+    size_t rows = nb_picture_value_lines(p, t);
+    if (!g) {
+        nb_text_put(out, "\nupdate: not yet");
+        for (size_t k = 1; k < rows; k++) nb_text_put(out, "\n");
+        return;
+    }
+    if (t->size == 1) { /* v − η × g = r, the factors with the fewest digits (>= 4) a calculator agrees with */
+        double v = nb_picture_value(t->dtype, t->data, 0), d = nb_picture_value(t->dtype, g, 0);
+        char fv[32], fl[32], fd[32], fr[32], want[32];
+        snprintf(want, sizeof want, "%.4g", v - lr * d + 0.0);
+        for (int k = 4; k <= 17; k++) {
+            snprintf(fv, sizeof fv, "%.*g", k, v);
+            snprintf(fl, sizeof fl, "%.*g", k, lr);
+            snprintf(fd, sizeof fd, "%.*g", k, d);
+            snprintf(fr, sizeof fr, "%.4g", strtod(fv, NULL) - strtod(fl, NULL) * strtod(fd, NULL) + 0.0);
+            if (!strcmp(fr, want)) break;
+        }
+        nb_text_put(out, "\nupdate ");
+        nb_text_put_user(out, t->name[0] ? t->name : "w");
+        nb_text_printf(out, " ← %s − %s × %s%s%s = %s", fv, fl, d < 0 ? "(" : "", fd, d < 0 ? ")" : "", fr);
+        return;
+    }
+    size_t bytes = t->size * (t->dtype == NB_F32 ? sizeof(float) : sizeof(double));
+    void *next = nb_malloc(bytes ? bytes : 1);
+    if (!next) {
+        out->failed = true;
+        return;
+    }
+    for (size_t i = 0; i < t->size; i++) {
+        double v = nb_picture_value(t->dtype, t->data, i) - lr * nb_picture_value(t->dtype, g, i);
+        if (t->dtype == NB_F32) ((float *)next)[i] = (float)v;
+        else ((double *)next)[i] = v;
+    }
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "after w − %.4g·grad ", lr);
+    nb_text_put(out, "\n");
+    nb_picture_values(p, t, next, prefix, out);
+    nb_free(next);
+}
+
 /* A fan-out's gradient as the sum of what each use added, "= 1 + 0.3932",
  * printed so that a calculator agrees with the gradient beside it (4
  * digits): the terms with the fewest digits, 4 or more, whose exact sum

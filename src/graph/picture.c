@@ -192,6 +192,11 @@ nb_status nb_picture_check_opts(const nb_dot_opts *o, const nb_tape *tp, const c
                      what, r);
         return NB_ERR_ARG;
     }
+    if (!(o->learning_rate >= 0 && o->learning_rate <= 1e300)) { /* NaN fails too */
+        nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "%s: learning_rate is %g; expected a finite number >= 0 (0: no update)",
+                     what, o->learning_rate);
+        return NB_ERR_ARG;
+    }
     if (o->n_checked && (!o->checked || !o->checked_errors)) {
         nb_set_error(NULL, NB_ERR_NULL, NULL, 0, "%s: n_checked is %zu but checked or checked_errors is NULL", what,
                      o->n_checked);
@@ -220,6 +225,8 @@ nb_status nb_picture_build(nb_picture *p, const nb_tape *tp, const nb_dot_opts *
     p->n_entries = tp->n_entries;
     p->o = o;
     p->loss = o->loss;
+    p->computed = SIZE_MAX;
+    p->updated = false;
     if (!p->loss && tp->n_entries && tp->entries[tp->n_entries - 1].out->size == 1)
         p->loss = tp->entries[tp->n_entries - 1].out;
     nb_escape_buf(p->loss_name, sizeof p->loss_name, NB_ESC_LINE, p->loss && p->loss->name[0] ? p->loss->name : "L");
@@ -344,7 +351,12 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
     }
     if (o->show_values) {
         nb_text_put(out, "\n");
-        nb_picture_values(p, t, t->data, "value ", out);
+        if (nb_recorded(t) && t->entry > p->computed) { /* a forward film, before its op (entry: 1 + index) */
+            nb_text_put(out, "value: not yet computed");
+            put_blank_lines(out, nb_picture_value_lines(p, t) - 1);
+        } else {
+            nb_picture_values(p, t, t->data, "value ", out);
+        }
     }
     bool grad_lines = o->show_grads && t->requires_grad && (n->reached || m == NB_MOMENT_STATIC);
     if (grad_lines) {
@@ -385,6 +397,9 @@ void nb_picture_node_label(const nb_picture *p, size_t node, nb_moment m, nb_tex
             }
         }
     }
+    /* A film's update frame: the step of gradient descent, after backward */
+    if (o->learning_rate > 0 && m != NB_MOMENT_STATIC && nb_picture_role(p, t) == NB_ROLE_PARAM && t->requires_grad)
+        nb_picture_update(p, t, p->updated && nb_grad_live(t) ? t->grad : NULL, out);
     const double *err = nb_picture_checked(p, t);
     if (err) nb_text_printf(out, "\ngradcheck: worst rel. error %.2g", *err);
 }

@@ -64,6 +64,10 @@ typedef struct {
     size_t *first_edge;     /* per entry: its first edge; first_edge[n_entries] = n_edges */
     bool *runs;             /* per entry: backward from the loss runs it */
     bool mixed_dtypes;
+    /* A film of the forward pass: the entries computed so far (the results
+     * of later ones show "value: not yet computed"); SIZE_MAX: all. */
+    size_t computed;
+    bool updated;           /* a film's last frame: the update w ← w − η·g is shown */
 } nb_picture;
 
 /* Checks the options a user gave for a picture of tp (`what` names the
@@ -113,6 +117,11 @@ void nb_picture_values(const nb_picture *p, const nb_tensor *t, const void *valu
 /* "= min a, mean b, max c" of an element-wise op's local derivative ∂y/∂x,
  * from the upstream gradient g (y's shape) and x's contribution c. */
 void nb_picture_local_summary(const nb_tensor *x, const nb_tensor *y, const void *g, const void *c, nb_text *out);
+/* A parameter's update lines for a film (opts.learning_rate > 0):
+ * "update: not yet" and blank lines, or, with its gradient g, the step of
+ * gradient descent: "x ← 5 − 0.1 × 10 = 4" for one number (printed so that
+ * a calculator agrees), else the new values as nb_picture_values prints. */
+void nb_picture_update(const nb_picture *p, const nb_tensor *t, const void *g, nb_text *out);
 /* "\na × b = c": upstream × local = contribution. */
 void nb_picture_product(nb_text *out, double a, double b, double c);
 /* "= a + b - c": the n terms (n <= 4) of a gradient whose value, printed

@@ -184,6 +184,15 @@ static nb_status walk(nb_graph *g, bool *reached, size_t last, nb_tensor ***read
     for (size_t i = last; i-- > 0;) {
         if (!reached[i]) continue;
         const nb_entry *e = &tp->entries[i];
+        if (!strcmp(e->op->name, "recompute") || !strcmp(e->op->name, "recompute output")) {
+            /* its function ran outside the tape, and its forward does nothing: nothing to replay */
+            nb_set_error(NULL, NB_ERR_UNSUPPORTED, file, line,
+                         "nb_graph_capture: the graph holds a checkpoint (nb_recompute, recorded at %s:%d), whose "
+                         "function runs outside the tape, so a replay could not run it again; capture a graph "
+                         "without checkpoints (replays keep no more memory than the recording)",
+                         e->file ? e->file : "?", e->line);
+            return NB_ERR_UNSUPPORTED;
+        }
         for (int k = 0; k < e->n_in; k++) {
             nb_tensor *x = nb_entry_input(e, k);
             if (is_result_on(tp, x, i)) {

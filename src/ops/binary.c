@@ -170,7 +170,8 @@ static bool same_shapes(const nb_entry *e) {
                 const T a = *(const T *)e->in[0]->data, b = *(const T *)e->in[1]->data;    \
                 const T y = *(const T *)e->out->data;                                       \
                 (void)a, (void)b, (void)y;                                                  \
-                const T d = *(const T *)e->out->grad * (which == 0 ? (DA) : (DB));          \
+                const T g = *(const T *)e->out->grad;                                       \
+                const T d = which == 0 ? (DA) : (DB);          \
                 T *GX = gx_;                                                                \
                 *GX = acc ? *GX + d : d;                                                    \
             });                                                                             \
@@ -198,7 +199,8 @@ static bool same_shapes(const nb_entry *e) {
                     for (size_t k = 0; k < e->out->size; k++) {                             \
                         const T a = A[k], b = B[k], y = Y[k];                               \
                         (void)a, (void)b, (void)y;                                          \
-                        const T d = G[k] * (which == 0 ? (DA) : (DB));                      \
+                        const T g = G[k];                                                           \
+                        const T d = which == 0 ? (DA) : (DB);                      \
                         GX[k] = acc ? GX[k] + d : d;                                        \
                     }                                                                       \
                 } else                                                                      \
@@ -209,14 +211,16 @@ static bool same_shapes(const nb_entry *e) {
                         ROW_LOOP(n_, ia, ib, {                                              \
                             const T a = ra[ka], b = rb[kb], y = ry[k];                      \
                             (void)a, (void)b, (void)y;                                      \
-                            const T d = rg[k] * (DA);                                       \
+                            const T g = rg[k];                                          \
+                            const T d = DA;                                       \
                             rgx[ka] = acc ? rgx[ka] + d : d;                                \
                         });                                                                 \
                     } else {                                                                \
                         ROW_LOOP(n_, ia, ib, {                                              \
                             const T a = ra[ka], b = rb[kb], y = ry[k];                      \
                             (void)a, (void)b, (void)y;                                      \
-                            const T d = rg[k] * (DB);                                       \
+                            const T g = rg[k];                                          \
+                            const T d = DB;                                       \
                             rgx[kb] = acc ? rgx[kb] + d : d;                                \
                         });                                                                 \
                     }                                                                       \
@@ -227,16 +231,16 @@ static bool same_shapes(const nb_entry *e) {
 
 /* y = a + b:   dy/da = 1,    dy/db = 1 */
 BINARY_FORWARD(add, a + b)
-BINARY_BACKWARD(add, 1, 1, true, true)
+BINARY_BACKWARD(add, g, g, true, true)
 /* y = a - b:   dy/da = 1,    dy/db = -1 */
 BINARY_FORWARD(sub, a - b)
-BINARY_BACKWARD(sub, 1, -1, true, false)
+BINARY_BACKWARD(sub, g, -g, true, false)
 /* y = a * b:   dy/da = b,    dy/db = a */
 BINARY_FORWARD(mul, a * b)
-BINARY_BACKWARD(mul, b, a, false, false)
+BINARY_BACKWARD(mul, g * b, g * a, false, false)
 /* y = a / b:   dy/da = 1/b,  dy/db = -a/b² = -y/b */
 BINARY_FORWARD(div, a / b)
-BINARY_BACKWARD(div, 1 / b, -y / b, false, false)
+BINARY_BACKWARD(div, g * (1 / b), g * (-y / b), false, false)
 
 /* y = maximum(a, b): dy/da = 1 where a > b, 0 where a < b; at a tie the
  * gradient is split, 1/2 each (PyTorch's convention).  A NaN on either
@@ -247,10 +251,15 @@ BINARY_BACKWARD(div, 1 / b, -y / b, false, false)
 /* The share of G that side `mine` gets (T is the element type in scope). */
 #define SHARE(mine, other, larger) \
     ((((larger) ? (mine) < (other) : (mine) > (other))) ? (T)0 : (mine) == (other) ? (T)0.5 : (T)1)
+/* That share of g, chosen rather than multiplied: the losing side gets 0
+ * even where g is inf or NaN (0 · inf would be NaN), as PyTorch's
+ * masked_fill gives. */
+#define SHARE_OF(g, mine, other, larger) \
+    (SHARE(mine, other, larger) == (T)0 ? (T)0 : (g) * SHARE(mine, other, larger))
 BINARY_FORWARD(maximum, a != a || a > b ? a : b)
-BINARY_BACKWARD(maximum, SHARE(a, b, true), SHARE(b, a, true), false, false)
+BINARY_BACKWARD(maximum, SHARE_OF(g, a, b, true), SHARE_OF(g, b, a, true), false, false)
 BINARY_FORWARD(minimum, a != a || a < b ? a : b)
-BINARY_BACKWARD(minimum, SHARE(a, b, false), SHARE(b, a, false), false, false)
+BINARY_BACKWARD(minimum, SHARE_OF(g, a, b, false), SHARE_OF(g, b, a, false), false, false)
 
 /* ---------------------------------------------------------------- backward graphs */
 
@@ -283,7 +292,8 @@ static void div_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) {
 }
 
 /* maximum and minimum: G times a constant mask (1, 1/2 at a tie, 0; 1 by
- * a NaN), whose own derivative is 0, as PyTorch's. */
+ * a NaN), whose own derivative is 0, as PyTorch's; where the mask is 0 the
+ * result is chosen to be 0 with where() (G · 0 is NaN for an inf G). */
 static nb_tensor *selection_mask(nb_entry *e, int which, bool larger) {
     nb_tape *tp = e->out->tape;
     nb_tensor *mask = nb_tensor_alloc(tp, e->out->dtype, e->out->ndim, e->out->shape, e->op->name, AT);
@@ -302,10 +312,16 @@ static nb_tensor *selection_mask(nb_entry *e, int which, bool larger) {
     return mask;
 }
 
-static void select_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in, bool larger) {
+static nb_tensor *selected_share(nb_entry *e, nb_tensor *G, int which, bool larger) {
     nb_tape *tp = e->out->tape;
-    finish(e, grad_in, e->in[0]->requires_grad ? nb_mul_(tp, G, selection_mask(e, 0, larger), AT) : NULL,
-           e->in[1]->requires_grad ? nb_mul_(tp, G, selection_mask(e, 1, larger), AT) : NULL);
+    if (!e->in[which]->requires_grad) return NULL;
+    nb_tensor *mask = selection_mask(e, which, larger);
+    nb_tensor *zero = nb_full_(tp, e->out->dtype, 0, NULL, 0, AT);
+    return nb_where_(tp, mask, nb_mul_(tp, G, mask, AT), zero, AT);
+}
+
+static void select_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in, bool larger) {
+    finish(e, grad_in, selected_share(e, G, 0, larger), selected_share(e, G, 1, larger));
 }
 static void maximum_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { select_graph(e, G, grad_in, true); }
 static void minimum_graph(nb_entry *e, nb_tensor *G, nb_tensor **grad_in) { select_graph(e, G, grad_in, false); }

@@ -37,26 +37,22 @@
  * chunk's partial sum made in order by one thread, and the partial sums then
  * added in order: the same bits on any number of threads.
  */
-#include "../internal.h"
+#include "conv.h"
+#include "winograd.h"
 
 #include <string.h>
 
-typedef struct {
-    size_t N, C, H, W;     /* x */
-    size_t O, KH, KW;      /* w: (O, C / groups, KH, KW) */
-    size_t OH, OW;         /* y: (N, O, OH, OW) */
-    long sh, sw, ph, pw, dh, dw;
-    size_t groups;
-    bool one_d;            /* conv1d: H = KH = OH = 1 and the tensors are 3-D */
-    bool relu;             /* conv only: relu applied in the same pass (see below) */
-} conv_geom;
 
 static size_t in_group(const conv_geom *g) { return g->C / g->groups; }   /* Cg */
 static size_t out_group(const conv_geom *g) { return g->O / g->groups; }  /* Og */
 static size_t patch(const conv_geom *g) { return in_group(g) * g->KH * g->KW; } /* rows of col */
 static size_t positions(const conv_geom *g) { return g->OH * g->OW; }     /* columns of col */
+/* col is x itself when each tap reads x in place: a 1x1 kernel, stride 1,
+ * no padding, and (for conv_transpose.c, whose output padding can make x
+ * larger than y) x and y of the same size. */
 static bool unfolds(const conv_geom *g) {
-    return !(g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0);
+    return !(g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 && g->OH == g->H &&
+             g->OW == g->W);
 }
 
 /* The weight gradient's sum over examples is made in this many chunks (or
@@ -361,8 +357,6 @@ static size_t parts_for(size_t items, double flops) {
     return items < threads ? (items ? items : 1) : threads;
 }
 
-enum { KERNEL_FORWARD, KERNEL_INPUT_GRAD, KERNEL_WEIGHT_GRAD };
-
 /* The other gradients the weight kernel can take in the same pass. */
 typedef struct {
     void *bias_grad;  /* dL/dbias, or NULL */
@@ -372,12 +366,44 @@ typedef struct {
     const void *w;    /* the weights, for dL/dx */
 } more_grads;
 
+/* The forward (x = a, w = b), the input gradient (G = a, w = b) or the
+ * weight gradient (x = a, G = b) by Winograd (src/ops/winograd.c) where it
+ * applies and is faster: 1 done, 0 not taken, -1 out of memory. */
+static int winograd(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b, const void *bias,
+                    void *out, bool acc) {
+    const conv_geom *g = e->saved;
+    nb_winograd_geom wg = {g->N, g->C, g->H, g->W, g->O, g->KH, g->KW, g->OH, g->OW,
+                           g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->groups, g->one_d};
+    bool fwd = kernel == KERNEL_FORWARD;
+    int kind = fwd ? NB_WINOGRAD_FORWARD : kernel == KERNEL_INPUT_GRAD ? NB_WINOGRAD_INPUT_GRAD : NB_WINOGRAD_WEIGHT_GRAD;
+    nb_winograd_call c = {kind, dt, a, b, fwd ? bias : NULL, g->relu && !fwd ? e->out->data : NULL, g->relu && fwd,
+                          out, acc};
+    return nb_winograd_run(e, &wg, &c);
+}
+
 /* Runs one of the three kernels; false (tape errored) if working memory
  * could not be had.  The weight kernel also takes the gradients `more`
  * asks for, and out may then be NULL (no weight gradient). */
 static bool run_kernel_with(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b,
                             const void *bias, void *out, bool acc, const more_grads *more) {
     const conv_geom *g = e->saved;
+    more_grads rest;
+    if (kernel != KERNEL_WEIGHT_GRAD) {
+        int done = winograd(e, kernel, dt, a, b, bias, out, acc);
+        if (done) return done > 0;
+    } else { /* dL/dx and dL/dw by Winograd where it applies, then the rest in one pass */
+        rest = more ? *more : (more_grads){NULL, false, NULL, false, NULL};
+        int done = rest.input_grad ? winograd(e, KERNEL_INPUT_GRAD, dt, b, rest.w, NULL, rest.input_grad,
+                                              rest.input_acc)
+                                   : 0;
+        if (done < 0) return false;
+        if (done) rest.input_grad = NULL;
+        done = out ? winograd(e, KERNEL_WEIGHT_GRAD, dt, a, b, NULL, out, acc) : 0;
+        if (done < 0) return false;
+        if (done) out = NULL;
+        if (!out && !rest.input_grad && !rest.bias_grad) return true;
+        more = &rest;
+    }
     size_t bytes = nb_dtype_size(dt), K = patch(g), P = positions(g);
     double flops = 2.0 * (double)g->N * (double)g->O * (double)K * (double)P;
     void *bias_grad = more ? more->bias_grad : NULL;
@@ -442,9 +468,7 @@ static nb_tensor *input_grad_call(nb_tape *tp, const conv_geom *g, nb_tensor *G,
 static nb_tensor *weight_grad_call(nb_tape *tp, const conv_geom *g, nb_tensor *x, nb_tensor *G, const char *file,
                                    int line);
 
-/* "3×3, stride 2, padding 1, groups 4" for the pictures. */
-static void conv_describe(const nb_op_call *e, char *buf, size_t size) {
-    const conv_geom *g = geom(e);
+void nb_conv_describe(const conv_geom *g, char *buf, size_t size) {
     int n = g->one_d ? snprintf(buf, size, "kernel %zu", g->KW) : snprintf(buf, size, "%zu×%zu", g->KH, g->KW);
     if (n < 0 || (size_t)n >= size) return;
     if (g->sh != 1 || g->sw != 1)
@@ -459,6 +483,8 @@ static void conv_describe(const nb_op_call *e, char *buf, size_t size) {
     if ((size_t)n < size && g->groups > 1) n += snprintf(buf + n, size - (size_t)n, ", groups %zu", g->groups);
     if ((size_t)n < size && g->relu) snprintf(buf + n, size - (size_t)n, ", then relu");
 }
+
+static void conv_describe(const nb_op_call *e, char *buf, size_t size) { nb_conv_describe(geom(e), buf, size); }
 
 static void conv_forward(nb_entry *e) {
     const nb_tensor *x = e->in[0], *w = e->in[1];
@@ -715,10 +741,16 @@ static nb_tensor *plan(nb_tape *tp, const nb_op *op, bool one_d, nb_tensor *x, n
                            name, sw, span, dils[k], sx, pads[k], padded);
         *outs[k] = (size_t)((padded - span) / (double)strides[k]) + 1;
     }
+    return nb_conv_check_sizes(tp, name, g, sx, sw, file, line);
+}
+
+nb_tensor *nb_conv_check_sizes(nb_tape *tp, const char *op, const conv_geom *g, const char *sx, const char *sw,
+                               const char *file, int line) {
     size_t K = patch(g), P = positions(g);
-    if (K > INT32_MAX || P > INT32_MAX || out_group(g) > INT32_MAX || (double)K * (double)P > 1e12)
+    if (K > INT32_MAX || P > INT32_MAX || out_group(g) > INT32_MAX ||
+        (double)K * (double)P > 1e12)
         return nb_fail(tp, NB_ERR_SHAPE, file, line, "%s: x %s with the weight %s exceeds the sizes CBLAS can index",
-                       name, sx, sw);
+                       op, sx, sw);
     return NULL;
 }
 
@@ -734,4 +766,24 @@ nb_tensor *nb_conv1d_(nb_tape *tp, nb_tensor *x, nb_tensor *w, nb_tensor *bias, 
     conv_geom g = {0};
     nb_tensor *failed = plan(tp, &conv1d_op, true, x, w, bias, opts, &g, file, line);
     return failed ? failed : conv_call(tp, &g, x, w, bias, file, line);
+}
+
+/* ---------------------------------------------------------------- for conv_transpose.c */
+
+bool nb_conv_kernel(const nb_entry *e, int kernel, nb_dtype dt, const void *a, const void *b, void *out, bool acc) {
+    return run_kernel(e, kernel, dt, a, b, NULL, out, acc);
+}
+
+nb_tensor *nb_conv_call(nb_tape *tp, const conv_geom *g, nb_tensor *x, nb_tensor *w, const char *file, int line) {
+    return conv_call(tp, g, x, w, NULL, file, line);
+}
+
+nb_tensor *nb_conv_input_grad_call(nb_tape *tp, const conv_geom *g, nb_tensor *G, nb_tensor *w, const char *file,
+                                   int line) {
+    return input_grad_call(tp, g, G, w, file, line);
+}
+
+nb_tensor *nb_conv_weight_grad_call(nb_tape *tp, const conv_geom *g, nb_tensor *x, nb_tensor *G, const char *file,
+                                    int line) {
+    return weight_grad_call(tp, g, x, G, file, line);
 }

@@ -9,14 +9,23 @@
  * gets several times slower here).  Every element of a result is computed by
  * one thread in the same order as with one thread.
  *
- * A job is published by bumping `generation`; workers spin on it for a short
- * while after each job (the next one of a training step comes within
- * microseconds), then sleep on a condition variable.  The caller runs part 0
- * itself and spins until the workers report their parts done.  One job runs
- * at a time: a call made while the pool is busy (from another thread, or from
- * inside a part) simply runs serially.  With more threads than cores nobody
- * spins (workers sleep at once, the caller yields), and a child made by
- * fork() starts with no workers.
+ * A job is a fixed split of [0, n) into parts (the split never depends on
+ * which thread runs a part, so neither do the results).  It is published
+ * by writing it, then a claim word (the job's number, its part count, the
+ * next part to take), then bumping `generation`.  Every thread, the caller
+ * included, takes parts with a compare-and-swap on the claim word until
+ * none is left; the caller returns when all parts are done.  So a worker
+ * that is asleep or off its core (the machine is shared) holds nothing up:
+ * the caller, or the other workers, take its parts, and a worker that wakes
+ * late finds the job's number changed and takes nothing.  Element-wise
+ * kernels are split into up to 4 parts per thread for the same reason.
+ * Workers spin on `generation` for a short while after each job (the next
+ * one of a training step comes within microseconds), then sleep on a
+ * condition variable.  One job runs at a time: a call made while the pool
+ * is busy (from another thread, or from inside a part) simply runs
+ * serially.  With more threads than cores nobody spins (workers sleep at
+ * once, the caller yields), and a child made by fork() starts with no
+ * workers.
  */
 #include "../internal.h"
 
@@ -26,7 +35,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#define MAX_THREADS 64
+#define MAX_THREADS 64 /* parts of a job: at most 4 per thread, under 2^16 */
 #define SPINS_BEFORE_SLEEP 200000
 
 static struct {
@@ -36,7 +45,9 @@ static struct {
     int threads;          /* including the caller; 1 = serial */
     pthread_t workers[MAX_THREADS - 1];
     _Atomic unsigned generation;
-    _Atomic int remaining; /* workers yet to finish the current job */
+    /* job number << 32 | parts << 16 | next part to take */
+    _Atomic uint64_t claim;
+    _Atomic int done; /* parts of the current job finished */
     _Atomic int sleepers;
     _Atomic bool quit;
     unsigned first_generation; /* the generation when the workers started */
@@ -56,14 +67,26 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void run_part(int part) {
-    size_t begin = nb_part_begin(pool.n, (size_t)part, (size_t)pool.parts);
-    size_t end = nb_part_begin(pool.n, (size_t)part + 1, (size_t)pool.parts);
-    if (begin < end) pool.fn(pool.ctx, begin, end);
+static uint64_t claim_word(unsigned job, int parts) { return (uint64_t)job << 32 | (uint64_t)parts << 16; }
+
+/* Takes and runs parts of job `job` until none is left (or another job has
+ * replaced it: then it took none of that one's). */
+static void take_parts(unsigned job) {
+    uint64_t c = atomic_load(&pool.claim);
+    for (;;) {
+        unsigned parts = (unsigned)(c >> 16) & 0xffff, next = (unsigned)c & 0xffff;
+        if ((unsigned)(c >> 32) != job || next >= parts) return;
+        if (!atomic_compare_exchange_weak(&pool.claim, &c, c + 1)) continue; /* c reloaded */
+        /* Part `next` is ours: the job cannot change until it is done. */
+        size_t begin = nb_part_begin(pool.n, next, parts), end = nb_part_begin(pool.n, next + 1, parts);
+        if (begin < end) pool.fn(pool.ctx, begin, end);
+        atomic_fetch_add(&pool.done, 1);
+        c = atomic_load(&pool.claim);
+    }
 }
 
 static void *worker(void *arg) {
-    int index = (int)(intptr_t)arg; /* 1 .. threads - 1 */
+    (void)arg;
     unsigned seen = pool.first_generation; /* no job can start before the workers do */
     for (;;) {
         unsigned g;
@@ -77,39 +100,39 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&pool.lock);
         }
         seen = g;
-        if (atomic_load(&pool.quit)) {
-            atomic_fetch_sub(&pool.remaining, 1);
-            return NULL;
-        }
-        if (index < pool.parts) run_part(index);
-        atomic_fetch_sub(&pool.remaining, 1);
+        if (atomic_load(&pool.quit)) return NULL;
+        take_parts(g);
     }
 }
 
-/* Publishes the job in pool.fn... to every worker and waits for them. */
+/* Publishes the job in pool.fn... (pool.parts parts), takes parts with the
+ * workers and waits until every part is done. */
 static void run_job(void) {
-    atomic_store(&pool.remaining, pool.threads - 1);
-    atomic_fetch_add(&pool.generation, 1);
+    unsigned job = atomic_load(&pool.generation) + 1;
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.claim, claim_word(job, pool.parts));
+    atomic_store(&pool.generation, job);
     if (atomic_load(&pool.sleepers) > 0) {
         pthread_mutex_lock(&pool.lock);
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.lock);
     }
-    if (!atomic_load(&pool.quit)) run_part(0);
-    /* The workers' parts are as long as ours; past a short spin, one of them
-     * must be off its core (more threads than cores): let it run. */
-    for (int spins = 0; atomic_load(&pool.remaining) > 0; spins++)
+    if (atomic_load(&pool.quit)) return;
+    take_parts(job);
+    /* The last parts are running on workers: past a short spin, one of
+     * them must be off its core: let it run. */
+    for (int spins = 0; atomic_load(&pool.done) < pool.parts; spins++)
         if (spins < 4096)
             cpu_relax();
         else
             sched_yield();
 }
 
-void nb_parallel_parts(size_t n, int parts, nb_range_fn fn, void *ctx) {
-    if (parts > pool.threads) parts = pool.threads;
-    if ((size_t)parts > n) parts = (int)n;
-    if (parts <= 1 || pthread_mutex_trylock(&pool.busy) != 0) {
-        if (n) fn(ctx, 0, n);
+/* Runs the job in `parts` parts (1 < parts <= MAX_PARTS); serially when the
+ * pool is busy. */
+static void run_parts(size_t n, int parts, nb_range_fn fn, void *ctx) {
+    if (pthread_mutex_trylock(&pool.busy) != 0) {
+        fn(ctx, 0, n);
         return;
     }
     pool.fn = fn;
@@ -121,10 +144,27 @@ void nb_parallel_parts(size_t n, int parts, nb_range_fn fn, void *ctx) {
     pthread_mutex_unlock(&pool.busy);
 }
 
+void nb_parallel_parts(size_t n, int parts, nb_range_fn fn, void *ctx) {
+    if (parts > pool.threads) parts = pool.threads;
+    if ((size_t)parts > n) parts = (int)n;
+    if (parts <= 1) {
+        if (n) fn(ctx, 0, n);
+        return;
+    }
+    run_parts(n, parts, fn, ctx);
+}
+
+/* Up to PARTS_PER_THREAD parts per thread, of at least `grain` items: a
+ * thread that is held up leaves fewer items waiting. */
+#define PARTS_PER_THREAD 4
 void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx) {
     if (grain < 1) grain = 1;
-    size_t parts = n / grain;
-    nb_parallel_parts(n, parts < (size_t)pool.threads ? (int)parts : pool.threads, fn, ctx);
+    if (pool.threads <= 1 || n / grain < 2) {
+        if (n) fn(ctx, 0, n);
+        return;
+    }
+    size_t parts = n / grain, most = (size_t)pool.threads * PARTS_PER_THREAD;
+    run_parts(n, (int)(parts < most ? parts : most), fn, ctx);
 }
 
 int nb_get_threads(void) { return pool.threads; }
@@ -134,7 +174,7 @@ uint64_t nb_parallel_jobs(void) { return split_jobs; }
 static void stop_workers(void) {
     atomic_store(&pool.quit, true);
     pool.parts = 0;
-    run_job();
+    run_job(); /* wakes them; they see quit */
     for (int i = 0; i < pool.threads - 1; i++) pthread_join(pool.workers[i], NULL);
     pool.threads = 1;
     atomic_store(&pool.quit, false);
