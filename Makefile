@@ -116,7 +116,7 @@ CXX        ?= c++
 HAVE_ADOLC := $(wildcard /usr/include/adolc/adolc.h)
 ADOLC_BENCH := $(if $(HAVE_ADOLC),$(BUILD)/bench/adolc_projectile)
 
-$(BUILD)/bench/bench_scalar $(BUILD)/bench/bench_recompute $(BUILD)/tests/test_recompute $(HPP_TESTS): bench/projectile.h bench/projectile_tape.h
+$(BUILD)/bench/bench_scalar $(BUILD)/bench/bench_recompute $(BUILD)/tests/test_recompute $(BUILD)/tests/test_replay $(HPP_TESTS): bench/projectile.h bench/projectile_tape.h
 
 # The same projectile through include/nabla.hpp (C++17), timed beside it.
 $(BUILD)/bench/bench_scalar_hpp: bench/bench_scalar_hpp.cpp bench/projectile.h bench/bench_common.h include/nabla.hpp \
@@ -296,7 +296,7 @@ demo: deps-build $(BUILD)/examples/demo
 NB_VERSION = $(shell sed -n 's/#define NB_VERSION "\(.*\)"/\1/p' include/nabla.h)
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(LIBDIR)/pkgconfig
-	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_kernel.h \
+	install -m 644 include/nabla.h include/nabla_nn.h include/nabla_train.h include/nabla_op.h include/nabla_kernel.h include/nabla_graph.h \
 	    include/nabla.hpp $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libnabla.a $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(BUILD)/libnabla.so $(DESTDIR)$(LIBDIR)/libnabla.so.0
@@ -320,7 +320,7 @@ deb:
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/nabla.h $(DESTDIR)$(PREFIX)/include/nabla_nn.h $(DESTDIR)$(PREFIX)/include/nabla_train.h $(DESTDIR)$(PREFIX)/include/nabla_op.h \
-	      $(DESTDIR)$(PREFIX)/include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/nabla.hpp $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(LIBDIR)/libnabla_mpi.a \
+	      $(DESTDIR)$(PREFIX)/include/nabla_kernel.h $(DESTDIR)$(PREFIX)/include/nabla_graph.h $(DESTDIR)$(PREFIX)/include/nabla.hpp $(DESTDIR)$(PREFIX)/include/nabla_mpi.h $(DESTDIR)$(LIBDIR)/libnabla_mpi.a \
 	      $(DESTDIR)$(LIBDIR)/libnabla_mpi.so $(DESTDIR)$(LIBDIR)/libnabla_mpi.so.0 \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/nabla_mpi.pc \
 	      $(DESTDIR)$(LIBDIR)/libnabla.a \

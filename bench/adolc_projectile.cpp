@@ -2,10 +2,14 @@
  * The projectile of bench/projectile.h with ADOL-C (Debian's libadolc-dev,
  * a bench-only dependency, never vendored): retaped on every run (trace_on,
  * the function, trace_off, then gradient()), as bench_scalar.c records
- * nabla's tape on every run.  The thread's CPU time, median of R runs.
+ * nabla's tape on every run.  With --replay, taped once and replayed on
+ * every run (gradient() on the recorded tape: zos_forward, then
+ * fos_reverse), as bench_scalar --replay replays nabla's captured graph.
+ * The thread's CPU time, median of R runs.
  *
- *   adolc_projectile [--reps R] [--steps N] [--csv]
- * --csv prints one line: adolc,ms per gradient,df/dtheta,df/ds
+ *   adolc_projectile [--reps R] [--steps N] [--csv] [--replay]
+ * --csv prints one line: adolc,ms per gradient,df/dtheta,df/ds (adolc-replay
+ * with --replay)
  */
 #include <adolc/adolc.h>
 
@@ -50,14 +54,20 @@ static void tape(short tag, int steps, const double in[2], double *f) {
 
 int main(int argc, char **argv) {
     int reps, steps;
-    bool csv;
-    if (!projectile_options(argc, argv, "adolc_projectile", &reps, &steps, &csv)) return 2;
-    const double in[2] = {PROJ_THETA, PROJ_SPEED};
+    bool csv, replay = false;
+    std::vector<char *> rest;
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--replay")) replay = true;
+        else rest.push_back(argv[i]);
+    if (!projectile_options((int)rest.size(), rest.data(), "adolc_projectile [--replay]", &reps, &steps, &csv))
+        return 2;
+    const double in[2] = {PROJ_THETA, PROJ_SPEED}, other[2] = {0.5, 10};
     double f = 0, g[2] = {0, 0};
     std::vector<double> ms;
+    if (replay) tape(1, steps, other, &f); /* recorded once, with other values */
     for (int r = -2; r < reps; r++) {
         double t0 = cpu_now();
-        tape(1, steps, in, &f);
+        if (!replay) tape(1, steps, in, &f);
         gradient(1, 2, in, g);
         double t1 = cpu_now();
         if (r >= 0) ms.push_back((t1 - t0) * 1e3);
@@ -65,9 +75,12 @@ int main(int argc, char **argv) {
     std::sort(ms.begin(), ms.end());
     double med = ms[ms.size() / 2];
     if (csv)
-        printf("adolc,%.6f,%.17g,%.17g\n", med, g[0], g[1]);
-    else
-        printf("ADOL-C, %d steps, retaped each run: %.3f ms per gradient (thread CPU time, median of %d)\n"
-               "f = %.17g\ndf/dtheta = %.17g\ndf/dspeed = %.17g\n", steps, med, reps, f, g[0], g[1]);
+        printf("%s,%.6f,%.17g,%.17g\n", replay ? "adolc-replay" : "adolc", med, g[0], g[1]);
+    else {
+        printf("ADOL-C, %d steps, %s: %.3f ms per gradient (thread CPU time, median of %d)\n", steps,
+               replay ? "taped once, replayed each run" : "retaped each run", med, reps);
+        if (!replay) printf("f = %.17g\n", f); /* (a replay's gradient() gives no value) */
+        printf("df/dtheta = %.17g\ndf/dspeed = %.17g\n", g[0], g[1]);
+    }
     return 0;
 }

@@ -7,8 +7,11 @@ tables of ratios measured in the same run.
      and each figure is the median over the rounds.
   2. The tape's cost per tiny op (bench_tape), and scalar code: a
      projectile with drag (bench_scalar) beside ADOL-C retaping the same
-     function (bench/adolc_projectile.cpp, when libadolc-dev is installed);
-     then recomputation (nb_recompute, bench_recompute): the projectile in
+     function (bench/adolc_projectile.cpp, when libadolc-dev is installed),
+     and both replaying a tape recorded once (--replay); then training
+     steps recorded once and replayed beside recorded anew (bench_replay:
+     a tiny MLP, the 784-128-10 MLP and the CNN at small batches); then
+     recomputation (nb_recompute, bench_recompute): the projectile in
      segments of sqrt(n) steps and a deep MLP in segments of layers against
      keeping everything, in time, tape memory and peak RSS.
   3. Second derivatives: a Hessian-vector product against one gradient of
@@ -133,14 +136,16 @@ def main():
     parser.add_argument("build")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["gpt", "scalar", "recompute", "cnn"], help="run only these tables")
+    parser.add_argument("--only", choices=["gpt", "scalar", "replay", "recompute", "cnn"], help="run only these tables")
     args = parser.parse_args()
     with_torch = torch_available()
     if not with_torch:
         print("PyTorch reference skipped: `/usr/bin/python3 -c 'import torch'` fails "
               "(apt-get install python3-torch to include it)\n")
-    if args.only == "scalar":
+    if args.only in ("scalar", "replay"):
         scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
+        print()
+        replay_table(args.build, args.quick)
         return
     if args.only == "recompute":
         recompute_table(args.build, 1 if args.quick else args.rounds, args.quick)
@@ -169,6 +174,8 @@ def main():
     print()
     scalar_table(args.build, 3 if args.quick else args.rounds, args.quick)
     print()
+    replay_table(args.build, args.quick)
+    print()
     recompute_table(args.build, 1 if args.quick else args.rounds, args.quick)
     print()
     hvp_table(args.build, 7 if args.quick else 30, with_torch)
@@ -195,49 +202,68 @@ def main():
 
 
 def scalar_table(build, rounds, quick):
-    """The projectile of bench/projectile.h, retaped for every gradient, in
-    nabla (bench_scalar) and ADOL-C (adolc_projectile), alternated; CPU
-    time of the thread (OpenBLAS's idle threads, spinning after it loads, are
-    not counted; they are not started either: one thread), median over the
-    rounds of each run's median."""
+    """The projectile of bench/projectile.h in nabla (bench_scalar) and
+    ADOL-C (adolc_projectile), retaped for every gradient, then recorded
+    once and replayed (--replay: nabla's captured graph, ADOL-C's gradient()
+    on its tape), the four alternated; CPU time of the thread (OpenBLAS's
+    idle threads, spinning after it loads, are not counted; they are not
+    started either: one thread), median over the rounds of each run's
+    median."""
     reps = "5" if quick else "11"
-    nabla_cmd = [os.path.join(build, "bench", "bench_scalar"), "--csv", "--reps", reps]
     adolc_bin = os.path.join(build, "bench", "adolc_projectile")
     have_adolc = os.path.exists(adolc_bin)
+    runs = [("nabla", [os.path.join(build, "bench", "bench_scalar")]),
+            ("nabla replay", [os.path.join(build, "bench", "bench_scalar"), "--replay"])]
     hpp_bin = os.path.join(build, "bench", "bench_scalar_hpp")
-    have_hpp = os.path.exists(hpp_bin)
-    nabla, hpp, adolc, ops, grads = [], [], [], 0, {}
+    if os.path.exists(hpp_bin):  # the same function through include/nabla.hpp's operators
+        runs.append(("C++ hpp", [hpp_bin]))
+    if have_adolc:
+        runs += [("ADOL-C", [adolc_bin]), ("ADOL-C replay", [adolc_bin, "--replay"])]
+    ms, grads, ops = {name: [] for name, _ in runs}, {}, 0
     for _ in range(rounds):
-        row = run_csv(nabla_cmd, env=one_thread_env(1))[0]
-        nabla.append(float(row[1]))
-        ops = int(row[3])
-        grads["nabla"] = (row[4], row[5])
-        if have_hpp:
-            row = run_csv([hpp_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
-            hpp.append(float(row[1]))
-            grads["nabla.hpp"] = (row[4], row[5])
-        if have_adolc:
-            row = run_csv([adolc_bin, "--csv", "--reps", reps], env=one_thread_env(1))[0]
-            adolc.append(float(row[1]))
-            grads["ADOL-C"] = (row[2], row[3])
-    n = statistics.median(nabla)
+        for name, cmd in runs:
+            row = run_csv(cmd + ["--csv", "--reps", reps], env=one_thread_env(1))[0]
+            ms[name].append(float(row[1]))
+            grads[name] = (row[-2], row[-1])
+            if name == "nabla":
+                ops = int(row[3])
+    med = {name: statistics.median(v) for name, v in ms.items()}
     print(f"Scalar code: the projectile with drag, 10,000 Euler steps, {ops} ops of 0-d float64 tensors, "
-          f"retaped for every gradient (thread CPU time, median of {rounds} alternating rounds)")
-    print(f"{'':<8} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
-    print(f"{'nabla':<8} {n:>11.3f} {n * 1e6 / ops:>7.1f} | {grads['nabla'][0]}, {grads['nabla'][1]}")
-    if hpp:  # the same function through include/nabla.hpp's operators
-        h = statistics.median(hpp)
-        same = "the same digits" if grads["nabla.hpp"] == grads["nabla"] else "DIFFERENT"
-        print(f"{'C++ hpp':<8} {h:>11.3f} {h * 1e6 / ops:>7.1f} | {grads['nabla.hpp'][0]}, {grads['nabla.hpp'][1]} "
-              f"({same}; {h / n:.2f}x the C API's time)")
+          f"retaped for every gradient, and recorded once then replayed (thread CPU time, median of {rounds} "
+          f"alternating rounds), {cpu_name()}")
+    print(f"{'':<14} {'ms/gradient':>11} {'ns/op':>7} | df/dtheta, df/dspeed")
+    for name, _ in runs:
+        same = "" if name == "nabla" else (" (the same digits)" if grads[name] == grads["nabla"] else " (DIFFERENT)")
+        ratio = f" ({med[name] / med['nabla']:.2f}x the C API's time)" if name == "C++ hpp" else ""
+        print(f"{name:<14} {med[name]:>11.3f} {med[name] * 1e6 / ops:>7.1f} | {grads[name][0]}, {grads[name][1]}"
+              f"{same}{ratio}")
     if not have_adolc:
         print("ADOL-C   skipped: libadolc-dev is not installed (apt-get install libadolc-dev, then make bench)")
         return
-    a = statistics.median(adolc)
-    same = "the same digits" if grads["ADOL-C"] == grads["nabla"] else "DIFFERENT"
-    print(f"{'ADOL-C':<8} {a:>11.3f} {a * 1e6 / ops:>7.1f} | {grads['ADOL-C'][0]}, {grads['ADOL-C'][1]} "
-          f"({same})")
-    print(f"nabla/ADOL-C: {n / a:.2f}x (ns/op for both: the time over nabla's op count)")
+    print(f"retaped: nabla/ADOL-C {med['nabla'] / med['ADOL-C']:.2f}x; replayed: nabla/ADOL-C "
+          f"{med['nabla replay'] / med['ADOL-C replay']:.2f}x (ns/op for all: the time over nabla's op count)")
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU unknown"
+
+
+def replay_table(build, quick):
+    """Training steps recorded once and replayed (nb_graph_capture) beside
+    the same steps recorded anew, alternated inside bench_replay, thread
+    CPU time, medians; the two copies of each network must end bitwise
+    equal."""
+    print(f"On {cpu_name()}:")
+    sys.stdout.flush()
+    cmd = [os.path.join(build, "bench", "bench_replay")] + (["--quick", "--reps", "3"] if quick else ["--reps", "7"])
+    subprocess.run(cmd, check=True, env=one_thread_env(1))
 
 
 def recompute_table(build, rounds, quick):

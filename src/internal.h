@@ -269,7 +269,7 @@ struct nb_op_call {
     bool user;             /* recorded by nb_op(): its callbacks get a copy of the entry (src/graph/op.c) */
     uint8_t phase;         /* on that copy: NB_IN_FORWARD or NB_IN_BACKWARD while one runs, else 0 */
 };
-enum { NB_IN_FORWARD = 1, NB_IN_BACKWARD };
+enum { NB_IN_FORWARD = 1, NB_IN_BACKWARD, NB_IN_REPLAY /* a forward replayed (src/graph/replay.c) */ };
 
 static inline nb_tensor *nb_entry_input(const nb_entry *e, int i) {
     /* i < NB_MAX_INPUTS always holds when in[] is used; said so for cppcheck */

@@ -44,7 +44,7 @@ check "libnabla0 holds the shared library" has "$lib0" "usr/lib/$ma/libnabla.so.
 check "libnabla-mpi0 holds the MPI library" has "$mpi0" "usr/lib/$ma/libnabla_mpi.so.0"
 check "libnabla-dev holds every public header, the static libraries and the .pc files" has "$dev" \
   usr/include/nabla.h usr/include/nabla_nn.h usr/include/nabla_train.h usr/include/nabla_op.h \
-  usr/include/nabla_kernel.h usr/include/nabla.hpp usr/include/nabla_mpi.h "usr/lib/$ma/libnabla.a" "usr/lib/$ma/libnabla.so" \
+  usr/include/nabla_kernel.h usr/include/nabla_graph.h usr/include/nabla.hpp usr/include/nabla_mpi.h "usr/lib/$ma/libnabla.a" "usr/lib/$ma/libnabla.so" \
   "usr/lib/$ma/libnabla_mpi.a" "usr/lib/$ma/pkgconfig/nabla.pc" "usr/lib/$ma/pkgconfig/nabla-static.pc" \
   "usr/lib/$ma/pkgconfig/nabla_mpi.pc"
 check "libnabla0 depends on OpenBLAS, Graphviz and zlib" \

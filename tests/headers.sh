@@ -17,7 +17,7 @@ check() { # name, command...
   local name=$1; shift
   if out=$("$@" 2>&1); then passed=$((passed + 1)); else failed=$((failed + 1)); echo "headers: $name failed:"; echo "$out" | head -20; fi
 }
-for h in nabla.h nabla_nn.h nabla_train.h nabla_op.h nabla_kernel.h nabla_mpi.h; do
+for h in nabla.h nabla_nn.h nabla_train.h nabla_op.h nabla_kernel.h nabla_graph.h nabla_mpi.h; do
   if [ "$h" = nabla_mpi.h ] && [ -z "$mpi_flags" ]; then echo "headers: $h skipped (no OpenMPI)"; continue; fi
   for std in c11 c17; do
     check "$h as $std" sh -c "echo '#include <$h>' | cc -x c -std=$std $warn -Iinclude $mpi_flags -fsyntax-only -"

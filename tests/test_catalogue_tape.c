@@ -16,6 +16,7 @@
 #include "support.h"
 #include "nabla_train.h"
 #include "nabla_op.h"
+#include "nabla_graph.h"
 
 #include <math.h>
 
@@ -390,6 +391,62 @@ static nb_status gradcheck_stale_input(void) {
     return r.status;
 }
 
+/* ------------------------------------------------------------ replays (nabla_graph.h) */
+
+static nb_status capture_non_leaf(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *h = nb_exp(tp, grad_leaf(tp, 3)), *y = nb_sum(tp, h);
+    nb_status st = nb_graph_capture(tp, &h, 1, &y, 1) ? NB_OK : NB_ERR_ARG;
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status replay_after_reset(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(NULL, 3), *y = nb_sum(tp, nb_exp(tp, x));
+    nb_graph *g = nb_graph_capture(tp, &x, 1, &y, 1);
+    nb_tape_reset(tp);
+    nb_status st = nb_graph_forward(g);
+    nb_graph_free(g);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status replay_other_shape(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = V(NULL, 3), *y = nb_sum(tp, nb_exp(tp, x)), *wrong = V(NULL, 4);
+    nb_graph *g = nb_graph_capture(tp, &x, 1, &y, 1);
+    nb_status st = nb_graph_set_input(g, 0, wrong);
+    nb_graph_free(g);
+    nb_tensor_free(x);
+    nb_tensor_free(wrong);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status replay_other_branch(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(NULL, 1);
+    nb_tensor *y = nb_guard(tp, x) ? nb_exp(tp, x) : nb_neg(tp, x);
+    nb_graph *g = nb_graph_capture(tp, &x, 1, &y, 1);
+    nb_set(x, 0, -1);
+    nb_status st = nb_graph_forward(g);
+    nb_graph_free(g);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+    return st;
+}
+static nb_status replay_backward_after_write(void) {
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *x = grad_leaf(NULL, 2), *h = nb_mul(tp, x, x), *y = nb_sum(tp, h);
+    nb_graph *g = nb_graph_capture(tp, &x, 1, &y, 1);
+    nb_status st = nb_graph_forward(g);
+    nb_set(h, 0, 3);
+    if (st == NB_OK) st = nb_graph_backward(g, 0);
+    nb_graph_free(g);
+    nb_tensor_free(x);
+    nb_tape_free(tp);
+    return st;
+}
+
 /* ------------------------------------------------------------ the table */
 
 #define SITE "test_catalogue_tape.c:"
@@ -468,6 +525,16 @@ static const bad_input catalogue[] = {
     {"jvp of a (2,) output with respect to NULL", jvp_null_wrt, NB_ERR_NULL, {"nb_jvp", "tensor 1", "NULL", SITE}},
     {"gradcheck of an input kept across nb_tape_reset", gradcheck_stale_input, NB_ERR_STATE,
      {"nb_gradcheck", "input 0", "before nb_tape_reset"}},
+    /* replays */
+    {"capture with an input that is an op result", capture_non_leaf, NB_ERR_ARG,
+     {"nb_graph_capture", "input 0 (3,) float64", "not a leaf", "exp", SITE}},
+    {"replay after nb_tape_reset", replay_after_reset, NB_ERR_STATE, {"nb_graph_forward", "reset", SITE}},
+    {"replay with an input of another shape", replay_other_shape, NB_ERR_SHAPE,
+     {"nb_graph_set_input", "input 0 is (3,) float32", "(4,) float32", SITE}},
+    {"replay whose guard goes the other way", replay_other_branch, NB_ERR_STATE,
+     {"nb_graph_forward", "guard", "compared -1 with 0", "other branch", SITE}},
+    {"replayed backward after a write to an intermediate", replay_backward_after_write, NB_ERR_STATE,
+     {"nb_graph_backward", "result (2,) float64", "of mul", "written", SITE}},
 };
 
 static void test_every_bad_input_names_what_went_wrong(void **state) {

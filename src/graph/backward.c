@@ -11,6 +11,7 @@
  * accumulate = false) and the following ones add.
  */
 #include "../internal.h"
+#include "replay.h"
 #include "recompute.h"
 
 #include <string.h>
@@ -440,10 +441,7 @@ nb_status nb_backward_entries(nb_tape *tp, size_t first, size_t last) {
     return NB_OK;
 }
 
-nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr, const char *file,
-                           int line) {
-    nb_tape *tp = loss && loss->status == NB_OK && nb_recorded(loss) ? loss->tape : NULL;
-    if (!tp || tp->explain || tp->anomaly || tp->hook || !(lr > 0)) return nb_backward_(loss, NULL, file, line);
+void nb_sgd_begin(nb_tape *tp, const nb_tensor *loss, nb_tensor *const *params, size_t n, double lr) {
     /* Candidates: leaf parameters with no gradient waiting to be added to. */
     for (size_t i = 0; i < n; i++) {
         nb_tensor *p = params[i];
@@ -465,9 +463,20 @@ nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, 
         }
     }
     tp->sgd_lr = lr;
-    nb_status st = nb_backward_(loss, NULL, file, line);
+}
+
+void nb_sgd_end(nb_tape *tp, nb_tensor *const *params, size_t n) {
     tp->sgd_lr = 0;
     for (size_t i = 0; i < n; i++)
         if (params[i] && params[i]->status == NB_OK) params[i]->sgd = NB_SGD_NO;
+}
+
+nb_status nb_backward_sgd_(nb_tensor *loss, nb_tensor *const *params, size_t n, double lr, const char *file,
+                           int line) {
+    nb_tape *tp = loss && loss->status == NB_OK && nb_recorded(loss) ? loss->tape : NULL;
+    if (!tp || tp->explain || tp->anomaly || tp->hook || !(lr > 0)) return nb_backward_(loss, NULL, file, line);
+    nb_sgd_begin(tp, loss, params, n, lr);
+    nb_status st = nb_backward_(loss, NULL, file, line);
+    nb_sgd_end(tp, params, n);
     return st;
 }

@@ -10,6 +10,7 @@
  * would.
  */
 #include "../internal.h"
+#include "replay.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -104,6 +105,16 @@ static nb_tensor *user_forward(nb_tape *tp, size_t i) {
     return out;
 }
 
+/* A replay runs the forward on the entry's recorded parameters and memory:
+ * nb_op_save gives back what it gave (see there); ops the callback records
+ * are dropped as at recording (their memory is the tape's until reset). */
+void nb_user_replay_forward(nb_tape *tp, size_t i) {
+    nb_op_call call = tp->entries[i];
+    call.phase = NB_IN_REPLAY;
+    if (!run_callback(tp, &call, FORWARD, NULL, 0)) return; /* a refused reset errored the tape */
+    tp->entries[i].state = call.state;
+}
+
 void nb_user_backward(nb_tape *tp, size_t i) {
     nb_op_call call = tp->entries[i];
     call.phase = NB_IN_BACKWARD;
@@ -195,12 +206,29 @@ size_t nb_op_size(const nb_op_call *call) { return call->out->size; }
 const void *nb_op_params(const nb_op_call *call) { return call->saved; }
 void *nb_op_saved(const nb_op_call *call) { return call->state; }
 
+/* The size is kept in front of the memory (at the alignment the tape gives
+ * that many bytes), so that a replay, which must not allocate, can give the
+ * same memory back to a forward that asks for no more than it had. */
 void *nb_op_save(nb_op_call *call, size_t bytes) {
     nb_tape *tp = call->out->tape;
-    call->state = nb_tape_alloc(tp, bytes ? bytes : 1);
+    if (!bytes) bytes = 1;
+    if (call->phase == NB_IN_REPLAY) {
+        size_t had = call->state ? ((const size_t *)call->state)[-1] : 0;
+        if (bytes <= had) return call->state;
+        nb_set_error(tp, NB_ERR_STATE, call->file, call->line,
+                     "nb_graph_forward: %s asked nb_op_save for %zu bytes in a replay, where its recording kept %zu; "
+                     "a replayed forward must keep no more than it did when recorded (record the graph again)",
+                     call->op->name, bytes, had);
+        return NULL;
+    }
+    size_t pad = nb_align_for(bytes), total;
+    char *p = __builtin_add_overflow(bytes, pad, &total) ? NULL : nb_tape_alloc(tp, total);
+    call->state = p ? p + pad : NULL;
     if (!call->state)
         nb_set_error(tp, NB_ERR_NOMEM, call->file, call->line, "%s: out of memory keeping %zu bytes for backward",
                      call->op->name, bytes);
+    else
+        ((size_t *)call->state)[-1] = bytes;
     return call->state;
 }
 

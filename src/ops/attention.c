@@ -25,6 +25,7 @@
  * formulas on the whole (L, S) matrices, which can be differentiated again.
  */
 #include "../internal.h"
+#include "../graph/replay.h"
 #include "expf.h"
 
 #include <math.h>
@@ -47,6 +48,7 @@ typedef struct {
     double scale, dropout_p;
     bool causal, mask_is_bool, dropout;
     uint64_t seed, drop_limit;
+    nb_rng *rng;                        /* the seed's generator (dropout): a replay draws from it */
     void *lse;                          /* heads·L log-sum-exps, the op's dtype */
 } attention_plan;
 
@@ -381,6 +383,7 @@ static nb_tensor *plan_dropout(nb_tape *tp, const char *op, attention_plan *p, d
     p->dropout = true;
     p->dropout_p = dropout_p;
     p->seed = nb_rng_next(rng);
+    p->rng = rng;
     p->drop_limit = (uint64_t)ceil(dropout_p * 0x1.0p53);
     return NULL;
 }
@@ -471,4 +474,13 @@ nb_tensor *nb_attention_dropout_mask_(nb_tape *tp, nb_tensor *q, nb_tensor *k, d
     if (nb_tensor_status(m) != NB_OK) return m;
     fill_dropout_mask(q->dtype, m->data, plan.heads, plan.L, plan.S, plan.seed, plan.drop_limit, p < 1 ? 1 / (1 - p) : 0);
     return m;
+}
+
+/* A replay draws the seed a new recording would (attention with dropout). */
+bool nb_attention_redraw(nb_entry *e, bool draw) {
+    if (e->op != &attention_op) return false;
+    attention_plan *p = e->saved;
+    if (!p->dropout) return false;
+    if (draw) p->seed = nb_rng_next(p->rng);
+    return true;
 }

@@ -16,6 +16,7 @@
  * to a word) for backward.
  */
 #include "../internal.h"
+#include "../graph/replay.h"
 
 #include <math.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 typedef struct {
     double p;
     uint64_t seed, limit; /* dropped when hash >> 11 < limit */
+    nb_rng *rng;          /* the seed's generator: a replay draws the next seed from it */
 } dropout_params;
 
 static inline uint64_t mix64(uint64_t z) { /* SplitMix64's output function */
@@ -177,7 +179,15 @@ nb_tensor *nb_dropout_(nb_tape *tp, nb_tensor *x, double p, nb_rng *rng, const c
     if (!(p >= 0 && p <= 1)) return nb_op_error(tp, NB_ERR_ARG, file, line, "dropout: p = %g is not in [0, 1]", p);
     if (p == 0 || !nb_tape_training(tp)) return x; /* evaluation needs no generator, as in PyTorch */
     if (!rng) return nb_op_error(tp, NB_ERR_NULL, file, line, "dropout: the random generator is NULL");
-    dropout_params params = {p, nb_rng_next(rng), (uint64_t)ceil(p * 0x1.0p53)};
+    dropout_params params = {p, nb_rng_next(rng), (uint64_t)ceil(p * 0x1.0p53), rng};
     return nb_op_(tp, &dropout_op, &x, 1, nb_tensor_dtype(x), nb_tensor_ndim(x), nb_tensor_shape(x), &params,
                   sizeof params, file, line);
+}
+
+/* A replay draws the seed a new recording would draw (one per call). */
+bool nb_dropout_redraw(nb_entry *e, bool draw) {
+    if (e->op != &dropout_op) return false;
+    dropout_params *p = e->saved;
+    if (draw) p->seed = nb_rng_next(p->rng);
+    return true;
 }

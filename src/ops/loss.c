@@ -23,6 +23,7 @@
  *   underflows, at gaps of about 104 between logits in float32, 745 in float64)
  */
 #include "../internal.h"
+#include "../graph/replay.h"
 #include "expf.h"
 
 #include <math.h>
@@ -330,4 +331,23 @@ nb_tensor *nb_softmax_cross_entropy_(nb_tape *tp, nb_tensor *logits, nb_tensor *
     e->flag0 = indices;
     e->saved = probs;
     return nb_run(e);
+}
+
+/* A replay with new targets: class indices are checked as the constructor
+ * checks them, since the kernels index with them. */
+bool nb_ce_has_indices(const nb_entry *e) { return e->op == &softmax_ce_op && e->flag0; }
+
+bool nb_ce_check_targets(nb_tape *tp, const nb_entry *e) {
+    const nb_tensor *target = e->in[1];
+    size_t classes = e->in[0]->shape[e->axis];
+    for (size_t i = 0; i < target->size; i++) {
+        double c = nb_get(target, i);
+        if (!(c >= 0 && c < (double)classes && c == floor(c))) {
+            nb_set_error(tp, NB_ERR_VALUE, e->file, e->line,
+                         "nb_graph_forward: %s: target element %zu is %g, not a class index in [0, %zu)",
+                         softmax_ce_op.name, i, c, classes);
+            return false;
+        }
+    }
+    return true;
 }

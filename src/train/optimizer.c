@@ -12,6 +12,7 @@
  */
 #include "../internal.h"
 #include "nabla_train.h"
+#include "../graph/replay.h"
 #include "toolkit.h"
 
 #include <tgmath.h>
@@ -310,19 +311,30 @@ nb_status nb_optimizer_step(nb_optimizer *opt) {
  * weight gradients are computed (see nb_backward_sgd_ in backward.c): that
  * saves writing each such gradient and reading it back, and the update's own
  * pass over the weights.  Every other case is backward, then the step. */
+bool nb_optimizer_fusable(nb_optimizer *opt, double *lr, nb_tensor *const **params, size_t *n) {
+    if (nb_params_count(opt->ps) != opt->n) return false; /* the step reports the change */
+    apply_schedule(opt); /* the fused update reads the rate first */
+    /* one rate for all: every group at the same rate, none decaying */
+    bool fusable = opt->kind == NB_OPT_SGD;
+    for (size_t g = 0; g < opt->n_groups; g++)
+        fusable = fusable && opt->groups[g].o.weight_decay == 0 && opt->groups[g].o.lr == opt->groups[0].o.lr;
+    *lr = opt->groups[0].o.lr;
+    *params = opt->tensors;
+    *n = opt->n;
+    return fusable;
+}
+
 nb_status nb_optimizer_backward_step_(nb_optimizer *opt, nb_tensor *loss, const char *file, int line) {
     if (!opt) {
         nb_set_error(NULL, NB_ERR_NULL, file, line, "nb_optimizer_backward_step: the optimizer is NULL");
         return NB_ERR_NULL;
     }
     if (nb_params_count(opt->ps) != opt->n) return nb_optimizer_step(opt); /* reports the change */
-    apply_schedule(opt); /* the fused update reads the rate first */
-    /* one rate for all: every group at the same rate, none decaying */
-    bool fusable = opt->kind == NB_OPT_SGD;
-    for (size_t g = 0; g < opt->n_groups; g++)
-        fusable = fusable && opt->groups[g].o.weight_decay == 0 && opt->groups[g].o.lr == opt->groups[0].o.lr;
-    nb_status st = fusable ? nb_backward_sgd_(loss, opt->tensors, opt->n, opt->groups[0].o.lr, file, line)
-                           : nb_backward_(loss, NULL, file, line);
+    double lr;
+    nb_tensor *const *params;
+    size_t n;
+    nb_status st = nb_optimizer_fusable(opt, &lr, &params, &n) ? nb_backward_sgd_(loss, params, n, lr, file, line)
+                                                               : nb_backward_(loss, NULL, file, line);
     return st != NB_OK ? st : nb_optimizer_step(opt);
 }
 
