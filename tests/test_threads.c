@@ -5,7 +5,8 @@
  * threads, and so do products of random shapes and a small CNN; the pool can be resized and
  * stopped; bad counts are refused; many tiny jobs on a pool resized between
  * them (and from another thread) run every item once; resizing from inside
- * a part is refused.
+ * a part is refused; a child forked while another thread resizes the pool
+ * runs its jobs.
  *
  * OpenBLAS picks its kernels by CPU, and whether a product split into
  * blocks keeps its bits depends on them, so the bitwise tests run again
@@ -523,6 +524,61 @@ static void test_resizing_from_inside_a_part_is_refused(void **state) {
     assert_int_equal(nb_set_threads(1), NB_OK);
 }
 
+/* fork() while another thread resizes the pool: the child, resizing its own
+ * and running a job, fills every item and does not hang (the parent was
+ * often stopping its workers, which left the child's jobs running nothing,
+ * or inside OpenBLAS's lock, which the child then waited on). */
+#if defined(__SANITIZE_THREAD__)
+#define NB_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NB_TSAN 1
+#endif
+#endif
+#ifndef NB_TSAN
+static _Atomic bool stop_resizing;
+static void *keep_resizing(void *arg) {
+    (void)arg;
+    while (!atomic_load(&stop_resizing)) {
+        nb_set_threads(3);
+        nb_set_threads(1);
+    }
+    return NULL;
+}
+#endif
+
+static void test_fork_while_another_thread_resizes(void **state) {
+    (void)state;
+#ifdef NB_TSAN
+    skip(); /* TSan does not support threads started in a child of a threaded process */
+#else
+    atomic_store(&stop_resizing, false);
+    pthread_t resizer;
+    assert_int_equal(pthread_create(&resizer, NULL, keep_resizing, NULL), 0);
+    int bad = 0;
+    for (int k = 0; k < 200; k++) {
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+            alarm(10);
+            if (nb_set_threads(2) != NB_OK) _exit(4);
+            stress_job j = {.nested = false};
+            nb_parallel_for(STRESS_ITEMS, 1, count_items, &j);
+            for (size_t i = 0; i < STRESS_ITEMS; i++)
+                if (atomic_load(&j.count[i]) != 1) _exit(3);
+            _exit(0);
+        }
+        int status;
+        assert_int_equal(waitpid(child, &status, 0), child);
+        bad += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    atomic_store(&stop_resizing, true);
+    assert_int_equal(pthread_join(resizer, NULL), 0);
+    assert_int_equal(bad, 0);
+    assert_int_equal(nb_set_threads(1), NB_OK);
+#endif
+}
+
 int main(void) {
     const struct CMUnitTest bitwise[] = {
         cmocka_unit_test(test_results_do_not_depend_on_threads),
@@ -549,6 +605,7 @@ int main(void) {
         cmocka_unit_test(test_bad_thread_counts),
         cmocka_unit_test(test_pool_under_stress),
         cmocka_unit_test(test_resizing_from_inside_a_part_is_refused),
+        cmocka_unit_test(test_fork_while_another_thread_resizes),
     };
     return cmocka_run_group_tests_name("threads", tests, NULL, NULL);
 }

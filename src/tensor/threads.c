@@ -194,17 +194,18 @@ static void stop_workers(void) {
  * no workers (and fresh locks, in case another thread held one). */
 static void after_fork_in_child(void) {
     pool.threads = 1;
+    atomic_store(&pool.quit, false); /* were they being stopped, the child's next job would run nothing */
     pthread_mutex_init(&pool.lock, NULL);
     pthread_mutex_init(&pool.busy, NULL);
     pthread_cond_init(&pool.wake, NULL);
     atomic_store(&pool.sleepers, 0);
 }
 
-static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
-static void install_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+/* At load time: a fork() racing another thread's first nb_set_threads must
+ * find the handler in place. */
+__attribute__((constructor)) static void install_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
 
 nb_status nb_set_threads(int n) {
-    pthread_once(&fork_handler_once, install_fork_handler);
     if (n < 1 || n > MAX_THREADS) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_set_threads: %d threads (allowed: 1 to %d)", n, MAX_THREADS);
         return NB_ERR_ARG;
@@ -234,7 +235,9 @@ nb_status nb_set_threads(int n) {
     if (st != NB_OK && pool.threads > 1) stop_workers();
     /* One pool only: the products run as single-threaded calls on blocks
      * (and with n = 1, on the caller's thread alone, as asked). */
-    if (st == NB_OK) openblas_set_num_threads(1);
+    /* (Only when it is not already: the call takes OpenBLAS's lock, which a
+     * child forked while another thread holds it would wait on for ever.) */
+    if (st == NB_OK && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
     pthread_mutex_unlock(&pool.busy);
     return st;
 }
