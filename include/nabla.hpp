@@ -407,6 +407,7 @@ inline tensor matmul(const tensor &a, const tensor &b, NABLA_HPP_SITE) {
 /* x W + bias (nb_linear: W of shape (in, out)). */
 inline tensor linear(const tensor &x, const tensor &W, const tensor &bias, NABLA_HPP_SITE) {
     nb_tape *tp = detail::tape_of(x, W);
+    if (!tp) tp = detail::tape_of(bias); /* the bias may be the one operand on a tape */
     return detail::result(nb_linear_(tp, x.get(), W.get(), bias.get(), false, false, file, line), tp);
 }
 /* cond ? a : b, element-wise (cond true where nonzero); no gradient to cond. */

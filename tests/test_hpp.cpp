@@ -238,6 +238,24 @@ static void test_owners(void **) {
     assert_null(nb::current_tape()); // each scope put back what it found
 }
 
+// An op records on its operands' tape, whichever operand has one: linear's bias too.
+static void test_linear_on_the_bias_tape(void **) {
+    nb::tape tp;
+    nb::tensor bias;
+    {
+        nb::use_tape on(tp);
+        bias = nb::full({2}, 0.25);
+    }
+    assert_null(nb::current_tape());
+    nb::parameter x(NB_F64, {1, 3}, {1, 2, 3}), W(NB_F64, {3, 2}, {1, 0, 0, 1, 1, 1});
+    nb::tensor y = linear(x, W, bias); // x and W on the heap: the tape is the bias's
+    assert_int_equal(y.status(), NB_OK);
+    assert_ptr_equal(y.tape(), tp.get());
+    assert_true(y.value(0) == 1 + 3 + 0.25 && y.value(1) == 2 + 3 + 0.25); // x W + bias by hand
+    nb::backward(sum(y));
+    assert_true(W.grad(0) == 1 && W.grad(5) == 3);
+}
+
 // ---------------------------------------------------------------- errors
 
 static void test_errors(void **) {
@@ -300,6 +318,7 @@ int main() {
         cmocka_unit_test(test_projectile_bitwise), cmocka_unit_test(test_network_bitwise),
         cmocka_unit_test(test_scalar_operators),   cmocka_unit_test(test_grad_create_graph),
         cmocka_unit_test(test_owners),             cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_linear_on_the_bias_tape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
