@@ -49,7 +49,10 @@
  *   With -fno-exceptions, or NABLA_HPP_EXCEPTIONS defined to 0, nothing
  *   throws and errors flow as in C: an errored tensor passes its error on,
  *   check .status() or the tape's status once at the end, and
- *   nb::backward returns the status.
+ *   nb::backward returns the status.  Functions nabla calls back
+ *   (nb_recompute's function, custom ops' callbacks, nb_parallel_for's
+ *   parts) must catch their exceptions and return the error instead: one
+ *   unwinding through nabla's C frames skips their cleanup.
  *
  * C++11 or later; warning-free under -Wall -Wextra -pedantic.
  */
