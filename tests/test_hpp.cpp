@@ -256,6 +256,34 @@ static void test_linear_on_the_bias_tape(void **) {
     assert_true(W.grad(0) == 1 && W.grad(5) == 3);
 }
 
+// nb_recompute's function in C++: an nb:: op failing inside it throws; nb::no_throw turns that into the
+// status it returns, so the tape leaves the function (reset, gradients on) and backward works after.
+static nb_status broadcasting_block(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    nb::use_tape on(tp);
+    nb::tensor x(in[0], tp);
+    std::size_t n = *static_cast<std::size_t *>(ctx);
+    out[0] = (exp(x) * nb::full({n}, 2.0)).get(); // n = 7 against x's 3: a shape error
+    return NB_OK;
+}
+static void test_recompute_function_that_throws(void **) {
+    nb::tape tp;
+    nb::parameter x(NB_F64, {3}, 0.5);
+    nb_tensor *in[1] = {x.get()}, *out[1];
+    std::size_t n = 7;
+    nb_status st = nb_recompute(tp.get(), nb::no_throw<broadcasting_block>, &n, in, 1, out, 1, nullptr);
+    assert_int_equal(st, NB_ERR_SHAPE);
+    assert_true(std::string(tp.error_message()).find("mul: shapes (3,) and (7,)") != std::string::npos);
+    tp.reset(); // refused (the tape still inside the function) had the exception gone through nb_recompute
+    assert_int_equal(tp.status(), NB_OK);
+    assert_false(nb_tape_no_grad_mode(tp.get()));
+    n = 3;
+    assert_int_equal(nb_recompute(tp.get(), nb::no_throw<broadcasting_block>, &n, in, 1, out, 1, nullptr), NB_OK);
+    nb::tensor y(out[0], tp.get());
+    assert_true(y.requires_grad());
+    assert_int_equal(nb::backward(sum(y)), NB_OK);
+    assert_true(x.grad(0) == 2 * std::exp(0.5)); // d/dx of sum(2 e^x), the product's exact bits
+}
+
 // ---------------------------------------------------------------- errors
 
 static void test_errors(void **) {
@@ -319,6 +347,7 @@ int main() {
         cmocka_unit_test(test_scalar_operators),   cmocka_unit_test(test_grad_create_graph),
         cmocka_unit_test(test_owners),             cmocka_unit_test(test_errors),
         cmocka_unit_test(test_linear_on_the_bias_tape),
+        cmocka_unit_test(test_recompute_function_that_throws),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
