@@ -94,8 +94,10 @@ nb_status nb_last_status(void);
  * products itself, as configured by OPENBLAS_NUM_THREADS, and nabla's own
  * work runs on the calling thread).  Results are bitwise the same for every
  * n, on every kernel OpenBLAS picks for the CPU: blocks are cut where the
- * kernels' arithmetic cannot tell (see src/ops/matmul.c).  Not to be called
- * while another thread runs ops. */
+ * kernels' arithmetic cannot tell (see src/ops/matmul.c).  Other threads
+ * may run ops meanwhile (theirs run serially while the pool is resized);
+ * from inside a part of nb_parallel_for it is refused (NB_ERR_STATE: the
+ * pool would wait for itself). */
 nb_status nb_set_threads(int n);
 int nb_get_threads(void);
 

@@ -49,7 +49,11 @@
  *   With -fno-exceptions, or NABLA_HPP_EXCEPTIONS defined to 0, nothing
  *   throws and errors flow as in C: an errored tensor passes its error on,
  *   check .status() or the tape's status once at the end, and
- *   nb::backward returns the status.
+ *   nb::backward returns the status.  Functions nabla calls back
+ *   (nb_recompute's function, custom ops' callbacks, nb_parallel_for's
+ *   parts) must catch their exceptions and return the error instead
+ *   (nb::no_throw<fn> does it for nb_recompute's): one unwinding through
+ *   nabla's C frames skips their cleanup.
  *
  * C++11 or later; warning-free under -Wall -Wextra -pedantic.
  */
@@ -407,6 +411,7 @@ inline tensor matmul(const tensor &a, const tensor &b, NABLA_HPP_SITE) {
 /* x W + bias (nb_linear: W of shape (in, out)). */
 inline tensor linear(const tensor &x, const tensor &W, const tensor &bias, NABLA_HPP_SITE) {
     nb_tape *tp = detail::tape_of(x, W);
+    if (!tp) tp = detail::tape_of(bias); /* the bias may be the one operand on a tape */
     return detail::result(nb_linear_(tp, x.get(), W.get(), bias.get(), false, false, file, line), tp);
 }
 /* cond ? a : b, element-wise (cond true where nonzero); no gradient to cond. */
@@ -433,6 +438,29 @@ inline std::vector<tensor> grad(const tensor &out, std::initializer_list<tensor>
     std::vector<tensor> result;
     for (nb_tensor *t : g) result.push_back(tensor(t, out.tape()));
     return result;
+}
+
+/* ---------------------------------------------------------------- callbacks */
+
+/* nb::no_throw<fn>: fn for nb_recompute, with its exceptions turned into
+ * the status it returns (nb::error's own; NB_ERR_STATE for any other), so
+ * that none unwinds through nabla's C frames, which would skip their
+ * cleanup (the tape would stay inside the function):
+ *     nb_recompute(tp.get(), nb::no_throw<block>, ctx, in, n, out, m, nullptr);
+ * An nb:: op that threw has already put its message on the tape. */
+template <nb_recompute_fn fn>
+nb_status no_throw(nb_tape *tp, nb_tensor *const *inputs, nb_tensor **outputs, void *ctx) noexcept {
+#if NABLA_HPP_EXCEPTIONS
+    try {
+        return fn(tp, inputs, outputs, ctx);
+    } catch (const error &e) {
+        return e.status();
+    } catch (...) {
+        return NB_ERR_STATE;
+    }
+#else
+    return fn(tp, inputs, outputs, ctx);
+#endif
 }
 
 } // namespace nb

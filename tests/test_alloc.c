@@ -8,6 +8,7 @@
 #include "support.h"
 #include "nabla_train.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +249,59 @@ static void fail_every_allocation(nb_status (*scenario)(void), const char *name)
     assert_int_equal(scenario(), NB_OK);
 }
 
+/* Checkpoints (nb_recompute), nested, through backward and create_graph:
+ * the recomputation's region and the graph walk's arrays failing. */
+static nb_status checkpointed_layer(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)ctx;
+    out[0] = nb_tanh(tp, nb_matmul(tp, in[0], in[1]));
+    return nb_tensor_status(out[0]);
+}
+static nb_status checkpointed_block(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    (void)ctx;
+    nb_tensor *h;
+    nb_status st = nb_recompute(tp, checkpointed_layer, NULL, in, 2, &h, 1, NULL);
+    if (st != NB_OK) return st;
+    nb_tensor *inner[2] = {h, in[2]};
+    return nb_recompute(tp, checkpointed_layer, NULL, inner, 2, out, 1, NULL);
+}
+static nb_status recomputation(void) {
+    nb_status st = NB_ERR_NOMEM;
+    nb_rng rng;
+    nb_rng_seed(&rng, 3);
+    nb_tape *tp = nb_tape_new();
+    nb_tensor *in[3] = {nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(64, 48), -1, 1),
+                        nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(48, 40), -1, 1),
+                        nb_rand_uniform(NULL, &rng, NB_F64, NB_SHAPE(40, 30), -1, 1)};
+    if (!tp || nb_tensor_status(in[0]) || nb_tensor_status(in[1]) || nb_tensor_status(in[2])) goto done;
+    nb_requires_grad(in[1], true);
+    nb_requires_grad(in[2], true);
+    for (int pass = 0; pass < 2; pass++) {
+        nb_tape_reset(tp);
+        nb_zero_grad(in[1]);
+        nb_zero_grad(in[2]);
+        nb_tensor *y;
+        if ((st = nb_recompute(tp, checkpointed_block, NULL, in, 3, &y, 1, NULL)) != NB_OK) goto done;
+        nb_tensor *loss = nb_sum(tp, nb_square(tp, y));
+        if (pass == 0) {
+            st = nb_backward(loss);
+        } else {
+            nb_tensor *g[2];
+            if ((st = nb_grad(loss, in + 1, 2, g, true)) != NB_OK) goto done;
+            st = nb_backward(nb_add(tp, nb_sum(tp, g[0]), nb_sum(tp, g[1])));
+        }
+        if (st != NB_OK) goto done;
+        if (!nb_has_grad(in[1]) || !isfinite(nb_grad_get(in[1], 0))) {
+            st = NB_ERR_STATE;
+            goto done;
+        }
+    }
+done:
+    nb_tape_free(tp);
+    for (int i = 0; i < 3; i++) nb_tensor_free(in[i]);
+    return st;
+}
+static void test_recomputation(void **state) { (void)state; fail_every_allocation(recomputation, "recomputation"); }
+
 static void test_training_step(void **state) { (void)state; fail_every_allocation(training_step, "training step"); }
 static void test_save_and_load(void **state) { (void)state; fail_every_allocation(save_and_load, "save and load"); }
 static void test_checkpoint(void **state) { (void)state; fail_every_allocation(checkpoint, "checkpoint"); }
@@ -293,6 +347,7 @@ int main(void) {
         cmocka_unit_test(test_pictures),      cmocka_unit_test(test_gradcheck_misuse),
         cmocka_unit_test(test_gradcheck),     cmocka_unit_test(test_checkpoint),
         cmocka_unit_test(test_attention_block),
+        cmocka_unit_test(test_recomputation),
     };
     return cmocka_run_group_tests_name("allocation failure", tests, setup, teardown);
 }

@@ -224,6 +224,52 @@ static void test_owners(void **) {
     assert_null(nb::current_tape()); // each scope put back what it found
 }
 
+// An op records on its operands' tape, whichever operand has one: linear's bias too.
+static void test_linear_on_the_bias_tape(void **) {
+    nb::tape tp;
+    nb::tensor bias;
+    {
+        nb::use_tape on(tp);
+        bias = nb::full({2}, 0.25);
+    }
+    assert_null(nb::current_tape());
+    nb::parameter x(NB_F64, {1, 3}, {1, 2, 3}), W(NB_F64, {3, 2}, {1, 0, 0, 1, 1, 1});
+    nb::tensor y = linear(x, W, bias); // x and W on the heap: the tape is the bias's
+    assert_int_equal(y.status(), NB_OK);
+    assert_ptr_equal(y.tape(), tp.get());
+    assert_true(y.value(0) == 1 + 3 + 0.25 && y.value(1) == 2 + 3 + 0.25); // x W + bias by hand
+    nb::backward(sum(y));
+    assert_true(W.grad(0) == 1 && W.grad(5) == 3);
+}
+
+// nb_recompute's function in C++: an nb:: op failing inside it throws; nb::no_throw turns that into the
+// status it returns, so the tape leaves the function (reset, gradients on) and backward works after.
+static nb_status broadcasting_block(nb_tape *tp, nb_tensor *const *in, nb_tensor **out, void *ctx) {
+    nb::use_tape on(tp);
+    nb::tensor x(in[0], tp);
+    std::size_t n = *static_cast<std::size_t *>(ctx);
+    out[0] = (exp(x) * nb::full({n}, 2.0)).get(); // n = 7 against x's 3: a shape error
+    return NB_OK;
+}
+static void test_recompute_function_that_throws(void **) {
+    nb::tape tp;
+    nb::parameter x(NB_F64, {3}, 0.5);
+    nb_tensor *in[1] = {x.get()}, *out[1];
+    std::size_t n = 7;
+    nb_status st = nb_recompute(tp.get(), nb::no_throw<broadcasting_block>, &n, in, 1, out, 1, nullptr);
+    assert_int_equal(st, NB_ERR_SHAPE);
+    assert_true(std::string(tp.error_message()).find("mul: shapes (3,) and (7,)") != std::string::npos);
+    tp.reset(); // refused (the tape still inside the function) had the exception gone through nb_recompute
+    assert_int_equal(tp.status(), NB_OK);
+    assert_false(nb_tape_no_grad_mode(tp.get()));
+    n = 3;
+    assert_int_equal(nb_recompute(tp.get(), nb::no_throw<broadcasting_block>, &n, in, 1, out, 1, nullptr), NB_OK);
+    nb::tensor y(out[0], tp.get());
+    assert_true(y.requires_grad());
+    assert_int_equal(nb::backward(sum(y)), NB_OK);
+    assert_true(x.grad(0) == 2 * std::exp(0.5)); // d/dx of sum(2 e^x), the product's exact bits
+}
+
 // ---------------------------------------------------------------- errors
 
 static void test_errors(void **) {
@@ -286,6 +332,8 @@ int main() {
         cmocka_unit_test(test_projectile_bitwise), cmocka_unit_test(test_network_bitwise),
         cmocka_unit_test(test_scalar_operators),   cmocka_unit_test(test_grad_create_graph),
         cmocka_unit_test(test_owners),             cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_linear_on_the_bias_tape),
+        cmocka_unit_test(test_recompute_function_that_throws),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

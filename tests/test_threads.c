@@ -3,7 +3,10 @@
  * parallel path (split products, element-wise ranges, bias fills and sums)
  * gives the same loss, gradients and updates, bit for bit, on 1, 2 and 3
  * threads, and so do products of random shapes and a small CNN; the pool can be resized and
- * stopped; bad counts are refused.
+ * stopped; bad counts are refused; many tiny jobs on a pool resized between
+ * them (and from another thread) run every item once; resizing from inside
+ * a part is refused; a child forked while another thread resizes the pool
+ * runs its jobs.
  *
  * OpenBLAS picks its kernels by CPU, and whether a product split into
  * blocks keeps its bits depends on them, so the bitwise tests run again
@@ -17,6 +20,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -430,6 +434,158 @@ static void test_bad_thread_counts(void **state) {
     assert_int_equal(nb_get_threads(), 1);
 }
 
+/* The pool under stress: many tiny jobs (more parts than threads), the
+ * thread count changed between them (1 -> 8 -> 2 -> 3 ...), nested calls
+ * from inside a part (serial), and another thread calling in while the pool
+ * is resized.  Every item of every job is run exactly once: a part taken
+ * twice, or by a late worker from the next job, shows as a count of 0 or 2. */
+enum { STRESS_ITEMS = 97 };
+typedef struct {
+    _Atomic int count[STRESS_ITEMS];
+    bool nested;
+} stress_job;
+
+static void count_items(void *ctx, size_t begin, size_t end) {
+    stress_job *j = ctx;
+    for (size_t i = begin; i < end; i++) atomic_fetch_add(&j->count[i], 1);
+}
+
+static void count_items_nested(void *ctx, size_t begin, size_t end) {
+    stress_job *j = ctx;
+    /* a nested call inside a part: runs serially on this thread */
+    stress_job inner = {.nested = false};
+    nb_parallel_for(STRESS_ITEMS, 1, count_items, &inner);
+    for (size_t i = 0; i < STRESS_ITEMS; i++)
+        if (atomic_load(&inner.count[i]) != 1) atomic_fetch_add(&j->count[0], 1000);
+    count_items(ctx, begin, end);
+}
+
+static int stress_jobs(int jobs, bool nested) {
+    int bad = 0;
+    for (int k = 0; k < jobs; k++) {
+        stress_job j = {.nested = nested};
+        size_t n = 1 + (size_t)k % STRESS_ITEMS;
+        if (k % 3 == 0)
+            nb_parallel_parts(n, 1 + k % 9, nested ? count_items_nested : count_items, &j);
+        else
+            nb_parallel_for(n, 1, nested ? count_items_nested : count_items, &j);
+        for (size_t i = 0; i < STRESS_ITEMS; i++) bad += atomic_load(&j.count[i]) != (i < n);
+    }
+    return bad;
+}
+
+static void *stress_from_another_thread(void *arg) {
+    *(int *)arg = stress_jobs(3000, false);
+    return NULL;
+}
+
+static void test_pool_under_stress(void **state) {
+    (void)state;
+    static const int counts[] = {1, 8, 2, 3, 1, 2, 8, 5, 2};
+    for (size_t c = 0; c < sizeof counts / sizeof *counts; c++) {
+        assert_int_equal(nb_set_threads(counts[c]), NB_OK);
+        assert_int_equal(stress_jobs(2000, false), 0);
+        assert_int_equal(stress_jobs(50, true), 0);
+    }
+    /* another thread's calls while this one resizes the pool: they run
+     * serially or on the pool, never half on an old one */
+    int other_bad = -1;
+    pthread_t other;
+    assert_int_equal(pthread_create(&other, NULL, stress_from_another_thread, &other_bad), 0);
+    for (int r = 0; r < 20; r++) {
+        assert_int_equal(nb_set_threads(1 + r % 4), NB_OK);
+        assert_int_equal(stress_jobs(100, false), 0);
+    }
+    assert_int_equal(pthread_join(other, NULL), 0);
+    assert_int_equal(other_bad, 0);
+    assert_int_equal(nb_set_threads(1), NB_OK);
+}
+
+/* nb_set_threads from inside a part (a custom op's kernel, say) is refused:
+ * it would wait for the job, which waits for the part. */
+typedef struct {
+    _Atomic int refused, other;
+} resize_job;
+static void resize_from_part(void *ctx, size_t begin, size_t end) {
+    (void)begin, (void)end;
+    resize_job *j = ctx;
+    nb_status st = nb_set_threads(3);
+    if (st == NB_ERR_STATE && strstr(nb_last_error(), "nb_set_threads") && strstr(nb_last_error(), "inside a part"))
+        atomic_fetch_add(&j->refused, 1);
+    else
+        atomic_fetch_add(&j->other, 1);
+}
+
+static void test_resizing_from_inside_a_part_is_refused(void **state) {
+    (void)state;
+    assert_int_equal(nb_set_threads(2), NB_OK);
+    alarm(20); /* a hang (the pool waiting for itself) becomes a failure */
+    resize_job j = {0};
+    nb_parallel_parts(2, 2, resize_from_part, &j);
+    alarm(0);
+    assert_int_equal(atomic_load(&j.refused), 2);
+    assert_int_equal(atomic_load(&j.other), 0);
+    assert_int_equal(nb_get_threads(), 2);
+    assert_int_equal(nb_set_threads(1), NB_OK);
+}
+
+/* fork() while another thread resizes the pool: the child, resizing its own
+ * and running a job, fills every item and does not hang (the parent was
+ * often stopping its workers, which left the child's jobs running nothing,
+ * or inside OpenBLAS's lock, which the child then waited on). */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define NB_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define NB_SANITIZED 1
+#endif
+#endif
+#ifndef NB_SANITIZED
+static _Atomic bool stop_resizing;
+static void *keep_resizing(void *arg) {
+    (void)arg;
+    while (!atomic_load(&stop_resizing)) {
+        nb_set_threads(3);
+        nb_set_threads(1);
+    }
+    return NULL;
+}
+#endif
+
+static void test_fork_while_another_thread_resizes(void **state) {
+    (void)state;
+#ifdef NB_SANITIZED
+    /* TSan does not support threads started in a child of a threaded process, and ASan's pthread_create
+     * takes a lock of its own that the child may find held */
+    skip();
+#else
+    atomic_store(&stop_resizing, false);
+    pthread_t resizer;
+    assert_int_equal(pthread_create(&resizer, NULL, keep_resizing, NULL), 0);
+    int bad = 0;
+    for (int k = 0; k < 200; k++) {
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+            alarm(10);
+            if (nb_set_threads(2) != NB_OK) _exit(4);
+            stress_job j = {.nested = false};
+            nb_parallel_for(STRESS_ITEMS, 1, count_items, &j);
+            for (size_t i = 0; i < STRESS_ITEMS; i++)
+                if (atomic_load(&j.count[i]) != 1) _exit(3);
+            _exit(0);
+        }
+        int status;
+        assert_int_equal(waitpid(child, &status, 0), child);
+        bad += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    atomic_store(&stop_resizing, true);
+    assert_int_equal(pthread_join(resizer, NULL), 0);
+    assert_int_equal(bad, 0);
+    assert_int_equal(nb_set_threads(1), NB_OK);
+#endif
+}
+
 int main(void) {
     const struct CMUnitTest bitwise[] = {
         cmocka_unit_test(test_results_do_not_depend_on_threads),
@@ -454,6 +610,9 @@ int main(void) {
         cmocka_unit_test(test_tapes_on_separate_threads),
         cmocka_unit_test(test_fork_child_runs_serially),
         cmocka_unit_test(test_bad_thread_counts),
+        cmocka_unit_test(test_pool_under_stress),
+        cmocka_unit_test(test_resizing_from_inside_a_part_is_refused),
+        cmocka_unit_test(test_fork_while_another_thread_resizes),
     };
     return cmocka_run_group_tests_name("threads", tests, NULL, NULL);
 }

@@ -42,7 +42,7 @@ static struct {
     pthread_mutex_t lock; /* guards sleeping and waking */
     pthread_cond_t wake;
     pthread_mutex_t busy; /* held while a job runs */
-    int threads;          /* including the caller; 1 = serial */
+    _Atomic int threads;  /* including the caller; 1 = serial (read by any thread calling in) */
     pthread_t workers[MAX_THREADS - 1];
     _Atomic unsigned generation;
     /* job number << 32 | parts << 16 | next part to take */
@@ -60,6 +60,10 @@ static struct {
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .busy = PTHREAD_MUTEX_INITIALIZER, .threads = 1};
 
 static uint64_t split_jobs; /* jobs that ran on more than one thread (under `busy`) */
+
+/* Set while this thread runs a job, as its caller or in one of its parts:
+ * resizing the pool from there would wait for the job, which waits for it. */
+static _Thread_local int in_job;
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -79,7 +83,9 @@ static void take_parts(unsigned job) {
         if (!atomic_compare_exchange_weak(&pool.claim, &c, c + 1)) continue; /* c reloaded */
         /* Part `next` is ours: the job cannot change until it is done. */
         size_t begin = nb_part_begin(pool.n, next, parts), end = nb_part_begin(pool.n, next + 1, parts);
+        in_job++;
         if (begin < end) pool.fn(pool.ctx, begin, end);
+        in_job--;
         atomic_fetch_add(&pool.done, 1);
         c = atomic_load(&pool.claim);
     }
@@ -140,12 +146,15 @@ static void run_parts(size_t n, int parts, nb_range_fn fn, void *ctx) {
     pool.n = n;
     pool.parts = parts;
     split_jobs++;
+    in_job++;
     run_job();
+    in_job--;
     pthread_mutex_unlock(&pool.busy);
 }
 
 void nb_parallel_parts(size_t n, int parts, nb_range_fn fn, void *ctx) {
-    if (parts > pool.threads) parts = pool.threads;
+    int threads = atomic_load_explicit(&pool.threads, memory_order_relaxed);
+    if (parts > threads) parts = threads;
     if ((size_t)parts > n) parts = (int)n;
     if (parts <= 1) {
         if (n) fn(ctx, 0, n);
@@ -159,11 +168,12 @@ void nb_parallel_parts(size_t n, int parts, nb_range_fn fn, void *ctx) {
 #define PARTS_PER_THREAD 4
 void nb_parallel_for(size_t n, size_t grain, nb_range_fn fn, void *ctx) {
     if (grain < 1) grain = 1;
-    if (pool.threads <= 1 || n / grain < 2) {
+    int threads = atomic_load_explicit(&pool.threads, memory_order_relaxed);
+    if (threads <= 1 || n / grain < 2) {
         if (n) fn(ctx, 0, n);
         return;
     }
-    size_t parts = n / grain, most = (size_t)pool.threads * PARTS_PER_THREAD;
+    size_t parts = n / grain, most = (size_t)threads * PARTS_PER_THREAD;
     run_parts(n, (int)(parts < most ? parts : most), fn, ctx);
 }
 
@@ -184,20 +194,27 @@ static void stop_workers(void) {
  * no workers (and fresh locks, in case another thread held one). */
 static void after_fork_in_child(void) {
     pool.threads = 1;
+    atomic_store(&pool.quit, false); /* were they being stopped, the child's next job would run nothing */
     pthread_mutex_init(&pool.lock, NULL);
     pthread_mutex_init(&pool.busy, NULL);
     pthread_cond_init(&pool.wake, NULL);
     atomic_store(&pool.sleepers, 0);
 }
 
-static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
-static void install_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+/* At load time: a fork() racing another thread's first nb_set_threads must
+ * find the handler in place. */
+__attribute__((constructor)) static void install_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
 
 nb_status nb_set_threads(int n) {
-    pthread_once(&fork_handler_once, install_fork_handler);
     if (n < 1 || n > MAX_THREADS) {
         nb_set_error(NULL, NB_ERR_ARG, NULL, 0, "nb_set_threads: %d threads (allowed: 1 to %d)", n, MAX_THREADS);
         return NB_ERR_ARG;
+    }
+    if (in_job) {
+        nb_set_error(NULL, NB_ERR_STATE, NULL, 0,
+                     "nb_set_threads: called from inside a part of nb_parallel_for (the pool cannot be resized "
+                     "while it runs the job that asks; call it between jobs)");
+        return NB_ERR_STATE;
     }
     pthread_mutex_lock(&pool.busy);
     if (pool.threads > 1) stop_workers();
@@ -218,7 +235,9 @@ nb_status nb_set_threads(int n) {
     if (st != NB_OK && pool.threads > 1) stop_workers();
     /* One pool only: the products run as single-threaded calls on blocks
      * (and with n = 1, on the caller's thread alone, as asked). */
-    if (st == NB_OK) openblas_set_num_threads(1);
+    /* (Only when it is not already: the call takes OpenBLAS's lock, which a
+     * child forked while another thread holds it would wait on for ever.) */
+    if (st == NB_OK && openblas_get_num_threads() != 1) openblas_set_num_threads(1);
     pthread_mutex_unlock(&pool.busy);
     return st;
 }
