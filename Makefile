@@ -138,7 +138,7 @@ $(BUILD)/bench/adolc_projectile: bench/adolc_projectile.cpp bench/projectile.h
 bench: deps-build $(BENCHES) $(BUILD)/bench/bench_scalar_hpp $(ADOLC_BENCH)
 	@/usr/bin/python3 bench/run.py $(BUILD) $(if $(QUICK),--quick --rounds 3,) $(if $(ONLY),--only $(ONLY),)
 
-$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h examples/silu_op.h $(BUILD)/libnabla.a $(HEADERS)
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h tests/dot_support.h examples/silu_op.h $(BUILD)/libnabla.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(CPPFLAGS) -Isrc $(CFLAGS) $< $(TEST_SUPPORT) -o $@ $(BUILD)/libnabla.a \
