@@ -13,7 +13,14 @@
  * dropout draws; the parameters must stay bitwise equal (checked at the
  * end, "same" in the output).  Thread CPU time, median over the reps.
  * CSV: model (tiny, mlp, cnn),batch,eager_ms,replay_ms,same.
+ *
+ * Then the GPT of examples/gpt_model.h (fused attention, GELU MLP, layer
+ * norms, dropout 0.1, tied embedding) with AdamW and clipping at 1, on one
+ * batch: its token ids are a C array that a replay keeps as recorded
+ * (include/nabla_graph.h), so both sides train on the same batch; the
+ * targets are the graph's input.  Rows "gpt-LxD" with the batch and context.
  */
+#include "../examples/gpt_model.h"
 #include "bench_common.h"
 #include "nabla.h"
 #include "nabla_graph.h"
@@ -146,6 +153,103 @@ static bool same_params(const net *a, const net *b) {
     return true;
 }
 
+/* ---------------------------------------------------------------- the GPT */
+
+typedef struct {
+    gpt m;
+    nb_tape *tp;
+    nb_optimizer *opt;
+    nb_graph *graph;
+    nb_tensor *targets;
+    nb_rng rng;
+} gpt_net;
+
+static void gpt_net_init(gpt_net *n, size_t L, size_t d, size_t H, size_t T, size_t B) {
+    *n = (gpt_net){.m = {.V = 113, .T = T, .d = d, .H = H, .L = L, .dropout = 0.1}};
+    nb_rng_seed(&n->rng, 1);
+    if (gpt_init(&n->m, &n->rng) != NB_OK) fail();
+    n->tp = nb_tape_new();
+    nb_optimizer_opts o;
+    nb_optimizer_defaults(&o, NB_OPT_ADAMW);
+    o.lr = 1e-3;
+    n->opt = nb_optimizer_new(n->m.ps, &o);
+    n->targets = nb_zeros(NULL, NB_F32, NB_SHAPE(B, T));
+    nb_rng data;
+    nb_rng_seed(&data, 5);
+    for (size_t i = 0; i < B * T; i++) nb_set(n->targets, i, (double)(nb_rng_next(&data) % 113));
+}
+
+static void gpt_net_free(gpt_net *n) {
+    nb_graph_free(n->graph);
+    nb_optimizer_free(n->opt);
+    nb_params_free(n->m.ps);
+    nb_tensor_free(n->targets);
+    nb_tape_free(n->tp);
+}
+
+static void gpt_step(gpt_net *n, const size_t *ids, size_t B, size_t T, bool replay) {
+    nb_params_zero_grad(n->m.ps);
+    if (!replay || !n->graph) {
+        nb_tape_reset(n->tp);
+        nb_tensor *loss =
+            nb_softmax_cross_entropy(n->tp, gpt_forward(n->tp, &n->m, ids, B, T, &n->rng, NULL), n->targets, 2);
+        if (replay && !(n->graph = nb_graph_capture(n->tp, &n->targets, 1, &loss, 1))) fail();
+        if (nb_backward(loss) != NB_OK) fail();
+    } else if (nb_graph_forward(n->graph) || nb_graph_backward(n->graph, 0)) {
+        fail();
+    }
+    nb_clip_grad_norm(n->m.ps, 1.0);
+    if (nb_optimizer_step(n->opt) != NB_OK) fail();
+}
+
+static void gpt_rows(int reps, bool quick, bool csv) {
+    static const size_t cfg[][5] = {{2, 64, 4, 16, 1}, {2, 64, 4, 64, 16}}; /* L, d, H, T, B */
+    for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++) {
+        size_t L = cfg[c][0], d = cfg[c][1], H = cfg[c][2], T = cfg[c][3], B = cfg[c][4];
+        size_t *ids = malloc(B * T * sizeof *ids);
+        nb_rng data;
+        nb_rng_seed(&data, 4);
+        for (size_t i = 0; i < B * T; i++) ids[i] = nb_rng_next(&data) % 113;
+        gpt_net eager, replay;
+        gpt_net_init(&eager, L, d, H, T, B);
+        gpt_net_init(&replay, L, d, H, T, B);
+        double t0 = thread_cpu_seconds();
+        gpt_step(&eager, ids, B, T, false);
+        gpt_step(&replay, ids, B, T, true);
+        double one = thread_cpu_seconds() - t0;
+        int steps = quick ? 2 : (int)(0.05 / (one / 2)) + 2;
+        double *te = malloc((size_t)reps * sizeof *te), *tr = malloc((size_t)reps * sizeof *tr);
+        for (int r = 0; r < reps; r++) {
+            double a = thread_cpu_seconds();
+            for (int k = 0; k < steps; k++) gpt_step(&eager, ids, B, T, false);
+            double b = thread_cpu_seconds();
+            for (int k = 0; k < steps; k++) gpt_step(&replay, ids, B, T, true);
+            double e = thread_cpu_seconds();
+            te[r] = (b - a) * 1e3 / steps;
+            tr[r] = (e - b) * 1e3 / steps;
+        }
+        qsort(te, (size_t)reps, sizeof *te, cmp_double);
+        qsort(tr, (size_t)reps, sizeof *tr, cmp_double);
+        bool same = true;
+        for (size_t i = 0; i < nb_params_count(eager.m.ps); i++) {
+            nb_tensor *p = nb_params_at(eager.m.ps, i), *q = nb_params_at(replay.m.ps, i);
+            same = same && !memcmp(nb_tensor_const_data(p), nb_tensor_const_data(q), nb_tensor_size(p) * sizeof(float));
+        }
+        char name[32];
+        snprintf(name, sizeof name, "gpt-%zux%zu", L, d);
+        if (csv)
+            printf("%s,%zu,%.5f,%.5f,%s\n", name, B, te[reps / 2], tr[reps / 2], same ? "same" : "DIFFERENT");
+        else
+            printf("%-9s B %zu T %zu | %9.4f %9.4f %6.2fx | %s\n", name, B, T, te[reps / 2], tr[reps / 2],
+                   te[reps / 2] / tr[reps / 2], same ? "bitwise the same" : "DIFFERENT");
+        free(te);
+        free(tr);
+        free(ids);
+        gpt_net_free(&eager);
+        gpt_net_free(&replay);
+    }
+}
+
 int main(int argc, char **argv) {
     int reps = 7;
     bool quick = false, csv = false;
@@ -211,5 +315,6 @@ int main(int argc, char **argv) {
             net_free(&eager);
             net_free(&replay);
         }
+    gpt_rows(reps, quick, csv);
     return 0;
 }
